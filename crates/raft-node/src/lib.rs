@@ -1,0 +1,7 @@
+//! The node binary's library half: configuration, hot reload, logging and wiring.
+//!
+//! Responsibility: compose the toolkit crates into `raftd` (the node) and `raftctl` (its
+//! command-line client). Wiring and configuration only: no protocol logic lives here.
+//!
+//! May depend on: every other crate of the toolkit except `raft-sim`.
+#![deny(missing_docs)]

@@ -1,0 +1,111 @@
+//! `cargo xtask ci` and `cargo xtask layering`: every check a change must pass.
+
+use crate::util::{self, Flags, cargo};
+use anyhow::{Result, bail};
+
+/// Crates that must never appear in `raft-core`'s dependency tree: the core does no I/O.
+const FORBIDDEN_IN_CORE: &[&str] = &["tokio", "tonic", "prost", "sled"];
+
+/// Runs fmt, clippy, the layering check, the tests, rustdoc and cargo-deny, in that order,
+/// stopping at the first failure.
+pub fn run(flags: &mut Flags) -> Result<()> {
+    let bundle = flags.value("advisory-db-bundle")?;
+    let no_deny = flags.switch("no-deny")?;
+    std::mem::replace(flags, Flags::new(Vec::new())?).finish()?;
+
+    util::run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    util::run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    layering()?;
+    if util::has_cargo_subcommand("nextest") {
+        util::run(cargo().args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--locked",
+            "--no-fail-fast",
+        ]))?;
+        // nextest does not run doctests.
+        util::run(cargo().args(["test", "--workspace", "--locked", "--doc"]))?;
+    } else {
+        util::run(cargo().args(["test", "--workspace", "--locked"]))?;
+    }
+    util::run(
+        cargo()
+            .args(["doc", "--workspace", "--no-deps", "--locked"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
+    if no_deny {
+        eprintln!("xtask: cargo-deny skipped (--no-deny)");
+    } else {
+        let mut deny_flags = Flags::new(match bundle {
+            Some(path) => vec!["--advisory-db-bundle".into(), path],
+            None => Vec::new(),
+        })?;
+        crate::deny::run(&mut deny_flags)?;
+    }
+    eprintln!("xtask: ci passed");
+    Ok(())
+}
+
+/// Fails if `raft-core` depends, directly or not, on a crate that does I/O.
+pub fn layering() -> Result<()> {
+    let tree = util::output(cargo().args([
+        "tree",
+        "--package",
+        "raft-core",
+        "--edges",
+        "normal,build",
+        "--prefix",
+        "none",
+        "--format",
+        "{p}",
+        "--locked",
+    ]))?;
+    let found = forbidden_crates(&tree);
+    if !found.is_empty() {
+        bail!(
+            "layering: raft-core must stay free of I/O, but its dependency tree contains {}",
+            found.join(", ")
+        );
+    }
+    eprintln!("xtask: layering ok: raft-core depends on none of {FORBIDDEN_IN_CORE:?}");
+    Ok(())
+}
+
+/// The forbidden crate names that occur in `cargo tree --prefix none --format {p}` output.
+fn forbidden_crates(tree: &str) -> Vec<String> {
+    let mut found: Vec<String> = tree
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| FORBIDDEN_IN_CORE.contains(name))
+        .map(str::to_string)
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forbidden_crates;
+
+    #[test]
+    fn finds_forbidden_crates_by_exact_name() {
+        let tree = "raft-core v0.1.0 (/x)\nbytes v1.10.0\ntokio v1.47.0\ntokio-util v0.7.0\n\
+                    tokio v1.47.0\nprost-types v0.14.0\n";
+        assert_eq!(forbidden_crates(tree), vec!["tokio".to_string()]);
+    }
+
+    #[test]
+    fn clean_tree_passes() {
+        assert!(forbidden_crates("raft-core v0.1.0 (/x)\nbytes v1.10.0\n").is_empty());
+    }
+}

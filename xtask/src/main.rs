@@ -1,0 +1,63 @@
+//! `cargo xtask`: the project's automation (CI checks, cargo-deny, release packaging).
+//!
+//! Every task is plain Rust calling cargo and git, so that it behaves the same on a laptop
+//! and in CI; `.ci/run` only calls into here.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod ci;
+mod deny;
+mod release;
+mod util;
+
+use anyhow::{Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <task> [options]
+
+tasks:
+  ci [--advisory-db-bundle PATH] [--no-deny]
+        fmt check, clippy -D warnings, layering check, tests (nextest when installed),
+        rustdoc with warnings denied, cargo-deny
+  layering
+        fail if raft-core's dependency tree holds tokio, tonic, prost or sled
+  deny [--advisory-db-bundle PATH]
+        install cargo-deny if missing and run `cargo deny check`; with a bundle, the RustSec
+        advisory database comes from that git bundle and cargo-deny runs offline
+  cluster
+        build raftd and start a local 3-node cluster (arrives with the raft-kv/raftd issue)
+  release --dry-run
+        package every publishable crate (cargo package, in dependency order), build the
+        release raftd and write target/dist/raftd-<version>-<target>.tar.gz and .sha256
+";
+
+fn main() {
+    if let Err(err) = run() {
+        eprintln!("xtask: error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.is_empty() {
+        print!("{USAGE}");
+        return Ok(());
+    }
+    let task = args.remove(0);
+    util::cd_workspace_root()?;
+    match task.as_str() {
+        "ci" => ci::run(&mut util::Flags::new(args)?),
+        "layering" => ci::layering(),
+        "deny" => deny::run(&mut util::Flags::new(args)?),
+        "release" => release::run(&mut util::Flags::new(args)?),
+        "cluster" => bail!(
+            "`cargo xtask cluster` needs a raftd that serves, which arrives with the \
+             raft-runtime/raft-kv/raftd issue; today raftd only parses its arguments"
+        ),
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown task `{other}`\n\n{USAGE}"),
+    }
+}

@@ -1,0 +1,116 @@
+//! `cargo xtask release --dry-run`: package the crates and build the `raftd` tarball.
+
+use crate::util::{self, Flags, cargo};
+use anyhow::{Context, Result, bail};
+use flate2::{Compression, write::GzEncoder};
+use sha2::{Digest, Sha256};
+use std::fs::{self, File};
+use std::io::{BufReader, Read, Write};
+use std::path::Path;
+
+/// Crates published to a registry, lowest layer first (dependencies before dependents).
+const PUBLISHABLE: &[&str] = &[
+    "raft-core",
+    "raft-metrics",
+    "raft-log",
+    "raft-snapshot",
+    "raft-net",
+    "raft-runtime",
+    "raft-kv",
+    "raft-node",
+];
+
+/// Packages every publishable crate, builds the release binaries and writes the tarball
+/// plus its SHA-256. Only `--dry-run` exists: publishing is done by hand.
+pub fn run(flags: &mut Flags) -> Result<()> {
+    let dry_run = flags.switch("dry-run")?;
+    std::mem::replace(flags, Flags::new(Vec::new())?).finish()?;
+    if !dry_run {
+        bail!("only `cargo xtask release --dry-run` exists; publishing is done by hand");
+    }
+
+    // One `cargo package` call for all of them: cargo orders them by dependency and
+    // verifies each against the others packaged in the same run.
+    let mut package = cargo();
+    package.args(["package", "--locked", "--allow-dirty"]);
+    for name in PUBLISHABLE {
+        package.args(["--package", name]);
+    }
+    util::run(&mut package)?;
+
+    util::run(cargo().args([
+        "build",
+        "--release",
+        "--locked",
+        "--package",
+        "raft-node",
+        "--bins",
+    ]))?;
+
+    let version = env!("CARGO_PKG_VERSION");
+    let target = host_target()?;
+    let dist = Path::new("target/dist");
+    fs::create_dir_all(dist)?;
+    let name = format!("raftd-{version}-{target}");
+    let tarball = dist.join(format!("{name}.tar.gz"));
+    write_tarball(&tarball, &name)?;
+    let digest = sha256_file(&tarball)?;
+    let sum_path = dist.join(format!("{name}.tar.gz.sha256"));
+    fs::write(&sum_path, format!("{digest}  {name}.tar.gz\n"))?;
+    println!("{}", tarball.display());
+    println!("{}", sum_path.display());
+    Ok(())
+}
+
+/// The host target triple, from `rustc -vV`.
+fn host_target() -> Result<String> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let info = util::output(std::process::Command::new(rustc).arg("-vV"))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(str::to_string)
+        .context("rustc -vV printed no host line")
+}
+
+/// Writes `<dir>/{raftd, raftctl (if built), README.md, LICENSE files}` into a gzipped tar.
+fn write_tarball(path: &Path, dir: &str) -> Result<()> {
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut tar = tar::Builder::new(GzEncoder::new(file, Compression::default()));
+    let mut added = false;
+    for bin in ["raftd", "raftctl"] {
+        let src = Path::new("target/release").join(bin);
+        if src.exists() {
+            tar.append_path_with_name(&src, format!("{dir}/{bin}"))?;
+            added |= bin == "raftd";
+        }
+    }
+    if !added {
+        bail!("target/release/raftd was not built");
+    }
+    for doc in ["README.md", "LICENSE-MIT", "LICENSE-APACHE"] {
+        if Path::new(doc).exists() {
+            tar.append_path_with_name(doc, format!("{dir}/{doc}"))?;
+        }
+    }
+    tar.into_inner()?.finish()?.flush()?;
+    Ok(())
+}
+
+/// Hex SHA-256 of a file.
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut reader = BufReader::new(File::open(path)?);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}

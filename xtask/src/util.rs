@@ -1,0 +1,124 @@
+//! Small helpers shared by the tasks: running commands, flags, the workspace root.
+
+use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Moves the process to the workspace root (the parent of `xtask/`).
+pub fn cd_workspace_root() -> Result<()> {
+    let root = workspace_root();
+    std::env::set_current_dir(&root).with_context(|| format!("cd {}", root.display()))
+}
+
+/// The workspace root, from where this crate was built.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// The `cargo` that runs us (so toolchain overrides carry over).
+pub fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Runs a command, echoing it, and fails unless it exits with 0.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: $ {}", describe(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting {}", describe(cmd)))?;
+    if !status.success() {
+        bail!("`{}` failed with {status}", describe(cmd));
+    }
+    Ok(())
+}
+
+/// Runs a command and returns its standard output; fails unless it exits with 0.
+pub fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("starting {}", describe(cmd)))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed with {}:\n{}",
+            describe(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// True when `cargo <sub> --version` works (an installed cargo subcommand).
+pub fn has_cargo_subcommand(sub: &str) -> bool {
+    cargo()
+        .args([sub, "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Command-line flags of a task: `--name value` pairs and bare `--switch`es.
+pub struct Flags {
+    values: BTreeMap<String, Option<String>>,
+}
+
+impl Flags {
+    /// Parses `--name value`, `--name=value` and `--switch` (a flag followed by another flag
+    /// or by nothing is a switch).
+    pub fn new(args: Vec<String>) -> Result<Self> {
+        let mut values = BTreeMap::new();
+        let mut it = args.into_iter().peekable();
+        while let Some(arg) = it.next() {
+            let Some(name) = arg.strip_prefix("--") else {
+                bail!("unexpected argument `{arg}` (flags start with --)");
+            };
+            if let Some((k, v)) = name.split_once('=') {
+                values.insert(k.to_string(), Some(v.to_string()));
+            } else if it.peek().is_some_and(|next| !next.starts_with("--")) {
+                values.insert(name.to_string(), it.next());
+            } else {
+                values.insert(name.to_string(), None);
+            }
+        }
+        Ok(Self { values })
+    }
+
+    /// Takes a bare switch; a value given to it is an error.
+    pub fn switch(&mut self, name: &str) -> Result<bool> {
+        match self.values.remove(name) {
+            None => Ok(false),
+            Some(None) => Ok(true),
+            Some(Some(v)) => bail!("--{name} takes no value (got `{v}`)"),
+        }
+    }
+
+    /// Takes an optional `--name value`.
+    pub fn value(&mut self, name: &str) -> Result<Option<String>> {
+        match self.values.remove(name) {
+            None => Ok(None),
+            Some(Some(v)) => Ok(Some(v)),
+            Some(None) => bail!("--{name} needs a value"),
+        }
+    }
+
+    /// Fails if any flag was given that the task did not take.
+    pub fn finish(self) -> Result<()> {
+        if let Some(name) = self.values.keys().next() {
+            bail!("unknown flag --{name}");
+        }
+        Ok(())
+    }
+}
