@@ -7,4 +7,28 @@
 //! their own state machines.
 //!
 //! May depend on: `raft-core` and plain utility crates only (no tokio, no real I/O).
+//!
+//! The building blocks, bottom up: [`rng`] (the seeded generator), [`swarm`] (what a seed
+//! enables), [`queue`] (events by time), [`network`], [`storage`], [`trace`], and
+//! [`linearizability`] (the history checker).
 #![deny(missing_docs)]
+
+pub mod fxhash;
+pub mod linearizability;
+pub mod network;
+pub mod queue;
+pub mod rng;
+pub mod storage;
+pub mod swarm;
+pub mod trace;
+
+/// Errors of the simulator itself (not the failures it finds, which are reports).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A command-line argument or option is invalid.
+    #[error("invalid usage: {0}")]
+    Usage(String),
+}
+
+/// The crate's result type.
+pub type Result<T> = std::result::Result<T, Error>;
