@@ -32,3 +32,6 @@ pub enum Error {
 
 /// The crate's result type.
 pub type Result<T> = std::result::Result<T, Error>;
+pub mod client;
+pub mod invariants;
+pub mod kv;
