@@ -1,0 +1,445 @@
+//! The Raft state machine: roles, terms, timers and message dispatch.
+//!
+//! The submodules add the parts of the protocol as further `impl Raft` blocks:
+//! `election` (campaigns and votes), `replication` (appends, heartbeats, snapshots,
+//! commit), `reads` (ReadIndex and lease reads) and `membership` (configuration changes
+//! and leadership transfer).
+
+mod election;
+mod membership;
+mod reads;
+mod replication;
+
+use crate::config::Config;
+use crate::entry::{HardState, NodeId};
+use crate::error::{Error, Result};
+use crate::log_read::LogRead;
+use crate::message::{AppendResponse, Message, MessageBody, VoteResponse};
+use crate::progress::ProgressState;
+use crate::raft_log::RaftLog;
+use crate::read_only::{ReadOnly, ReadState};
+use crate::rng::SplitMix64;
+use crate::tracker::Tracker;
+use bytes::Bytes;
+
+/// The role a node plays in its current term.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    #[default]
+    Follower,
+    /// Asks whether it could win an election, without changing term.
+    PreCandidate,
+    /// Campaigns in a new term.
+    Candidate,
+    /// Leads the current term.
+    Leader,
+}
+
+/// The protocol state of one node.
+pub(crate) struct Raft<L> {
+    pub id: NodeId,
+    pub cfg: Config,
+    /// Invariant: never decreases.
+    pub term: u64,
+    /// Invariant: set at most once per term.
+    pub vote: Option<NodeId>,
+    pub log: RaftLog<L>,
+    pub role: Role,
+    pub leader: Option<NodeId>,
+    pub tracker: Tracker,
+    /// Messages that may be sent at once.
+    pub msgs: Vec<Message>,
+    /// Messages that may be sent only once the current writes are durable.
+    pub msgs_after_persist: Vec<Message>,
+    pub read_states: Vec<ReadState>,
+    rng: SplitMix64,
+    /// Ticks since the last heartbeat from the leader (follower), or since the last
+    /// check-quorum round (leader).
+    election_elapsed: u64,
+    heartbeat_elapsed: u64,
+    /// Ticks since this node became leader.
+    leader_elapsed: u64,
+    randomized_timeout: u64,
+    /// A monotonic tick counter (for lease reads).
+    now: u64,
+    pub lead_transferee: Option<NodeId>,
+    transfer_elapsed: u64,
+    /// Index of the latest configuration change proposed; no new change is accepted until
+    /// it is applied.
+    pub pending_conf_index: u64,
+    reads: ReadOnly,
+    /// Reads that arrived before the leader committed an entry of its term.
+    reads_before_commit: Vec<(Bytes, Option<NodeId>)>,
+    /// New entries or a new commit index must be broadcast at the next flush.
+    bcast_pending: bool,
+}
+
+impl<L: LogRead> Raft<L> {
+    pub(crate) fn new(cfg: Config, store: L, seed: u64) -> Result<Self> {
+        cfg.validate()?;
+        let init = store.initial_state()?;
+        let snap = store.snapshot_meta()?;
+        let last = store.last_index()?;
+        let hs = init.hard_state;
+        let committed = hs.commit.max(snap.index);
+        if committed > last {
+            return Err(Error::Storage(crate::log_read::StorageError::Failed(
+                format!("hard state commit {committed} is beyond the last index {last}").into(),
+            )));
+        }
+        let log = RaftLog::new(store, committed, cfg.applied)?;
+        let mut tracker = Tracker::new(cfg.max_inflight_msgs, cfg.max_inflight_bytes);
+        tracker.set_membership(init.membership, last + 1);
+        let mut r = Self {
+            id: cfg.id,
+            term: hs.term,
+            vote: hs.vote,
+            log,
+            role: Role::Follower,
+            leader: None,
+            tracker,
+            msgs: Vec::new(),
+            msgs_after_persist: Vec::new(),
+            read_states: Vec::new(),
+            rng: SplitMix64::new(seed ^ cfg.id.wrapping_mul(0x2545_F491_4F6C_DD1D)),
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            leader_elapsed: 0,
+            randomized_timeout: 0,
+            now: 0,
+            lead_transferee: None,
+            transfer_elapsed: 0,
+            pending_conf_index: 0,
+            reads: ReadOnly::default(),
+            reads_before_commit: Vec::new(),
+            bcast_pending: false,
+            cfg,
+        };
+        r.become_follower(hs.term, None);
+        Ok(r)
+    }
+
+    pub(crate) fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
+    }
+
+    /// True when this node may campaign: a voter of the current configuration.
+    pub(crate) fn promotable(&self) -> bool {
+        self.tracker.membership.is_voter(self.id)
+    }
+
+    pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
+        self.msgs.push(Message {
+            from: self.id,
+            to,
+            term: self.term,
+            body,
+        });
+    }
+
+    pub(crate) fn send_after_persist(&mut self, to: NodeId, term: u64, body: MessageBody) {
+        self.msgs_after_persist.push(Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        });
+    }
+
+    fn reset(&mut self, term: u64) {
+        if self.term != term {
+            self.term = term;
+            self.vote = None;
+        }
+        self.leader = None;
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        self.leader_elapsed = 0;
+        self.lead_transferee = None;
+        self.reads = ReadOnly::default();
+        self.reads_before_commit.clear();
+        self.bcast_pending = false;
+        let jitter = self.cfg.effective_jitter();
+        self.randomized_timeout = self.rng.gen_range(
+            self.cfg.election_timeout_base_ticks,
+            self.cfg.election_timeout_base_ticks + jitter,
+        );
+        self.tracker.reset(self.log.last_index() + 1);
+    }
+
+    pub(crate) fn become_follower(&mut self, term: u64, leader: Option<NodeId>) {
+        self.reset(term);
+        self.role = Role::Follower;
+        self.leader = leader;
+    }
+
+    /// Advances time by one tick.
+    pub(crate) fn tick(&mut self) -> Result<()> {
+        self.now += 1;
+        match self.role {
+            Role::Leader => self.tick_leader(),
+            _ => {
+                self.election_elapsed += 1;
+                if self.promotable()
+                    && self.cfg.priority > 0
+                    && self.election_elapsed >= self.randomized_timeout
+                {
+                    self.election_elapsed = 0;
+                    self.campaign(false)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn tick_leader(&mut self) -> Result<()> {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        self.leader_elapsed += 1;
+        if self.lead_transferee.is_some() {
+            self.transfer_elapsed += 1;
+            if self.transfer_elapsed >= self.cfg.election_timeout_base_ticks {
+                // The target did not win in time: accept proposals again.
+                self.lead_transferee = None;
+            }
+        }
+        if self.election_elapsed >= self.cfg.election_timeout_base_ticks {
+            self.election_elapsed = 0;
+            if self.cfg.check_quorum {
+                if !self.tracker.quorum_active(self.id) {
+                    self.become_follower(self.term, None);
+                    return Ok(());
+                }
+                let me = self.id;
+                for (id, pr) in self.tracker.progress.iter_mut() {
+                    if *id != me {
+                        pr.recent_active = false;
+                    }
+                }
+            }
+        }
+        // Appends in flight with no acknowledgement for an election timeout were lost
+        // (or the peer restarted): fall back to probing from the last known match.
+        let limit = self.cfg.election_timeout_base_ticks;
+        for pr in self.tracker.progress.values_mut() {
+            if pr.state == ProgressState::Replicate && pr.inflights.count() > 0 {
+                pr.stall_ticks += 1;
+                if pr.stall_ticks >= limit {
+                    pr.become_probe();
+                }
+            }
+        }
+        if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
+            self.heartbeat_elapsed = 0;
+            self.bcast_heartbeat();
+        }
+        Ok(())
+    }
+
+    /// True when this node ignores a higher-term (pre-)vote request: it heard from a live
+    /// leader within the minimum election timeout (or is a leader within its minimum
+    /// leadership period or holding its check-quorum lease).
+    fn in_leader_lease(&self) -> bool {
+        match self.role {
+            Role::Leader => {
+                self.cfg.check_quorum || self.leader_elapsed < self.cfg.min_leadership_ticks
+            }
+            _ => {
+                self.leader.is_some()
+                    && self.election_elapsed < self.cfg.election_timeout_base_ticks
+            }
+        }
+    }
+
+    /// Processes a message from a peer.
+    pub(crate) fn step(&mut self, m: Message) -> Result<()> {
+        if m.term > self.term {
+            if let MessageBody::Vote(req) = &m.body
+                && !req.transfer
+                && self.in_leader_lease()
+            {
+                // Leader stickiness: a live leader exists; do not disturb it.
+                return Ok(());
+            }
+            match &m.body {
+                MessageBody::Vote(req) if req.pre_vote => {}
+                MessageBody::VoteResponse(r) if r.pre_vote && r.granted => {}
+                MessageBody::Append(_)
+                | MessageBody::Heartbeat(_)
+                | MessageBody::InstallSnapshot(_) => self.become_follower(m.term, Some(m.from)),
+                _ => self.become_follower(m.term, None),
+            }
+        } else if m.term < self.term {
+            match &m.body {
+                MessageBody::Append(_)
+                | MessageBody::Heartbeat(_)
+                | MessageBody::InstallSnapshot(_) => {
+                    // Tell the stale leader about the new term so it steps down.
+                    self.send(
+                        m.from,
+                        MessageBody::AppendResponse(AppendResponse::default()),
+                    );
+                }
+                MessageBody::Vote(req) if req.pre_vote => {
+                    self.send(
+                        m.from,
+                        MessageBody::VoteResponse(VoteResponse {
+                            pre_vote: true,
+                            granted: false,
+                        }),
+                    );
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+        match m.body {
+            MessageBody::Vote(req) => self.handle_vote_request(m.from, m.term, req),
+            body => match self.role {
+                Role::Leader => self.step_leader(m.from, body),
+                Role::Candidate | Role::PreCandidate => self.step_candidate(m.from, body),
+                Role::Follower => self.step_follower(m.from, body),
+            },
+        }
+    }
+
+    fn step_leader(&mut self, from: NodeId, body: MessageBody) -> Result<()> {
+        match body {
+            MessageBody::AppendResponse(r) => self.handle_append_response(from, r),
+            MessageBody::HeartbeatResponse(r) => self.handle_heartbeat_response(from, r.read_round),
+            MessageBody::ReadIndex(req) => {
+                self.leader_read(req.context, Some(from));
+                Ok(())
+            }
+            MessageBody::Propose(ents) => {
+                // Forwarded proposals: a refusal is dropped silently (the follower's
+                // client times out and retries), like a lost message.
+                let _ = self.propose_entries(ents);
+                Ok(())
+            }
+            MessageBody::Append(_)
+            | MessageBody::Heartbeat(_)
+            | MessageBody::InstallSnapshot(_) => Err(Error::InvalidMessage(
+                "another leader claims the same term (peer violates the protocol)",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn step_candidate(&mut self, from: NodeId, body: MessageBody) -> Result<()> {
+        match body {
+            MessageBody::VoteResponse(r) => self.handle_vote_response(from, r),
+            b @ (MessageBody::Append(_)
+            | MessageBody::Heartbeat(_)
+            | MessageBody::InstallSnapshot(_)) => {
+                // Someone won this term.
+                self.become_follower(self.term, Some(from));
+                self.step_follower(from, b)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn step_follower(&mut self, from: NodeId, body: MessageBody) -> Result<()> {
+        match body {
+            MessageBody::Append(a) => {
+                self.election_elapsed = 0;
+                self.leader = Some(from);
+                self.handle_append(from, a)
+            }
+            MessageBody::Heartbeat(h) => {
+                self.election_elapsed = 0;
+                self.leader = Some(from);
+                self.handle_heartbeat(from, h);
+                Ok(())
+            }
+            MessageBody::InstallSnapshot(meta) => {
+                self.election_elapsed = 0;
+                self.leader = Some(from);
+                self.handle_snapshot(from, meta);
+                Ok(())
+            }
+            MessageBody::TimeoutNow => {
+                if self.promotable() {
+                    self.campaign(true)?;
+                }
+                Ok(())
+            }
+            MessageBody::Propose(ents) => {
+                if let Some(leader) = self.leader {
+                    self.send(leader, MessageBody::Propose(ents));
+                }
+                Ok(())
+            }
+            MessageBody::ReadIndexResponse(r) => {
+                self.read_states.push(ReadState {
+                    context: r.context,
+                    index: r.index,
+                });
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Work deferred to the next `Ready`: broadcasts after proposals or commit changes,
+    /// read rounds, the automatic leave of a joint configuration.
+    pub(crate) fn needs_flush(&self) -> bool {
+        self.role == Role::Leader && (self.bcast_pending || self.reads.needs_round)
+            || self.needs_auto_leave()
+    }
+
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        if self.role != Role::Leader {
+            return Ok(());
+        }
+        if self.needs_auto_leave() {
+            self.propose_auto_leave()?;
+        }
+        if self.bcast_pending {
+            self.bcast_pending = false;
+            self.bcast_append()?;
+        }
+        if self.reads.needs_round {
+            self.bcast_heartbeat();
+        }
+        Ok(())
+    }
+
+    /// The durable hard state now includes `hs`.
+    pub(crate) fn on_hard_state_persisted(&mut self, hs: &HardState) -> Result<()> {
+        if self.role == Role::Candidate && hs.term == self.term && hs.vote == Some(self.id) {
+            // Our own vote counts only once it can no longer be forgotten.
+            self.tracker.record_vote(self.id, true);
+            self.tally_votes()?;
+        }
+        Ok(())
+    }
+
+    /// More of the log became durable.
+    pub(crate) fn on_log_persisted(&mut self) -> Result<()> {
+        if self.role != Role::Leader {
+            return Ok(());
+        }
+        let persisted = self.log.persisted_last();
+        let me = self.id;
+        let updated = self
+            .tracker
+            .progress
+            .get_mut(&me)
+            .is_some_and(|pr| pr.maybe_update(persisted));
+        if updated {
+            self.maybe_commit();
+        }
+        Ok(())
+    }
+
+    pub(crate) fn ticks_now(&self) -> u64 {
+        self.now
+    }
+}

@@ -1,0 +1,136 @@
+//! Proposals, configuration changes (joint consensus) and leadership transfer.
+
+use super::{Raft, Role};
+use crate::confchange;
+use crate::entry::{Entry, EntryKind, NodeId};
+use crate::error::{Error, Result};
+use crate::log_read::LogRead;
+use crate::membership::{ConfChange, Membership};
+use crate::message::MessageBody;
+
+impl<L: LogRead> Raft<L> {
+    /// Appends proposals to the leader's log (index and term are assigned here).
+    pub(crate) fn propose_entries(&mut self, mut ents: Vec<Entry>) -> Result<()> {
+        if self.role != Role::Leader {
+            return match self.leader {
+                Some(leader) => {
+                    self.send(leader, MessageBody::Propose(ents));
+                    Ok(())
+                }
+                None => Err(Error::NoLeader),
+            };
+        }
+        if self.lead_transferee.is_some() {
+            return Err(Error::ProposalDropped("leadership transfer in progress"));
+        }
+        if !self.tracker.progress.contains_key(&self.id) {
+            return Err(Error::ProposalDropped("this leader is no longer a member"));
+        }
+        let last = self.log.last_index();
+        let mut pending_conf = self.pending_conf_index;
+        for (i, e) in ents.iter_mut().enumerate() {
+            e.index = last + 1 + i as u64;
+            e.term = self.term;
+            if e.kind == EntryKind::ConfChange {
+                // One change in flight at a time: the previous one must be applied.
+                if pending_conf > self.log.applied {
+                    return Err(Error::ConfChangeRejected(format!(
+                        "the change at index {pending_conf} is not applied yet (applied {})",
+                        self.log.applied
+                    )));
+                }
+                let cc = confchange::decode(&e.data)?;
+                confchange::apply(&self.tracker.membership, &cc)
+                    .map_err(Error::ConfChangeRejected)?;
+                pending_conf = e.index;
+            }
+        }
+        self.pending_conf_index = pending_conf;
+        self.log.append(&ents);
+        self.bcast_pending = true;
+        Ok(())
+    }
+
+    pub(crate) fn needs_auto_leave(&self) -> bool {
+        self.role == Role::Leader
+            && self.tracker.membership.is_joint()
+            && self.tracker.membership.auto_leave
+            && self.pending_conf_index <= self.log.applied
+            && self.lead_transferee.is_none()
+    }
+
+    pub(crate) fn propose_auto_leave(&mut self) -> Result<()> {
+        let e = Entry {
+            kind: EntryKind::ConfChange,
+            data: confchange::encode(&ConfChange::default()),
+            ..Entry::default()
+        };
+        self.propose_entries(vec![e])
+    }
+
+    /// Applies a committed configuration change; returns the new membership, or `None`
+    /// when the change is refused (all nodes refuse it the same way).
+    pub(crate) fn apply_conf_change(&mut self, cc: &ConfChange) -> Option<Membership> {
+        let next = confchange::apply(&self.tracker.membership, cc).ok()?;
+        let last = self.log.last_index();
+        self.tracker.set_membership(next.clone(), last + 1);
+        if let Some(t) = self.lead_transferee
+            && !next.voters.contains(&t)
+        {
+            self.lead_transferee = None;
+        }
+        if self.role == Role::Leader {
+            if !next.is_joint() && !next.voters.contains(&self.id) {
+                self.hand_over_leadership();
+            } else {
+                self.maybe_commit();
+                self.bcast_pending = true;
+            }
+        }
+        Some(next)
+    }
+
+    /// This leader left the configuration: let the most up-to-date voter take over at
+    /// once instead of waiting for an election timeout, then step down.
+    fn hand_over_leadership(&mut self) {
+        let last = self.log.last_index();
+        let target = self.tracker.membership.voters.iter().copied().find(|id| {
+            self.tracker
+                .progress
+                .get(id)
+                .is_some_and(|p| p.matched == last)
+        });
+        if let Some(t) = target {
+            self.send(t, MessageBody::TimeoutNow);
+        }
+        let term = self.term;
+        self.become_follower(term, None);
+    }
+
+    pub(crate) fn transfer_leader(&mut self, target: NodeId) -> Result<()> {
+        if self.role != Role::Leader {
+            return Err(Error::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if target == self.id {
+            self.lead_transferee = None;
+            return Ok(());
+        }
+        if !self.tracker.membership.voters.contains(&target) {
+            return Err(Error::NotAVoter(target));
+        }
+        if self.lead_transferee == Some(target) {
+            return Ok(());
+        }
+        self.lead_transferee = Some(target);
+        self.transfer_elapsed = 0;
+        let caught_up = self.tracker.progress[&target].matched == self.log.last_index();
+        if caught_up {
+            self.send(target, MessageBody::TimeoutNow);
+        } else {
+            self.maybe_send_append(target, true)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,10 @@
+//! Protocol scenarios: small in-memory clusters driven through `RawNode`/`Ready`.
+
+mod harness;
+
+mod elections;
+mod membership;
+mod reads;
+mod replication;
+mod snapshots;
+mod transfer;
