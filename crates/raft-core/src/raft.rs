@@ -133,6 +133,11 @@ impl<L: LogRead> Raft<L> {
         self.tracker.membership.is_voter(self.id)
     }
 
+    /// False for a node that joined with no membership at all: it waits for a snapshot.
+    pub(crate) fn initialized(&self) -> bool {
+        !self.tracker.membership.voters.is_empty()
+    }
+
     pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
         self.msgs.push(Message {
             from: self.id,

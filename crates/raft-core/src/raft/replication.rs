@@ -96,7 +96,7 @@ impl<L: LogRead> Raft<L> {
 
     fn send_snapshot(&mut self, to: NodeId) -> Result<bool> {
         let meta = self.log.store.snapshot_meta()?;
-        if meta.index == 0 {
+        if meta.index == 0 && self.log.first_index()? > 1 {
             return Err(Error::Storage(StorageError::Failed(
                 "entries are compacted but the storage reports no snapshot".into(),
             )));
@@ -140,8 +140,14 @@ impl<L: LogRead> Raft<L> {
         pr.recent_active = true;
         pr.probe_sent = false;
         pr.acked_round = pr.acked_round.max(round);
-        let lagging = pr.matched < last || pr.sent_commit < self.log.committed;
-        if lagging {
+        if pr.matched < last {
+            // An empty append at the end of what was sent makes the peer reveal a gap
+            // (lost appends) by rejecting it.
+            if !self.maybe_send_append(from, true)? {
+                return Ok(());
+            }
+            self.send_appends(from)?;
+        } else if pr.sent_commit < self.log.committed {
             self.send_appends(from)?;
         }
         self.check_read_quorum();
@@ -154,6 +160,13 @@ impl<L: LogRead> Raft<L> {
         };
         pr.recent_active = true;
         if r.reject {
+            if r.hint_index == 0 && pr.matched == 0 && pr.state != ProgressState::Snapshot {
+                // The peer's log is empty (perhaps a node that just joined and knows no
+                // membership yet): start it from our snapshot, which carries the
+                // membership (the bootstrap one at index 0 when nothing is compacted).
+                self.send_snapshot(from)?;
+                return Ok(());
+            }
             let hint = if r.hint_term > 0 {
                 self.log.find_conflict_by_term(r.hint_index, r.hint_term)?.0
             } else {
@@ -203,6 +216,21 @@ impl<L: LogRead> Raft<L> {
 
     pub(crate) fn handle_append(&mut self, from: NodeId, a: Append) -> Result<()> {
         let term = self.term;
+        if !self.initialized() {
+            // Without a membership we cannot interpret configuration changes in the log:
+            // ask for the leader's snapshot (an empty-log hint triggers it).
+            self.send_after_persist(
+                from,
+                term,
+                MessageBody::AppendResponse(AppendResponse {
+                    index: a.prev_log_index,
+                    reject: true,
+                    hint_index: 0,
+                    hint_term: 0,
+                }),
+            );
+            return Ok(());
+        }
         if a.prev_log_index < self.log.committed {
             let index = self.log.committed;
             self.send_after_persist(
@@ -260,9 +288,9 @@ impl<L: LogRead> Raft<L> {
 
     pub(crate) fn handle_snapshot(&mut self, from: NodeId, meta: SnapshotMeta) {
         let term = self.term;
-        let index = if meta.index <= self.log.committed {
+        let index = if meta.index <= self.log.committed && self.initialized() {
             self.log.committed
-        } else if self.log.match_term(meta.index, meta.term) {
+        } else if self.initialized() && self.log.match_term(meta.index, meta.term) {
             // We already have everything the snapshot covers: just commit it.
             self.log.commit_to(meta.index);
             self.log.last_index()

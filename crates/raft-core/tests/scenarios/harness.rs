@@ -254,11 +254,14 @@ impl Cluster {
         }
         if let MessageBody::InstallSnapshot(meta) = &m.body {
             // The transport streams the snapshot data before delivering the message.
-            let data = self.nodes[&m.from]
-                .snapshots
-                .get(&meta.index)
-                .cloned()
-                .expect("the leader has the snapshot it sends");
+            let data = match meta.index {
+                0 => Vec::new(), // the empty bootstrap snapshot
+                i => self.nodes[&m.from]
+                    .snapshots
+                    .get(&i)
+                    .cloned()
+                    .expect("the leader has the snapshot it sends"),
+            };
             self.nodes.get_mut(&m.to).expect("node").incoming_snapshot = Some(data);
             self.raw(m.from).report_snapshot(m.to, true);
         }
