@@ -6,6 +6,38 @@
 //! silently dropping acknowledged entries. It serves reads back through `raft-core`'s
 //! `LogRead` trait.
 //!
-//! May depend on: `raft-core` (entry and hard-state types) and plain utility crates. Never on
-//! the network crates, the runtime or a state machine.
+//! May depend on: `raft-core` (entry and hard-state types), `raft-metrics` (metric names)
+//! and plain utility crates. Never on the network crates, the runtime or a state machine.
+//!
+//! ```no_run
+//! use raft_core::{Entry, HardState};
+//! use raft_log::{Settings, Wal};
+//!
+//! let wal = Wal::open("/var/lib/raft/wal", Settings::default())?;
+//! let entry = Entry { index: wal.last_index() + 1, term: 1, ..Entry::default() };
+//! let hs = HardState { term: 1, vote: Some(1), commit: 0 };
+//! wal.write(vec![entry], Some(hs))?.wait()?; // durable once `wait` returns Ok
+//! # Ok::<(), raft_log::Error>(())
+//! ```
+//!
+//! Layers, bottom up: [`fs`] (the file-system trait and its fault-injecting test double),
+//! [`format`] (records and segment headers), `index` (in-memory index and cache),
+//! `segment` (file names, background preparation), `recovery`, `writer` (the group-commit
+//! thread), and [`Wal`], the handle.
 #![deny(missing_docs)]
+
+mod error;
+pub mod format;
+pub mod fs;
+mod index;
+mod recovery;
+mod segment;
+mod settings;
+mod ticket;
+mod wal;
+mod writer;
+
+pub use error::{Error, Result};
+pub use settings::{Settings, SyncPolicy};
+pub use ticket::Ticket;
+pub use wal::Wal;

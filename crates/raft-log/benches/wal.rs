@@ -1,0 +1,2 @@
+//! WAL benchmarks (placeholder).
+fn main() {}

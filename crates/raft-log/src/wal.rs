@@ -1,0 +1,562 @@
+//! The public handle: opening a log, submitting writes, and reading durable state.
+
+use crate::error::{Error, Result};
+use crate::format;
+use crate::fs::{self, Fs, StdFs};
+use crate::index::{Loc, entry_at};
+use crate::recovery::{self, Recovered};
+use crate::segment::{Preparer, SegFile};
+use crate::settings::{Settings, SyncPolicy};
+use crate::ticket::{Ticket, ticket};
+use crate::writer::{Accepted, Active, Durable, Effect, Queue, Request, Shared, Writer};
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, RwLock};
+use raft_core::{Entry, HardState, InitialState, LogRead, SnapshotMeta, StorageError};
+use raft_metrics::wal as m;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// A segmented write-ahead log holding a Raft log and hard state.
+///
+/// Writes ([`append`](Wal::append), [`write`](Wal::write),
+/// [`save_hard_state`](Wal::save_hard_state), [`truncate_suffix`](Wal::truncate_suffix),
+/// [`compact_prefix`](Wal::compact_prefix), [`install_snapshot`](Wal::install_snapshot),
+/// [`sync`](Wal::sync)) are checked against everything accepted before them, queued, and
+/// made durable in submission order by one writer thread with group commit; each returns a
+/// [`Ticket`] that completes when its write is durable. Reads (the [`LogRead`] trait and the
+/// inherent methods) see only durable writes.
+///
+/// All methods take `&self`; share the handle with an `Arc`. Dropping it (or
+/// [`close`](Wal::close)) lets the writer finish what is queued and stops it.
+pub struct Wal {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.shared.dir)
+            .field("first_index", &self.first_index())
+            .field("last_index", &self.last_index())
+            .finish()
+    }
+}
+
+impl Wal {
+    /// Opens (or creates) the log in `dir` on the real file system.
+    pub fn open(dir: impl AsRef<Path>, settings: Settings) -> Result<Self> {
+        Self::open_with(Arc::new(StdFs), dir, settings)
+    }
+
+    /// Opens (or creates) the log in `dir` on the given file system: recovers every segment
+    /// (cutting off a torn tail, refusing mid-log corruption with [`Error::Corrupt`]) and
+    /// starts the writer.
+    pub fn open_with(fs: Arc<dyn Fs>, dir: impl AsRef<Path>, settings: Settings) -> Result<Self> {
+        settings.validate()?;
+        let dir: PathBuf = dir.as_ref().to_path_buf();
+        if settings.sync_policy == SyncPolicy::Never {
+            tracing::warn!(
+                dir = %dir.display(),
+                "write-ahead log opened with sync policy `never`: acknowledged writes can be \
+                 lost on power failure, which breaks Raft's safety guarantees"
+            );
+        }
+        let started = Instant::now();
+        fs.create_dir_all(&dir)
+            .map_err(|e| Error::io("create directory", &dir, e))?;
+        let Recovered {
+            index,
+            hard_state,
+            mut segments,
+            tail,
+            cache,
+            stale,
+        } = recovery::recover(&*fs, &dir, settings.cache_bytes)?;
+
+        let mut dir_dirty = false;
+        for path in &stale {
+            fs.remove(path).map_err(|e| Error::io("remove", path, e))?;
+            dir_dirty = true;
+        }
+        // Segments whose entries are all compacted (a deletion interrupted by a crash).
+        if let Some(tail) = &tail {
+            let keep = index
+                .oldest_live_segment()
+                .map_or(tail.seq, u64::from)
+                .min(tail.seq);
+            let doomed: Vec<u64> = segments.range(..keep).map(|(s, _)| *s).collect();
+            for s in doomed {
+                let seg = segments.remove(&s).expect("listed");
+                fs.remove(&seg.path)
+                    .map_err(|e| Error::io("remove", &seg.path, e))?;
+                dir_dirty = true;
+            }
+        }
+        if dir_dirty {
+            fs.sync_dir(&dir)
+                .map_err(|e| Error::io("fsync directory", &dir, e))?;
+        }
+
+        let last_index = index.last_index();
+        let snapshot = index.snapshot.clone();
+        let accepted = Accepted {
+            first: index.first_index(),
+            last: last_index,
+        };
+        let shared = Arc::new(Shared {
+            fs: fs.clone(),
+            dir: dir.clone(),
+            settings: settings.clone(),
+            durable: RwLock::new(Durable {
+                index,
+                cache,
+                hard_state,
+                segments,
+            }),
+            queue: Mutex::new(Queue {
+                requests: VecDeque::new(),
+                accepted,
+                failed: None,
+                closed: false,
+            }),
+            queue_cv: Condvar::new(),
+        });
+        let preparer = Preparer::start(fs.clone(), dir.clone(), settings.segment_size)?;
+        let mut buf = Vec::new();
+        let active = match tail {
+            Some(t) => {
+                if t.dirty_end > t.pos {
+                    // Zero the torn tail so no stale bytes sit after the next record.
+                    let zeros = vec![0u8; (t.dirty_end - t.pos) as usize];
+                    t.seg
+                        .file
+                        .write_at(&zeros, t.pos)
+                        .map_err(|e| Error::io("write", &t.seg.path, e))?;
+                    t.seg
+                        .file
+                        .sync_data()
+                        .map_err(|e| Error::io("fsync", &t.seg.path, e))?;
+                }
+                Active {
+                    seq: t.seq,
+                    seg: t.seg,
+                    pos: t.pos,
+                    start: t.pos,
+                    capacity: t.capacity,
+                    dirty: false,
+                }
+            }
+            None => {
+                let prepared = preparer.take()?;
+                let (active, _) = crate::writer::start_segment(
+                    &shared,
+                    prepared,
+                    0,
+                    last_index + 1,
+                    (&hard_state, &snapshot),
+                    &[],
+                    &mut buf,
+                )?;
+                shared
+                    .durable
+                    .write()
+                    .segments
+                    .insert(0, active.seg.clone());
+                active
+            }
+        };
+        metrics::gauge!(m::SEGMENTS).set(shared.durable.read().segments.len() as f64);
+        let writer = Writer {
+            shared: shared.clone(),
+            preparer,
+            active,
+            hard_state,
+            snapshot,
+            last_index,
+            buf,
+            first_dirty: None,
+        };
+        let handle = std::thread::Builder::new()
+            .name("raft-wal-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| Error::io("spawn writer thread", &dir, e))?;
+        let elapsed = started.elapsed();
+        metrics::histogram!(m::RECOVERY_SECONDS).record(elapsed.as_secs_f64());
+        tracing::info!(
+            dir = %shared.dir.display(),
+            first_index = accepted.first,
+            last_index,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "opened write-ahead log"
+        );
+        Ok(Self {
+            shared,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Appends entries. They must be consecutive; the first may be at most one past the
+    /// last accepted entry, and when it is lower every accepted entry from its index on is
+    /// replaced (the conflicting tail a new leader overwrites).
+    pub fn append(&self, entries: Vec<Entry>) -> Result<Ticket> {
+        self.write(entries, None)
+    }
+
+    /// Persists a hard state.
+    pub fn save_hard_state(&self, hard_state: HardState) -> Result<Ticket> {
+        self.write(Vec::new(), Some(hard_state))
+    }
+
+    /// Appends entries and persists a hard state in one record batch (what one Raft `Ready`
+    /// asks for). The ticket completes when both are durable.
+    pub fn write(&self, entries: Vec<Entry>, hard_state: Option<HardState>) -> Result<Ticket> {
+        let mut buf = Vec::with_capacity(
+            entries
+                .iter()
+                .map(|e| format::entry_record_len(e.data.len()))
+                .sum::<usize>()
+                + 48,
+        );
+        let mut effects = Vec::with_capacity(entries.len() + 1);
+        let first = entries.first().map(|e| e.index);
+        let mut expect = first.unwrap_or(0);
+        for e in entries {
+            if e.index != expect {
+                return Err(Error::NotContiguous {
+                    expected: expect,
+                    got: e.index,
+                });
+            }
+            if e.data.len() > format::MAX_PAYLOAD - 17 {
+                return Err(Error::RecordTooLarge(e.data.len()));
+            }
+            expect += 1;
+            let offset = format::put_entry(&mut buf, e.index, e.term, e.kind, &e.data);
+            effects.push(Effect::Entry {
+                index: e.index,
+                term: e.term,
+                kind: e.kind,
+                offset,
+                data: e.data,
+            });
+        }
+        if let Some(hs) = hard_state {
+            format::put_hard_state(&mut buf, &hs);
+            effects.push(Effect::HardState(hs));
+        }
+        self.submit(buf, effects, false, false, |acc| {
+            if let Some(first) = first {
+                if first < acc.first {
+                    return Err(Error::Compacted(first));
+                }
+                if first > acc.last + 1 {
+                    return Err(Error::NotContiguous {
+                        expected: acc.last + 1,
+                        got: first,
+                    });
+                }
+                acc.last = expect - 1;
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes every entry at `from` and after (durably, with a truncation mark).
+    pub fn truncate_suffix(&self, from: u64) -> Result<Ticket> {
+        let mut buf = Vec::new();
+        format::put_truncate(&mut buf, from);
+        self.submit(buf, vec![Effect::Truncate(from)], false, false, |acc| {
+            if from < acc.first {
+                return Err(Error::Compacted(from));
+            }
+            if from > acc.last + 1 {
+                return Err(Error::Unavailable(from));
+            }
+            acc.last = from - 1;
+            Ok(())
+        })
+    }
+
+    /// Drops every entry up to `snapshot.index`, which must be in the log (after a snapshot
+    /// of the state machine was taken there), and records the snapshot's metadata. Segments
+    /// left holding only compacted entries are deleted. Compacting to an index already
+    /// compacted does nothing.
+    pub fn compact_prefix(&self, snapshot: SnapshotMeta) -> Result<Ticket> {
+        let index = snapshot.index;
+        let mut buf = Vec::new();
+        format::put_snapshot(&mut buf, &snapshot, false);
+        let effects = vec![Effect::Snapshot {
+            meta: snapshot,
+            clears: false,
+        }];
+        let mut stale = false;
+        let t = self.submit(buf, effects, false, true, |acc| {
+            if index < acc.first {
+                stale = true;
+                return Ok(());
+            }
+            if index > acc.last {
+                return Err(Error::Unavailable(index));
+            }
+            acc.first = index + 1;
+            Ok(())
+        });
+        if stale {
+            return self.sync_like();
+        }
+        t
+    }
+
+    /// Replaces the whole log with a snapshot received from a leader: every entry is dropped
+    /// and the log continues at `snapshot.index + 1`.
+    pub fn install_snapshot(&self, snapshot: SnapshotMeta) -> Result<Ticket> {
+        let index = snapshot.index;
+        let mut buf = Vec::new();
+        format::put_snapshot(&mut buf, &snapshot, true);
+        let effects = vec![Effect::Snapshot {
+            meta: snapshot,
+            clears: true,
+        }];
+        self.submit(buf, effects, false, true, |acc| {
+            if index + 1 < acc.first {
+                return Err(Error::Compacted(index));
+            }
+            acc.first = index + 1;
+            acc.last = index;
+            Ok(())
+        })
+    }
+
+    /// A ticket that completes once everything submitted before it is synced to disk, whatever
+    /// the sync policy.
+    pub fn sync(&self) -> Result<Ticket> {
+        self.submit(Vec::new(), Vec::new(), true, false, |_| Ok(()))
+    }
+
+    /// A ticket that completes with the next batch, without a record of its own.
+    fn sync_like(&self) -> Result<Ticket> {
+        self.submit(Vec::new(), Vec::new(), false, false, |_| Ok(()))
+    }
+
+    fn submit(
+        &self,
+        buf: Vec<u8>,
+        effects: Vec<Effect>,
+        force_sync: bool,
+        compacts: bool,
+        check: impl FnOnce(&mut Accepted) -> Result<()>,
+    ) -> Result<Ticket> {
+        let (t, done) = ticket();
+        let mut q = self.shared.queue.lock();
+        if let Some(e) = &q.failed {
+            return Err(e.clone());
+        }
+        if q.closed {
+            return Err(Error::Closed);
+        }
+        let mut acc = q.accepted;
+        check(&mut acc)?;
+        q.accepted = acc;
+        q.requests.push_back(Request {
+            buf,
+            effects,
+            done,
+            force_sync,
+            compacts,
+            submitted: Instant::now(),
+        });
+        drop(q);
+        self.shared.queue_cv.notify_one();
+        Ok(t)
+    }
+
+    /// Lets the writer finish every queued write, then stops it. Returns the error that
+    /// stopped the writer, if one did.
+    pub fn close(self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        self.shared.queue.lock().closed = true;
+        self.shared.queue_cv.notify_all();
+        if let Some(h) = self.writer.lock().take() {
+            let _ = h.join();
+        }
+        match &self.shared.queue.lock().failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// The error that stopped the writer, if any.
+    pub fn failure(&self) -> Option<Error> {
+        self.shared.queue.lock().failed.clone()
+    }
+
+    /// The first durable index (one past the snapshot).
+    pub fn first_index(&self) -> u64 {
+        self.shared.durable.read().index.first_index()
+    }
+
+    /// The last durable index (the snapshot's index when the log is empty).
+    pub fn last_index(&self) -> u64 {
+        self.shared.durable.read().index.last_index()
+    }
+
+    /// The last durable hard state.
+    pub fn hard_state(&self) -> HardState {
+        self.shared.durable.read().hard_state
+    }
+
+    /// The durable snapshot mark (index 0 when there is none).
+    pub fn snapshot(&self) -> SnapshotMeta {
+        self.shared.durable.read().index.snapshot.clone()
+    }
+
+    /// How many segment files the log holds.
+    pub fn segment_count(&self) -> usize {
+        self.shared.durable.read().segments.len()
+    }
+
+    /// The term of entry `index`, valid for `first_index() - 1 ..= last_index()`. O(1).
+    pub fn term(&self, index: u64) -> Result<u64> {
+        let d = self.shared.durable.read();
+        if let Some(t) = d.index.term(index) {
+            return Ok(t);
+        }
+        if index < d.index.first_index() {
+            Err(Error::Compacted(index))
+        } else {
+            Err(Error::Unavailable(index))
+        }
+    }
+
+    /// Durable entries in `[lo, hi)`, stopping before the total [`Entry::size`] would exceed
+    /// `max_bytes` (at least one entry is returned when the range is not empty). Recent
+    /// entries come from the cache, older ones from the segment files.
+    pub fn entries(&self, lo: u64, hi: u64, max_bytes: Option<u64>) -> Result<Vec<Entry>> {
+        let limit = max_bytes.unwrap_or(u64::MAX);
+        let mut out = Vec::new();
+        let mut reads: Vec<(u64, Loc, SegFile)> = Vec::new();
+        {
+            let d = self.shared.durable.read();
+            if lo < d.index.first_index() {
+                return Err(Error::Compacted(lo));
+            }
+            if hi > d.index.last_index() + 1 {
+                return Err(Error::Unavailable(hi - 1));
+            }
+            let mut total = 0u64;
+            for i in lo..hi {
+                let size = if let Some(e) = d.cache.get(i) {
+                    out.push(e.clone());
+                    e.size()
+                } else {
+                    let loc = *d.index.get(i).expect("within the index");
+                    let seg = d
+                        .segments
+                        .get(&u64::from(loc.seq))
+                        // A segment deleted under a concurrent compaction.
+                        .ok_or(Error::Unavailable(i))?;
+                    out.push(Entry::default());
+                    reads.push((i, loc, seg.clone()));
+                    u64::from(loc.len) + 24
+                };
+                total += size;
+                if total > limit && i > lo {
+                    out.pop();
+                    if reads.last().is_some_and(|r| r.0 == i) {
+                        reads.pop();
+                    }
+                    break;
+                }
+                if total >= limit {
+                    break;
+                }
+            }
+        }
+        read_entries(&mut out, lo, &reads)?;
+        Ok(out)
+    }
+}
+
+/// Fills the placeholders in `out` (entry `lo + k` at position `k`) from disk, reading runs of
+/// neighbouring records with one read each.
+fn read_entries(out: &mut [Entry], lo: u64, reads: &[(u64, Loc, SegFile)]) -> Result<()> {
+    const MAX_GAP: u64 = 64 << 10;
+    let mut k = 0;
+    while k < reads.len() {
+        let (_, first, seg) = &reads[k];
+        let start = u64::from(first.offset);
+        let mut end = start + u64::from(first.len);
+        let mut j = k + 1;
+        while j < reads.len() {
+            let (_, l, s) = &reads[j];
+            let (off, len) = (u64::from(l.offset), u64::from(l.len));
+            if l.seq != first.seq
+                || off < end
+                || off - end > MAX_GAP
+                || !Arc::ptr_eq(&s.file, &seg.file)
+            {
+                break;
+            }
+            end = off + len;
+            j += 1;
+        }
+        let mut buf = vec![0u8; (end - start) as usize];
+        fs::read_exact_at(&*seg.file, &mut buf, start)
+            .map_err(|e| Error::io("read", &seg.path, e))?;
+        let buf = Bytes::from(buf);
+        for (i, l, _) in &reads[k..j] {
+            let off = (u64::from(l.offset) - start) as usize;
+            out[(i - lo) as usize] = entry_at(*i, l, buf.slice(off..off + l.len as usize));
+        }
+        k = j;
+    }
+    Ok(())
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+impl LogRead for Wal {
+    fn initial_state(&self) -> Result<InitialState, StorageError> {
+        let d = self.shared.durable.read();
+        Ok(InitialState {
+            hard_state: d.hard_state,
+            membership: d.index.snapshot.membership.clone(),
+        })
+    }
+
+    fn entries(
+        &self,
+        lo: u64,
+        hi: u64,
+        max_bytes: Option<u64>,
+    ) -> Result<Vec<Entry>, StorageError> {
+        Ok(Wal::entries(self, lo, hi, max_bytes)?)
+    }
+
+    fn term(&self, index: u64) -> Result<u64, StorageError> {
+        Ok(Wal::term(self, index)?)
+    }
+
+    fn first_index(&self) -> Result<u64, StorageError> {
+        Ok(Wal::first_index(self))
+    }
+
+    fn last_index(&self) -> Result<u64, StorageError> {
+        Ok(Wal::last_index(self))
+    }
+
+    fn snapshot_meta(&self) -> Result<SnapshotMeta, StorageError> {
+        Ok(self.snapshot())
+    }
+}

@@ -1,0 +1,484 @@
+//! The group-commit writer: one thread that drains every queued request, writes them with one
+//! `write` and one `fdatasync`, publishes them to readers and completes their tickets.
+//!
+//! Batching is adaptive: while one batch is being synced, new requests pile up in the queue
+//! and form the next batch, so a lone request waits for exactly one `fsync` and heavy load
+//! gets large batches. Any write or `fsync` error stops the writer for good (fail-stop):
+//! after `EIO` Linux may already have dropped the dirty pages, so retrying could report data
+//! durable that never reached the disk.
+
+use crate::error::{Error, Result};
+use crate::format::{self, SegmentHeader};
+use crate::fs::Fs;
+use crate::index::{Cache, Loc, LogIndex};
+use crate::segment::{Prepared, Preparer, SegFile, segment_name};
+use crate::settings::{Settings, SyncPolicy};
+use crate::ticket::Completer;
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, RwLock};
+use raft_core::{Entry, EntryKind, HardState, SnapshotMeta};
+use raft_metrics::wal as m;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What a durable record changes in the in-memory state.
+pub(crate) enum Effect {
+    /// An entry; `offset` is where its data sits within the request's buffer.
+    Entry {
+        index: u64,
+        term: u64,
+        kind: EntryKind,
+        offset: usize,
+        data: Bytes,
+    },
+    /// Entries from this index on are removed.
+    Truncate(u64),
+    /// A snapshot mark.
+    Snapshot { meta: SnapshotMeta, clears: bool },
+    /// A new hard state.
+    HardState(HardState),
+}
+
+/// One submitted write: its encoded records and what they change.
+pub(crate) struct Request {
+    /// The encoded records (aligned, concatenable with other requests' buffers).
+    pub buf: Vec<u8>,
+    /// The records' effects, in order.
+    pub effects: Vec<Effect>,
+    /// Completes the caller's ticket.
+    pub done: Completer,
+    /// Sync even when the policy would not.
+    pub force_sync: bool,
+    /// The request moves the snapshot mark, so segments may become obsolete.
+    pub compacts: bool,
+    /// When it was submitted (for the append-latency metric).
+    pub submitted: Instant,
+}
+
+/// The log as accepted so far (queued or durable): what new requests are checked against.
+///
+/// Invariant: `first <= last + 1`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Accepted {
+    /// First index after the newest accepted snapshot mark.
+    pub first: u64,
+    /// Last accepted index.
+    pub last: u64,
+}
+
+/// Requests waiting for the writer.
+pub(crate) struct Queue {
+    pub requests: VecDeque<Request>,
+    pub accepted: Accepted,
+    /// Set once the writer stopped after an error; every later request fails with it.
+    pub failed: Option<Error>,
+    pub closed: bool,
+}
+
+/// What readers see: only durable state.
+pub(crate) struct Durable {
+    pub index: LogIndex,
+    pub cache: Cache,
+    pub hard_state: HardState,
+    pub segments: BTreeMap<u64, SegFile>,
+}
+
+/// State shared by the handle, the readers and the writer thread.
+pub(crate) struct Shared {
+    pub fs: Arc<dyn Fs>,
+    pub dir: PathBuf,
+    pub settings: Settings,
+    pub durable: RwLock<Durable>,
+    pub queue: Mutex<Queue>,
+    pub queue_cv: Condvar,
+}
+
+/// The segment being written.
+pub(crate) struct Active {
+    pub seq: u64,
+    pub seg: SegFile,
+    /// Offset of the next record.
+    pub pos: u64,
+    /// Offset just past the segment's opening records.
+    pub start: u64,
+    pub capacity: u64,
+    /// Written but not synced.
+    pub dirty: bool,
+}
+
+/// The writer thread's state.
+pub(crate) struct Writer {
+    pub shared: Arc<Shared>,
+    pub preparer: Preparer,
+    pub active: Active,
+    /// Hard state as of the last written record.
+    pub hard_state: HardState,
+    /// Snapshot mark as of the last written record.
+    pub snapshot: SnapshotMeta,
+    /// Last index as of the last written record.
+    pub last_index: u64,
+    pub buf: Vec<u8>,
+    pub first_dirty: Option<Instant>,
+}
+
+impl Writer {
+    /// Runs until the log is closed or a write fails.
+    pub fn run(mut self) {
+        loop {
+            let Some(batch) = self.next_batch() else {
+                return;
+            };
+            match self.commit(&batch) {
+                Ok((base, new_segment)) => {
+                    if let Err((e, batch)) = self.publish(batch, base, new_segment) {
+                        self.fail(e, batch);
+                        return;
+                    }
+                }
+                Err(e) => {
+                    self.fail(e, batch);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Waits for requests and takes as many as one batch may hold. `None` on close.
+    fn next_batch(&mut self) -> Option<Vec<Request>> {
+        let shared = self.shared.clone();
+        let settings = &shared.settings;
+        let mut q = shared.queue.lock();
+        loop {
+            if q.failed.is_some() {
+                return None;
+            }
+            if !q.requests.is_empty() {
+                break;
+            }
+            if q.closed {
+                drop(q);
+                if self.active.dirty
+                    && settings.sync_policy != SyncPolicy::Never
+                    && let Err(e) = self.sync_active()
+                {
+                    self.fail(e, Vec::new());
+                }
+                return None;
+            }
+            match (settings.sync_policy, self.first_dirty) {
+                (SyncPolicy::Interval(d), Some(t)) => {
+                    let deadline = t + d;
+                    if Instant::now() >= deadline {
+                        drop(q);
+                        if let Err(e) = self.sync_active() {
+                            self.fail(e, Vec::new());
+                            return None;
+                        }
+                        q = self.shared.queue.lock();
+                    } else {
+                        self.shared.queue_cv.wait_until(&mut q, deadline);
+                    }
+                }
+                _ => self.shared.queue_cv.wait(&mut q),
+            }
+        }
+        if !settings.commit_delay.is_zero() {
+            let deadline = Instant::now() + settings.commit_delay;
+            while q.requests.iter().map(|r| r.buf.len()).sum::<usize>() < settings.max_batch_bytes
+                && !q.closed
+                && !self
+                    .shared
+                    .queue_cv
+                    .wait_until(&mut q, deadline)
+                    .timed_out()
+            {}
+        }
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while let Some(r) = q.requests.front() {
+            if !batch.is_empty() && bytes + r.buf.len() > settings.max_batch_bytes {
+                break;
+            }
+            bytes += r.buf.len();
+            batch.push(q.requests.pop_front().expect("non-empty"));
+        }
+        Some(batch)
+    }
+
+    /// Writes and (as the policy says) syncs one batch. Returns the offset of the batch in
+    /// the active segment and the segment itself when it is a new one.
+    fn commit(&mut self, batch: &[Request]) -> Result<(u64, Option<(u64, SegFile)>)> {
+        let total: usize = batch.iter().map(|r| r.buf.len()).sum();
+        let force_sync = batch.iter().any(|r| r.force_sync);
+        let roll = self.active.pos + total as u64 > self.active.capacity
+            && self.active.pos > self.active.start;
+        let mut new_segment = None;
+        // Offsets of each request's buffer within the file it lands in.
+        let base;
+        if roll {
+            if self.active.dirty {
+                self.sync_active()?;
+            }
+            let prepared = self.preparer.take()?;
+            let (active, prelude) = start_segment(
+                &self.shared,
+                prepared,
+                self.active.seq + 1,
+                self.last_index + 1,
+                (&self.hard_state, &self.snapshot),
+                batch,
+                &mut self.buf,
+            )?;
+            base = prelude;
+            new_segment = Some((active.seq, active.seg.clone()));
+            self.active = active;
+        } else {
+            base = self.active.pos;
+            self.buf.clear();
+            for r in batch {
+                self.buf.extend_from_slice(&r.buf);
+            }
+            let seg = &self.active.seg;
+            seg.file
+                .write_at(&self.buf, self.active.pos)
+                .map_err(|e| Error::io("write", &seg.path, e))?;
+            self.active.pos += total as u64;
+            self.mark_dirty();
+            let sync = match self.shared.settings.sync_policy {
+                SyncPolicy::Always => true,
+                SyncPolicy::Interval(d) => {
+                    force_sync || self.first_dirty.is_some_and(|t| t.elapsed() >= d)
+                }
+                SyncPolicy::Never => force_sync,
+            };
+            if sync {
+                self.sync_active()?;
+            }
+        }
+        metrics::histogram!(m::BATCH_BYTES).record(total as f64);
+        Ok((base, new_segment))
+    }
+
+    fn mark_dirty(&mut self) {
+        self.active.dirty = true;
+        if self.first_dirty.is_none() {
+            self.first_dirty = Some(Instant::now());
+        }
+    }
+
+    /// `fdatasync`s the active segment.
+    fn sync_active(&mut self) -> Result<()> {
+        let t = Instant::now();
+        let seg = &self.active.seg;
+        seg.file
+            .sync_data()
+            .map_err(|e| Error::io("fsync", &seg.path, e))?;
+        metrics::histogram!(m::FSYNC_SECONDS).record(t.elapsed().as_secs_f64());
+        self.active.dirty = false;
+        self.first_dirty = None;
+        Ok(())
+    }
+
+    fn sync_dir(&self) -> Result<()> {
+        let dir = &self.shared.dir;
+        self.shared
+            .fs
+            .sync_dir(dir)
+            .map_err(|e| Error::io("fsync directory", dir, e))
+    }
+
+    /// Applies a written batch to the readers' state, deletes segments a compaction made
+    /// obsolete, and completes the batch's tickets.
+    fn publish(
+        &mut self,
+        batch: Vec<Request>,
+        base: u64,
+        new_segment: Option<(u64, SegFile)>,
+    ) -> std::result::Result<(), (Error, Vec<Request>)> {
+        let seq = self.active.seq as u32;
+        let mut entries = 0u64;
+        let mut compacts = false;
+        {
+            let mut d = self.shared.durable.write();
+            let d = &mut *d;
+            if let Some((s, seg)) = new_segment {
+                d.segments.insert(s, seg);
+                metrics::gauge!(m::SEGMENTS).set(d.segments.len() as f64);
+            }
+            let mut at = base;
+            for r in &batch {
+                compacts |= r.compacts;
+                for e in &r.effects {
+                    match e {
+                        Effect::Entry {
+                            index,
+                            term,
+                            kind,
+                            offset,
+                            data,
+                        } => {
+                            entries += 1;
+                            let loc = Loc {
+                                term: *term,
+                                seq,
+                                offset: (at + *offset as u64) as u32,
+                                len: data.len() as u32,
+                                kind: *kind,
+                            };
+                            d.index.push(*index, loc);
+                            d.cache.push(Entry {
+                                index: *index,
+                                term: *term,
+                                kind: *kind,
+                                data: data.clone(),
+                            });
+                            self.last_index = *index;
+                        }
+                        Effect::Truncate(from) => {
+                            d.index.truncate(*from);
+                            d.cache.truncate(*from);
+                            self.last_index = self.last_index.min(from - 1);
+                        }
+                        Effect::Snapshot { meta, clears } => {
+                            d.index.apply_snapshot(meta.clone(), *clears);
+                            if *clears {
+                                d.cache.clear();
+                                self.last_index = meta.index;
+                            } else {
+                                d.cache.compact(meta.index);
+                                self.last_index = self.last_index.max(meta.index);
+                            }
+                            self.snapshot = meta.clone();
+                        }
+                        Effect::HardState(hs) => {
+                            d.hard_state = *hs;
+                            self.hard_state = *hs;
+                        }
+                    }
+                }
+                at += r.buf.len() as u64;
+            }
+        }
+        metrics::histogram!(m::BATCH_ENTRIES).record(entries as f64);
+        if compacts && let Err(e) = self.delete_obsolete() {
+            return Err((e, batch));
+        }
+        let now = Instant::now();
+        for r in batch {
+            metrics::histogram!(m::APPEND_SECONDS)
+                .record(now.duration_since(r.submitted).as_secs_f64());
+            r.done.complete(Ok(()));
+        }
+        Ok(())
+    }
+
+    /// Deletes segments that hold no live entry and are older than the active one.
+    fn delete_obsolete(&mut self) -> Result<()> {
+        let doomed = {
+            let mut d = self.shared.durable.write();
+            let keep = d
+                .index
+                .oldest_live_segment()
+                .map_or(self.active.seq, u64::from)
+                .min(self.active.seq);
+            let doomed: Vec<(u64, SegFile)> = d
+                .segments
+                .range(..keep)
+                .map(|(s, f)| (*s, f.clone()))
+                .collect();
+            for (s, _) in &doomed {
+                d.segments.remove(s);
+            }
+            metrics::gauge!(m::SEGMENTS).set(d.segments.len() as f64);
+            doomed
+        };
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        for (_, seg) in &doomed {
+            self.shared
+                .fs
+                .remove(&seg.path)
+                .map_err(|e| Error::io("remove", &seg.path, e))?;
+        }
+        self.sync_dir()?;
+        tracing::debug!(count = doomed.len(), "deleted compacted WAL segments");
+        Ok(())
+    }
+
+    /// Stops for good: the in-flight batch, every queued and every later request fail with
+    /// `err`.
+    fn fail(&mut self, err: Error, in_flight: Vec<Request>) {
+        tracing::error!(error = %err, "write-ahead log writer failed; stopping (fail-stop)");
+        metrics::counter!(m::WRITER_FAILURES).increment(1);
+        let err = Error::WriterFailed(Arc::new(err));
+        let drained: Vec<Request> = {
+            let mut q = self.shared.queue.lock();
+            q.failed = Some(err.clone());
+            q.requests.drain(..).collect()
+        };
+        for r in in_flight.into_iter().chain(drained) {
+            r.done.complete(Err(err.clone()));
+        }
+    }
+}
+
+/// Starts segment `seq` in a prepared file: writes its header, the opening records (the
+/// current hard state and snapshot mark) and the batch, syncs, renames the file to its final
+/// name and syncs the directory. Returns the segment and the offset where the batch starts.
+pub(crate) fn start_segment(
+    shared: &Shared,
+    prepared: Prepared,
+    seq: u64,
+    first_index: u64,
+    (hard_state, snapshot): (&HardState, &SnapshotMeta),
+    batch: &[Request],
+    buf: &mut Vec<u8>,
+) -> Result<(Active, u64)> {
+    buf.clear();
+    buf.extend_from_slice(&SegmentHeader { seq, first_index }.encode());
+    format::put_hard_state(buf, hard_state);
+    format::put_snapshot(buf, snapshot, false);
+    let start = buf.len() as u64;
+    for r in batch {
+        buf.extend_from_slice(&r.buf);
+    }
+    let tmp = &prepared.path;
+    prepared
+        .file
+        .write_at(buf, 0)
+        .map_err(|e| Error::io("write", tmp, e))?;
+    let t = Instant::now();
+    prepared
+        .file
+        .sync_data()
+        .map_err(|e| Error::io("fsync", tmp, e))?;
+    metrics::histogram!(m::FSYNC_SECONDS).record(t.elapsed().as_secs_f64());
+    let path = shared.dir.join(segment_name(seq, first_index));
+    shared
+        .fs
+        .rename(tmp, &path)
+        .map_err(|e| Error::io("rename", tmp, e))?;
+    shared
+        .fs
+        .sync_dir(&shared.dir)
+        .map_err(|e| Error::io("fsync directory", &shared.dir, e))?;
+    tracing::debug!(seq, first_index, path = %path.display(), "started a new WAL segment");
+    let pos = buf.len() as u64;
+    Ok((
+        Active {
+            seq,
+            seg: SegFile {
+                path,
+                file: prepared.file,
+            },
+            pos,
+            start,
+            capacity: prepared.capacity.max(pos),
+            dirty: false,
+        },
+        start,
+    ))
+}

@@ -1,0 +1,202 @@
+//! Behaviour of the log through its public API: writes, reads, reopen, truncation,
+//! compaction, segment roll-over, on both the real and the in-memory file system.
+
+use bytes::Bytes;
+use raft_core::{Entry, EntryKind, HardState, LogRead, Membership, SnapshotMeta};
+use raft_log::fs::{Fs, MemFs, StdFs};
+use raft_log::{Error, Settings, SyncPolicy, Wal};
+use std::path::Path;
+use std::sync::Arc;
+
+fn entry(index: u64, term: u64, len: usize) -> Entry {
+    Entry {
+        index,
+        term,
+        kind: if index.is_multiple_of(7) {
+            EntryKind::ConfChange
+        } else {
+            EntryKind::Normal
+        },
+        data: Bytes::from(vec![(index % 251) as u8; len]),
+    }
+}
+
+fn small() -> Settings {
+    Settings {
+        segment_size: 4096,
+        cache_bytes: 1024,
+        ..Settings::default()
+    }
+}
+
+fn check_entries(wal: &Wal, lo: u64, hi: u64, term_of: impl Fn(u64) -> u64, len: usize) {
+    let got = wal.entries(lo, hi, None).unwrap();
+    assert_eq!(got.len() as u64, hi - lo);
+    for (k, e) in got.iter().enumerate() {
+        let i = lo + k as u64;
+        assert_eq!(*e, entry(i, term_of(i), len), "entry {i}");
+        assert_eq!(wal.term(i).unwrap(), term_of(i));
+    }
+}
+
+fn roundtrip(fs: Arc<dyn Fs>, dir: &Path) {
+    let wal = Wal::open_with(fs.clone(), dir, small()).unwrap();
+    assert_eq!((wal.first_index(), wal.last_index()), (1, 0));
+    let hs = HardState {
+        term: 2,
+        vote: Some(3),
+        commit: 5,
+    };
+    for i in 1..=100 {
+        let t = wal
+            .write(vec![entry(i, 1 + i / 50, 100)], (i == 60).then_some(hs))
+            .unwrap();
+        t.wait().unwrap();
+    }
+    assert!(wal.segment_count() > 2, "roll-over happened");
+    check_entries(&wal, 1, 101, |i| 1 + i / 50, 100);
+    drop(wal);
+
+    let wal = Wal::open_with(fs.clone(), dir, small()).unwrap();
+    assert_eq!(wal.last_index(), 100);
+    assert_eq!(wal.hard_state(), hs);
+    check_entries(&wal, 1, 101, |i| 1 + i / 50, 100);
+    // A new leader overwrites the tail; then an explicit truncation.
+    wal.append(vec![entry(90, 5, 100), entry(91, 5, 100)])
+        .unwrap()
+        .wait()
+        .unwrap();
+    wal.truncate_suffix(91).unwrap().wait().unwrap();
+    assert_eq!(wal.last_index(), 90);
+    assert_eq!(wal.term(90).unwrap(), 5);
+    let before = wal.segment_count();
+    let membership = Membership::with_voters([1, 2, 3]);
+    let snap = SnapshotMeta {
+        index: 80,
+        term: 2,
+        membership: membership.clone(),
+    };
+    wal.compact_prefix(snap.clone()).unwrap().wait().unwrap();
+    assert!(wal.segment_count() < before, "compacted segments deleted");
+    assert_eq!(wal.first_index(), 81);
+    assert_eq!(wal.term(80).unwrap(), 2);
+    assert!(matches!(
+        wal.entries(80, 81, None),
+        Err(Error::Compacted(80))
+    ));
+    assert!(matches!(
+        wal.entries(81, 92, None),
+        Err(Error::Unavailable(91))
+    ));
+    drop(wal);
+
+    let wal = Wal::open_with(fs.clone(), dir, small()).unwrap();
+    assert_eq!((wal.first_index(), wal.last_index()), (81, 90));
+    assert_eq!(wal.snapshot(), snap);
+    assert_eq!(wal.initial_state().unwrap().membership, membership);
+    check_entries(&wal, 81, 90, |i| 1 + i / 50, 100);
+    assert_eq!(wal.term(90).unwrap(), 5);
+    // max_bytes: at least one, then stop before exceeding.
+    assert_eq!(wal.entries(81, 90, Some(1)).unwrap().len(), 1);
+    assert_eq!(wal.entries(81, 90, Some(2 * 124)).unwrap().len(), 2);
+    // A leader's snapshot replaces everything.
+    let snap2 = SnapshotMeta {
+        index: 500,
+        term: 9,
+        membership,
+    };
+    wal.install_snapshot(snap2.clone()).unwrap().wait().unwrap();
+    assert_eq!((wal.first_index(), wal.last_index()), (501, 500));
+    wal.append(vec![entry(501, 9, 10)]).unwrap().wait().unwrap();
+    drop(wal);
+    let wal = Wal::open_with(fs, dir, small()).unwrap();
+    assert_eq!((wal.first_index(), wal.last_index()), (501, 501));
+    assert_eq!(wal.term(500).unwrap(), 9);
+    assert_eq!(
+        wal.entries(501, 502, None).unwrap(),
+        vec![entry(501, 9, 10)]
+    );
+}
+
+#[test]
+fn roundtrip_std_fs() {
+    let dir = tempfile::tempdir().unwrap();
+    roundtrip(Arc::new(StdFs), dir.path());
+}
+
+#[test]
+fn roundtrip_mem_fs() {
+    roundtrip(Arc::new(MemFs::new()), Path::new("/wal"));
+}
+
+#[test]
+fn rejects_gaps_and_compacted_writes() {
+    let wal = Wal::open_with(Arc::new(MemFs::new()), "/wal", small()).unwrap();
+    assert!(matches!(
+        wal.append(vec![entry(2, 1, 1)]),
+        Err(Error::NotContiguous {
+            expected: 1,
+            got: 2
+        })
+    ));
+    assert!(matches!(
+        wal.append(vec![entry(1, 1, 1), entry(3, 1, 1)]),
+        Err(Error::NotContiguous {
+            expected: 2,
+            got: 3
+        })
+    ));
+    // Checked against queued (not yet durable) writes too.
+    let t1 = wal.append(vec![entry(1, 1, 1)]).unwrap();
+    let t2 = wal.append(vec![entry(2, 1, 1)]).unwrap();
+    t1.wait().unwrap();
+    t2.wait().unwrap();
+    assert!(matches!(wal.truncate_suffix(4), Err(Error::Unavailable(4))));
+}
+
+#[test]
+fn interval_and_never_policies_and_sync() {
+    for policy in [
+        SyncPolicy::Interval(std::time::Duration::from_millis(5)),
+        SyncPolicy::Never,
+    ] {
+        let fs = MemFs::new();
+        let settings = Settings {
+            sync_policy: policy,
+            ..small()
+        };
+        let wal = Wal::open_with(Arc::new(fs.clone()), "/wal", settings.clone()).unwrap();
+        for i in 1..=10 {
+            wal.append(vec![entry(i, 1, 10)]).unwrap().wait().unwrap();
+        }
+        wal.sync().unwrap().wait().unwrap();
+        let img = fs.crash_image(raft_log::fs::CrashMode::LoseUnsynced, 0);
+        drop(wal);
+        let wal = Wal::open_with(Arc::new(img), "/wal", settings).unwrap();
+        assert_eq!(wal.last_index(), 10);
+    }
+}
+
+#[test]
+fn tickets_are_futures() {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct ThreadWaker(std::thread::Thread);
+    impl Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let wal = Wal::open_with(Arc::new(MemFs::new()), "/wal", small()).unwrap();
+    let mut fut = pin!(wal.append(vec![entry(1, 1, 1)]).unwrap());
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(r) => break r.unwrap(),
+            Poll::Pending => std::thread::park(),
+        }
+    }
+    assert_eq!(wal.last_index(), 1);
+}
