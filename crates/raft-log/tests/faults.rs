@@ -211,7 +211,7 @@ fn crash_point_sweep() {
         }
     }
     assert!(
-        crashed_runs >= total - 5,
+        crashed_runs * 4 >= total * 3,
         "the sweep crashed {crashed_runs} of {total} runs"
     );
 }
