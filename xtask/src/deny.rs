@@ -43,7 +43,14 @@ pub fn run(flags: &mut Flags) -> Result<()> {
         prepare_db_from_bundle(&bundle)?;
         check.arg("--offline");
     }
-    check.args(["check", "advisories", "bans", "licenses", "sources"]);
+    check.args([
+        "check",
+        "--hide-inclusion-graph",
+        "advisories",
+        "bans",
+        "licenses",
+        "sources",
+    ]);
     util::run(&mut check)
 }
 

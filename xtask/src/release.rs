@@ -49,11 +49,12 @@ pub fn run(flags: &mut Flags) -> Result<()> {
 
     let version = env!("CARGO_PKG_VERSION");
     let target = host_target()?;
-    let dist = Path::new("target/dist");
-    fs::create_dir_all(dist)?;
+    let target_dir = util::target_dir();
+    let dist = target_dir.join("dist");
+    fs::create_dir_all(&dist)?;
     let name = format!("raftd-{version}-{target}");
     let tarball = dist.join(format!("{name}.tar.gz"));
-    write_tarball(&tarball, &name)?;
+    write_tarball(&tarball, &target_dir.join("release"), &name)?;
     let digest = sha256_file(&tarball)?;
     let sum_path = dist.join(format!("{name}.tar.gz.sha256"));
     fs::write(&sum_path, format!("{digest}  {name}.tar.gz\n"))?;
@@ -72,20 +73,21 @@ fn host_target() -> Result<String> {
         .context("rustc -vV printed no host line")
 }
 
-/// Writes `<dir>/{raftd, raftctl (if built), README.md, LICENSE files}` into a gzipped tar.
-fn write_tarball(path: &Path, dir: &str) -> Result<()> {
+/// Writes `<dir>/{raftd, raftctl (if built), README.md, LICENSE files}` into a gzipped tar,
+/// taking the binaries from `bin_dir`.
+fn write_tarball(path: &Path, bin_dir: &Path, dir: &str) -> Result<()> {
     let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut tar = tar::Builder::new(GzEncoder::new(file, Compression::default()));
     let mut added = false;
     for bin in ["raftd", "raftctl"] {
-        let src = Path::new("target/release").join(bin);
+        let src = bin_dir.join(bin);
         if src.exists() {
             tar.append_path_with_name(&src, format!("{dir}/{bin}"))?;
             added |= bin == "raftd";
         }
     }
     if !added {
-        bail!("target/release/raftd was not built");
+        bail!("{} was not built", bin_dir.join("raftd").display());
     }
     for doc in ["README.md", "LICENSE-MIT", "LICENSE-APACHE"] {
         if Path::new(doc).exists() {
