@@ -29,6 +29,14 @@ pub fn run(flags: &mut Flags) -> Result<()> {
         bail!("only `cargo xtask release --dry-run` exists; publishing is done by hand");
     }
 
+    // Packages of an unchanged version would otherwise be verified against sources that
+    // cargo unpacked on an earlier run.
+    let package_dir = util::target_dir().join("package");
+    if package_dir.exists() {
+        fs::remove_dir_all(&package_dir)
+            .with_context(|| format!("removing {}", package_dir.display()))?;
+    }
+
     // One `cargo package` call for all of them: cargo orders them by dependency and
     // verifies each against the others packaged in the same run.
     let mut package = cargo();
