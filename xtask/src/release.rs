@@ -36,6 +36,7 @@ pub fn run(flags: &mut Flags) -> Result<()> {
         fs::remove_dir_all(&package_dir)
             .with_context(|| format!("removing {}", package_dir.display()))?;
     }
+    forget_unpacked_overlay_sources()?;
 
     // One `cargo package` call for all of them: cargo orders them by dependency and
     // verifies each against the others packaged in the same run.
@@ -68,6 +69,36 @@ pub fn run(flags: &mut Flags) -> Result<()> {
     fs::write(&sum_path, format!("{digest}  {name}.tar.gz\n"))?;
     println!("{}", tarball.display());
     println!("{}", sum_path.display());
+    Ok(())
+}
+
+/// Removes the copies of our own crates that cargo unpacked from the temporary local
+/// registry of an earlier `cargo package` run (`$CARGO_HOME/registry/src/-<hash>/<crate>-<v>`):
+/// cargo never unpacks a crate of the same name and version again, so without this a second
+/// run would verify against the first run's sources.
+fn forget_unpacked_overlay_sources() -> Result<()> {
+    let cargo_home = match std::env::var_os("CARGO_HOME") {
+        Some(home) => std::path::PathBuf::from(home),
+        None => std::path::PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
+            .join(".cargo"),
+    };
+    let src = cargo_home.join("registry/src");
+    let Ok(registries) = fs::read_dir(&src) else {
+        return Ok(());
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    for registry in registries.flatten() {
+        // crates.io and other named registries have names; the overlay's starts with '-'.
+        if !registry.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        for name in PUBLISHABLE {
+            let dir = registry.path().join(format!("{name}-{version}"));
+            if dir.exists() {
+                fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+            }
+        }
+    }
     Ok(())
 }
 
