@@ -1,1 +1,123 @@
 //! Names and descriptions of the peer transport's metrics (recorded by `raft-net`).
+//!
+//! Labels used below: `codec` is `none`, `snappy` or `zstd`; `lane` is `stream` (the
+//! pipelined append stream), `light` (heartbeats, votes and other small messages) or
+//! `snapshot`; `reason` says why something was dropped or refused.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+/// Counter, label `codec`: bytes of encoded frames and snapshot chunks before compression
+/// (only those the transport considered compressing, i.e. above the size threshold, plus
+/// every uncompressed frame under `codec="none"`).
+pub const BYTES_BEFORE_COMPRESSION: &str = "raft_net_bytes_before_compression_total";
+
+/// Counter, label `codec`: the same bytes after compression, as put on the wire.
+pub const BYTES_AFTER_COMPRESSION: &str = "raft_net_bytes_after_compression_total";
+
+/// Counter, label `lane`: frames sent.
+pub const FRAMES_SENT: &str = "raft_net_frames_sent_total";
+
+/// Counter, label `lane`: raft messages sent (a frame may carry several).
+pub const MESSAGES_SENT: &str = "raft_net_messages_sent_total";
+
+/// Counter, label `lane`: raft messages received and delivered to the node.
+pub const MESSAGES_RECEIVED: &str = "raft_net_messages_received_total";
+
+/// Counter, label `lane`: payload bytes received on the wire (after compression).
+pub const BYTES_RECEIVED: &str = "raft_net_bytes_received_total";
+
+/// Counter, label `reason` (`queue_full`, `unknown_peer`, `disconnected`): outgoing
+/// messages dropped by the transport; each drop is reported to the runtime as unreachable.
+pub const MESSAGES_DROPPED: &str = "raft_net_messages_dropped_total";
+
+/// Counter, label `reason` (`cluster_id`, `removed_member`, `wrong_receiver`, `too_large`,
+/// `malformed`, `shutting_down`): inbound frames, calls or chunks refused.
+pub const FRAMES_REJECTED: &str = "raft_net_frames_rejected_total";
+
+/// Counter: "peer unreachable" reports sent to the runtime.
+pub const PEER_UNREACHABLE: &str = "raft_net_peer_unreachable_total";
+
+/// Counter, label `lane`: connection (re-)establishments to peers.
+pub const CONNECTS: &str = "raft_net_connects_total";
+
+/// Counter, label `lane`: failed connection attempts and broken streams.
+pub const CONNECT_FAILURES: &str = "raft_net_connect_failures_total";
+
+/// Gauge: messages waiting in per-peer send queues, summed over peers and lanes.
+pub const QUEUED_MESSAGES: &str = "raft_net_queued_messages";
+
+/// Histogram (seconds): duration of outgoing snapshot transfers that succeeded.
+pub const SNAPSHOT_SEND_SECONDS: &str = "raft_net_snapshot_send_seconds";
+
+/// Counter: snapshot data bytes sent (before compression).
+pub const SNAPSHOT_BYTES_SENT: &str = "raft_net_snapshot_bytes_sent_total";
+
+/// Counter: snapshot data bytes received and stored (after decompression).
+pub const SNAPSHOT_BYTES_RECEIVED: &str = "raft_net_snapshot_bytes_received_total";
+
+/// Registers the unit and help text of every transport metric with the installed recorder.
+pub fn describe() {
+    describe_counter!(
+        BYTES_BEFORE_COMPRESSION,
+        Unit::Bytes,
+        "Bytes of peer frames and snapshot chunks before compression, by codec"
+    );
+    describe_counter!(
+        BYTES_AFTER_COMPRESSION,
+        Unit::Bytes,
+        "Bytes of peer frames and snapshot chunks after compression, by codec"
+    );
+    describe_counter!(FRAMES_SENT, Unit::Count, "Peer frames sent, by lane");
+    describe_counter!(MESSAGES_SENT, Unit::Count, "Raft messages sent to peers, by lane");
+    describe_counter!(
+        MESSAGES_RECEIVED,
+        Unit::Count,
+        "Raft messages received from peers and delivered, by lane"
+    );
+    describe_counter!(
+        BYTES_RECEIVED,
+        Unit::Bytes,
+        "Frame payload bytes received from peers, by lane"
+    );
+    describe_counter!(
+        MESSAGES_DROPPED,
+        Unit::Count,
+        "Outgoing raft messages dropped by the transport, by reason"
+    );
+    describe_counter!(
+        FRAMES_REJECTED,
+        Unit::Count,
+        "Inbound peer frames, calls or snapshot chunks refused, by reason"
+    );
+    describe_counter!(
+        PEER_UNREACHABLE,
+        Unit::Count,
+        "Peer-unreachable reports sent to the runtime"
+    );
+    describe_counter!(CONNECTS, Unit::Count, "Connections established to peers, by lane");
+    describe_counter!(
+        CONNECT_FAILURES,
+        Unit::Count,
+        "Failed peer connection attempts and broken streams, by lane"
+    );
+    describe_gauge!(
+        QUEUED_MESSAGES,
+        Unit::Count,
+        "Messages waiting in the per-peer send queues"
+    );
+    describe_histogram!(
+        SNAPSHOT_SEND_SECONDS,
+        Unit::Seconds,
+        "Duration of successful outgoing snapshot transfers"
+    );
+    describe_counter!(
+        SNAPSHOT_BYTES_SENT,
+        Unit::Bytes,
+        "Snapshot data bytes sent, before compression"
+    );
+    describe_counter!(
+        SNAPSHOT_BYTES_RECEIVED,
+        Unit::Bytes,
+        "Snapshot data bytes received and stored"
+    );
+}

@@ -9,14 +9,68 @@
 //! May depend on: `raft-core`, `raft-metrics`, tonic/prost and compression crates. The proto
 //! types generated from `proto/peer.proto` stay inside this crate; the rest of the toolkit
 //! sees only `raft-core` types.
+//!
+//! # Shape
+//! - [`PeerTransport`] is what the runtime holds: [`PeerTransport::send`] queues a message
+//!   and returns at once; [`PeerTransport::send_snapshot`] streams a snapshot;
+//!   [`PeerTransport::add_peer`] / [`PeerTransport::remove_peer`] follow membership;
+//!   [`PeerTransport::serve`] runs the inbound side on a listener.
+//! - What arrives goes to the runtime through [`Inbound`]: a channel of messages, a channel
+//!   of unreachable peers, and a [`SnapshotSink`] that stores incoming snapshot data.
+//! - Each peer has two lanes, each with its own bounded queue and its own HTTP/2
+//!   connection: the *stream* lane (appends, proposals) pipelines frames on one long-lived
+//!   `Replicate` stream, with up to `stream_window_bytes` unacknowledged; the *light* lane
+//!   (everything else) sends one unary call per frame, so a heartbeat never waits behind
+//!   megabytes of appends. Messages queued together are merged into one frame.
 #![deny(missing_docs)]
+
+mod backoff;
+pub mod compression;
+mod config;
+mod convert;
+mod error;
+mod frame;
+mod peer;
+mod queue;
+mod server;
+mod shared;
+mod snapshot;
+mod transport;
+
+pub use config::{
+    BackoffConfig, Codec, CompressionConfig, SNAPSHOT_CHUNK_SIZE, TlsConfig, TransportConfig,
+};
+pub use error::{Error, Result};
+pub use server::ServerHandle;
+pub use shared::{Inbound, InboundReceivers};
+pub use snapshot::{MemorySnapshotSink, SnapshotSink, SnapshotSource};
+pub use transport::{Lane, PeerTransport};
 
 /// Protobuf and gRPC types generated from `proto/peer.proto`.
 ///
-/// Internal to the transport: conversions to and from `raft-core` types live in one module
-/// of this crate, and nothing outside it names these types.
-// dead_code: the transport that uses these types arrives with the raft-net issue.
-#[allow(missing_docs, dead_code, clippy::all)]
+/// Internal to the transport: conversions to and from `raft-core` types live in
+/// `convert.rs`, and nothing outside this crate names these types (except through
+/// [`wire`], for tests and benchmarks of the wire protocol itself).
+#[allow(missing_docs, clippy::all)]
 pub(crate) mod pb {
     tonic::include_proto!("raftpeer.v1");
+}
+
+/// Raw access to the wire protocol, for conformance tests and benchmarks (a hostile or
+/// baseline client). Not part of the stable API.
+#[doc(hidden)]
+pub mod wire {
+    pub use crate::pb::*;
+
+    /// Builds the frame carrying `msgs` (merging and compressing like the transport does).
+    pub fn build_frame(
+        cluster_id: u64,
+        from: raft_core::NodeId,
+        to: raft_core::NodeId,
+        seq: u64,
+        msgs: &[raft_core::Message],
+        compression: &crate::CompressionConfig,
+    ) -> crate::Result<Frame> {
+        crate::frame::build_frame(cluster_id, from, to, seq, msgs, compression)
+    }
 }

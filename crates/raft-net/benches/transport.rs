@@ -1,0 +1,2 @@
+//! Transport benchmarks (filled in later).
+fn main() {}

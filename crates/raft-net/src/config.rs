@@ -1,0 +1,155 @@
+//! Transport configuration: identity, compression, queue bounds, limits, timeouts and TLS.
+
+use raft_core::NodeId;
+use std::time::Duration;
+
+/// The compression codec applied to frames and snapshot chunks above the threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    /// No compression.
+    None,
+    /// Snappy (the `snap` crate, raw format): fast, moderate ratio.
+    Snappy,
+    /// Zstandard at the given level (1..=22; 1-3 are the fast levels).
+    Zstd {
+        /// The compression level.
+        level: i32,
+    },
+}
+
+impl Default for Codec {
+    /// Zstandard at level 1: a good ratio at close to snappy's speed.
+    fn default() -> Self {
+        Codec::Zstd { level: 1 }
+    }
+}
+
+impl Codec {
+    /// The codec's label in metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::None => "none",
+            Codec::Snappy => "snappy",
+            Codec::Zstd { .. } => "zstd",
+        }
+    }
+}
+
+/// How outgoing payloads are compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompressionConfig {
+    /// The codec.
+    pub codec: Codec,
+    /// Payloads smaller than this many bytes (encoded) are sent uncompressed. Default 4 KiB.
+    pub threshold: usize,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        Self {
+            codec: Codec::default(),
+            threshold: 4096,
+        }
+    }
+}
+
+/// Reconnection back-off: exponential from `initial` to `max`, with jitter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackoffConfig {
+    /// The first delay after a failure.
+    pub initial: Duration,
+    /// The largest delay.
+    pub max: Duration,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Mutual TLS between peers, as PEM text.
+///
+/// Every node presents `cert` (signed by the cluster CA) and accepts only peers whose
+/// certificate chains to `ca`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The cluster CA certificate (PEM).
+    pub ca_pem: String,
+    /// This node's certificate chain (PEM), used both as server and as client.
+    pub cert_pem: String,
+    /// This node's private key (PEM).
+    pub key_pem: String,
+    /// The name checked against peers' server certificates; `None` uses the host of the
+    /// peer's address.
+    pub server_name: Option<String>,
+}
+
+/// Everything the transport needs to know.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// This node's id (never 0).
+    pub node_id: NodeId,
+    /// The cluster id; frames carrying another are refused.
+    pub cluster_id: u64,
+    /// Compression of frames and snapshot chunks.
+    pub compression: CompressionConfig,
+    /// Largest frame accepted (on the wire and once decompressed), in bytes. Default 64 MiB.
+    pub max_message_size: usize,
+    /// Largest batch the sender packs into one frame, in bytes (soft: a single larger
+    /// message still goes alone). Default 4 MiB.
+    pub max_frame_bytes: usize,
+    /// Most messages per frame. Default 1024.
+    pub max_frame_messages: usize,
+    /// Per-peer bound of queued messages on each lane. Default 4096.
+    pub queue_max_messages: usize,
+    /// Per-peer bound of queued bytes on each lane. Default 64 MiB.
+    pub queue_max_bytes: usize,
+    /// Bytes of frames sent on the append stream but not yet acked before the sender pauses
+    /// (the pipeline window). Default 16 MiB.
+    pub stream_window_bytes: usize,
+    /// Connection attempt timeout. Default 1 s.
+    pub connect_timeout: Duration,
+    /// Timeout of a light-lane call. Default 2 s.
+    pub request_timeout: Duration,
+    /// HTTP/2 keep-alive ping interval, both as client and server. Default 5 s.
+    pub keepalive_interval: Duration,
+    /// How long to wait for a keep-alive answer before dropping the connection. Default 10 s.
+    pub keepalive_timeout: Duration,
+    /// Reconnection back-off.
+    pub backoff: BackoffConfig,
+    /// Attempts of a snapshot transfer (each resuming where the last stopped). Default 5.
+    pub snapshot_attempts: u32,
+    /// Optional mutual TLS.
+    pub tls: Option<TlsConfig>,
+}
+
+impl TransportConfig {
+    /// A configuration with the defaults for node `node_id` of cluster `cluster_id`.
+    pub fn new(node_id: NodeId, cluster_id: u64) -> Self {
+        Self {
+            node_id,
+            cluster_id,
+            compression: CompressionConfig::default(),
+            max_message_size: 64 << 20,
+            max_frame_bytes: 4 << 20,
+            max_frame_messages: 1024,
+            queue_max_messages: 4096,
+            queue_max_bytes: 64 << 20,
+            stream_window_bytes: 16 << 20,
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(2),
+            keepalive_interval: Duration::from_secs(5),
+            keepalive_timeout: Duration::from_secs(10),
+            backoff: BackoffConfig::default(),
+            snapshot_attempts: 5,
+            tls: None,
+        }
+    }
+}
+
+/// Largest snapshot chunk, before compression.
+pub const SNAPSHOT_CHUNK_SIZE: usize = 1 << 20;

@@ -1,0 +1,389 @@
+//! The outbound side for one peer: its two send queues, the pipelined stream worker, the
+//! light-lane worker, and snapshot transfers (with resume and retries).
+
+use crate::backoff::{Backoff, seed_for};
+use crate::convert::meta_to_pb;
+use crate::error::{Error, Result};
+use crate::frame::build_frame;
+use crate::pb;
+use crate::pb::peer_client::PeerClient;
+use crate::queue::SendQueue;
+use crate::shared::Shared;
+use crate::snapshot::{ChunkHeader, SnapshotSource, prefix_checksum, produce_chunks};
+use metrics::{counter, histogram};
+use prost::Message as _;
+use raft_core::{Message, NodeId, SnapshotMeta};
+use raft_metrics::net as m;
+use std::collections::VecDeque;
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, warn};
+
+/// One peer: where it is and what waits to be sent to it.
+#[derive(Debug)]
+pub(crate) struct Peer {
+    pub(crate) id: NodeId,
+    endpoint: Endpoint,
+    /// Appends and proposals, for the pipelined stream.
+    pub(crate) stream_q: SendQueue,
+    /// Heartbeats, votes, responses and other small messages.
+    pub(crate) light_q: SendQueue,
+}
+
+impl Peer {
+    /// A peer at `addr` (`host:port`, or a full `http://`/`https://` URI).
+    pub(crate) fn new(shared: &Shared, id: NodeId, addr: &str) -> Result<Self> {
+        let cfg = &shared.config;
+        let uri = if addr.contains("://") {
+            addr.to_string()
+        } else if shared.client_tls.is_some() {
+            format!("https://{addr}")
+        } else {
+            format!("http://{addr}")
+        };
+        let mut endpoint = Endpoint::from_shared(uri)
+            .map_err(|e| Error::Config(format!("bad address {addr:?} for peer {id}: {e}")))?
+            .tcp_nodelay(true)
+            .connect_timeout(cfg.connect_timeout)
+            .http2_keep_alive_interval(cfg.keepalive_interval)
+            .keep_alive_timeout(cfg.keepalive_timeout)
+            .keep_alive_while_idle(true)
+            .initial_stream_window_size(8 << 20)
+            .initial_connection_window_size(16 << 20);
+        if let Some(tls) = &shared.client_tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| Error::Config(format!("TLS for peer {id}: {e}")))?;
+        }
+        Ok(Self {
+            id,
+            endpoint,
+            stream_q: SendQueue::new(cfg.queue_max_messages, cfg.queue_max_bytes),
+            light_q: SendQueue::new(cfg.queue_max_messages, cfg.queue_max_bytes),
+        })
+    }
+
+    /// Stops both workers and drops what is queued.
+    pub(crate) fn close(&self) {
+        self.stream_q.close();
+        self.light_q.close();
+    }
+
+    async fn connect(&self) -> Result<Channel> {
+        self.endpoint.connect().await.map_err(|e| Error::Connect {
+            peer: self.id,
+            reason: error_chain(&e),
+        })
+    }
+
+    fn client(&self, shared: &Shared, channel: Channel) -> PeerClient<Channel> {
+        PeerClient::new(channel)
+            .max_decoding_message_size(shared.config.max_message_size)
+            .max_encoding_message_size(shared.config.max_message_size)
+    }
+}
+
+/// An error and its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+fn rpc_error(peer: NodeId, status: tonic::Status) -> Error {
+    Error::Rpc {
+        peer,
+        status: Box::new(status),
+    }
+}
+
+fn count_dropped(n: usize, reason: &'static str) {
+    if n > 0 {
+        counter!(m::MESSAGES_DROPPED, "reason" => reason).increment(n as u64);
+    }
+}
+
+/// Builds the frame for `batch`, or drops the batch (counted) when it cannot be sent.
+fn frame_for(
+    shared: &Shared,
+    peer: NodeId,
+    seq: u64,
+    batch: &[Message],
+) -> Option<(pb::Frame, usize)> {
+    let cfg = &shared.config;
+    match build_frame(
+        cfg.cluster_id,
+        cfg.node_id,
+        peer,
+        seq,
+        batch,
+        &cfg.compression,
+    ) {
+        Ok(frame) => {
+            let size = frame.encoded_len();
+            if size > cfg.max_message_size {
+                warn!(
+                    peer,
+                    size,
+                    limit = cfg.max_message_size,
+                    "frame over max_message_size dropped"
+                );
+                count_dropped(batch.len(), "too_large");
+                return None;
+            }
+            Some((frame, size))
+        }
+        Err(e) => {
+            warn!(peer, error = %e, "cannot encode frame; dropped");
+            count_dropped(batch.len(), "encode_error");
+            None
+        }
+    }
+}
+
+/// How a stream session ended.
+enum Session {
+    /// The peer was removed or the transport shut down.
+    Closed,
+    /// The stream broke; reconnect.
+    Broken(String),
+}
+
+/// Runs the pipelined stream to `peer` until it is closed: connects lazily (on the first
+/// queued message), pushes frames without waiting for acks (up to the byte window), and
+/// reconnects with back-off when the stream breaks.
+pub(crate) async fn run_stream_lane(shared: std::sync::Arc<Shared>, peer: std::sync::Arc<Peer>) {
+    let cfg = &shared.config;
+    let mut backoff = Backoff::new(cfg.backoff, seed_for(peer.id));
+    loop {
+        let Some(first) = peer
+            .stream_q
+            .pop_batch(cfg.max_frame_messages, cfg.max_frame_bytes)
+            .await
+        else {
+            return;
+        };
+        let reason = match open_stream(&shared, &peer).await {
+            Ok((tx, acks)) => {
+                counter!(m::CONNECTS, "lane" => "stream").increment(1);
+                debug!(peer = peer.id, "append stream open");
+                match pump(&shared, &peer, tx, acks, first, &mut backoff).await {
+                    Session::Closed => return,
+                    Session::Broken(reason) => reason,
+                }
+            }
+            Err(e) => {
+                count_dropped(first.len(), "disconnected");
+                e.to_string()
+            }
+        };
+        counter!(m::CONNECT_FAILURES, "lane" => "stream").increment(1);
+        count_dropped(peer.stream_q.clear(), "disconnected");
+        let delay = backoff.next_delay();
+        warn!(peer = peer.id, %reason, ?delay, "append stream down; reconnecting after back-off");
+        shared.report_unreachable(peer.id);
+        tokio::time::sleep(delay).await;
+    }
+}
+
+async fn open_stream(
+    shared: &Shared,
+    peer: &Peer,
+) -> Result<(mpsc::Sender<pb::Frame>, Streaming<pb::StreamAck>)> {
+    let channel = peer.connect().await?;
+    let mut client = peer.client(shared, channel);
+    let (tx, rx) = mpsc::channel(16);
+    let response = client
+        .replicate(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| rpc_error(peer.id, s))?;
+    Ok((tx, response.into_inner()))
+}
+
+async fn pump(
+    shared: &Shared,
+    peer: &Peer,
+    tx: mpsc::Sender<pb::Frame>,
+    mut acks: Streaming<pb::StreamAck>,
+    first: Vec<Message>,
+    backoff: &mut Backoff,
+) -> Session {
+    let cfg = &shared.config;
+    let mut seq = 0u64;
+    // Frames sent and not yet acked: (seq, encoded size).
+    let mut in_flight: VecDeque<(u64, usize)> = VecDeque::new();
+    let mut in_flight_bytes = 0usize;
+    let mut next = Some(first);
+    loop {
+        if let Some(batch) = next.take()
+            && let Some((frame, size)) = frame_for(shared, peer.id, seq + 1, &batch)
+        {
+            seq += 1;
+            if tx.send(frame).await.is_err() {
+                count_dropped(batch.len(), "disconnected");
+                return Session::Broken("request stream closed".into());
+            }
+            counter!(m::FRAMES_SENT, "lane" => "stream").increment(1);
+            counter!(m::MESSAGES_SENT, "lane" => "stream").increment(batch.len() as u64);
+            in_flight.push_back((seq, size));
+            in_flight_bytes += size;
+        }
+        let window_open = in_flight_bytes < cfg.stream_window_bytes;
+        tokio::select! {
+            biased;
+            ack = acks.message() => match ack {
+                Ok(Some(ack)) => {
+                    while let Some(&(s, size)) = in_flight.front() {
+                        if s > ack.seq {
+                            break;
+                        }
+                        in_flight.pop_front();
+                        in_flight_bytes -= size;
+                    }
+                    backoff.reset();
+                }
+                Ok(None) => return Session::Broken("peer ended the stream".into()),
+                Err(status) => return Session::Broken(format!("{}: {}", status.code(), status.message())),
+            },
+            batch = peer.stream_q.pop_batch(cfg.max_frame_messages, cfg.max_frame_bytes), if window_open => {
+                match batch {
+                    Some(batch) => next = Some(batch),
+                    None => return Session::Closed,
+                }
+            }
+        }
+    }
+}
+
+/// Runs the light lane to `peer` until it is closed: one unary call per frame, merging
+/// whatever queued up while the previous call was in flight.
+pub(crate) async fn run_light_lane(shared: std::sync::Arc<Shared>, peer: std::sync::Arc<Peer>) {
+    let cfg = &shared.config;
+    let mut backoff = Backoff::new(cfg.backoff, seed_for(peer.id) ^ 0x11);
+    let mut client = peer.client(&shared, peer.endpoint.connect_lazy());
+    loop {
+        let Some(batch) = peer
+            .light_q
+            .pop_batch(cfg.max_frame_messages, cfg.max_frame_bytes)
+            .await
+        else {
+            return;
+        };
+        let Some((frame, _)) = frame_for(&shared, peer.id, 0, &batch) else {
+            continue;
+        };
+        let reason = match tokio::time::timeout(cfg.request_timeout, client.send(frame)).await {
+            Ok(Ok(_)) => {
+                counter!(m::FRAMES_SENT, "lane" => "light").increment(1);
+                counter!(m::MESSAGES_SENT, "lane" => "light").increment(batch.len() as u64);
+                backoff.reset();
+                continue;
+            }
+            Ok(Err(status)) => format!("{}: {}", status.code(), status.message()),
+            Err(_) => "timed out".to_string(),
+        };
+        counter!(m::CONNECT_FAILURES, "lane" => "light").increment(1);
+        count_dropped(batch.len() + peer.light_q.clear(), "disconnected");
+        let delay = backoff.next_delay();
+        debug!(peer = peer.id, %reason, ?delay, "light call failed");
+        shared.report_unreachable(peer.id);
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Sends a snapshot's data to `peer`, resuming after failures, up to the configured number
+/// of attempts.
+pub(crate) async fn transfer_snapshot(
+    shared: &Shared,
+    peer: &Peer,
+    term: u64,
+    meta: &SnapshotMeta,
+    source: &dyn SnapshotSource,
+) -> Result<()> {
+    let started = Instant::now();
+    let mut backoff = Backoff::new(shared.config.backoff, seed_for(peer.id) ^ 0x5a);
+    let mut attempt = 1;
+    loop {
+        match snapshot_attempt(shared, peer, term, meta, source).await {
+            Ok(()) => {
+                histogram!(m::SNAPSHOT_SEND_SECONDS).record(started.elapsed().as_secs_f64());
+                return Ok(());
+            }
+            Err(e) if attempt >= shared.config.snapshot_attempts => return Err(e),
+            Err(e) => {
+                let delay = backoff.next_delay();
+                warn!(peer = peer.id, attempt, error = %e, ?delay, "snapshot transfer failed; resuming after back-off");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+async fn snapshot_attempt(
+    shared: &Shared,
+    peer: &Peer,
+    term: u64,
+    meta: &SnapshotMeta,
+    source: &dyn SnapshotSource,
+) -> Result<()> {
+    let cfg = &shared.config;
+    let channel = peer.connect().await?;
+    let mut client = peer.client(shared, channel);
+    let header = ChunkHeader {
+        cluster_id: cfg.cluster_id,
+        from: cfg.node_id,
+        to: peer.id,
+        term,
+    };
+    let pmeta = meta_to_pb(meta);
+    let total_len = source.len();
+    let probe = pb::SnapshotProbe {
+        cluster_id: cfg.cluster_id,
+        from: cfg.node_id,
+        to: peer.id,
+        term,
+        meta: Some(pmeta.clone()),
+        total_len,
+    };
+    let offset = client
+        .snapshot_offset(probe)
+        .await
+        .map_err(|s| rpc_error(peer.id, s))?
+        .into_inner()
+        .received;
+    if offset > total_len {
+        return Err(Error::Snapshot(format!(
+            "peer {} claims {offset} bytes of a {total_len}-byte snapshot",
+            peer.id
+        )));
+    }
+    if offset > 0 {
+        debug!(
+            peer = peer.id,
+            offset, total_len, "resuming snapshot transfer"
+        );
+    }
+    let crc = prefix_checksum(source, offset).await?;
+    let (tx, rx) = mpsc::channel(4);
+    let produce = produce_chunks(header, pmeta, source, offset, crc, cfg.compression, tx);
+    let call = client.install_snapshot(ReceiverStream::new(rx));
+    let (produced, answer) = tokio::join!(produce, call);
+    produced?;
+    let ack = answer.map_err(|s| rpc_error(peer.id, s))?.into_inner();
+    if !ack.installed {
+        return Err(Error::Snapshot(format!(
+            "peer {} stopped at {} of {total_len} bytes",
+            peer.id, ack.received
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,419 @@
+//! The inbound side: the gRPC `Peer` service (frame validation, delivery, acks, snapshot
+//! reception) and the server running it on a caller-supplied listener.
+
+use crate::config::SNAPSHOT_CHUNK_SIZE;
+use crate::convert::meta_from_pb;
+use crate::error::{Error, Result};
+use crate::frame::open_frame;
+use crate::pb;
+use crate::shared::Shared;
+use crate::snapshot::open_chunk;
+use metrics::counter;
+use raft_core::{Message, MessageBody, NodeId};
+use raft_metrics::net as m;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, debug, info_span, warn};
+
+/// Counts a refusal under `reason` and returns `status`.
+fn reject(reason: &'static str, status: Status) -> Status {
+    counter!(m::FRAMES_REJECTED, "reason" => reason).increment(1);
+    debug!(reason, %status, "refused inbound peer traffic");
+    status
+}
+
+/// Maps a decoding error to a counted status.
+fn refuse(err: Error) -> Status {
+    match err {
+        Error::TooLarge { .. } => reject("too_large", Status::out_of_range(err.to_string())),
+        Error::Malformed(_) | Error::Codec { .. } => {
+            reject("malformed", Status::invalid_argument(err.to_string()))
+        }
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// Counts a transport-level receive error (tonic's own size limit or a decode failure).
+fn count_stream_error(status: &Status) {
+    let reason = match status.code() {
+        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => "too_large",
+        tonic::Code::Internal | tonic::Code::InvalidArgument => "malformed",
+        _ => return,
+    };
+    counter!(m::FRAMES_REJECTED, "reason" => reason).increment(1);
+}
+
+/// Waits until `rx` says true; never returns if its sender is gone without saying it.
+async fn cancelled(mut rx: watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// The `Peer` service of one server.
+struct PeerService {
+    shared: Arc<Shared>,
+    cancel: watch::Receiver<bool>,
+}
+
+impl PeerService {
+    fn check_running(&self) -> Result<(), Status> {
+        if *self.cancel.borrow() {
+            return Err(reject(
+                "shutting_down",
+                Status::unavailable("server is shutting down"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks who a frame, probe or chunk is from and for.
+fn check_header(shared: &Shared, cluster_id: u64, from: NodeId, to: NodeId) -> Result<(), Status> {
+    let cfg = &shared.config;
+    if cluster_id != cfg.cluster_id {
+        return Err(reject(
+            "cluster_id",
+            Status::permission_denied(format!(
+                "cluster id {cluster_id:#x} is not this cluster's ({:#x})",
+                cfg.cluster_id
+            )),
+        ));
+    }
+    if to != cfg.node_id {
+        return Err(reject(
+            "wrong_receiver",
+            Status::invalid_argument(format!(
+                "addressed to node {to}, this is node {}",
+                cfg.node_id
+            )),
+        ));
+    }
+    if from == 0 {
+        return Err(reject("malformed", Status::invalid_argument("sender id 0")));
+    }
+    if shared.is_removed(from) {
+        return Err(reject(
+            "removed_member",
+            Status::permission_denied(format!("node {from} was removed from the cluster")),
+        ));
+    }
+    Ok(())
+}
+
+/// Validates, opens and delivers one frame; returns the ack for it.
+async fn receive_frame(
+    shared: &Shared,
+    frame: pb::Frame,
+    lane: &'static str,
+) -> Result<pb::StreamAck, Status> {
+    check_header(shared, frame.cluster_id, frame.from, frame.to)?;
+    let ack = pb::StreamAck {
+        cluster_id: frame.cluster_id,
+        from: frame.to,
+        to: frame.from,
+        term: frame.term,
+        seq: frame.seq,
+    };
+    let wire = match &frame.payload {
+        Some(pb::frame::Payload::Compressed(c)) => c.len() as u64,
+        _ => frame.raw_len,
+    };
+    let msgs = open_frame(frame, shared.config.max_message_size).map_err(refuse)?;
+    if msgs
+        .iter()
+        .any(|m| matches!(m.body, MessageBody::InstallSnapshot(_)))
+    {
+        return Err(reject(
+            "malformed",
+            Status::invalid_argument("InstallSnapshot travels only as a snapshot transfer"),
+        ));
+    }
+    counter!(m::BYTES_RECEIVED, "lane" => lane).increment(wire);
+    counter!(m::MESSAGES_RECEIVED, "lane" => lane).increment(msgs.len() as u64);
+    for msg in msgs {
+        if shared.inbound.messages.send(msg).await.is_err() {
+            return Err(Status::unavailable("the node stopped receiving"));
+        }
+    }
+    Ok(ack)
+}
+
+#[tonic::async_trait]
+impl pb::peer_server::Peer for PeerService {
+    type ReplicateStream = ReceiverStream<Result<pb::StreamAck, Status>>;
+
+    async fn replicate(
+        &self,
+        request: Request<Streaming<pb::Frame>>,
+    ) -> Result<Response<Self::ReplicateStream>, Status> {
+        self.check_running()?;
+        let mut frames = request.into_inner();
+        let (tx, rx) = mpsc::channel(64);
+        let shared = self.shared.clone();
+        let cancel = self.cancel.clone();
+        let span = info_span!("replicate_in", node_id = shared.config.node_id);
+        tokio::spawn(
+            async move {
+                let stop = cancelled(cancel);
+                tokio::pin!(stop);
+                loop {
+                    let next = tokio::select! {
+                        next = frames.message() => next,
+                        _ = &mut stop => {
+                            let _ = tx.send(Err(Status::unavailable("server is shutting down"))).await;
+                            return;
+                        }
+                    };
+                    let result = match next {
+                        Ok(Some(frame)) => receive_frame(&shared, frame, "stream").await,
+                        Ok(None) => return,
+                        Err(status) => {
+                            count_stream_error(&status);
+                            Err(status)
+                        }
+                    };
+                    let failed = result.is_err();
+                    if tx.send(result).await.is_err() || failed {
+                        return;
+                    }
+                }
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn send(&self, request: Request<pb::Frame>) -> Result<Response<pb::SendAck>, Status> {
+        self.check_running()?;
+        let ack = receive_frame(&self.shared, request.into_inner(), "light").await?;
+        Ok(Response::new(pb::SendAck {
+            cluster_id: ack.cluster_id,
+            from: ack.from,
+            to: ack.to,
+            term: ack.term,
+        }))
+    }
+
+    async fn snapshot_offset(
+        &self,
+        request: Request<pb::SnapshotProbe>,
+    ) -> Result<Response<pb::SnapshotAck>, Status> {
+        self.check_running()?;
+        let probe = request.into_inner();
+        check_header(&self.shared, probe.cluster_id, probe.from, probe.to)?;
+        let meta = probe
+            .meta
+            .ok_or_else(|| reject("malformed", Status::invalid_argument("probe without meta")))
+            .and_then(|m| meta_from_pb(m).map_err(refuse))?;
+        let received = self
+            .shared
+            .inbound
+            .snapshots
+            .stored_len(probe.from, &meta, probe.total_len)
+            .await
+            .map_err(|e| Status::internal(format!("snapshot sink: {e}")))?;
+        Ok(Response::new(pb::SnapshotAck {
+            cluster_id: probe.cluster_id,
+            from: probe.to,
+            to: probe.from,
+            term: probe.term,
+            received: received.min(probe.total_len),
+            installed: false,
+        }))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<pb::SnapshotChunk>>,
+    ) -> Result<Response<pb::SnapshotAck>, Status> {
+        self.check_running()?;
+        let mut chunks = request.into_inner();
+        let shared = &self.shared;
+        let sink = &shared.inbound.snapshots;
+        let first = chunks
+            .message()
+            .await
+            .inspect_err(count_stream_error)?
+            .ok_or_else(|| {
+                reject(
+                    "malformed",
+                    Status::invalid_argument("empty snapshot stream"),
+                )
+            })?;
+        check_header(shared, first.cluster_id, first.from, first.to)?;
+        let (from, term, total_len) = (first.from, first.term, first.total_len);
+        let meta = first
+            .meta
+            .clone()
+            .ok_or_else(|| {
+                reject(
+                    "malformed",
+                    Status::invalid_argument("first chunk without meta"),
+                )
+            })
+            .and_then(|m| meta_from_pb(m).map_err(refuse))?;
+        let sink_err = |e: std::io::Error| Status::internal(format!("snapshot sink: {e}"));
+        let mut received = sink
+            .stored_len(from, &meta, total_len)
+            .await
+            .map_err(sink_err)?;
+        let ack = |received, installed| pb::SnapshotAck {
+            cluster_id: shared.config.cluster_id,
+            from: shared.config.node_id,
+            to: from,
+            term,
+            received,
+            installed,
+        };
+        let mut chunk = first;
+        loop {
+            if chunk.from != from
+                || chunk.cluster_id != shared.config.cluster_id
+                || chunk.total_len != total_len
+            {
+                return Err(reject(
+                    "malformed",
+                    Status::invalid_argument("chunk header changed mid-transfer"),
+                ));
+            }
+            if chunk.data.len() > SNAPSHOT_CHUNK_SIZE + 4096 {
+                return Err(reject(
+                    "too_large",
+                    Status::out_of_range("snapshot chunk over 1 MiB"),
+                ));
+            }
+            let data = open_chunk(&chunk, received).map_err(|e| match e {
+                Error::Malformed(ref s) if s.starts_with("chunk at offset") => {
+                    reject("malformed", Status::failed_precondition(e.to_string()))
+                }
+                other => refuse(other),
+            })?;
+            let len = data.len() as u64;
+            sink.write_chunk(from, &meta, received, data)
+                .await
+                .map_err(sink_err)?;
+            received += len;
+            counter!(m::SNAPSHOT_BYTES_RECEIVED).increment(len);
+            if chunk.last {
+                sink.finish(from, &meta, total_len, chunk.checksum)
+                    .await
+                    .map_err(|e| {
+                        Status::data_loss(format!("snapshot rejected by the sink: {e}"))
+                    })?;
+                let msg = Message {
+                    from,
+                    to: shared.config.node_id,
+                    term,
+                    body: MessageBody::InstallSnapshot(meta),
+                };
+                if shared.inbound.messages.send(msg).await.is_err() {
+                    return Err(Status::unavailable("the node stopped receiving"));
+                }
+                return Ok(Response::new(ack(received, true)));
+            }
+            chunk = match chunks.message().await.inspect_err(count_stream_error)? {
+                Some(c) => c,
+                None => {
+                    warn!(
+                        from,
+                        received, total_len, "snapshot stream ended before its last chunk"
+                    );
+                    return Ok(Response::new(ack(received, false)));
+                }
+            };
+        }
+    }
+}
+
+/// A running inbound server; stop it with [`ServerHandle::shutdown`]. Dropping the handle
+/// leaves the server running until the tokio runtime ends.
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    cancel: watch::Sender<bool>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl ServerHandle {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting connections, ends every open stream (peers see "unavailable" and
+    /// reconnect elsewhere or later), and waits up to 5 s for connections to close.
+    pub async fn shutdown(mut self) -> Result<()> {
+        let _ = self.cancel.send(true);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match tokio::time::timeout(Duration::from_secs(5), &mut self.task).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(Error::Io(std::io::Error::other(e))),
+            Ok(Err(join)) => Err(Error::Io(std::io::Error::other(join))),
+            Err(_) => {
+                self.task.abort();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Serves the `Peer` service on `listener` in a new task.
+pub(crate) fn serve(shared: Arc<Shared>, listener: TcpListener) -> Result<ServerHandle> {
+    let local_addr = listener.local_addr()?;
+    let cfg = &shared.config;
+    let (cancel, cancel_rx) = watch::channel(false);
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let service = pb::peer_server::PeerServer::new(PeerService {
+        shared: shared.clone(),
+        cancel: cancel_rx,
+    })
+    .max_decoding_message_size(cfg.max_message_size)
+    .max_encoding_message_size(cfg.max_message_size);
+    let mut builder = Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(cfg.keepalive_interval))
+        .http2_keepalive_timeout(Some(cfg.keepalive_timeout))
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(16 << 20);
+    if let Some(tls) = &shared.server_tls {
+        builder = builder
+            .tls_config(tls.clone())
+            .map_err(|e| Error::Config(format!("TLS: {e}")))?;
+    }
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let router = builder.add_service(service);
+    let span = info_span!("peer_server", node_id = cfg.node_id, %local_addr);
+    let task = tokio::spawn(
+        async move {
+            router
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+        }
+        .instrument(span),
+    );
+    Ok(ServerHandle {
+        local_addr,
+        cancel,
+        stop: Some(stop),
+        task,
+    })
+}

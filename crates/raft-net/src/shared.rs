@@ -1,0 +1,132 @@
+//! State shared by the transport's handle, its per-peer workers and its server: config,
+//! the channels to the runtime, the removed-member set and the TLS settings.
+
+use crate::config::TransportConfig;
+use crate::error::{Error, Result};
+use crate::snapshot::SnapshotSink;
+use metrics::counter;
+use raft_core::{Message, NodeId};
+use raft_metrics::net as m;
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use tokio::sync::mpsc;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+/// Where the transport hands what arrives and what fails to the runtime.
+pub struct Inbound {
+    /// Every message received from a peer (and the `InstallSnapshot` message once a
+    /// snapshot's data is stored and verified). Bounded: a slow runtime slows the senders
+    /// down through HTTP/2 flow control instead of growing memory.
+    pub messages: mpsc::Sender<Message>,
+    /// Peers found unreachable: a connection failed or broke, or their send queue was full
+    /// and messages were dropped. Reports are best effort: when this channel is full, further
+    /// reports are dropped (the runtime already has one pending).
+    pub unreachable: mpsc::Sender<NodeId>,
+    /// Where incoming snapshot data is stored.
+    pub snapshots: Arc<dyn SnapshotSink>,
+}
+
+impl std::fmt::Debug for Inbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbound").finish_non_exhaustive()
+    }
+}
+
+/// The receiving ends of the channels an [`Inbound`] made with [`Inbound::channels`].
+#[derive(Debug)]
+pub struct InboundReceivers {
+    /// Messages from peers.
+    pub messages: mpsc::Receiver<Message>,
+    /// Unreachable peers.
+    pub unreachable: mpsc::Receiver<NodeId>,
+}
+
+impl Inbound {
+    /// Fresh channels of `capacity` messages (and as many unreachable reports), storing
+    /// snapshots in `snapshots`.
+    pub fn channels(capacity: usize, snapshots: Arc<dyn SnapshotSink>) -> (Self, InboundReceivers) {
+        let (mtx, mrx) = mpsc::channel(capacity.max(1));
+        let (utx, urx) = mpsc::channel(capacity.max(1));
+        (
+            Self {
+                messages: mtx,
+                unreachable: utx,
+                snapshots,
+            },
+            InboundReceivers {
+                messages: mrx,
+                unreachable: urx,
+            },
+        )
+    }
+}
+
+/// The transport's shared state.
+pub(crate) struct Shared {
+    pub(crate) config: TransportConfig,
+    pub(crate) inbound: Inbound,
+    /// Members removed from the cluster: their frames are refused.
+    pub(crate) removed: RwLock<HashSet<NodeId>>,
+    pub(crate) client_tls: Option<ClientTlsConfig>,
+    pub(crate) server_tls: Option<ServerTlsConfig>,
+}
+
+impl Shared {
+    /// Validates the configuration and builds the shared state.
+    pub(crate) fn new(config: TransportConfig, inbound: Inbound) -> Result<Self> {
+        if config.node_id == 0 {
+            return Err(Error::Config("node id 0 is reserved".into()));
+        }
+        if config.max_message_size < 1024 {
+            return Err(Error::Config(
+                "max_message_size must be at least 1 KiB".into(),
+            ));
+        }
+        let (client_tls, server_tls) = match &config.tls {
+            None => (None, None),
+            Some(tls) => {
+                let ca = Certificate::from_pem(&tls.ca_pem);
+                let identity = Identity::from_pem(&tls.cert_pem, &tls.key_pem);
+                let mut client = ClientTlsConfig::new()
+                    .ca_certificate(ca.clone())
+                    .identity(identity.clone());
+                if let Some(name) = &tls.server_name {
+                    client = client.domain_name(name.clone());
+                }
+                let server = ServerTlsConfig::new().identity(identity).client_ca_root(ca);
+                (Some(client), Some(server))
+            }
+        };
+        Ok(Self {
+            config,
+            inbound,
+            removed: RwLock::new(HashSet::new()),
+            client_tls,
+            server_tls,
+        })
+    }
+
+    /// Tells the runtime that `peer` is unreachable (best effort, never blocks).
+    pub(crate) fn report_unreachable(&self, peer: NodeId) {
+        counter!(m::PEER_UNREACHABLE).increment(1);
+        let _ = self.inbound.unreachable.try_send(peer);
+    }
+
+    /// True when `id` was removed from the cluster.
+    pub(crate) fn is_removed(&self, id: NodeId) -> bool {
+        self.removed
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id)
+    }
+
+    /// Marks `id` removed (or not).
+    pub(crate) fn set_removed(&self, id: NodeId, removed: bool) {
+        let mut set = self.removed.write().unwrap_or_else(|e| e.into_inner());
+        if removed {
+            set.insert(id);
+        } else {
+            set.remove(&id);
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! [`PeerTransport`]: the handle the runtime drives: peers in and out, non-blocking sends,
+//! snapshot transfers, and serving the inbound side on a listener.
+
+use crate::config::TransportConfig;
+use crate::convert::message_size;
+use crate::error::{Error, Result};
+use crate::peer::{Peer, run_light_lane, run_stream_lane, transfer_snapshot};
+use crate::server::{ServerHandle, serve};
+use crate::shared::{Inbound, Shared};
+use crate::snapshot::SnapshotSource;
+use metrics::counter;
+use raft_core::{Message, MessageBody, NodeId};
+use raft_metrics::net as m;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use tokio::net::TcpListener;
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+use tracing::{Instrument, info_span};
+
+/// Which lane a message travels on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// The pipelined append stream: appends and forwarded proposals (in order).
+    Stream,
+    /// The light lane: heartbeats, votes, responses, TimeoutNow, read-index traffic.
+    Light,
+}
+
+impl Lane {
+    /// The lane `msg` goes on. `InstallSnapshot` has none: use
+    /// [`PeerTransport::send_snapshot`].
+    pub fn of(msg: &Message) -> Option<Lane> {
+        match msg.body {
+            MessageBody::Append(_) | MessageBody::Propose(_) => Some(Lane::Stream),
+            MessageBody::InstallSnapshot(_) => None,
+            _ => Some(Lane::Light),
+        }
+    }
+}
+
+struct PeerEntry {
+    peer: Arc<Peer>,
+    tasks: [JoinHandle<()>; 2],
+}
+
+impl PeerEntry {
+    fn stop(&self) {
+        self.peer.close();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    peers: RwLock<HashMap<NodeId, PeerEntry>>,
+    runtime: Handle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let peers = self.peers.get_mut().unwrap_or_else(|e| e.into_inner());
+        for entry in peers.values() {
+            entry.stop();
+        }
+    }
+}
+
+/// The peer transport of one node. Cheap to clone (all clones share the same peers);
+/// dropping the last clone stops every outbound worker.
+///
+/// ```no_run
+/// # async fn demo() -> raft_net::Result<()> {
+/// use raft_net::{Inbound, MemorySnapshotSink, PeerTransport, TransportConfig};
+/// use std::sync::Arc;
+/// let (inbound, mut rx) = Inbound::channels(1024, Arc::new(MemorySnapshotSink::new()));
+/// let transport = PeerTransport::new(TransportConfig::new(1, 0xC1), inbound)?;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let server = transport.serve(listener)?;
+/// transport.add_peer(2, "127.0.0.1:7002")?;
+/// // transport.send(msg)?;  // never blocks
+/// while let Some(msg) = rx.messages.recv().await { /* step the node */ }
+/// server.shutdown().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PeerTransport {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PeerTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTransport")
+            .field("node_id", &self.inner.shared.config.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerTransport {
+    /// A transport for `config.node_id`, delivering to `inbound`. Must be called inside a
+    /// tokio runtime (its workers run there).
+    pub fn new(config: TransportConfig, inbound: Inbound) -> Result<Self> {
+        let runtime = Handle::try_current()
+            .map_err(|_| Error::Config("PeerTransport::new needs a tokio runtime".into()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                shared: Arc::new(Shared::new(config, inbound)?),
+                peers: RwLock::new(HashMap::new()),
+                runtime,
+            }),
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.shared.config.node_id
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &TransportConfig {
+        &self.inner.shared.config
+    }
+
+    /// Adds (or re-addresses) peer `id` at `addr` (`host:port`). Nothing connects until the
+    /// first message is queued. A peer added again after [`remove_peer`](Self::remove_peer)
+    /// is accepted again.
+    pub fn add_peer(&self, id: NodeId, addr: impl Into<String>) -> Result<()> {
+        let shared = &self.inner.shared;
+        if id == 0 || id == shared.config.node_id {
+            return Err(Error::Config(format!("cannot add peer {id}")));
+        }
+        let peer = Arc::new(Peer::new(shared, id, &addr.into())?);
+        let node_id = shared.config.node_id;
+        let rt = &self.inner.runtime;
+        let stream = rt.spawn(
+            run_stream_lane(shared.clone(), peer.clone()).instrument(info_span!(
+                "peer_stream",
+                node_id,
+                peer = id
+            )),
+        );
+        let light = rt.spawn(
+            run_light_lane(shared.clone(), peer.clone()).instrument(info_span!(
+                "peer_light",
+                node_id,
+                peer = id
+            )),
+        );
+        shared.set_removed(id, false);
+        let old = self.peers_mut().insert(
+            id,
+            PeerEntry {
+                peer,
+                tasks: [stream, light],
+            },
+        );
+        if let Some(old) = old {
+            old.stop();
+        }
+        Ok(())
+    }
+
+    /// Removes peer `id` from the cluster: stops sending to it, drops what is queued for it,
+    /// and refuses its frames from now on.
+    pub fn remove_peer(&self, id: NodeId) {
+        self.inner.shared.set_removed(id, true);
+        if let Some(entry) = self.peers_mut().remove(&id) {
+            entry.stop();
+        }
+    }
+
+    /// Forgets every peer and stops every outbound worker (the inbound server is stopped
+    /// through its [`ServerHandle`]).
+    pub fn close(&self) {
+        for (_, entry) in self.peers_mut().drain() {
+            entry.stop();
+        }
+    }
+
+    fn peers_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<NodeId, PeerEntry>> {
+        self.inner.peers.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn peer(&self, id: NodeId) -> Option<Arc<Peer>> {
+        let peers = self.inner.peers.read().unwrap_or_else(|e| e.into_inner());
+        peers.get(&id).map(|e| e.peer.clone())
+    }
+
+    /// Queues `msg` for `msg.to` and returns at once; never blocks or awaits.
+    ///
+    /// When the peer is unknown or its queue is full (in messages or bytes), the message is
+    /// dropped, the peer is reported on [`Inbound::unreachable`], and the error says why.
+    /// Raft tolerates lost messages; the report lets the runtime pause replication to it.
+    pub fn send(&self, msg: Message) -> Result<()> {
+        let to = msg.to;
+        let Some(lane) = Lane::of(&msg) else {
+            return Err(Error::Snapshot(
+                "InstallSnapshot goes through send_snapshot, with its data".into(),
+            ));
+        };
+        let Some(peer) = self.peer(to) else {
+            counter!(m::MESSAGES_DROPPED, "reason" => "unknown_peer").increment(1);
+            self.inner.shared.report_unreachable(to);
+            return Err(Error::UnknownPeer(to));
+        };
+        let queue = match lane {
+            Lane::Stream => &peer.stream_q,
+            Lane::Light => &peer.light_q,
+        };
+        let size = message_size(&msg);
+        if !queue.push(msg, size) {
+            counter!(m::MESSAGES_DROPPED, "reason" => "queue_full").increment(1);
+            self.inner.shared.report_unreachable(to);
+            return Err(Error::QueueFull(to));
+        }
+        Ok(())
+    }
+
+    /// Streams a snapshot to `msg.to`: `msg` is the `InstallSnapshot` message from the node
+    /// (its term and metadata travel with the data) and `source` gives the data. Returns once
+    /// the receiver has stored and verified it (and handed the `InstallSnapshot` message to
+    /// its node), resuming a broken transfer where it stopped, up to
+    /// `config.snapshot_attempts` attempts. Runs on its own connection, beside the streams.
+    pub async fn send_snapshot(&self, msg: Message, source: Arc<dyn SnapshotSource>) -> Result<()> {
+        let MessageBody::InstallSnapshot(meta) = &msg.body else {
+            return Err(Error::Snapshot(
+                "send_snapshot needs an InstallSnapshot message".into(),
+            ));
+        };
+        let peer = self.peer(msg.to).ok_or(Error::UnknownPeer(msg.to))?;
+        let span = info_span!(
+            "snapshot_out",
+            node_id = self.node_id(),
+            term = msg.term,
+            peer = msg.to,
+            index = meta.index
+        );
+        transfer_snapshot(&self.inner.shared, &peer, msg.term, meta, source.as_ref())
+            .instrument(span)
+            .await
+    }
+
+    /// Serves this node's inbound side on `listener` (bind port 0 in tests) in a new task.
+    /// Frames from another cluster, for another node or from a removed member are refused;
+    /// so is anything over `max_message_size`. With TLS configured, only peers presenting a
+    /// certificate signed by the cluster CA can connect.
+    pub fn serve(&self, listener: TcpListener) -> Result<ServerHandle> {
+        let _guard = self.inner.runtime.enter();
+        serve(self.inner.shared.clone(), listener)
+    }
+}
