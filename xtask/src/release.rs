@@ -29,19 +29,22 @@ pub fn run(flags: &mut Flags) -> Result<()> {
         bail!("only `cargo xtask release --dry-run` exists; publishing is done by hand");
     }
 
-    // Packages of an unchanged version would otherwise be verified against sources that
-    // cargo unpacked on an earlier run.
-    let package_dir = util::target_dir().join("package");
-    if package_dir.exists() {
-        fs::remove_dir_all(&package_dir)
-            .with_context(|| format!("removing {}", package_dir.display()))?;
+    // Cargo treats registry crates as immutable: a crate of an unchanged version would be
+    // verified against sources unpacked, and artifacts compiled, on an earlier run. So each
+    // run unpacks afresh and verifies in a build directory of its own.
+    let package_target = util::target_dir().join("package-verify");
+    if package_target.exists() {
+        fs::remove_dir_all(&package_target)
+            .with_context(|| format!("removing {}", package_target.display()))?;
     }
     forget_unpacked_overlay_sources()?;
 
     // One `cargo package` call for all of them: cargo orders them by dependency and
     // verifies each against the others packaged in the same run.
     let mut package = cargo();
-    package.args(["package", "--locked", "--allow-dirty"]);
+    package
+        .args(["package", "--locked", "--allow-dirty"])
+        .env("CARGO_TARGET_DIR", &package_target);
     for name in PUBLISHABLE {
         package.args(["--package", name]);
     }
