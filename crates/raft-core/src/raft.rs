@@ -82,7 +82,9 @@ impl<L: LogRead> Raft<L> {
         let snap = store.snapshot_meta()?;
         let last = store.last_index()?;
         let hs = init.hard_state;
-        let committed = hs.commit.max(snap.index);
+        // Applied entries were committed even if the hard state saying so was not
+        // persisted before a crash.
+        let committed = hs.commit.max(snap.index).max(cfg.applied);
         if committed > last {
             return Err(Error::Storage(crate::log_read::StorageError::Failed(
                 format!("hard state commit {committed} is beyond the last index {last}").into(),

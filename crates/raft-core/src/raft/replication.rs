@@ -160,7 +160,11 @@ impl<L: LogRead> Raft<L> {
         };
         pr.recent_active = true;
         if r.reject {
-            if r.hint_index == 0 && pr.matched == 0 && pr.state != ProgressState::Snapshot {
+            if r.hint_index == 0
+                && pr.matched == 0
+                && pr.state == ProgressState::Probe
+                && pr.next - 1 == r.index
+            {
                 // The peer's log is empty (perhaps a node that just joined and knows no
                 // membership yet): start it from our snapshot, which carries the
                 // membership (the bootstrap one at index 0 when nothing is compacted).

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod chaos;
 mod elections;
 mod membership;
 mod reads;
