@@ -415,7 +415,18 @@ pub fn valid_record_after(buf: &[u8], from: usize) -> Option<usize> {
 
 /// The offset just past the last nonzero byte of `buf` at or after `from` (or `from`).
 pub fn nonzero_end(buf: &[u8], from: usize) -> usize {
-    buf[from.min(buf.len())..]
+    const CHUNK: usize = 4096;
+    let tail = &buf[from.min(buf.len())..];
+    // Skip whole zero chunks from the end first (the preallocated, unwritten part).
+    let mut end = tail.len();
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        if tail[start..end].iter().any(|&b| b != 0) {
+            break;
+        }
+        end = start;
+    }
+    tail[..end]
         .iter()
         .rposition(|&b| b != 0)
         .map_or(from, |p| from + p + 1)

@@ -261,7 +261,7 @@ impl Wal {
                 }
                 acc.last = expect - 1;
             }
-            Ok(())
+            Ok(true)
         })
     }
 
@@ -277,7 +277,7 @@ impl Wal {
                 return Err(Error::Unavailable(from));
             }
             acc.last = from - 1;
-            Ok(())
+            Ok(true)
         })
     }
 
@@ -293,22 +293,17 @@ impl Wal {
             meta: snapshot,
             clears: false,
         }];
-        let mut stale = false;
-        let t = self.submit(buf, effects, false, true, |acc| {
+        self.submit(buf, effects, false, true, |acc| {
             if index < acc.first {
-                stale = true;
-                return Ok(());
+                // Already compacted: queue nothing but an ordering point.
+                return Ok(false);
             }
             if index > acc.last {
                 return Err(Error::Unavailable(index));
             }
             acc.first = index + 1;
-            Ok(())
-        });
-        if stale {
-            return self.sync_like();
-        }
-        t
+            Ok(true)
+        })
     }
 
     /// Replaces the whole log with a snapshot received from a leader: every entry is dropped
@@ -327,28 +322,26 @@ impl Wal {
             }
             acc.first = index + 1;
             acc.last = index;
-            Ok(())
+            Ok(true)
         })
     }
 
     /// A ticket that completes once everything submitted before it is synced to disk, whatever
     /// the sync policy.
     pub fn sync(&self) -> Result<Ticket> {
-        self.submit(Vec::new(), Vec::new(), true, false, |_| Ok(()))
+        self.submit(Vec::new(), Vec::new(), true, false, |_| Ok(true))
     }
 
-    /// A ticket that completes with the next batch, without a record of its own.
-    fn sync_like(&self) -> Result<Ticket> {
-        self.submit(Vec::new(), Vec::new(), false, false, |_| Ok(()))
-    }
-
+    /// Checks a request against everything accepted before it and queues it. `check` updates
+    /// the accepted state, or returns `Ok(false)` to queue the request without its records
+    /// (a no-op that still completes in order).
     fn submit(
         &self,
-        buf: Vec<u8>,
-        effects: Vec<Effect>,
+        mut buf: Vec<u8>,
+        mut effects: Vec<Effect>,
         force_sync: bool,
-        compacts: bool,
-        check: impl FnOnce(&mut Accepted) -> Result<()>,
+        mut compacts: bool,
+        check: impl FnOnce(&mut Accepted) -> Result<bool>,
     ) -> Result<Ticket> {
         let (t, done) = ticket();
         let mut q = self.shared.queue.lock();
@@ -359,7 +352,11 @@ impl Wal {
             return Err(Error::Closed);
         }
         let mut acc = q.accepted;
-        check(&mut acc)?;
+        if !check(&mut acc)? {
+            buf.clear();
+            effects.clear();
+            compacts = false;
+        }
         q.accepted = acc;
         q.requests.push_back(Request {
             buf,

@@ -84,6 +84,14 @@ fn roundtrip(fs: Arc<dyn Fs>, dir: &Path) {
         wal.entries(80, 81, None),
         Err(Error::Compacted(80))
     ));
+    // Compacting to an index already compacted changes nothing.
+    let older = SnapshotMeta {
+        index: 70,
+        term: 2,
+        membership: Membership::default(),
+    };
+    wal.compact_prefix(older).unwrap().wait().unwrap();
+    assert_eq!(wal.snapshot(), snap);
     assert!(matches!(
         wal.entries(81, 92, None),
         Err(Error::Unavailable(91))
