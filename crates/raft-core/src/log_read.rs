@@ -36,7 +36,8 @@ pub struct InitialState {
 /// Invariant: `first_index() <= last_index() + 1`; the entry at `first_index() - 1` is the
 /// snapshot's last entry (its term is available through `term`).
 pub trait LogRead {
-    /// The persisted hard state and membership.
+    /// The persisted hard state and membership (as of the applied index the node is
+    /// restarted with, `Config::applied`).
     fn initial_state(&self) -> Result<InitialState, StorageError>;
     /// Entries in `[lo, hi)`, stopping early once `max_bytes` would be exceeded (at least one
     /// entry is always returned when the range is not empty).
@@ -48,6 +49,7 @@ pub trait LogRead {
     fn first_index(&self) -> Result<u64, StorageError>;
     /// The last persisted index (the snapshot's index when the log is empty).
     fn last_index(&self) -> Result<u64, StorageError>;
-    /// Metadata of the most recent snapshot (index 0 when there is none).
+    /// Metadata of the most recent snapshot. With no snapshot: index 0, term 0 and the
+    /// bootstrap membership (a joining node learns the configuration from it).
     fn snapshot_meta(&self) -> Result<SnapshotMeta, StorageError>;
 }
