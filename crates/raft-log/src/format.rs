@@ -310,7 +310,7 @@ pub fn decode_at(buf: &[u8], pos: usize) -> Step {
     if crc != u32_at(h, 8) {
         return Step::Bad("record checksum mismatch".into());
     }
-    let next = align_up(end).min(buf.len());
+    let next = align_up(end);
     let record = match decode_payload(kind, payload, pos + RECORD_HEADER_LEN) {
         Ok(r) => r,
         Err(e) => return Step::Bad(e),

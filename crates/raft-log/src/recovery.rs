@@ -2,12 +2,11 @@
 //! between a torn tail (cut off) and corruption in the middle (refuse to open).
 
 use crate::error::{Error, Result};
-use crate::format::{self, Record, SegmentReader, Step};
-use crate::fs::{self, Fs};
-use crate::index::{Cache, Loc, LogIndex};
+use crate::format::{self, RECORD_HEADER_LEN, Record, SEGMENT_HEADER_LEN, SegmentHeader, Step};
+use crate::fs::{self, Fs, FsFile};
+use crate::index::{Loc, LogIndex};
 use crate::segment::{SegFile, TMP_SUFFIX, parse_segment_name};
-use bytes::Bytes;
-use raft_core::{Entry, HardState};
+use raft_core::HardState;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -36,14 +35,66 @@ pub(crate) struct Recovered {
     pub segments: BTreeMap<u64, SegFile>,
     /// The last segment, if any.
     pub tail: Option<Tail>,
-    /// Recent entries read while scanning.
-    pub cache: Cache,
     /// Leftover prepared files to delete.
     pub stale: Vec<PathBuf>,
 }
 
-/// Scans the directory and replays every segment.
-pub(crate) fn recover(fs: &dyn Fs, dir: &Path, cache_bytes: usize) -> Result<Recovered> {
+/// Bytes read from a segment at a time during recovery.
+pub(crate) const WINDOW: usize = 4 << 20;
+
+/// A sliding window over a segment file, so recovery reads each segment once, sequentially,
+/// through one reused buffer (no segment-sized allocations).
+struct Window<'a> {
+    file: &'a dyn FsFile,
+    path: &'a Path,
+    len: u64,
+    /// Bytes to read at a time.
+    window: usize,
+    buf: &'a mut Vec<u8>,
+    /// File offset of `buf[0]`.
+    start: u64,
+    /// Valid bytes in `buf`.
+    filled: usize,
+}
+
+impl Window<'_> {
+    /// Makes `[pos, pos + need)` (clamped to the file) resident.
+    fn ensure(&mut self, pos: u64, need: usize) -> Result<()> {
+        let want_end = (pos + need as u64).min(self.len);
+        if pos >= self.start && want_end <= self.start + self.filled as u64 {
+            return Ok(());
+        }
+        let keep_from = pos.saturating_sub(self.start) as usize;
+        if pos >= self.start && keep_from < self.filled {
+            self.buf.copy_within(keep_from..self.filled, 0);
+            self.filled -= keep_from;
+        } else {
+            self.filled = 0;
+        }
+        self.start = pos;
+        let target = ((want_end - pos) as usize).max(self.window);
+        let target = target.min((self.len - pos) as usize);
+        if self.buf.len() < target {
+            self.buf.resize(target, 0);
+        }
+        fs::read_exact_at(
+            self.file,
+            &mut self.buf[self.filled..target],
+            pos + self.filled as u64,
+        )
+        .map_err(|e| Error::io("read", self.path, e))?;
+        self.filled = target;
+        Ok(())
+    }
+
+    /// The resident bytes.
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.filled]
+    }
+}
+
+/// Scans the directory and replays every segment, reading `window` bytes at a time.
+pub(crate) fn recover(fs: &dyn Fs, dir: &Path, window: usize) -> Result<Recovered> {
     let mut names: Vec<(u64, u64, String)> = Vec::new();
     let mut stale = Vec::new();
     for name in fs.list(dir).map_err(|e| Error::io("list", dir, e))? {
@@ -58,20 +109,28 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, cache_bytes: usize) -> Result<Rec
     let mut hard_state = HardState::default();
     let mut segments = BTreeMap::new();
     let mut tail = None;
-    let mut last_buf = Bytes::new();
+    let mut buf: Vec<u8> = Vec::new();
     let count = names.len();
     for (k, (seq, first, name)) in names.into_iter().enumerate() {
         let path = fs::join(dir, &name);
-        let corrupt = |offset: usize, reason: String| Error::Corrupt {
+        let corrupt = |offset: u64, reason: String| Error::Corrupt {
             path: path.clone(),
-            offset: offset as u64,
+            offset,
             reason,
         };
         let file = fs.open(&path).map_err(|e| Error::io("open", &path, e))?;
         let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
-        let mut buf = vec![0u8; len as usize];
-        fs::read_exact_at(&*file, &mut buf, 0).map_err(|e| Error::io("read", &path, e))?;
-        let (header, mut reader) = SegmentReader::new(&buf).map_err(|r| corrupt(0, r))?;
+        let mut win = Window {
+            file: &*file,
+            path: &path,
+            len,
+            window,
+            buf: &mut buf,
+            start: 0,
+            filled: 0,
+        };
+        win.ensure(0, SEGMENT_HEADER_LEN)?;
+        let header = SegmentHeader::decode(win.bytes()).map_err(|r| corrupt(0, r))?;
         if header.seq != seq || header.first_index != first {
             return Err(corrupt(
                 0,
@@ -80,42 +139,47 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, cache_bytes: usize) -> Result<Rec
         }
         let seq32 =
             u32::try_from(seq).map_err(|_| corrupt(0, "segment number too large".into()))?;
+        let mut pos = SEGMENT_HEADER_LEN as u64;
         let (end, bad) = loop {
-            let pos = reader.position();
-            match reader.step() {
-                Step::Record(record, _) => match record {
-                    Record::Entry {
-                        index: i,
-                        term,
-                        kind,
-                        data_offset,
-                        data_len,
-                    } => index.push(
-                        i,
-                        Loc {
+            win.ensure(pos, RECORD_HEADER_LEN)?;
+            let rel = (pos - win.start) as usize;
+            if let Some(h) = win.bytes().get(rel..rel + RECORD_HEADER_LEN) {
+                let len = u32::from_le_bytes(h[0..4].try_into().expect("4 bytes")) as u64;
+                if len > 0 && pos + (RECORD_HEADER_LEN as u64) + len <= win.len {
+                    win.ensure(pos, RECORD_HEADER_LEN + len as usize)?;
+                }
+            }
+            let rel = (pos - win.start) as usize;
+            match format::decode_at(win.bytes(), rel) {
+                Step::Record(record, next) => {
+                    match record {
+                        Record::Entry {
+                            index: i,
                             term,
-                            seq: seq32,
-                            offset: data_offset as u32,
-                            len: data_len as u32,
                             kind,
-                        },
-                    ),
-                    Record::HardState(hs) => hard_state = hs,
-                    Record::Snapshot { meta, clears } => index.apply_snapshot(meta, clears),
-                    Record::Truncate { from } => index.truncate(from),
-                },
+                            data_offset,
+                            data_len,
+                        } => index.push(
+                            i,
+                            Loc {
+                                term,
+                                seq: seq32,
+                                offset: (win.start + data_offset as u64) as u32,
+                                len: data_len as u32,
+                                kind,
+                            },
+                        ),
+                        Record::HardState(hs) => hard_state = hs,
+                        Record::Snapshot { meta, clears } => index.apply_snapshot(meta, clears),
+                        Record::Truncate { from } => index.truncate(from),
+                    }
+                    pos = win.start + next as u64;
+                }
                 Step::End => break (pos, None),
                 Step::Bad(reason) => break (pos, Some(reason)),
             }
         };
-        let dirty_end = format::nonzero_end(&buf, end);
-        if let Some(q) = format::valid_record_after(&buf[..dirty_end], end) {
-            let reason = bad.unwrap_or_else(|| "zeroed record header".into());
-            return Err(corrupt(
-                end,
-                format!("{reason}, yet a valid record follows at offset {q}"),
-            ));
-        }
+        let dirty_end = check_rest(&mut win, end, bad.as_deref(), &corrupt)?;
         let is_last = k + 1 == count;
         if let Some(reason) = bad {
             if !is_last {
@@ -136,11 +200,10 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, cache_bytes: usize) -> Result<Rec
             tail = Some(Tail {
                 seq,
                 seg: seg.clone(),
-                pos: end as u64,
-                dirty_end: dirty_end as u64,
+                pos: end,
+                dirty_end,
                 capacity: len,
             });
-            last_buf = Bytes::from(buf);
         }
         segments.insert(seq, seg);
     }
@@ -156,42 +219,109 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, cache_bytes: usize) -> Result<Rec
             reason,
         });
     }
-    let cache = warm_cache(&index, tail.as_ref().map(|t| t.seq), &last_buf, cache_bytes);
     Ok(Recovered {
         index,
         hard_state,
         segments,
         tail,
-        cache,
         stale,
     })
 }
 
-/// Fills the cache with the newest entries of the last segment, copied out of its buffer.
-fn warm_cache(index: &LogIndex, last_seq: Option<u64>, buf: &Bytes, budget: usize) -> Cache {
-    let mut cache = Cache::new(budget);
-    let Some(last_seq) = last_seq else {
-        return cache;
-    };
-    let mut lo = index.last_index() + 1;
-    let mut bytes = 0usize;
-    while lo > index.first_index() {
-        let Some(loc) = index.get(lo - 1) else { break };
-        if u64::from(loc.seq) != last_seq || bytes + loc.len as usize > budget {
+/// Checks the part of a segment after the last valid record (at `end`): fails when a valid
+/// record follows (corruption in the middle), otherwise returns the end of its nonzero bytes
+/// (a torn or garbage tail to zero before writing there).
+fn check_rest(
+    win: &mut Window<'_>,
+    end: u64,
+    bad: Option<&str>,
+    corrupt: &dyn Fn(u64, String) -> Error,
+) -> Result<u64> {
+    // Fast path: the rest is zeros (the preallocated, unwritten part).
+    let mut at = end;
+    let mut all_zero = true;
+    while at < win.len {
+        win.ensure(at, win.window)?;
+        let rel = (at - win.start) as usize;
+        if win.bytes()[rel..].iter().any(|&b| b != 0) {
+            all_zero = false;
             break;
         }
-        bytes += loc.len as usize;
-        lo -= 1;
+        at = win.start + win.filled as u64;
     }
-    for i in lo..=index.last_index() {
-        let loc = index.get(i).expect("in range");
-        let start = loc.offset as usize;
-        cache.push(Entry {
-            index: i,
-            term: loc.term,
-            kind: loc.kind,
-            data: Bytes::copy_from_slice(&buf[start..start + loc.len as usize]),
-        });
+    if all_zero {
+        return Ok(end);
     }
-    cache
+    // Slow path: something was written after the stop; look at all of it at once.
+    let mut rest = vec![0u8; (win.len - end) as usize];
+    fs::read_exact_at(win.file, &mut rest, end).map_err(|e| Error::io("read", win.path, e))?;
+    let dirty = format::nonzero_end(&rest, 0);
+    if let Some(q) = format::valid_record_after(&rest[..dirty], 0) {
+        let reason = bad.unwrap_or("zeroed record header");
+        return Err(corrupt(
+            end,
+            format!(
+                "{reason}, yet a valid record follows at offset {}",
+                end + q as u64
+            ),
+        ));
+    }
+    Ok(end + dirty as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::MemFs;
+    use crate::{Settings, Wal};
+    use raft_core::Entry;
+    use std::sync::Arc;
+
+    /// Records straddling window boundaries are read the same as with one big window.
+    #[test]
+    fn small_windows_read_the_same_log() {
+        let fs = MemFs::new();
+        let dir = Path::new("/wal");
+        let settings = Settings {
+            segment_size: 8192,
+            ..Settings::default()
+        };
+        let wal = Wal::open_with(Arc::new(fs.clone()), dir, settings).unwrap();
+        for i in 1..=200u64 {
+            let e = Entry {
+                index: i,
+                term: 1,
+                data: vec![i as u8; (i * 13 % 300) as usize].into(),
+                ..Entry::default()
+            };
+            wal.write(
+                vec![e],
+                (i % 9 == 0).then_some(HardState {
+                    term: 1,
+                    vote: None,
+                    commit: i,
+                }),
+            )
+            .unwrap()
+            .wait()
+            .unwrap();
+        }
+        wal.truncate_suffix(190).unwrap().wait().unwrap();
+        drop(wal);
+        let big = recover(&fs, dir, WINDOW).unwrap();
+        for window in [40, 64, 100, 333, 1000] {
+            let small = recover(&fs, dir, window).unwrap();
+            assert_eq!(small.hard_state, big.hard_state);
+            assert_eq!(small.index.last_index(), 189);
+            for i in 1..=189 {
+                assert_eq!(
+                    small.index.get(i),
+                    big.index.get(i),
+                    "window {window}, entry {i}"
+                );
+            }
+            let (s, b) = (small.tail.unwrap(), big.tail.as_ref().unwrap());
+            assert_eq!((s.pos, s.dirty_end), (b.pos, b.dirty_end));
+        }
+    }
 }

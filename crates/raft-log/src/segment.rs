@@ -58,7 +58,10 @@ pub(crate) struct Prepared {
 #[derive(Default)]
 struct PrepState {
     ready: Option<Result<Prepared>>,
+    /// The thread should prepare a file now.
     wanted: bool,
+    /// A file was asked for since the last `take` (being prepared or ready).
+    requested: bool,
     shutdown: bool,
 }
 
@@ -67,20 +70,19 @@ struct PrepShared {
     cv: Condvar,
 }
 
-/// Prepares the next segment file in the background, one ahead of the writer.
+/// Prepares the next segment file in the background, one ahead of the writer. The writer asks
+/// for it once the active segment is half full, so preallocation I/O does not compete with
+/// the first writes after opening.
 pub(crate) struct Preparer {
     shared: Arc<PrepShared>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Preparer {
-    /// Starts the preparing thread; it begins preparing one file right away.
+    /// Starts the preparing thread (idle until a file is requested).
     pub fn start(fs: Arc<dyn Fs>, dir: PathBuf, size: u64) -> Result<Self> {
         let shared = Arc::new(PrepShared {
-            state: Mutex::new(PrepState {
-                wanted: true,
-                ..PrepState::default()
-            }),
+            state: Mutex::new(PrepState::default()),
             cv: Condvar::new(),
         });
         let s = shared.clone();
@@ -94,14 +96,24 @@ impl Preparer {
         })
     }
 
-    /// Takes the prepared file (waiting for it if needed) and asks for the next one.
+    /// Asks for the next file to be prepared (no-op when already asked).
+    pub fn request(&self) {
+        let mut st = self.shared.state.lock();
+        if !st.requested {
+            st.requested = true;
+            st.wanted = true;
+            self.shared.cv.notify_all();
+        }
+    }
+
+    /// Takes the prepared file, asking for it and waiting when needed.
     pub fn take(&self) -> Result<Prepared> {
+        self.request();
         let mut st = self.shared.state.lock();
         loop {
             match st.ready.take() {
                 Some(Ok(p)) => {
-                    st.wanted = true;
-                    self.shared.cv.notify_all();
+                    st.requested = false;
                     return Ok(p);
                 }
                 Some(Err(e)) => {

@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::format;
 use crate::fs::{self, Fs, StdFs};
-use crate::index::{Loc, entry_at};
+use crate::index::{Cache, Loc, entry_at};
 use crate::recovery::{self, Recovered};
 use crate::segment::{Preparer, SegFile};
 use crate::settings::{Settings, SyncPolicy};
@@ -73,9 +73,9 @@ impl Wal {
             hard_state,
             mut segments,
             tail,
-            cache,
             stale,
-        } = recovery::recover(&*fs, &dir, settings.cache_bytes)?;
+        } = recovery::recover(&*fs, &dir, recovery::WINDOW)?;
+        let cache = Cache::new(settings.cache_bytes);
 
         let mut dir_dirty = false;
         for path in &stale {

@@ -245,6 +245,9 @@ impl Writer {
                 .write_at(&self.buf, self.active.pos)
                 .map_err(|e| Error::io("write", &seg.path, e))?;
             self.active.pos += total as u64;
+            if self.active.pos > self.active.capacity / 2 {
+                self.preparer.request();
+            }
             self.mark_dirty();
             let sync = match self.shared.settings.sync_policy {
                 SyncPolicy::Always => true,
