@@ -9,4 +9,5 @@
 #![deny(missing_docs)]
 
 pub mod net;
+pub mod snapshot;
 pub mod wal;

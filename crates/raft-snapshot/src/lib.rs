@@ -7,4 +7,44 @@
 //! May depend on: `raft-core` (snapshot metadata types) and plain utility and compression
 //! crates. Never on the network crates, the runtime or a particular state machine: a state
 //! machine offers its data through the traits this crate defines.
+//!
+//! # Pieces
+//! - [`SnapshotSource`], [`RestoreSink`], [`SnapshotCapture`]: what a state machine
+//!   implements (raft-kv's sled state machine; [`MemState`] is the in-memory reference).
+//! - [`SnapshotStore`]: `begin` → [`SnapshotWriter`] → `finish`, `open`, `latest`,
+//!   `install`, `gc`, leases; the file format is documented on [`FileReader`], the manifest
+//!   on [`Manifest`].
+//! - [`restore_chain`], [`compact_chain`], [`ChainPolicy`], [`take_snapshot`].
+//! - [`ChainTransfer`] / [`IncomingTransfer`]: byte-level source and sink for raft-net.
+//! - [`ObjectStore`], [`LocalDirStore`], [`Uploader`], and point-in-time restore
+//!   ([`find_in_object_store`], [`restore_from_object_store`]).
 #![deny(missing_docs)]
+
+mod chain;
+mod error;
+mod format;
+mod info;
+mod object_store;
+mod pitr;
+mod source;
+mod store;
+mod transfer;
+mod uploader;
+
+pub use chain::{
+    ChainPolicy, compact_chain, file_checksum, restore_chain, take_snapshot, verify_file,
+};
+pub use error::{Error, Result};
+pub use format::{
+    FORMAT_VERSION, FileHeader, FileReader, FileSummary, FileWriter, Record, WriterOptions,
+};
+pub use info::{MembershipRecord, SnapshotId, SnapshotInfo, SnapshotKind};
+pub use object_store::{LocalDirStore, ObjectStore};
+pub use pitr::{RestorePoint, find_in_object_store, restore_from_object_store, restore_point};
+pub use source::{Capture, IterSource, MemState, RestoreSink, SnapshotCapture, SnapshotSource};
+pub use store::{
+    Chain, Lease, LeasedChain, MANIFEST_FILE, Manifest, SnapshotReader, SnapshotStore,
+    SnapshotWriter, StoreOptions,
+};
+pub use transfer::{ChainTransfer, Chunk, IncomingTransfer, MAX_CHUNK};
+pub use uploader::{UploadStatus, Uploader, UploaderOptions};

@@ -1,0 +1,185 @@
+//! Writing one snapshot into a store: temp file, fsync, verification, rename, manifest.
+
+use super::{Lease, SnapshotStore, check_summary, sync_dir};
+use crate::error::{Error, IoContext, Result};
+use crate::format::{FileHeader, FileReader, FileWriter, Record};
+use crate::info::{MembershipRecord, SnapshotId, SnapshotInfo, SnapshotKind};
+use crate::source::SnapshotSource;
+use raft_core::SnapshotMeta;
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// A snapshot being written (from [`SnapshotStore::begin`]).
+///
+/// Records go to a temp file under `tmp/` in bounded memory. [`finish`](Self::finish)
+/// writes the trailer, fsyncs, re-reads and verifies the file, renames it into place,
+/// fsyncs the directory and adds it to the manifest. Dropping an unfinished writer removes
+/// its temp file.
+pub struct SnapshotWriter {
+    store: SnapshotStore,
+    header: FileHeader,
+    tmp: PathBuf,
+    writer: Option<FileWriter<BufWriter<File>>>,
+    started: Instant,
+    _parent: Option<Lease>,
+}
+
+impl SnapshotWriter {
+    pub(super) fn start(
+        store: SnapshotStore,
+        id: SnapshotId,
+        kind: SnapshotKind,
+        parent: Option<SnapshotId>,
+        meta: &SnapshotMeta,
+        created_ms: u64,
+        parent_lease: Option<Lease>,
+    ) -> Result<Self> {
+        store.step("build: create temp file")?;
+        let header = FileHeader {
+            kind,
+            id,
+            parent,
+            index: meta.index,
+            term: meta.term,
+            created_ms,
+            membership: MembershipRecord::from(&meta.membership),
+        };
+        let tmp = store.tmp_path(&format!("build-{id}"));
+        let file = File::create(&tmp).at(&tmp)?;
+        let writer = FileWriter::new(
+            BufWriter::with_capacity(1 << 20, file),
+            tmp.clone(),
+            &header,
+            store.shared.opts.writer,
+        )?;
+        Ok(SnapshotWriter {
+            store,
+            header,
+            tmp,
+            writer: Some(writer),
+            started: Instant::now(),
+            _parent: parent_lease,
+        })
+    }
+
+    /// The id the snapshot will have.
+    pub fn id(&self) -> SnapshotId {
+        self.header.id
+    }
+
+    fn w(&mut self) -> Result<&mut FileWriter<BufWriter<File>>> {
+        self.writer
+            .as_mut()
+            .ok_or_else(|| Error::Invalid("writer already finished".into()))
+    }
+
+    /// Adds a put record (keys strictly ascending).
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.w()?.put(key, value)
+    }
+
+    /// Adds a delete record (deltas only; keys strictly ascending).
+    pub fn delete(&mut self, key: &[u8]) -> Result<()> {
+        self.w()?.delete(key)
+    }
+
+    /// Adds a record.
+    pub fn record(&mut self, r: &Record) -> Result<()> {
+        self.w()?.record(r)
+    }
+
+    /// Copies every record of `source` into the snapshot.
+    pub fn write_source(&mut self, source: &mut dyn SnapshotSource) -> Result<()> {
+        let w = self.w()?;
+        while let Some(r) = source.next_record()? {
+            w.record(&r)?;
+        }
+        Ok(())
+    }
+
+    /// Completes the snapshot: trailer, fsync, verification, rename into place, directory
+    /// fsync, manifest update (which makes it the current chain's tip if its index is at
+    /// least the current tip's). Returns its manifest entry.
+    pub fn finish(mut self) -> Result<SnapshotInfo> {
+        let writer = self
+            .writer
+            .take()
+            .ok_or_else(|| Error::Invalid("writer already finished".into()))?;
+        let (buf, sum) = writer.finish()?;
+        let file = buf
+            .into_inner()
+            .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
+        self.store.step("build: fsync file")?;
+        file.sync_all().at(&self.tmp)?;
+        drop(file);
+        let h = &self.header;
+        let info = SnapshotInfo {
+            id: h.id,
+            parent: h.parent,
+            kind: h.kind,
+            index: h.index,
+            term: h.term,
+            membership: h.membership.clone(),
+            created_ms: h.created_ms,
+            size: sum.size,
+            checksum: sum.checksum,
+            puts: sum.puts,
+            deletes: sum.deletes,
+        };
+        if self.store.shared.opts.verify_on_finish {
+            let f = File::open(&self.tmp).at(&self.tmp)?;
+            let mut r = FileReader::new(
+                BufReader::with_capacity(256 << 10, f),
+                self.tmp.display().to_string(),
+                true,
+            )?;
+            let got = r.verify_to_end()?;
+            check_summary(&info, got.size, got.checksum)?;
+        }
+        let dst = self.store.path_of(h.id);
+        {
+            // Held across rename and manifest update so gc never sees the file unnamed.
+            let m = self.store.shared.manifest.lock();
+            self.store.step("build: rename into place")?;
+            std::fs::rename(&self.tmp, &dst).at(&dst)?;
+            drop(m);
+            self.store.step("build: fsync dir")?;
+            sync_dir(self.store.dir())?;
+        }
+        let head = {
+            let m = self.store.shared.manifest.lock();
+            match m.head.and_then(|hd| m.get(hd)) {
+                Some(cur) if cur.index > info.index => None,
+                _ => Some(info.id),
+            }
+        };
+        self.store.commit_snapshots(vec![info.clone()], head)?;
+        let kind = kind_label(info.kind);
+        metrics::counter!(raft_metrics::snapshot::BUILT, "kind" => kind).increment(1);
+        metrics::counter!(raft_metrics::snapshot::BUILT_BYTES, "kind" => kind).increment(info.size);
+        metrics::histogram!(raft_metrics::snapshot::BUILD_SECONDS, "kind" => kind)
+            .record(self.started.elapsed().as_secs_f64());
+        tracing::info!(id = %info.id, kind, index = info.index, size = info.size, "snapshot built");
+        Ok(info)
+    }
+}
+
+pub(crate) fn kind_label(k: SnapshotKind) -> &'static str {
+    match k {
+        SnapshotKind::Full => "full",
+        SnapshotKind::Delta => "delta",
+    }
+}
+
+impl Drop for SnapshotWriter {
+    fn drop(&mut self) {
+        if self.store.crashed() {
+            return;
+        }
+        if self.tmp.exists() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
