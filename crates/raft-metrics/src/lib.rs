@@ -8,6 +8,19 @@
 //! `raft-core` at the bottom of the stack so that every other crate can name its metrics here.
 #![deny(missing_docs)]
 
+mod exporter;
 pub mod net;
+pub mod runtime;
 pub mod snapshot;
 pub mod wal;
+
+pub use exporter::{
+    Error, LATENCY_BUCKETS, Result, SIZE_BUCKETS, install_http_listener, install_recorder,
+};
+
+/// Registers unit and help text for every metric of the toolkit with the installed recorder.
+pub fn describe_all() {
+    net::describe();
+    snapshot::describe();
+    wal::describe();
+}
