@@ -10,7 +10,6 @@
 
 mod exporter;
 pub mod net;
-pub mod runtime;
 pub mod snapshot;
 pub mod wal;
 
