@@ -98,13 +98,10 @@ fn put_record(buf: &mut Vec<u8>, kind: u8, payload: impl FnOnce(&mut Vec<u8>)) -
         len <= MAX_PAYLOAD,
         "record payload of {len} bytes is too large"
     );
-    buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
-    buf[start + 4] = kind;
-    let crc = crc32c::crc32c_append(
-        crc32c::crc32c(&buf[start..start + 8]),
-        &buf[start + RECORD_HEADER_LEN..],
-    );
-    buf[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+    buf[start + 4..start + 8].copy_from_slice(&(len as u32).to_le_bytes());
+    buf[start + 8] = kind;
+    let crc = crc32c::crc32c(&buf[start + 4..]);
+    buf[start..start + 4].copy_from_slice(&crc.to_le_bytes());
     buf.resize(align_up(buf.len()), 0);
     start + RECORD_HEADER_LEN
 }
@@ -181,8 +178,8 @@ pub enum Record {
     HardState(HardState),
     /// A snapshot / compaction mark.
     Snapshot {
-        /// What the snapshot covers.
-        meta: SnapshotMeta,
+        /// What the snapshot covers (boxed: snapshot marks are rare, entries are not).
+        meta: Box<SnapshotMeta>,
         /// The whole log was discarded (it did not contain the snapshot's last entry).
         clears: bool,
     },
@@ -222,11 +219,10 @@ pub enum Step {
 ///  28  crc        u32      CRC32C of bytes 0..28
 ///
 /// records, from offset 32, each starting at a multiple of 8:
-///   0  len        u32      payload length (header and padding not included), > 0
-///   4  type       u8       1 entry, 2 hard state, 3 snapshot mark, 4 truncate mark
-///   5  zero       3 bytes
-///   8  crc        u32      CRC32C of bytes 0..8 of the header followed by the payload
-///  12  zero       4 bytes
+///   0  crc        u32      CRC32C of bytes 4..16 of the header followed by the payload
+///   4  len        u32      payload length (header and padding not included), > 0
+///   8  type       u8       1 entry, 2 hard state, 3 snapshot mark, 4 truncate mark
+///   9  zero       7 bytes
 ///  16  payload    len bytes
 ///      padding    zeros up to the next multiple of 8
 ///
@@ -239,7 +235,8 @@ pub enum Step {
 ///   truncate    from u64 (entries at `from` and after are removed)
 /// ```
 ///
-/// Because records are 8-byte aligned, the 4-byte length field never straddles a 512-byte
+/// Because records are 8-byte aligned, the 4-byte length field (at offset 4 of an 8-byte
+/// aligned header) never straddles a 512-byte
 /// sector, so a torn write can leave a stale or new length but never half of one; the CRC
 /// then decides. An all-zero header marks the end of the written part of the segment.
 ///
@@ -291,12 +288,12 @@ pub fn decode_at(buf: &[u8], pos: usize) -> Step {
         return Step::Bad("record header runs past the end of the segment".into());
     }
     let h = &buf[pos..pos + RECORD_HEADER_LEN];
-    let len = u32_at(h, 0) as usize;
-    let kind = h[4];
+    let len = u32_at(h, 4) as usize;
+    let kind = h[8];
     if len == 0 && h.iter().all(|&b| b == 0) {
         return Step::End;
     }
-    if h[5..8] != [0, 0, 0] || h[12..16] != [0, 0, 0, 0] {
+    if h[9..16].iter().any(|&b| b != 0) {
         return Step::Bad("nonzero reserved bytes in record header".into());
     }
     let end = pos + RECORD_HEADER_LEN + len;
@@ -306,8 +303,8 @@ pub fn decode_at(buf: &[u8], pos: usize) -> Step {
         ));
     }
     let payload = &buf[pos + RECORD_HEADER_LEN..end];
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&h[0..8]), payload);
-    if crc != u32_at(h, 8) {
+    let crc = crc32c::crc32c(&buf[pos + 4..end]);
+    if crc != u32_at(h, 0) {
         return Step::Bad("record checksum mismatch".into());
     }
     let next = align_up(end);
@@ -371,7 +368,7 @@ fn decode_payload(kind: u8, p: &[u8], payload_offset: usize) -> Result<Record, S
             }
             let [voters, voters_outgoing, learners, learners_next] = sets;
             Ok(Record::Snapshot {
-                meta: SnapshotMeta {
+                meta: Box::new(SnapshotMeta {
                     index: u64_at(p, 0),
                     term: u64_at(p, 8),
                     membership: Membership {
@@ -381,7 +378,7 @@ fn decode_payload(kind: u8, p: &[u8], payload_offset: usize) -> Result<Record, S
                         learners_next,
                         auto_leave: p[17] != 0,
                     },
-                },
+                }),
                 clears: p[16] != 0,
             })
         }
@@ -401,9 +398,9 @@ pub fn valid_record_after(buf: &[u8], from: usize) -> Option<usize> {
     let mut pos = align_up(from + 1);
     while pos + RECORD_HEADER_LEN <= buf.len() {
         let h = &buf[pos..pos + RECORD_HEADER_LEN];
-        let kind = h[4];
+        let kind = h[8];
         if (KIND_ENTRY..=KIND_TRUNCATE).contains(&kind)
-            && u32_at(h, 0) != 0
+            && u32_at(h, 4) != 0
             && let Step::Record(..) = decode_at(buf, pos)
         {
             return Some(pos);
@@ -411,6 +408,17 @@ pub fn valid_record_after(buf: &[u8], from: usize) -> Option<usize> {
         pos += ALIGN;
     }
     None
+}
+
+/// True when every byte is zero (written so the compiler vectorizes it).
+pub fn is_zero(buf: &[u8]) -> bool {
+    let mut chunks = buf.chunks_exact(64);
+    for c in &mut chunks {
+        if c.iter().fold(0u8, |a, &b| a | b) != 0 {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(|&b| b == 0)
 }
 
 /// The offset just past the last nonzero byte of `buf` at or after `from` (or `from`).
@@ -421,7 +429,7 @@ pub fn nonzero_end(buf: &[u8], from: usize) -> usize {
     let mut end = tail.len();
     while end > 0 {
         let start = end.saturating_sub(CHUNK);
-        if tail[start..end].iter().any(|&b| b != 0) {
+        if !is_zero(&tail[start..end]) {
             break;
         }
         end = start;
@@ -493,7 +501,13 @@ mod tests {
             }
         }
         assert_eq!(got[0], Record::HardState(hs));
-        assert_eq!(got[1], Record::Snapshot { meta, clears: true });
+        assert_eq!(
+            got[1],
+            Record::Snapshot {
+                meta: Box::new(meta),
+                clears: true
+            }
+        );
         let Record::Entry {
             index,
             term,

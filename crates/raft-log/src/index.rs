@@ -8,7 +8,7 @@ use bytes::Bytes;
 use raft_core::{Entry, EntryKind, SnapshotMeta};
 use std::collections::VecDeque;
 
-/// Where one entry's data lives.
+/// Where one entry's data lives, and its term (the view [`LogIndex::get`] returns).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Loc {
     /// Term of the entry.
@@ -23,10 +23,23 @@ pub(crate) struct Loc {
     pub kind: EntryKind,
 }
 
+/// What the index stores per entry: 12 bytes (terms are kept as runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot {
+    seq: u32,
+    offset: u32,
+    /// Data length; the top bit is set for [`EntryKind::ConfChange`].
+    len_kind: u32,
+}
+
+const CONF_BIT: u32 = 1 << 31;
+
 /// The replayed state of the log's entries.
 ///
-/// Invariant (once [`LogIndex::finish`] succeeded, and always for the live log):
-/// `first == snapshot.index + 1`, and `locs[k]` describes entry `first + k`.
+/// Invariants (once [`LogIndex::finish`] succeeded, and always for the live log):
+/// `first == snapshot.index + 1`; `slots[k]` describes entry `first + k`; `terms` holds
+/// `(first index, term)` runs with increasing first indexes, the first run starting at or
+/// before `first` whenever an entry is held, and no run starting after the last entry.
 /// During recovery `first` may exceed `snapshot.index + 1` while entries below it are unknown
 /// (they were in segments deleted by a compaction that a later mark in the replay covers).
 #[derive(Debug, Clone, Default)]
@@ -34,7 +47,8 @@ pub(crate) struct LogIndex {
     /// The latest snapshot mark.
     pub snapshot: SnapshotMeta,
     first: u64,
-    locs: VecDeque<Loc>,
+    slots: VecDeque<Slot>,
+    terms: VecDeque<(u64, u64)>,
 }
 
 impl LogIndex {
@@ -43,8 +57,14 @@ impl LogIndex {
         Self {
             snapshot: SnapshotMeta::default(),
             first: 1,
-            locs: VecDeque::new(),
+            slots: VecDeque::new(),
+            terms: VecDeque::new(),
         }
+    }
+
+    /// Reserves room for `n` more entries (address space only until used).
+    pub fn reserve(&mut self, n: usize) {
+        self.slots.reserve(n);
     }
 
     /// The first index still held (one past the snapshot).
@@ -54,14 +74,39 @@ impl LogIndex {
 
     /// The last index (the snapshot's index when no entry is held).
     pub fn last_index(&self) -> u64 {
-        self.first + self.locs.len() as u64 - 1
+        self.first + self.slots.len() as u64 - 1
     }
 
-    /// The location of entry `index`, if held.
-    pub fn get(&self, index: u64) -> Option<&Loc> {
-        index
+    /// The location and term of entry `index`, if held.
+    pub fn get(&self, index: u64) -> Option<Loc> {
+        let slot = index
             .checked_sub(self.first)
-            .and_then(|k| self.locs.get(k as usize))
+            .and_then(|k| self.slots.get(k as usize))?;
+        Some(Loc {
+            term: self.held_term(index),
+            seq: slot.seq,
+            offset: slot.offset,
+            len: slot.len_kind & !CONF_BIT,
+            kind: if slot.len_kind & CONF_BIT != 0 {
+                EntryKind::ConfChange
+            } else {
+                EntryKind::Normal
+            },
+        })
+    }
+
+    /// The term of a held entry: O(1) for the newest term run, a binary search otherwise.
+    fn held_term(&self, index: u64) -> u64 {
+        match self.terms.back() {
+            Some(&(start, term)) if start <= index => term,
+            _ => {
+                let k = self.terms.partition_point(|&(start, _)| start <= index);
+                self.terms[k
+                    .checked_sub(1)
+                    .expect("a term run covers every held entry")]
+                .1
+            }
+        }
     }
 
     /// The term of entry `index`, including the snapshot's last entry.
@@ -69,7 +114,17 @@ impl LogIndex {
         if index == self.snapshot.index {
             return Some(self.snapshot.term);
         }
-        self.get(index).map(|l| l.term)
+        if index < self.first || index > self.last_index() {
+            return None;
+        }
+        Some(self.held_term(index))
+    }
+
+    /// Drops term runs starting at or after `from`.
+    fn truncate_terms(&mut self, from: u64) {
+        while self.terms.back().is_some_and(|&(start, _)| start >= from) {
+            self.terms.pop_back();
+        }
     }
 
     /// Replays an entry record: it replaces the entry at `index` and everything after it.
@@ -78,33 +133,57 @@ impl LogIndex {
             // A gap (or a rewrite below what is known): everything held is older than the
             // rewrite or disconnected from it. Only recovery can see this; `finish` checks
             // that the unknown part ends up covered by the snapshot.
-            self.locs.clear();
+            self.slots.clear();
+            self.terms.clear();
             self.first = index;
-        } else {
-            self.locs.truncate((index - self.first) as usize);
+        } else if index <= self.last_index() {
+            self.slots.truncate((index - self.first) as usize);
+            self.truncate_terms(index);
         }
-        self.locs.push_back(loc);
+        if self.terms.back().is_none_or(|&(_, t)| t != loc.term) {
+            self.terms.push_back((index, loc.term));
+        }
+        let kind = match loc.kind {
+            EntryKind::Normal => 0,
+            EntryKind::ConfChange => CONF_BIT,
+        };
+        self.slots.push_back(Slot {
+            seq: loc.seq,
+            offset: loc.offset,
+            len_kind: loc.len | kind,
+        });
     }
 
     /// Replays a truncate mark: entries at `from` and after are removed.
     pub fn truncate(&mut self, from: u64) {
         if from < self.first {
-            self.locs.clear();
+            self.slots.clear();
+            self.terms.clear();
             self.first = from.max(self.snapshot.index + 1);
         } else {
-            self.locs.truncate((from - self.first) as usize);
+            self.slots.truncate((from - self.first) as usize);
+            self.truncate_terms(from);
         }
     }
 
     /// Replays a snapshot mark: entries up to `meta.index` are dropped, or all when `clears`.
     pub fn apply_snapshot(&mut self, meta: SnapshotMeta, clears: bool) {
         if clears {
-            self.locs.clear();
+            self.slots.clear();
+            self.terms.clear();
             self.first = meta.index + 1;
         } else if meta.index >= self.first {
-            let drop = (meta.index + 1 - self.first).min(self.locs.len() as u64);
-            self.locs.drain(..drop as usize);
+            let drop = (meta.index + 1 - self.first).min(self.slots.len() as u64);
+            self.slots.drain(..drop as usize);
             self.first = meta.index + 1;
+            if self.slots.is_empty() {
+                self.terms.clear();
+            } else {
+                // Keep the run covering the new first entry.
+                while self.terms.len() > 1 && self.terms[1].0 <= self.first {
+                    self.terms.pop_front();
+                }
+            }
         }
         self.snapshot = meta;
     }
@@ -129,7 +208,7 @@ impl LogIndex {
 
     /// The lowest segment sequence number still holding a live entry, if any entry is held.
     pub fn oldest_live_segment(&self) -> Option<u32> {
-        self.locs.front().map(|l| l.seq)
+        self.slots.front().map(|l| l.seq)
     }
 }
 

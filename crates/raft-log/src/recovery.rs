@@ -110,6 +110,15 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, window: usize) -> Result<Recovere
     let mut segments = BTreeMap::new();
     let mut tail = None;
     let mut buf: Vec<u8> = Vec::new();
+    // Room for as many entries as the segments could hold (address space only), so the
+    // index never reallocates and copies while it grows.
+    let mut total = 0u64;
+    for (_, _, name) in &names {
+        if let Ok(f) = fs.open(&fs::join(dir, name)) {
+            total += f.len().unwrap_or(0);
+        }
+    }
+    index.reserve((total / format::entry_record_len(0) as u64).min(1 << 26) as usize);
     let count = names.len();
     for (k, (seq, first, name)) in names.into_iter().enumerate() {
         let path = fs::join(dir, &name);
@@ -144,7 +153,7 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, window: usize) -> Result<Recovere
             win.ensure(pos, RECORD_HEADER_LEN)?;
             let rel = (pos - win.start) as usize;
             if let Some(h) = win.bytes().get(rel..rel + RECORD_HEADER_LEN) {
-                let len = u32::from_le_bytes(h[0..4].try_into().expect("4 bytes")) as u64;
+                let len = u32::from_le_bytes(h[4..8].try_into().expect("4 bytes")) as u64;
                 if len > 0 && pos + (RECORD_HEADER_LEN as u64) + len <= win.len {
                     win.ensure(pos, RECORD_HEADER_LEN + len as usize)?;
                 }
@@ -170,7 +179,7 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, window: usize) -> Result<Recovere
                             },
                         ),
                         Record::HardState(hs) => hard_state = hs,
-                        Record::Snapshot { meta, clears } => index.apply_snapshot(meta, clears),
+                        Record::Snapshot { meta, clears } => index.apply_snapshot(*meta, clears),
                         Record::Truncate { from } => index.truncate(from),
                     }
                     pos = win.start + next as u64;
@@ -243,7 +252,7 @@ fn check_rest(
     while at < win.len {
         win.ensure(at, win.window)?;
         let rel = (at - win.start) as usize;
-        if win.bytes()[rel..].iter().any(|&b| b != 0) {
+        if !format::is_zero(&win.bytes()[rel..]) {
             all_zero = false;
             break;
         }

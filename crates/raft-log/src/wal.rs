@@ -453,7 +453,7 @@ impl Wal {
                     out.push(e.clone());
                     e.size()
                 } else {
-                    let loc = *d.index.get(i).expect("within the index");
+                    let loc = d.index.get(i).expect("within the index");
                     let seg = d
                         .segments
                         .get(&u64::from(loc.seq))
