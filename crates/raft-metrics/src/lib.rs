@@ -10,6 +10,7 @@
 
 mod exporter;
 pub mod net;
+pub mod runtime;
 pub mod snapshot;
 pub mod wal;
 
@@ -20,6 +21,7 @@ pub use exporter::{
 /// Registers unit and help text for every metric of the toolkit with the installed recorder.
 pub fn describe_all() {
     net::describe();
+    runtime::describe();
     snapshot::describe();
     wal::describe();
 }

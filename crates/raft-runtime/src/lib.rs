@@ -4,8 +4,68 @@
 //! transport, and carry out each `Ready` exactly by its contract (persist through the log,
 //! send through the transport, apply through the state machine off the protocol loop,
 //! then advance), batching client proposals so that many share one fsync. It offers the
-//! `StateMachine` and `Transport` traits and a `RaftHandle` to callers.
+//! [`StateMachine`], [`Transport`] and [`LogStore`] traits and a [`RaftHandle`] to callers.
 //!
-//! May depend on: `raft-core`, `raft-log`, `raft-snapshot`, `raft-metrics` and tokio. Never on
-//! a concrete transport or state machine: those are plugged in by the node binary.
+//! May depend on: `raft-core`, `raft-log`, `raft-metrics` and tokio. Never on a concrete
+//! transport or state machine: those are plugged in by the node binary.
+//!
+//! # Shape
+//!
+//! [`RaftNode::start`] spawns two workers and returns a [`RaftHandle`]:
+//!
+//! - the **event loop** (a tokio task) owns the `RawNode`. It selects over a tick interval,
+//!   inbound messages, unreachable reports, client requests and completion events. Client
+//!   proposals waiting in the request channel are drained into one `propose_batch`, so they
+//!   land in one `Ready` and one log write. It never waits on the disk or the network:
+//!   log writes complete through a callback that posts an event back into the loop, and
+//!   snapshot transfers run in their own tasks.
+//! - the **apply worker** (a dedicated thread, since state machines such as sled block)
+//!   receives committed entries in order, applies them in batches and answers the clients
+//!   whose proposals they carry, then reports the applied index to the loop.
+//!
+//! # How a `Ready` is handled
+//!
+//! 1. `messages` go to the transport at once, so the leader replicates while it writes its
+//!    own log; `InstallSnapshot` messages are streamed by [`Transport::send_snapshot`] in a
+//!    task and the outcome is reported with `report_snapshot`.
+//! 2. `snapshot`, `entries` and `hard_state` are submitted to the [`LogStore`] without
+//!    waiting; a snapshot is also restored into the state machine by the apply worker.
+//!    When every write of that `Ready` and of each earlier one is done, the loop calls
+//!    `on_persisted(number)` and only then sends `persisted_messages`.
+//! 3. `committed_entries` go to the apply worker; its report leads to `on_applied`, which
+//!    may change the membership (the transport's peers follow it).
+//! 4. `read_states` wait until the applied index reaches their index.
+//!
+//! # Proposals and forwarding
+//!
+//! Every command is wrapped in a small [`envelope`] naming the proposing node and a
+//! request id, so the node that received the client's request recognises the entry when it
+//! is applied, whichever node led when it was appended. A follower hands proposals to
+//! `raft-core`, which forwards them to the leader; clients never look for the leader.
+//! When the leader a proposal was sent to (or appended by) loses its leadership before the
+//! entry was seen committed, the proposal fails with [`Error::LeaderChanged`] (its outcome is
+//! unknown: retry only idempotent commands, or read first).
 #![deny(missing_docs)]
+
+mod apply;
+mod config;
+pub mod envelope;
+mod error;
+mod handle;
+mod node;
+mod state_machine;
+mod storage;
+mod transport;
+
+pub use config::RuntimeConfig;
+pub use error::{BoxError, Error, Result};
+pub use handle::{RaftHandle, RuntimeStats};
+pub use node::RaftNode;
+pub use state_machine::{Committed, Payload, SnapshotBuilder, StateMachine};
+pub use storage::{Done, LogStore, LogWrite, WalStore};
+pub use transport::{BoxFuture, Inbound, Transport};
+
+pub use raft_core::{
+    ConfChange, ConfChangeOp, ConfChangeTransition, Membership, Message, NodeId, ReadMode, Role,
+    SnapshotMeta, Status,
+};

@@ -1,0 +1,232 @@
+//! The apply worker: a dedicated thread that owns the state machine, applies committed
+//! entries in order, answers the clients whose proposals they carry, restores snapshots,
+//! serves local reads and captures snapshots, reporting progress to the event loop.
+
+use crate::error::{BoxError, Error, Result};
+use crate::state_machine::{Committed, StateMachine};
+use metrics::{counter, histogram};
+use raft_core::SnapshotMeta;
+use raft_metrics::runtime as m;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// A client waiting for its proposal's result.
+pub(crate) struct Waiter<R> {
+    pub tx: oneshot::Sender<Result<R>>,
+    /// When the proposal reached the event loop.
+    pub since: Instant,
+}
+
+/// A read run against the state machine on the apply thread.
+pub(crate) type ReadFn<SM> = Box<dyn FnOnce(&SM) + Send + 'static>;
+
+/// Work for the apply thread, carried out in the order sent.
+pub(crate) enum ApplyJob<SM: StateMachine> {
+    /// Apply these consecutive entries; `waiters` pairs positions in `batch` with clients.
+    Entries {
+        batch: Vec<Committed>,
+        waiters: Vec<(usize, Waiter<SM::Response>)>,
+    },
+    /// Replace the state by a snapshot (part of persisting `Ready` number `number`).
+    Restore { meta: SnapshotMeta, number: u64 },
+    /// Run a read against the current state.
+    Read(ReadFn<SM>),
+    /// Capture a snapshot at the applied index described by `meta`.
+    Snapshot { meta: SnapshotMeta },
+    /// Stop after the jobs before this one.
+    Stop(oneshot::Sender<()>),
+}
+
+/// What the workers report back to the event loop.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// The log write of `Ready` number `number` completed.
+    Persisted {
+        number: u64,
+        result: std::result::Result<(), BoxError>,
+    },
+    /// The snapshot of `Ready` number `number` was restored into the state machine.
+    Restored {
+        number: u64,
+        index: u64,
+        result: std::result::Result<(), BoxError>,
+    },
+    /// Every entry up to `index` is applied.
+    Applied { index: u64 },
+    /// The state machine failed; the node must stop.
+    ApplyFailed(String),
+    /// A snapshot was built (or failed to be).
+    SnapshotBuilt {
+        meta: SnapshotMeta,
+        result: std::result::Result<(), BoxError>,
+    },
+    /// The log was compacted up to `index` (or failed to be).
+    Compacted {
+        index: u64,
+        result: std::result::Result<(), BoxError>,
+    },
+    /// A snapshot transfer to `to` ended.
+    SnapshotSent { to: u64, ok: bool },
+}
+
+/// Starts the apply thread of node `id`.
+pub(crate) fn spawn<SM: StateMachine>(
+    id: u64,
+    sm: SM,
+    jobs: mpsc::UnboundedReceiver<ApplyJob<SM>>,
+    events: mpsc::UnboundedSender<Event>,
+    stopping: Arc<AtomicBool>,
+) -> Result<()> {
+    std::thread::Builder::new()
+        .name(format!("raft-apply-{id}"))
+        .spawn(move || {
+            let span = tracing::info_span!("raft_apply", node_id = id);
+            let _g = span.enter();
+            run(sm, jobs, events, stopping);
+        })
+        .map_err(|e| Error::StateMachine(Box::new(e)))?;
+    Ok(())
+}
+
+fn run<SM: StateMachine>(
+    mut sm: SM,
+    mut jobs: mpsc::UnboundedReceiver<ApplyJob<SM>>,
+    events: mpsc::UnboundedSender<Event>,
+    stopping: Arc<AtomicBool>,
+) {
+    let mut next: Option<ApplyJob<SM>> = None;
+    loop {
+        let job = match next.take() {
+            Some(j) => j,
+            None => match jobs.blocking_recv() {
+                Some(j) => j,
+                None => return,
+            },
+        };
+        if stopping.load(Ordering::Acquire) {
+            // Shutting down: drop what is queued (dropped waiters see `Shutdown`).
+            if let ApplyJob::Stop(done) = job {
+                let _ = done.send(());
+                return;
+            }
+            continue;
+        }
+        match job {
+            ApplyJob::Entries {
+                mut batch,
+                mut waiters,
+            } => {
+                // Merge the entries queued behind this job into one state-machine call.
+                while batch.len() < 8192 {
+                    match jobs.try_recv() {
+                        Ok(ApplyJob::Entries {
+                            batch: more,
+                            waiters: more_waiters,
+                        }) => {
+                            let base = batch.len();
+                            batch.extend(more);
+                            waiters.extend(more_waiters.into_iter().map(|(i, w)| (base + i, w)));
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if !apply_batch(&mut sm, batch, waiters, &events) {
+                    return;
+                }
+            }
+            ApplyJob::Restore { meta, number } => {
+                let result = sm.restore(&meta);
+                if let Err(e) = &result {
+                    tracing::error!(index = meta.index, error = %e, "snapshot restore failed");
+                }
+                let _ = events.send(Event::Restored {
+                    number,
+                    index: meta.index,
+                    result,
+                });
+            }
+            ApplyJob::Read(f) => f(&sm),
+            ApplyJob::Snapshot { meta } => match sm.snapshot(&meta) {
+                Ok(build) => {
+                    let events = events.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("raft-snapshot".into())
+                        .spawn(move || {
+                            let result = build();
+                            let _ = events.send(Event::SnapshotBuilt { meta, result });
+                        });
+                    if let Err(e) = spawned {
+                        tracing::warn!(error = %e, "cannot start the snapshot thread");
+                    }
+                }
+                Err(e) => {
+                    let _ = events.send(Event::SnapshotBuilt {
+                        meta,
+                        result: Err(e),
+                    });
+                }
+            },
+            ApplyJob::Stop(done) => {
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+}
+
+/// Applies one batch and answers its waiters; false when the state machine failed.
+fn apply_batch<SM: StateMachine>(
+    sm: &mut SM,
+    batch: Vec<Committed>,
+    waiters: Vec<(usize, Waiter<SM::Response>)>,
+    events: &mpsc::UnboundedSender<Event>,
+) -> bool {
+    let Some(last) = batch.last().map(|e| e.index) else {
+        return true;
+    };
+    histogram!(m::APPLY_BATCH).record(batch.len() as f64);
+    match sm.apply(&batch) {
+        Ok(responses) if responses.len() == batch.len() => {
+            let mut responses: Vec<Option<SM::Response>> =
+                responses.into_iter().map(Some).collect();
+            let now = Instant::now();
+            for (i, w) in waiters {
+                if let Some(r) = responses[i].take() {
+                    histogram!(m::PROPOSE_TO_APPLY_SECONDS)
+                        .record(now.duration_since(w.since).as_secs_f64());
+                    let _ = w.tx.send(Ok(r));
+                }
+            }
+            let _ = events.send(Event::Applied { index: last });
+            true
+        }
+        Ok(responses) => {
+            let msg = format!(
+                "the state machine returned {} responses for {} entries",
+                responses.len(),
+                batch.len()
+            );
+            fail(waiters, events, msg);
+            false
+        }
+        Err(e) => {
+            fail(waiters, events, format!("apply failed: {e}"));
+            false
+        }
+    }
+}
+
+fn fail<R>(waiters: Vec<(usize, Waiter<R>)>, events: &mpsc::UnboundedSender<Event>, msg: String) {
+    tracing::error!(error = %msg, "state machine failed; stopping the node");
+    counter!(m::PROPOSALS_FAILED, "reason" => "fatal").increment(waiters.len() as u64);
+    for (_, w) in waiters {
+        let _ = w.tx.send(Err(Error::Fatal(msg.clone())));
+    }
+    let _ = events.send(Event::ApplyFailed(msg));
+}

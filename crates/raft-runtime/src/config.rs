@@ -1,0 +1,83 @@
+//! Settings of the runtime around the protocol's own [`raft_core::Config`].
+
+use crate::error::{Error, Result};
+use raft_core::Membership;
+use std::time::Duration;
+
+/// How one node's event loop runs.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// The protocol configuration (node id, timing in ticks, read mode, limits). Its
+    /// `applied` field is filled in from the state machine at start.
+    pub raft: raft_core::Config,
+    /// The length of one tick (default 10 ms).
+    pub tick: Duration,
+    /// Voters of a new cluster: written to an empty log at the first start (ignored when
+    /// the log already holds state). `None` for a node that joins an existing cluster: it
+    /// waits for the leader to send it a snapshot.
+    pub bootstrap: Option<Membership>,
+    /// The longest any request waits for its outcome (default 5 s).
+    pub request_timeout: Duration,
+    /// The most proposals handed to the core in one batch (default 4096).
+    pub max_batch_proposals: usize,
+    /// The most inbound messages stepped before the loop looks at its other inputs
+    /// (default 256).
+    pub max_batch_messages: usize,
+    /// Capacity of the client request channel (default 65536); callers wait when it is
+    /// full.
+    pub request_queue: usize,
+    /// Take a state-machine snapshot and compact the log every this many applied entries
+    /// (default 100,000; 0 disables).
+    pub snapshot_threshold: u64,
+    /// Seed of the core's election-timeout randomness (default: derived from the clock).
+    pub rng_seed: Option<u64>,
+}
+
+impl RuntimeConfig {
+    /// Defaults for node `id` with the core's default configuration.
+    pub fn new(id: u64) -> Self {
+        Self {
+            raft: raft_core::Config::new(id),
+            tick: Duration::from_millis(10),
+            bootstrap: None,
+            request_timeout: Duration::from_secs(5),
+            max_batch_proposals: 4096,
+            max_batch_messages: 256,
+            request_queue: 1 << 16,
+            snapshot_threshold: 100_000,
+            rng_seed: None,
+        }
+    }
+
+    /// Checks the values.
+    pub fn validate(&self) -> Result<()> {
+        self.raft.validate()?;
+        let bad = |field: &'static str, reason: &str| {
+            Err(Error::InvalidConfig {
+                field,
+                reason: reason.into(),
+            })
+        };
+        if self.tick.is_zero() {
+            return bad("tick", "must be positive");
+        }
+        if self.request_timeout.is_zero() {
+            return bad("request_timeout", "must be positive");
+        }
+        if self.max_batch_proposals == 0 {
+            return bad("max_batch_proposals", "must be at least 1");
+        }
+        if self.max_batch_messages == 0 {
+            return bad("max_batch_messages", "must be at least 1");
+        }
+        if self.request_queue == 0 {
+            return bad("request_queue", "must be at least 1");
+        }
+        if let Some(m) = &self.bootstrap
+            && m.voters.is_empty()
+        {
+            return bad("bootstrap", "a new cluster needs at least one voter");
+        }
+        Ok(())
+    }
+}

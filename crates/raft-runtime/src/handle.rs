@@ -1,0 +1,215 @@
+//! [`RaftHandle`]: what clients of a node hold to propose, read and manage it.
+
+use crate::apply::ApplyJob;
+use crate::error::{Error, Result};
+use crate::node::Request;
+use crate::state_machine::StateMachine;
+use bytes::Bytes;
+use raft_core::{ConfChange, ConfChangeOp, ConfChangeTransition, Membership, NodeId, Status};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Counters of one node's runtime, readable without a round trip to the loop.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub proposals: AtomicU64,
+    pub log_writes: AtomicU64,
+    pub applied: AtomicU64,
+}
+
+/// A snapshot of the runtime's counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RuntimeStats {
+    /// Proposals taken by the event loop.
+    pub proposals: u64,
+    /// Log writes submitted (one per `Ready` that had something to persist).
+    pub log_writes: u64,
+    /// The index the state machine has applied.
+    pub applied: u64,
+}
+
+/// A cheap, cloneable handle to a running node. Every call waits at most the configured
+/// request timeout.
+pub struct RaftHandle<SM: StateMachine> {
+    pub(crate) id: NodeId,
+    pub(crate) requests: mpsc::Sender<Request<SM>>,
+    pub(crate) apply: mpsc::UnboundedSender<ApplyJob<SM>>,
+    pub(crate) timeout: Duration,
+    pub(crate) stats: Arc<Stats>,
+}
+
+impl<SM: StateMachine> Clone for RaftHandle<SM> {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id,
+            requests: self.requests.clone(),
+            apply: self.apply.clone(),
+            timeout: self.timeout,
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+impl<SM: StateMachine> std::fmt::Debug for RaftHandle<SM> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftHandle").field("id", &self.id).finish()
+    }
+}
+
+impl<SM: StateMachine> RaftHandle<SM> {
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The runtime's counters.
+    pub fn stats(&self) -> RuntimeStats {
+        RuntimeStats {
+            proposals: self.stats.proposals.load(Ordering::Relaxed),
+            log_writes: self.stats.log_writes.load(Ordering::Relaxed),
+            applied: self.stats.applied.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn call<T>(
+        &self,
+        what: &'static str,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> Request<SM>,
+    ) -> Result<T> {
+        let deadline = Instant::now() + self.timeout;
+        let (tx, rx) = oneshot::channel();
+        match tokio::time::timeout_at(deadline.into(), self.requests.send(make(tx))).await {
+            Err(_) => return Err(Error::Timeout("a place in the request queue")),
+            Ok(Err(_)) => return Err(Error::Shutdown),
+            Ok(Ok(())) => {}
+        }
+        match tokio::time::timeout_at(deadline.into(), rx).await {
+            Err(_) => Err(Error::Timeout(what)),
+            Ok(Err(_)) => Err(Error::Shutdown),
+            Ok(Ok(r)) => r,
+        }
+    }
+
+    /// Proposes a command and returns the state machine's response once it is applied on
+    /// this node. Works on any node: followers forward to the leader.
+    ///
+    /// On [`Error::LeaderChanged`] or [`Error::Timeout`] the command may or may not have
+    /// been applied; [`Error::is_retryable`] errors are safe to retry.
+    pub async fn propose(&self, cmd: Bytes) -> Result<SM::Response> {
+        self.call("the proposal to be applied", |tx| Request::Propose {
+            cmd,
+            tx,
+            since: Instant::now(),
+        })
+        .await
+    }
+
+    /// A linearizable read barrier (ReadIndex, or a lease read when the core's
+    /// `ReadMode` says so): returns once this node's state machine has applied everything
+    /// committed before the call, with that index. Concurrent calls share one round.
+    pub async fn read_index(&self) -> Result<u64> {
+        self.call("a read index", |tx| Request::ReadIndex { tx })
+            .await
+    }
+
+    /// Runs `f` against the state machine after a [`read_index`](Self::read_index) barrier:
+    /// it sees every write acknowledged before the call.
+    pub async fn linearizable_read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&SM) -> R + Send + 'static,
+    ) -> Result<R> {
+        self.read_index().await?;
+        self.serializable_read(f).await
+    }
+
+    /// Runs `f` against this node's state machine now, with no barrier: it may miss recent
+    /// writes (a follower may lag), but never sees uncommitted ones.
+    pub async fn serializable_read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&SM) -> R + Send + 'static,
+    ) -> Result<R> {
+        let (tx, rx) = oneshot::channel();
+        let job = ApplyJob::Read(Box::new(move |sm: &SM| {
+            let _ = tx.send(f(sm));
+        }));
+        self.apply.send(job).map_err(|_| Error::Shutdown)?;
+        match tokio::time::timeout(self.timeout, rx).await {
+            Err(_) => Err(Error::Timeout("the state machine to serve a read")),
+            Ok(Err(_)) => Err(Error::Shutdown),
+            Ok(Ok(r)) => Ok(r),
+        }
+    }
+
+    /// Changes the membership (must be called on the leader: otherwise
+    /// [`Error::NotLeader`] with a hint). Returns the new membership once the change is
+    /// applied here. A change of several voters goes through a joint configuration, left
+    /// automatically.
+    pub async fn change_membership(&self, change: ConfChange) -> Result<Membership> {
+        self.call("the membership change to be applied", |tx| {
+            Request::ConfChange { change, tx }
+        })
+        .await
+    }
+
+    /// Adds `id` as a learner (it receives the log but does not vote).
+    pub async fn add_learner(&self, id: NodeId) -> Result<Membership> {
+        self.change_membership(single(ConfChangeOp::AddLearner(id)))
+            .await
+    }
+
+    /// Adds `id` as a voter, or promotes the learner `id`.
+    pub async fn add_voter(&self, id: NodeId) -> Result<Membership> {
+        self.change_membership(single(ConfChangeOp::AddVoter(id)))
+            .await
+    }
+
+    /// Removes `id` from the cluster.
+    pub async fn remove_node(&self, id: NodeId) -> Result<Membership> {
+        self.change_membership(single(ConfChangeOp::RemoveNode(id)))
+            .await
+    }
+
+    /// Hands leadership to voter `target` (call on the leader); returns once this node sees
+    /// `target` lead.
+    pub async fn transfer_leader(&self, target: NodeId) -> Result<()> {
+        self.call("the leadership transfer", |tx| Request::Transfer {
+            target,
+            tx,
+        })
+        .await
+    }
+
+    /// Starts an election on this node now.
+    pub async fn campaign(&self) -> Result<()> {
+        self.call("the campaign to start", |tx| Request::Campaign { tx })
+            .await
+    }
+
+    /// The node's protocol status.
+    pub async fn status(&self) -> Result<Status> {
+        self.call("the status", |tx| Request::Status { tx }).await
+    }
+
+    /// Stops the node: fails pending requests with [`Error::Shutdown`], flushes the log and
+    /// stops the apply thread. Returns within about one second.
+    pub async fn shutdown(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        if self.requests.send(Request::Shutdown { tx }).await.is_err() {
+            return Ok(());
+        }
+        match tokio::time::timeout(Duration::from_secs(1), rx).await {
+            Err(_) => Err(Error::Timeout("the shutdown")),
+            Ok(Err(_)) => Ok(()),
+            Ok(Ok(r)) => r,
+        }
+    }
+}
+
+fn single(op: ConfChangeOp) -> ConfChange {
+    ConfChange {
+        transition: ConfChangeTransition::Auto,
+        ops: vec![op],
+    }
+}

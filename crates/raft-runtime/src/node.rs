@@ -1,0 +1,433 @@
+//! [`RaftNode::start`] and the event loop that owns the `RawNode`.
+//!
+//! The loop's state lives in [`Loop`]; `ready` carries out `Ready`s and follows what the
+//! log and the state machine report, `requests` turns client requests into core calls and
+//! keeps the waiting clients.
+
+mod ready;
+mod requests;
+
+use crate::apply::{self, ApplyJob, Event, Waiter};
+use crate::config::RuntimeConfig;
+use crate::envelope;
+use crate::error::{Error, Result};
+use crate::handle::{RaftHandle, Stats};
+use crate::state_machine::StateMachine;
+use crate::storage::LogStore;
+use crate::transport::{Inbound, Transport};
+use bytes::Bytes;
+use metrics::counter;
+use raft_core::{Membership, NodeId, RawNode, Role, Status};
+use raft_metrics::runtime as m;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+
+/// A client request to the event loop.
+pub(crate) enum Request<SM: StateMachine> {
+    Propose {
+        cmd: Bytes,
+        tx: oneshot::Sender<Result<SM::Response>>,
+        since: Instant,
+    },
+    ReadIndex {
+        tx: oneshot::Sender<Result<u64>>,
+    },
+    ConfChange {
+        change: raft_core::ConfChange,
+        tx: oneshot::Sender<Result<Membership>>,
+    },
+    Transfer {
+        target: NodeId,
+        tx: oneshot::Sender<Result<()>>,
+    },
+    Campaign {
+        tx: oneshot::Sender<Result<()>>,
+    },
+    Status {
+        tx: oneshot::Sender<Result<Status>>,
+    },
+    Shutdown {
+        tx: oneshot::Sender<Result<()>>,
+    },
+}
+
+/// Starts nodes.
+#[derive(Debug)]
+pub struct RaftNode;
+
+impl RaftNode {
+    /// Starts a node: recovers from `storage` and `sm` (the state machine's applied index is
+    /// respected: nothing at or below it is applied again), spawns the event loop task and
+    /// the apply thread, and returns the handle. Must be called inside a tokio runtime.
+    ///
+    /// The transport gets `add_peer` for every member but this node; `inbound` is what the
+    /// network delivers.
+    pub async fn start<SM, S, T>(
+        config: RuntimeConfig,
+        mut storage: S,
+        mut sm: SM,
+        transport: Arc<T>,
+        inbound: Inbound,
+    ) -> Result<RaftHandle<SM>>
+    where
+        SM: StateMachine,
+        S: LogStore,
+        T: Transport,
+    {
+        config.validate()?;
+        let id = config.raft.id;
+        storage.prepare(sm.applied_index(), config.bootstrap.as_ref())?;
+        let snap = storage
+            .snapshot_meta()
+            .map_err(|e| Error::Storage(Box::new(e)))?;
+        if sm.applied_index() < snap.index {
+            // The log was replaced by a snapshot the state machine has not restored yet
+            // (a crash in between): restore it before anything is applied on top.
+            sm.restore(&snap).map_err(Error::StateMachine)?;
+        }
+        let applied = sm.applied_index();
+        let mut raft_cfg = config.raft.clone();
+        raft_cfg.applied = applied;
+        let seed = config.rng_seed.unwrap_or_else(|| {
+            let t = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            t ^ id.rotate_left(32)
+        });
+        let raw = RawNode::new(raft_cfg, storage, seed)?;
+        let incarnation = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17)
+            ^ u64::from(std::process::id());
+
+        let (req_tx, req_rx) = mpsc::channel(config.request_queue);
+        let (apply_tx, apply_rx) = mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let stopping = Arc::new(AtomicBool::new(false));
+        apply::spawn(id, sm, apply_rx, ev_tx.clone(), stopping.clone())?;
+        let stats = Arc::new(Stats::default());
+        stats
+            .applied
+            .store(applied, std::sync::atomic::Ordering::Relaxed);
+
+        let status = raw.status();
+        let mut peers = BTreeSet::new();
+        for p in status.membership.members() {
+            if p != id {
+                transport.add_peer(p);
+                peers.insert(p);
+            }
+        }
+        let span = tracing::info_span!("raft", node_id = id, term = status.term);
+        let timeout = config.request_timeout;
+        let lp = Loop {
+            id,
+            raw,
+            transport,
+            requests: req_rx,
+            inbound,
+            events: ev_rx,
+            events_tx: ev_tx,
+            apply_tx: apply_tx.clone(),
+            stopping,
+            incarnation,
+            next_request: 1,
+            proposals: HashMap::new(),
+            stalled: VecDeque::new(),
+            reads_queued: Vec::new(),
+            reads_issued: HashMap::new(),
+            reads_ready: Vec::new(),
+            next_read_ctx: 1,
+            in_flight: VecDeque::new(),
+            applied,
+            snapshot_index: snap.index,
+            snapshot_busy: false,
+            conf: None,
+            transfers: Vec::new(),
+            leader: None,
+            role: Role::Follower,
+            term: status.term,
+            commit: status.commit,
+            peers,
+            stats: stats.clone(),
+            span: span.clone(),
+            cfg: config,
+        };
+        tokio::spawn(lp.run().instrument(span));
+        Ok(RaftHandle {
+            id,
+            requests: req_tx,
+            apply: apply_tx,
+            timeout,
+            stats,
+        })
+    }
+}
+
+/// A proposal taken by the loop and not yet handed to the apply thread.
+pub(crate) struct Proposal<R> {
+    pub waiter: Waiter<R>,
+    /// The wrapped command while no leader is known to forward it to.
+    pub stalled: Option<Bytes>,
+}
+
+/// A membership change in flight (one at a time).
+pub(crate) struct ConfWaiter {
+    pub index: u64,
+    pub term: u64,
+    pub committed: bool,
+    pub tx: oneshot::Sender<Result<Membership>>,
+}
+
+/// A `Ready` whose writes are not all durable yet.
+pub(crate) struct InFlight {
+    pub number: u64,
+    /// Completions still awaited: the log write, and the state-machine restore of a
+    /// snapshot.
+    pub waits: u8,
+    pub messages: Vec<raft_core::Message>,
+}
+
+/// The event loop's state.
+pub(crate) struct Loop<SM: StateMachine, S: LogStore, T: Transport> {
+    pub id: NodeId,
+    pub cfg: RuntimeConfig,
+    pub raw: RawNode<S>,
+    pub transport: Arc<T>,
+    pub requests: mpsc::Receiver<Request<SM>>,
+    pub inbound: Inbound,
+    pub events: mpsc::UnboundedReceiver<Event>,
+    pub events_tx: mpsc::UnboundedSender<Event>,
+    pub apply_tx: mpsc::UnboundedSender<ApplyJob<SM>>,
+    pub stopping: Arc<AtomicBool>,
+    /// This runtime's incarnation (see [`envelope`]).
+    pub incarnation: u64,
+    pub next_request: u64,
+    /// Proposals of this node by request id, until their entry is handed out for applying.
+    pub proposals: HashMap<u64, Proposal<SM::Response>>,
+    /// Request ids of proposals waiting for a leader, in arrival order.
+    pub stalled: VecDeque<u64>,
+    /// Reads not yet given to the core (no leader known, or arrived since the last round).
+    pub reads_queued: Vec<oneshot::Sender<Result<u64>>>,
+    /// Reads waiting for their round, by context.
+    pub reads_issued: HashMap<u64, Vec<oneshot::Sender<Result<u64>>>>,
+    /// Reads waiting for the state machine to apply their index.
+    pub reads_ready: Vec<(u64, Vec<oneshot::Sender<Result<u64>>>)>,
+    pub next_read_ctx: u64,
+    pub in_flight: VecDeque<InFlight>,
+    /// The index the state machine reported applied.
+    pub applied: u64,
+    /// The index of the last snapshot the log was compacted to.
+    pub snapshot_index: u64,
+    pub snapshot_busy: bool,
+    pub conf: Option<ConfWaiter>,
+    pub transfers: Vec<(NodeId, oneshot::Sender<Result<()>>)>,
+    pub leader: Option<NodeId>,
+    pub role: Role,
+    pub term: u64,
+    pub commit: u64,
+    /// Peers the transport was told about.
+    pub peers: BTreeSet<NodeId>,
+    pub stats: Arc<Stats>,
+    pub span: tracing::Span,
+}
+
+impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
+    async fn run(mut self) {
+        let mut ticker = tokio::time::interval(self.cfg.tick);
+        let mut housekeeping = 0u32;
+        let mut shutdown: Option<oneshot::Sender<Result<()>>> = None;
+        let outcome: Result<()> = loop {
+            let step: Result<()> = tokio::select! {
+                biased;
+                _ = ticker.tick() => {
+                    housekeeping += 1;
+                    if housekeeping >= 10 {
+                        housekeeping = 0;
+                        self.housekeeping();
+                    }
+                    self.raw.tick().map_err(Error::from)
+                }
+                Some(ev) = self.events.recv() => self.on_events(ev),
+                Some(msg) = self.inbound.messages.recv() => {
+                    self.step(msg);
+                    for _ in 1..self.cfg.max_batch_messages {
+                        match self.inbound.messages.try_recv() {
+                            Ok(m) => self.step(m),
+                            Err(_) => break,
+                        }
+                    }
+                    Ok(())
+                }
+                Some(id) = self.inbound.unreachable.recv() => {
+                    self.raw.report_unreachable(id);
+                    Ok(())
+                }
+                r = self.requests.recv() => match r {
+                    None => break Ok(()),
+                    Some(r) => self.on_requests(r, &mut shutdown),
+                },
+            };
+            if let Err(e) = step.and_then(|()| self.process_ready()) {
+                break Err(e);
+            }
+            if shutdown.is_some() {
+                break Ok(());
+            }
+        };
+        let reason = match &outcome {
+            Ok(()) => Error::Shutdown,
+            Err(e) => {
+                tracing::error!(error = %e, "raft node stopped");
+                Error::Fatal(e.to_string())
+            }
+        };
+        let flushed = self.stop(reason).await;
+        if let Some(tx) = shutdown {
+            let _ = tx.send(outcome.and(flushed));
+        }
+    }
+
+    /// Hands out and carries out `Ready`s until the core has nothing more.
+    fn process_ready(&mut self) -> Result<()> {
+        let mut rounds = 0;
+        while self.raw.has_ready() && rounds < 8 {
+            self.handle_ready()?;
+            rounds += 1;
+        }
+        Ok(())
+    }
+
+    fn on_events(&mut self, first: Event) -> Result<()> {
+        self.on_event(first)?;
+        while let Ok(ev) = self.events.try_recv() {
+            self.on_event(ev)?;
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, msg: raft_core::Message) {
+        if let Err(e) = self.raw.step(msg) {
+            match e {
+                raft_core::Error::Storage(_) => {
+                    // Surfaces again at the next ready(); logged here for context.
+                    tracing::error!(error = %e, "storage failure while stepping a message");
+                }
+                _ => tracing::debug!(error = %e, "message refused"),
+            }
+        }
+    }
+
+    /// Periodic clean-up: forget clients that gave up, retry what waits for a leader.
+    fn housekeeping(&mut self) {
+        let before = self.proposals.len();
+        self.proposals.retain(|_, p| !p.waiter.tx.is_closed());
+        if self.proposals.len() != before {
+            let proposals = &self.proposals;
+            self.stalled.retain(|id| proposals.contains_key(id));
+        }
+        self.reads_queued.retain(|tx| !tx.is_closed());
+        self.reads_issued.retain(|_, txs| {
+            txs.retain(|tx| !tx.is_closed());
+            !txs.is_empty()
+        });
+        self.transfers.retain(|(_, tx)| !tx.is_closed());
+        if self.conf.as_ref().is_some_and(|c| c.tx.is_closed()) {
+            self.conf = None;
+        }
+        self.retry_stalled();
+    }
+
+    /// Stops: fails what waits, stops the apply thread and flushes the log (bounded time).
+    async fn stop(&mut self, reason: Error) -> Result<()> {
+        let msg = reason.to_string();
+        let err = || match &reason {
+            Error::Shutdown => Error::Shutdown,
+            _ => Error::Fatal(msg.clone()),
+        };
+        counter!(m::PROPOSALS_FAILED, "reason" => "shutdown")
+            .increment(self.proposals.len() as u64);
+        for (_, p) in self.proposals.drain() {
+            let _ = p.waiter.tx.send(Err(err()));
+        }
+        self.stalled.clear();
+        for tx in self.reads_queued.drain(..) {
+            let _ = tx.send(Err(err()));
+        }
+        for (_, txs) in self.reads_issued.drain() {
+            for tx in txs {
+                let _ = tx.send(Err(err()));
+            }
+        }
+        for (_, txs) in self.reads_ready.drain(..) {
+            for tx in txs {
+                let _ = tx.send(Err(err()));
+            }
+        }
+        if let Some(c) = self.conf.take() {
+            let _ = c.tx.send(Err(err()));
+        }
+        for (_, tx) in self.transfers.drain(..) {
+            let _ = tx.send(Err(err()));
+        }
+        self.requests.close();
+        while let Ok(r) = self.requests.try_recv() {
+            fail_request(r, err());
+        }
+        // Entries queued for applying are dropped (their clients see `Shutdown`).
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let _ = self.apply_tx.send(ApplyJob::Stop(stop_tx));
+        let (flush_tx, flush_rx) = oneshot::channel();
+        let flushed = self.raw.log_mut().flush(Box::new(move |r| {
+            let _ = flush_tx.send(r);
+        }));
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(800);
+        let result = match flushed {
+            Err(e) => Err(e),
+            Ok(()) => match tokio::time::timeout_at(deadline, flush_rx).await {
+                Ok(Ok(Ok(()))) | Ok(Err(_)) => Ok(()),
+                Ok(Ok(Err(e))) => Err(Error::Storage(e)),
+                Err(_) => Err(Error::Timeout("the log to flush")),
+            },
+        };
+        let _ = tokio::time::timeout_at(deadline, stop_rx).await;
+        tracing::info!(term = self.term, "raft node stopped");
+        result
+    }
+
+    /// Wraps a command in this node's envelope and registers its client.
+    pub(crate) fn wrap(&mut self, cmd: &[u8]) -> (u64, Bytes) {
+        let request = self.next_request;
+        self.next_request += 1;
+        let origin = envelope::Origin {
+            node: self.id,
+            incarnation: self.incarnation,
+            request,
+        };
+        (request, envelope::wrap(origin, cmd))
+    }
+
+    /// The last index and term of the log (after a proposal: its entry).
+    pub(crate) fn last_entry(&self) -> (u64, u64) {
+        let s = self.raw.status();
+        (s.last_index, s.term)
+    }
+}
+
+/// Fails a request that will not be handled.
+pub(crate) fn fail_request<SM: StateMachine>(r: Request<SM>, e: Error) {
+    match r {
+        Request::Propose { tx, .. } => drop(tx.send(Err(e))),
+        Request::ReadIndex { tx } => drop(tx.send(Err(e))),
+        Request::ConfChange { tx, .. } => drop(tx.send(Err(e))),
+        Request::Transfer { tx, .. } => drop(tx.send(Err(e))),
+        Request::Campaign { tx } => drop(tx.send(Err(e))),
+        Request::Status { tx } => drop(tx.send(Err(e))),
+        Request::Shutdown { tx } => drop(tx.send(Ok(()))),
+    }
+}

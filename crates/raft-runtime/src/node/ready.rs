@@ -1,0 +1,387 @@
+//! Carrying out a `Ready` by the contract, and following what the log, the apply thread
+//! and snapshot transfers report back.
+
+use super::{InFlight, Loop};
+use crate::apply::{ApplyJob, Event, Waiter};
+use crate::envelope;
+use crate::error::{Error, Result};
+use crate::state_machine::{Committed, Payload, StateMachine};
+use crate::storage::{LogStore, LogWrite};
+use crate::transport::Transport;
+use metrics::{counter, gauge, histogram};
+use raft_core::{
+    Entry, EntryKind, Message, MessageBody, Role, SnapshotMeta, SoftState, confchange,
+};
+use raft_metrics::runtime as m;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
+    /// Takes one `Ready` and carries it out (without waiting on the disk or the network).
+    pub(crate) fn handle_ready(&mut self) -> Result<()> {
+        let mut rd = self.raw.ready()?;
+        let number = rd.number();
+
+        // Send: these may leave before the writes (the leader replicates while it writes).
+        for msg in std::mem::take(&mut rd.messages) {
+            self.send(msg);
+        }
+        if let Some(hs) = rd.hard_state {
+            if hs.term != self.term {
+                self.term = hs.term;
+                self.span.record("term", hs.term);
+                gauge!(m::TERM).set(hs.term as f64);
+            }
+            if hs.commit != self.commit {
+                self.commit = hs.commit;
+                gauge!(m::COMMIT_INDEX).set(hs.commit as f64);
+            }
+        }
+
+        // Persist: submit and move on; completion comes back as an event.
+        let mut waits = 0u8;
+        if rd.must_persist() {
+            let snapshot = rd.snapshot.take();
+            if let Some(meta) = &snapshot {
+                self.send_apply(ApplyJob::Restore {
+                    meta: meta.clone(),
+                    number,
+                })?;
+                waits += 1;
+            }
+            let write = LogWrite {
+                snapshot,
+                entries: std::mem::take(&mut rd.entries),
+                hard_state: rd.hard_state,
+            };
+            let events = self.events_tx.clone();
+            self.raw.log_mut().write(
+                write,
+                Box::new(move |result| {
+                    let _ = events.send(Event::Persisted { number, result });
+                }),
+            )?;
+            self.stats.log_writes.fetch_add(1, Ordering::Relaxed);
+            counter!(m::LOG_WRITES).increment(1);
+            waits += 1;
+        }
+        self.in_flight.push_back(InFlight {
+            number,
+            waits,
+            messages: std::mem::take(&mut rd.persisted_messages),
+        });
+        self.release_persisted()?;
+
+        // Apply: committed entries go to the apply thread, with their clients attached.
+        let committed = std::mem::take(&mut rd.committed_entries);
+        if !committed.is_empty() {
+            self.hand_to_apply(committed)?;
+        }
+        // After the committed entries took their clients: what is left lost its leader.
+        if let Some(ss) = rd.soft_state {
+            self.on_soft_state(ss);
+        }
+        // Read: each read waits for the state machine to reach its index.
+        for rs in std::mem::take(&mut rd.read_states) {
+            let Ok(ctx) = <[u8; 8]>::try_from(rs.context.as_ref()) else {
+                continue;
+            };
+            if let Some(txs) = self.reads_issued.remove(&u64::from_le_bytes(ctx)) {
+                self.reads_ready.push((rs.index, txs));
+            }
+        }
+        self.release_reads();
+        Ok(())
+    }
+
+    /// Sends a message, streaming snapshots in their own task.
+    pub(crate) fn send(&self, msg: Message) {
+        if let MessageBody::InstallSnapshot(_) = &msg.body {
+            let to = msg.to;
+            let fut = self.transport.send_snapshot(msg);
+            let events = self.events_tx.clone();
+            tokio::spawn(async move {
+                let ok = match fut.await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(peer = to, error = %e, "snapshot transfer failed");
+                        false
+                    }
+                };
+                let _ = events.send(Event::SnapshotSent { to, ok });
+            });
+        } else {
+            self.transport.send(msg);
+        }
+    }
+
+    pub(crate) fn send_apply(&self, job: ApplyJob<SM>) -> Result<()> {
+        self.apply_tx
+            .send(job)
+            .map_err(|_| Error::Fatal("the apply thread stopped".into()))
+    }
+
+    /// Acknowledges the `Ready`s whose writes are all durable, in order, then sends the
+    /// messages that waited for them.
+    fn release_persisted(&mut self) -> Result<()> {
+        let mut last = None;
+        let mut msgs = Vec::new();
+        while self.in_flight.front().is_some_and(|f| f.waits == 0) {
+            let f = self.in_flight.pop_front().expect("checked");
+            last = Some(f.number);
+            msgs.extend(f.messages);
+        }
+        if let Some(n) = last {
+            self.raw.on_persisted(n)?;
+            for msg in msgs {
+                self.send(msg);
+            }
+        }
+        Ok(())
+    }
+
+    fn complete_write(&mut self, number: u64) -> Result<()> {
+        if let Some(f) = self.in_flight.iter_mut().find(|f| f.number == number) {
+            f.waits = f.waits.saturating_sub(1);
+        }
+        self.release_persisted()
+    }
+
+    /// Decodes committed entries for the state machine and attaches the clients waiting
+    /// for them.
+    fn hand_to_apply(&mut self, entries: Vec<Entry>) -> Result<()> {
+        let now = Instant::now();
+        let mut batch = Vec::with_capacity(entries.len());
+        let mut waiters: Vec<(usize, Waiter<SM::Response>)> = Vec::new();
+        for (i, e) in entries.into_iter().enumerate() {
+            let payload = match e.kind {
+                EntryKind::ConfChange => match confchange::decode(&e.data) {
+                    Ok(cc) => Payload::ConfChange(cc),
+                    Err(_) => Payload::Empty,
+                },
+                EntryKind::Normal if e.data.is_empty() => Payload::Empty,
+                EntryKind::Normal => {
+                    let (origin, cmd) = envelope::unwrap(&e.data);
+                    if let Some(o) = origin
+                        && o.node == self.id
+                        && o.incarnation == self.incarnation
+                        && let Some(p) = self.proposals.remove(&o.request)
+                    {
+                        histogram!(m::PROPOSE_TO_COMMIT_SECONDS)
+                            .record(now.duration_since(p.waiter.since).as_secs_f64());
+                        waiters.push((i, p.waiter));
+                    }
+                    Payload::Command(cmd)
+                }
+            };
+            if let Some(c) = &mut self.conf
+                && c.index == e.index
+            {
+                if c.term == e.term {
+                    c.committed = true;
+                } else if let Some(c) = self.conf.take() {
+                    let _ = c.tx.send(Err(Error::Overwritten));
+                }
+            }
+            batch.push(Committed {
+                index: e.index,
+                term: e.term,
+                payload,
+            });
+        }
+        self.send_apply(ApplyJob::Entries { batch, waiters })
+    }
+
+    /// Follows a change of role or leader.
+    fn on_soft_state(&mut self, ss: SoftState) {
+        if ss.role == Role::Candidate && self.role != Role::Candidate {
+            counter!(m::ELECTIONS).increment(1);
+        }
+        if ss.role != self.role {
+            gauge!(m::IS_LEADER).set(if ss.role == Role::Leader { 1.0 } else { 0.0 });
+            tracing::info!(role = ?ss.role, leader = ?ss.leader, "role changed");
+        }
+        if ss.leader != self.leader {
+            counter!(m::LEADER_CHANGES).increment(1);
+            if self.leader.is_some() {
+                self.on_leader_lost();
+            }
+            if let Some(new) = ss.leader {
+                let (done, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.transfers)
+                    .into_iter()
+                    .partition(|(t, _)| *t == new);
+                for (_, tx) in done {
+                    let _ = tx.send(Ok(()));
+                }
+                self.transfers = rest;
+            }
+        }
+        self.leader = ss.leader;
+        self.role = ss.role;
+        self.retry_stalled();
+    }
+
+    /// The leader this node knew lost its leadership: what was sent to (or appended by)
+    /// it and is not seen committed has an unknown outcome. Reads are simply retried.
+    fn on_leader_lost(&mut self) {
+        let stalled: std::collections::HashSet<u64> = self.stalled.iter().copied().collect();
+        let lost: Vec<u64> = self
+            .proposals
+            .keys()
+            .copied()
+            .filter(|id| !stalled.contains(id))
+            .collect();
+        if !lost.is_empty() {
+            counter!(m::PROPOSALS_FAILED, "reason" => "leader_changed")
+                .increment(lost.len() as u64);
+        }
+        for id in lost {
+            if let Some(p) = self.proposals.remove(&id) {
+                let _ = p.waiter.tx.send(Err(Error::LeaderChanged));
+            }
+        }
+        if self.conf.as_ref().is_some_and(|c| !c.committed)
+            && let Some(c) = self.conf.take()
+        {
+            let _ = c.tx.send(Err(Error::LeaderChanged));
+        }
+        for (_, txs) in self.reads_issued.drain() {
+            self.reads_queued.extend(txs);
+        }
+    }
+
+    /// Answers the reads whose index the state machine has applied.
+    pub(crate) fn release_reads(&mut self) {
+        if self.reads_ready.is_empty() {
+            return;
+        }
+        let applied = self.applied;
+        let mut served = 0u64;
+        self.reads_ready.retain_mut(|(index, txs)| {
+            if *index > applied {
+                return true;
+            }
+            for tx in txs.drain(..) {
+                served += 1;
+                let _ = tx.send(Ok(*index));
+            }
+            false
+        });
+        counter!(m::READ_INDEX_READS).increment(served);
+    }
+
+    pub(crate) fn on_event(&mut self, ev: Event) -> Result<()> {
+        match ev {
+            Event::Persisted { number, result } => {
+                result.map_err(Error::Storage)?;
+                self.complete_write(number)?;
+            }
+            Event::Restored {
+                number,
+                index,
+                result,
+            } => {
+                result.map_err(Error::StateMachine)?;
+                self.applied = self.applied.max(index);
+                self.complete_write(number)?;
+            }
+            Event::Applied { index } => self.on_applied(index)?,
+            Event::ApplyFailed(msg) => return Err(Error::Fatal(msg)),
+            Event::SnapshotSent { to, ok } => self.raw.report_snapshot(to, ok),
+            Event::SnapshotBuilt { meta, result } => match result {
+                Ok(()) => {
+                    counter!(m::SNAPSHOTS_BUILT).increment(1);
+                    let index = meta.index;
+                    let events = self.events_tx.clone();
+                    self.raw.log_mut().compact(
+                        meta,
+                        Box::new(move |result| {
+                            let _ = events.send(Event::Compacted { index, result });
+                        }),
+                    )?;
+                }
+                Err(e) => {
+                    self.snapshot_busy = false;
+                    tracing::warn!(index = meta.index, error = %e, "snapshot not built");
+                }
+            },
+            Event::Compacted { index, result } => {
+                self.snapshot_busy = false;
+                match result {
+                    Ok(()) => {
+                        self.snapshot_index = self.snapshot_index.max(index);
+                        self.raw.on_compacted(index)?;
+                        tracing::info!(index, "log compacted");
+                    }
+                    Err(e) => return Err(Error::Storage(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_applied(&mut self, index: u64) -> Result<()> {
+        self.applied = index;
+        self.stats.applied.store(index, Ordering::Relaxed);
+        gauge!(m::APPLIED_INDEX).set(index as f64);
+        let changed = self.raw.on_applied(index)?;
+        if let Some(mship) = &changed {
+            tracing::info!(membership = ?mship, "membership changed");
+            self.raw.log_mut().set_membership(mship.clone());
+            let members = mship.members();
+            for p in members.iter().copied() {
+                if p != self.id && self.peers.insert(p) {
+                    self.transport.add_peer(p);
+                }
+            }
+            let gone: Vec<u64> = self
+                .peers
+                .iter()
+                .copied()
+                .filter(|p| !members.contains(p))
+                .collect();
+            for p in gone {
+                self.peers.remove(&p);
+                self.transport.remove_peer(p);
+            }
+        }
+        if self
+            .conf
+            .as_ref()
+            .is_some_and(|c| c.committed && c.index <= index)
+            && let Some(c) = self.conf.take()
+        {
+            let result = match changed {
+                Some(mship) => Ok(mship),
+                None => Err(Error::ConfChangeRejected(
+                    "the change was refused when applied".into(),
+                )),
+            };
+            let _ = c.tx.send(result);
+        }
+        self.release_reads();
+        self.maybe_snapshot()
+    }
+
+    /// Starts a snapshot once enough entries were applied since the last one.
+    fn maybe_snapshot(&mut self) -> Result<()> {
+        let threshold = self.cfg.snapshot_threshold;
+        if threshold == 0
+            || self.snapshot_busy
+            || self.applied < self.snapshot_index.saturating_add(threshold)
+        {
+            return Ok(());
+        }
+        let index = self.applied;
+        let Ok(term) = self.raw.log().term(index) else {
+            return Ok(());
+        };
+        self.snapshot_busy = true;
+        let meta = SnapshotMeta {
+            index,
+            term,
+            membership: self.raw.membership().clone(),
+        };
+        self.send_apply(ApplyJob::Snapshot { meta })
+    }
+}

@@ -1,0 +1,214 @@
+//! Client requests inside the loop: batching proposals into one core call, issuing one
+//! ReadIndex round for all waiting reads, membership changes, transfers and status.
+
+use super::{ConfWaiter, Loop, Proposal, Request};
+use crate::apply::Waiter;
+use crate::error::{Error, Result};
+use crate::state_machine::StateMachine;
+use crate::storage::LogStore;
+use crate::transport::Transport;
+use bytes::Bytes;
+use metrics::{counter, histogram};
+use raft_core::Role;
+use raft_metrics::runtime as m;
+use std::sync::atomic::Ordering;
+use tokio::sync::oneshot;
+
+impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
+    /// Handles `first` and every request already queued behind it: proposals are collected
+    /// into one batch (one `Ready`, one log write).
+    pub(crate) fn on_requests(
+        &mut self,
+        first: Request<SM>,
+        shutdown: &mut Option<oneshot::Sender<Result<()>>>,
+    ) -> Result<()> {
+        let mut batch: Vec<(u64, Bytes)> = Vec::new();
+        let mut reads = false;
+        let mut next = Some(first);
+        let limit = self.cfg.max_batch_proposals;
+        while let Some(r) = next.take() {
+            match r {
+                Request::Propose { cmd, tx, since } => {
+                    let (id, data) = self.wrap(&cmd);
+                    self.proposals.insert(
+                        id,
+                        Proposal {
+                            waiter: Waiter { tx, since },
+                            stalled: None,
+                        },
+                    );
+                    batch.push((id, data));
+                }
+                Request::ReadIndex { tx } => {
+                    self.reads_queued.push(tx);
+                    reads = true;
+                }
+                Request::ConfChange { change, tx } => self.conf_change(change, tx),
+                Request::Transfer { target, tx } => {
+                    if self.leader == Some(target) {
+                        let _ = tx.send(Ok(()));
+                    } else {
+                        match self.raw.transfer_leader(target) {
+                            Ok(()) => self.transfers.push((target, tx)),
+                            Err(e) => {
+                                let _ = tx.send(Err(self.core_error(e)));
+                            }
+                        }
+                    }
+                }
+                Request::Campaign { tx } => {
+                    let _ = tx.send(self.raw.campaign().map_err(Error::from));
+                }
+                Request::Status { tx } => {
+                    let _ = tx.send(Ok(self.raw.status()));
+                }
+                Request::Shutdown { tx } => {
+                    *shutdown = Some(tx);
+                    break;
+                }
+            }
+            if batch.len() >= limit {
+                break;
+            }
+            next = self.requests.try_recv().ok();
+        }
+        if !batch.is_empty() {
+            self.propose(batch);
+        }
+        if reads {
+            self.issue_reads();
+        }
+        Ok(())
+    }
+
+    /// Hands a batch of wrapped proposals to the core (forwarded when this node follows).
+    fn propose(&mut self, batch: Vec<(u64, Bytes)>) {
+        let n = batch.len() as u64;
+        self.stats.proposals.fetch_add(n, Ordering::Relaxed);
+        counter!(m::PROPOSALS).increment(n);
+        histogram!(m::PROPOSAL_BATCH).record(n as f64);
+        let data: Vec<Bytes> = batch.iter().map(|(_, d)| d.clone()).collect();
+        match self.raw.propose_batch(data) {
+            Ok(()) => {}
+            Err(raft_core::Error::NoLeader) => {
+                // Held until a leader is known (or the client gives up).
+                for (id, d) in batch {
+                    if let Some(p) = self.proposals.get_mut(&id) {
+                        p.stalled = Some(d);
+                        self.stalled.push_back(id);
+                    }
+                }
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                counter!(m::PROPOSALS_FAILED, "reason" => "dropped").increment(n);
+                for (id, _) in batch {
+                    if let Some(p) = self.proposals.remove(&id) {
+                        let _ = p
+                            .waiter
+                            .tx
+                            .send(Err(Error::ProposalDropped(reason.clone())));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Proposes what waited for a leader, and issues waiting reads, once one is known.
+    pub(crate) fn retry_stalled(&mut self) {
+        if self.leader.is_none() {
+            return;
+        }
+        if !self.stalled.is_empty() {
+            let ids: Vec<u64> = self.stalled.drain(..).collect();
+            let mut batch = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(p) = self.proposals.get_mut(&id)
+                    && let Some(d) = p.stalled.take()
+                {
+                    batch.push((id, d));
+                }
+            }
+            if !batch.is_empty() {
+                // Counted again in the metrics; rare (only around elections).
+                self.propose(batch);
+            }
+        }
+        if !self.reads_queued.is_empty() {
+            self.issue_reads();
+        }
+    }
+
+    /// One ReadIndex round for every queued read.
+    fn issue_reads(&mut self) {
+        if self.reads_queued.is_empty() {
+            return;
+        }
+        let ctx = self.next_read_ctx;
+        match self
+            .raw
+            .read_index(Bytes::copy_from_slice(&ctx.to_le_bytes()))
+        {
+            Ok(()) => {
+                self.next_read_ctx += 1;
+                counter!(m::READ_INDEX_ROUNDS).increment(1);
+                let txs = std::mem::take(&mut self.reads_queued);
+                self.reads_issued.insert(ctx, txs);
+            }
+            // Kept queued until a leader is known.
+            Err(raft_core::Error::NoLeader) => {}
+            Err(e) => {
+                let msg = e.to_string();
+                for tx in self.reads_queued.drain(..) {
+                    let _ = tx.send(Err(Error::ProposalDropped(msg.clone())));
+                }
+            }
+        }
+    }
+
+    fn conf_change(
+        &mut self,
+        change: raft_core::ConfChange,
+        tx: oneshot::Sender<Result<raft_core::Membership>>,
+    ) {
+        if self.role != Role::Leader {
+            let _ = tx.send(Err(Error::NotLeader {
+                leader_hint: self.leader,
+            }));
+            return;
+        }
+        if self.conf.is_some() {
+            let _ = tx.send(Err(Error::ConfChangeRejected(
+                "another membership change is in progress".into(),
+            )));
+            return;
+        }
+        match self.raw.propose_conf_change(change) {
+            Ok(()) => {
+                let (index, term) = self.last_entry();
+                self.conf = Some(ConfWaiter {
+                    index,
+                    term,
+                    committed: false,
+                    tx,
+                });
+            }
+            Err(e) => {
+                let _ = tx.send(Err(self.core_error(e)));
+            }
+        }
+    }
+
+    /// Maps a core refusal to the runtime's error.
+    fn core_error(&self, e: raft_core::Error) -> Error {
+        match e {
+            raft_core::Error::NoLeader => Error::NotLeader { leader_hint: None },
+            raft_core::Error::NotLeader { leader } => Error::NotLeader {
+                leader_hint: leader,
+            },
+            raft_core::Error::ConfChangeRejected(r) => Error::ConfChangeRejected(r),
+            raft_core::Error::ProposalDropped(r) => Error::ProposalDropped(r.into()),
+            e => Error::Raft(e),
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The log storage the runtime writes through ([`LogStore`]) and its implementation over
+//! `raft-log`'s write-ahead log ([`WalStore`]).
+
+use crate::error::{BoxError, Error, Result};
+use raft_core::{
+    Entry, EntryKind, HardState, InitialState, LogRead, Membership, SnapshotMeta, StorageError,
+    confchange,
+};
+use raft_log::Wal;
+use std::sync::Arc;
+
+/// Called once a submitted write is durable (and visible through [`LogRead`]) or failed.
+/// It may run on any thread (e.g. the log's writer thread): keep it short.
+pub type Done = Box<dyn FnOnce(std::result::Result<(), BoxError>) + Send + 'static>;
+
+/// What one `Ready` asks to persist, in this order.
+#[derive(Debug, Default)]
+pub struct LogWrite {
+    /// Replace the log by this snapshot first (a follower installing a leader's snapshot).
+    pub snapshot: Option<SnapshotMeta>,
+    /// Entries to append; when the first one's index is at or below the last one written,
+    /// the log is cut there first.
+    pub entries: Vec<Entry>,
+    /// The hard state to save.
+    pub hard_state: Option<HardState>,
+}
+
+/// A durable Raft log the runtime writes asynchronously and the core reads.
+///
+/// Writes complete in submission order. [`LogRead`] must reflect a write only once it is
+/// durable (the core keeps what is in flight in memory).
+pub trait LogStore: LogRead + Send + 'static {
+    /// Prepares the store before the node starts: `applied` is the state machine's applied
+    /// index (the membership returned by `initial_state` must be the one in force there);
+    /// `bootstrap` is the membership of a new cluster, to record when the log is empty.
+    /// May block.
+    fn prepare(&mut self, applied: u64, bootstrap: Option<&Membership>) -> Result<()>;
+
+    /// Submits a write without waiting; `done` runs when it is durable.
+    fn write(&mut self, write: LogWrite, done: Done) -> Result<()>;
+
+    /// Drops entries up to `snapshot.index` (a state-machine snapshot covers them).
+    fn compact(&mut self, snapshot: SnapshotMeta, done: Done) -> Result<()>;
+
+    /// Records the membership in force at the applied index (after a change took effect).
+    fn set_membership(&mut self, membership: Membership);
+
+    /// Makes everything submitted durable; `done` runs when it is.
+    fn flush(&mut self, done: Done) -> Result<()>;
+}
+
+/// A [`LogStore`] over a shared [`raft_log::Wal`].
+///
+/// The WAL records the snapshot's membership; the membership at the applied index is
+/// recomputed at start by replaying the configuration changes logged after the snapshot.
+#[derive(Debug, Clone)]
+pub struct WalStore {
+    wal: Arc<Wal>,
+    membership: Membership,
+}
+
+impl WalStore {
+    /// A store over `wal`.
+    pub fn new(wal: Arc<Wal>) -> Self {
+        let membership = wal.snapshot().membership;
+        Self { wal, membership }
+    }
+
+    /// The underlying log.
+    pub fn wal(&self) -> &Arc<Wal> {
+        &self.wal
+    }
+}
+
+fn on_ticket(t: raft_log::Result<raft_log::Ticket>, done: Done) -> Result<()> {
+    let t = t?;
+    t.on_complete(move |r| done(r.map_err(|e| Box::new(e) as BoxError)));
+    Ok(())
+}
+
+fn fail(e: Error) -> StorageError {
+    StorageError::Failed(Box::new(e))
+}
+
+impl LogStore for WalStore {
+    fn prepare(&mut self, applied: u64, bootstrap: Option<&Membership>) -> Result<()> {
+        let empty = self.wal.last_index() == 0
+            && self.wal.hard_state() == HardState::default()
+            && self.wal.snapshot().membership == Membership::default();
+        if empty && let Some(m) = bootstrap {
+            let meta = SnapshotMeta {
+                index: 0,
+                term: 0,
+                membership: m.clone(),
+            };
+            self.wal.install_snapshot(meta)?.wait()?;
+        }
+        let snap = self.wal.snapshot();
+        let mut membership = snap.membership.clone();
+        let last = self.wal.last_index();
+        if applied > last {
+            return Err(Error::Storage(
+                format!("the state machine applied {applied}, beyond the log's last index {last}")
+                    .into(),
+            ));
+        }
+        let mut next = snap.index + 1;
+        while next <= applied {
+            let batch = self.wal.entries(next, applied + 1, Some(16 << 20))?;
+            for e in &batch {
+                if e.kind == EntryKind::ConfChange
+                    && let Ok(cc) = confchange::decode(&e.data)
+                    && let Ok(m) = confchange::apply(&membership, &cc)
+                {
+                    membership = m;
+                }
+            }
+            next += batch.len() as u64;
+        }
+        self.membership = membership;
+        Ok(())
+    }
+
+    fn write(&mut self, write: LogWrite, done: Done) -> Result<()> {
+        if let Some(s) = write.snapshot {
+            self.membership = s.membership.clone();
+            // Ordered before the entries by the WAL's queue; the last ticket covers both.
+            drop(self.wal.install_snapshot(s)?);
+        }
+        on_ticket(self.wal.write(write.entries, write.hard_state), done)
+    }
+
+    fn compact(&mut self, snapshot: SnapshotMeta, done: Done) -> Result<()> {
+        on_ticket(self.wal.compact_prefix(snapshot), done)
+    }
+
+    fn set_membership(&mut self, membership: Membership) {
+        self.membership = membership;
+    }
+
+    fn flush(&mut self, done: Done) -> Result<()> {
+        on_ticket(self.wal.sync(), done)
+    }
+}
+
+impl LogRead for WalStore {
+    fn initial_state(&self) -> std::result::Result<InitialState, StorageError> {
+        Ok(InitialState {
+            hard_state: self.wal.hard_state(),
+            membership: self.membership.clone(),
+        })
+    }
+
+    fn entries(
+        &self,
+        lo: u64,
+        hi: u64,
+        max_bytes: Option<u64>,
+    ) -> std::result::Result<Vec<Entry>, StorageError> {
+        LogRead::entries(&*self.wal, lo, hi, max_bytes)
+    }
+
+    fn term(&self, index: u64) -> std::result::Result<u64, StorageError> {
+        LogRead::term(&*self.wal, index)
+    }
+
+    fn first_index(&self) -> std::result::Result<u64, StorageError> {
+        Ok(self.wal.first_index())
+    }
+
+    fn last_index(&self) -> std::result::Result<u64, StorageError> {
+        Ok(self.wal.last_index())
+    }
+
+    fn snapshot_meta(&self) -> std::result::Result<SnapshotMeta, StorageError> {
+        if let Some(e) = self.wal.failure() {
+            return Err(fail(e.into()));
+        }
+        Ok(self.wal.snapshot())
+    }
+}

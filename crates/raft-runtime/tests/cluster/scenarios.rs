@@ -1,0 +1,333 @@
+//! Cluster scenarios: election, proposals from every node, reads, isolation, restart,
+//! membership, transfer, shutdown and group commit.
+
+use crate::harness::{Cluster, put};
+use raft_core::{Membership, Role};
+use raft_runtime::Error;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposals_from_every_node_are_applied_and_read_back() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_leader().await;
+    for id in 1..=3u64 {
+        let prev = c
+            .handle(id)
+            .propose(put(&format!("k{id}"), &format!("v{id}")))
+            .await
+            .expect("propose");
+        assert_eq!(prev, None);
+    }
+    // The response is the state machine's result: overwriting returns the previous value.
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let prev = c
+        .handle(follower)
+        .propose(put("k1", "again"))
+        .await
+        .unwrap();
+    assert_eq!(prev.as_deref(), Some("v1"));
+    // Linearizable reads on every node see every acknowledged write.
+    for id in 1..=3u64 {
+        assert_eq!(c.get(id, "k1").await.as_deref(), Some("again"));
+        assert_eq!(c.get(id, "k2").await.as_deref(), Some("v2"));
+        assert_eq!(c.get(id, "k3").await.as_deref(), Some("v3"));
+    }
+    // A serializable read needs no round but sees only what this node applied.
+    let n = c
+        .handle(leader)
+        .serializable_read(|sm: &crate::harness::KvSm| sm.state.lock().unwrap().map.len())
+        .await
+        .unwrap();
+    assert_eq!(n, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_and_writes_are_linearizable() {
+    let c = Arc::new(Cluster::start(3).await);
+    c.wait_leader().await;
+    let mut tasks = Vec::new();
+    for w in 0..6u64 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = w % 3 + 1;
+            for i in 0..10 {
+                let key = format!("w{w}");
+                c.handle(id)
+                    .propose(put(&key, &i.to_string()))
+                    .await
+                    .unwrap();
+                // A read on another node after the write returned must see it (or later).
+                let other = (id % 3) + 1;
+                let got = c.get(other, &key).await.unwrap();
+                assert_eq!(got, i.to_string());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_leader_fails_pending_proposals_and_no_acknowledged_write_is_lost() {
+    let c = Cluster::start(3).await;
+    let old = c.wait_leader().await;
+    for i in 0..20 {
+        c.handle(old)
+            .propose(put(&format!("a{i}"), "x"))
+            .await
+            .unwrap();
+    }
+    c.router.isolate(old);
+    // Proposals on the isolated leader cannot commit: they fail once it steps down.
+    let h = c.handle(old).clone();
+    let started = Instant::now();
+    let pending = tokio::spawn(async move { h.propose(put("lost", "maybe")).await });
+    let others: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
+    let new = c.wait_leader_among(&others).await;
+    assert_ne!(new, old);
+    let r = pending.await.unwrap();
+    assert!(
+        matches!(r, Err(Error::LeaderChanged)),
+        "the isolated leader's proposal must fail cleanly, got {r:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // The majority keeps serving, from the new leader and through the other follower.
+    for i in 0..10 {
+        let via = others[i % 2];
+        c.handle(via)
+            .propose(put(&format!("b{i}"), "y"))
+            .await
+            .unwrap();
+    }
+    c.router.heal();
+    // The old leader rejoins as a follower and catches up; nothing acknowledged is lost.
+    for id in 1..=3u64 {
+        for i in 0..20 {
+            assert_eq!(c.get(id, &format!("a{i}")).await.as_deref(), Some("x"));
+        }
+        for i in 0..10 {
+            assert_eq!(c.get(id, &format!("b{i}")).await.as_deref(), Some("y"));
+        }
+    }
+    let s = c.handle(old).status().await.unwrap();
+    assert_ne!(s.role, Role::Leader);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_node_recovers_from_its_wal_without_reapplying() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.wait_leader().await;
+    for i in 0..30 {
+        c.handle(leader)
+            .propose(put(&format!("k{i}"), "1"))
+            .await
+            .unwrap();
+    }
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let commit = c.handle(leader).status().await.unwrap().commit;
+    c.wait_applied(follower, commit).await;
+    let state = c.stop(follower).await;
+    let applied = state.lock().unwrap().applied;
+    assert!(applied >= 31);
+    // Written while it is down.
+    for i in 30..40 {
+        c.handle(leader)
+            .propose(put(&format!("k{i}"), "2"))
+            .await
+            .unwrap();
+    }
+    c.launch(follower, state.clone(), None).await;
+    for i in 0..40 {
+        let want = if i < 30 { "1" } else { "2" };
+        assert_eq!(
+            c.get(follower, &format!("k{i}")).await.as_deref(),
+            Some(want)
+        );
+    }
+    let seen = state.lock().unwrap().seen.clone();
+    assert!(
+        seen.iter().all(|i| *i > applied),
+        "entries at or below the applied index {applied} were applied again: {seen:?}"
+    );
+    // The restarted node's log still holds the old entries: it can serve them to others.
+    let s = c.handle(follower).status().await.unwrap();
+    assert!(s.last_index >= commit + 10);
+
+    // A full restart of every node from its WAL keeps everything too.
+    let mut states = Vec::new();
+    for id in 1..=3u64 {
+        states.push((id, c.stop(id).await));
+    }
+    for (id, st) in states {
+        // A fresh state machine: everything is applied again from the log.
+        let fresh = if id == 1 {
+            Arc::new(Mutex::new(crate::harness::KvState::default()))
+        } else {
+            st
+        };
+        c.launch(id, fresh, Some(Membership::with_voters(1..=3)))
+            .await;
+    }
+    c.wait_leader().await;
+    for id in 1..=3u64 {
+        assert_eq!(c.get(id, "k39").await.as_deref(), Some("2"));
+        assert_eq!(c.get(id, "k0").await.as_deref(), Some("1"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_joins_as_learner_and_is_promoted() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.wait_leader().await;
+    for i in 0..10 {
+        c.handle(leader)
+            .propose(put(&format!("k{i}"), "v"))
+            .await
+            .unwrap();
+    }
+    // The new node starts with an empty log and no membership: it waits for the leader.
+    c.launch(4, Arc::default(), None).await;
+    // Membership changes must go to the leader; a follower says who that is.
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    match c.handle(follower).add_learner(4).await {
+        Err(Error::NotLeader { leader_hint }) => assert_eq!(leader_hint, Some(leader)),
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+    let m = c.handle(leader).add_learner(4).await.expect("add learner");
+    assert!(m.learners.contains(&4));
+    let commit = c.handle(leader).status().await.unwrap().commit;
+    c.wait_applied(4, commit).await;
+    assert_eq!(
+        c.handle(4)
+            .serializable_read(|sm: &crate::harness::KvSm| sm
+                .state
+                .lock()
+                .unwrap()
+                .map
+                .get("k9")
+                .cloned())
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("v")
+    );
+    let m = c.handle(leader).add_voter(4).await.expect("promote");
+    assert!(m.voters.contains(&4) && !m.learners.contains(&4));
+    // The promoted node serves proposals (forwarded) and linearizable reads.
+    c.handle(4).propose(put("from4", "yes")).await.unwrap();
+    for id in 1..=4u64 {
+        assert_eq!(c.get(id, "from4").await.as_deref(), Some("yes"));
+    }
+    // And can be removed again.
+    let m = c.handle(leader).remove_node(4).await.expect("remove");
+    assert!(!m.members().contains(&4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_transfer_moves_the_leader() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_leader().await;
+    c.handle(leader).propose(put("a", "1")).await.unwrap();
+    let target = (1..=3).find(|id| *id != leader).unwrap();
+    c.handle(leader)
+        .transfer_leader(target)
+        .await
+        .expect("transfer");
+    assert_eq!(c.wait_leader().await, target);
+    assert_eq!(c.handle(target).status().await.unwrap().role, Role::Leader);
+    c.handle(leader).propose(put("a", "2")).await.unwrap();
+    assert_eq!(c.get(target, "a").await.as_deref(), Some("2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_fast_and_fails_pending_requests() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_leader().await;
+    c.handle(leader).propose(put("a", "1")).await.unwrap();
+    // Cut the followers off so the leader's proposals cannot commit.
+    for id in (1..=3).filter(|id| *id != leader) {
+        c.router.isolate(id);
+    }
+    let mut pending = Vec::new();
+    for i in 0..20 {
+        let h = c.handle(leader).clone();
+        pending.push(tokio::spawn(async move {
+            h.propose(put(&format!("p{i}"), "x")).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let started = Instant::now();
+    c.handle(leader).shutdown().await.expect("shutdown");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    for p in pending {
+        let r = p.await.unwrap();
+        assert!(
+            matches!(r, Err(Error::Shutdown) | Err(Error::LeaderChanged)),
+            "pending proposal must fail, got {r:?}"
+        );
+    }
+    assert!(matches!(
+        c.handle(leader).propose(put("b", "1")).await,
+        Err(Error::Shutdown)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_proposals_share_log_writes() {
+    let c = Arc::new(Cluster::start(3).await);
+    let leader = c.wait_leader().await;
+    c.handle(leader).propose(put("warm", "up")).await.unwrap();
+    let before = c.handle(leader).stats();
+    let n = 1000u64;
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let h = c.handle((i % 3) + 1).clone();
+        tasks.push(tokio::spawn(async move {
+            h.propose(put(&format!("c{i}"), "v")).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().expect("proposal");
+    }
+    let after = c.handle(leader).stats();
+    let writes = after.log_writes - before.log_writes;
+    assert!(
+        writes * 4 < n,
+        "{n} proposals took {writes} log writes on the leader: batching is not working"
+    );
+    assert_eq!(c.get(1, "c999").await.as_deref(), Some("v"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_compact_the_log_and_catch_up_a_lagging_node() {
+    let mut c = Cluster::start_with(3, 50).await;
+    let leader = c.wait_leader().await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let state = c.stop(follower).await;
+    for i in 0..200 {
+        c.handle(leader)
+            .propose(put(&format!("s{i}"), "v"))
+            .await
+            .unwrap();
+    }
+    // The leader compacted its log past what the stopped follower has.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let first = c.snapshots.lock().unwrap().keys().next_back().copied();
+        if first.is_some_and(|i| i >= 150) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no snapshot was built");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.launch(follower, state, None).await;
+    assert_eq!(c.get(follower, "s199").await.as_deref(), Some("v"));
+    assert_eq!(c.get(follower, "s0").await.as_deref(), Some("v"));
+}
