@@ -33,5 +33,9 @@ pub enum Error {
 /// The crate's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 pub mod client;
+pub mod cluster;
 pub mod invariants;
 pub mod kv;
+pub mod run;
+
+pub use run::{Failure, Mutation, RunReport, SimOptions, replay_command, run_seed};

@@ -83,19 +83,25 @@ struct Node {
     next: usize,
 }
 
-/// A fixed-size bitset over operation indexes.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct Bits(Vec<u64>);
+/// The set of linearized operations, kept as a 128-bit Zobrist hash: each operation has
+/// a fixed random key and the set's hash is the XOR of its members' keys, updated in O(1)
+/// when an operation is linearized or undone. Two different sets collide with
+/// probability 2^-128, so the memo table can store the hash instead of the set.
+struct Zobrist {
+    keys: Vec<u128>,
+    hash: u128,
+}
 
-impl Bits {
+impl Zobrist {
     fn new(n: usize) -> Self {
-        Self(vec![0; n.div_ceil(64)])
+        let mut g = crate::rng::SplitMix64::new(0x5EED_0F11_7EA2);
+        let keys = (0..n)
+            .map(|_| (u128::from(g.next_u64()) << 64) | u128::from(g.next_u64()))
+            .collect();
+        Self { keys, hash: 0 }
     }
-    fn set(&mut self, i: usize) {
-        self.0[i / 64] |= 1 << (i % 64);
-    }
-    fn clear(&mut self, i: usize) {
-        self.0[i / 64] &= !(1 << (i % 64));
+    fn toggle(&mut self, i: usize) {
+        self.hash ^= self.keys[i];
     }
 }
 
@@ -161,8 +167,8 @@ pub fn check_operations<M: Model>(
     };
 
     let mut remaining = ops.iter().filter(|o| o.ret.is_some()).count();
-    let mut linearized = Bits::new(ops.len());
-    let mut cache: HashSet<(Bits, M::State), FxBuildHasher> = HashSet::default();
+    let mut linearized = Zobrist::new(ops.len());
+    let mut cache: HashSet<(u128, M::State), FxBuildHasher> = HashSet::default();
     let mut stack: Vec<(usize, M::State)> = Vec::new();
     let mut state = model.init();
     let mut cursor = nodes[0].next;
@@ -178,8 +184,8 @@ pub fn check_operations<M: Model>(
             let op = &ops[node.op];
             let output = op.ret.as_ref().map(|(_, o)| o);
             if let Some(next_state) = model.step(&state, &op.input, output) {
-                linearized.set(node.op);
-                if cache.insert((linearized.clone(), next_state.clone())) {
+                linearized.toggle(node.op);
+                if cache.insert((linearized.hash, next_state.clone())) {
                     stack.push((cursor, std::mem::replace(&mut state, next_state)));
                     unlink(&mut nodes, cursor);
                     if node.matched != NONE {
@@ -189,7 +195,7 @@ pub fn check_operations<M: Model>(
                     cursor = nodes[0].next;
                     continue;
                 }
-                linearized.clear(node.op);
+                linearized.toggle(node.op);
             }
             cursor = node.next;
         } else {
@@ -208,7 +214,7 @@ pub fn check_operations<M: Model>(
                 remaining += 1;
             }
             relink(&mut nodes, call);
-            linearized.clear(call_n.op);
+            linearized.toggle(call_n.op);
             state = prev_state;
             cursor = call_n.next;
         }

@@ -11,16 +11,10 @@
 //! The durable log follows the [`LogRead`] invariants: entries are consecutive from
 //! `first_index()`, the snapshot covers everything before.
 
-use raft_core::{
-    Entry, EntryKind, HardState, InitialState, LogRead, Membership, SnapshotMeta, StorageError,
-};
+use raft_core::{Entry, HardState, InitialState, LogRead, Membership, SnapshotMeta, StorageError};
 use std::cell::{Ref, RefCell, RefMut};
 use std::collections::VecDeque;
 use std::rc::Rc;
-
-/// Applies a configuration-change entry's payload to a membership (the driver passes
-/// raft-core's decoder; kept as a function so this module does not assume its path).
-pub type ConfApply = fn(&Membership, &[u8]) -> Membership;
 
 /// One record of the simulated write-ahead log.
 #[derive(Clone, Debug)]
@@ -46,12 +40,11 @@ pub struct DurableLog<S> {
     pub snapshot_data: S,
     /// Entries after the snapshot.
     pub entries: Vec<Entry>,
-    conf_apply: ConfApply,
 }
 
 impl<S: Clone> DurableLog<S> {
     /// A fresh disk: nothing but the initial membership (as a snapshot at index 0).
-    pub fn new(membership: Membership, empty: S, conf_apply: ConfApply) -> Self {
+    pub fn new(membership: Membership, empty: S) -> Self {
         Self {
             hard_state: HardState::default(),
             snapshot: SnapshotMeta {
@@ -61,7 +54,6 @@ impl<S: Clone> DurableLog<S> {
             },
             snapshot_data: empty,
             entries: Vec::new(),
-            conf_apply,
         }
     }
 
@@ -91,6 +83,10 @@ impl<S: Clone> DurableLog<S> {
     pub fn apply(&mut self, rec: WalRecord<S>) {
         match rec {
             WalRecord::Snapshot(meta, data) => {
+                if meta.index <= self.snapshot.index {
+                    // Older than what the disk already holds (a compaction overtook it).
+                    return;
+                }
                 // Keep the entries after the snapshot when they agree with it.
                 let keep = self.term_at(meta.index) == Some(meta.term) && meta.index <= self.last();
                 if keep {
@@ -137,15 +133,11 @@ impl<S: Clone> DurableLog<S> {
         self.apply(WalRecord::Snapshot(meta, data));
     }
 
-    /// The membership at the end of the durable log.
+    /// The membership a restarted node starts from. The simulator restarts state
+    /// machines from the snapshot (`Config::applied` = the snapshot's index), so this is
+    /// the snapshot's membership; later changes are re-applied from the log.
     pub fn membership(&self) -> Membership {
-        let mut m = self.snapshot.membership.clone();
-        for e in &self.entries {
-            if e.kind == EntryKind::ConfChange {
-                m = (self.conf_apply)(&m, &e.data);
-            }
-        }
-        m
+        self.snapshot.membership.clone()
     }
 }
 
@@ -330,10 +322,7 @@ impl<S: Clone> SimDisk<S> {
 mod tests {
     use super::*;
     use bytes::Bytes;
-
-    fn no_conf(m: &Membership, _: &[u8]) -> Membership {
-        m.clone()
-    }
+    use raft_core::EntryKind;
 
     fn ent(index: u64, term: u64) -> Entry {
         Entry {
@@ -345,11 +334,7 @@ mod tests {
     }
 
     fn disk() -> SimDisk<u32> {
-        SimDisk::new(DurableLog::new(
-            Membership::with_voters([1, 2, 3]),
-            0,
-            no_conf,
-        ))
+        SimDisk::new(DurableLog::new(Membership::with_voters([1, 2, 3]), 0))
     }
 
     #[test]

@@ -155,7 +155,7 @@ impl SwarmConfig {
         let ops = OpsConfig {
             clients: rng.range(1, 6),
             keys: rng.range(1, 5),
-            think_time: rng.range(5, 100),
+            think_time: rng.range(20, 200),
             client_timeout: rng.range(200, 2_000),
             membership_every: if on(rng, 0.4) {
                 rng.range(1_000, 10_000)
@@ -169,7 +169,7 @@ impl SwarmConfig {
             },
             compact_after: if on(rng, 0.5) { rng.range(5, 200) } else { 0 },
         };
-        let heartbeat_ticks = rng.range(1, 3);
+        let heartbeat_ticks = rng.range(1, 4);
         let election_ticks = heartbeat_ticks * rng.range(4, 10);
         SwarmConfig {
             nodes,

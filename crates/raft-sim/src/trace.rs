@@ -67,10 +67,15 @@ impl Trace {
             TraceKeep::None => {}
             TraceKeep::Tail(n) => {
                 if n > 0 {
-                    if self.lines.len() == n {
-                        self.lines.pop_front();
-                    }
-                    self.lines.push_back(self.buf.clone());
+                    // Reuse the oldest line's allocation once the ring is full.
+                    let mut line = if self.lines.len() == n {
+                        self.lines.pop_front().unwrap_or_default()
+                    } else {
+                        String::with_capacity(self.buf.len())
+                    };
+                    line.clear();
+                    line.push_str(&self.buf);
+                    self.lines.push_back(line);
                 }
             }
             TraceKeep::All => self.lines.push_back(self.buf.clone()),

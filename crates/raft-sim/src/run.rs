@@ -1,0 +1,184 @@
+//! The entry point of one simulated run: options, the report of a passing seed and the
+//! failure of a failing one.
+
+use crate::cluster::Cluster;
+use crate::invariants::Violation;
+use crate::rng::SimRng;
+use crate::swarm::SwarmConfig;
+use crate::trace::TraceKeep;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// A known bug class injected at the simulator boundary, to prove the checks catch it.
+/// Never enabled by default; see `docs/testing.md` for how each one is injected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mutation {
+    /// The leader acknowledges a client's put as soon as the entry is in its own `Ready`
+    /// (appended locally), before any quorum has it: commit without a quorum.
+    CommitWithoutQuorum,
+    /// A node that already voted for another candidate in a term grants its vote to a
+    /// second candidate (its `VoteResponse` rejection is flipped to a grant).
+    DoubleVote,
+    /// `persisted_messages` (vote grants, append acknowledgements) are sent at once
+    /// instead of after the `Ready`'s writes are durable.
+    AckBeforePersist,
+    /// A node that believes it is leader serves reads from its state machine at once,
+    /// without a ReadIndex round (a deposed leader serves stale data).
+    StaleLocalRead,
+}
+
+impl Mutation {
+    /// Every mutation.
+    pub const ALL: [Mutation; 4] = [
+        Mutation::CommitWithoutQuorum,
+        Mutation::DoubleVote,
+        Mutation::AckBeforePersist,
+        Mutation::StaleLocalRead,
+    ];
+}
+
+/// How to run a seed.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// Length of the run in Raft ticks (one tick = [`TICK_MS`](crate::swarm::TICK_MS)
+    /// simulated milliseconds).
+    pub ticks: u64,
+    /// Ticks at the end of the run without faults: the liveness phase.
+    pub liveness_ticks: u64,
+    /// Within this many ticks of the faults stopping, a leader must be elected and a write
+    /// committed.
+    pub liveness_bound_ticks: u64,
+    /// Check the client history for linearizability at the end.
+    pub check_linearizability: bool,
+    /// Search steps allowed per key before the checker gives up (reported as unknown).
+    pub max_lin_steps_per_key: u64,
+    /// Which trace lines to keep in memory.
+    pub trace: TraceKeep,
+    /// A bug to inject (tests of the checkers only).
+    pub mutation: Option<Mutation>,
+    /// Use this configuration instead of drawing one from the seed.
+    pub swarm: Option<SwarmConfig>,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            ticks: 10_000,
+            liveness_ticks: 2_000,
+            liveness_bound_ticks: 1_000,
+            check_linearizability: true,
+            max_lin_steps_per_key: 2_000_000,
+            trace: TraceKeep::Tail(400),
+            mutation: None,
+            swarm: None,
+        }
+    }
+}
+
+/// What a passing run did.
+#[derive(Clone, Debug, Default)]
+pub struct RunReport {
+    /// The seed.
+    pub seed: u64,
+    /// Hash of the whole trace (equal for two runs of one seed).
+    pub trace_hash: u64,
+    /// Trace lines written.
+    pub trace_lines: u64,
+    /// Events processed.
+    pub events: u64,
+    /// Raft ticks simulated (per node).
+    pub ticks: u64,
+    /// Client operations in the history checked.
+    pub history_ops: usize,
+    /// Operations acknowledged with a result.
+    pub ops_completed: u64,
+    /// Operations that timed out (indeterminate).
+    pub ops_indeterminate: u64,
+    /// Highest committed index.
+    pub committed: u64,
+    /// Leaders elected (distinct terms with a leader).
+    pub elections: u64,
+    /// Keys whose linearizability search ran out of budget.
+    pub lin_unknown: usize,
+    /// Messages sent.
+    pub messages: u64,
+    /// Crashes injected.
+    pub crashes: u64,
+    /// Membership changes committed.
+    pub conf_changes: u64,
+    /// Snapshots installed from a leader.
+    pub snapshots_installed: u64,
+    /// Log compactions.
+    pub compactions: u64,
+    /// The trace lines kept (per [`SimOptions::trace`]).
+    pub trace: String,
+}
+
+/// A failing seed: what broke, where, and how to replay it.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// The seed.
+    pub seed: u64,
+    /// The broken invariant.
+    pub violation: Violation,
+    /// Simulated time of the failure (ms).
+    pub time: u64,
+    /// The run's configuration.
+    pub config: String,
+    /// The trace lines kept (the tail, by default).
+    pub trace: String,
+    /// The command that replays the seed.
+    pub replay: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "seed {} FAILED at t={}ms: {}",
+            self.seed, self.time, self.violation
+        )?;
+        writeln!(f, "config: {}", self.config)?;
+        writeln!(f, "replay: {}", self.replay)?;
+        writeln!(f, "--- trace (last lines) ---")?;
+        write!(f, "{}", self.trace)
+    }
+}
+
+/// The command that replays `seed`.
+pub fn replay_command(seed: u64) -> String {
+    format!("cargo xtask sim --seed {seed}")
+}
+
+/// Runs one seed: draws its configuration, simulates, checks. Deterministic: the same seed
+/// and options give the same result and trace hash.
+pub fn run_seed(seed: u64, opts: &SimOptions) -> Result<RunReport, Box<Failure>> {
+    let mut rng = SimRng::new(seed);
+    let cfg = match &opts.swarm {
+        Some(c) => c.clone(),
+        None => SwarmConfig::draw(&mut rng),
+    };
+    let config = cfg.to_string();
+    let mut cluster = Cluster::new(seed, cfg, opts.clone(), rng);
+    let outcome = catch_unwind(AssertUnwindSafe(|| cluster.run()));
+    let violation = match outcome {
+        Ok(Ok(())) => return Ok(cluster.report()),
+        Ok(Err(v)) => v,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Violation::Panic(msg)
+        }
+    };
+    Err(Box::new(Failure {
+        seed,
+        violation,
+        time: cluster.now(),
+        config,
+        trace: cluster.trace_text(),
+        replay: replay_command(seed),
+    }))
+}
