@@ -1,13 +1,16 @@
-//! Generates the etcd v3 API types from `proto/etcd/` with protox (pure Rust: no system
-//! `protoc` needed).
+//! Generates the etcd v3 API types from `proto/etcd/` and raft-kv's log-entry command from
+//! `proto/kvcmd.proto` with protox (pure Rust: no system `protoc` needed).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = "proto/etcd";
-    let files = [format!("{dir}/kv.proto"), format!("{dir}/rpc.proto")];
+    let files = [
+        "proto/etcd/kv.proto",
+        "proto/etcd/rpc.proto",
+        "proto/kvcmd.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }
-    let fds = protox::compile(&files, [dir])?;
+    let fds = protox::compile(files, ["proto/etcd", "proto"])?;
     tonic_prost_build::configure().bytes(".").compile_fds(fds)?;
     Ok(())
 }

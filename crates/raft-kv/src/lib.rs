@@ -6,9 +6,35 @@
 //!
 //! May depend on: `raft-core`, `raft-runtime`, `raft-snapshot`, sled and tonic/prost. The
 //! types generated from `proto/etcd/` stay inside this crate.
+//!
+//! What is here so far:
+//! - [`Command`]: what a client write puts into a log entry (versioned, typed decode errors);
+//! - [`KvStore`]: the state machine — [`apply_batch`](KvStore::apply_batch) of committed
+//!   entries, [`range`](KvStore::range) and read-only txns, the member list, and
+//!   copy-on-write snapshot [`capture`](KvStore::capture) / restore (module [`snapshot`]);
+//! - [`validate`]: the checks the service makes before proposing.
 #![deny(missing_docs)]
 
-/// Protobuf and gRPC types generated from the etcd v3 API protos under `proto/etcd/`.
+mod command;
+mod error;
+mod layout;
+mod members;
+mod record;
+pub mod snapshot;
+mod store;
+pub mod validate;
+
+pub use command::{COMMAND_FORMAT_V1, Command, Op};
+pub use error::{Error, Result};
+pub use members::Member;
+pub use record::Record;
+pub use snapshot::{Capture, CaptureInfo, CaptureKind, CaptureRecords, Restore, SnapshotRecord};
+pub use store::{
+    ApplyEntry, ApplyResult, EntryPayload, KvStore, Outcome, Response, StoreStatus, TREE_NAME,
+};
+
+/// Protobuf and gRPC types generated from the etcd v3 API protos under `proto/etcd/` and the
+/// log-entry command of `proto/kvcmd.proto`.
 #[allow(missing_docs, clippy::all)]
 pub mod pb {
     /// Messages shared by the API: `KeyValue` and `Event` (etcd's `mvccpb` package).
@@ -18,5 +44,9 @@ pub mod pb {
     /// The client API services and their messages (etcd's `etcdserverpb` package).
     pub mod etcdserverpb {
         tonic::include_proto!("etcdserverpb");
+    }
+    /// The envelope of a log entry's command (`proto/kvcmd.proto`).
+    pub mod kvcmd {
+        tonic::include_proto!("kvcmd");
     }
 }

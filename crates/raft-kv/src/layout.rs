@@ -1,0 +1,163 @@
+//! The on-disk key spaces of the state machine inside its one sled tree, and the mapping of
+//! etcd key ranges (`key`, `range_end`) onto them.
+//!
+//! The full layout is documented on [`KvStore`](crate::KvStore), the type that reads it.
+
+use std::ops::Bound;
+
+/// Key space of the data: `b'k' ++ user key` -> [`Record`](crate::Record) encoding.
+pub(crate) const DATA: u8 = b'k';
+/// Key space of the metadata: `b'm' ++ name` -> value (see [`meta`]).
+pub(crate) const META: u8 = b'm';
+/// Key space of the dirty set: `b'd' ++ user key` -> generation (u64 big-endian).
+pub(crate) const DIRTY: u8 = b'd';
+/// Key space of the copy-on-write pre-images: `b'c' ++ user key` -> cow entry.
+pub(crate) const COW: u8 = b'c';
+
+/// Names of the metadata entries (after the `b'm'` prefix).
+pub(crate) mod meta {
+    /// u64 BE: index of the last applied entry.
+    pub(crate) const APPLIED_INDEX: &[u8] = b"applied_index";
+    /// u64 BE: term of the last applied entry.
+    pub(crate) const APPLIED_TERM: &[u8] = b"applied_term";
+    /// i64 BE: the store revision.
+    pub(crate) const REVISION: &[u8] = b"revision";
+    /// i64 BE: the compact revision.
+    pub(crate) const COMPACT_REVISION: &[u8] = b"compact_revision";
+    /// prost `MemberListResponse` (only `members` set): the member list.
+    pub(crate) const MEMBERS: &[u8] = b"members";
+    /// u64 BE: the current dirty generation (new writes are marked with it).
+    pub(crate) const DIRTY_GEN: &[u8] = b"dirty_gen";
+    /// u64 BE: dirty marks at or below this generation are in a durable snapshot.
+    pub(crate) const DIRTY_FLOOR: &[u8] = b"dirty_floor";
+    /// u64 BE: index of the last durable (or restored) snapshot; deltas are relative to it.
+    pub(crate) const SNAPSHOT_INDEX: &[u8] = b"snapshot_index";
+    /// u8: the layout version ([`LAYOUT_VERSION`](super::LAYOUT_VERSION)).
+    pub(crate) const LAYOUT: &[u8] = b"layout";
+    /// Present while a snapshot restore is under way (value empty).
+    pub(crate) const RESTORING: &[u8] = b"restoring";
+}
+
+/// Version of this layout, stored under `meta::LAYOUT`.
+pub(crate) const LAYOUT_VERSION: u8 = 1;
+
+/// `prefix ++ key`.
+pub(crate) fn prefixed(prefix: u8, key: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + key.len());
+    v.push(prefix);
+    v.extend_from_slice(key);
+    v
+}
+
+/// The sled key of a metadata entry.
+pub(crate) fn meta_key(name: &[u8]) -> Vec<u8> {
+    prefixed(META, name)
+}
+
+/// The user keys an etcd `(key, range_end)` pair selects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum KeyRange {
+    /// `range_end` empty: exactly `key`.
+    Single(Vec<u8>),
+    /// `[start, end)`; `end == None` means no upper bound (`range_end == "\0"`).
+    Span {
+        /// First key, inclusive.
+        start: Vec<u8>,
+        /// End, exclusive; `None` for unbounded.
+        end: Option<Vec<u8>>,
+    },
+}
+
+impl KeyRange {
+    /// Interprets etcd's `key` / `range_end` (empty: single key; `"\0"`: every key >= key).
+    pub(crate) fn new(key: &[u8], range_end: &[u8]) -> Self {
+        if range_end.is_empty() {
+            KeyRange::Single(key.to_vec())
+        } else if range_end == [0] {
+            KeyRange::Span {
+                start: key.to_vec(),
+                end: None,
+            }
+        } else {
+            KeyRange::Span {
+                start: key.to_vec(),
+                end: Some(range_end.to_vec()),
+            }
+        }
+    }
+
+    /// True when `key` is in the range.
+    pub(crate) fn contains(&self, key: &[u8]) -> bool {
+        match self {
+            KeyRange::Single(k) => k.as_slice() == key,
+            KeyRange::Span { start, end } => {
+                key >= start.as_slice() && end.as_ref().is_none_or(|e| key < e.as_slice())
+            }
+        }
+    }
+
+    /// True when the range can hold no key (`end <= start`).
+    pub(crate) fn is_empty(&self) -> bool {
+        match self {
+            KeyRange::Single(_) => false,
+            KeyRange::Span { start, end } => end.as_ref().is_some_and(|e| e <= start),
+        }
+    }
+
+    /// Bounds of the range inside the key space `prefix` of the sled tree.
+    pub(crate) fn sled_bounds(&self, prefix: u8) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+        match self {
+            KeyRange::Single(k) => {
+                let k = prefixed(prefix, k);
+                (Bound::Included(k.clone()), Bound::Included(k))
+            }
+            KeyRange::Span { start, end } => (
+                Bound::Included(prefixed(prefix, start)),
+                match end {
+                    Some(e) => Bound::Excluded(prefixed(prefix, e)),
+                    None => Bound::Excluded(vec![prefix + 1]),
+                },
+            ),
+        }
+    }
+
+    /// Bounds of the range over user keys (for a `BTreeMap<Vec<u8>, _>`).
+    pub(crate) fn user_bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
+        match self {
+            KeyRange::Single(k) => (Bound::Included(k), Bound::Included(k)),
+            KeyRange::Span { start, end } => (
+                Bound::Included(start),
+                match end {
+                    Some(e) => Bound::Excluded(e),
+                    None => Bound::Unbounded,
+                },
+            ),
+        }
+    }
+}
+
+/// Big-endian u64 from a stored value.
+pub(crate) fn be_u64(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcd_ranges() {
+        assert_eq!(KeyRange::new(b"a", b""), KeyRange::Single(b"a".to_vec()));
+        let all = KeyRange::new(b"", b"\0");
+        assert!(all.contains(b"") && all.contains(b"\xff\xff"));
+        let from_b = KeyRange::new(b"b", b"\0");
+        assert!(!from_b.contains(b"a") && from_b.contains(b"b") && from_b.contains(b"zz"));
+        let prefix = KeyRange::new(b"ab", b"ac");
+        assert!(prefix.contains(b"ab") && prefix.contains(b"ab\xff") && !prefix.contains(b"ac"));
+        assert!(KeyRange::new(b"b", b"a").is_empty());
+        assert!(!KeyRange::new(b"a", b"b").is_empty());
+        let (lo, hi) = all.sled_bounds(DATA);
+        assert_eq!(lo, Bound::Included(vec![DATA]));
+        assert_eq!(hi, Bound::Excluded(vec![DATA + 1]));
+    }
+}
