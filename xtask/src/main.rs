@@ -25,6 +25,9 @@ tasks:
         advisory database comes from that git bundle and cargo-deny runs offline
   cluster
         build raftd and start a local 3-node cluster (arrives with the raft-kv/raftd issue)
+  sim [--seed N | --seeds N [--from S]] [--ticks T] [--no-lin] [--trace] [--mutation NAME]
+        run the deterministic cluster simulation (release build); a failing seed prints
+        its trace and the command that replays it
   release --dry-run
         package every publishable crate (cargo package, in dependency order), build the
         release raftd and write target/dist/raftd-<version>-<target>.tar.gz and .sha256
@@ -35,6 +38,28 @@ fn main() {
         eprintln!("xtask: error: {err:#}");
         std::process::exit(1);
     }
+}
+
+/// Runs the simulator binary of `raft-sim` in release mode with the given arguments.
+fn sim(args: Vec<String>) -> Result<()> {
+    let args = if args.is_empty() {
+        vec!["--seeds".to_string(), "1000".to_string()]
+    } else {
+        args
+    };
+    util::run(
+        util::cargo()
+            .args([
+                "run",
+                "--quiet",
+                "--release",
+                "--locked",
+                "--package",
+                "raft-sim",
+            ])
+            .args(["--bin", "sim", "--"])
+            .args(args),
+    )
 }
 
 fn run() -> Result<()> {
@@ -49,6 +74,7 @@ fn run() -> Result<()> {
         "ci" => ci::run(&mut util::Flags::new(args)?),
         "layering" => ci::layering(),
         "deny" => deny::run(&mut util::Flags::new(args)?),
+        "sim" => sim(args),
         "release" => release::run(&mut util::Flags::new(args)?),
         "cluster" => bail!(
             "`cargo xtask cluster` needs a raftd that serves, which arrives with the \
