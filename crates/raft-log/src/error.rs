@@ -57,6 +57,9 @@ pub enum Error {
     /// A setting is out of range.
     #[error("invalid write-ahead log settings: {0}")]
     InvalidSettings(String),
+    /// [`crate::Wal::bootstrap`] was called on a log that already holds state.
+    #[error("the write-ahead log is not empty")]
+    NotEmpty,
     /// A record is larger than the format allows.
     #[error("record of {0} bytes exceeds the maximum record size")]
     RecordTooLarge(usize),

@@ -27,6 +27,8 @@ pub const KIND_HARD_STATE: u8 = 2;
 pub const KIND_SNAPSHOT: u8 = 3;
 /// Record type: a suffix-truncation mark.
 pub const KIND_TRUNCATE: u8 = 4;
+/// Record type: the membership in force at the applied index.
+pub const KIND_MEMBERSHIP: u8 = 5;
 
 /// Rounds `n` up to the record alignment.
 pub const fn align_up(n: usize) -> usize {
@@ -140,15 +142,23 @@ pub fn put_snapshot(buf: &mut Vec<u8>, meta: &SnapshotMeta, clears: bool) {
         b.extend_from_slice(&meta.index.to_le_bytes());
         b.extend_from_slice(&meta.term.to_le_bytes());
         b.push(u8::from(clears));
-        b.push(u8::from(meta.membership.auto_leave));
-        let m = &meta.membership;
-        for set in [&m.voters, &m.voters_outgoing, &m.learners, &m.learners_next] {
-            b.extend_from_slice(&(set.len() as u32).to_le_bytes());
-            for id in set {
-                b.extend_from_slice(&id.to_le_bytes());
-            }
-        }
+        put_membership_body(b, &meta.membership);
     });
+}
+
+fn put_membership_body(b: &mut Vec<u8>, m: &Membership) {
+    b.push(u8::from(m.auto_leave));
+    for set in [&m.voters, &m.voters_outgoing, &m.learners, &m.learners_next] {
+        b.extend_from_slice(&(set.len() as u32).to_le_bytes());
+        for id in set {
+            b.extend_from_slice(&id.to_le_bytes());
+        }
+    }
+}
+
+/// Appends a membership record: the configuration in force at the applied index.
+pub fn put_membership(buf: &mut Vec<u8>, m: &Membership) {
+    put_record(buf, KIND_MEMBERSHIP, |b| put_membership_body(b, m));
 }
 
 /// Appends a suffix-truncation mark: entries at `from` and after are removed.
@@ -188,6 +198,8 @@ pub enum Record {
         /// First removed index.
         from: u64,
     },
+    /// The membership in force at the applied index.
+    Membership(Box<Membership>),
 }
 
 /// What the reader found at an offset.
@@ -221,7 +233,8 @@ pub enum Step {
 /// records, from offset 32, each starting at a multiple of 8:
 ///   0  crc        u32      CRC32C of bytes 4..16 of the header followed by the payload
 ///   4  len        u32      payload length (header and padding not included), > 0
-///   8  type       u8       1 entry, 2 hard state, 3 snapshot mark, 4 truncate mark
+///   8  type       u8       1 entry, 2 hard state, 3 snapshot mark, 4 truncate mark,
+///                          5 membership
 ///   9  zero       7 bytes
 ///  16  payload    len bytes
 ///      padding    zeros up to the next multiple of 8
@@ -233,6 +246,7 @@ pub enum Step {
 ///               auto_leave u8, then voters, voters_outgoing, learners, learners_next,
 ///               each a u32 count followed by that many u64 node ids
 ///   truncate    from u64 (entries at `from` and after are removed)
+///   membership  auto_leave u8 and the four id sets as in a snapshot mark
 /// ```
 ///
 /// Because records are 8-byte aligned, the 4-byte length field (at offset 4 of an 8-byte
@@ -243,9 +257,10 @@ pub enum Step {
 /// Replaying the records of all segments in order rebuilds the log: an entry at index `i`
 /// replaces any entry at `i` or after; a truncate mark removes entries from `from`; a
 /// snapshot mark drops entries up to its index (or all of them when `clears` is set); the
-/// last hard-state record wins. Every segment begins with a hard-state record and a
-/// snapshot mark (with `clears` unset) repeating the state at the moment it was started, so
-/// deleting older segments on compaction never loses either.
+/// last hard-state record wins, and so does the last membership record (a snapshot mark with
+/// `clears` set also sets the membership). Every segment begins with a hard-state record, a
+/// snapshot mark (with `clears` unset) and a membership record repeating the state at the
+/// moment it was started, so deleting older segments on compaction never loses any of them.
 pub struct SegmentReader<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -315,6 +330,33 @@ pub fn decode_at(buf: &[u8], pos: usize) -> Step {
     Step::Record(record, next)
 }
 
+/// Decodes `auto_leave u8` and the four id sets; `None` when the bytes do not match.
+fn decode_membership(p: &[u8]) -> Option<Membership> {
+    let auto_leave = *p.first()? != 0;
+    let mut at = 1;
+    let mut sets: [BTreeSet<NodeId>; 4] = Default::default();
+    for set in &mut sets {
+        let n = u32::from_le_bytes(p.get(at..at + 4)?.try_into().ok()?) as usize;
+        at += 4;
+        let ids = p.get(at..at.checked_add(n.checked_mul(8)?)?)?;
+        for id in ids.chunks_exact(8) {
+            set.insert(u64::from_le_bytes(id.try_into().ok()?));
+        }
+        at += n * 8;
+    }
+    if at != p.len() {
+        return None;
+    }
+    let [voters, voters_outgoing, learners, learners_next] = sets;
+    Some(Membership {
+        voters,
+        voters_outgoing,
+        learners,
+        learners_next,
+        auto_leave,
+    })
+}
+
 fn decode_payload(kind: u8, p: &[u8], payload_offset: usize) -> Result<Record, String> {
     let short = || format!("record of type {kind} is too short");
     match kind {
@@ -347,41 +389,22 @@ fn decode_payload(kind: u8, p: &[u8], payload_offset: usize) -> Result<Record, S
             }))
         }
         KIND_SNAPSHOT => {
-            if p.len() < 18 {
+            if p.len() < 17 {
                 return Err(short());
             }
-            let mut at = 18;
-            let mut sets: [BTreeSet<NodeId>; 4] = Default::default();
-            for set in &mut sets {
-                if p.len() < at + 4 {
-                    return Err(short());
-                }
-                let n = u32_at(p, at) as usize;
-                at += 4;
-                if p.len() < at + n * 8 {
-                    return Err(short());
-                }
-                for _ in 0..n {
-                    set.insert(u64_at(p, at));
-                    at += 8;
-                }
-            }
-            let [voters, voters_outgoing, learners, learners_next] = sets;
+            let membership = decode_membership(&p[17..]).ok_or_else(short)?;
             Ok(Record::Snapshot {
                 meta: Box::new(SnapshotMeta {
                     index: u64_at(p, 0),
                     term: u64_at(p, 8),
-                    membership: Membership {
-                        voters,
-                        voters_outgoing,
-                        learners,
-                        learners_next,
-                        auto_leave: p[17] != 0,
-                    },
+                    membership,
                 }),
                 clears: p[16] != 0,
             })
         }
+        KIND_MEMBERSHIP => Ok(Record::Membership(Box::new(
+            decode_membership(p).ok_or_else(short)?,
+        ))),
         KIND_TRUNCATE => {
             if p.len() != 8 {
                 return Err(short());
@@ -399,7 +422,7 @@ pub fn valid_record_after(buf: &[u8], from: usize) -> Option<usize> {
     while pos + RECORD_HEADER_LEN <= buf.len() {
         let h = &buf[pos..pos + RECORD_HEADER_LEN];
         let kind = h[8];
-        if (KIND_ENTRY..=KIND_TRUNCATE).contains(&kind)
+        if (KIND_ENTRY..=KIND_MEMBERSHIP).contains(&kind)
             && u32_at(h, 4) != 0
             && let Step::Record(..) = decode_at(buf, pos)
         {

@@ -6,7 +6,7 @@ use crate::format::{self, RECORD_HEADER_LEN, Record, SEGMENT_HEADER_LEN, Segment
 use crate::fs::{self, Fs, FsFile};
 use crate::index::{Loc, LogIndex};
 use crate::segment::{SegFile, TMP_SUFFIX, parse_segment_name};
-use raft_core::HardState;
+use raft_core::{HardState, Membership};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -31,6 +31,8 @@ pub(crate) struct Recovered {
     pub index: LogIndex,
     /// The last hard state written.
     pub hard_state: HardState,
+    /// The last membership written.
+    pub membership: Membership,
     /// Every segment, by sequence number.
     pub segments: BTreeMap<u64, SegFile>,
     /// The last segment, if any.
@@ -107,6 +109,7 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, window: usize) -> Result<Recovere
     names.sort();
     let mut index = LogIndex::new();
     let mut hard_state = HardState::default();
+    let mut membership = Membership::default();
     let mut segments = BTreeMap::new();
     let mut tail = None;
     let mut buf: Vec<u8> = Vec::new();
@@ -179,7 +182,13 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, window: usize) -> Result<Recovere
                             },
                         ),
                         Record::HardState(hs) => hard_state = hs,
-                        Record::Snapshot { meta, clears } => index.apply_snapshot(*meta, clears),
+                        Record::Snapshot { meta, clears } => {
+                            if clears {
+                                membership = meta.membership.clone();
+                            }
+                            index.apply_snapshot(*meta, clears)
+                        }
+                        Record::Membership(m) => membership = *m,
                         Record::Truncate { from } => index.truncate(from),
                     }
                     pos = win.start + next as u64;
@@ -231,6 +240,7 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, window: usize) -> Result<Recovere
     Ok(Recovered {
         index,
         hard_state,
+        membership,
         segments,
         tail,
         stale,

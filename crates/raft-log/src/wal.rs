@@ -11,7 +11,7 @@ use crate::ticket::{Ticket, ticket};
 use crate::writer::{Accepted, Active, Durable, Effect, Queue, Request, Shared, Writer};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
-use raft_core::{Entry, HardState, InitialState, LogRead, SnapshotMeta, StorageError};
+use raft_core::{Entry, HardState, InitialState, LogRead, Membership, SnapshotMeta, StorageError};
 use raft_metrics::wal as m;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -71,6 +71,7 @@ impl Wal {
         let Recovered {
             index,
             hard_state,
+            membership,
             mut segments,
             tail,
             stale,
@@ -115,6 +116,7 @@ impl Wal {
                 index,
                 cache,
                 hard_state,
+                membership: membership.clone(),
                 segments,
             }),
             queue: Mutex::new(Queue {
@@ -157,7 +159,7 @@ impl Wal {
                     prepared,
                     0,
                     last_index + 1,
-                    (&hard_state, &snapshot),
+                    (&hard_state, &snapshot, &membership),
                     &[],
                     &mut buf,
                 )?;
@@ -176,6 +178,7 @@ impl Wal {
             active,
             hard_state,
             snapshot,
+            membership,
             last_index,
             buf,
             first_dirty: None,
@@ -306,8 +309,11 @@ impl Wal {
         })
     }
 
-    /// Replaces the whole log with a snapshot received from a leader: every entry is dropped
-    /// and the log continues at `snapshot.index + 1`.
+    /// Replaces the whole log with a snapshot received from a leader: every entry is dropped,
+    /// the log continues at `snapshot.index + 1`, and the snapshot's membership becomes the
+    /// membership in force. (raft-core hands out a snapshot only when the log does not
+    /// already hold its last entry, so nothing after it is worth keeping.) The hard state is
+    /// not touched: save the one `Ready` carries.
     pub fn install_snapshot(&self, snapshot: SnapshotMeta) -> Result<Ticket> {
         let index = snapshot.index;
         let mut buf = Vec::new();
@@ -324,6 +330,49 @@ impl Wal {
             acc.last = index;
             Ok(true)
         })
+    }
+
+    /// Records the membership of a new cluster in an empty log, as the configuration of
+    /// "snapshot" index 0 (what [`LogRead::snapshot_meta`] reports before any snapshot) and as
+    /// the membership in force. Fails with [`Error::NotEmpty`] once the log holds entries or
+    /// a snapshot.
+    pub fn bootstrap(&self, membership: Membership) -> Result<Ticket> {
+        let meta = SnapshotMeta {
+            index: 0,
+            term: 0,
+            membership: membership.clone(),
+        };
+        let mut buf = Vec::new();
+        format::put_snapshot(&mut buf, &meta, false);
+        format::put_membership(&mut buf, &membership);
+        let effects = vec![
+            Effect::Snapshot {
+                meta,
+                clears: false,
+            },
+            Effect::Membership(membership),
+        ];
+        self.submit(buf, effects, false, false, |acc| {
+            if acc.first != 1 || acc.last != 0 {
+                return Err(Error::NotEmpty);
+            }
+            Ok(true)
+        })
+    }
+
+    /// Persists the membership in force at the applied index (after a configuration change
+    /// was applied); [`LogRead::initial_state`] reports the last one. Installing a snapshot
+    /// sets it to the snapshot's membership.
+    pub fn set_membership(&self, membership: Membership) -> Result<Ticket> {
+        let mut buf = Vec::new();
+        format::put_membership(&mut buf, &membership);
+        self.submit(
+            buf,
+            vec![Effect::Membership(membership)],
+            false,
+            false,
+            |_| Ok(true),
+        )
     }
 
     /// A ticket that completes once everything submitted before it is synced to disk, whatever
@@ -407,6 +456,11 @@ impl Wal {
     /// The last durable hard state.
     pub fn hard_state(&self) -> HardState {
         self.shared.durable.read().hard_state
+    }
+
+    /// The durable membership in force (see [`Wal::set_membership`]).
+    pub fn membership(&self) -> Membership {
+        self.shared.durable.read().membership.clone()
     }
 
     /// The durable snapshot mark (index 0 when there is none).
@@ -528,7 +582,7 @@ impl LogRead for Wal {
         let d = self.shared.durable.read();
         Ok(InitialState {
             hard_state: d.hard_state,
-            membership: d.index.snapshot.membership.clone(),
+            membership: d.membership.clone(),
         })
     }
 

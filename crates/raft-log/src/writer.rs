@@ -16,7 +16,7 @@ use crate::settings::{Settings, SyncPolicy};
 use crate::ticket::Completer;
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
-use raft_core::{Entry, EntryKind, HardState, SnapshotMeta};
+use raft_core::{Entry, EntryKind, HardState, Membership, SnapshotMeta};
 use raft_metrics::wal as m;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -39,6 +39,8 @@ pub(crate) enum Effect {
     Snapshot { meta: SnapshotMeta, clears: bool },
     /// A new hard state.
     HardState(HardState),
+    /// The membership in force at the applied index.
+    Membership(Membership),
 }
 
 /// One submitted write: its encoded records and what they change.
@@ -82,6 +84,7 @@ pub(crate) struct Durable {
     pub index: LogIndex,
     pub cache: Cache,
     pub hard_state: HardState,
+    pub membership: Membership,
     pub segments: BTreeMap<u64, SegFile>,
 }
 
@@ -117,6 +120,8 @@ pub(crate) struct Writer {
     pub hard_state: HardState,
     /// Snapshot mark as of the last written record.
     pub snapshot: SnapshotMeta,
+    /// Membership as of the last written record.
+    pub membership: Membership,
     /// Last index as of the last written record.
     pub last_index: u64,
     pub buf: Vec<u8>,
@@ -227,7 +232,7 @@ impl Writer {
                 prepared,
                 self.active.seq + 1,
                 self.last_index + 1,
-                (&self.hard_state, &self.snapshot),
+                (&self.hard_state, &self.snapshot, &self.membership),
                 batch,
                 &mut self.buf,
             )?;
@@ -349,6 +354,8 @@ impl Writer {
                             if *clears {
                                 d.cache.clear();
                                 self.last_index = meta.index;
+                                d.membership = meta.membership.clone();
+                                self.membership = meta.membership.clone();
                             } else {
                                 d.cache.compact(meta.index);
                                 self.last_index = self.last_index.max(meta.index);
@@ -358,6 +365,10 @@ impl Writer {
                         Effect::HardState(hs) => {
                             d.hard_state = *hs;
                             self.hard_state = *hs;
+                        }
+                        Effect::Membership(m) => {
+                            d.membership = m.clone();
+                            self.membership = m.clone();
                         }
                     }
                 }
@@ -429,14 +440,14 @@ impl Writer {
 }
 
 /// Starts segment `seq` in a prepared file: writes its header, the opening records (the
-/// current hard state and snapshot mark) and the batch, syncs, renames the file to its final
+/// current hard state, snapshot mark and membership) and the batch, syncs, renames the file to its final
 /// name and syncs the directory. Returns the segment and the offset where the batch starts.
 pub(crate) fn start_segment(
     shared: &Shared,
     prepared: Prepared,
     seq: u64,
     first_index: u64,
-    (hard_state, snapshot): (&HardState, &SnapshotMeta),
+    (hard_state, snapshot, membership): (&HardState, &SnapshotMeta, &Membership),
     batch: &[Request],
     buf: &mut Vec<u8>,
 ) -> Result<(Active, u64)> {
@@ -444,6 +455,7 @@ pub(crate) fn start_segment(
     buf.extend_from_slice(&SegmentHeader { seq, first_index }.encode());
     format::put_hard_state(buf, hard_state);
     format::put_snapshot(buf, snapshot, false);
+    format::put_membership(buf, membership);
     let start = buf.len() as u64;
     for r in batch {
         buf.extend_from_slice(&r.buf);

@@ -42,6 +42,10 @@ fn check_entries(wal: &Wal, lo: u64, hi: u64, term_of: impl Fn(u64) -> u64, len:
 fn roundtrip(fs: Arc<dyn Fs>, dir: &Path) {
     let wal = Wal::open_with(fs.clone(), dir, small()).unwrap();
     assert_eq!((wal.first_index(), wal.last_index()), (1, 0));
+    let boot = Membership::with_voters([1, 2]);
+    wal.bootstrap(boot.clone()).unwrap().wait().unwrap();
+    assert_eq!(wal.snapshot_meta().unwrap().membership, boot);
+    assert_eq!(wal.initial_state().unwrap().membership, boot);
     let hs = HardState {
         term: 2,
         vote: Some(3),
@@ -59,6 +63,8 @@ fn roundtrip(fs: Arc<dyn Fs>, dir: &Path) {
 
     let wal = Wal::open_with(fs.clone(), dir, small()).unwrap();
     assert_eq!(wal.last_index(), 100);
+    assert_eq!(wal.initial_state().unwrap().membership, boot);
+    assert!(matches!(wal.bootstrap(boot.clone()), Err(Error::NotEmpty)));
     assert_eq!(wal.hard_state(), hs);
     check_entries(&wal, 1, 101, |i| 1 + i / 50, 100);
     // A new leader overwrites the tail; then an explicit truncation.
@@ -76,6 +82,10 @@ fn roundtrip(fs: Arc<dyn Fs>, dir: &Path) {
         term: 2,
         membership: membership.clone(),
     };
+    wal.set_membership(membership.clone())
+        .unwrap()
+        .wait()
+        .unwrap();
     wal.compact_prefix(snap.clone()).unwrap().wait().unwrap();
     assert!(wal.segment_count() < before, "compacted segments deleted");
     assert_eq!(wal.first_index(), 81);

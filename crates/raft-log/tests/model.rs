@@ -22,6 +22,8 @@ enum Op {
     Install { ahead: u64 },
     /// Persist a hard state.
     HardState { commit_back: u64 },
+    /// Persist the membership in force.
+    Membership { voters: u64 },
     /// Close and reopen (after a clean shutdown or a crash losing nothing acknowledged).
     Reopen { crash: bool },
 }
@@ -34,6 +36,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..8u64).prop_map(|eighths| Op::Compact { eighths }),
         1 => (0..5u64).prop_map(|ahead| Op::Install { ahead }),
         1 => (0..5u64).prop_map(|commit_back| Op::HardState { commit_back }),
+        1 => (1..6u64).prop_map(|voters| Op::Membership { voters }),
         2 => any::<bool>().prop_map(|crash| Op::Reopen { crash }),
     ]
 }
@@ -43,6 +46,7 @@ struct Model {
     snap: SnapshotMeta,
     entries: Vec<Entry>,
     hs: HardState,
+    membership: Membership,
     term: u64,
     salt: u8,
 }
@@ -82,6 +86,7 @@ fn check(wal: &Wal, m: &Model) -> Result<(), TestCaseError> {
     prop_assert_eq!(wal.last_index(), m.last());
     prop_assert_eq!(wal.snapshot(), m.snap.clone());
     prop_assert_eq!(wal.hard_state(), m.hs);
+    prop_assert_eq!(wal.membership(), m.membership.clone());
     prop_assert_eq!(wal.term(m.snap.index).unwrap(), m.snap.term);
     let got = wal.entries(m.snap.index + 1, m.last() + 1, None).unwrap();
     prop_assert_eq!(&got, &m.entries);
@@ -91,10 +96,16 @@ fn check(wal: &Wal, m: &Model) -> Result<(), TestCaseError> {
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut fs = MemFs::new();
     let mut wal = Wal::open_with(Arc::new(fs.clone()), "/wal", settings()).unwrap();
+    let boot = Membership::with_voters([1, 2, 3]);
+    wal.bootstrap(boot.clone()).unwrap().wait().unwrap();
     let mut m = Model {
-        snap: SnapshotMeta::default(),
+        snap: SnapshotMeta {
+            membership: boot.clone(),
+            ..SnapshotMeta::default()
+        },
         entries: Vec::new(),
         hs: HardState::default(),
+        membership: boot,
         term: 1,
         salt: 0,
     };
@@ -141,6 +152,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 };
                 m.entries.clear();
                 m.snap = meta.clone();
+                m.membership = meta.membership.clone();
                 wal.install_snapshot(meta).unwrap().wait().unwrap();
             }
             Op::HardState { commit_back } => {
@@ -150,6 +162,13 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     commit: m.last().saturating_sub(commit_back),
                 };
                 wal.save_hard_state(m.hs).unwrap().wait().unwrap();
+            }
+            Op::Membership { voters } => {
+                m.membership = Membership::with_voters(1..=voters);
+                wal.set_membership(m.membership.clone())
+                    .unwrap()
+                    .wait()
+                    .unwrap();
             }
             Op::Reopen { crash } => {
                 if crash {
