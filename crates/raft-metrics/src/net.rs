@@ -68,7 +68,11 @@ pub fn describe() {
         "Bytes of peer frames and snapshot chunks after compression, by codec"
     );
     describe_counter!(FRAMES_SENT, Unit::Count, "Peer frames sent, by lane");
-    describe_counter!(MESSAGES_SENT, Unit::Count, "Raft messages sent to peers, by lane");
+    describe_counter!(
+        MESSAGES_SENT,
+        Unit::Count,
+        "Raft messages sent to peers, by lane"
+    );
     describe_counter!(
         MESSAGES_RECEIVED,
         Unit::Count,
@@ -94,7 +98,11 @@ pub fn describe() {
         Unit::Count,
         "Peer-unreachable reports sent to the runtime"
     );
-    describe_counter!(CONNECTS, Unit::Count, "Connections established to peers, by lane");
+    describe_counter!(
+        CONNECTS,
+        Unit::Count,
+        "Connections established to peers, by lane"
+    );
     describe_counter!(
         CONNECT_FAILURES,
         Unit::Count,

@@ -40,7 +40,11 @@ pub const SNAPSHOTS_BUILT: &str = "raft_runtime_snapshots_built_total";
 /// Registers unit and help text for every runtime metric with the installed recorder.
 pub fn describe() {
     describe_counter!(PROPOSALS, Unit::Count, "Client proposals accepted");
-    describe_counter!(PROPOSALS_FAILED, Unit::Count, "Client proposals that failed");
+    describe_counter!(
+        PROPOSALS_FAILED,
+        Unit::Count,
+        "Client proposals that failed"
+    );
     describe_histogram!(
         PROPOSAL_BATCH,
         Unit::Count,
@@ -60,7 +64,11 @@ pub fn describe() {
     describe_counter!(LEADER_CHANGES, Unit::Count, "Changes of the known leader");
     describe_gauge!(TERM, Unit::Count, "Current Raft term");
     describe_gauge!(COMMIT_INDEX, Unit::Count, "Commit index");
-    describe_gauge!(APPLIED_INDEX, Unit::Count, "Index applied by the state machine");
+    describe_gauge!(
+        APPLIED_INDEX,
+        Unit::Count,
+        "Index applied by the state machine"
+    );
     describe_gauge!(IS_LEADER, Unit::Count, "1 while this node is the leader");
     describe_counter!(
         READ_INDEX_READS,
@@ -72,7 +80,15 @@ pub fn describe() {
         Unit::Count,
         "ReadIndex rounds requested (concurrent reads share one)"
     );
-    describe_counter!(LOG_WRITES, Unit::Count, "Log writes submitted by the runtime");
+    describe_counter!(
+        LOG_WRITES,
+        Unit::Count,
+        "Log writes submitted by the runtime"
+    );
     describe_histogram!(APPLY_BATCH, Unit::Count, "Entries applied per batch");
-    describe_counter!(SNAPSHOTS_BUILT, Unit::Count, "Snapshots built to compact the log");
+    describe_counter!(
+        SNAPSHOTS_BUILT,
+        Unit::Count,
+        "Snapshots built to compact the log"
+    );
 }
