@@ -18,7 +18,9 @@
 //! stores the key's value at N (or its absence) as a pre-image in the `b'c'` key space, in
 //! the same sled batch as the write; the capture reads pre-images before the live data. The
 //! records are read in chunks under a read lock, so apply only ever waits for one chunk.
-//! Dropping the records ends the capture and removes the pre-images.
+//! Keys the records have already passed need no pre-image (the reader publishes how far it
+//! got), so late in a capture writes cost what they cost without one. Dropping the records
+//! ends the capture and removes the pre-images.
 //!
 //! # Dirty tracking
 //! Every write marks its key with the current generation (`b'd'` key space). A capture at
@@ -32,7 +34,7 @@ use crate::layout::{COW, DATA, DIRTY, META, be_u64, meta, meta_key, prefixed};
 use crate::members::{Member, decode_members, encode_members};
 use crate::record::Record;
 use crate::store::{
-    ActiveCapture, COW_PRESENT, COW_WAS_DIRTY, KvStore, Shared, State, remove_space,
+    ActiveCapture, COW_PRESENT, COW_WAS_DIRTY, KvStore, Progress, Shared, State, remove_space,
 };
 use prost::bytes::Bytes;
 use std::collections::VecDeque;
@@ -143,6 +145,7 @@ impl KvStore {
             .tree
             .insert(meta_key(meta::DIRTY_GEN), &st.dirty_gen.to_be_bytes())?;
         st.capture = Some(cap);
+        *shared.progress.lock() = Progress::Start;
         st.pending_durable = Some((st.applied_index, cap.generation));
         let members: Vec<Member> = st.members.values().cloned().collect();
         let info = CaptureInfo {
@@ -436,6 +439,7 @@ impl CaptureRecords {
             let (from_main, from_cow) = match (main.key(), cow.key()) {
                 (None, None) => {
                     self.data_done = true;
+                    *shared.progress.lock() = Progress::Done;
                     return Ok(());
                 }
                 (Some(_), None) => (true, false),
@@ -499,6 +503,10 @@ impl CaptureRecords {
             self.cursor = Some(user_key);
             examined += 1;
         }
+        // Published while the read lock is still held: no write lands in between.
+        if let Some(c) = &self.cursor {
+            *shared.progress.lock() = Progress::After(c.clone());
+        }
         Ok(())
     }
 }
@@ -507,6 +515,7 @@ impl Drop for CaptureRecords {
     fn drop(&mut self) {
         let mut st = self.shared.state.write();
         st.capture = None;
+        *self.shared.progress.lock() = Progress::Start;
         let tree = &self.shared.tree;
         let mut result = remove_space(tree, COW, |_| true).map(|_| ());
         if result.is_ok() && st.cleanup_pending {

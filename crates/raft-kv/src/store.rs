@@ -14,7 +14,7 @@ use crate::members::{Member, decode_members, encode_members};
 use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, TxnRequest, TxnResponse};
 use crate::pb::mvccpb::KeyValue;
 use exec::Batch;
-use parking_lot::{RwLock, RwLockUpgradableReadGuard};
+use parking_lot::{Mutex, RwLock, RwLockUpgradableReadGuard};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -71,6 +71,31 @@ pub(crate) struct Shared {
     pub(crate) db: sled::Db,
     pub(crate) tree: sled::Tree,
     pub(crate) state: RwLock<State>,
+    /// How far the running capture has read (its keys up to here need no pre-image).
+    pub(crate) progress: Mutex<Progress>,
+}
+
+/// How far a capture's records have been read, in user-key order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// Nothing read yet.
+    #[default]
+    Start,
+    /// Every key up to and including this one has been read.
+    After(Vec<u8>),
+    /// Every key has been read: later writes need no pre-image at all.
+    Done,
+}
+
+impl Progress {
+    /// True when `key` was read already.
+    fn covers(&self, key: &[u8]) -> bool {
+        match self {
+            Progress::Start => false,
+            Progress::After(k) => key <= k.as_slice(),
+            Progress::Done => true,
+        }
+    }
 }
 
 /// The in-memory copy of the metadata (the truth is in sled), plus capture bookkeeping.
@@ -204,6 +229,7 @@ impl KvStore {
                 db,
                 tree,
                 state: RwLock::new(state),
+                progress: Mutex::new(Progress::Start),
             }),
         })
     }
@@ -342,7 +368,8 @@ impl KvStore {
         }
         let mut b = sled::Batch::default();
         if let Some(cap) = guard.capture {
-            preserve_pre_images(&shared.tree, &batch.overlay, cap, &mut b)?;
+            let progress = shared.progress.lock().clone();
+            preserve_pre_images(&shared.tree, &batch.overlay, cap, &progress, &mut b)?;
         }
         let gen_mark = guard.dirty_gen.to_be_bytes();
         for (key, rec) in &batch.overlay {
@@ -396,11 +423,34 @@ impl KvStore {
 
     /// The current version of one key, if it exists.
     pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        let _state = self.shared.state.read();
+        let state = self.shared.state.read();
+        if state.restoring {
+            return Err(Error::RestoreIncomplete);
+        }
         match self.shared.tree.get(prefixed(DATA, key))? {
             Some(raw) => Ok(Some(crate::Record::decode(&raw)?.to_key_value(key))),
             None => Ok(None),
         }
+    }
+
+    /// A CRC-32C over every key and record, for `Maintenance.HashKV` and for comparing
+    /// replicas: equal states at equal applied indexes hash alike. `revision` as for a
+    /// range (0 or the current one). Returns the hash and the revision it covers.
+    pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64)> {
+        let state = self.shared.state.read();
+        if state.restoring {
+            return Err(Error::RestoreIncomplete);
+        }
+        query::check_read_revision(revision, state.revision)?;
+        let mut crc = crc32c::crc32c(&state.revision.to_be_bytes());
+        for item in self.shared.tree.scan_prefix([DATA]) {
+            let (k, v) = item?;
+            crc = crc32c::crc32c_append(crc, &(k.len() as u64).to_be_bytes());
+            crc = crc32c::crc32c_append(crc, &k);
+            crc = crc32c::crc32c_append(crc, &(v.len() as u64).to_be_bytes());
+            crc = crc32c::crc32c_append(crc, &v);
+        }
+        Ok((crc, state.revision))
     }
 
     /// Serves a txn that only reads (every branch, nested ones too, holds only ranges)
@@ -443,15 +493,24 @@ pub(crate) const COW_WAS_DIRTY: u8 = 1;
 /// Cow flag: the key existed at the capture point (its record follows the flags).
 pub(crate) const COW_PRESENT: u8 = 2;
 
-/// For each key the batch writes that has no pre-image yet, stores its value at the capture
-/// point (the tree still holds it: earlier writes after the point made a pre-image already).
+/// For each key the batch writes that the capture has not read yet and that has no
+/// pre-image yet, stores its value at the capture point (the tree still holds it: earlier
+/// writes after the point made a pre-image already).
+///
+/// `progress` may lag behind the reader (then a pre-image is stored that is not needed),
+/// never run ahead of it: the reader publishes it after reading, under the state lock that
+/// this batch's write must wait for.
 fn preserve_pre_images(
     tree: &sled::Tree,
     overlay: &Overlay,
     cap: ActiveCapture,
+    progress: &Progress,
     b: &mut sled::Batch,
 ) -> Result<()> {
     for key in overlay.keys() {
+        if progress.covers(key) {
+            continue;
+        }
         let ck = prefixed(COW, key);
         if tree.contains_key(&ck)? {
             continue;

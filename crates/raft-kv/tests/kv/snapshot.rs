@@ -176,6 +176,7 @@ fn cow_under_concurrent_writes(kind: CaptureKind) {
     }
     h.del("key00100", "key00150");
     let expected = dump(&h.store);
+    let (expected_hash, _) = h.store.hash_kv(0).unwrap();
     let capture = h.store.capture(kind).unwrap();
     let n = capture.info.index;
     assert_eq!(n, h.next_index - 1);
@@ -226,10 +227,12 @@ fn cow_under_concurrent_writes(kind: CaptureKind) {
         CaptureKind::Delta => restored(n0, &base_recs, &[(n, got)]),
     };
     assert_eq!(dump(&copy), expected, "capture differs from the state at N");
+    assert_eq!(copy.hash_kv(0).unwrap().0, expected_hash);
     assert_eq!(copy.applied_index(), n);
     // The live store moved on, and a new capture now sees the new state.
     let live = dump(&h.store);
     assert_ne!(live, expected);
+    assert_ne!(h.store.hash_kv(0).unwrap().0, expected_hash);
     let again = collect(h.store.capture(CaptureKind::Full).unwrap().records);
     assert_eq!(dump(&restored(1, &again, &[])), live);
 }
