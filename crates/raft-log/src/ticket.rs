@@ -99,7 +99,9 @@ impl Ticket {
     }
 
     /// Runs `f` with the outcome: right away when it is known, otherwise on the writer thread
-    /// when the batch completes (keep `f` short: it delays the next batch's completions).
+    /// when the batch completes. Keep `f` short (it delays the next batch) and never let it
+    /// block on another ticket: the writer thread would be waiting for itself. Handing the
+    /// result to a channel or waking a task is the intended use.
     pub fn on_complete(self, f: impl FnOnce(Result<()>) + Send + 'static) {
         let mut slot = self.inner.slot.lock();
         match &mut *slot {

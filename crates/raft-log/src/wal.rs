@@ -183,9 +183,10 @@ impl Wal {
             buf,
             first_dirty: None,
         };
+        let span = tracing::info_span!("raft_wal_writer", dir = %dir.display());
         let handle = std::thread::Builder::new()
             .name("raft-wal-writer".into())
-            .spawn(move || writer.run())
+            .spawn(move || span.in_scope(|| writer.run()))
             .map_err(|e| Error::io("spawn writer thread", &dir, e))?;
         let elapsed = started.elapsed();
         metrics::histogram!(m::RECOVERY_SECONDS).record(elapsed.as_secs_f64());
