@@ -7,7 +7,7 @@ use crate::state_machine::StateMachine;
 use bytes::Bytes;
 use raft_core::{ConfChange, ConfChangeOp, ConfChangeTransition, Membership, NodeId, Status};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
@@ -17,6 +17,23 @@ pub(crate) struct Stats {
     pub proposals: AtomicU64,
     pub log_writes: AtomicU64,
     pub applied: AtomicU64,
+    pub commit: AtomicU64,
+    pub term: AtomicU64,
+    /// The known leader; 0 when none.
+    pub leader: AtomicU64,
+    pub is_leader: AtomicBool,
+    /// Why the node stopped, when it stopped on a failure.
+    pub fatal: std::sync::Mutex<Option<String>>,
+}
+
+impl Stats {
+    /// The error for a request that finds the loop gone.
+    pub(crate) fn gone(&self) -> Error {
+        match &*self.fatal.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(msg) => Error::Fatal(msg.clone()),
+            None => Error::Shutdown,
+        }
+    }
 }
 
 /// A snapshot of the runtime's counters.
@@ -28,6 +45,14 @@ pub struct RuntimeStats {
     pub log_writes: u64,
     /// The index the state machine has applied.
     pub applied: u64,
+    /// The commit index (as of the last `Ready`).
+    pub commit: u64,
+    /// The current term.
+    pub term: u64,
+    /// The leader this node knows of.
+    pub leader: Option<NodeId>,
+    /// True while this node leads.
+    pub is_leader: bool,
 }
 
 /// A cheap, cloneable handle to a running node. Every call waits at most the configured
@@ -64,12 +89,17 @@ impl<SM: StateMachine> RaftHandle<SM> {
         self.id
     }
 
-    /// The runtime's counters.
+    /// The runtime's counters and the node's term, leader and indexes, read without a round
+    /// trip to the event loop (for response headers and dashboards).
     pub fn stats(&self) -> RuntimeStats {
         RuntimeStats {
             proposals: self.stats.proposals.load(Ordering::Relaxed),
             log_writes: self.stats.log_writes.load(Ordering::Relaxed),
             applied: self.stats.applied.load(Ordering::Relaxed),
+            commit: self.stats.commit.load(Ordering::Relaxed),
+            term: self.stats.term.load(Ordering::Relaxed),
+            leader: Some(self.stats.leader.load(Ordering::Relaxed)).filter(|l| *l != 0),
+            is_leader: self.stats.is_leader.load(Ordering::Relaxed),
         }
     }
 
@@ -82,12 +112,12 @@ impl<SM: StateMachine> RaftHandle<SM> {
         let (tx, rx) = oneshot::channel();
         match tokio::time::timeout_at(deadline.into(), self.requests.send(make(tx))).await {
             Err(_) => return Err(Error::Timeout("a place in the request queue")),
-            Ok(Err(_)) => return Err(Error::Shutdown),
+            Ok(Err(_)) => return Err(self.stats.gone()),
             Ok(Ok(())) => {}
         }
         match tokio::time::timeout_at(deadline.into(), rx).await {
             Err(_) => Err(Error::Timeout(what)),
-            Ok(Err(_)) => Err(Error::Shutdown),
+            Ok(Err(_)) => Err(self.stats.gone()),
             Ok(Ok(r)) => r,
         }
     }
@@ -134,10 +164,10 @@ impl<SM: StateMachine> RaftHandle<SM> {
         let job = ApplyJob::Read(Box::new(move |sm: &SM| {
             let _ = tx.send(f(sm));
         }));
-        self.apply.send(job).map_err(|_| Error::Shutdown)?;
+        self.apply.send(job).map_err(|_| self.stats.gone())?;
         match tokio::time::timeout(self.timeout, rx).await {
             Err(_) => Err(Error::Timeout("the state machine to serve a read")),
-            Ok(Err(_)) => Err(Error::Shutdown),
+            Ok(Err(_)) => Err(self.stats.gone()),
             Ok(Ok(r)) => Ok(r),
         }
     }
@@ -196,10 +226,13 @@ impl<SM: StateMachine> RaftHandle<SM> {
     /// stops the apply thread. Returns within about one second.
     pub async fn shutdown(&self) -> Result<()> {
         let (tx, rx) = oneshot::channel();
-        if self.requests.send(Request::Shutdown { tx }).await.is_err() {
-            return Ok(());
+        let limit = Duration::from_secs(1);
+        match tokio::time::timeout(limit, self.requests.send(Request::Shutdown { tx })).await {
+            Err(_) => return Err(Error::Timeout("a place in the request queue")),
+            Ok(Err(_)) => return Ok(()),
+            Ok(Ok(())) => {}
         }
-        match tokio::time::timeout(Duration::from_secs(1), rx).await {
+        match tokio::time::timeout(limit, rx).await {
             Err(_) => Err(Error::Timeout("the shutdown")),
             Ok(Err(_)) => Ok(()),
             Ok(Ok(r)) => r,

@@ -62,7 +62,7 @@ pub use error::{BoxError, Error, Result};
 pub use handle::{RaftHandle, RuntimeStats};
 pub use node::RaftNode;
 pub use state_machine::{Committed, Payload, SnapshotBuilder, StateMachine};
-pub use storage::{Done, LogStore, LogWrite, WalStore};
+pub use storage::{Done, LogStore, LogWrite, MemStore, WalStore};
 pub use transport::{BoxFuture, Inbound, Transport};
 
 pub use raft_core::{

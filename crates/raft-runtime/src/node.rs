@@ -114,6 +114,12 @@ impl RaftNode {
             .store(applied, std::sync::atomic::Ordering::Relaxed);
 
         let status = raw.status();
+        stats
+            .term
+            .store(status.term, std::sync::atomic::Ordering::Relaxed);
+        stats
+            .commit
+            .store(status.commit, std::sync::atomic::Ordering::Relaxed);
         let mut peers = BTreeSet::new();
         for p in status.membership.members() {
             if p != id {
@@ -146,6 +152,7 @@ impl RaftNode {
             snapshot_index: snap.index,
             snapshot_busy: false,
             conf: None,
+            handed_membership: status.membership.clone(),
             transfers: Vec::new(),
             leader: None,
             role: Role::Follower,
@@ -191,6 +198,9 @@ pub(crate) struct InFlight {
     pub messages: Vec<raft_core::Message>,
 }
 
+/// A client waiting for a linearizable read barrier.
+pub(crate) type ReadTx = oneshot::Sender<Result<u64>>;
+
 /// The event loop's state.
 pub(crate) struct Loop<SM: StateMachine, S: LogStore, T: Transport> {
     pub id: NodeId,
@@ -211,11 +221,11 @@ pub(crate) struct Loop<SM: StateMachine, S: LogStore, T: Transport> {
     /// Request ids of proposals waiting for a leader, in arrival order.
     pub stalled: VecDeque<u64>,
     /// Reads not yet given to the core (no leader known, or arrived since the last round).
-    pub reads_queued: Vec<oneshot::Sender<Result<u64>>>,
-    /// Reads waiting for their round, by context.
-    pub reads_issued: HashMap<u64, Vec<oneshot::Sender<Result<u64>>>>,
+    pub reads_queued: Vec<ReadTx>,
+    /// Reads waiting for their round, by context, with when the round was requested.
+    pub reads_issued: HashMap<u64, (Instant, Vec<ReadTx>)>,
     /// Reads waiting for the state machine to apply their index.
-    pub reads_ready: Vec<(u64, Vec<oneshot::Sender<Result<u64>>>)>,
+    pub reads_ready: Vec<(u64, Vec<ReadTx>)>,
     pub next_read_ctx: u64,
     pub in_flight: VecDeque<InFlight>,
     /// The index the state machine reported applied.
@@ -224,6 +234,8 @@ pub(crate) struct Loop<SM: StateMachine, S: LogStore, T: Transport> {
     pub snapshot_index: u64,
     pub snapshot_busy: bool,
     pub conf: Option<ConfWaiter>,
+    /// The membership as of the last entry handed to the apply thread.
+    pub handed_membership: Membership,
     pub transfers: Vec<(NodeId, oneshot::Sender<Result<()>>)>,
     pub leader: Option<NodeId>,
     pub role: Role,
@@ -282,6 +294,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             Ok(()) => Error::Shutdown,
             Err(e) => {
                 tracing::error!(error = %e, "raft node stopped");
+                *self.stats.fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
                 Error::Fatal(e.to_string())
             }
         };
@@ -330,10 +343,22 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             self.stalled.retain(|id| proposals.contains_key(id));
         }
         self.reads_queued.retain(|tx| !tx.is_closed());
-        self.reads_issued.retain(|_, txs| {
+        // A round whose request or answer was lost (e.g. a dropped message to the leader)
+        // is asked again after two election timeouts; reads are safe to retry.
+        let stale = self.cfg.tick * (2 * self.cfg.raft.election_timeout_base_ticks) as u32;
+        let now = Instant::now();
+        let mut retry = Vec::new();
+        self.reads_issued.retain(|_, (at, txs)| {
             txs.retain(|tx| !tx.is_closed());
+            if !txs.is_empty() && now.duration_since(*at) > stale {
+                retry.append(txs);
+            }
             !txs.is_empty()
         });
+        if !retry.is_empty() {
+            self.reads_queued.extend(retry);
+            self.issue_reads();
+        }
         self.transfers.retain(|(_, tx)| !tx.is_closed());
         if self.conf.as_ref().is_some_and(|c| c.tx.is_closed()) {
             self.conf = None;
@@ -357,7 +382,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         for tx in self.reads_queued.drain(..) {
             let _ = tx.send(Err(err()));
         }
-        for (_, txs) in self.reads_issued.drain() {
+        for (_, (_, txs)) in self.reads_issued.drain() {
             for tx in txs {
                 let _ = tx.send(Err(err()));
             }

@@ -2,7 +2,7 @@
 
 use crate::error::BoxError;
 use bytes::Bytes;
-use raft_core::{ConfChange, SnapshotMeta};
+use raft_core::{ConfChange, Membership, SnapshotMeta};
 
 /// What a committed entry carries, as the state machine sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -12,8 +12,15 @@ pub enum Payload {
     /// The empty entry a new leader appends; only moves the applied index.
     Empty,
     /// A membership change. The runtime applies it to the protocol itself; the state
-    /// machine only records that the index is applied (and may keep its own view).
-    ConfChange(ConfChange),
+    /// machine only records that the index is applied (and may keep its own view, e.g. to
+    /// list members).
+    ConfChange {
+        /// The change as proposed.
+        change: ConfChange,
+        /// The membership once it is applied; `None` when the change is refused (every
+        /// node refuses it the same way and the membership stays as it was).
+        membership: Option<Membership>,
+    },
 }
 
 /// One committed entry to apply.

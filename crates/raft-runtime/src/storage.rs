@@ -1,13 +1,13 @@
 //! The log storage the runtime writes through ([`LogStore`]) and its implementation over
-//! `raft-log`'s write-ahead log ([`WalStore`]).
+//! `raft-log`'s write-ahead log ([`WalStore`]), or in memory ([`MemStore`]).
 
 use crate::error::{BoxError, Error, Result};
 use raft_core::{
-    Entry, EntryKind, HardState, InitialState, LogRead, Membership, SnapshotMeta, StorageError,
-    confchange,
+    Entry, EntryKind, HardState, InitialState, LogRead, MemLog, Membership, SnapshotMeta,
+    StorageError, confchange,
 };
 use raft_log::Wal;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Called once a submitted write is durable (and visible through [`LogRead`]) or failed.
 /// It may run on any thread (e.g. the log's writer thread): keep it short.
@@ -72,6 +72,36 @@ impl WalStore {
     }
 }
 
+/// The membership in force at `applied`: the snapshot's, changed by every configuration
+/// change logged after it up to `applied` (refused changes are skipped, as the core does).
+fn membership_at(log: &impl LogRead, snap: SnapshotMeta, applied: u64) -> Result<Membership> {
+    let storage = |e: StorageError| Error::Storage(Box::new(e));
+    let mut membership = snap.membership;
+    let last = log.last_index().map_err(storage)?;
+    if applied > last {
+        return Err(Error::Storage(
+            format!("the state machine applied {applied}, beyond the log's last index {last}")
+                .into(),
+        ));
+    }
+    let mut next = snap.index + 1;
+    while next <= applied {
+        let batch = log
+            .entries(next, applied + 1, Some(16 << 20))
+            .map_err(storage)?;
+        for e in &batch {
+            if e.kind == EntryKind::ConfChange
+                && let Ok(cc) = confchange::decode(&e.data)
+                && let Ok(m) = confchange::apply(&membership, &cc)
+            {
+                membership = m;
+            }
+        }
+        next += batch.len().max(1) as u64;
+    }
+    Ok(membership)
+}
+
 fn on_ticket(t: raft_log::Result<raft_log::Ticket>, done: Done) -> Result<()> {
     let t = t?;
     t.on_complete(move |r| done(r.map_err(|e| Box::new(e) as BoxError)));
@@ -96,28 +126,7 @@ impl LogStore for WalStore {
             self.wal.install_snapshot(meta)?.wait()?;
         }
         let snap = self.wal.snapshot();
-        let mut membership = snap.membership.clone();
-        let last = self.wal.last_index();
-        if applied > last {
-            return Err(Error::Storage(
-                format!("the state machine applied {applied}, beyond the log's last index {last}")
-                    .into(),
-            ));
-        }
-        let mut next = snap.index + 1;
-        while next <= applied {
-            let batch = self.wal.entries(next, applied + 1, Some(16 << 20))?;
-            for e in &batch {
-                if e.kind == EntryKind::ConfChange
-                    && let Ok(cc) = confchange::decode(&e.data)
-                    && let Ok(m) = confchange::apply(&membership, &cc)
-                {
-                    membership = m;
-                }
-            }
-            next += batch.len() as u64;
-        }
-        self.membership = membership;
+        self.membership = membership_at(&*self.wal, snap, applied)?;
         Ok(())
     }
 
@@ -177,5 +186,105 @@ impl LogRead for WalStore {
             return Err(fail(e.into()));
         }
         Ok(self.wal.snapshot())
+    }
+}
+
+/// A [`LogStore`] kept in memory (a [`MemLog`]): every write is "durable" at once. For
+/// tests and examples; clones share the log, so a test can restart a node over it.
+#[derive(Debug, Clone, Default)]
+pub struct MemStore {
+    log: Arc<Mutex<MemLog>>,
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemLog> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl LogStore for MemStore {
+    fn prepare(&mut self, applied: u64, bootstrap: Option<&Membership>) -> Result<()> {
+        let empty = {
+            let l = self.lock();
+            l.all_entries().is_empty()
+                && l.hard_state() == HardState::default()
+                && l.snapshot_meta()
+                    .is_ok_and(|s| s == SnapshotMeta::default())
+        };
+        if empty && let Some(m) = bootstrap {
+            *self.lock() = MemLog::new(m.clone());
+        }
+        let snap = self
+            .snapshot_meta()
+            .map_err(|e| Error::Storage(Box::new(e)))?;
+        let m = membership_at(self, snap, applied)?;
+        self.lock().set_membership(m);
+        Ok(())
+    }
+
+    fn write(&mut self, write: LogWrite, done: Done) -> Result<()> {
+        {
+            let mut l = self.lock();
+            if let Some(s) = write.snapshot {
+                l.apply_snapshot(s);
+            }
+            l.append(&write.entries);
+            if let Some(hs) = write.hard_state {
+                l.set_hard_state(hs);
+            }
+        }
+        done(Ok(()));
+        Ok(())
+    }
+
+    fn compact(&mut self, snapshot: SnapshotMeta, done: Done) -> Result<()> {
+        let r = self.lock().compact(snapshot.index, snapshot.membership);
+        done(r.map_err(|e| Box::new(e) as BoxError));
+        Ok(())
+    }
+
+    fn set_membership(&mut self, membership: Membership) {
+        self.lock().set_membership(membership);
+    }
+
+    fn flush(&mut self, done: Done) -> Result<()> {
+        done(Ok(()));
+        Ok(())
+    }
+}
+
+impl LogRead for MemStore {
+    fn initial_state(&self) -> std::result::Result<InitialState, StorageError> {
+        self.lock().initial_state()
+    }
+
+    fn entries(
+        &self,
+        lo: u64,
+        hi: u64,
+        max_bytes: Option<u64>,
+    ) -> std::result::Result<Vec<Entry>, StorageError> {
+        self.lock().entries(lo, hi, max_bytes)
+    }
+
+    fn term(&self, index: u64) -> std::result::Result<u64, StorageError> {
+        self.lock().term(index)
+    }
+
+    fn first_index(&self) -> std::result::Result<u64, StorageError> {
+        self.lock().first_index()
+    }
+
+    fn last_index(&self) -> std::result::Result<u64, StorageError> {
+        self.lock().last_index()
+    }
+
+    fn snapshot_meta(&self) -> std::result::Result<SnapshotMeta, StorageError> {
+        self.lock().snapshot_meta()
     }
 }

@@ -29,11 +29,13 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         if let Some(hs) = rd.hard_state {
             if hs.term != self.term {
                 self.term = hs.term;
+                self.stats.term.store(hs.term, Ordering::Relaxed);
                 self.span.record("term", hs.term);
                 gauge!(m::TERM).set(hs.term as f64);
             }
             if hs.commit != self.commit {
                 self.commit = hs.commit;
+                self.stats.commit.store(hs.commit, Ordering::Relaxed);
                 gauge!(m::COMMIT_INDEX).set(hs.commit as f64);
             }
         }
@@ -43,6 +45,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         if rd.must_persist() {
             let snapshot = rd.snapshot.take();
             if let Some(meta) = &snapshot {
+                self.handed_membership = meta.membership.clone();
                 self.send_apply(ApplyJob::Restore {
                     meta: meta.clone(),
                     number,
@@ -86,7 +89,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             let Ok(ctx) = <[u8; 8]>::try_from(rs.context.as_ref()) else {
                 continue;
             };
-            if let Some(txs) = self.reads_issued.remove(&u64::from_le_bytes(ctx)) {
+            if let Some((_, txs)) = self.reads_issued.remove(&u64::from_le_bytes(ctx)) {
                 self.reads_ready.push((rs.index, txs));
             }
         }
@@ -156,7 +159,13 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         for (i, e) in entries.into_iter().enumerate() {
             let payload = match e.kind {
                 EntryKind::ConfChange => match confchange::decode(&e.data) {
-                    Ok(cc) => Payload::ConfChange(cc),
+                    Ok(change) => {
+                        let membership = confchange::apply(&self.handed_membership, &change).ok();
+                        if let Some(next) = &membership {
+                            self.handed_membership = next.clone();
+                        }
+                        Payload::ConfChange { change, membership }
+                    }
                     Err(_) => Payload::Empty,
                 },
                 EntryKind::Normal if e.data.is_empty() => Payload::Empty,
@@ -218,6 +227,12 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         }
         self.leader = ss.leader;
         self.role = ss.role;
+        self.stats
+            .leader
+            .store(ss.leader.unwrap_or(0), Ordering::Relaxed);
+        self.stats
+            .is_leader
+            .store(ss.role == Role::Leader, Ordering::Relaxed);
         self.retry_stalled();
     }
 
@@ -245,7 +260,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         {
             let _ = c.tx.send(Err(Error::LeaderChanged));
         }
-        for (_, txs) in self.reads_issued.drain() {
+        for (_, (_, txs)) in self.reads_issued.drain() {
             self.reads_queued.extend(txs);
         }
     }
@@ -283,7 +298,9 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             } => {
                 result.map_err(Error::StateMachine)?;
                 self.applied = self.applied.max(index);
+                self.stats.applied.store(self.applied, Ordering::Relaxed);
                 self.complete_write(number)?;
+                self.release_reads();
             }
             Event::Applied { index } => self.on_applied(index)?,
             Event::ApplyFailed(msg) => return Err(Error::Fatal(msg)),

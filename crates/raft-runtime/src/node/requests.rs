@@ -73,6 +73,10 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             next = self.requests.try_recv().ok();
         }
         if !batch.is_empty() {
+            let n = batch.len() as u64;
+            self.stats.proposals.fetch_add(n, Ordering::Relaxed);
+            counter!(m::PROPOSALS).increment(n);
+            histogram!(m::PROPOSAL_BATCH).record(n as f64);
             self.propose(batch);
         }
         if reads {
@@ -84,9 +88,6 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
     /// Hands a batch of wrapped proposals to the core (forwarded when this node follows).
     fn propose(&mut self, batch: Vec<(u64, Bytes)>) {
         let n = batch.len() as u64;
-        self.stats.proposals.fetch_add(n, Ordering::Relaxed);
-        counter!(m::PROPOSALS).increment(n);
-        histogram!(m::PROPOSAL_BATCH).record(n as f64);
         let data: Vec<Bytes> = batch.iter().map(|(_, d)| d.clone()).collect();
         match self.raw.propose_batch(data) {
             Ok(()) => {}
@@ -130,7 +131,6 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                 }
             }
             if !batch.is_empty() {
-                // Counted again in the metrics; rare (only around elections).
                 self.propose(batch);
             }
         }
@@ -140,7 +140,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
     }
 
     /// One ReadIndex round for every queued read.
-    fn issue_reads(&mut self) {
+    pub(crate) fn issue_reads(&mut self) {
         if self.reads_queued.is_empty() {
             return;
         }
@@ -153,7 +153,8 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                 self.next_read_ctx += 1;
                 counter!(m::READ_INDEX_ROUNDS).increment(1);
                 let txs = std::mem::take(&mut self.reads_queued);
-                self.reads_issued.insert(ctx, txs);
+                self.reads_issued
+                    .insert(ctx, (std::time::Instant::now(), txs));
             }
             // Kept queued until a leader is known.
             Err(raft_core::Error::NoLeader) => {}

@@ -2,7 +2,7 @@
 //! state survives a node restart, and helpers to wait for leaders and progress.
 
 use bytes::Bytes;
-use raft_core::{Membership, Message, MessageBody, NodeId, Role};
+use raft_core::{Membership, Message, MessageBody, NodeId, ReadMode, Role};
 use raft_log::{Settings, Wal};
 use raft_runtime::{
     BoxError, BoxFuture, Committed, Inbound, Payload, RaftHandle, RaftNode, RuntimeConfig,
@@ -49,7 +49,7 @@ impl Router {
 
 /// The transport of one node.
 pub struct ChanTransport {
-    router: Arc<Router>,
+    pub router: Arc<Router>,
 }
 
 impl Transport for ChanTransport {
@@ -77,6 +77,8 @@ pub struct KvState {
     pub applied: u64,
     /// Every index given to `apply` since the node (re)started.
     pub seen: Vec<u64>,
+    /// Memberships announced by applied configuration changes, in order.
+    pub memberships: Vec<Membership>,
 }
 
 /// Snapshots built by any node, by index (the "snapshot store" the transport reads).
@@ -111,6 +113,13 @@ impl StateMachine for KvSm {
                         (Some("put"), Some(k), Some(v)) => s.map.insert(k.into(), v.into()),
                         _ => Some("bad command".into()),
                     }
+                }
+                Payload::ConfChange {
+                    membership: Some(m),
+                    ..
+                } => {
+                    s.memberships.push(m.clone());
+                    None
                 }
                 _ => None,
             });
@@ -166,13 +175,20 @@ pub struct Cluster {
     pub snapshots: SnapshotStore,
     pub dir: tempfile::TempDir,
     pub snapshot_threshold: u64,
+    pub read_mode: ReadMode,
 }
 
-pub fn config(id: NodeId, bootstrap: Option<Membership>, snapshot_threshold: u64) -> RuntimeConfig {
+pub fn config(
+    id: NodeId,
+    bootstrap: Option<Membership>,
+    snapshot_threshold: u64,
+    read_mode: ReadMode,
+) -> RuntimeConfig {
     let ms = Duration::from_millis;
     let mut cfg = RuntimeConfig::new(id);
-    cfg.raft = raft_core::Config::from_durations(id, ms(10), ms(30), ms(150), ms(150), ms(0))
+    cfg.raft = raft_core::Config::from_durations(id, ms(10), ms(30), ms(300), ms(200), ms(0))
         .expect("valid timing");
+    cfg.raft.read_mode = read_mode;
     cfg.tick = ms(10);
     cfg.bootstrap = bootstrap;
     cfg.request_timeout = Duration::from_secs(4);
@@ -188,12 +204,18 @@ impl Cluster {
 
     /// Starts a new cluster that snapshots every `threshold` entries (0: never).
     pub async fn start_with(n: u64, snapshot_threshold: u64) -> Cluster {
+        Self::start_opts(n, snapshot_threshold, ReadMode::Safe).await
+    }
+
+    /// Starts a new cluster with the given snapshot threshold and read mode.
+    pub async fn start_opts(n: u64, snapshot_threshold: u64, read_mode: ReadMode) -> Cluster {
         let mut c = Cluster {
             router: Arc::new(Router::default()),
             nodes: BTreeMap::new(),
             snapshots: Arc::default(),
             dir: tempfile::tempdir().unwrap(),
             snapshot_threshold,
+            read_mode,
         };
         for id in 1..=n {
             let state = Arc::new(Mutex::new(KvState::default()));
@@ -229,7 +251,7 @@ impl Cluster {
             router: self.router.clone(),
         });
         let handle = RaftNode::start(
-            config(id, bootstrap, self.snapshot_threshold),
+            config(id, bootstrap, self.snapshot_threshold, self.read_mode),
             WalStore::new(wal),
             sm,
             transport,

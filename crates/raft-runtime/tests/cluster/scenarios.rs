@@ -1,12 +1,15 @@
 //! Cluster scenarios: election, proposals from every node, reads, isolation, restart,
 //! membership, transfer, shutdown and group commit.
 
-use crate::harness::{Cluster, put};
+use crate::harness::{ChanTransport, Cluster, KvSm, KvState, Router, config, put};
+use raft_core::ReadMode;
 use raft_core::{Membership, Role};
 use raft_runtime::Error;
+use raft_runtime::{Inbound, MemStore, RaftNode};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proposals_from_every_node_are_applied_and_read_back() {
@@ -216,6 +219,12 @@ async fn a_fourth_node_joins_as_learner_and_is_promoted() {
     );
     let m = c.handle(leader).add_voter(4).await.expect("promote");
     assert!(m.voters.contains(&4) && !m.learners.contains(&4));
+    // The state machines learn each membership as they apply its change.
+    let commit = c.handle(leader).status().await.unwrap().commit;
+    c.wait_applied(4, commit).await;
+    let seen = c.nodes[&4].state.lock().unwrap().memberships.clone();
+    assert_eq!(seen.last(), Some(&m));
+    assert!(seen.iter().any(|m| m.learners.contains(&4)));
     // The promoted node serves proposals (forwarded) and linearizable reads.
     c.handle(4).propose(put("from4", "yes")).await.unwrap();
     for id in 1..=4u64 {
@@ -330,4 +339,77 @@ async fn snapshots_compact_the_log_and_catch_up_a_lagging_node() {
     c.launch(follower, state, None).await;
     assert_eq!(c.get(follower, "s199").await.as_deref(), Some("v"));
     assert_eq!(c.get(follower, "s0").await.as_deref(), Some("v"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposals_made_before_an_election_wait_for_the_leader() {
+    let c = Cluster::start(3).await;
+    // No leader yet: the proposal is held (not refused) until one is elected.
+    let prev = c.handle(2).propose(put("early", "bird")).await.unwrap();
+    assert_eq!(prev, None);
+    assert_eq!(c.get(3, "early").await.as_deref(), Some("bird"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_reads_are_served_and_see_preceding_writes() {
+    let c = Cluster::start_opts(
+        3,
+        0,
+        ReadMode::Lease {
+            drift_margin_ticks: 3,
+        },
+    )
+    .await;
+    let leader = c.wait_leader().await;
+    for i in 0..5 {
+        let via = (i % 3) + 1;
+        c.handle(via)
+            .propose(put("x", &i.to_string()))
+            .await
+            .unwrap();
+        for id in 1..=3u64 {
+            assert_eq!(c.get(id, "x").await, Some(i.to_string()));
+        }
+    }
+    let index = c.handle(leader).read_index().await.unwrap();
+    assert!(index >= 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_node_over_mem_store_restarts_without_reapplying() {
+    let store = MemStore::new();
+    let state = Arc::new(Mutex::new(KvState::default()));
+    let start = |store: MemStore, state: Arc<Mutex<KvState>>| async move {
+        let (_tx, rx) = mpsc::channel(16);
+        let (_utx, urx) = mpsc::channel(16);
+        state.lock().unwrap().seen.clear();
+        let sm = KvSm {
+            state,
+            snapshots: Arc::default(),
+        };
+        let transport = Arc::new(ChanTransport {
+            router: Arc::new(Router::default()),
+        });
+        let cfg = config(1, Some(Membership::with_voters([1])), 0, ReadMode::Safe);
+        let inbound = Inbound {
+            messages: rx,
+            unreachable: urx,
+        };
+        RaftNode::start(cfg, store, sm, transport, inbound)
+            .await
+            .unwrap()
+    };
+    let h = start(store.clone(), state.clone()).await;
+    for i in 0..10 {
+        h.propose(put(&format!("k{i}"), "v")).await.unwrap();
+    }
+    h.campaign().await.unwrap();
+    let applied = h.read_index().await.unwrap();
+    h.shutdown().await.unwrap();
+    let h = start(store, state.clone()).await;
+    h.propose(put("after", "restart")).await.unwrap();
+    let seen = state.lock().unwrap().seen.clone();
+    assert!(seen.iter().all(|i| *i > applied), "re-applied: {seen:?}");
+    assert_eq!(state.lock().unwrap().map.len(), 11);
+    assert_eq!(h.stats().proposals, 1);
 }
