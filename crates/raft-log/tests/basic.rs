@@ -218,3 +218,68 @@ fn tickets_are_futures() {
     }
     assert_eq!(wal.last_index(), 1);
 }
+
+#[test]
+fn group_commit_shares_fsyncs() {
+    let fs = MemFs::new();
+    let settings = Settings {
+        segment_size: 1 << 20,
+        ..Settings::default()
+    };
+    let wal = Arc::new(Wal::open_with(Arc::new(fs.clone()), "/wal", settings).unwrap());
+    fs.set_sync_delay(std::time::Duration::from_millis(5));
+    let before = fs.syncs();
+    let next = Arc::new(parking_lot::Mutex::new(1u64));
+    let threads: Vec<_> = (0..32)
+        .map(|_| {
+            let (wal, next) = (wal.clone(), next.clone());
+            std::thread::spawn(move || {
+                for _ in 0..4 {
+                    let mut n = next.lock();
+                    let t = wal.append(vec![entry(*n, 1, 64)]).unwrap();
+                    *n += 1;
+                    drop(n);
+                    t.wait().unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let syncs = fs.syncs() - before;
+    assert_eq!(wal.last_index(), 128);
+    assert!(syncs < 64, "128 appends took {syncs} fsyncs");
+}
+
+#[test]
+fn callbacks_and_oversized_writes() {
+    let wal = Wal::open_with(Arc::new(MemFs::new()), "/wal", small()).unwrap();
+    // One entry larger than a whole segment gets a segment of its own.
+    let (tx, rx) = std::sync::mpsc::channel();
+    wal.append(vec![entry(1, 1, 10_000)])
+        .unwrap()
+        .on_complete(move |r| tx.send(r.is_ok()).unwrap());
+    assert!(rx.recv().unwrap());
+    wal.append(vec![entry(2, 1, 10)]).unwrap().wait().unwrap();
+    assert_eq!(
+        wal.entries(1, 3, None).unwrap(),
+        vec![entry(1, 1, 10_000), entry(2, 1, 10)]
+    );
+    let settings = Settings {
+        max_batch_bytes: 100,
+        commit_delay: std::time::Duration::from_millis(1),
+        ..small()
+    };
+    let fs = MemFs::new();
+    let wal = Wal::open_with(Arc::new(fs.clone()), "/wal", settings.clone()).unwrap();
+    let tickets: Vec<_> = (1..=20)
+        .map(|i| wal.append(vec![entry(i, 1, 50)]).unwrap())
+        .collect();
+    for t in tickets {
+        t.wait().unwrap();
+    }
+    drop(wal);
+    let wal = Wal::open_with(Arc::new(fs), "/wal", settings).unwrap();
+    assert_eq!(wal.last_index(), 20);
+}

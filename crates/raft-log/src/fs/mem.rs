@@ -55,6 +55,7 @@ struct State {
     crashed: bool,
     syncs: u64,
     fail_sync_from: Option<u64>,
+    sync_delay: std::time::Duration,
 }
 
 impl State {
@@ -122,6 +123,17 @@ impl MemFs {
     /// `EIO`.
     pub fn fail_sync_from(&self, n: u64) {
         self.state.lock().fail_sync_from = Some(n);
+    }
+
+    /// Makes every `sync_data` take this long (like a real disk), so group commit has
+    /// something to batch behind.
+    pub fn set_sync_delay(&self, delay: std::time::Duration) {
+        self.state.lock().sync_delay = delay;
+    }
+
+    /// How many `sync_data` calls were made.
+    pub fn syncs(&self) -> u64 {
+        self.state.lock().syncs
     }
 
     /// The current contents of a file (including unsynced writes).
@@ -280,6 +292,10 @@ impl FsFile for MemFile {
         Ok(())
     }
     fn sync_data(&self) -> io::Result<()> {
+        let delay = self.state.lock().sync_delay;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         let mut s = self.state.lock();
         s.op()?;
         s.syncs += 1;
