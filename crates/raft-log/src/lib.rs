@@ -20,8 +20,23 @@
 //! # Ok::<(), raft_log::Error>(())
 //! ```
 //!
+//! # Driving it from a Raft `Ready`
+//!
+//! - a snapshot in the `Ready` (one the log does not already match):
+//!   [`Wal::install_snapshot`];
+//! - entries and hard state: one [`Wal::write`] (entries whose first index is at or below
+//!   the last one replace the conflicting tail); messages that must wait for the disk are
+//!   sent when its [`Ticket`] completes;
+//! - after applying a configuration change: [`Wal::set_membership`]; after taking a local
+//!   snapshot of the state machine: [`Wal::compact_prefix`] (deletes whole segments).
+//!
+//! Writes are checked and ordered at submission, so the caller may submit the next `Ready`'s
+//! writes before the previous ticket completes. A ticket completes in one of three ways:
+//! [`Ticket::wait`] (blocking), `.await` (it is a `std::future::Future`; no runtime
+//! dependency) or [`Ticket::on_complete`] (a callback on the writer thread).
+//!
 //! Layers, bottom up: [`fs`] (the file-system trait and its fault-injecting test double),
-//! [`format`] (records and segment headers), `index` (in-memory index and cache),
+//! [`format`](mod@format) (records and segment headers), `index` (in-memory index and cache),
 //! `segment` (file names, background preparation), `recovery`, `writer` (the group-commit
 //! thread), and [`Wal`], the handle.
 #![deny(missing_docs)]
