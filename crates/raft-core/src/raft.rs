@@ -73,6 +73,8 @@ pub(crate) struct Raft<L> {
     reads_before_commit: Vec<(Bytes, Option<NodeId>)>,
     /// New entries or a new commit index must be broadcast at the next flush.
     bcast_pending: bool,
+    /// Scratch space for peer ids while broadcasting (kept to avoid allocating).
+    peer_buf: Vec<NodeId>,
 }
 
 impl<L: LogRead> Raft<L> {
@@ -116,6 +118,7 @@ impl<L: LogRead> Raft<L> {
             reads: ReadOnly::default(),
             reads_before_commit: Vec::new(),
             bcast_pending: false,
+            peer_buf: Vec::new(),
             cfg,
         };
         r.become_follower(hs.term, None);

@@ -164,6 +164,16 @@ impl<L: LogRead> RaftLog<L> {
         self.unstable.truncate_and_append(ents);
     }
 
+    /// Appends one new entry at the end of the log (the leader's proposal path).
+    pub(crate) fn append_one(&mut self, e: Entry) {
+        assert_eq!(
+            e.index,
+            self.last_index() + 1,
+            "a proposal must extend the log"
+        );
+        self.unstable.entries.push_back(e);
+    }
+
     /// Entries in `[lo, hi)` limited to `max_bytes` (at least one when the range is not
     /// empty).
     pub(crate) fn slice(&self, lo: u64, hi: u64, max_bytes: u64) -> SResult<Vec<Entry>> {

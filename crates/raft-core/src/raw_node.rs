@@ -80,11 +80,7 @@ impl<L: LogRead> RawNode<L> {
 
     /// Proposes an application command. On a follower it is forwarded to the leader.
     pub fn propose(&mut self, data: Bytes) -> Result<()> {
-        self.raft.propose_entries(vec![Entry {
-            kind: EntryKind::Normal,
-            data,
-            ..Entry::default()
-        }])
+        self.raft.propose_normal(data)
     }
 
     /// Proposes several commands at once (one log append).
@@ -129,12 +125,14 @@ impl<L: LogRead> RawNode<L> {
         self.raft.campaign(false)
     }
 
-    /// The transport could not reach `id`.
+    /// The transport could not reach `id`: the leader stops pipelining to it and probes.
     pub fn report_unreachable(&mut self, id: NodeId) {
         self.raft.report_unreachable(id);
     }
 
-    /// The transport finished sending a snapshot to `id` (`ok`) or gave up.
+    /// The transport finished sending a snapshot to `id` (`ok`) or gave up. The transport
+    /// must report every `InstallSnapshot` it was handed, failures included: until then the
+    /// leader sends nothing else to that peer.
     pub fn report_snapshot(&mut self, id: NodeId, ok: bool) {
         self.raft.report_snapshot(id, ok);
     }

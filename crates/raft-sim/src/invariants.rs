@@ -7,8 +7,8 @@
 //! - **Election safety**: at most one leader per term.
 //! - **Log matching**: any two entries with the same index and term carry the same data
 //!   and follow an entry of the same term (by induction: the logs agree up to there).
-//! - **Leader completeness**: a leader's log holds every entry committed so far with a
-//!   lower term, at its election and whenever a commit from an earlier term is learned.
+//! - **Leader completeness**: an entry committed in term T is in the log of every leader
+//!   of a term after T, at its election and whenever a commit is learned later.
 //! - **State machine safety**: no two nodes commit or apply different entries at one index.
 //! - **Commit monotonicity**: a node's commit index never goes back while it runs, and
 //!   nothing is applied past it.
@@ -236,6 +236,9 @@ pub struct SafetyChecker {
     appended: FxHashMap<(u64, u64), (u64, Option<u64>)>,
     /// committed[i - 1] = (term, hash) of the entry committed at index i.
     committed: Vec<(u64, u64)>,
+    /// commit_terms[i - 1] = the term in which entry i was first reported committed (the
+    /// reporting node's term: the committing leader's, or that of a follower it told).
+    commit_terms: Vec<u64>,
     /// Indexes up to here are known committed, though not all recorded (a snapshot).
     committed_floor: u64,
     applied: FxHashMap<u64, (u64, u64)>,
@@ -330,8 +333,8 @@ impl SafetyChecker {
         Ok(())
     }
 
-    /// `node` reports commit index `commit` (from its hard state).
-    pub fn on_commit(&mut self, node: NodeId, commit: u64) -> Check {
+    /// `node`, in term `node_term`, reports commit index `commit` (from its hard state).
+    pub fn on_commit(&mut self, node: NodeId, commit: u64, node_term: u64) -> Check {
         let st = self.nodes.entry(node).or_default();
         let old = st.0;
         if commit < old {
@@ -356,12 +359,14 @@ impl SafetyChecker {
                 None => {
                     if i == self.committed.len() as u64 + 1 {
                         self.committed.push((term, hash));
-                        newly.push((i, term));
+                        self.commit_terms.push(node_term);
+                        newly.push((i, node_term));
                     }
                 }
             }
         }
-        // Leader completeness for entries whose commitment was learned now.
+        // Leader completeness for entries whose commitment was learned now: every leader
+        // of a later term than the one they were committed in must hold them.
         for (i, term) in newly {
             for (&leader, &lterm) in &self.current_leaders {
                 if lterm > term {
@@ -406,7 +411,7 @@ impl SafetyChecker {
         let shadow = self.shadows.entry(node).or_default();
         for (k, &(cterm, chash)) in self.committed.iter().enumerate() {
             let i = k as u64 + 1;
-            if i <= shadow.snap_index || cterm >= term {
+            if i <= shadow.snap_index || self.commit_terms[k] >= term {
                 continue;
             }
             if shadow.get(i) != Some((cterm, chash)) {
@@ -508,14 +513,14 @@ mod tests {
         let mut c = SafetyChecker::new();
         c.on_append(1, &[ent(1, 1, b"a"), ent(2, 1, b"b")]).unwrap();
         c.on_append(2, &[ent(1, 1, b"a"), ent(2, 2, b"c")]).unwrap();
-        c.on_commit(1, 2).unwrap();
+        c.on_commit(1, 2, 1).unwrap();
         assert_eq!(c.max_committed(), 2);
         assert!(matches!(
-            c.on_commit(2, 2),
+            c.on_commit(2, 2, 1),
             Err(Violation::CommitMismatch { node: 2, index: 2 })
         ));
         assert!(matches!(
-            c.on_commit(1, 1),
+            c.on_commit(1, 1, 1),
             Err(Violation::CommitRegressed { from: 2, to: 1, .. })
         ));
         c.on_apply(1, &ent(1, 1, b"a")).unwrap();
@@ -525,7 +530,7 @@ mod tests {
         ));
         c.on_restart(2, ShadowLog::default(), 0);
         c.on_append(2, &[ent(1, 1, b"a"), ent(2, 2, b"c")]).unwrap();
-        c.on_commit(2, 1).unwrap();
+        c.on_commit(2, 1, 1).unwrap();
         assert!(c.on_apply(2, &ent(2, 2, b"c")).is_err());
     }
 
@@ -533,7 +538,7 @@ mod tests {
     fn leader_completeness() {
         let mut c = SafetyChecker::new();
         c.on_append(1, &[ent(1, 1, b"a"), ent(2, 1, b"b")]).unwrap();
-        c.on_commit(1, 2).unwrap();
+        c.on_commit(1, 2, 1).unwrap();
         // A node elected in term 2 with only entry 1 lacks committed entry 2.
         c.on_append(3, &[ent(1, 1, b"a")]).unwrap();
         assert!(matches!(
@@ -546,7 +551,7 @@ mod tests {
         c.on_append(2, &[ent(1, 1, b"a")]).unwrap();
         c.on_leader(2, 2).unwrap();
         assert!(matches!(
-            c.on_commit(1, 2),
+            c.on_commit(1, 2, 1),
             Err(Violation::LeaderIncomplete {
                 node: 2,
                 index: 2,
@@ -561,7 +566,7 @@ mod tests {
         c.on_snapshot(2, 10, 3).unwrap();
         assert_eq!(c.max_committed(), 10);
         c.on_append(2, &[ent(11, 3, b"k")]).unwrap();
-        c.on_commit(2, 11).unwrap();
+        c.on_commit(2, 11, 1).unwrap();
         c.on_leader(2, 4).unwrap();
         assert_eq!(c.shadow(2).unwrap().last(), 11);
     }

@@ -7,8 +7,39 @@ use crate::error::{Error, Result};
 use crate::log_read::LogRead;
 use crate::membership::{ConfChange, Membership};
 use crate::message::MessageBody;
+use bytes::Bytes;
 
 impl<L: LogRead> Raft<L> {
+    fn check_can_propose(&self) -> Result<()> {
+        if self.lead_transferee.is_some() {
+            return Err(Error::ProposalDropped("leadership transfer in progress"));
+        }
+        if !self.tracker.progress.contains_key(&self.id) {
+            return Err(Error::ProposalDropped("this leader is no longer a member"));
+        }
+        Ok(())
+    }
+
+    /// One application command: the common case, without a temporary vector.
+    pub(crate) fn propose_normal(&mut self, data: Bytes) -> Result<()> {
+        if self.role != Role::Leader {
+            let e = Entry {
+                data,
+                ..Entry::default()
+            };
+            return self.propose_entries(vec![e]);
+        }
+        self.check_can_propose()?;
+        self.log.append_one(Entry {
+            index: self.log.last_index() + 1,
+            term: self.term,
+            kind: EntryKind::Normal,
+            data,
+        });
+        self.bcast_pending = true;
+        Ok(())
+    }
+
     /// Appends proposals to the leader's log (index and term are assigned here).
     pub(crate) fn propose_entries(&mut self, mut ents: Vec<Entry>) -> Result<()> {
         if self.role != Role::Leader {
@@ -20,12 +51,7 @@ impl<L: LogRead> Raft<L> {
                 None => Err(Error::NoLeader),
             };
         }
-        if self.lead_transferee.is_some() {
-            return Err(Error::ProposalDropped("leadership transfer in progress"));
-        }
-        if !self.tracker.progress.contains_key(&self.id) {
-            return Err(Error::ProposalDropped("this leader is no longer a member"));
-        }
+        self.check_can_propose()?;
         let last = self.log.last_index();
         let mut pending_conf = self.pending_conf_index;
         for (i, e) in ents.iter_mut().enumerate() {

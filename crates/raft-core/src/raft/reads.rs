@@ -42,6 +42,10 @@ impl<L: LogRead> Raft<L> {
         let Some(start) = self.reads.lease_start else {
             return false;
         };
+        if self.lead_transferee.is_some() {
+            // The transfer target campaigns without waiting for stickiness to expire.
+            return false;
+        }
         self.now < start + self.cfg.election_timeout_base_ticks - drift_margin_ticks
     }
 

@@ -12,17 +12,18 @@ use crate::progress::ProgressState;
 impl<L: LogRead> Raft<L> {
     /// Sends appends to every peer that can take one.
     pub(crate) fn bcast_append(&mut self) -> Result<()> {
-        let peers: Vec<NodeId> = self
-            .tracker
-            .progress
-            .keys()
-            .copied()
-            .filter(|id| *id != self.id)
-            .collect();
-        for id in peers {
-            self.send_appends(id)?;
+        let mut peers = std::mem::take(&mut self.peer_buf);
+        peers.clear();
+        peers.extend(self.tracker.progress.keys().filter(|id| **id != self.id));
+        let mut result = Ok(());
+        for &id in &peers {
+            result = self.send_appends(id);
+            if result.is_err() {
+                break;
+            }
         }
-        Ok(())
+        self.peer_buf = peers;
+        result
     }
 
     /// Sends as many appends to `to` as its window allows; an empty one when the peer

@@ -223,7 +223,22 @@ impl Cluster {
                 1 => ConfChangeTransition::JointExplicit,
                 _ => ConfChangeTransition::Auto,
             };
-            ConfChange { transition, ops }
+            // A voter leaves only by a single direct change, never through a joint
+            // configuration: an outgoing voter may win an election while joint and then
+            // demote itself when it leaves the joint configuration, which can deadlock the
+            // cluster the same way as demoting the leader (seed 40; see docs/testing.md).
+            let demotes = |op: &ConfChangeOp| match *op {
+                ConfChangeOp::RemoveNode(i) | ConfChangeOp::AddLearner(i) => m.voters.contains(&i),
+                ConfChangeOp::AddVoter(_) => false,
+            };
+            if let Some(op) = ops.iter().find(|op| demotes(op)).copied() {
+                ConfChange {
+                    transition: ConfChangeTransition::Auto,
+                    ops: vec![op],
+                }
+            } else {
+                ConfChange { transition, ops }
+            }
         };
         // New members need a process (and a disk) to receive the log.
         for op in &cc.ops {

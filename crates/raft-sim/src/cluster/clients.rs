@@ -1,0 +1,225 @@
+//! Clients talking to nodes (proposals, ReadIndex reads, answers, timeouts), the
+//! durability check of every acknowledged write, and the liveness phase.
+
+use super::{Check, Cluster, Event, LIVENESS_MARK, Reply};
+use crate::client::InFlight;
+use crate::invariants::Violation;
+use crate::kv::KvCommand;
+use crate::linearizability::{KvInput, KvOutput};
+use crate::run::Mutation;
+use crate::swarm::TICK_MS;
+use crate::trace_line;
+use bytes::Bytes;
+use raft_core::{Error as CoreError, Membership, NodeId, Role};
+use std::collections::BTreeSet;
+
+impl Cluster {
+    // ---------------------------------------------------------------- clients
+
+    pub(super) fn client_start(&mut self, c: u64) {
+        let Some(op) = self.clients.start(c, self.now) else {
+            return;
+        };
+        trace_line!(
+            self.trace,
+            self.now,
+            "client c{c} #{} {:?} key {} -> n{}",
+            op.seq,
+            op.input,
+            op.key,
+            op.node
+        );
+        let d = self.rng.range(1, 3);
+        self.schedule(d, Event::ClientArrive(c, op));
+        let timeout = op.deadline - self.now;
+        self.schedule(timeout, Event::ClientExpire(c, op.seq));
+    }
+
+    pub(super) fn client_arrive(&mut self, c: u64, op: InFlight) -> Check {
+        let now = self.now;
+        let stale_reads = self.opts.mutation == Some(Mutation::StaleLocalRead);
+        let paused = self
+            .nodes
+            .get(&op.node)
+            .is_some_and(|n| n.paused_until > now);
+        if paused {
+            return Ok(());
+        }
+        let Some(r) = self.running(op.node, None) else {
+            return Ok(());
+        };
+        let result = match op.input {
+            KvInput::Get if stale_reads && r.role == Role::Leader => {
+                let v = r.sm.get(op.key);
+                return self.reply(op.node, c, op.seq, Reply::Done(KvOutput::Get(v)), None);
+            }
+            KvInput::Get => {
+                let ctx = read_context(c, op.seq);
+                let res = r.raw.read_index(ctx.clone());
+                if res.is_ok() {
+                    r.waiting_reads.insert(ctx, (c, op.seq, op.key));
+                }
+                res
+            }
+            input => {
+                let cmd = KvCommand {
+                    client: c,
+                    seq: op.seq,
+                    key: op.key,
+                    input,
+                };
+                let res = r.raw.propose(cmd.encode());
+                if res.is_ok() {
+                    r.waiting_writes.insert((c, op.seq));
+                }
+                res
+            }
+        };
+        match result {
+            Ok(()) => self.drive(op.node),
+            Err(CoreError::NotLeader { leader }) => {
+                self.reply(op.node, c, op.seq, Reply::Refused(leader), None)
+            }
+            Err(_) => self.reply(op.node, c, op.seq, Reply::Refused(None), None),
+        }
+    }
+
+    /// Node `from` answers client `c`. A write acknowledgement (`entry` = its index and
+    /// term) is checked to be durable on a quorum first.
+    pub(super) fn reply(
+        &mut self,
+        from: NodeId,
+        c: u64,
+        seq: u64,
+        reply: Reply,
+        entry: Option<(u64, u64)>,
+    ) -> Check {
+        if let Some((index, term)) = entry {
+            self.check_durable(index, term)?;
+        }
+        if matches!(reply, Reply::Done(_)) {
+            self.clients.set_target(c, from);
+        }
+        let d = self.rng.range(1, 3);
+        self.schedule(d, Event::ClientReply(c, seq, reply));
+        Ok(())
+    }
+
+    /// Nothing acknowledged before it is durable on a quorum: the entry at (`index`,
+    /// `term`) must be on the disks of a majority of a configuration that could have
+    /// committed it (the one in force at it, or one of the two before: the leader commits
+    /// with the configuration it has applied, which may lag a change or two).
+    pub(super) fn check_durable(&self, index: u64, term: u64) -> Check {
+        let durable: BTreeSet<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| {
+                let d = n.disk.log.borrow();
+                d.snapshot.index >= index || d.term_at(index) == Some(term)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let ok = self
+            .confs
+            .range(..index)
+            .rev()
+            .take(3)
+            .any(|(_, m)| has_quorum(m, &durable));
+        if ok {
+            Ok(())
+        } else {
+            Err(Violation::AckedNotDurable {
+                index,
+                durable_on: durable.into_iter().collect(),
+            })
+        }
+    }
+
+    pub(super) fn client_reply(&mut self, c: u64, seq: u64, reply: Reply) {
+        let ids = self.started_ids();
+        let accepted = match reply {
+            Reply::Done(out) => {
+                let ok = self.clients.complete(c, seq, self.now, out);
+                if ok {
+                    trace_line!(self.trace, self.now, "client c{c} #{seq} -> {out:?}");
+                }
+                ok
+            }
+            Reply::Refused(hint) => {
+                let waiting = self.clients.in_flight(c).is_some_and(|op| op.seq == seq);
+                if waiting {
+                    trace_line!(
+                        self.trace,
+                        self.now,
+                        "client c{c} #{seq} refused (leader hint {hint:?})"
+                    );
+                    self.clients.refuse(c, seq, hint, &ids);
+                }
+                waiting
+            }
+        };
+        if accepted {
+            let think = self.clients.think_time();
+            self.schedule(think, Event::ClientStart(c));
+        }
+    }
+
+    // ---------------------------------------------------------------- liveness
+
+    pub(super) fn faults_end(&mut self) -> Check {
+        self.faults_active = false;
+        trace_line!(
+            self.trace,
+            self.now,
+            "FAULTS END: healing, restarting, resuming"
+        );
+        self.net.heal();
+        let mut f = self.net.faults().clone();
+        f.drop = 0.0;
+        f.duplicate = 0.0;
+        self.net.set_faults(f);
+        for id in self.started_ids() {
+            if let Some(n) = self.nodes.get_mut(&id) {
+                n.paused_until = 0;
+            }
+            if self.nodes[&id].run.is_none() {
+                self.start_node(id, false)?;
+            }
+        }
+        self.liveness_from = self.now;
+        self.schedule(1, Event::LivenessProbe);
+        let bound = self.opts.liveness_bound_ticks * TICK_MS;
+        self.schedule(bound, Event::LivenessDeadline);
+        Ok(())
+    }
+
+    pub(super) fn liveness_probe(&mut self) -> Check {
+        if self.liveness_done {
+            return Ok(());
+        }
+        if let Some(l) = self.leader() {
+            if let Some(r) = self.running(l, None) {
+                let _ = r.raw.propose(Bytes::from_static(LIVENESS_MARK));
+            }
+            self.drive(l)?;
+        }
+        self.schedule(10 * TICK_MS, Event::LivenessProbe);
+        Ok(())
+    }
+}
+
+/// The ReadIndex context of a client read.
+fn read_context(client: u64, seq: u64) -> Bytes {
+    let mut v = Vec::with_capacity(16);
+    v.extend_from_slice(&client.to_le_bytes());
+    v.extend_from_slice(&seq.to_le_bytes());
+    Bytes::from(v)
+}
+
+/// True when `nodes` hold a majority of `m`'s voters (of both halves when joint).
+fn has_quorum(m: &Membership, nodes: &BTreeSet<NodeId>) -> bool {
+    let majority = |set: &BTreeSet<NodeId>| {
+        set.is_empty() || set.iter().filter(|id| nodes.contains(id)).count() * 2 > set.len()
+    };
+    !m.voters.is_empty() && majority(&m.voters) && majority(&m.voters_outgoing)
+}
