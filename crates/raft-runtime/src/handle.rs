@@ -172,10 +172,12 @@ impl<SM: StateMachine> RaftHandle<SM> {
         }
     }
 
-    /// Changes the membership (must be called on the leader: otherwise
-    /// [`Error::NotLeader`] with a hint). Returns the new membership once the change is
-    /// applied here. A change of several voters goes through a joint configuration, left
-    /// automatically.
+    /// Changes the membership from any node (a follower forwards the change to the leader)
+    /// and returns the new membership once the change is applied here. A change of several
+    /// voters goes through a joint configuration, left automatically. One change at a time:
+    /// another one in flight is [`Error::ConfChangeRejected`]. A change the leader refuses
+    /// after forwarding (rare: the follower checks it against its own view first) ends in
+    /// [`Error::Timeout`].
     pub async fn change_membership(&self, change: ConfChange) -> Result<Membership> {
         self.call("the membership change to be applied", |tx| {
             Request::ConfChange { change, tx }

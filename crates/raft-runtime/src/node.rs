@@ -183,9 +183,12 @@ pub(crate) struct Proposal<R> {
 
 /// A membership change in flight (one at a time).
 pub(crate) struct ConfWaiter {
-    pub index: u64,
-    pub term: u64,
-    pub committed: bool,
+    /// Its (index, term) when this node appended it as leader; `None` when it was forwarded
+    /// to the leader (then it is recognised by its content when committed).
+    pub at: Option<(u64, u64)>,
+    pub change: raft_core::ConfChange,
+    /// The index where it was seen committed.
+    pub committed: Option<u64>,
     pub tx: oneshot::Sender<Result<Membership>>,
 }
 

@@ -183,15 +183,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                     Payload::Command(cmd)
                 }
             };
-            if let Some(c) = &mut self.conf
-                && c.index == e.index
-            {
-                if c.term == e.term {
-                    c.committed = true;
-                } else if let Some(c) = self.conf.take() {
-                    let _ = c.tx.send(Err(Error::Overwritten));
-                }
-            }
+            self.match_conf(&e, &payload);
             batch.push(Committed {
                 index: e.index,
                 term: e.term,
@@ -199,6 +191,31 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             });
         }
         self.send_apply(ApplyJob::Entries { batch, waiters })
+    }
+
+    /// Notes when the membership change this node waits for is committed (or overwritten).
+    fn match_conf(&mut self, e: &Entry, payload: &Payload) {
+        let Some(c) = &mut self.conf else { return };
+        if c.committed.is_some() {
+            return;
+        }
+        match c.at {
+            Some((index, term)) if index == e.index => {
+                if term == e.term {
+                    c.committed = Some(index);
+                } else if let Some(c) = self.conf.take() {
+                    let _ = c.tx.send(Err(Error::Overwritten));
+                }
+            }
+            None => {
+                if let Payload::ConfChange { change, .. } = payload
+                    && *change == c.change
+                {
+                    c.committed = Some(e.index);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Follows a change of role or leader.
@@ -255,7 +272,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                 let _ = p.waiter.tx.send(Err(Error::LeaderChanged));
             }
         }
-        if self.conf.as_ref().is_some_and(|c| !c.committed)
+        if self.conf.as_ref().is_some_and(|c| c.committed.is_none())
             && let Some(c) = self.conf.take()
         {
             let _ = c.tx.send(Err(Error::LeaderChanged));
@@ -365,7 +382,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         if self
             .conf
             .as_ref()
-            .is_some_and(|c| c.committed && c.index <= index)
+            .is_some_and(|c| c.committed.is_some_and(|i| i <= index))
             && let Some(c) = self.conf.take()
         {
             let result = match changed {

@@ -172,25 +172,31 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         change: raft_core::ConfChange,
         tx: oneshot::Sender<Result<raft_core::Membership>>,
     ) {
-        if self.role != Role::Leader {
-            let _ = tx.send(Err(Error::NotLeader {
-                leader_hint: self.leader,
-            }));
-            return;
-        }
         if self.conf.is_some() {
             let _ = tx.send(Err(Error::ConfChangeRejected(
                 "another membership change is in progress".into(),
             )));
             return;
         }
-        match self.raw.propose_conf_change(change) {
+        let leader = self.role == Role::Leader;
+        if !leader {
+            if self.leader.is_none() {
+                let _ = tx.send(Err(Error::NotLeader { leader_hint: None }));
+                return;
+            }
+            // Forwarded to the leader, which refuses silently: catch what we can see here.
+            if let Err(reason) = raft_core::confchange::apply(self.raw.membership(), &change) {
+                let _ = tx.send(Err(Error::ConfChangeRejected(reason)));
+                return;
+            }
+        }
+        match self.raw.propose_conf_change(change.clone()) {
             Ok(()) => {
-                let (index, term) = self.last_entry();
+                let at = leader.then(|| self.last_entry());
                 self.conf = Some(ConfWaiter {
-                    index,
-                    term,
-                    committed: false,
+                    at,
+                    change,
+                    committed: None,
                     tx,
                 });
             }

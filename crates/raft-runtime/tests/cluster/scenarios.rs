@@ -193,13 +193,21 @@ async fn a_fourth_node_joins_as_learner_and_is_promoted() {
     }
     // The new node starts with an empty log and no membership: it waits for the leader.
     c.launch(4, Arc::default(), None).await;
-    // Membership changes must go to the leader; a follower says who that is.
+    // A follower forwards the change to the leader; an unsafe change is refused at once.
     let follower = (1..=3).find(|id| *id != leader).unwrap();
-    match c.handle(follower).add_learner(4).await {
-        Err(Error::NotLeader { leader_hint }) => assert_eq!(leader_hint, Some(leader)),
-        other => panic!("expected NotLeader, got {other:?}"),
+    let everyone = raft_core::ConfChange {
+        transition: raft_core::ConfChangeTransition::Auto,
+        ops: (1..=3).map(raft_core::ConfChangeOp::RemoveNode).collect(),
+    };
+    match c.handle(follower).change_membership(everyone).await {
+        Err(Error::ConfChangeRejected(_)) => {}
+        other => panic!("expected a refusal, got {other:?}"),
     }
-    let m = c.handle(leader).add_learner(4).await.expect("add learner");
+    let m = c
+        .handle(follower)
+        .add_learner(4)
+        .await
+        .expect("add learner");
     assert!(m.learners.contains(&4));
     let commit = c.handle(leader).status().await.unwrap().commit;
     c.wait_applied(4, commit).await;
@@ -230,8 +238,8 @@ async fn a_fourth_node_joins_as_learner_and_is_promoted() {
     for id in 1..=4u64 {
         assert_eq!(c.get(id, "from4").await.as_deref(), Some("yes"));
     }
-    // And can be removed again.
-    let m = c.handle(leader).remove_node(4).await.expect("remove");
+    // And can be removed again (through a follower).
+    let m = c.handle(follower).remove_node(4).await.expect("remove");
     assert!(!m.members().contains(&4));
 }
 
