@@ -214,8 +214,13 @@ impl<L: LogRead> Raft<L> {
         if self.lead_transferee.is_some() {
             self.transfer_elapsed += 1;
             if self.transfer_elapsed >= self.cfg.election_timeout_base_ticks {
-                // The target did not win in time: accept proposals again.
+                // The target did not win in time: accept proposals again, or, if this
+                // leader is no longer a voter, give up leading.
                 self.lead_transferee = None;
+                if !self.promotable() {
+                    self.become_follower(self.term, None);
+                    return Ok(());
+                }
             }
         }
         if self.election_elapsed >= self.cfg.election_timeout_base_ticks {

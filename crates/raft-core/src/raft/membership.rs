@@ -106,31 +106,36 @@ impl<L: LogRead> Raft<L> {
             self.lead_transferee = None;
         }
         if self.role == Role::Leader {
-            if !next.is_joint() && !next.voters.contains(&self.id) {
-                self.hand_over_leadership();
-            } else {
-                self.maybe_commit();
-                self.bcast_pending = true;
+            self.maybe_commit();
+            self.bcast_pending = true;
+            if !next.is_voter(self.id) {
+                // Errors here are storage failures while sending; the transfer times out
+                // and the node steps down (see `tick_leader`).
+                let _ = self.hand_over_leadership();
             }
         }
         Some(next)
     }
 
-    /// This leader left the configuration: let the most up-to-date voter take over at
-    /// once instead of waiting for an election timeout, then step down.
-    fn hand_over_leadership(&mut self) {
-        let last = self.log.last_index();
-        let target = self.tracker.membership.voters.iter().copied().find(|id| {
-            self.tracker
-                .progress
-                .get(id)
-                .is_some_and(|p| p.matched == last)
-        });
-        if let Some(t) = target {
-            self.send(t, MessageBody::TimeoutNow);
-        }
-        let term = self.term;
-        self.become_follower(term, None);
+    /// This leader is no longer a voter: it keeps leading (proposals refused) only to hand
+    /// over to the most up-to-date voter. Stepping down at once could leave the remaining
+    /// voters unable to elect anyone while some of them still count this node (whose log
+    /// may be the longest) in a configuration they have not applied yet.
+    fn hand_over_leadership(&mut self) -> Result<()> {
+        let target = self
+            .tracker
+            .membership
+            .voters
+            .iter()
+            .copied()
+            .max_by_key(|id| self.tracker.progress.get(id).map_or(0, |p| p.matched));
+        let Some(target) = target else {
+            let term = self.term;
+            self.become_follower(term, None);
+            return Ok(());
+        };
+        self.lead_transferee = None;
+        self.transfer_leader(target)
     }
 
     pub(crate) fn transfer_leader(&mut self, target: NodeId) -> Result<()> {

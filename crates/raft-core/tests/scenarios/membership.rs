@@ -232,3 +232,20 @@ fn one_change_at_a_time_and_unsafe_changes_are_rejected() {
         "Auto turns a two-voter change into a joint one"
     );
 }
+
+#[test]
+fn a_leader_that_demotes_itself_hands_over_to_the_most_up_to_date_voter() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.elect(1);
+    c.propose(1, "a");
+    c.raw(1)
+        .propose_conf_change(change(vec![ConfChangeOp::AddLearner(1)]))
+        .unwrap();
+    c.stabilize();
+    let leader = c.leader().expect("handed over without an election timeout");
+    assert!([2, 3].contains(&leader));
+    assert_eq!(c.role(1), Role::Follower);
+    assert!(c.node(1).raw.membership().learners.contains(&1));
+    c.propose(leader, "b");
+    assert_eq!(c.state_of(1), vec![b"a".as_slice(), b"b".as_slice()]);
+}
