@@ -45,6 +45,65 @@
 //! When the leader a proposal was sent to (or appended by) loses its leadership before the
 //! entry was seen committed, the proposal fails with [`Error::LeaderChanged`] (its outcome is
 //! unknown: retry only idempotent commands, or read first).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use raft_runtime::{
+//!     BoxError, BoxFuture, Committed, Inbound, Membership, Message, NodeId, Payload, RaftNode,
+//!     RuntimeConfig, StateMachine, Transport, WalStore,
+//! };
+//! use std::sync::Arc;
+//!
+//! /// Counts the commands it applies; answers each with the count so far.
+//! #[derive(Default)]
+//! struct Counter { applied: u64, count: u64 }
+//!
+//! impl StateMachine for Counter {
+//!     type Response = u64;
+//!     fn apply(&mut self, batch: &[Committed]) -> Result<Vec<u64>, BoxError> {
+//!         Ok(batch.iter().map(|e| {
+//!             self.applied = e.index;
+//!             if let Payload::Command(_) = e.payload { self.count += 1; }
+//!             self.count
+//!         }).collect())
+//!     }
+//!     fn applied_index(&self) -> u64 { self.applied }
+//! }
+//!
+//! /// A single node talks to nobody.
+//! struct Alone;
+//! impl Transport for Alone {
+//!     fn send(&self, _msg: Message) {}
+//!     fn send_snapshot(&self, _msg: Message) -> BoxFuture<Result<(), BoxError>> {
+//!         Box::pin(async { Err("no peers".into()) })
+//!     }
+//!     fn add_peer(&self, _id: NodeId) {}
+//!     fn remove_peer(&self, _id: NodeId) {}
+//! }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let wal = Arc::new(raft_log::Wal::open("/tmp/raft-demo", raft_log::Settings::default())?);
+//! let mut config = RuntimeConfig::new(1);
+//! config.bootstrap = Some(Membership::with_voters([1]));
+//! let (_tx, messages) = tokio::sync::mpsc::channel(1024);
+//! let (_utx, unreachable) = tokio::sync::mpsc::channel(16);
+//! let node = RaftNode::start(
+//!     config,
+//!     WalStore::new(wal),
+//!     Counter::default(),
+//!     Arc::new(Alone),
+//!     Inbound { messages, unreachable },
+//! )
+//! .await?;
+//! let count = node.propose(Bytes::from_static(b"+1")).await?; // applied when it returns
+//! node.read_index().await?; // linearizable barrier
+//! let now = node.serializable_read(|c: &Counter| c.count).await?;
+//! assert_eq!(count, now);
+//! node.shutdown().await?;
+//! # Ok(()) }
+//! ```
 #![deny(missing_docs)]
 
 mod apply;

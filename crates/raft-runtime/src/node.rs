@@ -326,6 +326,12 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
     }
 
     fn step(&mut self, msg: raft_core::Message) {
+        if msg.from != self.id && msg.from != 0 && !self.peers.contains(&msg.from) {
+            // A node that is not (yet) a member here, e.g. the leader of a cluster this node
+            // is joining: make the transport able to answer it.
+            self.peers.insert(msg.from);
+            self.transport.add_peer(msg.from);
+        }
         if let Err(e) = self.raw.step(msg) {
             match e {
                 raft_core::Error::Storage(_) => {

@@ -22,10 +22,12 @@ pub trait Transport: Send + Sync + 'static {
     /// snapshot store the state machine wrote it to).
     fn send_snapshot(&self, msg: Message) -> BoxFuture<Result<(), BoxError>>;
 
-    /// `id` joined the membership: start talking to it (the transport knows its address).
+    /// Start talking to `id` (the transport knows or resolves its address). Called for every
+    /// member at start and when one joins, and for a node that sent a message while not a
+    /// known member (a joining node hears from the leader before it knows the membership).
     fn add_peer(&self, id: NodeId);
 
-    /// `id` left the membership: stop talking to it.
+    /// `id` left the membership: stop talking to it (and refuse its messages).
     fn remove_peer(&self, id: NodeId);
 }
 

@@ -317,6 +317,8 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                 self.applied = self.applied.max(index);
                 self.stats.applied.store(self.applied, Ordering::Relaxed);
                 self.complete_write(number)?;
+                // The snapshot carried a membership (e.g. the first one a joining node sees).
+                self.sync_peers();
                 self.release_reads();
             }
             Event::Applied { index } => self.on_applied(index)?,
@@ -362,22 +364,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         if let Some(mship) = &changed {
             tracing::info!(membership = ?mship, "membership changed");
             self.raw.log_mut().set_membership(mship.clone());
-            let members = mship.members();
-            for p in members.iter().copied() {
-                if p != self.id && self.peers.insert(p) {
-                    self.transport.add_peer(p);
-                }
-            }
-            let gone: Vec<u64> = self
-                .peers
-                .iter()
-                .copied()
-                .filter(|p| !members.contains(p))
-                .collect();
-            for p in gone {
-                self.peers.remove(&p);
-                self.transport.remove_peer(p);
-            }
+            self.sync_peers();
         }
         if self
             .conf
@@ -395,6 +382,26 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         }
         self.release_reads();
         self.maybe_snapshot()
+    }
+
+    /// Tells the transport about members it does not know and members that left.
+    pub(crate) fn sync_peers(&mut self) {
+        let members = self.raw.membership().members();
+        for p in members.iter().copied() {
+            if p != self.id && self.peers.insert(p) {
+                self.transport.add_peer(p);
+            }
+        }
+        let gone: Vec<u64> = self
+            .peers
+            .iter()
+            .copied()
+            .filter(|p| !members.contains(p))
+            .collect();
+        for p in gone {
+            self.peers.remove(&p);
+            self.transport.remove_peer(p);
+        }
     }
 
     /// Starts a snapshot once enough entries were applied since the last one.

@@ -47,26 +47,48 @@ impl Router {
     }
 }
 
-/// The transport of one node.
+/// The transport of one node. Like a real one, it only reaches peers it was told about.
 pub struct ChanTransport {
     pub router: Arc<Router>,
+    pub peers: Mutex<HashSet<NodeId>>,
+}
+
+impl ChanTransport {
+    pub fn new(router: Arc<Router>) -> Self {
+        Self {
+            router,
+            peers: Mutex::default(),
+        }
+    }
+
+    fn knows(&self, id: NodeId) -> bool {
+        self.peers.lock().unwrap().contains(&id)
+    }
 }
 
 impl Transport for ChanTransport {
     fn send(&self, msg: Message) {
-        self.router.deliver(msg);
+        if self.knows(msg.to) {
+            self.router.deliver(msg);
+        }
     }
 
     fn send_snapshot(&self, msg: Message) -> BoxFuture<Result<(), BoxError>> {
         // The data moves out of band: the receiving state machine reads it from the shared
         // snapshot store (see `KvState::snapshots`).
-        let ok = matches!(msg.body, MessageBody::InstallSnapshot(_)) && self.router.deliver(msg);
+        let ok = matches!(msg.body, MessageBody::InstallSnapshot(_))
+            && self.knows(msg.to)
+            && self.router.deliver(msg);
         Box::pin(async move { if ok { Ok(()) } else { Err("link down".into()) } })
     }
 
-    fn add_peer(&self, _id: NodeId) {}
+    fn add_peer(&self, id: NodeId) {
+        self.peers.lock().unwrap().insert(id);
+    }
 
-    fn remove_peer(&self, _id: NodeId) {}
+    fn remove_peer(&self, id: NodeId) {
+        self.peers.lock().unwrap().remove(&id);
+    }
 }
 
 /// What the KV state machine holds; shared so that a restarted node keeps it (as a durable
@@ -247,9 +269,7 @@ impl Cluster {
             state: state.clone(),
             snapshots: self.snapshots.clone(),
         };
-        let transport = Arc::new(ChanTransport {
-            router: self.router.clone(),
-        });
+        let transport = Arc::new(ChanTransport::new(self.router.clone()));
         let handle = RaftNode::start(
             config(id, bootstrap, self.snapshot_threshold, self.read_mode),
             WalStore::new(wal),

@@ -395,9 +395,7 @@ async fn single_node_over_mem_store_restarts_without_reapplying() {
             state,
             snapshots: Arc::default(),
         };
-        let transport = Arc::new(ChanTransport {
-            router: Arc::new(Router::default()),
-        });
+        let transport = Arc::new(ChanTransport::new(Arc::new(Router::default())));
         let cfg = config(1, Some(Membership::with_voters([1])), 0, ReadMode::Safe);
         let inbound = Inbound {
             messages: rx,
