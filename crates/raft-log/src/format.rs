@@ -357,6 +357,38 @@ fn decode_membership(p: &[u8]) -> Option<Membership> {
     })
 }
 
+/// A valid entry record parsed at `pos`: index, term, kind, data offset, data length and the
+/// offset of the next record.
+pub(crate) type EntryAt = (u64, u64, EntryKind, usize, usize, usize);
+
+/// The fast path of recovery: decodes the record at `pos` when it is a valid entry record,
+/// without building a [`Record`]. `None` for anything else (then [`decode_at`] decides).
+pub(crate) fn decode_entry(buf: &[u8], pos: usize) -> Option<EntryAt> {
+    let h = buf.get(pos..pos + RECORD_HEADER_LEN)?;
+    if h[8] != KIND_ENTRY || h[9..16] != [0; 7] {
+        return None;
+    }
+    let len = u32_at(h, 4) as usize;
+    let end = pos + RECORD_HEADER_LEN + len;
+    if len < 17 || end > buf.len() || crc32c::crc32c(&buf[pos + 4..end]) != u32_at(h, 0) {
+        return None;
+    }
+    let p = pos + RECORD_HEADER_LEN;
+    let kind = match buf[p + 16] {
+        0 => EntryKind::Normal,
+        1 => EntryKind::ConfChange,
+        _ => return None,
+    };
+    Some((
+        u64_at(buf, p),
+        u64_at(buf, p + 8),
+        kind,
+        p + 17,
+        len - 17,
+        align_up(end),
+    ))
+}
+
 fn decode_payload(kind: u8, p: &[u8], payload_offset: usize) -> Result<Record, String> {
     let short = || format!("record of type {kind} is too short");
     match kind {

@@ -162,6 +162,20 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, window: usize) -> Result<Recovere
                 }
             }
             let rel = (pos - win.start) as usize;
+            if let Some((i, term, kind, data_offset, data_len, next)) =
+                format::decode_entry(win.bytes(), rel)
+            {
+                let loc = Loc {
+                    term,
+                    seq: seq32,
+                    offset: (win.start + data_offset as u64) as u32,
+                    len: data_len as u32,
+                    kind,
+                };
+                index.push(i, loc);
+                pos = win.start + next as u64;
+                continue;
+            }
             match format::decode_at(win.bytes(), rel) {
                 Step::Record(record, next) => {
                     match record {
