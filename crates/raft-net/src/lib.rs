@@ -30,6 +30,7 @@ mod config;
 mod convert;
 mod error;
 mod frame;
+mod netrt;
 mod peer;
 mod queue;
 mod server;

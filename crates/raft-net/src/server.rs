@@ -5,6 +5,7 @@ use crate::config::SNAPSHOT_CHUNK_SIZE;
 use crate::convert::meta_from_pb;
 use crate::error::{Error, Result};
 use crate::frame::open_frame;
+use crate::netrt::NetRuntime;
 use crate::pb;
 use crate::shared::Shared;
 use crate::snapshot::open_chunk;
@@ -144,8 +145,9 @@ async fn receive_frame(
     }
     counter!(m::BYTES_RECEIVED, "lane" => lane).increment(wire);
     counter!(m::MESSAGES_RECEIVED, "lane" => lane).increment(msgs.len() as u64);
+    let to = shared.inbound_for(lane == "light");
     for msg in msgs {
-        if shared.inbound.messages.send(msg).await.is_err() {
+        if to.send(msg).await.is_err() {
             return Err(Status::unavailable("the node stopped receiving"));
         }
     }
@@ -166,7 +168,9 @@ impl pb::peer_server::Peer for PeerService {
         let shared = self.shared.clone();
         let cancel = self.cancel.clone();
         let span = info_span!("replicate_in", node_id = shared.config.node_id);
-        tokio::spawn(
+        // Decoding and delivering appends is the heavy part: it runs on the caller's runtime,
+        // not on the network thread.
+        self.shared.main.spawn(
             async move {
                 let stop = cancelled(cancel);
                 tokio::pin!(stop);
@@ -241,8 +245,24 @@ impl pb::peer_server::Peer for PeerService {
         request: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::SnapshotAck>, Status> {
         self.check_running()?;
-        let mut chunks = request.into_inner();
-        let shared = &self.shared;
+        let shared = self.shared.clone();
+        // Checksums, decompression and the sink's writes run on the caller's runtime.
+        let task = self
+            .shared
+            .main
+            .spawn(async move { receive_snapshot(&shared, request.into_inner()).await });
+        task.await
+            .map_err(|e| Status::internal(format!("snapshot receiver failed: {e}")))?
+            .map(Response::new)
+    }
+}
+
+/// Receives one snapshot transfer; returns the final ack.
+async fn receive_snapshot(
+    shared: &Shared,
+    mut chunks: Streaming<pb::SnapshotChunk>,
+) -> Result<pb::SnapshotAck, Status> {
+    {
         let sink = &shared.inbound.snapshots;
         let first = chunks
             .message()
@@ -323,7 +343,7 @@ impl pb::peer_server::Peer for PeerService {
                 if shared.inbound.messages.send(msg).await.is_err() {
                     return Err(Status::unavailable("the node stopped receiving"));
                 }
-                return Ok(Response::new(ack(received, true)));
+                return Ok(ack(received, true));
             }
             chunk = match chunks.message().await.inspect_err(count_stream_error)? {
                 Some(c) => c,
@@ -332,7 +352,7 @@ impl pb::peer_server::Peer for PeerService {
                         from,
                         received, total_len, "snapshot stream ended before its last chunk"
                     );
-                    return Ok(Response::new(ack(received, false)));
+                    return Ok(ack(received, false));
                 }
             };
         }
@@ -347,6 +367,8 @@ pub struct ServerHandle {
     cancel: watch::Sender<bool>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Keeps the network thread alive while the server runs.
+    _net: Arc<NetRuntime>,
 }
 
 impl ServerHandle {
@@ -375,8 +397,19 @@ impl ServerHandle {
 }
 
 /// Serves the `Peer` service on `listener` in a new task.
-pub(crate) fn serve(shared: Arc<Shared>, listener: TcpListener) -> Result<ServerHandle> {
+pub(crate) fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    net: Arc<NetRuntime>,
+) -> Result<ServerHandle> {
     let local_addr = listener.local_addr()?;
+    // Re-register the socket with the network thread's reactor so accepting and connection
+    // I/O never wait for the caller's (possibly busy) runtime to poll its driver.
+    let listener = {
+        let std = listener.into_std()?;
+        let _guard = net.handle().enter();
+        TcpListener::from_std(std)?
+    };
     let cfg = &shared.config;
     let (cancel, cancel_rx) = watch::channel(false);
     let (stop, stop_rx) = oneshot::channel::<()>();
@@ -400,7 +433,7 @@ pub(crate) fn serve(shared: Arc<Shared>, listener: TcpListener) -> Result<Server
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let router = builder.add_service(service);
     let span = info_span!("peer_server", node_id = cfg.node_id, %local_addr);
-    let task = tokio::spawn(
+    let task = net.handle().spawn(
         async move {
             router
                 .serve_with_incoming_shutdown(incoming, async {
@@ -415,5 +448,6 @@ pub(crate) fn serve(shared: Arc<Shared>, listener: TcpListener) -> Result<Server
         cancel,
         stop: Some(stop),
         task,
+        _net: net,
     })
 }

@@ -9,15 +9,21 @@ use raft_core::{Message, NodeId};
 use raft_metrics::net as m;
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
+use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 /// Where the transport hands what arrives and what fails to the runtime.
 pub struct Inbound {
     /// Every message received from a peer (and the `InstallSnapshot` message once a
-    /// snapshot's data is stored and verified). Bounded: a slow runtime slows the senders
-    /// down through HTTP/2 flow control instead of growing memory.
+    /// snapshot's data is stored and verified), except those going to `priority`. Bounded:
+    /// a slow runtime slows the senders down through HTTP/2 flow control instead of growing
+    /// memory.
     pub messages: mpsc::Sender<Message>,
+    /// When set, messages of the light lane (heartbeats, votes, responses, TimeoutNow,
+    /// read-index traffic) arrive here instead, so they never wait in `messages` behind
+    /// appends. [`InboundReceivers::recv`] reads both, this one first.
+    pub priority: Option<mpsc::Sender<Message>>,
     /// Peers found unreachable: a connection failed or broke, or their send queue was full
     /// and messages were dropped. Reports are best effort: when this channel is full, further
     /// reports are dropped (the runtime already has one pending).
@@ -35,10 +41,25 @@ impl std::fmt::Debug for Inbound {
 /// The receiving ends of the channels an [`Inbound`] made with [`Inbound::channels`].
 #[derive(Debug)]
 pub struct InboundReceivers {
-    /// Messages from peers.
+    /// Messages from peers (appends, proposals, snapshot installs).
     pub messages: mpsc::Receiver<Message>,
+    /// Light-lane messages from peers (heartbeats, votes, responses...).
+    pub priority: mpsc::Receiver<Message>,
     /// Unreachable peers.
     pub unreachable: mpsc::Receiver<NodeId>,
+}
+
+impl InboundReceivers {
+    /// The next message from any peer, light-lane messages first; `None` once the
+    /// transport is gone.
+    pub async fn recv(&mut self) -> Option<Message> {
+        tokio::select! {
+            biased;
+            Some(m) = self.priority.recv() => Some(m),
+            Some(m) = self.messages.recv() => Some(m),
+            else => None,
+        }
+    }
 }
 
 impl Inbound {
@@ -46,15 +67,18 @@ impl Inbound {
     /// snapshots in `snapshots`.
     pub fn channels(capacity: usize, snapshots: Arc<dyn SnapshotSink>) -> (Self, InboundReceivers) {
         let (mtx, mrx) = mpsc::channel(capacity.max(1));
+        let (ptx, prx) = mpsc::channel(capacity.max(1));
         let (utx, urx) = mpsc::channel(capacity.max(1));
         (
             Self {
                 messages: mtx,
+                priority: Some(ptx),
                 unreachable: utx,
                 snapshots,
             },
             InboundReceivers {
                 messages: mrx,
+                priority: prx,
                 unreachable: urx,
             },
         )
@@ -69,11 +93,13 @@ pub(crate) struct Shared {
     pub(crate) removed: RwLock<HashSet<NodeId>>,
     pub(crate) client_tls: Option<ClientTlsConfig>,
     pub(crate) server_tls: Option<ServerTlsConfig>,
+    /// The caller's runtime, where heavy inbound work runs.
+    pub(crate) main: Handle,
 }
 
 impl Shared {
     /// Validates the configuration and builds the shared state.
-    pub(crate) fn new(config: TransportConfig, inbound: Inbound) -> Result<Self> {
+    pub(crate) fn new(config: TransportConfig, inbound: Inbound, main: Handle) -> Result<Self> {
         if config.node_id == 0 {
             return Err(Error::Config("node id 0 is reserved".into()));
         }
@@ -103,7 +129,16 @@ impl Shared {
             removed: RwLock::new(HashSet::new()),
             client_tls,
             server_tls,
+            main,
         })
+    }
+
+    /// Where messages of `lane` are delivered.
+    pub(crate) fn inbound_for(&self, light: bool) -> &mpsc::Sender<Message> {
+        match (&self.inbound.priority, light) {
+            (Some(p), true) => p,
+            _ => &self.inbound.messages,
+        }
     }
 
     /// Tells the runtime that `peer` is unreachable (best effort, never blocks).

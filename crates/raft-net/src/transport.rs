@@ -4,6 +4,7 @@
 use crate::config::TransportConfig;
 use crate::convert::message_size;
 use crate::error::{Error, Result};
+use crate::netrt::NetRuntime;
 use crate::peer::{Peer, run_light_lane, run_stream_lane, transfer_snapshot};
 use crate::server::{ServerHandle, serve};
 use crate::shared::{Inbound, Shared};
@@ -56,7 +57,10 @@ impl PeerEntry {
 struct Inner {
     shared: Arc<Shared>,
     peers: RwLock<HashMap<NodeId, PeerEntry>>,
+    /// The caller's runtime: stream lanes run here.
     runtime: Handle,
+    /// The network thread: light lanes and the server's connections run here.
+    net: Arc<NetRuntime>,
 }
 
 impl Drop for Inner {
@@ -100,15 +104,19 @@ impl std::fmt::Debug for PeerTransport {
 
 impl PeerTransport {
     /// A transport for `config.node_id`, delivering to `inbound`. Must be called inside a
-    /// tokio runtime (its workers run there).
+    /// tokio runtime: the append streams run there. The light lanes and the inbound
+    /// server's connections run on a network thread of the transport's own, so heartbeats
+    /// are not scheduled behind the CPU work of big appends.
     pub fn new(config: TransportConfig, inbound: Inbound) -> Result<Self> {
         let runtime = Handle::try_current()
             .map_err(|_| Error::Config("PeerTransport::new needs a tokio runtime".into()))?;
+        let net = Arc::new(NetRuntime::start(config.node_id)?);
         Ok(Self {
             inner: Arc::new(Inner {
-                shared: Arc::new(Shared::new(config, inbound)?),
+                shared: Arc::new(Shared::new(config, inbound, runtime.clone())?),
                 peers: RwLock::new(HashMap::new()),
                 runtime,
+                net,
             }),
         })
     }
@@ -141,7 +149,7 @@ impl PeerTransport {
                 peer = id
             )),
         );
-        let light = rt.spawn(
+        let light = self.inner.net.handle().spawn(
             run_light_lane(shared.clone(), peer.clone()).instrument(info_span!(
                 "peer_light",
                 node_id,
@@ -247,7 +255,6 @@ impl PeerTransport {
     /// so is anything over `max_message_size`. With TLS configured, only peers presenting a
     /// certificate signed by the cluster CA can connect.
     pub fn serve(&self, listener: TcpListener) -> Result<ServerHandle> {
-        let _guard = self.inner.runtime.enter();
-        serve(self.inner.shared.clone(), listener)
+        serve(self.inner.shared.clone(), listener, self.inner.net.clone())
     }
 }

@@ -255,7 +255,7 @@ async fn removed_member_is_refused() {
     loop {
         let _ = nodes[2].transport.send(heartbeat(3, 2, 2));
         if let Ok(Some(m)) =
-            tokio::time::timeout(Duration::from_millis(100), nodes[1].rx.messages.recv()).await
+            tokio::time::timeout(Duration::from_millis(100), nodes[1].rx.recv()).await
         {
             assert_eq!(m.from, 3);
             break;

@@ -88,7 +88,7 @@ pub fn connect_all(nodes: &[Node]) {
 
 /// The next message `node` receives, within `secs` seconds.
 pub async fn recv(node: &mut Node, secs: u64) -> Message {
-    tokio::time::timeout(Duration::from_secs(secs), node.rx.messages.recv())
+    tokio::time::timeout(Duration::from_secs(secs), node.rx.recv())
         .await
         .expect("timed out waiting for a message")
         .expect("inbound channel closed")
@@ -96,9 +96,7 @@ pub async fn recv(node: &mut Node, secs: u64) -> Message {
 
 /// Asserts that `node` receives nothing for `ms` milliseconds.
 pub async fn recv_nothing(node: &mut Node, ms: u64) {
-    if let Ok(Some(m)) =
-        tokio::time::timeout(Duration::from_millis(ms), node.rx.messages.recv()).await
-    {
+    if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(ms), node.rx.recv()).await {
         panic!("unexpected message {m:?}");
     }
 }
