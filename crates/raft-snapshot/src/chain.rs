@@ -114,7 +114,9 @@ struct Layer {
 /// merge over the sorted files, newest layer winning, deletions dropped). The new base
 /// becomes the current chain's tip if the old tip was; the old chain is left for
 /// [`SnapshotStore::gc`]. `created_ms` is the new snapshot's creation time. The runtime calls
-/// this in the background when [`ChainPolicy::needs_compaction`] says so.
+/// this in the background when [`ChainPolicy::needs_compaction`] says so, on the same task
+/// that takes snapshots: a delta finished on the old tip while a compaction runs would
+/// keep the new base from becoming the tip (correct, but the merge is wasted).
 pub fn compact_chain(
     store: &SnapshotStore,
     tip: Option<crate::info::SnapshotId>,

@@ -40,6 +40,8 @@ pub use format::{
 };
 pub use info::{MembershipRecord, SnapshotId, SnapshotInfo, SnapshotKind};
 pub use object_store::{LocalDirStore, ObjectStore};
+#[cfg(feature = "s3")]
+pub use object_store::{S3Config, S3Store};
 pub use pitr::{RestorePoint, find_in_object_store, restore_from_object_store, restore_point};
 pub use source::{Capture, IterSource, MemState, RestoreSink, SnapshotCapture, SnapshotSource};
 pub use store::{

@@ -1,6 +1,12 @@
 //! Object stores that snapshots are uploaded to: the [`ObjectStore`] trait and its local
 //! directory implementation.
 
+#[cfg(feature = "s3")]
+mod s3;
+
+#[cfg(feature = "s3")]
+pub use s3::{S3Config, S3Store};
+
 use crate::error::{Error, IoContext, Result};
 use std::fs::File;
 use std::io::{Read, Write};
