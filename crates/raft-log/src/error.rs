@@ -36,6 +36,9 @@ pub enum Error {
     /// log must be reopened, which recovers exactly what reached the disk.
     #[error("write-ahead log writer stopped: {0}")]
     WriterFailed(Arc<Error>),
+    /// The writer thread panicked (a bug); the log must be reopened.
+    #[error("write-ahead log writer thread panicked")]
+    WriterPanicked,
     /// The log was closed.
     #[error("write-ahead log is closed")]
     Closed,

@@ -184,9 +184,24 @@ impl Wal {
             first_dirty: None,
         };
         let span = tracing::info_span!("raft_wal_writer", dir = %dir.display());
+        let guard = shared.clone();
         let handle = std::thread::Builder::new()
             .name("raft-wal-writer".into())
-            .spawn(move || span.in_scope(|| writer.run()))
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| span.in_scope(|| writer.run()));
+                if std::panic::catch_unwind(run).is_err() {
+                    // Fail everything queued and every later request instead of hanging.
+                    tracing::error!("write-ahead log writer thread panicked");
+                    let drained: Vec<Request> = {
+                        let mut q = guard.queue.lock();
+                        q.failed = Some(Error::WriterPanicked);
+                        q.requests.drain(..).collect()
+                    };
+                    for r in drained {
+                        r.done.complete(Err(Error::WriterPanicked));
+                    }
+                }
+            })
             .map_err(|e| Error::io("spawn writer thread", &dir, e))?;
         let elapsed = started.elapsed();
         metrics::histogram!(m::RECOVERY_SECONDS).record(elapsed.as_secs_f64());
