@@ -419,3 +419,67 @@ async fn single_node_over_mem_store_restarts_without_reapplying() {
     assert_eq!(state.lock().unwrap().map.len(), 11);
     assert_eq!(h.stats().proposals, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_under_load_lose_no_acknowledged_write() {
+    let c = Arc::new(Cluster::start(3).await);
+    c.wait_leader().await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for w in 0..6u64 {
+        let c = c.clone();
+        let stop = stop.clone();
+        clients.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("w{w}-{i}");
+                match c.handle(w % 3 + 1).propose(put(&key, "v")).await {
+                    Ok(prev) => {
+                        assert_eq!(prev, None, "{key} applied twice");
+                        acked.push(key);
+                    }
+                    Err(e) => assert!(
+                        matches!(e, Error::LeaderChanged | Error::Timeout(_)) || e.is_retryable(),
+                        "unexpected error {e:?}"
+                    ),
+                }
+                i += 1;
+            }
+            acked
+        }));
+    }
+    // Cut off each node in turn (the leader among them), then heal.
+    for round in 0..4u64 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let victim = if round % 2 == 0 {
+            c.handle(1).stats().leader.unwrap_or(1)
+        } else {
+            round % 3 + 1
+        };
+        c.router.isolate(victim);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        c.router.heal();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for t in clients {
+        acked.extend(t.await.unwrap());
+    }
+    assert!(acked.len() > 50, "only {} writes acknowledged", acked.len());
+    let leader = c.wait_leader().await;
+    c.handle(leader).read_index().await.unwrap();
+    for id in 1..=3u64 {
+        let keys = acked.clone();
+        let missing = c
+            .handle(id)
+            .linearizable_read(move |sm: &crate::harness::KvSm| {
+                let s = sm.state.lock().unwrap();
+                keys.iter().filter(|k| !s.map.contains_key(*k)).count()
+            })
+            .await
+            .unwrap();
+        assert_eq!(missing, 0, "node {id} lost acknowledged writes");
+    }
+}
