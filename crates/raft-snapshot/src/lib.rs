@@ -18,6 +18,42 @@
 //! - [`ChainTransfer`] / [`IncomingTransfer`]: byte-level source and sink for raft-net.
 //! - [`ObjectStore`], [`LocalDirStore`], [`Uploader`], and point-in-time restore
 //!   ([`find_in_object_store`], [`restore_from_object_store`]).
+//!
+//! # Example
+//!
+//! ```
+//! use raft_core::{Membership, SnapshotMeta};
+//! use raft_snapshot::{MemState, SnapshotKind, SnapshotStore, StoreOptions, restore_chain};
+//!
+//! # fn main() -> raft_snapshot::Result<()> {
+//! # let dir = std::env::temp_dir().join(format!("raft-snapshot-doc-{}", std::process::id()));
+//! let store = SnapshotStore::open_dir(&dir, StoreOptions::default())?;
+//! let mut state = MemState::new();
+//! state.put("a", "1");
+//! state.put("b", "2");
+//! let meta = |index| SnapshotMeta { index, term: 1, membership: Membership::with_voters([1]) };
+//!
+//! // A base at index 10 ...
+//! let mut w = store.begin(SnapshotKind::Full, None, &meta(10), 1_700_000_000_000)?;
+//! w.write_source(&mut state.full_source())?;
+//! let base = w.finish()?;
+//! state.mark_snapshotted();
+//!
+//! // ... and a delta at index 12 with what changed since.
+//! state.delete(b"a");
+//! state.put("c", "3");
+//! let mut w = store.begin(SnapshotKind::Delta, Some(base.id), &meta(12), 1_700_000_001_000)?;
+//! w.write_source(&mut state.delta_source())?;
+//! w.finish()?;
+//!
+//! // Restoring the current chain gives the state at index 12.
+//! let mut restored = MemState::new();
+//! let tip = restore_chain(&store, None, &mut restored)?;
+//! assert_eq!((tip.index, restored.data), (12, state.data));
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok(())
+//! # }
+//! ```
 #![deny(missing_docs)]
 
 mod chain;

@@ -587,6 +587,42 @@ impl SnapshotStore {
         Ok(removed)
     }
 
+    /// Keys of the incoming transfers kept under `tmp/` (resumable after a restart).
+    pub fn incoming_transfers(&self) -> Result<Vec<String>> {
+        let tmp = self.shared.dir.join(TMP_DIR);
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&tmp).at(&tmp)? {
+            let name = entry.at(&tmp)?.file_name().to_string_lossy().into_owned();
+            if let Some(key) = name.strip_prefix(INCOMING_PREFIX) {
+                out.push(key.to_string());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Removes the data of every incoming transfer except the one named `keep` (e.g. when
+    /// a new transfer starts, abandoned ones from earlier leaders are dropped). Returns how
+    /// many were removed. Must not race with a live [`IncomingTransfer`](crate::IncomingTransfer)
+    /// under another key.
+    pub fn remove_incoming(&self, keep: Option<&str>) -> Result<usize> {
+        let keep = keep.map(crate::transfer::sanitize);
+        let mut n = 0;
+        for key in self.incoming_transfers()? {
+            if Some(&key) == keep.as_ref() {
+                continue;
+            }
+            let p = self
+                .shared
+                .dir
+                .join(TMP_DIR)
+                .join(format!("{INCOMING_PREFIX}{key}"));
+            std::fs::remove_dir_all(&p).at(&p)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Makes a staged, verified chain current: moves its files into place (skipping those
     /// already present), fsyncs the directory, then names them in the manifest with the
     /// chain's tip as head. A crash before the manifest is replaced leaves the old chain

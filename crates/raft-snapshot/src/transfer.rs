@@ -207,7 +207,7 @@ pub struct IncomingTransfer {
     crc: u32,
 }
 
-fn sanitize(key: &str) -> String {
+pub(crate) fn sanitize(key: &str) -> String {
     key.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {

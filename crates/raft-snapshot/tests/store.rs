@@ -449,6 +449,16 @@ fn chunked_transfer_resumes_and_refuses_damage() {
         inc.write_chunk(c.offset, &c.data, Some(c.crc)).unwrap();
     }
     assert!(inc.is_complete());
+    // An abandoned transfer from another leader is listed and can be dropped.
+    IncomingTransfer::begin(&follower, "n2/7", 10)
+        .unwrap()
+        .write_chunk(0, b"abc", None)
+        .unwrap();
+    assert_eq!(
+        follower.incoming_transfers().unwrap(),
+        vec!["n1-40".to_string(), "n2_7".to_string()]
+    );
+    assert_eq!(follower.remove_incoming(Some("n1-40")).unwrap(), 1);
     let chain = inc.finish(Some(t.checksum())).unwrap();
     assert_eq!(chain.len(), 4);
     assert_eq!(restored(&follower, None).unwrap().data, states[3].data);
