@@ -283,3 +283,37 @@ fn callbacks_and_oversized_writes() {
     let wal = Wal::open_with(Arc::new(fs), "/wal", settings).unwrap();
     assert_eq!(wal.last_index(), 20);
 }
+
+#[test]
+fn state_survives_deleting_the_segments_that_recorded_it() {
+    let fs = MemFs::new();
+    let wal = Wal::open_with(Arc::new(fs.clone()), "/wal", small()).unwrap();
+    let hs = HardState {
+        term: 3,
+        vote: Some(2),
+        commit: 1,
+    };
+    let membership = Membership::with_voters([4, 5, 6]);
+    wal.save_hard_state(hs).unwrap().wait().unwrap();
+    wal.set_membership(membership.clone())
+        .unwrap()
+        .wait()
+        .unwrap();
+    // Enough entries to fill several segments after the ones holding those records.
+    for i in 1..=200 {
+        wal.append(vec![entry(i, 3, 100)]).unwrap().wait().unwrap();
+    }
+    let before = wal.segment_count();
+    let snap = SnapshotMeta {
+        index: 190,
+        term: 3,
+        membership: Membership::default(),
+    };
+    wal.compact_prefix(snap).unwrap().wait().unwrap();
+    assert!(wal.segment_count() < before / 2);
+    drop(wal);
+    let wal = Wal::open_with(Arc::new(fs), "/wal", small()).unwrap();
+    assert_eq!(wal.hard_state(), hs);
+    assert_eq!(wal.membership(), membership);
+    assert_eq!((wal.first_index(), wal.last_index()), (191, 200));
+}
