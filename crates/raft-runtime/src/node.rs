@@ -120,6 +120,10 @@ impl RaftNode {
         stats
             .commit
             .store(status.commit, std::sync::atomic::Ordering::Relaxed);
+        metrics::gauge!(m::TERM).set(status.term as f64);
+        metrics::gauge!(m::COMMIT_INDEX).set(status.commit as f64);
+        metrics::gauge!(m::APPLIED_INDEX).set(applied as f64);
+        metrics::gauge!(m::IS_LEADER).set(0.0);
         let mut peers = BTreeSet::new();
         for p in status.membership.members() {
             if p != id {

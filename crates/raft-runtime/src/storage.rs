@@ -288,3 +288,68 @@ impl LogRead for MemStore {
         self.lock().snapshot_meta()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft_core::{ConfChange, ConfChangeOp, ConfChangeTransition};
+
+    fn entries() -> Vec<Entry> {
+        let cc = ConfChange {
+            transition: ConfChangeTransition::Auto,
+            ops: vec![ConfChangeOp::AddLearner(4)],
+        };
+        vec![
+            Entry {
+                index: 1,
+                term: 1,
+                ..Entry::default()
+            },
+            Entry {
+                index: 2,
+                term: 1,
+                kind: EntryKind::ConfChange,
+                data: confchange::encode(&cc),
+            },
+            Entry {
+                index: 3,
+                term: 1,
+                ..Entry::default()
+            },
+        ]
+    }
+
+    /// Writes the entries, then checks the membership recomputed for each applied index.
+    fn check(store: &mut impl LogStore) {
+        let boot = Membership::with_voters([1, 2, 3]);
+        store.prepare(0, Some(&boot)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let write = LogWrite {
+            entries: entries(),
+            ..LogWrite::default()
+        };
+        store
+            .write(write, Box::new(move |r| tx.send(r.is_ok()).unwrap()))
+            .unwrap();
+        assert!(rx.recv().unwrap());
+        store.prepare(1, Some(&boot)).unwrap();
+        let m = store.initial_state().unwrap().membership;
+        assert_eq!(m, boot, "the change at 2 is not applied at 1");
+        store.prepare(3, None).unwrap();
+        let m = store.initial_state().unwrap().membership;
+        assert!(m.learners.contains(&4) && m.voters.len() == 3);
+        assert!(store.prepare(4, None).is_err(), "applied beyond the log");
+    }
+
+    #[test]
+    fn restart_membership_replays_logged_changes() {
+        check(&mut MemStore::new());
+        let dir = tempfile::tempdir().unwrap();
+        let settings = raft_log::Settings {
+            segment_size: 1 << 16,
+            ..raft_log::Settings::default()
+        };
+        let wal = Arc::new(Wal::open(dir.path(), settings).unwrap());
+        check(&mut WalStore::new(wal));
+    }
+}
