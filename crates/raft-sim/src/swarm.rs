@@ -170,7 +170,12 @@ impl SwarmConfig {
             compact_after: if on(rng, 0.5) { rng.range(5, 200) } else { 0 },
         };
         let heartbeat_ticks = rng.range(1, 4);
-        let election_ticks = heartbeat_ticks * rng.range(4, 10);
+        // An election must be able to finish: the timeout exceeds a few message delays
+        // plus a disk write (as any real deployment chooses it), or nothing ever commits.
+        let round_trip = 3 * net.max_delay + 2 * node.max_disk_delay;
+        let election_ticks = (heartbeat_ticks * rng.range(4, 10))
+            .max(round_trip.div_ceil(TICK_MS) + 2)
+            .max(heartbeat_ticks + 1);
         SwarmConfig {
             nodes,
             max_node_id: 7,

@@ -51,6 +51,13 @@ impl Cluster {
         let result = match op.input {
             KvInput::Get if stale_reads && r.role == Role::Leader => {
                 let v = r.sm.get(op.key);
+                let applied = r.sm.applied;
+                trace_line!(
+                    self.trace,
+                    now,
+                    "n{} serves a local read at {applied} (mutation)",
+                    op.node
+                );
                 return self.reply(op.node, c, op.seq, Reply::Done(KvOutput::Get(v)), None);
             }
             KvInput::Get => {

@@ -66,7 +66,7 @@ impl Cluster {
                     && matches!(cmd.input, KvInput::Put(_))
                     && r.waiting_writes.remove(&(cmd.client, cmd.seq))
                 {
-                    early_acks.push((cmd.client, cmd.seq));
+                    early_acks.push((cmd.client, cmd.seq, e.index, e.term));
                 }
             }
         }
@@ -124,8 +124,9 @@ impl Cluster {
             );
             self.checker.on_commit(id, hs.commit, hs.term)?;
         }
-        for (client, seq) in early_acks {
-            self.reply(id, client, seq, Reply::Done(KvOutput::PutOk), None)?;
+        for (client, seq, index, term) in early_acks {
+            let ack = Reply::Done(KvOutput::PutOk);
+            self.reply(id, client, seq, ack, Some((index, term)))?;
         }
 
         // Persist (asynchronously), send, hold what must wait for the disk.
