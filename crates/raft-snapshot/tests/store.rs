@@ -700,3 +700,20 @@ fn take_snapshot_uses_capture() {
     assert!(b.size < a.size);
     assert_eq!(restored(&store, None).unwrap().data, sm.0.lock().data);
 }
+
+#[test]
+fn handles_can_move_to_background_threads() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<SnapshotStore>();
+    sync::<SnapshotStore>();
+    send::<SnapshotWriter>();
+    send::<SnapshotReader>();
+    send::<ChainTransfer>();
+    send::<IncomingTransfer>();
+    send::<LeasedChain>();
+    send::<Uploader>();
+    sync::<Uploader>();
+    send::<Error>();
+    sync::<Error>();
+}
