@@ -59,6 +59,26 @@
 //! [`RawNode::on_compacted`]; when a follower needs discarded entries the leader sends an
 //! `InstallSnapshot` instead.
 //!
+//! # Protocol choices worth knowing
+//!
+//! - Elections: randomized timeouts in `[base, base + jitter)` ([`Config`]), pre-vote,
+//!   check-quorum, leader stickiness (a node that heard from a leader within the base
+//!   timeout ignores vote requests, except those of a leadership transfer), a minimum
+//!   leadership period and an election priority.
+//! - Replication: per-peer probe / replicate / snapshot states, an in-flight window in
+//!   messages and bytes, batches bounded in entries and bytes; proposals and commit-index
+//!   updates are broadcast once per [`RawNode::ready`], so everything proposed between two
+//!   Readys travels in one append per peer. Appends left unacknowledged for an election
+//!   timeout are resent from the last known match.
+//! - Membership changes take effect when applied, one at a time; more than one voter
+//!   changing goes through a joint configuration (left automatically unless
+//!   [`ConfChangeTransition::JointExplicit`]). A leader that stops being a voter keeps
+//!   leading only to hand over to the most up-to-date voter (then steps down). A node
+//!   started with an empty membership waits for the leader's snapshot to learn it.
+//! - Reads: [`RawNode::read_index`] is confirmed by a heartbeat round started after the
+//!   read arrived (concurrent reads share a round), or answered at once under a lease
+//!   ([`ReadMode::Lease`], which documents its clock-drift margin).
+//!
 //! # Errors and panics
 //!
 //! Anything that comes from outside (a storage failure, a bad configuration, a refused
