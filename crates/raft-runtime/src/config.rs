@@ -23,9 +23,11 @@ pub struct RuntimeConfig {
     /// The most inbound messages stepped before the loop looks at its other inputs
     /// (default 256).
     pub max_batch_messages: usize,
-    /// Capacity of the client request channel (default 65536); callers wait when it is
-    /// full.
+    /// Capacity of the proposal channel (default 65536); callers wait when it is full.
     pub request_queue: usize,
+    /// New proposals wait while more than this many committed entries are waiting to be
+    /// applied (default 65536): backpressure from a slow state machine to clients.
+    pub max_apply_lag: u64,
     /// Take a state-machine snapshot and compact the log every this many applied entries
     /// (default 100,000; 0 disables).
     pub snapshot_threshold: u64,
@@ -44,6 +46,7 @@ impl RuntimeConfig {
             max_batch_proposals: 4096,
             max_batch_messages: 256,
             request_queue: 1 << 16,
+            max_apply_lag: 1 << 16,
             snapshot_threshold: 100_000,
             rng_seed: None,
         }

@@ -60,6 +60,9 @@ pub struct RuntimeStats {
 pub struct RaftHandle<SM: StateMachine> {
     pub(crate) id: NodeId,
     pub(crate) requests: mpsc::Sender<Request<SM>>,
+    /// Proposals travel apart, so that the loop can hold them back (apply lag) while it
+    /// keeps serving everything else.
+    pub(crate) proposals: mpsc::Sender<Request<SM>>,
     pub(crate) apply: mpsc::UnboundedSender<ApplyJob<SM>>,
     pub(crate) timeout: Duration,
     pub(crate) stats: Arc<Stats>,
@@ -70,6 +73,7 @@ impl<SM: StateMachine> Clone for RaftHandle<SM> {
         Self {
             id: self.id,
             requests: self.requests.clone(),
+            proposals: self.proposals.clone(),
             apply: self.apply.clone(),
             timeout: self.timeout,
             stats: self.stats.clone(),
@@ -108,9 +112,18 @@ impl<SM: StateMachine> RaftHandle<SM> {
         what: &'static str,
         make: impl FnOnce(oneshot::Sender<Result<T>>) -> Request<SM>,
     ) -> Result<T> {
+        self.call_on(&self.requests, what, make).await
+    }
+
+    async fn call_on<T>(
+        &self,
+        channel: &mpsc::Sender<Request<SM>>,
+        what: &'static str,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> Request<SM>,
+    ) -> Result<T> {
         let deadline = Instant::now() + self.timeout;
         let (tx, rx) = oneshot::channel();
-        match tokio::time::timeout_at(deadline.into(), self.requests.send(make(tx))).await {
+        match tokio::time::timeout_at(deadline.into(), channel.send(make(tx))).await {
             Err(_) => return Err(Error::Timeout("a place in the request queue")),
             Ok(Err(_)) => return Err(self.stats.gone()),
             Ok(Ok(())) => {}
@@ -128,10 +141,12 @@ impl<SM: StateMachine> RaftHandle<SM> {
     /// On [`Error::LeaderChanged`] or [`Error::Timeout`] the command may or may not have
     /// been applied; [`Error::is_retryable`] errors are safe to retry.
     pub async fn propose(&self, cmd: Bytes) -> Result<SM::Response> {
-        self.call("the proposal to be applied", |tx| Request::Propose {
-            cmd,
-            tx,
-            since: Instant::now(),
+        self.call_on(&self.proposals, "the proposal to be applied", |tx| {
+            Request::Propose {
+                cmd,
+                tx,
+                since: Instant::now(),
+            }
         })
         .await
     }

@@ -103,7 +103,8 @@ impl RaftNode {
         let incarnation = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17)
             ^ u64::from(std::process::id());
 
-        let (req_tx, req_rx) = mpsc::channel(config.request_queue);
+        let (req_tx, req_rx) = mpsc::channel(1024);
+        let (prop_tx, prop_rx) = mpsc::channel(config.request_queue);
         let (apply_tx, apply_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let stopping = Arc::new(AtomicBool::new(false));
@@ -138,6 +139,7 @@ impl RaftNode {
             raw,
             transport,
             requests: req_rx,
+            proposal_rx: prop_rx,
             inbound,
             events: ev_rx,
             events_tx: ev_tx,
@@ -153,6 +155,7 @@ impl RaftNode {
             next_read_ctx: 1,
             in_flight: VecDeque::new(),
             applied,
+            handed: applied,
             snapshot_index: snap.index,
             snapshot_busy: false,
             conf: None,
@@ -171,6 +174,7 @@ impl RaftNode {
         Ok(RaftHandle {
             id,
             requests: req_tx,
+            proposals: prop_tx,
             apply: apply_tx,
             timeout,
             stats,
@@ -215,6 +219,8 @@ pub(crate) struct Loop<SM: StateMachine, S: LogStore, T: Transport> {
     pub raw: RawNode<S>,
     pub transport: Arc<T>,
     pub requests: mpsc::Receiver<Request<SM>>,
+    /// Client proposals (held back while the state machine lags).
+    pub proposal_rx: mpsc::Receiver<Request<SM>>,
     pub inbound: Inbound,
     pub events: mpsc::UnboundedReceiver<Event>,
     pub events_tx: mpsc::UnboundedSender<Event>,
@@ -237,6 +243,8 @@ pub(crate) struct Loop<SM: StateMachine, S: LogStore, T: Transport> {
     pub in_flight: VecDeque<InFlight>,
     /// The index the state machine reported applied.
     pub applied: u64,
+    /// The last index handed to the apply thread.
+    pub handed: u64,
     /// The index of the last snapshot the log was compacted to.
     pub snapshot_index: u64,
     pub snapshot_busy: bool,
@@ -289,6 +297,9 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                     None => break Ok(()),
                     Some(r) => self.on_requests(r, &mut shutdown),
                 },
+                Some(r) = self.proposal_rx.recv(), if !self.apply_lagging() => {
+                    self.on_requests(r, &mut shutdown)
+                }
             };
             if let Err(e) = step.and_then(|()| self.process_ready()) {
                 break Err(e);
@@ -309,6 +320,11 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         if let Some(tx) = shutdown {
             let _ = tx.send(outcome.and(flushed));
         }
+    }
+
+    /// True while the state machine is so far behind that new proposals wait.
+    pub(crate) fn apply_lagging(&self) -> bool {
+        self.handed.saturating_sub(self.applied) > self.cfg.max_apply_lag
     }
 
     /// Hands out and carries out `Ready`s until the core has nothing more.
@@ -412,7 +428,11 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             let _ = tx.send(Err(err()));
         }
         self.requests.close();
+        self.proposal_rx.close();
         while let Ok(r) = self.requests.try_recv() {
+            fail_request(r, err());
+        }
+        while let Ok(r) = self.proposal_rx.try_recv() {
             fail_request(r, err());
         }
         // Entries queued for applying are dropped (their clients see `Shutdown`).

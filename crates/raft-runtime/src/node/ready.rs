@@ -190,6 +190,9 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                 payload,
             });
         }
+        if let Some(e) = batch.last() {
+            self.handed = self.handed.max(e.index);
+        }
         self.send_apply(ApplyJob::Entries { batch, waiters })
     }
 
@@ -315,6 +318,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             } => {
                 result.map_err(Error::StateMachine)?;
                 self.applied = self.applied.max(index);
+                self.handed = self.handed.max(index);
                 self.stats.applied.store(self.applied, Ordering::Relaxed);
                 self.complete_write(number)?;
                 // The snapshot carried a membership (e.g. the first one a joining node sees).

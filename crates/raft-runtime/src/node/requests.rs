@@ -70,7 +70,12 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             if batch.len() >= limit {
                 break;
             }
-            next = self.requests.try_recv().ok();
+            next = if self.apply_lagging() {
+                None
+            } else {
+                self.proposal_rx.try_recv().ok()
+            }
+            .or_else(|| self.requests.try_recv().ok());
         }
         if !batch.is_empty() {
             let n = batch.len() as u64;

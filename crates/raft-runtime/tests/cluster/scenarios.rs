@@ -387,24 +387,7 @@ async fn lease_reads_are_served_and_see_preceding_writes() {
 async fn single_node_over_mem_store_restarts_without_reapplying() {
     let store = MemStore::new();
     let state = Arc::new(Mutex::new(KvState::default()));
-    let start = |store: MemStore, state: Arc<Mutex<KvState>>| async move {
-        let (_tx, rx) = mpsc::channel(16);
-        let (_utx, urx) = mpsc::channel(16);
-        state.lock().unwrap().seen.clear();
-        let sm = KvSm {
-            state,
-            snapshots: Arc::default(),
-        };
-        let transport = Arc::new(ChanTransport::new(Arc::new(Router::default())));
-        let cfg = config(1, Some(Membership::with_voters([1])), 0, ReadMode::Safe);
-        let inbound = Inbound {
-            messages: rx,
-            unreachable: urx,
-        };
-        RaftNode::start(cfg, store, sm, transport, inbound)
-            .await
-            .unwrap()
-    };
+    let start = |store, state| start_single(store, state, 1 << 16);
     let h = start(store.clone(), state.clone()).await;
     for i in 0..10 {
         h.propose(put(&format!("k{i}"), "v")).await.unwrap();
@@ -482,4 +465,51 @@ async fn partitions_under_load_lose_no_acknowledged_write() {
             .unwrap();
         assert_eq!(missing, 0, "node {id} lost acknowledged writes");
     }
+}
+
+/// Starts a one-node cluster over `store` with `state` as its state machine's state.
+async fn start_single(
+    store: MemStore,
+    state: Arc<Mutex<KvState>>,
+    max_apply_lag: u64,
+) -> raft_runtime::RaftHandle<KvSm> {
+    let (_tx, rx) = mpsc::channel(16);
+    let (_utx, urx) = mpsc::channel(16);
+    state.lock().unwrap().seen.clear();
+    let sm = KvSm {
+        state,
+        snapshots: Arc::default(),
+    };
+    let transport = Arc::new(ChanTransport::new(Arc::new(Router::default())));
+    let mut cfg = config(1, Some(Membership::with_voters([1])), 0, ReadMode::Safe);
+    cfg.max_apply_lag = max_apply_lag;
+    let inbound = Inbound {
+        messages: rx,
+        unreachable: urx,
+    };
+    RaftNode::start(cfg, store, sm, transport, inbound)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposals_wait_while_the_state_machine_lags_and_still_complete() {
+    let state = Arc::new(Mutex::new(KvState::default()));
+    let h = start_single(MemStore::new(), state.clone(), 1).await;
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            h.propose(put(&format!("k{i}"), "v")).await
+        }));
+    }
+    for t in tasks {
+        t.await
+            .unwrap()
+            .expect("proposal completes despite backpressure");
+    }
+    // Status and reads are served even while proposals are held back.
+    h.status().await.unwrap();
+    assert_eq!(state.lock().unwrap().map.len(), 300);
+    h.shutdown().await.unwrap();
 }
