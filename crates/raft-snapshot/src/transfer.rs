@@ -416,8 +416,10 @@ impl IncomingTransfer {
             })
             .collect();
         let mut pos = 8 + entries_raw.len() as u64;
-        let files_len: u64 = entries.iter().map(|e| e.size).sum();
-        if pos.checked_add(files_len) != Some(self.total_len) {
+        let files_len = entries
+            .iter()
+            .try_fold(pos, |acc, e| acc.checked_add(e.size));
+        if files_len != Some(self.total_len) {
             return Err(Error::corrupt(
                 what,
                 8,

@@ -106,3 +106,48 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Arbitrary damage (several bytes overwritten, a cut) to a valid file is an error, never
+    /// a panic and never silently accepted.
+    #[test]
+    fn damaged_files_are_refused(
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..6),
+        cut in proptest::option::of(any::<prop::sample::Index>()),
+    ) {
+        let header = FileHeader {
+            kind: SnapshotKind::Delta,
+            id: SnapshotId(9),
+            parent: Some(SnapshotId(8)),
+            index: 3,
+            term: 1,
+            created_ms: 0,
+            membership: MembershipRecord::default(),
+        };
+        let opts = WriterOptions { block_size: 100, zstd_level: 1 };
+        let mut w = FileWriter::new(Vec::new(), "mem", &header, opts).unwrap();
+        for i in 0..40u32 {
+            if i % 7 == 0 {
+                w.delete(format!("k{i:03}").as_bytes()).unwrap();
+            } else {
+                w.put(format!("k{i:03}").as_bytes(), &i.to_le_bytes().repeat(5)).unwrap();
+            }
+        }
+        let (mut bytes, _) = w.finish().unwrap();
+        let mut touched = std::collections::BTreeSet::new();
+        for (at, x) in edits {
+            let i = at.index(bytes.len());
+            if touched.insert(i) {
+                bytes[i] ^= x;
+            }
+        }
+        if let Some(c) = cut {
+            let c = c.index(bytes.len());
+            bytes.truncate(c);
+        }
+        let r = FileReader::new(bytes.as_slice(), "mem", true).and_then(|mut r| r.verify_to_end());
+        prop_assert!(matches!(r, Err(Error::Corrupt { .. })), "{:?}", r);
+    }
+}

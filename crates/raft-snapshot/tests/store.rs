@@ -717,3 +717,34 @@ fn handles_can_move_to_background_threads() {
     send::<Error>();
     sync::<Error>();
 }
+
+#[test]
+fn crafted_bundles_are_refused_without_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // A well-formed header (valid CRC) whose file sizes overflow, or that lists no file, or
+    // whose single "file" is garbage.
+    for (sizes, tail) in [
+        (vec![u64::MAX, 2], vec![]),
+        (vec![], vec![]),
+        (vec![16], vec![0xAB; 16]),
+    ] {
+        let mut h = b"RSNB".to_vec();
+        h.extend_from_slice(&1u16.to_le_bytes());
+        h.extend_from_slice(&(sizes.len() as u16).to_le_bytes());
+        for (i, s) in sizes.iter().enumerate() {
+            h.extend_from_slice(&(i as u128 + 1).to_le_bytes());
+            h.extend_from_slice(&s.to_le_bytes());
+            h.extend_from_slice(&0u32.to_le_bytes());
+        }
+        let crc = crc32c::crc32c(&h);
+        h.extend_from_slice(&crc.to_le_bytes());
+        h.extend_from_slice(&tail);
+        let r = store.install(&mut h.as_slice(), h.len() as u64);
+        assert!(matches!(r, Err(Error::Corrupt { .. })), "{sizes:?}: {r:?}");
+    }
+    let r = store.install(&mut &b"short"[..], 5);
+    assert!(matches!(r, Err(Error::Corrupt { .. })));
+    assert!(store.latest().is_none());
+    assert!(store.incoming_transfers().unwrap().is_empty());
+}
