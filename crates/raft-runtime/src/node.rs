@@ -279,16 +279,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                     self.raw.tick().map_err(Error::from)
                 }
                 Some(ev) = self.events.recv() => self.on_events(ev),
-                Some(msg) = self.inbound.messages.recv() => {
-                    self.step(msg);
-                    for _ in 1..self.cfg.max_batch_messages {
-                        match self.inbound.messages.try_recv() {
-                            Ok(m) => self.step(m),
-                            Err(_) => break,
-                        }
-                    }
-                    Ok(())
-                }
+                Some(msg) = self.inbound.messages.recv() => self.step_all(msg),
                 Some(id) = self.inbound.unreachable.recv() => {
                     self.raw.report_unreachable(id);
                     Ok(())
@@ -345,20 +336,32 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         Ok(())
     }
 
-    fn step(&mut self, msg: raft_core::Message) {
+    /// Steps `first` and the messages queued behind it (up to `max_batch_messages`).
+    fn step_all(&mut self, first: raft_core::Message) -> Result<()> {
+        self.step(first)?;
+        for _ in 1..self.cfg.max_batch_messages {
+            match self.inbound.messages.try_recv() {
+                Ok(m) => self.step(m)?,
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, msg: raft_core::Message) -> Result<()> {
         if msg.from != self.id && msg.from != 0 && !self.peers.contains(&msg.from) {
             // A node that is not (yet) a member here, e.g. the leader of a cluster this node
             // is joining: make the transport able to answer it.
             self.peers.insert(msg.from);
             self.transport.add_peer(msg.from);
         }
-        if let Err(e) = self.raw.step(msg) {
-            match e {
-                raft_core::Error::Storage(_) => {
-                    // Surfaces again at the next ready(); logged here for context.
-                    tracing::error!(error = %e, "storage failure while stepping a message");
-                }
-                _ => tracing::debug!(error = %e, "message refused"),
+        match self.raw.step(msg) {
+            Ok(()) => Ok(()),
+            // The log cannot be read: the node cannot go on.
+            Err(e @ raft_core::Error::Storage(_)) => Err(e.into()),
+            Err(e) => {
+                tracing::debug!(error = %e, "message refused");
+                Ok(())
             }
         }
     }

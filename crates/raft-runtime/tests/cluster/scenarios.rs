@@ -513,3 +513,16 @@ async fn proposals_wait_while_the_state_machine_lags_and_still_complete() {
     assert_eq!(state.lock().unwrap().map.len(), 300);
     h.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_state_machine_stops_the_node_with_a_fatal_error() {
+    let state = Arc::new(Mutex::new(KvState::default()));
+    let h = start_single(MemStore::new(), state, 1 << 16).await;
+    h.propose(put("a", "1")).await.unwrap();
+    // Not UTF-8: the test state machine fails (as a disk error would).
+    let r = h.propose(bytes::Bytes::from_static(&[0xff, 0xfe])).await;
+    assert!(matches!(r, Err(Error::Fatal(_))), "got {r:?}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = h.propose(put("b", "2")).await;
+    assert!(matches!(r, Err(Error::Fatal(_))), "got {r:?}");
+}
