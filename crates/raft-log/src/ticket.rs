@@ -14,6 +14,9 @@ use std::time::Duration;
 
 type Callback = Box<dyn FnOnce(Result<()>) + Send + 'static>;
 
+/// Runs a pending batch on the calling thread when the writer is idle.
+pub(crate) type Helper = Arc<dyn Fn() + Send + Sync>;
+
 enum Slot {
     Pending {
         waker: Option<Waker>,
@@ -32,6 +35,7 @@ struct Inner {
 #[must_use = "a write is only known to be durable once its ticket completes"]
 pub struct Ticket {
     inner: Arc<Inner>,
+    helper: Option<Helper>,
 }
 
 impl std::fmt::Debug for Ticket {
@@ -59,14 +63,29 @@ pub(crate) fn ticket() -> (Ticket, Completer) {
     (
         Ticket {
             inner: inner.clone(),
+            helper: None,
         },
         Completer { inner },
     )
 }
 
 impl Ticket {
-    /// Blocks until the write is durable or failed.
+    /// Lets [`Ticket::wait`] run the writer's next batch on the waiting thread when the
+    /// writer is idle.
+    pub(crate) fn with_helper(mut self, helper: Helper) -> Self {
+        self.helper = Some(helper);
+        self
+    }
+
+    /// Blocks until the write is durable or failed. When no batch is being written, the
+    /// waiting thread writes and syncs the pending batch itself (saving the hand-offs to and
+    /// from the writer thread); otherwise it sleeps until the batch with its write completes.
     pub fn wait(self) -> Result<()> {
+        if let Some(help) = &self.helper
+            && !self.is_complete()
+        {
+            help();
+        }
         let mut slot = self.inner.slot.lock();
         loop {
             if let Slot::Done(r) = &*slot {
@@ -98,9 +117,10 @@ impl Ticket {
         matches!(&*self.inner.slot.lock(), Slot::Done(_))
     }
 
-    /// Runs `f` with the outcome: right away when it is known, otherwise on the writer thread
-    /// when the batch completes. Keep `f` short (it delays the next batch) and never let it
-    /// block on another ticket: the writer thread would be waiting for itself. Handing the
+    /// Runs `f` with the outcome: right away when it is known, otherwise on the thread that
+    /// completes the batch (the writer thread, or a thread blocked in [`Ticket::wait`]). Keep
+    /// `f` short (it delays the next batch) and never let it block on another ticket: the
+    /// writing thread would be waiting for itself. Handing the
     /// result to a channel or waking a task is the intended use.
     pub fn on_complete(self, f: impl FnOnce(Result<()>) + Send + 'static) {
         let mut slot = self.inner.slot.lock();

@@ -7,7 +7,7 @@ use crate::index::{Cache, Loc, entry_at};
 use crate::recovery::{self, Recovered};
 use crate::segment::{Preparer, SegFile};
 use crate::settings::{Settings, SyncPolicy};
-use crate::ticket::{Ticket, ticket};
+use crate::ticket::{Helper, Ticket, ticket};
 use crate::writer::{Accepted, Active, Durable, Effect, Queue, Request, Shared, Writer};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -34,6 +34,7 @@ use std::time::Instant;
 pub struct Wal {
     shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    helper: Helper,
 }
 
 impl std::fmt::Debug for Wal {
@@ -124,8 +125,10 @@ impl Wal {
                 accepted,
                 failed: None,
                 closed: false,
+                dirty_since: None,
             }),
             queue_cv: Condvar::new(),
+            writer: Mutex::new(None),
         });
         let preparer = Preparer::start(fs.clone(), dir.clone(), settings.segment_size)?;
         let mut buf = Vec::new();
@@ -183,12 +186,15 @@ impl Wal {
             buf,
             first_dirty: None,
         };
+        *shared.writer.lock() = Some(writer);
         let span = tracing::info_span!("raft_wal_writer", dir = %dir.display());
         let guard = shared.clone();
         let handle = std::thread::Builder::new()
             .name("raft-wal-writer".into())
             .spawn(move || {
-                let run = std::panic::AssertUnwindSafe(|| span.in_scope(|| writer.run()));
+                let run = std::panic::AssertUnwindSafe(|| {
+                    span.in_scope(|| crate::writer::background(&guard))
+                });
                 if std::panic::catch_unwind(run).is_err() {
                     // Fail everything queued and every later request instead of hanging.
                     tracing::error!("write-ahead log writer thread panicked");
@@ -212,9 +218,16 @@ impl Wal {
             elapsed_ms = elapsed.as_millis() as u64,
             "opened write-ahead log"
         );
+        let weak = Arc::downgrade(&shared);
+        let helper: Helper = Arc::new(move || {
+            if let Some(shared) = weak.upgrade() {
+                crate::writer::help(&shared);
+            }
+        });
         Ok(Self {
             shared,
             writer: Mutex::new(Some(handle)),
+            helper,
         })
     }
 
@@ -433,7 +446,7 @@ impl Wal {
         });
         drop(q);
         self.shared.queue_cv.notify_one();
-        Ok(t)
+        Ok(t.with_helper(self.helper.clone()))
     }
 
     /// Lets the writer finish every queued write, then stops it. Returns the error that
@@ -448,6 +461,10 @@ impl Wal {
         if let Some(h) = self.writer.lock().take() {
             let _ = h.join();
         }
+        // The writer state refers back to `shared`; dropping it here breaks that cycle (and
+        // stops the segment preparer).
+        let writer = self.shared.writer.lock().take();
+        drop(writer);
         match &self.shared.queue.lock().failed {
             Some(e) => Err(e.clone()),
             None => Ok(()),

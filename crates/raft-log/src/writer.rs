@@ -77,6 +77,8 @@ pub(crate) struct Queue {
     /// Set once the writer stopped after an error; every later request fails with it.
     pub failed: Option<Error>,
     pub closed: bool,
+    /// When the oldest unsynced write was made (kept for `SyncPolicy::Interval` only).
+    pub dirty_since: Option<Instant>,
 }
 
 /// What readers see: only durable state.
@@ -96,6 +98,8 @@ pub(crate) struct Shared {
     pub durable: RwLock<Durable>,
     pub queue: Mutex<Queue>,
     pub queue_cv: Condvar,
+    /// The writer's state; whoever holds the lock runs the next batch. `None` once closed.
+    pub writer: Mutex<Option<Writer>>,
 }
 
 /// The segment being written.
@@ -128,76 +132,99 @@ pub(crate) struct Writer {
     pub first_dirty: Option<Instant>,
 }
 
-impl Writer {
-    /// Runs until the log is closed or a write fails.
-    pub fn run(mut self) {
-        loop {
-            let Some(batch) = self.next_batch() else {
-                return;
-            };
-            match self.commit(&batch) {
-                Ok((base, new_segment)) => {
-                    if let Err((e, batch)) = self.publish(batch, base, new_segment) {
-                        self.fail(e, batch);
-                        return;
-                    }
-                }
-                Err(e) => {
-                    self.fail(e, batch);
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Waits for requests and takes as many as one batch may hold. `None` on close.
-    fn next_batch(&mut self) -> Option<Vec<Request>> {
-        let shared = self.shared.clone();
-        let settings = &shared.settings;
+/// The background writer thread: waits for requests and runs batches until the log is
+/// closed or the writer failed. A caller blocked in [`crate::Ticket::wait`] may run a batch
+/// itself when the writer is idle ([`help`]), which saves two thread hand-offs for a lone
+/// request; the writer lock keeps batches in order either way.
+pub(crate) fn background(shared: &Arc<Shared>) {
+    let settings = &shared.settings;
+    loop {
         let mut q = shared.queue.lock();
         loop {
             if q.failed.is_some() {
-                return None;
+                return;
             }
             if !q.requests.is_empty() {
                 break;
             }
             if q.closed {
                 drop(q);
-                if self.active.dirty
-                    && settings.sync_policy != SyncPolicy::Never
-                    && let Err(e) = self.sync_active()
+                if settings.sync_policy != SyncPolicy::Never
+                    && let Some(w) = shared.writer.lock().as_mut()
+                    && w.active.dirty
+                    && let Err(e) = w.sync_active()
                 {
-                    self.fail(e, Vec::new());
+                    w.fail(e, Vec::new());
                 }
-                return None;
+                return;
             }
-            match (settings.sync_policy, self.first_dirty) {
+            match (settings.sync_policy, q.dirty_since) {
                 (SyncPolicy::Interval(d), Some(t)) => {
                     let deadline = t + d;
                     if Instant::now() >= deadline {
                         drop(q);
-                        if let Err(e) = self.sync_active() {
-                            self.fail(e, Vec::new());
-                            return None;
+                        if let Some(w) = shared.writer.lock().as_mut()
+                            && w.active.dirty
+                            && let Err(e) = w.sync_active()
+                        {
+                            w.fail(e, Vec::new());
+                            return;
                         }
-                        q = self.shared.queue.lock();
+                        q = shared.queue.lock();
                     } else {
-                        self.shared.queue_cv.wait_until(&mut q, deadline);
+                        shared.queue_cv.wait_until(&mut q, deadline);
                     }
                 }
-                _ => self.shared.queue_cv.wait(&mut q),
+                _ => shared.queue_cv.wait(&mut q),
             }
+        }
+        drop(q);
+        if let Some(w) = shared.writer.lock().as_mut() {
+            w.run_once();
+        }
+    }
+}
+
+/// Runs one batch on the calling thread if no one else is writing (see [`background`]).
+pub(crate) fn help(shared: &Shared) {
+    if let Some(mut w) = shared.writer.try_lock()
+        && let Some(w) = w.as_mut()
+    {
+        w.run_once();
+    }
+}
+
+impl Writer {
+    /// Takes one batch from the queue, writes, syncs and publishes it, and completes its
+    /// tickets. On an error the writer stops for good.
+    pub fn run_once(&mut self) {
+        let Some(batch) = self.take_batch() else {
+            return;
+        };
+        match self.commit(&batch) {
+            Ok((base, new_segment)) => {
+                if let Err((e, batch)) = self.publish(batch, base, new_segment) {
+                    self.fail(e, batch);
+                }
+            }
+            Err(e) => self.fail(e, batch),
+        }
+    }
+
+    /// Takes as many queued requests as one batch may hold; `None` when there are none or
+    /// the writer failed.
+    fn take_batch(&mut self) -> Option<Vec<Request>> {
+        let shared = self.shared.clone();
+        let settings = &shared.settings;
+        let mut q = shared.queue.lock();
+        if q.failed.is_some() || q.requests.is_empty() {
+            return None;
         }
         if !settings.commit_delay.is_zero() {
             let deadline = Instant::now() + settings.commit_delay;
             while q.requests.iter().map(|r| r.buf.len()).sum::<usize>() < settings.max_batch_bytes
                 && !q.closed
-                && !self
-                    .shared
-                    .queue_cv
-                    .wait_until(&mut q, deadline)
-                    .timed_out()
+                && !shared.queue_cv.wait_until(&mut q, deadline).timed_out()
             {}
         }
         let mut batch = Vec::new();
@@ -272,12 +299,16 @@ impl Writer {
     fn mark_dirty(&mut self) {
         self.active.dirty = true;
         if self.first_dirty.is_none() {
-            self.first_dirty = Some(Instant::now());
+            let now = Instant::now();
+            self.first_dirty = Some(now);
+            if matches!(self.shared.settings.sync_policy, SyncPolicy::Interval(_)) {
+                self.shared.queue.lock().dirty_since = Some(now);
+            }
         }
     }
 
     /// `fdatasync`s the active segment.
-    fn sync_active(&mut self) -> Result<()> {
+    pub(crate) fn sync_active(&mut self) -> Result<()> {
         let t = Instant::now();
         let seg = &self.active.seg;
         seg.file
@@ -285,7 +316,11 @@ impl Writer {
             .map_err(|e| Error::io("fsync", &seg.path, e))?;
         metrics::histogram!(m::FSYNC_SECONDS).record(t.elapsed().as_secs_f64());
         self.active.dirty = false;
-        self.first_dirty = None;
+        if self.first_dirty.take().is_some()
+            && matches!(self.shared.settings.sync_policy, SyncPolicy::Interval(_))
+        {
+            self.shared.queue.lock().dirty_since = None;
+        }
         Ok(())
     }
 
@@ -424,7 +459,7 @@ impl Writer {
 
     /// Stops for good: the in-flight batch, every queued and every later request fail with
     /// `err`.
-    fn fail(&mut self, err: Error, in_flight: Vec<Request>) {
+    pub(crate) fn fail(&mut self, err: Error, in_flight: Vec<Request>) {
         tracing::error!(error = %err, "write-ahead log writer failed; stopping (fail-stop)");
         metrics::counter!(m::WRITER_FAILURES).increment(1);
         let err = Error::WriterFailed(Arc::new(err));
