@@ -1,9 +1,8 @@
-//! The transport's own network thread: a single-threaded tokio runtime that runs the light
-//! lane (client side) and the inbound server's connections, so heartbeats and votes are not
-//! scheduled behind the CPU work of big appends on the caller's runtime.
-//!
-//! Heavy inbound work (decoding append frames, storing snapshot chunks) is handed back to
-//! the caller's runtime; what stays here is socket I/O and small messages.
+//! The transport's own network thread: a single-threaded tokio runtime that runs the
+//! outbound light lanes (and their connections), so heartbeats and votes are not scheduled
+//! behind the CPU work of big appends on the caller's runtime. Inbound connections stay on
+//! the caller's runtime (one thread serving every connection would put the light calls
+//! behind the append streams' socket I/O).
 
 use crate::error::Result;
 use raft_core::NodeId;

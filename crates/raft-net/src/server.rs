@@ -403,13 +403,6 @@ pub(crate) fn serve(
     net: Arc<NetRuntime>,
 ) -> Result<ServerHandle> {
     let local_addr = listener.local_addr()?;
-    // Re-register the socket with the network thread's reactor so accepting and connection
-    // I/O never wait for the caller's (possibly busy) runtime to poll its driver.
-    let listener = {
-        let std = listener.into_std()?;
-        let _guard = net.handle().enter();
-        TcpListener::from_std(std)?
-    };
     let cfg = &shared.config;
     let (cancel, cancel_rx) = watch::channel(false);
     let (stop, stop_rx) = oneshot::channel::<()>();
@@ -433,7 +426,10 @@ pub(crate) fn serve(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let router = builder.add_service(service);
     let span = info_span!("peer_server", node_id = cfg.node_id, %local_addr);
-    let task = net.handle().spawn(
+    // Inbound connections run on the caller's multi-threaded runtime: a single network
+    // thread would serialize the light lane's calls behind the append streams' socket I/O
+    // (measured: worse heartbeat latency under load).
+    let task = shared.main.spawn(
         async move {
             router
                 .serve_with_incoming_shutdown(incoming, async {

@@ -59,7 +59,7 @@ struct Inner {
     peers: RwLock<HashMap<NodeId, PeerEntry>>,
     /// The caller's runtime: stream lanes run here.
     runtime: Handle,
-    /// The network thread: light lanes and the server's connections run here.
+    /// The network thread: outbound light lanes run here.
     net: Arc<NetRuntime>,
 }
 
@@ -104,9 +104,9 @@ impl std::fmt::Debug for PeerTransport {
 
 impl PeerTransport {
     /// A transport for `config.node_id`, delivering to `inbound`. Must be called inside a
-    /// tokio runtime: the append streams run there. The light lanes and the inbound
-    /// server's connections run on a network thread of the transport's own, so heartbeats
-    /// are not scheduled behind the CPU work of big appends.
+    /// tokio runtime: the append streams and the inbound server run there. The outbound
+    /// light lanes run on a network thread of the transport's own, so heartbeats are not
+    /// scheduled behind the CPU work of big appends.
     pub fn new(config: TransportConfig, inbound: Inbound) -> Result<Self> {
         let runtime = Handle::try_current()
             .map_err(|_| Error::Config("PeerTransport::new needs a tokio runtime".into()))?;
