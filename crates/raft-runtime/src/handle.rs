@@ -93,6 +93,14 @@ impl<SM: StateMachine> RaftHandle<SM> {
         self.id
     }
 
+    /// A handle whose calls wait at most `timeout` (e.g. a client request's deadline).
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            timeout,
+            ..self.clone()
+        }
+    }
+
     /// The runtime's counters and the node's term, leader and indexes, read without a round
     /// trip to the event loop (for response headers and dashboards).
     pub fn stats(&self) -> RuntimeStats {
