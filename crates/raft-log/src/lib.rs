@@ -37,8 +37,8 @@
 //!
 //! Layers, bottom up: [`fs`] (the file-system trait and its fault-injecting test double),
 //! [`format`](mod@format) (records and segment headers), `index` (in-memory index and cache),
-//! `segment` (file names, background preparation), `recovery`, `writer` (the group-commit
-//! thread), and [`Wal`], the handle.
+//! `segment` (file names, background preparation), `recovery`, `writer` (group commit: the
+//! writer thread and callers that write while waiting), and [`Wal`], the handle.
 #![deny(missing_docs)]
 
 mod error;

@@ -1,5 +1,6 @@
-//! The group-commit writer: one thread that drains every queued request, writes them with one
-//! `write` and one `fdatasync`, publishes them to readers and completes their tickets.
+//! Group commit: whoever holds the writer lock (the writer thread, or a caller blocked in
+//! `Ticket::wait` while no batch is in flight) drains every queued request, writes them with
+//! one `write` and one `fdatasync`, publishes them to readers and completes their tickets.
 //!
 //! Batching is adaptive: while one batch is being synced, new requests pile up in the queue
 //! and form the next batch, so a lone request waits for exactly one `fsync` and heavy load
