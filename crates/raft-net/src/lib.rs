@@ -22,6 +22,22 @@
 //!   `Replicate` stream, with up to `stream_window_bytes` unacknowledged; the *light* lane
 //!   (everything else) sends one unary call per frame, so a heartbeat never waits behind
 //!   megabytes of appends. Messages queued together are merged into one frame.
+//! - The outbound light lanes run on a network thread owned by the transport; the stream
+//!   lanes and the inbound server run on the caller's runtime. Inbound light-lane messages
+//!   go to [`Inbound::priority`] so they do not wait behind appends in the runtime's queue
+//!   either ([`InboundReceivers::recv`] reads that channel first).
+//! - The acks on the `Replicate` stream are transport flow control (frame sequence numbers
+//!   delivered), not raft's: a follower's `AppendResponse` is an ordinary message that it
+//!   sends back on its own light lane.
+//! - Snapshots move on their own connection: `SnapshotOffset` asks where to resume, then a
+//!   client stream of chunks (at most 1 MiB, CRC32C each, whole-data CRC32C at the end)
+//!   feeds the receiver's [`SnapshotSink`]. Only once the sink has stored and verified the
+//!   data does the receiving node get its `InstallSnapshot` message.
+//! - Limits: frames over `max_message_size` (on the wire or once decompressed) are refused
+//!   with `OUT_OF_RANGE`; frames from another cluster, for another node or from a removed
+//!   member with `PERMISSION_DENIED`/`INVALID_ARGUMENT`; every refusal is counted under
+//!   `raft_metrics::net::FRAMES_REJECTED` by reason. Undecodable input is an error status,
+//!   never a panic.
 #![deny(missing_docs)]
 
 mod backoff;
