@@ -9,8 +9,20 @@
 //! May depend on: `raft-core` and plain utility crates only (no tokio, no real I/O).
 //!
 //! The building blocks, bottom up: [`rng`] (the seeded generator), [`swarm`] (what a seed
-//! enables), [`queue`] (events by time), [`network`], [`storage`], [`trace`], and
-//! [`linearizability`] (the history checker).
+//! enables), [`queue`] (events by time), [`network`], [`storage`], [`trace`],
+//! [`linearizability`] (the history checker), [`kv`] (the replicated state machine),
+//! [`client`] (clients and their history), [`invariants`] (the safety checker), [`cluster`]
+//! (the driver that carries out each node's `Ready`) and [`run`] (one seed, end to end).
+//!
+//! ```no_run
+//! let opts = raft_sim::SimOptions::default(); // 10,000 ticks, linearizability on
+//! match raft_sim::run_seed(42, &opts) {
+//!     Ok(report) => assert!(report.history_ops > 0),
+//!     Err(failure) => panic!("{failure}"), // says what broke and how to replay it
+//! }
+//! ```
+//!
+//! See `docs/testing.md` for the faults, the invariants and how to replay a seed.
 #![deny(missing_docs)]
 
 pub mod fxhash;
