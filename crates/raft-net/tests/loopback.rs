@@ -68,6 +68,20 @@ async fn two_transports_exchange_every_message_kind() {
         assert_eq!(done[0].1, snapshot_meta());
         assert_eq!(done[0].2, data);
     }
+    // An empty snapshot is one (last) chunk.
+    let msg = Message {
+        from: 1,
+        to: 2,
+        term: 3,
+        body: MessageBody::InstallSnapshot(snapshot_meta()),
+    };
+    nodes[0]
+        .transport
+        .send_snapshot(msg.clone(), Arc::new(Bytes::new()))
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut nodes[1], 5).await, msg);
+    assert_eq!(nodes[1].sink.take_complete()[0].2, Bytes::new());
     // InstallSnapshot is refused on the message path.
     let msg = Message {
         from: 1,
