@@ -32,7 +32,8 @@ async fn node(id: NodeId, tweak: impl Fn(&mut TransportConfig)) -> Node {
     cfg.queue_max_messages = 1 << 20;
     cfg.queue_max_bytes = 1 << 30;
     tweak(&mut cfg);
-    let (inbound, rx) = Inbound::channels(1 << 16, Arc::new(MemorySnapshotSink::new()));
+    let (inbound, rx) =
+        Inbound::channels_with_priority(1 << 16, Arc::new(MemorySnapshotSink::new()));
     let transport = PeerTransport::new(cfg, inbound).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = transport.serve(listener).unwrap();

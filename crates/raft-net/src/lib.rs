@@ -23,9 +23,10 @@
 //!   (everything else) sends one unary call per frame, so a heartbeat never waits behind
 //!   megabytes of appends. Messages queued together are merged into one frame.
 //! - The outbound light lanes run on a network thread owned by the transport; the stream
-//!   lanes and the inbound server run on the caller's runtime. Inbound light-lane messages
-//!   go to [`Inbound::priority`] so they do not wait behind appends in the runtime's queue
-//!   either ([`InboundReceivers::recv`] reads that channel first).
+//!   lanes and the inbound server run on the caller's runtime. With
+//!   [`Inbound::channels_with_priority`], inbound light-lane messages go to their own
+//!   channel so they do not wait behind appends in the runtime's queue either
+//!   ([`InboundReceivers::recv`] reads that channel first).
 //! - The acks on the `Replicate` stream are transport flow control (frame sequence numbers
 //!   delivered), not raft's: a follower's `AppendResponse` is an ordinary message that it
 //!   sends back on its own light lane.

@@ -43,8 +43,9 @@ impl std::fmt::Debug for Inbound {
 pub struct InboundReceivers {
     /// Messages from peers (appends, proposals, snapshot installs).
     pub messages: mpsc::Receiver<Message>,
-    /// Light-lane messages from peers (heartbeats, votes, responses...).
-    pub priority: mpsc::Receiver<Message>,
+    /// Light-lane messages from peers (heartbeats, votes, responses...), when made with
+    /// [`Inbound::channels_with_priority`]; `None` means they arrive on `messages`.
+    pub priority: Option<mpsc::Receiver<Message>>,
     /// Unreachable peers.
     pub unreachable: mpsc::Receiver<NodeId>,
 }
@@ -53,9 +54,12 @@ impl InboundReceivers {
     /// The next message from any peer, light-lane messages first; `None` once the
     /// transport is gone.
     pub async fn recv(&mut self) -> Option<Message> {
+        let Some(priority) = &mut self.priority else {
+            return self.messages.recv().await;
+        };
         tokio::select! {
             biased;
-            Some(m) = self.priority.recv() => Some(m),
+            Some(m) = priority.recv() => Some(m),
             Some(m) = self.messages.recv() => Some(m),
             else => None,
         }
@@ -64,24 +68,37 @@ impl InboundReceivers {
 
 impl Inbound {
     /// Fresh channels of `capacity` messages (and as many unreachable reports), storing
-    /// snapshots in `snapshots`.
+    /// snapshots in `snapshots`. Every message arrives on one channel, `messages`.
     pub fn channels(capacity: usize, snapshots: Arc<dyn SnapshotSink>) -> (Self, InboundReceivers) {
         let (mtx, mrx) = mpsc::channel(capacity.max(1));
-        let (ptx, prx) = mpsc::channel(capacity.max(1));
         let (utx, urx) = mpsc::channel(capacity.max(1));
         (
             Self {
                 messages: mtx,
-                priority: Some(ptx),
+                priority: None,
                 unreachable: utx,
                 snapshots,
             },
             InboundReceivers {
                 messages: mrx,
-                priority: prx,
+                priority: None,
                 unreachable: urx,
             },
         )
+    }
+
+    /// Like [`channels`](Self::channels), plus a `priority` channel for light-lane
+    /// messages, so heartbeats and votes never wait behind appends in the runtime's queue.
+    /// Read both with [`InboundReceivers::recv`] (or select on them, `priority` first).
+    pub fn channels_with_priority(
+        capacity: usize,
+        snapshots: Arc<dyn SnapshotSink>,
+    ) -> (Self, InboundReceivers) {
+        let (mut inbound, mut rx) = Self::channels(capacity, snapshots);
+        let (ptx, prx) = mpsc::channel(capacity.max(1));
+        inbound.priority = Some(ptx);
+        rx.priority = Some(prx);
+        (inbound, rx)
     }
 }
 

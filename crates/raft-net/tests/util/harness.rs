@@ -49,7 +49,7 @@ pub async fn start(cfg: TransportConfig) -> Node {
 pub async fn start_on(cfg: TransportConfig, listener: TcpListener) -> Node {
     let id = cfg.node_id;
     let sink = Arc::new(MemorySnapshotSink::new());
-    let (inbound, rx) = Inbound::channels(4096, sink.clone());
+    let (inbound, rx) = Inbound::channels_with_priority(4096, sink.clone());
     let transport = PeerTransport::new(cfg, inbound).unwrap();
     let server = transport.serve(listener).unwrap();
     let addr = server.local_addr();
