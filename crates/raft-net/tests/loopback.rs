@@ -410,3 +410,30 @@ async fn full_queue_drops_reports_unreachable_and_never_blocks() {
     ));
     unreachable(&mut a, 9, 1).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_channel_inbound_gets_every_lane() {
+    use raft_net::{Inbound, MemorySnapshotSink, PeerTransport};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (inbound, mut rx) = Inbound::channels(64, Arc::new(MemorySnapshotSink::new()));
+    assert!(rx.priority.is_none());
+    let b = PeerTransport::new(config(2), inbound).unwrap();
+    let server = b.serve(listener).unwrap();
+    let a = start(config(1)).await;
+    a.transport
+        .add_peer(2, server.local_addr().to_string())
+        .unwrap();
+    a.transport.send(heartbeat(1, 2, 3)).unwrap();
+    a.transport.send(append(1, 2, 1, json_like(10))).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let m = tokio::time::timeout(Duration::from_secs(5), rx.messages.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        got.push(Lane::of(&m).unwrap());
+    }
+    got.sort_by_key(|l| *l == Lane::Light);
+    assert_eq!(got, [Lane::Stream, Lane::Light]);
+    server.shutdown().await.unwrap();
+}
