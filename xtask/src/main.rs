@@ -5,6 +5,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod ci;
+mod cluster;
 mod deny;
 mod release;
 mod util;
@@ -23,8 +24,10 @@ tasks:
   deny [--advisory-db-bundle PATH]
         install cargo-deny if missing and run `cargo deny check`; with a bundle, the RustSec
         advisory database comes from that git bundle and cargo-deny runs offline
-  cluster
-        build raftd and start a local 3-node cluster (arrives with the raft-kv/raftd issue)
+  cluster [--demo] [--no-build]
+        build raftd/raftctl (release), start a local 3-node cluster in a temp dir, wait for a
+        leader, run a put/get demo and keep running until Ctrl-C; --demo stops after the
+        demo and exits 0 when it passed
   sim [--seed N | --seeds N [--from S]] [--ticks T] [--no-lin] [--trace] [--mutation NAME]
         run the deterministic cluster simulation (release build); a failing seed prints
         its trace and the command that replays it
@@ -76,10 +79,7 @@ fn run() -> Result<()> {
         "deny" => deny::run(&mut util::Flags::new(args)?),
         "sim" => sim(args),
         "release" => release::run(&mut util::Flags::new(args)?),
-        "cluster" => bail!(
-            "`cargo xtask cluster` needs a raftd that serves, which arrives with the \
-             raft-runtime/raft-kv/raftd issue; today raftd only parses its arguments"
-        ),
+        "cluster" => cluster::run(&mut util::Flags::new(args)?),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

@@ -5,3 +5,10 @@
 //!
 //! May depend on: every other crate of the toolkit except `raft-sim`.
 #![deny(missing_docs)]
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod logging;
+pub mod node;
+pub mod service;

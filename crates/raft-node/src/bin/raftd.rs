@@ -1,16 +1,54 @@
 //! `raftd`: a node of a replicated key-value store serving the etcd v3 API.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use clap::Parser;
+use raft_node::cli::RaftdArgs;
 
-/// raftd: a replicated key-value node speaking the etcd v3 gRPC API.
-#[derive(Parser, Debug)]
-#[command(version, about)]
-struct Args {}
-
-fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
-    anyhow::bail!(
-        "raftd cannot serve yet: the runtime, the KV state machine and the node wiring \
-         arrive with the raft-runtime/raft-kv/raftd issue"
-    )
+fn main() {
+    let args = RaftdArgs::parse();
+    let config = match args.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    if args.print_config {
+        print!("{config}");
+        return;
+    }
+    if args.check_config {
+        println!("config OK");
+        return;
+    }
+    let log = match raft_node::logging::init(&config.log_filter) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("config error: {e}");
+            std::process::exit(2);
+        }
+    };
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("raftd")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("raftd: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(raft_node::node::run(config, log));
+    // Everything durable is flushed by now; exit without waiting for background threads.
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("raftd: {e}");
+            std::process::exit(1);
+        }
+    }
 }

@@ -1,0 +1,209 @@
+//! raftd's command line: every flag is an override of one configuration key, applied over
+//! the file given with `--config`.
+
+use crate::config::{ConfigError, NodeConfig, parse_override};
+use clap::Parser;
+use std::path::PathBuf;
+
+/// raftd: a replicated key-value node speaking the etcd v3 gRPC API.
+///
+/// Settings come from `--config FILE` (TOML), overridden by the flags below and by
+/// `--set key=value` for any other key (e.g. `--set wal.segment_size=16MiB`).
+#[derive(Parser, Debug, Default, Clone)]
+#[command(name = "raftd", version, about)]
+pub struct RaftdArgs {
+    /// The TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// This node's id (`id`).
+    #[arg(long)]
+    pub id: Option<u64>,
+    /// This node's name (`name`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The data directory (`data_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The etcd API address (`listen_client`).
+    #[arg(long, value_name = "ADDR")]
+    pub listen_client: Option<String>,
+    /// The peer transport address (`listen_peer`).
+    #[arg(long, value_name = "ADDR")]
+    pub listen_peer: Option<String>,
+    /// The metrics/health HTTP address (`listen_metrics`).
+    #[arg(long, value_name = "ADDR")]
+    pub listen_metrics: Option<String>,
+    /// The client URL published to the cluster (`advertise_client`).
+    #[arg(long, value_name = "URL")]
+    pub advertise_client: Option<String>,
+    /// `id=host:port,...` (`initial_cluster`).
+    #[arg(long, value_name = "LIST")]
+    pub initial_cluster: Option<String>,
+    /// The cluster id (`cluster_id`).
+    #[arg(long)]
+    pub cluster_id: Option<u64>,
+    /// A token hashed into the cluster id (`cluster_token`).
+    #[arg(long)]
+    pub cluster_token: Option<String>,
+    /// Join an existing cluster as a learner (`join = true`).
+    #[arg(long)]
+    pub join: bool,
+    /// The log filter, e.g. `info,raft_runtime=debug` (`log_filter`).
+    #[arg(long, value_name = "FILTER")]
+    pub log_filter: Option<String>,
+    /// `raft.tick_interval`, e.g. 10ms.
+    #[arg(long, value_name = "DURATION")]
+    pub tick_interval: Option<String>,
+    /// `raft.heartbeat_interval`, e.g. 50ms.
+    #[arg(long, value_name = "DURATION")]
+    pub heartbeat_interval: Option<String>,
+    /// `raft.election_timeout_base`, e.g. 150ms.
+    #[arg(long, value_name = "DURATION")]
+    pub election_timeout_base: Option<String>,
+    /// `raft.jitter_max_delay`, e.g. 100ms.
+    #[arg(long, value_name = "DURATION")]
+    pub jitter_max_delay: Option<String>,
+    /// `raft.min_leadership_duration`, e.g. 300ms.
+    #[arg(long, value_name = "DURATION")]
+    pub min_leadership_duration: Option<String>,
+    /// `raft.snapshot_threshold` (entries).
+    #[arg(long, value_name = "ENTRIES")]
+    pub snapshot_threshold: Option<u64>,
+    /// `wal.sync_policy`: always, interval or never (never is unsafe).
+    #[arg(long, value_name = "POLICY")]
+    pub wal_sync: Option<String>,
+    /// `compression.codec`: none, snappy or zstd.
+    #[arg(long, value_name = "CODEC")]
+    pub compression: Option<String>,
+    /// `request_size_limit`, e.g. 1.5MiB.
+    #[arg(long, value_name = "SIZE")]
+    pub request_size_limit: Option<String>,
+    /// Overrides any key: `--set raft.max_inflight_msgs=64` (repeatable, applied last).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Validate the configuration and exit (0: valid, 2: invalid).
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+impl RaftdArgs {
+    /// The overrides the flags make, in order (specific flags, then `--set`).
+    pub fn overrides(&self) -> Result<Vec<(String, toml::Value)>, ConfigError> {
+        use toml::Value::{Boolean, Integer, String as Str};
+        let mut out: Vec<(String, toml::Value)> = Vec::new();
+        let mut s = |key: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                out.push((key.to_string(), Str(v.clone())));
+            }
+        };
+        s("name", &self.name);
+        s(
+            "data_dir",
+            &self.data_dir.as_ref().map(|p| p.display().to_string()),
+        );
+        s("listen_client", &self.listen_client);
+        s("listen_peer", &self.listen_peer);
+        s("listen_metrics", &self.listen_metrics);
+        s("advertise_client", &self.advertise_client);
+        s("initial_cluster", &self.initial_cluster);
+        s("cluster_token", &self.cluster_token);
+        s("log_filter", &self.log_filter);
+        s("raft.tick_interval", &self.tick_interval);
+        s("raft.heartbeat_interval", &self.heartbeat_interval);
+        s("raft.election_timeout_base", &self.election_timeout_base);
+        s("raft.jitter_max_delay", &self.jitter_max_delay);
+        s(
+            "raft.min_leadership_duration",
+            &self.min_leadership_duration,
+        );
+        s("wal.sync_policy", &self.wal_sync);
+        s("compression.codec", &self.compression);
+        s("request_size_limit", &self.request_size_limit);
+        let int = |v: u64, key: &str| -> Result<toml::Value, ConfigError> {
+            i64::try_from(v)
+                .map(Integer)
+                .map_err(|_| ConfigError(format!("{key} ({v}) is too large")))
+        };
+        if let Some(id) = self.id {
+            out.push(("id".into(), int(id, "id")?));
+        }
+        if let Some(c) = self.cluster_id {
+            out.push(("cluster_id".into(), int(c, "cluster_id")?));
+        }
+        if let Some(n) = self.snapshot_threshold {
+            out.push((
+                "raft.snapshot_threshold".into(),
+                int(n, "raft.snapshot_threshold")?,
+            ));
+        }
+        if self.join {
+            out.push(("join".into(), Boolean(true)));
+        }
+        for kv in &self.set {
+            out.push(parse_override(kv)?);
+        }
+        Ok(out)
+    }
+
+    /// The file plus the flags, validated.
+    pub fn load(&self) -> Result<NodeConfig, ConfigError> {
+        NodeConfig::load(self.config.as_deref(), &self.overrides()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn flags_become_overrides() {
+        let args = RaftdArgs::try_parse_from([
+            "raftd",
+            "--id",
+            "2",
+            "--listen-client",
+            "127.0.0.1:5001",
+            "--listen-peer",
+            "127.0.0.1:5002",
+            "--initial-cluster",
+            "1=127.0.0.1:6002,2=127.0.0.1:5002",
+            "--heartbeat-interval",
+            "20ms",
+            "--election-timeout-base",
+            "100ms",
+            "--wal-sync",
+            "never",
+            "--set",
+            "raft.max_inflight_msgs=16",
+            "--set",
+            "compression.codec=\"snappy\"",
+        ])
+        .unwrap();
+        let c = args.load().unwrap();
+        assert_eq!(c.id, 2);
+        assert_eq!(c.raft.heartbeat_interval, Duration::from_millis(20));
+        assert_eq!(c.raft.max_inflight_msgs, 16);
+        assert_eq!(c.compression.codec, crate::config::CodecKey::Snappy);
+        assert_eq!(c.initial_members().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn bad_flag_values_are_config_errors() {
+        let args =
+            RaftdArgs::try_parse_from(["raftd", "--id", "1", "--heartbeat-interval", "soon"])
+                .unwrap();
+        let e = args.load().unwrap_err().to_string();
+        assert!(e.contains("heartbeat_interval"), "{e}");
+        let args = RaftdArgs::try_parse_from(["raftd", "--id", "1", "--set", "x.y=1"]).unwrap();
+        assert!(
+            args.load()
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field")
+        );
+    }
+}

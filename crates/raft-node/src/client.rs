@@ -1,0 +1,194 @@
+//! A small etcd v3 client over the tonic stubs of `raft_kv::pb`: connects to the first
+//! endpoint that answers and moves on to the next when one is unavailable. Used by
+//! `raftctl`, the integration tests and the local-cluster demo.
+
+use raft_kv::pb::etcdserverpb::cluster_client::ClusterClient;
+use raft_kv::pb::etcdserverpb::kv_client::KvClient;
+use raft_kv::pb::etcdserverpb::maintenance_client::MaintenanceClient;
+use std::future::Future;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// Endpoints of a cluster and the timeouts to reach them.
+#[derive(Clone, Debug)]
+pub struct Client {
+    endpoints: Vec<String>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+}
+
+/// Why a call failed on every endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No endpoint could be connected to or all answered UNAVAILABLE.
+    #[error("no endpoint available ({0})")]
+    Unavailable(String),
+    /// An endpoint answered with an error status.
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    Status(Status),
+    /// An endpoint address is malformed.
+    #[error("bad endpoint `{0}`")]
+    BadEndpoint(String),
+}
+
+/// The gRPC code's name as etcd clients print it.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// `host:port` or `http://host:port` as a URL tonic accepts.
+pub fn endpoint_url(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.trim_end_matches('/').to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+impl Client {
+    /// A client of `endpoints` (`host:port` or URLs), tried in order.
+    pub fn new(endpoints: Vec<String>) -> Self {
+        Self {
+            endpoints,
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Sets the timeout of every call.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self.connect_timeout = timeout.min(Duration::from_secs(2));
+        self
+    }
+
+    /// The endpoints, in order.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// A client of the single endpoint `addr` with the same timeouts.
+    pub fn only(&self, addr: &str) -> Self {
+        Self {
+            endpoints: vec![addr.to_string()],
+            ..self.clone()
+        }
+    }
+
+    /// Connects to `addr`.
+    pub async fn connect(&self, addr: &str) -> Result<Channel, ClientError> {
+        let ep = Endpoint::from_shared(endpoint_url(addr))
+            .map_err(|_| ClientError::BadEndpoint(addr.to_string()))?
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.request_timeout);
+        ep.connect()
+            .await
+            .map_err(|e| ClientError::Unavailable(format!("{addr}: {e}")))
+    }
+
+    /// Runs `call` against the first endpoint that connects and does not answer
+    /// UNAVAILABLE; returns its answer (or the last failure).
+    pub async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let mut last = String::from("no endpoints given");
+        for addr in &self.endpoints {
+            let channel = match self.connect(addr).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = e.to_string();
+                    continue;
+                }
+            };
+            match call(channel).await {
+                Ok(v) => return Ok(v),
+                Err(s) if s.code() == Code::Unavailable => {
+                    last = format!("{addr}: {}", s.message());
+                }
+                Err(s) => return Err(ClientError::Status(s)),
+            }
+        }
+        Err(ClientError::Unavailable(last))
+    }
+
+    /// Runs `call` with a KV client.
+    pub async fn kv<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(KvClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.call(|ch| call(KvClient::new(ch))).await
+    }
+
+    /// Runs `call` with a Cluster client.
+    pub async fn cluster<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(ClusterClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.call(|ch| call(ClusterClient::new(ch))).await
+    }
+
+    /// Runs `call` with a Maintenance client.
+    pub async fn maintenance<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(MaintenanceClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.call(|ch| call(MaintenanceClient::new(ch))).await
+    }
+}
+
+/// The end of the range of every key starting with `prefix` (etcd's `--prefix`): the prefix
+/// with its last byte below 0xff incremented; `\0` (every key) for an empty or all-0xff
+/// prefix.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end(b"abc"), b"abd");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b""), b"\0");
+        assert_eq!(prefix_end(b"\xff\xff"), b"\0");
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(endpoint_url("127.0.0.1:2379"), "http://127.0.0.1:2379");
+        assert_eq!(endpoint_url("http://a:1/"), "http://a:1");
+    }
+}

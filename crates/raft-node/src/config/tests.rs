@@ -1,0 +1,245 @@
+//! Unit tests of configuration parsing, overrides, validation and conversion.
+
+use super::*;
+
+fn load(text: &str) -> Result<NodeConfig, ConfigError> {
+    NodeConfig::from_toml(text)
+}
+
+fn msg(r: Result<NodeConfig, ConfigError>) -> String {
+    r.expect_err("should be refused").to_string()
+}
+
+#[test]
+fn minimal_file_gets_defaults() {
+    let c = load("id = 1").unwrap();
+    assert_eq!(c.name(), "node-1");
+    assert_eq!(c.data_dir(), PathBuf::from("raftd-1.data"));
+    assert_eq!(c.request_size_limit.get(), 1_572_864);
+    assert_eq!(c.raft.heartbeat_interval, Duration::from_millis(50));
+    assert_eq!(
+        c.initial_members().unwrap(),
+        BTreeMap::from([(1, "127.0.0.1:2380".to_string())])
+    );
+    assert_eq!(c.cluster_id(), cluster_id_from_token(DEFAULT_CLUSTER_TOKEN));
+    assert!(c.warnings().is_empty());
+}
+
+#[test]
+fn full_file_parses() {
+    let c = load(
+        r#"
+        id = 2
+        name = "b"
+        data_dir = "/tmp/b"
+        listen_client = "127.0.0.1:12379"
+        listen_peer = "127.0.0.1:12380"
+        listen_metrics = "127.0.0.1:19090"
+        initial_cluster = "1=http://127.0.0.1:2380, 2=127.0.0.1:12380,3=localhost:32380"
+        cluster_token = "demo"
+        log_filter = "info,raft_runtime=debug"
+        request_size_limit = "2MiB"
+
+        [raft]
+        tick_interval = "5ms"
+        heartbeat_interval = "100ms"
+        election_timeout_base = "1s"
+        jitter_max_delay = "500ms"
+        min_leadership_duration = "2s"
+        read_mode = "lease"
+        max_inflight_bytes = "8MiB"
+
+        [wal]
+        segment_size = "16MiB"
+        sync_policy = "interval"
+        sync_interval = "5ms"
+        commit_delay = "1ms"
+
+        [compression]
+        codec = "snappy"
+        threshold = 1024
+        "#,
+    )
+    .unwrap();
+    assert_eq!(c.id, 2);
+    assert_eq!(c.initial_members().unwrap().len(), 3);
+    assert_eq!(c.initial_members().unwrap()[&1], "127.0.0.1:2380");
+    assert_eq!(c.cluster_id(), cluster_id_from_token("demo"));
+    let core = c.raft_core_config().unwrap();
+    assert_eq!(core.heartbeat_ticks, 20);
+    assert_eq!(core.election_timeout_base_ticks, 200);
+    assert_eq!(core.jitter_max_ticks, 100);
+    assert_eq!(core.min_leadership_ticks, 400);
+    assert_eq!(
+        core.read_mode,
+        raft_core::ReadMode::Lease {
+            drift_margin_ticks: 20
+        }
+    );
+    assert_eq!(core.max_inflight_bytes, 8 << 20);
+    let wal = c.wal_settings();
+    assert_eq!(wal.segment_size, 16 << 20);
+    assert_eq!(
+        wal.sync_policy,
+        raft_log::SyncPolicy::Interval(Duration::from_millis(5))
+    );
+    let net = c.transport_config();
+    assert_eq!(net.compression.codec, raft_net::Codec::Snappy);
+    assert_eq!(net.compression.threshold, 1024);
+    assert_eq!(net.cluster_id, c.cluster_id());
+}
+
+#[test]
+fn initial_cluster_as_table() {
+    let c = load(
+        r#"
+        id = 1
+        [initial_cluster]
+        1 = "127.0.0.1:2380"
+        2 = "127.0.0.1:2381"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(
+        c.initial_members()
+            .unwrap()
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        [1, 2]
+    );
+}
+
+#[test]
+fn election_timeout_must_cover_three_heartbeats() {
+    let m = msg(load(
+        "id = 1\n[raft]\nheartbeat_interval = \"100ms\"\nelection_timeout_base = \"50ms\"",
+    ));
+    assert_eq!(
+        m,
+        "config error: election_timeout_base (50ms) must be at least 3 x heartbeat_interval \
+         (100ms)"
+    );
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    let m = msg(load("id = 1\nheartbeat = 5"));
+    assert!(m.contains("unknown field `heartbeat`"), "{m}");
+    let m = msg(load("id = 1\n[wal]\nsync = \"never\""));
+    assert!(m.contains("unknown field `sync`"), "{m}");
+    let m = msg(load("id = 1\n[nonsense]\n"));
+    assert!(m.contains("nonsense"), "{m}");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let cases: &[(&str, &str)] = &[
+        ("", "id is required"),
+        ("id = 1\n[wal]\nsync_policy = \"sometimes\"", "sometimes"),
+        (
+            "id = 1\n[raft]\nheartbeat_interval = \"fast\"",
+            "heartbeat_interval",
+        ),
+        ("id = 1\nlisten_client = \"nowhere\"", "listen_client"),
+        (
+            "id = 1\nlisten_peer = \"127.0.0.1:2379\"",
+            "listen_client and listen_peer",
+        ),
+        (
+            "id = 1\ninitial_cluster = \"2=127.0.0.1:2381\"",
+            "does not list this node",
+        ),
+        (
+            "id = 1\ninitial_cluster = \"x=127.0.0.1:2381\"",
+            "member id `x`",
+        ),
+        ("id = 1\ninitial_cluster = \"1\"", "not `id=host:port`"),
+        ("id = 1\ninitial_cluster = \"1=a:1,1=b:2\"", "appears twice"),
+        (
+            "id = 1\ncluster_id = 5\ncluster_token = \"x\"",
+            "set only one",
+        ),
+        ("id = 1\nrequest_size_limit = 10", "request_size_limit"),
+        ("id = 1\nrequest_size_limit = \"1.5 parsecs\"", "parsecs"),
+        (
+            "id = 1\n[compression]\nlevel = 99",
+            "compression.level (99)",
+        ),
+        ("id = 1\n[compression]\ncodec = \"lz4\"", "lz4"),
+        ("id = 1\n[wal]\nsegment_size = 100", "wal.segment_size"),
+        (
+            "id = 1\n[raft]\ntick_interval = \"0s\"",
+            "raft.tick_interval",
+        ),
+        (
+            "id = 1\n[raft]\nmax_inflight_msgs = 0",
+            "raft.max_inflight_msgs",
+        ),
+        (
+            "id = 1\n[raft]\nread_mode = \"lease\"\ncheck_quorum = false",
+            "requires raft.check_quorum",
+        ),
+        ("id = 1\nlog_filter = \"=[\"", "log_filter"),
+        ("id = 1\njoin = true", "join is set"),
+    ];
+    for (text, want) in cases {
+        let m = msg(load(text));
+        assert!(m.starts_with("config error: "), "{text}: {m}");
+        assert!(m.contains(want), "{text}: `{m}` lacks `{want}`");
+    }
+}
+
+#[test]
+fn flags_override_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raftd.toml");
+    std::fs::write(
+        &path,
+        "id = 1\nname = \"file\"\n[raft]\nheartbeat_interval = \"20ms\"\n",
+    )
+    .unwrap();
+    let overrides = vec![
+        parse_override("name=flag").unwrap(),
+        parse_override("raft.heartbeat_interval=40ms").unwrap(),
+        parse_override("wal.sync_policy=never").unwrap(),
+        parse_override("raft.max_inflight_msgs = 8").unwrap(),
+    ];
+    let c = NodeConfig::load(Some(&path), &overrides).unwrap();
+    assert_eq!(c.name(), "flag");
+    assert_eq!(c.raft.heartbeat_interval, Duration::from_millis(40));
+    assert_eq!(c.raft.max_inflight_msgs, 8);
+    assert_eq!(c.wal_settings().sync_policy, raft_log::SyncPolicy::Never);
+    assert!(c.warnings()[0].contains("NEVER fsynced"));
+
+    let bad = NodeConfig::load(Some(&path), &[parse_override("raft.bogus=1").unwrap()]);
+    assert!(msg(bad).contains("unknown field `bogus`"));
+    let missing = NodeConfig::load(Some(&dir.path().join("nope.toml")), &[]);
+    assert!(msg(missing).contains("cannot read the config file"));
+    assert!(parse_override("novalue").is_err());
+}
+
+#[test]
+fn static_changes_name_restart_only_keys() {
+    let a = load("id = 1").unwrap();
+    let mut b = a.clone();
+    b.raft.heartbeat_interval = Duration::from_millis(30);
+    b.compression.codec = CodecKey::None;
+    assert!(a.static_changes(&b).is_empty());
+    b.listen_client = "127.0.0.1:9999".into();
+    b.wal.sync_policy = SyncPolicyKey::Never;
+    assert_eq!(a.static_changes(&b), ["listen_client", "wal"]);
+}
+
+#[test]
+fn display_round_trips() {
+    let c = load("id = 3\ninitial_cluster = \"3=127.0.0.1:2380\"").unwrap();
+    let again = load(&c.to_string()).unwrap();
+    assert_eq!(c, again);
+}
+
+#[test]
+fn token_hash_is_stable() {
+    assert_eq!(cluster_id_from_token(""), 0xcbf2_9ce4_8422_2325);
+    assert_ne!(cluster_id_from_token("a"), cluster_id_from_token("b"));
+}

@@ -1,0 +1,278 @@
+//! Running a node: open the WAL and the key-value store, start the peer transport and the
+//! runtime, serve the etcd v3 API, publish this member's attributes, and shut everything
+//! down in order on SIGTERM or SIGINT.
+
+pub mod machine;
+
+use crate::config::{NodeConfig, strip_scheme};
+use crate::logging::LogHandle;
+use crate::service::{Ctx, EtcdService};
+use machine::{AddressBook, KvMachine, NetTransport};
+use raft_core::Membership;
+use raft_kv::pb::etcdserverpb::{
+    cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+};
+use raft_kv::pb::kvcmd::MemberAttributes;
+use raft_kv::{Command, KvStore, Op, Outcome};
+use raft_runtime::{RaftHandle, RaftNode, RuntimeConfig, WalStore};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Why a node could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration cannot be used.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A file or socket operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The write-ahead log failed.
+    #[error("write-ahead log: {0}")]
+    Log(#[from] raft_log::Error),
+    /// The key-value store failed.
+    #[error("key-value store: {0}")]
+    Kv(#[from] raft_kv::Error),
+    /// The peer transport failed.
+    #[error("peer transport: {0}")]
+    Net(#[from] raft_net::Error),
+    /// The runtime failed.
+    #[error("raft runtime: {0}")]
+    Runtime(#[from] raft_runtime::Error),
+    /// The client API server failed.
+    #[error("client API server: {0}")]
+    Serve(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
+    let what = what.into();
+    move |source| NodeError::Io { what, source }
+}
+
+/// Runs the node described by `config` until SIGTERM or SIGINT.
+pub async fn run(config: NodeConfig, log: LogHandle) -> Result<(), NodeError> {
+    let _ = log; // Kept for hot reload of `log_filter`.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(io("installing the SIGTERM handler"))?;
+    let stop = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+        }
+    };
+    let node = Node::start(&config).await?;
+    node.run_until(stop).await
+}
+
+/// A started node.
+pub struct Node {
+    handle: RaftHandle<KvMachine>,
+    store: KvStore,
+    net: raft_net::PeerTransport,
+    net_server: raft_net::ServerHandle,
+    api: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    api_stop: oneshot::Sender<()>,
+    publisher: tokio::task::JoinHandle<()>,
+}
+
+impl Node {
+    /// Opens the data directory and starts every component.
+    pub async fn start(config: &NodeConfig) -> Result<Node, NodeError> {
+        let id = config.id;
+        let data = config.data_dir();
+        std::fs::create_dir_all(&data)
+            .map_err(io(format!("creating the data dir {}", data.display())))?;
+        if let Some(addr) = &config.listen_metrics {
+            let addr = strip_scheme(addr)
+                .parse()
+                .map_err(|_| crate::config::ConfigError(format!("listen_metrics `{addr}`")))?;
+            if let Err(e) = raft_metrics::install_http_listener(addr) {
+                tracing::warn!(%e, "metrics endpoint not started");
+            }
+        }
+        let wal = Arc::new(raft_log::Wal::open(
+            data.join("wal"),
+            config.wal_settings(),
+        )?);
+        let store = KvStore::open(data.join("kv"))?;
+        let members = config.initial_members()?;
+        let book = AddressBook::new(members.clone());
+        let bootstrap = (!config.join).then(|| Membership {
+            voters: members.keys().copied().collect(),
+            ..Membership::default()
+        });
+        let machine = KvMachine::new(store.clone(), book.clone(), bootstrap.clone());
+
+        let (inbound, rx) =
+            raft_net::Inbound::channels(4096, Arc::new(raft_net::MemorySnapshotSink::new()));
+        let net = raft_net::PeerTransport::new(config.transport_config(), inbound)?;
+        let peer_addr = strip_scheme(&config.listen_peer).to_string();
+        let peer_listener = TcpListener::bind(&peer_addr)
+            .await
+            .map_err(io(format!("binding the peer address {peer_addr}")))?;
+        let net_server = net.serve(peer_listener)?;
+        let client_addr = strip_scheme(&config.listen_client).to_string();
+        let client_listener = TcpListener::bind(&client_addr)
+            .await
+            .map_err(io(format!("binding the client address {client_addr}")))?;
+
+        let mut rc = RuntimeConfig::new(id);
+        rc.raft = config.raft_core_config()?;
+        rc.tick = config.raft.tick_interval;
+        rc.bootstrap = bootstrap;
+        rc.request_timeout = config.raft.request_timeout;
+        rc.max_batch_proposals = config.raft.max_batch_proposals;
+        // State-machine snapshots are not wired yet (see KvMachine): never compact.
+        rc.snapshot_threshold = 0;
+        let transport = Arc::new(NetTransport::new(net.clone(), book.clone()));
+        let handle = RaftNode::start(
+            rc,
+            WalStore::new(wal),
+            machine,
+            transport,
+            raft_runtime::Inbound {
+                messages: rx.messages,
+                unreachable: rx.unreachable,
+            },
+        )
+        .await?;
+
+        let limit = config.request_size_limit.as_usize();
+        let service = EtcdService::new(Ctx {
+            handle: handle.clone(),
+            store: store.clone(),
+            book,
+            cluster_id: config.cluster_id(),
+            member_id: id,
+            limits: raft_kv::validate::Limits {
+                max_request_bytes: limit,
+                ..Default::default()
+            },
+        });
+        // gRPC refuses what is far above the limit (RESOURCE_EXHAUSTED-style, before
+        // decoding); the service refuses what is above it (INVALID_ARGUMENT, like etcd).
+        let max_decode = limit + (512 << 10);
+        let (api_stop, stop_rx) = oneshot::channel::<()>();
+        let api = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(KvServer::new(service.clone()).max_decoding_message_size(max_decode))
+                .add_service(
+                    ClusterServer::new(service.clone()).max_decoding_message_size(max_decode),
+                )
+                .add_service(MaintenanceServer::new(service).max_decoding_message_size(max_decode))
+                .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), async {
+                    let _ = stop_rx.await;
+                }),
+        );
+        let publisher = tokio::spawn(publish_attributes(
+            handle.clone(),
+            store.clone(),
+            MemberAttributes {
+                id,
+                name: config.name(),
+                client_urls: vec![config.advertise_client()],
+            },
+        ));
+        tracing::info!(
+            node_id = id,
+            name = %config.name(),
+            client = %client_addr,
+            peer = %peer_addr,
+            cluster_id = format_args!("{:x}", config.cluster_id()),
+            join = config.join,
+            "raftd started"
+        );
+        Ok(Node {
+            handle,
+            store,
+            net,
+            net_server,
+            api,
+            api_stop,
+            publisher,
+        })
+    }
+
+    /// Serves until `stop` completes (or the API server fails), then shuts down.
+    pub async fn run_until(
+        mut self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), NodeError> {
+        let failed = tokio::select! {
+            () = stop => None,
+            r = &mut self.api => Some(match r {
+                Ok(Ok(())) => "the client API server stopped".to_string(),
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            }),
+        };
+        self.shutdown().await;
+        match failed {
+            Some(e) => Err(NodeError::Serve(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops serving clients, stops the runtime (flushing the log), the transport, and
+    /// flushes the store. Takes well under a second.
+    pub async fn shutdown(self) {
+        let started = Instant::now();
+        self.publisher.abort();
+        let _ = self.api_stop.send(());
+        let _ = tokio::time::timeout(Duration::from_millis(200), self.api).await;
+        if let Err(e) = self.handle.shutdown().await {
+            tracing::warn!(%e, "runtime shutdown");
+        }
+        self.net.close();
+        let _ = tokio::time::timeout(Duration::from_millis(200), self.net_server.shutdown()).await;
+        if let Err(e) = self.store.flush() {
+            tracing::warn!(%e, "flushing the key-value store");
+        }
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "raftd stopped"
+        );
+        // Everything is flushed: skip the slow destructors (sled's background flusher and
+        // the log's writer thread are joined there), the process is about to exit.
+        std::mem::forget(self.store);
+        std::mem::forget(self.handle);
+    }
+}
+
+/// Publishes this member's name and client URL through the log once a leader is known,
+/// retrying until it is applied (a joining member waits until it is in the member list).
+async fn publish_attributes(
+    handle: RaftHandle<KvMachine>,
+    store: KvStore,
+    attrs: MemberAttributes,
+) {
+    loop {
+        let current = store.members().into_iter().find(|m| m.id == attrs.id);
+        if current
+            .as_ref()
+            .is_some_and(|m| m.name == attrs.name && m.client_urls == attrs.client_urls)
+        {
+            return;
+        }
+        if current.is_some() && handle.stats().leader.is_some() {
+            let cmd = Command::new(0, Op::PublishMember(attrs.clone())).encode();
+            match handle.propose(cmd).await {
+                Ok(r) if matches!(r.outcome, Outcome::Response(_)) => {
+                    tracing::info!(node_id = attrs.id, "member attributes published");
+                    return;
+                }
+                Ok(r) => tracing::debug!(outcome = ?r.outcome, "publishing attributes"),
+                Err(e) => tracing::debug!(%e, "publishing attributes"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
