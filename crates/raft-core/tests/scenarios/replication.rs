@@ -374,3 +374,39 @@ fn followers_forward_proposals_to_the_leader() {
         assert_eq!(c.state_of(id), vec![b"from-2".as_slice()]);
     }
 }
+
+#[test]
+fn append_acks_wait_for_the_write_while_the_leader_sends_at_once() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.elect(1);
+    c.raw(1).propose(Bytes::from_static(b"p")).unwrap();
+    let rd = c.raw(1).ready().unwrap();
+    assert!(
+        rd.entries.iter().any(|e| e.data == "p"),
+        "the leader's own write"
+    );
+    let appends: Vec<_> = rd
+        .messages
+        .iter()
+        .filter(|m| matches!(m.body, MessageBody::Append(_)))
+        .cloned()
+        .collect();
+    assert_eq!(
+        appends.len(),
+        2,
+        "sent before the leader's write is durable"
+    );
+    assert!(rd.persisted_messages.is_empty());
+    let to2 = appends.into_iter().find(|m| m.to == 2).unwrap();
+    c.raw(2).step(to2).unwrap();
+    let rd2 = c.raw(2).ready().unwrap();
+    assert_eq!(rd2.entries.len(), 1);
+    assert!(
+        rd2.messages.is_empty(),
+        "no acknowledgement before the write"
+    );
+    assert!(matches!(
+        rd2.persisted_messages.as_slice(),
+        [m] if matches!(&m.body, MessageBody::AppendResponse(r) if !r.reject)
+    ));
+}
