@@ -1,0 +1,509 @@
+//! Real `raftd` processes on loopback driven through the etcd v3 API (the tonic clients of
+//! `raft_kv::pb`; the `etcd-client` crate needs a system `protoc` to build, so it is not
+//! used): basic operations from every node, a leader killed with SIGKILL under load,
+//! membership changes with a learner, and etcdctl when it is installed.
+
+#![allow(clippy::print_stdout)]
+
+use bytes::Bytes;
+use raft_kv::pb::etcdserverpb::{
+    Compare, DeleteRangeRequest, MemberAddRequest, MemberListRequest, MemberPromoteRequest,
+    MemberRemoveRequest, PutRequest, RangeRequest, RequestOp, StatusRequest, TxnRequest, compare,
+    request_op,
+};
+use raft_node::client::{Client, ClientError};
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Proc {
+    child: Child,
+    client: String,
+    peer: String,
+    join: bool,
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    nodes: BTreeMap<u64, Proc>,
+    initial: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    fn start(n: u64) -> Cluster {
+        let addrs: Vec<(String, String)> = (0..n)
+            .map(|_| {
+                (
+                    format!("127.0.0.1:{}", free_port()),
+                    format!("127.0.0.1:{}", free_port()),
+                )
+            })
+            .collect();
+        let initial: Vec<String> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| format!("{}={p}", i + 1))
+            .collect();
+        let mut c = Cluster {
+            dir: tempfile::tempdir().unwrap(),
+            nodes: BTreeMap::new(),
+            initial: initial.join(","),
+        };
+        for (i, (client, peer)) in addrs.into_iter().enumerate() {
+            c.spawn(i as u64 + 1, client, peer, false);
+        }
+        c
+    }
+
+    fn spawn(&mut self, id: u64, client: String, peer: String, join: bool) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node{id}.log")))
+            .unwrap();
+        let mut initial = self.initial.clone();
+        if join {
+            initial.push_str(&format!(",{id}={peer}"));
+        }
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftd"));
+        cmd.args(["--id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(self.dir.path().join(format!("node{id}")))
+            .args(["--listen-client", &client, "--listen-peer", &peer])
+            .args(["--initial-cluster", &initial])
+            .args(["--cluster-token", "it"])
+            // Loaded CI machines: a calmer election timer than the default.
+            .args([
+                "--heartbeat-interval",
+                "50ms",
+                "--election-timeout-base",
+                "300ms",
+            ])
+            .args(["--log-filter", "info"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if join {
+            cmd.arg("--join");
+        }
+        let child = cmd.spawn().expect("raftd starts");
+        self.nodes.insert(
+            id,
+            Proc {
+                child,
+                client,
+                peer,
+                join,
+            },
+        );
+    }
+
+    fn endpoints(&self) -> Vec<String> {
+        self.nodes.values().map(|p| p.client.clone()).collect()
+    }
+
+    fn client(&self) -> Client {
+        Client::new(self.endpoints()).with_timeout(Duration::from_secs(5))
+    }
+
+    fn node_client(&self, id: u64) -> Client {
+        Client::new(vec![self.nodes[&id].client.clone()]).with_timeout(Duration::from_secs(5))
+    }
+
+    fn kill9(&mut self, id: u64) {
+        let p = self.nodes.get_mut(&id).unwrap();
+        p.child.kill().unwrap();
+        p.child.wait().unwrap();
+    }
+
+    fn restart(&mut self, id: u64) {
+        let p = self.nodes.remove(&id).unwrap();
+        self.spawn(id, p.client, p.peer, p.join);
+    }
+
+    /// Waits until some node reports being the leader; returns its id.
+    async fn leader(&self) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            for &id in self.nodes.keys() {
+                let st = self
+                    .node_client(id)
+                    .maintenance(|mut c| async move {
+                        c.status(StatusRequest {}).await.map(|r| r.into_inner())
+                    })
+                    .await;
+                if let Ok(s) = st
+                    && s.leader == id
+                {
+                    return id;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader within 20 s\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for id in self.nodes.keys() {
+            let text = std::fs::read_to_string(self.dir.path().join(format!("node{id}.log")))
+                .unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("--- node {id} ---\n"));
+            out.push_str(&lines[lines.len().saturating_sub(15)..].join("\n"));
+            out.push('\n');
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for p in self.nodes.values_mut() {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+}
+
+async fn put(c: &Client, key: &str, value: &str) -> Result<i64, ClientError> {
+    let req = PutRequest {
+        key: Bytes::from(key.to_string()),
+        value: Bytes::from(value.to_string()),
+        ..Default::default()
+    };
+    c.kv(|mut k| {
+        let req = req.clone();
+        async move { k.put(req).await.map(|r| r.into_inner()) }
+    })
+    .await
+    .map(|r| r.header.unwrap().revision)
+}
+
+async fn get(c: &Client, key: &str, serializable: bool) -> Result<Option<String>, ClientError> {
+    let req = RangeRequest {
+        key: Bytes::from(key.to_string()),
+        serializable,
+        ..Default::default()
+    };
+    c.kv(|mut k| {
+        let req = req.clone();
+        async move { k.range(req).await.map(|r| r.into_inner()) }
+    })
+    .await
+    .map(|r| {
+        r.kvs
+            .first()
+            .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+    })
+}
+
+/// Retries `f` until it returns `Some`, for at most `secs` seconds.
+async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_get_delete_txn_from_every_node() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let cluster = Cluster::start(3);
+        cluster.leader().await;
+        for id in 1..=3u64 {
+            let c = cluster.node_client(id);
+            let key = format!("key-{id}");
+            let rev = put(&c, &key, "v1").await.unwrap();
+            assert!(rev > 0);
+            // Every node sees the write (linearizable reads).
+            for other in 1..=3u64 {
+                let got = get(&cluster.node_client(other), &key, false).await.unwrap();
+                assert_eq!(got.as_deref(), Some("v1"), "node {other} reading {key}");
+            }
+            // Txn: compare value, then put.
+            let txn = TxnRequest {
+                compare: vec![Compare {
+                    result: compare::CompareResult::Equal as i32,
+                    target: compare::CompareTarget::Value as i32,
+                    key: Bytes::from(key.clone()),
+                    target_union: Some(compare::TargetUnion::Value(Bytes::from("v1"))),
+                    range_end: Bytes::new(),
+                }],
+                success: vec![RequestOp {
+                    request: Some(request_op::Request::RequestPut(PutRequest {
+                        key: Bytes::from(key.clone()),
+                        value: Bytes::from("v2"),
+                        ..Default::default()
+                    })),
+                }],
+                failure: vec![],
+            };
+            let r = c
+                .kv(|mut k| {
+                    let t = txn.clone();
+                    async move { k.txn(t).await.map(|r| r.into_inner()) }
+                })
+                .await
+                .unwrap();
+            assert!(r.succeeded);
+            let h = r.header.unwrap();
+            assert_eq!(h.member_id, id);
+            assert_ne!(h.cluster_id, 0);
+            assert!(h.raft_term > 0);
+            // The same txn fails now (value is v2).
+            let r = c
+                .kv(|mut k| {
+                    let t = txn.clone();
+                    async move { k.txn(t).await.map(|r| r.into_inner()) }
+                })
+                .await
+                .unwrap();
+            assert!(!r.succeeded);
+            assert_eq!(get(&c, &key, false).await.unwrap().as_deref(), Some("v2"));
+            let del = DeleteRangeRequest {
+                key: Bytes::from(key.clone()),
+                ..Default::default()
+            };
+            let d = c
+                .kv(|mut k| {
+                    let d = del.clone();
+                    async move { k.delete_range(d).await.map(|r| r.into_inner()) }
+                })
+                .await
+                .unwrap();
+            assert_eq!(d.deleted, 1);
+            assert_eq!(get(&c, &key, false).await.unwrap(), None);
+        }
+        // Oversized requests are refused with INVALID_ARGUMENT or RESOURCE_EXHAUSTED.
+        let big = "x".repeat(2 << 20);
+        match put(&cluster.client(), "big", &big).await {
+            Err(ClientError::Status(s)) => assert!(
+                matches!(
+                    s.code(),
+                    tonic::Code::InvalidArgument
+                        | tonic::Code::ResourceExhausted
+                        | tonic::Code::OutOfRange
+                ),
+                "{s:?}"
+            ),
+            other => panic!("a 2 MiB put was not refused: {other:?}"),
+        }
+    })
+    .await
+    .expect("test took longer than 60 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_under_load_loses_no_acknowledged_write() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut cluster = Cluster::start(3);
+        let leader = cluster.leader().await;
+        let client = cluster.client();
+        let writer = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let started = Instant::now();
+                let mut i = 0u64;
+                while started.elapsed() < Duration::from_secs(6) {
+                    let key = format!("load-{i:05}");
+                    if put(&client, &key, &i.to_string()).await.is_ok() {
+                        acked.push(key);
+                    }
+                    i += 1;
+                }
+                acked
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        cluster.kill9(leader);
+        let acked = writer.await.unwrap();
+        assert!(
+            acked.len() > 10,
+            "too few writes acknowledged: {}",
+            acked.len()
+        );
+        let survivors: Vec<u64> = cluster
+            .nodes
+            .keys()
+            .copied()
+            .filter(|&i| i != leader)
+            .collect();
+        let survivor_client = Client::new(
+            survivors
+                .iter()
+                .map(|i| cluster.nodes[i].client.clone())
+                .collect(),
+        )
+        .with_timeout(Duration::from_secs(5));
+        // A new leader serves writes.
+        eventually(15, "a write after the leader died", || {
+            let c = survivor_client.clone();
+            async move { put(&c, "after", "kill").await.ok() }
+        })
+        .await;
+        for key in &acked {
+            let got = get(&survivor_client, key, false).await.unwrap();
+            assert!(got.is_some(), "acknowledged write {key} lost");
+        }
+        // The old leader comes back and catches up.
+        cluster.restart(leader);
+        let back = cluster.node_client(leader);
+        eventually(20, "the restarted node to catch up", || {
+            let c = back.clone();
+            async move {
+                (get(&c, "after", true).await.ok().flatten().as_deref() == Some("kill"))
+                    .then_some(())
+            }
+        })
+        .await;
+        let last = acked.last().unwrap();
+        assert!(get(&back, last, true).await.unwrap().is_some());
+    })
+    .await
+    .expect("test took longer than 60 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learner_joins_is_promoted_and_another_member_is_removed() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut cluster = Cluster::start(3);
+        cluster.leader().await;
+        let client = cluster.client();
+        put(&client, "before-join", "1").await.unwrap();
+        let peer = format!("127.0.0.1:{}", free_port());
+        let add = MemberAddRequest {
+            peer_ur_ls: vec![format!("http://{peer}")],
+            is_learner: true,
+        };
+        let added = client
+            .cluster(|mut c| {
+                let a = add.clone();
+                async move { c.member_add(a).await.map(|r| r.into_inner()) }
+            })
+            .await
+            .unwrap();
+        let new_id = added.member.unwrap().id;
+        assert_eq!(new_id, 4);
+        cluster.spawn(new_id, format!("127.0.0.1:{}", free_port()), peer, true);
+        let learner = cluster.node_client(new_id);
+        eventually(20, "the learner to catch up", || {
+            let c = learner.clone();
+            async move { get(&c, "before-join", true).await.ok().flatten() }
+        })
+        .await;
+        client
+            .cluster(|mut c| async move {
+                c.member_promote(MemberPromoteRequest { id: new_id })
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await
+            .unwrap();
+        let removed = client
+            .cluster(|mut c| async move {
+                c.member_remove(MemberRemoveRequest { id: 3 })
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await
+            .unwrap();
+        let ids: Vec<(u64, bool)> = removed
+            .members
+            .iter()
+            .map(|m| (m.id, m.is_learner))
+            .collect();
+        assert_eq!(ids, [(1, false), (2, false), (4, false)]);
+        cluster.kill9(3);
+        cluster.nodes.remove(&3);
+        // The new configuration serves writes, readable on the promoted member.
+        put(&cluster.client(), "after-change", "ok").await.unwrap();
+        let list = cluster
+            .client()
+            .cluster(|mut c| async move {
+                c.member_list(MemberListRequest { linearizable: true })
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await
+            .unwrap();
+        assert_eq!(list.members.len(), 3);
+        assert_eq!(
+            get(&cluster.node_client(4), "after-change", false)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("ok")
+        );
+    })
+    .await
+    .expect("test took longer than 60 s");
+}
+
+fn etcdctl() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("etcdctl"))
+        .find(|p| p.is_file())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_basic_operations() {
+    let Some(etcdctl) = etcdctl() else {
+        println!("skipping etcdctl_basic_operations: etcdctl is not on PATH");
+        return;
+    };
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let cluster = Cluster::start(3);
+        cluster.leader().await;
+        let eps = cluster.endpoints().join(",");
+        let run = |args: &[&str]| {
+            let out = Command::new(&etcdctl)
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &eps, "--command-timeout=5s"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "etcdctl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        assert_eq!(run(&["put", "foo", "bar"]), "OK\n");
+        assert_eq!(run(&["get", "foo"]), "foo\nbar\n");
+        assert_eq!(run(&["put", "foo2", "baz"]), "OK\n");
+        assert_eq!(run(&["get", "foo", "--prefix"]), "foo\nbar\nfoo2\nbaz\n");
+        assert_eq!(run(&["del", "foo", "--prefix"]), "2\n");
+        assert_eq!(run(&["get", "foo"]), "");
+        assert!(run(&["member", "list"]).lines().count() == 3);
+    })
+    .await
+    .expect("test took longer than 60 s");
+}
