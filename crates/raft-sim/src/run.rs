@@ -28,6 +28,21 @@ pub enum Mutation {
 }
 
 impl Mutation {
+    /// The mutation's name on the command line (`--mutation NAME`).
+    pub fn cli_name(self) -> &'static str {
+        match self {
+            Mutation::CommitWithoutQuorum => "commit-without-quorum",
+            Mutation::DoubleVote => "double-vote",
+            Mutation::AckBeforePersist => "ack-before-persist",
+            Mutation::StaleLocalRead => "stale-local-read",
+        }
+    }
+
+    /// The mutation called `name` on the command line.
+    pub fn from_cli_name(name: &str) -> Option<Mutation> {
+        Mutation::ALL.into_iter().find(|m| m.cli_name() == name)
+    }
+
     /// Every mutation.
     pub const ALL: [Mutation; 4] = [
         Mutation::CommitWithoutQuorum,
@@ -145,9 +160,20 @@ impl fmt::Display for Failure {
     }
 }
 
-/// The command that replays `seed`.
-pub fn replay_command(seed: u64) -> String {
-    format!("cargo xtask sim --seed {seed}")
+/// The command that replays `seed` with `opts` (the options that differ from the
+/// defaults are spelled out).
+pub fn replay_command(seed: u64, opts: &SimOptions) -> String {
+    let mut cmd = format!("cargo xtask sim --seed {seed}");
+    if opts.ticks != SimOptions::default().ticks {
+        cmd.push_str(&format!(" --ticks {}", opts.ticks));
+    }
+    if !opts.check_linearizability {
+        cmd.push_str(" --no-lin");
+    }
+    if let Some(m) = opts.mutation {
+        cmd.push_str(&format!(" --mutation {}", m.cli_name()));
+    }
+    cmd
 }
 
 /// Runs one seed: draws its configuration, simulates, checks. Deterministic: the same seed
@@ -179,6 +205,46 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> Result<RunReport, Box<Failure>>
         time: cluster.now(),
         config,
         trace: cluster.trace_text(),
-        replay: replay_command(seed),
+        replay: replay_command(seed, opts),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_command_spells_out_non_default_options() {
+        assert_eq!(
+            replay_command(7, &SimOptions::default()),
+            "cargo xtask sim --seed 7"
+        );
+        let opts = SimOptions {
+            ticks: 500,
+            mutation: Some(Mutation::DoubleVote),
+            ..SimOptions::default()
+        };
+        assert_eq!(
+            replay_command(7, &opts),
+            "cargo xtask sim --seed 7 --ticks 500 --mutation double-vote"
+        );
+        for m in Mutation::ALL {
+            assert_eq!(Mutation::from_cli_name(m.cli_name()), Some(m));
+        }
+    }
+
+    #[test]
+    fn a_short_calm_run_passes_and_commits() {
+        let opts = SimOptions {
+            ticks: 600,
+            liveness_ticks: 300,
+            liveness_bound_ticks: 200,
+            swarm: Some(SwarmConfig::calm(3)),
+            ..SimOptions::default()
+        };
+        let r = run_seed(1, &opts).expect("a calm cluster passes");
+        assert!(r.committed > 10, "{r:?}");
+        assert!(r.history_ops > 10);
+        assert_eq!(r.crashes, 0);
+    }
 }

@@ -9,7 +9,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use raft_sim::trace::TraceKeep;
-use raft_sim::{Mutation, SimOptions, run_seed};
+use raft_sim::{Mutation, SimOptions, replay_command, run_seed};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -47,13 +47,8 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--stop-on-failure" => a.stop_on_failure = true,
             "--mutation" => {
                 let name = it.next().ok_or("--mutation needs a name")?;
-                a.opts.mutation = Some(match name.as_str() {
-                    "commit-without-quorum" => Mutation::CommitWithoutQuorum,
-                    "double-vote" => Mutation::DoubleVote,
-                    "ack-before-persist" => Mutation::AckBeforePersist,
-                    "stale-local-read" => Mutation::StaleLocalRead,
-                    other => return Err(format!("unknown mutation {other}")),
-                });
+                a.opts.mutation =
+                    Some(Mutation::from_cli_name(&name).ok_or(format!("unknown mutation {name}"))?);
             }
             "-h" | "--help" => {
                 return Err(
@@ -142,7 +137,7 @@ fn main() -> ExitCode {
     } else {
         println!("failed seeds: {failed:?}");
         for s in &failed {
-            println!("  replay: cargo xtask sim --seed {s}");
+            println!("  replay: {}", replay_command(*s, &args.opts));
         }
         ExitCode::FAILURE
     }
