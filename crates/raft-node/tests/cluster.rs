@@ -507,3 +507,51 @@ async fn etcdctl_basic_operations() {
     .await
     .expect("test took longer than 60 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_without_quorum_answers_unavailable_at_once() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        // Node 1 of a 3-member cluster whose other members never start: no leader, ever.
+        let mut cluster = Cluster {
+            dir: tempfile::tempdir().unwrap(),
+            nodes: BTreeMap::new(),
+            initial: format!(
+                "1=127.0.0.1:{},2=127.0.0.1:{},3=127.0.0.1:{}",
+                free_port(),
+                free_port(),
+                free_port()
+            ),
+        };
+        let peer = cluster.initial.split(',').next().unwrap()[2..].to_string();
+        cluster.spawn(1, format!("127.0.0.1:{}", free_port()), peer, false);
+        let c = cluster.node_client(1);
+        let status = eventually(10, "the lone node to answer", || {
+            let c = c.clone();
+            async move {
+                c.maintenance(|mut m| async move {
+                    m.status(StatusRequest {}).await.map(|r| r.into_inner())
+                })
+                .await
+                .ok()
+            }
+        })
+        .await;
+        assert_eq!(status.leader, 0);
+        let started = Instant::now();
+        match put(&c, "k", "v").await {
+            Err(ClientError::Unavailable(_)) => {}
+            other => panic!("expected UNAVAILABLE, got {other:?}"),
+        }
+        match get(&c, "k", false).await {
+            Err(ClientError::Unavailable(_)) => {}
+            other => panic!("expected UNAVAILABLE, got {other:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "answers took {:?}",
+            started.elapsed()
+        );
+    })
+    .await
+    .expect("test took longer than 60 s");
+}

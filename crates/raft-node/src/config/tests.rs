@@ -243,3 +243,20 @@ fn token_hash_is_stable() {
     assert_eq!(cluster_id_from_token(""), 0xcbf2_9ce4_8422_2325);
     assert_ne!(cluster_id_from_token("a"), cluster_id_from_token("b"));
 }
+
+#[test]
+fn documented_example_parses() {
+    let doc = include_str!("../../../../docs/configuration.md");
+    let start = doc.find("```toml\n").expect("docs have a toml example") + 8;
+    let end = start + doc[start..].find("```").unwrap();
+    let c = load(&doc[start..end]).unwrap();
+    assert_eq!(c.id, 1);
+    assert_eq!(c.raft, RaftSection::default());
+    assert_eq!(c.wal, WalSection::default());
+    assert_eq!(c.compression, CompressionSection::default());
+    assert_eq!(c.peer, PeerSection::default());
+    assert_eq!(
+        c.request_size_limit,
+        NodeConfig::default().request_size_limit
+    );
+}
