@@ -99,6 +99,15 @@ impl KvMachine {
 
     /// Learns a peer URL when `data` is a put of a reserved peer key.
     fn learn_address(&self, data: &[u8]) {
+        // The key is the first field of the put, so the prefix shows within the first bytes
+        // of the encoded command: only those commands are decoded here.
+        let head = &data[..data.len().min(64)];
+        if !head
+            .windows(PEER_KEY_PREFIX.len())
+            .any(|w| w == PEER_KEY_PREFIX)
+        {
+            return;
+        }
         if let Ok(Command {
             op: Op::Put(put), ..
         }) = Command::decode(data)
@@ -223,5 +232,84 @@ impl Transport for NetTransport {
 
     fn remove_peer(&self, id: NodeId) {
         self.net.remove_peer(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft_core::{ConfChange, ConfChangeOp, ConfChangeTransition};
+    use raft_kv::pb::etcdserverpb::PutRequest;
+
+    fn membership(voters: &[u64], learners: &[u64]) -> Membership {
+        Membership {
+            voters: voters.iter().copied().collect(),
+            learners: learners.iter().copied().collect(),
+            ..Membership::default()
+        }
+    }
+
+    #[test]
+    fn seeds_members_and_learns_addresses_from_the_log() {
+        let store = KvStore::open_temporary().unwrap();
+        let book = AddressBook::new(BTreeMap::from([
+            (1, "127.0.0.1:1".to_string()),
+            (2, "127.0.0.1:2".to_string()),
+        ]));
+        let mut sm = KvMachine::new(store.clone(), book.clone(), Some(membership(&[1, 2], &[])));
+        sm.apply(&[Committed {
+            index: 1,
+            term: 1,
+            payload: Payload::Empty,
+        }])
+        .unwrap();
+        let ids: Vec<(u64, bool)> = store
+            .members()
+            .iter()
+            .map(|m| (m.id, m.is_learner))
+            .collect();
+        assert_eq!(ids, [(1, false), (2, false)]);
+        assert_eq!(store.members()[0].peer_urls, ["http://127.0.0.1:1"]);
+
+        let put = Command::new(
+            0,
+            Op::Put(PutRequest {
+                key: peer_key(3),
+                value: Bytes::from("http://127.0.0.1:3"),
+                ..Default::default()
+            }),
+        )
+        .encode();
+        let change = ConfChange {
+            transition: ConfChangeTransition::Auto,
+            ops: vec![ConfChangeOp::AddLearner(3)],
+        };
+        let results = sm
+            .apply(&[
+                Committed {
+                    index: 2,
+                    term: 1,
+                    payload: Payload::Command(put),
+                },
+                Committed {
+                    index: 3,
+                    term: 1,
+                    payload: Payload::ConfChange {
+                        change,
+                        membership: Some(membership(&[1, 2], &[3])),
+                    },
+                },
+            ])
+            .unwrap();
+        assert_eq!(results.len(), 2);
+        assert_eq!(book.get(3).as_deref(), Some("127.0.0.1:3"));
+        let m3 = store.members().into_iter().find(|m| m.id == 3).unwrap();
+        assert!(m3.is_learner);
+        assert_eq!(m3.peer_urls, ["http://127.0.0.1:3"]);
+        assert_eq!(sm.applied_index(), 3);
+        // A restart rebuilds the book from the store.
+        let book2 = AddressBook::default();
+        let _ = KvMachine::new(store, book2.clone(), None);
+        assert_eq!(book2.get(3).as_deref(), Some("127.0.0.1:3"));
     }
 }
