@@ -139,6 +139,7 @@ impl KvStore {
         let cap = ActiveCapture {
             floor: st.dirty_floor,
             generation: st.dirty_gen,
+            delta: kind == CaptureKind::Delta,
         };
         st.dirty_gen += 1;
         shared
@@ -556,5 +557,24 @@ impl Cursor {
     fn advance(&mut self) -> Result<()> {
         self.head = self.iter.next().transpose()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_static<T: Send + 'static>() {}
+    fn sync<T: Sync>() {}
+
+    #[test]
+    fn handles_cross_threads() {
+        // raft-snapshot boxes the records as `dyn SnapshotSource + Send`; the runtime shares
+        // the store between its apply task and the gRPC service.
+        send_static::<CaptureRecords>();
+        send_static::<Capture>();
+        send_static::<Restore>();
+        send_static::<KvStore>();
+        sync::<KvStore>();
     }
 }

@@ -61,7 +61,7 @@ pub const TREE_NAME: &str = "raft-kv";
 /// | `b'm' ++ b"layout"` | u8: layout version (1) |
 /// | `b'm' ++ b"restoring"` | empty; present while a restore is unfinished |
 /// | `b'd' ++ user key` | u64 BE: the dirty generation of the key's last write or delete |
-/// | `b'c' ++ user key` | cow pre-image while a capture runs: flags byte (bit 0: the key was dirty at the capture point, bit 1: the key existed) then the record encoding if it existed |
+/// | `b'c' ++ user key` | cow pre-image while a capture runs: flags byte (bit 0: the key was dirty at the capture point — delta captures only, bit 1: the key existed) then the record encoding if it existed |
 #[derive(Clone)]
 pub struct KvStore {
     pub(crate) shared: Arc<Shared>,
@@ -122,9 +122,11 @@ pub(crate) struct State {
 /// A running copy-on-write capture.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ActiveCapture {
-    /// Marks in `(floor, gen]` are the capture's delta.
+    /// Marks in `(floor, generation]` are the capture's delta.
     pub(crate) floor: u64,
     pub(crate) generation: u64,
+    /// A full capture needs no "was dirty" flag in its pre-images (saves a read per key).
+    pub(crate) delta: bool,
 }
 
 /// The payload of one committed entry for [`KvStore::apply_batch`].
@@ -515,10 +517,12 @@ fn preserve_pre_images(
         if tree.contains_key(&ck)? {
             continue;
         }
-        let mark = tree.get(prefixed(DIRTY, key))?.and_then(|v| be_u64(&v));
         let mut flags = 0u8;
-        if mark.is_some_and(|m| m > cap.floor && m <= cap.generation) {
-            flags |= COW_WAS_DIRTY;
+        if cap.delta {
+            let mark = tree.get(prefixed(DIRTY, key))?.and_then(|v| be_u64(&v));
+            if mark.is_some_and(|m| m > cap.floor && m <= cap.generation) {
+                flags |= COW_WAS_DIRTY;
+            }
         }
         let mut v = vec![0u8];
         if let Some(raw) = tree.get(prefixed(DATA, key))? {
