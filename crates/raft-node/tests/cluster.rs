@@ -555,3 +555,74 @@ async fn node_without_quorum_answers_unavailable_at_once() {
     .await
     .expect("test took longer than 60 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raftctl_commands() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let cluster = Cluster::start(3);
+        let leader = cluster.leader().await;
+        let eps = cluster.endpoints().join(",");
+        let ctl = |args: &[&str]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_raftctl"))
+                .args(["--endpoints", &eps, "--timeout", "5s"])
+                .args(args)
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        };
+        assert_eq!(ctl(&["put", "a/1", "x"]), (Some(0), "OK\n".into()));
+        assert_eq!(ctl(&["put", "a/2", "y"]), (Some(0), "OK\n".into()));
+        assert_eq!(ctl(&["get", "a/1"]), (Some(0), "a/1\nx\n".into()));
+        assert_eq!(
+            ctl(&["get", "a/", "--prefix"]),
+            (Some(0), "a/1\nx\na/2\ny\n".into())
+        );
+        assert_eq!(
+            ctl(&["get", "a/", "--prefix", "--keys-only", "--serializable"]).1,
+            "a/1\na/2\n"
+        );
+        assert_eq!(
+            ctl(&["cas", "a/1", "z", "--expect-value", "x"]),
+            (Some(0), "OK\n".into())
+        );
+        assert_eq!(
+            ctl(&["cas", "a/1", "w", "--expect-value", "x"]),
+            (Some(1), "FAILED\ncurrent value: z (version 2)\n".into())
+        );
+        assert_eq!(
+            ctl(&["cas", "new", "1", "--expect-absent"]),
+            (Some(0), "OK\n".into())
+        );
+        assert_eq!(ctl(&["del", "a/", "--prefix"]), (Some(0), "2\n".into()));
+        let (code, members) = ctl(&["member", "list"]);
+        assert_eq!(code, Some(0));
+        assert_eq!(members.lines().count(), 3, "{members}");
+        assert!(
+            members.starts_with("1, started, node-1, http://"),
+            "{members}"
+        );
+        let (code, status) = ctl(&["status"]);
+        assert_eq!(code, Some(0), "{status}");
+        let lines: Vec<&str> = status.lines().collect();
+        assert!(lines[0].starts_with("ID  NAME"), "{status}");
+        assert_eq!(lines.len(), 4, "{status}");
+        assert_eq!(
+            lines.iter().filter(|l| l.contains(" leader ")).count(),
+            1,
+            "{status}"
+        );
+        let target = if leader == 1 { 2 } else { 1 };
+        let (code, out) = ctl(&["move-leader", &target.to_string()]);
+        assert_eq!(code, Some(0), "{out}");
+        assert_eq!(
+            out,
+            format!("Leadership transferred from {leader} to {target}\n")
+        );
+        assert_eq!(cluster.leader().await, target);
+    })
+    .await
+    .expect("test took longer than 60 s");
+}
