@@ -5,28 +5,10 @@
 //! rather than taken from a crate so that its output can never change under a dependency
 //! upgrade, which would silently change what every recorded seed means.
 
-/// SplitMix64: used to expand a single `u64` seed into the xoshiro state, and to derive
-/// independent sub-seeds (one per node, per fault stream) from a parent seed.
-#[derive(Clone, Debug)]
-pub struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    /// A generator starting at `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self { state: seed }
-    }
-
-    /// The next output.
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
+/// SplitMix64 (raft-core's own generator, the same one its nodes draw timeouts from): used
+/// to expand a single `u64` seed into the xoshiro state, and to derive independent sub-seeds
+/// (one per node, per fault stream) from a parent seed.
+pub use raft_core::SplitMix64;
 
 /// xoshiro256**: the simulator's generator. Fast, 256 bits of state, good statistical
 /// quality; not cryptographic (it does not need to be).
