@@ -6,9 +6,19 @@
 //! May depend on: every other crate of the toolkit except `raft-sim`.
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod logging;
 pub mod node;
 pub mod service;
+
+/// Generated types of raftd's administration service (`proto/admin.proto`).
+pub mod pb {
+    /// Package `raftd.admin.v1`.
+    #[allow(missing_docs)]
+    pub mod admin {
+        tonic::include_proto!("raftd.admin.v1");
+    }
+}

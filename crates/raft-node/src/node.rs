@@ -4,6 +4,7 @@
 
 pub mod machine;
 
+use crate::admin::AdminService;
 use crate::config::{NodeConfig, strip_scheme};
 use crate::logging::LogHandle;
 use crate::service::{Ctx, EtcdService};
@@ -168,6 +169,7 @@ impl Node {
                     ClusterServer::new(service.clone()).max_decoding_message_size(max_decode),
                 )
                 .add_service(MaintenanceServer::new(service).max_decoding_message_size(max_decode))
+                .add_service(AdminService::new(handle.clone()).into_server())
                 .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), async {
                     let _ = stop_rx.await;
                 }),

@@ -1,0 +1,102 @@
+//! raftd's administration service (`raftd.admin.v1.Admin`, `proto/admin.proto`), served on
+//! the client address next to the etcd v3 API: what `raftctl` needs and etcd's API has no
+//! call for (cluster progress table, snapshot now, configuration reload).
+
+use crate::node::machine::KvMachine;
+use crate::pb::admin::{self as pb, admin_server};
+use crate::service::runtime_status;
+use raft_core::{ProgressState, Role};
+use raft_runtime::RaftHandle;
+use tonic::{Request, Response, Status};
+
+/// The administration service of one node.
+#[derive(Clone)]
+pub struct AdminService {
+    handle: RaftHandle<KvMachine>,
+}
+
+impl AdminService {
+    /// The service over a running node.
+    pub fn new(handle: RaftHandle<KvMachine>) -> Self {
+        Self { handle }
+    }
+
+    /// The tonic server wrapping it.
+    pub fn into_server(self) -> admin_server::AdminServer<Self> {
+        admin_server::AdminServer::new(self)
+    }
+}
+
+fn role_name(role: Role, is_learner: bool) -> &'static str {
+    match role {
+        Role::Leader => "leader",
+        Role::Candidate => "candidate",
+        Role::PreCandidate => "pre-candidate",
+        Role::Follower if is_learner => "learner",
+        Role::Follower => "follower",
+    }
+}
+
+fn state_name(state: ProgressState) -> &'static str {
+    match state {
+        ProgressState::Probe => "probe",
+        ProgressState::Replicate => "replicate",
+        ProgressState::Snapshot => "snapshot",
+    }
+}
+
+#[tonic::async_trait]
+impl admin_server::Admin for AdminService {
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<pb::SnapshotResponse>, Status> {
+        Err(Status::unimplemented(
+            "raftd does not take state-machine snapshots yet",
+        ))
+    }
+
+    async fn reload_config(
+        &self,
+        _request: Request<pb::ReloadConfigRequest>,
+    ) -> Result<Response<pb::ReloadConfigResponse>, Status> {
+        Err(Status::unimplemented(
+            "raftd does not reload its configuration yet",
+        ))
+    }
+
+    async fn cluster_status(
+        &self,
+        _request: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let s = self.handle.status().await.map_err(runtime_status)?;
+        let is_learner = s.membership.learners.contains(&s.id);
+        let peers = s
+            .progress
+            .iter()
+            .map(|(&id, p)| pb::PeerProgress {
+                id,
+                match_index: p.matched,
+                next_index: p.next,
+                state: state_name(p.state).to_string(),
+                inflight_messages: p.inflight_msgs as u64,
+                inflight_bytes: p.inflight_bytes,
+                recent_active: p.recent_active,
+                is_learner: p.is_learner,
+                lag: s.last_index.saturating_sub(p.matched),
+            })
+            .collect();
+        Ok(Response::new(pb::ClusterStatusResponse {
+            member_id: s.id,
+            role: role_name(s.role, is_learner).to_string(),
+            term: s.term,
+            leader: s.leader.unwrap_or(0),
+            commit_index: s.commit,
+            applied_index: s.applied,
+            last_index: s.last_index,
+            voters: s.membership.voters.iter().copied().collect(),
+            learners: s.membership.learners.iter().copied().collect(),
+            peers,
+        }))
+    }
+}
