@@ -4,7 +4,8 @@
 //! pipelined append stream), `light` (heartbeats, votes and other small messages) or
 //! `snapshot`; `reason` says why something was dropped or refused.
 
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use crate::{Kind, MetricInfo};
+use metrics::Unit;
 
 /// Counter, label `codec`: bytes of encoded frames and snapshot chunks before compression
 /// (only those the transport considered compressing, i.e. above the size threshold, plus
@@ -55,77 +56,96 @@ pub const SNAPSHOT_BYTES_SENT: &str = "raft_net_snapshot_bytes_sent_total";
 /// Counter: snapshot data bytes received and stored (after decompression).
 pub const SNAPSHOT_BYTES_RECEIVED: &str = "raft_net_snapshot_bytes_received_total";
 
-/// Registers the unit and help text of every transport metric with the installed recorder.
-pub fn describe() {
-    describe_counter!(
-        BYTES_BEFORE_COMPRESSION,
-        Unit::Bytes,
-        "Bytes of peer frames and snapshot chunks before compression, by codec"
-    );
-    describe_counter!(
-        BYTES_AFTER_COMPRESSION,
-        Unit::Bytes,
-        "Bytes of peer frames and snapshot chunks after compression, by codec"
-    );
-    describe_counter!(FRAMES_SENT, Unit::Count, "Peer frames sent, by lane");
-    describe_counter!(
-        MESSAGES_SENT,
-        Unit::Count,
-        "Raft messages sent to peers, by lane"
-    );
-    describe_counter!(
-        MESSAGES_RECEIVED,
-        Unit::Count,
-        "Raft messages received from peers and delivered, by lane"
-    );
-    describe_counter!(
-        BYTES_RECEIVED,
-        Unit::Bytes,
-        "Frame payload bytes received from peers, by lane"
-    );
-    describe_counter!(
-        MESSAGES_DROPPED,
-        Unit::Count,
-        "Outgoing raft messages dropped by the transport, by reason"
-    );
-    describe_counter!(
-        FRAMES_REJECTED,
-        Unit::Count,
-        "Inbound peer frames, calls or snapshot chunks refused, by reason"
-    );
-    describe_counter!(
-        PEER_UNREACHABLE,
-        Unit::Count,
-        "Peer-unreachable reports sent to the runtime"
-    );
-    describe_counter!(
-        CONNECTS,
-        Unit::Count,
-        "Connections established to peers, by lane"
-    );
-    describe_counter!(
-        CONNECT_FAILURES,
-        Unit::Count,
-        "Failed peer connection attempts and broken streams, by lane"
-    );
-    describe_gauge!(
-        QUEUED_MESSAGES,
-        Unit::Count,
-        "Messages waiting in the per-peer send queues"
-    );
-    describe_histogram!(
-        SNAPSHOT_SEND_SECONDS,
-        Unit::Seconds,
-        "Duration of successful outgoing snapshot transfers"
-    );
-    describe_counter!(
-        SNAPSHOT_BYTES_SENT,
-        Unit::Bytes,
-        "Snapshot data bytes sent, before compression"
-    );
-    describe_counter!(
-        SNAPSHOT_BYTES_RECEIVED,
-        Unit::Bytes,
-        "Snapshot data bytes received and stored"
-    );
-}
+/// Every metric of this module, with its kind, unit and help text.
+pub const METRICS: &[MetricInfo] = &[
+    MetricInfo {
+        name: BYTES_BEFORE_COMPRESSION,
+        kind: Kind::Counter,
+        unit: Unit::Bytes,
+        help: "Bytes of peer frames and snapshot chunks before compression, by codec",
+    },
+    MetricInfo {
+        name: BYTES_AFTER_COMPRESSION,
+        kind: Kind::Counter,
+        unit: Unit::Bytes,
+        help: "Bytes of peer frames and snapshot chunks after compression, by codec",
+    },
+    MetricInfo {
+        name: FRAMES_SENT,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Peer frames sent, by lane",
+    },
+    MetricInfo {
+        name: MESSAGES_SENT,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Raft messages sent to peers, by lane",
+    },
+    MetricInfo {
+        name: MESSAGES_RECEIVED,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Raft messages received from peers and delivered, by lane",
+    },
+    MetricInfo {
+        name: BYTES_RECEIVED,
+        kind: Kind::Counter,
+        unit: Unit::Bytes,
+        help: "Frame payload bytes received from peers, by lane",
+    },
+    MetricInfo {
+        name: MESSAGES_DROPPED,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Outgoing raft messages dropped by the transport, by reason",
+    },
+    MetricInfo {
+        name: FRAMES_REJECTED,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Inbound peer frames, calls or snapshot chunks refused, by reason",
+    },
+    MetricInfo {
+        name: PEER_UNREACHABLE,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Peer-unreachable reports sent to the runtime",
+    },
+    MetricInfo {
+        name: CONNECTS,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Connections established to peers, by lane",
+    },
+    MetricInfo {
+        name: CONNECT_FAILURES,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Failed peer connection attempts and broken streams, by lane",
+    },
+    MetricInfo {
+        name: QUEUED_MESSAGES,
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        help: "Messages waiting in the per-peer send queues",
+    },
+    MetricInfo {
+        name: SNAPSHOT_SEND_SECONDS,
+        kind: Kind::Histogram,
+        unit: Unit::Seconds,
+        help: "Duration of successful outgoing snapshot transfers",
+    },
+    MetricInfo {
+        name: SNAPSHOT_BYTES_SENT,
+        kind: Kind::Counter,
+        unit: Unit::Bytes,
+        help: "Snapshot data bytes sent, before compression",
+    },
+    MetricInfo {
+        name: SNAPSHOT_BYTES_RECEIVED,
+        kind: Kind::Counter,
+        unit: Unit::Bytes,
+        help: "Snapshot data bytes received and stored",
+    },
+];

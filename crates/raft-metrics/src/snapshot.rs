@@ -2,7 +2,8 @@
 //!
 //! Labels used below: `kind` is `full` or `delta`; `outcome` is `ok` or `error`.
 
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use crate::{Kind, MetricInfo};
+use metrics::Unit;
 
 /// Counter, label `kind`: snapshots built and made durable.
 pub const BUILT: &str = "raft_snapshot_built_total";
@@ -40,62 +41,78 @@ pub const UPLOADED_BYTES: &str = "raft_snapshot_uploaded_bytes_total";
 /// Gauge: snapshots waiting for upload (including one being retried).
 pub const UPLOAD_QUEUE: &str = "raft_snapshot_upload_queue";
 
-/// Registers the unit and help text of every snapshot metric with the installed recorder.
-pub fn describe() {
-    describe_counter!(
-        BUILT,
-        Unit::Count,
-        "Snapshots built and made durable, by kind"
-    );
-    describe_histogram!(
-        BUILD_SECONDS,
-        Unit::Seconds,
-        "Time to build a snapshot, by kind"
-    );
-    describe_counter!(
-        BUILT_BYTES,
-        Unit::Bytes,
-        "Bytes of snapshot files built, by kind"
-    );
-    describe_histogram!(
-        RESTORE_SECONDS,
-        Unit::Seconds,
-        "Time to restore a snapshot chain"
-    );
-    describe_counter!(
-        INSTALLS,
-        Unit::Count,
-        "Snapshot chains installed from a leader, by outcome"
-    );
-    describe_counter!(
-        COMPACTIONS,
-        Unit::Count,
-        "Snapshot chains merged into a new base"
-    );
-    describe_counter!(
-        GC_REMOVED,
-        Unit::Count,
-        "Snapshot files removed by garbage collection"
-    );
-    describe_counter!(
-        CORRUPTIONS,
-        Unit::Count,
-        "Corrupted snapshot data detected and refused"
-    );
-    describe_gauge!(
-        CHAIN_LENGTH,
-        Unit::Count,
-        "Length of the current snapshot chain"
-    );
-    describe_counter!(
-        UPLOAD_ATTEMPTS,
-        Unit::Count,
-        "Snapshot upload attempts, by outcome"
-    );
-    describe_counter!(
-        UPLOADED_BYTES,
-        Unit::Bytes,
-        "Bytes of snapshots uploaded to the object store"
-    );
-    describe_gauge!(UPLOAD_QUEUE, Unit::Count, "Snapshots waiting for upload");
-}
+/// Every metric of this module, with its kind, unit and help text.
+pub const METRICS: &[MetricInfo] = &[
+    MetricInfo {
+        name: BUILT,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Snapshots built and made durable, by kind",
+    },
+    MetricInfo {
+        name: BUILD_SECONDS,
+        kind: Kind::Histogram,
+        unit: Unit::Seconds,
+        help: "Time to build a snapshot, by kind",
+    },
+    MetricInfo {
+        name: BUILT_BYTES,
+        kind: Kind::Counter,
+        unit: Unit::Bytes,
+        help: "Bytes of snapshot files built, by kind",
+    },
+    MetricInfo {
+        name: RESTORE_SECONDS,
+        kind: Kind::Histogram,
+        unit: Unit::Seconds,
+        help: "Time to restore a snapshot chain",
+    },
+    MetricInfo {
+        name: INSTALLS,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Snapshot chains installed from a leader, by outcome",
+    },
+    MetricInfo {
+        name: COMPACTIONS,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Snapshot chains merged into a new base",
+    },
+    MetricInfo {
+        name: GC_REMOVED,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Snapshot files removed by garbage collection",
+    },
+    MetricInfo {
+        name: CORRUPTIONS,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Corrupted snapshot data detected and refused",
+    },
+    MetricInfo {
+        name: CHAIN_LENGTH,
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        help: "Length of the current snapshot chain",
+    },
+    MetricInfo {
+        name: UPLOAD_ATTEMPTS,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Snapshot upload attempts, by outcome",
+    },
+    MetricInfo {
+        name: UPLOADED_BYTES,
+        kind: Kind::Counter,
+        unit: Unit::Bytes,
+        help: "Bytes of snapshots uploaded to the object store",
+    },
+    MetricInfo {
+        name: UPLOAD_QUEUE,
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        help: "Snapshots waiting for upload",
+    },
+];

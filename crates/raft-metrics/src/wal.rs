@@ -1,6 +1,7 @@
 //! Names and descriptions of the write-ahead log's metrics (recorded by `raft-log`).
 
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use crate::{Kind, MetricInfo};
+use metrics::Unit;
 
 /// Histogram: time one `fdatasync` of a group-commit batch took.
 pub const FSYNC_SECONDS: &str = "raft_wal_fsync_duration_seconds";
@@ -17,37 +18,48 @@ pub const RECOVERY_SECONDS: &str = "raft_wal_recovery_duration_seconds";
 /// Counter: writers stopped by a failed write or `fsync`.
 pub const WRITER_FAILURES: &str = "raft_wal_writer_failures_total";
 
-/// Registers unit and help text for every WAL metric with the installed recorder.
-pub fn describe() {
-    describe_histogram!(
-        FSYNC_SECONDS,
-        Unit::Seconds,
-        "Duration of one fdatasync of a WAL group-commit batch"
-    );
-    describe_histogram!(
-        BATCH_ENTRIES,
-        Unit::Count,
-        "Log entries made durable by one WAL fdatasync"
-    );
-    describe_histogram!(
-        BATCH_BYTES,
-        Unit::Bytes,
-        "Bytes written by one WAL group-commit batch"
-    );
-    describe_histogram!(
-        APPEND_SECONDS,
-        Unit::Seconds,
-        "Time from submitting a WAL write until it is durable"
-    );
-    describe_gauge!(SEGMENTS, Unit::Count, "WAL segment files on disk");
-    describe_histogram!(
-        RECOVERY_SECONDS,
-        Unit::Seconds,
-        "Time to open the WAL: scan, verify and index every segment"
-    );
-    describe_counter!(
-        WRITER_FAILURES,
-        Unit::Count,
-        "WAL writers stopped by a failed write or fsync (fail-stop)"
-    );
-}
+/// Every metric of this module, with its kind, unit and help text.
+pub const METRICS: &[MetricInfo] = &[
+    MetricInfo {
+        name: FSYNC_SECONDS,
+        kind: Kind::Histogram,
+        unit: Unit::Seconds,
+        help: "Duration of one fdatasync of a WAL group-commit batch",
+    },
+    MetricInfo {
+        name: BATCH_ENTRIES,
+        kind: Kind::Histogram,
+        unit: Unit::Count,
+        help: "Log entries made durable by one WAL fdatasync",
+    },
+    MetricInfo {
+        name: BATCH_BYTES,
+        kind: Kind::Histogram,
+        unit: Unit::Bytes,
+        help: "Bytes written by one WAL group-commit batch",
+    },
+    MetricInfo {
+        name: APPEND_SECONDS,
+        kind: Kind::Histogram,
+        unit: Unit::Seconds,
+        help: "Time from submitting a WAL write until it is durable",
+    },
+    MetricInfo {
+        name: SEGMENTS,
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        help: "WAL segment files on disk",
+    },
+    MetricInfo {
+        name: RECOVERY_SECONDS,
+        kind: Kind::Histogram,
+        unit: Unit::Seconds,
+        help: "Time to open the WAL: scan, verify and index every segment",
+    },
+    MetricInfo {
+        name: WRITER_FAILURES,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "WAL writers stopped by a failed write or fsync (fail-stop)",
+    },
+];

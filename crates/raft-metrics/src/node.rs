@@ -1,0 +1,38 @@
+//! Names and descriptions of raftd's own metrics (recorded by `raft-node`).
+
+use crate::{Kind, MetricInfo};
+use metrics::Unit;
+
+/// Counter: configuration reloads that were applied (from SIGHUP, a file change or
+/// `raftctl config reload`).
+pub const CONFIG_RELOADS: &str = "raftd_config_reloads_total";
+
+/// Counter: configuration reloads refused (an invalid file, or a change to a setting that
+/// cannot change at run time); the old configuration stays in force.
+pub const CONFIG_RELOAD_FAILURES: &str = "raftd_config_reload_failures_total";
+
+/// Counter, label `endpoint` (`metrics`, `health`, `ready`, `status`, `pprof_profile`,
+/// `pprof_heap`, `not_found`): requests served by the HTTP endpoint on `listen_metrics`.
+pub const HTTP_REQUESTS: &str = "raftd_http_requests_total";
+
+/// Every metric of this module, with its kind, unit and help text.
+pub const METRICS: &[MetricInfo] = &[
+    MetricInfo {
+        name: CONFIG_RELOADS,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Configuration reloads applied",
+    },
+    MetricInfo {
+        name: CONFIG_RELOAD_FAILURES,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Configuration reloads refused (the old configuration stays in force)",
+    },
+    MetricInfo {
+        name: HTTP_REQUESTS,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Requests to the HTTP endpoint of listen_metrics, by endpoint",
+    },
+];
