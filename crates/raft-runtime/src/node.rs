@@ -4,6 +4,7 @@
 //! log and the state machine report, `requests` turns client requests into core calls and
 //! keeps the waiting clients.
 
+mod observe;
 mod ready;
 mod requests;
 
@@ -166,6 +167,8 @@ impl RaftNode {
             term: status.term,
             commit: status.commit,
             peers,
+            observe: observe::LoopMetrics::new(),
+            fresh_reads: Vec::new(),
             stats: stats.clone(),
             span: span.clone(),
             cfg: config,
@@ -258,6 +261,10 @@ pub(crate) struct Loop<SM: StateMachine, S: LogStore, T: Transport> {
     pub commit: u64,
     /// Peers the transport was told about.
     pub peers: BTreeSet<NodeId>,
+    pub observe: observe::LoopMetrics,
+    /// Read contexts issued in this turn of the loop by this node as a lease-mode leader:
+    /// answered within the same turn means answered from the lease, with no quorum round.
+    pub fresh_reads: Vec<u64>,
     pub stats: Arc<Stats>,
     pub span: tracing::Span,
 }
@@ -268,6 +275,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         let mut housekeeping = 0u32;
         let mut shutdown: Option<oneshot::Sender<Result<()>>> = None;
         let outcome: Result<()> = loop {
+            self.fresh_reads.clear();
             let step: Result<()> = tokio::select! {
                 biased;
                 _ = ticker.tick() => {
@@ -355,11 +363,13 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             self.peers.insert(msg.from);
             self.transport.add_peer(msg.from);
         }
+        self.observe.received(&msg);
         match self.raw.step(msg) {
             Ok(()) => Ok(()),
             // The log cannot be read: the node cannot go on.
             Err(e @ raft_core::Error::Storage(_)) => Err(e.into()),
             Err(e) => {
+                counter!(m::MESSAGES_REFUSED, "reason" => observe::refusal_reason(&e)).increment(1);
                 tracing::debug!(error = %e, "message refused");
                 Ok(())
             }
@@ -396,6 +406,10 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             self.conf = None;
         }
         self.retry_stalled();
+        if self.observe.wants_refresh(self.role) {
+            let status = self.raw.status();
+            self.observe.refresh_peers(&status);
+        }
     }
 
     /// Stops: fails what waits, stops the apply thread and flushes the log (bounded time).

@@ -89,7 +89,11 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             let Ok(ctx) = <[u8; 8]>::try_from(rs.context.as_ref()) else {
                 continue;
             };
-            if let Some((_, txs)) = self.reads_issued.remove(&u64::from_le_bytes(ctx)) {
+            let ctx = u64::from_le_bytes(ctx);
+            if let Some((_, txs)) = self.reads_issued.remove(&ctx) {
+                if self.fresh_reads.contains(&ctx) {
+                    counter!(m::LEASE_READS).increment(txs.len() as u64);
+                }
                 self.reads_ready.push((rs.index, txs));
             }
         }
@@ -99,6 +103,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
 
     /// Sends a message, streaming snapshots in their own task.
     pub(crate) fn send(&self, msg: Message) {
+        self.observe.sent(&msg);
         if let MessageBody::InstallSnapshot(_) = &msg.body {
             let to = msg.to;
             let fut = self.transport.send_snapshot(msg);
@@ -223,8 +228,13 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
 
     /// Follows a change of role or leader.
     fn on_soft_state(&mut self, ss: SoftState) {
-        if ss.role == Role::Candidate && self.role != Role::Candidate {
-            counter!(m::ELECTIONS).increment(1);
+        if ss.role != self.role {
+            match ss.role {
+                Role::PreCandidate => counter!(m::PRE_VOTES).increment(1),
+                Role::Candidate => counter!(m::ELECTIONS).increment(1),
+                Role::Leader => counter!(m::ELECTIONS_WON).increment(1),
+                Role::Follower => {}
+            }
         }
         if ss.role != self.role {
             gauge!(m::IS_LEADER).set(if ss.role == Role::Leader { 1.0 } else { 0.0 });

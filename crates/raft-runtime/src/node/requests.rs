@@ -157,6 +157,11 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             Ok(()) => {
                 self.next_read_ctx += 1;
                 counter!(m::READ_INDEX_ROUNDS).increment(1);
+                if self.role == Role::Leader
+                    && matches!(self.cfg.raft.read_mode, raft_core::ReadMode::Lease { .. })
+                {
+                    self.fresh_reads.push(ctx);
+                }
                 let txs = std::mem::take(&mut self.reads_queued);
                 self.reads_issued
                     .insert(ctx, (std::time::Instant::now(), txs));
