@@ -19,6 +19,7 @@ pub use exporter::{
     Error, LATENCY_BUCKETS, Result, SIZE_BUCKETS, install_http_listener, install_recorder,
 };
 pub use metrics::Unit;
+pub use metrics_exporter_prometheus::PrometheusHandle;
 
 /// The Prometheus type of a metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

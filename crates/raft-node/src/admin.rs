@@ -27,7 +27,7 @@ impl AdminService {
     }
 }
 
-fn role_name(role: Role, is_learner: bool) -> &'static str {
+pub(crate) fn role_name(role: Role, is_learner: bool) -> &'static str {
     match role {
         Role::Leader => "leader",
         Role::Candidate => "candidate",
@@ -37,7 +37,7 @@ fn role_name(role: Role, is_learner: bool) -> &'static str {
     }
 }
 
-fn state_name(state: ProgressState) -> &'static str {
+pub(crate) fn state_name(state: ProgressState) -> &'static str {
     match state {
         ProgressState::Probe => "probe",
         ProgressState::Replicate => "replicate",

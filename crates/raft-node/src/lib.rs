@@ -10,8 +10,11 @@ pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod http;
 pub mod logging;
 pub mod node;
+pub mod profile;
+pub mod scrape;
 pub mod service;
 
 /// Generated types of raftd's administration service (`proto/admin.proto`).

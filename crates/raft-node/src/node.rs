@@ -82,6 +82,8 @@ pub struct Node {
     api: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     api_stop: oneshot::Sender<()>,
     publisher: tokio::task::JoinHandle<()>,
+    /// The HTTP endpoint on `listen_metrics`, when configured.
+    http: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Node {
@@ -91,14 +93,21 @@ impl Node {
         let data = config.data_dir();
         std::fs::create_dir_all(&data)
             .map_err(io(format!("creating the data dir {}", data.display())))?;
-        if let Some(addr) = &config.listen_metrics {
-            let addr = strip_scheme(addr)
-                .parse()
-                .map_err(|_| crate::config::ConfigError(format!("listen_metrics `{addr}`")))?;
-            if let Err(e) = raft_metrics::install_http_listener(addr) {
-                tracing::warn!(%e, "metrics endpoint not started");
+        // The recorder goes in before anything records (the runtime registers its handles
+        // when it starts); the endpoint is served once the node is up.
+        let metrics_listener = match &config.listen_metrics {
+            None => None,
+            Some(addr) => {
+                let addr = strip_scheme(addr).to_string();
+                let listener = TcpListener::bind(&addr)
+                    .await
+                    .map_err(io(format!("binding the metrics address {addr}")))?;
+                let recorder = raft_metrics::install_recorder()
+                    .inspect_err(|e| tracing::warn!(%e, "metrics are not recorded"))
+                    .ok();
+                Some((listener, recorder))
             }
-        }
+        };
         let wal = Arc::new(raft_log::Wal::open(
             data.join("wal"),
             config.wal_settings(),
@@ -174,6 +183,17 @@ impl Node {
                     let _ = stop_rx.await;
                 }),
         );
+        let http = metrics_listener.map(|(listener, recorder)| {
+            crate::http::spawn(
+                listener,
+                crate::http::HttpState {
+                    handle: handle.clone(),
+                    metrics: recorder,
+                    name: config.name(),
+                    profiler: crate::profile::Profiler::default(),
+                },
+            )
+        });
         let publisher = tokio::spawn(publish_attributes(
             handle.clone(),
             store.clone(),
@@ -200,6 +220,7 @@ impl Node {
             api,
             api_stop,
             publisher,
+            http,
         })
     }
 
@@ -228,6 +249,9 @@ impl Node {
     pub async fn shutdown(self) {
         let started = Instant::now();
         self.publisher.abort();
+        if let Some(http) = &self.http {
+            http.abort();
+        }
         let _ = self.api_stop.send(());
         let _ = tokio::time::timeout(Duration::from_millis(200), self.api).await;
         if let Err(e) = self.handle.shutdown().await {

@@ -24,6 +24,8 @@ struct Proc {
     child: Child,
     client: String,
     peer: String,
+    /// The HTTP endpoint (`--listen-metrics`).
+    metrics: String,
     join: bool,
 }
 
@@ -68,6 +70,7 @@ impl Cluster {
     }
 
     fn spawn(&mut self, id: u64, client: String, peer: String, join: bool) {
+        let metrics = format!("127.0.0.1:{}", free_port());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -82,6 +85,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(self.dir.path().join(format!("node{id}")))
             .args(["--listen-client", &client, "--listen-peer", &peer])
+            .args(["--listen-metrics", &metrics])
             .args(["--initial-cluster", &initial])
             .args(["--cluster-token", "it"])
             // Loaded CI machines: a calmer election timer than the default.
@@ -105,6 +109,7 @@ impl Cluster {
                 child,
                 client,
                 peer,
+                metrics,
                 join,
             },
         );
@@ -628,7 +633,7 @@ async fn raftctl_commands() {
         assert_eq!(code, Some(0), "{status}");
         let lines: Vec<&str> = status.lines().collect();
         assert!(lines[0].starts_with("ID  NAME"), "{status}");
-        assert_eq!(lines.len(), 4, "{status}");
+        assert_eq!(lines.len(), 5, "a header, 3 members, the leader line: {status}");
         assert_eq!(
             lines.iter().filter(|l| l.contains(" leader ")).count(),
             1,
@@ -642,6 +647,246 @@ async fn raftctl_commands() {
             format!("Leadership transferred from {leader} to {target}\n")
         );
         assert_eq!(cluster.leader().await, target);
+    })
+    .await
+    .expect("test took longer than 60 s");
+}
+
+/// GETs `path` from node `id`'s HTTP endpoint: (status code, body).
+async fn http(cluster: &Cluster, id: u64, path: &str) -> (u16, Vec<u8>) {
+    raft_node::scrape::http_request(&cluster.nodes[&id].metrics, path, Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|e| panic!("GET {path} on node {id}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_status_and_profile_endpoints() {
+    use raft_metrics::{net, runtime, wal};
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let cluster = Cluster::start(3);
+        let leader = cluster.leader().await;
+        let follower = if leader == 1 { 2 } else { 1 };
+        let c = cluster.client();
+        for i in 0..20 {
+            put(&c, &format!("m/{i}"), "v").await.unwrap();
+        }
+
+        // /metrics: the key series, with values that show the work above.
+        let scrape = |id: u64| {
+            let addr = cluster.nodes[&id].metrics.clone();
+            async move {
+                let text = raft_node::scrape::http_get(&addr, "/metrics", Duration::from_secs(10))
+                    .await
+                    .unwrap();
+                (raft_node::scrape::parse(&text), text)
+            }
+        };
+        let (m, text) = eventually(20, "the leader's per-peer lag gauges", || async {
+            let (m, text) = scrape(leader).await;
+            let peers = m
+                .samples
+                .iter()
+                .filter(|s| s.name == runtime::PEER_REPLICATION_LAG)
+                .count();
+            (peers == 2).then_some((m, text))
+        })
+        .await;
+        assert!(
+            text.contains(&format!("# HELP {} ", runtime::PROPOSALS)),
+            "{text}"
+        );
+        assert!(m.sum(runtime::PROPOSALS).unwrap() >= 20.0, "{text}");
+        assert!(
+            m.sum(&format!("{}_count", runtime::PROPOSE_TO_COMMIT_SECONDS))
+                .unwrap()
+                >= 20.0
+        );
+        assert!(
+            m.sum(&format!("{}_count", runtime::PROPOSE_TO_APPLY_SECONDS))
+                .unwrap()
+                >= 20.0
+        );
+        assert!(m.sum(&format!("{}_count", wal::FSYNC_SECONDS)).unwrap() >= 1.0);
+        assert_eq!(m.sum(runtime::IS_LEADER), Some(1.0));
+        assert!(m.sum(runtime::TERM).unwrap() >= 1.0);
+        assert!(m.sum(runtime::COMMIT_INDEX).unwrap() >= 20.0);
+        assert!(
+            m.sum(runtime::ELECTIONS_WON).unwrap_or(0.0) + m.sum(runtime::LEADER_CHANGES).unwrap()
+                >= 1.0
+        );
+        assert!(
+            m.sum_where(runtime::MESSAGES_SENT, "kind", "heartbeat")
+                .unwrap()
+                > 0.0
+        );
+        assert!(
+            m.sum_where(runtime::MESSAGES_SENT, "kind", "append")
+                .unwrap()
+                > 0.0
+        );
+        assert!(
+            m.sum(&format!("{}_count", runtime::APPEND_ENTRIES_PER_MESSAGE))
+                .unwrap()
+                > 0.0
+        );
+        assert!(m.sum(net::BYTES_AFTER_COMPRESSION).unwrap() > 0.0, "{text}");
+        let (fm, ftext) = scrape(follower).await;
+        assert_eq!(fm.sum(runtime::IS_LEADER), Some(0.0), "{ftext}");
+        assert!(
+            fm.sum_where(runtime::MESSAGES_RECEIVED, "kind", "heartbeat")
+                .unwrap()
+                > 0.0
+        );
+
+        // Liveness, readiness and status.
+        assert_eq!(http(&cluster, follower, "/health").await.0, 200);
+        for id in 1..=3 {
+            eventually(20, "every node ready", || async {
+                (http(&cluster, id, "/health?ready").await.0 == 200).then_some(())
+            })
+            .await;
+        }
+        let (code, body) = http(&cluster, leader, "/ready").await;
+        assert_eq!(code, 200);
+        let ready: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(ready["ready"], true);
+        let (code, body) = http(&cluster, leader, "/status").await;
+        assert_eq!(code, 200);
+        let st: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(st["id"], leader);
+        assert_eq!(st["role"], "leader");
+        assert_eq!(st["leader"], leader);
+        assert_eq!(st["membership"]["voters"].as_array().unwrap().len(), 3);
+        assert_eq!(st["peers"].as_array().unwrap().len(), 3, "{st}");
+        let (_, body) = http(&cluster, follower, "/status").await;
+        let st: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(st["role"], "follower");
+        assert_eq!(st["peers"].as_array().unwrap().len(), 0);
+
+        // Bad requests get clear answers.
+        assert_eq!(http(&cluster, leader, "/nope").await.0, 404);
+        assert_eq!(http(&cluster, leader, "/ready?max_lag=x").await.0, 400);
+        assert_eq!(http(&cluster, leader, "/debug/pprof/heap").await.0, 501);
+        for bad in [
+            "seconds=0",
+            "seconds=61",
+            "seconds=abc",
+            "seconds=1&format=png",
+        ] {
+            let (code, body) = http(&cluster, leader, &format!("/debug/pprof/profile?{bad}")).await;
+            assert_eq!(code, 400, "{bad}: {}", String::from_utf8_lossy(&body));
+        }
+
+        // A one-second CPU profile under load decodes as pprof with samples; a second
+        // profile asked for at the same time is refused.
+        let load = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                for i in 0..1_000_000u64 {
+                    if put_once(&c, &format!("p/{}", i % 50), "x").await.is_err() {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            })
+        };
+        let (a, b) = tokio::join!(
+            http(&cluster, leader, "/debug/pprof/profile?seconds=2"),
+            http(
+                &cluster,
+                leader,
+                "/debug/pprof/profile?seconds=2&format=svg"
+            ),
+        );
+        let mut codes = [a.0, b.0];
+        codes.sort();
+        assert_eq!(codes, [200, 409]);
+        let (code, body) = http(&cluster, leader, "/debug/pprof/profile?seconds=1").await;
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(&body[..2], &[0x1f, 0x8b], "gzip-compressed");
+        let p = raft_node::profile::decode(&body).unwrap();
+        assert_eq!(p.sample_type.len(), 2);
+        assert_eq!(p.period, 10_000_000);
+        assert!(!p.sample.is_empty(), "no CPU samples under load");
+        assert!(p.sample.iter().all(|s| !s.location_id.is_empty()));
+        let (code, svg) = http(
+            &cluster,
+            leader,
+            "/debug/pprof/profile?seconds=1&format=svg",
+        )
+        .await;
+        assert_eq!(code, 200);
+        let svg = String::from_utf8(svg).unwrap();
+        assert!(svg.starts_with("<?xml") && svg.contains("<svg") && svg.contains("<rect"));
+        load.abort();
+
+        // raftctl status: one row per member from Admin/ClusterStatus; raftctl metrics.
+        let eps = cluster.endpoints().join(",");
+        let ctl = |args: &[&str]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_raftctl"))
+                .args(["--endpoints", &eps, "--timeout", "5s"])
+                .args(args)
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        };
+        let (code, status) = ctl(&["status"]);
+        assert_eq!(code, Some(0), "{status}");
+        let lines: Vec<&str> = status.lines().collect();
+        let header: Vec<&str> = lines[0].split_whitespace().collect();
+        assert_eq!(
+            header,
+            [
+                "ID", "NAME", "ENDPOINT", "ROLE", "LEADER", "TERM", "COMMIT", "APPLIED", "LAG"
+            ]
+        );
+        for id in 1..=3u64 {
+            let row: Vec<&str> = lines
+                .iter()
+                .find(|l| l.starts_with(&format!("{id} ")))
+                .unwrap_or_else(|| panic!("no row for {id}: {status}"))
+                .split_whitespace()
+                .collect();
+            assert_eq!(row[1], format!("node-{id}"));
+            assert_eq!(
+                row[3],
+                if id == leader { "leader" } else { "follower" },
+                "{status}"
+            );
+            assert_eq!(row[4], leader.to_string(), "{status}");
+            assert!(row[6].parse::<u64>().unwrap() >= 20, "{status}");
+            row[8].parse::<u64>().expect("a lag");
+        }
+        assert_eq!(lines[4], format!("leader: {leader} (term {})", st["term"]));
+        let (code, summary) = ctl(&["metrics", "--address", &cluster.nodes[&leader].metrics]);
+        assert_eq!(code, Some(0), "{summary}");
+        assert!(
+            summary.contains("role                  leader"),
+            "{summary}"
+        );
+        let proposals = summary
+            .lines()
+            .find_map(|l| l.strip_prefix("proposals"))
+            .unwrap_or_else(|| panic!("{summary}"));
+        let n: u64 = proposals
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(n >= 20, "{summary}");
+        let commit = summary
+            .lines()
+            .find(|l| l.starts_with("propose -> commit"))
+            .unwrap();
+        assert!(
+            commit.contains(" ms") && !commit.contains("p50 -"),
+            "{summary}"
+        );
+        let (code, _) = ctl(&["metrics", "--address", "127.0.0.1:1"]);
+        assert_eq!(code, Some(1));
     })
     .await
     .expect("test took longer than 60 s");

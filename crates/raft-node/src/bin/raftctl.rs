@@ -6,10 +6,13 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use raft_kv::pb::etcdserverpb::{
     Compare, DeleteRangeRequest, MemberAddRequest, MemberListRequest, MemberPromoteRequest,
-    MemberRemoveRequest, MoveLeaderRequest, PutRequest, RangeRequest, RequestOp, StatusRequest,
-    StatusResponse, TxnRequest, compare, request_op, response_op,
+    MemberRemoveRequest, MoveLeaderRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    compare, request_op, response_op,
 };
 use raft_node::client::{Client, prefix_end};
+use raft_node::pb::admin::{
+    ClusterStatusRequest, ClusterStatusResponse, admin_client::AdminClient,
+};
 use std::time::Duration;
 
 /// raftctl: talk to a raftd cluster (or any etcd v3 server).
@@ -97,8 +100,21 @@ enum Cmd {
         #[command(subcommand)]
         cmd: MemberCmd,
     },
-    /// A table of every member: id, name, role, term, raft index, applied index, revision.
+    /// A table of every member (from Admin/ClusterStatus on each member): id, name,
+    /// endpoint, role, the leader it knows, term, commit and applied index, and its lag
+    /// behind the leader's last index (as the leader sees it).
     Status,
+    /// A summary of one node's metrics (proposals, commit latency, fsyncs, elections,
+    /// leader changes, traffic), read from its /metrics endpoint.
+    Metrics {
+        /// The node's metrics address (its `listen_metrics`).
+        #[arg(
+            long,
+            default_value = "127.0.0.1:9090",
+            env = "RAFTCTL_METRICS_ADDRESS"
+        )]
+        address: String,
+    },
     /// Hands leadership to the member TARGET (id).
     MoveLeader {
         /// The new leader's id.
@@ -316,6 +332,7 @@ async fn run(args: Args) -> Result<i32> {
         }
         Cmd::Member { cmd } => return member(&client, cmd).await,
         Cmd::Status => return status(&client).await,
+        Cmd::Metrics { address } => return metrics_summary(&address, args.timeout).await,
         Cmd::MoveLeader { target } => return move_leader(&client, target).await,
     }
     Ok(0)
@@ -408,15 +425,15 @@ async fn member(client: &Client, cmd: MemberCmd) -> Result<i32> {
     Ok(0)
 }
 
-/// One member's row in `raftctl status`.
-struct Row {
+/// One member and what its Admin/ClusterStatus answered.
+struct MemberStatus {
     id: u64,
     name: String,
     endpoint: String,
-    status: Result<StatusResponse, String>,
+    status: Result<ClusterStatusResponse, String>,
 }
 
-async fn member_statuses(client: &Client) -> Result<Vec<Row>> {
+async fn cluster_statuses(client: &Client) -> Result<Vec<MemberStatus>> {
     let list = client
         .cluster(|mut c| async move {
             c.member_list(MemberListRequest {
@@ -434,13 +451,16 @@ async fn member_statuses(client: &Client) -> Result<Vec<Row>> {
         } else {
             client
                 .only(&endpoint)
-                .maintenance(|mut c| async move {
-                    c.status(StatusRequest {}).await.map(|r| r.into_inner())
+                .call(|ch| async move {
+                    AdminClient::new(ch)
+                        .cluster_status(ClusterStatusRequest {})
+                        .await
+                        .map(|r| r.into_inner())
                 })
                 .await
                 .map_err(|e| e.to_string())
         };
-        rows.push(Row {
+        rows.push(MemberStatus {
             id: m.id,
             name: m.name,
             endpoint,
@@ -451,10 +471,16 @@ async fn member_statuses(client: &Client) -> Result<Vec<Row>> {
 }
 
 async fn status(client: &Client) -> Result<i32> {
-    let rows = member_statuses(client).await?;
+    let rows = cluster_statuses(client).await?;
+    // The leader with the highest term is the one whose progress counts.
+    let leader = rows
+        .iter()
+        .filter_map(|r| r.status.as_ref().ok())
+        .filter(|s| s.role == "leader")
+        .max_by_key(|s| s.term);
     let mut table = vec![
         [
-            "ID", "NAME", "ENDPOINT", "ROLE", "TERM", "INDEX", "APPLIED", "REVISION",
+            "ID", "NAME", "ENDPOINT", "ROLE", "LEADER", "TERM", "COMMIT", "APPLIED", "LAG",
         ]
         .map(String::from)
         .to_vec(),
@@ -463,45 +489,43 @@ async fn status(client: &Client) -> Result<i32> {
     for r in &rows {
         match &r.status {
             Ok(s) => {
-                let member = s.header.as_ref().map(|h| h.member_id).unwrap_or(r.id);
-                let role = if s.is_learner {
-                    "learner"
-                } else if s.leader == member && member != 0 {
-                    "leader"
-                } else {
-                    "follower"
-                };
+                let lag = leader
+                    .and_then(|l| l.peers.iter().find(|p| p.id == r.id))
+                    .map_or("-".to_string(), |p| p.lag.to_string());
                 table.push(vec![
                     r.id.to_string(),
                     r.name.clone(),
                     r.endpoint.clone(),
-                    role.to_string(),
-                    s.raft_term.to_string(),
-                    s.raft_index.to_string(),
-                    s.raft_applied_index.to_string(),
-                    s.header
-                        .as_ref()
-                        .map(|h| h.revision.to_string())
-                        .unwrap_or_default(),
+                    s.role.clone(),
+                    if s.leader == 0 {
+                        "-".to_string()
+                    } else {
+                        s.leader.to_string()
+                    },
+                    s.term.to_string(),
+                    s.commit_index.to_string(),
+                    s.applied_index.to_string(),
+                    lag,
                 ]);
-                errors.extend(s.errors.iter().map(|e| format!("{}: {e}", r.id)));
             }
             Err(e) => {
-                table.push(vec![
+                let mut row = vec![
                     r.id.to_string(),
                     r.name.clone(),
                     r.endpoint.clone(),
                     "unreachable".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                ]);
+                ];
+                row.extend(std::iter::repeat_n("-".to_string(), 5));
+                table.push(row);
                 errors.push(format!("{}: {e}", r.id));
             }
         }
     }
     print_table(&table);
+    match leader {
+        Some(l) => println!("leader: {} (term {})", l.member_id, l.term),
+        None => println!("leader: none known"),
+    }
     for e in &errors {
         println!("error: {e}");
     }
@@ -510,6 +534,84 @@ async fn status(client: &Client) -> Result<i32> {
     } else {
         0
     })
+}
+
+/// Prints a few key figures of one node's metrics.
+async fn metrics_summary(address: &str, timeout: Duration) -> Result<i32> {
+    use raft_metrics::{net, runtime, wal};
+    let text = raft_node::scrape::http_get(address, "/metrics", timeout)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let e = raft_node::scrape::parse(&text);
+    let count = |name: &str| e.sum(name).map_or("-".to_string(), |v| format!("{v:.0}"));
+    let ms = |name: &str, q: f64| {
+        e.quantile(name, q)
+            .map_or("-".to_string(), |v| format!("{:.3} ms", v * 1e3))
+    };
+    let latency = |name: &str| {
+        format!(
+            "p50 {}  p99 {}  (n={})",
+            ms(name, 0.5),
+            ms(name, 0.99),
+            count(&format!("{name}_count"))
+        )
+    };
+    let before = e.sum(net::BYTES_BEFORE_COMPRESSION);
+    let after = e.sum(net::BYTES_AFTER_COMPRESSION);
+    let wire = match (before, after) {
+        (Some(b), Some(a)) if a > 0.0 => format!("{b:.0} -> {a:.0} bytes ({:.2}x)", b / a),
+        _ => "-".to_string(),
+    };
+    let rows: Vec<(&str, String)> = vec![
+        (
+            "role",
+            match e.sum(runtime::IS_LEADER) {
+                Some(v) if v > 0.0 => "leader".to_string(),
+                Some(_) => "not leader".to_string(),
+                None => "-".to_string(),
+            },
+        ),
+        ("term", count(runtime::TERM)),
+        ("commit index", count(runtime::COMMIT_INDEX)),
+        ("applied index", count(runtime::APPLIED_INDEX)),
+        (
+            "proposals",
+            format!(
+                "{} ({} failed)",
+                count(runtime::PROPOSALS),
+                e.sum(runtime::PROPOSALS_FAILED)
+                    .map_or("0".to_string(), |v| format!("{v:.0}"))
+            ),
+        ),
+        (
+            "propose -> commit",
+            latency(runtime::PROPOSE_TO_COMMIT_SECONDS),
+        ),
+        (
+            "propose -> apply",
+            latency(runtime::PROPOSE_TO_APPLY_SECONDS),
+        ),
+        ("fsyncs", latency(wal::FSYNC_SECONDS)),
+        ("elections started", count(runtime::ELECTIONS)),
+        ("elections won", count(runtime::ELECTIONS_WON)),
+        ("leader changes", count(runtime::LEADER_CHANGES)),
+        (
+            "heartbeats sent/recv",
+            format!(
+                "{}/{}",
+                e.sum_where(runtime::MESSAGES_SENT, "kind", "heartbeat")
+                    .map_or("-".to_string(), |v| format!("{v:.0}")),
+                e.sum_where(runtime::MESSAGES_RECEIVED, "kind", "heartbeat")
+                    .map_or("-".to_string(), |v| format!("{v:.0}"))
+            ),
+        ),
+        ("wire compression", wire),
+        ("frames rejected", count(net::FRAMES_REJECTED)),
+    ];
+    for (k, v) in rows {
+        println!("{k:<22}{v}");
+    }
+    Ok(0)
 }
 
 fn print_table(rows: &[Vec<String>]) {
@@ -529,12 +631,13 @@ fn print_table(rows: &[Vec<String>]) {
 
 async fn move_leader(client: &Client, target: u64) -> Result<i32> {
     // MoveLeader must reach the leader: find it through the members' status.
-    let rows = member_statuses(client).await?;
-    let leader = rows.iter().find_map(|r| {
-        let s = r.status.as_ref().ok()?;
-        let member = s.header.as_ref()?.member_id;
-        (s.leader == member).then(|| (member, r.endpoint.clone()))
-    });
+    let rows = cluster_statuses(client).await?;
+    let leader = rows
+        .iter()
+        .filter_map(|r| Some((r.status.as_ref().ok()?, r)))
+        .filter(|(s, _)| s.role == "leader")
+        .max_by_key(|(s, _)| s.term)
+        .map(|(s, r)| (s.member_id, r.endpoint.clone()));
     let Some((leader, endpoint)) = leader else {
         bail!("no member reports being the leader");
     };

@@ -1,0 +1,277 @@
+//! raftd's HTTP endpoint on `listen_metrics`: Prometheus metrics, liveness and readiness,
+//! a JSON status, and CPU profiling. A small HTTP/1.1 server (hyper), GET only; unknown
+//! paths answer 404 and nothing a client sends can make it panic.
+//!
+//! | path | answer |
+//! | --- | --- |
+//! | `/metrics` | the Prometheus exposition text of every recorded metric |
+//! | `/health` | 200 while the process serves HTTP (liveness) |
+//! | `/health?ready`, `/ready` | 200 when a leader is known and this node is caught up, else 503; JSON saying why |
+//! | `/status` | JSON: id, role, term, leader, commit, applied, last index, membership, peers' progress (leader) |
+//! | `/debug/pprof/profile?seconds=N` | a CPU profile (pprof protobuf, gzip), `&format=svg` a flame graph |
+//! | `/debug/pprof/heap` | 501: heap profiling is not available |
+
+use crate::admin::{role_name, state_name};
+use crate::node::machine::KvMachine;
+use crate::profile::Profiler;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use raft_metrics::PrometheusHandle;
+use raft_metrics::node::HTTP_REQUESTS;
+use raft_runtime::RaftHandle;
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// How far (in entries) the applied index may trail the commit index for `/ready` to say
+/// ready, unless the request gives `max_lag=N`.
+pub const READY_MAX_APPLY_LAG: u64 = 100;
+
+/// How long `/status` and `/ready` wait for the event loop to answer.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the endpoint serves from.
+pub struct HttpState {
+    /// The running node.
+    pub handle: RaftHandle<KvMachine>,
+    /// Renders `/metrics`; `None` when another recorder was installed in this process.
+    pub metrics: Option<PrometheusHandle>,
+    /// This member's name.
+    pub name: String,
+    /// Takes CPU profiles (one at a time).
+    pub profiler: Profiler,
+}
+
+/// Serves `listener` until the returned task is aborted.
+pub fn spawn(listener: TcpListener, state: HttpState) -> tokio::task::JoinHandle<()> {
+    let state = Arc::new(state);
+    tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little, keep serving.
+                    tracing::warn!(error = %e, "metrics endpoint: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let state = state.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(route(&state, req).await) }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await
+                {
+                    tracing::debug!(error = %e, "metrics endpoint connection");
+                }
+            });
+        }
+    })
+}
+
+/// The answer body type.
+pub(crate) type Body = Full<Bytes>;
+
+/// A response with `status`, `content_type` and `body`.
+pub(crate) fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// A JSON response.
+pub(crate) fn reply_json(status: StatusCode, v: &Value) -> Response<Body> {
+    let mut text = v.to_string();
+    text.push('\n');
+    reply(status, "application/json", text)
+}
+
+/// A plain-text error response.
+pub(crate) fn reply_text(status: StatusCode, text: &str) -> Response<Body> {
+    reply(status, "text/plain; charset=utf-8", format!("{text}\n"))
+}
+
+/// The value of `key` in a query string (`a=1&b`; a key without `=` has the value "").
+pub(crate) fn query_param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == key).then_some(v)
+    })
+}
+
+async fn route(state: &HttpState, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    let query = req.uri().query().unwrap_or("");
+    let endpoint = match path {
+        "/metrics" => "metrics",
+        "/health" if query_param(query, "ready").is_some() => "ready",
+        "/health" => "health",
+        "/ready" => "ready",
+        "/status" => "status",
+        "/debug/pprof/profile" => "pprof_profile",
+        "/debug/pprof/heap" => "pprof_heap",
+        _ => "not_found",
+    };
+    metrics::counter!(HTTP_REQUESTS, "endpoint" => endpoint).increment(1);
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return reply_text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served");
+    }
+    match endpoint {
+        "metrics" => match &state.metrics {
+            Some(h) => reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                h.render(),
+            ),
+            None => reply_text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "metrics are not recorded: another recorder was installed in this process",
+            ),
+        },
+        "health" => reply_json(StatusCode::OK, &json!({ "live": true })),
+        "ready" => ready(state, query).await,
+        "status" => status(state).await,
+        "pprof_profile" => state.profiler.serve(query).await,
+        "pprof_heap" => reply_text(
+            StatusCode::NOT_IMPLEMENTED,
+            "heap profiling is not available: raftd runs on the system allocator, which \
+             keeps no allocation profile; use /debug/pprof/profile for CPU profiles",
+        ),
+        _ => reply_text(
+            StatusCode::NOT_FOUND,
+            "not found; try /metrics, /health, /ready, /status, /debug/pprof/profile",
+        ),
+    }
+}
+
+/// Readiness: a leader is known and the applied index trails the commit index by at
+/// most `max_lag` entries.
+async fn ready(state: &HttpState, query: &str) -> Response<Body> {
+    let max_lag = match query_param(query, "max_lag") {
+        None => READY_MAX_APPLY_LAG,
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => {
+                return reply_text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("max_lag must be a whole number of entries, not `{v}`"),
+                );
+            }
+        },
+    };
+    let s = match state.handle.with_timeout(STATUS_TIMEOUT).status().await {
+        Ok(s) => s,
+        Err(e) => {
+            return reply_json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({ "ready": false, "reason": format!("the raft node does not answer: {e}") }),
+            );
+        }
+    };
+    let lag = s.commit.saturating_sub(s.applied);
+    let reason = if s.leader.is_none() {
+        Some("no leader is known".to_string())
+    } else if lag > max_lag {
+        Some(format!(
+            "applied index {} trails the commit index {} by {lag} entries (more than {max_lag})",
+            s.applied, s.commit
+        ))
+    } else {
+        None
+    };
+    let body = json!({
+        "ready": reason.is_none(),
+        "reason": reason.as_deref().unwrap_or("a leader is known and this node is caught up"),
+        "leader": s.leader,
+        "commit": s.commit,
+        "applied": s.applied,
+    });
+    let code = if reason.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    reply_json(code, &body)
+}
+
+async fn status(state: &HttpState) -> Response<Body> {
+    let s = match state.handle.with_timeout(STATUS_TIMEOUT).status().await {
+        Ok(s) => s,
+        Err(e) => {
+            return reply_json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({ "error": format!("the raft node does not answer: {e}") }),
+            );
+        }
+    };
+    let is_learner = s.membership.learners.contains(&s.id);
+    let peers: Vec<Value> = s
+        .progress
+        .iter()
+        .map(|(id, p)| {
+            json!({
+                "id": id,
+                "match": p.matched,
+                "next": p.next,
+                "state": state_name(p.state),
+                "lag": s.last_index.saturating_sub(p.matched),
+                "inflight_messages": p.inflight_msgs,
+                "inflight_bytes": p.inflight_bytes,
+                "recent_active": p.recent_active,
+                "is_learner": p.is_learner,
+            })
+        })
+        .collect();
+    let m = &s.membership;
+    reply_json(
+        StatusCode::OK,
+        &json!({
+            "id": s.id,
+            "name": state.name,
+            "role": role_name(s.role, is_learner),
+            "term": s.term,
+            "leader": s.leader,
+            "commit": s.commit,
+            "applied": s.applied,
+            "last_index": s.last_index,
+            "persisted_index": s.persisted_index,
+            "membership": {
+                "voters": m.voters,
+                "voters_outgoing": m.voters_outgoing,
+                "learners": m.learners,
+                "learners_next": m.learners_next,
+            },
+            "peers": peers,
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_param;
+
+    #[test]
+    fn query_params() {
+        assert_eq!(query_param("ready", "ready"), Some(""));
+        assert_eq!(query_param("seconds=5&format=svg", "format"), Some("svg"));
+        assert_eq!(query_param("seconds=5&format=svg", "seconds"), Some("5"));
+        assert_eq!(query_param("seconds=5", "format"), None);
+        assert_eq!(query_param("", "ready"), None);
+    }
+}
