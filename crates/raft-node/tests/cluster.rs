@@ -633,7 +633,11 @@ async fn raftctl_commands() {
         assert_eq!(code, Some(0), "{status}");
         let lines: Vec<&str> = status.lines().collect();
         assert!(lines[0].starts_with("ID  NAME"), "{status}");
-        assert_eq!(lines.len(), 5, "a header, 3 members, the leader line: {status}");
+        assert_eq!(
+            lines.len(),
+            5,
+            "a header, 3 members, the leader line: {status}"
+        );
         assert_eq!(
             lines.iter().filter(|l| l.contains(" leader ")).count(),
             1,
