@@ -6,9 +6,12 @@ use raft_metrics::{Kind, catalogue};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+/// One `describe_*` call: name, type, unit, help text.
+type Described = (String, Kind, Option<Unit>, String);
+
 /// Records the `describe_*` calls it receives.
 #[derive(Default)]
-struct Describes(Mutex<Vec<(String, Kind, Option<Unit>, String)>>);
+struct Describes(Mutex<Vec<Described>>);
 
 impl Describes {
     fn push(&self, key: KeyName, kind: Kind, unit: Option<Unit>, help: SharedString) {
