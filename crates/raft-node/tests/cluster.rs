@@ -670,7 +670,8 @@ async fn metrics_health_status_and_profile_endpoints() {
         let cluster = Cluster::start(3);
         let leader = cluster.leader().await;
         let follower = if leader == 1 { 2 } else { 1 };
-        let c = cluster.client();
+        // Proposals and their latencies are counted where the client request arrives.
+        let c = cluster.node_client(leader);
         for i in 0..20 {
             put(&c, &format!("m/{i}"), "v").await.unwrap();
         }
