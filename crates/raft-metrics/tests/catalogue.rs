@@ -126,3 +126,16 @@ fn every_name_constant_in_the_sources_is_catalogued() {
     }
     assert_eq!(found, catalogue().count(), "constants vs catalogue entries");
 }
+
+#[test]
+fn docs_operations_lists_every_metric() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/operations.md");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for m in catalogue() {
+        let row = format!("| `{}` | {} |", m.name, m.kind.as_str());
+        assert!(
+            text.contains(&row),
+            "docs/operations.md has no table row `{row}`"
+        );
+    }
+}
