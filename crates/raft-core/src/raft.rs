@@ -309,6 +309,21 @@ impl<L: LogRead> Raft<L> {
                         }),
                     );
                 }
+                MessageBody::Vote(_) if self.role != Role::Leader && !self.in_leader_lease() => {
+                    // A candidate behind our term cannot win our vote, and may never
+                    // learn the term otherwise: we may not be promotable ourselves (a
+                    // voter of a configuration we have not applied yet), while another
+                    // node keeps raising our term. Tell it, so it can campaign above it.
+                    // With a live leader the candidate is stale or removed: ignore it, so
+                    // that a removed node is not helped to disrupt the cluster.
+                    self.send(
+                        m.from,
+                        MessageBody::VoteResponse(VoteResponse {
+                            pre_vote: false,
+                            granted: false,
+                        }),
+                    );
+                }
                 _ => {}
             }
             return Ok(());

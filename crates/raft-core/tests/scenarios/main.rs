@@ -8,4 +8,5 @@ mod membership;
 mod reads;
 mod replication;
 mod snapshots;
+mod stale_configs;
 mod transfer;

@@ -171,12 +171,10 @@ impl Cluster {
             let members = m.members();
             let outsiders: Vec<NodeId> = (1..=max).filter(|i| !members.contains(i)).collect();
             let learners: Vec<NodeId> = m.learners.iter().copied().collect();
-            // The leader is never demoted or removed by its own change (operators transfer
-            // leadership first, as etcd does): a leader that applies its own demotion
-            // steps down with a log longer than the remaining voters', and a voter that
-            // still counts it in its configuration can then never win an election (found
-            // by seed 632; see docs/testing.md).
-            let others: Vec<NodeId> = m.voters.iter().copied().filter(|v| *v != l).collect();
+            // Any voter may be demoted or removed, the leader included (operators do remove
+            // the leader, and raft-core must cope: the leader keeps leading until the
+            // change is applied and then hands leadership over).
+            let voters: Vec<NodeId> = m.voters.iter().copied().collect();
             let mut ops = Vec::new();
             let n_ops = if self.rng.chance(0.25) { 2 } else { 1 };
             let mut touched = Vec::new();
@@ -196,10 +194,10 @@ impl Cluster {
                         .map(|&i| ConfChangeOp::AddVoter(i)),
                     3 => self
                         .rng
-                        .choose(&others)
+                        .choose(&voters)
                         .map(|&i| ConfChangeOp::AddLearner(i)),
                     _ => {
-                        let all: Vec<NodeId> = others.iter().chain(&learners).copied().collect();
+                        let all: Vec<NodeId> = voters.iter().chain(&learners).copied().collect();
                         self.rng.choose(&all).map(|&i| ConfChangeOp::RemoveNode(i))
                     }
                 };
@@ -223,22 +221,7 @@ impl Cluster {
                 1 => ConfChangeTransition::JointExplicit,
                 _ => ConfChangeTransition::Auto,
             };
-            // A voter leaves only by a single direct change, never through a joint
-            // configuration: an outgoing voter may win an election while joint and then
-            // demote itself when it leaves the joint configuration, which can deadlock the
-            // cluster the same way as demoting the leader (seed 40; see docs/testing.md).
-            let demotes = |op: &ConfChangeOp| match *op {
-                ConfChangeOp::RemoveNode(i) | ConfChangeOp::AddLearner(i) => m.voters.contains(&i),
-                ConfChangeOp::AddVoter(_) => false,
-            };
-            if let Some(op) = ops.iter().find(|op| demotes(op)).copied() {
-                ConfChange {
-                    transition: ConfChangeTransition::Auto,
-                    ops: vec![op],
-                }
-            } else {
-                ConfChange { transition, ops }
-            }
+            ConfChange { transition, ops }
         };
         // New members need a process (and a disk) to receive the log.
         for op in &cc.ops {
