@@ -68,6 +68,9 @@ pub(crate) struct Raft<L> {
     /// Index of the latest configuration change proposed; no new change is accepted until
     /// it is applied.
     pub pending_conf_index: u64,
+    /// The change at `pending_conf_index` ends this leader's vote: no proposals until it
+    /// is applied.
+    demotion_pending: bool,
     reads: ReadOnly,
     /// Reads that arrived before the leader committed an entry of its term.
     reads_before_commit: Vec<(Bytes, Option<NodeId>)>,
@@ -115,6 +118,7 @@ impl<L: LogRead> Raft<L> {
             lead_transferee: None,
             transfer_elapsed: 0,
             pending_conf_index: 0,
+            demotion_pending: false,
             reads: ReadOnly::default(),
             reads_before_commit: Vec::new(),
             bcast_pending: false,

@@ -51,6 +51,7 @@ impl<L: LogRead> Raft<L> {
         }
         // Conservatively assume the log holds an unapplied configuration change.
         self.pending_conf_index = self.log.last_index();
+        self.demotion_pending = self.unapplied_log_demotes_self();
         let noop = Entry {
             index: self.log.last_index() + 1,
             term: self.term,

@@ -14,10 +14,51 @@ impl<L: LogRead> Raft<L> {
         if self.lead_transferee.is_some() {
             return Err(Error::ProposalDropped("leadership transfer in progress"));
         }
-        if !self.tracker.progress.contains_key(&self.id) {
-            return Err(Error::ProposalDropped("this leader is no longer a member"));
+        if !self.promotable() {
+            return Err(Error::ProposalDropped("this leader is no longer a voter"));
+        }
+        if self.demotion_pending && self.pending_conf_index > self.log.applied {
+            return Err(Error::ProposalDropped(
+                "a configuration change that ends this leader's vote is not applied yet",
+            ));
         }
         Ok(())
+    }
+
+    /// True when `cc`, applied to `m`, leaves this node without a vote.
+    fn ends_own_vote(&self, m: &Membership, cc: &ConfChange) -> bool {
+        confchange::apply(m, cc).is_ok_and(|next| !next.is_voter(self.id))
+    }
+
+    /// True when a configuration change in the log past the applied index ends this
+    /// node's vote (read by a new leader; an unreadable log counts as true, which only
+    /// delays proposals until the log is applied).
+    pub(crate) fn unapplied_log_demotes_self(&self) -> bool {
+        let mut m = self.tracker.membership.clone();
+        let mut lo = self.log.applied + 1;
+        let hi = self.log.last_index() + 1;
+        while lo < hi {
+            let Ok(ents) = self.log.slice(lo, hi, self.cfg.max_bytes_per_append) else {
+                return true;
+            };
+            let Some(last) = ents.last() else {
+                return true;
+            };
+            lo = last.index + 1;
+            for e in ents.iter().filter(|e| e.kind == EntryKind::ConfChange) {
+                let Ok(cc) = confchange::decode(&e.data) else {
+                    continue;
+                };
+                if self.ends_own_vote(&m, &cc) {
+                    return true;
+                }
+                // A refused change leaves the configuration as it is, on every node.
+                if let Ok(next) = confchange::apply(&m, &cc) {
+                    m = next;
+                }
+            }
+        }
+        false
     }
 
     /// One application command: the common case, without a temporary vector.
@@ -53,7 +94,9 @@ impl<L: LogRead> Raft<L> {
         }
         self.check_can_propose()?;
         let last = self.log.last_index();
+        let n = ents.len();
         let mut pending_conf = self.pending_conf_index;
+        let mut demotes = None;
         for (i, e) in ents.iter_mut().enumerate() {
             e.index = last + 1 + i as u64;
             e.term = self.term;
@@ -68,10 +111,22 @@ impl<L: LogRead> Raft<L> {
                 let cc = confchange::decode(&e.data)?;
                 confchange::apply(&self.tracker.membership, &cc)
                     .map_err(Error::ConfChangeRejected)?;
+                let ends_vote = self.ends_own_vote(&self.tracker.membership, &cc);
+                if ends_vote && i + 1 < n {
+                    return Err(Error::ProposalDropped(
+                        "nothing may follow a configuration change that ends this leader's vote",
+                    ));
+                }
+                demotes = Some(ends_vote);
                 pending_conf = e.index;
             }
         }
         self.pending_conf_index = pending_conf;
+        if let Some(d) = demotes {
+            // From here this leader appends nothing more until the change is applied
+            // (see `hand_over_leadership`).
+            self.demotion_pending = d;
+        }
         self.log.append(&ents);
         self.bcast_pending = true;
         Ok(())
@@ -118,9 +173,17 @@ impl<L: LogRead> Raft<L> {
     }
 
     /// This leader is no longer a voter: it keeps leading (proposals refused) only to hand
-    /// over to the most up-to-date voter. Stepping down at once could leave the remaining
-    /// voters unable to elect anyone while some of them still count this node (whose log
-    /// may be the longest) in a configuration they have not applied yet.
+    /// over to the most up-to-date voter, and steps down if that fails in time.
+    ///
+    /// Voters that have not learned that the change committed still count this node and
+    /// may need its vote, while it can no longer campaign. Its vote goes only to a log at
+    /// least as up to date as its own, so its log must not run ahead of what they can
+    /// hold: a leader appends nothing after a change that ends its own vote (proposals
+    /// are refused from the proposal of that change, or from the election of a leader
+    /// whose unapplied log holds one, until it is applied). When the change applies, the
+    /// leader's whole log is committed (the commit index reached the change, or the
+    /// leader's no-op after it), so a quorum holds its last entry and any of them can
+    /// win its vote.
     fn hand_over_leadership(&mut self) -> Result<()> {
         let target = self
             .tracker
