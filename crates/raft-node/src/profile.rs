@@ -156,8 +156,12 @@ fn take(duration: Duration) -> Result<CpuProfile, pprof::Error> {
         let mut stack = Vec::new();
         for frame in frames.frames.iter().rev() {
             for symbol in frame.iter().rev() {
-                stack.push(symbol.name());
+                stack.push(readable(&symbol.name()));
             }
+        }
+        // The leaf end holds the profiler's own unwinding frames: drop them.
+        while stack.last().is_some_and(|f| is_profiler_frame(f)) {
+            stack.pop();
         }
         *stacks.entry(stack).or_default() += (*count).max(0) as u64;
     }
@@ -172,6 +176,56 @@ fn take(duration: Duration) -> Result<CpuProfile, pprof::Error> {
         duration: report.timing.duration,
         frequency: report.timing.frequency.max(1),
     })
+}
+
+/// True for the frames the sampler itself adds at the leaf of every stack.
+fn is_profiler_frame(name: &str) -> bool {
+    name.starts_with("backtrace::")
+        || name.starts_with("pprof::")
+        || name.contains("perf_signal_handler")
+        || name == "__restore_rt"
+}
+
+/// `<Type as Trait>::method` becomes `Type::method` (and `<Type>::f` becomes `Type::f`):
+/// pprof drops everything between angle brackets when it shortens names, which would leave
+/// `::method`.
+pub fn readable(name: &str) -> String {
+    if !name.starts_with('<') {
+        return name.to_string();
+    }
+    let mut depth = 0usize;
+    let mut end = None;
+    for (i, c) in name.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    end = Some(i);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(end) = end else {
+        return name.to_string();
+    };
+    let inner = &name[1..end];
+    let mut depth = 0usize;
+    let mut ty = inner;
+    for (i, c) in inner.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth = depth.saturating_sub(1),
+            ' ' if depth == 0 && inner[i..].starts_with(" as ") => {
+                ty = &inner[..i];
+                break;
+            }
+            _ => {}
+        }
+    }
+    format!("{}{}", readable(ty), &name[end + 1..])
 }
 
 fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -531,6 +585,23 @@ mod tests {
         let names: Vec<String> = fsync.location_id.iter().map(|&l| name(l)).collect();
         assert_eq!(names, ["fsync", "run", "main"]);
         assert_eq!(fsync.value, vec![3, 30_000_000]);
+    }
+
+    #[test]
+    fn trait_impl_names_keep_their_type() {
+        assert_eq!(
+            readable("<raft_kv::KvStore as raft_runtime::StateMachine>::apply"),
+            "raft_kv::KvStore::apply"
+        );
+        assert_eq!(
+            readable("<alloc::vec::Vec<u8> as core::clone::Clone>::clone"),
+            "alloc::vec::Vec<u8>::clone"
+        );
+        assert_eq!(readable("<T>::f::{{closure}}"), "T::f::{{closure}}");
+        assert_eq!(readable("plain::path"), "plain::path");
+        assert_eq!(readable("<unbalanced"), "<unbalanced");
+        assert!(is_profiler_frame("backtrace::backtrace::libunwind::trace"));
+        assert!(!is_profiler_frame("raft_log::writer::Writer::commit"));
     }
 
     #[test]
