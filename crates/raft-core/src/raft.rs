@@ -9,6 +9,7 @@ mod election;
 mod membership;
 mod reads;
 mod replication;
+mod tuning;
 
 use crate::config::Config;
 use crate::entry::{HardState, NodeId};

@@ -286,6 +286,23 @@ impl<L: LogRead> RawNode<L> {
         &mut self.raft.log.store
     }
 
+    /// Changes the settings of the running node: heartbeat, election timeout base and
+    /// jitter, minimum leadership period, append and in-flight limits, and the committed
+    /// bytes per `Ready`. They take effect from the next tick or message. `id`, `pre_vote`,
+    /// `check_quorum`, `priority` and `read_mode` are fixed (changing one is an
+    /// [`Error::InvalidConfig`] naming it), and so is the election timeout under lease reads;
+    /// `applied` is ignored. A changed election timeout is drawn again, from the node's
+    /// seeded generator, within the new bounds (ticks already waited still count).
+    /// On error nothing changes.
+    pub fn set_config(&mut self, config: Config) -> Result<()> {
+        self.raft.set_config(config)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.raft.cfg
+    }
+
     /// The number of logical ticks seen.
     pub fn ticks(&self) -> u64 {
         self.raft.ticks_now()

@@ -42,6 +42,16 @@ impl Tracker {
         self.membership = membership;
     }
 
+    /// Changes the in-flight window limits of every peer (current and future). A window
+    /// already fuller than the new limit just sends nothing until it drains.
+    pub(crate) fn set_inflight_limits(&mut self, max_msgs: usize, max_bytes: u64) {
+        self.max_inflight_msgs = max_msgs;
+        self.max_inflight_bytes = max_bytes;
+        for pr in self.progress.values_mut() {
+            pr.inflights.set_limits(max_msgs, max_bytes);
+        }
+    }
+
     /// Resets every peer's progress for a new term (leader or candidate).
     pub(crate) fn reset(&mut self, next: u64) {
         for pr in self.progress.values_mut() {

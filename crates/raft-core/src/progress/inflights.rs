@@ -52,6 +52,12 @@ impl Inflights {
         self.queue.len() >= self.max_msgs || self.bytes >= self.max_bytes
     }
 
+    /// Changes the limits; messages already in flight stay recorded.
+    pub(crate) fn set_limits(&mut self, max_msgs: usize, max_bytes: u64) {
+        self.max_msgs = max_msgs;
+        self.max_bytes = max_bytes;
+    }
+
     pub(crate) fn reset(&mut self) {
         self.queue.clear();
         self.bytes = 0;

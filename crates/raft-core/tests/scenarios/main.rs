@@ -10,3 +10,4 @@ mod replication;
 mod snapshots;
 mod stale_configs;
 mod transfer;
+mod tuning;
