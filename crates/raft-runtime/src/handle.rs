@@ -1,6 +1,7 @@
 //! [`RaftHandle`]: what clients of a node hold to propose, read and manage it.
 
 use crate::apply::ApplyJob;
+use crate::config::RuntimeConfig;
 use crate::error::{Error, Result};
 use crate::node::Request;
 use crate::state_machine::StateMachine;
@@ -22,6 +23,8 @@ pub(crate) struct Stats {
     /// The known leader; 0 when none.
     pub leader: AtomicU64,
     pub is_leader: AtomicBool,
+    /// The configured request timeout in nanoseconds (changes with `reconfigure`).
+    pub request_timeout_ns: AtomicU64,
     /// Why the node stopped, when it stopped on a failure.
     pub fatal: std::sync::Mutex<Option<String>>,
 }
@@ -64,7 +67,9 @@ pub struct RaftHandle<SM: StateMachine> {
     /// keeps serving everything else.
     pub(crate) proposals: mpsc::Sender<Request<SM>>,
     pub(crate) apply: mpsc::UnboundedSender<ApplyJob<SM>>,
-    pub(crate) timeout: Duration,
+    /// A timeout set with [`with_timeout`](Self::with_timeout); otherwise the configured
+    /// request timeout applies.
+    pub(crate) timeout: Option<Duration>,
     pub(crate) stats: Arc<Stats>,
 }
 
@@ -96,9 +101,32 @@ impl<SM: StateMachine> RaftHandle<SM> {
     /// A handle whose calls wait at most `timeout` (e.g. a client request's deadline).
     pub fn with_timeout(&self, timeout: Duration) -> Self {
         Self {
-            timeout,
+            timeout: Some(timeout),
             ..self.clone()
         }
+    }
+
+    /// How long each call waits: the timeout set with [`with_timeout`](Self::with_timeout),
+    /// or the configured request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or_else(|| {
+            Duration::from_nanos(self.stats.request_timeout_ns.load(Ordering::Relaxed))
+        })
+    }
+
+    /// Applies new settings to the running node: the core's timing and flow-control
+    /// settings (see [`raft_core::RawNode::set_config`]), the request timeout, batch limits,
+    /// the apply lag limit and the snapshot threshold. `tick` and `request_queue` cannot
+    /// change (an [`Error::InvalidConfig`] naming them), nor can the core's fixed fields;
+    /// `bootstrap` and `rng_seed` are ignored. On error the settings in force stay.
+    pub async fn reconfigure(&self, config: RuntimeConfig) -> Result<()> {
+        self.call("the new settings to be applied", |tx| {
+            Request::Reconfigure {
+                config: Box::new(config),
+                tx,
+            }
+        })
+        .await
     }
 
     /// The runtime's counters and the node's term, leader and indexes, read without a round
@@ -129,7 +157,7 @@ impl<SM: StateMachine> RaftHandle<SM> {
         what: &'static str,
         make: impl FnOnce(oneshot::Sender<Result<T>>) -> Request<SM>,
     ) -> Result<T> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = Instant::now() + self.timeout();
         let (tx, rx) = oneshot::channel();
         match tokio::time::timeout_at(deadline.into(), channel.send(make(tx))).await {
             Err(_) => return Err(Error::Timeout("a place in the request queue")),
@@ -188,7 +216,7 @@ impl<SM: StateMachine> RaftHandle<SM> {
             let _ = tx.send(f(sm));
         }));
         self.apply.send(job).map_err(|_| self.stats.gone())?;
-        match tokio::time::timeout(self.timeout, rx).await {
+        match tokio::time::timeout(self.timeout(), rx).await {
             Err(_) => Err(Error::Timeout("the state machine to serve a read")),
             Ok(Err(_)) => Err(self.stats.gone()),
             Ok(Ok(r)) => Ok(r),

@@ -7,6 +7,7 @@
 mod observe;
 mod ready;
 mod requests;
+mod tuning;
 
 use crate::apply::{self, ApplyJob, Event, Waiter};
 use crate::config::RuntimeConfig;
@@ -50,6 +51,10 @@ pub(crate) enum Request<SM: StateMachine> {
     },
     Status {
         tx: oneshot::Sender<Result<Status>>,
+    },
+    Reconfigure {
+        config: Box<RuntimeConfig>,
+        tx: oneshot::Sender<Result<()>>,
     },
     Shutdown {
         tx: oneshot::Sender<Result<()>>,
@@ -111,6 +116,10 @@ impl RaftNode {
         let stopping = Arc::new(AtomicBool::new(false));
         apply::spawn(id, sm, apply_rx, ev_tx.clone(), stopping.clone())?;
         let stats = Arc::new(Stats::default());
+        stats.request_timeout_ns.store(
+            tuning::duration_ns(config.request_timeout),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         stats
             .applied
             .store(applied, std::sync::atomic::Ordering::Relaxed);
@@ -134,7 +143,6 @@ impl RaftNode {
             }
         }
         let span = tracing::info_span!("raft", node_id = id, term = status.term);
-        let timeout = config.request_timeout;
         let lp = Loop {
             id,
             raw,
@@ -179,7 +187,7 @@ impl RaftNode {
             requests: req_tx,
             proposals: prop_tx,
             apply: apply_tx,
-            timeout,
+            timeout: None,
             stats,
         })
     }
@@ -503,6 +511,7 @@ pub(crate) fn fail_request<SM: StateMachine>(r: Request<SM>, e: Error) {
         Request::Transfer { tx, .. } => drop(tx.send(Err(e))),
         Request::Campaign { tx } => drop(tx.send(Err(e))),
         Request::Status { tx } => drop(tx.send(Err(e))),
+        Request::Reconfigure { tx, .. } => drop(tx.send(Err(e))),
         Request::Shutdown { tx } => drop(tx.send(Ok(()))),
     }
 }

@@ -62,6 +62,9 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                 Request::Status { tx } => {
                     let _ = tx.send(Ok(self.raw.status()));
                 }
+                Request::Reconfigure { config, tx } => {
+                    let _ = tx.send(self.reconfigure(*config));
+                }
                 Request::Shutdown { tx } => {
                     *shutdown = Some(tx);
                     break;

@@ -526,3 +526,48 @@ async fn a_failing_state_machine_stops_the_node_with_a_fatal_error() {
     let r = h.propose(put("b", "2")).await;
     assert!(matches!(r, Err(Error::Fatal(_))), "got {r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconfigure_applies_new_settings_and_refuses_fixed_ones() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_leader().await;
+    let base = || config(leader, None, 0, ReadMode::Safe);
+    let h = c.handle(leader);
+    assert_eq!(h.timeout(), Duration::from_secs(4));
+
+    let mut tick = base();
+    tick.tick = Duration::from_millis(20);
+    match h.reconfigure(tick).await {
+        Err(Error::InvalidConfig { field: "tick", .. }) => {}
+        other => panic!("changing the tick: {other:?}"),
+    }
+    let mut quorum = base();
+    quorum.raft.check_quorum = false;
+    quorum.request_timeout = Duration::from_secs(9);
+    let err = h.reconfigure(quorum).await.unwrap_err();
+    assert!(err.to_string().contains("check_quorum"), "{err}");
+    assert_eq!(
+        h.timeout(),
+        Duration::from_secs(4),
+        "a refusal changes nothing"
+    );
+
+    let mut new = base();
+    new.raft.heartbeat_ticks = 5;
+    new.raft.election_timeout_base_ticks = 40;
+    new.request_timeout = Duration::from_secs(6);
+    new.max_batch_proposals = 16;
+    h.reconfigure(new).await.unwrap();
+    assert_eq!(h.timeout(), Duration::from_secs(6));
+    assert_eq!(
+        h.with_timeout(Duration::from_secs(1)).timeout(),
+        Duration::from_secs(1),
+        "an explicit timeout wins"
+    );
+    // The cluster goes on under the new settings.
+    for i in 0..20 {
+        h.propose(put(&format!("r{i}"), "v")).await.unwrap();
+    }
+    assert_eq!(c.wait_leader().await, leader);
+    assert_eq!(c.get(leader, "r19").await.as_deref(), Some("v"));
+}
