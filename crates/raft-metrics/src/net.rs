@@ -27,11 +27,11 @@ pub const MESSAGES_RECEIVED: &str = "raft_net_messages_received_total";
 /// Counter, label `lane`: payload bytes received on the wire (after compression).
 pub const BYTES_RECEIVED: &str = "raft_net_bytes_received_total";
 
-/// Counter, label `reason` (`queue_full`, `unknown_peer`, `disconnected`): outgoing
+/// Counter, label `reason` (`queue_full`, `unknown_peer`, `disconnected`, `isolated`): outgoing
 /// messages dropped by the transport; each drop is reported to the runtime as unreachable.
 pub const MESSAGES_DROPPED: &str = "raft_net_messages_dropped_total";
 
-/// Counter, label `reason` (`cluster_id`, `removed_member`, `wrong_receiver`, `too_large`,
+/// Counter, label `reason` (`cluster_id`, `removed_member`, `wrong_receiver`, `isolated`, `too_large`,
 /// `malformed`, `shutting_down`): inbound frames, calls or chunks refused.
 pub const FRAMES_REJECTED: &str = "raft_net_frames_rejected_total";
 

@@ -59,6 +59,9 @@ pub enum Error {
     /// The transport has been shut down.
     #[error("transport is shut down")]
     Shutdown,
+    /// The fault switch isolates this node (`PeerTransport::set_isolated`); message dropped.
+    #[error("the fault switch isolates this node; message dropped")]
+    Isolated,
 }
 
 /// The transport's result type.

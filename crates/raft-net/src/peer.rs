@@ -119,13 +119,17 @@ fn frame_for(
     batch: &[Message],
 ) -> Option<(pb::Frame, usize)> {
     let cfg = &shared.config;
+    if shared.is_isolated() {
+        count_dropped(batch.len(), "isolated");
+        return None;
+    }
     match build_frame(
         cfg.cluster_id,
         cfg.node_id,
         peer,
         seq,
         batch,
-        &cfg.compression,
+        &shared.compression(),
     ) {
         Ok(frame) => {
             let size = frame.encoded_len();
@@ -367,6 +371,11 @@ async fn snapshot_attempt(
     source: &dyn SnapshotSource,
 ) -> Result<()> {
     let cfg = &shared.config;
+    if shared.is_isolated() {
+        return Err(Error::Snapshot(
+            "the fault switch isolates this node".into(),
+        ));
+    }
     let channel = peer.connect().await?;
     let mut client = peer.client(shared, channel);
     let header = ChunkHeader {
@@ -405,7 +414,7 @@ async fn snapshot_attempt(
     }
     let crc = prefix_checksum(source, offset).await?;
     let (tx, rx) = mpsc::channel(4);
-    let produce = produce_chunks(header, pmeta, source, offset, crc, cfg.compression, tx);
+    let produce = produce_chunks(header, pmeta, source, offset, crc, shared.compression(), tx);
     let call = client.install_snapshot(ReceiverStream::new(rx));
     let (produced, answer) = tokio::join!(produce, call);
     produced?;

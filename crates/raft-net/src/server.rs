@@ -107,6 +107,12 @@ fn check_header(shared: &Shared, cluster_id: u64, from: NodeId, to: NodeId) -> R
     if from == 0 {
         return Err(reject("malformed", Status::invalid_argument("sender id 0")));
     }
+    if shared.is_isolated() {
+        return Err(reject(
+            "isolated",
+            Status::unavailable("the fault switch isolates this node"),
+        ));
+    }
     if shared.is_removed(from) {
         return Err(reject(
             "removed_member",

@@ -1,13 +1,14 @@
 //! State shared by the transport's handle, its per-peer workers and its server: config,
 //! the channels to the runtime, the removed-member set and the TLS settings.
 
-use crate::config::TransportConfig;
+use crate::config::{CompressionConfig, TransportConfig};
 use crate::error::{Error, Result};
 use crate::snapshot::SnapshotSink;
 use metrics::counter;
 use raft_core::{Message, NodeId};
 use raft_metrics::net as m;
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
@@ -112,6 +113,10 @@ pub(crate) struct Shared {
     pub(crate) server_tls: Option<ServerTlsConfig>,
     /// The caller's runtime, where heavy inbound work runs.
     pub(crate) main: Handle,
+    /// The compression in force (starts as `config.compression`; changes at run time).
+    compression: RwLock<CompressionConfig>,
+    /// The fault switch: while set, nothing is sent or accepted (a simulated partition).
+    isolated: AtomicBool,
 }
 
 impl Shared {
@@ -141,6 +146,8 @@ impl Shared {
             }
         };
         Ok(Self {
+            compression: RwLock::new(config.compression),
+            isolated: AtomicBool::new(false),
             config,
             inbound,
             removed: RwLock::new(HashSet::new()),
@@ -170,6 +177,26 @@ impl Shared {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .contains(&id)
+    }
+
+    /// The compression in force.
+    pub(crate) fn compression(&self) -> CompressionConfig {
+        *self.compression.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the compression of frames and snapshot chunks built from now on.
+    pub(crate) fn set_compression(&self, c: CompressionConfig) {
+        *self.compression.write().unwrap_or_else(|e| e.into_inner()) = c;
+    }
+
+    /// True while the fault switch cuts this node off.
+    pub(crate) fn is_isolated(&self) -> bool {
+        self.isolated.load(Ordering::Relaxed)
+    }
+
+    /// Sets the fault switch.
+    pub(crate) fn set_isolated(&self, isolated: bool) {
+        self.isolated.store(isolated, Ordering::Relaxed);
     }
 
     /// Marks `id` removed (or not).

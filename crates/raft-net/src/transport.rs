@@ -1,7 +1,7 @@
 //! [`PeerTransport`]: the handle the runtime drives: peers in and out, non-blocking sends,
 //! snapshot transfers, and serving the inbound side on a listener.
 
-use crate::config::TransportConfig;
+use crate::config::{CompressionConfig, TransportConfig};
 use crate::convert::message_size;
 use crate::error::{Error, Result};
 use crate::netrt::NetRuntime;
@@ -126,9 +126,34 @@ impl PeerTransport {
         self.inner.shared.config.node_id
     }
 
-    /// The configuration in force.
+    /// The configuration the transport was created with (see
+    /// [`compression`](Self::compression) for the compression in force).
     pub fn config(&self) -> &TransportConfig {
         &self.inner.shared.config
+    }
+
+    /// The compression applied to frames and snapshot chunks built from now on.
+    pub fn compression(&self) -> CompressionConfig {
+        self.inner.shared.compression()
+    }
+
+    /// Changes the codec and threshold at run time: frames built from now on use them
+    /// (receivers read the codec from each frame, so peers need no coordination).
+    pub fn set_compression(&self, compression: CompressionConfig) {
+        self.inner.shared.set_compression(compression);
+    }
+
+    /// The fault switch, for failure drills and tests: while on, this node neither sends
+    /// (messages are dropped and their peers reported unreachable, snapshot transfers
+    /// fail) nor accepts frames, probes or snapshot chunks (refused as UNAVAILABLE), as if
+    /// the network cut it off. Connections themselves stay up.
+    pub fn set_isolated(&self, isolated: bool) {
+        self.inner.shared.set_isolated(isolated);
+    }
+
+    /// True while the fault switch is on.
+    pub fn is_isolated(&self) -> bool {
+        self.inner.shared.is_isolated()
     }
 
     /// Adds (or re-addresses) peer `id` at `addr` (`host:port`). Nothing connects until the
@@ -208,6 +233,11 @@ impl PeerTransport {
                 "InstallSnapshot goes through send_snapshot, with its data".into(),
             ));
         };
+        if self.inner.shared.is_isolated() {
+            counter!(m::MESSAGES_DROPPED, "reason" => "isolated").increment(1);
+            self.inner.shared.report_unreachable(to);
+            return Err(Error::Isolated);
+        }
         let Some(peer) = self.peer(to) else {
             counter!(m::MESSAGES_DROPPED, "reason" => "unknown_peer").increment(1);
             self.inner.shared.report_unreachable(to);

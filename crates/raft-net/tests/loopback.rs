@@ -437,3 +437,71 @@ async fn single_channel_inbound_gets_every_lane() {
     assert_eq!(got, [Lane::Stream, Lane::Light]);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compression_changes_at_run_time() {
+    let mut nodes = cluster(2, |cfg| {
+        cfg.compression = CompressionConfig {
+            codec: Codec::None,
+            threshold: 4096,
+        }
+    })
+    .await;
+    for (i, codec) in [Codec::Zstd { level: 3 }, Codec::Snappy, Codec::None]
+        .into_iter()
+        .enumerate()
+    {
+        let c = CompressionConfig {
+            codec,
+            threshold: 1024,
+        };
+        nodes[0].transport.set_compression(c);
+        assert_eq!(nodes[0].transport.compression(), c);
+        let big = append(1, 2, i as u64 + 1, json_like(100_000));
+        nodes[0].transport.send(big.clone()).unwrap();
+        assert_eq!(recv(&mut nodes[1], 5).await, big, "{codec:?}");
+    }
+    assert_eq!(
+        nodes[0].transport.config().compression.codec,
+        Codec::None,
+        "the creation settings are kept apart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fault_switch_cuts_a_node_off_both_ways_until_healed() {
+    let mut nodes = cluster(2, |_| {}).await;
+    nodes[0].transport.send(heartbeat(1, 2, 1)).unwrap();
+    assert_eq!(recv(&mut nodes[1], 5).await, heartbeat(1, 2, 1));
+
+    nodes[0].transport.set_isolated(true);
+    assert!(nodes[0].transport.is_isolated());
+    assert!(matches!(
+        nodes[0].transport.send(heartbeat(1, 2, 2)),
+        Err(Error::Isolated)
+    ));
+    unreachable(&mut nodes[0], 2, 5).await;
+    // Frames from the other side are refused by the isolated node's server.
+    for i in 0..5 {
+        nodes[1].transport.send(heartbeat(2, 1, 10 + i)).unwrap();
+        nodes[1]
+            .transport
+            .send(append(2, 1, 10 + i, json_like(1000)))
+            .unwrap();
+    }
+    recv_nothing(&mut nodes[0], 500).await;
+    recv_nothing(&mut nodes[1], 100).await;
+
+    nodes[0].transport.set_isolated(false);
+    // Healed: both directions work again (after the refused streams reconnect).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        nodes[1].transport.send(heartbeat(2, 1, 99)).unwrap();
+        match tokio::time::timeout(Duration::from_millis(300), nodes[0].rx.recv()).await {
+            Ok(Some(m)) if m == heartbeat(2, 1, 99) => break,
+            _ => assert!(Instant::now() < deadline, "not healed within 10 s"),
+        }
+    }
+    nodes[0].transport.send(heartbeat(1, 2, 100)).unwrap();
+    assert_eq!(recv(&mut nodes[1], 5).await, heartbeat(1, 2, 100));
+}
