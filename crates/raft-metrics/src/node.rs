@@ -3,12 +3,14 @@
 use crate::{Kind, MetricInfo};
 use metrics::Unit;
 
-/// Counter: configuration reloads that were applied (from SIGHUP, a file change or
-/// `raftctl config reload`).
+/// Counter, label `trigger` (`sighup`, `file`, `rpc`): configuration reloads that were
+/// applied (from SIGHUP, a file change or `raftctl config reload`), including those that
+/// changed nothing.
 pub const CONFIG_RELOADS: &str = "raftd_config_reloads_total";
 
-/// Counter: configuration reloads refused (an invalid file, or a change to a setting that
-/// cannot change at run time); the old configuration stays in force.
+/// Counter, labels `trigger` and `reason` (`no_file`, `invalid`, `fixed_key`, `refused`):
+/// configuration reloads refused (an invalid file, or a change to a setting that cannot
+/// change at run time); the old configuration stays in force.
 pub const CONFIG_RELOAD_FAILURES: &str = "raftd_config_reload_failures_total";
 
 /// Counter, label `endpoint` (`metrics`, `health`, `ready`, `status`, `pprof_profile`,

@@ -3,22 +3,34 @@
 //! call for (cluster progress table, snapshot now, configuration reload).
 
 use crate::node::machine::KvMachine;
+use crate::node::reload::{ReloadError, Reloader};
 use crate::pb::admin::{self as pb, admin_server};
 use crate::service::runtime_status;
 use raft_core::{ProgressState, Role};
 use raft_runtime::RaftHandle;
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 /// The administration service of one node.
 #[derive(Clone)]
 pub struct AdminService {
     handle: RaftHandle<KvMachine>,
+    reloader: Option<Arc<Reloader>>,
 }
 
 impl AdminService {
     /// The service over a running node.
     pub fn new(handle: RaftHandle<KvMachine>) -> Self {
-        Self { handle }
+        Self {
+            handle,
+            reloader: None,
+        }
+    }
+
+    /// Serves `ReloadConfig` with `reloader`.
+    pub fn with_reloader(mut self, reloader: Arc<Reloader>) -> Self {
+        self.reloader = Some(reloader);
+        self
     }
 
     /// The tonic server wrapping it.
@@ -60,9 +72,18 @@ impl admin_server::Admin for AdminService {
         &self,
         _request: Request<pb::ReloadConfigRequest>,
     ) -> Result<Response<pb::ReloadConfigResponse>, Status> {
-        Err(Status::unimplemented(
-            "raftd does not reload its configuration yet",
-        ))
+        let Some(reloader) = &self.reloader else {
+            return Err(Status::unimplemented(
+                "this node serves no configuration reload",
+            ));
+        };
+        match reloader.reload("rpc").await {
+            Ok(changed) => Ok(Response::new(pb::ReloadConfigResponse {
+                changed: changed.into_iter().map(str::to_string).collect(),
+            })),
+            Err(e @ ReloadError::Invalid(_)) => Err(Status::invalid_argument(e.to_string())),
+            Err(e) => Err(Status::failed_precondition(e.to_string())),
+        }
     }
 
     async fn cluster_status(

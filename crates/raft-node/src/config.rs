@@ -13,8 +13,10 @@
 //! keys that differ between two configurations so a reload can refuse them.
 
 mod bytes;
+mod reload;
 
 pub use bytes::ByteSize;
+pub use reload::{ConfigSource, DiffError};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -2,10 +2,12 @@
 //! runtime, serve the etcd v3 API, publish this member's attributes, and shut everything
 //! down in order on SIGTERM or SIGINT.
 
+pub mod faults;
 pub mod machine;
+pub mod reload;
 
 use crate::admin::AdminService;
-use crate::config::{NodeConfig, strip_scheme};
+use crate::config::{ConfigError, ConfigSource, NodeConfig, strip_scheme};
 use crate::logging::LogHandle;
 use crate::service::{Ctx, EtcdService};
 use machine::{AddressBook, KvMachine, NetTransport};
@@ -16,6 +18,7 @@ use raft_kv::pb::etcdserverpb::{
 use raft_kv::pb::kvcmd::MemberAttributes;
 use raft_kv::{Command, KvStore, Op, Outcome};
 use raft_runtime::{RaftHandle, RaftNode, RuntimeConfig, WalStore};
+use reload::Reloader;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -58,19 +61,38 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
     move |source| NodeError::Io { what, source }
 }
 
-/// Runs the node described by `config` until SIGTERM or SIGINT.
-pub async fn run(config: NodeConfig, log: LogHandle) -> Result<(), NodeError> {
-    let _ = log; // Kept for hot reload of `log_filter`.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(io("installing the SIGTERM handler"))?;
+/// Runs the node described by `config` (loaded from `source`) until SIGTERM or SIGINT;
+/// reloads the configuration on SIGHUP and when the file changes.
+pub async fn run(
+    config: NodeConfig,
+    source: ConfigSource,
+    log: LogHandle,
+) -> Result<(), NodeError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(io("installing the SIGTERM handler"))?;
+    // Installed before anything else: SIGHUP's default action would end the process.
+    let hup = signal(SignalKind::hangup()).map_err(io("installing the SIGHUP handler"))?;
     let stop = async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
         }
     };
-    let node = Node::start(&config).await?;
+    let mut node = Node::start(&config, source, Some(log)).await?;
+    node.watch(hup);
     node.run_until(stop).await
+}
+
+/// The runtime settings of `config` (at start and at every reload).
+pub fn runtime_config(config: &NodeConfig) -> Result<RuntimeConfig, ConfigError> {
+    let mut rc = RuntimeConfig::new(config.id);
+    rc.raft = config.raft_core_config()?;
+    rc.tick = config.raft.tick_interval;
+    rc.request_timeout = config.raft.request_timeout;
+    rc.max_batch_proposals = config.raft.max_batch_proposals;
+    // State-machine snapshots are not wired yet (see KvMachine): never compact.
+    rc.snapshot_threshold = 0;
+    Ok(rc)
 }
 
 /// A started node.
@@ -84,11 +106,20 @@ pub struct Node {
     publisher: tokio::task::JoinHandle<()>,
     /// The HTTP endpoint on `listen_metrics`, when configured.
     http: Option<tokio::task::JoinHandle<()>>,
+    reloader: Arc<Reloader>,
+    /// Background tasks stopped at shutdown (the fault switch, reload watchers).
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Node {
     /// Opens the data directory and starts every component.
-    pub async fn start(config: &NodeConfig) -> Result<Node, NodeError> {
+    /// `source` is where `config` came from (re-read at every reload) and `log` changes the
+    /// log filter.
+    pub async fn start(
+        config: &NodeConfig,
+        source: ConfigSource,
+        log: Option<LogHandle>,
+    ) -> Result<Node, NodeError> {
         let id = config.id;
         let data = config.data_dir();
         std::fs::create_dir_all(&data)
@@ -134,14 +165,8 @@ impl Node {
             .await
             .map_err(io(format!("binding the client address {client_addr}")))?;
 
-        let mut rc = RuntimeConfig::new(id);
-        rc.raft = config.raft_core_config()?;
-        rc.tick = config.raft.tick_interval;
+        let mut rc = runtime_config(config)?;
         rc.bootstrap = bootstrap;
-        rc.request_timeout = config.raft.request_timeout;
-        rc.max_batch_proposals = config.raft.max_batch_proposals;
-        // State-machine snapshots are not wired yet (see KvMachine): never compact.
-        rc.snapshot_threshold = 0;
         let transport = Arc::new(NetTransport::new(net.clone(), book.clone()));
         let handle = RaftNode::start(
             rc,
@@ -155,6 +180,22 @@ impl Node {
         )
         .await?;
 
+        let reloader = Arc::new(Reloader::new(
+            config.clone(),
+            source,
+            log,
+            handle.clone(),
+            net.clone(),
+        ));
+        let mut tasks = Vec::new();
+        if faults::enabled() {
+            let net = net.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = faults::serve(net).await {
+                    tracing::warn!(%e, "fault switch not installed");
+                }
+            }));
+        }
         let limit = config.request_size_limit.as_usize();
         let service = EtcdService::new(Ctx {
             handle: handle.clone(),
@@ -178,7 +219,11 @@ impl Node {
                     ClusterServer::new(service.clone()).max_decoding_message_size(max_decode),
                 )
                 .add_service(MaintenanceServer::new(service).max_decoding_message_size(max_decode))
-                .add_service(AdminService::new(handle.clone()).into_server())
+                .add_service(
+                    AdminService::new(handle.clone())
+                        .with_reloader(reloader.clone())
+                        .into_server(),
+                )
                 .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), async {
                     let _ = stop_rx.await;
                 }),
@@ -221,7 +266,23 @@ impl Node {
             api_stop,
             publisher,
             http,
+            reloader,
+            tasks,
         })
+    }
+
+    /// The running configuration and its reloads.
+    pub fn reloader(&self) -> &Arc<Reloader> {
+        &self.reloader
+    }
+
+    /// Reloads the configuration on `hup` (SIGHUP) and whenever the file changes (checked
+    /// every second).
+    pub fn watch(&mut self, hup: tokio::signal::unix::Signal) {
+        let r = self.reloader.clone();
+        let on_hup = tokio::spawn(r.clone().on_sighup(hup));
+        let on_file = tokio::spawn(r.watch_file(Duration::from_secs(1)));
+        self.tasks.extend([on_hup, on_file]);
     }
 
     /// Serves until `stop` completes (or the API server fails), then shuts down.
@@ -251,6 +312,9 @@ impl Node {
         self.publisher.abort();
         if let Some(http) = &self.http {
             http.abort();
+        }
+        for t in &self.tasks {
+            t.abort();
         }
         let _ = self.api_stop.send(());
         let _ = tokio::time::timeout(Duration::from_millis(200), self.api).await;

@@ -61,10 +61,4 @@ impl<L: LogRead> Raft<L> {
         }
         Ok(())
     }
-
-    /// The current randomized election timeout, in ticks (tests).
-    #[cfg(test)]
-    pub(crate) fn randomized_timeout(&self) -> u64 {
-        self.randomized_timeout
-    }
 }

@@ -120,6 +120,19 @@ enum Cmd {
         /// The new leader's id.
         target: u64,
     },
+    /// Node configuration.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Makes every endpoint re-read its configuration file and apply the settings that
+    /// may change at run time; prints the changed keys per endpoint. Exits 1 when an
+    /// endpoint refused (invalid file, or a setting that needs a restart).
+    Reload,
 }
 
 #[derive(Subcommand, Debug)]
@@ -334,6 +347,9 @@ async fn run(args: Args) -> Result<i32> {
         Cmd::Status => return status(&client).await,
         Cmd::Metrics { address } => return metrics_summary(&address, args.timeout).await,
         Cmd::MoveLeader { target } => return move_leader(&client, target).await,
+        Cmd::Config {
+            cmd: ConfigCmd::Reload,
+        } => return config_reload(&client).await,
     }
     Ok(0)
 }
@@ -655,4 +671,29 @@ async fn move_leader(client: &Client, target: u64) -> Result<i32> {
         .await?;
     println!("Leadership transferred from {leader} to {target}");
     Ok(0)
+}
+
+async fn config_reload(client: &Client) -> Result<i32> {
+    use raft_node::pb::admin::{ReloadConfigRequest, admin_client::AdminClient};
+    let mut code = 0;
+    for ep in client.endpoints() {
+        let answer = client
+            .only(ep)
+            .call(|ch| async move {
+                AdminClient::new(ch)
+                    .reload_config(ReloadConfigRequest {})
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await;
+        match answer {
+            Ok(r) if r.changed.is_empty() => println!("{ep}: reloaded, nothing changed"),
+            Ok(r) => println!("{ep}: reloaded, changed: {}", r.changed.join(", ")),
+            Err(e) => {
+                eprintln!("{ep}: reload refused: {e}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
 }

@@ -6,7 +6,17 @@ use raft_node::cli::RaftdArgs;
 
 fn main() {
     let args = RaftdArgs::parse();
-    let config = match args.load() {
+    let source = match args.overrides() {
+        Ok(overrides) => raft_node::config::ConfigSource {
+            file: args.config.clone(),
+            overrides,
+        },
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let config = match source.load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
@@ -42,7 +52,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let result = runtime.block_on(raft_node::node::run(config, log));
+    let result = runtime.block_on(raft_node::node::run(config, source, log));
     // Everything durable is flushed by now; exit without waiting for background threads.
     match result {
         Ok(()) => std::process::exit(0),

@@ -1,0 +1,171 @@
+//! Hot reload: the running configuration lives in an [`ArcSwap`]; a reload (SIGHUP, a change
+//! of the file, or the `ReloadConfig` rpc) reads the file again with the same command-line
+//! overrides, refuses it when it is invalid or changes a setting fixed at start, and
+//! otherwise applies the changed settings to the runtime, the transport and the log filter.
+
+use super::machine::KvMachine;
+use crate::config::{ConfigError, ConfigSource, DiffError, NodeConfig};
+use crate::logging::LogHandle;
+use arc_swap::ArcSwap;
+use metrics::counter;
+use raft_metrics::node as m;
+use raft_runtime::RaftHandle;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a reload was refused; the configuration in force stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// raftd was started without `--config`: there is nothing to re-read.
+    #[error("raftd was started without --config: there is no file to reload")]
+    NoFile,
+    /// The new file (with the flags) is not a valid configuration.
+    #[error("the new configuration is invalid: {0}")]
+    Invalid(#[from] ConfigError),
+    /// The new file changes settings that need a restart.
+    #[error(transparent)]
+    Fixed(#[from] DiffError),
+    /// The runtime refused the new settings.
+    #[error("the runtime refused the new settings: {0}")]
+    Refused(String),
+}
+
+impl ReloadError {
+    /// The `reason` label of the failure counter.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReloadError::NoFile => "no_file",
+            ReloadError::Invalid(_) => "invalid",
+            ReloadError::Fixed(_) => "fixed_key",
+            ReloadError::Refused(_) => "refused",
+        }
+    }
+}
+
+/// The running configuration of a node and what applies a new one.
+pub struct Reloader {
+    source: ConfigSource,
+    current: ArcSwap<NodeConfig>,
+    log: Option<LogHandle>,
+    handle: RaftHandle<KvMachine>,
+    net: raft_net::PeerTransport,
+    /// One reload at a time.
+    busy: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("file", &self.source.file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reloader {
+    /// A reloader starting from `config` (loaded from `source`).
+    pub fn new(
+        config: NodeConfig,
+        source: ConfigSource,
+        log: Option<LogHandle>,
+        handle: RaftHandle<KvMachine>,
+        net: raft_net::PeerTransport,
+    ) -> Self {
+        Self {
+            source,
+            current: ArcSwap::from_pointee(config),
+            log,
+            handle,
+            net,
+            busy: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn current(&self) -> Arc<NodeConfig> {
+        self.current.load_full()
+    }
+
+    /// The configuration file, if raftd was started with one.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        self.source.file.as_deref()
+    }
+
+    /// Reloads (see the module documentation) and returns the keys that changed; counts
+    /// the outcome under `trigger` (`sighup`, `file` or `rpc`).
+    pub async fn reload(&self, trigger: &'static str) -> Result<Vec<&'static str>, ReloadError> {
+        let _one = self.busy.lock().await;
+        let outcome = self.apply().await;
+        match &outcome {
+            Ok(changed) => {
+                counter!(m::CONFIG_RELOADS, "trigger" => trigger).increment(1);
+                tracing::info!(trigger, changed = ?changed, "configuration reloaded");
+            }
+            Err(e) => {
+                counter!(m::CONFIG_RELOAD_FAILURES, "trigger" => trigger, "reason" => e.reason())
+                    .increment(1);
+                tracing::warn!(trigger, error = %e, "configuration reload refused");
+            }
+        }
+        outcome
+    }
+
+    async fn apply(&self) -> Result<Vec<&'static str>, ReloadError> {
+        if self.source.file.is_none() {
+            return Err(ReloadError::NoFile);
+        }
+        let new = self.source.load()?;
+        let old = self.current.load_full();
+        let changed = old.diff(&new)?;
+        if changed.is_empty() {
+            return Ok(changed);
+        }
+        // The runtime first: it is the only part that may still refuse.
+        if changed.iter().any(|k| k.starts_with("raft.")) {
+            let rc = super::runtime_config(&new)?;
+            self.handle
+                .reconfigure(rc)
+                .await
+                .map_err(|e| ReloadError::Refused(e.to_string()))?;
+        }
+        if changed.iter().any(|k| k.starts_with("compression.")) {
+            self.net.set_compression(new.compression.to_net());
+        }
+        if changed.contains(&"log_filter")
+            && let Some(log) = &self.log
+            && let Err(e) = log.set_filter(&new.log_filter)
+        {
+            // Validation parsed this filter already; keep going with the old one.
+            tracing::warn!(error = %e, "log_filter not changed");
+        }
+        self.current.store(Arc::new(new));
+        Ok(changed)
+    }
+
+    /// Reloads whenever the file's contents change, checking every `every` (runs until
+    /// aborted). A half-written file is refused and retried at the next change.
+    pub async fn watch_file(self: Arc<Self>, every: Duration) {
+        let Some(file) = self.source.file.clone() else {
+            return;
+        };
+        // A small file read once a second: blocking the worker that long is harmless.
+        let mut last = std::fs::read(&file).ok();
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let now = std::fs::read(&file).ok();
+            if now.is_some() && now != last {
+                last = now;
+                let _ = self.reload("file").await;
+            }
+        }
+    }
+
+    /// Reloads on every SIGHUP (runs until aborted).
+    pub async fn on_sighup(self: Arc<Self>, mut hup: tokio::signal::unix::Signal) {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received, reloading the configuration");
+            let _ = self.reload("sighup").await;
+        }
+    }
+}
