@@ -37,6 +37,8 @@ pub fn run(flags: &mut Flags) -> Result<()> {
     } else {
         util::run(cargo().args(["test", "--workspace", "--locked"]))?;
     }
+    // The short failure drills (real raftd processes, about 15 s each).
+    crate::drill::run(&mut Flags::new(vec!["--short".into()])?, "leader-kill")?;
     util::run(
         cargo()
             .args(["doc", "--workspace", "--no-deps", "--locked"])

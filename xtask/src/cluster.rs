@@ -165,7 +165,7 @@ fn demo(raftctl: &Path, endpoints: &str, nodes: &mut [Node]) -> Result<()> {
 }
 
 /// Runs raftctl; returns (success, stdout + stderr).
-fn ctl(raftctl: &Path, endpoints: &str, args: &[&str]) -> Result<(bool, String)> {
+pub(crate) fn ctl(raftctl: &Path, endpoints: &str, args: &[&str]) -> Result<(bool, String)> {
     let out = Command::new(raftctl)
         .args(["--endpoints", endpoints, "--timeout", "3s"])
         .args(args)
@@ -198,7 +198,7 @@ fn stop(nodes: &mut [Node]) {
 }
 
 /// `n` distinct ports that were free a moment ago on 127.0.0.1.
-fn free_ports(n: usize) -> Result<Vec<u16>> {
+pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>> {
     let listeners: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<std::io::Result<_>>()?;

@@ -7,6 +7,7 @@
 mod ci;
 mod cluster;
 mod deny;
+mod drill;
 mod release;
 mod util;
 
@@ -18,7 +19,7 @@ usage: cargo xtask <task> [options]
 tasks:
   ci [--advisory-db-bundle PATH] [--no-deny]
         fmt check, clippy -D warnings, layering check, tests (nextest when installed),
-        rustdoc with warnings denied, cargo-deny
+        the short failure drills, rustdoc with warnings denied, cargo-deny
   layering
         fail if raft-core's dependency tree holds tokio, tonic, prost or sled
   deny [--advisory-db-bundle PATH]
@@ -28,6 +29,11 @@ tasks:
         build raftd/raftctl (release), start a local 3-node cluster in a temp dir, wait for a
         leader, run a put/get demo and keep running until Ctrl-C; --demo stops after the
         demo and exits 0 when it passed
+  drill leader-kill [--short] [--release]
+        failure drill on a local 3-node cluster under a steady write load (3 concurrent
+        raftctl writers): SIGKILL the leader, time the new election and the first
+        acknowledged write, restart the node, and check that every acknowledged write reads
+        back from every node; exits non-zero when a check fails
   sim [--seed N | --seeds N [--from S]] [--ticks T] [--no-lin] [--trace] [--mutation NAME]
         run the deterministic cluster simulation (release build); a failing seed prints
         its trace and the command that replays it
@@ -80,6 +86,13 @@ fn run() -> Result<()> {
         "sim" => sim(args),
         "release" => release::run(&mut util::Flags::new(args)?),
         "cluster" => cluster::run(&mut util::Flags::new(args)?),
+        "drill" => {
+            if args.is_empty() {
+                bail!("drill needs a scenario (leader-kill)\n\n{USAGE}");
+            }
+            let scenario = args.remove(0);
+            drill::run(&mut util::Flags::new(args)?, &scenario)
+        }
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())
