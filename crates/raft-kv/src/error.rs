@@ -86,6 +86,9 @@ pub enum Error {
     /// A member id is not in the member list.
     #[error("etcdserver: member not found")]
     MemberNotFound,
+    /// The snapshot store (`raft-snapshot`) failed: I/O, a damaged file, a bad chain.
+    #[error("raft-kv: snapshot store: {0}")]
+    SnapshotStore(#[from] raft_snapshot::Error),
 }
 
 /// The crate's result type.
@@ -132,7 +135,8 @@ impl Error {
             Error::Storage(_)
             | Error::Corrupt(_)
             | Error::BadSnapshotRecord(_)
-            | Error::UnknownCapture(_) => tonic::Code::Internal,
+            | Error::UnknownCapture(_)
+            | Error::SnapshotStore(_) => tonic::Code::Internal,
         }
     }
 

@@ -12,6 +12,8 @@
 //! - [`KvStore`]: the state machine — [`apply_batch`](KvStore::apply_batch) of committed
 //!   entries, [`range`](KvStore::range) and read-only txns, the member list, and
 //!   copy-on-write snapshot [`capture`](KvStore::capture) / restore (module [`snapshot`]);
+//! - the store on `raft-snapshot`'s chain store: [`capture_snapshot`] (full or delta per
+//!   the chain), [`restore_from_store`], [`maintain_chains`] (merge and garbage collection);
 //! - [`validate`]: the checks the service makes before proposing.
 #![deny(missing_docs)]
 
@@ -21,6 +23,7 @@ mod layout;
 mod members;
 mod record;
 pub mod snapshot;
+mod snapshot_store;
 mod store;
 pub mod validate;
 
@@ -29,6 +32,9 @@ pub use error::{Error, Result};
 pub use members::Member;
 pub use record::Record;
 pub use snapshot::{Capture, CaptureInfo, CaptureKind, CaptureRecords, Restore, SnapshotRecord};
+pub use snapshot_store::{
+    KvRestoreSink, PendingSnapshot, RecordSource, capture_snapshot, maintain_chains, restore_from_store,
+};
 pub use store::{
     ApplyEntry, ApplyResult, EntryPayload, KvStore, Outcome, Response, StoreStatus, TREE_NAME,
 };

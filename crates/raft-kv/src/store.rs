@@ -268,6 +268,12 @@ impl KvStore {
         }
     }
 
+    /// True while a snapshot restore is unfinished (also after a crash in the middle of
+    /// one): the store then refuses apply and reads until a restore completes.
+    pub fn restore_pending(&self) -> bool {
+        self.shared.state.read().restoring
+    }
+
     /// Bytes the sled database uses on disk (for `Maintenance.Status`).
     pub fn db_size(&self) -> Result<u64> {
         Ok(self.shared.db.size_on_disk()?)
