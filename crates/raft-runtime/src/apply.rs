@@ -64,7 +64,7 @@ pub(crate) enum Event {
     },
     /// The log was compacted up to `index` (or failed to be).
     Compacted {
-        index: u64,
+        meta: SnapshotMeta,
         result: std::result::Result<(), BoxError>,
     },
     /// A snapshot transfer to `to` ended.

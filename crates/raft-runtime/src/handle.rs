@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::node::Request;
 use crate::state_machine::StateMachine;
 use bytes::Bytes;
-use raft_core::{ConfChange, ConfChangeOp, ConfChangeTransition, Membership, NodeId, Status};
+use raft_core::{ConfChange, ConfChangeOp, ConfChangeTransition, Membership, NodeId, SnapshotMeta, Status};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -273,6 +273,14 @@ impl<SM: StateMachine> RaftHandle<SM> {
     /// The node's protocol status.
     pub async fn status(&self) -> Result<Status> {
         self.call("the status", |tx| Request::Status { tx }).await
+    }
+
+    /// Takes a state-machine snapshot at the applied index now and compacts the log up to
+    /// it; returns what the log was compacted to. When a snapshot is being built already,
+    /// its outcome is the answer; when nothing was applied since the last one, that one is.
+    /// Bounded by the request timeout ([`with_timeout`](Self::with_timeout) for big states).
+    pub async fn snapshot(&self) -> Result<SnapshotMeta> {
+        self.call("the snapshot", |tx| Request::Snapshot { tx }).await
     }
 
     /// Stops the node: fails pending requests with [`Error::Shutdown`], flushes the log and

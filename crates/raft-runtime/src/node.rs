@@ -19,7 +19,7 @@ use crate::storage::LogStore;
 use crate::transport::{Inbound, Transport};
 use bytes::Bytes;
 use metrics::counter;
-use raft_core::{Membership, NodeId, RawNode, Role, Status};
+use raft_core::{Membership, NodeId, RawNode, Role, SnapshotMeta, Status};
 use raft_metrics::runtime as m;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -55,6 +55,9 @@ pub(crate) enum Request<SM: StateMachine> {
     Reconfigure {
         config: Box<RuntimeConfig>,
         tx: oneshot::Sender<Result<()>>,
+    },
+    Snapshot {
+        tx: oneshot::Sender<Result<SnapshotMeta>>,
     },
     Shutdown {
         tx: oneshot::Sender<Result<()>>,
@@ -167,6 +170,7 @@ impl RaftNode {
             handed: applied,
             snapshot_index: snap.index,
             snapshot_busy: false,
+            snapshot_waiters: Vec::new(),
             conf: None,
             handed_membership: status.membership.clone(),
             transfers: Vec::new(),
@@ -259,6 +263,9 @@ pub(crate) struct Loop<SM: StateMachine, S: LogStore, T: Transport> {
     /// The index of the last snapshot the log was compacted to.
     pub snapshot_index: u64,
     pub snapshot_busy: bool,
+    /// Callers of `RaftHandle::snapshot` waiting for the snapshot being built (and the log
+    /// compacted to it).
+    pub snapshot_waiters: Vec<oneshot::Sender<Result<SnapshotMeta>>>,
     pub conf: Option<ConfWaiter>,
     /// The membership as of the last entry handed to the apply thread.
     pub handed_membership: Membership,
@@ -512,6 +519,7 @@ pub(crate) fn fail_request<SM: StateMachine>(r: Request<SM>, e: Error) {
         Request::Campaign { tx } => drop(tx.send(Err(e))),
         Request::Status { tx } => drop(tx.send(Err(e))),
         Request::Reconfigure { tx, .. } => drop(tx.send(Err(e))),
+        Request::Snapshot { tx } => drop(tx.send(Err(e))),
         Request::Shutdown { tx } => drop(tx.send(Ok(()))),
     }
 }

@@ -328,6 +328,8 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             } => {
                 result.map_err(Error::StateMachine)?;
                 self.applied = self.applied.max(index);
+                // The log now starts after the snapshot: count the next threshold from it.
+                self.snapshot_index = self.snapshot_index.max(index);
                 self.handed = self.handed.max(index);
                 self.stats.applied.store(self.applied, Ordering::Relaxed);
                 self.complete_write(number)?;
@@ -341,27 +343,35 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             Event::SnapshotBuilt { meta, result } => match result {
                 Ok(()) => {
                     counter!(m::SNAPSHOTS_BUILT).increment(1);
-                    let index = meta.index;
                     let events = self.events_tx.clone();
+                    let done = meta.clone();
                     self.raw.log_mut().compact(
                         meta,
                         Box::new(move |result| {
-                            let _ = events.send(Event::Compacted { index, result });
+                            let _ = events.send(Event::Compacted { meta: done, result });
                         }),
                     )?;
                 }
                 Err(e) => {
                     self.snapshot_busy = false;
                     tracing::warn!(index = meta.index, error = %e, "snapshot not built");
+                    let msg = format!("snapshot at index {} not built: {e}", meta.index);
+                    for tx in self.snapshot_waiters.drain(..) {
+                        let _ = tx.send(Err(Error::StateMachine(msg.clone().into())));
+                    }
                 }
             },
-            Event::Compacted { index, result } => {
+            Event::Compacted { meta, result } => {
                 self.snapshot_busy = false;
                 match result {
                     Ok(()) => {
+                        let index = meta.index;
                         self.snapshot_index = self.snapshot_index.max(index);
                         self.raw.on_compacted(index)?;
                         tracing::info!(index, "log compacted");
+                        for tx in self.snapshot_waiters.drain(..) {
+                            let _ = tx.send(Ok(meta.clone()));
+                        }
                     }
                     Err(e) => return Err(Error::Storage(e)),
                 }
@@ -421,14 +431,36 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
     /// Starts a snapshot once enough entries were applied since the last one.
     fn maybe_snapshot(&mut self) -> Result<()> {
         let threshold = self.cfg.snapshot_threshold;
-        if threshold == 0
-            || self.snapshot_busy
-            || self.applied < self.snapshot_index.saturating_add(threshold)
-        {
+        if threshold == 0 || self.applied < self.snapshot_index.saturating_add(threshold) {
+            return Ok(());
+        }
+        self.start_snapshot()
+    }
+
+    /// Starts a snapshot at the applied index now, unless one is being built already (its
+    /// outcome then answers the waiters too) or nothing was applied since the last one
+    /// (waiters are answered with that one at once).
+    pub(crate) fn start_snapshot(&mut self) -> Result<()> {
+        if self.snapshot_busy {
             return Ok(());
         }
         let index = self.applied;
+        if index == self.snapshot_index {
+            if let Ok(meta) = self.raw.log().snapshot_meta()
+                && meta.index == index
+            {
+                for tx in self.snapshot_waiters.drain(..) {
+                    let _ = tx.send(Ok(meta.clone()));
+                }
+                return Ok(());
+            }
+        }
         let Ok(term) = self.raw.log().term(index) else {
+            for tx in self.snapshot_waiters.drain(..) {
+                let _ = tx.send(Err(Error::StateMachine(
+                    format!("no term known for the applied index {index}").into(),
+                )));
+            }
             return Ok(());
         };
         self.snapshot_busy = true;

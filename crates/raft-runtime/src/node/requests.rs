@@ -65,6 +65,10 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                 Request::Reconfigure { config, tx } => {
                     let _ = tx.send(self.reconfigure(*config));
                 }
+                Request::Snapshot { tx } => {
+                    self.snapshot_waiters.push(tx);
+                    self.start_snapshot()?;
+                }
                 Request::Shutdown { tx } => {
                     *shutdown = Some(tx);
                     break;

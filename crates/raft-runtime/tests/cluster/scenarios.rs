@@ -571,3 +571,23 @@ async fn reconfigure_applies_new_settings_and_refuses_fixed_ones() {
     assert_eq!(c.wait_leader().await, leader);
     assert_eq!(c.get(leader, "r19").await.as_deref(), Some("v"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requested_snapshot_compacts_the_log_at_once() {
+    // Threshold 0: only requests take snapshots.
+    let c = Cluster::start_with(3, 0).await;
+    let leader = c.wait_leader().await;
+    for i in 0..20 {
+        c.handle(leader)
+            .propose(put(&format!("m{i}"), "v"))
+            .await
+            .unwrap();
+    }
+    let applied = c.handle(leader).stats().applied;
+    let meta = c.handle(leader).snapshot().await.unwrap();
+    assert!(meta.index >= applied, "{} < {applied}", meta.index);
+    assert!(c.snapshots.lock().unwrap().contains_key(&meta.index));
+    // Nothing applied since: the same snapshot answers again.
+    let again = c.handle(leader).snapshot().await.unwrap();
+    assert_eq!(again.index, meta.index);
+}
