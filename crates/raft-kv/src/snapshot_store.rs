@@ -279,7 +279,11 @@ mod tests {
             // The changed keys (round 0 also k000, written after the base's capture) plus
             // the three metadata records.
             let expected = if round == 0 { 3 } else { 2 } + 3;
-            assert_eq!(info.puts + info.deletes, expected, "only the changes: {info:?}");
+            assert_eq!(
+                info.puts + info.deletes,
+                expected,
+                "only the changes: {info:?}"
+            );
             tips.push(info);
             assert!(maintain_chains(&store, &policy, 10).unwrap().is_none());
         }

@@ -8,14 +8,20 @@ use crate::pb::admin::{self as pb, admin_server};
 use crate::service::runtime_status;
 use raft_core::{ProgressState, Role};
 use raft_runtime::RaftHandle;
+use raft_snapshot::{SnapshotKind, SnapshotStore};
 use std::sync::Arc;
+use std::time::Duration;
 use tonic::{Request, Response, Status};
+
+/// The longest `Snapshot` waits for the snapshot to be written.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The administration service of one node.
 #[derive(Clone)]
 pub struct AdminService {
     handle: RaftHandle<KvMachine>,
     reloader: Option<Arc<Reloader>>,
+    snapshots: Option<SnapshotStore>,
 }
 
 impl AdminService {
@@ -24,12 +30,19 @@ impl AdminService {
         Self {
             handle,
             reloader: None,
+            snapshots: None,
         }
     }
 
     /// Serves `ReloadConfig` with `reloader`.
     pub fn with_reloader(mut self, reloader: Arc<Reloader>) -> Self {
         self.reloader = Some(reloader);
+        self
+    }
+
+    /// `Snapshot` answers with the newest snapshot of `store`.
+    pub fn with_snapshot_store(mut self, store: SnapshotStore) -> Self {
+        self.snapshots = Some(store);
         self
     }
 
@@ -63,9 +76,41 @@ impl admin_server::Admin for AdminService {
         &self,
         _request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<pb::SnapshotResponse>, Status> {
-        Err(Status::unimplemented(
-            "raftd does not take state-machine snapshots yet",
-        ))
+        let Some(store) = &self.snapshots else {
+            return Err(Status::failed_precondition(
+                "this node keeps no snapshot store",
+            ));
+        };
+        // A big state takes a while to write: far longer than a client request.
+        let meta = self
+            .handle
+            .with_timeout(SNAPSHOT_TIMEOUT)
+            .snapshot()
+            .await
+            .map_err(runtime_status)?;
+        // The snapshot is taken at the applied index, which may be past what the log was
+        // compacted to: the store's newest snapshot covers at least `meta.index`.
+        let tip = store
+            .latest()
+            .map(|c| c.tip().clone())
+            .filter(|t| t.index >= meta.index)
+            .ok_or_else(|| {
+                Status::internal(format!(
+                    "the log was compacted to {} but the store holds no snapshot there",
+                    meta.index
+                ))
+            })?;
+        Ok(Response::new(pb::SnapshotResponse {
+            id: tip.id.to_string(),
+            index: tip.index,
+            term: tip.term,
+            size_bytes: tip.size,
+            kind: match tip.kind {
+                SnapshotKind::Full => "full",
+                SnapshotKind::Delta => "incremental",
+            }
+            .to_string(),
+        }))
     }
 
     async fn reload_config(

@@ -95,6 +95,8 @@ pub struct NodeConfig {
     pub compression: CompressionSection,
     /// Peer transport limits.
     pub peer: PeerSection,
+    /// State-machine snapshot chains and their upload.
+    pub snapshot: SnapshotSection,
 }
 
 impl Default for NodeConfig {
@@ -117,6 +119,7 @@ impl Default for NodeConfig {
             wal: WalSection::default(),
             compression: CompressionSection::default(),
             peer: PeerSection::default(),
+            snapshot: SnapshotSection::default(),
         }
     }
 }
@@ -392,6 +395,57 @@ impl Default for PeerSection {
     }
 }
 
+/// `[snapshot]`: state-machine snapshot chains (`<data_dir>/snap`) and their upload. When
+/// snapshots are taken is `raft.snapshot_threshold`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotSection {
+    /// Merge the chain into a new base once it holds more than this many snapshots (base
+    /// plus deltas; default 8).
+    pub max_chain_len: usize,
+    /// Merge the chain once its deltas together exceed this fraction of the base's size
+    /// (default 0.5).
+    pub max_delta_ratio: f64,
+    /// Upload every new snapshot to this directory (a local object store, the layout
+    /// `raftd restore --from` reads) in the background, retrying with backoff. None by
+    /// default.
+    pub upload_dir: Option<PathBuf>,
+}
+
+impl Default for SnapshotSection {
+    fn default() -> Self {
+        let p = raft_snapshot::ChainPolicy::default();
+        Self {
+            max_chain_len: p.max_chain_len,
+            max_delta_ratio: p.max_delta_ratio,
+            upload_dir: None,
+        }
+    }
+}
+
+impl SnapshotSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_chain_len == 0 {
+            return err("snapshot.max_chain_len must be at least 1");
+        }
+        if !(self.max_delta_ratio.is_finite() && self.max_delta_ratio > 0.0) {
+            return err(format!(
+                "snapshot.max_delta_ratio ({}) must be a positive number",
+                self.max_delta_ratio
+            ));
+        }
+        Ok(())
+    }
+
+    /// The chain merge policy.
+    pub fn policy(&self) -> raft_snapshot::ChainPolicy {
+        raft_snapshot::ChainPolicy {
+            max_chain_len: self.max_chain_len,
+            max_delta_ratio: self.max_delta_ratio,
+        }
+    }
+}
+
 /// The default cluster token.
 pub const DEFAULT_CLUSTER_TOKEN: &str = "raft-cluster";
 
@@ -557,6 +611,7 @@ impl NodeConfig {
         self.wal.validate()?;
         self.compression.validate()?;
         self.peer.validate()?;
+        self.snapshot.validate()?;
         // The protocol crate's own checks (after ours, which say more).
         self.raft_core_config()?;
         Ok(())
@@ -669,6 +724,7 @@ impl NodeConfig {
         check("raft.priority", self.raft.priority == new.raft.priority);
         check("wal", self.wal == new.wal);
         check("peer", self.peer == new.peer);
+        check("snapshot", self.snapshot == new.snapshot);
         out
     }
 

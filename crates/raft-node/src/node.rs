@@ -5,12 +5,13 @@
 pub mod faults;
 pub mod machine;
 pub mod reload;
+pub mod snapshots;
 
 use crate::admin::AdminService;
 use crate::config::{ConfigError, ConfigSource, NodeConfig, strip_scheme};
 use crate::logging::LogHandle;
 use crate::service::{Ctx, EtcdService};
-use machine::{AddressBook, KvMachine, NetTransport};
+use machine::{AddressBook, KvMachine, NetTransport, SnapshotCtx};
 use raft_core::Membership;
 use raft_kv::pb::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
@@ -54,6 +55,9 @@ pub enum NodeError {
     /// The client API server failed.
     #[error("client API server: {0}")]
     Serve(String),
+    /// The snapshot store failed.
+    #[error("snapshot store: {0}")]
+    Snapshot(#[from] raft_snapshot::Error),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
@@ -90,8 +94,7 @@ pub fn runtime_config(config: &NodeConfig) -> Result<RuntimeConfig, ConfigError>
     rc.tick = config.raft.tick_interval;
     rc.request_timeout = config.raft.request_timeout;
     rc.max_batch_proposals = config.raft.max_batch_proposals;
-    // State-machine snapshots are not wired yet (see KvMachine): never compact.
-    rc.snapshot_threshold = 0;
+    rc.snapshot_threshold = config.raft.snapshot_threshold;
     Ok(rc)
 }
 
@@ -109,6 +112,7 @@ pub struct Node {
     reloader: Arc<Reloader>,
     /// Background tasks stopped at shutdown (the fault switch, reload watchers).
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    uploader: Option<Arc<raft_snapshot::Uploader>>,
 }
 
 impl Node {
@@ -144,16 +148,39 @@ impl Node {
             config.wal_settings(),
         )?);
         let store = KvStore::open(data.join("kv"))?;
+        let snapshots = raft_snapshot::SnapshotStore::open_dir(
+            data.join("snap"),
+            raft_snapshot::StoreOptions::default(),
+        )?;
+        finish_interrupted_restore(&store, &snapshots, &wal)?;
+        let uploader = match &config.snapshot.upload_dir {
+            Some(dir) => {
+                let target = Arc::new(raft_snapshot::LocalDirStore::new(dir)?);
+                Some(Arc::new(raft_snapshot::Uploader::start(
+                    snapshots.clone(),
+                    target,
+                    raft_snapshot::UploaderOptions::default(),
+                )?))
+            }
+            None => None,
+        };
         let members = config.initial_members()?;
         let book = AddressBook::new(members.clone());
         let bootstrap = (!config.join).then(|| Membership {
             voters: members.keys().copied().collect(),
             ..Membership::default()
         });
-        let machine = KvMachine::new(store.clone(), book.clone(), bootstrap.clone());
+        let machine = KvMachine::new(store.clone(), book.clone(), bootstrap.clone())
+            .with_snapshots(SnapshotCtx {
+                store: snapshots.clone(),
+                policy: config.snapshot.policy(),
+                uploader: uploader.clone(),
+            });
 
-        let (inbound, rx) =
-            raft_net::Inbound::channels(4096, Arc::new(raft_net::MemorySnapshotSink::new()));
+        let (inbound, rx) = raft_net::Inbound::channels(
+            4096,
+            Arc::new(snapshots::StoreSink::new(snapshots.clone())),
+        );
         let net = raft_net::PeerTransport::new(config.transport_config(), inbound)?;
         let peer_addr = strip_scheme(&config.listen_peer).to_string();
         let peer_listener = TcpListener::bind(&peer_addr)
@@ -167,7 +194,9 @@ impl Node {
 
         let mut rc = runtime_config(config)?;
         rc.bootstrap = bootstrap;
-        let transport = Arc::new(NetTransport::new(net.clone(), book.clone()));
+        let transport = Arc::new(
+            NetTransport::new(net.clone(), book.clone()).with_snapshot_store(snapshots.clone()),
+        );
         let handle = RaftNode::start(
             rc,
             WalStore::new(wal),
@@ -222,6 +251,7 @@ impl Node {
                 .add_service(
                     AdminService::new(handle.clone())
                         .with_reloader(reloader.clone())
+                        .with_snapshot_store(snapshots.clone())
                         .into_server(),
                 )
                 .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), async {
@@ -268,6 +298,7 @@ impl Node {
             http,
             reloader,
             tasks,
+            uploader,
         })
     }
 
@@ -326,6 +357,12 @@ impl Node {
         if let Err(e) = self.store.flush() {
             tracing::warn!(%e, "flushing the key-value store");
         }
+        if let Some(up) = &self.uploader {
+            let st = up.status();
+            if st.queued > 0 {
+                tracing::warn!(queued = st.queued, "snapshot uploads left unfinished");
+            }
+        }
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "raftd stopped"
@@ -335,6 +372,26 @@ impl Node {
         std::mem::forget(self.store);
         std::mem::forget(self.handle);
     }
+}
+
+/// A crash in the middle of a snapshot restore leaves the key-value store refusing to
+/// serve. The chain being restored was made current in the snapshot store before the
+/// restore began, so restore it again; when the WAL does not hold the chain's last entry
+/// (the crash came before the log was replaced), replace the log by the snapshot too.
+fn finish_interrupted_restore(
+    kv: &KvStore,
+    snapshots: &raft_snapshot::SnapshotStore,
+    wal: &raft_log::Wal,
+) -> Result<(), NodeError> {
+    if !kv.restore_pending() {
+        return Ok(());
+    }
+    tracing::warn!("an interrupted snapshot restore is finished first");
+    let tip = raft_kv::restore_from_store(kv, snapshots, None)?;
+    if wal.last_index() < tip.index {
+        wal.install_snapshot(tip.meta())?.wait()?;
+    }
+    Ok(())
 }
 
 /// Publishes this member's name and client URL through the log once a leader is known,

@@ -398,11 +398,22 @@ impl maintenance_server::Maintenance for EtcdService {
         Err(Status::unimplemented("Hash is not supported by raftd"))
     }
 
+    /// A CRC-32C of this member's keys and records (`KvStore::hash_kv`), read locally: equal
+    /// on members at the same applied index. `revision` must be 0 or the current one.
     async fn hash_kv(
         &self,
-        _req: Request<pb::HashKvRequest>,
+        req: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
-        Err(Status::unimplemented("HashKV is not supported by raftd"))
+        let store = &self.ctx.store;
+        let (hash, hash_revision) = store
+            .hash_kv(req.into_inner().revision)
+            .map_err(kv_status)?;
+        Ok(Response::new(pb::HashKvResponse {
+            header: self.header(hash_revision),
+            hash,
+            compact_revision: store.compact_revision(),
+            hash_revision,
+        }))
     }
 
     type SnapshotStream = tokio_stream::Empty<Result<pb::SnapshotResponse, Status>>;

@@ -6,7 +6,9 @@ use crate::error::{Error, Result};
 use crate::node::Request;
 use crate::state_machine::StateMachine;
 use bytes::Bytes;
-use raft_core::{ConfChange, ConfChangeOp, ConfChangeTransition, Membership, NodeId, SnapshotMeta, Status};
+use raft_core::{
+    ConfChange, ConfChangeOp, ConfChangeTransition, Membership, NodeId, SnapshotMeta, Status,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -280,7 +282,8 @@ impl<SM: StateMachine> RaftHandle<SM> {
     /// its outcome is the answer; when nothing was applied since the last one, that one is.
     /// Bounded by the request timeout ([`with_timeout`](Self::with_timeout) for big states).
     pub async fn snapshot(&self) -> Result<SnapshotMeta> {
-        self.call("the snapshot", |tx| Request::Snapshot { tx }).await
+        self.call("the snapshot", |tx| Request::Snapshot { tx })
+            .await
     }
 
     /// Stops the node: fails pending requests with [`Error::Shutdown`], flushes the log and

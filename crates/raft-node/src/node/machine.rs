@@ -7,11 +7,13 @@
 //! change, so every replica (and every later leader) learns the address in log order.
 
 use crate::config::strip_scheme;
+use crate::node::snapshots::StoreSource;
 use bytes::Bytes;
-use parking_lot::RwLock;
-use raft_core::{Membership, Message, NodeId, SnapshotMeta};
+use parking_lot::{Condvar, Mutex, RwLock};
+use raft_core::{Membership, Message, MessageBody, NodeId, SnapshotMeta};
 use raft_kv::{ApplyEntry, ApplyResult, Command, EntryPayload, KvStore, Member, Op};
 use raft_runtime::{BoxError, BoxFuture, Committed, Payload, StateMachine, Transport};
+use raft_snapshot::{ChainPolicy, SnapshotId, SnapshotStore, Uploader};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -58,6 +60,87 @@ impl AddressBook {
     }
 }
 
+/// Where [`KvMachine`] writes its snapshots and what it does after each one.
+#[derive(Clone)]
+pub struct SnapshotCtx {
+    /// The node's snapshot store (`<data dir>/snap`).
+    pub store: SnapshotStore,
+    /// When a chain is merged into a new base.
+    pub policy: ChainPolicy,
+    /// Uploads every new snapshot in the background, when configured.
+    pub uploader: Option<Arc<Uploader>>,
+}
+
+/// Unix time in milliseconds (snapshot creation times).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Whether a snapshot is being built (a capture is open): a restore waits for it to end,
+/// since the store takes one capture or restore at a time.
+#[derive(Default)]
+struct Building {
+    busy: Mutex<bool>,
+    idle: Condvar,
+}
+
+/// Marks a build as running until dropped (also when the build never starts).
+struct BuildGuard(Arc<Building>);
+
+impl BuildGuard {
+    fn new(b: &Arc<Building>) -> Self {
+        *b.busy.lock() = true;
+        BuildGuard(b.clone())
+    }
+}
+
+impl Drop for BuildGuard {
+    fn drop(&mut self) {
+        *self.0.busy.lock() = false;
+        self.0.idle.notify_all();
+    }
+}
+
+impl Building {
+    fn wait_idle(&self) {
+        let mut busy = self.busy.lock();
+        while *busy {
+            self.idle.wait(&mut busy);
+        }
+    }
+}
+
+/// The snapshot of `store` to restore for `meta`: one at exactly `meta.index` (the current
+/// chain's tip first), else the current chain when it is newer (its state includes
+/// `meta.index`; the entries between are not applied again).
+pub fn snapshot_for(store: &SnapshotStore, meta: &SnapshotMeta) -> Result<SnapshotId, BoxError> {
+    let head = store.latest().map(|c| c.tip().clone());
+    if let Some(h) = &head
+        && h.index == meta.index
+    {
+        return Ok(h.id);
+    }
+    if let Some(s) = store
+        .list()
+        .into_iter()
+        .filter(|s| s.index == meta.index)
+        .max_by_key(|s| s.created_ms)
+    {
+        return Ok(s.id);
+    }
+    match head {
+        Some(h) if h.index > meta.index => Ok(h.id),
+        _ => Err(format!(
+            "no snapshot at or after index {} in {}",
+            meta.index,
+            store.dir().display()
+        )
+        .into()),
+    }
+}
+
 /// raft-kv's store as the runtime's state machine.
 pub struct KvMachine {
     store: KvStore,
@@ -65,6 +148,12 @@ pub struct KvMachine {
     /// The membership of a new cluster (or the one a joining node's first snapshot
     /// carried): the member list the store starts with.
     seed: Option<Membership>,
+    /// Snapshots: `None` refuses to build or restore them (tests).
+    snapshots: Option<SnapshotCtx>,
+    /// The last membership applied in this process, with its index: a snapshot taken past
+    /// the index the runtime asked for carries it.
+    membership: Option<(u64, Membership)>,
+    building: Arc<Building>,
 }
 
 impl KvMachine {
@@ -75,7 +164,26 @@ impl KvMachine {
                 book.set(m.id, url);
             }
         }
-        Self { store, book, seed }
+        Self {
+            store,
+            book,
+            seed,
+            snapshots: None,
+            membership: None,
+            building: Arc::default(),
+        }
+    }
+
+    /// Builds and restores snapshots with `ctx`.
+    pub fn with_snapshots(mut self, ctx: SnapshotCtx) -> Self {
+        self.snapshots = Some(ctx);
+        self
+    }
+
+    fn snapshot_ctx(&self) -> Result<&SnapshotCtx, BoxError> {
+        self.snapshots
+            .as_ref()
+            .ok_or_else(|| "this node keeps no snapshot store".into())
     }
 
     fn members_of(&self, membership: &Membership) -> Vec<Member> {
@@ -140,6 +248,7 @@ impl StateMachine for KvMachine {
                     ..
                 } => {
                     seeded = true;
+                    self.membership = Some((c.index, m.clone()));
                     Some(self.members_of(m))
                 }
                 Payload::Empty if !seeded => {
@@ -170,15 +279,60 @@ impl StateMachine for KvMachine {
         self.store.applied_index()
     }
 
+    fn snapshot(&mut self, meta: &SnapshotMeta) -> Result<raft_runtime::SnapshotBuilder, BoxError> {
+        let ctx = self.snapshot_ctx()?.clone();
+        // The capture is at the store's applied index, which may be past `meta.index`
+        // (entries queued before the request were applied first).
+        let membership = match &self.membership {
+            Some((index, m)) if *index > meta.index => m.clone(),
+            _ => meta.membership.clone(),
+        };
+        let guard = BuildGuard::new(&self.building);
+        let pending = raft_kv::capture_snapshot(&self.store, &ctx.store, membership)?;
+        Ok(Box::new(move || {
+            let _guard = guard;
+            let info = pending.write(now_ms())?;
+            let mut new = vec![info.id];
+            match raft_kv::maintain_chains(&ctx.store, &ctx.policy, now_ms()) {
+                Ok(Some(base)) => new.push(base.id),
+                Ok(None) => {}
+                // The snapshot itself is durable: upkeep is retried after the next one.
+                Err(e) => tracing::warn!(%e, "snapshot chain upkeep failed"),
+            }
+            if let Some(up) = &ctx.uploader {
+                for id in new {
+                    if let Err(e) = up.enqueue(id) {
+                        tracing::warn!(%e, %id, "snapshot not queued for upload");
+                    }
+                }
+            }
+            Ok(())
+        }))
+    }
+
     fn restore(&mut self, meta: &SnapshotMeta) -> Result<(), BoxError> {
         if meta.index == 0 {
             // A joining node starts from the cluster's bootstrap snapshot: its membership
             // is the member list the log's first entries build on.
             self.seed = Some(meta.membership.clone());
-            Ok(())
-        } else {
-            Err("raftd does not restore state-machine snapshots yet".into())
+            return Ok(());
         }
+        let ctx = self.snapshot_ctx()?.clone();
+        // One capture or restore at a time: let a snapshot being built finish first.
+        self.building.wait_idle();
+        let tip = snapshot_for(&ctx.store, meta)?;
+        let info = raft_kv::restore_from_store(&self.store, &ctx.store, Some(tip))?;
+        self.membership = Some((info.index, info.meta().membership));
+        for m in self.store.members() {
+            if let Some(url) = m.peer_urls.first() {
+                self.book.set(m.id, url);
+            }
+        }
+        if let Err(e) = ctx.store.gc() {
+            tracing::warn!(%e, "snapshot gc after a restore");
+        }
+        tracing::info!(index = info.index, id = %info.id, "state restored from a snapshot");
+        Ok(())
     }
 }
 
@@ -186,12 +340,23 @@ impl StateMachine for KvMachine {
 pub struct NetTransport {
     net: raft_net::PeerTransport,
     book: AddressBook,
+    snapshots: Option<SnapshotStore>,
 }
 
 impl NetTransport {
     /// Wraps `net`.
     pub fn new(net: raft_net::PeerTransport, book: AddressBook) -> Self {
-        Self { net, book }
+        Self {
+            net,
+            book,
+            snapshots: None,
+        }
+    }
+
+    /// Streams snapshots from `store` to followers that need them.
+    pub fn with_snapshot_store(mut self, store: SnapshotStore) -> Self {
+        self.snapshots = Some(store);
+        self
     }
 }
 
@@ -203,17 +368,39 @@ impl Transport for NetTransport {
         }
     }
 
-    fn send_snapshot(&self, msg: Message) -> BoxFuture<Result<(), BoxError>> {
+    fn send_snapshot(&self, mut msg: Message) -> BoxFuture<Result<(), BoxError>> {
         let net = self.net.clone();
+        let store = self.snapshots.clone();
         Box::pin(async move {
-            let raft_core::MessageBody::InstallSnapshot(meta) = &msg.body else {
+            let MessageBody::InstallSnapshot(meta) = &msg.body else {
                 return Err("send_snapshot needs an InstallSnapshot message".into());
             };
-            if meta.index != 0 {
-                return Err("raftd does not transfer state-machine snapshots yet".into());
+            if meta.index == 0 {
+                // The bootstrap snapshot of a joining node carries no data.
+                return net
+                    .send_snapshot(msg, Arc::new(Bytes::new()))
+                    .await
+                    .map_err(|e| Box::new(e) as BoxError);
             }
-            // The bootstrap snapshot of a joining node carries no data.
-            net.send_snapshot(msg, Arc::new(Bytes::new()))
+            let store = store.ok_or("this node keeps no snapshot store")?;
+            let wanted = meta.index;
+            let source = tokio::task::spawn_blocking(move || StoreSource::latest(&store))
+                .await
+                .map_err(|e| Box::new(e) as BoxError)??;
+            // The current chain covers at least what the log was compacted to (snapshots
+            // are taken at the applied index, which may be past the index asked for); the
+            // follower installs and restores exactly what it receives, so the message
+            // names the chain's tip.
+            let tip = source.meta();
+            if tip.index < wanted {
+                return Err(format!(
+                    "the newest snapshot is at index {}, older than the {wanted} asked for",
+                    tip.index
+                )
+                .into());
+            }
+            msg.body = MessageBody::InstallSnapshot(tip);
+            net.send_snapshot(msg, Arc::new(source))
                 .await
                 .map_err(|e| Box::new(e) as BoxError)
         })

@@ -445,15 +445,14 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             return Ok(());
         }
         let index = self.applied;
-        if index == self.snapshot_index {
-            if let Ok(meta) = self.raw.log().snapshot_meta()
-                && meta.index == index
-            {
-                for tx in self.snapshot_waiters.drain(..) {
-                    let _ = tx.send(Ok(meta.clone()));
-                }
-                return Ok(());
+        if index == self.snapshot_index
+            && let Ok(meta) = self.raw.log().snapshot_meta()
+            && meta.index == index
+        {
+            for tx in self.snapshot_waiters.drain(..) {
+                let _ = tx.send(Ok(meta.clone()));
             }
+            return Ok(());
         }
         let Ok(term) = self.raw.log().term(index) else {
             for tx in self.snapshot_waiters.drain(..) {
