@@ -38,7 +38,9 @@ pub fn run(flags: &mut Flags) -> Result<()> {
         util::run(cargo().args(["test", "--workspace", "--locked"]))?;
     }
     // The short failure drills (real raftd processes, about 15 s each).
-    crate::drill::run(&mut Flags::new(vec!["--short".into()])?, "leader-kill")?;
+    for scenario in ["leader-kill", "partition-leader"] {
+        crate::drill::run(&mut Flags::new(vec!["--short".into()])?, scenario)?;
+    }
     util::run(
         cargo()
             .args(["doc", "--workspace", "--no-deps", "--locked"])

@@ -2,8 +2,10 @@
 //! steady write load (concurrent `raftctl put`s), printing a timeline and checking at the
 //! end that every acknowledged write is readable with its value from every node.
 //!
-//! Scenarios: `leader-kill` (SIGKILL the leader, restart it later). The nodes run with
-//! `RAFTD_FAULT_INJECTION=1` (see raftd's fault switch) for the partition scenario to come.
+//! Scenarios: `leader-kill` (SIGKILL the leader, restart it later) and `partition-leader`
+//! (cut the leader off with raftd's fault switch: the nodes run with
+//! `RAFTD_FAULT_INJECTION=1` and get SIGUSR1 / SIGUSR2; the old leader must step down by
+//! check-quorum).
 
 use crate::util::{self, Flags};
 use anyhow::{Context, Result, bail};
@@ -30,8 +32,8 @@ struct Cluster {
     nodes: Vec<Node>,
 }
 
-/// Acknowledged writes (key -> value) and when each was acknowledged.
-type Acks = Arc<Mutex<Vec<(Instant, String, String)>>>;
+/// Acknowledged writes: when each was sent, when it was acknowledged, key and value.
+type Acks = Arc<Mutex<Vec<(Instant, Instant, String, String)>>>;
 
 /// Runs the task.
 pub fn run(flags: &mut Flags, scenario: &str) -> Result<()> {
@@ -53,8 +55,9 @@ pub fn run(flags: &mut Flags, scenario: &str) -> Result<()> {
     let mut c = Cluster::new(bin.join("raftd"), bin.join("raftctl"), dir.clone())?;
     let outcome = match scenario {
         "leader-kill" => leader_kill(&mut c, short),
+        "partition-leader" => partition_leader(&mut c, short),
         other => Err(anyhow::anyhow!(
-            "unknown drill `{other}` (scenarios: leader-kill)"
+            "unknown drill `{other}` (scenarios: leader-kill, partition-leader)"
         )),
     };
     c.stop_all();
@@ -132,6 +135,32 @@ impl Cluster {
         Ok(())
     }
 
+    /// Sends `signal` (e.g. `-USR1`) to node `id`.
+    fn signal(&self, id: u64, signal: &str) -> Result<()> {
+        let Some(ch) = &self.nodes[id as usize - 1].child else {
+            bail!("node {id} is not running");
+        };
+        let ok = Command::new("kill")
+            .args([signal, &ch.id().to_string()])
+            .status()?
+            .success();
+        if !ok {
+            bail!("kill {signal} node {id} failed");
+        }
+        Ok(())
+    }
+
+    /// The role node `id` reports for itself (`leader`, `follower`, ...).
+    fn role_of(&self, id: u64) -> Option<String> {
+        let n = &self.nodes[id as usize - 1];
+        let (_, out) = crate::cluster::ctl(&self.raftctl, &n.client, &["status"]).ok()?;
+        out.lines().find_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.first() == Some(&id.to_string().as_str()) && cols.len() > 3)
+                .then(|| cols[3].to_string())
+        })
+    }
+
     fn kill9(&mut self, id: u64) {
         if let Some(mut ch) = self.nodes[id as usize - 1].child.take() {
             let _ = ch.kill();
@@ -199,11 +228,13 @@ fn start_load(
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let (key, value) = (format!("drill/w{w}/{n:06}"), format!("v{n}"));
+                    let sent = Instant::now();
                     if let Ok((true, out)) =
                         crate::cluster::ctl(&raftctl, &endpoints, &["put", &key, &value])
                         && out.trim() == "OK"
                     {
                         acks.lock().unwrap_or_else(|e| e.into_inner()).push((
+                            sent,
                             Instant::now(),
                             key,
                             value,
@@ -231,7 +262,7 @@ fn verify(c: &Cluster, acks: &Acks) -> Result<()> {
             .filter(|p| p.len() == 2)
             .map(|p| (p[0], p[1]))
             .collect();
-        for (_, k, v) in &acks {
+        for (_, _, k, v) in &acks {
             if got.get(k.as_str()) != Some(&v.as_str()) {
                 bail!(
                     "node {}: acknowledged write {k}={v} reads back as {:?}",
@@ -271,18 +302,7 @@ fn leader_kill(c: &mut Cluster, short: bool) -> Result<()> {
         ms(t0.elapsed()),
         ms(killed_at.elapsed())
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let first = loop {
-        let a = acks.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, _, _)) = a.iter().find(|(at, _, _)| *at > killed_at) {
-            break *at;
-        }
-        drop(a);
-        if Instant::now() > deadline {
-            bail!("no write acknowledged within 30 s of the kill");
-        }
-        sleep(Duration::from_millis(20));
-    };
+    let first = first_ack_after(&acks, killed_at)?;
     println!(
         "[{:>8}] first write acknowledged {} after the kill",
         ms(first - t0),
@@ -306,6 +326,85 @@ fn leader_kill(c: &mut Cluster, short: bool) -> Result<()> {
                 let _ = e;
                 sleep(Duration::from_millis(500));
             }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// When the first write sent after `since` was acknowledged, waiting up to 30 s.
+fn first_ack_after(acks: &Acks, since: Instant) -> Result<Instant> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let a = acks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = a
+            .iter()
+            .filter(|(sent, ..)| *sent > since)
+            .map(|(_, acked, ..)| *acked)
+            .min()
+        {
+            return Ok(at);
+        }
+        drop(a);
+        if Instant::now() > deadline {
+            bail!("no write acknowledged within 30 s");
+        }
+        sleep(Duration::from_millis(20));
+    }
+}
+
+fn partition_leader(c: &mut Cluster, short: bool) -> Result<()> {
+    let t0 = Instant::now();
+    let leader = c.wait_leader(None, Duration::from_secs(30))?;
+    println!("[{:>8}] leader is node {leader}", ms(t0.elapsed()));
+    let (stop, acks, writers) = start_load(c, 3);
+    sleep(Duration::from_secs(if short { 2 } else { 10 }));
+    let cut_at = Instant::now();
+    c.signal(leader, "-USR1")?;
+    println!(
+        "[{:>8}] node {leader} cut off from its peers (fault switch)",
+        ms(t0.elapsed())
+    );
+    let new = c.wait_leader(Some(leader), Duration::from_secs(30))?;
+    println!(
+        "[{:>8}] node {new} leads: {} after the cut",
+        ms(t0.elapsed()),
+        ms(cut_at.elapsed())
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match c.role_of(leader) {
+            Some(r) if r != "leader" => break,
+            _ if Instant::now() > deadline => {
+                bail!("node {leader} still claims to lead 30 s after the cut (check-quorum)")
+            }
+            _ => sleep(Duration::from_millis(50)),
+        }
+    }
+    println!(
+        "[{:>8}] old leader {leader} stepped down (check-quorum): {} after the cut",
+        ms(t0.elapsed()),
+        ms(cut_at.elapsed())
+    );
+    let first = first_ack_after(&acks, cut_at)?;
+    println!(
+        "[{:>8}] first write acknowledged {} after the cut",
+        ms(first - t0),
+        ms(first - cut_at)
+    );
+    sleep(Duration::from_secs(if short { 1 } else { 5 }));
+    c.signal(leader, "-USR2")?;
+    println!("[{:>8}] node {leader} healed", ms(t0.elapsed()));
+    sleep(Duration::from_secs(if short { 2 } else { 5 }));
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        let _ = w.join();
+    }
+    println!("[{:>8}] load stopped", ms(t0.elapsed()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match verify(c, &acks) {
+            Ok(()) => return Ok(()),
+            Err(_) if Instant::now() < deadline => sleep(Duration::from_millis(500)),
             Err(e) => return Err(e),
         }
     }
