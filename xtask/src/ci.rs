@@ -38,7 +38,7 @@ pub fn run(flags: &mut Flags) -> Result<()> {
         util::run(cargo().args(["test", "--workspace", "--locked"]))?;
     }
     // The short failure drills (real raftd processes, about 15 s each).
-    for scenario in ["leader-kill", "partition-leader"] {
+    for scenario in ["leader-kill", "partition-leader", "rolling-restart"] {
         crate::drill::run(&mut Flags::new(vec!["--short".into()])?, scenario)?;
     }
     util::run(

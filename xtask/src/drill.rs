@@ -5,7 +5,8 @@
 //! Scenarios: `leader-kill` (SIGKILL the leader, restart it later) and `partition-leader`
 //! (cut the leader off with raftd's fault switch: the nodes run with
 //! `RAFTD_FAULT_INJECTION=1` and get SIGUSR1 / SIGUSR2; the old leader must step down by
-//! check-quorum).
+//! check-quorum) and `rolling-restart` (SIGTERM and restart every node in turn, followers
+//! first).
 
 use crate::util::{self, Flags};
 use anyhow::{Context, Result, bail};
@@ -56,8 +57,9 @@ pub fn run(flags: &mut Flags, scenario: &str) -> Result<()> {
     let outcome = match scenario {
         "leader-kill" => leader_kill(&mut c, short),
         "partition-leader" => partition_leader(&mut c, short),
+        "rolling-restart" => rolling_restart(&mut c, short),
         other => Err(anyhow::anyhow!(
-            "unknown drill `{other}` (scenarios: leader-kill, partition-leader)"
+            "unknown drill `{other}` (scenarios: leader-kill, partition-leader, rolling-restart)"
         )),
     };
     c.stop_all();
@@ -159,6 +161,23 @@ impl Cluster {
             (cols.first() == Some(&id.to_string().as_str()) && cols.len() > 3)
                 .then(|| cols[3].to_string())
         })
+    }
+
+    /// Stops node `id` with SIGTERM (a clean shutdown), waiting up to 10 s.
+    fn terminate(&mut self, id: u64) -> Result<()> {
+        self.signal(id, "-TERM")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        if let Some(mut ch) = self.nodes[id as usize - 1].child.take() {
+            while ch.try_wait()?.is_none() {
+                if Instant::now() > deadline {
+                    let _ = ch.kill();
+                    let _ = ch.wait();
+                    bail!("node {id} did not stop within 10 s of SIGTERM");
+                }
+                sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
     }
 
     fn kill9(&mut self, id: u64) {
@@ -395,6 +414,56 @@ fn partition_leader(c: &mut Cluster, short: bool) -> Result<()> {
     c.signal(leader, "-USR2")?;
     println!("[{:>8}] node {leader} healed", ms(t0.elapsed()));
     sleep(Duration::from_secs(if short { 2 } else { 5 }));
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        let _ = w.join();
+    }
+    println!("[{:>8}] load stopped", ms(t0.elapsed()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match verify(c, &acks) {
+            Ok(()) => return Ok(()),
+            Err(_) if Instant::now() < deadline => sleep(Duration::from_millis(500)),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn rolling_restart(c: &mut Cluster, short: bool) -> Result<()> {
+    let t0 = Instant::now();
+    let first = c.wait_leader(None, Duration::from_secs(30))?;
+    println!("[{:>8}] leader is node {first}", ms(t0.elapsed()));
+    let (stop, acks, writers) = start_load(c, 3);
+    sleep(Duration::from_secs(if short { 1 } else { 5 }));
+    // Followers first, the leader last (the usual order: one election instead of three).
+    let mut order: Vec<u64> = (1..=3).filter(|&i| i != first).collect();
+    order.push(first);
+    for id in order {
+        let at = Instant::now();
+        c.terminate(id)?;
+        println!("[{:>8}] node {id} stopped (SIGTERM)", ms(t0.elapsed()));
+        c.start(id)?;
+        // Back when the restarted node itself knows a leader again.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let n = &c.nodes[id as usize - 1];
+        let leader = loop {
+            if let Some(l) = c.leader_seen_by(&n.client)
+                && c.role_of(id).is_some()
+            {
+                break l;
+            }
+            if Instant::now() > deadline {
+                bail!("node {id} did not rejoin within 30 s of its restart");
+            }
+            sleep(Duration::from_millis(50));
+        };
+        println!(
+            "[{:>8}] node {id} back, sees leader {leader}: {} after its stop",
+            ms(t0.elapsed()),
+            ms(at.elapsed())
+        );
+        sleep(Duration::from_secs(if short { 1 } else { 5 }));
+    }
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         let _ = w.join();

@@ -29,12 +29,12 @@ tasks:
         build raftd/raftctl (release), start a local 3-node cluster in a temp dir, wait for a
         leader, run a put/get demo and keep running until Ctrl-C; --demo stops after the
         demo and exits 0 when it passed
-  drill leader-kill|partition-leader [--short] [--release]
+  drill leader-kill|partition-leader|rolling-restart [--short] [--release]
         failure drill on a local 3-node cluster under a steady write load (3 concurrent
-        raftctl writers): SIGKILL the leader (and restart it), or cut it off with raftd's
-        fault switch (and heal it); times the new election, the old leader's step-down and
-        the first acknowledged write, and checks that every acknowledged write reads back
-        from every node; exits non-zero when a check fails
+        raftctl writers): SIGKILL the leader (and restart it), cut it off with raftd's
+        fault switch (and heal it), or restart every node in turn; prints a timeline and
+        checks that every acknowledged write reads back from every node; exits non-zero
+        when a check fails
   sim [--seed N | --seeds N [--from S]] [--ticks T] [--no-lin] [--trace] [--mutation NAME]
         run the deterministic cluster simulation (release build); a failing seed prints
         its trace and the command that replays it
@@ -89,7 +89,9 @@ fn run() -> Result<()> {
         "cluster" => cluster::run(&mut util::Flags::new(args)?),
         "drill" => {
             if args.is_empty() {
-                bail!("drill needs a scenario (leader-kill, partition-leader)\n\n{USAGE}");
+                bail!(
+                    "drill needs a scenario (leader-kill, partition-leader, rolling-restart)\n\n{USAGE}"
+                );
             }
             let scenario = args.remove(0);
             drill::run(&mut util::Flags::new(args)?, &scenario)
