@@ -13,22 +13,22 @@ use std::path::PathBuf;
 #[command(name = "raftd", version, about)]
 pub struct RaftdArgs {
     /// The TOML configuration file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// This node's id (`id`).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub id: Option<u64>,
     /// This node's name (`name`).
     #[arg(long)]
     pub name: Option<String>,
     /// The data directory (`data_dir`).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
     /// The etcd API address (`listen_client`).
     #[arg(long, value_name = "ADDR")]
     pub listen_client: Option<String>,
     /// The peer transport address (`listen_peer`).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", global = true)]
     pub listen_peer: Option<String>,
     /// The metrics/health HTTP address (`listen_metrics`).
     #[arg(long, value_name = "ADDR")]
@@ -87,6 +87,72 @@ pub struct RaftdArgs {
     /// Validate the configuration and exit (0: valid, 2: invalid).
     #[arg(long)]
     pub check_config: bool,
+    /// A subcommand instead of running the node.
+    #[command(subcommand)]
+    pub command: Option<RaftdCommand>,
+}
+
+/// What raftd can do besides running a node.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum RaftdCommand {
+    /// Builds the data dir (`--data-dir`) of a new single-node cluster with id `--id` from a
+    /// snapshot chain (point-in-time restore), then exits; start raftd on it as usual.
+    Restore(RestoreArgs),
+}
+
+/// `raftd restore`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RestoreArgs {
+    /// The upload directory (`snapshot.upload_dir`) or a stopped node's `<data_dir>/snap`.
+    #[arg(long, value_name = "DIR")]
+    pub from: PathBuf,
+    /// The snapshot id (32 hex digits, as `raftctl snapshot` prints).
+    #[arg(long, value_name = "ID", conflicts_with = "before")]
+    pub snapshot: Option<String>,
+    /// The newest snapshot created at or before this time: RFC 3339
+    /// (`2026-11-26T05:00:00Z`) or unix milliseconds. Neither flag: the newest snapshot.
+    #[arg(long, value_name = "TIME")]
+    pub before: Option<String>,
+}
+
+impl RestoreArgs {
+    /// Which snapshot the flags name.
+    pub fn point(&self) -> Result<raft_snapshot::RestorePoint, ConfigError> {
+        use raft_snapshot::{RestorePoint, SnapshotId};
+        if let Some(id) = &self.snapshot {
+            return SnapshotId::parse(id)
+                .map(RestorePoint::Id)
+                .ok_or_else(|| ConfigError(format!("--snapshot `{id}`: not a snapshot id")));
+        }
+        let Some(t) = &self.before else {
+            return Ok(RestorePoint::Latest);
+        };
+        if let Ok(ms) = t.parse::<u64>() {
+            return Ok(RestorePoint::Before(ms));
+        }
+        let at = humantime::parse_rfc3339_weak(t)
+            .map_err(|e| ConfigError(format!("--before `{t}`: {e}")))?;
+        let ms = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| ConfigError(format!("--before `{t}`: before 1970")))?
+            .as_millis() as u64;
+        Ok(RestorePoint::Before(ms))
+    }
+
+    /// The restore `config` (id, data dir, peer address, WAL settings) asks for.
+    pub fn options(
+        &self,
+        config: &NodeConfig,
+    ) -> Result<crate::restore::RestoreOptions, ConfigError> {
+        Ok(crate::restore::RestoreOptions {
+            from: self.from.clone(),
+            point: self.point()?,
+            data_dir: config.data_dir(),
+            id: config.id,
+            peer_url: config.listen_peer.clone(),
+            wal: config.wal_settings(),
+        })
+    }
 }
 
 impl RaftdArgs {

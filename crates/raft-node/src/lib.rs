@@ -14,6 +14,7 @@ pub mod http;
 pub mod logging;
 pub mod node;
 pub mod profile;
+pub mod restore;
 pub mod scrape;
 pub mod service;
 

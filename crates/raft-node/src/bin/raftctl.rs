@@ -11,7 +11,7 @@ use raft_kv::pb::etcdserverpb::{
 };
 use raft_node::client::{Client, prefix_end};
 use raft_node::pb::admin::{
-    ClusterStatusRequest, ClusterStatusResponse, admin_client::AdminClient,
+    ClusterStatusRequest, ClusterStatusResponse, SnapshotRequest, admin_client::AdminClient,
 };
 use std::time::Duration;
 
@@ -115,6 +115,9 @@ enum Cmd {
         )]
         address: String,
     },
+    /// Takes a snapshot on the first endpoint that answers and compacts its log
+    /// (Admin/Snapshot); prints the snapshot's id, index, term, kind and size.
+    Snapshot,
     /// Hands leadership to the member TARGET (id).
     MoveLeader {
         /// The new leader's id.
@@ -347,6 +350,20 @@ async fn run(args: Args) -> Result<i32> {
         Cmd::Status => return status(&client).await,
         Cmd::Metrics { address } => return metrics_summary(&address, args.timeout).await,
         Cmd::MoveLeader { target } => return move_leader(&client, target).await,
+        Cmd::Snapshot => {
+            let r = client
+                .call(|ch| async move {
+                    AdminClient::new(ch)
+                        .snapshot(SnapshotRequest {})
+                        .await
+                        .map(|r| r.into_inner())
+                })
+                .await?;
+            println!(
+                "snapshot {} index {} term {} {} {} bytes",
+                r.id, r.index, r.term, r.kind, r.size_bytes
+            );
+        }
         Cmd::Config {
             cmd: ConfigCmd::Reload,
         } => return config_reload(&client).await,

@@ -31,6 +31,32 @@ fn main() {
         println!("config OK");
         return;
     }
+    if let Some(raft_node::cli::RaftdCommand::Restore(r)) = &args.command {
+        let opts = match r.options(&config) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+        };
+        match raft_node::restore::restore_data_dir(&opts) {
+            Ok(done) => {
+                println!(
+                    "restored snapshot {} into {}: a one-member cluster (id {}) at index {}, term {}",
+                    done.source.id,
+                    opts.data_dir.display(),
+                    opts.id,
+                    done.meta.index,
+                    done.meta.term
+                );
+                std::process::exit(0);
+            }
+            Err(e) => {
+                eprintln!("raftd restore: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     let log = match raft_node::logging::init(&config.log_filter) {
         Ok(h) => h,
         Err(e) => {

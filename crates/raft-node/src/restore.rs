@@ -1,0 +1,251 @@
+//! `raftd restore`: builds the data directory of a new single-node cluster from a snapshot
+//! chain, picked by id or as the newest created before a time (point-in-time restore).
+//!
+//! The chain comes from an upload directory (`snapshot.upload_dir` of the old cluster: a
+//! [`LocalDirStore`] object store) or from a node's own snapshot store (`<data_dir>/snap`,
+//! recognised by its `MANIFEST.json`; the node must be stopped). The new directory holds:
+//! - `kv`: the chain restored, then one more applied entry at `tip.index + 1` that makes the
+//!   member list this node alone;
+//! - `snap`: a snapshot at that index, whose membership is this node as the only voter;
+//! - `wal`: a log replaced by that snapshot, with the hard state at the chain's term (so the
+//!   new leader's terms continue above every term in the data).
+//!
+//! Starting `raftd` with the same `--id` on that directory (and an `initial_cluster` naming
+//! only it) brings up a one-member cluster holding the old data; more members join it as
+//! usual (`raftctl member add`, then `raftd --join`), receiving the snapshot.
+
+use crate::node::NodeError;
+use crate::node::machine::now_ms;
+use raft_core::{HardState, Membership, SnapshotMeta};
+use raft_kv::{KvRestoreSink, KvStore, Member};
+use raft_snapshot::{
+    LocalDirStore, MANIFEST_FILE, RestorePoint, SnapshotInfo, SnapshotStore, StoreOptions,
+};
+use std::path::PathBuf;
+
+/// What `raftd restore` is asked to do.
+#[derive(Clone, Debug)]
+pub struct RestoreOptions {
+    /// The upload directory or snapshot store to read the chain from.
+    pub from: PathBuf,
+    /// Which snapshot.
+    pub point: RestorePoint,
+    /// The new data directory (must not exist or be empty).
+    pub data_dir: PathBuf,
+    /// The new node's id.
+    pub id: u64,
+    /// The new node's peer URL (its `listen_peer`), recorded in the member list.
+    pub peer_url: String,
+    /// Settings of the new WAL.
+    pub wal: raft_log::Settings,
+}
+
+/// What was restored.
+#[derive(Clone, Debug)]
+pub struct Restored {
+    /// The snapshot the chain ended at.
+    pub source: SnapshotInfo,
+    /// The new cluster's starting point: the index, term and membership of its snapshot.
+    pub meta: SnapshotMeta,
+}
+
+fn fail(what: impl Into<String>) -> NodeError {
+    NodeError::Io {
+        what: what.into(),
+        source: std::io::Error::other("refused"),
+    }
+}
+
+/// Builds the data directory described by `o`.
+pub fn restore_data_dir(o: &RestoreOptions) -> Result<Restored, NodeError> {
+    if !o.from.is_dir() {
+        return Err(fail(format!("{} is not a directory", o.from.display())));
+    }
+    if o.id == 0 {
+        return Err(fail("the node id must not be 0"));
+    }
+    if let Ok(mut entries) = std::fs::read_dir(&o.data_dir)
+        && entries.next().is_some()
+    {
+        return Err(fail(format!(
+            "{} is not empty: restore builds a new data dir",
+            o.data_dir.display()
+        )));
+    }
+    std::fs::create_dir_all(&o.data_dir).map_err(|source| NodeError::Io {
+        what: format!("creating {}", o.data_dir.display()),
+        source,
+    })?;
+    let kv = KvStore::open(o.data_dir.join("kv"))?;
+    let snap = SnapshotStore::open_dir(o.data_dir.join("snap"), StoreOptions::default())?;
+    let mut sink = KvRestoreSink::new(kv.clone());
+    let source = if o.from.join(MANIFEST_FILE).is_file() {
+        let from = SnapshotStore::open_dir(&o.from, StoreOptions::default())?;
+        raft_snapshot::restore_point(&from, o.point, &mut sink)?
+    } else {
+        let obj = LocalDirStore::new(&o.from)?;
+        let chain =
+            raft_snapshot::restore_from_object_store(&obj, o.point, &snap, Some(&mut sink))?;
+        chain.tip().clone()
+    };
+
+    // One entry past the chain: the member list becomes this node alone.
+    let index = source.index + 1;
+    let me = Member {
+        id: o.id,
+        name: String::new(),
+        peer_urls: vec![format!(
+            "http://{}",
+            crate::config::strip_scheme(&o.peer_url)
+        )],
+        client_urls: Vec::new(),
+        is_learner: false,
+    };
+    kv.apply_membership(index, source.term, &[me])?;
+    let membership = Membership {
+        voters: [o.id].into_iter().collect(),
+        ..Membership::default()
+    };
+    let info = raft_kv::capture_snapshot(&kv, &snap, membership.clone())?.write(now_ms())?;
+    raft_kv::maintain_chains(&snap, &raft_snapshot::ChainPolicy::default(), now_ms())?;
+    kv.flush()?;
+    let meta = SnapshotMeta {
+        index: info.index,
+        term: info.term,
+        membership,
+    };
+
+    let wal = raft_log::Wal::open(o.data_dir.join("wal"), o.wal.clone())?;
+    wal.install_snapshot(meta.clone())?.wait()?;
+    wal.save_hard_state(HardState {
+        term: meta.term,
+        vote: None,
+        commit: meta.index,
+    })?
+    .wait()?;
+    wal.close()?;
+    tracing::info!(
+        from = %o.from.display(),
+        snapshot = %source.id,
+        index = meta.index,
+        data_dir = %o.data_dir.display(),
+        "data dir restored"
+    );
+    Ok(Restored { source, meta })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::machine::SnapshotCtx;
+    use raft_kv::{Command, Op};
+
+    fn put(kv: &KvStore, index: u64, key: &str, value: &str) {
+        let cmd = Command::new(
+            0,
+            Op::Put(raft_kv::pb::etcdserverpb::PutRequest {
+                key: key.as_bytes().to_vec().into(),
+                value: value.as_bytes().to_vec().into(),
+                ..Default::default()
+            }),
+        );
+        kv.apply(index, 1, &cmd).unwrap();
+    }
+
+    #[test]
+    fn a_restored_data_dir_holds_the_data_and_one_member() {
+        let tmp = tempfile::tempdir().unwrap();
+        let kv = KvStore::open_temporary().unwrap();
+        let store =
+            SnapshotStore::open_dir(tmp.path().join("old"), StoreOptions::default()).unwrap();
+        let upload = tmp.path().join("upload");
+        let uploader = raft_snapshot::Uploader::start(
+            store.clone(),
+            std::sync::Arc::new(LocalDirStore::new(&upload).unwrap()),
+            raft_snapshot::UploaderOptions::default(),
+        )
+        .unwrap();
+        let ctx = SnapshotCtx {
+            store: store.clone(),
+            policy: raft_snapshot::ChainPolicy::default(),
+            uploader: None,
+        };
+        let three = Membership {
+            voters: [1, 2, 3].into_iter().collect(),
+            ..Membership::default()
+        };
+        for i in 1..=30 {
+            put(&kv, i, &format!("k{i}"), "first");
+        }
+        let first = raft_kv::capture_snapshot(&kv, &ctx.store, three.clone())
+            .unwrap()
+            .write(1_000)
+            .unwrap();
+        uploader.enqueue(first.id).unwrap();
+        for i in 31..=40 {
+            put(&kv, i, "k1", &format!("second-{i}"));
+        }
+        let second = raft_kv::capture_snapshot(&kv, &ctx.store, three)
+            .unwrap()
+            .write(2_000)
+            .unwrap();
+        uploader.enqueue(second.id).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while uploader.status().uploaded < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{:?}",
+                uploader.status()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+
+        // Point in time: before the second snapshot, from the upload directory.
+        let o = RestoreOptions {
+            from: upload.clone(),
+            point: RestorePoint::Before(1_500),
+            data_dir: tmp.path().join("new"),
+            id: 7,
+            peer_url: "127.0.0.1:9999".into(),
+            wal: raft_log::Settings::default(),
+        };
+        let r = restore_data_dir(&o).unwrap();
+        assert_eq!(r.source.id, first.id);
+        assert_eq!(r.meta.index, 31);
+        let restored = KvStore::open(o.data_dir.join("kv")).unwrap();
+        assert_eq!(restored.applied_index(), 31);
+        let v = restored.get(b"k1").unwrap().unwrap();
+        assert_eq!(v.value.as_ref(), b"first");
+        let members = restored.members();
+        assert_eq!(members.len(), 1);
+        assert_eq!(members[0].id, 7);
+        drop(restored);
+        let wal =
+            raft_log::Wal::open(o.data_dir.join("wal"), raft_log::Settings::default()).unwrap();
+        assert_eq!(wal.snapshot().index, 31);
+        assert_eq!(wal.hard_state().term, 1);
+        drop(wal);
+        // A second restore into the same (now used) directory is refused.
+        assert!(restore_data_dir(&o).is_err());
+
+        // By id, from the old node's own snapshot store.
+        drop(uploader);
+        drop(ctx);
+        drop(store);
+        let o2 = RestoreOptions {
+            from: tmp.path().join("old"),
+            point: RestorePoint::Id(second.id),
+            data_dir: tmp.path().join("new2"),
+            ..o
+        };
+        let r2 = restore_data_dir(&o2).unwrap();
+        assert_eq!(r2.meta.index, 41);
+        let restored = KvStore::open(o2.data_dir.join("kv")).unwrap();
+        let v = restored.get(b"k1").unwrap().unwrap();
+        assert_eq!(v.value.as_ref(), b"second-40");
+        assert_eq!(
+            restored.get(b"k30").unwrap().unwrap().value.as_ref(),
+            b"first"
+        );
+    }
+}
