@@ -37,7 +37,8 @@ pub use snapshot_store::{
     restore_from_store,
 };
 pub use store::{
-    ApplyEntry, ApplyResult, EntryPayload, KvStore, Outcome, Response, StoreStatus, TREE_NAME,
+    ApplyEntry, ApplyResult, EntryPayload, INITIAL_REVISION, KvStore, Outcome, Response,
+    StoreStatus, TREE_NAME,
 };
 
 /// Protobuf and gRPC types generated from the etcd v3 API protos under `proto/etcd/` and the

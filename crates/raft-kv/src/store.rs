@@ -23,6 +23,10 @@ use view::{Overlay, View};
 /// The name of the sled tree holding the whole state machine.
 pub const TREE_NAME: &str = "raft-kv";
 
+/// The revision of a new, empty store. etcd reports revision 1 before any write and gives
+/// the first write revision 2; so do we, so clients see the same numbers.
+pub const INITIAL_REVISION: i64 = 1;
+
 /// The replicated key-value state machine, on sled.
 ///
 /// Cheap to clone (an `Arc`): the apply loop, the gRPC service and snapshot tasks share one.
@@ -30,7 +34,8 @@ pub const TREE_NAME: &str = "raft-kv";
 ///
 /// # Semantics
 /// etcd v3 MVCC for the *current* state: each key has `create_revision`, `mod_revision`,
-/// `version` and its value (lease always 0). The store revision grows by one per write
+/// `version` and its value (lease always 0). Like etcd, a new store is at revision 1 (so the
+/// first write gets revision 2), and the store revision grows by one per write
 /// transaction: a put, a delete-range that deletes something, a txn with at least one write
 /// (a txn is one revision); reads, read-only txns and deletes of nothing leave it alone.
 ///
@@ -214,7 +219,10 @@ impl KvStore {
             Some(v) if v.as_ref() == [LAYOUT_VERSION] => {}
             Some(v) => return Err(Error::corrupt(format!("unsupported layout version {v:?}"))),
             None if tree.is_empty() => {
-                tree.insert(meta_key(meta::LAYOUT), &[LAYOUT_VERSION])?;
+                let mut b = sled::Batch::default();
+                b.insert(meta_key(meta::LAYOUT), &[LAYOUT_VERSION]);
+                b.insert(meta_key(meta::REVISION), &INITIAL_REVISION.to_be_bytes());
+                tree.apply_batch(b)?;
             }
             None => return Err(Error::corrupt("layout version missing")),
         }
@@ -241,7 +249,7 @@ impl KvStore {
         self.shared.state.read().applied_index
     }
 
-    /// The store revision (0 for a new store; etcd starts at 1 — see [`range`](Self::range)).
+    /// The store revision ([`INITIAL_REVISION`] for a new store, as in etcd).
     pub fn revision(&self) -> i64 {
         self.shared.state.read().revision
     }
@@ -586,7 +594,10 @@ impl State {
         Ok(State {
             applied_index: u(meta::APPLIED_INDEX)?,
             applied_term: u(meta::APPLIED_TERM)?,
-            revision: u(meta::REVISION)? as i64,
+            revision: match tree.get(meta_key(meta::REVISION))? {
+                Some(v) => be_u64(&v).ok_or_else(|| Error::corrupt("meta revision"))? as i64,
+                None => INITIAL_REVISION,
+            },
             compact_revision: u(meta::COMPACT_REVISION)? as i64,
             members,
             dirty_gen,

@@ -134,7 +134,10 @@ proptest! {
     #[test]
     fn store_matches_model(acts in prop::collection::vec(act(), 1..60), cuts in prop::collection::vec(1usize..8, 1..20)) {
         let store = KvStore::open_temporary().unwrap();
-        let mut model = Model::default();
+        let mut model = Model {
+            rev: raft_kv::INITIAL_REVISION,
+            ..Model::default()
+        };
         let cmds: Vec<Command> = acts.iter().map(|a| Command::new(0, op(a))).collect();
         let mut at = 0;
         let mut cut = cuts.iter().cycle();

@@ -8,22 +8,23 @@ use raft_kv::{ApplyEntry, Command, EntryPayload, Error, KvStore, Member, Op, Out
 #[test]
 fn revisions_and_versions_follow_etcd() {
     let mut h = Harness::new();
-    assert_eq!(h.store.revision(), 0);
-    assert_eq!(rev_of(&h.put("a", "1")), 1);
+    // A new store is at revision 1, like etcd; the first write gets revision 2.
+    assert_eq!(h.store.revision(), 1);
+    assert_eq!(rev_of(&h.put("a", "1")), 2);
     let a = h.get("a").unwrap();
-    assert_eq!((a.create_revision, a.mod_revision, a.version), (1, 1, 1));
+    assert_eq!((a.create_revision, a.mod_revision, a.version), (2, 2, 1));
 
-    assert_eq!(rev_of(&h.put("a", "2")), 2);
+    assert_eq!(rev_of(&h.put("a", "2")), 3);
     let a = h.get("a").unwrap();
-    assert_eq!((a.create_revision, a.mod_revision, a.version), (1, 2, 2));
+    assert_eq!((a.create_revision, a.mod_revision, a.version), (2, 3, 2));
     assert_eq!(a.value.as_ref(), b"2");
 
-    assert_eq!(rev_of(&h.put("b", "x")), 3);
+    assert_eq!(rev_of(&h.put("b", "x")), 4);
     // Delete: gone, one revision.
     match h.del("a", "") {
         Response::DeleteRange(d) => {
             assert_eq!(d.deleted, 1);
-            assert_eq!(d.header.unwrap().revision, 4);
+            assert_eq!(d.header.unwrap().revision, 5);
         }
         r => panic!("{r:?}"),
     }
@@ -32,15 +33,15 @@ fn revisions_and_versions_follow_etcd() {
     match h.del("zzz", "") {
         Response::DeleteRange(d) => {
             assert_eq!(d.deleted, 0);
-            assert_eq!(d.header.unwrap().revision, 4);
+            assert_eq!(d.header.unwrap().revision, 5);
         }
         r => panic!("{r:?}"),
     }
-    assert_eq!(h.store.revision(), 4);
+    assert_eq!(h.store.revision(), 5);
     // Re-create: new create_revision, version 1.
     h.put("a", "3");
     let a = h.get("a").unwrap();
-    assert_eq!((a.create_revision, a.mod_revision, a.version), (5, 5, 1));
+    assert_eq!((a.create_revision, a.mod_revision, a.version), (6, 6, 1));
     // The applied index moved for every entry, including the no-op delete.
     assert_eq!(h.store.applied_index(), 6);
 }
@@ -122,7 +123,7 @@ fn range_variants() {
     assert_eq!(resp.kvs.len(), 2);
     assert!(resp.more);
     assert_eq!(resp.count, 5);
-    assert_eq!(resp.header.unwrap().revision, 5);
+    assert_eq!(resp.header.unwrap().revision, 6);
     r.limit = 5;
     assert!(!h.store.range(&r).unwrap().more);
 
@@ -139,7 +140,7 @@ fn range_variants() {
     assert_eq!(resp.kvs[0].version, 1);
 
     // Sort by mod revision, descending, with a limit (sorted before the limit).
-    h.put("a", "again"); // a: mod 6
+    h.put("a", "again"); // a: mod 7
     let mut r = range_req("a", "\0");
     r.sort_order = range_request::SortOrder::Descend as i32;
     r.sort_target = range_request::SortTarget::Mod as i32;
@@ -177,8 +178,8 @@ fn range_variants() {
     let r = RangeRequest {
         key: b("a"),
         range_end: b("\0"),
-        min_mod_revision: 3,
-        max_mod_revision: 5,
+        min_mod_revision: 4,
+        max_mod_revision: 6,
         ..Default::default()
     };
     let got: Vec<_> = h
@@ -193,7 +194,7 @@ fn range_variants() {
     let r = RangeRequest {
         key: b("a"),
         range_end: b("\0"),
-        max_create_revision: 2,
+        max_create_revision: 3,
         ..Default::default()
     };
     let got: Vec<_> = h
@@ -218,7 +219,7 @@ fn delete_range_with_prev_kv() {
             assert_eq!(d.deleted, 2);
             let keys: Vec<_> = d.prev_kvs.iter().map(|kv| s(&kv.key)).collect();
             assert_eq!(keys, ["p/1", "p/2"]);
-            assert_eq!(d.header.unwrap().revision, 4);
+            assert_eq!(d.header.unwrap().revision, 5);
         }
         r => panic!("{r:?}"),
     }
@@ -228,16 +229,17 @@ fn delete_range_with_prev_kv() {
 #[test]
 fn old_and_future_revisions_and_compaction() {
     let mut h = Harness::new();
+    // Revision 1 (new store), then 2..=6.
     for i in 0..5 {
         h.put("k", &i.to_string());
     }
-    assert_eq!(h.store.revision(), 5);
+    assert_eq!(h.store.revision(), 6);
     let at = |rev| RangeRequest {
         key: b("k"),
         revision: rev,
         ..Default::default()
     };
-    assert_eq!(h.store.range(&at(5)).unwrap().kvs.len(), 1);
+    assert_eq!(h.store.range(&at(6)).unwrap().kvs.len(), 1);
     assert_eq!(h.store.range(&at(0)).unwrap().kvs.len(), 1);
     let e = h.store.range(&at(3)).unwrap_err();
     assert_eq!(
@@ -245,7 +247,7 @@ fn old_and_future_revisions_and_compaction() {
         "etcdserver: mvcc: required revision has been compacted"
     );
     assert_eq!(e.code(), tonic::Code::OutOfRange);
-    let e = h.store.range(&at(6)).unwrap_err();
+    let e = h.store.range(&at(7)).unwrap_err();
     assert_eq!(
         e.to_string(),
         "etcdserver: mvcc: required revision is a future revision"
@@ -259,11 +261,11 @@ fn old_and_future_revisions_and_compaction() {
         })
     };
     match h.ok(compact(3)) {
-        Response::Compact(c) => assert_eq!(c.header.unwrap().revision, 5),
+        Response::Compact(c) => assert_eq!(c.header.unwrap().revision, 6),
         r => panic!("{r:?}"),
     }
     assert_eq!(h.store.compact_revision(), 3);
-    assert_eq!(h.store.revision(), 5);
+    assert_eq!(h.store.revision(), 6);
     assert!(matches!(
         h.apply(compact(3)),
         Outcome::Rejected(Error::Compacted)
@@ -276,9 +278,9 @@ fn old_and_future_revisions_and_compaction() {
         h.apply(compact(9)),
         Outcome::Rejected(Error::FutureRevision)
     ));
-    h.ok(compact(5));
-    assert_eq!(h.store.compact_revision(), 5);
-    assert_eq!(h.store.range(&at(5)).unwrap().kvs.len(), 1);
+    h.ok(compact(6));
+    assert_eq!(h.store.compact_revision(), 6);
+    assert_eq!(h.store.range(&at(6)).unwrap().kvs.len(), 1);
 }
 
 #[test]
@@ -306,11 +308,11 @@ fn replay_after_reopen_is_idempotent() {
             store.range(&range_req("\0", "\0")).unwrap().kvs,
         )
     };
-    assert_eq!(rev, 12);
+    assert_eq!(rev, 13);
     let store = KvStore::open(dir.path()).unwrap();
     assert_eq!(store.applied_index(), 12);
     assert_eq!(store.status().applied_term, 2);
-    assert_eq!(store.revision(), 12);
+    assert_eq!(store.revision(), 13);
     assert_eq!(store.range(&range_req("\0", "\0")).unwrap().kvs, all);
     // The log replays everything from 1: the first 12 are skipped, the rest applied.
     let entries: Vec<ApplyEntry<'_>> = cmds
@@ -329,7 +331,7 @@ fn replay_after_reopen_is_idempotent() {
         .count();
     assert_eq!(skipped, 12);
     assert_eq!(store.applied_index(), 20);
-    assert_eq!(store.revision(), 20);
+    assert_eq!(store.revision(), 21);
     // Exactly as if each had been applied once.
     let fresh = KvStore::open_temporary().unwrap();
     fresh.apply_batch(&entries).unwrap();
@@ -398,7 +400,7 @@ fn batch_mixes_entries_and_undecodable_data() {
         Outcome::Rejected(Error::UnsupportedCommandVersion(7))
     ));
     assert_eq!(store.applied_index(), 5);
-    assert_eq!(store.revision(), 1);
+    assert_eq!(store.revision(), 2);
     let ms = store.members();
     assert_eq!(ms.len(), 1);
     assert_eq!(ms[0].name, "n7");

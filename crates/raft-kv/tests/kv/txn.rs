@@ -16,8 +16,8 @@ fn txn_resp(r: Response) -> raft_kv::pb::etcdserverpb::TxnResponse {
 #[test]
 fn compares_on_every_target() {
     let mut h = Harness::new();
-    h.put("k", "b"); // rev 1
-    h.put("k", "c"); // rev 2: create 1, mod 2, version 2
+    h.put("k", "b"); // rev 2 (a new store is at 1)
+    h.put("k", "c"); // rev 3: create 2, mod 3, version 2
     let cases = [
         (cmp("k", R::Equal, T::Value(b("c"))), true),
         (cmp("k", R::Greater, T::Value(b("b"))), true),
@@ -25,10 +25,10 @@ fn compares_on_every_target() {
         (cmp("k", R::NotEqual, T::Value(b("c"))), false),
         (cmp("k", R::Equal, T::Version(2)), true),
         (cmp("k", R::Greater, T::Version(1)), true),
-        (cmp("k", R::Equal, T::CreateRevision(1)), true),
-        (cmp("k", R::Less, T::CreateRevision(1)), false),
-        (cmp("k", R::Equal, T::ModRevision(2)), true),
-        (cmp("k", R::NotEqual, T::ModRevision(2)), false),
+        (cmp("k", R::Equal, T::CreateRevision(2)), true),
+        (cmp("k", R::Less, T::CreateRevision(2)), false),
+        (cmp("k", R::Equal, T::ModRevision(3)), true),
+        (cmp("k", R::NotEqual, T::ModRevision(3)), false),
         (cmp("k", R::Equal, T::Lease(0)), true),
         // A missing key compares as version/create/mod 0 ...
         (cmp("nope", R::Equal, T::Version(0)), true),
@@ -58,7 +58,7 @@ fn compares_on_every_target() {
 #[test]
 fn a_txn_is_one_revision() {
     let mut h = Harness::new();
-    h.put("x", "0"); // rev 1
+    h.put("x", "0"); // rev 2
     let t = txn_resp(h.ok(Op::Txn(txn(
         vec![cmp("x", R::Equal, T::Version(1))],
         vec![
@@ -70,11 +70,11 @@ fn a_txn_is_one_revision() {
         vec![],
     ))));
     assert!(t.succeeded);
-    assert_eq!(h.store.revision(), 2);
-    assert_eq!(t.header.unwrap().revision, 2);
+    assert_eq!(h.store.revision(), 3);
+    assert_eq!(t.header.unwrap().revision, 3);
     for k in ["a", "b"] {
         let kv = h.get(k).unwrap();
-        assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 2, 1));
+        assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (3, 3, 1));
     }
     assert!(h.get("x").is_none());
     // The range inside the txn saw the txn's own writes.
@@ -94,7 +94,7 @@ fn a_txn_is_one_revision() {
     }
     // A txn whose only write deletes nothing keeps the revision.
     h.ok(Op::Txn(txn(vec![], vec![rdel("none", "")], vec![])));
-    assert_eq!(h.store.revision(), 2);
+    assert_eq!(h.store.revision(), 3);
     // Two puts of one key in a txn (not validated here): one revision, version +2.
     h.ok(Op::Txn(txn(
         vec![],
@@ -102,7 +102,7 @@ fn a_txn_is_one_revision() {
         vec![],
     )));
     let a = h.get("a").unwrap();
-    assert_eq!((a.mod_revision, a.version, s(&a.value)), (3, 3, "y".into()));
+    assert_eq!((a.mod_revision, a.version, s(&a.value)), (4, 3, "y".into()));
 }
 
 #[test]
@@ -131,7 +131,7 @@ fn failure_branch_and_nested_txns() {
         }
         r => panic!("{r:?}"),
     }
-    assert_eq!(h.store.revision(), 2);
+    assert_eq!(h.store.revision(), 3);
 }
 
 #[test]
@@ -199,12 +199,12 @@ fn read_only_txn_path() {
         ))
         .unwrap();
     assert!(t.succeeded);
-    assert_eq!(t.header.unwrap().revision, 1);
+    assert_eq!(t.header.unwrap().revision, 2);
     assert!(matches!(
         h.store
             .txn_read_only(&txn(vec![], vec![], vec![rput("a", "2")])),
         Err(Error::NotReadOnly)
     ));
-    assert_eq!(h.store.revision(), 1);
+    assert_eq!(h.store.revision(), 2);
     assert_eq!(h.store.applied_index(), 1);
 }
