@@ -24,18 +24,29 @@ pub fn run(flags: &mut Flags) -> Result<()> {
         "warnings",
     ]))?;
     layering()?;
+    // raft-bench's etcd-client tests run the raftd that this same test build makes (for
+    // raft-node's own integration tests) instead of building it again.
+    let raftd = util::target_dir().join("debug").join("raftd");
     if util::has_cargo_subcommand("nextest") {
-        util::run(cargo().args([
-            "nextest",
-            "run",
-            "--workspace",
-            "--locked",
-            "--no-fail-fast",
-        ]))?;
+        util::run(
+            cargo()
+                .args([
+                    "nextest",
+                    "run",
+                    "--workspace",
+                    "--locked",
+                    "--no-fail-fast",
+                ])
+                .env("RAFT_BENCH_RAFTD", &raftd),
+        )?;
         // nextest does not run doctests.
         util::run(cargo().args(["test", "--workspace", "--locked", "--doc"]))?;
     } else {
-        util::run(cargo().args(["test", "--workspace", "--locked"]))?;
+        util::run(
+            cargo()
+                .args(["test", "--workspace", "--locked"])
+                .env("RAFT_BENCH_RAFTD", &raftd),
+        )?;
     }
     // The short failure drills (real raftd processes, about 15 s each).
     for scenario in ["leader-kill", "partition-leader", "rolling-restart"] {

@@ -4,10 +4,12 @@
 //! and in CI; `.ci/run` only calls into here.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench;
 mod ci;
 mod cluster;
 mod deny;
 mod drill;
+mod protoc;
 mod release;
 mod util;
 
@@ -35,6 +37,12 @@ tasks:
         fault switch (and heal it), or restart every node in turn; prints a timeline and
         checks that every acknowledged write reads back from every node; exits non-zero
         when a check fails
+  bench cluster [--duration D | --quick] [--trials N] [--no-etcd]
+        build raftd and the raft-bench load generator (release; crate bench/, built with
+        PROTOC from protoc-bin-vendored), run a 3-member raftd cluster on loopback (fsync
+        on) and, when `etcd` is on PATH, a 3-member etcd cluster in the same run: put
+        throughput and p50/p99 at 1/16/256 clients, gets at 1/256, failover after kill -9 of
+        the leader, SIGTERM exit time, peak RSS; D per load run (default 10s, --quick: 2s)
   sim [--seed N | --seeds N [--from S]] [--ticks T] [--no-lin] [--trace] [--mutation NAME]
         run the deterministic cluster simulation (release build); a failing seed prints
         its trace and the command that replays it
@@ -96,6 +104,7 @@ fn run() -> Result<()> {
             let scenario = args.remove(0);
             drill::run(&mut util::Flags::new(args)?, &scenario)
         }
+        "bench" => bench::run(args),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

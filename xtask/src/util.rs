@@ -27,9 +27,14 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
-/// The `cargo` that runs us (so toolchain overrides carry over).
+/// The `cargo` that runs us (so toolchain overrides carry over), with `PROTOC` set for
+/// raft-bench's etcd-client (see [`crate::protoc`]).
 pub fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    if let Some(protoc) = crate::protoc::path() {
+        cmd.env("PROTOC", protoc);
+    }
+    cmd
 }
 
 /// Runs a command, echoing it, and fails unless it exits with 0.

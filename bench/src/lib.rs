@@ -1,0 +1,11 @@
+//! raftd against etcd on one machine: local clusters of real processes ([`cluster`]), a
+//! closed-loop load generator on the `etcd-client` crate ([`load`]) and the failover
+//! measurement ([`failover`]). The `raft-bench` binary (`cargo xtask bench cluster`) runs
+//! them; the integration tests under `tests/` drive raftd with the same client.
+//!
+//! Not a default workspace member: etcd-client's build script needs `protoc`, which
+//! `cargo xtask` provides.
+
+pub mod cluster;
+pub mod failover;
+pub mod load;

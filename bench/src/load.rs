@@ -1,0 +1,213 @@
+//! Closed-loop load through the etcd v3 API (the `etcd-client` crate): `clients` concurrent
+//! callers, each sending its next request when the previous one answered.
+
+use crate::cluster::connect;
+use anyhow::{Result, bail};
+use etcd_client::{Client, GetOptions};
+use std::time::{Duration, Instant};
+
+/// Bytes in every key (`{:08}` of a number below the key space).
+pub const KEY_LEN: usize = 8;
+
+/// One workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// Puts of `value_size`-byte values to random keys of the key space.
+    Put,
+    /// Linearizable (ReadIndex / quorum) gets of random keys of the read key space.
+    GetLinearizable,
+    /// Serializable (local) gets of random keys of the read key space.
+    GetSerializable,
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct LoadSpec {
+    /// The workload.
+    pub workload: Workload,
+    /// Concurrent callers.
+    pub clients: usize,
+    /// Measured time (after a warm-up of a fifth of it, at most 1 s).
+    pub duration: Duration,
+    /// Keys are `0..key_space`.
+    pub key_space: u64,
+    /// Value size of puts, in bytes.
+    pub value_size: usize,
+}
+
+/// The outcome of one load run.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    /// Successful requests in the measured window.
+    pub ops: u64,
+    /// Failed requests in the measured window.
+    pub errors: u64,
+    /// The measured window.
+    pub elapsed: Duration,
+    /// Latencies of the successful requests, in microseconds, sorted.
+    latencies_us: Vec<u32>,
+}
+
+impl Stats {
+    /// Successful requests per second.
+    pub fn throughput(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The `q` quantile (0..=1) of the latencies, in milliseconds (0 without samples).
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.latencies_us.len() - 1) as f64 * q).round() as usize;
+        self.latencies_us[i] as f64 / 1000.0
+    }
+}
+
+/// Client connections for `clients` callers: one per 16 callers, at most 16. The same for
+/// every server, so the comparison is fair.
+pub fn connections_for(clients: usize) -> usize {
+    clients.div_ceil(16).clamp(1, 16)
+}
+
+/// A key of the key space, 8 bytes.
+pub fn key(n: u64) -> String {
+    format!("{:08}", n % 100_000_000)
+}
+
+/// xorshift64*: a cheap, seeded key picker (one per caller).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// Writes keys `0..n` (so that gets find values), with 64 concurrent callers.
+pub async fn fill(endpoints: &[String], n: u64, value_size: usize) -> Result<()> {
+    let client = connect(endpoints, Duration::from_secs(10)).await?;
+    let value = vec![b'v'; value_size];
+    let mut tasks = Vec::new();
+    for t in 0..64u64 {
+        let mut kv = client.kv_client();
+        let value = value.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = t;
+            while i < n {
+                kv.put(key(i), value.clone(), None).await?;
+                i += 64;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// Runs `spec` against `endpoints` and returns what was measured in the window after the
+/// warm-up.
+pub async fn run(endpoints: &[String], spec: &LoadSpec) -> Result<Stats> {
+    if spec.clients == 0 || spec.key_space == 0 {
+        bail!("a load needs at least one client and one key");
+    }
+    let mut conns: Vec<Client> = Vec::new();
+    for _ in 0..connections_for(spec.clients) {
+        conns.push(connect(endpoints, Duration::from_secs(10)).await?);
+    }
+    let warmup = (spec.duration / 5).min(Duration::from_secs(1));
+    let start = Instant::now() + warmup;
+    let end = start + spec.duration;
+    let value = vec![b'x'; spec.value_size];
+    let mut tasks = Vec::with_capacity(spec.clients);
+    for c in 0..spec.clients {
+        let mut kv = conns[c % conns.len()].kv_client();
+        let value = value.clone();
+        let spec = spec.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng =
+                Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+            let mut lat = Vec::new();
+            let (mut ops, mut errors) = (0u64, 0u64);
+            loop {
+                let k = key(rng.next() % spec.key_space);
+                let sent = Instant::now();
+                if sent >= end {
+                    break;
+                }
+                let ok = match spec.workload {
+                    Workload::Put => kv.put(k, value.clone(), None).await.is_ok(),
+                    Workload::GetLinearizable => kv.get(k, None).await.is_ok(),
+                    Workload::GetSerializable => kv
+                        .get(k, Some(GetOptions::new().with_serializable()))
+                        .await
+                        .is_ok(),
+                };
+                let done = Instant::now();
+                if sent < start || done > end {
+                    continue;
+                }
+                if ok {
+                    ops += 1;
+                    lat.push(u32::try_from((done - sent).as_micros()).unwrap_or(u32::MAX));
+                } else {
+                    errors += 1;
+                }
+            }
+            (ops, errors, lat)
+        }));
+    }
+    let mut stats = Stats {
+        ops: 0,
+        errors: 0,
+        elapsed: spec.duration,
+        latencies_us: Vec::new(),
+    };
+    for t in tasks {
+        let (ops, errors, lat) = t.await?;
+        stats.ops += ops;
+        stats.errors += errors;
+        stats.latencies_us.extend(lat);
+    }
+    stats.latencies_us.sort_unstable();
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_eight_bytes() {
+        assert_eq!(key(0).len(), KEY_LEN);
+        assert_eq!(key(12_345_678_901).len(), KEY_LEN);
+    }
+
+    #[test]
+    fn quantiles_pick_sorted_samples() {
+        let s = Stats {
+            ops: 4,
+            errors: 0,
+            elapsed: Duration::from_secs(2),
+            latencies_us: vec![1000, 2000, 3000, 10_000],
+        };
+        assert_eq!(s.throughput(), 2.0);
+        assert_eq!(s.quantile_ms(0.0), 1.0);
+        assert_eq!(s.quantile_ms(0.5), 3.0);
+        assert_eq!(s.quantile_ms(1.0), 10.0);
+    }
+
+    #[test]
+    fn connections_grow_with_clients() {
+        assert_eq!(connections_for(1), 1);
+        assert_eq!(connections_for(16), 1);
+        assert_eq!(connections_for(17), 2);
+        assert_eq!(connections_for(256), 16);
+        assert_eq!(connections_for(10_000), 16);
+    }
+}

@@ -1,0 +1,298 @@
+//! `raft-bench cluster`: a 3-member raftd cluster (and, with `--etcd`, a 3-member etcd
+//! cluster on the same machine, in the same run) under put and get load from the etcd-client
+//! crate, the failover time after kill -9 of the leader, the SIGTERM exit time and each
+//! member's peak RSS. Prints a Markdown report with raftd/etcd ratios.
+//!
+//! Run it through `cargo xtask bench cluster`, which builds everything in release mode.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use raft_bench::cluster::{Cluster, Server};
+use raft_bench::failover;
+use raft_bench::load::{self, LoadSpec, Stats, Workload};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(about = "raftd against etcd: throughput, latency, failover, shutdown, memory")]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Benchmark 3-member clusters on loopback.
+    Cluster(ClusterArgs),
+}
+
+#[derive(clap::Args)]
+struct ClusterArgs {
+    /// The raftd binary (a release build).
+    #[arg(long)]
+    raftd: PathBuf,
+    /// The etcd binary; when given, etcd runs the same workloads in the same run.
+    #[arg(long)]
+    etcd: Option<PathBuf>,
+    /// Measured time of each load run.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Failover trials per server.
+    #[arg(long, default_value_t = 5)]
+    trials: usize,
+    /// Where the members' data directories and logs go (wiped first; real disk, not tmpfs).
+    #[arg(long)]
+    data_dir: PathBuf,
+}
+
+/// Value size of every put.
+const VALUE_SIZE: usize = 256;
+/// Puts pick keys from this many (8-byte keys).
+const PUT_KEY_SPACE: u64 = 100_000;
+/// Gets pick keys from this many, all written before the get runs.
+const GET_KEY_SPACE: u64 = 10_000;
+
+struct Target {
+    cluster: Cluster,
+}
+
+impl Target {
+    fn name(&self) -> &'static str {
+        self.cluster.server().name()
+    }
+
+    /// The leader's client endpoint: every load goes to the leader, for both servers.
+    async fn leader_endpoint(&self) -> Result<Vec<String>> {
+        let id = self.cluster.leader(Duration::from_secs(30)).await?;
+        Ok(vec![self.cluster.endpoint(id)])
+    }
+}
+
+fn main() -> Result<()> {
+    let Cmd::Cluster(args) = Args::parse().cmd;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(cluster(args))
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+async fn cluster(args: ClusterArgs) -> Result<()> {
+    if args.data_dir.exists() {
+        std::fs::remove_dir_all(&args.data_dir)
+            .with_context(|| format!("removing {}", args.data_dir.display()))?;
+    }
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "# raft-bench cluster: {cpus} CPUs, load average at start {}",
+        loadavg()
+    );
+    println!(
+        "3 members each on 127.0.0.1, data under {} (fsync on), {VALUE_SIZE}-byte values, \
+         8-byte keys, {:?} per load run, load sent to the leader",
+        args.data_dir.display(),
+        args.duration
+    );
+    let mut targets = vec![Target {
+        cluster: Cluster::start(
+            Server::Raftd(args.raftd.clone()),
+            &args.data_dir.join("raftd"),
+            3,
+            &[],
+        )?,
+    }];
+    if let Some(etcd) = &args.etcd {
+        targets.push(Target {
+            cluster: Cluster::start(
+                Server::Etcd(etcd.clone()),
+                &args.data_dir.join("etcd"),
+                3,
+                &[],
+            )?,
+        });
+    }
+    for t in &targets {
+        t.cluster.leader(Duration::from_secs(30)).await?;
+    }
+
+    // Load runs, the servers interleaved run by run (alternating who goes first).
+    let runs = [
+        ("put", Workload::Put, 1),
+        ("put", Workload::Put, 16),
+        ("put", Workload::Put, 256),
+        ("get (linearizable)", Workload::GetLinearizable, 1),
+        ("get (linearizable)", Workload::GetLinearizable, 256),
+        ("get (serializable)", Workload::GetSerializable, 1),
+        ("get (serializable)", Workload::GetSerializable, 256),
+    ];
+    let mut results: Vec<Vec<Stats>> = Vec::new();
+    let mut filled = false;
+    for (n, &(name, workload, clients)) in runs.iter().enumerate() {
+        if workload != Workload::Put && !filled {
+            for t in &targets {
+                load::fill(&t.leader_endpoint().await?, GET_KEY_SPACE, VALUE_SIZE).await?;
+            }
+            filled = true;
+        }
+        let spec = LoadSpec {
+            workload,
+            clients,
+            duration: args.duration,
+            key_space: if workload == Workload::Put {
+                PUT_KEY_SPACE
+            } else {
+                GET_KEY_SPACE
+            },
+            value_size: VALUE_SIZE,
+        };
+        let mut row: Vec<Option<Stats>> = vec![None; targets.len()];
+        let mut order: Vec<usize> = (0..targets.len()).collect();
+        if n % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let t = &mut targets[i];
+            let eps = t.leader_endpoint().await?;
+            let s = load::run(&eps, &spec).await?;
+            t.cluster.sample_rss();
+            eprintln!(
+                "{} {name} x{clients}: {:.0}/s p50 {:.2} ms p99 {:.2} ms ({} errors)",
+                t.name(),
+                s.throughput(),
+                s.quantile_ms(0.5),
+                s.quantile_ms(0.99),
+                s.errors
+            );
+            row[i] = Some(s);
+        }
+        results.push(
+            row.into_iter()
+                .map(|s| s.expect("every target ran"))
+                .collect(),
+        );
+    }
+
+    // Failover trials, interleaved.
+    let mut failovers: Vec<Vec<Duration>> = vec![Vec::new(); targets.len()];
+    for trial in 0..args.trials {
+        for (i, t) in targets.iter_mut().enumerate() {
+            let d = failover::trial(&mut t.cluster, VALUE_SIZE).await?;
+            eprintln!("{} failover trial {}: {d:?}", t.name(), trial + 1);
+            failovers[i].push(d);
+        }
+    }
+
+    // SIGTERM: the leader first, then the others; the time from the signal to the exit.
+    let mut shutdowns: Vec<Vec<Duration>> = Vec::new();
+    for t in &mut targets {
+        let leader = t.cluster.leader(Duration::from_secs(30)).await?;
+        let mut order = vec![leader];
+        order.extend(t.cluster.running().into_iter().filter(|&i| i != leader));
+        let mut times = Vec::new();
+        for id in order {
+            let (d, status) = t.cluster.terminate(id, Duration::from_secs(30))?;
+            eprintln!(
+                "{} member {id} exited {status} {d:?} after SIGTERM",
+                t.name()
+            );
+            times.push(d);
+        }
+        shutdowns.push(times);
+    }
+
+    report(&targets, &runs, &results, &failovers, &shutdowns);
+    println!("\nload average at end {}", loadavg());
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(v: &[Duration]) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+fn report(
+    targets: &[Target],
+    runs: &[(&str, Workload, usize)],
+    results: &[Vec<Stats>],
+    failovers: &[Vec<Duration>],
+    shutdowns: &[Vec<Duration>],
+) {
+    let names: Vec<&str> = targets.iter().map(Target::name).collect();
+    let etcd = names.len() > 1;
+    println!();
+    let mut head = "| workload | clients |".to_string();
+    let mut rule = "|---|---:|".to_string();
+    for n in &names {
+        head.push_str(&format!(" {n} ops/s | {n} p50 ms | {n} p99 ms |"));
+        rule.push_str("---:|---:|---:|");
+    }
+    if etcd {
+        head.push_str(" ops/s raftd/etcd | p50 raftd/etcd |");
+        rule.push_str("---:|---:|");
+    }
+    println!("{head}\n{rule}");
+    for ((name, _, clients), row) in runs.iter().zip(results) {
+        let mut line = format!("| {name} | {clients} |");
+        for s in row {
+            line.push_str(&format!(
+                " {:.0} | {:.2} | {:.2} |",
+                s.throughput(),
+                s.quantile_ms(0.5),
+                s.quantile_ms(0.99)
+            ));
+        }
+        if etcd {
+            line.push_str(&format!(
+                " {:.2} | {:.2} |",
+                row[0].throughput() / row[1].throughput(),
+                row[0].quantile_ms(0.5) / row[1].quantile_ms(0.5)
+            ));
+        }
+        println!("{line}");
+    }
+    println!();
+    for (i, n) in names.iter().enumerate() {
+        let trials: Vec<String> = failovers[i]
+            .iter()
+            .map(|d| format!("{:.0}", ms(*d)))
+            .collect();
+        println!(
+            "failover {n}: p50 {:.0} ms (trials, ms: {})",
+            ms(median(&failovers[i])),
+            trials.join(", ")
+        );
+    }
+    if etcd && !failovers[0].is_empty() {
+        println!(
+            "failover p50 raftd/etcd: {:.2}",
+            ms(median(&failovers[0])) / ms(median(&failovers[1]))
+        );
+    }
+    for (i, n) in names.iter().enumerate() {
+        let t: Vec<String> = shutdowns[i]
+            .iter()
+            .map(|d| format!("{:.0}", ms(*d)))
+            .collect();
+        println!("SIGTERM to exit {n} (leader first, ms): {}", t.join(", "));
+    }
+    for (i, n) in names.iter().enumerate() {
+        let rss: Vec<String> = targets[i]
+            .cluster
+            .peak_rss_kib()
+            .iter()
+            .map(|(id, kib)| format!("member {id} {:.1} MiB", *kib as f64 / 1024.0))
+            .collect();
+        println!("peak RSS (VmHWM) {n}: {}", rss.join(", "));
+    }
+}

@@ -1,0 +1,334 @@
+//! Real `raftd` processes on loopback driven by the `etcd-client` crate (the etcd v3 client
+//! the Rust ecosystem uses): basic operations from every member, a leader killed with SIGKILL
+//! under load, restart and catch-up, a learner added and promoted, a member removed, and a
+//! graceful SIGTERM shutdown under load.
+//!
+//! The raftd binary comes from `RAFT_BENCH_RAFTD` (`cargo xtask ci` points it at the debug
+//! build the same test run makes); without it the test builds raftd with cargo first.
+
+#![allow(clippy::print_stderr)]
+
+use etcd_client::{Compare, CompareOp, GetOptions, MemberAddOptions, Txn, TxnOp};
+use raft_bench::cluster::{Cluster, Server, connect, free_addr};
+use raft_bench::failover::catch_up;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const TEST_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The raftd binary to test.
+fn raftd() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("RAFT_BENCH_RAFTD") {
+            return PathBuf::from(p);
+        }
+        // <target>/<profile>/deps/<this test>: build raftd into <target>/<profile>.
+        let exe = std::env::current_exe().expect("test path");
+        let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+        let profile = profile_dir.file_name().expect("profile").to_string_lossy();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--package", "raft-node", "--bin", "raftd"])
+            .env(
+                "CARGO_TARGET_DIR",
+                profile_dir.parent().expect("target dir"),
+            );
+        if profile != "debug" {
+            cmd.args(["--profile", &profile]);
+        }
+        eprintln!("RAFT_BENCH_RAFTD is not set: building raftd ({cmd:?})");
+        assert!(
+            cmd.status().expect("cargo runs").success(),
+            "building raftd failed"
+        );
+        profile_dir.join("raftd")
+    })
+    .clone()
+}
+
+/// A 3-member raftd cluster with a calmer election timer (loaded CI machines).
+fn start(dir: &tempfile::TempDir) -> Cluster {
+    Cluster::start(
+        Server::Raftd(raftd()),
+        dir.path(),
+        3,
+        &[
+            "--heartbeat-interval",
+            "50ms",
+            "--election-timeout-base",
+            "300ms",
+            "--log-filter",
+            "info",
+        ],
+    )
+    .expect("cluster starts")
+}
+
+/// Retries `f` until it returns `Some`, for at most `secs` seconds (liveness only).
+async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of `key` read through `c` (linearizable unless `serializable`).
+async fn get(c: &mut etcd_client::Client, key: &str, serializable: bool) -> Option<String> {
+    let opts = serializable.then(|| GetOptions::new().with_serializable());
+    let r = c.get(key, opts).await.expect("get");
+    r.kvs()
+        .first()
+        .map(|kv| kv.value_str().unwrap().to_string())
+}
+
+/// Writes `load-<n>` keys through `endpoints` for `secs` seconds and returns the keys whose
+/// put was acknowledged.
+fn writer(endpoints: Vec<String>, secs: u64) -> tokio::task::JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let client = connect(&endpoints, Duration::from_secs(2)).await.unwrap();
+        let mut acked = Vec::new();
+        let started = Instant::now();
+        let mut i = 0u64;
+        while started.elapsed() < Duration::from_secs(secs) {
+            let key = format!("load-{i:06}");
+            if client
+                .kv_client()
+                .put(key.as_str(), i.to_string(), None)
+                .await
+                .is_ok()
+            {
+                acked.push(key);
+            } else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            i += 1;
+        }
+        acked
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_get_delete_txn_from_every_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start(&dir);
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        cluster.leader(Duration::from_secs(30)).await.unwrap();
+        let mut first_rev = None;
+        for id in 1..=3u64 {
+            let mut c = cluster.client(&[id], Duration::from_secs(5)).await.unwrap();
+            let key = format!("key-{id}");
+            let put = eventually(10, "a put", || {
+                let mut c = c.clone();
+                let key = key.clone();
+                async move { c.put(key, "v1", None).await.ok() }
+            })
+            .await;
+            let h = put.header().unwrap();
+            assert_eq!(h.member_id(), id);
+            assert!(h.raft_term() > 0);
+            first_rev.get_or_insert(h.revision());
+            // Every member sees the write (linearizable reads).
+            for other in 1..=3u64 {
+                let mut o = cluster
+                    .client(&[other], Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                assert_eq!(get(&mut o, &key, false).await.as_deref(), Some("v1"));
+            }
+            let kv = c.get(key.as_str(), None).await.unwrap().kvs()[0].clone();
+            assert_eq!((kv.version(), kv.mod_revision()), (1, kv.create_revision()));
+            // Txn: compare the value, then put; the same txn fails the second time.
+            let txn = Txn::new()
+                .when([Compare::value(key.as_str(), CompareOp::Equal, "v1")])
+                .and_then([TxnOp::put(key.as_str(), "v2", None)])
+                .or_else([TxnOp::get(key.as_str(), None)]);
+            assert!(c.txn(txn.clone()).await.unwrap().succeeded());
+            assert!(!c.txn(txn).await.unwrap().succeeded());
+            assert_eq!(get(&mut c, &key, false).await.as_deref(), Some("v2"));
+            let d = c.delete(key.as_str(), None).await.unwrap();
+            assert_eq!(d.deleted(), 1);
+            assert_eq!(get(&mut c, &key, true).await, None);
+        }
+        // etcd's numbering: a new store is at revision 1, the first write gets 2.
+        assert_eq!(first_rev, Some(2));
+    })
+    .await
+    .expect("test took too long");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_under_load_loses_no_acknowledged_write_and_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(&dir);
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let leader = cluster.leader(Duration::from_secs(30)).await.unwrap();
+        let load = writer(cluster.endpoints(), 6);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        cluster.kill9(leader).unwrap();
+        let acked = load.await.unwrap();
+        assert!(
+            acked.len() > 10,
+            "too few acknowledged writes: {}",
+            acked.len()
+        );
+        let mut survivors = cluster.client(&[], Duration::from_secs(5)).await.unwrap();
+        eventually(20, "a write after the leader died", || {
+            let mut c = survivors.clone();
+            async move { c.put("after", "kill", None).await.ok() }
+        })
+        .await;
+        for key in &acked {
+            assert!(
+                get(&mut survivors, key, false).await.is_some(),
+                "acknowledged {key} lost"
+            );
+        }
+        // The old leader comes back from its data dir and catches up.
+        cluster.restart(leader).unwrap();
+        catch_up(&cluster, leader).await.unwrap();
+        let mut back = cluster
+            .client(&[leader], Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(get(&mut back, "after", true).await.as_deref(), Some("kill"));
+        assert!(get(&mut back, acked.last().unwrap(), true).await.is_some());
+    })
+    .await
+    .expect("test took too long");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learner_is_added_promoted_and_another_member_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(&dir);
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        cluster.leader(Duration::from_secs(30)).await.unwrap();
+        let mut c = cluster.client(&[], Duration::from_secs(5)).await.unwrap();
+        eventually(10, "a put", || {
+            let mut c = c.clone();
+            async move { c.put("before-join", "1", None).await.ok() }
+        })
+        .await;
+        let peer = free_addr().unwrap();
+        let added = c
+            .member_add(
+                [format!("http://{peer}")],
+                Some(MemberAddOptions::new().with_is_learner()),
+            )
+            .await
+            .unwrap();
+        let member = added.member().unwrap();
+        assert!(member.is_learner());
+        let new_id = member.id();
+        cluster.spawn_joining(new_id, peer).unwrap();
+        let learner = cluster.endpoint(new_id);
+        eventually(30, "the learner to catch up", || {
+            let learner = learner.clone();
+            async move {
+                let mut l = connect(&[learner], Duration::from_secs(2)).await.ok()?;
+                let opts = GetOptions::new().with_serializable();
+                let r = l.get("before-join", Some(opts)).await.ok()?;
+                (!r.kvs().is_empty()).then_some(())
+            }
+        })
+        .await;
+        // Promotion may be refused while the learner lags; retry (liveness).
+        eventually(20, "the promotion", || {
+            let mut c = c.clone();
+            async move { c.member_promote(new_id).await.ok() }
+        })
+        .await;
+        let removed = c.member_remove(3).await.unwrap();
+        let mut ids: Vec<(u64, bool)> = removed
+            .members()
+            .iter()
+            .map(|m| (m.id(), m.is_learner()))
+            .collect();
+        ids.sort();
+        assert_eq!(ids, [(1, false), (2, false), (new_id, false)]);
+        cluster.forget(3).unwrap();
+        // The new configuration serves writes (node 3 may have led: an election first).
+        let mut c = cluster.client(&[], Duration::from_secs(5)).await.unwrap();
+        eventually(20, "a write in the new configuration", || {
+            let mut c = c.clone();
+            async move { c.put("after-change", "ok", None).await.ok() }
+        })
+        .await;
+        assert_eq!(c.member_list().await.unwrap().members().len(), 3);
+        let mut promoted = cluster
+            .client(&[new_id], Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(
+            get(&mut promoted, "after-change", false).await.as_deref(),
+            Some("ok")
+        );
+    })
+    .await
+    .expect("test took too long");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_exits_cleanly_and_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(&dir);
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let leader = cluster.leader(Duration::from_secs(30)).await.unwrap();
+        let load = writer(cluster.endpoints(), 4);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // The exit time is measured by `cargo xtask bench cluster`; here only a generous
+        // bound, so that a hang fails the test.
+        let (took, status) = cluster.terminate(leader, Duration::from_secs(20)).unwrap();
+        eprintln!("leader {leader} exited {status} {took:?} after SIGTERM");
+        assert!(status.success(), "raftd exited with {status} on SIGTERM");
+        let acked = load.await.unwrap();
+        assert!(
+            acked.len() > 10,
+            "too few acknowledged writes: {}",
+            acked.len()
+        );
+        // Every acknowledged write survives, on the others and on the restarted member.
+        let mut others = cluster.client(&[], Duration::from_secs(5)).await.unwrap();
+        for key in &acked {
+            assert!(
+                get(&mut others, key, false).await.is_some(),
+                "acknowledged {key} lost"
+            );
+        }
+        cluster.restart(leader).unwrap();
+        catch_up(&cluster, leader).await.unwrap();
+        let mut back = cluster
+            .client(&[leader], Duration::from_secs(5))
+            .await
+            .unwrap();
+        for key in &acked {
+            assert!(
+                get(&mut back, key, true).await.is_some(),
+                "{key} missing after restart"
+            );
+        }
+        // A follower stops cleanly too.
+        let follower = cluster
+            .running()
+            .into_iter()
+            .find(|&i| i != leader)
+            .unwrap();
+        let (_, status) = cluster
+            .terminate(follower, Duration::from_secs(20))
+            .unwrap();
+        assert!(status.success(), "raftd exited with {status} on SIGTERM");
+    })
+    .await
+    .expect("test took too long");
+}
