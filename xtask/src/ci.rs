@@ -70,8 +70,28 @@ pub fn run(flags: &mut Flags) -> Result<()> {
     Ok(())
 }
 
-/// Fails if `raft-core` depends, directly or not, on a crate that does I/O.
+/// The one package allowed to need protoc (its etcd-client dependency runs protoc in its
+/// build script). Every other package, xtask included, builds anywhere without it.
+const PROTOC_PACKAGE: &str = "raft-bench";
+
+/// Crates whose build needs protoc; none may reach a package but [`PROTOC_PACKAGE`].
+const NEEDS_PROTOC: &[&str] = &["etcd-client", "raft-bench"];
+
+/// Fails if `raft-core` depends, directly or not, on a crate that does I/O, or if a crate
+/// that needs protoc to build reaches a package that must build without it.
 pub fn layering() -> Result<()> {
+    let mut tree = cargo();
+    tree.args(["tree", "--edges", "normal,build,dev", "--prefix", "none"])
+        .args(["--format", "{p}", "--locked", "--workspace"])
+        .args(["--exclude", PROTOC_PACKAGE]);
+    let found = crates_named(&util::output(&mut tree)?, NEEDS_PROTOC);
+    if !found.is_empty() {
+        bail!(
+            "layering: {} need protoc to build, but a package that must build without it \
+             depends on them (keep them in raft-bench, bench/)",
+            found.join(", ")
+        );
+    }
     let tree = util::output(cargo().args([
         "tree",
         "--package",
@@ -84,23 +104,26 @@ pub fn layering() -> Result<()> {
         "{p}",
         "--locked",
     ]))?;
-    let found = forbidden_crates(&tree);
+    let found = crates_named(&tree, FORBIDDEN_IN_CORE);
     if !found.is_empty() {
         bail!(
             "layering: raft-core must stay free of I/O, but its dependency tree contains {}",
             found.join(", ")
         );
     }
-    eprintln!("xtask: layering ok: raft-core depends on none of {FORBIDDEN_IN_CORE:?}");
+    eprintln!(
+        "xtask: layering ok: raft-core depends on none of {FORBIDDEN_IN_CORE:?}; \
+         only raft-bench needs protoc"
+    );
     Ok(())
 }
 
-/// The forbidden crate names that occur in `cargo tree --prefix none --format {p}` output.
-fn forbidden_crates(tree: &str) -> Vec<String> {
+/// The crate names of `names` that occur in `cargo tree --prefix none --format {p}` output.
+fn crates_named(tree: &str, names: &[&str]) -> Vec<String> {
     let mut found: Vec<String> = tree
         .lines()
         .filter_map(|line| line.split_whitespace().next())
-        .filter(|name| FORBIDDEN_IN_CORE.contains(name))
+        .filter(|name| names.contains(name))
         .map(str::to_string)
         .collect();
     found.sort();
@@ -110,17 +133,31 @@ fn forbidden_crates(tree: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::forbidden_crates;
+    use super::{FORBIDDEN_IN_CORE, NEEDS_PROTOC, crates_named};
 
     #[test]
     fn finds_forbidden_crates_by_exact_name() {
         let tree = "raft-core v0.1.0 (/x)\nbytes v1.10.0\ntokio v1.47.0\ntokio-util v0.7.0\n\
                     tokio v1.47.0\nprost-types v0.14.0\n";
-        assert_eq!(forbidden_crates(tree), vec!["tokio".to_string()]);
+        assert_eq!(
+            crates_named(tree, FORBIDDEN_IN_CORE),
+            vec!["tokio".to_string()]
+        );
     }
 
     #[test]
     fn clean_tree_passes() {
-        assert!(forbidden_crates("raft-core v0.1.0 (/x)\nbytes v1.10.0\n").is_empty());
+        assert!(
+            crates_named("raft-core v0.1.0 (/x)\nbytes v1.10.0\n", FORBIDDEN_IN_CORE).is_empty()
+        );
+    }
+
+    #[test]
+    fn finds_crates_that_need_protoc() {
+        let tree = "xtask v0.1.0 (/x)\netcd-client v0.21.1\netcd-clientx v1.0.0\n";
+        assert_eq!(
+            crates_named(tree, NEEDS_PROTOC),
+            vec!["etcd-client".to_string()]
+        );
     }
 }

@@ -1,7 +1,8 @@
-//! Real `raftd` processes on loopback driven through the etcd v3 API (the tonic clients of
-//! `raft_kv::pb`; the `etcd-client` crate needs a system `protoc` to build, so it is not
-//! used): basic operations from every node, a leader killed with SIGKILL under load,
-//! membership changes with a learner, and etcdctl when it is installed.
+//! Real `raftd` processes on loopback driven through the etcd v3 API with our own client
+//! (`raft_node::client`, the tonic clients of `raft_kv::pb`): basic operations from every
+//! node, a leader killed with SIGKILL under load, membership changes with a learner,
+//! raftctl, and etcdctl when it is installed. The same scenarios driven by the `etcd-client`
+//! crate are in `bench/tests/etcd_client.rs` (that crate needs protoc, which xtask supplies).
 
 #![allow(clippy::print_stdout)]
 
