@@ -326,21 +326,7 @@ fn recovery(cfg: &Config) {
         .sum();
     let mut raw_t = Vec::new();
     let mut open_t = Vec::new();
-    let mut serial_t = Vec::new();
-    let open_with = |threads: usize| {
-        let t = Instant::now();
-        let settings = Settings {
-            recovery_threads: threads,
-            ..Settings::default()
-        };
-        let wal = Wal::open(&dir, settings).expect("recover");
-        let took = t.elapsed();
-        assert_eq!(wal.last_index(), n);
-        drop(wal);
-        took
-    };
-    // One warm-up round, then five measured ones, the three variants interleaved; the
-    // median is reported.
+    // One warm-up round, then five measured ones; the median is reported.
     for round in 0..6 {
         let t = Instant::now();
         let mut sum = 0u64;
@@ -357,41 +343,38 @@ fn recovery(cfg: &Config) {
         }
         assert_eq!(sum, bytes);
         let raw = t.elapsed();
-        let open = open_with(0);
-        let serial = open_with(1);
+        let t = Instant::now();
+        let wal = Wal::open(&dir, Settings::default()).expect("recover");
+        let open = t.elapsed();
         if round > 0 {
             raw_t.push(raw);
             open_t.push(open);
-            serial_t.push(serial);
         }
+        assert_eq!(wal.last_index(), n);
+        drop(wal);
     }
     raw_t.sort();
     open_t.sort();
-    serial_t.sort();
-    let (raw, open, serial) = (raw_t[2], open_t[2], serial_t[2]);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (raw, open) = (raw_t[2], open_t[2]);
     println!(
-        "\n## 3. Recovery of {n} entries of 128 B ({} segment files, {:.0} MiB; built in {:.1} s; median of 5 after a warm-up round, page cache warm; {threads} cores)\n",
+        "\n## 3. Recovery of {n} entries of 128 B ({} segment files, {:.0} MiB; built in {:.1} s; median of 5 after a warm-up round, page cache warm)\n",
         files.len(),
         mib(bytes as f64),
         build.as_secs_f64()
     );
-    println!("| | time ms | MiB/s | vs raw read |");
-    println!("|---|---|---|---|");
+    println!("| | time ms | MiB/s |");
+    println!("|---|---|---|");
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let row = |what: &str, d: Duration| {
-        println!(
-            "| {what} | {:.0} | {:.0} | {:.2}x |",
-            ms(d),
-            mib(bytes as f64) / d.as_secs_f64(),
-            ms(d) / ms(raw)
-        )
-    };
-    row(
-        "raft-log open (scan, verify every CRC, rebuild the index; default threads)",
-        open,
+    println!(
+        "| raft-log open (scan, verify, index) | {:.0} | {:.0} |",
+        ms(open),
+        mib(bytes as f64) / open.as_secs_f64()
     );
-    row("raft-log open, `recovery_threads = 1`", serial);
-    row("sequential read of the same files (4 MiB buffer)", raw);
+    println!(
+        "| sequential read of the same files (4 MiB buffer) | {:.0} | {:.0} |",
+        ms(raw),
+        mib(bytes as f64) / raw.as_secs_f64()
+    );
+    println!("| ratio | {:.2}x | |", ms(open) / ms(raw));
     let _ = std::fs::remove_dir_all(&dir);
 }

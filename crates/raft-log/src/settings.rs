@@ -39,10 +39,6 @@ pub struct Settings {
     pub sync_policy: SyncPolicy,
     /// Bytes of recent entry data kept in memory for reads (default 16 MiB).
     pub cache_bytes: usize,
-    /// Threads that verify segments in parallel when the log is opened (default 0: one
-    /// per core, at most 4, never more than there are segments; 1 scans on the caller's
-    /// thread alone).
-    pub recovery_threads: usize,
 }
 
 impl Default for Settings {
@@ -53,7 +49,6 @@ impl Default for Settings {
             commit_delay: Duration::ZERO,
             sync_policy: SyncPolicy::Always,
             cache_bytes: 16 << 20,
-            recovery_threads: 0,
         }
     }
 }

@@ -76,12 +76,7 @@ impl Wal {
             mut segments,
             tail,
             stale,
-        } = recovery::recover_with(
-            &*fs,
-            &dir,
-            recovery::WINDOW,
-            (settings.recovery_threads > 0).then_some(settings.recovery_threads),
-        )?;
+        } = recovery::recover(&*fs, &dir, recovery::WINDOW)?;
         let cache = Cache::new(settings.cache_bytes);
 
         let mut dir_dirty = false;

@@ -663,7 +663,6 @@ impl NodeConfig {
                 SyncPolicyKey::Never => raft_log::SyncPolicy::Never,
             },
             cache_bytes: w.cache_bytes.as_usize(),
-            ..raft_log::Settings::default()
         }
     }
 
