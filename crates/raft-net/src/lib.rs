@@ -22,11 +22,8 @@
 //!   `Replicate` stream, with up to `stream_window_bytes` unacknowledged; the *light* lane
 //!   (everything else) sends one unary call per frame, so a heartbeat never waits behind
 //!   megabytes of appends. Messages queued together are merged into one frame.
-//! - The light lanes run on a network thread owned by the transport, on both sides: a
-//!   light-lane connection opens with an 8-byte preface (`RAFTLITE`, before HTTP/2 and
-//!   TLS) by which the accept loop, also on that thread, hands it to a server there; every
-//!   other connection goes to a server on the caller's runtime, where the stream lanes run
-//!   too. With
+//! - The outbound light lanes run on a network thread owned by the transport; the stream
+//!   lanes and the inbound server run on the caller's runtime. With
 //!   [`Inbound::channels_with_priority`], inbound light-lane messages go to their own
 //!   channel so they do not wait behind appends in the runtime's queue either
 //!   ([`InboundReceivers::recv`] reads that channel first).

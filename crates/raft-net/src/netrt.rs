@@ -1,9 +1,8 @@
-//! The transport's own network thread: a single-threaded tokio runtime that runs the light
-//! lanes on both sides (outbound workers and their connections; the accept loop and the
-//! inbound light-lane connections), so heartbeats and votes are not scheduled behind the
-//! CPU work of big appends on the caller's runtime. Inbound append streams and snapshots
-//! stay on the caller's runtime (one thread serving every connection would put the light
-//! calls behind the append streams' socket I/O).
+//! The transport's own network thread: a single-threaded tokio runtime that runs the
+//! outbound light lanes (and their connections), so heartbeats and votes are not scheduled
+//! behind the CPU work of big appends on the caller's runtime. Inbound connections stay on
+//! the caller's runtime (one thread serving every connection would put the light calls
+//! behind the append streams' socket I/O).
 
 use crate::error::Result;
 use raft_core::NodeId;

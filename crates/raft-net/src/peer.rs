@@ -267,43 +267,12 @@ async fn pump(
     }
 }
 
-/// Opens a light-lane connection: TCP to the peer, then the preface that makes its server
-/// receive the lane on its network thread (TLS, when configured, starts after it).
-async fn connect_light(
-    uri: http::Uri,
-) -> std::io::Result<hyper_util::rt::TokioIo<tokio::net::TcpStream>> {
-    use tokio::io::AsyncWriteExt;
-    let bad = || {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("bad peer URI {uri}"),
-        )
-    };
-    let host = uri.host().ok_or_else(bad)?;
-    // An IPv6 literal comes bracketed in a URI.
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri
-        .port_u16()
-        .unwrap_or(if uri.scheme_str() == Some("https") {
-            443
-        } else {
-            80
-        });
-    let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
-    stream.set_nodelay(true)?;
-    stream.write_all(crate::server::LIGHT_PREFACE).await?;
-    Ok(hyper_util::rt::TokioIo::new(stream))
-}
-
 /// Runs the light lane to `peer` until it is closed: one unary call per frame, merging
 /// whatever queued up while the previous call was in flight.
 pub(crate) async fn run_light_lane(shared: std::sync::Arc<Shared>, peer: std::sync::Arc<Peer>) {
     let cfg = &shared.config;
     let mut backoff = Backoff::new(cfg.backoff, seed_for(peer.id) ^ 0x11);
-    let channel = peer
-        .endpoint
-        .connect_with_connector_lazy(tower::service_fn(connect_light));
-    let mut client = peer.client(&shared, channel);
+    let mut client = peer.client(&shared, peer.endpoint.connect_lazy());
     loop {
         let Some(batch) = peer
             .light_q

@@ -15,13 +15,12 @@ use raft_metrics::net as m;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -372,11 +371,8 @@ async fn receive_snapshot(
 pub struct ServerHandle {
     local_addr: SocketAddr,
     cancel: watch::Sender<bool>,
-    /// Stop the accept loop and the two servers.
-    stops: Vec<oneshot::Sender<()>>,
-    /// The two servers (streams, light lane).
-    tasks: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
-    accept: JoinHandle<()>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
     /// Keeps the network thread alive while the server runs.
     _net: Arc<NetRuntime>,
 }
@@ -391,93 +387,59 @@ impl ServerHandle {
     /// reconnect elsewhere or later), and waits up to 5 s for connections to close.
     pub async fn shutdown(mut self) -> Result<()> {
         let _ = self.cancel.send(true);
-        for stop in self.stops.drain(..) {
+        if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        let mut result = Ok(());
-        for task in &mut self.tasks {
-            match tokio::time::timeout_at(deadline, &mut *task).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => result = Err(Error::Io(std::io::Error::other(e))),
-                Ok(Err(join)) => result = Err(Error::Io(std::io::Error::other(join))),
-                Err(_) => task.abort(),
+        match tokio::time::timeout(Duration::from_secs(5), &mut self.task).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(Error::Io(std::io::Error::other(e))),
+            Ok(Err(join)) => Err(Error::Io(std::io::Error::other(join))),
+            Err(_) => {
+                self.task.abort();
+                Ok(())
             }
         }
-        self.accept.abort();
-        result
     }
 }
 
-/// The first bytes a light-lane connection sends, before HTTP/2 (and before TLS): the
-/// server hands such connections to the network thread, so heartbeats and votes are
-/// received there instead of waiting behind the append streams on the caller's runtime.
-pub(crate) const LIGHT_PREFACE: &[u8; 8] = b"RAFTLITE";
-
-/// How long a new connection may take to show which lane it is.
-const ROUTE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Serves the `Peer` service on `listener`: an accept loop on the network thread routes
-/// light-lane connections to a server on that thread and every other connection (append
-/// streams, snapshots) to a server on the caller's multi-threaded runtime.
+/// Serves the `Peer` service on `listener` in a new task.
 pub(crate) fn serve(
     shared: Arc<Shared>,
     listener: TcpListener,
     net: Arc<NetRuntime>,
 ) -> Result<ServerHandle> {
     let local_addr = listener.local_addr()?;
-    let listener = listener.into_std()?;
     let cfg = &shared.config;
     let (cancel, cancel_rx) = watch::channel(false);
-    let router = || -> Result<_> {
-        let service = pb::peer_server::PeerServer::new(PeerService {
-            shared: shared.clone(),
-            cancel: cancel_rx.clone(),
-        })
-        .max_decoding_message_size(cfg.max_message_size)
-        .max_encoding_message_size(cfg.max_message_size);
-        let mut builder = Server::builder()
-            .tcp_nodelay(true)
-            .http2_keepalive_interval(Some(cfg.keepalive_interval))
-            .http2_keepalive_timeout(Some(cfg.keepalive_timeout))
-            .initial_stream_window_size(8 << 20)
-            .initial_connection_window_size(16 << 20);
-        if let Some(tls) = &shared.server_tls {
-            builder = builder
-                .tls_config(tls.clone())
-                .map_err(|e| Error::Config(format!("TLS: {e}")))?;
-        }
-        Ok(builder.add_service(service))
-    };
-    let (main_router, light_router) = (router()?, router()?);
-    let (main_tx, main_rx) = mpsc::channel::<std::net::TcpStream>(64);
-    let (light_tx, light_rx) = mpsc::channel::<TcpStream>(64);
-    let (stop_main, stop_main_rx) = oneshot::channel::<()>();
-    let (stop_light, stop_light_rx) = oneshot::channel::<()>();
-    let (stop_accept, stop_accept_rx) = oneshot::channel::<()>();
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let service = pb::peer_server::PeerServer::new(PeerService {
+        shared: shared.clone(),
+        cancel: cancel_rx,
+    })
+    .max_decoding_message_size(cfg.max_message_size)
+    .max_encoding_message_size(cfg.max_message_size);
+    let mut builder = Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(cfg.keepalive_interval))
+        .http2_keepalive_timeout(Some(cfg.keepalive_timeout))
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(16 << 20);
+    if let Some(tls) = &shared.server_tls {
+        builder = builder
+            .tls_config(tls.clone())
+            .map_err(|e| Error::Config(format!("TLS: {e}")))?;
+    }
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let router = builder.add_service(service);
     let span = info_span!("peer_server", node_id = cfg.node_id, %local_addr);
-    let accept = net
-        .handle()
-        .spawn(accept_loop(listener, main_tx, light_tx, stop_accept_rx).instrument(span.clone()));
-    // The streams' connections are registered with the caller's runtime as they come in
-    // (the server polls this stream there).
-    let main_incoming = ReceiverStream::new(main_rx).map(TcpStream::from_std);
-    let main = shared.main.spawn(
+    // Inbound connections run on the caller's multi-threaded runtime: a single network
+    // thread would serialize the light lane's calls behind the append streams' socket I/O
+    // (measured: worse heartbeat latency under load).
+    let task = shared.main.spawn(
         async move {
-            main_router
-                .serve_with_incoming_shutdown(main_incoming, async {
-                    let _ = stop_main_rx.await;
-                })
-                .await
-        }
-        .instrument(span.clone()),
-    );
-    let light_incoming = ReceiverStream::new(light_rx).map(Ok::<_, std::io::Error>);
-    let light = net.handle().spawn(
-        async move {
-            light_router
-                .serve_with_incoming_shutdown(light_incoming, async {
-                    let _ = stop_light_rx.await;
+            router
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stop_rx.await;
                 })
                 .await
         }
@@ -486,75 +448,8 @@ pub(crate) fn serve(
     Ok(ServerHandle {
         local_addr,
         cancel,
-        stops: vec![stop_accept, stop_main, stop_light],
-        tasks: vec![main, light],
-        accept,
+        stop: Some(stop),
+        task,
         _net: net,
     })
-}
-
-/// Accepts connections until `stop`, routing each by its first bytes (on the network
-/// thread, where this runs).
-async fn accept_loop(
-    listener: std::net::TcpListener,
-    main: mpsc::Sender<std::net::TcpStream>,
-    light: mpsc::Sender<TcpStream>,
-    mut stop: oneshot::Receiver<()>,
-) {
-    let listener = match TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            warn!(%e, "cannot listen for peers");
-            return;
-        }
-    };
-    loop {
-        let stream = tokio::select! {
-            _ = &mut stop => return,
-            r = listener.accept() => match r {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait instead of spinning.
-                    debug!(%e, "accepting a peer connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(route(stream, main.clone(), light.clone()));
-    }
-}
-
-/// Hands `stream` to the light-lane server when it starts with [`LIGHT_PREFACE`] (consumed
-/// here), to the main server otherwise (untouched: HTTP/2 and TLS start with other bytes).
-async fn route(
-    mut stream: TcpStream,
-    main: mpsc::Sender<std::net::TcpStream>,
-    light: mpsc::Sender<TcpStream>,
-) {
-    let mut first = [0u8; 1];
-    match tokio::time::timeout(ROUTE_TIMEOUT, stream.peek(&mut first)).await {
-        Ok(Ok(1)) => {}
-        _ => return,
-    }
-    if first[0] != LIGHT_PREFACE[0] {
-        match stream.into_std() {
-            Ok(s) => {
-                let _ = main.send(s).await;
-            }
-            Err(e) => debug!(%e, "cannot hand over a peer connection"),
-        }
-        return;
-    }
-    let mut preface = [0u8; LIGHT_PREFACE.len()];
-    match tokio::time::timeout(ROUTE_TIMEOUT, stream.read_exact(&mut preface)).await {
-        Ok(Ok(_)) if &preface == LIGHT_PREFACE => {
-            let _ = light.send(stream).await;
-        }
-        _ => {
-            counter!(m::FRAMES_REJECTED, "reason" => "malformed").increment(1);
-            debug!("dropped a peer connection with an unknown preface");
-        }
-    }
 }
