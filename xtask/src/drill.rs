@@ -5,8 +5,10 @@
 //! Scenarios: `leader-kill` (SIGKILL the leader, restart it later) and `partition-leader`
 //! (cut the leader off with raftd's fault switch: the nodes run with
 //! `RAFTD_FAULT_INJECTION=1` and get SIGUSR1 / SIGUSR2; the old leader must step down by
-//! check-quorum) and `rolling-restart` (SIGTERM and restart every node in turn, followers
-//! first).
+//! check-quorum), `rolling-restart` (SIGTERM and restart every node in turn, followers
+//! first) and `follower-disk-loss` (SIGKILL a follower and delete its data dir, replace it
+//! the way an operator does: remove the member, add a fresh learner, start it with `--join`
+//! so it rebuilds from the leader's snapshot and log, promote it once caught up).
 
 use crate::util::{self, Flags};
 use anyhow::{Context, Result, bail};
@@ -31,6 +33,8 @@ struct Cluster {
     dir: PathBuf,
     initial: String,
     nodes: Vec<Node>,
+    /// Extra raftd flags for every node.
+    extra: Vec<String>,
 }
 
 /// Acknowledged writes: when each was sent, when it was acknowledged, key and value.
@@ -53,13 +57,20 @@ pub fn run(flags: &mut Flags, scenario: &str) -> Result<()> {
         std::fs::remove_dir_all(&dir)?;
     }
     std::fs::create_dir_all(&dir)?;
-    let mut c = Cluster::new(bin.join("raftd"), bin.join("raftctl"), dir.clone())?;
+    // Snapshots every 50 entries, so a replaced member needs one (the log is compacted).
+    let extra = match scenario {
+        "follower-disk-loss" => vec!["--snapshot-threshold".to_string(), "50".to_string()],
+        _ => Vec::new(),
+    };
+    let mut c = Cluster::new(bin.join("raftd"), bin.join("raftctl"), dir.clone(), extra)?;
     let outcome = match scenario {
         "leader-kill" => leader_kill(&mut c, short),
         "partition-leader" => partition_leader(&mut c, short),
         "rolling-restart" => rolling_restart(&mut c, short),
+        "follower-disk-loss" => follower_disk_loss(&mut c, short),
         other => Err(anyhow::anyhow!(
-            "unknown drill `{other}` (scenarios: leader-kill, partition-leader, rolling-restart)"
+            "unknown drill `{other}` (scenarios: leader-kill, partition-leader, \
+             rolling-restart, follower-disk-loss)"
         )),
     };
     c.stop_all();
@@ -77,7 +88,7 @@ pub fn run(flags: &mut Flags, scenario: &str) -> Result<()> {
 }
 
 impl Cluster {
-    fn new(raftd: PathBuf, raftctl: PathBuf, dir: PathBuf) -> Result<Cluster> {
+    fn new(raftd: PathBuf, raftctl: PathBuf, dir: PathBuf, extra: Vec<String>) -> Result<Cluster> {
         let ports = crate::cluster::free_ports(6)?;
         let nodes: Vec<Node> = (1..=3u64)
             .map(|id| Node {
@@ -97,6 +108,7 @@ impl Cluster {
             dir,
             initial: initial.join(","),
             nodes,
+            extra,
         };
         for id in 1..=3 {
             c.start(id)?;
@@ -105,7 +117,16 @@ impl Cluster {
     }
 
     fn start(&mut self, id: u64) -> Result<()> {
+        self.spawn(id, false)
+    }
+
+    /// Starts node `id`; a joining node (`join`) also lists itself in the initial cluster.
+    fn spawn(&mut self, id: u64, join: bool) -> Result<()> {
         let n = &self.nodes[id as usize - 1];
+        let mut initial = self.initial.clone();
+        if join {
+            initial.push_str(&format!(",{id}={}", n.peer));
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -115,12 +136,9 @@ impl Cluster {
             .arg("--data-dir")
             .arg(self.dir.join(format!("node{id}")))
             .args(["--listen-client", &n.client, "--listen-peer", &n.peer])
-            .args([
-                "--initial-cluster",
-                &self.initial,
-                "--cluster-token",
-                "drill",
-            ])
+            .args(["--initial-cluster", &initial, "--cluster-token", "drill"])
+            .args(if join { &["--join"][..] } else { &[] })
+            .args(&self.extra)
             .args([
                 "--heartbeat-interval",
                 "50ms",
@@ -188,9 +206,42 @@ impl Cluster {
     }
 
     fn stop_all(&mut self) {
-        for id in 1..=3 {
+        for id in 1..=self.nodes.len() as u64 {
             self.kill9(id);
         }
+    }
+
+    /// `raftctl` against every running node, retried for up to 30 s until it succeeds.
+    fn ctl_retry(&self, args: &[&str]) -> Result<String> {
+        let endpoints: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.client.as_str())
+            .collect();
+        let endpoints = endpoints.join(",");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (ok, out) = crate::cluster::ctl(&self.raftctl, &endpoints, args)?;
+            if ok {
+                return Ok(out);
+            }
+            if Instant::now() > deadline {
+                bail!("raftctl {} failed for 30 s: {}", args.join(" "), out.trim());
+            }
+            sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Node `id`'s own row of `raftctl status` (asked of that node): its columns.
+    fn own_status(&self, id: u64) -> Option<Vec<String>> {
+        let n = &self.nodes[id as usize - 1];
+        let (_, out) = crate::cluster::ctl(&self.raftctl, &n.client, &["status"]).ok()?;
+        out.lines().find_map(|l| {
+            let cols: Vec<String> = l.split_whitespace().map(str::to_string).collect();
+            (cols.first().map(String::as_str) == Some(id.to_string().as_str()) && cols.len() > 8)
+                .then_some(cols)
+        })
     }
 
     fn endpoints(&self) -> String {
@@ -270,7 +321,8 @@ fn start_load(
 /// Checks that every acknowledged write reads back with its value from every node.
 fn verify(c: &Cluster, acks: &Acks) -> Result<()> {
     let acks = acks.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    for n in &c.nodes {
+    let running: Vec<&Node> = c.nodes.iter().filter(|n| n.child.is_some()).collect();
+    for n in &running {
         let (ok, out) = crate::cluster::ctl(&c.raftctl, &n.client, &["get", "drill/", "--prefix"])?;
         if !ok {
             bail!("reading back through node {}: {out}", n.id);
@@ -292,8 +344,9 @@ fn verify(c: &Cluster, acks: &Acks) -> Result<()> {
         }
     }
     println!(
-        "verify: {} acknowledged writes read back from all 3 nodes",
-        acks.len()
+        "verify: {} acknowledged writes read back from all {} running nodes",
+        acks.len(),
+        running.len()
     );
     Ok(())
 }
@@ -464,6 +517,105 @@ fn rolling_restart(c: &mut Cluster, short: bool) -> Result<()> {
         );
         sleep(Duration::from_secs(if short { 1 } else { 5 }));
     }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        let _ = w.join();
+    }
+    println!("[{:>8}] load stopped", ms(t0.elapsed()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match verify(c, &acks) {
+            Ok(()) => return Ok(()),
+            Err(_) if Instant::now() < deadline => sleep(Duration::from_millis(500)),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn follower_disk_loss(c: &mut Cluster, short: bool) -> Result<()> {
+    let t0 = Instant::now();
+    let leader = c.wait_leader(None, Duration::from_secs(30))?;
+    println!("[{:>8}] leader is node {leader}", ms(t0.elapsed()));
+    let (stop, acks, writers) = start_load(c, 3);
+    sleep(Duration::from_secs(if short { 3 } else { 10 }));
+    let lost = (1..=3).find(|&i| i != leader).expect("3 nodes");
+    c.kill9(lost);
+    std::fs::remove_dir_all(c.dir.join(format!("node{lost}")))?;
+    let lost_at = Instant::now();
+    println!(
+        "[{:>8}] node {lost} killed and its data dir deleted ({} writes acknowledged so far)",
+        ms(t0.elapsed()),
+        acks.lock().unwrap_or_else(|e| e.into_inner()).len()
+    );
+    c.ctl_retry(&["member", "remove", &lost.to_string()])?;
+    println!("[{:>8}] member {lost} removed", ms(t0.elapsed()));
+    sleep(Duration::from_secs(if short { 1 } else { 5 }));
+    let ports = crate::cluster::free_ports(2)?;
+    let (client, peer) = (
+        format!("127.0.0.1:{}", ports[0]),
+        format!("127.0.0.1:{}", ports[1]),
+    );
+    let out = c.ctl_retry(&["member", "add", &peer, "--learner"])?;
+    let new: u64 = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|id| id.parse().ok())
+        .with_context(|| format!("unexpected `member add` output: {out}"))?;
+    if new as usize != c.nodes.len() + 1 {
+        bail!(
+            "the new member got id {new}; this drill expects {}",
+            c.nodes.len() + 1
+        );
+    }
+    c.nodes.push(Node {
+        id: new,
+        client,
+        peer,
+        child: None,
+    });
+    // What the cluster had committed when the replacement started: caught up once its
+    // own applied index reaches it.
+    let target: u64 = c
+        .own_status(leader)
+        .and_then(|cols| cols[6].parse().ok())
+        .context("reading the leader's commit index")?;
+    c.spawn(new, true)?;
+    let started = Instant::now();
+    println!(
+        "[{:>8}] member {new} added as a learner and started with an empty data dir (leader's commit: {target})",
+        ms(t0.elapsed())
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let applied = loop {
+        if let Some(applied) = c
+            .own_status(new)
+            .and_then(|cols| cols[7].parse::<u64>().ok())
+            .filter(|&a| a >= target)
+        {
+            break applied;
+        }
+        if Instant::now() > deadline {
+            bail!("member {new} did not reach index {target} within 60 s");
+        }
+        sleep(Duration::from_millis(50));
+    };
+    println!(
+        "[{:>8}] member {new} caught up (applied {applied}): {} after its start, {} after the loss",
+        ms(t0.elapsed()),
+        ms(started.elapsed()),
+        ms(lost_at.elapsed())
+    );
+    let log = std::fs::read_to_string(c.dir.join(format!("node{new}.log"))).unwrap_or_default();
+    if !log.contains("state restored from a snapshot") {
+        bail!("member {new} caught up without restoring a snapshot (the log was not compacted?)");
+    }
+    println!(
+        "[{:>8}] member {new} rebuilt from a snapshot (its log says so)",
+        ms(t0.elapsed())
+    );
+    c.ctl_retry(&["member", "promote", &new.to_string()])?;
+    println!("[{:>8}] member {new} promoted to voter", ms(t0.elapsed()));
+    sleep(Duration::from_secs(if short { 2 } else { 5 }));
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         let _ = w.join();
