@@ -49,7 +49,12 @@ pub fn run(flags: &mut Flags) -> Result<()> {
         )?;
     }
     // The short failure drills (real raftd processes, about 15 s each).
-    for scenario in ["leader-kill", "partition-leader", "rolling-restart"] {
+    for scenario in [
+        "leader-kill",
+        "partition-leader",
+        "rolling-restart",
+        "follower-disk-loss",
+    ] {
         crate::drill::run(&mut Flags::new(vec!["--short".into()])?, scenario)?;
     }
     util::run(
