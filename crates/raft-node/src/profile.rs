@@ -163,6 +163,11 @@ fn take(duration: Duration) -> Result<CpuProfile, pprof::Error> {
         while stack.last().is_some_and(|f| is_profiler_frame(f)) {
             stack.pop();
         }
+        // Nothing left when the sample interrupted code the unwinder skips (the libraries
+        // in the blocklist above): count it, under a name, rather than as an empty stack.
+        if stack.is_empty() {
+            stack.push(UNKNOWN_FRAME.to_string());
+        }
         *stacks.entry(stack).or_default() += (*count).max(0) as u64;
     }
     Ok(CpuProfile {
@@ -177,6 +182,9 @@ fn take(duration: Duration) -> Result<CpuProfile, pprof::Error> {
         frequency: report.timing.frequency.max(1),
     })
 }
+
+/// The frame of a sample whose stack could not be unwound (perf's name for it).
+const UNKNOWN_FRAME: &str = "[unknown]";
 
 /// True for the frames the sampler itself adds at the leaf of every stack.
 fn is_profiler_frame(name: &str) -> bool {
