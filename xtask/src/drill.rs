@@ -384,23 +384,7 @@ fn leader_kill(c: &mut Cluster, short: bool) -> Result<()> {
     c.start(leader)?;
     println!("[{:>8}] node {leader} restarted", ms(t0.elapsed()));
     sleep(Duration::from_secs(if short { 2 } else { 5 }));
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        let _ = w.join();
-    }
-    println!("[{:>8}] load stopped", ms(t0.elapsed()));
-    // The restarted node may still be catching up: retry the check for a while.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match verify(c, &acks) {
-            Ok(()) => return Ok(()),
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                sleep(Duration::from_millis(500));
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    finish(c, t0, stop, &acks, writers)
 }
 
 /// When the first write sent after `since` was acknowledged, waiting up to 30 s.
@@ -467,19 +451,7 @@ fn partition_leader(c: &mut Cluster, short: bool) -> Result<()> {
     c.signal(leader, "-USR2")?;
     println!("[{:>8}] node {leader} healed", ms(t0.elapsed()));
     sleep(Duration::from_secs(if short { 2 } else { 5 }));
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        let _ = w.join();
-    }
-    println!("[{:>8}] load stopped", ms(t0.elapsed()));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match verify(c, &acks) {
-            Ok(()) => return Ok(()),
-            Err(_) if Instant::now() < deadline => sleep(Duration::from_millis(500)),
-            Err(e) => return Err(e),
-        }
-    }
+    finish(c, t0, stop, &acks, writers)
 }
 
 fn rolling_restart(c: &mut Cluster, short: bool) -> Result<()> {
@@ -517,19 +489,7 @@ fn rolling_restart(c: &mut Cluster, short: bool) -> Result<()> {
         );
         sleep(Duration::from_secs(if short { 1 } else { 5 }));
     }
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        let _ = w.join();
-    }
-    println!("[{:>8}] load stopped", ms(t0.elapsed()));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match verify(c, &acks) {
-            Ok(()) => return Ok(()),
-            Err(_) if Instant::now() < deadline => sleep(Duration::from_millis(500)),
-            Err(e) => return Err(e),
-        }
-    }
+    finish(c, t0, stop, &acks, writers)
 }
 
 fn follower_disk_loss(c: &mut Cluster, short: bool) -> Result<()> {
@@ -616,6 +576,18 @@ fn follower_disk_loss(c: &mut Cluster, short: bool) -> Result<()> {
     c.ctl_retry(&["member", "promote", &new.to_string()])?;
     println!("[{:>8}] member {new} promoted to voter", ms(t0.elapsed()));
     sleep(Duration::from_secs(if short { 2 } else { 5 }));
+    finish(c, t0, stop, &acks, writers)
+}
+
+/// Stops the writers, then checks every acknowledged write on every running node, retried
+/// for 20 s while a restarted or new node catches up.
+fn finish(
+    c: &Cluster,
+    t0: Instant,
+    stop: Arc<AtomicBool>,
+    acks: &Acks,
+    writers: Vec<std::thread::JoinHandle<()>>,
+) -> Result<()> {
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         let _ = w.join();
@@ -623,7 +595,7 @@ fn follower_disk_loss(c: &mut Cluster, short: bool) -> Result<()> {
     println!("[{:>8}] load stopped", ms(t0.elapsed()));
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match verify(c, &acks) {
+        match verify(c, acks) {
             Ok(()) => return Ok(()),
             Err(_) if Instant::now() < deadline => sleep(Duration::from_millis(500)),
             Err(e) => return Err(e),
