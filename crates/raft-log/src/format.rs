@@ -8,8 +8,10 @@ use std::collections::BTreeSet;
 
 /// Magic bytes at the start of every segment file.
 pub const MAGIC: [u8; 8] = *b"RAFTWAL\0";
-/// The format version this crate writes and reads.
-pub const VERSION: u32 = 1;
+/// The format version this crate writes (segments of version 1 are still read).
+pub const VERSION: u32 = 2;
+/// The oldest format version this crate reads.
+pub const MIN_VERSION: u32 = 1;
 /// Length of the segment header.
 pub const SEGMENT_HEADER_LEN: usize = 32;
 /// Length of a record header.
@@ -29,6 +31,9 @@ pub const KIND_SNAPSHOT: u8 = 3;
 pub const KIND_TRUNCATE: u8 = 4;
 /// Record type: the membership in force at the applied index.
 pub const KIND_MEMBERSHIP: u8 = 5;
+/// Record type (version 2): a batch frame, whose payload is the records of one write and
+/// whose CRC covers them all.
+pub const KIND_FRAME: u8 = 6;
 
 /// Rounds `n` up to the record alignment.
 pub const fn align_up(n: usize) -> usize {
@@ -38,6 +43,9 @@ pub const fn align_up(n: usize) -> usize {
 /// The header at offset 0 of every segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
+    /// Format version: [`VERSION`] for segments this crate starts; 1 for older ones, which
+    /// hold no batch frames and get none appended.
+    pub version: u32,
     /// Position of the segment in the log; consecutive segments have consecutive numbers.
     pub seq: u64,
     /// The index the next entry had when the segment was started (its file name says it too).
@@ -49,7 +57,7 @@ impl SegmentHeader {
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
         let mut b = [0u8; SEGMENT_HEADER_LEN];
         b[0..8].copy_from_slice(&MAGIC);
-        b[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        b[8..12].copy_from_slice(&self.version.to_le_bytes());
         b[12..20].copy_from_slice(&self.seq.to_le_bytes());
         b[20..28].copy_from_slice(&self.first_index.to_le_bytes());
         let crc = crc32c::crc32c(&b[0..28]);
@@ -70,10 +78,14 @@ impl SegmentHeader {
             return Err("segment header checksum mismatch".into());
         }
         let version = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
-        if version != VERSION {
-            return Err(format!("unsupported segment version {version}"));
+        if !(MIN_VERSION..=VERSION).contains(&version) {
+            return Err(format!(
+                "unsupported segment version {version} (this build reads versions \
+                 {MIN_VERSION} to {VERSION})"
+            ));
         }
         Ok(Self {
+            version,
             seq: u64_at(b, 12),
             first_index: u64_at(b, 20),
         })
@@ -168,6 +180,66 @@ pub fn put_truncate(buf: &mut Vec<u8>, from: u64) {
     });
 }
 
+/// Starts a batch frame at the end of `buf` (an aligned offset) and returns its offset, to
+/// be passed to [`end_frame`] once the batch's records follow it.
+pub fn begin_frame(buf: &mut Vec<u8>) -> usize {
+    debug_assert_eq!(buf.len() % ALIGN, 0);
+    let start = buf.len();
+    buf.extend_from_slice(&[0u8; RECORD_HEADER_LEN]);
+    start
+}
+
+/// Completes the frame begun at `start`: its payload is everything after its header up to
+/// the end of `buf` (whole, aligned records of at most [`MAX_PAYLOAD`] bytes in all).
+pub fn end_frame(buf: &mut [u8], start: usize) {
+    let len = buf.len() - start - RECORD_HEADER_LEN;
+    debug_assert_eq!(len % ALIGN, 0);
+    assert!(
+        len <= MAX_PAYLOAD,
+        "frame payload of {len} bytes is too large"
+    );
+    buf[start + 4..start + 8].copy_from_slice(&(len as u32).to_le_bytes());
+    buf[start + 8] = KIND_FRAME;
+    let crc = crc32c::crc32c(&buf[start + 4..]);
+    buf[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The most record bytes the writer puts in one batch frame, unless a single request is
+/// larger: recovery checks a frame's CRC and then reads its records back, and a frame this
+/// small is still in the CPU cache for the second pass.
+pub const FRAME_BYTES: usize = 256 << 10;
+
+/// Appends `pieces` (each a run of whole, aligned records, such as one request's records) to
+/// `buf`, in batch frames when `framed` is set, and returns the offset in `buf` of each
+/// piece. Pieces are never split: a frame holds the pieces that fit in [`FRAME_BYTES`], a
+/// larger piece gets a frame of its own, and one larger than [`MAX_PAYLOAD`] goes without
+/// (its records carry their own CRCs).
+pub fn put_frames<'a>(
+    buf: &mut Vec<u8>,
+    pieces: impl IntoIterator<Item = &'a [u8]>,
+    framed: bool,
+) -> Vec<usize> {
+    let mut offsets = Vec::new();
+    let mut open: Option<usize> = None;
+    for piece in pieces {
+        if let Some(f) = open
+            && buf.len() - f - RECORD_HEADER_LEN + piece.len() > FRAME_BYTES
+        {
+            end_frame(buf, f);
+            open = None;
+        }
+        if framed && open.is_none() && piece.len() <= MAX_PAYLOAD {
+            open = Some(begin_frame(buf));
+        }
+        offsets.push(buf.len());
+        buf.extend_from_slice(piece);
+    }
+    if let Some(f) = open {
+        end_frame(buf, f);
+    }
+    offsets
+}
+
 /// One decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -200,6 +272,14 @@ pub enum Record {
     },
     /// The membership in force at the applied index.
     Membership(Box<Membership>),
+    /// The header of a batch frame; its records follow it (the next offset is the first
+    /// of them).
+    Frame {
+        /// Where the frame ends when its checksum matched: the records up to there are
+        /// verified by it. `None` when it did not but the frame's first record is valid on
+        /// its own (a torn or damaged batch): its records are then checked one by one.
+        verified_end: Option<usize>,
+    },
 }
 
 /// What the reader found at an offset.
@@ -215,7 +295,7 @@ pub enum Step {
 
 /// Parses and verifies the records of one segment held in memory.
 ///
-/// # Segment file format (version 1)
+/// # Segment file format (version 2; version 1 is read too)
 ///
 /// A segment file is named `{seq:016x}-{first_index:016x}.wal`: its sequence number in the
 /// log (consecutive segments have consecutive numbers) and the index the next entry had when
@@ -225,7 +305,7 @@ pub enum Step {
 /// ```text
 /// segment header, 32 bytes at offset 0:
 ///   0  magic      8 bytes  "RAFTWAL\0"
-///   8  version    u32      1
+///   8  version    u32      2 (1: a segment written before batch frames existed)
 ///  12  seq        u64      the segment's sequence number
 ///  20  first_idx  u64      the index the next entry had when the segment was started
 ///  28  crc        u32      CRC32C of bytes 0..28
@@ -234,7 +314,7 @@ pub enum Step {
 ///   0  crc        u32      CRC32C of bytes 4..16 of the header followed by the payload
 ///   4  len        u32      payload length (header and padding not included), > 0
 ///   8  type       u8       1 entry, 2 hard state, 3 snapshot mark, 4 truncate mark,
-///                          5 membership
+///                          5 membership, 6 batch frame (version 2)
 ///   9  zero       7 bytes
 ///  16  payload    len bytes
 ///      padding    zeros up to the next multiple of 8
@@ -247,20 +327,37 @@ pub enum Step {
 ///               each a u32 count followed by that many u64 node ids
 ///   truncate    from u64 (entries at `from` and after are removed)
 ///   membership  auto_leave u8 and the four id sets as in a snapshot mark
+///   batch frame whole records of the other types (each with its own header, CRC and
+///               padding), so its length is a multiple of 8
 /// ```
 ///
-/// Because records are 8-byte aligned, the 4-byte length field (at offset 4 of an 8-byte
-/// aligned header) never straddles a 512-byte
-/// sector, so a torn write can leave a stale or new length but never half of one; the CRC
-/// then decides. An all-zero header marks the end of the written part of the segment.
+/// The writer puts the records of a group-commit batch in batch frames: consecutive requests
+/// (a request is the records of one call such as `Wal::write`) share a frame up to 256 KiB
+/// of records, a larger request gets a frame of its own, and one too large for a record
+/// length goes bare. A frame's CRC covers every record in it: when it matches, the records
+/// in it are not checked one by one (one CRC32C over up to 256 KiB instead of one per
+/// record is what makes recovery fast). When it does not match (a torn or damaged write)
+/// and the frame's first record is valid on its own, reading goes on record by record
+/// inside the frame, checking each record's own CRC as in a segment without frames;
+/// otherwise the frame itself is the bad record.
 ///
-/// Replaying the records of all segments in order rebuilds the log: an entry at index `i`
-/// replaces any entry at `i` or after; a truncate mark removes entries from `from`; a
-/// snapshot mark drops entries up to its index (or all of them when `clears` is set); the
-/// last hard-state record wins, and so does the last membership record (a snapshot mark with
-/// `clears` set also sets the membership). Every segment begins with a hard-state record, a
-/// snapshot mark (with `clears` unset) and a membership record repeating the state at the
-/// moment it was started, so deleting older segments on compaction never loses any of them.
+/// Version-1 segments hold no frames. A version-1 segment left as the last one by an older
+/// build gets bare records appended, so that build can still read it whole; every new
+/// segment is version 2, which a build that reads only version 1 refuses by its number.
+///
+/// Because records are 8-byte aligned, the 4-byte length field (at offset 4 of an 8-byte
+/// aligned header) never straddles a 512-byte sector, so a torn write can leave a stale or
+/// new length but never half of one; the CRC then decides. An all-zero header marks the end
+/// of the written part of the segment.
+///
+/// Replaying the records of all segments in order (frames only group them) rebuilds the
+/// log: an entry at index `i` replaces any entry at `i` or after; a truncate mark removes
+/// entries from `from`; a snapshot mark drops entries up to its index (or all of them when
+/// `clears` is set); the last hard-state record wins, and so does the last membership record
+/// (a snapshot mark with `clears` set also sets the membership). Every segment begins with a
+/// hard-state record, a snapshot mark (with `clears` unset) and a membership record
+/// repeating the state at the moment it was started, so deleting older segments on
+/// compaction never loses any of them.
 pub struct SegmentReader<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -296,6 +393,12 @@ impl<'a> SegmentReader<'a> {
 
 /// Decodes the record at `pos` (an aligned offset) of `buf`.
 pub fn decode_at(buf: &[u8], pos: usize) -> Step {
+    decode(buf, pos, true)
+}
+
+/// [`decode_at`], which accepts a batch frame only when `frames` is set (the first record of
+/// a damaged frame, which must be valid on its own, may not be another frame).
+fn decode(buf: &[u8], pos: usize, frames: bool) -> Step {
     if pos + RECORD_HEADER_LEN > buf.len() {
         if buf[pos.min(buf.len())..].iter().all(|&b| b == 0) {
             return Step::End;
@@ -318,8 +421,29 @@ pub fn decode_at(buf: &[u8], pos: usize) -> Step {
         ));
     }
     let payload = &buf[pos + RECORD_HEADER_LEN..end];
-    let crc = crc32c::crc32c(&buf[pos + 4..end]);
-    if crc != u32_at(h, 0) {
+    let crc_ok = crc32c::crc32c(&buf[pos + 4..end]) == u32_at(h, 0);
+    if kind == KIND_FRAME && frames {
+        if len == 0 || !len.is_multiple_of(ALIGN) {
+            return Step::Bad(format!("batch frame of bad length {len}"));
+        }
+        if crc_ok {
+            return Step::Record(
+                Record::Frame {
+                    verified_end: Some(end),
+                },
+                pos + RECORD_HEADER_LEN,
+            );
+        }
+        // A torn or damaged batch: its records may still be valid one by one.
+        return match decode(buf, pos + RECORD_HEADER_LEN, false) {
+            Step::Record(..) => Step::Record(
+                Record::Frame { verified_end: None },
+                pos + RECORD_HEADER_LEN,
+            ),
+            _ => Step::Bad("batch frame checksum mismatch".into()),
+        };
+    }
+    if !crc_ok {
         return Step::Bad("record checksum mismatch".into());
     }
     let next = align_up(end);
@@ -357,36 +481,90 @@ fn decode_membership(p: &[u8]) -> Option<Membership> {
     })
 }
 
-/// A valid entry record parsed at `pos`: index, term, kind, data offset, data length and the
-/// offset of the next record.
-pub(crate) type EntryAt = (u64, u64, EntryKind, usize, usize, usize);
+/// Bytes of entry records recovery checks at a time outside verified batch frames (see
+/// [`entry_run`]): few enough that they are still in the CPU cache when the replay reads
+/// them back.
+pub(crate) const RUN_BYTES: usize = 64 << 10;
 
-/// The fast path of recovery: decodes the record at `pos` when it is a valid entry record,
-/// without building a [`Record`]. `None` for anything else (then [`decode_at`] decides).
-pub(crate) fn decode_entry(buf: &[u8], pos: usize) -> Option<EntryAt> {
+/// Recovery's fast path: replays the consecutive valid entry records of `buf` that start at
+/// `pos` (an aligned offset) and before `limit`, calling `f(index, term, kind, data_offset,
+/// data_len)` for each, and returns the offset just past the last one: `pos` itself when the
+/// record there is not a valid entry record lying wholly in `buf` (then [`decode_at`] decides
+/// what it is).
+///
+/// Records ending at or before `verified` lie in a batch frame whose checksum matched: they
+/// are replayed in one pass, checking only their shape. Other records are verified first, in
+/// a loop that does nothing else, so the CPU overlaps the CRC32C computations of
+/// consecutive records (each one alone is a chain of dependent `crc32` instructions), and
+/// replayed in a second pass.
+pub(crate) fn entry_run(
+    buf: &[u8],
+    pos: usize,
+    limit: usize,
+    verified: usize,
+    mut f: impl FnMut(u64, u64, EntryKind, usize, usize),
+) -> usize {
+    if pos < verified {
+        let mut at = pos;
+        while at < limit {
+            let Some(len) = entry_len(buf, at, verified) else {
+                break;
+            };
+            replay_entry(buf, at, len, &mut f);
+            at = align_up(at + RECORD_HEADER_LEN + len);
+        }
+        return at;
+    }
+    let mut end = pos;
+    while end < limit {
+        let Some(len) = entry_len(buf, end, buf.len()) else {
+            break;
+        };
+        let next = end + RECORD_HEADER_LEN + len;
+        if crc32c::crc32c(&buf[end + 4..next]) != u32_at(buf, end) {
+            break;
+        }
+        end = align_up(next);
+    }
+    let mut at = pos;
+    while at < end {
+        let len = u32_at(buf, at + 4) as usize;
+        replay_entry(buf, at, len, &mut f);
+        at = align_up(at + RECORD_HEADER_LEN + len);
+    }
+    end
+}
+
+/// The payload length of the entry record at `pos` when its header and shape are valid and
+/// it ends at or before `end` (its CRC is not checked).
+#[inline]
+fn entry_len(buf: &[u8], pos: usize, end: usize) -> Option<usize> {
     let h = buf.get(pos..pos + RECORD_HEADER_LEN)?;
-    if h[8] != KIND_ENTRY || h[9..16] != [0; 7] {
-        return None;
-    }
     let len = u32_at(h, 4) as usize;
-    let end = pos + RECORD_HEADER_LEN + len;
-    if len < 17 || end > buf.len() || crc32c::crc32c(&buf[pos + 4..end]) != u32_at(h, 0) {
-        return None;
-    }
+    let record_end = pos + RECORD_HEADER_LEN + len;
+    let ok = h[8] == KIND_ENTRY
+        && h[9..16] == [0; 7]
+        && len >= 17
+        && record_end <= end.min(buf.len())
+        && buf[pos + RECORD_HEADER_LEN + 16] <= 1;
+    ok.then_some(len)
+}
+
+/// Calls `f` for the entry record at `pos` with payload length `len`.
+#[inline]
+fn replay_entry(
+    buf: &[u8],
+    pos: usize,
+    len: usize,
+    f: &mut impl FnMut(u64, u64, EntryKind, usize, usize),
+) {
     let p = pos + RECORD_HEADER_LEN;
-    let kind = match buf[p + 16] {
-        0 => EntryKind::Normal,
-        1 => EntryKind::ConfChange,
-        _ => return None,
+    let kind = if buf[p + 16] == 0 {
+        EntryKind::Normal
+    } else {
+        EntryKind::ConfChange
     };
-    Some((
-        u64_at(buf, p),
-        u64_at(buf, p + 8),
-        kind,
-        p + 17,
-        len - 17,
-        align_up(end),
-    ))
+    f(u64_at(buf, p), u64_at(buf, p + 8), kind, p + 17, len - 17);
 }
 
 fn decode_payload(kind: u8, p: &[u8], payload_offset: usize) -> Result<Record, String> {
@@ -454,7 +632,7 @@ pub fn valid_record_after(buf: &[u8], from: usize) -> Option<usize> {
     while pos + RECORD_HEADER_LEN <= buf.len() {
         let h = &buf[pos..pos + RECORD_HEADER_LEN];
         let kind = h[8];
-        if (KIND_ENTRY..=KIND_MEMBERSHIP).contains(&kind)
+        if (KIND_ENTRY..=KIND_FRAME).contains(&kind)
             && u32_at(h, 4) != 0
             && let Step::Record(..) = decode_at(buf, pos)
         {
@@ -508,6 +686,7 @@ mod tests {
         let mut b = SegmentHeader {
             seq: 3,
             first_index: 10,
+            version: VERSION,
         }
         .encode()
         .to_vec();
@@ -544,7 +723,8 @@ mod tests {
             h,
             SegmentHeader {
                 seq: 3,
-                first_index: 10
+                first_index: 10,
+                version: VERSION,
             }
         );
         let mut got = Vec::new();
@@ -591,5 +771,139 @@ mod tests {
             valid_record_after(&buf, SEGMENT_HEADER_LEN),
             Some(SEGMENT_HEADER_LEN + entry_record_len(40))
         );
+    }
+    /// Every record of a segment, with its offset.
+    fn steps(buf: &[u8]) -> (Vec<(usize, Record)>, usize, Option<String>) {
+        let (_, mut r) = SegmentReader::new(buf).unwrap();
+        let mut got = Vec::new();
+        loop {
+            let at = r.position();
+            match r.step() {
+                Step::Record(rec, _) => got.push((at, rec)),
+                Step::End => return (got, at, None),
+                Step::Bad(e) => return (got, at, Some(e)),
+            }
+        }
+    }
+
+    fn three_entries() -> Vec<u8> {
+        let mut piece = Vec::new();
+        for i in 1..=3 {
+            put_entry(&mut piece, i, 1, EntryKind::Normal, &[i as u8; 30]);
+        }
+        piece
+    }
+
+    #[test]
+    fn frames_verify_their_records_and_fall_back_when_damaged() {
+        let piece = three_entries();
+        let buf = segment(|b| {
+            put_frames(b, [&piece[..]], true);
+        });
+        let frame_at = SEGMENT_HEADER_LEN;
+        let first = frame_at + RECORD_HEADER_LEN;
+        let (got, end, bad) = steps(&buf);
+        assert_eq!(bad, None);
+        assert_eq!(end, first + piece.len());
+        assert_eq!(
+            got[0],
+            (
+                frame_at,
+                Record::Frame {
+                    verified_end: Some(first + piece.len())
+                }
+            )
+        );
+        assert_eq!(got.len(), 4);
+
+        // A bit flip in the second record: the frame's CRC fails, its first record is valid
+        // on its own, so the records are read one by one and the second one is the bad one.
+        let second = first + entry_record_len(30);
+        let mut flipped = buf.clone();
+        flipped[second + 20] ^= 1;
+        let (got, at, bad) = steps(&flipped);
+        assert_eq!(got[0].1, Record::Frame { verified_end: None });
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (at, bad.as_deref()),
+            (second, Some("record checksum mismatch"))
+        );
+        assert_eq!(
+            valid_record_after(&flipped, second),
+            Some(second + entry_record_len(30))
+        );
+
+        // A bit flip in the first record: nothing in the frame to go on with.
+        let mut flipped = buf.clone();
+        flipped[first + 20] ^= 1;
+        let (got, at, bad) = steps(&flipped);
+        assert!(got.is_empty());
+        assert_eq!(
+            (at, bad.as_deref()),
+            (frame_at, Some("batch frame checksum mismatch"))
+        );
+    }
+
+    #[test]
+    fn put_frames_keeps_pieces_whole() {
+        let small = three_entries();
+        let mut big = Vec::new();
+        put_entry(&mut big, 4, 1, EntryKind::Normal, &vec![9u8; FRAME_BYTES]);
+        let pieces = [&small[..], &small[..], &big[..], &small[..]];
+        let mut buf = Vec::new();
+        let offsets = put_frames(&mut buf, pieces, true);
+        // The two small pieces share a frame, the big one gets its own, then a new one.
+        let h = RECORD_HEADER_LEN;
+        assert_eq!(
+            offsets,
+            [
+                h,
+                h + small.len(),
+                2 * h + 2 * small.len(),
+                3 * h + 2 * small.len() + big.len()
+            ]
+        );
+        for (piece, at) in pieces.iter().zip(&offsets) {
+            assert_eq!(&buf[*at..*at + piece.len()], *piece);
+        }
+        let frames = [0, h + 2 * small.len(), 2 * h + 2 * small.len() + big.len()];
+        for f in frames {
+            assert!(matches!(
+                decode_at(&buf, f),
+                Step::Record(
+                    Record::Frame {
+                        verified_end: Some(_)
+                    },
+                    _
+                )
+            ));
+        }
+        let mut bare = Vec::new();
+        assert_eq!(put_frames(&mut bare, pieces, false), {
+            let mut at = 0;
+            pieces.map(|p| {
+                at += p.len();
+                at - p.len()
+            })
+        });
+    }
+
+    #[test]
+    fn versions() {
+        for version in [MIN_VERSION, VERSION] {
+            let h = SegmentHeader {
+                version,
+                seq: 1,
+                first_index: 2,
+            };
+            assert_eq!(SegmentHeader::decode(&h.encode()), Ok(h));
+        }
+        let newer = SegmentHeader {
+            version: VERSION + 1,
+            seq: 1,
+            first_index: 2,
+        };
+        let err = SegmentHeader::decode(&newer.encode()).unwrap_err();
+        assert!(err.contains("unsupported segment version 3"), "{err}");
     }
 }

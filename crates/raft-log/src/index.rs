@@ -34,6 +34,21 @@ struct Slot {
 
 const CONF_BIT: u32 = 1 << 31;
 
+impl Slot {
+    #[inline]
+    fn new(loc: Loc) -> Self {
+        let kind = match loc.kind {
+            EntryKind::Normal => 0,
+            EntryKind::ConfChange => CONF_BIT,
+        };
+        Self {
+            seq: loc.seq,
+            offset: loc.offset,
+            len_kind: loc.len | kind,
+        }
+    }
+}
+
 /// The replayed state of the log's entries.
 ///
 /// Invariants (once [`LogIndex::finish`] succeeded, and always for the live log):
@@ -128,7 +143,20 @@ impl LogIndex {
     }
 
     /// Replays an entry record: it replaces the entry at `index` and everything after it.
+    #[inline]
     pub fn push(&mut self, index: u64, loc: Loc) {
+        // The common case, kept short: the next index, in the newest term.
+        if index == self.first + self.slots.len() as u64
+            && self.terms.back().is_some_and(|&(_, t)| t == loc.term)
+        {
+            self.slots.push_back(Slot::new(loc));
+        } else {
+            self.push_slow(index, loc);
+        }
+    }
+
+    /// [`LogIndex::push`] for an entry that starts a term run or rewrites the log.
+    fn push_slow(&mut self, index: u64, loc: Loc) {
         if index < self.first || index > self.last_index() + 1 {
             // A gap (or a rewrite below what is known): everything held is older than the
             // rewrite or disconnected from it. Only recovery can see this; `finish` checks
@@ -143,15 +171,7 @@ impl LogIndex {
         if self.terms.back().is_none_or(|&(_, t)| t != loc.term) {
             self.terms.push_back((index, loc.term));
         }
-        let kind = match loc.kind {
-            EntryKind::Normal => 0,
-            EntryKind::ConfChange => CONF_BIT,
-        };
-        self.slots.push_back(Slot {
-            seq: loc.seq,
-            offset: loc.offset,
-            len_kind: loc.len | kind,
-        });
+        self.slots.push_back(Slot::new(loc));
     }
 
     /// Replays a truncate mark: entries at `from` and after are removed.

@@ -23,6 +23,8 @@ pub(crate) struct Tail {
     pub dirty_end: u64,
     /// The file's length.
     pub capacity: u64,
+    /// The segment's format version.
+    pub version: u32,
 }
 
 /// Everything rebuilt from the disk.
@@ -42,7 +44,7 @@ pub(crate) struct Recovered {
 }
 
 /// Bytes read from a segment at a time during recovery.
-pub(crate) const WINDOW: usize = 4 << 20;
+pub(crate) const WINDOW: usize = 512 << 10;
 
 /// A sliding window over a segment file, so recovery reads each segment once, sequentially,
 /// through one reused buffer (no segment-sized allocations).
@@ -152,6 +154,9 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, window: usize) -> Result<Recovere
         let seq32 =
             u32::try_from(seq).map_err(|_| corrupt(0, "segment number too large".into()))?;
         let mut pos = SEGMENT_HEADER_LEN as u64;
+        // Records ending at or before this offset lie in a batch frame whose checksum
+        // matched, which verified them.
+        let mut verified_end = 0u64;
         let (end, bad) = loop {
             win.ensure(pos, RECORD_HEADER_LEN)?;
             let rel = (pos - win.start) as usize;
@@ -162,18 +167,26 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, window: usize) -> Result<Recovere
                 }
             }
             let rel = (pos - win.start) as usize;
-            if let Some((i, term, kind, data_offset, data_len, next)) =
-                format::decode_entry(win.bytes(), rel)
-            {
-                let loc = Loc {
-                    term,
-                    seq: seq32,
-                    offset: (win.start + data_offset as u64) as u32,
-                    len: data_len as u32,
-                    kind,
-                };
-                index.push(i, loc);
-                pos = win.start + next as u64;
+            let verified = verified_end.saturating_sub(win.start) as usize;
+            let base = win.start;
+            let run_end = format::entry_run(
+                win.bytes(),
+                rel,
+                rel + format::RUN_BYTES,
+                verified,
+                |i, term, kind, at, n| {
+                    let loc = Loc {
+                        term,
+                        seq: seq32,
+                        offset: (base + at as u64) as u32,
+                        len: n as u32,
+                        kind,
+                    };
+                    index.push(i, loc);
+                },
+            );
+            if run_end > rel {
+                pos = base + run_end as u64;
                 continue;
             }
             match format::decode_at(win.bytes(), rel) {
@@ -204,6 +217,11 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, window: usize) -> Result<Recovere
                         }
                         Record::Membership(m) => membership = *m,
                         Record::Truncate { from } => index.truncate(from),
+                        Record::Frame { verified_end: e } => {
+                            if let Some(e) = e {
+                                verified_end = win.start + e as u64;
+                            }
+                        }
                     }
                     pos = win.start + next as u64;
                 }
@@ -235,6 +253,7 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, window: usize) -> Result<Recovere
                 pos: end,
                 dirty_end,
                 capacity: len,
+                version: header.version,
             });
         }
         segments.insert(seq, seg);

@@ -129,6 +129,7 @@ impl Wal {
             }),
             queue_cv: Condvar::new(),
             writer: Mutex::new(None),
+            fsync_seconds: metrics::histogram!(m::FSYNC_SECONDS),
         });
         let preparer = Preparer::start(fs.clone(), dir.clone(), settings.segment_size)?;
         let mut buf = Vec::new();
@@ -153,6 +154,7 @@ impl Wal {
                     start: t.pos,
                     capacity: t.capacity,
                     dirty: false,
+                    framed: t.version >= 2,
                 }
             }
             None => {

@@ -101,7 +101,12 @@ pub(crate) struct Shared {
     pub queue_cv: Condvar,
     /// The writer's state; whoever holds the lock runs the next batch. `None` once closed.
     pub writer: Mutex<Option<Writer>>,
+    /// The `fsync` latency histogram, looked up once when the log is opened.
+    pub fsync_seconds: metrics::Histogram,
 }
+
+/// A segment a batch started: its sequence number and file.
+type NewSegment = (u64, SegFile);
 
 /// The segment being written.
 pub(crate) struct Active {
@@ -114,6 +119,9 @@ pub(crate) struct Active {
     pub capacity: u64,
     /// Written but not synced.
     pub dirty: bool,
+    /// Batches go in batch frames (a segment of format version 2 or later; older segments
+    /// get bare records, so builds that read only their version still read them whole).
+    pub framed: bool,
 }
 
 /// The writer thread's state.
@@ -203,8 +211,8 @@ impl Writer {
             return;
         };
         match self.commit(&batch) {
-            Ok((base, new_segment)) => {
-                if let Err((e, batch)) = self.publish(batch, base, new_segment) {
+            Ok((starts, new_segment)) => {
+                if let Err((e, batch)) = self.publish(batch, &starts, new_segment) {
                     self.fail(e, batch);
                 }
             }
@@ -240,22 +248,27 @@ impl Writer {
         Some(batch)
     }
 
-    /// Writes and (as the policy says) syncs one batch. Returns the offset of the batch in
-    /// the active segment and the segment itself when it is a new one.
-    fn commit(&mut self, batch: &[Request]) -> Result<(u64, Option<(u64, SegFile)>)> {
+    /// Writes and (as the policy says) syncs one batch. Returns the offset of each request's
+    /// records in the active segment and the segment itself when it is a new one.
+    fn commit(&mut self, batch: &[Request]) -> Result<(Vec<u64>, Option<NewSegment>)> {
         let total: usize = batch.iter().map(|r| r.buf.len()).sum();
         let force_sync = batch.iter().any(|r| r.force_sync);
-        let roll = self.active.pos + total as u64 > self.active.capacity
+        self.buf.clear();
+        let offsets = format::put_frames(
+            &mut self.buf,
+            batch.iter().map(|r| &r.buf[..]),
+            self.active.framed,
+        );
+        let roll = self.active.pos + self.buf.len() as u64 > self.active.capacity
             && self.active.pos > self.active.start;
         let mut new_segment = None;
-        // Offsets of each request's buffer within the file it lands in.
-        let base;
+        let starts;
         if roll {
             if self.active.dirty {
                 self.sync_active()?;
             }
             let prepared = self.preparer.take()?;
-            let (active, prelude) = start_segment(
+            let (active, offsets) = start_segment(
                 &self.shared,
                 prepared,
                 self.active.seq + 1,
@@ -264,20 +277,17 @@ impl Writer {
                 batch,
                 &mut self.buf,
             )?;
-            base = prelude;
+            starts = offsets;
             new_segment = Some((active.seq, active.seg.clone()));
             self.active = active;
         } else {
-            base = self.active.pos;
-            self.buf.clear();
-            for r in batch {
-                self.buf.extend_from_slice(&r.buf);
-            }
+            let pos = self.active.pos;
+            starts = offsets.iter().map(|&o| pos + o as u64).collect();
             let seg = &self.active.seg;
             seg.file
-                .write_at(&self.buf, self.active.pos)
+                .write_at(&self.buf, pos)
                 .map_err(|e| Error::io("write", &seg.path, e))?;
-            self.active.pos += total as u64;
+            self.active.pos += self.buf.len() as u64;
             if self.active.pos > self.active.capacity / 2 {
                 self.preparer.request();
             }
@@ -294,7 +304,7 @@ impl Writer {
             }
         }
         metrics::histogram!(m::BATCH_BYTES).record(total as f64);
-        Ok((base, new_segment))
+        Ok((starts, new_segment))
     }
 
     fn mark_dirty(&mut self) {
@@ -315,7 +325,7 @@ impl Writer {
         seg.file
             .sync_data()
             .map_err(|e| Error::io("fsync", &seg.path, e))?;
-        metrics::histogram!(m::FSYNC_SECONDS).record(t.elapsed().as_secs_f64());
+        self.shared.fsync_seconds.record(t.elapsed().as_secs_f64());
         self.active.dirty = false;
         if self.first_dirty.take().is_some()
             && matches!(self.shared.settings.sync_policy, SyncPolicy::Interval(_))
@@ -338,8 +348,8 @@ impl Writer {
     fn publish(
         &mut self,
         batch: Vec<Request>,
-        base: u64,
-        new_segment: Option<(u64, SegFile)>,
+        starts: &[u64],
+        new_segment: Option<NewSegment>,
     ) -> std::result::Result<(), (Error, Vec<Request>)> {
         let seq = self.active.seq as u32;
         let mut entries = 0u64;
@@ -351,8 +361,7 @@ impl Writer {
                 d.segments.insert(s, seg);
                 metrics::gauge!(m::SEGMENTS).set(d.segments.len() as f64);
             }
-            let mut at = base;
-            for r in &batch {
+            for (r, &at) in batch.iter().zip(starts) {
                 compacts |= r.compacts;
                 for e in &r.effects {
                     match e {
@@ -408,7 +417,6 @@ impl Writer {
                         }
                     }
                 }
-                at += r.buf.len() as u64;
             }
         }
         metrics::histogram!(m::BATCH_ENTRIES).record(entries as f64);
@@ -476,8 +484,9 @@ impl Writer {
 }
 
 /// Starts segment `seq` in a prepared file: writes its header, the opening records (the
-/// current hard state, snapshot mark and membership) and the batch, syncs, renames the file to its final
-/// name and syncs the directory. Returns the segment and the offset where the batch starts.
+/// current hard state, snapshot mark and membership) and the batch (in batch frames), syncs,
+/// renames the file to its final name and syncs the directory. Returns the segment and the
+/// offset of each request's records.
 pub(crate) fn start_segment(
     shared: &Shared,
     prepared: Prepared,
@@ -486,16 +495,23 @@ pub(crate) fn start_segment(
     (hard_state, snapshot, membership): (&HardState, &SnapshotMeta, &Membership),
     batch: &[Request],
     buf: &mut Vec<u8>,
-) -> Result<(Active, u64)> {
+) -> Result<(Active, Vec<u64>)> {
+    let mut opening = Vec::new();
+    format::put_hard_state(&mut opening, hard_state);
+    format::put_snapshot(&mut opening, snapshot, false);
+    format::put_membership(&mut opening, membership);
     buf.clear();
-    buf.extend_from_slice(&SegmentHeader { seq, first_index }.encode());
-    format::put_hard_state(buf, hard_state);
-    format::put_snapshot(buf, snapshot, false);
-    format::put_membership(buf, membership);
-    let start = buf.len() as u64;
-    for r in batch {
-        buf.extend_from_slice(&r.buf);
-    }
+    buf.extend_from_slice(
+        &SegmentHeader {
+            version: format::VERSION,
+            seq,
+            first_index,
+        }
+        .encode(),
+    );
+    let pieces = std::iter::once(&opening[..]).chain(batch.iter().map(|r| &r.buf[..]));
+    let offsets = format::put_frames(buf, pieces, true);
+    let start = (offsets[0] + opening.len()) as u64;
     let tmp = &prepared.path;
     prepared
         .file
@@ -506,7 +522,7 @@ pub(crate) fn start_segment(
         .file
         .sync_data()
         .map_err(|e| Error::io("fsync", tmp, e))?;
-    metrics::histogram!(m::FSYNC_SECONDS).record(t.elapsed().as_secs_f64());
+    shared.fsync_seconds.record(t.elapsed().as_secs_f64());
     let path = shared.dir.join(segment_name(seq, first_index));
     shared
         .fs
@@ -529,7 +545,8 @@ pub(crate) fn start_segment(
             start,
             capacity: prepared.capacity.max(pos),
             dirty: false,
+            framed: true,
         },
-        start,
+        offsets[1..].iter().map(|&o| o as u64).collect(),
     ))
 }

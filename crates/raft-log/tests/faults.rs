@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use parking_lot::Mutex;
 use raft_core::{Entry, HardState, SnapshotMeta};
-use raft_log::format::{Record, SegmentReader, Step};
+use raft_log::format::{RECORD_HEADER_LEN, Record, SegmentReader, Step};
 use raft_log::fs::{CrashMode, MemFs};
 use raft_log::{Error, Settings, Wal};
 use std::sync::Arc;
@@ -259,11 +259,18 @@ fn mid_log_corruption_is_a_typed_error() {
         let path = segs[which.min(segs.len() - 1)].clone();
         let data = fs.read(&path).unwrap();
         let recs = record_offsets(&data);
-        let (offset, _) = recs
+        let k = recs
             .iter()
-            .find(|(_, r)| matches!(r, Record::Entry { .. }))
-            .unwrap()
-            .clone();
+            .position(|(_, r)| matches!(r, Record::Entry { .. }))
+            .unwrap();
+        let offset = recs[k].0;
+        // When the entry is the first record of its batch frame, the frame fails its
+        // checksum with nothing valid in it to go on with: the frame is the bad record.
+        // Otherwise the records before the entry are read one by one and the entry is.
+        let expected = match &recs[k - 1] {
+            (at, Record::Frame { .. }) if at + RECORD_HEADER_LEN == offset => *at,
+            _ => offset,
+        };
         fs.poke(&path, offset as u64 + 20, &[data[offset + 20] ^ 0x04]);
         let err = Wal::open_with(Arc::new(fs.clone()), DIR, settings()).unwrap_err();
         match err {
@@ -271,7 +278,7 @@ fn mid_log_corruption_is_a_typed_error() {
                 path: p, offset: o, ..
             } => {
                 assert_eq!(p, path);
-                assert_eq!(o, offset as u64);
+                assert_eq!(o, expected as u64);
                 let msg = Error::Corrupt {
                     path: p,
                     offset: o,
@@ -279,11 +286,128 @@ fn mid_log_corruption_is_a_typed_error() {
                 }
                 .to_string();
                 assert!(
-                    msg.contains(&path.display().to_string()) && msg.contains(&offset.to_string())
+                    msg.contains(&path.display().to_string())
+                        && msg.contains(&expected.to_string())
                 );
             }
             other => panic!("expected a corruption error, got {other}"),
         }
+    }
+}
+
+#[test]
+fn corruption_inside_a_batch_frame_names_the_record() {
+    // Appends of several entries each: one batch frame holds several entry records.
+    let fs = MemFs::new();
+    let wal = Wal::open_with(Arc::new(fs.clone()), DIR, settings()).unwrap();
+    for i in (1..=60).step_by(4) {
+        wal.append((i..i + 4).map(entry).collect())
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    drop(wal);
+    let path = segments(&fs)[0].clone();
+    let data = fs.read(&path).unwrap();
+    let recs = record_offsets(&data);
+    // The third entry record of the segment: not the first record of its frame.
+    let (offset, _) = recs
+        .iter()
+        .filter(|(_, r)| matches!(r, Record::Entry { .. }))
+        .nth(2)
+        .unwrap()
+        .clone();
+    assert!(!matches!(
+        recs.iter().find(|(at, _)| at + RECORD_HEADER_LEN == offset),
+        Some((_, Record::Frame { .. }))
+    ));
+    fs.poke(&path, offset as u64 + 40, &[data[offset + 40] ^ 0x10]);
+    match Wal::open_with(Arc::new(fs.clone()), DIR, settings()).unwrap_err() {
+        Error::Corrupt {
+            path: p, offset: o, ..
+        } => assert_eq!((p, o), (path, offset as u64)),
+        other => panic!("expected a corruption error, got {other}"),
+    }
+}
+
+/// Writes a version-1 segment by hand: the opening records and entries 1..=`n`, bare.
+fn v1_log(n: u64) -> MemFs {
+    use raft_log::format::{self, SegmentHeader};
+    use raft_log::fs::Fs;
+    let fs = MemFs::new();
+    fs.create_dir_all(DIR.as_ref()).unwrap();
+    let mut buf = SegmentHeader {
+        version: 1,
+        seq: 0,
+        first_index: 1,
+    }
+    .encode()
+    .to_vec();
+    format::put_hard_state(&mut buf, &hard_state(0));
+    format::put_snapshot(&mut buf, &SnapshotMeta::default(), false);
+    format::put_membership(&mut buf, &Default::default());
+    for i in 1..=n {
+        let e = entry(i);
+        format::put_entry(&mut buf, i, e.term, e.kind, &e.data);
+    }
+    buf.resize(buf.len().max(4096), 0);
+    let path = std::path::Path::new(DIR).join("0000000000000000-0000000000000001.wal");
+    fs.create(&path).unwrap().write_at(&buf, 0).unwrap();
+    fs
+}
+
+#[test]
+fn version_1_segments_are_read_and_kept_version_1() {
+    let fs = v1_log(5);
+    let wal = Wal::open_with(Arc::new(fs.clone()), DIR, settings()).unwrap();
+    assert_eq!(wal.last_index(), 5);
+    // Enough to fill the 4 KiB segment and start new ones.
+    for i in 6..=40 {
+        wal.append(vec![entry(i)]).unwrap().wait().unwrap();
+    }
+    drop(wal);
+    let wal = Wal::open_with(Arc::new(fs.clone()), DIR, settings()).unwrap();
+    assert_eq!(
+        wal.entries(1, 41, None).unwrap(),
+        (1..=40).map(entry).collect::<Vec<_>>()
+    );
+    drop(wal);
+    let segs = segments(&fs);
+    assert!(segs.len() >= 2);
+    for (k, path) in segs.iter().enumerate() {
+        let data = fs.read(path).unwrap();
+        let (header, _) = SegmentReader::new(&data).unwrap();
+        let frames = record_offsets(&data)
+            .iter()
+            .filter(|(_, r)| matches!(r, Record::Frame { .. }))
+            .count();
+        if k == 0 {
+            // Appended to with bare records, so a version-1 reader still reads it whole.
+            assert_eq!((header.version, frames), (1, 0));
+            assert!(record_offsets(&data).len() > 3 + 5);
+        } else {
+            assert_eq!(header.version, raft_log::format::VERSION);
+            assert!(frames > 0);
+        }
+    }
+}
+
+#[test]
+fn a_newer_version_is_refused() {
+    let fs = v1_log(3);
+    let path = segments(&fs)[0].clone();
+    let mut header = fs.read(&path).unwrap()[..32].to_vec();
+    header[8..12].copy_from_slice(&3u32.to_le_bytes());
+    let crc = crc32c::crc32c(&header[..28]);
+    header[28..32].copy_from_slice(&crc.to_le_bytes());
+    fs.poke(&path, 0, &header);
+    match Wal::open_with(Arc::new(fs), DIR, settings()).unwrap_err() {
+        Error::Corrupt {
+            offset: 0, reason, ..
+        } => {
+            assert!(reason.contains("unsupported segment version 3"), "{reason}");
+        }
+        other => panic!("expected a version error, got {other}"),
     }
 }
 
