@@ -3,13 +3,19 @@
 //! end that every acknowledged write is readable with its value from every node.
 //!
 //! Scenarios: `leader-kill` (SIGKILL the leader, restart it later) and `partition-leader`
-//! (cut the leader off with raftd's fault switch: the nodes run with
-//! `RAFTD_FAULT_INJECTION=1` and get SIGUSR1 / SIGUSR2; the old leader must step down by
+//! (cut the leader off from its peers and heal it later; the old leader must step down by
 //! check-quorum), `rolling-restart` (SIGTERM and restart every node in turn, followers
 //! first) and `follower-disk-loss` (SIGKILL a follower and delete its data dir, replace it
 //! the way an operator does: remove the member, add a fresh learner, start it with `--join`
 //! so it rebuilds from the leader's snapshot and log, promote it once caught up).
+//!
+//! `partition-leader` cuts the leader off in one of two ways (`--net auto|netns|fault-switch`):
+//! with every node in its own network namespace and iptables DROP rules in the leader's
+//! namespace (see [`crate::netns`]; needs root, `ip` and `iptables`), or with raftd's fault
+//! switch (nodes run with `RAFTD_FAULT_INJECTION=1` and get SIGUSR1 / SIGUSR2). `auto`, the
+//! default, uses namespaces when it can set them up and says why it falls back when not.
 
+use crate::netns::{self, NetNs};
 use crate::util::{self, Flags};
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
@@ -35,6 +41,29 @@ struct Cluster {
     nodes: Vec<Node>,
     /// Extra raftd flags for every node.
     extra: Vec<String>,
+    /// Nodes run with `RAFTD_FAULT_INJECTION=1`.
+    fault_switch: bool,
+    /// How a node is cut off: `Some` runs every node in its own network namespace, `None`
+    /// uses raftd's fault switch.
+    net: Option<NetNs>,
+}
+
+impl Drop for Cluster {
+    /// Kills the nodes before the network (if any) is removed.
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+/// How `partition-leader` cuts the leader off (`--net`).
+#[derive(Clone, Copy, PartialEq)]
+enum NetMode {
+    /// Network namespaces when they can be set up, else the fault switch.
+    Auto,
+    /// Network namespaces and iptables, or fail.
+    Netns,
+    /// raftd's fault switch.
+    FaultSwitch,
 }
 
 /// Acknowledged writes: when each was sent, when it was acknowledged, key and value.
@@ -44,6 +73,16 @@ type Acks = Arc<Mutex<Vec<(Instant, Instant, String, String)>>>;
 pub fn run(flags: &mut Flags, scenario: &str) -> Result<()> {
     let short = flags.switch("short")?;
     let release = flags.switch("release")?;
+    let net = flags.value("net")?;
+    if net.is_some() && scenario != "partition-leader" {
+        bail!("--net applies to the partition-leader drill only");
+    }
+    let mode = match net.as_deref() {
+        None | Some("auto") => NetMode::Auto,
+        Some("netns") => NetMode::Netns,
+        Some("fault-switch") => NetMode::FaultSwitch,
+        Some(other) => bail!("--net takes auto, netns or fault-switch (got `{other}`)"),
+    };
     std::mem::replace(flags, Flags::new(Vec::new())?).finish()?;
     let mut build = util::cargo();
     build.args(["build", "--package", "raft-node", "--bins"]);
@@ -52,7 +91,11 @@ pub fn run(flags: &mut Flags, scenario: &str) -> Result<()> {
     }
     util::run(&mut build)?;
     let bin = util::target_dir().join(if release { "release" } else { "debug" });
-    let dir = std::env::temp_dir().join(format!("raft-xtask-drill-{scenario}"));
+    // The pid keeps concurrent drills (two `cargo xtask ci` at once) apart.
+    let dir = std::env::temp_dir().join(format!(
+        "raft-xtask-drill-{scenario}-{}",
+        std::process::id()
+    ));
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
@@ -62,7 +105,19 @@ pub fn run(flags: &mut Flags, scenario: &str) -> Result<()> {
         "follower-disk-loss" => vec!["--snapshot-threshold".to_string(), "50".to_string()],
         _ => Vec::new(),
     };
-    let mut c = Cluster::new(bin.join("raftd"), bin.join("raftctl"), dir.clone(), extra)?;
+    let net = match scenario {
+        "partition-leader" => choose_net(mode)?,
+        _ => None,
+    };
+    let fault_switch = scenario == "partition-leader" && net.is_none();
+    let mut c = Cluster::new(
+        bin.join("raftd"),
+        bin.join("raftctl"),
+        dir.clone(),
+        extra,
+        net,
+        fault_switch,
+    )?;
     let outcome = match scenario {
         "leader-kill" => leader_kill(&mut c, short),
         "partition-leader" => partition_leader(&mut c, short),
@@ -73,7 +128,8 @@ pub fn run(flags: &mut Flags, scenario: &str) -> Result<()> {
              rolling-restart, follower-disk-loss)"
         )),
     };
-    c.stop_all();
+    // Stops the nodes, then removes the network namespaces, if any.
+    drop(c);
     match &outcome {
         Ok(()) => {
             let _ = std::fs::remove_dir_all(&dir);
@@ -87,14 +143,76 @@ pub fn run(flags: &mut Flags, scenario: &str) -> Result<()> {
     outcome
 }
 
+/// The network `partition-leader` runs on for `mode`: `Some` (namespaces) or `None` (the
+/// fault switch); prints which and why.
+fn choose_net(mode: NetMode) -> Result<Option<NetNs>> {
+    let why_not = match mode {
+        NetMode::FaultSwitch => {
+            println!("partition mechanism: raftd's fault switch (--net fault-switch)");
+            return Ok(None);
+        }
+        NetMode::Netns => {
+            if let Some(why) = netns::unavailable() {
+                bail!("--net netns: {why}");
+            }
+            let net = NetNs::create(&[1, 2, 3]).context("--net netns")?;
+            println!("partition mechanism: network namespaces and iptables (--net netns)");
+            println!("network: {}", net.describe());
+            return Ok(Some(net));
+        }
+        NetMode::Auto => match netns::unavailable() {
+            Some(why) => why,
+            None => match NetNs::create(&[1, 2, 3]) {
+                Ok(net) => {
+                    println!(
+                        "partition mechanism: network namespaces and iptables \
+                         (--net auto: root, with ip and iptables)"
+                    );
+                    println!("network: {}", net.describe());
+                    return Ok(Some(net));
+                }
+                Err(e) => format!("setting up network namespaces failed: {e:#}"),
+            },
+        },
+    };
+    println!("partition mechanism: raftd's fault switch (--net auto: {why_not})");
+    Ok(None)
+}
+
 impl Cluster {
-    fn new(raftd: PathBuf, raftctl: PathBuf, dir: PathBuf, extra: Vec<String>) -> Result<Cluster> {
-        let ports = crate::cluster::free_ports(6)?;
-        let nodes: Vec<Node> = (1..=3u64)
-            .map(|id| Node {
+    fn new(
+        raftd: PathBuf,
+        raftctl: PathBuf,
+        dir: PathBuf,
+        extra: Vec<String>,
+        net: Option<NetNs>,
+        fault_switch: bool,
+    ) -> Result<Cluster> {
+        // In namespaces every node has an address of its own; on loopback, ports of its own.
+        let addrs: Vec<(String, String)> = match &net {
+            Some(net) => (1..=3u64)
+                .map(|id| {
+                    (
+                        format!("{}:2379", net.ip(id)),
+                        format!("{}:2380", net.ip(id)),
+                    )
+                })
+                .collect(),
+            None => {
+                let ports = crate::cluster::free_ports(6)?;
+                ports
+                    .chunks(2)
+                    .map(|p| (format!("127.0.0.1:{}", p[0]), format!("127.0.0.1:{}", p[1])))
+                    .collect()
+            }
+        };
+        let nodes: Vec<Node> = addrs
+            .into_iter()
+            .zip(1..=3u64)
+            .map(|((client, peer), id)| Node {
                 id,
-                client: format!("127.0.0.1:{}", ports[(id as usize - 1) * 2]),
-                peer: format!("127.0.0.1:{}", ports[(id as usize - 1) * 2 + 1]),
+                client,
+                peer,
                 child: None,
             })
             .collect();
@@ -109,6 +227,8 @@ impl Cluster {
             initial: initial.join(","),
             nodes,
             extra,
+            net,
+            fault_switch,
         };
         for id in 1..=3 {
             c.start(id)?;
@@ -131,7 +251,14 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(self.dir.join(format!("node{id}.log")))?;
-        let child = Command::new(&self.raftd)
+        let mut cmd = match &self.net {
+            Some(net) => net.exec(id, &self.raftd),
+            None => Command::new(&self.raftd),
+        };
+        if self.fault_switch {
+            cmd.env("RAFTD_FAULT_INJECTION", "1");
+        }
+        let child = cmd
             .args(["--id", &id.to_string()])
             .arg("--data-dir")
             .arg(self.dir.join(format!("node{id}")))
@@ -145,7 +272,6 @@ impl Cluster {
                 "--election-timeout-base",
                 "300ms",
             ])
-            .env("RAFTD_FAULT_INJECTION", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -168,6 +294,37 @@ impl Cluster {
             bail!("kill {signal} node {id} failed");
         }
         Ok(())
+    }
+
+    /// Cuts node `id` off from the other nodes (both directions); returns how.
+    fn cut_off(&mut self, id: u64) -> Result<String> {
+        let others: Vec<u64> = self
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .filter(|&n| n != id)
+            .collect();
+        match &mut self.net {
+            Some(net) => net.cut(id, &others),
+            None => {
+                self.signal(id, "-USR1")?;
+                Ok("fault switch, SIGUSR1".into())
+            }
+        }
+    }
+
+    /// Undoes [`cut_off`](Self::cut_off).
+    fn heal(&mut self, id: u64) -> Result<String> {
+        match &mut self.net {
+            Some(net) => {
+                net.heal(id)?;
+                Ok("iptables rules removed".into())
+            }
+            None => {
+                self.signal(id, "-USR2")?;
+                Ok("fault switch, SIGUSR2".into())
+            }
+        }
     }
 
     /// The role node `id` reports for itself (`leader`, `follower`, ...).
@@ -414,11 +571,15 @@ fn partition_leader(c: &mut Cluster, short: bool) -> Result<()> {
     println!("[{:>8}] leader is node {leader}", ms(t0.elapsed()));
     let (stop, acks, writers) = start_load(c, 3);
     sleep(Duration::from_secs(if short { 2 } else { 10 }));
+    let cutting = Instant::now();
+    let how = c.cut_off(leader)?;
+    // Times count from when the cut is in force (iptables-restore returned, or the signal
+    // was sent); how long applying it took is printed too.
     let cut_at = Instant::now();
-    c.signal(leader, "-USR1")?;
     println!(
-        "[{:>8}] node {leader} cut off from its peers (fault switch)",
-        ms(t0.elapsed())
+        "[{:>8}] node {leader} cut off from its peers ({how}; applied in {})",
+        ms(t0.elapsed()),
+        ms(cut_at - cutting)
     );
     let new = c.wait_leader(Some(leader), Duration::from_secs(30))?;
     println!(
@@ -448,8 +609,28 @@ fn partition_leader(c: &mut Cluster, short: bool) -> Result<()> {
         ms(first - cut_at)
     );
     sleep(Duration::from_secs(if short { 1 } else { 5 }));
-    c.signal(leader, "-USR2")?;
-    println!("[{:>8}] node {leader} healed", ms(t0.elapsed()));
+    let how = c.heal(leader)?;
+    let healed_at = Instant::now();
+    println!("[{:>8}] node {leader} healed ({how})", ms(t0.elapsed()));
+    // Back once it reports itself a follower of another node.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let follows = loop {
+        if let Some(l) = c.leader_seen_by(&c.nodes[leader as usize - 1].client)
+            && l != leader
+            && c.role_of(leader).as_deref() == Some("follower")
+        {
+            break l;
+        }
+        if Instant::now() > deadline {
+            bail!("node {leader} did not rejoin as a follower within 30 s of the heal");
+        }
+        sleep(Duration::from_millis(50));
+    };
+    println!(
+        "[{:>8}] node {leader} rejoined, follows node {follows}: {} after the heal",
+        ms(t0.elapsed()),
+        ms(healed_at.elapsed())
+    );
     sleep(Duration::from_secs(if short { 2 } else { 5 }));
     finish(c, t0, stop, &acks, writers)
 }

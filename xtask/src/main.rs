@@ -9,6 +9,7 @@ mod ci;
 mod cluster;
 mod deny;
 mod drill;
+mod netns;
 mod protoc;
 mod release;
 mod util;
@@ -31,12 +32,16 @@ tasks:
         build raftd/raftctl (release), start a local 3-node cluster in a temp dir, wait for a
         leader, run a put/get demo and keep running until Ctrl-C; --demo stops after the
         demo and exits 0 when it passed
-  drill leader-kill|partition-leader|rolling-restart [--short] [--release]
+  drill leader-kill|partition-leader|rolling-restart|follower-disk-loss [--short] [--release]
+        [--net auto|netns|fault-switch]
         failure drill on a local 3-node cluster under a steady write load (3 concurrent
-        raftctl writers): SIGKILL the leader (and restart it), cut it off with raftd's
-        fault switch (and heal it), or restart every node in turn; prints a timeline and
-        checks that every acknowledged write reads back from every node; exits non-zero
-        when a check fails
+        raftctl writers): SIGKILL the leader (and restart it), cut it off from its peers
+        (and heal it), restart every node in turn, or replace a follower that lost its
+        disk; prints a timeline and checks that every acknowledged write reads back from
+        every node; exits non-zero when a check fails. partition-leader's --net: netns
+        runs every node in its own network namespace and cuts the leader off with
+        iptables (root, ip and iptables needed), fault-switch uses raftd's fault switch
+        (SIGUSR1/SIGUSR2), auto (the default) uses netns when it can be set up
   bench cluster [--duration D | --quick] [--trials N] [--no-etcd]
         build raftd and the raft-bench load generator (release; crate bench/, built with
         PROTOC from protoc-bin-vendored), run a 3-member raftd cluster on loopback (fsync
@@ -98,7 +103,7 @@ fn run() -> Result<()> {
         "drill" => {
             if args.is_empty() {
                 bail!(
-                    "drill needs a scenario (leader-kill, partition-leader, rolling-restart)\n\n{USAGE}"
+                    "drill needs a scenario (leader-kill, partition-leader, rolling-restart, follower-disk-loss)\n\n{USAGE}"
                 );
             }
             let scenario = args.remove(0);
