@@ -133,9 +133,13 @@ impl KvStore {
         if st.capture.is_some() {
             return Err(Error::CaptureInProgress);
         }
-        if st.cleanup_pending {
-            cleanup_dirty(&shared.tree, &mut st)?;
+        if st.cow_stale {
+            // The previous capture ended a moment ago: its pre-images must go first.
+            remove_space(&shared.tree, COW, |_| true)?;
+            st.cow_stale = false;
         }
+        // Dirty marks at or below the floor may still be there (their removal stops while a
+        // capture runs); the capture ignores them.
         let cap = ActiveCapture {
             floor: st.dirty_floor,
             generation: st.dirty_gen,
@@ -226,13 +230,10 @@ impl KvStore {
         b.insert(meta_key(meta::DIRTY_GEN), &st.dirty_gen.to_be_bytes());
         b.insert(meta_key(meta::SNAPSHOT_INDEX), &index.to_be_bytes());
         shared.tree.apply_batch(b)?;
-        if st.capture.is_some() {
-            st.cleanup_pending = true;
-        } else {
-            cleanup_dirty(&shared.tree, &mut st)?;
-        }
+        st.cleanup_pending = true;
+        drop(st);
         tracing::info!(index, "snapshot durable; delta tracking restarts");
-        Ok(())
+        tidy(shared)
     }
 
     /// Starts replacing the whole state with a base snapshot's records.
@@ -287,6 +288,7 @@ impl KvStore {
         st.restoring = true;
         st.pending_durable = None;
         st.cleanup_pending = false;
+        st.cow_stale = false;
         if wipe {
             remove_space(tree, DATA, |_| true)?;
         }
@@ -301,13 +303,82 @@ impl KvStore {
     }
 }
 
-/// Ends dirty tracking of the generations at or below the floor.
-fn cleanup_dirty(tree: &sled::Tree, st: &mut State) -> Result<()> {
-    let floor = st.dirty_floor;
-    let n = remove_space(tree, DIRTY, |v| be_u64(v).is_some_and(|m| m <= floor))?;
-    st.cleanup_pending = false;
-    tracing::debug!(removed = n, floor, "dirty marks cleaned up");
+/// Keys examined per chunk of [`tidy`] (under one read lock).
+const TIDY_CHUNK: usize = 1024;
+
+/// Removes what ended captures leave behind: the pre-images of the last capture and the
+/// dirty marks at or below the floor (changes a durable snapshot holds). Both can be many
+/// (one mark per key after a full snapshot), so the work goes in chunks, each under the
+/// state read lock: apply, which writes under the write lock, waits for one chunk at most,
+/// and no mark changes while its chunk is examined. Stops while a capture or a restore
+/// runs (the capture ignores marks at or below its floor); the end of the capture resumes.
+pub(crate) fn tidy(shared: &Shared) -> Result<()> {
+    let idle = |st: &State| st.capture.is_none() && !st.restoring;
+    if shared.state.read().cow_stale {
+        if !tidy_space(shared, COW, idle, |_, _| true)? {
+            return Ok(());
+        }
+        let mut st = shared.state.write();
+        if idle(&st) {
+            st.cow_stale = false;
+        }
+    }
+    let (pending, floor) = {
+        let st = shared.state.read();
+        (st.cleanup_pending, st.dirty_floor)
+    };
+    if !pending {
+        return Ok(());
+    }
+    let stale = |st: &State, v: &[u8]| be_u64(v).is_some_and(|m| m <= st.dirty_floor);
+    if !tidy_space(shared, DIRTY, idle, stale)? {
+        return Ok(());
+    }
+    let mut st = shared.state.write();
+    if st.dirty_floor == floor && idle(&st) {
+        st.cleanup_pending = false;
+    }
+    tracing::debug!(floor, "dirty marks cleaned up");
     Ok(())
+}
+
+/// Removes the entries of key space `space` for which `doomed` holds, in chunks under the
+/// state read lock while `go_on` holds; false when it stopped early.
+fn tidy_space(
+    shared: &Shared,
+    space: u8,
+    go_on: impl Fn(&State) -> bool,
+    doomed: impl Fn(&State, &[u8]) -> bool,
+) -> Result<bool> {
+    let mut after: Option<sled::IVec> = None;
+    loop {
+        let st = shared.state.read();
+        if !go_on(&st) {
+            return Ok(false);
+        }
+        let lo = match &after {
+            Some(k) => Bound::Excluded(k.to_vec()),
+            None => Bound::Included(vec![space]),
+        };
+        let mut b = sled::Batch::default();
+        let mut seen = 0;
+        for item in shared
+            .tree
+            .range((lo, Bound::Excluded(vec![space + 1])))
+            .take(TIDY_CHUNK)
+        {
+            let (k, v) = item?;
+            if doomed(&st, &v) {
+                b.remove(k.clone());
+            }
+            after = Some(k);
+            seen += 1;
+        }
+        shared.tree.apply_batch(b)?;
+        if seen < TIDY_CHUNK {
+            return Ok(true);
+        }
+    }
 }
 
 /// A restore in progress: feed it a snapshot's records, then [`finish`](Self::finish).
@@ -514,15 +585,13 @@ impl CaptureRecords {
 
 impl Drop for CaptureRecords {
     fn drop(&mut self) {
-        let mut st = self.shared.state.write();
-        st.capture = None;
-        *self.shared.progress.lock() = Progress::Start;
-        let tree = &self.shared.tree;
-        let mut result = remove_space(tree, COW, |_| true).map(|_| ());
-        if result.is_ok() && st.cleanup_pending {
-            result = cleanup_dirty(tree, &mut st);
+        {
+            let mut st = self.shared.state.write();
+            st.capture = None;
+            st.cow_stale = true;
+            *self.shared.progress.lock() = Progress::Start;
         }
-        if let Err(err) = result {
+        if let Err(err) = tidy(&self.shared) {
             tracing::warn!(%err, "ending a snapshot capture failed; reopening cleans up");
         }
     }
@@ -566,6 +635,53 @@ mod tests {
 
     fn send_static<T: Send + 'static>() {}
     fn sync<T: Sync>() {}
+
+    fn count(store: &KvStore, space: u8) -> usize {
+        store.shared.tree.scan_prefix([space]).count()
+    }
+
+    fn put(store: &KvStore, index: u64, key: &str) {
+        let cmd = crate::Command::new(
+            0,
+            crate::Op::Put(crate::pb::etcdserverpb::PutRequest {
+                key: key.as_bytes().to_vec().into(),
+                value: b"v".to_vec().into(),
+                ..Default::default()
+            }),
+        );
+        store.apply(index, 1, &cmd).unwrap();
+    }
+
+    /// The marks a durable snapshot covers and the pre-images of an ended capture are
+    /// removed (over several chunks), and not while a capture runs.
+    #[test]
+    fn ended_captures_leave_nothing_behind() {
+        let store = KvStore::open_temporary().unwrap();
+        let n = 3 * TIDY_CHUNK as u64 + 17;
+        for i in 1..=n {
+            put(&store, i, &format!("k{i:05}"));
+        }
+        assert_eq!(count(&store, DIRTY), n as usize);
+        let cap = store.capture(CaptureKind::Full).unwrap();
+        // Writes during the capture keep pre-images of the keys not read yet.
+        for i in 1..=10 {
+            put(&store, n + i, &format!("k{i:05}"));
+        }
+        assert_eq!(count(&store, COW), 10);
+        // Reported durable while its records are still read: the marks stay meanwhile.
+        store.capture_durable(cap.info.index).unwrap();
+        assert_eq!(
+            count(&store, DIRTY),
+            n as usize,
+            "kept while a capture runs"
+        );
+        let records: Vec<_> = cap.records.collect::<Result<_>>().unwrap();
+        assert_eq!(records.len(), n as usize + 3);
+        assert_eq!(count(&store, COW), 0, "pre-images removed at the end");
+        // Only the 10 keys written after the capture are still dirty.
+        assert_eq!(count(&store, DIRTY), 10);
+        assert!(!store.shared.state.read().cleanup_pending);
+    }
 
     #[test]
     fn handles_cross_threads() {

@@ -119,8 +119,10 @@ pub(crate) struct State {
     pub(crate) capture: Option<ActiveCapture>,
     /// `(index, generation)` of the latest capture, until it is reported durable.
     pub(crate) pending_durable: Option<(u64, u64)>,
-    /// Dirty marks at or below the floor wait to be removed (a capture was running).
+    /// Dirty marks at or below the floor wait to be removed (see `snapshot::tidy`).
     pub(crate) cleanup_pending: bool,
+    /// Pre-images of an ended capture wait to be removed (see `snapshot::tidy`).
+    pub(crate) cow_stale: bool,
     pub(crate) restoring: bool,
 }
 
@@ -606,6 +608,7 @@ impl State {
             capture: None,
             pending_durable: None,
             cleanup_pending: false,
+            cow_stale: false,
             restoring: tree.contains_key(meta_key(meta::RESTORING))?,
         })
     }
