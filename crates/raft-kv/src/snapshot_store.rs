@@ -368,4 +368,115 @@ mod tests {
         assert!(!target.restore_pending());
         assert_eq!(target.hash_kv(0).unwrap(), before);
     }
+
+    /// Copies a directory tree (a crash image of a flushed sled database).
+    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            let dst = to.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                copy_dir(&e.path(), &dst);
+            } else {
+                std::fs::copy(e.path(), dst).unwrap();
+            }
+        }
+    }
+
+    /// A crash at every durable step of writing a delta (and right after the last one,
+    /// before the key-value store heard the snapshot is durable) leaves the old chain or
+    /// the new one restorable, and the next snapshot after the restart restores to the live
+    /// state (the changes the lost snapshot held are not forgotten).
+    #[test]
+    fn a_crash_at_each_step_of_a_snapshot_leaves_the_old_or_the_new_one() {
+        let mut saw = (false, false);
+        for k in 1.. {
+            let dir = tempfile::tempdir().unwrap();
+            let (kv_dir, snap_dir) = (dir.path().join("kv"), dir.path().join("snap"));
+            let image = dir.path().join("kv-at-crash");
+            let (old_hash, new_hash, result);
+            {
+                let kv = KvStore::open(&kv_dir).unwrap();
+                let store = SnapshotStore::open_dir(&snap_dir, StoreOptions::default()).unwrap();
+                for i in 1..=100 {
+                    put(&kv, i, &format!("k{i:03}"), "v0");
+                }
+                capture_snapshot(&kv, &store, membership())
+                    .unwrap()
+                    .write(1)
+                    .unwrap();
+                old_hash = kv.hash_kv(0).unwrap();
+                for i in 101..=110 {
+                    put(&kv, i, &format!("k{:03}", i - 95), "v1");
+                }
+                del(&kv, 111, "k050");
+                new_hash = kv.hash_kv(0).unwrap();
+                drop(store);
+                let crashing = SnapshotStore::open_dir(
+                    &snap_dir,
+                    StoreOptions {
+                        crash_at_step: Some(k),
+                        ..StoreOptions::default()
+                    },
+                )
+                .unwrap();
+                let pending = capture_snapshot(&kv, &crashing, membership()).unwrap();
+                assert_eq!(pending.kind(), SnapshotKind::Delta);
+                // Writes during the capture leave pre-images on disk.
+                put(&kv, 112, "k001", "during");
+                del(&kv, 113, "k002");
+                put(&kv, 114, "k999", "new");
+                kv.flush().unwrap();
+                // The store's durable state at any crash inside `write`: the key-value
+                // store is only written again once the snapshot is durable.
+                copy_dir(&kv_dir, &image);
+                result = pending.write(2);
+            }
+            // Restart from the crash image.
+            let kv = KvStore::open(&image).unwrap();
+            assert!(!kv.restore_pending());
+            assert_eq!(kv.applied_index(), 114);
+            let store = SnapshotStore::open_dir(&snap_dir, StoreOptions::default()).unwrap();
+            let back = KvStore::open_temporary().unwrap();
+            let tip = restore_from_store(&back, &store, None).unwrap();
+            match tip.index {
+                100 => {
+                    assert_eq!(back.hash_kv(0).unwrap(), old_hash, "crash at step {k}");
+                    saw.0 = true;
+                }
+                111 => {
+                    assert_eq!(back.hash_kv(0).unwrap(), new_hash, "crash at step {k}");
+                    saw.1 = true;
+                }
+                other => panic!("crash at step {k}: chain ends at {other}"),
+            }
+            put(&kv, 115, "after", "restart");
+            let next = capture_snapshot(&kv, &store, membership()).unwrap();
+            // A delta only on the chain the store tracks its changes from (the old one).
+            let expected_kind = if tip.index == 100 {
+                SnapshotKind::Delta
+            } else {
+                SnapshotKind::Full
+            };
+            assert_eq!(next.kind(), expected_kind, "crash at step {k}");
+            next.write(3).unwrap();
+            let again = KvStore::open_temporary().unwrap();
+            restore_from_store(&again, &store, None).unwrap();
+            assert_eq!(
+                again.hash_kv(0).unwrap(),
+                kv.hash_kv(0).unwrap(),
+                "crash at step {k}"
+            );
+            match result {
+                Err(Error::SnapshotStore(raft_snapshot::Error::InjectedCrash(_))) => {}
+                Ok(info) => {
+                    assert_eq!(info.index, 111);
+                    assert!(k > 3, "too few crash points");
+                    break;
+                }
+                Err(e) => panic!("crash at step {k}: unexpected error {e}"),
+            }
+        }
+        assert_eq!(saw, (true, true), "both outcomes occur in the sweep");
+    }
 }
