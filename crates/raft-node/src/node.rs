@@ -4,6 +4,7 @@
 
 pub mod faults;
 pub mod machine;
+mod recover;
 pub mod reload;
 pub mod snapshots;
 
@@ -94,6 +95,7 @@ pub fn runtime_config(config: &NodeConfig) -> Result<RuntimeConfig, ConfigError>
     rc.request_timeout = config.raft.request_timeout;
     rc.max_batch_proposals = config.raft.max_batch_proposals;
     rc.snapshot_threshold = config.raft.snapshot_threshold;
+    rc.snapshot_log_bytes = config.raft.snapshot_log_bytes.get();
     Ok(rc)
 }
 
@@ -151,7 +153,7 @@ impl Node {
             data.join("snap"),
             raft_snapshot::StoreOptions::default(),
         )?;
-        finish_interrupted_restore(&store, &snapshots, &wal)?;
+        recover::finish_interrupted_restore(&store, &snapshots, &wal)?;
         let uploader = match &config.snapshot.upload_dir {
             Some(dir) => {
                 let target = Arc::new(raft_snapshot::LocalDirStore::new(dir)?);
@@ -376,26 +378,6 @@ impl Node {
         std::mem::forget(self.store);
         std::mem::forget(self.handle);
     }
-}
-
-/// A crash in the middle of a snapshot restore leaves the key-value store refusing to
-/// serve. The chain being restored was made current in the snapshot store before the
-/// restore began, so restore it again; when the WAL does not hold the chain's last entry
-/// (the crash came before the log was replaced), replace the log by the snapshot too.
-fn finish_interrupted_restore(
-    kv: &KvStore,
-    snapshots: &raft_snapshot::SnapshotStore,
-    wal: &raft_log::Wal,
-) -> Result<(), NodeError> {
-    if !kv.restore_pending() {
-        return Ok(());
-    }
-    tracing::warn!("an interrupted snapshot restore is finished first");
-    let tip = raft_kv::restore_from_store(kv, snapshots, None)?;
-    if wal.last_index() < tip.index {
-        wal.install_snapshot(tip.meta())?.wait()?;
-    }
-    Ok(())
 }
 
 /// Publishes this member's name and client URL through the log once a leader is known,
