@@ -48,6 +48,7 @@ pub const RELOADABLE_KEYS: &[&str] = &[
     "raft.max_inflight_bytes",
     "raft.max_batch_proposals",
     "raft.snapshot_threshold",
+    "raft.snapshot_log_bytes",
     "raft.request_timeout",
     "compression.codec",
     "compression.level",
@@ -259,6 +260,9 @@ pub struct RaftSection {
     /// Snapshot and compact the log every this many applied entries (default 100000; 0
     /// disables).
     pub snapshot_threshold: u64,
+    /// Also snapshot and compact once the entries applied since the last snapshot hold this
+    /// many bytes of data, counted since the node started (default 1GiB; 0 disables).
+    pub snapshot_log_bytes: ByteSize,
 }
 
 impl Default for RaftSection {
@@ -282,6 +286,7 @@ impl Default for RaftSection {
             max_batch_proposals: 4096,
             request_timeout: Duration::from_secs(5),
             snapshot_threshold: 100_000,
+            snapshot_log_bytes: ByteSize::mib(1024),
         }
     }
 }
@@ -396,7 +401,7 @@ impl Default for PeerSection {
 }
 
 /// `[snapshot]`: state-machine snapshot chains (`<data_dir>/snap`) and their upload. When
-/// snapshots are taken is `raft.snapshot_threshold`.
+/// snapshots are taken is `raft.snapshot_threshold` and `raft.snapshot_log_bytes`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SnapshotSection {

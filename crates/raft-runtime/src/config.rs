@@ -31,6 +31,9 @@ pub struct RuntimeConfig {
     /// Take a state-machine snapshot and compact the log every this many applied entries
     /// (default 100,000; 0 disables).
     pub snapshot_threshold: u64,
+    /// Also take a snapshot once the entries applied since the last one hold this many
+    /// bytes of data (default 0: disabled). Counted from the runtime's start.
+    pub snapshot_log_bytes: u64,
     /// Seed of the core's election-timeout randomness (default: derived from the clock).
     pub rng_seed: Option<u64>,
 }
@@ -48,6 +51,7 @@ impl RuntimeConfig {
             request_queue: 1 << 16,
             max_apply_lag: 1 << 16,
             snapshot_threshold: 100_000,
+            snapshot_log_bytes: 0,
             rng_seed: None,
         }
     }

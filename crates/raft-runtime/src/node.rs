@@ -4,6 +4,7 @@
 //! log and the state machine report, `requests` turns client requests into core calls and
 //! keeps the waiting clients.
 
+mod log_bytes;
 mod observe;
 mod ready;
 mod requests;
@@ -170,6 +171,7 @@ impl RaftNode {
             handed: applied,
             snapshot_index: snap.index,
             snapshot_busy: false,
+            log_bytes: log_bytes::LogBytes::default(),
             snapshot_waiters: Vec::new(),
             conf: None,
             handed_membership: status.membership.clone(),
@@ -263,6 +265,8 @@ pub(crate) struct Loop<SM: StateMachine, S: LogStore, T: Transport> {
     /// The index of the last snapshot the log was compacted to.
     pub snapshot_index: u64,
     pub snapshot_busy: bool,
+    /// Entry bytes applied since the last snapshot (the size trigger).
+    pub log_bytes: log_bytes::LogBytes,
     /// Callers of `RaftHandle::snapshot` waiting for the snapshot being built (and the log
     /// compacted to it).
     pub snapshot_waiters: Vec<oneshot::Sender<Result<SnapshotMeta>>>,

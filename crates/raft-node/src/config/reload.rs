@@ -84,6 +84,10 @@ impl NodeConfig {
             a.snapshot_threshold == b.snapshot_threshold,
         );
         check(
+            "raft.snapshot_log_bytes",
+            a.snapshot_log_bytes == b.snapshot_log_bytes,
+        );
+        check(
             "raft.request_timeout",
             a.request_timeout == b.request_timeout,
         );
@@ -136,6 +140,7 @@ mod tests {
             "raft.max_inflight_bytes" => "1MiB",
             "raft.max_batch_proposals" => "32",
             "raft.snapshot_threshold" => "5000",
+            "raft.snapshot_log_bytes" => "64MiB",
             "raft.request_timeout" => "9s",
             "compression.codec" => "\"snappy\"",
             "compression.level" => "5",

@@ -159,6 +159,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
     /// for them.
     fn hand_to_apply(&mut self, entries: Vec<Entry>) -> Result<()> {
         let now = Instant::now();
+        let bytes: u64 = entries.iter().map(|e| e.data.len() as u64).sum();
         let mut batch = Vec::with_capacity(entries.len());
         let mut waiters: Vec<(usize, Waiter<SM::Response>)> = Vec::new();
         for (i, e) in entries.into_iter().enumerate() {
@@ -197,6 +198,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         }
         if let Some(e) = batch.last() {
             self.handed = self.handed.max(e.index);
+            self.log_bytes.handed(e.index, bytes);
         }
         self.send_apply(ApplyJob::Entries { batch, waiters })
     }
@@ -330,6 +332,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                 self.applied = self.applied.max(index);
                 // The log now starts after the snapshot: count the next threshold from it.
                 self.snapshot_index = self.snapshot_index.max(index);
+                self.log_bytes.restored(index);
                 self.handed = self.handed.max(index);
                 self.stats.applied.store(self.applied, Ordering::Relaxed);
                 self.complete_write(number)?;
@@ -354,6 +357,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                 }
                 Err(e) => {
                     self.snapshot_busy = false;
+                    self.log_bytes.snapshot_failed();
                     tracing::warn!(index = meta.index, error = %e, "snapshot not built");
                     let msg = format!("snapshot at index {} not built: {e}", meta.index);
                     for tx in self.snapshot_waiters.drain(..) {
@@ -367,6 +371,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                     Ok(()) => {
                         let index = meta.index;
                         self.snapshot_index = self.snapshot_index.max(index);
+                        self.log_bytes.compacted(index);
                         self.raw.on_compacted(index)?;
                         tracing::info!(index, "log compacted");
                         for tx in self.snapshot_waiters.drain(..) {
@@ -382,6 +387,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
 
     fn on_applied(&mut self, index: u64) -> Result<()> {
         self.applied = index;
+        self.log_bytes.applied(index);
         self.stats.applied.store(index, Ordering::Relaxed);
         gauge!(m::APPLIED_INDEX).set(index as f64);
         let changed = self.raw.on_applied(index)?;
@@ -428,11 +434,23 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         }
     }
 
-    /// Starts a snapshot once enough entries were applied since the last one.
+    /// Starts a snapshot once enough entries (or entry bytes) were applied since the last
+    /// one.
     fn maybe_snapshot(&mut self) -> Result<()> {
         let threshold = self.cfg.snapshot_threshold;
-        if threshold == 0 || self.applied < self.snapshot_index.saturating_add(threshold) {
+        let by_count =
+            threshold != 0 && self.applied >= self.snapshot_index.saturating_add(threshold);
+        let max_bytes = self.cfg.snapshot_log_bytes;
+        let by_bytes = max_bytes != 0 && self.log_bytes.since_snapshot() >= max_bytes;
+        if !by_count && !by_bytes {
             return Ok(());
+        }
+        if by_bytes && !by_count && !self.snapshot_busy {
+            tracing::debug!(
+                bytes = self.log_bytes.since_snapshot(),
+                max_bytes,
+                "the applied log is over its byte size: snapshot"
+            );
         }
         self.start_snapshot()
     }
@@ -463,6 +481,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             return Ok(());
         };
         self.snapshot_busy = true;
+        self.log_bytes.snapshot_started(index);
         let meta = SnapshotMeta {
             index,
             term,

@@ -39,11 +39,13 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         cfg.max_batch_messages = new.max_batch_messages;
         cfg.max_apply_lag = new.max_apply_lag;
         cfg.snapshot_threshold = new.snapshot_threshold;
+        cfg.snapshot_log_bytes = new.snapshot_log_bytes;
         tracing::info!(
             heartbeat_ticks = cfg.raft.heartbeat_ticks,
             election_timeout_base_ticks = cfg.raft.election_timeout_base_ticks,
             jitter_max_ticks = cfg.raft.jitter_max_ticks,
             snapshot_threshold = cfg.snapshot_threshold,
+            snapshot_log_bytes = cfg.snapshot_log_bytes,
             "settings changed"
         );
         Ok(())

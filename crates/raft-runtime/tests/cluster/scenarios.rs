@@ -591,3 +591,40 @@ async fn a_requested_snapshot_compacts_the_log_at_once() {
     let again = c.handle(leader).snapshot().await.unwrap();
     assert_eq!(again.index, meta.index);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_byte_size_triggers_snapshots_and_can_be_changed_at_run_time() {
+    // The entry-count trigger is off: only the byte size can start a snapshot.
+    let c = Cluster::start(1).await;
+    let leader = c.wait_leader().await;
+    let h = c.handle(leader);
+    let value = "x".repeat(400);
+    for i in 0..30 {
+        h.propose(put(&format!("a{i}"), &value)).await.unwrap();
+    }
+    assert!(
+        c.snapshots.lock().unwrap().is_empty(),
+        "no trigger is on: no snapshot"
+    );
+    let mut cfg = config(leader, None, 0, ReadMode::Safe);
+    cfg.snapshot_log_bytes = 4000;
+    h.reconfigure(cfg).await.unwrap();
+    // About 410 bytes per entry: a snapshot every ~10 entries, the first one at once
+    // (the 30 entries above count).
+    for i in 0..40 {
+        h.propose(put(&format!("b{i}"), &value)).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let taken: Vec<u64> = c.snapshots.lock().unwrap().keys().copied().collect();
+        if taken.len() >= 3 && taken.last().is_some_and(|i| *i >= 50) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "snapshots taken at {taken:?}, expected one every ~10 entries"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(c.get(leader, "b39").await.as_deref(), Some(value.as_str()));
+}
