@@ -1,6 +1,10 @@
 //! `cargo xtask bench cluster`: builds raftd and the raft-bench load generator (release) and
 //! runs raftd (and etcd, when it is on PATH) as 3-member clusters on loopback.
 //!
+//! `cargo xtask bench snapshot`: runs raft-kv's `snapshot_bench` example (release): full and
+//! delta snapshots of a loaded sled store, the restore of a base plus 8 deltas, and put
+//! throughput while a snapshot is built.
+//!
 //! The load generator uses the `etcd-client` crate, which needs protoc to build; it lives in
 //! its own crate (`bench/`, raft-bench) so that xtask itself never needs protoc.
 
@@ -8,14 +12,45 @@ use crate::util::{self, Flags};
 use anyhow::{Result, bail};
 use std::path::PathBuf;
 
-/// Runs the task (`cluster` is the only benchmark).
+const USAGE: &str = "usage: cargo xtask bench cluster [--duration D | --quick] [--no-etcd]
+       cargo xtask bench snapshot [--keys N] [--rounds R] [--dir D]";
+
+/// Runs the task (`cluster` or `snapshot`).
 pub fn run(args: Vec<String>) -> Result<()> {
     let mut args = args.into_iter();
     match args.next().as_deref() {
         Some("cluster") => cluster(&mut Flags::new(args.collect())?),
-        Some(other) => bail!("unknown benchmark `{other}` (only `cluster` exists)"),
-        None => bail!("usage: cargo xtask bench cluster [--duration D | --quick] [--no-etcd]"),
+        Some("snapshot") => snapshot(Flags::new(args.collect())?),
+        Some(other) => bail!("unknown benchmark `{other}` (`cluster` or `snapshot`)\n{USAGE}"),
+        None => bail!("{USAGE}"),
     }
+}
+
+/// raft-kv's snapshot benchmark; the data goes under the target dir unless `--dir` says.
+fn snapshot(mut flags: Flags) -> Result<()> {
+    let keys = flags.value("keys")?.unwrap_or_else(|| "1000000".into());
+    let rounds = flags.value("rounds")?.unwrap_or_else(|| "3".into());
+    let dir = flags
+        .value("dir")?
+        .map(PathBuf::from)
+        .unwrap_or_else(|| util::target_dir().join("snapshot-bench-data"));
+    flags.finish()?;
+    util::run(
+        util::cargo()
+            .args([
+                "run",
+                "--release",
+                "--locked",
+                "--package",
+                "raft-kv",
+                "--example",
+                "snapshot_bench",
+                "--",
+                &keys,
+            ])
+            .arg(dir)
+            .arg(&rounds),
+    )
 }
 
 fn cluster(flags: &mut Flags) -> Result<()> {

@@ -48,6 +48,11 @@ tasks:
         on) and, when `etcd` is on PATH, a 3-member etcd cluster in the same run: put
         throughput and p50/p99 at 1/16/256 clients, gets at 1/256, failover after kill -9 of
         the leader, SIGTERM exit time, peak RSS; D per load run (default 10s, --quick: 2s)
+  bench snapshot [--keys N] [--rounds R] [--dir D]
+        run raft-kv's snapshot benchmark (release): N keys (default 1000000) of 128-byte
+        values applied to an on-disk sled store, full snapshot, a delta after changing 1%,
+        restore of a base + 8 deltas, put throughput during a full snapshot vs without (R
+        alternating rounds, default 3); data under D (default: the target dir), removed after
   sim [--seed N | --seeds N [--from S]] [--ticks T] [--no-lin] [--trace] [--mutation NAME]
         run the deterministic cluster simulation (release build); a failing seed prints
         its trace and the command that replays it

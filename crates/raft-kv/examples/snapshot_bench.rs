@@ -1,0 +1,417 @@
+//! Benchmark of snapshots through the real state machine: a sled [`KvStore`] on disk loaded
+//! with 1,000,000 keys of 128-byte values through its apply path, snapshots captured
+//! copy-on-write with [`capture_snapshot`] into a `raft-snapshot` store on disk, and
+//! restored with [`restore_from_store`] into a fresh on-disk store.
+//!
+//! Measures, in one run: the full snapshot's build time and size; a delta after changing 1%
+//! of the keys (size and time against the full one); the restore of a base plus 8 deltas;
+//! and put throughput through [`KvStore::apply_batch`] while a full snapshot is being built,
+//! against the same writer with no snapshot (alternating rounds of equal length). Prints a
+//! Markdown table with the ratios against the targets of issue 9.
+//!
+//! Run: `cargo run --release -p raft-kv --example snapshot_bench -- [keys] [dir] [rounds]`
+//! (or `cargo xtask bench snapshot`).
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use prost::bytes::Bytes;
+use raft_core::Membership;
+use raft_kv::pb::etcdserverpb::PutRequest;
+use raft_kv::{ApplyEntry, Command, EntryPayload, KvStore, Op, capture_snapshot};
+use raft_snapshot::{SnapshotInfo, SnapshotKind, SnapshotStore, StoreOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const VALUE_LEN: usize = 128;
+/// Entries per `apply_batch` call (raftd applies what one loop turn committed).
+const APPLY_BATCH: usize = 100;
+
+/// Deterministic pseudo-random (incompressible) value of key `i` at `version`.
+fn value(i: u64, version: u64) -> Bytes {
+    let mut x =
+        i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ version.wrapping_mul(0xd1b5_4a32_d192_ed03) | 1;
+    let mut v = Vec::with_capacity(VALUE_LEN + 8);
+    while v.len() < VALUE_LEN {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(VALUE_LEN);
+    Bytes::from(v)
+}
+
+/// An encoded put command (the bytes a log entry carries) of key `i` at `version`.
+fn put_entry(i: u64, version: u64) -> Vec<u8> {
+    Command::new(
+        0,
+        Op::Put(PutRequest {
+            key: Bytes::from(format!("key{i:012}")),
+            value: value(i, version),
+            ..Default::default()
+        }),
+    )
+    .encode()
+    .to_vec()
+}
+
+/// Applies encoded entries as one batch after the store's applied index, as raftd does.
+fn apply(kv: &KvStore, entries: &[Vec<u8>]) -> BoxResult<()> {
+    let first = kv.applied_index() + 1;
+    let batch: Vec<ApplyEntry<'_>> = entries
+        .iter()
+        .enumerate()
+        .map(|(n, data)| ApplyEntry {
+            index: first + n as u64,
+            term: 1,
+            payload: EntryPayload::Data(data),
+        })
+        .collect();
+    kv.apply_batch(&batch)?;
+    Ok(())
+}
+
+/// Applies puts of the keys `keys` at `version`, `APPLY_BATCH` at a time.
+fn apply_keys(kv: &KvStore, keys: impl Iterator<Item = u64>, version: u64) -> BoxResult<u64> {
+    let mut buf = Vec::with_capacity(APPLY_BATCH);
+    let mut n = 0;
+    for i in keys {
+        buf.push(put_entry(i, version));
+        if buf.len() == APPLY_BATCH {
+            apply(kv, &buf)?;
+            n += buf.len() as u64;
+            buf.clear();
+        }
+    }
+    if !buf.is_empty() {
+        apply(kv, &buf)?;
+        n += buf.len() as u64;
+    }
+    Ok(n)
+}
+
+fn membership() -> Membership {
+    Membership::with_voters([1])
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A snapshot through raft-kv's capture: returns its info and the wall time from the
+/// capture to the durable, verified file in the manifest.
+fn snapshot(kv: &KvStore, store: &SnapshotStore) -> BoxResult<(SnapshotInfo, f64)> {
+    let t = Instant::now();
+    let pending = capture_snapshot(kv, store, membership())?;
+    let info = pending.write(now_ms())?;
+    Ok((info, t.elapsed().as_secs_f64()))
+}
+
+/// The writer of the throughput rounds: puts random existing keys (overwrites, so copy-on-
+/// write pre-images are needed for keys the capture has not read yet) until `stop`.
+struct Writer {
+    keys: u64,
+    rng: u64,
+    version: u64,
+}
+
+impl Writer {
+    /// Returns the puts applied and the CPU seconds this thread used.
+    fn run(&mut self, kv: &KvStore, stop: &AtomicBool) -> BoxResult<(u64, f64)> {
+        let cpu0 = cpu_seconds("thread-self");
+        let mut n = 0;
+        let mut buf = Vec::with_capacity(APPLY_BATCH);
+        while !stop.load(Ordering::Relaxed) {
+            buf.clear();
+            for _ in 0..APPLY_BATCH {
+                self.rng ^= self.rng << 13;
+                self.rng ^= self.rng >> 7;
+                self.rng ^= self.rng << 17;
+                buf.push(put_entry(self.rng % self.keys, self.version));
+            }
+            apply(kv, &buf)?;
+            n += APPLY_BATCH as u64;
+        }
+        self.version += 1;
+        Ok((n, cpu_seconds("thread-self") - cpu0))
+    }
+}
+
+/// What one throughput round measured.
+struct Round {
+    puts: u64,
+    secs: f64,
+    /// CPU seconds of the writer thread.
+    writer_cpu: f64,
+    /// CPU seconds of the whole process (writer and snapshot builder).
+    process_cpu: f64,
+    /// Wall time of the snapshot build, in a round with one.
+    build: Option<f64>,
+}
+
+/// CPU seconds (user + system) of `/proc/<which>/stat` (`self` or `thread-self`); 0 where
+/// there is no procfs. Clock ticks are taken as 100 per second (Linux's `USER_HZ`).
+fn cpu_seconds(which: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{which}/stat")) else {
+        return 0.0;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5) (utime, stime); `rest` starts at field 3.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// One throughput round: the writer runs on its own thread for `len`, or (with `store`)
+/// while a full snapshot is built on this thread.
+fn round(
+    kv: &KvStore,
+    writer: &mut Writer,
+    len: Duration,
+    store: Option<&SnapshotStore>,
+) -> BoxResult<Round> {
+    let stop = Arc::new(AtomicBool::new(false));
+    std::thread::scope(|s| {
+        let stop2 = stop.clone();
+        let cpu0 = cpu_seconds("self");
+        let t = Instant::now();
+        let w = s.spawn(move || writer.run(kv, &stop2));
+        let built = match store {
+            Some(store) => {
+                let r = snapshot(kv, store);
+                if let Ok((info, _)) = &r {
+                    assert_eq!(info.kind, SnapshotKind::Full, "a fresh store: full");
+                }
+                Some(r)
+            }
+            None => {
+                std::thread::sleep(len);
+                None
+            }
+        };
+        stop.store(true, Ordering::Relaxed);
+        let (puts, writer_cpu) = w.join().map_err(|_| "writer panicked")??;
+        let secs = t.elapsed().as_secs_f64();
+        let build = built.transpose()?.map(|(_, s)| s);
+        Ok(Round {
+            puts,
+            secs,
+            writer_cpu,
+            process_cpu: cpu_seconds("self") - cpu0,
+            build,
+        })
+    })
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1_048_576.0
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "**missed**" }
+}
+
+fn main() -> BoxResult<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let keys: u64 = match args.get(1) {
+        Some(s) => s.parse().map_err(|_| format!("bad key count {s:?}"))?,
+        None => 1_000_000,
+    };
+    let dir = match args.get(2) {
+        Some(d) => PathBuf::from(d),
+        None => std::env::temp_dir().join(format!("raft-kv-snapbench-{}", std::process::id())),
+    };
+    let rounds: u32 = match args.get(3) {
+        Some(s) => s.parse().map_err(|_| format!("bad round count {s:?}"))?,
+        None => 3,
+    };
+    if keys < 100 {
+        return Err("at least 100 keys".into());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let result = run(keys, &dir, rounds);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn run(keys: u64, dir: &Path, rounds: u32) -> BoxResult<()> {
+    let load_start = loadavg();
+    eprintln!(
+        "load average at start: {load_start}; data in {}",
+        dir.display()
+    );
+    let kv = KvStore::open(dir.join("kv"))?;
+    let store = SnapshotStore::open_dir(dir.join("snap"), StoreOptions::default())?;
+
+    let t = Instant::now();
+    apply_keys(&kv, 0..keys, 0)?;
+    kv.flush()?;
+    let load_s = t.elapsed().as_secs_f64();
+    eprintln!("loaded {keys} keys in {load_s:.2} s");
+
+    let (full, full_s) = snapshot(&kv, &store)?;
+    assert_eq!(full.kind, SnapshotKind::Full);
+    eprintln!("full snapshot: {full_s:.3} s, {} bytes", full.size);
+
+    // Eight deltas, each after rewriting 1% of the keys (every 100th, a different offset
+    // each time).
+    let mut deltas = Vec::new();
+    for round in 1..=8u64 {
+        apply_keys(&kv, (round..keys).step_by(100), round)?;
+        let (d, d_s) = snapshot(&kv, &store)?;
+        assert_eq!(d.kind, SnapshotKind::Delta);
+        eprintln!(
+            "delta {round}: {d_s:.3} s, {} bytes, {} puts",
+            d.size, d.puts
+        );
+        deltas.push((d, d_s));
+    }
+    let (d1, d1_s) = deltas[0].clone();
+    let chain = store.latest().ok_or("no chain")?;
+    assert_eq!(chain.len(), 9);
+
+    let restored = KvStore::open(dir.join("restored"))?;
+    let t = Instant::now();
+    let tip = raft_kv::restore_from_store(&restored, &store, None)?;
+    let restore_s = t.elapsed().as_secs_f64();
+    let chain_records: u64 =
+        chain.base().puts + deltas.iter().map(|(d, _)| d.puts + d.deletes).sum::<u64>();
+    eprintln!("restore of base + 8 deltas: {restore_s:.3} s");
+    if restored.hash_kv(0)? != kv.hash_kv(0)? || tip.index != kv.applied_index() {
+        return Err("the restored store differs from the source".into());
+    }
+    drop(restored);
+
+    // Put throughput with and without a full snapshot being built, alternating rounds; a
+    // round without a snapshot lasts as long as the previous round with one.
+    let mut writer = Writer {
+        keys,
+        rng: 0x2545_f491_4f6c_dd1d,
+        version: 100,
+    };
+    let mut rows: Vec<(Round, Round)> = Vec::new();
+    let mut len = Duration::from_secs_f64(full_s);
+    for r in 0..rounds {
+        let without = round(&kv, &mut writer, len, None)?;
+        let snap_dir = dir.join(format!("snap-round{r}"));
+        let round_store = SnapshotStore::open_dir(&snap_dir, StoreOptions::default())?;
+        let during = round(&kv, &mut writer, len, Some(&round_store))?;
+        drop(round_store);
+        std::fs::remove_dir_all(&snap_dir)?;
+        len = Duration::from_secs_f64(during.secs);
+        eprintln!(
+            "round {r}: without {:.0}/s over {:.2} s (writer cpu {:.2} s), during {:.0}/s \
+             over {:.2} s (writer cpu {:.2} s, process cpu {:.2} s, build {:.2} s)",
+            without.puts as f64 / without.secs,
+            without.secs,
+            without.writer_cpu,
+            during.puts as f64 / during.secs,
+            during.secs,
+            during.writer_cpu,
+            during.process_cpu,
+            during.build.unwrap_or(0.0),
+        );
+        rows.push((without, during));
+    }
+    let load_end = loadavg();
+
+    let sum = |f: &dyn Fn(&Round) -> f64, which: bool| -> f64 {
+        rows.iter().map(|(a, b)| f(if which { b } else { a })).sum()
+    };
+    let base_tp = sum(&|r| r.puts as f64, false) / sum(&|r| r.secs, false);
+    let during_tp = sum(&|r| r.puts as f64, true) / sum(&|r| r.secs, true);
+    let base_cpu_tp = sum(&|r| r.puts as f64, false) / sum(&|r| r.writer_cpu, false);
+    let during_cpu_tp = sum(&|r| r.puts as f64, true) / sum(&|r| r.writer_cpu, true);
+    let tp_ratio = during_tp / base_tp;
+    let size_ratio = d1.size as f64 / full.size as f64;
+    let time_ratio = d1_s / full_s;
+
+    println!("| measurement | value | target | verdict |");
+    println!("|---|---|---|---|");
+    println!(
+        "| keys × value size (loaded through `apply_batch`, {APPLY_BATCH} puts per batch) | \
+         {keys} × {VALUE_LEN} B, {load_s:.2} s ({:.0} puts/s) | | |",
+        keys as f64 / load_s
+    );
+    println!(
+        "| full snapshot build (capture, write, fsync, re-read + verify, manifest) | \
+         {full_s:.3} s | | |"
+    );
+    println!(
+        "| full snapshot size | {} bytes ({:.1} MiB) | | |",
+        full.size,
+        mib(full.size)
+    );
+    println!(
+        "| delta after changing 1% ({} records): build | {d1_s:.3} s ({:.2}% of full) | ≤ 10% | {} |",
+        d1.puts + d1.deletes,
+        100.0 * time_ratio,
+        verdict(time_ratio <= 0.10)
+    );
+    println!(
+        "| delta after changing 1%: size | {} bytes ({:.2}% of full) | ≤ 3% | {} |",
+        d1.size,
+        100.0 * size_ratio,
+        verdict(size_ratio <= 0.03)
+    );
+    let others: Vec<String> = deltas[1..].iter().map(|(_, s)| format!("{s:.3}")).collect();
+    println!("| deltas 2-8: build s | {} | | |", others.join(", "));
+    println!(
+        "| restore base + 8 deltas into an empty on-disk store (verify, write, flush) | \
+         {restore_s:.3} s ({chain_records} records, {:.0} records/s) | | |",
+        chain_records as f64 / restore_s
+    );
+    for (i, (a, b)) in rows.iter().enumerate() {
+        let (r0, r1) = (a.puts as f64 / a.secs, b.puts as f64 / b.secs);
+        println!(
+            "| round {}: puts/s without → during a full snapshot ({:.2} s; build {:.2} s) | \
+             {r0:.0} → {r1:.0} ({:.1}%) | | |",
+            i + 1,
+            b.secs,
+            b.build.unwrap_or(0.0),
+            100.0 * r1 / r0,
+        );
+    }
+    println!(
+        "| put throughput during a full snapshot vs without (all rounds) | \
+         {during_tp:.0} vs {base_tp:.0} puts/s ({:.1}%) | ≥ 90% | {} |",
+        100.0 * tp_ratio,
+        verdict(tp_ratio >= 0.90)
+    );
+    println!(
+        "| puts per CPU-second of the writer thread, without → during | \
+         {base_cpu_tp:.0} → {during_cpu_tp:.0} ({:.1}%) | | |",
+        100.0 * during_cpu_tp / base_cpu_tp
+    );
+    println!(
+        "| CPU used, rounds without → with a snapshot (writer / whole process), per wall second | \
+         {:.2} / {:.2} → {:.2} / {:.2} | | |",
+        sum(&|r| r.writer_cpu, false) / sum(&|r| r.secs, false),
+        sum(&|r| r.process_cpu, false) / sum(&|r| r.secs, false),
+        sum(&|r| r.writer_cpu, true) / sum(&|r| r.secs, true),
+        sum(&|r| r.process_cpu, true) / sum(&|r| r.secs, true),
+    );
+    println!("| load average (1, 5, 15 min) at start / end | {load_start} / {load_end} | | |");
+    Ok(())
+}
