@@ -123,9 +123,11 @@ struct Writer {
 }
 
 impl Writer {
-    /// Returns the puts applied and the CPU seconds this thread used.
-    fn run(&mut self, kv: &KvStore, stop: &AtomicBool) -> BoxResult<(u64, f64)> {
+    /// Returns the puts applied, the CPU seconds this thread used and the longest
+    /// `apply_batch` call.
+    fn run(&mut self, kv: &KvStore, stop: &AtomicBool) -> BoxResult<(u64, f64, Duration)> {
         let cpu0 = cpu_seconds("thread-self");
+        let mut longest = Duration::ZERO;
         let mut n = 0;
         let mut buf = Vec::with_capacity(APPLY_BATCH);
         while !stop.load(Ordering::Relaxed) {
@@ -136,11 +138,13 @@ impl Writer {
                 self.rng ^= self.rng << 17;
                 buf.push(put_entry(self.rng % self.keys, self.version));
             }
+            let t = Instant::now();
             apply(kv, &buf)?;
+            longest = longest.max(t.elapsed());
             n += APPLY_BATCH as u64;
         }
         self.version += 1;
-        Ok((n, cpu_seconds("thread-self") - cpu0))
+        Ok((n, cpu_seconds("thread-self") - cpu0, longest))
     }
 }
 
@@ -152,6 +156,8 @@ struct Round {
     writer_cpu: f64,
     /// CPU seconds of the whole process (writer and snapshot builder).
     process_cpu: f64,
+    /// The longest single `apply_batch` of the writer.
+    longest: Duration,
     /// Wall time of the snapshot build, in a round with one.
     build: Option<f64>,
 }
@@ -204,7 +210,7 @@ fn round(
             }
         };
         stop.store(true, Ordering::Relaxed);
-        let (puts, writer_cpu) = w.join().map_err(|_| "writer panicked")??;
+        let (puts, writer_cpu, longest) = w.join().map_err(|_| "writer panicked")??;
         let secs = t.elapsed().as_secs_f64();
         let build = built.transpose()?.map(|(_, s)| s);
         Ok(Round {
@@ -212,6 +218,7 @@ fn round(
             secs,
             writer_cpu,
             process_cpu: cpu_seconds("self") - cpu0,
+            longest,
             build,
         })
     })
@@ -411,6 +418,20 @@ fn run(keys: u64, dir: &Path, rounds: u32) -> BoxResult<()> {
         sum(&|r| r.process_cpu, false) / sum(&|r| r.secs, false),
         sum(&|r| r.writer_cpu, true) / sum(&|r| r.secs, true),
         sum(&|r| r.process_cpu, true) / sum(&|r| r.secs, true),
+    );
+    let longest = |which: bool| {
+        rows.iter()
+            .map(|(a, b)| if which { b.longest } else { a.longest })
+            .max()
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1000.0
+    };
+    println!(
+        "| longest single apply batch ({APPLY_BATCH} puts), without → during | \
+         {:.1} ms → {:.1} ms | | |",
+        longest(false),
+        longest(true)
     );
     println!("| load average (1, 5, 15 min) at start / end | {load_start} / {load_end} | | |");
     Ok(())
