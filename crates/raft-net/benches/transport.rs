@@ -14,8 +14,8 @@ use raft_net::{
 };
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const CLUSTER: u64 = 7;
 const MIB: f64 = (1 << 20) as f64;
@@ -178,8 +178,69 @@ async fn unary_throughput(payload: usize, n: u64) -> Throughput {
     }
 }
 
-/// Heartbeat latency (send to delivery) while 64 KiB appends keep the stream saturated.
-async fn heartbeat_latency(heartbeats: u64, with_load: bool) -> (Vec<Duration>, f64) {
+/// Nanoseconds on the system clock, which every process on the machine shares: a
+/// heartbeat carries its send time in `commit`, so a receiver in another process can time
+/// it too (0 marks an untimed warm-up heartbeat).
+fn wall_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+}
+
+/// Keeps the stream lane to node 2 full of 64 KiB appends until `stop`.
+fn spawn_append_load(t: PeerTransport, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let data = Bytes::from(vec![0xA5u8; 64 << 10]);
+        let mut i = 2;
+        while !stop.load(Ordering::Relaxed) {
+            if t.send(append(i, &data)).is_err() {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            } else {
+                i += 1;
+            }
+            if i % 16 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    })
+}
+
+/// Sends a timed heartbeat every millisecond until `done`, starting once the append
+/// stream (if loaded) had time to fill up.
+async fn send_heartbeats(t: &PeerTransport, done: &AtomicBool, with_load: bool) {
+    tokio::time::sleep(Duration::from_millis(if with_load { 200 } else { 10 })).await;
+    while !done.load(Ordering::Relaxed) {
+        // A full queue drops the heartbeat; the receiver then waits for the next ones.
+        let _ = t.send(heartbeat(wall_nanos()));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Receives until `heartbeats` timed heartbeats arrived; returns their latencies (sorted)
+/// and the append MiB/s delivered meanwhile.
+async fn receive_heartbeats(rx: &mut InboundReceivers, heartbeats: usize) -> (Vec<Duration>, f64) {
+    let mut lat = Vec::with_capacity(heartbeats);
+    let mut append_bytes = 0u64;
+    let started = Instant::now();
+    while lat.len() < heartbeats {
+        let m = rx.recv().await.expect("transport gone");
+        match m.body {
+            MessageBody::Heartbeat(h) if h.commit > 0 => {
+                lat.push(Duration::from_nanos(wall_nanos().saturating_sub(h.commit)));
+            }
+            MessageBody::Append(a) => append_bytes += a.entries[0].data.len() as u64,
+            _ => {}
+        }
+    }
+    lat.sort();
+    (
+        lat,
+        append_bytes as f64 / MIB / started.elapsed().as_secs_f64(),
+    )
+}
+
+/// Heartbeat latency (send to delivery), with both transports in this process.
+async fn heartbeat_latency(heartbeats: usize, with_load: bool) -> (Vec<Duration>, f64) {
     let a = node(1, |c| c.queue_max_bytes = 32 << 20).await;
     let mut b = node(2, |_| {}).await;
     a.transport
@@ -187,65 +248,114 @@ async fn heartbeat_latency(heartbeats: u64, with_load: bool) -> (Vec<Duration>, 
         .unwrap();
     a.transport.send(heartbeat(0)).unwrap();
     b.rx.recv().await.unwrap();
-    let base = Instant::now();
-    let sent_at: Arc<Vec<AtomicU64>> =
-        Arc::new((0..=heartbeats).map(|_| AtomicU64::new(0)).collect());
     let stop = Arc::new(AtomicBool::new(false));
-
-    let load = {
-        let t = a.transport.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let data = Bytes::from(vec![0xA5u8; 64 << 10]);
-            let mut i = 2;
-            while with_load && !stop.load(Ordering::Relaxed) {
-                if t.send(append(i, &data)).is_err() {
-                    tokio::time::sleep(Duration::from_micros(200)).await;
-                } else {
-                    i += 1;
-                }
-                if i % 16 == 0 {
-                    tokio::task::yield_now().await;
-                }
-            }
-        })
-    };
+    let load = with_load.then(|| spawn_append_load(a.transport.clone(), stop.clone()));
+    let done = Arc::new(AtomicBool::new(false));
     let receiver = {
-        let sent_at = sent_at.clone();
+        let done = done.clone();
         tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut append_bytes = 0u64;
-            let started = Instant::now();
-            while (lat.len() as u64) < heartbeats {
-                let m = b.rx.recv().await.unwrap();
-                match m.body {
-                    MessageBody::Heartbeat(h) => {
-                        let now = base.elapsed().as_nanos() as u64;
-                        let at = sent_at[h.commit as usize].load(Ordering::Acquire);
-                        lat.push(Duration::from_nanos(now - at));
-                    }
-                    MessageBody::Append(a) => append_bytes += a.entries[0].data.len() as u64,
-                    _ => {}
-                }
-            }
-            let mibs = append_bytes as f64 / MIB / started.elapsed().as_secs_f64();
-            (lat, mibs, b)
+            let result = receive_heartbeats(&mut b.rx, heartbeats).await;
+            done.store(true, Ordering::Relaxed);
+            (result, b)
         })
     };
-    // Let the append stream fill up first.
-    tokio::time::sleep(Duration::from_millis(if with_load { 200 } else { 10 })).await;
-    for seq in 1..=heartbeats {
-        sent_at[seq as usize].store(base.elapsed().as_nanos() as u64, Ordering::Release);
-        a.transport.send(heartbeat(seq)).unwrap();
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let (mut lat, mibs, b) = receiver.await.unwrap();
+    send_heartbeats(&a.transport, &done, with_load).await;
+    let ((lat, mibs), b) = receiver.await.unwrap();
     stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
+    if let Some(load) = load {
+        load.await.unwrap();
+    }
     a.transport.close();
     b.server.shutdown().await.unwrap();
     a.server.shutdown().await.unwrap();
-    lat.sort();
+    (lat, mibs)
+}
+
+/// The receiving node of the two-process measurement (this executable started with
+/// `--receiver N`): prints its address, receives N timed heartbeats, prints their
+/// latencies in nanoseconds and the append MiB/s, and exits.
+fn receiver_process(heartbeats: usize) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut b = node(2, |_| {}).await;
+        println!("ADDR {}", b.server.local_addr());
+        let (lat, mibs) = tokio::time::timeout(Duration::from_secs(300), async {
+            // The sender's untimed warm-up heartbeat: both lanes' connections are up.
+            while !matches!(b.rx.recv().await.unwrap().body, MessageBody::Heartbeat(h) if h.commit == 0) {}
+            println!("READY");
+            receive_heartbeats(&mut b.rx, heartbeats).await
+        })
+        .await
+        .expect("the sender stopped");
+        let ns: Vec<String> = lat.iter().map(|d| d.as_nanos().to_string()).collect();
+        println!("RESULT {mibs} {}", ns.join(" "));
+        b.server.shutdown().await.unwrap();
+    });
+}
+
+/// Heartbeat latency with the receiving node in a child process (as two raftd nodes on one
+/// machine would be): this process sends, the child receives and times.
+async fn heartbeat_latency_two_processes(
+    heartbeats: usize,
+    with_load: bool,
+) -> (Vec<Duration>, f64) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--receiver", &heartbeats.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr = first
+        .strip_prefix("ADDR ")
+        .expect("receiver address")
+        .to_string();
+    let (line_tx, mut line_rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in lines {
+            let _ = line_tx.send(line.unwrap());
+        }
+    });
+    let a = node(1, |c| c.queue_max_bytes = 32 << 20).await;
+    a.transport.add_peer(2, addr).unwrap();
+    a.transport.send(heartbeat(0)).unwrap();
+    assert_eq!(line_rx.recv().await.as_deref(), Some("READY"));
+    let result = async move {
+        let line = line_rx.recv().await.expect("receiver result");
+        line.strip_prefix("RESULT ")
+            .expect("receiver result")
+            .to_string()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = with_load.then(|| spawn_append_load(a.transport.clone(), stop.clone()));
+    let done = Arc::new(AtomicBool::new(false));
+    let waiter = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let r = result.await;
+            done.store(true, Ordering::Relaxed);
+            r
+        })
+    };
+    send_heartbeats(&a.transport, &done, with_load).await;
+    let line = waiter.await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    if let Some(load) = load {
+        load.await.unwrap();
+    }
+    a.transport.close();
+    a.server.shutdown().await.unwrap();
+    child.wait().unwrap();
+    let mut fields = line.split_whitespace();
+    let mibs: f64 = fields.next().unwrap().parse().unwrap();
+    let lat = fields
+        .map(|n| Duration::from_nanos(n.parse().unwrap()))
+        .collect();
     (lat, mibs)
 }
 
@@ -299,7 +409,20 @@ fn compression_row(name: &str, codec: Codec, payload: &str, data: &[u8], rounds:
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--receiver") {
+        receiver_process(args[i + 1].parse().unwrap());
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--heartbeats-in-process` / `--heartbeats-two-processes`: only that latency table.
+    let heartbeats_only = if args.iter().any(|a| a == "--heartbeats-in-process") {
+        Some(false)
+    } else if args.iter().any(|a| a == "--heartbeats-two-processes") {
+        Some(true)
+    } else {
+        None
+    };
     let scale = if quick { 4 } else { 1 };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -316,6 +439,7 @@ fn main() {
             .join(" ")
     );
     rt.block_on(async {
+        if heartbeats_only.is_none() {
         println!("### Append throughput, one peer on loopback (compression off)\n");
         println!("| path | entry payload | messages | messages/s | MiB/s |");
         println!("|---|---|---|---|---|");
@@ -336,26 +460,40 @@ fn main() {
             );
         }
 
-        let hb = 2000 / scale as u64;
+        }
+        let hb = 2000 / scale;
         println!("\n### Heartbeat latency on the light lane (target p99 < 2 ms while appends saturate the stream)\n");
-        println!("| append load on the stream | heartbeats | appends delivered | p50 | p90 | p99 | max |");
-        println!("|---|---|---|---|---|---|---|");
-        for with_load in [false, true] {
-            let (lat, mibs) = heartbeat_latency(hb, with_load).await;
-            let pct = |p: usize| lat[(lat.len() * p / 100).min(lat.len() - 1)];
-            println!(
-                "| {} | {} | {:.0} MiB/s | {:?} | {:?} | {:?} | {:?} |",
-                if with_load { "saturating, 64 KiB appends" } else { "none (baseline)" },
-                lat.len(),
-                mibs,
-                pct(50),
-                pct(90),
-                pct(99),
-                lat[lat.len() - 1]
-            );
+        println!("| processes | append load on the stream | heartbeats | appends delivered | p50 | p90 | p99 | max |");
+        println!("|---|---|---|---|---|---|---|---|");
+        for two in [false, true] {
+            if heartbeats_only.is_some_and(|t| t != two) {
+                continue;
+            }
+            for with_load in [false, true] {
+                let (lat, mibs) = if two {
+                    heartbeat_latency_two_processes(hb, with_load).await
+                } else {
+                    heartbeat_latency(hb, with_load).await
+                };
+                let pct = |p: usize| lat[(lat.len() * p / 100).min(lat.len() - 1)];
+                println!(
+                    "| {} | {} | {} | {:.0} MiB/s | {:?} | {:?} | {:?} | {:?} |",
+                    if two { "two (sender, receiver)" } else { "one" },
+                    if with_load { "saturating, 64 KiB appends" } else { "none (baseline)" },
+                    lat.len(),
+                    mibs,
+                    pct(50),
+                    pct(90),
+                    pct(99),
+                    lat[lat.len() - 1]
+                );
+            }
         }
     });
 
+    if heartbeats_only.is_some() {
+        return;
+    }
     println!("\n### Compression, 1 MiB payloads (per-thread reused contexts)\n");
     println!("| codec | payload | ratio | encode MiB/s | decode MiB/s |");
     println!("|---|---|---|---|---|");

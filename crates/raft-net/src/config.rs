@@ -114,7 +114,9 @@ pub struct TransportConfig {
     pub stream_window_bytes: usize,
     /// Connection attempt timeout. Default 1 s.
     pub connect_timeout: Duration,
-    /// Timeout of a light-lane call. Default 2 s.
+    /// How long a light-lane frame may stay unacknowledged (or the light stream take to
+    /// open) before the lane counts as broken: it reconnects after back-off and the peer is
+    /// reported unreachable. Default 2 s.
     pub request_timeout: Duration,
     /// HTTP/2 keep-alive ping interval, both as client and server. Default 5 s.
     pub keepalive_interval: Duration,

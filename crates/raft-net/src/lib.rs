@@ -20,8 +20,10 @@
 //! - Each peer has two lanes, each with its own bounded queue and its own HTTP/2
 //!   connection: the *stream* lane (appends, proposals) pipelines frames on one long-lived
 //!   `Replicate` stream, with up to `stream_window_bytes` unacknowledged; the *light* lane
-//!   (everything else) sends one unary call per frame, so a heartbeat never waits behind
-//!   megabytes of appends. Messages queued together are merged into one frame.
+//!   (everything else) pipelines its frames the same way on a `Replicate` stream of its own
+//!   (marked `raft-lane: light` in the request metadata), so a heartbeat never waits behind
+//!   megabytes of appends, nor for the ack of the heartbeat before it. Messages queued
+//!   together are merged into one frame.
 //! - The outbound light lanes run on a network thread owned by the transport; the stream
 //!   lanes and the inbound server run on the caller's runtime. With
 //!   [`Inbound::channels_with_priority`], inbound light-lane messages go to their own

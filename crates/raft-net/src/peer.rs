@@ -10,6 +10,7 @@ use crate::pb::peer_client::PeerClient;
 use crate::queue::SendQueue;
 use crate::shared::Shared;
 use crate::snapshot::{ChunkHeader, SnapshotSource, prefix_checksum, produce_chunks};
+use crate::transport::Lane;
 use metrics::{counter, histogram};
 use prost::Message as _;
 use raft_core::{Message, NodeId, SnapshotMeta};
@@ -161,25 +162,55 @@ enum Session {
     Broken(String),
 }
 
-/// Runs the pipelined stream to `peer` until it is closed: connects lazily (on the first
-/// queued message), pushes frames without waiting for acks (up to the byte window), and
-/// reconnects with back-off when the stream breaks.
-pub(crate) async fn run_stream_lane(shared: std::sync::Arc<Shared>, peer: std::sync::Arc<Peer>) {
+/// The request metadata key that marks a `Replicate` stream as the light lane's.
+pub(crate) const LANE_KEY: &str = "raft-lane";
+
+/// The name of `lane` in metrics and in [`LANE_KEY`].
+pub(crate) fn lane_name(lane: Lane) -> &'static str {
+    match lane {
+        Lane::Stream => "stream",
+        Lane::Light => "light",
+    }
+}
+
+impl Peer {
+    fn queue(&self, lane: Lane) -> &SendQueue {
+        match lane {
+            Lane::Stream => &self.stream_q,
+            Lane::Light => &self.light_q,
+        }
+    }
+}
+
+/// Runs one lane to `peer` until it is closed: connects lazily (on the first queued
+/// message), pushes frames on a `Replicate` stream without waiting for acks (up to the byte
+/// window), and reconnects with back-off when the stream breaks.
+///
+/// Both lanes work this way, each on its own connection; the light lane's stream is marked
+/// with [`LANE_KEY`] so the receiver delivers it on its priority channel, and it counts as
+/// broken when a frame stays unacked for `request_timeout`.
+pub(crate) async fn run_lane(
+    shared: std::sync::Arc<Shared>,
+    peer: std::sync::Arc<Peer>,
+    lane: Lane,
+) {
     let cfg = &shared.config;
-    let mut backoff = Backoff::new(cfg.backoff, seed_for(peer.id));
+    let name = lane_name(lane);
+    let salt = if lane == Lane::Light { 0x11 } else { 0 };
+    let mut backoff = Backoff::new(cfg.backoff, seed_for(peer.id) ^ salt);
     loop {
         let Some(first) = peer
-            .stream_q
+            .queue(lane)
             .pop_batch(cfg.max_frame_messages, cfg.max_frame_bytes)
             .await
         else {
             return;
         };
-        let reason = match open_stream(&shared, &peer).await {
+        let reason = match open_stream(&shared, &peer, lane).await {
             Ok((tx, acks)) => {
-                counter!(m::CONNECTS, "lane" => "stream").increment(1);
-                debug!(peer = peer.id, "append stream open");
-                match pump(&shared, &peer, tx, acks, first, &mut backoff).await {
+                counter!(m::CONNECTS, "lane" => name).increment(1);
+                debug!(peer = peer.id, lane = name, "stream open");
+                match pump(&shared, &peer, lane, tx, acks, first, &mut backoff).await {
                     Session::Closed => return,
                     Session::Broken(reason) => reason,
                 }
@@ -189,10 +220,14 @@ pub(crate) async fn run_stream_lane(shared: std::sync::Arc<Shared>, peer: std::s
                 e.to_string()
             }
         };
-        counter!(m::CONNECT_FAILURES, "lane" => "stream").increment(1);
-        count_dropped(peer.stream_q.clear(), "disconnected");
+        counter!(m::CONNECT_FAILURES, "lane" => name).increment(1);
+        count_dropped(peer.queue(lane).clear(), "disconnected");
         let delay = backoff.next_delay();
-        warn!(peer = peer.id, %reason, ?delay, "append stream down; reconnecting after back-off");
+        if lane == Lane::Stream {
+            warn!(peer = peer.id, %reason, ?delay, "append stream down; reconnecting after back-off");
+        } else {
+            debug!(peer = peer.id, %reason, ?delay, "light stream down; reconnecting after back-off");
+        }
         shared.report_unreachable(peer.id);
         tokio::time::sleep(delay).await;
     }
@@ -201,29 +236,46 @@ pub(crate) async fn run_stream_lane(shared: std::sync::Arc<Shared>, peer: std::s
 async fn open_stream(
     shared: &Shared,
     peer: &Peer,
+    lane: Lane,
 ) -> Result<(mpsc::Sender<pb::Frame>, Streaming<pb::StreamAck>)> {
     let channel = peer.connect().await?;
     let mut client = peer.client(shared, channel);
     let (tx, rx) = mpsc::channel(16);
-    let response = client
-        .replicate(ReceiverStream::new(rx))
-        .await
-        .map_err(|s| rpc_error(peer.id, s))?;
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    request.metadata_mut().insert(
+        LANE_KEY,
+        tonic::metadata::MetadataValue::from_static(lane_name(lane)),
+    );
+    let call = client.replicate(request);
+    let response = match lane {
+        Lane::Stream => call.await,
+        Lane::Light => tokio::time::timeout(shared.config.request_timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(tonic::Status::deadline_exceeded(
+                    "stream not opened in time",
+                ))
+            }),
+    };
+    let response = response.map_err(|s| rpc_error(peer.id, s))?;
     Ok((tx, response.into_inner()))
 }
 
 async fn pump(
     shared: &Shared,
     peer: &Peer,
+    lane: Lane,
     tx: mpsc::Sender<pb::Frame>,
     mut acks: Streaming<pb::StreamAck>,
     first: Vec<Message>,
     backoff: &mut Backoff,
 ) -> Session {
     let cfg = &shared.config;
+    let name = lane_name(lane);
+    let queue = peer.queue(lane);
     let mut seq = 0u64;
-    // Frames sent and not yet acked: (seq, encoded size).
-    let mut in_flight: VecDeque<(u64, usize)> = VecDeque::new();
+    // Frames sent and not yet acked: (seq, encoded size, when sent).
+    let mut in_flight: VecDeque<(u64, usize, Instant)> = VecDeque::new();
     let mut in_flight_bytes = 0usize;
     let mut next = Some(first);
     loop {
@@ -235,17 +287,22 @@ async fn pump(
                 count_dropped(batch.len(), "disconnected");
                 return Session::Broken("request stream closed".into());
             }
-            counter!(m::FRAMES_SENT, "lane" => "stream").increment(1);
-            counter!(m::MESSAGES_SENT, "lane" => "stream").increment(batch.len() as u64);
-            in_flight.push_back((seq, size));
+            counter!(m::FRAMES_SENT, "lane" => name).increment(1);
+            counter!(m::MESSAGES_SENT, "lane" => name).increment(batch.len() as u64);
+            in_flight.push_back((seq, size, Instant::now()));
             in_flight_bytes += size;
         }
         let window_open = in_flight_bytes < cfg.stream_window_bytes;
+        // The light lane's liveness check: its oldest unacked frame must be acked in time.
+        let ack_deadline = match (lane, in_flight.front()) {
+            (Lane::Light, Some(&(_, _, sent))) => Some(sent + cfg.request_timeout),
+            _ => None,
+        };
         tokio::select! {
             biased;
             ack = acks.message() => match ack {
                 Ok(Some(ack)) => {
-                    while let Some(&(s, size)) = in_flight.front() {
+                    while let Some(&(s, size, _)) = in_flight.front() {
                         if s > ack.seq {
                             break;
                         }
@@ -257,49 +314,24 @@ async fn pump(
                 Ok(None) => return Session::Broken("peer ended the stream".into()),
                 Err(status) => return Session::Broken(format!("{}: {}", status.code(), status.message())),
             },
-            batch = peer.stream_q.pop_batch(cfg.max_frame_messages, cfg.max_frame_bytes), if window_open => {
+            batch = queue.pop_batch(cfg.max_frame_messages, cfg.max_frame_bytes), if window_open => {
                 match batch {
                     Some(batch) => next = Some(batch),
                     None => return Session::Closed,
                 }
             }
+            _ = sleep_until_opt(ack_deadline), if ack_deadline.is_some() => {
+                return Session::Broken("no ack within request_timeout".into());
+            }
         }
     }
 }
 
-/// Runs the light lane to `peer` until it is closed: one unary call per frame, merging
-/// whatever queued up while the previous call was in flight.
-pub(crate) async fn run_light_lane(shared: std::sync::Arc<Shared>, peer: std::sync::Arc<Peer>) {
-    let cfg = &shared.config;
-    let mut backoff = Backoff::new(cfg.backoff, seed_for(peer.id) ^ 0x11);
-    let mut client = peer.client(&shared, peer.endpoint.connect_lazy());
-    loop {
-        let Some(batch) = peer
-            .light_q
-            .pop_batch(cfg.max_frame_messages, cfg.max_frame_bytes)
-            .await
-        else {
-            return;
-        };
-        let Some((frame, _)) = frame_for(&shared, peer.id, 0, &batch) else {
-            continue;
-        };
-        let reason = match tokio::time::timeout(cfg.request_timeout, client.send(frame)).await {
-            Ok(Ok(_)) => {
-                counter!(m::FRAMES_SENT, "lane" => "light").increment(1);
-                counter!(m::MESSAGES_SENT, "lane" => "light").increment(batch.len() as u64);
-                backoff.reset();
-                continue;
-            }
-            Ok(Err(status)) => format!("{}: {}", status.code(), status.message()),
-            Err(_) => "timed out".to_string(),
-        };
-        counter!(m::CONNECT_FAILURES, "lane" => "light").increment(1);
-        count_dropped(batch.len() + peer.light_q.clear(), "disconnected");
-        let delay = backoff.next_delay();
-        debug!(peer = peer.id, %reason, ?delay, "light call failed");
-        shared.report_unreachable(peer.id);
-        tokio::time::sleep(delay).await;
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::frame::open_frame;
 use crate::netrt::NetRuntime;
 use crate::pb;
+use crate::peer::LANE_KEY;
 use crate::shared::Shared;
 use crate::snapshot::open_chunk;
 use metrics::counter;
@@ -169,6 +170,10 @@ impl pb::peer_server::Peer for PeerService {
         request: Request<Streaming<pb::Frame>>,
     ) -> Result<Response<Self::ReplicateStream>, Status> {
         self.check_running()?;
+        let lane = match request.metadata().get(LANE_KEY).map(|v| v.as_bytes()) {
+            Some(b"light") => "light",
+            _ => "stream",
+        };
         let mut frames = request.into_inner();
         let (tx, rx) = mpsc::channel(64);
         let shared = self.shared.clone();
@@ -189,7 +194,7 @@ impl pb::peer_server::Peer for PeerService {
                         }
                     };
                     let result = match next {
-                        Ok(Some(frame)) => receive_frame(&shared, frame, "stream").await,
+                        Ok(Some(frame)) => receive_frame(&shared, frame, lane).await,
                         Ok(None) => return,
                         Err(status) => {
                             count_stream_error(&status);
@@ -433,7 +438,7 @@ pub(crate) fn serve(
     let router = builder.add_service(service);
     let span = info_span!("peer_server", node_id = cfg.node_id, %local_addr);
     // Inbound connections run on the caller's multi-threaded runtime: a single network
-    // thread would serialize the light lane's calls behind the append streams' socket I/O
+    // thread would serialize the light lane's frames behind the append streams' socket I/O
     // (measured: worse heartbeat latency under load).
     let task = shared.main.spawn(
         async move {

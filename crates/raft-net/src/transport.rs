@@ -5,7 +5,7 @@ use crate::config::{CompressionConfig, TransportConfig};
 use crate::convert::message_size;
 use crate::error::{Error, Result};
 use crate::netrt::NetRuntime;
-use crate::peer::{Peer, run_light_lane, run_stream_lane, transfer_snapshot};
+use crate::peer::{Peer, run_lane, transfer_snapshot};
 use crate::server::{ServerHandle, serve};
 use crate::shared::{Inbound, Shared};
 use crate::snapshot::SnapshotSource;
@@ -168,14 +168,14 @@ impl PeerTransport {
         let node_id = shared.config.node_id;
         let rt = &self.inner.runtime;
         let stream = rt.spawn(
-            run_stream_lane(shared.clone(), peer.clone()).instrument(info_span!(
+            run_lane(shared.clone(), peer.clone(), Lane::Stream).instrument(info_span!(
                 "peer_stream",
                 node_id,
                 peer = id
             )),
         );
         let light = self.inner.net.handle().spawn(
-            run_light_lane(shared.clone(), peer.clone()).instrument(info_span!(
+            run_lane(shared.clone(), peer.clone(), Lane::Light).instrument(info_span!(
                 "peer_light",
                 node_id,
                 peer = id

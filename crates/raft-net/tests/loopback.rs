@@ -505,3 +505,96 @@ async fn the_fault_switch_cuts_a_node_off_both_ways_until_healed() {
     nodes[0].transport.send(heartbeat(1, 2, 100)).unwrap();
     assert_eq!(recv(&mut nodes[1], 5).await, heartbeat(1, 2, 100));
 }
+
+/// A `Replicate` stream marked `raft-lane: light` is the light lane: its messages arrive on
+/// the priority channel; an unmarked one is an append stream, delivered on `messages`. Each
+/// frame is acked by its sequence number either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicate_streams_are_delivered_by_their_lane_marker() {
+    use raft_net::wire::{self, peer_client::PeerClient};
+    let mut b = start(config(2)).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", b.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    for (marker, commit) in [(Some("light"), 7), (None, 8), (Some("stream"), 9)] {
+        let frame = wire::build_frame(
+            CLUSTER,
+            1,
+            2,
+            1,
+            &[heartbeat(1, 2, commit)],
+            &raft_net::CompressionConfig::default(),
+        )
+        .unwrap();
+        let mut request = tonic::Request::new(tokio_stream::iter([frame]));
+        if let Some(marker) = marker {
+            request
+                .metadata_mut()
+                .insert("raft-lane", marker.parse().unwrap());
+        }
+        let mut acks = PeerClient::new(channel.clone())
+            .replicate(request)
+            .await
+            .unwrap()
+            .into_inner();
+        let ack = tokio::time::timeout(Duration::from_secs(10), acks.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(ack.seq, 1);
+        let on = if marker == Some("light") {
+            b.rx.priority.as_mut().unwrap()
+        } else {
+            &mut b.rx.messages
+        };
+        let m = tokio::time::timeout(Duration::from_secs(10), on.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m, heartbeat(1, 2, commit), "marker {marker:?}");
+    }
+    assert!(b.rx.messages.try_recv().is_err());
+    assert!(b.rx.priority.as_mut().unwrap().try_recv().is_err());
+}
+
+/// A peer that accepts connections but never answers: the light lane gives up on its
+/// stream after `request_timeout` and reports the peer unreachable, then tries again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_is_reported_unreachable_by_the_light_lane() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let hold = {
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((conn, _)) = silent.accept().await {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                open.push(conn);
+            }
+        })
+    };
+    let mut cfg = config(1);
+    cfg.request_timeout = Duration::from_millis(300);
+    // Only the light lane's own timeout may notice (not HTTP/2 keep-alive).
+    cfg.keepalive_interval = Duration::from_secs(3600);
+    cfg.keepalive_timeout = Duration::from_secs(3600);
+    let mut a = start(cfg).await;
+    a.transport.add_peer(2, silent_addr.to_string()).unwrap();
+    a.transport.send(heartbeat(1, 2, 1)).unwrap();
+    unreachable(&mut a, 2, 20).await;
+    // It reconnects after back-off (a new connection) once there is something to send.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while accepted.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the light lane did not reconnect"
+        );
+        let _ = a.transport.send(heartbeat(1, 2, 2));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    hold.abort();
+}
