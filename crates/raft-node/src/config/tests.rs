@@ -260,3 +260,21 @@ fn documented_example_parses() {
         NodeConfig::default().request_size_limit
     );
 }
+
+#[test]
+fn snapshot_triggers_reach_the_runtime() {
+    let c = load("id = 1\n[raft]\nsnapshot_threshold = 5000\nsnapshot_log_bytes = \"64MiB\"\n")
+        .unwrap();
+    let rc = crate::node::runtime_config(&c).unwrap();
+    assert_eq!(rc.snapshot_threshold, 5000);
+    assert_eq!(rc.snapshot_log_bytes, 64 << 20);
+    let off = load("id = 1\n[raft]\nsnapshot_log_bytes = 0\n").unwrap();
+    assert_eq!(
+        crate::node::runtime_config(&off)
+            .unwrap()
+            .snapshot_log_bytes,
+        0
+    );
+    let default = crate::node::runtime_config(&load("id = 1\n").unwrap()).unwrap();
+    assert_eq!(default.snapshot_log_bytes, 1 << 30);
+}
