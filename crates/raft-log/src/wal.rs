@@ -8,7 +8,9 @@ use crate::recovery::{self, Recovered};
 use crate::segment::{Preparer, SegFile};
 use crate::settings::{Settings, SyncPolicy};
 use crate::ticket::{Helper, Ticket, ticket};
-use crate::writer::{Accepted, Active, Durable, Effect, Queue, Request, Shared, Writer};
+use crate::writer::{
+    Accepted, Active, Durability, Durable, Effect, Queue, Request, Shared, Writer,
+};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 use raft_core::{Entry, HardState, InitialState, LogRead, Membership, SnapshotMeta, StorageError};
@@ -282,7 +284,7 @@ impl Wal {
             format::put_hard_state(&mut buf, &hs);
             effects.push(Effect::HardState(hs));
         }
-        self.submit(buf, effects, false, false, |acc| {
+        self.submit(buf, effects, Durability::Policy, false, |acc| {
             if let Some(first) = first {
                 if first < acc.first {
                     return Err(Error::Compacted(first));
@@ -299,20 +301,45 @@ impl Wal {
         })
     }
 
+    /// Records a hard state that may be lost in a crash without harm, typically one that only
+    /// advances the commit index (Raft learns the commit index again from the leader).
+    ///
+    /// It never causes an fsync of its own: it is written with the next batch and becomes
+    /// durable with the next synced write. The ticket completes once it is written, and
+    /// [`hard_state`](Self::hard_state) reports it from then on. A hard state that changes
+    /// the term or the vote must go through [`save_hard_state`](Self::save_hard_state).
+    pub fn save_hard_state_deferred(&self, hard_state: HardState) -> Result<Ticket> {
+        let mut buf = Vec::with_capacity(48);
+        format::put_hard_state(&mut buf, &hard_state);
+        self.submit(
+            buf,
+            vec![Effect::HardState(hard_state)],
+            Durability::Deferred,
+            false,
+            |_| Ok(true),
+        )
+    }
+
     /// Removes every entry at `from` and after (durably, with a truncation mark).
     pub fn truncate_suffix(&self, from: u64) -> Result<Ticket> {
         let mut buf = Vec::new();
         format::put_truncate(&mut buf, from);
-        self.submit(buf, vec![Effect::Truncate(from)], false, false, |acc| {
-            if from < acc.first {
-                return Err(Error::Compacted(from));
-            }
-            if from > acc.last + 1 {
-                return Err(Error::Unavailable(from));
-            }
-            acc.last = from - 1;
-            Ok(true)
-        })
+        self.submit(
+            buf,
+            vec![Effect::Truncate(from)],
+            Durability::Policy,
+            false,
+            |acc| {
+                if from < acc.first {
+                    return Err(Error::Compacted(from));
+                }
+                if from > acc.last + 1 {
+                    return Err(Error::Unavailable(from));
+                }
+                acc.last = from - 1;
+                Ok(true)
+            },
+        )
     }
 
     /// Drops every entry up to `snapshot.index`, which must be in the log (after a snapshot
@@ -327,7 +354,7 @@ impl Wal {
             meta: snapshot,
             clears: false,
         }];
-        self.submit(buf, effects, false, true, |acc| {
+        self.submit(buf, effects, Durability::Policy, true, |acc| {
             if index < acc.first {
                 // Already compacted: queue nothing but an ordering point.
                 return Ok(false);
@@ -353,7 +380,7 @@ impl Wal {
             meta: snapshot,
             clears: true,
         }];
-        self.submit(buf, effects, false, true, |acc| {
+        self.submit(buf, effects, Durability::Policy, true, |acc| {
             if index + 1 < acc.first {
                 return Err(Error::Compacted(index));
             }
@@ -383,7 +410,7 @@ impl Wal {
             },
             Effect::Membership(membership),
         ];
-        self.submit(buf, effects, false, false, |acc| {
+        self.submit(buf, effects, Durability::Policy, false, |acc| {
             if acc.first != 1 || acc.last != 0 {
                 return Err(Error::NotEmpty);
             }
@@ -400,7 +427,7 @@ impl Wal {
         self.submit(
             buf,
             vec![Effect::Membership(membership)],
-            false,
+            Durability::Policy,
             false,
             |_| Ok(true),
         )
@@ -409,7 +436,9 @@ impl Wal {
     /// A ticket that completes once everything submitted before it is synced to disk, whatever
     /// the sync policy.
     pub fn sync(&self) -> Result<Ticket> {
-        self.submit(Vec::new(), Vec::new(), true, false, |_| Ok(true))
+        self.submit(Vec::new(), Vec::new(), Durability::Force, false, |_| {
+            Ok(true)
+        })
     }
 
     /// Checks a request against everything accepted before it and queues it. `check` updates
@@ -419,7 +448,7 @@ impl Wal {
         &self,
         mut buf: Vec<u8>,
         mut effects: Vec<Effect>,
-        force_sync: bool,
+        durability: Durability,
         mut compacts: bool,
         check: impl FnOnce(&mut Accepted) -> Result<bool>,
     ) -> Result<Ticket> {
@@ -442,7 +471,7 @@ impl Wal {
             buf,
             effects,
             done,
-            force_sync,
+            durability,
             compacts,
             submitted: Instant::now(),
         });

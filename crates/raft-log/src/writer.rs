@@ -44,6 +44,17 @@ pub(crate) enum Effect {
     Membership(Membership),
 }
 
+/// How a request wants its records synced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// As the sync policy says.
+    Policy,
+    /// Synced even when the policy would not.
+    Force,
+    /// Never causes an fsync: written with its batch, durable with the next synced one.
+    Deferred,
+}
+
 /// One submitted write: its encoded records and what they change.
 pub(crate) struct Request {
     /// The encoded records (aligned, concatenable with other requests' buffers).
@@ -52,8 +63,8 @@ pub(crate) struct Request {
     pub effects: Vec<Effect>,
     /// Completes the caller's ticket.
     pub done: Completer,
-    /// Sync even when the policy would not.
-    pub force_sync: bool,
+    /// Whether the request needs an fsync of its own.
+    pub durability: Durability,
     /// The request moves the snapshot mark, so segments may become obsolete.
     pub compacts: bool,
     /// When it was submitted (for the append-latency metric).
@@ -252,7 +263,8 @@ impl Writer {
     /// records in the active segment and the segment itself when it is a new one.
     fn commit(&mut self, batch: &[Request]) -> Result<(Vec<u64>, Option<NewSegment>)> {
         let total: usize = batch.iter().map(|r| r.buf.len()).sum();
-        let force_sync = batch.iter().any(|r| r.force_sync);
+        let force_sync = batch.iter().any(|r| r.durability == Durability::Force);
+        let wants_sync = batch.iter().any(|r| r.durability != Durability::Deferred);
         self.buf.clear();
         let offsets = format::put_frames(
             &mut self.buf,
@@ -293,7 +305,7 @@ impl Writer {
             }
             self.mark_dirty();
             let sync = match self.shared.settings.sync_policy {
-                SyncPolicy::Always => true,
+                SyncPolicy::Always => wants_sync,
                 SyncPolicy::Interval(d) => {
                     force_sync || self.first_dirty.is_some_and(|t| t.elapsed() >= d)
                 }

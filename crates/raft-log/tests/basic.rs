@@ -196,6 +196,42 @@ fn interval_and_never_policies_and_sync() {
 }
 
 #[test]
+fn deferred_hard_states_cost_no_fsync_and_ride_on_the_next_one() {
+    let fs = MemFs::new();
+    let wal = Wal::open_with(Arc::new(fs.clone()), "/wal", small()).unwrap();
+    let hs = |commit| HardState {
+        term: 3,
+        vote: Some(2),
+        commit,
+    };
+    wal.write(vec![entry(1, 3, 10)], Some(hs(0)))
+        .unwrap()
+        .wait()
+        .unwrap();
+    let syncs = fs.syncs();
+    wal.save_hard_state_deferred(hs(1)).unwrap().wait().unwrap();
+    assert_eq!(fs.syncs(), syncs, "a deferred hard state caused an fsync");
+    assert_eq!(wal.hard_state(), hs(1), "reported once written");
+
+    // A crash now may lose it: the synced hard state comes back, never a torn one.
+    let img = fs.crash_image(raft_log::fs::CrashMode::LoseUnsynced, 0);
+    let reopened = Wal::open_with(Arc::new(img), "/wal", small()).unwrap();
+    assert_eq!(reopened.hard_state(), hs(0));
+    assert_eq!(reopened.last_index(), 1);
+    drop(reopened);
+
+    // The next synced write makes it durable (and the written-later one wins).
+    wal.save_hard_state_deferred(hs(2)).unwrap().wait().unwrap();
+    wal.append(vec![entry(2, 3, 10)]).unwrap().wait().unwrap();
+    assert!(fs.syncs() > syncs, "the append synced");
+    let img = fs.crash_image(raft_log::fs::CrashMode::LoseUnsynced, 0);
+    drop(wal);
+    let wal = Wal::open_with(Arc::new(img), "/wal", small()).unwrap();
+    assert_eq!(wal.hard_state(), hs(2));
+    assert_eq!(wal.last_index(), 2);
+}
+
+#[test]
 fn tickets_are_futures() {
     use std::future::Future;
     use std::pin::pin;

@@ -33,6 +33,8 @@ pub const READ_INDEX_READS: &str = "raft_runtime_read_index_reads_total";
 pub const READ_INDEX_ROUNDS: &str = "raft_runtime_read_index_rounds_total";
 /// Counter: log writes submitted (one per `Ready` with something to persist).
 pub const LOG_WRITES: &str = "raft_runtime_log_writes_total";
+/// Counter: hard states written without an fsync of their own (only the commit index moved).
+pub const LOG_WRITES_DEFERRED: &str = "raft_runtime_log_writes_deferred_total";
 /// Histogram: entries applied per state-machine batch.
 pub const APPLY_BATCH: &str = "raft_runtime_apply_batch_size";
 /// Counter: snapshots built by the state machine to compact the log.
@@ -165,6 +167,12 @@ pub const METRICS: &[MetricInfo] = &[
         kind: Kind::Counter,
         unit: Unit::Count,
         help: "Log writes submitted by the runtime",
+    },
+    MetricInfo {
+        name: LOG_WRITES_DEFERRED,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Commit-only hard states written without an fsync of their own",
     },
     MetricInfo {
         name: APPLY_BATCH,

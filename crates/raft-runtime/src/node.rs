@@ -109,6 +109,10 @@ impl RaftNode {
                 .unwrap_or(0);
             t ^ id.rotate_left(32)
         });
+        let written_hard_state = storage
+            .initial_state()
+            .map_err(|e| Error::Storage(Box::new(e)))?
+            .hard_state;
         let raw = RawNode::new(raft_cfg, storage, seed)?;
         let incarnation = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17)
             ^ u64::from(std::process::id());
@@ -180,6 +184,7 @@ impl RaftNode {
             role: Role::Follower,
             term: status.term,
             commit: status.commit,
+            written_hard_state,
             peers,
             observe: observe::LoopMetrics::new(),
             fresh_reads: Vec::new(),
@@ -278,6 +283,8 @@ pub(crate) struct Loop<SM: StateMachine, S: LogStore, T: Transport> {
     pub role: Role,
     pub term: u64,
     pub commit: u64,
+    /// The hard state of the last write submitted to the log.
+    pub written_hard_state: raft_core::HardState,
     /// Peers the transport was told about.
     pub peers: BTreeSet<NodeId>,
     pub observe: observe::LoopMetrics,

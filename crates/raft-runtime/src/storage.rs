@@ -39,6 +39,12 @@ pub trait LogStore: LogRead + Send + 'static {
     /// Submits a write without waiting; `done` runs when it is durable.
     fn write(&mut self, write: LogWrite, done: Done) -> Result<()>;
 
+    /// Records a hard state that differs from the last one written only by its commit
+    /// index. It need not become durable before anything else happens (a crash may lose it:
+    /// a node learns the commit index again), so it returns at once and nothing waits for
+    /// it; it must still be ordered after every earlier write.
+    fn save_commit(&mut self, hard_state: HardState) -> Result<()>;
+
     /// Drops entries up to `snapshot.index` (a state-machine snapshot covers them).
     fn compact(&mut self, snapshot: SnapshotMeta, done: Done) -> Result<()>;
 
@@ -137,6 +143,12 @@ impl LogStore for WalStore {
             drop(self.wal.install_snapshot(s)?);
         }
         on_ticket(self.wal.write(write.entries, write.hard_state), done)
+    }
+
+    fn save_commit(&mut self, hard_state: HardState) -> Result<()> {
+        // Written with the next batch, synced by the next write that needs an fsync.
+        drop(self.wal.save_hard_state_deferred(hard_state)?);
+        Ok(())
     }
 
     fn compact(&mut self, snapshot: SnapshotMeta, done: Done) -> Result<()> {
@@ -239,6 +251,11 @@ impl LogStore for MemStore {
             }
         }
         done(Ok(()));
+        Ok(())
+    }
+
+    fn save_commit(&mut self, hard_state: HardState) -> Result<()> {
+        self.lock().set_hard_state(hard_state);
         Ok(())
     }
 

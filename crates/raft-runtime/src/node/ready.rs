@@ -42,7 +42,21 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
 
         // Persist: submit and move on; completion comes back as an event.
         let mut waits = 0u8;
-        if rd.must_persist() {
+        if let Some(hs) = rd.hard_state
+            && rd.entries.is_empty()
+            && rd.snapshot.is_none()
+            && hs.term == self.written_hard_state.term
+            && hs.vote == self.written_hard_state.vote
+        {
+            // Only the commit index moved: Raft may lose it in a crash (the leader tells it
+            // again), so it costs no fsync and nothing waits for it.
+            self.raw.log_mut().save_commit(hs)?;
+            self.written_hard_state = hs;
+            counter!(m::LOG_WRITES_DEFERRED).increment(1);
+        } else if rd.must_persist() {
+            if let Some(hs) = rd.hard_state {
+                self.written_hard_state = hs;
+            }
             let snapshot = rd.snapshot.take();
             if let Some(meta) = &snapshot {
                 self.handed_membership = meta.membership.clone();
