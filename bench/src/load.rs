@@ -42,6 +42,8 @@ pub struct Stats {
     pub ops: u64,
     /// Failed requests in the measured window.
     pub errors: u64,
+    /// The first error seen in the measured window, if any (to say what failed).
+    pub first_error: Option<String>,
     /// The measured window.
     pub elapsed: Duration,
     /// Latencies of the successful requests, in microseconds, sorted.
@@ -134,44 +136,53 @@ pub async fn run(endpoints: &[String], spec: &LoadSpec) -> Result<Stats> {
                 Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
             let mut lat = Vec::new();
             let (mut ops, mut errors) = (0u64, 0u64);
+            let mut first_error = None;
             loop {
                 let k = key(rng.next() % spec.key_space);
                 let sent = Instant::now();
                 if sent >= end {
                     break;
                 }
-                let ok = match spec.workload {
-                    Workload::Put => kv.put(k, value.clone(), None).await.is_ok(),
-                    Workload::GetLinearizable => kv.get(k, None).await.is_ok(),
+                let outcome = match spec.workload {
+                    Workload::Put => kv.put(k, value.clone(), None).await.map(drop),
+                    Workload::GetLinearizable => kv.get(k, None).await.map(drop),
                     Workload::GetSerializable => kv
                         .get(k, Some(GetOptions::new().with_serializable()))
                         .await
-                        .is_ok(),
+                        .map(drop),
                 };
                 let done = Instant::now();
                 if sent < start || done > end {
                     continue;
                 }
-                if ok {
-                    ops += 1;
-                    lat.push(u32::try_from((done - sent).as_micros()).unwrap_or(u32::MAX));
-                } else {
-                    errors += 1;
+                match outcome {
+                    Ok(()) => {
+                        ops += 1;
+                        lat.push(u32::try_from((done - sent).as_micros()).unwrap_or(u32::MAX));
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| e.to_string());
+                    }
                 }
             }
-            (ops, errors, lat)
+            (ops, errors, first_error, lat)
         }));
     }
     let mut stats = Stats {
         ops: 0,
         errors: 0,
+        first_error: None,
         elapsed: spec.duration,
         latencies_us: Vec::new(),
     };
     for t in tasks {
-        let (ops, errors, lat) = t.await?;
+        let (ops, errors, first_error, lat) = t.await?;
         stats.ops += ops;
         stats.errors += errors;
+        if stats.first_error.is_none() {
+            stats.first_error = first_error;
+        }
         stats.latencies_us.extend(lat);
     }
     stats.latencies_us.sort_unstable();
@@ -193,6 +204,7 @@ mod tests {
         let s = Stats {
             ops: 4,
             errors: 0,
+            first_error: None,
             elapsed: Duration::from_secs(2),
             latencies_us: vec![1000, 2000, 3000, 10_000],
         };

@@ -25,6 +25,25 @@ struct Args {
 enum Cmd {
     /// Benchmark 3-member clusters on loopback.
     Cluster(ClusterArgs),
+    /// Drive one workload against running servers (any etcd v3 endpoint) and print its
+    /// throughput and latency: for profiling a node under a steady load.
+    Load(LoadArgs),
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// Client endpoints (`http://host:port`), comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    endpoints: Vec<String>,
+    /// `put`, `get` (linearizable) or `get-serializable`.
+    #[arg(long, default_value = "put")]
+    workload: String,
+    /// Concurrent callers.
+    #[arg(long, default_value_t = 256)]
+    clients: usize,
+    /// Measured time.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
 }
 
 #[derive(clap::Args)]
@@ -70,11 +89,50 @@ impl Target {
 }
 
 fn main() -> Result<()> {
-    let Cmd::Cluster(args) = Args::parse().cmd;
-    tokio::runtime::Builder::new_multi_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(cluster(args))
+        .build()?;
+    match Args::parse().cmd {
+        Cmd::Cluster(args) => rt.block_on(cluster(args)),
+        Cmd::Load(args) => rt.block_on(load_only(args)),
+    }
+}
+
+async fn load_only(args: LoadArgs) -> Result<()> {
+    let workload = match args.workload.as_str() {
+        "put" => Workload::Put,
+        "get" => Workload::GetLinearizable,
+        "get-serializable" => Workload::GetSerializable,
+        other => anyhow::bail!("unknown workload `{other}` (put, get, get-serializable)"),
+    };
+    let key_space = if workload == Workload::Put {
+        PUT_KEY_SPACE
+    } else {
+        load::fill(&args.endpoints, GET_KEY_SPACE, VALUE_SIZE).await?;
+        GET_KEY_SPACE
+    };
+    let spec = LoadSpec {
+        workload,
+        clients: args.clients,
+        duration: args.duration,
+        key_space,
+        value_size: VALUE_SIZE,
+    };
+    let s = load::run(&args.endpoints, &spec).await?;
+    println!(
+        "{} x{}: {:.0}/s p50 {:.2} ms p99 {:.2} ms ({} errors, load average {})",
+        args.workload,
+        args.clients,
+        s.throughput(),
+        s.quantile_ms(0.5),
+        s.quantile_ms(0.99),
+        s.errors,
+        loadavg()
+    );
+    if let Some(e) = &s.first_error {
+        println!("first error: {e}");
+    }
+    Ok(())
 }
 
 fn loadavg() -> String {
@@ -169,6 +227,9 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
                 s.quantile_ms(0.99),
                 s.errors
             );
+            if let Some(e) = &s.first_error {
+                eprintln!("  first error: {e}");
+            }
             row[i] = Some(s);
         }
         results.push(
