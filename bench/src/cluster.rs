@@ -212,6 +212,16 @@ impl Cluster {
         }
     }
 
+    /// CPU time used so far by the running members' processes (every thread, user and
+    /// system), from `/proc/<pid>/task/*/schedstat`. Threads that exited are not counted.
+    pub fn cpu_time(&self) -> Duration {
+        self.members
+            .values()
+            .filter_map(|m| m.child.as_ref())
+            .map(|c| process_cpu(c.id()))
+            .sum()
+    }
+
     /// Peak RSS in KiB of each member over all its processes (sampled by
     /// [`sample_rss`](Self::sample_rss), which stop and kill also call).
     pub fn peak_rss_kib(&self) -> BTreeMap<u64, u64> {
@@ -343,6 +353,20 @@ pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<Client> 
 }
 
 /// VmHWM (peak resident set size, KiB) of a process, from `/proc/<pid>/status`.
+/// CPU time of every live thread of process `pid` (0 when it cannot be read).
+pub fn process_cpu(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let ns: u64 = tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(ns)
+}
+
+/// Peak resident set (VmHWM) of process `pid`, in KiB.
 pub fn vm_hwm_kib(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     text.lines()

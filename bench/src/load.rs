@@ -40,6 +40,8 @@ pub struct LoadSpec {
 pub struct Stats {
     /// Successful requests in the measured window.
     pub ops: u64,
+    /// Successful requests in the whole run, warm-up included.
+    pub all_ops: u64,
     /// Failed requests in the measured window.
     pub errors: u64,
     /// The first error seen in the measured window, if any (to say what failed).
@@ -135,7 +137,7 @@ pub async fn run(endpoints: &[String], spec: &LoadSpec) -> Result<Stats> {
             let mut rng =
                 Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
             let mut lat = Vec::new();
-            let (mut ops, mut errors) = (0u64, 0u64);
+            let (mut ops, mut errors, mut all_ops) = (0u64, 0u64, 0u64);
             let mut first_error = None;
             loop {
                 let k = key(rng.next() % spec.key_space);
@@ -152,6 +154,7 @@ pub async fn run(endpoints: &[String], spec: &LoadSpec) -> Result<Stats> {
                         .map(drop),
                 };
                 let done = Instant::now();
+                all_ops += u64::from(outcome.is_ok());
                 if sent < start || done > end {
                     continue;
                 }
@@ -166,19 +169,21 @@ pub async fn run(endpoints: &[String], spec: &LoadSpec) -> Result<Stats> {
                     }
                 }
             }
-            (ops, errors, first_error, lat)
+            (ops, all_ops, errors, first_error, lat)
         }));
     }
     let mut stats = Stats {
         ops: 0,
+        all_ops: 0,
         errors: 0,
         first_error: None,
         elapsed: spec.duration,
         latencies_us: Vec::new(),
     };
     for t in tasks {
-        let (ops, errors, first_error, lat) = t.await?;
+        let (ops, all_ops, errors, first_error, lat) = t.await?;
         stats.ops += ops;
+        stats.all_ops += all_ops;
         stats.errors += errors;
         if stats.first_error.is_none() {
             stats.first_error = first_error;
@@ -203,6 +208,7 @@ mod tests {
     fn quantiles_pick_sorted_samples() {
         let s = Stats {
             ops: 4,
+            all_ops: 5,
             errors: 0,
             first_error: None,
             elapsed: Duration::from_secs(2),

@@ -8,7 +8,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use raft_bench::cluster::{Cluster, Server};
+use raft_bench::cluster::{Cluster, Server, process_cpu};
 use raft_bench::failover;
 use raft_bench::load::{self, LoadSpec, Stats, Workload};
 use std::path::PathBuf;
@@ -190,6 +190,7 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
         ("get (serializable)", Workload::GetSerializable, 256),
     ];
     let mut results: Vec<Vec<Stats>> = Vec::new();
+    let mut cpu: Vec<Vec<CpuPerOp>> = Vec::new();
     let mut filled = false;
     for (n, &(name, workload, clients)) in runs.iter().enumerate() {
         if workload != Workload::Put && !filled {
@@ -210,6 +211,7 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
             value_size: VALUE_SIZE,
         };
         let mut row: Vec<Option<Stats>> = vec![None; targets.len()];
+        let mut cpu_row: Vec<Option<CpuPerOp>> = vec![None; targets.len()];
         let mut order: Vec<usize> = (0..targets.len()).collect();
         if n % 2 == 1 {
             order.reverse();
@@ -217,7 +219,15 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
         for i in order {
             let t = &mut targets[i];
             let eps = t.leader_endpoint().await?;
+            let (server0, client0) = (t.cluster.cpu_time(), process_cpu(std::process::id()));
             let s = load::run(&eps, &spec).await?;
+            let ops = s.all_ops.max(1) as f64;
+            cpu_row[i] = Some(CpuPerOp {
+                server_us: (t.cluster.cpu_time().saturating_sub(server0)).as_secs_f64() * 1e6 / ops,
+                client_us: (process_cpu(std::process::id()).saturating_sub(client0)).as_secs_f64()
+                    * 1e6
+                    / ops,
+            });
             t.cluster.sample_rss();
             eprintln!(
                 "{} {name} x{clients}: {:.0}/s p50 {:.2} ms p99 {:.2} ms ({} errors)",
@@ -235,6 +245,12 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
         results.push(
             row.into_iter()
                 .map(|s| s.expect("every target ran"))
+                .collect(),
+        );
+        cpu.push(
+            cpu_row
+                .into_iter()
+                .map(|c| c.expect("every target ran"))
                 .collect(),
         );
     }
@@ -268,8 +284,49 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
     }
 
     report(&targets, &runs, &results, &failovers, &shutdowns);
+    report_cpu(&targets, &runs, &cpu);
     println!("\nload average at end {}", loadavg());
     Ok(())
+}
+
+/// CPU time per successful request of one load run (warm-up included).
+#[derive(Clone, Copy, Debug)]
+struct CpuPerOp {
+    /// Every member process of the server, all threads.
+    server_us: f64,
+    /// The load generator (this process).
+    client_us: f64,
+}
+
+/// CPU per request: what each server spends on the same work, a measure the machine's
+/// other load disturbs much less than throughput.
+fn report_cpu(targets: &[Target], runs: &[(&str, Workload, usize)], cpu: &[Vec<CpuPerOp>]) {
+    let names: Vec<&str> = targets.iter().map(Target::name).collect();
+    let etcd = names.len() > 1;
+    println!(
+        "\nCPU time per request (µs; server = its 3 members together, client = the load generator):\n"
+    );
+    let mut head = "| workload | clients |".to_string();
+    let mut rule = "|---|---:|".to_string();
+    for n in &names {
+        head.push_str(&format!(" {n} server | {n} client |"));
+        rule.push_str("---:|---:|");
+    }
+    if etcd {
+        head.push_str(" server raftd/etcd |");
+        rule.push_str("---:|");
+    }
+    println!("{head}\n{rule}");
+    for ((name, _, clients), row) in runs.iter().zip(cpu) {
+        let mut line = format!("| {name} | {clients} |");
+        for c in row {
+            line.push_str(&format!(" {:.0} | {:.0} |", c.server_us, c.client_us));
+        }
+        if etcd {
+            line.push_str(&format!(" {:.2} |", row[0].server_us / row[1].server_us));
+        }
+        println!("{line}");
+    }
 }
 
 fn ms(d: Duration) -> f64 {
