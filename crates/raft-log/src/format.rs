@@ -535,6 +535,57 @@ pub(crate) fn entry_run(
     end
 }
 
+/// Bytes of a batch frame recovery checksums before it reads the records in them (see
+/// [`frame_run`]): few enough to still be in the L1 cache.
+pub(crate) const FRAME_PIECE: usize = 24 << 10;
+
+/// Recovery's path for the batch frame at `pos` when it lies wholly in `buf`: computes the
+/// frame's CRC a [`FRAME_PIECE`] at a time and, right after each piece (while it is still in
+/// the cache), calls `f(index, term, kind, data_offset, data_len)` for the entry records
+/// lying wholly in the part checked so far, until `f` returns false or a record that is not
+/// an entry comes. The calls are speculative: `None` means the record at `pos` is not a
+/// well-formed frame or its CRC does not match, and the caller must undo what `f` did.
+/// Otherwise returns the end of the frame and the offset of the first record not handed to
+/// `f` (the records from there to the end of the frame are verified by the frame's CRC).
+pub(crate) fn frame_run(
+    buf: &[u8],
+    pos: usize,
+    mut f: impl FnMut(u64, u64, EntryKind, usize, usize) -> bool,
+) -> Option<(usize, usize)> {
+    let h = buf.get(pos..pos + RECORD_HEADER_LEN)?;
+    let len = u32_at(h, 4) as usize;
+    let end = pos + RECORD_HEADER_LEN + len;
+    if h[8] != KIND_FRAME
+        || h[9..16] != [0; 7]
+        || len == 0
+        || !len.is_multiple_of(ALIGN)
+        || end > buf.len()
+    {
+        return None;
+    }
+    let mut crc = crc32c::crc32c(&h[4..]);
+    let mut checked = pos + RECORD_HEADER_LEN;
+    let mut parsed = checked;
+    let mut replaying = true;
+    while checked < end {
+        let next = (checked + FRAME_PIECE).min(end);
+        crc = crc32c::crc32c_append(crc, &buf[checked..next]);
+        checked = next;
+        while replaying && let Some(n) = entry_len(buf, parsed, checked) {
+            let mut accepted = true;
+            replay_entry(buf, parsed, n, &mut |i, term, kind, at, dl| {
+                accepted = f(i, term, kind, at, dl);
+            });
+            if !accepted {
+                replaying = false;
+                break;
+            }
+            parsed = align_up(parsed + RECORD_HEADER_LEN + n);
+        }
+    }
+    (crc == u32_at(h, 0)).then_some((end, parsed))
+}
+
 /// The payload length of the entry record at `pos` when its header and shape are valid and
 /// it ends at or before `end` (its CRC is not checked).
 #[inline]

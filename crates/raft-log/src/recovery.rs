@@ -167,8 +167,37 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, window: usize) -> Result<Recovere
                 }
             }
             let rel = (pos - win.start) as usize;
-            let verified = verified_end.saturating_sub(win.start) as usize;
             let base = win.start;
+            // A batch frame: entries are pushed while its CRC is computed, then undone if
+            // it does not match (only appends are pushed this way, so a truncation undoes
+            // them exactly).
+            let undo_from = index.last_index() + 1;
+            let mut pushed = false;
+            let frame = format::frame_run(win.bytes(), rel, |i, term, kind, at, n| {
+                if i != index.last_index() + 1 {
+                    return false;
+                }
+                let loc = Loc {
+                    term,
+                    seq: seq32,
+                    offset: (base + at as u64) as u32,
+                    len: n as u32,
+                    kind,
+                };
+                index.push(i, loc);
+                pushed = true;
+                true
+            });
+            match frame {
+                Some((frame_end, parsed)) => {
+                    verified_end = base + frame_end as u64;
+                    pos = base + parsed as u64;
+                    continue;
+                }
+                None if pushed => index.truncate(undo_from),
+                None => {}
+            }
+            let verified = verified_end.saturating_sub(win.start) as usize;
             let run_end = format::entry_run(
                 win.bytes(),
                 rel,
