@@ -330,6 +330,34 @@ fn corruption_inside_a_batch_frame_names_the_record() {
     }
 }
 
+#[test]
+fn a_damaged_last_frame_keeps_its_valid_records() {
+    // The last batch frame holds entries 57..=60; a bit flip in the data of entry 60 fails
+    // the frame's CRC (after recovery replayed its entries speculatively), so its records
+    // are read one by one: 57..=59 are kept and 60, the last record, is cut as a torn tail.
+    let fs = MemFs::new();
+    let wal = Wal::open_with(Arc::new(fs.clone()), DIR, settings()).unwrap();
+    for i in (1..=60).step_by(4) {
+        wal.append((i..i + 4).map(entry).collect())
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    drop(wal);
+    let path = segments(&fs).pop().unwrap();
+    let data = fs.read(&path).unwrap();
+    let (offset, last) = record_offsets(&data).pop().unwrap();
+    assert!(matches!(last, Record::Entry { index: 60, .. }));
+    fs.poke(&path, offset as u64 + 40, &[data[offset + 40] ^ 0x01]);
+    let wal = Wal::open_with(Arc::new(fs), DIR, settings()).unwrap();
+    assert_eq!(wal.last_index(), 59);
+    let first = wal.first_index();
+    assert_eq!(
+        wal.entries(first, 60, None).unwrap(),
+        (first..=59).map(entry).collect::<Vec<_>>()
+    );
+}
+
 /// Writes a version-1 segment by hand: the opening records and entries 1..=`n`, bare.
 fn v1_log(n: u64) -> MemFs {
     use raft_log::format::{self, SegmentHeader};
