@@ -4,7 +4,7 @@
 
 use crate::error::{BoxError, Error, Result};
 use crate::state_machine::{Committed, StateMachine};
-use metrics::{counter, histogram};
+use metrics::{Histogram, counter, histogram};
 use raft_core::SnapshotMeta;
 use raft_metrics::runtime as m;
 use std::sync::Arc;
@@ -96,6 +96,10 @@ fn run<SM: StateMachine>(
     events: mpsc::UnboundedSender<Event>,
     stopping: Arc<AtomicBool>,
 ) {
+    let metrics = ApplyMetrics {
+        batch_size: histogram!(m::APPLY_BATCH),
+        propose_to_apply: histogram!(m::PROPOSE_TO_APPLY_SECONDS),
+    };
     let mut next: Option<ApplyJob<SM>> = None;
     loop {
         let job = match next.take() {
@@ -136,7 +140,7 @@ fn run<SM: StateMachine>(
                         Err(_) => break,
                     }
                 }
-                if !apply_batch(&mut sm, batch, waiters, &events) {
+                if !apply_batch(&mut sm, batch, waiters, &events, &metrics) {
                     return;
                 }
             }
@@ -180,17 +184,24 @@ fn run<SM: StateMachine>(
     }
 }
 
+/// The apply thread's metric handles, registered once (no registry lookup per entry).
+struct ApplyMetrics {
+    batch_size: Histogram,
+    propose_to_apply: Histogram,
+}
+
 /// Applies one batch and answers its waiters; false when the state machine failed.
 fn apply_batch<SM: StateMachine>(
     sm: &mut SM,
     batch: Vec<Committed>,
     waiters: Vec<(usize, Waiter<SM::Response>)>,
     events: &mpsc::UnboundedSender<Event>,
+    metrics: &ApplyMetrics,
 ) -> bool {
     let Some(last) = batch.last().map(|e| e.index) else {
         return true;
     };
-    histogram!(m::APPLY_BATCH).record(batch.len() as f64);
+    metrics.batch_size.record(batch.len() as f64);
     match sm.apply(&batch) {
         Ok(responses) if responses.len() == batch.len() => {
             let mut responses: Vec<Option<SM::Response>> =
@@ -198,7 +209,8 @@ fn apply_batch<SM: StateMachine>(
             let now = Instant::now();
             for (i, w) in waiters {
                 if let Some(r) = responses[i].take() {
-                    histogram!(m::PROPOSE_TO_APPLY_SECONDS)
+                    metrics
+                        .propose_to_apply
                         .record(now.duration_since(w.since).as_secs_f64());
                     let _ = w.tx.send(Ok(r));
                 }

@@ -173,6 +173,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
     /// for them.
     fn hand_to_apply(&mut self, entries: Vec<Entry>) -> Result<()> {
         let now = Instant::now();
+        let propose_to_commit = histogram!(m::PROPOSE_TO_COMMIT_SECONDS);
         let bytes: u64 = entries.iter().map(|e| e.data.len() as u64).sum();
         let mut batch = Vec::with_capacity(entries.len());
         let mut waiters: Vec<(usize, Waiter<SM::Response>)> = Vec::new();
@@ -196,8 +197,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                         && o.incarnation == self.incarnation
                         && let Some(p) = self.proposals.remove(&o.request)
                     {
-                        histogram!(m::PROPOSE_TO_COMMIT_SECONDS)
-                            .record(now.duration_since(p.waiter.since).as_secs_f64());
+                        propose_to_commit.record(now.duration_since(p.waiter.since).as_secs_f64());
                         waiters.push((i, p.waiter));
                     }
                     Payload::Command(cmd)
