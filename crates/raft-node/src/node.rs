@@ -178,7 +178,7 @@ impl Node {
                 uploader: uploader.clone(),
             });
 
-        let (inbound, rx) = raft_net::Inbound::channels(
+        let (inbound, rx) = raft_net::Inbound::channels_with_priority(
             4096,
             Arc::new(snapshots::StoreSink::new(snapshots.clone())),
         );
@@ -205,6 +205,7 @@ impl Node {
             transport,
             raft_runtime::Inbound {
                 messages: rx.messages,
+                priority: rx.priority,
                 unreachable: rx.unreachable,
             },
         )

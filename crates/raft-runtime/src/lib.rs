@@ -94,7 +94,7 @@
 //!     WalStore::new(wal),
 //!     Counter::default(),
 //!     Arc::new(Alone),
-//!     Inbound { messages, unreachable },
+//!     Inbound { messages, priority: None, unreachable },
 //! )
 //! .await?;
 //! let count = node.propose(Bytes::from_static(b"+1")).await?; // applied when it returns

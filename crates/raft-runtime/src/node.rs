@@ -313,7 +313,8 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                     self.raw.tick().map_err(Error::from)
                 }
                 Some(ev) = self.events.recv() => self.on_events(ev),
-                Some(msg) = self.inbound.messages.recv() => self.step_all(msg),
+                Some(msg) = recv_priority(&mut self.inbound.priority) => self.step_all(msg, true),
+                Some(msg) = self.inbound.messages.recv() => self.step_all(msg, false),
                 Some(id) = self.inbound.unreachable.recv() => {
                     self.raw.report_unreachable(id);
                     Ok(())
@@ -370,11 +371,16 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         Ok(())
     }
 
-    /// Steps `first` and the messages queued behind it (up to `max_batch_messages`).
-    fn step_all(&mut self, first: raft_core::Message) -> Result<()> {
+    /// Steps `first` and the messages queued behind it on the same channel (the priority
+    /// one or the other), up to `max_batch_messages`.
+    fn step_all(&mut self, first: raft_core::Message, priority: bool) -> Result<()> {
         self.step(first)?;
         for _ in 1..self.cfg.max_batch_messages {
-            match self.inbound.messages.try_recv() {
+            let next = match (priority, &mut self.inbound.priority) {
+                (true, Some(rx)) => rx.try_recv(),
+                _ => self.inbound.messages.try_recv(),
+            };
+            match next {
                 Ok(m) => self.step(m)?,
                 Err(_) => break,
             }
@@ -532,5 +538,15 @@ pub(crate) fn fail_request<SM: StateMachine>(r: Request<SM>, e: Error) {
         Request::Reconfigure { tx, .. } => drop(tx.send(Err(e))),
         Request::Snapshot { tx } => drop(tx.send(Err(e))),
         Request::Shutdown { tx } => drop(tx.send(Ok(()))),
+    }
+}
+
+/// The next message of the priority channel; never ready without one.
+async fn recv_priority(
+    rx: &mut Option<mpsc::Receiver<raft_core::Message>>,
+) -> Option<raft_core::Message> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }

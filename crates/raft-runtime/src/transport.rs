@@ -36,6 +36,10 @@ pub trait Transport: Send + Sync + 'static {
 pub struct Inbound {
     /// Messages from peers.
     pub messages: mpsc::Receiver<Message>,
+    /// Light messages (heartbeats, votes and their answers) that the transport keeps apart
+    /// from `messages`, so they never wait behind queued appends: the loop steps them first.
+    /// `None` when every message arrives on `messages`.
+    pub priority: Option<mpsc::Receiver<Message>>,
     /// Peers found unreachable (failed connections, dropped messages).
     pub unreachable: mpsc::Receiver<NodeId>,
 }

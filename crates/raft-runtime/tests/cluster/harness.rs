@@ -277,6 +277,7 @@ impl Cluster {
             transport,
             Inbound {
                 messages: rx,
+                priority: None,
                 unreachable: urx,
             },
         )

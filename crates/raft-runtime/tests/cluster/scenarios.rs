@@ -485,6 +485,7 @@ async fn start_single(
     cfg.max_apply_lag = max_apply_lag;
     let inbound = Inbound {
         messages: rx,
+        priority: None,
         unreachable: urx,
     };
     RaftNode::start(cfg, store, sm, transport, inbound)
