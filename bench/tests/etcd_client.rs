@@ -92,6 +92,18 @@ async fn get(c: &mut etcd_client::Client, key: &str, serializable: bool) -> Opti
         .map(|kv| kv.value_str().unwrap().to_string())
 }
 
+/// Asserts that every key of `keys` reads back through `c` (`what` names the failure).
+async fn assert_all_present(
+    c: &mut etcd_client::Client,
+    keys: &[String],
+    serializable: bool,
+    what: &str,
+) {
+    for key in keys {
+        assert!(get(c, key, serializable).await.is_some(), "{key} {what}");
+    }
+}
+
 /// Writes `load-<n>` keys through `endpoints` for `secs` seconds and returns the keys whose
 /// put was acknowledged.
 fn writer(endpoints: Vec<String>, secs: u64) -> tokio::task::JoinHandle<Vec<String>> {
@@ -188,12 +200,7 @@ async fn leader_killed_under_load_loses_no_acknowledged_write_and_catches_up() {
             async move { c.put("after", "kill", None).await.ok() }
         })
         .await;
-        for key in &acked {
-            assert!(
-                get(&mut survivors, key, false).await.is_some(),
-                "acknowledged {key} lost"
-            );
-        }
+        assert_all_present(&mut survivors, &acked, false, "acknowledged, then lost").await;
         // The old leader comes back from its data dir and catches up.
         cluster.restart(leader).unwrap();
         catch_up(&cluster, leader).await.unwrap();
@@ -300,24 +307,14 @@ async fn sigterm_under_load_exits_cleanly_and_loses_no_acknowledged_write() {
         );
         // Every acknowledged write survives, on the others and on the restarted member.
         let mut others = cluster.client(&[], Duration::from_secs(5)).await.unwrap();
-        for key in &acked {
-            assert!(
-                get(&mut others, key, false).await.is_some(),
-                "acknowledged {key} lost"
-            );
-        }
+        assert_all_present(&mut others, &acked, false, "acknowledged, then lost").await;
         cluster.restart(leader).unwrap();
         catch_up(&cluster, leader).await.unwrap();
         let mut back = cluster
             .client(&[leader], Duration::from_secs(5))
             .await
             .unwrap();
-        for key in &acked {
-            assert!(
-                get(&mut back, key, true).await.is_some(),
-                "{key} missing after restart"
-            );
-        }
+        assert_all_present(&mut back, &acked, true, "missing after restart").await;
         // A follower stops cleanly too.
         let follower = cluster
             .running()
