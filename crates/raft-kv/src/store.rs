@@ -329,6 +329,22 @@ impl KvStore {
     /// replaying the log after a restart is harmless. Returns one result per entry. An `Err`
     /// (storage failure) means nothing of the batch was applied.
     pub fn apply_batch(&self, entries: &[ApplyEntry<'_>]) -> Result<Vec<ApplyResult>> {
+        let mut results = Vec::new();
+        self.apply_batch_answering(entries, |r| results = r)?;
+        Ok(results)
+    }
+
+    /// [`apply_batch`](Self::apply_batch) that hands the results to `answer` as soon as
+    /// they are computed, before the sled write, so callers can answer clients while it
+    /// runs. Readers are held from just before `answer` until the write is done: a read
+    /// that starts after `answer` sees the batch. `answer` is called exactly once when
+    /// this returns `Ok`. An `Err` after `answer` (the sled write failed) leaves the store
+    /// as it was; applying the same entries again computes the same results.
+    pub fn apply_batch_answering(
+        &self,
+        entries: &[ApplyEntry<'_>],
+        answer: impl FnOnce(Vec<ApplyResult>),
+    ) -> Result<()> {
         let shared = &*self.shared;
         let guard = shared.state.upgradable_read();
         if guard.restoring {
@@ -382,7 +398,8 @@ impl KvStore {
             });
         }
         if last.0 == guard.applied_index {
-            return Ok(results);
+            answer(results);
+            return Ok(());
         }
         let mut b = sled::Batch::default();
         if let Some(cap) = guard.capture {
@@ -411,6 +428,7 @@ impl KvStore {
             );
         }
         let mut state = RwLockUpgradableReadGuard::upgrade(guard);
+        answer(results);
         shared.tree.apply_batch(b)?;
         state.applied_index = last.0;
         state.applied_term = last.1;
@@ -419,7 +437,7 @@ impl KvStore {
         if batch.members_changed {
             state.members = batch.members;
         }
-        Ok(results)
+        Ok(())
     }
 
     /// Serves `KV.Range` from the current state (header: revision only).

@@ -112,7 +112,7 @@ pub const METRICS: &[MetricInfo] = &[
         name: PROPOSE_TO_APPLY_SECONDS,
         kind: Kind::Histogram,
         unit: Unit::Seconds,
-        help: "Time from a proposal's arrival until the state machine applied it",
+        help: "Time from a proposal's arrival until the state machine computed its result (the client is answered then)",
     },
     MetricInfo {
         name: ELECTIONS,

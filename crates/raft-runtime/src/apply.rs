@@ -190,7 +190,8 @@ struct ApplyMetrics {
     propose_to_apply: Histogram,
 }
 
-/// Applies one batch and answers its waiters; false when the state machine failed.
+/// Applies one batch and answers its waiters (as soon as the state machine hands over the
+/// responses, possibly before its write is done); false when the state machine failed.
 fn apply_batch<SM: StateMachine>(
     sm: &mut SM,
     batch: Vec<Committed>,
@@ -202,35 +203,65 @@ fn apply_batch<SM: StateMachine>(
         return true;
     };
     metrics.batch_size.record(batch.len() as f64);
-    match sm.apply(&batch) {
-        Ok(responses) if responses.len() == batch.len() => {
-            let mut responses: Vec<Option<SM::Response>> =
-                responses.into_iter().map(Some).collect();
-            let now = Instant::now();
-            for (i, w) in waiters {
-                if let Some(r) = responses[i].take() {
-                    metrics
-                        .propose_to_apply
-                        .record(now.duration_since(w.since).as_secs_f64());
-                    let _ = w.tx.send(Ok(r));
-                }
-            }
+    let mut waiters = Some(waiters);
+    let mut miscount: Option<usize> = None;
+    let result = sm.apply_and_answer(&batch, &mut |responses| {
+        let Some(waiters) = waiters.take() else {
+            // Answered twice: the second set has nobody left to go to.
+            miscount = Some(responses.len());
+            return;
+        };
+        if responses.len() != batch.len() {
+            miscount = Some(responses.len());
+            waiters_failed(
+                waiters,
+                "the state machine returned the wrong number of responses",
+            );
+            return;
+        }
+        answer(waiters, responses, metrics);
+    });
+    let failure = match (result, miscount) {
+        (Err(e), _) => Some(format!("apply failed: {e}")),
+        (Ok(()), Some(n)) => Some(format!(
+            "the state machine returned {n} responses for {} entries",
+            batch.len()
+        )),
+        (Ok(()), None) if waiters.is_some() => {
+            Some("the state machine returned without answering".to_string())
+        }
+        (Ok(()), None) => None,
+    };
+    match failure {
+        None => {
             let _ = events.send(Event::Applied { index: last });
             true
         }
-        Ok(responses) => {
-            let msg = format!(
-                "the state machine returned {} responses for {} entries",
-                responses.len(),
-                batch.len()
-            );
-            fail(waiters, events, msg);
+        Some(msg) => {
+            fail(waiters.unwrap_or_default(), events, msg);
             false
         }
-        Err(e) => {
-            fail(waiters, events, format!("apply failed: {e}"));
-            false
+    }
+}
+
+/// Sends each waiter the response of its entry.
+fn answer<R>(waiters: Vec<(usize, Waiter<R>)>, responses: Vec<R>, metrics: &ApplyMetrics) {
+    let mut responses: Vec<Option<R>> = responses.into_iter().map(Some).collect();
+    let now = Instant::now();
+    for (i, w) in waiters {
+        if let Some(r) = responses.get_mut(i).and_then(Option::take) {
+            metrics
+                .propose_to_apply
+                .record(now.duration_since(w.since).as_secs_f64());
+            let _ = w.tx.send(Ok(r));
         }
+    }
+}
+
+/// Fails waiters whose responses cannot be delivered (the node stops right after).
+fn waiters_failed<R>(waiters: Vec<(usize, Waiter<R>)>, msg: &str) {
+    for (_, w) in waiters {
+        let _ = w.tx.send(Err(Error::Fatal(msg.to_string())));
     }
 }
 

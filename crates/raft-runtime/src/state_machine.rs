@@ -56,6 +56,33 @@ pub trait StateMachine: Send + 'static {
     /// restart does not apply entries again.
     fn apply(&mut self, batch: &[Committed]) -> Result<Vec<Self::Response>, BoxError>;
 
+    /// Applies a batch like [`apply`](Self::apply), but hands the responses to `answer` as
+    /// soon as they are final, which may be before the batch is written to the state
+    /// machine's own storage: the runtime answers the waiting clients from `answer` while
+    /// the write goes on. This is what the runtime calls; the default applies, then answers.
+    ///
+    /// An implementation that answers early must:
+    /// - call `answer` exactly once, with one response per entry, before returning `Ok`;
+    /// - keep every read that starts after `answer` from seeing the state before the batch
+    ///   (e.g. hold a lock that readers take from before `answer` until the write is done),
+    ///   so a client that was answered reads its own write;
+    /// - compute responses that a replay of the same entries after a crash would compute
+    ///   again (they are deterministic in the entries and the state before them), since an
+    ///   `Err` after `answer` stops the node and the batch is applied again from the log at
+    ///   the next start.
+    ///
+    /// Answering before the write is safe for the protocol: the entries are committed, so
+    /// they are durable in the log of a majority.
+    fn apply_and_answer(
+        &mut self,
+        batch: &[Committed],
+        answer: &mut dyn FnMut(Vec<Self::Response>),
+    ) -> Result<(), BoxError> {
+        let responses = self.apply(batch)?;
+        answer(responses);
+        Ok(())
+    }
+
     /// The index of the last entry applied (durably or not: entries after the durable
     /// applied index are applied again after a crash, from the log). 0 when empty.
     fn applied_index(&self) -> u64;

@@ -342,6 +342,44 @@ fn replay_after_reopen_is_idempotent() {
 }
 
 #[test]
+fn an_early_answer_comes_before_the_write_and_holds_readers_until_it_lands() {
+    let mut h = Harness::new();
+    h.put("k", "old");
+    let store = h.store.clone();
+    let cmds = [
+        Command::new(2, put_op("k", "new")),
+        Command::new(3, put_op("j", "x")),
+    ];
+    let entries: Vec<ApplyEntry<'_>> = cmds
+        .iter()
+        .enumerate()
+        .map(|(i, c)| ApplyEntry {
+            index: i as u64 + 2,
+            term: 1,
+            payload: EntryPayload::Command(c),
+        })
+        .collect();
+    let mut answered = Vec::new();
+    let mut reader = None;
+    h.store
+        .apply_batch_answering(&entries, |results| {
+            answered = results;
+            // A read that starts after the answer must see the batch, even though the
+            // write has not happened yet: it waits for it.
+            let s = store.clone();
+            reader = Some(std::thread::spawn(move || s.get(b"k").unwrap()));
+            std::thread::sleep(std::time::Duration::from_millis(30));
+        })
+        .unwrap();
+    let seen = reader.expect("answer was called").join().unwrap();
+    assert_eq!(seen.map(|kv| s(&kv.value)), Some("new".to_string()));
+    assert_eq!(answered.len(), 2);
+    assert_eq!(answered[0].index, 2);
+    assert_eq!(answered[1].revision, 4);
+    assert_eq!(h.store.applied_index(), 3);
+}
+
+#[test]
 fn batch_mixes_entries_and_undecodable_data() {
     let store = KvStore::open_temporary().unwrap();
     let put = Command::new(1, put_op("a", "1")).encode();

@@ -232,6 +232,18 @@ impl StateMachine for KvMachine {
     type Response = ApplyResult;
 
     fn apply(&mut self, batch: &[Committed]) -> Result<Vec<ApplyResult>, BoxError> {
+        let mut results = Vec::new();
+        self.apply_and_answer(batch, &mut |r| results = r)?;
+        Ok(results)
+    }
+
+    /// Answers as soon as the store computed the results, before its sled write (see
+    /// [`KvStore::apply_batch_answering`]).
+    fn apply_and_answer(
+        &mut self,
+        batch: &[Committed],
+        answer: &mut dyn FnMut(Vec<ApplyResult>),
+    ) -> Result<(), BoxError> {
         let applied = self.store.applied_index();
         let mut seeded = !self.store.members().is_empty();
         let mut lists: Vec<Option<Vec<Member>>> = Vec::with_capacity(batch.len());
@@ -272,7 +284,7 @@ impl StateMachine for KvMachine {
                 },
             })
             .collect();
-        Ok(self.store.apply_batch(&entries)?)
+        Ok(self.store.apply_batch_answering(&entries, answer)?)
     }
 
     fn applied_index(&self) -> u64 {

@@ -149,6 +149,31 @@ impl StateMachine for KvSm {
         Ok(out)
     }
 
+    /// Answers before "writing" (as raftd's store does), so every scenario runs the early
+    /// answer path. Two commands model a state machine's failures around the answer:
+    /// `fail-after-answer` fails after answering (a storage write that fails), `no-answer`
+    /// returns without answering (a broken implementation).
+    fn apply_and_answer(
+        &mut self,
+        batch: &[Committed],
+        answer: &mut dyn FnMut(Vec<Option<String>>),
+    ) -> Result<(), BoxError> {
+        let has = |cmd: &[u8]| {
+            batch
+                .iter()
+                .any(|e| matches!(&e.payload, Payload::Command(c) if c.as_ref() == cmd))
+        };
+        let responses = self.apply(batch)?;
+        if has(b"no-answer") {
+            return Ok(());
+        }
+        answer(responses);
+        if has(b"fail-after-answer") {
+            return Err("the write after the answer failed".into());
+        }
+        Ok(())
+    }
+
     fn applied_index(&self) -> u64 {
         self.state.lock().unwrap().applied
     }

@@ -529,6 +529,40 @@ async fn a_failing_state_machine_stops_the_node_with_a_fatal_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_machine_failing_after_its_answer_stops_the_node_and_keeps_the_answer() {
+    let state = Arc::new(Mutex::new(KvState::default()));
+    let h = start_single(MemStore::new(), state, 1 << 16).await;
+    h.propose(put("a", "1")).await.unwrap();
+    // Answered (the test machine calls it a bad command), then its write fails.
+    let r = h
+        .propose(bytes::Bytes::from_static(b"fail-after-answer"))
+        .await;
+    assert_eq!(r.unwrap(), Some("bad command".to_string()));
+    let stopped = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match h.propose(put("b", "2")).await {
+                Err(Error::Fatal(_)) => break,
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    })
+    .await;
+    assert!(stopped.is_ok(), "the node kept going after a failed write");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_machine_that_never_answers_stops_the_node() {
+    let state = Arc::new(Mutex::new(KvState::default()));
+    let h = start_single(MemStore::new(), state, 1 << 16).await;
+    h.propose(put("a", "1")).await.unwrap();
+    let r = h.propose(bytes::Bytes::from_static(b"no-answer")).await;
+    assert!(matches!(r, Err(Error::Fatal(_))), "got {r:?}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = h.propose(put("b", "2")).await;
+    assert!(matches!(r, Err(Error::Fatal(_))), "got {r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconfigure_applies_new_settings_and_refuses_fixed_ones() {
     let c = Cluster::start(3).await;
     let leader = c.wait_leader().await;
@@ -584,7 +618,19 @@ async fn a_requested_snapshot_compacts_the_log_at_once() {
             .await
             .unwrap();
     }
-    let applied = c.handle(leader).stats().applied;
+    // Clients are answered before the loop hears that their entry is applied: wait until
+    // it has, so that nothing is applied between the two snapshots below.
+    let settled = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let s = c.handle(leader).stats();
+            if s.applied >= s.commit {
+                break s.applied;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let applied = settled.expect("the leader applies what it committed");
     let meta = c.handle(leader).snapshot().await.unwrap();
     assert!(meta.index >= applied, "{} < {applied}", meta.index);
     assert!(c.snapshots.lock().unwrap().contains_key(&meta.index));
