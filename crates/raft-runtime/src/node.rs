@@ -150,7 +150,9 @@ impl RaftNode {
                 peers.insert(p);
             }
         }
-        let span = tracing::info_span!("raft", node_id = id, term = status.term);
+        // The term is not a span field: recording a new value appends it to every later
+        // line ("term=1 term=2 ..."); the events that need it carry it.
+        let span = tracing::info_span!("raft", node_id = id);
         let lp = Loop {
             id,
             raw,
@@ -189,7 +191,6 @@ impl RaftNode {
             observe: observe::LoopMetrics::new(),
             fresh_reads: Vec::new(),
             stats: stats.clone(),
-            span: span.clone(),
             cfg: config,
         };
         tokio::spawn(lp.run().instrument(span));
@@ -292,7 +293,6 @@ pub(crate) struct Loop<SM: StateMachine, S: LogStore, T: Transport> {
     /// answered within the same turn means answered from the lease, with no quorum round.
     pub fresh_reads: Vec<u64>,
     pub stats: Arc<Stats>,
-    pub span: tracing::Span,
 }
 
 impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {

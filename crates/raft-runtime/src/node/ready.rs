@@ -30,7 +30,6 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             if hs.term != self.term {
                 self.term = hs.term;
                 self.stats.term.store(hs.term, Ordering::Relaxed);
-                self.span.record("term", hs.term);
                 gauge!(m::TERM).set(hs.term as f64);
             }
             if hs.commit != self.commit {
@@ -254,7 +253,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         }
         if ss.role != self.role {
             gauge!(m::IS_LEADER).set(if ss.role == Role::Leader { 1.0 } else { 0.0 });
-            tracing::info!(role = ?ss.role, leader = ?ss.leader, "role changed");
+            tracing::info!(role = ?ss.role, leader = ?ss.leader, term = self.term, "role changed");
         }
         if ss.leader != self.leader {
             counter!(m::LEADER_CHANGES).increment(1);
