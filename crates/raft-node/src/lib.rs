@@ -17,6 +17,8 @@ pub mod profile;
 pub mod restore;
 pub mod scrape;
 pub mod service;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 /// Generated types of raftd's administration service (`proto/admin.proto`).
 pub mod pb {
