@@ -9,252 +9,55 @@
 use bytes::Bytes;
 use raft_kv::pb::etcdserverpb::{
     Compare, DeleteRangeRequest, MemberAddRequest, MemberListRequest, MemberPromoteRequest,
-    MemberRemoveRequest, PutRequest, RangeRequest, RequestOp, StatusRequest, TxnRequest, compare,
-    request_op,
+    MemberRemoveRequest, PutRequest, RequestOp, StatusRequest, TxnRequest, compare, request_op,
 };
-use raft_node::client::{Client, ClientError};
-use std::collections::BTreeMap;
-use std::net::TcpListener;
+use raft_node::client::ClientError;
+use raft_node::testing::{Cluster, Raftd, eventually, free_addr, get, put, put_once};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-struct Proc {
-    child: Child,
-    client: String,
-    peer: String,
-    /// The HTTP endpoint (`--listen-metrics`).
-    metrics: String,
-    join: bool,
+/// raftd with its metrics endpoint and a calmer election timer (loaded CI machines).
+fn raftd() -> Raftd {
+    Raftd::new(env!("CARGO_BIN_EXE_raftd"))
+        .token("it")
+        .with_metrics()
+        .calm()
 }
 
-struct Cluster {
-    dir: tempfile::TempDir,
-    nodes: BTreeMap<u64, Proc>,
-    initial: String,
+/// Starts `n` members of a new cluster.
+fn start(n: u64) -> Cluster {
+    Cluster::start(raftd(), n).expect("raftd starts")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Waits until some member reports being the leader; returns its id.
+async fn wait_leader(cluster: &Cluster) -> u64 {
+    cluster
+        .leader(Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
-impl Cluster {
-    fn start(n: u64) -> Cluster {
-        let addrs: Vec<(String, String)> = (0..n)
-            .map(|_| {
-                (
-                    format!("127.0.0.1:{}", free_port()),
-                    format!("127.0.0.1:{}", free_port()),
-                )
-            })
-            .collect();
-        let initial: Vec<String> = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, (_, p))| format!("{}={p}", i + 1))
-            .collect();
-        let mut c = Cluster {
-            dir: tempfile::tempdir().unwrap(),
-            nodes: BTreeMap::new(),
-            initial: initial.join(","),
-        };
-        for (i, (client, peer)) in addrs.into_iter().enumerate() {
-            c.spawn(i as u64 + 1, client, peer, false);
-        }
-        c
-    }
-
-    fn spawn(&mut self, id: u64, client: String, peer: String, join: bool) {
-        let metrics = format!("127.0.0.1:{}", free_port());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join(format!("node{id}.log")))
-            .unwrap();
-        let mut initial = self.initial.clone();
-        if join {
-            initial.push_str(&format!(",{id}={peer}"));
-        }
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftd"));
-        cmd.args(["--id", &id.to_string()])
-            .arg("--data-dir")
-            .arg(self.dir.path().join(format!("node{id}")))
-            .args(["--listen-client", &client, "--listen-peer", &peer])
-            .args(["--listen-metrics", &metrics])
-            .args(["--initial-cluster", &initial])
-            .args(["--cluster-token", "it"])
-            // Loaded CI machines: a calmer election timer than the default.
-            .args([
-                "--heartbeat-interval",
-                "50ms",
-                "--election-timeout-base",
-                "300ms",
-            ])
-            .args(["--log-filter", "info"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        if join {
-            cmd.arg("--join");
-        }
-        let child = cmd.spawn().expect("raftd starts");
-        self.nodes.insert(
-            id,
-            Proc {
-                child,
-                client,
-                peer,
-                metrics,
-                join,
-            },
-        );
-    }
-
-    fn endpoints(&self) -> Vec<String> {
-        self.nodes.values().map(|p| p.client.clone()).collect()
-    }
-
-    fn client(&self) -> Client {
-        Client::new(self.endpoints()).with_timeout(Duration::from_secs(5))
-    }
-
-    fn node_client(&self, id: u64) -> Client {
-        Client::new(vec![self.nodes[&id].client.clone()]).with_timeout(Duration::from_secs(5))
-    }
-
-    fn kill9(&mut self, id: u64) {
-        let p = self.nodes.get_mut(&id).unwrap();
-        p.child.kill().unwrap();
-        p.child.wait().unwrap();
-    }
-
-    fn restart(&mut self, id: u64) {
-        let p = self.nodes.remove(&id).unwrap();
-        self.spawn(id, p.client, p.peer, p.join);
-    }
-
-    /// Waits until some node reports being the leader; returns its id.
-    async fn leader(&self) -> u64 {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            for &id in self.nodes.keys() {
-                let st = self
-                    .node_client(id)
-                    .maintenance(|mut c| async move {
-                        c.status(StatusRequest {}).await.map(|r| r.into_inner())
-                    })
-                    .await;
-                if let Ok(s) = st
-                    && s.leader == id
-                {
-                    return id;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no leader within 20 s\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for id in self.nodes.keys() {
-            let text = std::fs::read_to_string(self.dir.path().join(format!("node{id}.log")))
-                .unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            out.push_str(&format!("--- node {id} ---\n"));
-            out.push_str(&lines[lines.len().saturating_sub(15)..].join("\n"));
-            out.push('\n');
-        }
-        out
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for p in self.nodes.values_mut() {
-            let _ = p.child.kill();
-            let _ = p.child.wait();
-        }
-    }
-}
-
-/// A put, retried for up to 5 s while the cluster answers UNAVAILABLE (an election under a
-/// loaded machine); safe because the tests' puts are idempotent.
-async fn put(c: &Client, key: &str, value: &str) -> Result<i64, ClientError> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match put_once(c, key, value).await {
-            Err(ClientError::Unavailable(_)) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            other => return other,
-        }
-    }
-}
-
-async fn put_once(c: &Client, key: &str, value: &str) -> Result<i64, ClientError> {
-    let req = PutRequest {
-        key: Bytes::from(key.to_string()),
-        value: Bytes::from(value.to_string()),
-        ..Default::default()
-    };
-    c.kv(|mut k| {
-        let req = req.clone();
-        async move { k.put(req).await.map(|r| r.into_inner()) }
-    })
-    .await
-    .map(|r| r.header.unwrap().revision)
-}
-
-async fn get(c: &Client, key: &str, serializable: bool) -> Result<Option<String>, ClientError> {
-    let req = RangeRequest {
-        key: Bytes::from(key.to_string()),
-        serializable,
-        ..Default::default()
-    };
-    c.kv(|mut k| {
-        let req = req.clone();
-        async move { k.range(req).await.map(|r| r.into_inner()) }
-    })
-    .await
-    .map(|r| {
-        r.kvs
-            .first()
-            .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
-    })
-}
-
-/// Retries `f` until it returns `Some`, for at most `secs` seconds.
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Runs raftctl against `endpoints` (comma-separated): (exit code, stdout).
+fn raftctl(endpoints: &str, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_raftctl"))
+        .args(["--endpoints", endpoints, "--timeout", "5s"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_get_delete_txn_from_every_node() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let cluster = Cluster::start(3);
-        cluster.leader().await;
+        let cluster = start(3);
+        wait_leader(&cluster).await;
         for id in 1..=3u64 {
             let c = cluster.node_client(id);
             let key = format!("key-{id}");
@@ -283,27 +86,20 @@ async fn put_get_delete_txn_from_every_node() {
                 }],
                 failure: vec![],
             };
-            let r = c
-                .kv(|mut k| {
+            let run_txn = || {
+                c.kv(|mut k| {
                     let t = txn.clone();
                     async move { k.txn(t).await.map(|r| r.into_inner()) }
                 })
-                .await
-                .unwrap();
+            };
+            let r = run_txn().await.unwrap();
             assert!(r.succeeded);
             let h = r.header.unwrap();
             assert_eq!(h.member_id, id);
             assert_ne!(h.cluster_id, 0);
             assert!(h.raft_term > 0);
             // The same txn fails now (value is v2).
-            let r = c
-                .kv(|mut k| {
-                    let t = txn.clone();
-                    async move { k.txn(t).await.map(|r| r.into_inner()) }
-                })
-                .await
-                .unwrap();
-            assert!(!r.succeeded);
+            assert!(!run_txn().await.unwrap().succeeded);
             assert_eq!(get(&c, &key, false).await.unwrap().as_deref(), Some("v2"));
             let del = DeleteRangeRequest {
                 key: Bytes::from(key.clone()),
@@ -341,8 +137,8 @@ async fn put_get_delete_txn_from_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_killed_under_load_loses_no_acknowledged_write() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let mut cluster = Cluster::start(3);
-        let leader = cluster.leader().await;
+        let mut cluster = start(3);
+        let leader = wait_leader(&cluster).await;
         let client = cluster.client();
         let writer = {
             let client = client.clone();
@@ -361,26 +157,15 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
             })
         };
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        cluster.kill9(leader);
+        cluster.kill9(leader).unwrap();
         let acked = writer.await.unwrap();
         assert!(
             acked.len() > 10,
             "too few writes acknowledged: {}",
             acked.len()
         );
-        let survivors: Vec<u64> = cluster
-            .nodes
-            .keys()
-            .copied()
-            .filter(|&i| i != leader)
-            .collect();
-        let survivor_client = Client::new(
-            survivors
-                .iter()
-                .map(|i| cluster.nodes[i].client.clone())
-                .collect(),
-        )
-        .with_timeout(Duration::from_secs(5));
+        let survivors: Vec<u64> = (1..=3).filter(|&i| i != leader).collect();
+        let survivor_client = cluster.client_of(&survivors);
         // A new leader serves writes.
         eventually(15, "a write after the leader died", || {
             let c = survivor_client.clone();
@@ -392,7 +177,7 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
             assert!(got.is_some(), "acknowledged write {key} lost");
         }
         // The old leader comes back and catches up.
-        cluster.restart(leader);
+        cluster.spawn(leader).unwrap();
         let back = cluster.node_client(leader);
         eventually(20, "the restarted node to catch up", || {
             let c = back.clone();
@@ -412,11 +197,11 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learner_joins_is_promoted_and_another_member_is_removed() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let mut cluster = Cluster::start(3);
-        cluster.leader().await;
+        let mut cluster = start(3);
+        wait_leader(&cluster).await;
         let client = cluster.client();
         put(&client, "before-join", "1").await.unwrap();
-        let peer = format!("127.0.0.1:{}", free_port());
+        let peer = free_addr().unwrap();
         let add = MemberAddRequest {
             peer_ur_ls: vec![format!("http://{peer}")],
             is_learner: true,
@@ -430,7 +215,7 @@ async fn learner_joins_is_promoted_and_another_member_is_removed() {
             .unwrap();
         let new_id = added.member.unwrap().id;
         assert_eq!(new_id, 4);
-        cluster.spawn(new_id, format!("127.0.0.1:{}", free_port()), peer, true);
+        cluster.spawn_joining(new_id, peer).unwrap();
         let learner = cluster.node_client(new_id);
         eventually(20, "the learner to catch up", || {
             let c = learner.clone();
@@ -459,8 +244,7 @@ async fn learner_joins_is_promoted_and_another_member_is_removed() {
             .map(|m| (m.id, m.is_learner))
             .collect();
         assert_eq!(ids, [(1, false), (2, false), (4, false)]);
-        cluster.kill9(3);
-        cluster.nodes.remove(&3);
+        cluster.forget(3).unwrap();
         // The new configuration serves writes, readable on the promoted member. Node 3 may
         // have led: then a new leader is elected first (and "leader changed" is retried).
         let client = cluster.client();
@@ -505,8 +289,8 @@ async fn etcdctl_basic_operations() {
         return;
     };
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let cluster = Cluster::start(3);
-        cluster.leader().await;
+        let cluster = start(3);
+        wait_leader(&cluster).await;
         let eps = cluster.endpoints().join(",");
         // Runs etcdctl; retries (for up to 20 s) what a leader change on a loaded machine
         // makes fail, and says whether it had to.
@@ -556,18 +340,8 @@ async fn etcdctl_basic_operations() {
 async fn node_without_quorum_answers_unavailable_at_once() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         // Node 1 of a 3-member cluster whose other members never start: no leader, ever.
-        let mut cluster = Cluster {
-            dir: tempfile::tempdir().unwrap(),
-            nodes: BTreeMap::new(),
-            initial: format!(
-                "1=127.0.0.1:{},2=127.0.0.1:{},3=127.0.0.1:{}",
-                free_port(),
-                free_port(),
-                free_port()
-            ),
-        };
-        let peer = cluster.initial.split(',').next().unwrap()[2..].to_string();
-        cluster.spawn(1, format!("127.0.0.1:{}", free_port()), peer, false);
+        let mut cluster = Cluster::new(raftd(), 3).unwrap();
+        cluster.spawn(1).unwrap();
         let c = cluster.node_client(1);
         let status = eventually(10, "the lone node to answer", || {
             let c = c.clone();
@@ -603,20 +377,10 @@ async fn node_without_quorum_answers_unavailable_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raftctl_commands() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let cluster = Cluster::start(3);
-        let leader = cluster.leader().await;
+        let cluster = start(3);
+        let leader = wait_leader(&cluster).await;
         let eps = cluster.endpoints().join(",");
-        let ctl = |args: &[&str]| {
-            let out = Command::new(env!("CARGO_BIN_EXE_raftctl"))
-                .args(["--endpoints", &eps, "--timeout", "5s"])
-                .args(args)
-                .output()
-                .unwrap();
-            (
-                out.status.code(),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-            )
-        };
+        let ctl = |args: &[&str]| raftctl(&eps, args);
         assert_eq!(ctl(&["put", "a/1", "x"]), (Some(0), "OK\n".into()));
         assert_eq!(ctl(&["put", "a/2", "y"]), (Some(0), "OK\n".into()));
         assert_eq!(ctl(&["get", "a/1"]), (Some(0), "a/1\nx\n".into()));
@@ -669,7 +433,7 @@ async fn raftctl_commands() {
             out,
             format!("Leadership transferred from {leader} to {target}\n")
         );
-        assert_eq!(cluster.leader().await, target);
+        assert_eq!(wait_leader(&cluster).await, target);
     })
     .await
     .expect("test took longer than 60 s");
@@ -678,7 +442,7 @@ async fn raftctl_commands() {
 /// GETs `path` from node `id`'s HTTP endpoint: (status code, body). Profiles wait for
 /// their seconds plus symbol resolution (slow in a debug build on a loaded machine).
 async fn http(cluster: &Cluster, id: u64, path: &str) -> (u16, Vec<u8>) {
-    raft_node::scrape::http_request(&cluster.nodes[&id].metrics, path, Duration::from_secs(60))
+    raft_node::scrape::http_request(cluster.metrics(id), path, Duration::from_secs(60))
         .await
         .unwrap_or_else(|e| panic!("GET {path} on node {id}: {e}"))
 }
@@ -721,8 +485,8 @@ fn consistent_status(out: &str) -> Option<Vec<Vec<String>>> {
 async fn metrics_health_status_and_profile_endpoints() {
     use raft_metrics::{net, runtime, wal};
     tokio::time::timeout(Duration::from_secs(150), async {
-        let cluster = Cluster::start(3);
-        let first = cluster.leader().await;
+        let cluster = start(3);
+        let first = wait_leader(&cluster).await;
         // Proposals and their latencies are counted where the client request arrives.
         let c = cluster.node_client(first);
         for i in 0..20 {
@@ -767,7 +531,7 @@ async fn metrics_health_status_and_profile_endpoints() {
 
         // The current leader's gauges and status; a follower's.
         eventually(30, "the leader's gauges and status", || async {
-            let leader = cluster.leader().await;
+            let leader = wait_leader(&cluster).await;
             let (m, _) = scrape(&cluster, leader).await;
             let lags = m
                 .samples
@@ -786,7 +550,7 @@ async fn metrics_health_status_and_profile_endpoints() {
         })
         .await;
         eventually(30, "a follower's gauges and status", || async {
-            let leader = cluster.leader().await;
+            let leader = wait_leader(&cluster).await;
             let follower = if leader == 1 { 2 } else { 1 };
             let (m, _) = scrape(&cluster, follower).await;
             let st = status_json(&cluster, follower).await;
@@ -860,17 +624,7 @@ async fn metrics_health_status_and_profile_endpoints() {
 
         // raftctl status: one row per member from Admin/ClusterStatus; raftctl metrics.
         let eps = cluster.endpoints().join(",");
-        let ctl = |args: &[&str]| {
-            let out = Command::new(env!("CARGO_BIN_EXE_raftctl"))
-                .args(["--endpoints", &eps, "--timeout", "5s"])
-                .args(args)
-                .output()
-                .unwrap();
-            (
-                out.status.code(),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-            )
-        };
+        let ctl = |args: &[&str]| raftctl(&eps, args);
         let (code, status) = ctl(&["status"]);
         assert_eq!(code, Some(0), "{status}");
         let header: Vec<&str> = status.lines().next().unwrap().split_whitespace().collect();
@@ -894,7 +648,7 @@ async fn metrics_health_status_and_profile_endpoints() {
             assert!(row[6].parse::<u64>().unwrap() >= 20, "{row:?}");
             row[8].parse::<u64>().expect("a lag");
         }
-        let (code, summary) = ctl(&["metrics", "--address", &cluster.nodes[&first].metrics]);
+        let (code, summary) = ctl(&["metrics", "--address", cluster.metrics(first)]);
         assert_eq!(code, Some(0), "{summary}");
         assert!(summary.starts_with("role "), "{summary}");
         let proposals = summary

@@ -5,24 +5,19 @@
 
 #![allow(clippy::print_stdout)]
 
-use raft_kv::pb::etcdserverpb::StatusRequest;
 use raft_node::client::{Client, ClientError};
 use raft_node::config::{ConfigSource, NodeConfig};
 use raft_node::node::Node;
 use raft_node::pb::admin::{ReloadConfigRequest, admin_client::AdminClient};
+use raft_node::testing::{self, Launch, Member};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn free_addr() -> String {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}")
+    testing::free_addr().unwrap()
 }
 
 /// Asks `addr` to reload; the changed keys or the refusal.
@@ -146,114 +141,80 @@ fn scrape_labelled(addr: &str, name: &str, label: &str) -> f64 {
         .sum()
 }
 
-struct Proc {
-    child: Child,
-    client: String,
-    metrics: String,
-    file: PathBuf,
-    peer: String,
-    data: PathBuf,
+/// raftd started with `--config <data dir>.toml` only: everything else is in the file.
+struct FromFile;
+
+impl Launch for FromFile {
+    fn name(&self) -> &str {
+        "raftd"
+    }
+
+    fn command(&self, m: &Member<'_>) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftd"));
+        cmd.arg("--config").arg(config_file(m.data_dir));
+        cmd
+    }
 }
 
-struct Cluster {
-    _dir: tempfile::TempDir,
-    nodes: Vec<Proc>,
-    initial: String,
+/// The configuration file of the member whose data directory is `data_dir`.
+fn config_file(data_dir: &Path) -> PathBuf {
+    data_dir.with_extension("toml")
 }
+
+/// Three raftd processes that read their settings from files.
+struct Cluster(testing::Cluster);
 
 impl Cluster {
     fn start(heartbeat: &str) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let peers: Vec<String> = (0..3).map(|_| free_addr()).collect();
-        let initial: Vec<String> = peers
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("{}={p}", i + 1))
-            .collect();
-        let mut c = Cluster {
-            nodes: Vec::new(),
-            initial: initial.join(","),
-            _dir: dir,
-        };
-        for (i, peer) in peers.into_iter().enumerate() {
-            let id = i as u64 + 1;
-            let base = c._dir.path().join(format!("node{id}"));
-            std::fs::create_dir_all(&base).unwrap();
-            let p = Proc {
-                child: Command::new("true").spawn().unwrap(),
-                client: free_addr(),
-                metrics: free_addr(),
-                file: base.join("raftd.toml"),
-                peer,
-                data: base.join("data"),
-            };
-            c.nodes.push(p);
-            c.write(i, heartbeat, "");
-            let p = &mut c.nodes[i];
-            let log = std::fs::File::create(base.join("raftd.log")).unwrap();
-            let _ = p.child.wait();
-            p.child = Command::new(env!("CARGO_BIN_EXE_raftd"))
-                .arg("--config")
-                .arg(&p.file)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("raftd starts");
+        let mut c = Cluster(testing::Cluster::new(FromFile, 3).unwrap());
+        for id in 1..=3 {
+            c.write(id, heartbeat, "");
+            c.0.spawn(id).expect("raftd starts");
         }
         c
     }
 
-    /// Writes node `i`'s file with `heartbeat` and `extra` lines at the top level.
-    fn write(&self, i: usize, heartbeat: &str, extra: &str) {
-        let p = &self.nodes[i];
+    /// Member `id`'s configuration file.
+    fn file(&self, id: u64) -> PathBuf {
+        config_file(&self.0.data_dir(id))
+    }
+
+    /// Writes member `id`'s file with `heartbeat` and `extra` lines at the top level.
+    fn write(&self, id: u64, heartbeat: &str, extra: &str) {
+        let c = &self.0;
+        let initial: Vec<String> = c
+            .founders()
+            .iter()
+            .map(|(i, p)| format!("{i}={p}"))
+            .collect();
         let text = format!(
-            "id = {}\nlisten_client = \"{}\"\nlisten_peer = \"{}\"\nlisten_metrics = \"{}\"\n\
+            "id = {id}\nlisten_client = \"{}\"\nlisten_peer = \"{}\"\nlisten_metrics = \"{}\"\n\
              data_dir = \"{}\"\ninitial_cluster = \"{}\"\ncluster_token = \"reload-it\"\n{extra}\n\
              [raft]\nheartbeat_interval = \"{heartbeat}\"\nelection_timeout_base = \"300ms\"\n",
-            i + 1,
-            p.client,
-            p.peer,
-            p.metrics,
-            p.data.display(),
-            self.initial
+            c.endpoint(id),
+            c.peer(id),
+            c.metrics(id),
+            c.data_dir(id).display(),
+            initial.join(",")
         );
         // Written aside and renamed: the watcher never sees half a file.
-        let tmp = p.file.with_extension("tmp");
+        let file = self.file(id);
+        let tmp = file.with_extension("tmp");
         std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, &p.file).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
     }
 
     /// Heartbeat messages sent, summed over the nodes.
     fn heartbeats(&self) -> f64 {
-        self.nodes
-            .iter()
-            .map(|p| {
+        (1..=3)
+            .map(|id| {
                 scrape_labelled(
-                    &p.metrics,
+                    self.0.metrics(id),
                     "raft_runtime_messages_sent_total",
                     "kind=\"heartbeat\"",
                 )
             })
             .sum()
-    }
-
-    async fn wait_leader(&self) {
-        let c = Client::new(self.nodes.iter().map(|p| p.client.clone()).collect())
-            .with_timeout(Duration::from_secs(2));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let st = c
-                .maintenance(|mut m| async move {
-                    m.status(StatusRequest {}).await.map(|r| r.into_inner())
-                })
-                .await;
-            if st.is_ok_and(|s| s.leader != 0) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "no leader within 20 s");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 
     /// Heartbeats sent per second by the whole cluster, over `secs` seconds.
@@ -277,26 +238,13 @@ impl Cluster {
         rate
     }
 
-    /// Waits until `metric` on node `i` reaches `at_least`.
-    async fn wait_metric(&self, i: usize, metric: &str, at_least: f64) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while scrape(&self.nodes[i].metrics, metric) < at_least {
-            assert!(
-                Instant::now() < deadline,
-                "{metric} on node {} stayed below {at_least}",
-                i + 1
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for p in &mut self.nodes {
-            let _ = p.child.kill();
-            let _ = p.child.wait();
-        }
+    /// Waits until `metric` on member `id` reaches `at_least`.
+    async fn wait_metric(&self, id: u64, metric: &str, at_least: f64) {
+        let what = format!("{metric} on node {id} to reach {at_least}");
+        testing::eventually(15, &what, || async {
+            (scrape(self.0.metrics(id), metric) >= at_least).then_some(())
+        })
+        .await;
     }
 }
 
@@ -306,17 +254,19 @@ const FAILURES: &str = "raftd_config_reload_failures_total";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_cluster_takes_a_new_heartbeat_interval_and_refuses_bad_files() {
     let c = Cluster::start("20ms");
-    c.wait_leader().await;
+    c.0.leader(Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     // 20 ms: 50 rounds a second to 2 followers.
     let fast = c.heartbeat_rate(2.0).await;
     assert!(fast > 0.0, "no heartbeats counted");
 
     // Every node picks up its changed file by itself.
-    for i in 0..3 {
-        c.write(i, "100ms", "");
+    for id in 1..=3 {
+        c.write(id, "100ms", "");
     }
-    for i in 0..3 {
-        c.wait_metric(i, RELOADS, 1.0).await;
+    for id in 1..=3 {
+        c.wait_metric(id, RELOADS, 1.0).await;
     }
     let slow = c.heartbeat_rate_below(fast / 2.0).await;
     println!("heartbeats/s: {fast:.1} at 20ms, {slow:.1} at 100ms");
@@ -327,16 +277,16 @@ async fn a_running_cluster_takes_a_new_heartbeat_interval_and_refuses_bad_files(
     );
 
     // An invalid file on every node: refused (watcher and rpc alike), 100 ms stays.
-    for i in 0..3 {
-        c.write(i, "100ms", "log_filter = \"info,[[[\"");
+    for id in 1..=3 {
+        c.write(id, "100ms", "log_filter = \"info,[[[\"");
     }
-    for i in 0..3 {
-        c.wait_metric(i, FAILURES, 1.0).await;
+    for id in 1..=3 {
+        c.wait_metric(id, FAILURES, 1.0).await;
     }
-    let e = reload_rpc(&c.nodes[0].client).await.unwrap_err();
+    let e = reload_rpc(&c.0.endpoint(1)).await.unwrap_err();
     assert_eq!(code_of(&e), tonic::Code::InvalidArgument, "{e}");
     assert!(e.to_string().contains("log_filter"), "{e}");
-    assert!(scrape(&c.nodes[0].metrics, FAILURES) >= 2.0);
+    assert!(scrape(c.0.metrics(1), FAILURES) >= 2.0);
     let still = c.heartbeat_rate_below(fast / 2.0).await;
     println!("heartbeats/s after the invalid file: {still:.1}");
     assert!(
@@ -346,47 +296,42 @@ async fn a_running_cluster_takes_a_new_heartbeat_interval_and_refuses_bad_files(
 
     // A fixed key (listen_peer) with a reloadable one: refused naming the key.
     let moved = free_addr();
-    let p = &c.nodes[1];
-    let text = std::fs::read_to_string(&p.file).unwrap();
+    let file = c.file(2);
+    let text = std::fs::read_to_string(&file).unwrap();
     let text = text
-        .replace(&p.peer, &moved)
+        .replace(c.0.peer(2), &moved)
         .replace("log_filter = \"info,[[[\"", "");
-    std::fs::write(&p.file, text).unwrap();
-    c.wait_metric(1, FAILURES, 2.0).await;
-    let e = reload_rpc(&p.client).await.unwrap_err();
+    std::fs::write(&file, text).unwrap();
+    c.wait_metric(2, FAILURES, 2.0).await;
+    let e = reload_rpc(&c.0.endpoint(2)).await.unwrap_err();
     assert_eq!(code_of(&e), tonic::Code::FailedPrecondition, "{e}");
     assert!(e.to_string().contains("listen_peer"), "{e}");
 
     // SIGHUP on a node whose file is valid again: reloaded (nothing changed).
-    c.write(2, "100ms", "");
-    c.wait_metric(2, RELOADS, 2.0).await;
-    let pid = c.nodes[2].child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    c.wait_metric(2, RELOADS, 3.0).await;
+    c.write(3, "100ms", "");
+    c.wait_metric(3, RELOADS, 2.0).await;
+    assert!(kill(&["-HUP"], c.0.pid(3)));
+    c.wait_metric(3, RELOADS, 3.0).await;
     assert_eq!(
-        reload_rpc(&c.nodes[2].client).await.unwrap(),
+        reload_rpc(&c.0.endpoint(3)).await.unwrap(),
         Vec::<String>::new()
     );
-    c.wait_metric(2, RELOADS, 4.0).await;
-    for (i, p) in c.nodes.iter().enumerate() {
+    c.wait_metric(3, RELOADS, 4.0).await;
+    for id in 1..=3 {
+        // `kill -0` checks the process exists without signalling it.
         assert!(
-            p_alive(p),
-            "node {} exited (SIGHUP must not end raftd)",
-            i + 1
+            kill(&["-0"], c.0.pid(id)),
+            "node {id} exited (SIGHUP must not end raftd)"
         );
     }
 }
 
-fn p_alive(p: &Proc) -> bool {
-    // `kill -0` checks the process exists without signalling it.
+/// Runs `kill <args> <pid>`; whether it succeeded.
+fn kill(args: &[&str], pid: Option<u32>) -> bool {
+    let pid = pid.expect("the member runs").to_string();
     Command::new("kill")
-        .args(["-0", &p.child.id().to_string()])
+        .args(args)
+        .arg(pid)
         .status()
         .is_ok_and(|s| s.success())
 }
