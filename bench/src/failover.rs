@@ -81,7 +81,7 @@ pub async fn trial(cluster: &mut Cluster, value_size: usize) -> Result<Duration>
     };
     let failover = first.duration_since(killed);
 
-    cluster.restart(leader)?;
+    cluster.spawn(leader)?;
     catch_up(cluster, leader).await?;
     Ok(failover)
 }
@@ -104,7 +104,7 @@ pub async fn catch_up(cluster: &Cluster, id: u64) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     loop {
-        if let Ok(mut c) = cluster.client(&[id], Duration::from_secs(1)).await {
+        if let Ok(mut c) = cluster.etcd_client(&[id], Duration::from_secs(1)).await {
             let opts = etcd_client::GetOptions::new().with_serializable();
             if let Ok(r) = c.get(marker.as_str(), Some(opts)).await
                 && !r.kvs().is_empty()

@@ -11,6 +11,7 @@
 use etcd_client::{Compare, CompareOp, GetOptions, MemberAddOptions, Txn, TxnOp};
 use raft_bench::cluster::{Cluster, Server, connect, free_addr};
 use raft_bench::failover::catch_up;
+use raft_node::testing::{CALM, eventually};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -51,36 +52,7 @@ fn raftd() -> PathBuf {
 
 /// A 3-member raftd cluster with a calmer election timer (loaded CI machines).
 fn start(dir: &tempfile::TempDir) -> Cluster {
-    Cluster::start(
-        Server::Raftd(raftd()),
-        dir.path(),
-        3,
-        &[
-            "--heartbeat-interval",
-            "50ms",
-            "--election-timeout-base",
-            "300ms",
-            "--log-filter",
-            "info",
-        ],
-    )
-    .expect("cluster starts")
-}
-
-/// Retries `f` until it returns `Some`, for at most `secs` seconds (liveness only).
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    Cluster::start(Server::Raftd(raftd()), dir.path(), 3, &CALM).expect("cluster starts")
 }
 
 /// The value of `key` read through `c` (linearizable unless `serializable`).
@@ -102,6 +74,36 @@ async fn assert_all_present(
     for key in keys {
         assert!(get(c, key, serializable).await.is_some(), "{key} {what}");
     }
+}
+
+/// Under `secs` seconds of writes, stops the leader with `stop` 1.5 s in; returns the
+/// leader's id and the keys whose put was acknowledged (more than 10).
+async fn stop_leader_under_load(
+    cluster: &mut Cluster,
+    secs: u64,
+    stop: impl FnOnce(&mut Cluster, u64),
+) -> (u64, Vec<String>) {
+    let leader = cluster.leader(Duration::from_secs(30)).await.unwrap();
+    let load = writer(cluster.endpoints(), secs);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop(cluster, leader);
+    let acked = load.await.unwrap();
+    assert!(
+        acked.len() > 10,
+        "too few acknowledged writes: {}",
+        acked.len()
+    );
+    (leader, acked)
+}
+
+/// Starts the stopped member `id` again, waits until it caught up and returns a client of it.
+async fn restart_and_catch_up(cluster: &mut Cluster, id: u64) -> etcd_client::Client {
+    cluster.spawn(id).unwrap();
+    catch_up(cluster, id).await.unwrap();
+    cluster
+        .etcd_client(&[id], Duration::from_secs(5))
+        .await
+        .unwrap()
 }
 
 /// Writes `load-<n>` keys through `endpoints` for `secs` seconds and returns the keys whose
@@ -138,7 +140,10 @@ async fn put_get_delete_txn_from_every_member() {
         cluster.leader(Duration::from_secs(30)).await.unwrap();
         let mut first_rev = None;
         for id in 1..=3u64 {
-            let mut c = cluster.client(&[id], Duration::from_secs(5)).await.unwrap();
+            let mut c = cluster
+                .etcd_client(&[id], Duration::from_secs(5))
+                .await
+                .unwrap();
             let key = format!("key-{id}");
             let put = eventually(10, "a put", || {
                 let mut c = c.clone();
@@ -153,7 +158,7 @@ async fn put_get_delete_txn_from_every_member() {
             // Every member sees the write (linearizable reads).
             for other in 1..=3u64 {
                 let mut o = cluster
-                    .client(&[other], Duration::from_secs(5))
+                    .etcd_client(&[other], Duration::from_secs(5))
                     .await
                     .unwrap();
                 assert_eq!(get(&mut o, &key, false).await.as_deref(), Some("v1"));
@@ -184,17 +189,12 @@ async fn leader_killed_under_load_loses_no_acknowledged_write_and_catches_up() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = start(&dir);
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let leader = cluster.leader(Duration::from_secs(30)).await.unwrap();
-        let load = writer(cluster.endpoints(), 6);
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        cluster.kill9(leader).unwrap();
-        let acked = load.await.unwrap();
-        assert!(
-            acked.len() > 10,
-            "too few acknowledged writes: {}",
-            acked.len()
-        );
-        let mut survivors = cluster.client(&[], Duration::from_secs(5)).await.unwrap();
+        let (leader, acked) =
+            stop_leader_under_load(&mut cluster, 6, |c, id| c.kill9(id).unwrap()).await;
+        let mut survivors = cluster
+            .etcd_client(&[], Duration::from_secs(5))
+            .await
+            .unwrap();
         eventually(20, "a write after the leader died", || {
             let mut c = survivors.clone();
             async move { c.put("after", "kill", None).await.ok() }
@@ -202,12 +202,7 @@ async fn leader_killed_under_load_loses_no_acknowledged_write_and_catches_up() {
         .await;
         assert_all_present(&mut survivors, &acked, false, "acknowledged, then lost").await;
         // The old leader comes back from its data dir and catches up.
-        cluster.restart(leader).unwrap();
-        catch_up(&cluster, leader).await.unwrap();
-        let mut back = cluster
-            .client(&[leader], Duration::from_secs(5))
-            .await
-            .unwrap();
+        let mut back = restart_and_catch_up(&mut cluster, leader).await;
         assert_eq!(get(&mut back, "after", true).await.as_deref(), Some("kill"));
         assert!(get(&mut back, acked.last().unwrap(), true).await.is_some());
     })
@@ -221,7 +216,10 @@ async fn learner_is_added_promoted_and_another_member_removed() {
     let mut cluster = start(&dir);
     tokio::time::timeout(TEST_TIMEOUT, async {
         cluster.leader(Duration::from_secs(30)).await.unwrap();
-        let mut c = cluster.client(&[], Duration::from_secs(5)).await.unwrap();
+        let mut c = cluster
+            .etcd_client(&[], Duration::from_secs(5))
+            .await
+            .unwrap();
         eventually(10, "a put", || {
             let mut c = c.clone();
             async move { c.put("before-join", "1", None).await.ok() }
@@ -266,7 +264,10 @@ async fn learner_is_added_promoted_and_another_member_removed() {
         assert_eq!(ids, [(1, false), (2, false), (new_id, false)]);
         cluster.forget(3).unwrap();
         // The new configuration serves writes (node 3 may have led: an election first).
-        let mut c = cluster.client(&[], Duration::from_secs(5)).await.unwrap();
+        let mut c = cluster
+            .etcd_client(&[], Duration::from_secs(5))
+            .await
+            .unwrap();
         eventually(20, "a write in the new configuration", || {
             let mut c = c.clone();
             async move { c.put("after-change", "ok", None).await.ok() }
@@ -274,7 +275,7 @@ async fn learner_is_added_promoted_and_another_member_removed() {
         .await;
         assert_eq!(c.member_list().await.unwrap().members().len(), 3);
         let mut promoted = cluster
-            .client(&[new_id], Duration::from_secs(5))
+            .etcd_client(&[new_id], Duration::from_secs(5))
             .await
             .unwrap();
         assert_eq!(
@@ -291,29 +292,21 @@ async fn sigterm_under_load_exits_cleanly_and_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = start(&dir);
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let leader = cluster.leader(Duration::from_secs(30)).await.unwrap();
-        let load = writer(cluster.endpoints(), 4);
-        tokio::time::sleep(Duration::from_millis(1500)).await;
         // The exit time is measured by `cargo xtask bench cluster`; here only a generous
         // bound, so that a hang fails the test.
-        let (took, status) = cluster.terminate(leader, Duration::from_secs(20)).unwrap();
-        eprintln!("leader {leader} exited {status} {took:?} after SIGTERM");
-        assert!(status.success(), "raftd exited with {status} on SIGTERM");
-        let acked = load.await.unwrap();
-        assert!(
-            acked.len() > 10,
-            "too few acknowledged writes: {}",
-            acked.len()
-        );
+        let (leader, acked) = stop_leader_under_load(&mut cluster, 4, |c, leader| {
+            let (took, status) = c.terminate(leader, Duration::from_secs(20)).unwrap();
+            eprintln!("leader {leader} exited {status} {took:?} after SIGTERM");
+            assert!(status.success(), "raftd exited with {status} on SIGTERM");
+        })
+        .await;
         // Every acknowledged write survives, on the others and on the restarted member.
-        let mut others = cluster.client(&[], Duration::from_secs(5)).await.unwrap();
-        assert_all_present(&mut others, &acked, false, "acknowledged, then lost").await;
-        cluster.restart(leader).unwrap();
-        catch_up(&cluster, leader).await.unwrap();
-        let mut back = cluster
-            .client(&[leader], Duration::from_secs(5))
+        let mut others = cluster
+            .etcd_client(&[], Duration::from_secs(5))
             .await
             .unwrap();
+        assert_all_present(&mut others, &acked, false, "acknowledged, then lost").await;
+        let mut back = restart_and_catch_up(&mut cluster, leader).await;
         assert_all_present(&mut back, &acked, true, "missing after restart").await;
         // A follower stops cleanly too.
         let follower = cluster
