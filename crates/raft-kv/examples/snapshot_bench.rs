@@ -11,6 +11,10 @@
 //!
 //! Run: `cargo run --release -p raft-kv --example snapshot_bench -- [keys] [dir] [rounds]`
 //! (or `cargo xtask bench snapshot`).
+//!
+//! The process uses mimalloc, as raftd does: with the system allocator the writer and the
+//! snapshot thread contend for glibc's arena locks (sled frees its nodes on whichever thread
+//! collects them), which measures the allocator rather than the state machine.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -23,6 +27,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -105,12 +112,28 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A snapshot through raft-kv's capture: returns its info and the wall time from the
-/// capture to the durable, verified file in the manifest.
+/// Whether snapshot threads lower their priority (as raftd's do); the environment variable
+/// `SNAPSHOT_BENCH_NICE=0` turns it off, for comparison.
+fn nice_snapshots() -> bool {
+    std::env::var("SNAPSHOT_BENCH_NICE").map_or(true, |v| v != "0")
+}
+
+/// A snapshot through raft-kv's capture, written on a thread of its own as raftd does:
+/// returns its info and the wall time from the capture to the durable, verified file in the
+/// manifest.
 fn snapshot(kv: &KvStore, store: &SnapshotStore) -> BoxResult<(SnapshotInfo, f64)> {
     let t = Instant::now();
     let pending = capture_snapshot(kv, store, membership())?;
-    let info = pending.write(now_ms())?;
+    let info = std::thread::scope(|s| {
+        s.spawn(|| -> BoxResult<SnapshotInfo> {
+            if nice_snapshots() {
+                raft_kv::lower_thread_priority()?;
+            }
+            Ok(pending.write(now_ms())?)
+        })
+        .join()
+        .map_err(|_| "snapshot thread panicked")?
+    })?;
     Ok((info, t.elapsed().as_secs_f64()))
 }
 
@@ -123,10 +146,11 @@ struct Writer {
 }
 
 impl Writer {
-    /// Returns the puts applied, the CPU seconds this thread used and the longest
-    /// `apply_batch` call.
-    fn run(&mut self, kv: &KvStore, stop: &AtomicBool) -> BoxResult<(u64, f64, Duration)> {
+    /// Returns the puts applied, the CPU seconds this thread used, the seconds it was ready
+    /// to run but waited for a CPU, and the longest `apply_batch` call.
+    fn run(&mut self, kv: &KvStore, stop: &AtomicBool) -> BoxResult<(u64, f64, f64, Duration)> {
         let cpu0 = cpu_seconds("thread-self");
+        let queued0 = run_queue_seconds();
         let mut longest = Duration::ZERO;
         let mut n = 0;
         let mut buf = Vec::with_capacity(APPLY_BATCH);
@@ -144,7 +168,12 @@ impl Writer {
             n += APPLY_BATCH as u64;
         }
         self.version += 1;
-        Ok((n, cpu_seconds("thread-self") - cpu0, longest))
+        Ok((
+            n,
+            cpu_seconds("thread-self") - cpu0,
+            run_queue_seconds() - queued0,
+            longest,
+        ))
     }
 }
 
@@ -154,6 +183,9 @@ struct Round {
     secs: f64,
     /// CPU seconds of the writer thread.
     writer_cpu: f64,
+    /// Seconds the writer was runnable but waited for a CPU (the rest of the time it was
+    /// not on a CPU, it was blocked: locks, IO).
+    writer_queued: f64,
     /// CPU seconds of the whole process (writer and snapshot builder).
     process_cpu: f64,
     /// The longest single `apply_batch` of the writer.
@@ -210,18 +242,29 @@ fn round(
             }
         };
         stop.store(true, Ordering::Relaxed);
-        let (puts, writer_cpu, longest) = w.join().map_err(|_| "writer panicked")??;
+        let (puts, writer_cpu, writer_queued, longest) =
+            w.join().map_err(|_| "writer panicked")??;
         let secs = t.elapsed().as_secs_f64();
         let build = built.transpose()?.map(|(_, s)| s);
         Ok(Round {
             puts,
             secs,
             writer_cpu,
+            writer_queued,
             process_cpu: cpu_seconds("self") - cpu0,
             longest,
             build,
         })
     })
+}
+
+/// Seconds this thread spent runnable but waiting for a CPU (`/proc/thread-self/schedstat`,
+/// second field, in nanoseconds); 0 where there is none.
+fn run_queue_seconds() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0.0, |ns| ns as f64 / 1e9)
 }
 
 fn loadavg() -> String {
@@ -419,6 +462,17 @@ fn run(keys: u64, dir: &Path, rounds: u32) -> BoxResult<()> {
         sum(&|r| r.writer_cpu, true) / sum(&|r| r.secs, true),
         sum(&|r| r.process_cpu, true) / sum(&|r| r.secs, true),
     );
+    let per_wall = |f: &dyn Fn(&Round) -> f64, which: bool| sum(f, which) / sum(&|r| r.secs, which);
+    println!(
+        "| writer thread per wall second, without → during: on a CPU / waiting for a CPU / \
+         blocked | {:.2} / {:.2} / {:.2} → {:.2} / {:.2} / {:.2} | | |",
+        per_wall(&|r| r.writer_cpu, false),
+        per_wall(&|r| r.writer_queued, false),
+        1.0 - per_wall(&|r| r.writer_cpu + r.writer_queued, false),
+        per_wall(&|r| r.writer_cpu, true),
+        per_wall(&|r| r.writer_queued, true),
+        1.0 - per_wall(&|r| r.writer_cpu + r.writer_queued, true),
+    );
     let longest = |which: bool| {
         rows.iter()
             .map(|(a, b)| if which { b.longest } else { a.longest })
@@ -432,6 +486,14 @@ fn run(keys: u64, dir: &Path, rounds: u32) -> BoxResult<()> {
          {:.1} ms → {:.1} ms | | |",
         longest(false),
         longest(true)
+    );
+    println!(
+        "| snapshot thread priority | {} | | |",
+        if nice_snapshots() {
+            format!("nice {}", raft_kv::BACKGROUND_NICE)
+        } else {
+            "nice 0 (`SNAPSHOT_BENCH_NICE=0`)".to_string()
+        }
     );
     println!("| load average (1, 5, 15 min) at start / end | {load_start} / {load_end} | | |");
     Ok(())

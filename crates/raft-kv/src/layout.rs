@@ -9,9 +9,11 @@ use std::ops::Bound;
 pub(crate) const DATA: u8 = b'k';
 /// Key space of the metadata: `b'm' ++ name` -> value (see [`meta`]).
 pub(crate) const META: u8 = b'm';
-/// Key space of the dirty set: `b'd' ++ user key` -> generation (u64 big-endian).
+/// Key space of the dirty lists: `b'd' ++ generation (u64 BE) ++ applied index (u64 BE)` ->
+/// the user keys the batch ending at that index wrote (see [`encode_key_list`]).
 pub(crate) const DIRTY: u8 = b'd';
-/// Key space of the copy-on-write pre-images: `b'c' ++ user key` -> cow entry.
+/// Key space of the copy-on-write pre-images: `b'c' ++ capture number (u64 BE) ++ user key`
+/// -> cow entry.
 pub(crate) const COW: u8 = b'c';
 
 /// Names of the metadata entries (after the `b'm'` prefix).
@@ -38,8 +40,56 @@ pub(crate) mod meta {
     pub(crate) const RESTORING: &[u8] = b"restoring";
 }
 
-/// Version of this layout, stored under `meta::LAYOUT`.
-pub(crate) const LAYOUT_VERSION: u8 = 1;
+/// Version of this layout, stored under `meta::LAYOUT`. Version 1 had one dirty mark per key
+/// (`b'd' ++ user key` -> generation) and pre-images under `b'c' ++ user key`; opening such a
+/// store converts it (see `KvStore::with_db`).
+pub(crate) const LAYOUT_VERSION: u8 = 2;
+
+/// `prefix ++ n (u64 BE)`: the start of the part of a key space numbered `n`.
+pub(crate) fn numbered(prefix: u8, n: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(9);
+    v.push(prefix);
+    v.extend_from_slice(&n.to_be_bytes());
+    v
+}
+
+/// The sled key of a dirty list: `b'd' ++ generation ++ index`.
+pub(crate) fn dirty_key(generation: u64, index: u64) -> Vec<u8> {
+    let mut v = numbered(DIRTY, generation);
+    v.extend_from_slice(&index.to_be_bytes());
+    v
+}
+
+/// The sled key of a pre-image: `b'c' ++ capture number ++ user key`.
+pub(crate) fn cow_key(capture: u64, key: &[u8]) -> Vec<u8> {
+    let mut v = numbered(COW, capture);
+    v.extend_from_slice(key);
+    v
+}
+
+/// A dirty list's value: each key as its length (LEB128 varint) then its bytes.
+pub(crate) fn encode_key_list<'a>(keys: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    for k in keys {
+        prost::encoding::encode_varint(k.len() as u64, &mut buf);
+        buf.extend_from_slice(k);
+    }
+    buf
+}
+
+/// Decodes a dirty list into `out`; a malformed one is `None`.
+pub(crate) fn decode_key_list(mut data: &[u8], out: &mut Vec<Vec<u8>>) -> Option<()> {
+    while !data.is_empty() {
+        let len = usize::try_from(prost::encoding::decode_varint(&mut data).ok()?).ok()?;
+        if len > data.len() {
+            return None;
+        }
+        let (k, rest) = data.split_at(len);
+        out.push(k.to_vec());
+        data = rest;
+    }
+    Some(())
+}
 
 /// `prefix ++ key`.
 pub(crate) fn prefixed(prefix: u8, key: &[u8]) -> Vec<u8> {
@@ -159,5 +209,18 @@ mod tests {
         let (lo, hi) = all.sled_bounds(DATA);
         assert_eq!(lo, Bound::Included(vec![DATA]));
         assert_eq!(hi, Bound::Excluded(vec![DATA + 1]));
+    }
+
+    #[test]
+    fn key_lists_round_trip_and_refuse_garbage() {
+        let keys: Vec<&[u8]> = vec![b"", b"a", &[0xff; 200]];
+        let enc = encode_key_list(keys.iter().copied());
+        let mut out = Vec::new();
+        decode_key_list(&enc, &mut out).unwrap();
+        assert_eq!(out, keys);
+        assert!(decode_key_list(&[5, b'a'], &mut Vec::new()).is_none());
+        assert!(decode_key_list(&[0xff], &mut Vec::new()).is_none());
+        assert!(dirty_key(1, 2) < dirty_key(2, 1));
+        assert!(cow_key(1, b"\xff") < cow_key(2, b""));
     }
 }

@@ -33,8 +33,8 @@ pub use members::Member;
 pub use record::Record;
 pub use snapshot::{Capture, CaptureInfo, CaptureKind, CaptureRecords, Restore, SnapshotRecord};
 pub use snapshot_store::{
-    KvRestoreSink, PendingSnapshot, RecordSource, capture_snapshot, maintain_chains,
-    restore_from_store,
+    BACKGROUND_NICE, KvRestoreSink, PendingSnapshot, RecordSource, capture_snapshot,
+    lower_thread_priority, maintain_chains, restore_from_store,
 };
 pub use store::{
     ApplyEntry, ApplyResult, EntryPayload, INITIAL_REVISION, KvStore, Outcome, Response,

@@ -15,29 +15,48 @@
 //! # Copy-on-write
 //! [`KvStore::capture`] freezes the state at the applied index N and starts a new dirty
 //! generation. While the capture's records are alive, the first write of a key after N
-//! stores the key's value at N (or its absence) as a pre-image in the `b'c'` key space, in
-//! the same sled batch as the write; the capture reads pre-images before the live data. The
-//! records are read in chunks under a read lock, so apply only ever waits for one chunk.
-//! Keys the records have already passed need no pre-image (the reader publishes how far it
-//! got), so late in a capture writes cost what they cost without one. Dropping the records
-//! ends the capture and removes the pre-images.
+//! stores the key's value at N (or its absence) as a pre-image under the capture's number in
+//! the `b'c'` key space, in the same sled batch as the write. The value is the one apply
+//! read anyway to build the new record, and apply remembers in memory which keys have a
+//! pre-image, so copy-on-write adds a write per key and no read. Keys the records have
+//! already passed need no pre-image (the reader publishes how far it got), so late in a
+//! capture writes cost what they cost without one. Dropping the records ends the capture;
+//! its pre-images are removed afterwards.
+//!
+//! The reader takes no lock that apply waits for. For each chunk of keys it reads the live
+//! data first and the pre-images of the same keys second, and a pre-image wins. That is
+//! enough: a write after N that lands before the data read also wrote the key's pre-image
+//! (same atomic batch), which the later pre-image read sees; a write that lands after the
+//! data read left the data at its value at N. The reader publishes its progress only after
+//! both reads, so a write never skips a pre-image the reader still needs.
 //!
 //! # Dirty tracking
-//! Every write marks its key with the current generation (`b'd'` key space). A capture at
-//! generation `g` taken when the last durable snapshot's generation was `f` has as its delta
-//! the keys marked in `(f, g]`, plus keys so marked that were written again after N (their
-//! pre-image remembers it). [`KvStore::capture_durable`] moves `f` to `g` once the snapshot
-//! is durable; a capture that is dropped without it leaves its changes for the next delta.
+//! Every applied batch stores the list of keys it wrote under the current generation
+//! (`b'd'` key space: one entry per batch, not per key). A capture at generation `g` taken
+//! when the last durable snapshot's generation was `f` has as its delta the keys listed in
+//! generations `(f, g]`: it reads those lists and sorts and deduplicates their keys in memory
+//! (a few dozen bytes per changed key), then reads each key's value at N (pre-image, else live
+//! data; a key absent at N is a `Delete`). [`KvStore::capture_durable`] moves `f` to `g` once
+//! the snapshot is durable; a capture that is dropped without it leaves its changes for the
+//! next delta.
+//!
+//! # Cleanup without locks
+//! Retired dirty lists (generations at or below the floor) and the pre-images of ended
+//! captures (capture numbers below the running or next one) sit in key ranges that no write
+//! touches again, so [`tidy`] removes them in small blind batches without the state lock:
+//! one remove per applied batch for the dirty lists, one per pre-imaged key.
 
 use crate::error::{Error, Result};
-use crate::layout::{COW, DATA, DIRTY, META, be_u64, meta, meta_key, prefixed};
+use crate::layout::{
+    COW, DATA, DIRTY, META, be_u64, cow_key, decode_key_list, dirty_key, encode_key_list, meta,
+    meta_key, numbered, prefixed,
+};
 use crate::members::{Member, decode_members, encode_members};
 use crate::record::Record;
-use crate::store::{
-    ActiveCapture, COW_PRESENT, COW_WAS_DIRTY, KvStore, Progress, Shared, State, remove_space,
-};
+use crate::store::{ActiveCapture, COW_PRESENT, KvStore, Progress, Shared, State, remove_space};
 use prost::bytes::Bytes;
-use std::collections::VecDeque;
+use std::cmp::Ordering;
+use std::collections::{HashSet, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -111,6 +130,9 @@ pub struct CaptureRecords {
     cap: ActiveCapture,
     /// Last user key examined (records after it come next); `None` before the first.
     cursor: Option<Vec<u8>>,
+    /// A delta's keys (sorted, unique) from its dirty lists, read at the first chunk, and
+    /// how many of them were read.
+    dirty: Option<(Vec<Vec<u8>>, usize)>,
     buf: VecDeque<SnapshotRecord>,
     data_done: bool,
     /// The metadata records, emitted after the data.
@@ -118,7 +140,7 @@ pub struct CaptureRecords {
     failed: bool,
 }
 
-/// Keys examined per chunk (under one read lock).
+/// Keys examined per chunk.
 const CHUNK: usize = 512;
 
 impl KvStore {
@@ -133,18 +155,15 @@ impl KvStore {
         if st.capture.is_some() {
             return Err(Error::CaptureInProgress);
         }
-        if st.cow_stale {
-            // The previous capture ended a moment ago: its pre-images must go first.
-            remove_space(&shared.tree, COW, |_| true)?;
-            st.cow_stale = false;
-        }
-        // Dirty marks at or below the floor may still be there (their removal stops while a
-        // capture runs); the capture ignores them.
+        // Dirty lists at or below the floor and earlier captures' pre-images may still be
+        // there (cleanup runs after a capture); this capture reads neither.
         let cap = ActiveCapture {
             floor: st.dirty_floor,
             generation: st.dirty_gen,
-            delta: kind == CaptureKind::Delta,
+            number: st.next_capture,
         };
+        st.next_capture += 1;
+        st.pre_imaged.clear();
         st.dirty_gen += 1;
         shared
             .tree
@@ -187,6 +206,7 @@ impl KvStore {
                 kind,
                 cap,
                 cursor: None,
+                dirty: None,
                 buf: VecDeque::new(),
                 data_done: false,
                 tail,
@@ -230,7 +250,6 @@ impl KvStore {
         b.insert(meta_key(meta::DIRTY_GEN), &st.dirty_gen.to_be_bytes());
         b.insert(meta_key(meta::SNAPSHOT_INDEX), &index.to_be_bytes());
         shared.tree.apply_batch(b)?;
-        st.cleanup_pending = true;
         drop(st);
         tracing::info!(index, "snapshot durable; delta tracking restarts");
         tidy(shared)
@@ -287,8 +306,6 @@ impl KvStore {
         tree.flush()?;
         st.restoring = true;
         st.pending_durable = None;
-        st.cleanup_pending = false;
-        st.cow_stale = false;
         if wipe {
             remove_space(tree, DATA, |_| true)?;
         }
@@ -303,82 +320,98 @@ impl KvStore {
     }
 }
 
-/// Keys examined per chunk of [`tidy`] (under one read lock).
-const TIDY_CHUNK: usize = 1024;
+/// Keys listed per range scan in [`tidy`].
+const TIDY_CHUNK: usize = 256;
 
-/// Removes what ended captures leave behind: the pre-images of the last capture and the
-/// dirty marks at or below the floor (changes a durable snapshot holds). Both can be many
-/// (one mark per key after a full snapshot), so the work goes in chunks, each under the
-/// state read lock: apply, which writes under the write lock, waits for one chunk at most,
-/// and no mark changes while its chunk is examined. Stops while a capture or a restore
-/// runs (the capture ignores marks at or below its floor); the end of the capture resumes.
+/// Removes what ended captures leave behind: the pre-images of captures that are over and
+/// the dirty lists at or below the floor (changes a durable snapshot holds).
+///
+/// Both sit in key ranges no write touches again (new pre-images go under the running
+/// capture's number, new lists under a generation above the floor), so the removal needs
+/// no lock of ours and no look at the values (see [`remove_range`]). The bounds are taken under the state lock once: lists of the
+/// running capture's delta are kept even when the floor has passed them (a capture may be
+/// reported durable while its records are still read).
 pub(crate) fn tidy(shared: &Shared) -> Result<()> {
-    let idle = |st: &State| st.capture.is_none() && !st.restoring;
-    if shared.state.read().cow_stale {
-        if !tidy_space(shared, COW, idle, |_, _| true)? {
+    let (cow_limit, dirty_limit) = {
+        let st = shared.state.read();
+        if st.restoring {
             return Ok(());
         }
-        let mut st = shared.state.write();
-        if idle(&st) {
-            st.cow_stale = false;
+        match st.capture {
+            Some(cap) => (cap.number, st.dirty_floor.min(cap.floor)),
+            None => (st.next_capture, st.dirty_floor),
         }
-    }
-    let (pending, floor) = {
-        let st = shared.state.read();
-        (st.cleanup_pending, st.dirty_floor)
     };
-    if !pending {
-        return Ok(());
-    }
-    let stale = |st: &State, v: &[u8]| be_u64(v).is_some_and(|m| m <= st.dirty_floor);
-    if !tidy_space(shared, DIRTY, idle, stale)? {
-        return Ok(());
-    }
-    let mut st = shared.state.write();
-    if st.dirty_floor == floor && idle(&st) {
-        st.cleanup_pending = false;
-    }
-    tracing::debug!(floor, "dirty marks cleaned up");
+    let cow = remove_range(&shared.tree, vec![COW], numbered(COW, cow_limit))?;
+    let dirty = remove_range(
+        &shared.tree,
+        vec![DIRTY],
+        numbered(DIRTY, dirty_limit.saturating_add(1)),
+    )?;
+    tracing::debug!(cow, dirty, dirty_limit, "snapshot leftovers removed");
     Ok(())
 }
 
-/// Removes the entries of key space `space` for which `doomed` holds, in chunks under the
-/// state read lock while `go_on` holds; false when it stopped early.
-fn tidy_space(
-    shared: &Shared,
-    space: u8,
-    go_on: impl Fn(&State) -> bool,
-    doomed: impl Fn(&State, &[u8]) -> bool,
-) -> Result<bool> {
-    let mut after: Option<sled::IVec> = None;
+/// Removes every key in `[lo, hi)`, one sled remove at a time; returns how many.
+///
+/// Single removes, not batches: a sled batch takes sled's global lock exclusively (every
+/// read and write of the database waits for it), a single remove shares it. So a cleanup
+/// on a low-priority thread that is preempted in the middle never stops apply.
+fn remove_range(tree: &sled::Tree, lo: Vec<u8>, hi: Vec<u8>) -> Result<usize> {
+    let mut removed = 0;
+    let mut from = Bound::Included(lo);
     loop {
-        let st = shared.state.read();
-        if !go_on(&st) {
-            return Ok(false);
-        }
-        let lo = match &after {
-            Some(k) => Bound::Excluded(k.to_vec()),
-            None => Bound::Included(vec![space]),
-        };
-        let mut b = sled::Batch::default();
-        let mut seen = 0;
-        for item in shared
-            .tree
-            .range((lo, Bound::Excluded(vec![space + 1])))
+        let mut keys = Vec::with_capacity(TIDY_CHUNK);
+        for item in tree
+            .range((from.clone(), Bound::Excluded(hi.clone())))
             .take(TIDY_CHUNK)
         {
-            let (k, v) = item?;
-            if doomed(&st, &v) {
-                b.remove(k.clone());
-            }
-            after = Some(k);
-            seen += 1;
+            keys.push(item?.0);
         }
-        shared.tree.apply_batch(b)?;
-        if seen < TIDY_CHUNK {
-            return Ok(true);
+        let Some(last) = keys.last() else {
+            return Ok(removed);
+        };
+        from = Bound::Excluded(last.to_vec());
+        for k in &keys {
+            tree.remove(k)?;
         }
+        removed += keys.len();
     }
+}
+
+/// Converts a layout-1 store (one dirty mark `b'd' ++ user key` -> generation per key) to
+/// the current layout in one atomic batch: the marks above the floor become one dirty list
+/// per generation, the rest is dropped. Pre-images are already gone (removed at open).
+pub(crate) fn upgrade_layout(tree: &sled::Tree) -> Result<()> {
+    if tree.get(meta_key(meta::LAYOUT))?.as_deref() != Some(&[1][..]) {
+        return Ok(());
+    }
+    let floor = match tree.get(meta_key(meta::DIRTY_FLOOR))? {
+        Some(v) => be_u64(&v).ok_or_else(|| Error::corrupt("meta dirty_floor"))?,
+        None => 0,
+    };
+    let mut b = sled::Batch::default();
+    let mut lists: std::collections::BTreeMap<u64, Vec<Vec<u8>>> = Default::default();
+    for item in tree.scan_prefix([DIRTY]) {
+        let (k, v) = item?;
+        let generation = be_u64(&v).ok_or_else(|| Error::corrupt("layout 1 dirty mark"))?;
+        if generation > floor {
+            lists.entry(generation).or_default().push(k[1..].to_vec());
+        }
+        b.remove(k);
+    }
+    let converted: usize = lists.values().map(Vec::len).sum();
+    for (generation, keys) in &lists {
+        b.insert(
+            dirty_key(*generation, 0),
+            encode_key_list(keys.iter().map(Vec::as_slice)),
+        );
+    }
+    b.insert(meta_key(meta::LAYOUT), &[crate::layout::LAYOUT_VERSION]);
+    tree.apply_batch(b)?;
+    tree.flush()?;
+    tracing::info!(converted, "raft-kv store converted to layout 2");
+    Ok(())
 }
 
 /// A restore in progress: feed it a snapshot's records, then [`finish`](Self::finish).
@@ -458,7 +491,9 @@ impl Restore {
         b.remove(meta_key(meta::RESTORING));
         shared.tree.apply_batch(std::mem::take(b))?;
         shared.tree.flush()?;
+        let next_capture = st.next_capture;
         *st = State::load(&shared.tree)?;
+        st.next_capture = next_capture;
         tracing::info!(
             index,
             term,
@@ -495,89 +530,134 @@ impl Iterator for CaptureRecords {
 }
 
 impl CaptureRecords {
-    /// Reads the next chunk under the read lock.
+    /// Reads the next chunk (no lock: see the module documentation).
     fn fill(&mut self) -> Result<()> {
-        let shared = self.shared.clone();
-        let _state = shared.state.read();
-        let tree = &shared.tree;
-        let main_space = match self.kind {
-            CaptureKind::Full => DATA,
-            CaptureKind::Delta => DIRTY,
-        };
-        let mut main = Cursor::new(tree, main_space, self.cursor.as_deref())?;
-        let mut cow = Cursor::new(tree, COW, self.cursor.as_deref())?;
-        let mut examined = 0;
-        while examined < CHUNK {
-            let (from_main, from_cow) = match (main.key(), cow.key()) {
-                (None, None) => {
-                    self.data_done = true;
-                    *shared.progress.lock() = Progress::Done;
-                    return Ok(());
-                }
-                (Some(_), None) => (true, false),
-                (None, Some(_)) => (false, true),
-                (Some(m), Some(c)) => (m <= c, c <= m),
-            };
-            let user_key = if from_cow { cow.key() } else { main.key() }
-                .expect("present")
-                .to_vec();
-            let data_key = || Bytes::from(prefixed(DATA, &user_key));
-            if from_cow {
-                // Written after the capture point: the pre-image is the value at N.
-                let v = cow.value().expect("present");
-                let (flags, raw) = v
-                    .split_first()
-                    .ok_or_else(|| Error::corrupt("empty cow entry"))?;
-                let wanted = self.kind == CaptureKind::Full || flags & COW_WAS_DIRTY != 0;
-                if wanted {
-                    if flags & COW_PRESENT != 0 {
-                        self.buf.push_back(SnapshotRecord::Put {
-                            key: data_key(),
-                            value: Bytes::copy_from_slice(raw),
-                        });
-                    } else if self.kind == CaptureKind::Delta {
-                        self.buf
-                            .push_back(SnapshotRecord::Delete { key: data_key() });
-                    }
-                }
-            } else {
-                match self.kind {
-                    CaptureKind::Full => {
-                        let v = main.value().expect("present");
-                        self.buf.push_back(SnapshotRecord::Put {
-                            key: data_key(),
-                            value: Bytes::copy_from_slice(v),
-                        });
-                    }
-                    CaptureKind::Delta => {
-                        let mark = be_u64(main.value().expect("present"))
-                            .ok_or_else(|| Error::corrupt("dirty mark"))?;
-                        if mark > self.cap.floor && mark <= self.cap.generation {
-                            match tree.get(prefixed(DATA, &user_key))? {
-                                Some(raw) => self.buf.push_back(SnapshotRecord::Put {
-                                    key: data_key(),
-                                    value: Bytes::copy_from_slice(&raw),
-                                }),
-                                None => self
-                                    .buf
-                                    .push_back(SnapshotRecord::Delete { key: data_key() }),
-                            }
-                        }
-                    }
-                }
-            }
-            if from_main {
-                main.advance()?;
-            }
-            if from_cow {
-                cow.advance()?;
-            }
-            self.cursor = Some(user_key);
-            examined += 1;
+        match self.kind {
+            CaptureKind::Full => self.fill_full()?,
+            CaptureKind::Delta => self.fill_delta()?,
         }
-        // Published while the read lock is still held: no write lands in between.
-        if let Some(c) = &self.cursor {
-            *shared.progress.lock() = Progress::After(c.clone());
+        // Published only after the chunk's data and pre-images were both read.
+        let mut progress = self.shared.progress.lock();
+        if self.data_done {
+            *progress = Progress::Done;
+        } else if let Some(c) = &self.cursor {
+            *progress = Progress::After(c.clone());
+        }
+        Ok(())
+    }
+
+    /// A record of `user_key` from its pre-image, if it has one: `Some(None)` when the key
+    /// was absent at the capture point.
+    fn from_pre_image(user_key: &[u8], v: &[u8]) -> Result<Option<SnapshotRecord>> {
+        let (flags, raw) = v
+            .split_first()
+            .ok_or_else(|| Error::corrupt("empty cow entry"))?;
+        Ok((flags & COW_PRESENT != 0).then(|| SnapshotRecord::Put {
+            key: Bytes::from(prefixed(DATA, user_key)),
+            value: Bytes::copy_from_slice(raw),
+        }))
+    }
+
+    /// The next up to [`CHUNK`] data keys, then the pre-images of the same key interval.
+    fn fill_full(&mut self) -> Result<()> {
+        let tree = &self.shared.tree;
+        let lo = |space: Vec<u8>| match &self.cursor {
+            Some(k) => {
+                let mut v = space;
+                v.extend_from_slice(k);
+                Bound::Excluded(v)
+            }
+            None => Bound::Included(space),
+        };
+        let mut data = Vec::with_capacity(CHUNK);
+        for item in tree
+            .range((lo(vec![DATA]), Bound::Excluded(vec![DATA + 1])))
+            .take(CHUNK)
+        {
+            data.push(item?);
+        }
+        let last = (data.len() == CHUNK).then(|| data[CHUNK - 1].0[1..].to_vec());
+        let number = self.cap.number;
+        let cow_hi = match &last {
+            Some(k) => Bound::Included(cow_key(number, k)),
+            None => Bound::Excluded(numbered(COW, number + 1)),
+        };
+        let mut cow = Vec::new();
+        for item in tree.range((lo(numbered(COW, number)), cow_hi)) {
+            let (k, v) = item?;
+            cow.push((k[9..].to_vec(), v));
+        }
+        // Merge by user key; a pre-image wins over the live data.
+        let mut data = data.into_iter().peekable();
+        let mut cow = cow.into_iter().peekable();
+        loop {
+            let order = match (
+                data.peek().map(|(k, _)| &k[1..]),
+                cow.peek().map(|(k, _)| k.as_slice()),
+            ) {
+                (None, None) => break,
+                (Some(d), Some(c)) => c.cmp(d),
+                (Some(_), None) => Ordering::Greater,
+                (None, Some(_)) => Ordering::Less,
+            };
+            if order == Ordering::Greater {
+                let (k, v) = data.next().expect("peeked");
+                self.buf.push_back(SnapshotRecord::Put {
+                    key: Bytes::copy_from_slice(&k),
+                    value: Bytes::copy_from_slice(&v),
+                });
+            } else {
+                if order == Ordering::Equal {
+                    data.next();
+                }
+                let (ck, cv) = cow.next().expect("peeked");
+                self.buf.extend(Self::from_pre_image(&ck, &cv)?);
+            }
+        }
+        match last {
+            Some(k) => self.cursor = Some(k),
+            None => self.data_done = true,
+        }
+        Ok(())
+    }
+
+    /// The next up to [`CHUNK`] keys of the delta: for each, the live data, then its
+    /// pre-image (which wins); a key absent at the capture point is a `Delete`.
+    fn fill_delta(&mut self) -> Result<()> {
+        let tree = &self.shared.tree;
+        if self.dirty.is_none() {
+            let mut keys = Vec::new();
+            let lo = numbered(DIRTY, self.cap.floor + 1);
+            let hi = numbered(DIRTY, self.cap.generation + 1);
+            for item in tree.range(lo..hi) {
+                let (_, v) = item?;
+                decode_key_list(&v, &mut keys).ok_or_else(|| Error::corrupt("dirty list"))?;
+            }
+            keys.sort_unstable();
+            keys.dedup();
+            self.dirty = Some((keys, 0));
+        }
+        let (keys, at) = self.dirty.as_mut().expect("loaded above");
+        let end = (*at + CHUNK).min(keys.len());
+        for key in &keys[*at..end] {
+            let live = tree.get(prefixed(DATA, key))?;
+            let rec = match tree.get(cow_key(self.cap.number, key))? {
+                Some(pre) => Self::from_pre_image(key, &pre)?,
+                None => live.map(|raw| SnapshotRecord::Put {
+                    key: Bytes::from(prefixed(DATA, key)),
+                    value: Bytes::copy_from_slice(&raw),
+                }),
+            };
+            self.buf
+                .push_back(rec.unwrap_or_else(|| SnapshotRecord::Delete {
+                    key: Bytes::from(prefixed(DATA, key)),
+                }));
+        }
+        *at = end;
+        if end == keys.len() {
+            self.data_done = true;
+        } else {
+            self.cursor = Some(keys[end - 1].clone());
         }
         Ok(())
     }
@@ -588,44 +668,12 @@ impl Drop for CaptureRecords {
         {
             let mut st = self.shared.state.write();
             st.capture = None;
-            st.cow_stale = true;
+            st.pre_imaged = HashSet::new();
             *self.shared.progress.lock() = Progress::Start;
         }
         if let Err(err) = tidy(&self.shared) {
-            tracing::warn!(%err, "ending a snapshot capture failed; reopening cleans up");
+            tracing::warn!(%err, "cleaning up after a snapshot capture failed; the next one retries");
         }
-    }
-}
-
-/// A sled range iterator over one key space with its current item.
-struct Cursor {
-    iter: sled::Iter,
-    head: Option<(sled::IVec, sled::IVec)>,
-}
-
-impl Cursor {
-    /// Items of key space `space` after user key `after` (from the start when `None`).
-    fn new(tree: &sled::Tree, space: u8, after: Option<&[u8]>) -> Result<Self> {
-        let lo = match after {
-            Some(k) => Bound::Excluded(prefixed(space, k)),
-            None => Bound::Included(vec![space]),
-        };
-        let mut iter = tree.range((lo, Bound::Excluded(vec![space + 1])));
-        let head = iter.next().transpose()?;
-        Ok(Cursor { iter, head })
-    }
-
-    fn key(&self) -> Option<&[u8]> {
-        self.head.as_ref().map(|(k, _)| &k[1..])
-    }
-
-    fn value(&self) -> Option<&[u8]> {
-        self.head.as_ref().map(|(_, v)| v.as_ref())
-    }
-
-    fn advance(&mut self) -> Result<()> {
-        self.head = self.iter.next().transpose()?;
-        Ok(())
     }
 }
 
@@ -652,7 +700,7 @@ mod tests {
         store.apply(index, 1, &cmd).unwrap();
     }
 
-    /// The marks a durable snapshot covers and the pre-images of an ended capture are
+    /// The dirty lists a durable snapshot covers and the pre-images of an ended capture are
     /// removed (over several chunks), and not while a capture runs.
     #[test]
     fn ended_captures_leave_nothing_behind() {
@@ -668,19 +716,72 @@ mod tests {
             put(&store, n + i, &format!("k{i:05}"));
         }
         assert_eq!(count(&store, COW), 10);
-        // Reported durable while its records are still read: the marks stay meanwhile.
+        // Reported durable while its records are still read: the capture's dirty lists stay
+        // meanwhile (one per batch: the n before the capture and the 10 after).
         store.capture_durable(cap.info.index).unwrap();
         assert_eq!(
             count(&store, DIRTY),
-            n as usize,
+            n as usize + 10,
             "kept while a capture runs"
         );
         let records: Vec<_> = cap.records.collect::<Result<_>>().unwrap();
         assert_eq!(records.len(), n as usize + 3);
         assert_eq!(count(&store, COW), 0, "pre-images removed at the end");
-        // Only the 10 keys written after the capture are still dirty.
+        // Only the lists of the 10 writes after the capture are left.
         assert_eq!(count(&store, DIRTY), 10);
-        assert!(!store.shared.state.read().cleanup_pending);
+        assert!(store.shared.state.read().pre_imaged.is_empty());
+    }
+
+    /// A layout-1 store (one dirty mark per key) opens converted: the marks above the floor
+    /// become the next delta, those below are dropped.
+    #[test]
+    fn layout_1_is_converted_on_open() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree(crate::TREE_NAME).unwrap();
+        let rec = Record {
+            create_revision: 2,
+            mod_revision: 3,
+            version: 2,
+            lease: 0,
+            value: Bytes::from_static(b"v"),
+        };
+        let mut b = sled::Batch::default();
+        b.insert(meta_key(meta::LAYOUT), &[1]);
+        b.insert(meta_key(meta::REVISION), &3i64.to_be_bytes());
+        b.insert(meta_key(meta::APPLIED_INDEX), &2u64.to_be_bytes());
+        b.insert(meta_key(meta::DIRTY_FLOOR), &1u64.to_be_bytes());
+        b.insert(meta_key(meta::DIRTY_GEN), &2u64.to_be_bytes());
+        b.insert(meta_key(meta::SNAPSHOT_INDEX), &1u64.to_be_bytes());
+        for k in [&b"old"[..], b"new"] {
+            b.insert(prefixed(DATA, k), rec.encode());
+        }
+        b.insert(prefixed(DIRTY, b"old"), &1u64.to_be_bytes());
+        b.insert(prefixed(DIRTY, b"new"), &2u64.to_be_bytes());
+        b.insert(prefixed(DIRTY, b"gone"), &2u64.to_be_bytes());
+        b.insert(prefixed(COW, b"new"), &[0]);
+        tree.apply_batch(b).unwrap();
+        let store = KvStore::with_db(db).unwrap();
+        assert_eq!(count(&store, COW), 0);
+        assert_eq!(count(&store, DIRTY), 1);
+        let delta = store.snapshot_delta(1).unwrap();
+        let data: Vec<_> = delta
+            .records
+            .map(|r| r.unwrap())
+            .filter(|r| r.key()[0] == DATA)
+            .collect();
+        assert_eq!(
+            data,
+            [
+                SnapshotRecord::Delete {
+                    key: Bytes::from_static(b"kgone")
+                },
+                SnapshotRecord::Put {
+                    key: Bytes::from_static(b"knew"),
+                    value: Bytes::from(rec.encode())
+                },
+            ]
+        );
+        drop(store);
     }
 
     #[test]

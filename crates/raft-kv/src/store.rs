@@ -9,13 +9,16 @@ pub use exec::Response;
 
 use crate::command::{Command, Op};
 use crate::error::{Error, Result};
-use crate::layout::{COW, DATA, DIRTY, LAYOUT_VERSION, be_u64, meta, meta_key, prefixed};
+use crate::layout::{
+    COW, DATA, LAYOUT_VERSION, be_u64, cow_key, dirty_key, encode_key_list, meta, meta_key,
+    prefixed,
+};
 use crate::members::{Member, decode_members, encode_members};
 use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, TxnRequest, TxnResponse};
 use crate::pb::mvccpb::KeyValue;
 use exec::Batch;
 use parking_lot::{Mutex, RwLock, RwLockUpgradableReadGuard};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use view::{Overlay, View};
@@ -52,8 +55,8 @@ pub const INITIAL_REVISION: i64 = 1;
 /// # On-disk layout
 /// One sled tree named [`TREE_NAME`]; every sled key starts with a one-byte key space tag.
 /// Every applied batch is one `sled::Batch` (atomic, also across crashes) holding the data,
-/// the dirty marks, the copy-on-write pre-images and the metadata, so the applied index never
-/// disagrees with the data.
+/// the batch's dirty list, the copy-on-write pre-images and the metadata, so the applied index
+/// never disagrees with the data.
 ///
 /// | sled key | value |
 /// |---|---|
@@ -63,10 +66,14 @@ pub const INITIAL_REVISION: i64 = 1;
 /// | `b'm' ++ b"members"` | prost `etcdserverpb.MemberListResponse` (only `members`) |
 /// | `b'm' ++ b"dirty_gen"` / `b"dirty_floor"` | u64 BE: current dirty generation; marks `<=` floor are in a durable snapshot |
 /// | `b'm' ++ b"snapshot_index"` | u64 BE: index of the last durable or restored snapshot |
-/// | `b'm' ++ b"layout"` | u8: layout version (1) |
+/// | `b'm' ++ b"layout"` | u8: layout version (2) |
 /// | `b'm' ++ b"restoring"` | empty; present while a restore is unfinished |
-/// | `b'd' ++ user key` | u64 BE: the dirty generation of the key's last write or delete |
-/// | `b'c' ++ user key` | cow pre-image while a capture runs: flags byte (bit 0: the key was dirty at the capture point — delta captures only, bit 1: the key existed) then the record encoding if it existed |
+/// | `b'd' ++ generation ++ index` (u64 BE each) | the dirty list of the batch that ended at `index`: the user keys it wrote or deleted, each as a varint length and the bytes |
+/// | `b'c' ++ capture number (u64 BE) ++ user key` | cow pre-image while that capture runs: flags byte (bit 1: the key existed) then the record encoding if it existed |
+///
+/// Dirty lists are one entry per applied batch, not one per key: a delta capture reads the
+/// lists of its generations and sorts their keys in memory, and a durable snapshot retires its
+/// generations as a key range (one remove per batch, no lock, see `snapshot::tidy`).
 #[derive(Clone)]
 pub struct KvStore {
     pub(crate) shared: Arc<Shared>,
@@ -112,28 +119,28 @@ pub(crate) struct State {
     pub(crate) members: BTreeMap<u64, Member>,
     /// Writes are marked with this generation. Invariant: `dirty_floor < dirty_gen`.
     pub(crate) dirty_gen: u64,
-    /// Marks at or below this generation are in the last durable snapshot.
+    /// Dirty lists at or below this generation are in the last durable snapshot.
     pub(crate) dirty_floor: u64,
     pub(crate) snapshot_index: u64,
     /// The capture being read, if any (at most one).
     pub(crate) capture: Option<ActiveCapture>,
+    /// The number the next capture gets (its pre-images live under it).
+    pub(crate) next_capture: u64,
+    /// The keys the running capture has a pre-image of (so apply never reads for it).
+    pub(crate) pre_imaged: HashSet<Vec<u8>>,
     /// `(index, generation)` of the latest capture, until it is reported durable.
     pub(crate) pending_durable: Option<(u64, u64)>,
-    /// Dirty marks at or below the floor wait to be removed (see `snapshot::tidy`).
-    pub(crate) cleanup_pending: bool,
-    /// Pre-images of an ended capture wait to be removed (see `snapshot::tidy`).
-    pub(crate) cow_stale: bool,
     pub(crate) restoring: bool,
 }
 
 /// A running copy-on-write capture.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ActiveCapture {
-    /// Marks in `(floor, generation]` are the capture's delta.
+    /// Dirty lists of generations in `(floor, generation]` are the capture's delta.
     pub(crate) floor: u64,
     pub(crate) generation: u64,
-    /// A full capture needs no "was dirty" flag in its pre-images (saves a read per key).
-    pub(crate) delta: bool,
+    /// Its number: its pre-images are under `b'c' ++ number`.
+    pub(crate) number: u64,
 }
 
 /// The payload of one committed entry for [`KvStore::apply_batch`].
@@ -219,6 +226,8 @@ impl KvStore {
         let tree = db.open_tree(TREE_NAME)?;
         match tree.get(meta_key(meta::LAYOUT))? {
             Some(v) if v.as_ref() == [LAYOUT_VERSION] => {}
+            // Converted below, after the stale pre-images are gone.
+            Some(v) if v.as_ref() == [1] => {}
             Some(v) => return Err(Error::corrupt(format!("unsupported layout version {v:?}"))),
             None if tree.is_empty() => {
                 let mut b = sled::Batch::default();
@@ -230,6 +239,7 @@ impl KvStore {
         }
         // A capture does not survive a restart: its pre-images are garbage now.
         remove_space(&tree, COW, |_| true)?;
+        crate::snapshot::upgrade_layout(&tree)?;
         let state = State::load(&tree)?;
         tracing::debug!(
             applied_index = state.applied_index,
@@ -353,6 +363,7 @@ impl KvStore {
         let mut batch = Batch {
             tree: &shared.tree,
             overlay: Overlay::new(),
+            pre: guard.capture.map(|_| BTreeMap::new()),
             revision: guard.revision,
             compact_revision: guard.compact_revision,
             members: guard.members.clone(),
@@ -402,17 +413,29 @@ impl KvStore {
             return Ok(());
         }
         let mut b = sled::Batch::default();
+        let mut new_pre_images = Vec::new();
         if let Some(cap) = guard.capture {
             let progress = shared.progress.lock().clone();
-            preserve_pre_images(&shared.tree, &batch.overlay, cap, &progress, &mut b)?;
+            new_pre_images = preserve_pre_images(
+                &shared.tree,
+                &batch,
+                cap,
+                &guard.pre_imaged,
+                &progress,
+                &mut b,
+            )?;
         }
-        let gen_mark = guard.dirty_gen.to_be_bytes();
         for (key, rec) in &batch.overlay {
             match rec {
                 Some(r) => b.insert(prefixed(DATA, key), r.encode()),
                 None => b.remove(prefixed(DATA, key)),
             }
-            b.insert(prefixed(DIRTY, key), &gen_mark);
+        }
+        if !batch.overlay.is_empty() {
+            b.insert(
+                dirty_key(guard.dirty_gen, last.0),
+                encode_key_list(batch.overlay.keys().map(Vec::as_slice)),
+            );
         }
         b.insert(meta_key(meta::APPLIED_INDEX), &last.0.to_be_bytes());
         b.insert(meta_key(meta::APPLIED_TERM), &last.1.to_be_bytes());
@@ -437,6 +460,7 @@ impl KvStore {
         if batch.members_changed {
             state.members = batch.members;
         }
+        state.pre_imaged.extend(new_pre_images);
         Ok(())
     }
 
@@ -503,6 +527,7 @@ impl KvStore {
         let mut batch = Batch {
             tree: &self.shared.tree,
             overlay: Overlay::new(),
+            pre: None,
             revision: state.revision,
             compact_revision: state.compact_revision,
             members: BTreeMap::new(),
@@ -524,49 +549,50 @@ fn execute(batch: &mut Batch<'_>, op: &Op) -> Result<Outcome> {
     }
 }
 
-/// Cow flag: the key was dirty (in the capture's delta) at the capture point.
-pub(crate) const COW_WAS_DIRTY: u8 = 1;
 /// Cow flag: the key existed at the capture point (its record follows the flags).
 pub(crate) const COW_PRESENT: u8 = 2;
 
 /// For each key the batch writes that the capture has not read yet and that has no
-/// pre-image yet, stores its value at the capture point (the tree still holds it: earlier
-/// writes after the point made a pre-image already).
+/// pre-image yet (`pre_imaged`), stores its value at the capture point: the value the batch
+/// read before its first write of the key (earlier writes after the point made a pre-image
+/// already, so the tree still held the value at the point). Returns the keys given a
+/// pre-image, to add to `pre_imaged` once the batch is written.
 ///
 /// `progress` may lag behind the reader (then a pre-image is stored that is not needed),
-/// never run ahead of it: the reader publishes it after reading, under the state lock that
-/// this batch's write must wait for.
+/// never run ahead of it: the reader publishes a key only after reading its data and then
+/// its pre-image slot, so a write the reader has not passed yet always leaves a pre-image.
 fn preserve_pre_images(
     tree: &sled::Tree,
-    overlay: &Overlay,
+    batch: &Batch<'_>,
     cap: ActiveCapture,
+    pre_imaged: &HashSet<Vec<u8>>,
     progress: &Progress,
     b: &mut sled::Batch,
-) -> Result<()> {
-    for key in overlay.keys() {
-        if progress.covers(key) {
+) -> Result<Vec<Vec<u8>>> {
+    let mut added = Vec::new();
+    for key in batch.overlay.keys() {
+        if progress.covers(key) || pre_imaged.contains(key) {
             continue;
         }
-        let ck = prefixed(COW, key);
-        if tree.contains_key(&ck)? {
-            continue;
-        }
-        let mut flags = 0u8;
-        if cap.delta {
-            let mark = tree.get(prefixed(DIRTY, key))?.and_then(|v| be_u64(&v));
-            if mark.is_some_and(|m| m > cap.floor && m <= cap.generation) {
-                flags |= COW_WAS_DIRTY;
+        let read = batch.pre.as_ref().and_then(|p| p.get(key));
+        let old = match read {
+            Some(v) => v.clone(),
+            // Every key of the overlay was read first; this is only a fallback.
+            None => tree.get(prefixed(DATA, key))?,
+        };
+        let v = match old {
+            Some(raw) => {
+                let mut v = Vec::with_capacity(1 + raw.len());
+                v.push(COW_PRESENT);
+                v.extend_from_slice(&raw);
+                v
             }
-        }
-        let mut v = vec![0u8];
-        if let Some(raw) = tree.get(prefixed(DATA, key))? {
-            flags |= COW_PRESENT;
-            v.extend_from_slice(&raw);
-        }
-        v[0] = flags;
-        b.insert(ck, v);
+            None => vec![0u8],
+        };
+        b.insert(cow_key(cap.number, key), v);
+        added.push(key.clone());
     }
-    Ok(())
+    Ok(added)
 }
 
 /// Removes the entries of key space `space` whose value satisfies `doomed`, in chunks.
@@ -624,9 +650,9 @@ impl State {
             dirty_floor,
             snapshot_index: u(meta::SNAPSHOT_INDEX)?,
             capture: None,
+            next_capture: 0,
+            pre_imaged: HashSet::new(),
             pending_durable: None,
-            cleanup_pending: false,
-            cow_stale: false,
             restoring: tree.contains_key(meta_key(meta::RESTORING))?,
         })
     }

@@ -2,10 +2,10 @@
 //! versions, prev_kv, txn paths and pre-checks) over a [`View`] with pending writes.
 
 use super::query::{self, check_read_revision, header};
-use super::view::{Overlay, View};
+use super::view::{Found, Overlay, View};
 use crate::command::Op;
 use crate::error::{Error, Result};
-use crate::layout::KeyRange;
+use crate::layout::{DATA, KeyRange, prefixed};
 use crate::members::Member;
 use crate::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
@@ -35,6 +35,9 @@ pub enum Response {
 pub(crate) struct Batch<'a> {
     pub(crate) tree: &'a sled::Tree,
     pub(crate) overlay: Overlay,
+    /// While a capture runs: each written key's stored value before the batch, as read by
+    /// its first read in the batch (the copy-on-write pre-image, without a second read).
+    pub(crate) pre: Option<BTreeMap<Vec<u8>, Option<sled::IVec>>>,
     pub(crate) revision: i64,
     pub(crate) compact_revision: i64,
     pub(crate) members: BTreeMap<u64, Member>,
@@ -165,8 +168,21 @@ impl<'a> Batch<'a> {
         Ok(())
     }
 
+    /// The current record of `key`; a read from the tree is remembered in `pre`.
+    fn get_for_write(&mut self, key: &[u8]) -> Result<Option<Record>> {
+        if let Some(pending) = self.overlay.get(key) {
+            return Ok(pending.clone());
+        }
+        let raw = self.tree.get(prefixed(DATA, key))?;
+        let rec = raw.as_deref().map(Record::decode).transpose()?;
+        if let Some(pre) = &mut self.pre {
+            pre.insert(key.to_vec(), raw);
+        }
+        Ok(rec)
+    }
+
     fn put(&mut self, tx: &mut Tx, p: &PutRequest) -> Result<PutResponse> {
-        let prev = self.view().get(&p.key)?;
+        let prev = self.get_for_write(&p.key)?;
         let rec = match &prev {
             Some(old) => Record {
                 create_revision: old.create_revision,
@@ -203,15 +219,23 @@ impl<'a> Batch<'a> {
         let keys = KeyRange::new(&d.key, &d.range_end);
         let mut doomed = Vec::new();
         let mut prev_kvs = Vec::new();
+        let keep_raw = self.pre.is_some();
         self.view().scan(&keys, |k, found| {
             if d.prev_kv {
                 prev_kvs.push(found.record()?.to_key_value(k));
             }
-            doomed.push(k.to_vec());
+            let raw = match found {
+                Found::Stored(raw) if keep_raw => Some(raw),
+                _ => None,
+            };
+            doomed.push((k.to_vec(), raw));
             Ok(true)
         })?;
         let deleted = doomed.len() as i64;
-        for k in doomed {
+        for (k, raw) in doomed {
+            if let (Some(pre), Some(raw)) = (&mut self.pre, raw) {
+                pre.entry(k.clone()).or_insert(Some(raw));
+            }
             self.overlay.insert(k, None);
         }
         if deleted > 0 {
