@@ -303,6 +303,10 @@ impl StateMachine for KvMachine {
         let pending = raft_kv::capture_snapshot(&self.store, &ctx.store, membership)?;
         Ok(Box::new(move || {
             let _guard = guard;
+            // raft-runtime runs this on a thread of its own: it yields the CPU to apply.
+            if let Err(e) = raft_kv::lower_thread_priority() {
+                tracing::debug!(%e, "the snapshot thread keeps its priority");
+            }
             let info = pending.write(now_ms())?;
             let mut new = vec![info.id];
             match raft_kv::maintain_chains(&ctx.store, &ctx.policy, now_ms()) {
