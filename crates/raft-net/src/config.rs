@@ -114,9 +114,10 @@ pub struct TransportConfig {
     pub stream_window_bytes: usize,
     /// Connection attempt timeout. Default 1 s.
     pub connect_timeout: Duration,
-    /// How long a light-lane frame may stay unacknowledged (or the light stream take to
-    /// open) before the lane counts as broken: it reconnects after back-off and the peer is
-    /// reported unreachable. Default 2 s.
+    /// How long either lane's stream may take to open (a peer that accepts connections but
+    /// never answers), and how long a light-lane frame may stay unacknowledged, before the
+    /// lane counts as broken: it reconnects after back-off and the peer is reported
+    /// unreachable. Default 2 s.
     pub request_timeout: Duration,
     /// HTTP/2 keep-alive ping interval, both as client and server. Default 5 s.
     pub keepalive_interval: Duration,
@@ -128,6 +129,15 @@ pub struct TransportConfig {
     pub snapshot_attempts: u32,
     /// Optional mutual TLS.
     pub tls: Option<TlsConfig>,
+    /// Worker threads of the transport's bulk runtime, which runs the append streams (both
+    /// directions) and snapshot transfers. Default 2.
+    pub bulk_threads: usize,
+    /// How much the bulk runtime's threads lower their own scheduling priority (their nice
+    /// value goes up by this much, capped at 19; Linux only, allowed without privileges).
+    /// With it, heartbeats, votes and the caller's runtime get a CPU first while the append
+    /// streams keep every core busy; when the CPUs are otherwise idle, the append streams
+    /// still get all of it. 0 keeps the caller's priority. Default 10.
+    pub bulk_nice: i32,
 }
 
 impl TransportConfig {
@@ -150,6 +160,8 @@ impl TransportConfig {
             backoff: BackoffConfig::default(),
             snapshot_attempts: 5,
             tls: None,
+            bulk_threads: 2,
+            bulk_nice: 10,
         }
     }
 }

@@ -8,6 +8,7 @@ use crate::frame::build_frame;
 use crate::pb;
 use crate::pb::peer_client::PeerClient;
 use crate::queue::SendQueue;
+use crate::server::LIGHT_PREFACE;
 use crate::shared::Shared;
 use crate::snapshot::{ChunkHeader, SnapshotSource, prefix_checksum, produce_chunks};
 use crate::transport::Lane;
@@ -73,8 +74,18 @@ impl Peer {
         self.light_q.close();
     }
 
-    async fn connect(&self) -> Result<Channel> {
-        self.endpoint.connect().await.map_err(|e| Error::Connect {
+    /// A new connection to the peer; the light lane's opens with [`LIGHT_PREFACE`], so the
+    /// peer's server receives it on its network thread.
+    async fn connect(&self, lane: Lane) -> Result<Channel> {
+        let channel = match lane {
+            Lane::Stream => self.endpoint.connect().await,
+            Lane::Light => {
+                self.endpoint
+                    .connect_with_connector(tower::service_fn(connect_light))
+                    .await
+            }
+        };
+        channel.map_err(|e| Error::Connect {
             peer: self.id,
             reason: error_chain(&e),
         })
@@ -85,6 +96,34 @@ impl Peer {
             .max_decoding_message_size(shared.config.max_message_size)
             .max_encoding_message_size(shared.config.max_message_size)
     }
+}
+
+/// Opens a light-lane connection: TCP to the peer, then the preface that makes its server
+/// receive the lane on its network thread (TLS, when configured, starts after it).
+async fn connect_light(
+    uri: http::Uri,
+) -> std::io::Result<hyper_util::rt::TokioIo<tokio::net::TcpStream>> {
+    use tokio::io::AsyncWriteExt;
+    let bad = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("bad peer URI {uri}"),
+        )
+    };
+    let host = uri.host().ok_or_else(bad)?;
+    // An IPv6 literal comes bracketed in a URI.
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+    let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
+    stream.set_nodelay(true)?;
+    stream.write_all(LIGHT_PREFACE).await?;
+    Ok(hyper_util::rt::TokioIo::new(stream))
 }
 
 /// An error and its sources on one line.
@@ -238,7 +277,7 @@ async fn open_stream(
     peer: &Peer,
     lane: Lane,
 ) -> Result<(mpsc::Sender<pb::Frame>, Streaming<pb::StreamAck>)> {
-    let channel = peer.connect().await?;
+    let channel = peer.connect(lane).await?;
     let mut client = peer.client(shared, channel);
     let (tx, rx) = mpsc::channel(16);
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
@@ -246,18 +285,16 @@ async fn open_stream(
         LANE_KEY,
         tonic::metadata::MetadataValue::from_static(lane_name(lane)),
     );
-    let call = client.replicate(request);
-    let response = match lane {
-        Lane::Stream => call.await,
-        Lane::Light => tokio::time::timeout(shared.config.request_timeout, call)
-            .await
-            .unwrap_or_else(|_| {
-                Err(tonic::Status::deadline_exceeded(
-                    "stream not opened in time",
-                ))
-            }),
-    };
-    let response = response.map_err(|s| rpc_error(peer.id, s))?;
+    // A peer that accepts the connection but never answers (hung, stopped) counts as
+    // down after `request_timeout`, not after the HTTP/2 keep-alive's much longer wait.
+    let response = tokio::time::timeout(shared.config.request_timeout, client.replicate(request))
+        .await
+        .unwrap_or_else(|_| {
+            Err(tonic::Status::deadline_exceeded(
+                "stream not opened within request_timeout",
+            ))
+        })
+        .map_err(|s| rpc_error(peer.id, s))?;
     Ok((tx, response.into_inner()))
 }
 
@@ -377,7 +414,7 @@ async fn snapshot_attempt(
             "the fault switch isolates this node".into(),
         ));
     }
-    let channel = peer.connect().await?;
+    let channel = peer.connect(Lane::Stream).await?;
     let mut client = peer.client(shared, channel);
     let header = ChunkHeader {
         cluster_id: cfg.cluster_id,

@@ -16,12 +16,13 @@ use raft_metrics::net as m;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -178,10 +179,10 @@ impl pb::peer_server::Peer for PeerService {
         let (tx, rx) = mpsc::channel(64);
         let shared = self.shared.clone();
         let cancel = self.cancel.clone();
-        let span = info_span!("replicate_in", node_id = shared.config.node_id);
-        // Decoding and delivering appends is the heavy part: it runs on the caller's runtime,
-        // not on the network thread.
-        self.shared.main.spawn(
+        let span = info_span!("replicate_in", node_id = shared.config.node_id, lane);
+        // On the runtime serving this connection: the network thread for the light lane,
+        // the bulk runtime for append streams (see `route`).
+        tokio::spawn(
             async move {
                 let stop = cancelled(cancel);
                 tokio::pin!(stop);
@@ -256,14 +257,10 @@ impl pb::peer_server::Peer for PeerService {
         request: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::SnapshotAck>, Status> {
         self.check_running()?;
-        let shared = self.shared.clone();
-        // Checksums, decompression and the sink's writes run on the caller's runtime.
-        let task = self
-            .shared
-            .main
-            .spawn(async move { receive_snapshot(&shared, request.into_inner()).await });
-        task.await
-            .map_err(|e| Status::internal(format!("snapshot receiver failed: {e}")))?
+        // Snapshot connections are served on the bulk runtime, so checksums, decompression
+        // and the sink's writes run there.
+        receive_snapshot(&self.shared, request.into_inner())
+            .await
             .map(Response::new)
     }
 }
@@ -371,15 +368,18 @@ async fn receive_snapshot(
 }
 
 /// A running inbound server; stop it with [`ServerHandle::shutdown`]. Dropping the handle
-/// leaves the server running until the tokio runtime ends.
+/// leaves the server running as long as the transport's threads run.
 #[derive(Debug)]
 pub struct ServerHandle {
     local_addr: SocketAddr,
     cancel: watch::Sender<bool>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), tonic::transport::Error>>,
-    /// Keeps the network thread alive while the server runs.
-    _net: Arc<NetRuntime>,
+    /// Stop the accept loop and the two servers.
+    stops: Vec<oneshot::Sender<()>>,
+    /// The two servers (bulk, light lane).
+    tasks: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
+    accept: JoinHandle<()>,
+    /// Keep the transport's threads alive while the server runs.
+    _runtimes: [Arc<NetRuntime>; 2],
 }
 
 impl ServerHandle {
@@ -392,59 +392,94 @@ impl ServerHandle {
     /// reconnect elsewhere or later), and waits up to 5 s for connections to close.
     pub async fn shutdown(mut self) -> Result<()> {
         let _ = self.cancel.send(true);
-        if let Some(stop) = self.stop.take() {
+        for stop in self.stops.drain(..) {
             let _ = stop.send(());
         }
-        match tokio::time::timeout(Duration::from_secs(5), &mut self.task).await {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(Error::Io(std::io::Error::other(e))),
-            Ok(Err(join)) => Err(Error::Io(std::io::Error::other(join))),
-            Err(_) => {
-                self.task.abort();
-                Ok(())
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let mut result = Ok(());
+        for task in &mut self.tasks {
+            match tokio::time::timeout_at(deadline, &mut *task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => result = Err(Error::Io(std::io::Error::other(e))),
+                Ok(Err(join)) => result = Err(Error::Io(std::io::Error::other(join))),
+                Err(_) => task.abort(),
             }
         }
+        self.accept.abort();
+        result
     }
 }
 
-/// Serves the `Peer` service on `listener` in a new task.
+/// The first bytes a light-lane connection sends, before HTTP/2 (and before TLS): the
+/// accept loop hands such connections to the server on the network thread, so heartbeats
+/// and votes are received there instead of waiting behind the append streams' work.
+pub(crate) const LIGHT_PREFACE: &[u8; 8] = b"RAFTLITE";
+
+/// How long a new connection may take to show which lane it is.
+const ROUTE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the `Peer` service on `listener`: an accept loop on the network thread routes
+/// light-lane connections to a server on that thread and every other connection (append
+/// streams, snapshots, unary calls) to a server on the bulk runtime.
 pub(crate) fn serve(
     shared: Arc<Shared>,
     listener: TcpListener,
     net: Arc<NetRuntime>,
+    bulk: Arc<NetRuntime>,
 ) -> Result<ServerHandle> {
     let local_addr = listener.local_addr()?;
+    let listener = listener.into_std()?;
     let cfg = &shared.config;
     let (cancel, cancel_rx) = watch::channel(false);
-    let (stop, stop_rx) = oneshot::channel::<()>();
-    let service = pb::peer_server::PeerServer::new(PeerService {
-        shared: shared.clone(),
-        cancel: cancel_rx,
-    })
-    .max_decoding_message_size(cfg.max_message_size)
-    .max_encoding_message_size(cfg.max_message_size);
-    let mut builder = Server::builder()
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(cfg.keepalive_interval))
-        .http2_keepalive_timeout(Some(cfg.keepalive_timeout))
-        .initial_stream_window_size(8 << 20)
-        .initial_connection_window_size(16 << 20);
-    if let Some(tls) = &shared.server_tls {
-        builder = builder
-            .tls_config(tls.clone())
-            .map_err(|e| Error::Config(format!("TLS: {e}")))?;
-    }
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let router = builder.add_service(service);
+    let router = || -> Result<_> {
+        let service = pb::peer_server::PeerServer::new(PeerService {
+            shared: shared.clone(),
+            cancel: cancel_rx.clone(),
+        })
+        .max_decoding_message_size(cfg.max_message_size)
+        .max_encoding_message_size(cfg.max_message_size);
+        let mut builder = Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(cfg.keepalive_interval))
+            .http2_keepalive_timeout(Some(cfg.keepalive_timeout))
+            .initial_stream_window_size(8 << 20)
+            .initial_connection_window_size(16 << 20);
+        if let Some(tls) = &shared.server_tls {
+            builder = builder
+                .tls_config(tls.clone())
+                .map_err(|e| Error::Config(format!("TLS: {e}")))?;
+        }
+        Ok(builder.add_service(service))
+    };
+    let (bulk_router, light_router) = (router()?, router()?);
+    let (bulk_tx, bulk_rx) = mpsc::channel::<std::net::TcpStream>(64);
+    let (light_tx, light_rx) = mpsc::channel::<TcpStream>(64);
+    let (stop_bulk, stop_bulk_rx) = oneshot::channel::<()>();
+    let (stop_light, stop_light_rx) = oneshot::channel::<()>();
+    let (stop_accept, stop_accept_rx) = oneshot::channel::<()>();
     let span = info_span!("peer_server", node_id = cfg.node_id, %local_addr);
-    // Inbound connections run on the caller's multi-threaded runtime: a single network
-    // thread would serialize the light lane's frames behind the append streams' socket I/O
-    // (measured: worse heartbeat latency under load).
-    let task = shared.main.spawn(
+    let accept = net
+        .handle()
+        .spawn(accept_loop(listener, bulk_tx, light_tx, stop_accept_rx).instrument(span.clone()));
+    // Bulk connections are registered with the bulk runtime as they come in (its server
+    // polls this stream there).
+    let bulk_incoming = ReceiverStream::new(bulk_rx).map(TcpStream::from_std);
+    let bulk_task = bulk.handle().spawn(
         async move {
-            router
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stop_rx.await;
+            bulk_router
+                .serve_with_incoming_shutdown(bulk_incoming, async {
+                    let _ = stop_bulk_rx.await;
+                })
+                .await
+        }
+        .instrument(span.clone()),
+    );
+    let light_incoming = ReceiverStream::new(light_rx).map(Ok::<_, std::io::Error>);
+    let light_task = net.handle().spawn(
+        async move {
+            light_router
+                .serve_with_incoming_shutdown(light_incoming, async {
+                    let _ = stop_light_rx.await;
                 })
                 .await
         }
@@ -453,8 +488,75 @@ pub(crate) fn serve(
     Ok(ServerHandle {
         local_addr,
         cancel,
-        stop: Some(stop),
-        task,
-        _net: net,
+        stops: vec![stop_accept, stop_bulk, stop_light],
+        tasks: vec![bulk_task, light_task],
+        accept,
+        _runtimes: [net, bulk],
     })
+}
+
+/// Accepts connections until `stop`, routing each by its first bytes (on the network
+/// thread, where this runs).
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    bulk: mpsc::Sender<std::net::TcpStream>,
+    light: mpsc::Sender<TcpStream>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(%e, "cannot listen for peers");
+            return;
+        }
+    };
+    loop {
+        let stream = tokio::select! {
+            _ = &mut stop => return,
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    debug!(%e, "accepting a peer connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(route(stream, bulk.clone(), light.clone()));
+    }
+}
+
+/// Hands `stream` to the light-lane server when it starts with [`LIGHT_PREFACE`] (consumed
+/// here), to the bulk server otherwise (untouched: HTTP/2 and TLS start with other bytes).
+async fn route(
+    mut stream: TcpStream,
+    bulk: mpsc::Sender<std::net::TcpStream>,
+    light: mpsc::Sender<TcpStream>,
+) {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(ROUTE_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        _ => return,
+    }
+    if first[0] != LIGHT_PREFACE[0] {
+        match stream.into_std() {
+            Ok(s) => {
+                let _ = bulk.send(s).await;
+            }
+            Err(e) => debug!(%e, "cannot hand over a peer connection"),
+        }
+        return;
+    }
+    let mut preface = [0u8; LIGHT_PREFACE.len()];
+    match tokio::time::timeout(ROUTE_TIMEOUT, stream.read_exact(&mut preface)).await {
+        Ok(Ok(_)) if &preface == LIGHT_PREFACE => {
+            let _ = light.send(stream).await;
+        }
+        _ => {
+            counter!(m::FRAMES_REJECTED, "reason" => "malformed").increment(1);
+            debug!("dropped a peer connection with an unknown preface");
+        }
+    }
 }

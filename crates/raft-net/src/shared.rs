@@ -10,7 +10,6 @@ use raft_metrics::net as m;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
@@ -111,8 +110,6 @@ pub(crate) struct Shared {
     pub(crate) removed: RwLock<HashSet<NodeId>>,
     pub(crate) client_tls: Option<ClientTlsConfig>,
     pub(crate) server_tls: Option<ServerTlsConfig>,
-    /// The caller's runtime, where heavy inbound work runs.
-    pub(crate) main: Handle,
     /// The compression in force (starts as `config.compression`; changes at run time).
     compression: RwLock<CompressionConfig>,
     /// The fault switch: while set, nothing is sent or accepted (a simulated partition).
@@ -121,7 +118,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Validates the configuration and builds the shared state.
-    pub(crate) fn new(config: TransportConfig, inbound: Inbound, main: Handle) -> Result<Self> {
+    pub(crate) fn new(config: TransportConfig, inbound: Inbound) -> Result<Self> {
         if config.node_id == 0 {
             return Err(Error::Config("node id 0 is reserved".into()));
         }
@@ -153,7 +150,6 @@ impl Shared {
             removed: RwLock::new(HashSet::new()),
             client_tls,
             server_tls,
-            main,
         })
     }
 

@@ -15,7 +15,6 @@ use raft_metrics::net as m;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use tokio::net::TcpListener;
-use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, info_span};
 
@@ -57,9 +56,9 @@ impl PeerEntry {
 struct Inner {
     shared: Arc<Shared>,
     peers: RwLock<HashMap<NodeId, PeerEntry>>,
-    /// The caller's runtime: stream lanes run here.
-    runtime: Handle,
-    /// The network thread: outbound light lanes run here.
+    /// The bulk runtime: append streams and snapshot transfers run here.
+    bulk: Arc<NetRuntime>,
+    /// The network thread: light lanes run here.
     net: Arc<NetRuntime>,
 }
 
@@ -103,19 +102,26 @@ impl std::fmt::Debug for PeerTransport {
 }
 
 impl PeerTransport {
-    /// A transport for `config.node_id`, delivering to `inbound`. Must be called inside a
-    /// tokio runtime: the append streams and the inbound server run there. The outbound
-    /// light lanes run on a network thread of the transport's own, so heartbeats are not
-    /// scheduled behind the CPU work of big appends.
+    /// A transport for `config.node_id`, delivering to `inbound`.
+    ///
+    /// The transport runs on threads of its own, not on the caller's runtime: the light
+    /// lanes (both directions) on a network thread, the append streams and snapshot
+    /// transfers on a bulk runtime of `config.bulk_threads` threads whose priority is
+    /// lowered by `config.bulk_nice`. So heartbeats, votes and the caller's tasks (the Raft
+    /// loop reading [`Inbound`]'s channels) are not scheduled behind the CPU work of big
+    /// appends.
     pub fn new(config: TransportConfig, inbound: Inbound) -> Result<Self> {
-        let runtime = Handle::try_current()
-            .map_err(|_| Error::Config("PeerTransport::new needs a tokio runtime".into()))?;
         let net = Arc::new(NetRuntime::start(config.node_id)?);
+        let bulk = Arc::new(NetRuntime::start_bulk(
+            config.node_id,
+            config.bulk_threads,
+            config.bulk_nice,
+        )?);
         Ok(Self {
             inner: Arc::new(Inner {
-                shared: Arc::new(Shared::new(config, inbound, runtime.clone())?),
+                shared: Arc::new(Shared::new(config, inbound)?),
                 peers: RwLock::new(HashMap::new()),
-                runtime,
+                bulk,
                 net,
             }),
         })
@@ -166,8 +172,7 @@ impl PeerTransport {
         }
         let peer = Arc::new(Peer::new(shared, id, &addr.into())?);
         let node_id = shared.config.node_id;
-        let rt = &self.inner.runtime;
-        let stream = rt.spawn(
+        let stream = self.inner.bulk.handle().spawn(
             run_lane(shared.clone(), peer.clone(), Lane::Stream).instrument(info_span!(
                 "peer_stream",
                 node_id,
@@ -260,9 +265,10 @@ impl PeerTransport {
     /// (its term and metadata travel with the data) and `source` gives the data. Returns once
     /// the receiver has stored and verified it (and handed the `InstallSnapshot` message to
     /// its node), resuming a broken transfer where it stopped, up to
-    /// `config.snapshot_attempts` attempts. Runs on its own connection, beside the streams.
+    /// `config.snapshot_attempts` attempts. Runs on its own connection, beside the streams,
+    /// on the transport's bulk runtime; dropping the returned future stops the transfer.
     pub async fn send_snapshot(&self, msg: Message, source: Arc<dyn SnapshotSource>) -> Result<()> {
-        let MessageBody::InstallSnapshot(meta) = &msg.body else {
+        let MessageBody::InstallSnapshot(meta) = msg.body else {
             return Err(Error::Snapshot(
                 "send_snapshot needs an InstallSnapshot message".into(),
             ));
@@ -275,9 +281,17 @@ impl PeerTransport {
             peer = msg.to,
             index = meta.index
         );
-        transfer_snapshot(&self.inner.shared, &peer, msg.term, meta, source.as_ref())
-            .instrument(span)
-            .await
+        let shared = self.inner.shared.clone();
+        let transfer = async move {
+            transfer_snapshot(&shared, &peer, msg.term, &meta, source.as_ref()).await
+        };
+        let mut task = AbortOnDrop(self.inner.bulk.handle().spawn(transfer.instrument(span)));
+        match (&mut task.0).await {
+            Ok(result) => result,
+            Err(e) => Err(Error::Snapshot(format!(
+                "snapshot transfer task failed: {e}"
+            ))),
+        }
     }
 
     /// Serves this node's inbound side on `listener` (bind port 0 in tests) in a new task.
@@ -285,6 +299,20 @@ impl PeerTransport {
     /// so is anything over `max_message_size`. With TLS configured, only peers presenting a
     /// certificate signed by the cluster CA can connect.
     pub fn serve(&self, listener: TcpListener) -> Result<ServerHandle> {
-        serve(self.inner.shared.clone(), listener, self.inner.net.clone())
+        serve(
+            self.inner.shared.clone(),
+            listener,
+            self.inner.net.clone(),
+            self.inner.bulk.clone(),
+        )
+    }
+}
+
+/// Aborts the task when dropped (a caller that stops waiting stops the work).
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

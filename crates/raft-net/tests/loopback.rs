@@ -358,9 +358,27 @@ async fn full_queue_drops_reports_unreachable_and_never_blocks() {
     a.transport.add_peer(2, dead_addr.to_string()).unwrap();
     a.transport.add_peer(3, dead_addr.to_string()).unwrap();
 
+    // The byte bound (1 MiB): the queue never holds two 900 kB appends, so some of these
+    // are refused (never by the message bound, which would need eight queued).
+    let mut bytes_full = 0;
+    for i in 0..20u64 {
+        match a
+            .transport
+            .send(append(1, 3, i + 1, Bytes::from(vec![0u8; 900_000])))
+        {
+            Ok(()) => {}
+            Err(Error::QueueFull(3)) => bytes_full += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(bytes_full > 0, "no 900 kB append refused");
+    // Checked now: reports are best effort, and the floods below fill the channel.
+    unreachable(&mut a, 3, 1).await;
+
     let started = Instant::now();
-    // The stream lane runs on this (single-threaded, busy) runtime: it cannot drain while
-    // we send, so exactly 8 appends fit.
+    // Both lanes run on the transport's own threads: each worker pops a batch, fails to
+    // connect, drops what is queued and backs off (at least 10 ms here), so while we send
+    // at full speed the queues stay at their bound (8 messages) nearly all the time.
     let mut full = 0;
     for i in 0..10_000u64 {
         match a
@@ -372,18 +390,7 @@ async fn full_queue_drops_reports_unreachable_and_never_blocks() {
             Err(e) => panic!("unexpected {e}"),
         }
     }
-    assert_eq!(full, 10_000 - 8);
-    // The byte bound: one 900 kB append fits, a second does not.
-    a.transport
-        .send(append(1, 3, 1, Bytes::from(vec![0u8; 900_000])))
-        .unwrap();
-    assert!(matches!(
-        a.transport
-            .send(append(1, 3, 2, Bytes::from(vec![0u8; 900_000]))),
-        Err(Error::QueueFull(3))
-    ));
-    // The light lane runs on the network thread; it fails and backs off, so nearly
-    // everything is dropped too.
+    assert!(full > 5_000, "only {full} appends dropped");
     let mut light_full = 0;
     for i in 0..10_000u64 {
         match a.transport.send(heartbeat(1, 2, i)) {
@@ -402,7 +409,6 @@ async fn full_queue_drops_reports_unreachable_and_never_blocks() {
         "20k sends took {elapsed:?}"
     );
     unreachable(&mut a, 2, 1).await;
-    unreachable(&mut a, 3, 1).await;
     // Unknown peers are refused and reported too.
     assert!(matches!(
         a.transport.send(heartbeat(1, 9, 0)),
@@ -596,5 +602,31 @@ async fn a_silent_peer_is_reported_unreachable_by_the_light_lane() {
         let _ = a.transport.send(heartbeat(1, 2, 2));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    hold.abort();
+}
+
+/// The same silent peer for the append stream: it is reported unreachable once the stream
+/// has not opened within `request_timeout`, instead of only when HTTP/2 keep-alive gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_is_reported_unreachable_by_the_append_stream() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            open.push(conn);
+        }
+    });
+    let mut cfg = config(1);
+    cfg.request_timeout = Duration::from_millis(300);
+    // Only the stream's own open timeout may notice (not HTTP/2 keep-alive).
+    cfg.keepalive_interval = Duration::from_secs(3600);
+    cfg.keepalive_timeout = Duration::from_secs(3600);
+    let mut a = start(cfg).await;
+    a.transport.add_peer(2, silent_addr.to_string()).unwrap();
+    a.transport
+        .send(append(1, 2, 1, Bytes::from_static(b"x")))
+        .unwrap();
+    unreachable(&mut a, 2, 20).await;
     hold.abort();
 }

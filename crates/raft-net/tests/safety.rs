@@ -208,6 +208,33 @@ async fn garbage_frames_are_refused_and_do_not_crash_the_server() {
     still_serves(&mut b).await;
 }
 
+/// Connections are routed to the light-lane or the bulk server by their first bytes: one
+/// that starts like the light lane's preface but is not it is closed, raw garbage goes to
+/// the HTTP/2 server and is refused there, and neither stops the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_connection_prefaces_are_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut b = start(config(2)).await;
+    for junk in [
+        &b"RAFTJUNK and more"[..],
+        b"R",
+        b"\x16\x03\x01 not TLS",
+        b"hello",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(b.addr).await.unwrap();
+        s.write_all(junk).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        // The server closes the connection (possibly after an HTTP/2 GOAWAY).
+        tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut rest))
+            .await
+            .expect("the server keeps a garbage connection open")
+            .ok();
+    }
+    recv_nothing(&mut b, 100).await;
+    still_serves(&mut b).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_cluster_id_is_refused() {
     let mut b = start(config(2)).await;
