@@ -3,6 +3,8 @@
 //! the stream, and zstd/snappy ratio and speed on compressible and random payloads.
 //!
 //! Run: `cargo bench -p raft-net --bench transport` (add `-- --quick` for a shorter run).
+//! Every row is measured twice: with the default `bulk_nice` (10: the transport's bulk
+//! threads run at a lower priority) and with `bulk_nice = 0`.
 #![allow(clippy::print_stdout, missing_docs)]
 
 use bytes::Bytes;
@@ -26,8 +28,12 @@ struct Node {
     server: ServerHandle,
 }
 
-async fn node(id: NodeId, tweak: impl Fn(&mut TransportConfig)) -> Node {
+/// The `bulk_nice` values every row is measured with: the default, then none.
+const NICES: [i32; 2] = [10, 0];
+
+async fn node(id: NodeId, nice: i32, tweak: impl Fn(&mut TransportConfig)) -> Node {
     let mut cfg = TransportConfig::new(id, CLUSTER);
+    cfg.bulk_nice = nice;
     cfg.compression.codec = Codec::None;
     cfg.queue_max_messages = 1 << 20;
     cfg.queue_max_bytes = 1 << 30;
@@ -97,14 +103,14 @@ impl Throughput {
 }
 
 /// Appends through `PeerTransport::send` (stream lane), timed until the last one arrives.
-async fn stream_throughput(payload: usize, n: u64, merge: bool) -> Throughput {
-    let a = node(1, |c| {
+async fn stream_throughput(payload: usize, n: u64, merge: bool, nice: i32) -> Throughput {
+    let a = node(1, nice, |c| {
         if !merge {
             c.max_frame_messages = 1;
         }
     })
     .await;
-    let mut b = node(2, |_| {}).await;
+    let mut b = node(2, nice, |_| {}).await;
     a.transport
         .add_peer(2, b.server.local_addr().to_string())
         .unwrap();
@@ -141,8 +147,8 @@ async fn stream_throughput(payload: usize, n: u64, merge: bool) -> Throughput {
 }
 
 /// The baseline: one unary `Send` RPC per append, each awaited before the next.
-async fn unary_throughput(payload: usize, n: u64) -> Throughput {
-    let mut b = node(2, |_| {}).await;
+async fn unary_throughput(payload: usize, n: u64, nice: i32) -> Throughput {
+    let mut b = node(2, nice, |_| {}).await;
     let channel =
         tonic::transport::Endpoint::from_shared(format!("http://{}", b.server.local_addr()))
             .unwrap()
@@ -240,9 +246,9 @@ async fn receive_heartbeats(rx: &mut InboundReceivers, heartbeats: usize) -> (Ve
 }
 
 /// Heartbeat latency (send to delivery), with both transports in this process.
-async fn heartbeat_latency(heartbeats: usize, with_load: bool) -> (Vec<Duration>, f64) {
-    let a = node(1, |c| c.queue_max_bytes = 32 << 20).await;
-    let mut b = node(2, |_| {}).await;
+async fn heartbeat_latency(heartbeats: usize, with_load: bool, nice: i32) -> (Vec<Duration>, f64) {
+    let a = node(1, nice, |c| c.queue_max_bytes = 32 << 20).await;
+    let mut b = node(2, nice, |_| {}).await;
     a.transport
         .add_peer(2, b.server.local_addr().to_string())
         .unwrap();
@@ -272,16 +278,16 @@ async fn heartbeat_latency(heartbeats: usize, with_load: bool) -> (Vec<Duration>
 }
 
 /// The receiving node of the two-process measurement (this executable started with
-/// `--receiver N`): prints its address, receives N timed heartbeats, prints their
+/// `--receiver N NICE`): prints its address, receives N timed heartbeats, prints their
 /// latencies in nanoseconds and the append MiB/s, and exits.
-fn receiver_process(heartbeats: usize) {
+fn receiver_process(heartbeats: usize, nice: i32) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut b = node(2, |_| {}).await;
+        let mut b = node(2, nice, |_| {}).await;
         println!("ADDR {}", b.server.local_addr());
         let (lat, mibs) = tokio::time::timeout(Duration::from_secs(300), async {
             // The sender's untimed warm-up heartbeat: both lanes' connections are up.
@@ -302,10 +308,11 @@ fn receiver_process(heartbeats: usize) {
 async fn heartbeat_latency_two_processes(
     heartbeats: usize,
     with_load: bool,
+    nice: i32,
 ) -> (Vec<Duration>, f64) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--receiver", &heartbeats.to_string()])
+        .args(["--receiver", &heartbeats.to_string(), &nice.to_string()])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -321,7 +328,7 @@ async fn heartbeat_latency_two_processes(
             let _ = line_tx.send(line.unwrap());
         }
     });
-    let a = node(1, |c| c.queue_max_bytes = 32 << 20).await;
+    let a = node(1, nice, |c| c.queue_max_bytes = 32 << 20).await;
     a.transport.add_peer(2, addr).unwrap();
     a.transport.send(heartbeat(0)).unwrap();
     assert_eq!(line_rx.recv().await.as_deref(), Some("READY"));
@@ -411,7 +418,7 @@ fn compression_row(name: &str, codec: Codec, payload: &str, data: &[u8], rounds:
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--receiver") {
-        receiver_process(args[i + 1].parse().unwrap());
+        receiver_process(args[i + 1].parse().unwrap(), args[i + 2].parse().unwrap());
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -423,6 +430,8 @@ fn main() {
     } else {
         None
     };
+    // `--throughput-only`: only the append throughput table.
+    let throughput_only = args.iter().any(|a| a == "--throughput-only");
     let scale = if quick { 4 } else { 1 };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -440,58 +449,64 @@ fn main() {
     );
     rt.block_on(async {
         if heartbeats_only.is_none() {
-        println!("### Append throughput, one peer on loopback (compression off)\n");
-        println!("| path | entry payload | messages | messages/s | MiB/s |");
-        println!("|---|---|---|---|---|");
-        for payload in [256usize, 4096] {
-            let n_stream = 200_000 / scale as u64;
-            let n_unary = 10_000 / scale as u64;
-            let merged = stream_throughput(payload, n_stream, true).await;
-            let single = stream_throughput(payload, n_stream / 2, false).await;
-            let unary = unary_throughput(payload, n_unary).await;
-            println!("{}", merged.row());
-            println!("{}", single.row());
-            println!("{}", unary.row());
-            let rate = |t: &Throughput| t.messages as f64 / t.elapsed.as_secs_f64();
-            println!(
-                "| speed-up vs unary ({payload} B; target >= 5x) | | | merged {:.1}x, 1 msg/frame {:.1}x | |",
-                rate(&merged) / rate(&unary),
-                rate(&single) / rate(&unary)
-            );
+            println!("### Append throughput, one peer on loopback (compression off)\n");
+            println!("| bulk_nice | path | entry payload | messages | messages/s | MiB/s |");
+            println!("|---|---|---|---|---|---|");
+            for nice in NICES {
+                for payload in [256usize, 4096] {
+                    let n_stream = 200_000 / scale as u64;
+                    let n_unary = 10_000 / scale as u64;
+                    let merged = stream_throughput(payload, n_stream, true, nice).await;
+                    let single = stream_throughput(payload, n_stream / 2, false, nice).await;
+                    let unary = unary_throughput(payload, n_unary, nice).await;
+                    for t in [&merged, &single, &unary] {
+                        println!("| {nice} {}", t.row());
+                    }
+                    let rate = |t: &Throughput| t.messages as f64 / t.elapsed.as_secs_f64();
+                    println!(
+                        "| {nice} | speed-up vs unary ({payload} B; target >= 5x) | | | merged {:.1}x, 1 msg/frame {:.1}x | |",
+                        rate(&merged) / rate(&unary),
+                        rate(&single) / rate(&unary)
+                    );
+                }
+            }
         }
-
+        if throughput_only {
+            return;
         }
         let hb = 2000 / scale;
         println!("\n### Heartbeat latency on the light lane (target p99 < 2 ms while appends saturate the stream)\n");
-        println!("| processes | append load on the stream | heartbeats | appends delivered | p50 | p90 | p99 | max |");
-        println!("|---|---|---|---|---|---|---|---|");
-        for two in [false, true] {
-            if heartbeats_only.is_some_and(|t| t != two) {
-                continue;
-            }
-            for with_load in [false, true] {
-                let (lat, mibs) = if two {
-                    heartbeat_latency_two_processes(hb, with_load).await
-                } else {
-                    heartbeat_latency(hb, with_load).await
-                };
-                let pct = |p: usize| lat[(lat.len() * p / 100).min(lat.len() - 1)];
-                println!(
-                    "| {} | {} | {} | {:.0} MiB/s | {:?} | {:?} | {:?} | {:?} |",
-                    if two { "two (sender, receiver)" } else { "one" },
-                    if with_load { "saturating, 64 KiB appends" } else { "none (baseline)" },
-                    lat.len(),
-                    mibs,
-                    pct(50),
-                    pct(90),
-                    pct(99),
-                    lat[lat.len() - 1]
-                );
+        println!("| bulk_nice | processes | append load on the stream | heartbeats | appends delivered | p50 | p90 | p99 | max |");
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for nice in NICES {
+            for two in [false, true] {
+                if heartbeats_only.is_some_and(|t| t != two) {
+                    continue;
+                }
+                for with_load in [false, true] {
+                    let (lat, mibs) = if two {
+                        heartbeat_latency_two_processes(hb, with_load, nice).await
+                    } else {
+                        heartbeat_latency(hb, with_load, nice).await
+                    };
+                    let pct = |p: usize| lat[(lat.len() * p / 100).min(lat.len() - 1)];
+                    println!(
+                        "| {nice} | {} | {} | {} | {:.0} MiB/s | {:?} | {:?} | {:?} | {:?} |",
+                        if two { "two (sender, receiver)" } else { "one" },
+                        if with_load { "saturating, 64 KiB appends" } else { "none (baseline)" },
+                        lat.len(),
+                        mibs,
+                        pct(50),
+                        pct(90),
+                        pct(99),
+                        lat[lat.len() - 1]
+                    );
+                }
             }
         }
     });
 
-    if heartbeats_only.is_some() {
+    if heartbeats_only.is_some() || throughput_only {
         return;
     }
     println!("\n### Compression, 1 MiB payloads (per-thread reused contexts)\n");
