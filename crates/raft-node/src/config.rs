@@ -387,6 +387,11 @@ pub struct PeerSection {
     /// Timeout of a connection attempt (default 1s).
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// How much the transport's bulk threads (append streams, snapshot transfers) raise
+    /// their nice value, 0..=19, so heartbeats, votes and the Raft loop get a CPU first
+    /// when replication keeps every core busy (default 10; 0 keeps their priority, which
+    /// favours the throughput of many small appends; Linux only).
+    pub bulk_nice: i32,
 }
 
 impl Default for PeerSection {
@@ -396,6 +401,7 @@ impl Default for PeerSection {
             stream_window: ByteSize::mib(16),
             queue_max_messages: 4096,
             connect_timeout: Duration::from_secs(1),
+            bulk_nice: 10,
         }
     }
 }
@@ -679,6 +685,7 @@ impl NodeConfig {
         t.stream_window_bytes = self.peer.stream_window.as_usize();
         t.queue_max_messages = self.peer.queue_max_messages;
         t.connect_timeout = self.peer.connect_timeout;
+        t.bulk_nice = self.peer.bulk_nice;
         t
     }
 
@@ -898,6 +905,12 @@ impl PeerSection {
         }
         if self.connect_timeout.is_zero() {
             return err("peer.connect_timeout must be positive");
+        }
+        if !(0..=19).contains(&self.bulk_nice) {
+            return err(format!(
+                "peer.bulk_nice ({}) must be between 0 and 19",
+                self.bulk_nice
+            ));
         }
         Ok(())
     }

@@ -58,6 +58,9 @@ fn full_file_parses() {
         [compression]
         codec = "snappy"
         threshold = 1024
+
+        [peer]
+        bulk_nice = 3
         "#,
     )
     .unwrap();
@@ -87,6 +90,7 @@ fn full_file_parses() {
     assert_eq!(net.compression.codec, raft_net::Codec::Snappy);
     assert_eq!(net.compression.threshold, 1024);
     assert_eq!(net.cluster_id, c.cluster_id());
+    assert_eq!(net.bulk_nice, 3);
 }
 
 #[test]
@@ -182,6 +186,8 @@ fn bad_values_name_their_key() {
         ),
         ("id = 1\nlog_filter = \"=[\"", "log_filter"),
         ("id = 1\njoin = true", "join is set"),
+        ("id = 1\n[peer]\nbulk_nice = 20", "peer.bulk_nice (20)"),
+        ("id = 1\n[peer]\nbulk_nice = -1", "peer.bulk_nice (-1)"),
     ];
     for (text, want) in cases {
         let m = msg(load(text));
