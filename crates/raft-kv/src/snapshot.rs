@@ -43,8 +43,10 @@
 //! # Cleanup without locks
 //! Retired dirty lists (generations at or below the floor) and the pre-images of ended
 //! captures (capture numbers below the running or next one) sit in key ranges that no write
-//! touches again, so [`tidy`] removes them in small blind batches without the state lock:
-//! one remove per applied batch for the dirty lists, one per pre-imaged key.
+//! touches again, so the cleanup (after a capture ends and after a snapshot is durable)
+//! removes them blindly, without the state lock and with single sled removes (a sled batch
+//! would take sled's global lock exclusively): one remove per applied batch for the dirty
+//! lists, one per pre-imaged key.
 
 use crate::error::{Error, Result};
 use crate::layout::{
