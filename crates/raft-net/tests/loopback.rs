@@ -566,35 +566,50 @@ async fn replicate_streams_are_delivered_by_their_lane_marker() {
     assert!(b.rx.priority.as_mut().unwrap().try_recv().is_err());
 }
 
+/// A peer that accepts TCP connections and never answers: its address, how many
+/// connections it accepted, and the task holding them open.
+async fn silent_peer() -> (
+    std::net::SocketAddr,
+    Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepted.clone();
+    let hold = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            open.push(conn);
+        }
+    });
+    (addr, accepted, hold)
+}
+
+/// Node 1's config for talking to a silent peer: a short `request_timeout`, and HTTP/2
+/// keep-alive too slow to notice first.
+fn silent_peer_config() -> raft_net::TransportConfig {
+    let mut cfg = config(1);
+    cfg.request_timeout = Duration::from_millis(300);
+    cfg.keepalive_interval = Duration::from_secs(3600);
+    cfg.keepalive_timeout = Duration::from_secs(3600);
+    cfg
+}
+
 /// A peer that accepts connections but never answers: the light lane gives up on its
 /// stream after `request_timeout` and reports the peer unreachable, then tries again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_peer_is_reported_unreachable_by_the_light_lane() {
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_addr = silent.local_addr().unwrap();
-    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let hold = {
-        let accepted = accepted.clone();
-        tokio::spawn(async move {
-            let mut open = Vec::new();
-            while let Ok((conn, _)) = silent.accept().await {
-                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                open.push(conn);
-            }
-        })
-    };
-    let mut cfg = config(1);
-    cfg.request_timeout = Duration::from_millis(300);
+    let (silent_addr, accepted, hold) = silent_peer().await;
     // Only the light lane's own timeout may notice (not HTTP/2 keep-alive).
-    cfg.keepalive_interval = Duration::from_secs(3600);
-    cfg.keepalive_timeout = Duration::from_secs(3600);
-    let mut a = start(cfg).await;
+    let mut a = start(silent_peer_config()).await;
     a.transport.add_peer(2, silent_addr.to_string()).unwrap();
     a.transport.send(heartbeat(1, 2, 1)).unwrap();
     unreachable(&mut a, 2, 20).await;
     // It reconnects after back-off (a new connection) once there is something to send.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while accepted.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+    while accepted.load(Ordering::SeqCst) < 2 {
         assert!(
             Instant::now() < deadline,
             "the light lane did not reconnect"
@@ -609,20 +624,9 @@ async fn a_silent_peer_is_reported_unreachable_by_the_light_lane() {
 /// has not opened within `request_timeout`, instead of only when HTTP/2 keep-alive gives up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_peer_is_reported_unreachable_by_the_append_stream() {
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_addr = silent.local_addr().unwrap();
-    let hold = tokio::spawn(async move {
-        let mut open = Vec::new();
-        while let Ok((conn, _)) = silent.accept().await {
-            open.push(conn);
-        }
-    });
-    let mut cfg = config(1);
-    cfg.request_timeout = Duration::from_millis(300);
+    let (silent_addr, _, hold) = silent_peer().await;
     // Only the stream's own open timeout may notice (not HTTP/2 keep-alive).
-    cfg.keepalive_interval = Duration::from_secs(3600);
-    cfg.keepalive_timeout = Duration::from_secs(3600);
-    let mut a = start(cfg).await;
+    let mut a = start(silent_peer_config()).await;
     a.transport.add_peer(2, silent_addr.to_string()).unwrap();
     a.transport
         .send(append(1, 2, 1, Bytes::from_static(b"x")))

@@ -204,33 +204,27 @@ fn apply_batch<SM: StateMachine>(
     };
     metrics.batch_size.record(batch.len() as f64);
     let mut waiters = Some(waiters);
-    let mut miscount: Option<usize> = None;
-    let result = sm.apply_and_answer(&batch, &mut |responses| {
-        let Some(waiters) = waiters.take() else {
-            // Answered twice: the second set has nobody left to go to.
-            miscount = Some(responses.len());
-            return;
-        };
-        if responses.len() != batch.len() {
-            miscount = Some(responses.len());
-            waiters_failed(
-                waiters,
-                "the state machine returned the wrong number of responses",
-            );
-            return;
+    let mut problem: Option<String> = None;
+    let result = sm.apply_and_answer(&batch, &mut |responses| match waiters.take() {
+        None => problem = Some("the state machine answered twice".to_string()),
+        Some(w) if responses.len() != batch.len() => {
+            problem = Some(format!(
+                "the state machine returned {} responses for {} entries",
+                responses.len(),
+                batch.len()
+            ));
+            // Not answered: `fail` below tells them.
+            waiters = Some(w);
         }
-        answer(waiters, responses, metrics);
+        Some(w) => answer(w, responses, metrics),
     });
-    let failure = match (result, miscount) {
-        (Err(e), _) => Some(format!("apply failed: {e}")),
-        (Ok(()), Some(n)) => Some(format!(
-            "the state machine returned {n} responses for {} entries",
-            batch.len()
-        )),
-        (Ok(()), None) if waiters.is_some() => {
+    let failure = match result {
+        Err(e) => Some(format!("apply failed: {e}")),
+        Ok(()) if problem.is_some() => problem,
+        Ok(()) if waiters.is_some() => {
             Some("the state machine returned without answering".to_string())
         }
-        (Ok(()), None) => None,
+        Ok(()) => None,
     };
     match failure {
         None => {
@@ -255,13 +249,6 @@ fn answer<R>(waiters: Vec<(usize, Waiter<R>)>, responses: Vec<R>, metrics: &Appl
                 .record(now.duration_since(w.since).as_secs_f64());
             let _ = w.tx.send(Ok(r));
         }
-    }
-}
-
-/// Fails waiters whose responses cannot be delivered (the node stops right after).
-fn waiters_failed<R>(waiters: Vec<(usize, Waiter<R>)>, msg: &str) {
-    for (_, w) in waiters {
-        let _ = w.tx.send(Err(Error::Fatal(msg.to_string())));
     }
 }
 

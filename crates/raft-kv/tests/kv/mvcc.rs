@@ -291,15 +291,7 @@ fn replay_after_reopen_is_idempotent() {
         .collect();
     let (rev, all) = {
         let store = KvStore::open(dir.path()).unwrap();
-        let entries: Vec<ApplyEntry<'_>> = cmds[..12]
-            .iter()
-            .enumerate()
-            .map(|(i, c)| ApplyEntry {
-                index: i as u64 + 1,
-                term: 2,
-                payload: EntryPayload::Command(c),
-            })
-            .collect();
+        let entries = entries_at(&cmds[..12], 1, 2);
         let results = store.apply_batch(&entries).unwrap();
         assert_eq!(results.len(), 12);
         store.flush().unwrap();
@@ -315,15 +307,7 @@ fn replay_after_reopen_is_idempotent() {
     assert_eq!(store.revision(), 13);
     assert_eq!(store.range(&range_req("\0", "\0")).unwrap().kvs, all);
     // The log replays everything from 1: the first 12 are skipped, the rest applied.
-    let entries: Vec<ApplyEntry<'_>> = cmds
-        .iter()
-        .enumerate()
-        .map(|(i, c)| ApplyEntry {
-            index: i as u64 + 1,
-            term: 2,
-            payload: EntryPayload::Command(c),
-        })
-        .collect();
+    let entries = entries_at(&cmds, 1, 2);
     let results = store.apply_batch(&entries).unwrap();
     let skipped = results
         .iter()
@@ -350,15 +334,7 @@ fn an_early_answer_comes_before_the_write_and_holds_readers_until_it_lands() {
         Command::new(2, put_op("k", "new")),
         Command::new(3, put_op("j", "x")),
     ];
-    let entries: Vec<ApplyEntry<'_>> = cmds
-        .iter()
-        .enumerate()
-        .map(|(i, c)| ApplyEntry {
-            index: i as u64 + 2,
-            term: 1,
-            payload: EntryPayload::Command(c),
-        })
-        .collect();
+    let entries = entries_at(&cmds, 2, 1);
     let mut answered = Vec::new();
     let mut reader = None;
     h.store
@@ -471,4 +447,16 @@ fn batch_mixes_entries_and_undecodable_data() {
         r.outcome,
         Outcome::Rejected(Error::MemberNotFound)
     ));
+}
+
+/// `cmds` as consecutive entries from index `first`, all of term `term`.
+fn entries_at(cmds: &[Command], first: u64, term: u64) -> Vec<ApplyEntry<'_>> {
+    cmds.iter()
+        .zip(first..)
+        .map(|(c, index)| ApplyEntry {
+            index,
+            term,
+            payload: EntryPayload::Command(c),
+        })
+        .collect()
 }
