@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 mod command;
+mod cow;
 mod error;
 mod layout;
 mod members;
@@ -28,6 +29,7 @@ mod store;
 pub mod validate;
 
 pub use command::{COMMAND_FORMAT_V1, Command, Op};
+pub use cow::DEFAULT_PRE_IMAGE_BUDGET;
 pub use error::{Error, Result};
 pub use members::Member;
 pub use record::Record;

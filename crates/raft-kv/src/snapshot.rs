@@ -15,20 +15,33 @@
 //! # Copy-on-write
 //! [`KvStore::capture`] freezes the state at the applied index N and starts a new dirty
 //! generation. While the capture's records are alive, the first write of a key after N
-//! stores the key's value at N (or its absence) as a pre-image under the capture's number in
-//! the `b'c'` key space, in the same sled batch as the write. The value is the one apply
-//! read anyway to build the new record, and apply remembers in memory which keys have a
-//! pre-image, so copy-on-write adds a write per key and no read. Keys the records have
-//! already passed need no pre-image (the reader publishes how far it got), so late in a
-//! capture writes cost what they cost without one. Dropping the records ends the capture;
-//! its pre-images are removed afterwards.
+//! keeps the key's value at N (or its absence) as a pre-image. The value is the one apply
+//! read anyway to build the new record, so copy-on-write adds no read. Pre-images are kept
+//! in memory (a map from user key to record, behind a mutex shared with the reader) up to
+//! a byte budget ([`crate::DEFAULT_PRE_IMAGE_BUDGET`] by default); past it, in sled under
+//! the capture's number in the `b'c'` key space, in the same sled batch as the write. Keys
+//! the records have already passed need no pre-image (the reader publishes how far it
+//! got), so late in a capture writes cost what they cost without one. Dropping the records
+//! ends the capture; its pre-images are dropped (the sled ones removed afterwards).
 //!
-//! The reader takes no lock that apply waits for. For each chunk of keys it reads the live
-//! data first and the pre-images of the same keys second, and a pre-image wins. That is
-//! enough: a write after N that lands before the data read also wrote the key's pre-image
-//! (same atomic batch), which the later pre-image read sees; a write that lands after the
-//! data read left the data at its value at N. The reader publishes its progress only after
-//! both reads, so a write never skips a pre-image the reader still needs.
+//! The reader takes no lock that apply waits for beyond that mutex, which each side holds
+//! for a short map operation. For each chunk of keys it reads the live data from sled
+//! first, then the pre-images of the same key interval (the in-memory ones, then the sled
+//! ones if any pre-image of the capture went to sled), and a pre-image wins. That is
+//! enough:
+//! - apply stores a write's pre-image (in the map, or in the sled batch of the write)
+//!   before that batch is in sled, and the first write of a key after N makes it; so a
+//!   write after N that lands before the data read left a pre-image that the later
+//!   pre-image reads see (the map under the mutex, which apply released before writing its
+//!   batch; sled because the batch is atomic; the flag saying that sled holds pre-images
+//!   too is set under the mutex before such a batch is written);
+//! - a write that lands after the data read left the data at its value at N.
+//!
+//! The reader publishes its progress only after both reads, and removes the in-memory
+//! pre-images it has passed in the same step, so a write never skips a pre-image the reader
+//! still needs. Losing the in-memory pre-images in a crash loses nothing: only the running
+//! capture reads them, and a capture does not survive a restart (the sled ones are removed
+//! when the store is opened).
 //!
 //! # Dirty tracking
 //! Every applied batch stores the list of keys it wrote under the current generation
@@ -48,6 +61,7 @@
 //! would take sled's global lock exclusively): one remove per applied batch for the dirty
 //! lists, one per pre-imaged key.
 
+use crate::cow::{COW_PRESENT, PreImage, Progress, Taken};
 use crate::error::{Error, Result};
 use crate::layout::{
     COW, DATA, DIRTY, META, be_u64, cow_key, decode_key_list, dirty_key, encode_key_list, meta,
@@ -55,10 +69,10 @@ use crate::layout::{
 };
 use crate::members::{Member, decode_members, encode_members};
 use crate::record::Record;
-use crate::store::{ActiveCapture, COW_PRESENT, KvStore, Progress, Shared, State, remove_space};
+use crate::store::{ActiveCapture, KvStore, Shared, State, remove_space};
 use prost::bytes::Bytes;
 use std::cmp::Ordering;
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -165,13 +179,13 @@ impl KvStore {
             number: st.next_capture,
         };
         st.next_capture += 1;
-        st.pre_imaged.clear();
+        let old = shared.cow.lock().reset();
+        drop(old);
         st.dirty_gen += 1;
         shared
             .tree
             .insert(meta_key(meta::DIRTY_GEN), &st.dirty_gen.to_be_bytes())?;
         st.capture = Some(cap);
-        *shared.progress.lock() = Progress::Start;
         st.pending_durable = Some((st.applied_index, cap.generation));
         let members: Vec<Member> = st.members.values().cloned().collect();
         let info = CaptureInfo {
@@ -532,70 +546,86 @@ impl Iterator for CaptureRecords {
 }
 
 impl CaptureRecords {
-    /// Reads the next chunk (no lock: see the module documentation).
+    /// Reads the next chunk (no lock apply waits for: see the module documentation).
     fn fill(&mut self) -> Result<()> {
         match self.kind {
             CaptureKind::Full => self.fill_full()?,
             CaptureKind::Delta => self.fill_delta()?,
         }
         // Published only after the chunk's data and pre-images were both read.
-        let mut progress = self.shared.progress.lock();
-        if self.data_done {
-            *progress = Progress::Done;
-        } else if let Some(c) = &self.cursor {
-            *progress = Progress::After(c.clone());
-        }
+        let progress = match &self.cursor {
+            _ if self.data_done => Progress::Done,
+            Some(c) => Progress::After(c.clone()),
+            None => return Ok(()),
+        };
+        let passed = self.shared.cow.lock().advance(progress);
+        drop(passed);
         Ok(())
     }
 
-    /// A record of `user_key` from its pre-image, if it has one: `Some(None)` when the key
-    /// was absent at the capture point.
-    fn from_pre_image(user_key: &[u8], v: &[u8]) -> Result<Option<SnapshotRecord>> {
-        let (flags, raw) = v
-            .split_first()
-            .ok_or_else(|| Error::corrupt("empty cow entry"))?;
-        Ok((flags & COW_PRESENT != 0).then(|| SnapshotRecord::Put {
+    /// The pre-images of the user keys in `(cursor, upto]` (`None`: to the end), in key
+    /// order: the in-memory ones, and the sled ones when the capture has any (a key has its
+    /// pre-image in one place only).
+    fn pre_images(&self, upto: Option<&[u8]>) -> Result<Taken> {
+        let (mut taken, any_spilled) = self
+            .shared
+            .cow
+            .lock()
+            .pre_images(self.cursor.as_deref(), upto);
+        if any_spilled {
+            let number = self.cap.number;
+            let lo = match &self.cursor {
+                Some(k) => Bound::Excluded(cow_key(number, k)),
+                None => Bound::Included(numbered(COW, number)),
+            };
+            let hi = match upto {
+                Some(k) => Bound::Included(cow_key(number, k)),
+                None => Bound::Excluded(numbered(COW, number + 1)),
+            };
+            let before = taken.len();
+            for item in self.shared.tree.range((lo, hi)) {
+                let (k, v) = item?;
+                taken.push((k[9..].to_vec(), decode_pre_image(&v)?));
+            }
+            if taken.len() > before && before > 0 {
+                taken.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            }
+        }
+        Ok(taken)
+    }
+
+    /// The record of `user_key` from its pre-image: `None` when the key was absent at the
+    /// capture point.
+    fn from_pre_image(user_key: &[u8], pre: PreImage) -> Option<SnapshotRecord> {
+        pre.map(|raw| SnapshotRecord::Put {
             key: Bytes::from(prefixed(DATA, user_key)),
-            value: Bytes::copy_from_slice(raw),
-        }))
+            value: Bytes::copy_from_slice(&raw),
+        })
     }
 
     /// The next up to [`CHUNK`] data keys, then the pre-images of the same key interval.
     fn fill_full(&mut self) -> Result<()> {
         let tree = &self.shared.tree;
-        let lo = |space: Vec<u8>| match &self.cursor {
-            Some(k) => {
-                let mut v = space;
-                v.extend_from_slice(k);
-                Bound::Excluded(v)
-            }
-            None => Bound::Included(space),
+        let lo = match &self.cursor {
+            Some(k) => Bound::Excluded(prefixed(DATA, k)),
+            None => Bound::Included(vec![DATA]),
         };
         let mut data = Vec::with_capacity(CHUNK);
         for item in tree
-            .range((lo(vec![DATA]), Bound::Excluded(vec![DATA + 1])))
+            .range((lo, Bound::Excluded(vec![DATA + 1])))
             .take(CHUNK)
         {
             data.push(item?);
         }
         let last = (data.len() == CHUNK).then(|| data[CHUNK - 1].0[1..].to_vec());
-        let number = self.cap.number;
-        let cow_hi = match &last {
-            Some(k) => Bound::Included(cow_key(number, k)),
-            None => Bound::Excluded(numbered(COW, number + 1)),
-        };
-        let mut cow = Vec::new();
-        for item in tree.range((lo(numbered(COW, number)), cow_hi)) {
-            let (k, v) = item?;
-            cow.push((k[9..].to_vec(), v));
-        }
+        let pre = self.pre_images(last.as_deref())?;
         // Merge by user key; a pre-image wins over the live data.
         let mut data = data.into_iter().peekable();
-        let mut cow = cow.into_iter().peekable();
+        let mut pre = pre.into_iter().peekable();
         loop {
             let order = match (
                 data.peek().map(|(k, _)| &k[1..]),
-                cow.peek().map(|(k, _)| k.as_slice()),
+                pre.peek().map(|(k, _)| k.as_slice()),
             ) {
                 (None, None) => break,
                 (Some(d), Some(c)) => c.cmp(d),
@@ -612,8 +642,8 @@ impl CaptureRecords {
                 if order == Ordering::Equal {
                     data.next();
                 }
-                let (ck, cv) = cow.next().expect("peeked");
-                self.buf.extend(Self::from_pre_image(&ck, &cv)?);
+                let (k, v) = pre.next().expect("peeked");
+                self.buf.extend(Self::from_pre_image(&k, v));
             }
         }
         match last {
@@ -623,8 +653,9 @@ impl CaptureRecords {
         Ok(())
     }
 
-    /// The next up to [`CHUNK`] keys of the delta: for each, the live data, then its
-    /// pre-image (which wins); a key absent at the capture point is a `Delete`.
+    /// The next up to [`CHUNK`] keys of the delta: the live data of each, then the
+    /// pre-images of the same key interval (a pre-image wins); a key absent at the capture
+    /// point is a `Delete`.
     fn fill_delta(&mut self) -> Result<()> {
         let tree = &self.shared.tree;
         if self.dirty.is_none() {
@@ -639,12 +670,21 @@ impl CaptureRecords {
             keys.dedup();
             self.dirty = Some((keys, 0));
         }
-        let (keys, at) = self.dirty.as_mut().expect("loaded above");
-        let end = (*at + CHUNK).min(keys.len());
-        for key in &keys[*at..end] {
-            let live = tree.get(prefixed(DATA, key))?;
-            let rec = match tree.get(cow_key(self.cap.number, key))? {
-                Some(pre) => Self::from_pre_image(key, &pre)?,
+        let (keys, at) = self.dirty.take().expect("loaded above");
+        let end = (at + CHUNK).min(keys.len());
+        let chunk = &keys[at..end];
+        let mut live = Vec::with_capacity(chunk.len());
+        for key in chunk {
+            live.push(tree.get(prefixed(DATA, key))?);
+        }
+        let done = end == keys.len();
+        let pre = self.pre_images((!done).then(|| keys[end - 1].as_slice()))?;
+        let mut pre = pre.into_iter().peekable();
+        for (key, live) in chunk.iter().zip(live) {
+            // The interval's pre-images may include keys outside the delta: skip them.
+            while pre.next_if(|(k, _)| k < key).is_some() {}
+            let rec = match pre.next_if(|(k, _)| k == key) {
+                Some((_, old)) => Self::from_pre_image(key, old),
                 None => live.map(|raw| SnapshotRecord::Put {
                     key: Bytes::from(prefixed(DATA, key)),
                     value: Bytes::copy_from_slice(&raw),
@@ -655,24 +695,32 @@ impl CaptureRecords {
                     key: Bytes::from(prefixed(DATA, key)),
                 }));
         }
-        *at = end;
-        if end == keys.len() {
+        if done {
             self.data_done = true;
         } else {
             self.cursor = Some(keys[end - 1].clone());
         }
+        self.dirty = Some((keys, end));
         Ok(())
     }
 }
 
+/// A sled pre-image (see `KvStore`'s layout) as the record at the capture point.
+fn decode_pre_image(v: &[u8]) -> Result<PreImage> {
+    let (flags, raw) = v
+        .split_first()
+        .ok_or_else(|| Error::corrupt("empty cow entry"))?;
+    Ok((flags & COW_PRESENT != 0).then(|| sled::IVec::from(raw)))
+}
+
 impl Drop for CaptureRecords {
     fn drop(&mut self) {
-        {
+        let old = {
             let mut st = self.shared.state.write();
             st.capture = None;
-            st.pre_imaged = HashSet::new();
-            *self.shared.progress.lock() = Progress::Start;
-        }
+            self.shared.cow.lock().reset()
+        };
+        drop(old);
         if let Err(err) = tidy(&self.shared) {
             tracing::warn!(%err, "cleaning up after a snapshot capture failed; the next one retries");
         }
@@ -707,6 +755,8 @@ mod tests {
     #[test]
     fn ended_captures_leave_nothing_behind() {
         let store = KvStore::open_temporary().unwrap();
+        // No memory budget: every pre-image goes to sled.
+        store.set_pre_image_budget(0);
         let n = 3 * TIDY_CHUNK as u64 + 17;
         for i in 1..=n {
             put(&store, i, &format!("k{i:05}"));
@@ -731,7 +781,69 @@ mod tests {
         assert_eq!(count(&store, COW), 0, "pre-images removed at the end");
         // Only the lists of the 10 writes after the capture are left.
         assert_eq!(count(&store, DIRTY), 10);
-        assert!(store.shared.state.read().pre_imaged.is_empty());
+        assert_eq!(store.shared.cow.lock().in_memory(), 0);
+    }
+
+    /// With a small budget some pre-images stay in memory and the rest go to sled; a capture
+    /// read in between writes (overwrites, deletes, creates) still yields the state at N,
+    /// and ending it leaves neither kind behind.
+    #[test]
+    fn pre_images_split_between_memory_and_sled_make_one_capture() {
+        let store = KvStore::open_temporary().unwrap();
+        store.set_pre_image_budget(40 * 100);
+        let n = 3 * CHUNK as u64;
+        for i in 1..=n {
+            put(&store, i, &format!("k{i:05}"));
+        }
+        let (hash_at_n, _) = store.hash_kv(0).unwrap();
+        let cap = store.capture(CaptureKind::Full).unwrap();
+        let mut index = n;
+        let mut write = |keys: &mut dyn Iterator<Item = u64>| {
+            for i in keys {
+                index += 1;
+                let key = format!("k{i:05}");
+                let op = if i % 3 == 0 {
+                    crate::Op::DeleteRange(crate::pb::etcdserverpb::DeleteRangeRequest {
+                        key: key.into_bytes().into(),
+                        ..Default::default()
+                    })
+                } else {
+                    crate::Op::Put(crate::pb::etcdserverpb::PutRequest {
+                        key: key.into_bytes().into(),
+                        value: b"after".to_vec().into(),
+                        ..Default::default()
+                    })
+                };
+                store.apply(index, 1, &crate::Command::new(0, op)).unwrap();
+            }
+        };
+        // Keys ahead of the reader (and new ones past the last) get pre-images.
+        write(&mut (1..=n + 50).step_by(2));
+        let in_memory = store.shared.cow.lock().in_memory();
+        assert!(in_memory > 0, "some pre-images in memory");
+        let spilled = count(&store, COW);
+        assert!(spilled > 0, "some pre-images in sled");
+        // Every write made one, but for the deletes of absent keys (they write nothing).
+        let writes = (1..=n + 50).step_by(2).filter(|i| *i <= n || i % 3 != 0);
+        assert_eq!(spilled + in_memory, writes.count());
+        let mut records = cap.records;
+        let mut got: Vec<_> = records
+            .by_ref()
+            .take(CHUNK + 10)
+            .collect::<Result<_>>()
+            .unwrap();
+        // The reader passed the first chunk: its in-memory pre-images are gone.
+        assert!(store.shared.cow.lock().in_memory() < in_memory);
+        write(&mut (2..=n + 50).step_by(2));
+        write(&mut (1..=n + 50).step_by(5));
+        got.extend(records.by_ref().map(|r| r.unwrap()));
+        drop(records);
+        assert_eq!(count(&store, COW), 0);
+        assert_eq!(store.shared.cow.lock().in_memory(), 0);
+        let copy = KvStore::open_temporary().unwrap();
+        copy.restore_full(n, 1, got.into_iter().map(Ok)).unwrap();
+        assert_eq!(copy.hash_kv(0).unwrap().0, hash_at_n);
+        assert_ne!(store.hash_kv(0).unwrap().0, hash_at_n);
     }
 
     /// A layout-1 store (one dirty mark per key) opens converted: the marks above the floor

@@ -8,17 +8,17 @@ mod view;
 pub use exec::Response;
 
 use crate::command::{Command, Op};
+use crate::cow::CowState;
 use crate::error::{Error, Result};
 use crate::layout::{
-    COW, DATA, LAYOUT_VERSION, be_u64, cow_key, dirty_key, encode_key_list, meta, meta_key,
-    prefixed,
+    COW, DATA, LAYOUT_VERSION, be_u64, dirty_key, encode_key_list, meta, meta_key, prefixed,
 };
 use crate::members::{Member, decode_members, encode_members};
 use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, TxnRequest, TxnResponse};
 use crate::pb::mvccpb::KeyValue;
 use exec::Batch;
 use parking_lot::{Mutex, RwLock, RwLockUpgradableReadGuard};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use view::{Overlay, View};
@@ -55,8 +55,8 @@ pub const INITIAL_REVISION: i64 = 1;
 /// # On-disk layout
 /// One sled tree named [`TREE_NAME`]; every sled key starts with a one-byte key space tag.
 /// Every applied batch is one `sled::Batch` (atomic, also across crashes) holding the data,
-/// the batch's dirty list, the copy-on-write pre-images and the metadata, so the applied index
-/// never disagrees with the data.
+/// the batch's dirty list, the metadata and the copy-on-write pre-images that do not fit in
+/// memory, so the applied index never disagrees with the data.
 ///
 /// | sled key | value |
 /// |---|---|
@@ -69,7 +69,7 @@ pub const INITIAL_REVISION: i64 = 1;
 /// | `b'm' ++ b"layout"` | u8: layout version (2) |
 /// | `b'm' ++ b"restoring"` | empty; present while a restore is unfinished |
 /// | `b'd' ++ generation ++ index` (u64 BE each) | the dirty list of the batch that ended at `index`: the user keys it wrote or deleted, each as a varint length and the bytes |
-/// | `b'c' ++ capture number (u64 BE) ++ user key` | cow pre-image while that capture runs: flags byte (bit 1: the key existed) then the record encoding if it existed |
+/// | `b'c' ++ capture number (u64 BE) ++ user key` | cow pre-image while that capture runs, when the in-memory ones are over their budget: flags byte (bit 1: the key existed) then the record encoding if it existed |
 ///
 /// Dirty lists are one entry per applied batch, not one per key: a delta capture reads the
 /// lists of its generations and sorts their keys in memory, and a durable snapshot retires its
@@ -83,31 +83,8 @@ pub(crate) struct Shared {
     pub(crate) db: sled::Db,
     pub(crate) tree: sled::Tree,
     pub(crate) state: RwLock<State>,
-    /// How far the running capture has read (its keys up to here need no pre-image).
-    pub(crate) progress: Mutex<Progress>,
-}
-
-/// How far a capture's records have been read, in user-key order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) enum Progress {
-    /// Nothing read yet.
-    #[default]
-    Start,
-    /// Every key up to and including this one has been read.
-    After(Vec<u8>),
-    /// Every key has been read: later writes need no pre-image at all.
-    Done,
-}
-
-impl Progress {
-    /// True when `key` was read already.
-    fn covers(&self, key: &[u8]) -> bool {
-        match self {
-            Progress::Start => false,
-            Progress::After(k) => key <= k.as_slice(),
-            Progress::Done => true,
-        }
-    }
+    /// The running capture's progress and pre-images (see [`crate::cow`]).
+    pub(crate) cow: Mutex<CowState>,
 }
 
 /// The in-memory copy of the metadata (the truth is in sled), plus capture bookkeeping.
@@ -126,8 +103,6 @@ pub(crate) struct State {
     pub(crate) capture: Option<ActiveCapture>,
     /// The number the next capture gets (its pre-images live under it).
     pub(crate) next_capture: u64,
-    /// The keys the running capture has a pre-image of (so apply never reads for it).
-    pub(crate) pre_imaged: HashSet<Vec<u8>>,
     /// `(index, generation)` of the latest capture, until it is reported durable.
     pub(crate) pending_durable: Option<(u64, u64)>,
     pub(crate) restoring: bool,
@@ -139,7 +114,7 @@ pub(crate) struct ActiveCapture {
     /// Dirty lists of generations in `(floor, generation]` are the capture's delta.
     pub(crate) floor: u64,
     pub(crate) generation: u64,
-    /// Its number: its pre-images are under `b'c' ++ number`.
+    /// Its number: its sled pre-images are under `b'c' ++ number`.
     pub(crate) number: u64,
 }
 
@@ -251,7 +226,7 @@ impl KvStore {
                 db,
                 tree,
                 state: RwLock::new(state),
-                progress: Mutex::new(Progress::Start),
+                cow: Mutex::new(CowState::new()),
             }),
         })
     }
@@ -297,6 +272,14 @@ impl KvStore {
     /// Bytes the sled database uses on disk (for `Maintenance.Status`).
     pub fn db_size(&self) -> Result<u64> {
         Ok(self.shared.db.size_on_disk()?)
+    }
+
+    /// Sets how many bytes of copy-on-write pre-images a running capture keeps in memory
+    /// (default [`DEFAULT_PRE_IMAGE_BUDGET`](crate::DEFAULT_PRE_IMAGE_BUDGET), 64 MiB); past
+    /// it, pre-images are written to sled with the batch that makes them. Takes effect for
+    /// the pre-images made from now on.
+    pub fn set_pre_image_budget(&self, bytes: usize) {
+        self.shared.cow.lock().budget = bytes;
     }
 
     /// Makes everything applied so far durable (one fsync). Apply does not sync by itself:
@@ -413,15 +396,14 @@ impl KvStore {
             return Ok(());
         }
         let mut b = sled::Batch::default();
-        let mut new_pre_images = Vec::new();
+        let mut spilled = Vec::new();
         if let Some(cap) = guard.capture {
-            let progress = shared.progress.lock().clone();
-            new_pre_images = preserve_pre_images(
+            // Before the batch is written: see `crate::cow` and the snapshot module.
+            spilled = shared.cow.lock().preserve(
                 &shared.tree,
-                &batch,
-                cap,
-                &guard.pre_imaged,
-                &progress,
+                cap.number,
+                batch.overlay.keys(),
+                batch.pre.take().unwrap_or_default(),
                 &mut b,
             )?;
         }
@@ -460,7 +442,9 @@ impl KvStore {
         if batch.members_changed {
             state.members = batch.members;
         }
-        state.pre_imaged.extend(new_pre_images);
+        if !spilled.is_empty() {
+            shared.cow.lock().spilled_written(spilled);
+        }
         Ok(())
     }
 
@@ -549,52 +533,6 @@ fn execute(batch: &mut Batch<'_>, op: &Op) -> Result<Outcome> {
     }
 }
 
-/// Cow flag: the key existed at the capture point (its record follows the flags).
-pub(crate) const COW_PRESENT: u8 = 2;
-
-/// For each key the batch writes that the capture has not read yet and that has no
-/// pre-image yet (`pre_imaged`), stores its value at the capture point: the value the batch
-/// read before its first write of the key (earlier writes after the point made a pre-image
-/// already, so the tree still held the value at the point). Returns the keys given a
-/// pre-image, to add to `pre_imaged` once the batch is written.
-///
-/// `progress` may lag behind the reader (then a pre-image is stored that is not needed),
-/// never run ahead of it: the reader publishes a key only after reading its data and then
-/// its pre-image slot, so a write the reader has not passed yet always leaves a pre-image.
-fn preserve_pre_images(
-    tree: &sled::Tree,
-    batch: &Batch<'_>,
-    cap: ActiveCapture,
-    pre_imaged: &HashSet<Vec<u8>>,
-    progress: &Progress,
-    b: &mut sled::Batch,
-) -> Result<Vec<Vec<u8>>> {
-    let mut added = Vec::new();
-    for key in batch.overlay.keys() {
-        if progress.covers(key) || pre_imaged.contains(key) {
-            continue;
-        }
-        let read = batch.pre.as_ref().and_then(|p| p.get(key));
-        let old = match read {
-            Some(v) => v.clone(),
-            // Every key of the overlay was read first; this is only a fallback.
-            None => tree.get(prefixed(DATA, key))?,
-        };
-        let v = match old {
-            Some(raw) => {
-                let mut v = Vec::with_capacity(1 + raw.len());
-                v.push(COW_PRESENT);
-                v.extend_from_slice(&raw);
-                v
-            }
-            None => vec![0u8],
-        };
-        b.insert(cow_key(cap.number, key), v);
-        added.push(key.clone());
-    }
-    Ok(added)
-}
-
 /// Removes the entries of key space `space` whose value satisfies `doomed`, in chunks.
 pub(crate) fn remove_space(
     tree: &sled::Tree,
@@ -651,7 +589,6 @@ impl State {
             snapshot_index: u(meta::SNAPSHOT_INDEX)?,
             capture: None,
             next_capture: 0,
-            pre_imaged: HashSet::new(),
             pending_durable: None,
             restoring: tree.contains_key(meta_key(meta::RESTORING))?,
         })

@@ -163,8 +163,10 @@ fn one_capture_at_a_time() {
 
 /// The heart of copy-on-write: a writer thread applies entries (overwrites, deletes,
 /// creates) while the capture is read; the captured records equal the state at exactly N.
-fn cow_under_concurrent_writes(kind: CaptureKind) {
+/// `budget`: the bytes of pre-images kept in memory (past it they go to sled).
+fn cow_under_concurrent_writes(kind: CaptureKind, budget: usize) {
     let mut h = Harness::new();
+    h.store.set_pre_image_budget(budget);
     load(&mut h, 3000);
     let base = h.store.capture(CaptureKind::Full).unwrap();
     let n0 = base.info.index;
@@ -239,12 +241,24 @@ fn cow_under_concurrent_writes(kind: CaptureKind) {
 
 #[test]
 fn cow_full_capture_equals_state_at_n_under_concurrent_writes() {
-    cow_under_concurrent_writes(CaptureKind::Full);
+    cow_under_concurrent_writes(CaptureKind::Full, raft_kv::DEFAULT_PRE_IMAGE_BUDGET);
 }
 
 #[test]
 fn cow_delta_capture_equals_state_at_n_under_concurrent_writes() {
-    cow_under_concurrent_writes(CaptureKind::Delta);
+    cow_under_concurrent_writes(CaptureKind::Delta, raft_kv::DEFAULT_PRE_IMAGE_BUDGET);
+}
+
+/// The same with every pre-image in sled (no memory budget).
+#[test]
+fn cow_full_capture_equals_state_at_n_with_pre_images_in_sled() {
+    cow_under_concurrent_writes(CaptureKind::Full, 0);
+}
+
+/// The same with the first few dozen pre-images in memory (4 KiB) and the rest in sled.
+#[test]
+fn cow_delta_capture_equals_state_at_n_with_pre_images_spilling_to_sled() {
+    cow_under_concurrent_writes(CaptureKind::Delta, 4096);
 }
 
 #[test]
