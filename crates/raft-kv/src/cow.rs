@@ -266,7 +266,7 @@ mod tests {
         // The reader passes "a": its pre-image is gone and its budget is free again.
         assert_eq!(cow.advance(Progress::After(b"a".to_vec())).len(), 1);
         assert_eq!(cow.in_memory(), 1);
-        let d = vec![b"d".to_vec()];
+        let d = [b"d".to_vec()];
         let mut b = sled::Batch::default();
         let read = BTreeMap::from([(b"d".to_vec(), None)]);
         assert!(
