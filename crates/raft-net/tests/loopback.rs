@@ -634,3 +634,102 @@ async fn a_silent_peer_is_reported_unreachable_by_the_append_stream() {
     unreachable(&mut a, 2, 20).await;
     hold.abort();
 }
+
+/// A snapshot sink that records the name of the thread each `stored_len` call runs on (the
+/// thread serving the connection that carried the `SnapshotOffset` call) and stores nothing.
+#[derive(Default)]
+struct ThreadRecordingSink {
+    threads: std::sync::Mutex<Vec<String>>,
+}
+
+impl raft_net::SnapshotSink for ThreadRecordingSink {
+    fn stored_len<'a>(
+        &'a self,
+        _from: raft_core::NodeId,
+        _meta: &'a raft_core::SnapshotMeta,
+        _total_len: u64,
+    ) -> futures_util::future::BoxFuture<'a, std::io::Result<u64>> {
+        let name = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
+        self.threads.lock().unwrap().push(name);
+        Box::pin(async { Ok(0) })
+    }
+
+    fn write_chunk<'a>(
+        &'a self,
+        _from: raft_core::NodeId,
+        _meta: &'a raft_core::SnapshotMeta,
+        _offset: u64,
+        _data: Bytes,
+    ) -> futures_util::future::BoxFuture<'a, std::io::Result<()>> {
+        Box::pin(async { Err(std::io::Error::other("this sink stores nothing")) })
+    }
+
+    fn finish<'a>(
+        &'a self,
+        _from: raft_core::NodeId,
+        _meta: &'a raft_core::SnapshotMeta,
+        _total_len: u64,
+        _checksum: u32,
+    ) -> futures_util::future::BoxFuture<'a, std::io::Result<()>> {
+        Box::pin(async { Err(std::io::Error::other("this sink stores nothing")) })
+    }
+}
+
+/// The accept loop routes by the connection's first bytes: a connection that opens with
+/// the light lane's preface (`RAFTLITE`) is served on the node's network thread
+/// (`raft-net-<id>`), one that starts with HTTP/2 right away on its bulk runtime
+/// (`raft-bulk-<id>`). Seen from the snapshot sink, which the server calls on the thread
+/// serving the `SnapshotOffset` call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn light_lane_connections_are_served_on_the_network_thread() {
+    use raft_net::wire::{self, peer_client::PeerClient};
+    use tokio::io::AsyncWriteExt;
+    use tonic::transport::Endpoint;
+    let sink = Arc::new(ThreadRecordingSink::default());
+    let (inbound, _rx) = raft_net::Inbound::channels_with_priority(16, sink.clone());
+    let transport = raft_net::PeerTransport::new(config(2), inbound).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = transport.serve(listener).unwrap();
+    let addr = server.local_addr();
+    let endpoint = Endpoint::from_shared(format!("http://{addr}")).unwrap();
+    let http2 = endpoint.connect().await.unwrap();
+    let light = endpoint
+        .connect_with_connector(tower::service_fn(move |_: http::Uri| async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.write_all(b"RAFTLITE").await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }))
+        .await
+        .unwrap();
+    let meta = snapshot_meta();
+    let probe = wire::SnapshotProbe {
+        cluster_id: CLUSTER,
+        from: 1,
+        to: 2,
+        term: meta.term,
+        meta: Some(wire::SnapshotMeta {
+            index: meta.index,
+            term: meta.term,
+            voters: vec![1, 2, 3],
+            ..Default::default()
+        }),
+        total_len: 1 << 20,
+    };
+    for (channel, expected) in [(http2, "raft-bulk-2"), (light, "raft-net-2")] {
+        let ack = tokio::time::timeout(
+            Duration::from_secs(10),
+            PeerClient::new(channel).snapshot_offset(probe.clone()),
+        )
+        .await
+        .expect("no answer within 10 s")
+        .unwrap()
+        .into_inner();
+        assert_eq!(ack.received, 0);
+        let threads = std::mem::take(&mut *sink.threads.lock().unwrap());
+        assert_eq!(threads, [expected], "the connection expected on {expected}");
+    }
+    server.shutdown().await.unwrap();
+}
