@@ -136,7 +136,9 @@ pub struct TransportConfig {
     /// value goes up by this much, capped at 19; Linux only, allowed without privileges).
     /// With it, heartbeats, votes and the caller's runtime get a CPU first while the append
     /// streams keep every core busy; when the CPUs are otherwise idle, the append streams
-    /// still get all of it. 0 keeps the caller's priority. Default 10.
+    /// still get all of it. 0 keeps the caller's priority. Default 10: it lowers the
+    /// heartbeat latency tail while appends saturate the stream, at the cost of throughput
+    /// of small single-entry messages (`docs/benchmarks.md`, "The default `bulk_nice`").
     pub bulk_nice: i32,
 }
 
