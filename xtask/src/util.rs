@@ -11,9 +11,14 @@ pub fn cd_workspace_root() -> Result<()> {
     std::env::set_current_dir(&root).with_context(|| format!("cd {}", root.display()))
 }
 
-/// The workspace root, from where this crate was built.
+/// The workspace root: the parent of xtask's manifest dir, as `cargo run` reports it (a
+/// binary built in another checkout but sharing the target dir must not work on that one),
+/// else as it was when this crate was built.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest
         .parent()
         .expect("xtask lives one level below the workspace root")
         .to_path_buf()
