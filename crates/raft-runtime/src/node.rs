@@ -229,6 +229,9 @@ pub(crate) struct InFlight {
     /// Completions still awaited: the log write, and the state-machine restore of a
     /// snapshot.
     pub waits: u8,
+    /// Whether one of them is a restore.
+    pub restore: bool,
+    /// What waits for them (empty when the log's completion sent it, see `handle_ready`).
     pub messages: Vec<raft_core::Message>,
 }
 

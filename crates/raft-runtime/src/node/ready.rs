@@ -41,6 +41,8 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
 
         // Persist: submit and move on; completion comes back as an event.
         let mut waits = 0u8;
+        let mut restore = false;
+        let mut messages = std::mem::take(&mut rd.persisted_messages);
         if let Some(hs) = rd.hard_state
             && rd.entries.is_empty()
             && rd.snapshot.is_none()
@@ -64,16 +66,42 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                     number,
                 })?;
                 waits += 1;
+                restore = true;
             }
             let write = LogWrite {
                 snapshot,
                 entries: std::mem::take(&mut rd.entries),
                 hard_state: rd.hard_state,
             };
+            // The messages that wait for this write leave from its completion (the log's
+            // writer thread) rather than after a trip through this loop: a follower's
+            // append answer reaches the leader one thread hand-off sooner. That keeps their
+            // order only when nothing before them waits for anything but earlier log writes
+            // (which complete first, in submission order): with a restore in flight they
+            // wait here as before (and snapshot streams always start from here).
+            let early = if restore
+                || self.in_flight.iter().any(|f| f.restore)
+                || messages
+                    .iter()
+                    .any(|m| matches!(m.body, MessageBody::InstallSnapshot(_)))
+            {
+                Vec::new()
+            } else {
+                for msg in &messages {
+                    self.observe.sent(msg);
+                }
+                std::mem::take(&mut messages)
+            };
+            let transport = self.transport.clone();
             let events = self.events_tx.clone();
             self.raw.log_mut().write(
                 write,
                 Box::new(move |result| {
+                    if result.is_ok() {
+                        for msg in early {
+                            transport.send(msg);
+                        }
+                    }
                     let _ = events.send(Event::Persisted { number, result });
                 }),
             )?;
@@ -84,7 +112,8 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         self.in_flight.push_back(InFlight {
             number,
             waits,
-            messages: std::mem::take(&mut rd.persisted_messages),
+            restore,
+            messages,
         });
         self.release_persisted()?;
 

@@ -19,10 +19,16 @@ pub struct Router {
     inboxes: Mutex<HashMap<NodeId, mpsc::Sender<Message>>>,
     /// Nodes cut off from everyone.
     isolated: Mutex<HashSet<NodeId>>,
+    /// The names of the threads that sent append answers.
+    pub append_answer_threads: Mutex<HashSet<String>>,
 }
 
 impl Router {
     fn deliver(&self, msg: Message) -> bool {
+        if let MessageBody::AppendResponse(_) = msg.body {
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            self.append_answer_threads.lock().unwrap().insert(name);
+        }
         {
             let iso = self.isolated.lock().unwrap();
             if iso.contains(&msg.from) || iso.contains(&msg.to) {

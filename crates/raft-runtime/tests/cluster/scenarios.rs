@@ -47,6 +47,29 @@ async fn proposals_from_every_node_are_applied_and_read_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_answer_appends_from_the_log_writer_once_durable() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_leader().await;
+    for i in 0..20 {
+        c.handle(leader)
+            .propose(put(&format!("k{i}"), "v"))
+            .await
+            .expect("propose");
+    }
+    // The answers that waited for a log write left from the WAL's writer thread as soon as
+    // the write was durable, not after a trip through the follower's event loop.
+    let threads = c.router.append_answer_threads.lock().unwrap().clone();
+    assert!(
+        threads.contains("raft-wal-writer"),
+        "append answers were sent from {threads:?}"
+    );
+    // Everything acknowledged is there on every node.
+    for id in 1..=3u64 {
+        assert_eq!(c.get(id, "k19").await.as_deref(), Some("v"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_reads_and_writes_are_linearizable() {
     let c = Arc::new(Cluster::start(3).await);
     c.wait_leader().await;
