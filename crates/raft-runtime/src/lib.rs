@@ -31,7 +31,9 @@
 //! 2. `snapshot`, `entries` and `hard_state` are submitted to the [`LogStore`] without
 //!    waiting; a snapshot is also restored into the state machine by the apply worker.
 //!    When every write of that `Ready` and of each earlier one is done, the loop calls
-//!    `on_persisted(number)` and only then sends `persisted_messages`.
+//!    `on_persisted(number)`. `persisted_messages` go out only then too; when the log write
+//!    is the only thing they wait for (no snapshot restore in flight), the write's
+//!    completion sends them itself, on the log's thread, without waiting for the loop.
 //! 3. `committed_entries` go to the apply worker; its report leads to `on_applied`, which
 //!    may change the membership (the transport's peers follow it).
 //! 4. `read_states` wait until the applied index reaches their index.
