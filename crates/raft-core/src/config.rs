@@ -70,6 +70,12 @@ pub struct Config {
     /// The largest total size of committed entries handed out in one `Ready`
     /// (at least one entry is always handed out). Invariant: >= 1.
     pub max_committed_bytes_per_ready: u64,
+    /// A leader tells a follower about a new commit index with the next append it sends
+    /// anyway, or at the next tick, instead of with an empty append at once. When writes
+    /// arrive one at a time this saves an append and its answer per follower per write;
+    /// followers then learn (and apply) a commit up to one tick later when no write follows.
+    /// Never affects when the leader commits or answers. Default `false`.
+    pub lazy_commit: bool,
 }
 
 impl Config {
@@ -91,6 +97,7 @@ impl Config {
             priority: 1,
             applied: 0,
             max_committed_bytes_per_ready: 16 << 20,
+            lazy_commit: false,
         }
     }
 

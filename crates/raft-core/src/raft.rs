@@ -258,6 +258,9 @@ impl<L: LogRead> Raft<L> {
             self.heartbeat_elapsed = 0;
             self.bcast_heartbeat();
         }
+        if self.cfg.lazy_commit {
+            self.send_commit_updates()?;
+        }
         Ok(())
     }
 

@@ -236,6 +236,12 @@ pub struct RaftSection {
     pub pre_vote: bool,
     /// A leader that lost touch with a quorum steps down (default true).
     pub check_quorum: bool,
+    /// A leader tells followers a new commit index with its next append, or at the next
+    /// tick when no write follows, instead of with an append of its own: one append and
+    /// one answer less per follower per write when writes come one at a time. Followers
+    /// then apply up to one `tick_interval` later; the leader's answers are not delayed
+    /// (default true).
+    pub lazy_commit: bool,
     /// `safe` (ReadIndex) or `lease`.
     pub read_mode: ReadModeKey,
     /// With `read_mode = "lease"`: the part of the election timeout kept as a margin for
@@ -276,6 +282,7 @@ impl Default for RaftSection {
             min_leadership_duration: ms(300),
             pre_vote: true,
             check_quorum: true,
+            lazy_commit: true,
             read_mode: ReadModeKey::Safe,
             lease_drift_margin: None,
             priority: 1,
@@ -642,6 +649,7 @@ impl NodeConfig {
         .or_else(|e| err(format!("raft: {e}")))?;
         c.pre_vote = r.pre_vote;
         c.check_quorum = r.check_quorum;
+        c.lazy_commit = r.lazy_commit;
         c.priority = r.priority;
         c.max_entries_per_append = r.max_entries_per_append;
         c.max_bytes_per_append = r.max_bytes_per_append.get();
@@ -726,6 +734,10 @@ impl NodeConfig {
         check(
             "raft.check_quorum",
             self.raft.check_quorum == new.raft.check_quorum,
+        );
+        check(
+            "raft.lazy_commit",
+            self.raft.lazy_commit == new.raft.lazy_commit,
         );
         check("raft.read_mode", self.raft.read_mode == new.raft.read_mode);
         check(

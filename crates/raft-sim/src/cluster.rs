@@ -346,6 +346,7 @@ impl Cluster {
         c.jitter_max_ticks = self.cfg.election_ticks;
         c.pre_vote = self.cfg.pre_vote;
         c.check_quorum = self.cfg.check_quorum;
+        c.lazy_commit = self.cfg.lazy_commit;
         c.max_entries_per_append = 64;
         c.max_inflight_msgs = 16;
         c.applied = applied;

@@ -32,6 +32,8 @@ pub struct SwarmConfig {
     pub pre_vote: bool,
     /// Use check-quorum.
     pub check_quorum: bool,
+    /// Leaders tell followers new commit indexes lazily (with the next append or tick).
+    pub lazy_commit: bool,
 }
 
 /// Network faults. Rates are per message; times in simulated milliseconds.
@@ -186,6 +188,7 @@ impl SwarmConfig {
             election_ticks,
             pre_vote: on(rng, 0.7),
             check_quorum: on(rng, 0.7),
+            lazy_commit: on(rng, 0.5),
         }
     }
 
@@ -226,6 +229,7 @@ impl SwarmConfig {
             election_ticks: 10,
             pre_vote: true,
             check_quorum: true,
+            lazy_commit: false,
         }
     }
 }
@@ -237,7 +241,7 @@ impl fmt::Display for SwarmConfig {
         let o = &self.ops;
         write!(
             f,
-            "nodes={} hb={} el={} prevote={} cq={} | drop={:.2} dup={:.2} delay={}..{} reorder={} \
+            "nodes={} hb={} el={} prevote={} cq={} lazy_commit={} | drop={:.2} dup={:.2} delay={}..{} reorder={} \
              partition_every={} asym={} clog_every={} | crash_every={} torn={} pause_every={} \
              disk={}..{} | clients={} keys={} think={} timeout={} member_every={} \
              transfer_every={} compact_after={}",
@@ -246,6 +250,7 @@ impl fmt::Display for SwarmConfig {
             self.election_ticks,
             self.pre_vote,
             self.check_quorum,
+            self.lazy_commit,
             n.drop,
             n.duplicate,
             n.min_delay,

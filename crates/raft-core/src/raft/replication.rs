@@ -27,7 +27,8 @@ impl<L: LogRead> Raft<L> {
     }
 
     /// Sends as many appends to `to` as its window allows; an empty one when the peer
-    /// has not seen the current commit index.
+    /// has not seen the current commit index (unless `lazy_commit` leaves that to the next
+    /// tick, see [`send_commit_updates`](Self::send_commit_updates)).
     fn send_appends(&mut self, to: NodeId) -> Result<()> {
         let committed = self.log.committed;
         let mut first = true;
@@ -35,7 +36,7 @@ impl<L: LogRead> Raft<L> {
             let Some(pr) = self.tracker.progress.get(&to) else {
                 return Ok(());
             };
-            let send_if_empty = first && pr.sent_commit < committed;
+            let send_if_empty = first && pr.sent_commit < committed && !self.cfg.lazy_commit;
             first = false;
             if !self.maybe_send_append(to, send_if_empty)? {
                 return Ok(());
@@ -45,6 +46,30 @@ impl<L: LogRead> Raft<L> {
                 return Ok(());
             }
         }
+    }
+
+    /// With `lazy_commit`, the tick's catch-up: an empty append to every peer that has not
+    /// been sent the current commit index yet.
+    pub(crate) fn send_commit_updates(&mut self) -> Result<()> {
+        let committed = self.log.committed;
+        let mut peers = std::mem::take(&mut self.peer_buf);
+        peers.clear();
+        peers.extend(
+            self.tracker
+                .progress
+                .iter()
+                .filter(|(id, pr)| **id != self.id && pr.sent_commit < committed)
+                .map(|(id, _)| *id),
+        );
+        let mut result = Ok(());
+        for &id in &peers {
+            if let Err(e) = self.maybe_send_append(id, true) {
+                result = Err(e);
+                break;
+            }
+        }
+        self.peer_buf = peers;
+        result
     }
 
     /// Sends one append (or a snapshot) to `to` if its progress allows; returns whether

@@ -410,3 +410,56 @@ fn append_acks_wait_for_the_write_while_the_leader_sends_at_once() {
         [m] if matches!(&m.body, MessageBody::AppendResponse(r) if !r.reject)
     ));
 }
+
+/// Lazy commit, with heartbeats rare enough that a tick's catch-up append is not a
+/// heartbeat in disguise.
+fn lazy_commit(id: NodeId) -> Config {
+    Config {
+        lazy_commit: true,
+        heartbeat_ticks: 5,
+        ..default_config(id)
+    }
+}
+
+fn is_empty_append(b: &MessageBody) -> bool {
+    matches!(b, MessageBody::Append(a) if a.entries.is_empty())
+}
+
+#[test]
+fn lazy_commit_tells_followers_with_the_next_append_or_tick() {
+    for lazy in [false, true] {
+        let mut c = if lazy {
+            Cluster::with_config(&[1, 2, 3], lazy_commit)
+        } else {
+            Cluster::new(&[1, 2, 3])
+        };
+        c.elect(1);
+        let base = c.commit(1);
+        let empties_before = c.count_sent(1, 2, is_empty_append);
+        c.propose(1, "a");
+        assert_eq!(c.commit(1), base + 1, "the leader commits either way");
+        let empties = c.count_sent(1, 2, is_empty_append) - empties_before;
+        if lazy {
+            // No append just to carry the commit index: the follower has the entry but
+            // has not heard that it committed.
+            assert_eq!(empties, 0);
+            assert_eq!(c.commit(2), base);
+            // The next write carries it.
+            c.propose(1, "b");
+            assert_eq!(c.commit(2), base + 1);
+            assert_eq!(c.state_of(2), vec![b"a".as_slice()]);
+            // With no further write, the next tick does (no heartbeat is due).
+            let heartbeats = c.count_sent(1, 2, |b| matches!(b, MessageBody::Heartbeat(_)));
+            c.tick_all(1);
+            assert_eq!(
+                c.count_sent(1, 2, |b| matches!(b, MessageBody::Heartbeat(_))),
+                heartbeats
+            );
+            assert_eq!(c.commit(2), base + 2);
+            assert_eq!(c.state_of(2), vec![b"a".as_slice(), b"b".as_slice()]);
+        } else {
+            assert!(empties >= 1, "an empty append carries the commit at once");
+            assert_eq!(c.commit(2), base + 1);
+        }
+    }
+}
