@@ -27,8 +27,11 @@ impl<L: LogRead> Raft<L> {
     }
 
     /// Sends as many appends to `to` as its window allows; an empty one when the peer
-    /// has not seen the current commit index (unless `lazy_commit` leaves that to the next
-    /// tick, see [`send_commit_updates`](Self::send_commit_updates)).
+    /// has not seen the current commit index. `lazy_commit` leaves that to the next tick
+    /// (see [`send_commit_updates`](Self::send_commit_updates)), except while the peer has
+    /// not heard that the latest configuration change committed: a peer that change removes
+    /// must learn it before the leader stops talking to it, so that it stops too and answers
+    /// the clients waiting on it.
     fn send_appends(&mut self, to: NodeId) -> Result<()> {
         let committed = self.log.committed;
         let mut first = true;
@@ -36,7 +39,8 @@ impl<L: LogRead> Raft<L> {
             let Some(pr) = self.tracker.progress.get(&to) else {
                 return Ok(());
             };
-            let send_if_empty = first && pr.sent_commit < committed && !self.cfg.lazy_commit;
+            let eager = !self.cfg.lazy_commit || pr.sent_commit < self.pending_conf_index;
+            let send_if_empty = first && pr.sent_commit < committed && eager;
             first = false;
             if !self.maybe_send_append(to, send_if_empty)? {
                 return Ok(());

@@ -249,3 +249,26 @@ fn a_leader_that_demotes_itself_hands_over_to_the_most_up_to_date_voter() {
     c.propose(leader, "b");
     assert_eq!(c.state_of(1), vec![b"a".as_slice(), b"b".as_slice()]);
 }
+
+#[test]
+fn with_lazy_commit_a_removed_follower_still_learns_its_removal_committed() {
+    fn lazy(id: NodeId) -> raft_core::Config {
+        raft_core::Config {
+            lazy_commit: true,
+            heartbeat_ticks: 5,
+            ..crate::harness::default_config(id)
+        }
+    }
+    let mut c = Cluster::with_config(&[1, 2, 3], lazy);
+    c.elect(1);
+    c.propose(1, "before");
+    c.raw(1)
+        .propose_conf_change(change(vec![ConfChangeOp::RemoveNode(3)]))
+        .unwrap();
+    c.stabilize();
+    // The leader stopped tracking node 3 once the change applied, but told it the change
+    // committed first (no tick, no later write needed): node 3 applied its own removal.
+    assert!(!c.node(1).raw.status().progress.contains_key(&3));
+    assert_eq!(c.commit(3), c.commit(1));
+    assert_eq!(c.node(3).raw.membership().voters, set(&[1, 2]));
+}
