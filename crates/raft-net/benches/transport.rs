@@ -4,7 +4,10 @@
 //!
 //! Run: `cargo bench -p raft-net --bench transport` (add `-- --quick` for a shorter run).
 //! Every row is measured twice: with the default `bulk_nice` (10: the transport's bulk
-//! threads run at a lower priority) and with `bulk_nice = 0`.
+//! threads run at a lower priority) and with `bulk_nice = 0`; `-- --bulk-nice N` measures
+//! only that value. The network thread's `network_nice` is the transport's default unless
+//! `-- --network-nice N` is given (the receiving process of the two-process rows gets the
+//! same values).
 #![allow(clippy::print_stdout, missing_docs)]
 
 use bytes::Bytes;
@@ -28,12 +31,20 @@ struct Node {
     server: ServerHandle,
 }
 
-/// The `bulk_nice` values every row is measured with: the default, then none.
+/// The `bulk_nice` values every row is measured with by default: the default, then none.
 const NICES: [i32; 2] = [10, 0];
 
-async fn node(id: NodeId, nice: i32, tweak: impl Fn(&mut TransportConfig)) -> Node {
+/// The thread priorities of both transports of a measurement.
+#[derive(Clone, Copy, Debug)]
+struct Nices {
+    bulk: i32,
+    network: i32,
+}
+
+async fn node(id: NodeId, nice: Nices, tweak: impl Fn(&mut TransportConfig)) -> Node {
     let mut cfg = TransportConfig::new(id, CLUSTER);
-    cfg.bulk_nice = nice;
+    cfg.bulk_nice = nice.bulk;
+    cfg.network_nice = nice.network;
     cfg.compression.codec = Codec::None;
     cfg.queue_max_messages = 1 << 20;
     cfg.queue_max_bytes = 1 << 30;
@@ -103,7 +114,7 @@ impl Throughput {
 }
 
 /// Appends through `PeerTransport::send` (stream lane), timed until the last one arrives.
-async fn stream_throughput(payload: usize, n: u64, merge: bool, nice: i32) -> Throughput {
+async fn stream_throughput(payload: usize, n: u64, merge: bool, nice: Nices) -> Throughput {
     let a = node(1, nice, |c| {
         if !merge {
             c.max_frame_messages = 1;
@@ -147,7 +158,7 @@ async fn stream_throughput(payload: usize, n: u64, merge: bool, nice: i32) -> Th
 }
 
 /// The baseline: one unary `Send` RPC per append, each awaited before the next.
-async fn unary_throughput(payload: usize, n: u64, nice: i32) -> Throughput {
+async fn unary_throughput(payload: usize, n: u64, nice: Nices) -> Throughput {
     let mut b = node(2, nice, |_| {}).await;
     let channel =
         tonic::transport::Endpoint::from_shared(format!("http://{}", b.server.local_addr()))
@@ -246,7 +257,11 @@ async fn receive_heartbeats(rx: &mut InboundReceivers, heartbeats: usize) -> (Ve
 }
 
 /// Heartbeat latency (send to delivery), with both transports in this process.
-async fn heartbeat_latency(heartbeats: usize, with_load: bool, nice: i32) -> (Vec<Duration>, f64) {
+async fn heartbeat_latency(
+    heartbeats: usize,
+    with_load: bool,
+    nice: Nices,
+) -> (Vec<Duration>, f64) {
     let a = node(1, nice, |c| c.queue_max_bytes = 32 << 20).await;
     let mut b = node(2, nice, |_| {}).await;
     a.transport
@@ -278,9 +293,9 @@ async fn heartbeat_latency(heartbeats: usize, with_load: bool, nice: i32) -> (Ve
 }
 
 /// The receiving node of the two-process measurement (this executable started with
-/// `--receiver N NICE`): prints its address, receives N timed heartbeats, prints their
+/// `--receiver N BULK_NICE NETWORK_NICE`): prints its address, receives N timed heartbeats, prints their
 /// latencies in nanoseconds and the append MiB/s, and exits.
-fn receiver_process(heartbeats: usize, nice: i32) {
+fn receiver_process(heartbeats: usize, nice: Nices) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -308,11 +323,16 @@ fn receiver_process(heartbeats: usize, nice: i32) {
 async fn heartbeat_latency_two_processes(
     heartbeats: usize,
     with_load: bool,
-    nice: i32,
+    nice: Nices,
 ) -> (Vec<Duration>, f64) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--receiver", &heartbeats.to_string(), &nice.to_string()])
+        .args([
+            "--receiver",
+            &heartbeats.to_string(),
+            &nice.bulk.to_string(),
+            &nice.network.to_string(),
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -418,9 +438,20 @@ fn compression_row(name: &str, codec: Codec, payload: &str, data: &[u8], rounds:
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--receiver") {
-        receiver_process(args[i + 1].parse().unwrap(), args[i + 2].parse().unwrap());
+        let nice = Nices {
+            bulk: args[i + 2].parse().unwrap(),
+            network: args[i + 3].parse().unwrap(),
+        };
+        receiver_process(args[i + 1].parse().unwrap(), nice);
         return;
     }
+    let value_of = |flag: &str| -> Option<i32> {
+        let i = args.iter().position(|a| a == flag)?;
+        Some(args.get(i + 1)?.parse().expect("a nice value"))
+    };
+    let bulk_nices: Vec<i32> = value_of("--bulk-nice").map_or(NICES.to_vec(), |n| vec![n]);
+    let network_nice =
+        value_of("--network-nice").unwrap_or_else(|| TransportConfig::new(1, CLUSTER).network_nice);
     let quick = args.iter().any(|a| a == "--quick");
     // `--heartbeats-in-process` / `--heartbeats-two-processes`: only that latency table.
     let heartbeats_only = if args.iter().any(|a| a == "--heartbeats-in-process") {
@@ -450,9 +481,10 @@ fn main() {
     rt.block_on(async {
         if heartbeats_only.is_none() {
             println!("### Append throughput, one peer on loopback (compression off)\n");
-            println!("| bulk_nice | path | entry payload | messages | messages/s | MiB/s |");
-            println!("|---|---|---|---|---|---|");
-            for nice in NICES {
+            println!("| bulk_nice | network_nice | path | entry payload | messages | messages/s | MiB/s |");
+            println!("|---|---|---|---|---|---|---|");
+            for &bulk in &bulk_nices {
+                let nice = Nices { bulk, network: network_nice };
                 for payload in [256usize, 4096] {
                     let n_stream = 200_000 / scale as u64;
                     let n_unary = 10_000 / scale as u64;
@@ -460,11 +492,11 @@ fn main() {
                     let single = stream_throughput(payload, n_stream / 2, false, nice).await;
                     let unary = unary_throughput(payload, n_unary, nice).await;
                     for t in [&merged, &single, &unary] {
-                        println!("| {nice} {}", t.row());
+                        println!("| {bulk} | {network_nice} {}", t.row());
                     }
                     let rate = |t: &Throughput| t.messages as f64 / t.elapsed.as_secs_f64();
                     println!(
-                        "| {nice} | speed-up vs unary ({payload} B; target >= 5x) | | | merged {:.1}x, 1 msg/frame {:.1}x | |",
+                        "| {bulk} | {network_nice} | speed-up vs unary ({payload} B; target >= 5x) | | | merged {:.1}x, 1 msg/frame {:.1}x | |",
                         rate(&merged) / rate(&unary),
                         rate(&single) / rate(&unary)
                     );
@@ -476,9 +508,10 @@ fn main() {
         }
         let hb = 2000 / scale;
         println!("\n### Heartbeat latency on the light lane (target p99 < 2 ms while appends saturate the stream)\n");
-        println!("| bulk_nice | processes | append load on the stream | heartbeats | appends delivered | p50 | p90 | p99 | max |");
-        println!("|---|---|---|---|---|---|---|---|---|");
-        for nice in NICES {
+        println!("| bulk_nice | network_nice | processes | append load on the stream | heartbeats | appends delivered | p50 | p90 | p99 | max |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        for &bulk in &bulk_nices {
+            let nice = Nices { bulk, network: network_nice };
             for two in [false, true] {
                 if heartbeats_only.is_some_and(|t| t != two) {
                     continue;
@@ -491,7 +524,7 @@ fn main() {
                     };
                     let pct = |p: usize| lat[(lat.len() * p / 100).min(lat.len() - 1)];
                     println!(
-                        "| {nice} | {} | {} | {} | {:.0} MiB/s | {:?} | {:?} | {:?} | {:?} |",
+                        "| {bulk} | {network_nice} | {} | {} | {} | {:.0} MiB/s | {:?} | {:?} | {:?} | {:?} |",
                         if two { "two (sender, receiver)" } else { "one" },
                         if with_load { "saturating, 64 KiB appends" } else { "none (baseline)" },
                         lat.len(),

@@ -140,6 +140,16 @@ pub struct TransportConfig {
     /// heartbeat latency tail while appends saturate the stream, at the cost of throughput
     /// of small single-entry messages (`docs/benchmarks.md`, "The default `bulk_nice`").
     pub bulk_nice: i32,
+    /// How much the network thread (the light lanes: heartbeats, votes, acks, both
+    /// directions) changes its own nice value, kept within -20..=19 (Linux only). A negative
+    /// value raises its priority, so that when it wakes it gets a CPU ahead of the bulk
+    /// threads, which under the kernel's fair scheduler may still be owed CPU time. Raising
+    /// a priority needs `CAP_SYS_NICE` or a high enough `RLIMIT_NICE` (root has it; for a
+    /// systemd service `LimitNICE=`, `AmbientCapabilities=CAP_SYS_NICE` or `Nice=` on the
+    /// whole service); without it the thread keeps its priority and the transport logs
+    /// once at info level why. 0 keeps the caller's priority. Default -5
+    /// (`docs/benchmarks.md`, "The network thread's `network_nice`").
+    pub network_nice: i32,
 }
 
 impl TransportConfig {
@@ -164,6 +174,7 @@ impl TransportConfig {
             tls: None,
             bulk_threads: 2,
             bulk_nice: 10,
+            network_nice: -5,
         }
     }
 }

@@ -25,13 +25,15 @@
 //!   megabytes of appends, nor for the ack of the heartbeat before it. Messages queued
 //!   together are merged into one frame.
 //! - The transport runs on threads of its own, not on the caller's runtime. The light lanes
-//!   run on a network thread at normal priority, on both sides: a light-lane connection
-//!   opens with an 8-byte preface (`RAFTLITE`, before HTTP/2 and TLS) by which the accept
-//!   loop, also on that thread, hands it to a server there; every other connection goes to
+//!   run on a network thread, on both sides (it raises its own priority by `network_nice`
+//!   when the process is allowed to: Linux, `CAP_SYS_NICE`): a light-lane connection opens
+//!   with an 8-byte preface (`RAFTLITE`, before HTTP/2 and TLS) by which the accept loop,
+//!   also on that thread, hands it to a server there; every other connection goes to
 //!   a server on the transport's *bulk runtime* (`bulk_threads` threads), where the
 //!   outbound append streams and snapshot transfers run too. The bulk threads lower their
 //!   own priority by `bulk_nice` (Linux), so when the append streams keep every core busy,
-//!   heartbeats, votes and the caller's Raft loop still get a CPU first. With
+//!   heartbeats, votes and the caller's Raft loop still get a CPU first; the raised
+//!   network thread also wins the CPU as soon as it wakes. With
 //!   [`Inbound::channels_with_priority`], inbound light-lane messages go to their own
 //!   channel so they do not wait behind appends in the runtime's queue either
 //!   ([`InboundReceivers::recv`] reads that channel first).

@@ -1,9 +1,10 @@
 //! The transport's own threads, so its two kinds of work do not share a CPU queue:
 //!
-//! - the *network thread*: a single-threaded tokio runtime at normal priority for the light
-//!   lanes on both sides (outbound workers and their connections, the accept loop, inbound
-//!   light-lane connections). It sleeps most of the time, so the kernel gives it a CPU
-//!   soon after it wakes;
+//! - the *network thread*: a single-threaded tokio runtime for the light lanes on both
+//!   sides (outbound workers and their connections, the accept loop, inbound light-lane
+//!   connections). It sleeps most of the time; it changes its own nice value by
+//!   `network_nice` (a negative value, when the process may, so that on wake-up it gets a
+//!   CPU ahead of the bulk threads even when those are still owed CPU time);
 //! - the *bulk runtime*: a multi-threaded tokio runtime for the heavy work (outbound append
 //!   streams, inbound append streams and snapshot transfers: encoding, socket I/O,
 //!   decoding), whose threads lower their own scheduling priority by `bulk_nice`, so the
@@ -16,6 +17,8 @@ use std::sync::Mutex;
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
 use tracing::debug;
+#[cfg(target_os = "linux")]
+use tracing::info;
 
 /// A tokio runtime kept on a thread of its own until dropped (so it is never dropped
 /// inside another runtime).
@@ -26,10 +29,13 @@ pub(crate) struct NetRuntime {
 }
 
 impl NetRuntime {
-    /// Starts the network thread: one current-thread runtime at normal priority.
-    pub(crate) fn start(node_id: NodeId) -> Result<Self> {
+    /// Starts the network thread: one current-thread runtime, whose thread changes its
+    /// own nice value by `nice` (0 leaves it as it is; see [`adjust_thread_nice`]).
+    pub(crate) fn start(node_id: NodeId, nice: i32) -> Result<Self> {
         let mut builder = Builder::new_current_thread();
-        Self::run(&mut builder, format!("raft-net-{node_id}"))
+        Self::run(&mut builder, format!("raft-net-{node_id}"), move || {
+            adjust_thread_nice("network", nice)
+        })
     }
 
     /// Starts the bulk runtime: `threads` workers (at least one), each lowering its own
@@ -39,15 +45,22 @@ impl NetRuntime {
         builder
             .worker_threads(threads.max(1))
             .thread_name(format!("raft-bulk-{node_id}"))
-            .on_thread_start(move || lower_thread_priority(nice));
-        Self::run(&mut builder, format!("raft-bulk-{node_id}-main"))
+            .on_thread_start(move || adjust_thread_nice("bulk", nice.max(0)));
+        Self::run(&mut builder, format!("raft-bulk-{node_id}-main"), || {})
     }
 
-    fn run(builder: &mut Builder, name: String) -> Result<Self> {
+    /// Builds the runtime and keeps it on a new thread named `name`, which first calls
+    /// `on_start` (for a current-thread runtime, this thread is the one that runs its tasks).
+    fn run(
+        builder: &mut Builder,
+        name: String,
+        on_start: impl FnOnce() + Send + 'static,
+    ) -> Result<Self> {
         let rt = builder.enable_all().build()?;
         let handle = rt.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         std::thread::Builder::new().name(name).spawn(move || {
+            on_start();
             rt.block_on(async {
                 let _ = stopped.await;
             });
@@ -78,25 +91,51 @@ impl Drop for NetRuntime {
     }
 }
 
-/// Raises the calling thread's nice value by `nice` (a lower priority; any user may do
-/// this). Linux applies `setpriority(PRIO_PROCESS, tid)` to that one thread. Best effort:
-/// a failure is logged and the thread keeps its priority.
-fn lower_thread_priority(nice: i32) {
-    if nice <= 0 {
+/// Changes the calling thread's nice value by `delta` (kept within -20..=19), for the
+/// transport's `kind` of thread (`"network"`, `"bulk"`). Linux applies
+/// `setpriority(PRIO_PROCESS, tid)` to that one thread. A positive `delta` (a lower
+/// priority) is allowed to any process; a negative one needs `CAP_SYS_NICE` or a high
+/// enough `RLIMIT_NICE`. Best effort: when refused, the thread keeps its priority, and a
+/// refused raise is logged once per process at info level with the reason.
+fn adjust_thread_nice(kind: &'static str, delta: i32) {
+    if delta == 0 {
         return;
     }
     #[cfg(target_os = "linux")]
     {
         use rustix::process::{getpriority_process, setpriority_process};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        /// Whether a refused raise was logged already (once per process is enough).
+        static RAISE_REFUSED_LOGGED: AtomicBool = AtomicBool::new(false);
         let tid = rustix::thread::gettid();
-        let result = getpriority_process(Some(tid))
-            .and_then(|now| setpriority_process(Some(tid), (now + nice).min(19)));
-        if let Err(e) = result {
-            debug!(%e, nice, "cannot lower the bulk thread's priority");
+        let result = getpriority_process(Some(tid)).and_then(|now| {
+            let target = (now + delta).clamp(-20, 19);
+            setpriority_process(Some(tid), target).map(|()| target)
+        });
+        match result {
+            Ok(target) => debug!(
+                kind,
+                delta,
+                nice = target,
+                "transport thread's nice value set"
+            ),
+            Err(e) if delta < 0 => {
+                if !RAISE_REFUSED_LOGGED.swap(true, Ordering::Relaxed) {
+                    info!(
+                        %e,
+                        kind,
+                        delta,
+                        "cannot raise the transport thread's priority (needs CAP_SYS_NICE or \
+                         RLIMIT_NICE, e.g. systemd LimitNICE= or AmbientCapabilities=CAP_SYS_NICE); \
+                         it keeps its nice value"
+                    );
+                }
+            }
+            Err(e) => debug!(%e, kind, delta, "cannot lower the transport thread's priority"),
         }
     }
     #[cfg(not(target_os = "linux"))]
-    debug!(nice, "bulk_nice is only applied on Linux");
+    debug!(kind, delta, "thread nice values are only applied on Linux");
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -117,5 +156,51 @@ mod tests {
         assert_eq!(nice, (base + 5).min(19));
         // The caller's thread is untouched.
         assert_eq!(getpriority_process(None).unwrap(), base);
+    }
+
+    /// Whether this process may lower a thread's nice value (root, CAP_SYS_NICE or a
+    /// high enough RLIMIT_NICE), tried on a scratch thread.
+    fn may_raise_priority() -> bool {
+        use rustix::process::{getpriority_process, setpriority_process};
+        std::thread::spawn(|| {
+            let tid = rustix::thread::gettid();
+            let now = getpriority_process(Some(tid)).unwrap();
+            now > -20 && setpriority_process(Some(tid), now - 1).is_ok()
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[test]
+    fn network_thread_raises_its_priority_when_allowed() {
+        use rustix::process::getpriority_process;
+        let base = getpriority_process(None).unwrap();
+        let allowed = may_raise_priority();
+        let net = NetRuntime::start(1, -3).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        net.handle().spawn(async move {
+            let tid = rustix::thread::gettid();
+            let name = std::thread::current().name().map(str::to_owned);
+            tx.send((getpriority_process(Some(tid)).unwrap(), name))
+                .unwrap();
+        });
+        let (nice, name) = rx.recv().unwrap();
+        assert_eq!(name.as_deref(), Some("raft-net-1"));
+        if allowed {
+            assert_eq!(nice, (base - 3).max(-20));
+        } else {
+            // Refused: the transport still runs, at the nice value it inherited.
+            assert_eq!(nice, base);
+        }
+        assert_eq!(getpriority_process(None).unwrap(), base);
+
+        // 0 leaves the thread as it is.
+        let plain = NetRuntime::start(2, 0).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        plain.handle().spawn(async move {
+            let tid = rustix::thread::gettid();
+            tx.send(getpriority_process(Some(tid)).unwrap()).unwrap();
+        });
+        assert_eq!(rx.recv().unwrap(), base);
     }
 }

@@ -105,13 +105,14 @@ impl PeerTransport {
     /// A transport for `config.node_id`, delivering to `inbound`.
     ///
     /// The transport runs on threads of its own, not on the caller's runtime: the light
-    /// lanes (both directions) on a network thread, the append streams and snapshot
-    /// transfers on a bulk runtime of `config.bulk_threads` threads whose priority is
-    /// lowered by `config.bulk_nice`. So heartbeats, votes and the caller's tasks (the Raft
+    /// lanes (both directions) on a network thread whose nice value changes by
+    /// `config.network_nice` (raised by default, when the process may), the append streams
+    /// and snapshot transfers on a bulk runtime of `config.bulk_threads` threads whose
+    /// priority is lowered by `config.bulk_nice`. So heartbeats, votes and the caller's tasks (the Raft
     /// loop reading [`Inbound`]'s channels) are not scheduled behind the CPU work of big
     /// appends.
     pub fn new(config: TransportConfig, inbound: Inbound) -> Result<Self> {
-        let net = Arc::new(NetRuntime::start(config.node_id)?);
+        let net = Arc::new(NetRuntime::start(config.node_id, config.network_nice)?);
         let bulk = Arc::new(NetRuntime::start_bulk(
             config.node_id,
             config.bulk_threads,

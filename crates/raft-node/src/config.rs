@@ -399,6 +399,12 @@ pub struct PeerSection {
     /// when replication keeps every core busy (default 10; 0 keeps their priority, which
     /// favours the throughput of many small appends; Linux only).
     pub bulk_nice: i32,
+    /// How much the transport's network thread (heartbeats, votes, acks) changes its nice
+    /// value, -20..=19: negative raises its priority so it gets a CPU as soon as it wakes,
+    /// ahead of the bulk threads (default -5; needs CAP_SYS_NICE or RLIMIT_NICE, e.g.
+    /// systemd `LimitNICE=` or `AmbientCapabilities=CAP_SYS_NICE`, otherwise the thread
+    /// keeps its priority and the node logs why once; 0 keeps it; Linux only).
+    pub network_nice: i32,
 }
 
 impl Default for PeerSection {
@@ -409,6 +415,7 @@ impl Default for PeerSection {
             queue_max_messages: 4096,
             connect_timeout: Duration::from_secs(1),
             bulk_nice: 10,
+            network_nice: -5,
         }
     }
 }
@@ -694,6 +701,7 @@ impl NodeConfig {
         t.queue_max_messages = self.peer.queue_max_messages;
         t.connect_timeout = self.peer.connect_timeout;
         t.bulk_nice = self.peer.bulk_nice;
+        t.network_nice = self.peer.network_nice;
         t
     }
 
@@ -922,6 +930,12 @@ impl PeerSection {
             return err(format!(
                 "peer.bulk_nice ({}) must be between 0 and 19",
                 self.bulk_nice
+            ));
+        }
+        if !(-20..=19).contains(&self.network_nice) {
+            return err(format!(
+                "peer.network_nice ({}) must be between -20 and 19",
+                self.network_nice
             ));
         }
         Ok(())

@@ -61,6 +61,7 @@ fn full_file_parses() {
 
         [peer]
         bulk_nice = 3
+        network_nice = -2
         "#,
     )
     .unwrap();
@@ -91,6 +92,7 @@ fn full_file_parses() {
     assert_eq!(net.compression.threshold, 1024);
     assert_eq!(net.cluster_id, c.cluster_id());
     assert_eq!(net.bulk_nice, 3);
+    assert_eq!(net.network_nice, -2);
 }
 
 #[test]
@@ -188,6 +190,14 @@ fn bad_values_name_their_key() {
         ("id = 1\njoin = true", "join is set"),
         ("id = 1\n[peer]\nbulk_nice = 20", "peer.bulk_nice (20)"),
         ("id = 1\n[peer]\nbulk_nice = -1", "peer.bulk_nice (-1)"),
+        (
+            "id = 1\n[peer]\nnetwork_nice = -21",
+            "peer.network_nice (-21)",
+        ),
+        (
+            "id = 1\n[peer]\nnetwork_nice = 20",
+            "peer.network_nice (20)",
+        ),
     ];
     for (text, want) in cases {
         let m = msg(load(text));
