@@ -14,6 +14,8 @@
 //!   copy-on-write snapshot [`capture`](KvStore::capture) / restore (module [`snapshot`]);
 //! - the store on `raft-snapshot`'s chain store: [`capture_snapshot`] (full or delta per
 //!   the chain), [`restore_from_store`], [`maintain_chains`] (merge and garbage collection);
+//! - [`pace`]: the token bucket that limits a snapshot build's read rate
+//!   ([`PendingSnapshot::with_max_rate`]);
 //! - [`validate`]: the checks the service makes before proposing.
 #![deny(missing_docs)]
 
@@ -22,6 +24,7 @@ mod cow;
 mod error;
 mod layout;
 mod members;
+pub mod pace;
 mod record;
 pub mod snapshot;
 mod snapshot_store;

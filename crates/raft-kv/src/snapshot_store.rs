@@ -9,6 +9,7 @@
 //! capture is full. So a delta always applies on exactly the state it was taken against.
 
 use crate::error::{Error, Result};
+use crate::pace::RateLimiter;
 use crate::snapshot::{CaptureKind, CaptureRecords, Restore, SnapshotRecord};
 use crate::store::KvStore;
 use raft_core::{Membership, SnapshotMeta};
@@ -31,6 +32,26 @@ impl SnapshotSource for RecordSource {
     }
 }
 
+/// A [`RecordSource`] read through a [`RateLimiter`] (none: unlimited).
+struct PacedSource {
+    inner: RecordSource,
+    limiter: Option<RateLimiter>,
+}
+
+impl SnapshotSource for PacedSource {
+    fn next_record(&mut self) -> raft_snapshot::Result<Option<Record>> {
+        let rec = self.inner.next_record()?;
+        if let (Some(l), Some(r)) = (&mut self.limiter, &rec) {
+            let bytes = match r {
+                Record::Put { key, value } => key.len() + value.len(),
+                Record::Delete { key } => key.len(),
+            };
+            l.acquire(bytes as u64);
+        }
+        Ok(rec)
+    }
+}
+
 /// A copy-on-write capture waiting to be written into a [`SnapshotStore`]
 /// (from [`capture_snapshot`]). Apply goes on meanwhile; dropping it unwritten ends the
 /// capture and keeps the changes tracked for the next delta.
@@ -41,6 +62,7 @@ pub struct PendingSnapshot {
     parent: Option<SnapshotId>,
     meta: SnapshotMeta,
     records: CaptureRecords,
+    max_rate: u64,
 }
 
 impl std::fmt::Debug for PendingSnapshot {
@@ -49,6 +71,7 @@ impl std::fmt::Debug for PendingSnapshot {
             .field("kind", &self.kind)
             .field("parent", &self.parent)
             .field("meta", &self.meta)
+            .field("max_rate", &self.max_rate)
             .finish_non_exhaustive()
     }
 }
@@ -65,9 +88,18 @@ impl PendingSnapshot {
         self.kind
     }
 
+    /// Paces [`write`](Self::write): it reads the records (key plus value bytes) at most at
+    /// `bytes_per_sec`, sleeping the writing thread between records when it is ahead
+    /// (module [`pace`](crate::pace)). 0, the default, is unlimited.
+    pub fn with_max_rate(mut self, bytes_per_sec: u64) -> Self {
+        self.max_rate = bytes_per_sec;
+        self
+    }
+
     /// Writes the records into the store (temp file, fsync, verify, rename, manifest), then
     /// tells the key-value store the snapshot is durable so later deltas start from it.
-    /// `created_ms` is the creation time in unix milliseconds.
+    /// `created_ms` is the creation time in unix milliseconds. Runs at most at the rate
+    /// given to [`with_max_rate`](Self::with_max_rate).
     pub fn write(self, created_ms: u64) -> Result<SnapshotInfo> {
         let PendingSnapshot {
             kv,
@@ -76,10 +108,15 @@ impl PendingSnapshot {
             parent,
             meta,
             records,
+            max_rate,
         } = self;
         let mut w = store.begin(kind, parent, &meta, created_ms)?;
-        let mut source = RecordSource(records);
+        let mut source = PacedSource {
+            inner: RecordSource(records),
+            limiter: RateLimiter::new(max_rate),
+        };
         w.write_source(&mut source)?;
+        let slept = source.limiter.as_ref().map(RateLimiter::slept);
         drop(source);
         let info = w.finish()?;
         kv.capture_durable(info.index)?;
@@ -88,6 +125,7 @@ impl PendingSnapshot {
             index = info.index,
             kind = ?info.kind,
             size = info.size,
+            paced_ms = slept.map(|d| d.as_millis() as u64),
             "snapshot written"
         );
         Ok(info)
@@ -151,6 +189,7 @@ pub fn capture_snapshot(
         parent,
         meta,
         records: cap.records,
+        max_rate: 0,
     })
 }
 

@@ -435,7 +435,16 @@ pub struct SnapshotSection {
     /// `raftd restore --from` reads) in the background, retrying with backoff. None by
     /// default.
     pub upload_dir: Option<PathBuf>,
+    /// Build snapshots reading at most this many bytes of records per second (the snapshot
+    /// thread sleeps when ahead), so a build takes less from apply; 0 is unlimited. Default
+    /// [`raft_kv::pace::DEFAULT_MAX_BUILD_RATE`]; at least [`MIN_SNAPSHOT_BUILD_RATE`]
+    /// unless 0. Chain merges and restores are not paced.
+    pub max_build_rate: ByteSize,
 }
+
+/// The smallest non-zero `snapshot.max_build_rate`: slower, a large store's snapshot would
+/// take so long that the log it replaces keeps growing meanwhile.
+pub const MIN_SNAPSHOT_BUILD_RATE: ByteSize = ByteSize::mib(1);
 
 impl Default for SnapshotSection {
     fn default() -> Self {
@@ -444,6 +453,7 @@ impl Default for SnapshotSection {
             max_chain_len: p.max_chain_len,
             max_delta_ratio: p.max_delta_ratio,
             upload_dir: None,
+            max_build_rate: ByteSize(raft_kv::pace::DEFAULT_MAX_BUILD_RATE),
         }
     }
 }
@@ -457,6 +467,13 @@ impl SnapshotSection {
             return err(format!(
                 "snapshot.max_delta_ratio ({}) must be a positive number",
                 self.max_delta_ratio
+            ));
+        }
+        let rate = self.max_build_rate;
+        if rate.get() != 0 && rate < MIN_SNAPSHOT_BUILD_RATE {
+            return err(format!(
+                "snapshot.max_build_rate ({rate}) must be 0 (unlimited) or at least \
+                 {MIN_SNAPSHOT_BUILD_RATE}"
             ));
         }
         Ok(())

@@ -176,6 +176,7 @@ impl Node {
                 store: snapshots.clone(),
                 policy: config.snapshot.policy(),
                 uploader: uploader.clone(),
+                max_build_rate: config.snapshot.max_build_rate.get(),
             });
 
         let (inbound, rx) = raft_net::Inbound::channels_with_priority(

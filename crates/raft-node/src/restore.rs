@@ -169,6 +169,7 @@ mod tests {
             store: store.clone(),
             policy: raft_snapshot::ChainPolicy::default(),
             uploader: None,
+            max_build_rate: 0,
         };
         let three = Membership {
             voters: [1, 2, 3].into_iter().collect(),

@@ -294,3 +294,20 @@ fn snapshot_triggers_reach_the_runtime() {
     let default = crate::node::runtime_config(&load("id = 1\n").unwrap()).unwrap();
     assert_eq!(default.snapshot_log_bytes, 1 << 30);
 }
+
+#[test]
+fn snapshot_build_rate_is_validated() {
+    let default = load("id = 1").unwrap();
+    assert_eq!(
+        default.snapshot.max_build_rate.get(),
+        raft_kv::pace::DEFAULT_MAX_BUILD_RATE
+    );
+    let c = load("id = 1\n[snapshot]\nmax_build_rate = \"64MiB\"\n").unwrap();
+    assert_eq!(c.snapshot.max_build_rate.get(), 64 << 20);
+    let off = load("id = 1\n[snapshot]\nmax_build_rate = \"0\"\n").unwrap();
+    assert_eq!(off.snapshot.max_build_rate.get(), 0);
+    let m = msg(load("id = 1\n[snapshot]\nmax_build_rate = \"100KiB\"\n"));
+    assert!(m.contains("snapshot.max_build_rate"), "{m}");
+    let m = msg(load("id = 1\n[snapshot]\nmax_build_rate = \"fast\"\n"));
+    assert!(m.contains("max_build_rate") || m.contains("fast"), "{m}");
+}

@@ -69,6 +69,8 @@ pub struct SnapshotCtx {
     pub policy: ChainPolicy,
     /// Uploads every new snapshot in the background, when configured.
     pub uploader: Option<Arc<Uploader>>,
+    /// The snapshot build's read rate limit in bytes per second (0: unlimited).
+    pub max_build_rate: u64,
 }
 
 /// Unix time in milliseconds (snapshot creation times).
@@ -300,7 +302,8 @@ impl StateMachine for KvMachine {
             _ => meta.membership.clone(),
         };
         let guard = BuildGuard::new(&self.building);
-        let pending = raft_kv::capture_snapshot(&self.store, &ctx.store, membership)?;
+        let pending = raft_kv::capture_snapshot(&self.store, &ctx.store, membership)?
+            .with_max_rate(ctx.max_build_rate);
         Ok(Box::new(move || {
             let _guard = guard;
             // raft-runtime runs this on a thread of its own: it yields the CPU to apply.
