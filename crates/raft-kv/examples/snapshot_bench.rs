@@ -11,7 +11,7 @@
 //!
 //! Snapshots are built at raftd's default rate limit (`snapshot.max_build_rate`,
 //! [`raft_kv::pace::DEFAULT_MAX_BUILD_RATE`]); `SNAPSHOT_BENCH_RATE` overrides it (bytes per
-//! second, or `16MiB`; `0` = unlimited).
+//! second, or `16MiB`; `0` = unlimited; the default is unlimited).
 //!
 //! Run: `cargo run --release -p raft-kv --example snapshot_bench -- [keys] [dir] [rounds]`
 //! (or `cargo xtask bench snapshot`).
