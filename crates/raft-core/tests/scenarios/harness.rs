@@ -49,6 +49,16 @@ pub fn default_config(id: NodeId) -> Config {
     c
 }
 
+/// [`default_config`] with lazy commit propagation, and heartbeats rare enough that a
+/// tick's catch-up append is not a heartbeat in disguise.
+pub fn lazy_commit_config(id: NodeId) -> Config {
+    Config {
+        lazy_commit: true,
+        heartbeat_ticks: 5,
+        ..default_config(id)
+    }
+}
+
 pub fn entry(index: u64, term: u64) -> Entry {
     Entry {
         index,

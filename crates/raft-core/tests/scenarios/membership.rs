@@ -1,6 +1,6 @@
 //! Membership changes: simple one-voter changes, learners, joint consensus.
 
-use crate::harness::Cluster;
+use crate::harness::{Cluster, lazy_commit_config};
 use bytes::Bytes;
 use raft_core::{
     ConfChange, ConfChangeOp, ConfChangeTransition, Error, MemLog, Membership, NodeId, Role,
@@ -252,14 +252,7 @@ fn a_leader_that_demotes_itself_hands_over_to_the_most_up_to_date_voter() {
 
 #[test]
 fn with_lazy_commit_a_removed_follower_still_learns_its_removal_committed() {
-    fn lazy(id: NodeId) -> raft_core::Config {
-        raft_core::Config {
-            lazy_commit: true,
-            heartbeat_ticks: 5,
-            ..crate::harness::default_config(id)
-        }
-    }
-    let mut c = Cluster::with_config(&[1, 2, 3], lazy);
+    let mut c = Cluster::with_config(&[1, 2, 3], lazy_commit_config);
     c.elect(1);
     c.propose(1, "before");
     c.raw(1)

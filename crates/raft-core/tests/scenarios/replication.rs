@@ -1,7 +1,7 @@
 //! Log replication: continuity checks, conflict hints, the commit rule, flow control and
 //! the asynchronous persistence contract.
 
-use crate::harness::{Cluster, default_config, log_with_terms};
+use crate::harness::{Cluster, default_config, lazy_commit_config, log_with_terms};
 use bytes::Bytes;
 use raft_core::{Config, LogRead, MessageBody, NodeId, ProgressState, Role};
 
@@ -411,16 +411,6 @@ fn append_acks_wait_for_the_write_while_the_leader_sends_at_once() {
     ));
 }
 
-/// Lazy commit, with heartbeats rare enough that a tick's catch-up append is not a
-/// heartbeat in disguise.
-fn lazy_commit(id: NodeId) -> Config {
-    Config {
-        lazy_commit: true,
-        heartbeat_ticks: 5,
-        ..default_config(id)
-    }
-}
-
 fn is_empty_append(b: &MessageBody) -> bool {
     matches!(b, MessageBody::Append(a) if a.entries.is_empty())
 }
@@ -429,7 +419,7 @@ fn is_empty_append(b: &MessageBody) -> bool {
 fn lazy_commit_tells_followers_with_the_next_append_or_tick() {
     for lazy in [false, true] {
         let mut c = if lazy {
-            Cluster::with_config(&[1, 2, 3], lazy_commit)
+            Cluster::with_config(&[1, 2, 3], lazy_commit_config)
         } else {
             Cluster::new(&[1, 2, 3])
         };

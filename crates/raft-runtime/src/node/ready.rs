@@ -77,10 +77,14 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             // writer thread) rather than after a trip through this loop: a follower's
             // append answer reaches the leader one thread hand-off sooner. That keeps their
             // order only when nothing before them waits for anything but earlier log writes
-            // (which complete first, in submission order): with a restore in flight they
-            // wait here as before (and snapshot streams always start from here).
+            // (which complete first, in submission order) and no earlier `Ready` holds
+            // messages for this loop to send: otherwise they wait here as before (and
+            // snapshot streams always start from here).
             let early = if restore
-                || self.in_flight.iter().any(|f| f.restore)
+                || self
+                    .in_flight
+                    .iter()
+                    .any(|f| f.restore || !f.messages.is_empty())
                 || messages
                     .iter()
                     .any(|m| matches!(m.body, MessageBody::InstallSnapshot(_)))
