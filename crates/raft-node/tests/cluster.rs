@@ -405,6 +405,16 @@ async fn raftctl_commands() {
             (Some(0), "OK\n".into())
         );
         assert_eq!(ctl(&["del", "a/", "--prefix"]), (Some(0), "2\n".into()));
+        // Members publish their names and client URLs shortly after they start (liveness).
+        eventually(20, "every member to publish its attributes", || {
+            let (code, members) = ctl(&["member", "list"]);
+            let published = members
+                .lines()
+                .filter(|l| l.contains(", started, "))
+                .count();
+            async move { (code == Some(0) && published == 3).then_some(()) }
+        })
+        .await;
         let (code, members) = ctl(&["member", "list"]);
         assert_eq!(code, Some(0));
         assert_eq!(members.lines().count(), 3, "{members}");

@@ -467,13 +467,12 @@ struct MemberStatus {
 }
 
 async fn cluster_statuses(client: &Client) -> Result<Vec<MemberStatus>> {
+    // Linearizable: a follower's own view may lag a member's published client URL.
     let list = client
         .cluster(|mut c| async move {
-            c.member_list(MemberListRequest {
-                linearizable: false,
-            })
-            .await
-            .map(|r| r.into_inner())
+            c.member_list(MemberListRequest { linearizable: true })
+                .await
+                .map(|r| r.into_inner())
         })
         .await?;
     let mut rows = Vec::new();
