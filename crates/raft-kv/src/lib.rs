@@ -42,7 +42,7 @@ pub use snapshot_store::{
     lower_thread_priority, maintain_chains, restore_from_store,
 };
 pub use store::{
-    ApplyEntry, ApplyResult, EntryPayload, INITIAL_REVISION, KvStore, Outcome, Response,
+    ApplyEntry, ApplyResult, EntryPayload, INITIAL_REVISION, KvStore, LOCK_WAIT, Outcome, Response,
     StoreStatus, TREE_NAME,
 };
 

@@ -185,10 +185,32 @@ pub struct StoreStatus {
     pub snapshot_index: u64,
 }
 
+/// How long [`KvStore::open`] waits for a directory lock held by another store.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Whether sled refused to open because another store holds the directory's lock.
+fn is_lock_busy(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
 impl KvStore {
     /// Opens (or creates) the store in a sled database at `path`.
+    ///
+    /// sled locks the directory for one process. A store dropped a moment ago in this
+    /// process may still hold that lock while sled's background threads wind down, so a
+    /// lock held elsewhere is retried for up to [`LOCK_WAIT`] before the error is returned.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        Self::with_db(sled::open(path)?)
+        let path = path.as_ref();
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match sled::open(path) {
+                Ok(db) => return Self::with_db(db),
+                Err(e) if is_lock_busy(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// A store in a temporary sled database, removed when dropped (tests, simulations).

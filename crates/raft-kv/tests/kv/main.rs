@@ -4,5 +4,6 @@
 mod common;
 mod model;
 mod mvcc;
+mod open;
 mod snapshot;
 mod txn;
