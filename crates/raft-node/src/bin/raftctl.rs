@@ -467,14 +467,23 @@ struct MemberStatus {
 }
 
 async fn cluster_statuses(client: &Client) -> Result<Vec<MemberStatus>> {
-    // Linearizable: a follower's own view may lag a member's published client URL.
-    let list = client
-        .cluster(|mut c| async move {
-            c.member_list(MemberListRequest { linearizable: true })
+    // Linearizable first: a follower's own view may lag a member's published client URL.
+    // A node cut off from its quorum cannot answer that, and then its own view is what
+    // the operator needs to see.
+    let list = |linearizable| {
+        client.cluster(move |mut c| async move {
+            c.member_list(MemberListRequest { linearizable })
                 .await
                 .map(|r| r.into_inner())
         })
-        .await?;
+    };
+    let list = match list(true).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("raftctl: no linearizable member list ({e}); showing the node's own view");
+            list(false).await?
+        }
+    };
     let mut rows = Vec::new();
     for m in list.members {
         let endpoint = m.client_ur_ls.first().cloned().unwrap_or_default();
