@@ -6,8 +6,18 @@
 //! Measures, in one run: the full snapshot's build time and size; a delta after changing 1%
 //! of the keys (size and time against the full one); the restore of a base plus 8 deltas;
 //! and put throughput through [`KvStore::apply_batch`] while a full snapshot is being built,
-//! against the same writer with no snapshot (alternating rounds of equal length). Prints a
-//! Markdown table with the ratios against the targets of issue 9.
+//! against the same writer with no snapshot. Prints a Markdown table with the ratios
+//! against the targets of issue 9.
+//!
+//! The throughput rounds run in the order without, during, without, during, ..., without
+//! (`rounds` rounds with a snapshot, one more without), and each round with a snapshot is
+//! compared with the mean of the two rounds without one right before and after it, so a
+//! steady drift of the store's speed over the run cancels out. Before every round the
+//! store is flushed and the benchmark waits until the process is idle (the previous
+//! round's aftermath, sled's background flushes, is over). `SNAPSHOT_BENCH_SCHEDULE`
+//! (a string of `W` and `D`, e.g. `WWWWWWW` to see the drift alone) replaces the order.
+//! The old figure (each round with a snapshot against the round without one right before
+//! it, pooled) is printed too.
 //!
 //! Snapshots are built at raftd's default rate limit (`snapshot.max_build_rate`,
 //! [`raft_kv::pace::DEFAULT_MAX_BUILD_RATE`]); `SNAPSHOT_BENCH_RATE` overrides it (bytes per
@@ -144,6 +154,36 @@ fn build_rate() -> BoxResult<u64> {
     Ok(n * mul)
 }
 
+/// The snapshot store's options: raft-snapshot's defaults (as raftd uses them) unless
+/// `SNAPSHOT_BENCH_BLOCK` (raw block size, bytes or with a `KiB` suffix),
+/// `SNAPSHOT_BENCH_ZSTD` (zstd level) or `SNAPSHOT_BENCH_VERIFY=0` (no re-read
+/// verification) change them, for comparison.
+fn store_options() -> BoxResult<StoreOptions> {
+    let mut o = StoreOptions::default();
+    if let Ok(v) = std::env::var("SNAPSHOT_BENCH_BLOCK") {
+        let v = v.trim();
+        let (num, mul) = match v.strip_suffix("KiB") {
+            Some(n) => (n, 1024),
+            None => (v, 1),
+        };
+        let n: usize = num
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad SNAPSHOT_BENCH_BLOCK {v:?}"))?;
+        o.writer.block_size = n * mul;
+    }
+    if let Ok(v) = std::env::var("SNAPSHOT_BENCH_ZSTD") {
+        o.writer.zstd_level = v
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad SNAPSHOT_BENCH_ZSTD {v:?}"))?;
+    }
+    if std::env::var("SNAPSHOT_BENCH_VERIFY").is_ok_and(|v| v == "0") {
+        o.verify_on_finish = false;
+    }
+    Ok(o)
+}
+
 fn rate_label(rate: u64) -> String {
     if rate == 0 {
         "unlimited".to_string()
@@ -160,6 +200,7 @@ fn snapshot(kv: &KvStore, store: &SnapshotStore) -> BoxResult<(SnapshotInfo, f64
     let pending = capture_snapshot(kv, store, membership())?.with_max_rate(build_rate()?);
     let info = std::thread::scope(|s| {
         s.spawn(|| -> BoxResult<SnapshotInfo> {
+            print_tid("snapshot");
             if nice_snapshots() {
                 raft_kv::lower_thread_priority()?;
             }
@@ -183,6 +224,7 @@ impl Writer {
     /// Returns the puts applied, the CPU seconds this thread used, the seconds it was ready
     /// to run but waited for a CPU, and the longest `apply_batch` call.
     fn run(&mut self, kv: &KvStore, stop: &AtomicBool) -> BoxResult<(u64, f64, f64, Duration)> {
+        print_tid("writer");
         let cpu0 = cpu_seconds("thread-self");
         let queued0 = run_queue_seconds();
         let mut longest = Duration::ZERO;
@@ -301,6 +343,151 @@ fn run_queue_seconds() -> f64 {
         .map_or(0.0, |ns| ns as f64 / 1e9)
 }
 
+impl Round {
+    /// Puts per wall second.
+    fn rate(&self) -> f64 {
+        self.puts as f64 / self.secs
+    }
+
+    /// Puts per CPU-second of the writer thread.
+    fn cpu_rate(&self) -> f64 {
+        self.puts as f64 / self.writer_cpu.max(1e-9)
+    }
+}
+
+/// A finished throughput round: `W` without a snapshot, `D` during one.
+struct Done {
+    kind: char,
+    round: Round,
+    /// Load average when the round started.
+    load: String,
+}
+
+/// The order of the throughput rounds: `SNAPSHOT_BENCH_SCHEDULE` (`W` and `D` only), else
+/// `rounds` rounds with a snapshot, each between two without one (`WDWD...W`).
+fn schedule(rounds: u32) -> BoxResult<String> {
+    let s = match std::env::var("SNAPSHOT_BENCH_SCHEDULE") {
+        Ok(s) => s.trim().to_ascii_uppercase(),
+        Err(_) => format!("W{}", "DW".repeat(rounds as usize)),
+    };
+    if s.is_empty() || !s.chars().all(|c| c == 'W' || c == 'D') {
+        return Err(format!("bad SNAPSHOT_BENCH_SCHEDULE {s:?} (W and D only)").into());
+    }
+    Ok(s)
+}
+
+/// Waits until the store has settled before a round: flushes it, then waits (at most 10 s)
+/// until the process used under 5% of a CPU over 200 ms, i.e. sled's background work and
+/// whatever the previous round left is over. Returns the seconds waited.
+fn settle(kv: &KvStore) -> BoxResult<f64> {
+    let t = Instant::now();
+    kv.flush()?;
+    while t.elapsed() < Duration::from_secs(10) {
+        let cpu0 = cpu_seconds("self");
+        std::thread::sleep(Duration::from_millis(200));
+        if cpu_seconds("self") - cpu0 < 0.01 + 1e-9 {
+            break;
+        }
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// A round with a snapshot and the rounds without one right before and after it (either
+/// missing when the schedule has none there), as indexes into the finished rounds.
+struct Pair {
+    during: usize,
+    before: Option<usize>,
+    after: Option<usize>,
+}
+
+impl Pair {
+    /// The mean puts per second of the rounds without a snapshot around this one.
+    fn base_rate(&self, done: &[Done]) -> f64 {
+        self.base(done, Round::rate)
+    }
+
+    fn base(&self, done: &[Done], f: fn(&Round) -> f64) -> f64 {
+        let around: Vec<f64> = [self.before, self.after]
+            .into_iter()
+            .flatten()
+            .map(|i| f(&done[i].round))
+            .collect();
+        if around.is_empty() {
+            f64::NAN
+        } else {
+            around.iter().sum::<f64>() / around.len() as f64
+        }
+    }
+}
+
+/// Each round with a snapshot against the rounds without one around it.
+struct Comparison {
+    pairs: Vec<Pair>,
+}
+
+impl Comparison {
+    fn new(done: &[Done]) -> Self {
+        let without = |i: usize| (done.get(i)?.kind == 'W').then_some(i);
+        let pairs = (0..done.len())
+            .filter(|&i| done[i].kind == 'D')
+            .map(|i| Pair {
+                during: i,
+                before: i.checked_sub(1).and_then(without),
+                after: without(i + 1),
+            })
+            .collect();
+        Comparison { pairs }
+    }
+
+    /// The mean of `f` over the rounds with a snapshot.
+    fn mean_during(&self, done: &[Done], f: fn(&Round) -> f64) -> f64 {
+        let n = self.pairs.len() as f64;
+        self.pairs
+            .iter()
+            .map(|p| f(&done[p.during].round))
+            .sum::<f64>()
+            / n
+    }
+
+    /// The mean over the rounds with a snapshot of `f`'s mean over the rounds around each.
+    fn mean_base(&self, done: &[Done], f: fn(&Round) -> f64) -> f64 {
+        let n = self.pairs.len() as f64;
+        self.pairs.iter().map(|p| p.base(done, f)).sum::<f64>() / n
+    }
+
+    fn ratio(&self, done: &[Done], f: fn(&Round) -> f64) -> f64 {
+        self.mean_during(done, f) / self.mean_base(done, f)
+    }
+
+    /// The figure the benchmark printed before: puts per second of all rounds with a
+    /// snapshot against all rounds without one right before them, puts and seconds pooled.
+    fn old_method(&self, done: &[Done]) -> (f64, f64) {
+        let pooled = |rounds: &mut dyn Iterator<Item = &Round>| {
+            let (p, s) = rounds.fold((0.0, 0.0), |(p, s), r| (p + r.puts as f64, s + r.secs));
+            p / s
+        };
+        let during = pooled(&mut self.pairs.iter().map(|p| &done[p.during].round));
+        let before = pooled(
+            &mut self
+                .pairs
+                .iter()
+                .filter_map(|p| p.before)
+                .map(|i| &done[i].round),
+        );
+        (during, before)
+    }
+}
+
+/// With `SNAPSHOT_BENCH_TIDS=1`, prints the calling thread's id (to attach a profiler).
+fn print_tid(what: &str) {
+    if std::env::var("SNAPSHOT_BENCH_TIDS").is_ok_and(|v| v == "1") {
+        eprintln!(
+            "{what} thread tid {}",
+            rustix::thread::gettid().as_raw_nonzero()
+        );
+    }
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -348,7 +535,7 @@ fn run(keys: u64, dir: &Path, rounds: u32) -> BoxResult<()> {
         rate_label(rate)
     );
     let kv = KvStore::open(dir.join("kv"))?;
-    let store = SnapshotStore::open_dir(dir.join("snap"), StoreOptions::default())?;
+    let store = SnapshotStore::open_dir(dir.join("snap"), store_options()?)?;
 
     let t = Instant::now();
     apply_keys(&kv, 0..keys, 0)?;
@@ -389,47 +576,46 @@ fn run(keys: u64, dir: &Path, rounds: u32) -> BoxResult<()> {
     }
     drop(restored);
 
-    // Put throughput with and without a full snapshot being built, alternating rounds; a
-    // round without a snapshot lasts as long as the previous round with one.
+    // Put throughput with and without a full snapshot being built (see the module
+    // documentation for the order); a round without a snapshot lasts as long as the
+    // previous round with one (the first: as long as the full build above).
     let mut writer = Writer {
         keys,
         rng: 0x2545_f491_4f6c_dd1d,
         version: 100,
     };
-    let mut rows: Vec<(Round, Round)> = Vec::new();
+    let schedule = schedule(rounds)?;
+    eprintln!("throughput rounds: {schedule}");
+    let mut done: Vec<Done> = Vec::new();
     let mut len = Duration::from_secs_f64(full_s);
-    for r in 0..rounds {
-        let without = round(&kv, &mut writer, len, None)?;
-        let snap_dir = dir.join(format!("snap-round{r}"));
-        let round_store = SnapshotStore::open_dir(&snap_dir, StoreOptions::default())?;
-        let during = round(&kv, &mut writer, len, Some(&round_store))?;
-        drop(round_store);
-        std::fs::remove_dir_all(&snap_dir)?;
-        len = Duration::from_secs_f64(during.secs);
+    for (r, kind) in schedule.chars().enumerate() {
+        let settle = settle(&kv)?;
+        let load = loadavg();
+        let round = if kind == 'D' {
+            let snap_dir = dir.join(format!("snap-round{r}"));
+            let round_store = SnapshotStore::open_dir(&snap_dir, store_options()?)?;
+            let during = round(&kv, &mut writer, len, Some(&round_store))?;
+            drop(round_store);
+            std::fs::remove_dir_all(&snap_dir)?;
+            len = Duration::from_secs_f64(during.secs);
+            during
+        } else {
+            round(&kv, &mut writer, len, None)?
+        };
         eprintln!(
-            "round {r}: without {:.0}/s over {:.2} s (writer cpu {:.2} s), during {:.0}/s \
-             over {:.2} s (writer cpu {:.2} s, process cpu {:.2} s, build {:.2} s)",
-            without.puts as f64 / without.secs,
-            without.secs,
-            without.writer_cpu,
-            during.puts as f64 / during.secs,
-            during.secs,
-            during.writer_cpu,
-            during.process_cpu,
-            during.build.unwrap_or(0.0),
+            "round {r} {kind}: {:.0} puts/s over {:.2} s (writer cpu {:.2} s, {:.0} puts per \
+             cpu-s; process cpu {:.2} s; build {:.2} s); settled {settle:.2} s before; load {load}",
+            round.rate(),
+            round.secs,
+            round.writer_cpu,
+            round.puts as f64 / round.writer_cpu.max(1e-9),
+            round.process_cpu,
+            round.build.unwrap_or(0.0),
         );
-        rows.push((without, during));
+        done.push(Done { kind, round, load });
     }
     let load_end = loadavg();
-
-    let sum = |f: &dyn Fn(&Round) -> f64, which: bool| -> f64 {
-        rows.iter().map(|(a, b)| f(if which { b } else { a })).sum()
-    };
-    let base_tp = sum(&|r| r.puts as f64, false) / sum(&|r| r.secs, false);
-    let during_tp = sum(&|r| r.puts as f64, true) / sum(&|r| r.secs, true);
-    let base_cpu_tp = sum(&|r| r.puts as f64, false) / sum(&|r| r.writer_cpu, false);
-    let during_cpu_tp = sum(&|r| r.puts as f64, true) / sum(&|r| r.writer_cpu, true);
-    let tp_ratio = during_tp / base_tp;
+    let cmp = Comparison::new(&done);
     let size_ratio = d1.size as f64 / full.size as f64;
     let time_ratio = d1_s / full_s;
 
@@ -468,50 +654,76 @@ fn run(keys: u64, dir: &Path, rounds: u32) -> BoxResult<()> {
          {restore_s:.3} s ({chain_records} records, {:.0} records/s) | | |",
         chain_records as f64 / restore_s
     );
-    for (i, (a, b)) in rows.iter().enumerate() {
-        let (r0, r1) = (a.puts as f64 / a.secs, b.puts as f64 / b.secs);
+    println!("| throughput rounds (W without, D during a full snapshot) | {schedule} | | |");
+    for (i, c) in cmp.pairs.iter().enumerate() {
+        let d = &done[c.during].round;
+        let before = c.before.map(|b| format!("{:.0}", done[b].round.rate()));
+        let after = c.after.map(|a| format!("{:.0}", done[a].round.rate()));
         println!(
-            "| round {}: puts/s without → during a full snapshot ({:.2} s; build {:.2} s) | \
-             {r0:.0} → {r1:.0} ({:.1}%) | | |",
+            "| round {}: puts/s without before / during a full snapshot ({:.2} s; build {:.2} s) / \
+             without after | {} / {:.0} / {} ({:.1}% of their mean; load at the start of \
+             the during round {}) | | |",
             i + 1,
-            b.secs,
-            b.build.unwrap_or(0.0),
-            100.0 * r1 / r0,
+            d.secs,
+            d.build.unwrap_or(0.0),
+            before.unwrap_or_else(|| "-".into()),
+            d.rate(),
+            after.unwrap_or_else(|| "-".into()),
+            100.0 * d.rate() / c.base_rate(&done),
+            done[c.during].load,
         );
     }
+    let tp_ratio = cmp.ratio(&done, Round::rate);
     println!(
-        "| put throughput during a full snapshot vs without (all rounds) | \
-         {during_tp:.0} vs {base_tp:.0} puts/s ({:.1}%) | ≥ 90% | {} |",
+        "| put throughput during a full snapshot vs the mean of the rounds without one right \
+         before and after it (mean over rounds) | {:.0} vs {:.0} puts/s ({:.1}%) | ≥ 90% | {} |",
+        cmp.mean_during(&done, Round::rate),
+        cmp.mean_base(&done, Round::rate),
         100.0 * tp_ratio,
         verdict(tp_ratio >= 0.90)
     );
+    let (old_during, old_base) = cmp.old_method(&done);
     println!(
-        "| puts per CPU-second of the writer thread, without → during | \
-         {base_cpu_tp:.0} → {during_cpu_tp:.0} ({:.1}%) | | |",
-        100.0 * during_cpu_tp / base_cpu_tp
+        "| old method: during vs the round without right before it (puts and seconds pooled) | \
+         {old_during:.0} vs {old_base:.0} puts/s ({:.1}%) | | |",
+        100.0 * old_during / old_base
     );
+    println!(
+        "| puts per CPU-second of the writer thread, without (mean of before and after) → \
+         during | {:.0} → {:.0} ({:.1}%) | | |",
+        cmp.mean_base(&done, Round::cpu_rate),
+        cmp.mean_during(&done, Round::cpu_rate),
+        100.0 * cmp.ratio(&done, Round::cpu_rate)
+    );
+    let sum = |f: &dyn Fn(&Round) -> f64, kind: char| -> f64 {
+        done.iter()
+            .filter(|d| d.kind == kind)
+            .map(|d| f(&d.round))
+            .sum()
+    };
     println!(
         "| CPU used, rounds without → with a snapshot (writer / whole process), per wall second | \
          {:.2} / {:.2} → {:.2} / {:.2} | | |",
-        sum(&|r| r.writer_cpu, false) / sum(&|r| r.secs, false),
-        sum(&|r| r.process_cpu, false) / sum(&|r| r.secs, false),
-        sum(&|r| r.writer_cpu, true) / sum(&|r| r.secs, true),
-        sum(&|r| r.process_cpu, true) / sum(&|r| r.secs, true),
+        sum(&|r| r.writer_cpu, 'W') / sum(&|r| r.secs, 'W'),
+        sum(&|r| r.process_cpu, 'W') / sum(&|r| r.secs, 'W'),
+        sum(&|r| r.writer_cpu, 'D') / sum(&|r| r.secs, 'D'),
+        sum(&|r| r.process_cpu, 'D') / sum(&|r| r.secs, 'D'),
     );
-    let per_wall = |f: &dyn Fn(&Round) -> f64, which: bool| sum(f, which) / sum(&|r| r.secs, which);
+    let per_wall = |f: &dyn Fn(&Round) -> f64, kind: char| sum(f, kind) / sum(&|r| r.secs, kind);
     println!(
         "| writer thread per wall second, without → during: on a CPU / waiting for a CPU / \
          blocked | {:.2} / {:.2} / {:.2} → {:.2} / {:.2} / {:.2} | | |",
-        per_wall(&|r| r.writer_cpu, false),
-        per_wall(&|r| r.writer_queued, false),
-        1.0 - per_wall(&|r| r.writer_cpu + r.writer_queued, false),
-        per_wall(&|r| r.writer_cpu, true),
-        per_wall(&|r| r.writer_queued, true),
-        1.0 - per_wall(&|r| r.writer_cpu + r.writer_queued, true),
+        per_wall(&|r| r.writer_cpu, 'W'),
+        per_wall(&|r| r.writer_queued, 'W'),
+        1.0 - per_wall(&|r| r.writer_cpu + r.writer_queued, 'W'),
+        per_wall(&|r| r.writer_cpu, 'D'),
+        per_wall(&|r| r.writer_queued, 'D'),
+        1.0 - per_wall(&|r| r.writer_cpu + r.writer_queued, 'D'),
     );
-    let longest = |which: bool| {
-        rows.iter()
-            .map(|(a, b)| if which { b.longest } else { a.longest })
+    let longest = |kind: char| {
+        done.iter()
+            .filter(|d| d.kind == kind)
+            .map(|d| d.round.longest)
             .max()
             .unwrap_or_default()
             .as_secs_f64()
@@ -520,8 +732,8 @@ fn run(keys: u64, dir: &Path, rounds: u32) -> BoxResult<()> {
     println!(
         "| longest single apply batch ({APPLY_BATCH} puts), without → during | \
          {:.1} ms → {:.1} ms | | |",
-        longest(false),
-        longest(true)
+        longest('W'),
+        longest('D')
     );
     println!(
         "| snapshot thread priority | {} | | |",
@@ -534,6 +746,13 @@ fn run(keys: u64, dir: &Path, rounds: u32) -> BoxResult<()> {
     println!(
         "| snapshot build rate limit (`SNAPSHOT_BENCH_RATE`) | {} | | |",
         rate_label(rate)
+    );
+    let o = store_options()?;
+    println!(
+        "| snapshot files: raw block size / zstd level / re-read verification | {} KiB / {} / {} | | |",
+        o.writer.block_size / 1024,
+        o.writer.zstd_level,
+        if o.verify_on_finish { "on" } else { "off" }
     );
     println!("| load average (1, 5, 15 min) at start / end | {load_start} / {load_end} | | |");
     Ok(())
