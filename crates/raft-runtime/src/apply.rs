@@ -4,6 +4,7 @@
 
 use crate::error::{BoxError, Error, Result};
 use crate::state_machine::{Committed, StateMachine};
+use crate::wake::{EventSink, Wants};
 use metrics::{Histogram, counter, histogram};
 use raft_core::SnapshotMeta;
 use raft_metrics::runtime as m;
@@ -69,6 +70,8 @@ pub(crate) enum Event {
     },
     /// A snapshot transfer to `to` ended.
     SnapshotSent { to: u64, ok: bool },
+    /// Wakes the loop to drain the deferred reports (see `crate::wake`).
+    Nudge,
 }
 
 /// Starts the apply thread of node `id`.
@@ -76,7 +79,7 @@ pub(crate) fn spawn<SM: StateMachine>(
     id: u64,
     sm: SM,
     jobs: mpsc::UnboundedReceiver<ApplyJob<SM>>,
-    events: mpsc::UnboundedSender<Event>,
+    events: EventSink,
     stopping: Arc<AtomicBool>,
 ) -> Result<()> {
     std::thread::Builder::new()
@@ -93,7 +96,7 @@ pub(crate) fn spawn<SM: StateMachine>(
 fn run<SM: StateMachine>(
     mut sm: SM,
     mut jobs: mpsc::UnboundedReceiver<ApplyJob<SM>>,
-    events: mpsc::UnboundedSender<Event>,
+    events: EventSink,
     stopping: Arc<AtomicBool>,
 ) {
     let metrics = ApplyMetrics {
@@ -149,7 +152,7 @@ fn run<SM: StateMachine>(
                 if let Err(e) = &result {
                     tracing::error!(index = meta.index, error = %e, "snapshot restore failed");
                 }
-                let _ = events.send(Event::Restored {
+                events.send(Event::Restored {
                     number,
                     index: meta.index,
                     result,
@@ -163,14 +166,14 @@ fn run<SM: StateMachine>(
                         .name("raft-snapshot".into())
                         .spawn(move || {
                             let result = build();
-                            let _ = events.send(Event::SnapshotBuilt { meta, result });
+                            events.send(Event::SnapshotBuilt { meta, result });
                         });
                     if let Err(e) = spawned {
                         tracing::warn!(error = %e, "cannot start the snapshot thread");
                     }
                 }
                 Err(e) => {
-                    let _ = events.send(Event::SnapshotBuilt {
+                    events.send(Event::SnapshotBuilt {
                         meta,
                         result: Err(e),
                     });
@@ -196,7 +199,7 @@ fn apply_batch<SM: StateMachine>(
     sm: &mut SM,
     batch: Vec<Committed>,
     waiters: Vec<(usize, Waiter<SM::Response>)>,
-    events: &mpsc::UnboundedSender<Event>,
+    events: &EventSink,
     metrics: &ApplyMetrics,
 ) -> bool {
     let Some(last) = batch.last().map(|e| e.index) else {
@@ -228,7 +231,8 @@ fn apply_batch<SM: StateMachine>(
     };
     match failure {
         None => {
-            let _ = events.send(Event::Applied { index: last });
+            // The loop needs this only when something waits for it (see `crate::wake`).
+            events.defer(Wants::APPLIED, Event::Applied { index: last });
             true
         }
         Some(msg) => {
@@ -252,11 +256,11 @@ fn answer<R>(waiters: Vec<(usize, Waiter<R>)>, responses: Vec<R>, metrics: &Appl
     }
 }
 
-fn fail<R>(waiters: Vec<(usize, Waiter<R>)>, events: &mpsc::UnboundedSender<Event>, msg: String) {
+fn fail<R>(waiters: Vec<(usize, Waiter<R>)>, events: &EventSink, msg: String) {
     tracing::error!(error = %msg, "state machine failed; stopping the node");
     counter!(m::PROPOSALS_FAILED, "reason" => "fatal").increment(waiters.len() as u64);
     for (_, w) in waiters {
         let _ = w.tx.send(Err(Error::Fatal(msg.clone())));
     }
-    let _ = events.send(Event::ApplyFailed(msg));
+    events.send(Event::ApplyFailed(msg));
 }
