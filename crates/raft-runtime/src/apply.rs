@@ -4,7 +4,6 @@
 
 use crate::error::{BoxError, Error, Result};
 use crate::state_machine::{Committed, StateMachine};
-use crate::wake::{EventSink, Wants};
 use metrics::{Histogram, counter, histogram};
 use raft_core::SnapshotMeta;
 use raft_metrics::runtime as m;
@@ -70,8 +69,6 @@ pub(crate) enum Event {
     },
     /// A snapshot transfer to `to` ended.
     SnapshotSent { to: u64, ok: bool },
-    /// Wakes the loop to drain the deferred reports (see `crate::wake`).
-    Nudge,
 }
 
 /// Starts the apply thread of node `id`.
@@ -79,7 +76,7 @@ pub(crate) fn spawn<SM: StateMachine>(
     id: u64,
     sm: SM,
     jobs: mpsc::UnboundedReceiver<ApplyJob<SM>>,
-    events: EventSink,
+    events: mpsc::UnboundedSender<Event>,
     stopping: Arc<AtomicBool>,
 ) -> Result<()> {
     std::thread::Builder::new()
@@ -96,7 +93,7 @@ pub(crate) fn spawn<SM: StateMachine>(
 fn run<SM: StateMachine>(
     mut sm: SM,
     mut jobs: mpsc::UnboundedReceiver<ApplyJob<SM>>,
-    events: EventSink,
+    events: mpsc::UnboundedSender<Event>,
     stopping: Arc<AtomicBool>,
 ) {
     let metrics = ApplyMetrics {
@@ -152,7 +149,7 @@ fn run<SM: StateMachine>(
                 if let Err(e) = &result {
                     tracing::error!(index = meta.index, error = %e, "snapshot restore failed");
                 }
-                events.send(Event::Restored {
+                let _ = events.send(Event::Restored {
                     number,
                     index: meta.index,
                     result,
@@ -166,14 +163,14 @@ fn run<SM: StateMachine>(
                         .name("raft-snapshot".into())
                         .spawn(move || {
                             let result = build();
-                            events.send(Event::SnapshotBuilt { meta, result });
+                            let _ = events.send(Event::SnapshotBuilt { meta, result });
                         });
                     if let Err(e) = spawned {
                         tracing::warn!(error = %e, "cannot start the snapshot thread");
                     }
                 }
                 Err(e) => {
-                    events.send(Event::SnapshotBuilt {
+                    let _ = events.send(Event::SnapshotBuilt {
                         meta,
                         result: Err(e),
                     });
@@ -199,7 +196,7 @@ fn apply_batch<SM: StateMachine>(
     sm: &mut SM,
     batch: Vec<Committed>,
     waiters: Vec<(usize, Waiter<SM::Response>)>,
-    events: &EventSink,
+    events: &mpsc::UnboundedSender<Event>,
     metrics: &ApplyMetrics,
 ) -> bool {
     let Some(last) = batch.last().map(|e| e.index) else {
@@ -231,8 +228,7 @@ fn apply_batch<SM: StateMachine>(
     };
     match failure {
         None => {
-            // The loop needs this only when something waits for it (see `crate::wake`).
-            events.defer(Wants::APPLIED, Event::Applied { index: last });
+            let _ = events.send(Event::Applied { index: last });
             true
         }
         Some(msg) => {
@@ -256,11 +252,11 @@ fn answer<R>(waiters: Vec<(usize, Waiter<R>)>, responses: Vec<R>, metrics: &Appl
     }
 }
 
-fn fail<R>(waiters: Vec<(usize, Waiter<R>)>, events: &EventSink, msg: String) {
+fn fail<R>(waiters: Vec<(usize, Waiter<R>)>, events: &mpsc::UnboundedSender<Event>, msg: String) {
     tracing::error!(error = %msg, "state machine failed; stopping the node");
     counter!(m::PROPOSALS_FAILED, "reason" => "fatal").increment(waiters.len() as u64);
     for (_, w) in waiters {
         let _ = w.tx.send(Err(Error::Fatal(msg.clone())));
     }
-    events.send(Event::ApplyFailed(msg));
+    let _ = events.send(Event::ApplyFailed(msg));
 }

@@ -23,10 +23,6 @@
 //!   receives committed entries in order, applies them in batches and answers the clients
 //!   whose proposals they carry, then reports the applied index to the loop.
 //!
-//! Reports the loop does not need at once (a follower's log completion whose messages
-//! already left, the applied index while nothing waits for it) do not wake it: they wait
-//! for its next turn, at most one tick (see the `wake` module).
-//!
 //! # How a `Ready` is handled
 //!
 //! 1. `messages` go to the transport at once, so the leader replicates while it writes its
@@ -121,7 +117,6 @@ mod node;
 mod state_machine;
 mod storage;
 mod transport;
-mod wake;
 
 pub use config::RuntimeConfig;
 pub use error::{BoxError, Error, Result};

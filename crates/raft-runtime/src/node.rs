@@ -18,7 +18,6 @@ use crate::handle::{RaftHandle, Stats};
 use crate::state_machine::StateMachine;
 use crate::storage::LogStore;
 use crate::transport::{Inbound, Transport};
-use crate::wake::{self, EventSink, EventSource, Wants};
 use bytes::Bytes;
 use metrics::counter;
 use raft_core::{Membership, NodeId, RawNode, Role, SnapshotMeta, Status};
@@ -121,7 +120,7 @@ impl RaftNode {
         let (req_tx, req_rx) = mpsc::channel(1024);
         let (prop_tx, prop_rx) = mpsc::channel(config.request_queue);
         let (apply_tx, apply_rx) = mpsc::unbounded_channel();
-        let (ev_tx, ev_rx) = wake::channel();
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let stopping = Arc::new(AtomicBool::new(false));
         apply::spawn(id, sm, apply_rx, ev_tx.clone(), stopping.clone())?;
         let stats = Arc::new(Stats::default());
@@ -176,7 +175,6 @@ impl RaftNode {
             in_flight: VecDeque::new(),
             applied,
             handed: applied,
-            conf_handed: 0,
             snapshot_index: snap.index,
             snapshot_busy: false,
             log_bytes: log_bytes::LogBytes::default(),
@@ -250,9 +248,8 @@ pub(crate) struct Loop<SM: StateMachine, S: LogStore, T: Transport> {
     /// Client proposals (held back while the state machine lags).
     pub proposal_rx: mpsc::Receiver<Request<SM>>,
     pub inbound: Inbound,
-    /// Reports from the workers: the waking channel and the deferred one.
-    pub events: EventSource,
-    pub events_tx: EventSink,
+    pub events: mpsc::UnboundedReceiver<Event>,
+    pub events_tx: mpsc::UnboundedSender<Event>,
     pub apply_tx: mpsc::UnboundedSender<ApplyJob<SM>>,
     pub stopping: Arc<AtomicBool>,
     /// This runtime's incarnation (see [`envelope`]).
@@ -274,8 +271,6 @@ pub(crate) struct Loop<SM: StateMachine, S: LogStore, T: Transport> {
     pub applied: u64,
     /// The last index handed to the apply thread.
     pub handed: u64,
-    /// The index of the last configuration change handed to the apply thread.
-    pub conf_handed: u64,
     /// The index of the last snapshot the log was compacted to.
     pub snapshot_index: u64,
     pub snapshot_busy: bool,
@@ -310,26 +305,9 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         let mut shutdown: Option<oneshot::Sender<Result<()>>> = None;
         let outcome: Result<()> = loop {
             self.fresh_reads.clear();
-            // What the loop now waits for decides which reports wake it (`crate::wake`).
-            if let Err(e) = self.publish_wants() {
-                break Err(e);
-            }
-            let turn = tokio::select! {
+            let step: Result<()> = tokio::select! {
                 biased;
-                _ = ticker.tick() => Turn::Tick,
-                Some(ev) = self.events.now.recv() => Turn::Events(ev),
-                Some(msg) = recv_priority(&mut self.inbound.priority) => Turn::Messages(msg, true),
-                Some(msg) = self.inbound.messages.recv() => Turn::Messages(msg, false),
-                Some(id) = self.inbound.unreachable.recv() => Turn::Unreachable(id),
-                r = self.requests.recv() => match r {
-                    None => break Ok(()),
-                    Some(r) => Turn::Request(r),
-                },
-                Some(r) = self.proposal_rx.recv(), if !self.apply_lagging() => Turn::Request(r),
-            };
-            // Deferred reports first: what this turn does sees everything already done.
-            let step = self.drain_deferred().and_then(|()| match turn {
-                Turn::Tick => {
+                _ = ticker.tick() => {
                     housekeeping += 1;
                     if housekeeping >= 10 {
                         housekeeping = 0;
@@ -337,14 +315,21 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                     }
                     self.raw.tick().map_err(Error::from)
                 }
-                Turn::Events(ev) => self.on_events(ev),
-                Turn::Messages(msg, priority) => self.step_all(msg, priority),
-                Turn::Unreachable(id) => {
+                Some(ev) = self.events.recv() => self.on_events(ev),
+                Some(msg) = recv_priority(&mut self.inbound.priority) => self.step_all(msg, true),
+                Some(msg) = self.inbound.messages.recv() => self.step_all(msg, false),
+                Some(id) = self.inbound.unreachable.recv() => {
                     self.raw.report_unreachable(id);
                     Ok(())
                 }
-                Turn::Request(r) => self.on_requests(r, &mut shutdown),
-            });
+                r = self.requests.recv() => match r {
+                    None => break Ok(()),
+                    Some(r) => self.on_requests(r, &mut shutdown),
+                },
+                Some(r) = self.proposal_rx.recv(), if !self.apply_lagging() => {
+                    self.on_requests(r, &mut shutdown)
+                }
+            };
             if let Err(e) = step.and_then(|()| self.process_ready()) {
                 break Err(e);
             }
@@ -366,48 +351,6 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         }
     }
 
-    /// Handles the reports that were deferred rather than waking the loop.
-    fn drain_deferred(&mut self) -> Result<()> {
-        while let Some(ev) = self.events.try_deferred() {
-            self.on_event(ev)?;
-        }
-        Ok(())
-    }
-
-    /// Tells the workers which reports must wake the loop now; when that widened, handles
-    /// the reports deferred before (and the `Ready` they lead to).
-    fn publish_wants(&mut self) -> Result<()> {
-        // The applied index matters at once to reads waiting for it, a membership change
-        // (the proposer's answer, the peers to talk to), proposals held back by
-        // backpressure and snapshot requests.
-        let applied = !self.reads_ready.is_empty()
-            || self.conf.is_some()
-            || self.conf_handed > self.applied
-            || self.apply_lagging()
-            || !self.snapshot_waiters.is_empty();
-        // Log completions matter at once to anything but a follower (a leader's commit, a
-        // candidate's own vote), to messages still held for the loop, and to everything
-        // that waits for the applied index (a follower applies only what it persisted).
-        let persisted = applied
-            || self.role != Role::Follower
-            || self
-                .in_flight
-                .iter()
-                .any(|f| f.restore || !f.messages.is_empty());
-        let mut wants = Wants::NONE;
-        if applied {
-            wants = wants.with(Wants::APPLIED);
-        }
-        if persisted {
-            wants = wants.with(Wants::PERSISTED);
-        }
-        if self.events.publish(wants) {
-            self.drain_deferred()?;
-            self.process_ready()?;
-        }
-        Ok(())
-    }
-
     /// True while the state machine is so far behind that new proposals wait.
     pub(crate) fn apply_lagging(&self) -> bool {
         self.handed.saturating_sub(self.applied) > self.cfg.max_apply_lag
@@ -425,7 +368,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
 
     fn on_events(&mut self, first: Event) -> Result<()> {
         self.on_event(first)?;
-        while let Ok(ev) = self.events.now.try_recv() {
+        while let Ok(ev) = self.events.try_recv() {
             self.on_event(ev)?;
         }
         Ok(())
@@ -584,15 +527,6 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         let s = self.raw.status();
         (s.last_index, s.term)
     }
-}
-
-/// What woke the loop.
-enum Turn<SM: StateMachine> {
-    Tick,
-    Events(Event),
-    Messages(raft_core::Message, bool),
-    Unreachable(NodeId),
-    Request(Request<SM>),
 }
 
 /// Fails a request that will not be handled.

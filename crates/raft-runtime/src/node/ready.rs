@@ -8,7 +8,6 @@ use crate::error::{Error, Result};
 use crate::state_machine::{Committed, Payload, StateMachine};
 use crate::storage::{LogStore, LogWrite};
 use crate::transport::Transport;
-use crate::wake::Wants;
 use metrics::{counter, gauge, histogram};
 use raft_core::{
     Entry, EntryKind, Message, MessageBody, Role, SnapshotMeta, SoftState, confchange,
@@ -97,17 +96,6 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                 }
                 std::mem::take(&mut messages)
             };
-            // A follower's completion that sends everything waiting for it need not wake
-            // the loop: it is deferred to the loop's next turn unless the loop wants it
-            // then (see `crate::wake`). A leader's counts towards its commit at once, a
-            // candidate's carries its own vote.
-            let deferrable = messages.is_empty()
-                && !restore
-                && self.role == Role::Follower
-                && rd
-                    .soft_state
-                    .as_ref()
-                    .is_none_or(|ss| ss.role == Role::Follower);
             let transport = self.transport.clone();
             let events = self.events_tx.clone();
             self.raw.log_mut().write(
@@ -118,13 +106,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                             transport.send(msg);
                         }
                     }
-                    let ok = result.is_ok();
-                    let ev = Event::Persisted { number, result };
-                    if deferrable && ok {
-                        events.defer(Wants::PERSISTED, ev);
-                    } else {
-                        events.send(ev);
-                    }
+                    let _ = events.send(Event::Persisted { number, result });
                 }),
             )?;
             self.stats.log_writes.fetch_add(1, Ordering::Relaxed);
@@ -180,7 +162,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                         false
                     }
                 };
-                events.send(Event::SnapshotSent { to, ok });
+                let _ = events.send(Event::SnapshotSent { to, ok });
             });
         } else {
             self.transport.send(msg);
@@ -231,7 +213,6 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             let payload = match e.kind {
                 EntryKind::ConfChange => match confchange::decode(&e.data) {
                     Ok(change) => {
-                        self.conf_handed = e.index;
                         let membership = confchange::apply(&self.handed_membership, &change).ok();
                         if let Some(next) = &membership {
                             self.handed_membership = next.clone();
@@ -405,9 +386,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                 self.sync_peers();
                 self.release_reads();
             }
-            // Deferred reports may arrive after later ones: the applied index only grows.
-            Event::Applied { index } if index > self.applied => self.on_applied(index)?,
-            Event::Applied { .. } | Event::Nudge => {}
+            Event::Applied { index } => self.on_applied(index)?,
             Event::ApplyFailed(msg) => return Err(Error::Fatal(msg)),
             Event::SnapshotSent { to, ok } => self.raw.report_snapshot(to, ok),
             Event::SnapshotBuilt { meta, result } => match result {
@@ -418,7 +397,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                     self.raw.log_mut().compact(
                         meta,
                         Box::new(move |result| {
-                            events.send(Event::Compacted { meta: done, result });
+                            let _ = events.send(Event::Compacted { meta: done, result });
                         }),
                     )?;
                 }
