@@ -6,8 +6,9 @@
 //! Every row is measured twice: with the default `bulk_nice` (10: the transport's bulk
 //! threads run at a lower priority) and with `bulk_nice = 0`; `-- --bulk-nice N` measures
 //! only that value. The network thread's `network_nice` is the transport's default unless
-//! `-- --network-nice N` is given (the receiving process of the two-process rows gets the
-//! same values).
+//! `-- --network-nice N` is given, and so is the network thread's real-time priority
+//! (`network_realtime_priority`) unless `-- --network-rt N` is given (0: none). The
+//! receiving process of the two-process rows gets the same values.
 #![allow(clippy::print_stdout, missing_docs)]
 
 use bytes::Bytes;
@@ -39,12 +40,15 @@ const NICES: [i32; 2] = [10, 0];
 struct Nices {
     bulk: i32,
     network: i32,
+    /// The network thread's real-time priority (0: none).
+    realtime: u8,
 }
 
 async fn node(id: NodeId, nice: Nices, tweak: impl Fn(&mut TransportConfig)) -> Node {
     let mut cfg = TransportConfig::new(id, CLUSTER);
     cfg.bulk_nice = nice.bulk;
     cfg.network_nice = nice.network;
+    cfg.network_realtime_priority = nice.realtime;
     cfg.compression.codec = Codec::None;
     cfg.queue_max_messages = 1 << 20;
     cfg.queue_max_bytes = 1 << 30;
@@ -293,7 +297,7 @@ async fn heartbeat_latency(
 }
 
 /// The receiving node of the two-process measurement (this executable started with
-/// `--receiver N BULK_NICE NETWORK_NICE`): prints its address, receives N timed heartbeats, prints their
+/// `--receiver N BULK_NICE NETWORK_NICE NETWORK_RT`): prints its address, receives N timed heartbeats, prints their
 /// latencies in nanoseconds and the append MiB/s, and exits.
 fn receiver_process(heartbeats: usize, nice: Nices) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -332,6 +336,7 @@ async fn heartbeat_latency_two_processes(
             &heartbeats.to_string(),
             &nice.bulk.to_string(),
             &nice.network.to_string(),
+            &nice.realtime.to_string(),
         ])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -441,6 +446,7 @@ fn main() {
         let nice = Nices {
             bulk: args[i + 2].parse().unwrap(),
             network: args[i + 3].parse().unwrap(),
+            realtime: args[i + 4].parse().unwrap(),
         };
         receiver_process(args[i + 1].parse().unwrap(), nice);
         return;
@@ -452,6 +458,10 @@ fn main() {
     let bulk_nices: Vec<i32> = value_of("--bulk-nice").map_or(NICES.to_vec(), |n| vec![n]);
     let network_nice =
         value_of("--network-nice").unwrap_or_else(|| TransportConfig::new(1, CLUSTER).network_nice);
+    let network_rt = value_of("--network-rt").map_or_else(
+        || TransportConfig::new(1, CLUSTER).network_realtime_priority,
+        |n| u8::try_from(n).expect("a real-time priority, 0 to 99"),
+    );
     let quick = args.iter().any(|a| a == "--quick");
     // `--heartbeats-in-process` / `--heartbeats-two-processes`: only that latency table.
     let heartbeats_only = if args.iter().any(|a| a == "--heartbeats-in-process") {
@@ -484,7 +494,7 @@ fn main() {
             println!("| bulk_nice | network_nice | path | entry payload | messages | messages/s | MiB/s |");
             println!("|---|---|---|---|---|---|---|");
             for &bulk in &bulk_nices {
-                let nice = Nices { bulk, network: network_nice };
+                let nice = Nices { bulk, network: network_nice, realtime: network_rt };
                 for payload in [256usize, 4096] {
                     let n_stream = 200_000 / scale as u64;
                     let n_unary = 10_000 / scale as u64;
@@ -508,10 +518,10 @@ fn main() {
         }
         let hb = 2000 / scale;
         println!("\n### Heartbeat latency on the light lane (target p99 < 2 ms while appends saturate the stream)\n");
-        println!("| bulk_nice | network_nice | processes | append load on the stream | heartbeats | appends delivered | p50 | p90 | p99 | max |");
-        println!("|---|---|---|---|---|---|---|---|---|---|");
+        println!("| bulk_nice | network_nice | network_rt | processes | append load on the stream | heartbeats | appends delivered | p50 | p90 | p99 | max |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
         for &bulk in &bulk_nices {
-            let nice = Nices { bulk, network: network_nice };
+            let nice = Nices { bulk, network: network_nice, realtime: network_rt };
             for two in [false, true] {
                 if heartbeats_only.is_some_and(|t| t != two) {
                     continue;
@@ -524,7 +534,7 @@ fn main() {
                     };
                     let pct = |p: usize| lat[(lat.len() * p / 100).min(lat.len() - 1)];
                     println!(
-                        "| {bulk} | {network_nice} | {} | {} | {} | {:.0} MiB/s | {:?} | {:?} | {:?} | {:?} |",
+                        "| {bulk} | {network_nice} | {network_rt} | {} | {} | {} | {:.0} MiB/s | {:?} | {:?} | {:?} | {:?} |",
                         if two { "two (sender, receiver)" } else { "one" },
                         if with_load { "saturating, 64 KiB appends" } else { "none (baseline)" },
                         lat.len(),

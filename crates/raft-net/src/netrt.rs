@@ -30,11 +30,14 @@ pub(crate) struct NetRuntime {
 
 impl NetRuntime {
     /// Starts the network thread: one current-thread runtime, whose thread changes its
-    /// own nice value by `nice` (0 leaves it as it is; see [`adjust_thread_nice`]).
-    pub(crate) fn start(node_id: NodeId, nice: i32) -> Result<Self> {
+    /// own nice value by `nice` (0 leaves it as it is; see [`adjust_thread_nice`]) and, with
+    /// a `realtime` priority of 1 to 99, moves itself to the real-time round-robin policy
+    /// (see [`use_realtime_policy`]).
+    pub(crate) fn start(node_id: NodeId, nice: i32, realtime: u8) -> Result<Self> {
         let mut builder = Builder::new_current_thread();
         Self::run(&mut builder, format!("raft-net-{node_id}"), move || {
-            adjust_thread_nice("network", nice)
+            adjust_thread_nice("network", nice);
+            use_realtime_policy("network", realtime);
         })
     }
 
@@ -138,6 +141,55 @@ fn adjust_thread_nice(kind: &'static str, delta: i32) {
     debug!(kind, delta, "thread nice values are only applied on Linux");
 }
 
+/// Moves the calling thread to the real-time round-robin policy (`SCHED_RR`) at
+/// `priority` (1 to 99; 0 leaves the thread as it is). A real-time thread that wakes up
+/// takes a CPU from any thread of the normal policy at once, instead of waiting for the
+/// running one's time slice to end. Needs `CAP_SYS_NICE` or a high enough `RLIMIT_RTPRIO`;
+/// best effort: when refused, the thread keeps its policy and a refusal is logged once per
+/// process at info level. Linux only.
+fn use_realtime_policy(kind: &'static str, priority: u8) {
+    if priority == 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use thread_priority::{
+            RealtimeThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue,
+            ThreadSchedulePolicy, set_thread_priority_and_policy, thread_native_id,
+        };
+        /// Whether a refusal was logged already (once per process is enough).
+        static REFUSED_LOGGED: AtomicBool = AtomicBool::new(false);
+        let result = ThreadPriorityValue::try_from(priority)
+            .map_err(|e| e.to_string())
+            .and_then(|value| {
+                set_thread_priority_and_policy(
+                    thread_native_id(),
+                    ThreadPriority::Crossplatform(value),
+                    ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::RoundRobin),
+                )
+                .map_err(|e| format!("{e:?}"))
+            });
+        match result {
+            Ok(()) => debug!(kind, priority, "transport thread runs at a real-time priority"),
+            Err(e) => {
+                if !REFUSED_LOGGED.swap(true, Ordering::Relaxed) {
+                    info!(
+                        error = %e,
+                        kind,
+                        priority,
+                        "cannot give the transport thread a real-time priority (needs \
+                         CAP_SYS_NICE or RLIMIT_RTPRIO, e.g. systemd LimitRTPRIO= or \
+                         AmbientCapabilities=CAP_SYS_NICE); it keeps the normal policy"
+                    );
+                }
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    debug!(kind, priority, "real-time priorities are only applied on Linux");
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
@@ -176,7 +228,7 @@ mod tests {
         use rustix::process::getpriority_process;
         let base = getpriority_process(None).unwrap();
         let allowed = may_raise_priority();
-        let net = NetRuntime::start(1, -3).unwrap();
+        let net = NetRuntime::start(1, -3, 0).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         net.handle().spawn(async move {
             let tid = rustix::thread::gettid();
@@ -195,12 +247,49 @@ mod tests {
         assert_eq!(getpriority_process(None).unwrap(), base);
 
         // 0 leaves the thread as it is.
-        let plain = NetRuntime::start(2, 0).unwrap();
+        let plain = NetRuntime::start(2, 0, 0).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         plain.handle().spawn(async move {
             let tid = rustix::thread::gettid();
             tx.send(getpriority_process(Some(tid)).unwrap()).unwrap();
         });
         assert_eq!(rx.recv().unwrap(), base);
+    }
+
+    /// The network thread takes the real-time policy when the process may give it one
+    /// (root, CAP_SYS_NICE, RLIMIT_RTPRIO), and otherwise runs on under the normal policy.
+    #[test]
+    fn network_thread_runs_at_a_real_time_priority_when_allowed() {
+        use thread_priority::{
+            RealtimeThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue,
+            ThreadSchedulePolicy, set_thread_priority_and_policy, thread_native_id,
+            thread_schedule_policy,
+        };
+        let rr = ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::RoundRobin);
+        // Whether this process may: try on a thread of its own.
+        let allowed = std::thread::spawn(move || {
+            set_thread_priority_and_policy(
+                thread_native_id(),
+                ThreadPriority::Crossplatform(ThreadPriorityValue::try_from(1u8).unwrap()),
+                rr,
+            )
+            .is_ok()
+        })
+        .join()
+        .unwrap();
+        let policy_on = |net: &NetRuntime| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            net.handle().spawn(async move {
+                tx.send(thread_schedule_policy().unwrap()).unwrap();
+            });
+            rx.recv().unwrap()
+        };
+        let net = NetRuntime::start(1, 0, 1).unwrap();
+        assert_eq!(policy_on(&net) == rr, allowed, "allowed: {allowed}");
+        // Priority 0 leaves the thread under the normal policy.
+        let plain = NetRuntime::start(2, 0, 0).unwrap();
+        assert_ne!(policy_on(&plain), rr);
+        // The caller's thread is untouched.
+        assert_ne!(thread_schedule_policy().unwrap(), rr);
     }
 }

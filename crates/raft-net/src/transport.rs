@@ -112,7 +112,11 @@ impl PeerTransport {
     /// loop reading [`Inbound`]'s channels) are not scheduled behind the CPU work of big
     /// appends.
     pub fn new(config: TransportConfig, inbound: Inbound) -> Result<Self> {
-        let net = Arc::new(NetRuntime::start(config.node_id, config.network_nice)?);
+        let net = Arc::new(NetRuntime::start(
+            config.node_id,
+            config.network_nice,
+            config.network_realtime_priority,
+        )?);
         let bulk = Arc::new(NetRuntime::start_bulk(
             config.node_id,
             config.bulk_threads,

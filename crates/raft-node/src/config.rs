@@ -405,6 +405,14 @@ pub struct PeerSection {
     /// systemd `LimitNICE=` or `AmbientCapabilities=CAP_SYS_NICE`, otherwise the thread
     /// keeps its priority and the node logs why once; 0 keeps it; Linux only).
     pub network_nice: i32,
+    /// The network thread's real-time priority, 1..=99 under the round-robin real-time
+    /// policy (SCHED_RR), or 0 for none: a heartbeat, vote or ack then gets a CPU the moment
+    /// it arrives, ahead of every normal thread (default 0: raftd favours throughput, the
+    /// transport library's default is 1, see `docs/configuration.md`; needs CAP_SYS_NICE
+    /// or RLIMIT_RTPRIO, e.g. systemd `LimitRTPRIO=` or `AmbientCapabilities=CAP_SYS_NICE`,
+    /// otherwise the thread keeps the normal policy and the node logs why once; Linux
+    /// only).
+    pub network_realtime_priority: u8,
 }
 
 impl Default for PeerSection {
@@ -416,6 +424,7 @@ impl Default for PeerSection {
             connect_timeout: Duration::from_secs(1),
             bulk_nice: 10,
             network_nice: -5,
+            network_realtime_priority: 0,
         }
     }
 }
@@ -719,6 +728,7 @@ impl NodeConfig {
         t.connect_timeout = self.peer.connect_timeout;
         t.bulk_nice = self.peer.bulk_nice;
         t.network_nice = self.peer.network_nice;
+        t.network_realtime_priority = self.peer.network_realtime_priority;
         t
     }
 
@@ -953,6 +963,12 @@ impl PeerSection {
             return err(format!(
                 "peer.network_nice ({}) must be between -20 and 19",
                 self.network_nice
+            ));
+        }
+        if self.network_realtime_priority > 99 {
+            return err(format!(
+                "peer.network_realtime_priority ({}) must be between 0 and 99",
+                self.network_realtime_priority
             ));
         }
         Ok(())

@@ -62,6 +62,7 @@ fn full_file_parses() {
         [peer]
         bulk_nice = 3
         network_nice = -2
+        network_realtime_priority = 7
         "#,
     )
     .unwrap();
@@ -93,6 +94,7 @@ fn full_file_parses() {
     assert_eq!(net.cluster_id, c.cluster_id());
     assert_eq!(net.bulk_nice, 3);
     assert_eq!(net.network_nice, -2);
+    assert_eq!(net.network_realtime_priority, 7);
 }
 
 #[test]
@@ -197,6 +199,10 @@ fn bad_values_name_their_key() {
         (
             "id = 1\n[peer]\nnetwork_nice = 20",
             "peer.network_nice (20)",
+        ),
+        (
+            "id = 1\n[peer]\nnetwork_realtime_priority = 100",
+            "peer.network_realtime_priority (100)",
         ),
     ];
     for (text, want) in cases {
