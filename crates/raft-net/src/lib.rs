@@ -26,7 +26,8 @@
 //!   together are merged into one frame.
 //! - The transport runs on threads of its own, not on the caller's runtime. The light lanes
 //!   run on a network thread, on both sides (it raises its own priority by `network_nice`
-//!   when the process is allowed to: Linux, `CAP_SYS_NICE`): a light-lane connection opens
+//!   and moves to the real-time round-robin policy at `network_realtime_priority` when the
+//!   process is allowed to: Linux, `CAP_SYS_NICE`): a light-lane connection opens
 //!   with an 8-byte preface (`RAFTLITE`, before HTTP/2 and TLS) by which the accept loop,
 //!   also on that thread, hands it to a server there; every other connection goes to
 //!   a server on the transport's *bulk runtime* (`bulk_threads` threads), where the

@@ -4,7 +4,9 @@
 //!   sides (outbound workers and their connections, the accept loop, inbound light-lane
 //!   connections). It sleeps most of the time; it changes its own nice value by
 //!   `network_nice` (a negative value, when the process may, so that on wake-up it gets a
-//!   CPU ahead of the bulk threads even when those are still owed CPU time);
+//!   CPU ahead of the bulk threads even when those are still owed CPU time) and, with
+//!   `network_realtime_priority`, runs under the real-time round-robin policy, so it takes a
+//!   CPU the moment it wakes instead of waiting for a running thread's time slice to end;
 //! - the *bulk runtime*: a multi-threaded tokio runtime for the heavy work (outbound append
 //!   streams, inbound append streams and snapshot transfers: encoding, socket I/O,
 //!   decoding), whose threads lower their own scheduling priority by `bulk_nice`, so the
