@@ -173,7 +173,10 @@ fn use_realtime_policy(kind: &'static str, priority: u8) {
                 .map_err(|e| format!("{e:?}"))
             });
         match result {
-            Ok(()) => debug!(kind, priority, "transport thread runs at a real-time priority"),
+            Ok(()) => debug!(
+                kind,
+                priority, "transport thread runs at a real-time priority"
+            ),
             Err(e) => {
                 if !REFUSED_LOGGED.swap(true, Ordering::Relaxed) {
                     info!(
@@ -189,7 +192,10 @@ fn use_realtime_policy(kind: &'static str, priority: u8) {
         }
     }
     #[cfg(not(target_os = "linux"))]
-    debug!(kind, priority, "real-time priorities are only applied on Linux");
+    debug!(
+        kind,
+        priority, "real-time priorities are only applied on Linux"
+    );
 }
 
 #[cfg(all(test, target_os = "linux"))]
