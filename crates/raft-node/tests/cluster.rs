@@ -144,24 +144,36 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
             let client = client.clone();
             tokio::spawn(async move {
                 let mut acked = Vec::new();
+                // What the writer saw, for the failure message: (ms since start, what).
+                let mut trace = Vec::new();
                 let started = Instant::now();
                 let mut i = 0u64;
                 while started.elapsed() < Duration::from_secs(6) {
                     let key = format!("load-{i:05}");
-                    if put(&client, &key, &i.to_string()).await.is_ok() {
-                        acked.push(key);
+                    let sent = started.elapsed().as_millis();
+                    match put(&client, &key, &i.to_string()).await {
+                        Ok(_) if started.elapsed().as_millis() - sent > 1000 && trace.len() < 10 => {
+                            trace.push(format!("{sent}-{} ms: ok", started.elapsed().as_millis()));
+                            acked.push(key);
+                        }
+                        Ok(_) => acked.push(key),
+                        Err(e) if trace.len() < 10 => trace.push(format!(
+                            "{sent}-{} ms: {e}",
+                            started.elapsed().as_millis()
+                        )),
+                        Err(_) => {}
                     }
                     i += 1;
                 }
-                acked
+                (acked, trace)
             })
         };
         tokio::time::sleep(Duration::from_millis(1500)).await;
         cluster.kill9(leader).unwrap();
-        let acked = writer.await.unwrap();
+        let (acked, trace) = writer.await.unwrap();
         assert!(
             acked.len() > 10,
-            "too few writes acknowledged: {}",
+            "too few writes acknowledged: {} (leader {leader} killed at 1500 ms; failed puts: {trace:?})",
             acked.len()
         );
         let survivors: Vec<u64> = (1..=3).filter(|&i| i != leader).collect();
