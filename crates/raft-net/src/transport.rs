@@ -106,7 +106,9 @@ impl PeerTransport {
     ///
     /// The transport runs on threads of its own, not on the caller's runtime: the light
     /// lanes (both directions) on a network thread whose nice value changes by
-    /// `config.network_nice` (raised by default, when the process may), the append streams
+    /// `config.network_nice` (raised by default, when the process may) and which runs at
+    /// the real-time priority `config.network_realtime_priority` (when the process may;
+    /// 0: none), the append streams
     /// and snapshot transfers on a bulk runtime of `config.bulk_threads` threads whose
     /// priority is lowered by `config.bulk_nice`. So heartbeats, votes and the caller's tasks (the Raft
     /// loop reading [`Inbound`]'s channels) are not scheduled behind the CPU work of big
