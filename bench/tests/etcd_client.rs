@@ -256,18 +256,22 @@ async fn learner_is_added_promoted_and_another_member_removed() {
         .await;
         // Node 3 may lead: it can step down as its removal commits, and then answers
         // "leader changed" (UNAVAILABLE, which etcd clients treat as an unknown outcome).
-        // The member list tells what happened.
-        let members = match c.member_remove(3).await {
-            Ok(removed) => removed.members().to_vec(),
-            Err(etcd_client::Error::GRpcStatus(s)) if s.code() == tonic::Code::Unavailable => {
-                eventually(20, "the member list after the removal", || {
-                    let mut c = c.clone();
-                    async move { Some(c.member_list().await.ok()?.members().to_vec()) }
-                })
-                .await
+        // Retry until a removal answers, or answers "member not found" and the member list
+        // no longer holds node 3.
+        let members = eventually(20, "node 3's removal", || {
+            let mut c = c.clone();
+            async move {
+                match c.member_remove(3).await {
+                    Ok(removed) => Some(removed.members().to_vec()),
+                    Err(etcd_client::Error::GRpcStatus(s)) if s.code() == tonic::Code::NotFound => {
+                        let list = c.member_list().await.ok()?.members().to_vec();
+                        (!list.iter().any(|m| m.id() == 3)).then_some(list)
+                    }
+                    Err(_) => None,
+                }
             }
-            Err(e) => panic!("member remove: {e}"),
-        };
+        })
+        .await;
         let mut ids: Vec<(u64, bool)> = members.iter().map(|m| (m.id(), m.is_learner())).collect();
         ids.sort();
         assert_eq!(ids, [(1, false), (2, false), (new_id, false)]);
