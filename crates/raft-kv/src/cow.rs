@@ -18,6 +18,7 @@
 
 use crate::error::Result;
 use crate::layout::{DATA, cow_key, prefixed};
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 
@@ -82,6 +83,36 @@ pub(crate) struct CowState {
 /// Pre-images cloned from memory for one key interval of the reader.
 pub(crate) type Taken = Vec<(Vec<u8>, PreImage)>;
 
+/// What one applied batch read of the keys it writes while a capture runs: each key's
+/// stored record before the batch, from its first read (the pre-image
+/// [`CowState::preserve`] keeps, without a second read). Keys the capture had already read
+/// when the batch started need no pre-image and are not kept.
+#[derive(Debug, Default)]
+pub(crate) struct BatchReads {
+    /// The capture's progress when the batch started (it only moves forward).
+    progress: Progress,
+    read: BTreeMap<Vec<u8>, PreImage>,
+}
+
+impl BatchReads {
+    /// For a batch that starts while the capture has read up to `progress`; `None` once the
+    /// capture has read everything (no write needs a pre-image then).
+    pub(crate) fn new(progress: Progress) -> Option<Self> {
+        (progress != Progress::Done).then(|| BatchReads {
+            progress,
+            read: BTreeMap::new(),
+        })
+    }
+
+    /// `key`'s stored record as the batch read it from the tree; the first read of a key
+    /// counts.
+    pub(crate) fn keep(&mut self, key: &[u8], raw: PreImage) {
+        if !self.progress.covers(key) && !self.read.contains_key(key) {
+            self.read.insert(key.to_vec(), raw);
+        }
+    }
+}
+
 impl CowState {
     pub(crate) fn new() -> Self {
         CowState {
@@ -106,7 +137,7 @@ impl CowState {
 
     /// For each key a batch writes that the capture has not read yet and that has no
     /// pre-image yet, keeps its value at the capture point: the value the batch read before
-    /// its first write of the key (`read`; earlier writes after the point made a pre-image
+    /// its first write of the key (`reads`; earlier writes after the point made a pre-image
     /// already, so the tree still held the value at the point). In memory while the budget
     /// allows, else as a sled insert into `b` (the batch that also writes the key). Called
     /// before `b` is written; returns the keys given a sled pre-image, for
@@ -121,27 +152,34 @@ impl CowState {
         tree: &sled::Tree,
         capture: u64,
         written: impl Iterator<Item = &'k Vec<u8>>,
-        mut read: BTreeMap<Vec<u8>, PreImage>,
+        reads: BatchReads,
         b: &mut sled::Batch,
     ) -> Result<Vec<Vec<u8>>> {
+        let mut read = reads.read;
         let mut spilled = Vec::new();
         for key in written {
-            if self.progress.covers(key)
-                || self.memory.contains_key(key)
-                || self.spilled.contains(key)
+            if self.progress.covers(key) || (!self.spilled.is_empty() && self.spilled.contains(key))
             {
                 continue;
             }
             let (key, old) = match read.remove_entry(key) {
                 Some(kv) => kv,
-                // Every written key was read first; this is only a fallback.
+                // Every written key the capture had not read when the batch started was
+                // read first; this is only a fallback.
+                None if self.memory.contains_key(key) => continue,
                 None => (key.clone(), tree.get(prefixed(DATA, key))?),
             };
-            let cost = entry_cost(&key, &old);
+            // One search of the map both finds an earlier pre-image and places a new one.
+            let slot = match self.memory.entry(key) {
+                Entry::Occupied(_) => continue,
+                Entry::Vacant(slot) => slot,
+            };
+            let cost = entry_cost(slot.key(), &old);
             if self.memory_bytes + cost <= self.budget {
                 self.memory_bytes += cost;
-                self.memory.insert(key, old);
+                slot.insert(old);
             } else {
+                let key = slot.into_key();
                 self.any_spilled = true;
                 b.insert(cow_key(capture, &key), encode_pre_image(old.as_deref()));
                 spilled.push(key);
@@ -223,6 +261,13 @@ mod tests {
         Some(sled::IVec::from(s.as_bytes()))
     }
 
+    fn reads(read: BTreeMap<Vec<u8>, PreImage>) -> BatchReads {
+        BatchReads {
+            progress: Progress::Start,
+            read,
+        }
+    }
+
     /// Past the budget pre-images go to sled; the reader's progress drops what it passed
     /// and frees its budget.
     #[test]
@@ -239,7 +284,9 @@ mod tests {
         let keys: Vec<Vec<u8>> = vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()];
         let read: BTreeMap<_, _> = keys.iter().map(|k| (k.clone(), ivec("x"))).collect();
         let mut b = sled::Batch::default();
-        let spilled = cow.preserve(&tree, 7, keys.iter(), read, &mut b).unwrap();
+        let spilled = cow
+            .preserve(&tree, 7, keys.iter(), reads(read), &mut b)
+            .unwrap();
         assert_eq!(spilled, vec![b"c".to_vec()]);
         assert!(cow.any_spilled);
         assert_eq!(cow.in_memory(), 2);
@@ -253,7 +300,7 @@ mod tests {
         let mut b = sled::Batch::default();
         let read: BTreeMap<_, _> = keys.iter().map(|k| (k.clone(), ivec("y"))).collect();
         assert!(
-            cow.preserve(&tree, 7, keys.iter(), read, &mut b)
+            cow.preserve(&tree, 7, keys.iter(), reads(read), &mut b)
                 .unwrap()
                 .is_empty()
         );
@@ -270,12 +317,61 @@ mod tests {
         let mut b = sled::Batch::default();
         let read = BTreeMap::from([(b"d".to_vec(), None)]);
         assert!(
-            cow.preserve(&tree, 7, d.iter(), read, &mut b)
+            cow.preserve(&tree, 7, d.iter(), reads(read), &mut b)
                 .unwrap()
                 .is_empty()
         );
         assert_eq!(cow.in_memory(), 2);
         assert_eq!(cow.advance(Progress::Done).len(), 2);
         assert_eq!(cow.memory_bytes, 0);
+    }
+
+    /// A batch keeps the first read of each key the capture had not passed when the batch
+    /// started, and nothing once the capture has read everything.
+    #[test]
+    fn batch_reads_keep_first_reads_of_keys_ahead_of_the_capture() {
+        assert!(BatchReads::new(Progress::Done).is_none());
+        let mut r = BatchReads::new(Progress::After(b"m".to_vec())).unwrap();
+        r.keep(b"a", ivec("passed"));
+        r.keep(b"m", ivec("passed too"));
+        r.keep(b"x", ivec("first"));
+        r.keep(b"x", ivec("second"));
+        r.keep(b"y", None);
+        assert_eq!(
+            r.read.into_iter().collect::<Vec<_>>(),
+            vec![(b"x".to_vec(), ivec("first")), (b"y".to_vec(), None)]
+        );
+    }
+
+    /// A key written again in a later batch keeps the pre-image of its first write, and a
+    /// write the batch did not read first still gets one (read from the tree).
+    #[test]
+    fn later_writes_keep_the_first_pre_image() {
+        let tree = sled::Config::new()
+            .temporary(true)
+            .open()
+            .unwrap()
+            .open_tree("t")
+            .unwrap();
+        tree.insert(prefixed(DATA, b"k"), &b"in tree"[..]).unwrap();
+        let mut cow = CowState::new();
+        let keys = [b"j".to_vec(), b"k".to_vec()];
+        let mut b = sled::Batch::default();
+        let read = BTreeMap::from([(b"j".to_vec(), ivec("old j"))]);
+        cow.preserve(&tree, 1, keys.iter(), reads(read), &mut b)
+            .unwrap();
+        let mut b = sled::Batch::default();
+        let read = BTreeMap::from([(b"j".to_vec(), ivec("newer j"))]);
+        cow.preserve(&tree, 1, keys[..1].iter(), reads(read), &mut b)
+            .unwrap();
+        let (taken, spilled) = cow.pre_images(None, None);
+        assert!(!spilled);
+        assert_eq!(
+            taken,
+            vec![
+                (b"j".to_vec(), ivec("old j")),
+                (b"k".to_vec(), ivec("in tree"))
+            ]
+        );
     }
 }

@@ -8,7 +8,7 @@ mod view;
 pub use exec::Response;
 
 use crate::command::{Command, Op};
-use crate::cow::CowState;
+use crate::cow::{BatchReads, CowState};
 use crate::error::{Error, Result};
 use crate::layout::{
     COW, DATA, LAYOUT_VERSION, be_u64, dirty_key, encode_key_list, meta, meta_key, prefixed,
@@ -368,7 +368,10 @@ impl KvStore {
         let mut batch = Batch {
             tree: &shared.tree,
             overlay: Overlay::new(),
-            pre: guard.capture.map(|_| BTreeMap::new()),
+            // Reading the capture's progress once per batch spares the keys it has passed.
+            pre: guard
+                .capture
+                .and_then(|_| BatchReads::new(shared.cow.lock().progress.clone())),
             revision: guard.revision,
             compact_revision: guard.compact_revision,
             members: guard.members.clone(),

@@ -4,6 +4,7 @@
 use super::query::{self, check_read_revision, header};
 use super::view::{Found, Overlay, View};
 use crate::command::Op;
+use crate::cow::BatchReads;
 use crate::error::{Error, Result};
 use crate::layout::{DATA, KeyRange, prefixed};
 use crate::members::Member;
@@ -37,7 +38,7 @@ pub(crate) struct Batch<'a> {
     pub(crate) overlay: Overlay,
     /// While a capture runs: each written key's stored value before the batch, as read by
     /// its first read in the batch (the copy-on-write pre-image, without a second read).
-    pub(crate) pre: Option<BTreeMap<Vec<u8>, Option<sled::IVec>>>,
+    pub(crate) pre: Option<BatchReads>,
     pub(crate) revision: i64,
     pub(crate) compact_revision: i64,
     pub(crate) members: BTreeMap<u64, Member>,
@@ -176,7 +177,7 @@ impl<'a> Batch<'a> {
         let raw = self.tree.get(prefixed(DATA, key))?;
         let rec = raw.as_deref().map(Record::decode).transpose()?;
         if let Some(pre) = &mut self.pre {
-            pre.insert(key.to_vec(), raw);
+            pre.keep(key, raw);
         }
         Ok(rec)
     }
@@ -234,7 +235,7 @@ impl<'a> Batch<'a> {
         let deleted = doomed.len() as i64;
         for (k, raw) in doomed {
             if let (Some(pre), Some(raw)) = (&mut self.pre, raw) {
-                pre.entry(k.clone()).or_insert(Some(raw));
+                pre.keep(&k, Some(raw));
             }
             self.overlay.insert(k, None);
         }
