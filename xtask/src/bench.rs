@@ -29,7 +29,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
 /// raft-kv's snapshot benchmark; the data goes under the target dir unless `--dir` says.
 fn snapshot(mut flags: Flags) -> Result<()> {
     let keys = flags.value("keys")?.unwrap_or_else(|| "1000000".into());
-    let rounds = flags.value("rounds")?.unwrap_or_else(|| "3".into());
+    let rounds = flags.value("rounds")?.unwrap_or_else(|| "8".into());
     let dir = flags
         .value("dir")?
         .map(PathBuf::from)

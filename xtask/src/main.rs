@@ -52,7 +52,7 @@ tasks:
         run raft-kv's snapshot benchmark (release): N keys (default 1000000) of 128-byte
         values applied to an on-disk sled store, full snapshot, a delta after changing 1%,
         restore of a base + 8 deltas, put throughput during a full snapshot vs without (R
-        alternating rounds, default 3); data under D (default: the target dir), removed after
+        alternating rounds, default 8); data under D (default: the target dir), removed after
   sim [--seed N | --seeds N [--from S]] [--ticks T] [--no-lin] [--trace] [--mutation NAME]
         run the deterministic cluster simulation (release build); a failing seed prints
         its trace and the command that replays it

@@ -10,12 +10,15 @@
 //! against the targets of issue 9.
 //!
 //! The throughput rounds run in the order without, during, without, during, ..., without
-//! (`rounds` rounds with a snapshot, one more without), and each round with a snapshot is
-//! compared with the mean of the two rounds without one right before and after it, so a
-//! steady drift of the store's speed over the run cancels out. Before every round the
+//! (`rounds` rounds with a snapshot, 8 by default, one more without), after one warm-up
+//! round with a snapshot that is not compared, and each round with a snapshot is compared
+//! with the mean of the two rounds without one right before and after it, so a steady drift
+//! of the store's speed over the run cancels out. The spread of the single rounds (median,
+//! range, and the mean's interval of two standard errors) is printed with the result. Before every round the
 //! store is flushed and the benchmark waits until the process is idle (the previous
 //! round's aftermath, sled's background flushes, is over). `SNAPSHOT_BENCH_SCHEDULE`
-//! (a string of `W` and `D`, e.g. `WWWWWWW` to see the drift alone) replaces the order.
+//! (a string of `W` and `D`, e.g. `WWWWWWW` to see the drift alone; `w` and `d` are rounds
+//! run but not compared) replaces the order.
 //! The old figure (each round with a snapshot against the round without one right before
 //! it, pooled) is printed too.
 //!
@@ -50,6 +53,11 @@ type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 const VALUE_LEN: usize = 128;
 /// Entries per `apply_batch` call (raftd applies what one loop turn committed).
 const APPLY_BATCH: usize = 100;
+
+/// Rounds with a snapshot by default. Single rounds against their neighbours spread by
+/// about ±15% on the project machine (the store's own speed varies that much between
+/// rounds without any snapshot), so the mean needs several.
+const DEFAULT_ROUNDS: u32 = 8;
 
 /// Deterministic pseudo-random (incompressible) value of key `i` at `version`.
 fn value(i: u64, version: u64) -> Bytes {
@@ -363,15 +371,19 @@ struct Done {
     load: String,
 }
 
-/// The order of the throughput rounds: `SNAPSHOT_BENCH_SCHEDULE` (`W` and `D` only), else
-/// `rounds` rounds with a snapshot, each between two without one (`WDWD...W`).
+/// The order of the throughput rounds: `SNAPSHOT_BENCH_SCHEDULE` (`W`, `D` and `w`/`d`, the
+/// lower case for warm-up rounds that are run but not compared), else a warm-up round with
+/// a snapshot, then `rounds` rounds with a snapshot, each between two without one
+/// (`dWDWD...W`). The warm-up gives the first round without a snapshot a length like the
+/// others' (a round without lasts as long as the round with one before it) and the store
+/// the state a build leaves.
 fn schedule(rounds: u32) -> BoxResult<String> {
     let s = match std::env::var("SNAPSHOT_BENCH_SCHEDULE") {
-        Ok(s) => s.trim().to_ascii_uppercase(),
-        Err(_) => format!("W{}", "DW".repeat(rounds as usize)),
+        Ok(s) => s.trim().to_string(),
+        Err(_) => format!("dW{}", "DW".repeat(rounds as usize)),
     };
-    if s.is_empty() || !s.chars().all(|c| c == 'W' || c == 'D') {
-        return Err(format!("bad SNAPSHOT_BENCH_SCHEDULE {s:?} (W and D only)").into());
+    if s.is_empty() || !s.chars().all(|c| "WDwd".contains(c)) {
+        return Err(format!("bad SNAPSHOT_BENCH_SCHEDULE {s:?} (W, D, w and d only)").into());
     }
     Ok(s)
 }
@@ -514,7 +526,7 @@ fn main() -> BoxResult<()> {
     };
     let rounds: u32 = match args.get(3) {
         Some(s) => s.parse().map_err(|_| format!("bad round count {s:?}"))?,
-        None => 3,
+        None => DEFAULT_ROUNDS,
     };
     if keys < 100 {
         return Err("at least 100 keys".into());
@@ -591,7 +603,7 @@ fn run(keys: u64, dir: &Path, rounds: u32) -> BoxResult<()> {
     for (r, kind) in schedule.chars().enumerate() {
         let settle = settle(&kv)?;
         let load = loadavg();
-        let round = if kind == 'D' {
+        let round = if kind.eq_ignore_ascii_case(&'D') {
             let snap_dir = dir.join(format!("snap-round{r}"));
             let round_store = SnapshotStore::open_dir(&snap_dir, store_options()?)?;
             let during = round(&kv, &mut writer, len, Some(&round_store))?;
@@ -671,6 +683,33 @@ fn run(keys: u64, dir: &Path, rounds: u32) -> BoxResult<()> {
             after.unwrap_or_else(|| "-".into()),
             100.0 * d.rate() / c.base_rate(&done),
             done[c.during].load,
+        );
+    }
+    let mut singles: Vec<f64> = cmp
+        .pairs
+        .iter()
+        .map(|c| done[c.during].round.rate() / c.base_rate(&done))
+        .filter(|r| r.is_finite())
+        .collect();
+    singles.sort_by(f64::total_cmp);
+    if let (Some(lo), Some(hi)) = (singles.first(), singles.last()) {
+        let n = singles.len() as f64;
+        let mean = singles.iter().sum::<f64>() / n;
+        let var = singles.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+        let median = if singles.len() % 2 == 1 {
+            singles[singles.len() / 2]
+        } else {
+            (singles[singles.len() / 2 - 1] + singles[singles.len() / 2]) / 2.0
+        };
+        println!(
+            "| single rounds with a snapshot against their neighbours: median / range / mean ± \
+             two standard errors | {:.1}% / {:.1}-{:.1}% / {:.1} ± {:.1}% ({} rounds) | | |",
+            100.0 * median,
+            100.0 * lo,
+            100.0 * hi,
+            100.0 * mean,
+            200.0 * (var / n).sqrt(),
+            singles.len()
         );
     }
     let tp_ratio = cmp.ratio(&done, Round::rate);
