@@ -21,9 +21,13 @@ pub struct Client {
 /// Why a call failed on every endpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// No endpoint could be connected to or all answered UNAVAILABLE.
+    /// Every endpoint that could be connected to answered UNAVAILABLE (no leader, no
+    /// quorum, shutting down), and at least one could.
     #[error("no endpoint available ({0})")]
     Unavailable(String),
+    /// No endpoint could be connected to.
+    #[error("no endpoint reachable ({0})")]
+    Unreachable(String),
     /// An endpoint answered with an error status.
     #[error("{}: {}", code_name(.0.code()), .0.message())]
     Status(Status),
@@ -102,7 +106,7 @@ impl Client {
             .timeout(self.request_timeout);
         ep.connect()
             .await
-            .map_err(|e| ClientError::Unavailable(format!("{addr}: {e}")))
+            .map_err(|e| ClientError::Unreachable(format!("{addr}: {e}")))
     }
 
     /// Runs `call` against the first endpoint that connects and does not answer
@@ -113,11 +117,17 @@ impl Client {
         Fut: Future<Output = Result<T, Status>>,
     {
         let mut last = String::from("no endpoints given");
+        let mut answered = false;
         for addr in &self.endpoints {
             let channel = match self.connect(addr).await {
                 Ok(c) => c,
                 Err(e) => {
-                    last = e.to_string();
+                    if !answered {
+                        last = match e {
+                            ClientError::Unreachable(why) => why,
+                            other => other.to_string(),
+                        };
+                    }
                     continue;
                 }
             };
@@ -125,11 +135,16 @@ impl Client {
                 Ok(v) => return Ok(v),
                 Err(s) if s.code() == Code::Unavailable => {
                     last = format!("{addr}: {}", s.message());
+                    answered = true;
                 }
                 Err(s) => return Err(ClientError::Status(s)),
             }
         }
-        Err(ClientError::Unavailable(last))
+        Err(if answered {
+            ClientError::Unavailable(last)
+        } else {
+            ClientError::Unreachable(last)
+        })
     }
 
     /// Runs `call` with a KV client.

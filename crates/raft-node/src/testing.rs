@@ -520,12 +520,14 @@ pub async fn put_once(c: &Client, key: &str, value: &str) -> Result<i64, ClientE
 }
 
 /// [`put_once`], retried while the cluster answers UNAVAILABLE (an election on a loaded
-/// machine) for up to 10 s; only for idempotent puts.
+/// machine) or no endpoint can be reached, for up to 10 s; only for idempotent puts.
 pub async fn put(c: &Client, key: &str, value: &str) -> Result<i64, ClientError> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match put_once(c, key, value).await {
-            Err(ClientError::Unavailable(_)) if Instant::now() < deadline => {
+            Err(ClientError::Unavailable(_) | ClientError::Unreachable(_))
+                if Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             other => return other,

@@ -403,6 +403,21 @@ async fn node_without_quorum_answers_unavailable_at_once() {
     .expect("test took longer than 60 s");
 }
 
+/// With no endpoint reachable, `raftctl status` says so and fails, without asking again for
+/// a node's own view (which only waits for the connection a second time).
+#[test]
+fn raftctl_status_with_no_reachable_endpoint_fails_at_once() {
+    let addr = free_addr().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_raftctl"))
+        .args(["--endpoints", &addr, "--timeout", "5s", "status"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no endpoint reachable"), "{stderr}");
+    assert!(!stderr.contains("own view"), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raftctl_commands() {
     tokio::time::timeout(TEST_TIMEOUT, async {

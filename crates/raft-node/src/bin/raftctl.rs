@@ -9,7 +9,7 @@ use raft_kv::pb::etcdserverpb::{
     MemberRemoveRequest, MoveLeaderRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
     compare, request_op, response_op,
 };
-use raft_node::client::{Client, prefix_end};
+use raft_node::client::{Client, ClientError, prefix_end};
 use raft_node::pb::admin::{
     ClusterStatusRequest, ClusterStatusResponse, SnapshotRequest, admin_client::AdminClient,
 };
@@ -479,6 +479,8 @@ async fn cluster_statuses(client: &Client) -> Result<Vec<MemberStatus>> {
     };
     let list = match list(true).await {
         Ok(l) => l,
+        // Nothing answered: asking again for the node's own view would only wait again.
+        Err(e @ ClientError::Unreachable(_)) => return Err(e.into()),
         Err(e) => {
             eprintln!("raftctl: no linearizable member list ({e}); showing the node's own view");
             list(false).await?
