@@ -14,9 +14,9 @@
 //! round with a snapshot that is not compared, and each round with a snapshot is compared
 //! with the mean of the two rounds without one right before and after it, so a steady drift
 //! of the store's speed over the run cancels out. The spread of the single rounds (median,
-//! range, and the mean's interval of two standard errors) is printed with the result. Before every round the
-//! store is flushed and the benchmark waits until the process is idle (the previous
-//! round's aftermath, sled's background flushes, is over). `SNAPSHOT_BENCH_SCHEDULE`
+//! range, and the mean's interval of two standard errors) is printed with the result.
+//! Before every round the store is flushed and the benchmark waits until the process is
+//! idle (the previous round's aftermath, sled's background flushes, is over). `SNAPSHOT_BENCH_SCHEDULE`
 //! (a string of `W` and `D`, e.g. `WWWWWWW` to see the drift alone; `w` and `d` are rounds
 //! run but not compared) replaces the order.
 //! The old figure (each round with a snapshot against the round without one right before

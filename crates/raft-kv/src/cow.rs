@@ -261,6 +261,15 @@ mod tests {
         Some(sled::IVec::from(s.as_bytes()))
     }
 
+    fn temporary_tree() -> sled::Tree {
+        sled::Config::new()
+            .temporary(true)
+            .open()
+            .unwrap()
+            .open_tree("t")
+            .unwrap()
+    }
+
     fn reads(read: BTreeMap<Vec<u8>, PreImage>) -> BatchReads {
         BatchReads {
             progress: Progress::Start,
@@ -272,12 +281,7 @@ mod tests {
     /// and frees its budget.
     #[test]
     fn budget_spills_to_sled_and_passed_keys_are_freed() {
-        let tree = sled::Config::new()
-            .temporary(true)
-            .open()
-            .unwrap()
-            .open_tree("t")
-            .unwrap();
+        let tree = temporary_tree();
         let mut cow = CowState::new();
         let one = entry_cost(b"a", &ivec("x"));
         cow.budget = 2 * one;
@@ -347,12 +351,7 @@ mod tests {
     /// write the batch did not read first still gets one (read from the tree).
     #[test]
     fn later_writes_keep_the_first_pre_image() {
-        let tree = sled::Config::new()
-            .temporary(true)
-            .open()
-            .unwrap()
-            .open_tree("t")
-            .unwrap();
+        let tree = temporary_tree();
         tree.insert(prefixed(DATA, b"k"), &b"in tree"[..]).unwrap();
         let mut cow = CowState::new();
         let keys = [b"j".to_vec(), b"k".to_vec()];
