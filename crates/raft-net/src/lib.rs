@@ -40,7 +40,10 @@
 //!   ([`InboundReceivers::recv`] reads that channel first).
 //! - The acks on the `Replicate` stream are transport flow control (frame sequence numbers
 //!   delivered), not raft's: a follower's `AppendResponse` is an ordinary message that it
-//!   sends back on its own light lane.
+//!   sends back on its own light lane. They are cumulative, and the receiver holds one back
+//!   for up to 10 ms (or until it covers a quarter of `stream_window_bytes`) so frames that
+//!   arrive close together share it: at one frame per put, an ack per frame cost both
+//!   sides a wake-up and a system call per put.
 //! - Snapshots move on their own connection: `SnapshotOffset` asks where to resume, then a
 //!   client stream of chunks (at most 1 MiB, CRC32C each, whole-data CRC32C at the end)
 //!   feeds the receiver's [`SnapshotSink`]. Only once the sink has stored and verified the

@@ -54,6 +54,14 @@ fn count_stream_error(status: &Status) {
     counter!(m::FRAMES_REJECTED, "reason" => reason).increment(1);
 }
 
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Waits until `rx` says true; never returns if its sender is gone without saying it.
 async fn cancelled(mut rx: watch::Receiver<bool>) {
     loop {
@@ -123,12 +131,20 @@ fn check_header(shared: &Shared, cluster_id: u64, from: NodeId, to: NodeId) -> R
     Ok(())
 }
 
-/// Validates, opens and delivers one frame; returns the ack for it.
+/// How long the receiver of a `Replicate` stream may hold back the ack of a delivered frame
+/// to cover later frames with the same (cumulative) ack. At one frame per put, acking every
+/// frame cost each lane a write, and its sender a wake-up and a read, per put. The sender's
+/// window is in bytes and much larger than what arrives in this time, and the light lane's
+/// liveness check waits `request_timeout` (seconds) for an ack.
+const ACK_DELAY: Duration = Duration::from_millis(10);
+
+/// Validates, opens and delivers one frame; returns the ack for it and the frame's size on
+/// the wire.
 async fn receive_frame(
     shared: &Shared,
     frame: pb::Frame,
     lane: &'static str,
-) -> Result<pb::StreamAck, Status> {
+) -> Result<(pb::StreamAck, u64), Status> {
     check_header(shared, frame.cluster_id, frame.from, frame.to)?;
     let ack = pb::StreamAck {
         cluster_id: frame.cluster_id,
@@ -159,7 +175,7 @@ async fn receive_frame(
             return Err(Status::unavailable("the node stopped receiving"));
         }
     }
-    Ok(ack)
+    Ok((ack, wire))
 }
 
 #[tonic::async_trait]
@@ -180,14 +196,29 @@ impl pb::peer_server::Peer for PeerService {
         let shared = self.shared.clone();
         let cancel = self.cancel.clone();
         let span = info_span!("replicate_in", node_id = shared.config.node_id, lane);
+        // Acks are cumulative: one acks every frame up to its `seq`. A delivered frame's
+        // ack waits up to `ACK_DELAY` for later frames, or goes at once when the bytes it
+        // would cover reach a quarter of the (sender's, assumed equal to ours) window.
+        let ack_bytes = (shared.config.stream_window_bytes / 4).max(1) as u64;
         // On the runtime serving this connection: the network thread for the light lane,
         // the bulk runtime for append streams (see `route`).
         tokio::spawn(
             async move {
                 let stop = cancelled(cancel);
                 tokio::pin!(stop);
+                // The newest ack not yet sent, the bytes it covers, and when it is due.
+                let mut held: Option<(pb::StreamAck, u64, tokio::time::Instant)> = None;
                 loop {
+                    let due = held.as_ref().map(|h| h.2);
                     let next = tokio::select! {
+                        biased;
+                        _ = sleep_until_opt(due), if due.is_some() => {
+                            let Some((ack, _, _)) = held.take() else { continue };
+                            if tx.send(Ok(ack)).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
                         next = frames.message() => next,
                         _ = &mut stop => {
                             let _ = tx.send(Err(Status::unavailable("server is shutting down"))).await;
@@ -196,15 +227,36 @@ impl pb::peer_server::Peer for PeerService {
                     };
                     let result = match next {
                         Ok(Some(frame)) => receive_frame(&shared, frame, lane).await,
-                        Ok(None) => return,
+                        Ok(None) => {
+                            // The sender closed its side: ack what it sent.
+                            if let Some((ack, _, _)) = held.take() {
+                                let _ = tx.send(Ok(ack)).await;
+                            }
+                            return;
+                        }
                         Err(status) => {
                             count_stream_error(&status);
                             Err(status)
                         }
                     };
-                    let failed = result.is_err();
-                    if tx.send(result).await.is_err() || failed {
-                        return;
+                    match result {
+                        Ok((ack, wire)) => {
+                            let (bytes, due) = match held.take() {
+                                Some((_, bytes, due)) => (bytes + wire, due),
+                                None => (wire, tokio::time::Instant::now() + ACK_DELAY),
+                            };
+                            if bytes >= ack_bytes {
+                                if tx.send(Ok(ack)).await.is_err() {
+                                    return;
+                                }
+                            } else {
+                                held = Some((ack, bytes, due));
+                            }
+                        }
+                        Err(status) => {
+                            let _ = tx.send(Err(status)).await;
+                            return;
+                        }
                     }
                 }
             }
@@ -215,7 +267,7 @@ impl pb::peer_server::Peer for PeerService {
 
     async fn send(&self, request: Request<pb::Frame>) -> Result<Response<pb::SendAck>, Status> {
         self.check_running()?;
-        let ack = receive_frame(&self.shared, request.into_inner(), "light").await?;
+        let (ack, _) = receive_frame(&self.shared, request.into_inner(), "light").await?;
         Ok(Response::new(pb::SendAck {
             cluster_id: ack.cluster_id,
             from: ack.from,

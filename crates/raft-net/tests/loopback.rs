@@ -566,6 +566,64 @@ async fn replicate_streams_are_delivered_by_their_lane_marker() {
     assert!(b.rx.priority.as_mut().unwrap().try_recv().is_err());
 }
 
+/// The receiver acks cumulatively: frames that arrive close together share one ack, and the
+/// last one is acked while the sender keeps its side of the stream open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_sent_close_together_share_cumulative_acks() {
+    use raft_net::wire::{self, peer_client::PeerClient};
+    const FRAMES: u64 = 20;
+    let mut b = start(config(2)).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", b.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(FRAMES as usize);
+    for seq in 1..=FRAMES {
+        let frame = wire::build_frame(
+            CLUSTER,
+            1,
+            2,
+            seq,
+            &[heartbeat(1, 2, seq)],
+            &raft_net::CompressionConfig::default(),
+        )
+        .unwrap();
+        tx.send(frame).await.unwrap();
+    }
+    let mut acks = PeerClient::new(channel)
+        .replicate(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    while seen.last() != Some(&FRAMES) {
+        let ack = tokio::time::timeout(Duration::from_secs(10), acks.message())
+            .await
+            .expect("the last frame acked within 10 s")
+            .unwrap()
+            .expect("the stream stays open");
+        seen.push(ack.seq);
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "acks out of order: {seen:?}"
+    );
+    assert!(
+        (seen.len() as u64) < FRAMES,
+        "{FRAMES} frames queued at once got one ack each: {seen:?}"
+    );
+    for seq in 1..=FRAMES {
+        let m = tokio::time::timeout(Duration::from_secs(10), b.rx.messages.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m, heartbeat(1, 2, seq));
+    }
+    // The sender's side is still open.
+    assert!(!tx.is_closed());
+}
+
 /// A peer that accepts TCP connections and never answers: its address, how many
 /// connections it accepted, and the task holding them open.
 async fn silent_peer() -> (
