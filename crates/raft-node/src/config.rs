@@ -269,6 +269,13 @@ pub struct RaftSection {
     /// Also snapshot and compact once the entries applied since the last snapshot hold this
     /// many bytes of data, counted since the node started (default 1GiB; 0 disables).
     pub snapshot_log_bytes: ByteSize,
+    /// How long the apply thread may wait for more committed entries that no client on
+    /// this node waits for, so one state-machine write covers several (default 5ms; 0
+    /// applies at once; at most 1s). Linearizable reads, local clients' own writes and
+    /// membership changes never wait for it; serializable reads on followers may trail by
+    /// this much more.
+    #[serde(with = "humantime_serde")]
+    pub apply_linger: Duration,
 }
 
 impl Default for RaftSection {
@@ -294,6 +301,7 @@ impl Default for RaftSection {
             request_timeout: Duration::from_secs(5),
             snapshot_threshold: 100_000,
             snapshot_log_bytes: ByteSize::mib(1024),
+            apply_linger: ms(5),
         }
     }
 }
@@ -776,6 +784,10 @@ impl NodeConfig {
         );
         check("raft.read_mode", self.raft.read_mode == new.raft.read_mode);
         check(
+            "raft.apply_linger",
+            self.raft.apply_linger == new.raft.apply_linger,
+        );
+        check(
             "raft.lease_drift_margin",
             self.raft.lease_drift_margin == new.raft.lease_drift_margin,
         );
@@ -873,6 +885,12 @@ impl RaftSection {
             if v == 0 {
                 return err(format!("{key} must be at least 1"));
             }
+        }
+        if self.apply_linger > Duration::from_secs(1) {
+            return err(format!(
+                "raft.apply_linger ({}) must be at most 1s",
+                dur(self.apply_linger)
+            ));
         }
         if self.request_timeout < self.election_timeout_base {
             return err(format!(

@@ -96,6 +96,7 @@ pub fn runtime_config(config: &NodeConfig) -> Result<RuntimeConfig, ConfigError>
     rc.max_batch_proposals = config.raft.max_batch_proposals;
     rc.snapshot_threshold = config.raft.snapshot_threshold;
     rc.snapshot_log_bytes = config.raft.snapshot_log_bytes.get();
+    rc.apply_linger = config.raft.apply_linger;
     Ok(rc)
 }
 

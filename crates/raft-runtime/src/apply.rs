@@ -3,14 +3,18 @@
 //! serves local reads and captures snapshots, reporting progress to the event loop.
 
 use crate::error::{BoxError, Error, Result};
-use crate::state_machine::{Committed, StateMachine};
+use crate::state_machine::{Committed, Payload, StateMachine};
 use metrics::{Histogram, counter, histogram};
 use raft_core::SnapshotMeta;
 use raft_metrics::runtime as m;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+
+/// The most entries a lingering batch gathers before it is applied anyway.
+const LINGER_MAX_ENTRIES: usize = 1024;
 
 /// A client waiting for its proposal's result.
 pub(crate) struct Waiter<R> {
@@ -33,6 +37,9 @@ pub(crate) enum ApplyJob<SM: StateMachine> {
     Restore { meta: SnapshotMeta, number: u64 },
     /// Run a read against the current state.
     Read(ReadFn<SM>),
+    /// Stop waiting for more entries: something waits for those already here (a
+    /// linearizable read). Nothing else to do.
+    Hurry,
     /// Capture a snapshot at the applied index described by `meta`.
     Snapshot { meta: SnapshotMeta },
     /// Stop after the jobs before this one.
@@ -75,16 +82,17 @@ pub(crate) enum Event {
 pub(crate) fn spawn<SM: StateMachine>(
     id: u64,
     sm: SM,
-    jobs: mpsc::UnboundedReceiver<ApplyJob<SM>>,
+    jobs: Receiver<ApplyJob<SM>>,
     events: mpsc::UnboundedSender<Event>,
     stopping: Arc<AtomicBool>,
+    linger: Duration,
 ) -> Result<()> {
     std::thread::Builder::new()
         .name(format!("raft-apply-{id}"))
         .spawn(move || {
             let span = tracing::info_span!("raft_apply", node_id = id);
             let _g = span.enter();
-            run(sm, jobs, events, stopping);
+            run(sm, jobs, events, stopping, linger);
         })
         .map_err(|e| Error::StateMachine(Box::new(e)))?;
     Ok(())
@@ -92,9 +100,10 @@ pub(crate) fn spawn<SM: StateMachine>(
 
 fn run<SM: StateMachine>(
     mut sm: SM,
-    mut jobs: mpsc::UnboundedReceiver<ApplyJob<SM>>,
+    jobs: Receiver<ApplyJob<SM>>,
     events: mpsc::UnboundedSender<Event>,
     stopping: Arc<AtomicBool>,
+    linger: Duration,
 ) {
     let metrics = ApplyMetrics {
         batch_size: histogram!(m::APPLY_BATCH),
@@ -104,9 +113,9 @@ fn run<SM: StateMachine>(
     loop {
         let job = match next.take() {
             Some(j) => j,
-            None => match jobs.blocking_recv() {
-                Some(j) => j,
-                None => return,
+            None => match jobs.recv() {
+                Ok(j) => j,
+                Err(_) => return,
             },
         };
         if stopping.load(Ordering::Acquire) {
@@ -128,16 +137,33 @@ fn run<SM: StateMachine>(
                         Ok(ApplyJob::Entries {
                             batch: more,
                             waiters: more_waiters,
-                        }) => {
-                            let base = batch.len();
-                            batch.extend(more);
-                            waiters.extend(more_waiters.into_iter().map(|(i, w)| (base + i, w)));
-                        }
+                        }) => merge(&mut batch, &mut waiters, more, more_waiters),
                         Ok(other) => {
                             next = Some(other);
                             break;
                         }
-                        Err(_) => break,
+                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                    }
+                }
+                // Nobody here waits for these entries: wait a little for more, so one
+                // state-machine write covers them (see `RuntimeConfig::apply_linger`).
+                if next.is_none() && lingers(&batch, &waiters, linger) {
+                    let deadline = Instant::now() + linger;
+                    while lingers(&batch, &waiters, linger) {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        match jobs.recv_timeout(left) {
+                            Ok(ApplyJob::Entries {
+                                batch: more,
+                                waiters: more_waiters,
+                            }) => merge(&mut batch, &mut waiters, more, more_waiters),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                                break;
+                            }
+                        }
                     }
                 }
                 if !apply_batch(&mut sm, batch, waiters, &events, &metrics) {
@@ -156,6 +182,7 @@ fn run<SM: StateMachine>(
                 });
             }
             ApplyJob::Read(f) => f(&sm),
+            ApplyJob::Hurry => {}
             ApplyJob::Snapshot { meta } => match sm.snapshot(&meta) {
                 Ok(build) => {
                     let events = events.clone();
@@ -182,6 +209,30 @@ fn run<SM: StateMachine>(
             }
         }
     }
+}
+
+/// Appends `more` (with its waiters) to a batch being gathered.
+fn merge<R>(
+    batch: &mut Vec<Committed>,
+    waiters: &mut Vec<(usize, Waiter<R>)>,
+    more: Vec<Committed>,
+    more_waiters: Vec<(usize, Waiter<R>)>,
+) {
+    let base = batch.len();
+    batch.extend(more);
+    waiters.extend(more_waiters.into_iter().map(|(i, w)| (base + i, w)));
+}
+
+/// Whether a gathered batch may wait for more entries: lingering is on, no client waits for
+/// any of them, all are commands (no membership change, no new leader's empty entry), and
+/// the batch is still small.
+fn lingers<R>(batch: &[Committed], waiters: &[(usize, Waiter<R>)], linger: Duration) -> bool {
+    !linger.is_zero()
+        && waiters.is_empty()
+        && batch.len() < LINGER_MAX_ENTRIES
+        && batch
+            .iter()
+            .all(|c| matches!(c.payload, Payload::Command(_)))
 }
 
 /// The apply thread's metric handles, registered once (no registry lookup per entry).

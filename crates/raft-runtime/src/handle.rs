@@ -68,7 +68,7 @@ pub struct RaftHandle<SM: StateMachine> {
     /// Proposals travel apart, so that the loop can hold them back (apply lag) while it
     /// keeps serving everything else.
     pub(crate) proposals: mpsc::Sender<Request<SM>>,
-    pub(crate) apply: mpsc::UnboundedSender<ApplyJob<SM>>,
+    pub(crate) apply: std::sync::mpsc::Sender<ApplyJob<SM>>,
     /// A timeout set with [`with_timeout`](Self::with_timeout); otherwise the configured
     /// request timeout applies.
     pub(crate) timeout: Option<Duration>,
@@ -118,8 +118,8 @@ impl<SM: StateMachine> RaftHandle<SM> {
 
     /// Applies new settings to the running node: the core's timing and flow-control
     /// settings (see [`raft_core::RawNode::set_config`]), the request timeout, batch limits,
-    /// the apply lag limit and the snapshot threshold. `tick` and `request_queue` cannot
-    /// change (an [`Error::InvalidConfig`] naming them), nor can the core's fixed fields;
+    /// the apply lag limit and the snapshot threshold. `tick`, `request_queue` and
+    /// `apply_linger` cannot change (an [`Error::InvalidConfig`] naming them), nor can the core's fixed fields;
     /// `bootstrap` and `rng_seed` are ignored. On error the settings in force stay.
     pub async fn reconfigure(&self, config: RuntimeConfig) -> Result<()> {
         self.call("the new settings to be applied", |tx| {

@@ -119,10 +119,17 @@ impl RaftNode {
 
         let (req_tx, req_rx) = mpsc::channel(1024);
         let (prop_tx, prop_rx) = mpsc::channel(config.request_queue);
-        let (apply_tx, apply_rx) = mpsc::unbounded_channel();
+        let (apply_tx, apply_rx) = std::sync::mpsc::channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let stopping = Arc::new(AtomicBool::new(false));
-        apply::spawn(id, sm, apply_rx, ev_tx.clone(), stopping.clone())?;
+        apply::spawn(
+            id,
+            sm,
+            apply_rx,
+            ev_tx.clone(),
+            stopping.clone(),
+            config.apply_linger,
+        )?;
         let stats = Arc::new(Stats::default());
         stats.request_timeout_ns.store(
             tuning::duration_ns(config.request_timeout),
@@ -250,7 +257,7 @@ pub(crate) struct Loop<SM: StateMachine, S: LogStore, T: Transport> {
     pub inbound: Inbound,
     pub events: mpsc::UnboundedReceiver<Event>,
     pub events_tx: mpsc::UnboundedSender<Event>,
-    pub apply_tx: mpsc::UnboundedSender<ApplyJob<SM>>,
+    pub apply_tx: std::sync::mpsc::Sender<ApplyJob<SM>>,
     pub stopping: Arc<AtomicBool>,
     /// This runtime's incarnation (see [`envelope`]).
     pub incarnation: u64,

@@ -204,6 +204,10 @@ fn bad_values_name_their_key() {
             "id = 1\n[peer]\nnetwork_realtime_priority = 100",
             "peer.network_realtime_priority (100)",
         ),
+        (
+            "id = 1\n[raft]\napply_linger = \"2s\"",
+            "raft.apply_linger (2s) must be at most 1s",
+        ),
     ];
     for (text, want) in cases {
         let m = msg(load(text));
@@ -251,6 +255,9 @@ fn static_changes_name_restart_only_keys() {
     b.listen_client = "127.0.0.1:9999".into();
     b.wal.sync_policy = SyncPolicyKey::Never;
     assert_eq!(a.static_changes(&b), ["listen_client", "wal"]);
+    let mut c = a.clone();
+    c.raft.apply_linger = Duration::ZERO;
+    assert_eq!(a.static_changes(&c), ["raft.apply_linger"]);
 }
 
 #[test]
@@ -299,6 +306,14 @@ fn snapshot_triggers_reach_the_runtime() {
     );
     let default = crate::node::runtime_config(&load("id = 1\n").unwrap()).unwrap();
     assert_eq!(default.snapshot_log_bytes, 1 << 30);
+    assert_eq!(default.apply_linger, Duration::from_millis(5));
+    let linger = load("id = 1\n[raft]\napply_linger = \"0s\"\n").unwrap();
+    assert!(
+        crate::node::runtime_config(&linger)
+            .unwrap()
+            .apply_linger
+            .is_zero()
+    );
 }
 
 #[test]

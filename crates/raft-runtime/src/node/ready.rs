@@ -140,6 +140,10 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                 if self.fresh_reads.contains(&ctx) {
                     counter!(m::LEASE_READS).increment(txs.len() as u64);
                 }
+                if rs.index > self.applied && !self.cfg.apply_linger.is_zero() {
+                    // The apply thread may be lingering over the entries this read needs.
+                    self.send_apply(ApplyJob::Hurry)?;
+                }
                 self.reads_ready.push((rs.index, txs));
             }
         }

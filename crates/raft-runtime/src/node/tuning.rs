@@ -27,6 +27,9 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         if new.request_queue != self.cfg.request_queue {
             return fixed("request_queue");
         }
+        if new.apply_linger != self.cfg.apply_linger {
+            return fixed("apply_linger");
+        }
         // The core checks its own fixed fields; nothing has changed when it refuses.
         self.raw.set_config(new.raft.clone())?;
         self.stats

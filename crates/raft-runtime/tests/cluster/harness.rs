@@ -229,6 +229,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub snapshot_threshold: u64,
     pub read_mode: ReadMode,
+    /// `RuntimeConfig::apply_linger` of the nodes launched from now on.
+    pub apply_linger: Duration,
 }
 
 pub fn config(
@@ -269,6 +271,7 @@ impl Cluster {
             dir: tempfile::tempdir().unwrap(),
             snapshot_threshold,
             read_mode,
+            apply_linger: RuntimeConfig::new(1).apply_linger,
         };
         for id in 1..=n {
             let state = Arc::new(Mutex::new(KvState::default()));
@@ -301,8 +304,10 @@ impl Cluster {
             snapshots: self.snapshots.clone(),
         };
         let transport = Arc::new(ChanTransport::new(self.router.clone()));
+        let mut cfg = config(id, bootstrap, self.snapshot_threshold, self.read_mode);
+        cfg.apply_linger = self.apply_linger;
         let handle = RaftNode::start(
-            config(id, bootstrap, self.snapshot_threshold, self.read_mode),
+            cfg,
             WalStore::new(wal),
             sm,
             transport,

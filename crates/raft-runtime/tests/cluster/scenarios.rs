@@ -698,3 +698,49 @@ async fn the_log_byte_size_triggers_snapshots_and_can_be_changed_at_run_time() {
     }
     assert_eq!(c.get(leader, "b39").await.as_deref(), Some(value.as_str()));
 }
+
+/// A node's apply thread holds committed entries that no client on it waits for (here up
+/// to a minute), so one state-machine write covers several; a linearizable read, or a
+/// client waiting for its own proposal, gets them applied at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_nobody_waits_for_linger_but_reads_and_proposals_do_not() {
+    let mut c = Cluster {
+        router: Arc::new(Router::default()),
+        nodes: Default::default(),
+        snapshots: Arc::default(),
+        dir: tempfile::tempdir().unwrap(),
+        snapshot_threshold: 0,
+        read_mode: ReadMode::Safe,
+        apply_linger: Duration::from_secs(60),
+    };
+    for id in 1..=3 {
+        let boot = Some(Membership::with_voters(1..=3));
+        c.launch(id, Arc::new(Mutex::new(KvState::default())), boot)
+            .await;
+    }
+    let leader = c.wait_leader().await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    // The leader's client waits for this entry: applied at once there.
+    c.handle(leader).propose(put("a", "1")).await.unwrap();
+    let index = c.nodes[&leader].state.lock().unwrap().applied;
+    // The follower learns the commit within a tick or two, and holds the entry.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.handle(follower).status().await.unwrap().commit < index {
+        assert!(
+            Instant::now() < deadline,
+            "the follower never learned the commit"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        c.nodes[&follower].state.lock().unwrap().applied < index,
+        "the follower applied at once an entry nobody there waits for"
+    );
+    // A linearizable read there does not wait out the linger (4 s request timeout).
+    assert_eq!(c.get(follower, "a").await.as_deref(), Some("1"));
+    assert!(c.nodes[&follower].state.lock().unwrap().applied >= index);
+    // Nor does a proposal made there.
+    let prev = c.handle(follower).propose(put("a", "2")).await.unwrap();
+    assert_eq!(prev.as_deref(), Some("1"));
+}
