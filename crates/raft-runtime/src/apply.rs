@@ -132,38 +132,20 @@ fn run<SM: StateMachine>(
                 mut waiters,
             } => {
                 // Merge the entries queued behind this job into one state-machine call.
-                while batch.len() < 8192 {
+                while batch.len() < 8192 && next.is_none() {
                     match jobs.try_recv() {
-                        Ok(ApplyJob::Entries {
-                            batch: more,
-                            waiters: more_waiters,
-                        }) => merge(&mut batch, &mut waiters, more, more_waiters),
-                        Ok(other) => {
-                            next = Some(other);
-                            break;
-                        }
+                        Ok(job) => next = gather(&mut batch, &mut waiters, job),
                         Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                     }
                 }
                 // Nobody here waits for these entries: wait a little for more, so one
                 // state-machine write covers them (see `RuntimeConfig::apply_linger`).
-                if next.is_none() && lingers(&batch, &waiters, linger) {
-                    let deadline = Instant::now() + linger;
-                    while lingers(&batch, &waiters, linger) {
-                        let left = deadline.saturating_duration_since(Instant::now());
-                        match jobs.recv_timeout(left) {
-                            Ok(ApplyJob::Entries {
-                                batch: more,
-                                waiters: more_waiters,
-                            }) => merge(&mut batch, &mut waiters, more, more_waiters),
-                            Ok(other) => {
-                                next = Some(other);
-                                break;
-                            }
-                            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                                break;
-                            }
-                        }
+                let deadline = Instant::now() + linger;
+                while next.is_none() && lingers(&batch, &waiters, linger) {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match jobs.recv_timeout(left) {
+                        Ok(job) => next = gather(&mut batch, &mut waiters, job),
+                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                     }
                 }
                 if !apply_batch(&mut sm, batch, waiters, &events, &metrics) {
@@ -211,16 +193,25 @@ fn run<SM: StateMachine>(
     }
 }
 
-/// Appends `more` (with its waiters) to a batch being gathered.
-fn merge<R>(
+/// Adds `job` to the batch being gathered when it carries entries (with their waiters);
+/// any other job is returned, to run after the batch.
+fn gather<SM: StateMachine>(
     batch: &mut Vec<Committed>,
-    waiters: &mut Vec<(usize, Waiter<R>)>,
-    more: Vec<Committed>,
-    more_waiters: Vec<(usize, Waiter<R>)>,
-) {
-    let base = batch.len();
-    batch.extend(more);
-    waiters.extend(more_waiters.into_iter().map(|(i, w)| (base + i, w)));
+    waiters: &mut Vec<(usize, Waiter<SM::Response>)>,
+    job: ApplyJob<SM>,
+) -> Option<ApplyJob<SM>> {
+    match job {
+        ApplyJob::Entries {
+            batch: more,
+            waiters: more_waiters,
+        } => {
+            let base = batch.len();
+            batch.extend(more);
+            waiters.extend(more_waiters.into_iter().map(|(i, w)| (base + i, w)));
+            None
+        }
+        other => Some(other),
+    }
 }
 
 /// Whether a gathered batch may wait for more entries: lingering is on, no client waits for
