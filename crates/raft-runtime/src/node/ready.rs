@@ -123,7 +123,8 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
 
         // Apply: committed entries go to the apply thread, with their clients attached.
         let committed = std::mem::take(&mut rd.committed_entries);
-        if !committed.is_empty() {
+        let handed = !committed.is_empty();
+        if handed {
             self.hand_to_apply(committed)?;
         }
         // After the committed entries took their clients: what is left lost its leader.
@@ -131,6 +132,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             self.on_soft_state(ss);
         }
         // Read: each read waits for the state machine to reach its index.
+        let new_reads = !rd.read_states.is_empty();
         for rs in std::mem::take(&mut rd.read_states) {
             let Ok(ctx) = <[u8; 8]>::try_from(rs.context.as_ref()) else {
                 continue;
@@ -140,14 +142,22 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                 if self.fresh_reads.contains(&ctx) {
                     counter!(m::LEASE_READS).increment(txs.len() as u64);
                 }
-                if rs.index > self.applied && !self.cfg.apply_linger.is_zero() {
-                    // The apply thread may be lingering over the entries this read needs.
-                    self.send_apply(ApplyJob::Hurry)?;
-                }
                 self.reads_ready.push((rs.index, txs));
             }
         }
         self.release_reads();
+        // The apply thread may be lingering over entries a read waits for: those handed
+        // now, or before. (On a lagging follower a read's index can arrive before the
+        // entries, so this is checked whenever either comes.)
+        if (handed || new_reads)
+            && !self.cfg.apply_linger.is_zero()
+            && self
+                .reads_ready
+                .iter()
+                .any(|(index, _)| *index > self.applied)
+        {
+            self.send_apply(ApplyJob::Hurry)?;
+        }
         Ok(())
     }
 

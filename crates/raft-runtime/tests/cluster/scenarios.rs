@@ -743,4 +743,10 @@ async fn entries_nobody_waits_for_linger_but_reads_and_proposals_do_not() {
     // Nor does a proposal made there.
     let prev = c.handle(follower).propose(put("a", "2")).await.unwrap();
     assert_eq!(prev.as_deref(), Some("1"));
+    // Reads right after writes, again and again: none waits out the linger.
+    for i in 0..5 {
+        let key = format!("b{i}");
+        c.handle(leader).propose(put(&key, "x")).await.unwrap();
+        assert_eq!(c.get(follower, &key).await.as_deref(), Some("x"));
+    }
 }
