@@ -512,28 +512,38 @@ async fn the_fault_switch_cuts_a_node_off_both_ways_until_healed() {
     assert_eq!(recv(&mut nodes[1], 5).await, heartbeat(1, 2, 100));
 }
 
+/// A gRPC channel to node `b`'s peer server, for speaking the wire protocol directly.
+async fn raw_channel(b: &Node) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(format!("http://{}", b.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Frame `seq` from node 1 to node 2 carrying one heartbeat with commit index `commit`.
+fn heartbeat_frame(seq: u64, commit: u64) -> raft_net::wire::Frame {
+    raft_net::wire::build_frame(
+        CLUSTER,
+        1,
+        2,
+        seq,
+        &[heartbeat(1, 2, commit)],
+        &raft_net::CompressionConfig::default(),
+    )
+    .unwrap()
+}
+
 /// A `Replicate` stream marked `raft-lane: light` is the light lane: its messages arrive on
 /// the priority channel; an unmarked one is an append stream, delivered on `messages`. Each
 /// frame is acked by its sequence number either way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicate_streams_are_delivered_by_their_lane_marker() {
-    use raft_net::wire::{self, peer_client::PeerClient};
+    use raft_net::wire::peer_client::PeerClient;
     let mut b = start(config(2)).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", b.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = raw_channel(&b).await;
     for (marker, commit) in [(Some("light"), 7), (None, 8), (Some("stream"), 9)] {
-        let frame = wire::build_frame(
-            CLUSTER,
-            1,
-            2,
-            1,
-            &[heartbeat(1, 2, commit)],
-            &raft_net::CompressionConfig::default(),
-        )
-        .unwrap();
+        let frame = heartbeat_frame(1, commit);
         let mut request = tonic::Request::new(tokio_stream::iter([frame]));
         if let Some(marker) = marker {
             request
@@ -570,25 +580,13 @@ async fn replicate_streams_are_delivered_by_their_lane_marker() {
 /// last one is acked while the sender keeps its side of the stream open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_sent_close_together_share_cumulative_acks() {
-    use raft_net::wire::{self, peer_client::PeerClient};
+    use raft_net::wire::peer_client::PeerClient;
     const FRAMES: u64 = 20;
     let mut b = start(config(2)).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", b.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = raw_channel(&b).await;
     let (tx, rx) = tokio::sync::mpsc::channel(FRAMES as usize);
     for seq in 1..=FRAMES {
-        let frame = wire::build_frame(
-            CLUSTER,
-            1,
-            2,
-            seq,
-            &[heartbeat(1, 2, seq)],
-            &raft_net::CompressionConfig::default(),
-        )
-        .unwrap();
+        let frame = heartbeat_frame(seq, seq);
         tx.send(frame).await.unwrap();
     }
     let mut acks = PeerClient::new(channel)
