@@ -3,7 +3,7 @@
 //! Run with `cargo bench -p raft-log --bench wal`. Environment: `WAL_BENCH_DIR` (scratch
 //! directory; default: cargo's target tmp dir), `WAL_BENCH_SECS` (seconds per throughput
 //! point, default 3), `WAL_BENCH_QUICK=1` (a much shorter smoke run), `WAL_BENCH_ONLY`
-//! (comma-separated subset of `throughput`, `latency`, `recovery`).
+//! (comma-separated subset of `throughput`, `latency`, `recovery`, `shared`).
 //!
 //! 1. Append throughput for 128 B and 1 KiB entries from 1, 16 and 256 concurrent appenders
 //!    (each waits for its own write to be durable), against (a) a raw loop of `pwrite` +
@@ -13,6 +13,9 @@
 //!    bytes.
 //! 3. Opening (recovering) a log of 1,000,000 entries of 128 B against reading the same
 //!    segment files sequentially.
+//! 4. Logs sharing one disk, as the members of a cluster on one machine do: the append
+//!    latency of three logs written at once (one appender each, 128 B entries) against one
+//!    log alone, and the same for raw `pwrite` + `fdatasync` into preallocated files.
 #![allow(clippy::print_stdout, reason = "a benchmark binary reports on stdout")]
 
 use bytes::Bytes;
@@ -62,6 +65,9 @@ fn main() {
     }
     if run("recovery") {
         recovery(&cfg);
+    }
+    if run("shared") {
+        shared(&cfg);
     }
     let _ = std::fs::remove_dir_all(&cfg.dir);
 }
@@ -377,4 +383,107 @@ fn recovery(cfg: &Config) {
     );
     println!("| ratio | {:.2}x | |", ms(open) / ms(raw));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------- 4. logs sharing one disk
+
+/// How the appenders of [`shared_latencies`] write.
+#[derive(Clone, Copy)]
+enum Writer {
+    /// A `Wal` each: append one entry and wait for it to be durable.
+    Wal,
+    /// A preallocated file each: `pwrite` one record and `fdatasync`.
+    Raw,
+}
+
+/// Latencies of `writers` appenders started together, each with a log (or file) of its
+/// own in the same directory, `samples` appends each; all of them, sorted.
+fn shared_latencies(cfg: &Config, writer: Writer, writers: usize, samples: usize) -> Vec<Duration> {
+    let size = 128;
+    let dir = fresh(cfg, "shared");
+    let start = Arc::new(std::sync::Barrier::new(writers));
+    let threads: Vec<_> = (0..writers)
+        .map(|w| {
+            let (dir, start) = (dir.clone(), start.clone());
+            std::thread::spawn(move || {
+                let mut lat = Vec::with_capacity(samples);
+                match writer {
+                    Writer::Wal => {
+                        let wal = Wal::open(dir.join(format!("wal-{w}")), Settings::default())
+                            .expect("open");
+                        let payload = Bytes::from(vec![7u8; size]);
+                        start.wait();
+                        for i in 0..samples as u64 {
+                            let e = Entry {
+                                index: i + 1,
+                                term: 1,
+                                data: payload.clone(),
+                                ..Entry::default()
+                            };
+                            let t = Instant::now();
+                            wal.append(vec![e])
+                                .expect("append")
+                                .wait()
+                                .expect("durable");
+                            lat.push(t.elapsed());
+                        }
+                    }
+                    Writer::Raw => {
+                        let rec = vec![7u8; raft_log::format::entry_record_len(size)];
+                        let len = (samples * rec.len()) as u64 + (1 << 20);
+                        let raw = preallocated(&dir.join(format!("raw-{w}")), len);
+                        start.wait();
+                        for i in 0..samples as u64 {
+                            let t = Instant::now();
+                            raw.write_all_at(&rec, i * rec.len() as u64).expect("write");
+                            raw.sync_data().expect("fdatasync");
+                            lat.push(t.elapsed());
+                        }
+                    }
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all: Vec<Duration> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("appender"))
+        .collect();
+    all.sort();
+    let _ = std::fs::remove_dir_all(&dir);
+    all
+}
+
+fn shared(cfg: &Config) {
+    const WRITERS: usize = 3;
+    const ROUNDS: usize = 2;
+    let samples = cfg.latency_samples;
+    println!(
+        "\n## 4. Logs sharing one disk: {WRITERS} appenders at once against one alone, 128 B \
+         entries, {samples} appends per appender, {ROUNDS} rounds (alternating)\n"
+    );
+    println!(
+        "| writer | one alone p50 / p99 µs | {WRITERS} at once p50 / p99 µs | ratio p50 / p99 |"
+    );
+    println!("|---|---|---|---|");
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    for (name, writer) in [
+        ("raft-log append + wait", Writer::Wal),
+        ("raw pwrite + fdatasync (preallocated)", Writer::Raw),
+    ] {
+        let (mut one, mut many) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            one.extend(shared_latencies(cfg, writer, 1, samples));
+            many.extend(shared_latencies(cfg, writer, WRITERS, samples));
+        }
+        one.sort();
+        many.sort();
+        let (o50, o99) = (us(percentile(&one, 0.5)), us(percentile(&one, 0.99)));
+        let (m50, m99) = (us(percentile(&many, 0.5)), us(percentile(&many, 0.99)));
+        println!(
+            "| {name} | {o50:.0} / {o99:.0} | {m50:.0} / {m99:.0} | {:.2}x / {:.2}x |",
+            m50 / o50,
+            m99 / o99
+        );
+    }
 }
