@@ -229,6 +229,30 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Appends one entry at `index` and waits until it is durable; how long that took.
+fn timed_append(wal: &Wal, index: u64, payload: &Bytes) -> Duration {
+    let e = Entry {
+        index,
+        term: 1,
+        data: payload.clone(),
+        ..Entry::default()
+    };
+    let t = Instant::now();
+    wal.append(vec![e])
+        .expect("append")
+        .wait()
+        .expect("durable");
+    t.elapsed()
+}
+
+/// Writes `rec` as the `i`-th record of `raw` and `fdatasync`s it; how long that took.
+fn timed_raw_write(raw: &File, rec: &[u8], i: u64) -> Duration {
+    let t = Instant::now();
+    raw.write_all_at(rec, i * rec.len() as u64).expect("write");
+    raw.sync_data().expect("fdatasync");
+    t.elapsed()
+}
+
 fn latency(cfg: &Config) {
     let size = 128;
     let dir = fresh(cfg, "latency");
@@ -240,22 +264,8 @@ fn latency(cfg: &Config) {
     let mut raw_lat = Vec::with_capacity(cfg.latency_samples);
     // Interleave the two so both see the same disk conditions.
     for i in 0..cfg.latency_samples as u64 {
-        let e = Entry {
-            index: i + 1,
-            term: 1,
-            data: payload.clone(),
-            ..Entry::default()
-        };
-        let t = Instant::now();
-        wal.append(vec![e])
-            .expect("append")
-            .wait()
-            .expect("durable");
-        wal_lat.push(t.elapsed());
-        let t = Instant::now();
-        raw.write_all_at(&rec, i * rec.len() as u64).expect("write");
-        raw.sync_data().expect("fdatasync");
-        raw_lat.push(t.elapsed());
+        wal_lat.push(timed_append(&wal, i + 1, &payload));
+        raw_lat.push(timed_raw_write(&raw, &rec, i));
     }
     wal_lat.sort();
     raw_lat.sort();
@@ -414,18 +424,7 @@ fn shared_latencies(cfg: &Config, writer: Writer, writers: usize, samples: usize
                         let payload = Bytes::from(vec![7u8; size]);
                         start.wait();
                         for i in 0..samples as u64 {
-                            let e = Entry {
-                                index: i + 1,
-                                term: 1,
-                                data: payload.clone(),
-                                ..Entry::default()
-                            };
-                            let t = Instant::now();
-                            wal.append(vec![e])
-                                .expect("append")
-                                .wait()
-                                .expect("durable");
-                            lat.push(t.elapsed());
+                            lat.push(timed_append(&wal, i + 1, &payload));
                         }
                     }
                     Writer::Raw => {
@@ -434,10 +433,7 @@ fn shared_latencies(cfg: &Config, writer: Writer, writers: usize, samples: usize
                         let raw = preallocated(&dir.join(format!("raw-{w}")), len);
                         start.wait();
                         for i in 0..samples as u64 {
-                            let t = Instant::now();
-                            raw.write_all_at(&rec, i * rec.len() as u64).expect("write");
-                            raw.sync_data().expect("fdatasync");
-                            lat.push(t.elapsed());
+                            lat.push(timed_raw_write(&raw, &rec, i));
                         }
                     }
                 }
