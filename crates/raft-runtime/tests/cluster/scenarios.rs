@@ -720,6 +720,22 @@ async fn entries_nobody_waits_for_linger_but_reads_and_proposals_do_not() {
     }
     let leader = c.wait_leader().await;
     let follower = (1..=3).find(|id| *id != leader).unwrap();
+    // The new leader's empty entry is applied at once everywhere (it is not a command), and
+    // so is an entry that a follower learns committed in the same batch: let the empty entry
+    // reach the follower's state machine first.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = c.handle(leader).status().await.unwrap();
+        if s.commit == s.last_index && c.nodes[&follower].state.lock().unwrap().applied >= s.commit
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the follower never applied the leader's first entry"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // The leader's client waits for this entry: applied at once there.
     c.handle(leader).propose(put("a", "1")).await.unwrap();
     let index = c.nodes[&leader].state.lock().unwrap().applied;
