@@ -303,6 +303,13 @@ impl<L: LogRead> RawNode<L> {
         &self.raft.cfg
     }
 
+    /// On a leader, the index a configuration change must not be proposed before: the last
+    /// change in its log (or, just after its election, its last index then). A new change
+    /// is refused until the applied index reaches it. Meaningless on other roles.
+    pub fn pending_conf_index(&self) -> u64 {
+        self.raft.pending_conf_index
+    }
+
     /// The number of logical ticks seen.
     pub fn ticks(&self) -> u64 {
         self.raft.ticks_now()

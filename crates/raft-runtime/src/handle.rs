@@ -228,7 +228,9 @@ impl<SM: StateMachine> RaftHandle<SM> {
     /// Changes the membership from any node (a follower forwards the change to the leader)
     /// and returns the new membership once the change is applied here. A change of several
     /// voters goes through a joint configuration, left automatically. One change at a time:
-    /// another one in flight is [`Error::ConfChangeRejected`]. A change the leader refuses
+    /// another one in flight from this node is [`Error::ConfChangeRejected`]; a change made
+    /// on the leader while the previous change (made anywhere) is in its log but not yet
+    /// applied there waits until it is, then goes ahead. A change the leader refuses
     /// after forwarding (rare: the follower checks it against its own view first) ends in
     /// [`Error::Timeout`].
     pub async fn change_membership(&self, change: ConfChange) -> Result<Membership> {

@@ -187,6 +187,7 @@ impl RaftNode {
             log_bytes: log_bytes::LogBytes::default(),
             snapshot_waiters: Vec::new(),
             conf: None,
+            conf_deferred: None,
             handed_membership: status.membership.clone(),
             transfers: Vec::new(),
             leader: None,
@@ -287,6 +288,9 @@ pub(crate) struct Loop<SM: StateMachine, S: LogStore, T: Transport> {
     /// compacted to it).
     pub snapshot_waiters: Vec<oneshot::Sender<Result<SnapshotMeta>>>,
     pub conf: Option<ConfWaiter>,
+    /// A membership change that arrived on the leader while the previous change was in the
+    /// log but not applied here yet: proposed once it is (see `Loop::conf_change`).
+    pub conf_deferred: Option<(raft_core::ConfChange, oneshot::Sender<Result<Membership>>)>,
     /// The membership as of the last entry handed to the apply thread.
     pub handed_membership: Membership,
     pub transfers: Vec<(NodeId, oneshot::Sender<Result<()>>)>,
@@ -482,6 +486,9 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         }
         if let Some(c) = self.conf.take() {
             let _ = c.tx.send(Err(err()));
+        }
+        if let Some((_, tx)) = self.conf_deferred.take() {
+            let _ = tx.send(Err(err()));
         }
         for (_, tx) in self.transfers.drain(..) {
             let _ = tx.send(Err(err()));

@@ -326,6 +326,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             .is_leader
             .store(ss.role == Role::Leader, Ordering::Relaxed);
         self.retry_stalled();
+        self.retry_deferred_conf_change();
     }
 
     /// The leader this node knew lost its leadership: what was sent to (or appended by)
@@ -470,6 +471,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             };
             let _ = c.tx.send(result);
         }
+        self.retry_deferred_conf_change();
         self.release_reads();
         self.maybe_snapshot()
     }

@@ -184,12 +184,20 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         }
     }
 
-    fn conf_change(
+    pub(crate) fn conf_change(
         &mut self,
         change: raft_core::ConfChange,
         tx: oneshot::Sender<Result<raft_core::Membership>>,
     ) {
-        if self.conf.is_some() {
+        if self
+            .conf_deferred
+            .as_ref()
+            .is_some_and(|(_, tx)| tx.is_closed())
+        {
+            // Its caller gave up waiting (the previous change never got applied in time).
+            self.conf_deferred = None;
+        }
+        if self.conf.is_some() || self.conf_deferred.is_some() {
             let _ = tx.send(Err(Error::ConfChangeRejected(
                 "another membership change is in progress".into(),
             )));
@@ -207,6 +215,13 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                 return;
             }
         }
+        if leader && self.raw.pending_conf_index() > self.applied {
+            // The previous change is in the log but not applied here yet (a member that
+            // applied it first may already have answered its client). Raft takes one change
+            // at a time: hold this one until that one is applied, rather than refuse it.
+            self.conf_deferred = Some((change, tx));
+            return;
+        }
         match self.raw.propose_conf_change(change.clone()) {
             Ok(()) => {
                 let at = leader.then(|| self.last_entry());
@@ -220,6 +235,19 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             Err(e) => {
                 let _ = tx.send(Err(self.core_error(e)));
             }
+        }
+    }
+
+    /// Proposes the deferred membership change once nothing holds it back any more: the
+    /// previous change is applied, or this node is no longer the leader (then it goes the
+    /// way of any change made on a follower). Dropped when its caller gave up waiting.
+    pub(crate) fn retry_deferred_conf_change(&mut self) {
+        let ready = self.role != Role::Leader || self.raw.pending_conf_index() <= self.applied;
+        if ready && let Some((change, tx)) = self.conf_deferred.take() {
+            if tx.is_closed() {
+                return;
+            }
+            self.conf_change(change, tx);
         }
     }
 

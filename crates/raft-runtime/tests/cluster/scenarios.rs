@@ -266,6 +266,49 @@ async fn a_fourth_node_joins_as_learner_and_is_promoted() {
     assert!(!m.members().contains(&4));
 }
 
+/// A member that applied a change answers its client before the leader has applied it;
+/// the client's next change may reach the leader then. The leader holds it until the
+/// previous one is applied instead of refusing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_reaching_the_leader_before_it_applied_the_previous_one_waits_for_it() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_leader().await;
+    c.handle(leader).propose(put("a", "1")).await.unwrap();
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    // Hold the leader's state machine: its apply thread blocks on this lock.
+    let state = c.nodes[&leader].state.clone();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let _held = state.lock().unwrap();
+        locked_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+    });
+    locked_rx.recv().unwrap();
+    // The first change commits and the follower applies it and answers, while the leader
+    // cannot apply it.
+    let m = c
+        .handle(follower)
+        .add_learner(4)
+        .await
+        .expect("add learner 4");
+    assert!(m.learners.contains(&4));
+    // The second change reaches the leader now.
+    let second = {
+        let h = c.handle(leader).clone();
+        tokio::spawn(async move { h.add_learner(5).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !second.is_finished(),
+        "the leader answered before it applied the first change"
+    );
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    let m = second.await.unwrap().expect("add learner 5");
+    assert!(m.learners.contains(&4) && m.learners.contains(&5));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leadership_transfer_moves_the_leader() {
     let c = Cluster::start(3).await;
