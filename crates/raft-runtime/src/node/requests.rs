@@ -184,7 +184,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         }
     }
 
-    pub(crate) fn conf_change(
+    fn conf_change(
         &mut self,
         change: raft_core::ConfChange,
         tx: oneshot::Sender<Result<raft_core::Membership>>,
