@@ -141,7 +141,8 @@ fn run<SM: StateMachine>(
                 // Nobody here waits for these entries: wait a little for more, so one
                 // state-machine write covers them (see `RuntimeConfig::apply_linger`).
                 let deadline = Instant::now() + linger;
-                while next.is_none() && lingers(&batch, &waiters, linger) {
+                let mut checked = 0;
+                while next.is_none() && lingers(&batch, &mut checked, &waiters, linger) {
                     let left = deadline.saturating_duration_since(Instant::now());
                     match jobs.recv_timeout(left) {
                         Ok(job) => next = gather(&mut batch, &mut waiters, job),
@@ -216,14 +217,24 @@ fn gather<SM: StateMachine>(
 
 /// Whether a gathered batch may wait for more entries: lingering is on, no client waits for
 /// any of them, all are commands (no membership change, no new leader's empty entry), and
-/// the batch is still small.
-fn lingers<R>(batch: &[Committed], waiters: &[(usize, Waiter<R>)], linger: Duration) -> bool {
-    !linger.is_zero()
-        && waiters.is_empty()
-        && batch.len() < LINGER_MAX_ENTRIES
-        && batch
-            .iter()
-            .all(|c| matches!(c.payload, Payload::Command(_)))
+/// the batch is still small. The first `checked` entries are known to be commands; only
+/// the ones gathered since are looked at, and `checked` moves past them.
+fn lingers<R>(
+    batch: &[Committed],
+    checked: &mut usize,
+    waiters: &[(usize, Waiter<R>)],
+    linger: Duration,
+) -> bool {
+    if linger.is_zero() || !waiters.is_empty() || batch.len() >= LINGER_MAX_ENTRIES {
+        return false;
+    }
+    let commands = batch[*checked..]
+        .iter()
+        .all(|c| matches!(c.payload, Payload::Command(_)));
+    if commands {
+        *checked = batch.len();
+    }
+    commands
 }
 
 /// The apply thread's metric handles, registered once (no registry lookup per entry).

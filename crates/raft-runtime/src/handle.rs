@@ -119,8 +119,9 @@ impl<SM: StateMachine> RaftHandle<SM> {
     /// Applies new settings to the running node: the core's timing and flow-control
     /// settings (see [`raft_core::RawNode::set_config`]), the request timeout, batch limits,
     /// the apply lag limit and the snapshot threshold. `tick`, `request_queue` and
-    /// `apply_linger` cannot change (an [`Error::InvalidConfig`] naming them), nor can the core's fixed fields;
-    /// `bootstrap` and `rng_seed` are ignored. On error the settings in force stay.
+    /// `apply_linger` cannot change (an [`Error::InvalidConfig`] naming them), nor can the
+    /// core's fixed fields; `bootstrap` and `rng_seed` are ignored. On error the settings in
+    /// force stay.
     pub async fn reconfigure(&self, config: RuntimeConfig) -> Result<()> {
         self.call("the new settings to be applied", |tx| {
             Request::Reconfigure {
