@@ -6,6 +6,7 @@
 //! Not a default workspace member: etcd-client's build script needs `protoc`, which
 //! `cargo xtask` provides.
 
+pub mod binaries;
 pub mod cluster;
 pub mod failover;
 pub mod load;

@@ -9,46 +9,13 @@
 #![allow(clippy::print_stderr)]
 
 use etcd_client::{Compare, CompareOp, GetOptions, MemberAddOptions, Txn, TxnOp};
+use raft_bench::binaries::test_raftd as raftd;
 use raft_bench::cluster::{Cluster, Server, connect, free_addr};
 use raft_bench::failover::catch_up;
 use raft_node::testing::{CALM, eventually};
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// The raftd binary to test.
-fn raftd() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("RAFT_BENCH_RAFTD") {
-            return PathBuf::from(p);
-        }
-        // <target>/<profile>/deps/<this test>: build raftd into <target>/<profile>.
-        let exe = std::env::current_exe().expect("test path");
-        let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-        let profile = profile_dir.file_name().expect("profile").to_string_lossy();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--package", "raft-node", "--bin", "raftd"])
-            .env(
-                "CARGO_TARGET_DIR",
-                profile_dir.parent().expect("target dir"),
-            );
-        if profile != "debug" {
-            cmd.args(["--profile", &profile]);
-        }
-        eprintln!("RAFT_BENCH_RAFTD is not set: building raftd ({cmd:?})");
-        assert!(
-            cmd.status().expect("cargo runs").success(),
-            "building raftd failed"
-        );
-        profile_dir.join("raftd")
-    })
-    .clone()
-}
 
 /// A 3-member raftd cluster with a calmer election timer (loaded CI machines).
 fn start(dir: &tempfile::TempDir) -> Cluster {
