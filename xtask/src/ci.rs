@@ -1,17 +1,29 @@
 //! `cargo xtask ci` and `cargo xtask layering`: every check a change must pass.
 
-use crate::util::{self, Flags, cargo};
+use crate::util::{self, cargo};
 use anyhow::{Result, bail};
 
 /// Crates that must never appear in `raft-core`'s dependency tree: the core does no I/O.
 const FORBIDDEN_IN_CORE: &[&str] = &["tokio", "tonic", "prost", "sled"];
 
+/// `cargo xtask ci`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The RustSec advisory database as a git bundle (cargo-deny then runs offline).
+    #[arg(long, value_name = "PATH")]
+    advisory_db_bundle: Option<String>,
+    /// Skip cargo-deny.
+    #[arg(long)]
+    no_deny: bool,
+}
+
 /// Runs fmt, clippy, the layering check, the tests, rustdoc and cargo-deny, in that order,
 /// stopping at the first failure.
-pub fn run(flags: &mut Flags) -> Result<()> {
-    let bundle = flags.value("advisory-db-bundle")?;
-    let no_deny = flags.switch("no-deny")?;
-    std::mem::replace(flags, Flags::new(Vec::new())?).finish()?;
+pub fn run(args: Args) -> Result<()> {
+    let Args {
+        advisory_db_bundle: bundle,
+        no_deny,
+    } = args;
 
     util::run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     util::run(cargo().args([
@@ -49,13 +61,13 @@ pub fn run(flags: &mut Flags) -> Result<()> {
         )?;
     }
     // The short failure drills (real raftd processes, about 15 s each).
-    for scenario in [
-        "leader-kill",
-        "partition-leader",
-        "rolling-restart",
-        "follower-disk-loss",
-    ] {
-        crate::drill::run(&mut Flags::new(vec!["--short".into()])?, scenario)?;
+    for scenario in crate::drill::Scenario::ALL {
+        crate::drill::run(crate::drill::Args {
+            scenario,
+            short: true,
+            release: false,
+            net: None,
+        })?;
     }
     util::run(
         cargo()
@@ -65,11 +77,9 @@ pub fn run(flags: &mut Flags) -> Result<()> {
     if no_deny {
         eprintln!("xtask: cargo-deny skipped (--no-deny)");
     } else {
-        let mut deny_flags = Flags::new(match bundle {
-            Some(path) => vec!["--advisory-db-bundle".into(), path],
-            None => Vec::new(),
+        crate::deny::run(crate::deny::Args {
+            advisory_db_bundle: bundle,
         })?;
-        crate::deny::run(&mut deny_flags)?;
     }
     eprintln!("xtask: ci passed");
     Ok(())

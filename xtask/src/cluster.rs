@@ -5,7 +5,7 @@
 //! With `--demo` it stops the cluster after the demo and exits with 0 when the demo passed
 //! (used by tests and CI).
 
-use crate::util::{self, Flags};
+use crate::util;
 use anyhow::{Context, Result, bail};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -23,11 +23,23 @@ struct Node {
     log: PathBuf,
 }
 
+/// `cargo xtask cluster`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Stop after the put/get demo (exit code 0 when it passed).
+    #[arg(long)]
+    demo: bool,
+    /// Use the release binaries already built.
+    #[arg(long)]
+    no_build: bool,
+}
+
 /// Runs the task.
-pub fn run(flags: &mut Flags) -> Result<()> {
-    let demo_only = flags.switch("demo")?;
-    let skip_build = flags.switch("no-build")?;
-    std::mem::replace(flags, Flags::new(Vec::new())?).finish()?;
+pub fn run(args: Args) -> Result<()> {
+    let Args {
+        demo: demo_only,
+        no_build: skip_build,
+    } = args;
 
     if !skip_build {
         util::run(util::cargo().args(["build", "--release", "--package", "raft-node", "--bins"]))?;

@@ -5,7 +5,7 @@
 //! database URL, fetched once so that `FETCH_HEAD` is fresh (cargo-deny refuses a database
 //! it considers stale), and cargo-deny runs with `--offline`.
 
-use crate::util::{self, Flags, cargo};
+use crate::util::{self, cargo};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,11 +17,18 @@ const CARGO_DENY_VERSION: &str = "0.20.2";
 /// The advisory database URL cargo-deny uses when `deny.toml` names none.
 const DEFAULT_DB_URL: &str = "https://github.com/rustsec/advisory-db";
 
+/// `cargo xtask deny`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The RustSec advisory database as a git bundle: cargo-deny then runs offline.
+    #[arg(long, value_name = "PATH")]
+    pub advisory_db_bundle: Option<String>,
+}
+
 /// Installs cargo-deny if needed, prepares the advisory database from a bundle if one is
 /// given, and runs `cargo deny check`.
-pub fn run(flags: &mut Flags) -> Result<()> {
-    let bundle = flags.value("advisory-db-bundle")?;
-    std::mem::replace(flags, Flags::new(Vec::new())?).finish()?;
+pub fn run(args: Args) -> Result<()> {
+    let bundle = args.advisory_db_bundle;
 
     if !util::has_cargo_subcommand("deny") {
         util::run(cargo().args([

@@ -16,7 +16,7 @@
 //! default, uses namespaces when it can set them up and says why it falls back when not.
 
 use crate::netns::{self, NetNs};
-use crate::util::{self, Flags};
+use crate::util;
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -56,8 +56,8 @@ impl Drop for Cluster {
 }
 
 /// How `partition-leader` cuts the leader off (`--net`).
-#[derive(Clone, Copy, PartialEq)]
-enum NetMode {
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+pub enum NetMode {
     /// Network namespaces when they can be set up, else the fault switch.
     Auto,
     /// Network namespaces and iptables, or fail.
@@ -66,24 +66,74 @@ enum NetMode {
     FaultSwitch,
 }
 
+/// A drill.
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+pub enum Scenario {
+    /// SIGKILL the leader, restart it later.
+    LeaderKill,
+    /// Cut the leader off from its peers, heal it later.
+    PartitionLeader,
+    /// SIGTERM and restart every node in turn, followers first.
+    RollingRestart,
+    /// Replace a follower that lost its disk (remove, add a learner, rebuild, promote).
+    FollowerDiskLoss,
+}
+
+impl Scenario {
+    /// Every drill, in the order `cargo xtask ci` runs them.
+    pub const ALL: [Scenario; 4] = [
+        Scenario::LeaderKill,
+        Scenario::PartitionLeader,
+        Scenario::RollingRestart,
+        Scenario::FollowerDiskLoss,
+    ];
+
+    /// The name on the command line.
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::LeaderKill => "leader-kill",
+            Scenario::PartitionLeader => "partition-leader",
+            Scenario::RollingRestart => "rolling-restart",
+            Scenario::FollowerDiskLoss => "follower-disk-loss",
+        }
+    }
+}
+
+/// `cargo xtask drill`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The drill to run.
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+    /// The short version (about 15 s), as CI runs it.
+    #[arg(long)]
+    pub short: bool,
+    /// Build and run release binaries.
+    #[arg(long)]
+    pub release: bool,
+    /// partition-leader only: how the leader is cut off (auto: namespaces when they can be
+    /// set up, else the fault switch).
+    #[arg(long, value_enum)]
+    pub net: Option<NetMode>,
+}
+
 /// Acknowledged writes: when each was sent, when it was acknowledged, key and value.
 type Acks = Arc<Mutex<Vec<(Instant, Instant, String, String)>>>;
 
 /// Runs the task.
-pub fn run(flags: &mut Flags, scenario: &str) -> Result<()> {
-    let short = flags.switch("short")?;
-    let release = flags.switch("release")?;
-    let net = flags.value("net")?;
+pub fn run(args: Args) -> Result<()> {
+    let Args {
+        scenario,
+        short,
+        release,
+        net,
+    } = args;
+    let kind = scenario;
+    let scenario = kind.name();
     if net.is_some() && scenario != "partition-leader" {
         bail!("--net applies to the partition-leader drill only");
     }
-    let mode = match net.as_deref() {
-        None | Some("auto") => NetMode::Auto,
-        Some("netns") => NetMode::Netns,
-        Some("fault-switch") => NetMode::FaultSwitch,
-        Some(other) => bail!("--net takes auto, netns or fault-switch (got `{other}`)"),
-    };
-    std::mem::replace(flags, Flags::new(Vec::new())?).finish()?;
+    let mode = net.unwrap_or(NetMode::Auto);
     let mut build = util::cargo();
     build.args(["build", "--package", "raft-node", "--bins"]);
     if release {
@@ -118,15 +168,11 @@ pub fn run(flags: &mut Flags, scenario: &str) -> Result<()> {
         net,
         fault_switch,
     )?;
-    let outcome = match scenario {
-        "leader-kill" => leader_kill(&mut c, short),
-        "partition-leader" => partition_leader(&mut c, short),
-        "rolling-restart" => rolling_restart(&mut c, short),
-        "follower-disk-loss" => follower_disk_loss(&mut c, short),
-        other => Err(anyhow::anyhow!(
-            "unknown drill `{other}` (scenarios: leader-kill, partition-leader, \
-             rolling-restart, follower-disk-loss)"
-        )),
+    let outcome = match kind {
+        Scenario::LeaderKill => leader_kill(&mut c, short),
+        Scenario::PartitionLeader => partition_leader(&mut c, short),
+        Scenario::RollingRestart => rolling_restart(&mut c, short),
+        Scenario::FollowerDiskLoss => follower_disk_loss(&mut c, short),
     };
     // Stops the nodes, then removes the network namespaces, if any.
     drop(c);

@@ -1,6 +1,6 @@
 //! `cargo xtask release --dry-run`: package the crates and build the `raftd` tarball.
 
-use crate::util::{self, Flags, cargo};
+use crate::util::{self, cargo};
 use anyhow::{Context, Result, bail};
 use flate2::{Compression, write::GzEncoder};
 use sha2::{Digest, Sha256};
@@ -20,12 +20,18 @@ const PUBLISHABLE: &[&str] = &[
     "raft-node",
 ];
 
+/// `cargo xtask release`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Package and build without publishing (the only mode: publishing is done by hand).
+    #[arg(long)]
+    dry_run: bool,
+}
+
 /// Packages every publishable crate, builds the release binaries and writes the tarball
 /// plus its SHA-256. Only `--dry-run` exists: publishing is done by hand.
-pub fn run(flags: &mut Flags) -> Result<()> {
-    let dry_run = flags.switch("dry-run")?;
-    std::mem::replace(flags, Flags::new(Vec::new())?).finish()?;
-    if !dry_run {
+pub fn run(args: Args) -> Result<()> {
+    if !args.dry_run {
         bail!("only `cargo xtask release --dry-run` exists; publishing is done by hand");
     }
 

@@ -1,7 +1,6 @@
 //! Small helpers shared by the tasks: running commands, flags, the workspace root.
 
 use anyhow::{Context, Result, bail};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -86,57 +85,4 @@ fn describe(cmd: &Command) -> String {
         s.push_str(&a.to_string_lossy());
     }
     s
-}
-
-/// Command-line flags of a task: `--name value` pairs and bare `--switch`es.
-pub struct Flags {
-    values: BTreeMap<String, Option<String>>,
-}
-
-impl Flags {
-    /// Parses `--name value`, `--name=value` and `--switch` (a flag followed by another flag
-    /// or by nothing is a switch).
-    pub fn new(args: Vec<String>) -> Result<Self> {
-        let mut values = BTreeMap::new();
-        let mut it = args.into_iter().peekable();
-        while let Some(arg) = it.next() {
-            let Some(name) = arg.strip_prefix("--") else {
-                bail!("unexpected argument `{arg}` (flags start with --)");
-            };
-            if let Some((k, v)) = name.split_once('=') {
-                values.insert(k.to_string(), Some(v.to_string()));
-            } else if it.peek().is_some_and(|next| !next.starts_with("--")) {
-                values.insert(name.to_string(), it.next());
-            } else {
-                values.insert(name.to_string(), None);
-            }
-        }
-        Ok(Self { values })
-    }
-
-    /// Takes a bare switch; a value given to it is an error.
-    pub fn switch(&mut self, name: &str) -> Result<bool> {
-        match self.values.remove(name) {
-            None => Ok(false),
-            Some(None) => Ok(true),
-            Some(Some(v)) => bail!("--{name} takes no value (got `{v}`)"),
-        }
-    }
-
-    /// Takes an optional `--name value`.
-    pub fn value(&mut self, name: &str) -> Result<Option<String>> {
-        match self.values.remove(name) {
-            None => Ok(None),
-            Some(Some(v)) => Ok(Some(v)),
-            Some(None) => bail!("--{name} needs a value"),
-        }
-    }
-
-    /// Fails if any flag was given that the task did not take.
-    pub fn finish(self) -> Result<()> {
-        if let Some(name) = self.values.keys().next() {
-            bail!("unknown flag --{name}");
-        }
-        Ok(())
-    }
 }
