@@ -1,31 +1,41 @@
 //! A replicated key-value state machine on sled, served through the etcd v3 gRPC API.
 //!
 //! Responsibility: apply committed entries to a sled database (with the applied index stored
-//! atomically beside the data, and etcd's revisions per key), and serve the etcd v3 `KV`,
-//! `Cluster` and `Maintenance` services so that etcd clients and tools work unchanged.
+//! atomically beside the data, and etcd's revisions per key), adapt the store to
+//! raft-runtime, and serve the etcd v3 services so that etcd clients and tools work
+//! unchanged. Usable without raftd: a program can run the store under raft-runtime and serve
+//! [`service::EtcdService::routes`] from its own tonic server (`examples/embedded.rs`).
 //!
-//! May depend on: `raft-core`, `raft-runtime`, `raft-snapshot`, sled and tonic/prost. The
-//! types generated from `proto/etcd/` stay inside this crate.
+//! May depend on: `raft-core`, `raft-runtime`, `raft-snapshot`, sled, tokio and tonic/prost.
+//! The types generated from `proto/etcd/` stay inside this crate.
 //!
-//! What is here so far:
+//! Where things live:
 //! - [`Command`]: what a client write puts into a log entry (versioned, typed decode errors);
 //! - [`KvStore`]: the state machine — [`apply_batch`](KvStore::apply_batch) of committed
 //!   entries, [`range`](KvStore::range) and read-only txns, the member list, and
 //!   copy-on-write snapshot [`capture`](KvStore::capture) / restore (module [`snapshot`]);
 //! - the store on `raft-snapshot`'s chain store: [`capture_snapshot`] (full or delta per
 //!   the chain), [`restore_from_store`], [`maintain_chains`] (merge and garbage collection);
+//! - [`machine`]: [`machine::KvMachine`], the store as raft-runtime's `StateMachine`
+//!   (member list from configuration changes, snapshots on the chain store), and
+//!   [`address_book`]: the peer addresses it learns from the log for a transport;
+//! - [`service`]: the etcd v3 gRPC services (`KV`, `Cluster`, `Maintenance`, one file each)
+//!   over a running node;
 //! - [`pace`]: the token bucket that limits a snapshot build's read rate
 //!   ([`PendingSnapshot::with_max_rate`]);
 //! - [`validate`]: the checks the service makes before proposing.
 #![deny(missing_docs)]
 
+pub mod address_book;
 mod command;
 mod cow;
 mod error;
 mod layout;
+pub mod machine;
 mod members;
 pub mod pace;
 mod record;
+pub mod service;
 pub mod snapshot;
 mod snapshot_store;
 mod store;

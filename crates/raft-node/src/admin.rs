@@ -2,11 +2,11 @@
 //! the client address next to the etcd v3 API: what `raftctl` needs and etcd's API has no
 //! call for (cluster progress table, snapshot now, configuration reload).
 
-use crate::node::machine::KvMachine;
 use crate::node::reload::{ReloadError, Reloader};
 use crate::pb::admin::{self as pb, admin_server};
-use crate::service::runtime_status;
 use raft_core::{ProgressState, Role};
+use raft_kv::machine::KvMachine;
+use raft_kv::service::runtime_status;
 use raft_runtime::RaftHandle;
 use raft_snapshot::{SnapshotKind, SnapshotStore};
 use std::sync::Arc;

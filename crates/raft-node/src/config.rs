@@ -178,14 +178,7 @@ impl InitialCluster {
     }
 }
 
-/// Removes an `http://` or `https://` prefix and a trailing slash.
-pub fn strip_scheme(url: &str) -> &str {
-    let s = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .unwrap_or(url);
-    s.trim_end_matches('/')
-}
+pub use raft_kv::address_book::strip_scheme;
 
 fn check_host_port(key: &str, addr: &str) -> Result<(), ConfigError> {
     match addr.rsplit_once(':') {

@@ -12,13 +12,13 @@
 //! | `/debug/pprof/heap` | 501: heap profiling is not available |
 
 use crate::admin::{role_name, state_name};
-use crate::node::machine::KvMachine;
 use crate::profile::Profiler;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
+use raft_kv::machine::KvMachine;
 use raft_metrics::PrometheusHandle;
 use raft_metrics::node::HTTP_REQUESTS;
 use raft_runtime::RaftHandle;

@@ -16,7 +16,6 @@ pub mod node;
 pub mod profile;
 pub mod restore;
 pub mod scrape;
-pub mod service;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -3,21 +3,19 @@
 //! down in order on SIGTERM or SIGINT.
 
 pub mod faults;
-pub mod machine;
 mod recover;
 pub mod reload;
 pub mod snapshots;
+pub mod transport;
 
 use crate::admin::AdminService;
 use crate::config::{ConfigError, ConfigSource, NodeConfig, strip_scheme};
 use crate::logging::LogHandle;
-use crate::service::{Ctx, EtcdService};
-use machine::{AddressBook, KvMachine, NetTransport, SnapshotCtx};
 use raft_core::Membership;
-use raft_kv::pb::etcdserverpb::{
-    cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
-};
+use raft_kv::address_book::AddressBook;
+use raft_kv::machine::{KvMachine, SnapshotCtx};
 use raft_kv::pb::kvcmd::MemberAttributes;
+use raft_kv::service::{Ctx, EtcdService};
 use raft_kv::{Command, KvStore, Op, Outcome};
 use raft_runtime::{RaftHandle, RaftNode, RuntimeConfig, WalStore};
 use reload::Reloader;
@@ -25,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use transport::NetTransport;
 
 /// Why a node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -241,19 +240,12 @@ impl Node {
                 ..Default::default()
             },
         });
-        // gRPC refuses what is far above the limit (RESOURCE_EXHAUSTED-style, before
-        // decoding); the service refuses what is above it (INVALID_ARGUMENT, like etcd).
-        let max_decode = limit + (512 << 10);
         let (api_stop, stop_rx) = oneshot::channel::<()>();
         let client_incoming =
             tonic::transport::server::TcpIncoming::from(client_listener).with_nodelay(Some(true));
         let api = tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(KvServer::new(service.clone()).max_decoding_message_size(max_decode))
-                .add_service(
-                    ClusterServer::new(service.clone()).max_decoding_message_size(max_decode),
-                )
-                .add_service(MaintenanceServer::new(service).max_decoding_message_size(max_decode))
+                .add_routes(service.routes())
                 .add_service(
                     AdminService::new(handle.clone())
                         .with_reloader(reloader.clone())

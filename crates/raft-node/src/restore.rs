@@ -15,8 +15,8 @@
 //! usual (`raftctl member add`, then `raftd --join`), receiving the snapshot.
 
 use crate::node::NodeError;
-use crate::node::machine::now_ms;
 use raft_core::{HardState, Membership, SnapshotMeta};
+use raft_kv::machine::now_ms;
 use raft_kv::{KvRestoreSink, KvStore, Member};
 use raft_snapshot::{
     LocalDirStore, MANIFEST_FILE, RestorePoint, SnapshotInfo, SnapshotStore, StoreOptions,
@@ -137,7 +137,7 @@ pub fn restore_data_dir(o: &RestoreOptions) -> Result<Restored, NodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::machine::SnapshotCtx;
+    use raft_kv::machine::SnapshotCtx;
     use raft_kv::{Command, Op};
 
     fn put(kv: &KvStore, index: u64, key: &str, value: &str) {

@@ -3,11 +3,11 @@
 //! overrides, refuses it when it is invalid or changes a setting fixed at start, and
 //! otherwise applies the changed settings to the runtime, the transport and the log filter.
 
-use super::machine::KvMachine;
 use crate::config::{ConfigError, ConfigSource, DiffError, NodeConfig};
 use crate::logging::LogHandle;
 use arc_swap::ArcSwap;
 use metrics::counter;
+use raft_kv::machine::KvMachine;
 use raft_metrics::node as m;
 use raft_runtime::RaftHandle;
 use std::sync::Arc;

@@ -1,64 +1,18 @@
-//! Adapters between the toolkit crates: [`KvMachine`] (raft-kv's `KvStore` as raft-runtime's
-//! `StateMachine`), [`AddressBook`] (where each member's peer transport listens) and
-//! [`NetTransport`] (raft-net's `PeerTransport` as raft-runtime's `Transport`).
+//! [`KvMachine`]: raft-kv's [`KvStore`] as raft-runtime's `StateMachine`, with snapshots on
+//! `raft-snapshot`'s chain store and the member list built from the log.
 //!
 //! Peer addresses travel through the log: `MemberAdd` first writes the new member's peer
 //! URL under the reserved key [`PEER_KEY_PREFIX`]`<id>`, then proposes the configuration
-//! change, so every replica (and every later leader) learns the address in log order.
+//! change, so every replica (and every later leader) learns the address in log order and
+//! records it in the [`AddressBook`] it shares with the transport.
 
-use crate::config::strip_scheme;
-use crate::node::snapshots::StoreSource;
-use bytes::Bytes;
-use parking_lot::{Condvar, Mutex, RwLock};
-use raft_core::{Membership, Message, MessageBody, NodeId, SnapshotMeta};
-use raft_kv::{ApplyEntry, ApplyResult, Command, EntryPayload, KvStore, Member, Op};
-use raft_runtime::{BoxError, BoxFuture, Committed, Payload, StateMachine, Transport};
+use crate::address_book::{AddressBook, PEER_KEY_PREFIX};
+use crate::{ApplyEntry, ApplyResult, Command, EntryPayload, KvStore, Member, Op};
+use parking_lot::{Condvar, Mutex};
+use raft_core::{Membership, NodeId, SnapshotMeta};
+use raft_runtime::{BoxError, Committed, Payload, StateMachine};
 use raft_snapshot::{ChainPolicy, SnapshotId, SnapshotStore, Uploader};
-use std::collections::BTreeMap;
 use std::sync::Arc;
-
-/// The reserved key prefix under which peer URLs of added members are replicated.
-pub const PEER_KEY_PREFIX: &[u8] = b"\x00raftd/peer/";
-
-/// The reserved key holding member `id`'s peer URL.
-pub fn peer_key(id: NodeId) -> Bytes {
-    let mut k = PEER_KEY_PREFIX.to_vec();
-    k.extend_from_slice(id.to_string().as_bytes());
-    Bytes::from(k)
-}
-
-/// Member id → peer address (`host:port`), shared by the state machine (which learns
-/// addresses from the log) and the transport (which dials them).
-#[derive(Clone, Debug, Default)]
-pub struct AddressBook {
-    inner: Arc<RwLock<BTreeMap<NodeId, String>>>,
-}
-
-impl AddressBook {
-    /// A book holding `members`.
-    pub fn new(members: BTreeMap<NodeId, String>) -> Self {
-        Self {
-            inner: Arc::new(RwLock::new(members)),
-        }
-    }
-
-    /// The address of `id`.
-    pub fn get(&self, id: NodeId) -> Option<String> {
-        self.inner.read().get(&id).cloned()
-    }
-
-    /// Records the address of `id`.
-    pub fn set(&self, id: NodeId, addr: &str) {
-        self.inner
-            .write()
-            .insert(id, strip_scheme(addr).to_string());
-    }
-
-    /// Every known member.
-    pub fn all(&self) -> BTreeMap<NodeId, String> {
-        self.inner.read().clone()
-    }
-}
 
 /// Where [`KvMachine`] writes its snapshots and what it does after each one.
 #[derive(Clone)]
@@ -302,17 +256,17 @@ impl StateMachine for KvMachine {
             _ => meta.membership.clone(),
         };
         let guard = BuildGuard::new(&self.building);
-        let pending = raft_kv::capture_snapshot(&self.store, &ctx.store, membership)?
+        let pending = crate::capture_snapshot(&self.store, &ctx.store, membership)?
             .with_max_rate(ctx.max_build_rate);
         Ok(Box::new(move || {
             let _guard = guard;
             // raft-runtime runs this on a thread of its own: it yields the CPU to apply.
-            if let Err(e) = raft_kv::lower_thread_priority() {
+            if let Err(e) = crate::lower_thread_priority() {
                 tracing::debug!(%e, "the snapshot thread keeps its priority");
             }
             let info = pending.write(now_ms())?;
             let mut new = vec![info.id];
-            match raft_kv::maintain_chains(&ctx.store, &ctx.policy, now_ms()) {
+            match crate::maintain_chains(&ctx.store, &ctx.policy, now_ms()) {
                 Ok(Some(base)) => new.push(base.id),
                 Ok(None) => {}
                 // The snapshot itself is durable: upkeep is retried after the next one.
@@ -340,7 +294,7 @@ impl StateMachine for KvMachine {
         // One capture or restore at a time: let a snapshot being built finish first.
         self.building.wait_idle();
         let tip = snapshot_for(&ctx.store, meta)?;
-        let info = raft_kv::restore_from_store(&self.store, &ctx.store, Some(tip))?;
+        let info = crate::restore_from_store(&self.store, &ctx.store, Some(tip))?;
         self.membership = Some((info.index, info.meta().membership));
         for m in self.store.members() {
             if let Some(url) = m.peer_urls.first() {
@@ -355,97 +309,14 @@ impl StateMachine for KvMachine {
     }
 }
 
-/// raft-net's transport as the runtime's, dialling members at their [`AddressBook`] entry.
-pub struct NetTransport {
-    net: raft_net::PeerTransport,
-    book: AddressBook,
-    snapshots: Option<SnapshotStore>,
-}
-
-impl NetTransport {
-    /// Wraps `net`.
-    pub fn new(net: raft_net::PeerTransport, book: AddressBook) -> Self {
-        Self {
-            net,
-            book,
-            snapshots: None,
-        }
-    }
-
-    /// Streams snapshots from `store` to followers that need them.
-    pub fn with_snapshot_store(mut self, store: SnapshotStore) -> Self {
-        self.snapshots = Some(store);
-        self
-    }
-}
-
-impl Transport for NetTransport {
-    fn send(&self, msg: Message) {
-        let to = msg.to;
-        if let Err(e) = self.net.send(msg) {
-            tracing::trace!(to, %e, "message dropped");
-        }
-    }
-
-    fn send_snapshot(&self, mut msg: Message) -> BoxFuture<Result<(), BoxError>> {
-        let net = self.net.clone();
-        let store = self.snapshots.clone();
-        Box::pin(async move {
-            let MessageBody::InstallSnapshot(meta) = &msg.body else {
-                return Err("send_snapshot needs an InstallSnapshot message".into());
-            };
-            if meta.index == 0 {
-                // The bootstrap snapshot of a joining node carries no data.
-                return net
-                    .send_snapshot(msg, Arc::new(Bytes::new()))
-                    .await
-                    .map_err(|e| Box::new(e) as BoxError);
-            }
-            let store = store.ok_or("this node keeps no snapshot store")?;
-            let wanted = meta.index;
-            let source = tokio::task::spawn_blocking(move || StoreSource::latest(&store))
-                .await
-                .map_err(|e| Box::new(e) as BoxError)??;
-            // The current chain covers at least what the log was compacted to (snapshots
-            // are taken at the applied index, which may be past the index asked for); the
-            // follower installs and restores exactly what it receives, so the message
-            // names the chain's tip.
-            let tip = source.meta();
-            if tip.index < wanted {
-                return Err(format!(
-                    "the newest snapshot is at index {}, older than the {wanted} asked for",
-                    tip.index
-                )
-                .into());
-            }
-            msg.body = MessageBody::InstallSnapshot(tip);
-            net.send_snapshot(msg, Arc::new(source))
-                .await
-                .map_err(|e| Box::new(e) as BoxError)
-        })
-    }
-
-    fn add_peer(&self, id: NodeId) {
-        match self.book.get(id) {
-            Some(addr) => {
-                if let Err(e) = self.net.add_peer(id, addr) {
-                    tracing::warn!(peer = id, %e, "cannot add peer");
-                }
-            }
-            None => tracing::warn!(peer = id, "no known address for peer"),
-        }
-    }
-
-    fn remove_peer(&self, id: NodeId) {
-        self.net.remove_peer(id);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::address_book::peer_key;
+    use crate::pb::etcdserverpb::PutRequest;
+    use bytes::Bytes;
     use raft_core::{ConfChange, ConfChangeOp, ConfChangeTransition};
-    use raft_kv::pb::etcdserverpb::PutRequest;
+    use std::collections::BTreeMap;
 
     fn membership(voters: &[u64], learners: &[u64]) -> Membership {
         Membership {

@@ -1,0 +1,75 @@
+//! [`AddressBook`]: where each member's peer transport listens, shared by the state machine
+//! (which learns addresses from the log) and a transport (which dials them).
+
+use parking_lot::RwLock;
+use raft_core::NodeId;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The reserved key prefix under which peer URLs of added members are replicated.
+pub const PEER_KEY_PREFIX: &[u8] = b"\x00raftd/peer/";
+
+/// The reserved key holding member `id`'s peer URL.
+pub fn peer_key(id: NodeId) -> bytes::Bytes {
+    let mut k = PEER_KEY_PREFIX.to_vec();
+    k.extend_from_slice(id.to_string().as_bytes());
+    bytes::Bytes::from(k)
+}
+
+/// `url` without an `http://` or `https://` scheme and without trailing slashes: the
+/// `host:port` a transport dials.
+pub fn strip_scheme(url: &str) -> &str {
+    let s = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
+    s.trim_end_matches('/')
+}
+
+/// Member id → peer address (`host:port`), cheap to clone (shared).
+#[derive(Clone, Debug, Default)]
+pub struct AddressBook {
+    inner: Arc<RwLock<BTreeMap<NodeId, String>>>,
+}
+
+impl AddressBook {
+    /// A book holding `members`.
+    pub fn new(members: BTreeMap<NodeId, String>) -> Self {
+        Self {
+            inner: Arc::new(RwLock::new(members)),
+        }
+    }
+
+    /// The address of `id`.
+    pub fn get(&self, id: NodeId) -> Option<String> {
+        self.inner.read().get(&id).cloned()
+    }
+
+    /// Records the address of `id` (a URL's scheme is dropped).
+    pub fn set(&self, id: NodeId, addr: &str) {
+        self.inner
+            .write()
+            .insert(id, strip_scheme(addr).to_string());
+    }
+
+    /// Every known member.
+    pub fn all(&self) -> BTreeMap<NodeId, String> {
+        self.inner.read().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes_are_dropped() {
+        assert_eq!(strip_scheme("http://a:1/"), "a:1");
+        assert_eq!(strip_scheme("https://a:1"), "a:1");
+        assert_eq!(strip_scheme("a:1"), "a:1");
+        let book = AddressBook::default();
+        book.set(3, "http://h:3");
+        assert_eq!(book.get(3).as_deref(), Some("h:3"));
+        assert_eq!(book.all().len(), 1);
+    }
+}

@@ -1,0 +1,144 @@
+//! The etcd v3 gRPC services over a running node ([`EtcdService`]): writes go through
+//! `RaftHandle::propose` and answer after apply, linearizable reads wait for a ReadIndex
+//! barrier and then read the local store, serializable reads read it at once.
+//!
+//! One file per service under `service/` (`kv.rs`, `cluster.rs`, `maintenance.rs`); this file
+//! holds what they share. [`EtcdService::routes`] hands all of them to a tonic server, so a
+//! program other than raftd can serve the store (see `examples/embedded.rs`).
+
+mod cluster;
+mod kv;
+mod maintenance;
+
+use crate::address_book::AddressBook;
+use crate::machine::KvMachine;
+use crate::pb::etcdserverpb::{
+    self as pb, cluster_server::ClusterServer, kv_server::KvServer,
+    maintenance_server::MaintenanceServer,
+};
+use crate::validate::{Limits, validate_command};
+use crate::{Command, KvStore, Op, Outcome, Response as KvResponse};
+use raft_runtime::RaftHandle;
+use std::sync::Arc;
+use tonic::Status;
+
+/// Everything the services share.
+pub struct Ctx {
+    /// The running node.
+    pub handle: RaftHandle<KvMachine>,
+    /// The local store (for reads).
+    pub store: KvStore,
+    /// Peer addresses.
+    pub book: AddressBook,
+    /// The cluster id for response headers.
+    pub cluster_id: u64,
+    /// This node's id.
+    pub member_id: u64,
+    /// Request limits.
+    pub limits: Limits,
+}
+
+/// The services, cheap to clone.
+#[derive(Clone)]
+pub struct EtcdService {
+    ctx: Arc<Ctx>,
+}
+
+impl EtcdService {
+    /// Services over `ctx`.
+    pub fn new(ctx: Ctx) -> Self {
+        Self { ctx: Arc::new(ctx) }
+    }
+
+    /// The `KV`, `Cluster` and `Maintenance` services, for `tonic`'s
+    /// `Server::add_routes`. Each decodes requests up to the request size limit plus
+    /// 512 KiB: gRPC refuses what is far above the limit before decoding, the services
+    /// refuse what is above it with etcd's `InvalidArgument` "request is too large".
+    pub fn routes(&self) -> tonic::service::Routes {
+        let max_decode = self.ctx.limits.max_request_bytes + (512 << 10);
+        tonic::service::Routes::new(
+            KvServer::new(self.clone()).max_decoding_message_size(max_decode),
+        )
+        .add_service(ClusterServer::new(self.clone()).max_decoding_message_size(max_decode))
+        .add_service(MaintenanceServer::new(self.clone()).max_decoding_message_size(max_decode))
+    }
+
+    fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
+        Some(pb::ResponseHeader {
+            cluster_id: self.ctx.cluster_id,
+            member_id: self.ctx.member_id,
+            revision,
+            raft_term: self.ctx.handle.stats().term,
+        })
+    }
+
+    /// UNAVAILABLE when no leader is known (a request would only wait for its timeout).
+    fn ready(&self) -> Result<(), Status> {
+        if self.ctx.handle.stats().leader.is_none() {
+            return Err(Status::unavailable("etcdserver: no leader"));
+        }
+        Ok(())
+    }
+
+    fn check_size(&self, len: usize) -> Result<(), Status> {
+        if len > self.ctx.limits.max_request_bytes {
+            return Err(Status::invalid_argument("etcdserver: request is too large"));
+        }
+        Ok(())
+    }
+
+    async fn propose(&self, op: Op) -> Result<KvResponse, Status> {
+        self.ready()?;
+        let cmd = Command::new(0, op);
+        validate_command(&cmd, &self.ctx.limits).map_err(kv_status)?;
+        let result = self
+            .ctx
+            .handle
+            .propose(cmd.encode())
+            .await
+            .map_err(runtime_status)?;
+        match result.outcome {
+            Outcome::Response(r) => Ok(r),
+            Outcome::Rejected(e) => Err(kv_status(e)),
+            Outcome::AlreadyApplied | Outcome::Noop => Err(Status::internal(
+                "the proposal was applied without an answer",
+            )),
+        }
+    }
+
+    async fn read_barrier(&self, serializable: bool) -> Result<(), Status> {
+        if serializable {
+            return Ok(());
+        }
+        self.ready()?;
+        self.ctx
+            .handle
+            .read_index()
+            .await
+            .map(|_| ())
+            .map_err(runtime_status)
+    }
+}
+
+/// A raft-kv error as the gRPC status etcd answers.
+pub fn kv_status(e: crate::Error) -> Status {
+    Status::new(e.code(), e.to_string())
+}
+
+/// A runtime error as a gRPC status (etcd's messages where it has one).
+pub fn runtime_status(e: raft_runtime::Error) -> Status {
+    use raft_runtime::Error as E;
+    match e {
+        E::NotLeader { .. } => Status::unavailable("etcdserver: no leader"),
+        E::LeaderChanged | E::Overwritten => Status::unavailable("etcdserver: leader changed"),
+        E::ProposalDropped(m) => Status::unavailable(format!("etcdserver: proposal dropped: {m}")),
+        E::Timeout(_) => Status::unavailable("etcdserver: request timed out"),
+        E::Shutdown => Status::unavailable("etcdserver: server stopped"),
+        E::ConfChangeRejected(m) => Status::failed_precondition(m),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+pub(crate) fn unexpected(what: &str) -> Status {
+    Status::internal(format!("unexpected answer to {what}"))
+}

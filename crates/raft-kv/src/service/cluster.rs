@@ -1,0 +1,147 @@
+//! The etcd `Cluster` service: the member list and membership changes (through the log).
+
+use super::{EtcdService, runtime_status};
+use crate::Op;
+use crate::address_book::peer_key;
+use crate::pb::etcdserverpb::{self as pb, cluster_server};
+use bytes::Bytes;
+use tonic::{Request, Response, Status};
+
+impl EtcdService {
+    fn member_list(&self) -> Vec<pb::Member> {
+        self.ctx
+            .store
+            .members()
+            .iter()
+            .map(pb::Member::from)
+            .collect()
+    }
+
+    /// Waits (briefly) until the local store lists `id` as wanted after a change.
+    async fn settle(&self, done: impl Fn(&[crate::Member]) -> bool) {
+        for _ in 0..50 {
+            if done(&self.ctx.store.members()) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl cluster_server::Cluster for EtcdService {
+    async fn member_add(
+        &self,
+        req: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        let req = req.into_inner();
+        let Some(url) = req.peer_ur_ls.first().cloned() else {
+            return Err(Status::invalid_argument(
+                "etcdserver: member peer URLs not given",
+            ));
+        };
+        let status = self.ctx.handle.status().await.map_err(runtime_status)?;
+        let members = self.ctx.store.members();
+        let id = status
+            .membership
+            .members()
+            .into_iter()
+            .chain(members.iter().map(|m| m.id))
+            .max()
+            .unwrap_or(0)
+            + 1;
+        // The address first, through the log, so every replica can dial the new member.
+        self.propose(Op::Put(pb::PutRequest {
+            key: peer_key(id),
+            value: Bytes::from(url.clone()),
+            ..Default::default()
+        }))
+        .await?;
+        self.ctx.book.set(id, &url);
+        let r = if req.is_learner {
+            self.ctx.handle.add_learner(id).await
+        } else {
+            self.ctx.handle.add_voter(id).await
+        };
+        r.map_err(runtime_status)?;
+        self.settle(|ms| ms.iter().any(|m| m.id == id)).await;
+        Ok(Response::new(pb::MemberAddResponse {
+            header: self.header(self.ctx.store.revision()),
+            member: Some(pb::Member {
+                id,
+                name: String::new(),
+                peer_ur_ls: vec![url],
+                client_ur_ls: Vec::new(),
+                is_learner: req.is_learner,
+            }),
+            members: self.member_list(),
+        }))
+    }
+
+    async fn member_remove(
+        &self,
+        req: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        let id = req.into_inner().id;
+        if !self.ctx.store.members().iter().any(|m| m.id == id) {
+            return Err(Status::not_found("etcdserver: member not found"));
+        }
+        self.ctx
+            .handle
+            .remove_node(id)
+            .await
+            .map_err(runtime_status)?;
+        self.settle(|ms| ms.iter().all(|m| m.id != id)).await;
+        Ok(Response::new(pb::MemberRemoveResponse {
+            header: self.header(self.ctx.store.revision()),
+            members: self.member_list(),
+        }))
+    }
+
+    async fn member_update(
+        &self,
+        _req: Request<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        Err(Status::unimplemented(
+            "MemberUpdate is not supported by raftd",
+        ))
+    }
+
+    async fn member_list(
+        &self,
+        req: Request<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        self.read_barrier(!req.into_inner().linearizable).await?;
+        Ok(Response::new(pb::MemberListResponse {
+            header: self.header(self.ctx.store.revision()),
+            members: self.member_list(),
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        req: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        let id = req.into_inner().id;
+        match self.ctx.store.members().iter().find(|m| m.id == id) {
+            None => return Err(Status::not_found("etcdserver: member not found")),
+            Some(m) if !m.is_learner => {
+                return Err(Status::failed_precondition(
+                    "etcdserver: can only promote a learner member",
+                ));
+            }
+            Some(_) => {}
+        }
+        self.ctx
+            .handle
+            .add_voter(id)
+            .await
+            .map_err(runtime_status)?;
+        self.settle(|ms| ms.iter().any(|m| m.id == id && !m.is_learner))
+            .await;
+        Ok(Response::new(pb::MemberPromoteResponse {
+            header: self.header(self.ctx.store.revision()),
+            members: self.member_list(),
+        }))
+    }
+}

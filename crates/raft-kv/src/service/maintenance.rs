@@ -1,0 +1,115 @@
+//! The etcd `Maintenance` service: status, hashes, alarms and leadership transfer.
+
+use super::{EtcdService, kv_status, runtime_status};
+use crate::pb::etcdserverpb::{self as pb, maintenance_server};
+use tonic::{Request, Response, Status};
+
+#[tonic::async_trait]
+impl maintenance_server::Maintenance for EtcdService {
+    async fn alarm(
+        &self,
+        _req: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
+        Ok(Response::new(pb::AlarmResponse {
+            header: self.header(self.ctx.store.revision()),
+            alarms: Vec::new(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let stats = self.ctx.handle.stats();
+        let store = self.ctx.store.status();
+        let db_size = self.ctx.store.db_size().unwrap_or(0) as i64;
+        let is_learner = self
+            .ctx
+            .store
+            .members()
+            .iter()
+            .any(|m| m.id == self.ctx.member_id && m.is_learner);
+        let mut errors = Vec::new();
+        if stats.leader.is_none() {
+            errors.push("etcdserver: no leader".to_string());
+        }
+        Ok(Response::new(pb::StatusResponse {
+            header: self.header(store.revision),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            db_size,
+            leader: stats.leader.unwrap_or(0),
+            raft_index: stats.commit,
+            raft_term: stats.term,
+            raft_applied_index: stats.applied,
+            errors,
+            db_size_in_use: db_size,
+            is_learner,
+            ..Default::default()
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _req: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        Err(Status::unimplemented(
+            "Defragment is not supported by raftd",
+        ))
+    }
+
+    async fn hash(
+        &self,
+        _req: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
+        Err(Status::unimplemented("Hash is not supported by raftd"))
+    }
+
+    /// A CRC-32C of this member's keys and records (`KvStore::hash_kv`), read locally: equal
+    /// on members at the same applied index. `revision` must be 0 or the current one.
+    async fn hash_kv(
+        &self,
+        req: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        let store = &self.ctx.store;
+        let (hash, hash_revision) = store
+            .hash_kv(req.into_inner().revision)
+            .map_err(kv_status)?;
+        Ok(Response::new(pb::HashKvResponse {
+            header: self.header(hash_revision),
+            hash,
+            compact_revision: store.compact_revision(),
+            hash_revision,
+        }))
+    }
+
+    type SnapshotStream = tokio_stream::Empty<Result<pb::SnapshotResponse, Status>>;
+
+    async fn snapshot(
+        &self,
+        _req: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(Status::unimplemented("Snapshot is not supported by raftd"))
+    }
+
+    async fn move_leader(
+        &self,
+        req: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        let target = req.into_inner().target_id;
+        self.ctx
+            .handle
+            .transfer_leader(target)
+            .await
+            .map_err(runtime_status)?;
+        Ok(Response::new(pb::MoveLeaderResponse {
+            header: self.header(self.ctx.store.revision()),
+        }))
+    }
+
+    async fn downgrade(
+        &self,
+        _req: Request<pb::DowngradeRequest>,
+    ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        Err(Status::unimplemented("Downgrade is not supported by raftd"))
+    }
+}
