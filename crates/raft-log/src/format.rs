@@ -213,7 +213,9 @@ pub const FRAME_BYTES: usize = 256 << 10;
 /// `buf`, in batch frames when `framed` is set, and returns the offset in `buf` of each
 /// piece. Pieces are never split: a frame holds the pieces that fit in [`FRAME_BYTES`], a
 /// larger piece gets a frame of its own, and one larger than [`MAX_PAYLOAD`] goes without
-/// (its records carry their own CRCs).
+/// (its records carry their own CRCs). An empty piece (a request without records, such as
+/// a `sync`) adds nothing: no frame is ever empty, since recovery refuses a frame of length
+/// zero.
 pub fn put_frames<'a>(
     buf: &mut Vec<u8>,
     pieces: impl IntoIterator<Item = &'a [u8]>,
@@ -222,6 +224,10 @@ pub fn put_frames<'a>(
     let mut offsets = Vec::new();
     let mut open: Option<usize> = None;
     for piece in pieces {
+        if piece.is_empty() {
+            offsets.push(buf.len());
+            continue;
+        }
         if let Some(f) = open
             && buf.len() - f - RECORD_HEADER_LEN + piece.len() > FRAME_BYTES
         {

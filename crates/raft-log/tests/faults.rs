@@ -699,3 +699,30 @@ fn crash_point_sweep_with_rewrites() {
         }
     }
 }
+
+#[test]
+fn a_batch_of_empty_requests_leaves_the_log_readable() {
+    // `sync` (and a compaction to an index already compacted) queues a request without
+    // records; alone in its batch it must not leave an empty batch frame in the segment,
+    // which recovery would find followed by valid records and refuse as corruption.
+    let fs = MemFs::new();
+    let wal = Wal::open_with(Arc::new(fs.clone()), DIR, settings()).unwrap();
+    wal.append(vec![entry(1), entry(2)])
+        .unwrap()
+        .wait()
+        .unwrap();
+    wal.sync().unwrap().wait().unwrap();
+    let meta = SnapshotMeta {
+        index: 1,
+        term: entry(1).term,
+        ..SnapshotMeta::default()
+    };
+    wal.compact_prefix(meta.clone()).unwrap().wait().unwrap();
+    wal.compact_prefix(meta).unwrap().wait().unwrap();
+    wal.append(vec![entry(3)]).unwrap().wait().unwrap();
+    drop(wal);
+    let wal = Wal::open_with(Arc::new(fs), DIR, settings())
+        .unwrap_or_else(|e| panic!("reopen after an empty batch: {e}"));
+    assert_eq!((wal.first_index(), wal.last_index()), (2, 3));
+    assert_eq!(wal.entries(2, 4, None).unwrap(), vec![entry(2), entry(3)]);
+}
