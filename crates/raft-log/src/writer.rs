@@ -470,6 +470,13 @@ impl Writer {
         if doomed.is_empty() {
             return Ok(());
         }
+        // The snapshot mark that makes these segments obsolete must be durable before their
+        // deletion can be: under `SyncPolicy::Interval` or `Never` the batch was not synced,
+        // and a power loss after the directory sync below would leave a log whose first
+        // entries are gone without the mark that says so (the log would refuse to open).
+        if self.active.dirty {
+            self.sync_active()?;
+        }
         for (_, seg) in &doomed {
             self.shared
                 .fs
