@@ -20,6 +20,14 @@ pub const RECORD_HEADER_LEN: usize = 16;
 pub const ALIGN: usize = 8;
 /// The largest payload a record may carry.
 pub const MAX_PAYLOAD: usize = (1 << 31) - 1;
+/// The most bytes of records one request (one `Wal::write` and the like) may encode.
+/// Offsets within a segment are `u32` (the in-memory index keeps them so): a batch is at
+/// most one request or [`MAX_BATCH_BYTES`], whichever is larger, and with a segment's
+/// header, opening records and batch-frame headers it must stay addressable, so a request
+/// is capped well below 4 GiB instead of being written with wrapped offsets.
+pub const MAX_REQUEST_BYTES: usize = 3 << 30;
+/// The largest `Settings::max_batch_bytes` accepted (see [`MAX_REQUEST_BYTES`]).
+pub const MAX_BATCH_BYTES: usize = 1 << 30;
 
 /// Record type: one log entry.
 pub const KIND_ENTRY: u8 = 1;

@@ -793,3 +793,43 @@ fn a_batch_of_empty_requests_leaves_the_log_readable() {
     assert_eq!((wal.first_index(), wal.last_index()), (2, 3));
     assert_eq!(wal.entries(2, 4, None).unwrap(), vec![entry(2), entry(3)]);
 }
+
+#[test]
+fn a_request_over_4_gib_is_refused() {
+    // Offsets within a segment are u32: a request whose records add up to more than the
+    // format can address must be refused up front, not written with wrapped offsets. The
+    // three entries share one zeroed 1.5 GiB buffer that is never touched, so the test
+    // costs no memory once the check comes before encoding.
+    let fs = MemFs::new();
+    let wal = Wal::open_with(Arc::new(fs.clone()), DIR, settings()).unwrap();
+    let data = Bytes::from(vec![0u8; 3 << 29]);
+    let entries: Vec<Entry> = (1..=3)
+        .map(|index| Entry {
+            index,
+            term: 1,
+            data: data.clone(),
+            ..Entry::default()
+        })
+        .collect();
+    match wal.write(entries, None) {
+        Err(Error::RequestTooLarge { bytes, max }) => {
+            assert!(bytes > 9 << 29, "{bytes}");
+            assert_eq!(max, raft_log::format::MAX_REQUEST_BYTES);
+            assert!((max as u64) < u64::from(u32::MAX));
+        }
+        Err(other) => panic!("expected RequestTooLarge, got {other}"),
+        Ok(_) => panic!("a request of 4.5 GiB was accepted"),
+    }
+    // Nothing was queued: the log goes on as before.
+    wal.append(vec![entry(1)]).unwrap().wait().unwrap();
+    assert_eq!(wal.last_index(), 1);
+    // A batch limit the format cannot address is refused too.
+    let huge = Settings {
+        max_batch_bytes: 2 << 30,
+        ..settings()
+    };
+    assert!(matches!(
+        Wal::open_with(Arc::new(MemFs::new()), DIR, huge),
+        Err(Error::InvalidSettings(_))
+    ));
+}
