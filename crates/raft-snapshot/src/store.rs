@@ -49,6 +49,16 @@ impl Default for StoreOptions {
     }
 }
 
+/// How committing new snapshots moves the manifest's head.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum NewHead {
+    /// The head becomes this snapshot (an installed chain's tip).
+    Set(SnapshotId),
+    /// The head becomes this (newly added) snapshot unless the current head has a higher
+    /// index (a local build that a newer install overtook).
+    IfNotOlder(SnapshotId),
+}
+
 /// A chain: a full base followed by zero or more deltas, each the parent of the next.
 ///
 /// Invariant: non-empty; `snapshots[0]` is full; every later one is a delta whose parent
@@ -206,7 +216,14 @@ pub(crate) struct Shared {
     salt: u64,
     seq: AtomicU64,
     tmp_seq: AtomicU64,
+    /// Unit tests only: called with the name of each test point the store passes.
+    #[cfg(test)]
+    pub(crate) test_hook: Mutex<Option<TestHook>>,
 }
+
+/// A unit test's callback at a named point of a store operation.
+#[cfg(test)]
+pub(crate) type TestHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// A directory of snapshot files and the chain manifest that ties them together.
 ///
@@ -266,6 +283,8 @@ impl SnapshotStore {
                 salt,
                 seq: AtomicU64::new(0),
                 tmp_seq: AtomicU64::new(0),
+                #[cfg(test)]
+                test_hook: Mutex::new(None),
             }),
         };
         store.recover()?;
@@ -347,6 +366,20 @@ impl SnapshotStore {
         }
         Ok(())
     }
+
+    /// A point where unit tests may step in (e.g. to run a concurrent operation there).
+    #[cfg(test)]
+    pub(crate) fn test_point(&self, name: &str) {
+        let hook = self.shared.test_hook.lock().clone();
+        if let Some(hook) = hook {
+            hook(name);
+        }
+    }
+
+    /// A point where unit tests may step in; nothing outside tests.
+    #[cfg(not(test))]
+    #[inline(always)]
+    pub(crate) fn test_point(&self, _name: &str) {}
 
     /// True after an injected crash (nothing may be cleaned up any more).
     pub(crate) fn crashed(&self) -> bool {
@@ -523,13 +556,20 @@ impl SnapshotStore {
     }
 
     /// Adds durable files (already in place under their final names) to the manifest and
-    /// makes `head` the current chain's tip when given.
-    pub(crate) fn commit_snapshots(
-        &self,
-        added: Vec<SnapshotInfo>,
-        head: Option<SnapshotId>,
-    ) -> Result<()> {
+    /// moves the head as `head` says. The head is chosen under the manifest's lock, against
+    /// the head current at that moment (a concurrent install may have moved it).
+    pub(crate) fn commit_snapshots(&self, added: Vec<SnapshotInfo>, head: NewHead) -> Result<()> {
         let mut m = self.shared.manifest.lock();
+        let head = match head {
+            NewHead::Set(id) => Some(id),
+            NewHead::IfNotOlder(id) => {
+                let index = added.iter().find(|s| s.id == id).map(|s| s.index);
+                match (m.head.and_then(|h| m.get(h)), index) {
+                    (Some(cur), Some(index)) if cur.index > index => None,
+                    _ => Some(id),
+                }
+            }
+        };
         self.update_manifest(&mut m, |m| {
             for s in added {
                 if m.get(s.id).is_none() {
@@ -650,7 +690,7 @@ impl SnapshotStore {
         }
         self.step("install: fsync dir")?;
         sync_dir(&self.shared.dir)?;
-        self.commit_snapshots(added, Some(chain.tip().id))?;
+        self.commit_snapshots(added, NewHead::Set(chain.tip().id))?;
         tracing::info!(tip = %chain.tip().id, index = chain.tip().index, "snapshot chain installed");
         Ok(chain)
     }

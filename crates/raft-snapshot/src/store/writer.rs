@@ -1,6 +1,6 @@
 //! Writing one snapshot into a store: temp file, fsync, verification, rename, manifest.
 
-use super::{Lease, SnapshotStore, check_summary, sync_dir};
+use super::{Lease, NewHead, SnapshotStore, check_summary, sync_dir};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{FileHeader, FileReader, FileWriter, Record};
 use crate::info::{MembershipRecord, SnapshotId, SnapshotInfo, SnapshotKind};
@@ -148,14 +148,9 @@ impl SnapshotWriter {
             self.store.step("build: fsync dir")?;
             sync_dir(self.store.dir())?;
         }
-        let head = {
-            let m = self.store.shared.manifest.lock();
-            match m.head.and_then(|hd| m.get(hd)) {
-                Some(cur) if cur.index > info.index => None,
-                _ => Some(info.id),
-            }
-        };
-        self.store.commit_snapshots(vec![info.clone()], head)?;
+        self.store.test_point("build: before manifest");
+        self.store
+            .commit_snapshots(vec![info.clone()], NewHead::IfNotOlder(info.id))?;
         let kind = kind_label(info.kind);
         metrics::counter!(raft_metrics::snapshot::BUILT, "kind" => kind).increment(1);
         metrics::counter!(raft_metrics::snapshot::BUILT_BYTES, "kind" => kind).increment(info.size);
@@ -181,5 +176,79 @@ impl Drop for SnapshotWriter {
         if self.tmp.exists() {
             let _ = std::fs::remove_file(&self.tmp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{
+        ChainTransfer, MemState, SnapshotKind, SnapshotStore, StoreOptions, WriterOptions,
+    };
+    use raft_core::{Membership, SnapshotMeta};
+    use std::sync::Arc;
+
+    fn opts(salt: u64) -> StoreOptions {
+        StoreOptions {
+            id_salt: Some(salt),
+            writer: WriterOptions {
+                block_size: 512,
+                zstd_level: 1,
+            },
+            ..StoreOptions::default()
+        }
+    }
+
+    fn full(store: &SnapshotStore, index: u64, st: &MemState) -> crate::SnapshotInfo {
+        let meta = SnapshotMeta {
+            index,
+            term: 2,
+            membership: Membership::with_voters([1, 2, 3]),
+        };
+        let mut w = store.begin(SnapshotKind::Full, None, &meta, index).unwrap();
+        w.write_source(&mut st.full_source()).unwrap();
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn an_install_during_a_build_keeps_the_newer_head() {
+        // The leader's chain at index 50, sent while this node finishes its own snapshot at
+        // index 12: the install lands after the local file is in place and before the
+        // manifest names it. The head must stay at the installed (newer) chain.
+        let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let leader = SnapshotStore::open_dir(ld.path(), opts(1)).unwrap();
+        let mut st = MemState::new();
+        st.put("leader", "50");
+        let installed = full(&leader, 50, &st);
+        let follower = SnapshotStore::open_dir(fd.path(), opts(2)).unwrap();
+        let mut local = MemState::new();
+        local.put("local", "10");
+        full(&follower, 10, &local);
+
+        let (l2, f2) = (leader.clone(), follower.clone());
+        let hook: super::super::TestHook = Arc::new(move |point: &str| {
+            if point == "build: before manifest" {
+                // Once: the install's own work passes no build point.
+                *f2.shared.test_hook.lock() = None;
+                let mut t = ChainTransfer::new(&l2, None).unwrap();
+                let mut bundle = Vec::new();
+                for c in t.chunks_from(0, 1 << 20) {
+                    bundle.extend_from_slice(&c.unwrap().data);
+                }
+                f2.install(&mut bundle.as_slice(), bundle.len() as u64)
+                    .unwrap();
+            }
+        });
+        *follower.shared.test_hook.lock() = Some(hook);
+        local.put("local", "12");
+        let built = full(&follower, 12, &local);
+        assert!(follower.info(built.id).is_some(), "the local build is kept");
+        assert_eq!(
+            follower.latest().unwrap().tip().id,
+            installed.id,
+            "a local snapshot at index 12 took the head from the installed one at 50"
+        );
+        drop(follower);
+        let reopened = SnapshotStore::open_dir(fd.path(), opts(3)).unwrap();
+        assert_eq!(reopened.latest().unwrap().tip().id, installed.id);
     }
 }
