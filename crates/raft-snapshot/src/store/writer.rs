@@ -1,12 +1,12 @@
 //! Writing one snapshot into a store: temp file, fsync, verification, rename, manifest.
 
-use super::{Lease, NewHead, SnapshotStore, check_summary, sync_dir};
+use super::{Lease, NewHead, SnapshotStore, check_summary};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{FileHeader, FileReader, FileWriter, Record};
+use crate::fs::Cursor;
 use crate::info::{MembershipRecord, SnapshotId, SnapshotInfo, SnapshotKind};
 use crate::source::SnapshotSource;
 use raft_core::SnapshotMeta;
-use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -21,7 +21,7 @@ pub struct SnapshotWriter {
     store: SnapshotStore,
     header: FileHeader,
     tmp: PathBuf,
-    writer: Option<FileWriter<BufWriter<File>>>,
+    writer: Option<FileWriter<BufWriter<Cursor>>>,
     started: Instant,
     _parent: Option<Lease>,
 }
@@ -47,7 +47,7 @@ impl SnapshotWriter {
             membership: MembershipRecord::from(&meta.membership),
         };
         let tmp = store.tmp_path(&format!("build-{id}"));
-        let file = File::create(&tmp).at(&tmp)?;
+        let file = Cursor::new(store.shared.fs.create(&tmp).at(&tmp)?);
         let writer = FileWriter::new(
             BufWriter::with_capacity(1 << 20, file),
             tmp.clone(),
@@ -69,7 +69,7 @@ impl SnapshotWriter {
         self.header.id
     }
 
-    fn w(&mut self) -> Result<&mut FileWriter<BufWriter<File>>> {
+    fn w(&mut self) -> Result<&mut FileWriter<BufWriter<Cursor>>> {
         self.writer
             .as_mut()
             .ok_or_else(|| Error::Invalid("writer already finished".into()))
@@ -112,7 +112,7 @@ impl SnapshotWriter {
             .into_inner()
             .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
         self.store.step("build: fsync file")?;
-        file.sync_all().at(&self.tmp)?;
+        file.file().sync_data().at(&self.tmp)?;
         drop(file);
         let h = &self.header;
         let info = SnapshotInfo {
@@ -129,7 +129,7 @@ impl SnapshotWriter {
             deletes: sum.deletes,
         };
         if self.store.shared.opts.verify_on_finish {
-            let f = File::open(&self.tmp).at(&self.tmp)?;
+            let f = Cursor::new(self.store.shared.fs.open(&self.tmp).at(&self.tmp)?);
             let mut r = FileReader::new(
                 BufReader::with_capacity(256 << 10, f),
                 self.tmp.display().to_string(),
@@ -143,10 +143,10 @@ impl SnapshotWriter {
             // Held across rename and manifest update so gc never sees the file unnamed.
             let m = self.store.shared.manifest.lock();
             self.store.step("build: rename into place")?;
-            std::fs::rename(&self.tmp, &dst).at(&dst)?;
+            self.store.shared.fs.rename(&self.tmp, &dst).at(&dst)?;
             drop(m);
             self.store.step("build: fsync dir")?;
-            sync_dir(self.store.dir())?;
+            self.store.sync_dir()?;
         }
         self.store.test_point("build: before manifest");
         self.store
@@ -173,9 +173,8 @@ impl Drop for SnapshotWriter {
         if self.store.crashed() {
             return;
         }
-        if self.tmp.exists() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
+        // Absent once renamed into place.
+        let _ = self.store.shared.fs.remove_file(&self.tmp);
     }
 }
 
