@@ -66,6 +66,15 @@ pub enum Error {
     /// A record is larger than the format allows.
     #[error("record of {0} bytes exceeds the maximum record size")]
     RecordTooLarge(usize),
+    /// A request's records add up to more than one batch may address
+    /// ([`crate::format::MAX_REQUEST_BYTES`]); nothing was queued. Split it.
+    #[error("a write of {bytes} bytes of records exceeds the {max}-byte limit of one request")]
+    RequestTooLarge {
+        /// Bytes the request's records would take.
+        bytes: u64,
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl Error {

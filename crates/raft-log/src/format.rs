@@ -20,6 +20,14 @@ pub const RECORD_HEADER_LEN: usize = 16;
 pub const ALIGN: usize = 8;
 /// The largest payload a record may carry.
 pub const MAX_PAYLOAD: usize = (1 << 31) - 1;
+/// The most bytes of records one request (one `Wal::write` and the like) may encode.
+/// Offsets within a segment are `u32` (the in-memory index keeps them so): a batch is at
+/// most one request or [`MAX_BATCH_BYTES`], whichever is larger, and with a segment's
+/// header, opening records and batch-frame headers it must stay addressable, so a request
+/// is capped well below 4 GiB instead of being written with wrapped offsets.
+pub const MAX_REQUEST_BYTES: usize = 3 << 30;
+/// The largest `Settings::max_batch_bytes` accepted (see [`MAX_REQUEST_BYTES`]).
+pub const MAX_BATCH_BYTES: usize = 1 << 30;
 
 /// Record type: one log entry.
 pub const KIND_ENTRY: u8 = 1;
@@ -213,7 +221,9 @@ pub const FRAME_BYTES: usize = 256 << 10;
 /// `buf`, in batch frames when `framed` is set, and returns the offset in `buf` of each
 /// piece. Pieces are never split: a frame holds the pieces that fit in [`FRAME_BYTES`], a
 /// larger piece gets a frame of its own, and one larger than [`MAX_PAYLOAD`] goes without
-/// (its records carry their own CRCs).
+/// (its records carry their own CRCs). An empty piece (a request without records, such as
+/// a `sync`) adds nothing: no frame is ever empty, since recovery refuses a frame of length
+/// zero.
 pub fn put_frames<'a>(
     buf: &mut Vec<u8>,
     pieces: impl IntoIterator<Item = &'a [u8]>,
@@ -222,6 +232,10 @@ pub fn put_frames<'a>(
     let mut offsets = Vec::new();
     let mut open: Option<usize> = None;
     for piece in pieces {
+        if piece.is_empty() {
+            offsets.push(buf.len());
+            continue;
+        }
         if let Some(f) = open
             && buf.len() - f - RECORD_HEADER_LEN + piece.len() > FRAME_BYTES
         {

@@ -28,8 +28,8 @@ pub struct Settings {
     /// Size each segment file is preallocated to (default 64 MiB). A batch larger than this
     /// gets a segment of its own, grown to fit.
     pub segment_size: u64,
-    /// The most bytes one group-commit batch gathers before it is written (default 4 MiB). A
-    /// single larger write is still written, alone.
+    /// The most bytes one group-commit batch gathers before it is written (default 4 MiB, at
+    /// most 1 GiB). A single larger write is still written, alone.
     pub max_batch_bytes: usize,
     /// How long the writer waits after the first request of a batch for more to arrive
     /// (default zero: batching is adaptive, the next batch forms while the previous `fsync`
@@ -62,10 +62,11 @@ impl Settings {
                 self.segment_size
             )));
         }
-        if self.max_batch_bytes == 0 {
-            return Err(Error::InvalidSettings(
-                "max_batch_bytes must be positive".into(),
-            ));
+        if self.max_batch_bytes == 0 || self.max_batch_bytes > crate::format::MAX_BATCH_BYTES {
+            return Err(Error::InvalidSettings(format!(
+                "max_batch_bytes {} must be between 1 byte and 1 GiB",
+                self.max_batch_bytes
+            )));
         }
         Ok(())
     }

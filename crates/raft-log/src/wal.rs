@@ -248,15 +248,22 @@ impl Wal {
     }
 
     /// Appends entries and persists a hard state in one record batch (what one Raft `Ready`
-    /// asks for). The ticket completes when both are durable.
+    /// asks for). The ticket completes when both are durable. A request whose records add
+    /// up to more than [`format::MAX_REQUEST_BYTES`] is refused with
+    /// [`Error::RequestTooLarge`] before anything is encoded or queued.
     pub fn write(&self, entries: Vec<Entry>, hard_state: Option<HardState>) -> Result<Ticket> {
-        let mut buf = Vec::with_capacity(
-            entries
-                .iter()
-                .map(|e| format::entry_record_len(e.data.len()))
-                .sum::<usize>()
-                + 48,
-        );
+        let bytes = entries
+            .iter()
+            .map(|e| format::entry_record_len(e.data.len()) as u64)
+            .sum::<u64>()
+            + 48;
+        if bytes > format::MAX_REQUEST_BYTES as u64 {
+            return Err(Error::RequestTooLarge {
+                bytes,
+                max: format::MAX_REQUEST_BYTES,
+            });
+        }
+        let mut buf = Vec::with_capacity(bytes as usize);
         let mut effects = Vec::with_capacity(entries.len() + 1);
         let first = entries.first().map(|e| e.index);
         let mut expect = first.unwrap_or(0);

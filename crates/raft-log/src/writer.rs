@@ -295,22 +295,25 @@ impl Writer {
         } else {
             let pos = self.active.pos;
             starts = offsets.iter().map(|&o| pos + o as u64).collect();
-            let seg = &self.active.seg;
-            seg.file
-                .write_at(&self.buf, pos)
-                .map_err(|e| Error::io("write", &seg.path, e))?;
-            self.active.pos += self.buf.len() as u64;
-            if self.active.pos > self.active.capacity / 2 {
-                self.preparer.request();
-            }
-            self.mark_dirty();
-            let sync = match self.shared.settings.sync_policy {
-                SyncPolicy::Always => wants_sync,
-                SyncPolicy::Interval(d) => {
-                    force_sync || self.first_dirty.is_some_and(|t| t.elapsed() >= d)
+            if !self.buf.is_empty() {
+                let seg = &self.active.seg;
+                seg.file
+                    .write_at(&self.buf, pos)
+                    .map_err(|e| Error::io("write", &seg.path, e))?;
+                self.active.pos += self.buf.len() as u64;
+                if self.active.pos > self.active.capacity / 2 {
+                    self.preparer.request();
                 }
-                SyncPolicy::Never => force_sync,
-            };
+                self.mark_dirty();
+            }
+            let sync = self.active.dirty
+                && match self.shared.settings.sync_policy {
+                    SyncPolicy::Always => wants_sync,
+                    SyncPolicy::Interval(d) => {
+                        force_sync || self.first_dirty.is_some_and(|t| t.elapsed() >= d)
+                    }
+                    SyncPolicy::Never => force_sync,
+                };
             if sync {
                 self.sync_active()?;
             }
@@ -466,6 +469,13 @@ impl Writer {
         };
         if doomed.is_empty() {
             return Ok(());
+        }
+        // The snapshot mark that makes these segments obsolete must be durable before their
+        // deletion can be: under `SyncPolicy::Interval` or `Never` the batch was not synced,
+        // and a power loss after the directory sync below would leave a log whose first
+        // entries are gone without the mark that says so (the log would refuse to open).
+        if self.active.dirty {
+            self.sync_active()?;
         }
         for (_, seg) in &doomed {
             self.shared

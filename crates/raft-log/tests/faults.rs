@@ -6,22 +6,37 @@ use parking_lot::Mutex;
 use raft_core::{Entry, HardState, SnapshotMeta};
 use raft_log::format::{RECORD_HEADER_LEN, Record, SegmentReader, Step};
 use raft_log::fs::{CrashMode, MemFs};
-use raft_log::{Error, Settings, Wal};
+use raft_log::{Error, Settings, SyncPolicy, Wal};
 use std::sync::Arc;
+use std::time::Duration;
 
 const DIR: &str = "/wal";
 const APPENDS: u64 = 200;
 const THREADS: u64 = 4;
 const COMPACT_AT: u64 = 120;
 const SNAP_INDEX: u64 = 60;
+/// The workload asks for an explicit `sync` after this append (durable under every policy).
+const SYNC_AT: u64 = 150;
 
 fn settings() -> Settings {
+    settings_with(SyncPolicy::Always)
+}
+
+fn settings_with(sync_policy: SyncPolicy) -> Settings {
     Settings {
         segment_size: 4096,
         cache_bytes: 2048,
+        sync_policy,
         ..Settings::default()
     }
 }
+
+/// Every sync policy the crash sweeps run under.
+const POLICIES: [SyncPolicy; 3] = [
+    SyncPolicy::Always,
+    SyncPolicy::Interval(Duration::from_millis(2)),
+    SyncPolicy::Never,
+];
 
 /// The entry the workload writes at `index` (distinct content and size per index).
 fn entry(index: u64) -> Entry {
@@ -53,12 +68,16 @@ struct Outcome {
     compacted: bool,
     /// Every index submitted.
     submitted: u64,
+    /// Highest index acknowledged before an explicit `sync` that completed: durable under
+    /// every sync policy.
+    synced: u64,
 }
 
 /// Runs the workload: `THREADS` threads append single entries (every 5th with a hard state)
-/// until `APPENDS` were submitted or the log fails; one compaction midway.
-fn workload(fs: &MemFs) -> Outcome {
-    let Ok(wal) = Wal::open_with(Arc::new(fs.clone()), DIR, settings()) else {
+/// until `APPENDS` were submitted or the log fails; one compaction midway, one explicit
+/// `sync` later.
+fn workload(fs: &MemFs, policy: SyncPolicy) -> Outcome {
+    let Ok(wal) = Wal::open_with(Arc::new(fs.clone()), DIR, settings_with(policy)) else {
         return Outcome::default();
     };
     let wal = Arc::new(wal);
@@ -103,6 +122,14 @@ fn workload(fs: &MemFs) -> Outcome {
                         }
                         out.lock().compacted = true;
                     }
+                    if i == SYNC_AT {
+                        let floor = out.lock().acked.iter().copied().max().unwrap_or(0);
+                        if wal.sync().and_then(|t| t.wait()).is_err() {
+                            return;
+                        }
+                        let mut o = out.lock();
+                        o.synced = o.synced.max(floor);
+                    }
                 }
             })
         })
@@ -114,23 +141,33 @@ fn workload(fs: &MemFs) -> Outcome {
     Arc::try_unwrap(out).ok().unwrap().into_inner()
 }
 
-/// Recovers `img` and checks it against what the workload acknowledged.
-fn verify(img: MemFs, out: &Outcome, what: &str) {
+/// Recovers `img` and checks it against what the workload acknowledged. Under
+/// [`SyncPolicy::Always`] every acknowledged write must survive; under the others only
+/// what an explicit `sync` covered, but recovery must still succeed and find a consistent
+/// log (a prefix of what was written).
+fn verify(img: MemFs, out: &Outcome, policy: SyncPolicy, what: &str) {
     let wal = match Wal::open_with(Arc::new(img.clone()), DIR, settings()) {
         Ok(w) => w,
         Err(e) => panic!("{what}: recovery failed: {e}"),
     };
+    let always = policy == SyncPolicy::Always;
     let (first, last) = (wal.first_index(), wal.last_index());
     let max_acked = out.acked.iter().copied().max().unwrap_or(0);
     assert!(
-        last >= max_acked,
+        last >= out.synced,
+        "{what}: lost entries an explicit sync covered: last {last} < {}",
+        out.synced
+    );
+    assert!(
+        !always || last >= max_acked,
         "{what}: lost acknowledged entries: last {last} < {max_acked}"
     );
     assert!(
         last <= out.submitted,
         "{what}: entries that were never written: {last}"
     );
-    if out.compacted {
+    // The compaction was submitted before the explicit sync, which covers it.
+    if (always && out.compacted) || out.synced > 0 {
         assert_eq!(
             first,
             SNAP_INDEX + 1,
@@ -160,7 +197,7 @@ fn verify(img: MemFs, out: &Outcome, what: &str) {
     }
     let hs = wal.hard_state();
     assert!(
-        hs.commit >= out.acked_commit,
+        !always || hs.commit >= out.acked_commit,
         "{what}: acknowledged hard state lost"
     );
     assert!(
@@ -182,14 +219,22 @@ fn verify(img: MemFs, out: &Outcome, what: &str) {
 
 #[test]
 fn crash_point_sweep() {
+    for policy in POLICIES {
+        crash_point_sweep_under(policy);
+    }
+}
+
+fn crash_point_sweep_under(policy: SyncPolicy) {
     let clean = MemFs::new();
-    let out = workload(&clean);
+    let out = workload(&clean, policy);
     assert_eq!(out.acked.len() as u64, APPENDS);
     assert!(out.compacted);
+    assert!(out.synced >= SYNC_AT);
     verify(
         clean.crash_image(CrashMode::LoseUnsynced, 0),
         &out,
-        "no crash",
+        policy,
+        &format!("{policy:?}, no crash"),
     );
     let total = clean.ops();
     let modes = [
@@ -203,16 +248,17 @@ fn crash_point_sweep() {
     for n in 1..=total + 20 {
         let fs = MemFs::new();
         fs.crash_at(n);
-        let out = workload(&fs);
+        let out = workload(&fs, policy);
         crashed_runs += u64::from(fs.crashed());
         for (k, mode) in modes.into_iter().enumerate() {
             let img = fs.crash_image(mode, n * 4 + k as u64);
-            verify(img, &out, &format!("crash at op {n} of {total}, {mode:?}"));
+            let what = format!("{policy:?}, crash at op {n} of {total}, {mode:?}");
+            verify(img, &out, policy, &what);
         }
     }
     assert!(
         crashed_runs * 2 >= total,
-        "the sweep crashed {crashed_runs} of {total} runs"
+        "{policy:?}: the sweep crashed {crashed_runs} of {total} runs"
     );
 }
 
@@ -587,15 +633,26 @@ fn script() -> Vec<Step2> {
 }
 
 /// Runs the script until the file system crashes; returns the last acknowledged state and
-/// every state the in-flight step may have left behind.
-fn run_script(fs: &MemFs) -> (State, Vec<State>) {
+/// every state a crash may leave behind: under [`SyncPolicy::Always`] the acknowledged state
+/// or a prefix of the step in flight; under the other policies (acknowledged is not durable)
+/// any state the script passed through, including the prefixes of every step.
+fn run_script(fs: &MemFs, policy: SyncPolicy) -> (State, Vec<State>) {
     let mut acked = State {
         first: 1,
         entries: Vec::new(),
         hs: HardState::default(),
     };
-    let Ok(wal) = Wal::open_with(Arc::new(fs.clone()), DIR, settings()) else {
+    let Ok(wal) = Wal::open_with(Arc::new(fs.clone()), DIR, settings_with(policy)) else {
         return (acked.clone(), vec![acked]);
+    };
+    let mut history = vec![acked.clone()];
+    let possible = |candidates: Vec<State>, history: &mut Vec<State>| {
+        if policy == SyncPolicy::Always {
+            candidates
+        } else {
+            history.extend(candidates);
+            std::mem::take(history)
+        }
     };
     for step in script() {
         let prev = acked.clone();
@@ -653,17 +710,28 @@ fn run_script(fs: &MemFs) -> (State, Vec<State>) {
             }
         };
         match ticket.and_then(|t| t.wait()) {
-            Ok(()) => acked = next,
-            Err(_) => return (acked, candidates),
+            Ok(()) => {
+                acked = next;
+                if policy != SyncPolicy::Always {
+                    history.extend(candidates);
+                }
+            }
+            Err(_) => return (acked, possible(candidates, &mut history)),
         }
     }
-    (acked.clone(), vec![acked])
+    (acked.clone(), possible(vec![acked], &mut history))
 }
 
 #[test]
 fn crash_point_sweep_with_rewrites() {
+    for policy in POLICIES {
+        crash_point_sweep_with_rewrites_under(policy);
+    }
+}
+
+fn crash_point_sweep_with_rewrites_under(policy: SyncPolicy) {
     let clean = MemFs::new();
-    let (done, _) = run_script(&clean);
+    let (done, _) = run_script(&clean, policy);
     assert_eq!((done.first, done.last()), (91, 100));
     let total = clean.ops();
     let modes = [
@@ -675,9 +743,9 @@ fn crash_point_sweep_with_rewrites() {
     for n in 1..=total {
         let fs = MemFs::new();
         fs.crash_at(n);
-        let (_, candidates) = run_script(&fs);
+        let (_, candidates) = run_script(&fs, policy);
         for (k, mode) in modes.into_iter().enumerate() {
-            let what = format!("crash at op {n} of {total}, {mode:?}");
+            let what = format!("{policy:?}, crash at op {n} of {total}, {mode:?}");
             let img = fs.crash_image(mode, n * 4 + k as u64);
             let wal = Wal::open_with(Arc::new(img), DIR, settings())
                 .unwrap_or_else(|e| panic!("{what}: recovery failed: {e}"));
@@ -690,12 +758,78 @@ fn crash_point_sweep_with_rewrites() {
             };
             assert!(
                 candidates.contains(&got),
-                "{what}: recovered first {} last {} hs {:?}, not the acknowledged state nor a \
-                 prefix of the step in flight",
+                "{what}: recovered first {} last {} hs {:?}, not a state a crash may leave",
                 got.first,
                 got.last(),
                 got.hs
             );
         }
     }
+}
+
+#[test]
+fn a_batch_of_empty_requests_leaves_the_log_readable() {
+    // `sync` (and a compaction to an index already compacted) queues a request without
+    // records; alone in its batch it must not leave an empty batch frame in the segment,
+    // which recovery would find followed by valid records and refuse as corruption.
+    let fs = MemFs::new();
+    let wal = Wal::open_with(Arc::new(fs.clone()), DIR, settings()).unwrap();
+    wal.append(vec![entry(1), entry(2)])
+        .unwrap()
+        .wait()
+        .unwrap();
+    wal.sync().unwrap().wait().unwrap();
+    let meta = SnapshotMeta {
+        index: 1,
+        term: entry(1).term,
+        ..SnapshotMeta::default()
+    };
+    wal.compact_prefix(meta.clone()).unwrap().wait().unwrap();
+    wal.compact_prefix(meta).unwrap().wait().unwrap();
+    wal.append(vec![entry(3)]).unwrap().wait().unwrap();
+    drop(wal);
+    let wal = Wal::open_with(Arc::new(fs), DIR, settings())
+        .unwrap_or_else(|e| panic!("reopen after an empty batch: {e}"));
+    assert_eq!((wal.first_index(), wal.last_index()), (2, 3));
+    assert_eq!(wal.entries(2, 4, None).unwrap(), vec![entry(2), entry(3)]);
+}
+
+#[test]
+fn a_request_over_4_gib_is_refused() {
+    // Offsets within a segment are u32: a request whose records add up to more than the
+    // format can address must be refused up front, not written with wrapped offsets. The
+    // three entries share one zeroed 1.5 GiB buffer that is never touched, so the test
+    // costs no memory once the check comes before encoding.
+    let fs = MemFs::new();
+    let wal = Wal::open_with(Arc::new(fs.clone()), DIR, settings()).unwrap();
+    let data = Bytes::from(vec![0u8; 3 << 29]);
+    let entries: Vec<Entry> = (1..=3)
+        .map(|index| Entry {
+            index,
+            term: 1,
+            data: data.clone(),
+            ..Entry::default()
+        })
+        .collect();
+    match wal.write(entries, None) {
+        Err(Error::RequestTooLarge { bytes, max }) => {
+            assert!(bytes > 9 << 29, "{bytes}");
+            assert_eq!(max, raft_log::format::MAX_REQUEST_BYTES);
+            assert!((max as u64) < u64::from(u32::MAX));
+        }
+        Err(other) => panic!("expected RequestTooLarge, got {other}"),
+        Ok(_) => panic!("a request of 4.5 GiB was accepted"),
+    }
+    // Nothing was queued: the log goes on as before.
+    wal.append(vec![entry(1)]).unwrap().wait().unwrap();
+    assert_eq!(wal.last_index(), 1);
+    // A batch limit the format cannot address is refused too.
+    let huge = Settings {
+        max_batch_bytes: 2 << 30,
+        ..settings()
+    };
+    assert!(matches!(
+        Wal::open_with(Arc::new(MemFs::new()), DIR, huge),
+        Err(Error::InvalidSettings(_))
+    ));
 }

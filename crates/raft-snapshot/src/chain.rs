@@ -15,10 +15,15 @@ use std::time::Instant;
 /// Computes the CRC32C and size of a whole file (a cheap check against a manifest entry).
 pub fn file_checksum(path: &Path) -> Result<(u64, u32)> {
     let mut f = File::open(path).at(path)?;
+    checksum_of(&mut f, path)
+}
+
+/// The size and CRC32C of everything `r` yields (`path` names it in errors).
+pub(crate) fn checksum_of(r: &mut dyn Read, path: &Path) -> Result<(u64, u32)> {
     let mut buf = vec![0u8; 1 << 20];
     let (mut len, mut crc) = (0u64, 0u32);
     loop {
-        let n = f.read(&mut buf).at(path)?;
+        let n = r.read(&mut buf).at(path)?;
         if n == 0 {
             return Ok((len, crc));
         }
@@ -30,6 +35,16 @@ pub fn file_checksum(path: &Path) -> Result<(u64, u32)> {
 /// Checks that the file at `path` has the size and checksum `info` records.
 pub fn verify_file(path: &Path, info: &SnapshotInfo) -> Result<()> {
     let (len, crc) = file_checksum(path)?;
+    check_size_and_crc(info, len, crc)
+}
+
+/// Checks that a stored snapshot's file has the size and checksum its entry records.
+pub(crate) fn verify_stored(store: &SnapshotStore, info: &SnapshotInfo) -> Result<()> {
+    let (len, crc) = store.file_checksum(info.id)?;
+    check_size_and_crc(info, len, crc)
+}
+
+fn check_size_and_crc(info: &SnapshotInfo, len: u64, crc: u32) -> Result<()> {
     check_summary(info, len, crc).inspect_err(|_| {
         metrics::counter!(raft_metrics::snapshot::CORRUPTIONS).increment(1);
     })
@@ -72,7 +87,7 @@ pub fn restore_chain(
     let started = Instant::now();
     let leased = store.lease_chain(tip)?;
     for s in &leased.chain.snapshots {
-        verify_file(&store.path_of(s.id), s)?;
+        verify_stored(store, s)?;
     }
     let mut readers = Vec::with_capacity(leased.chain.len());
     for s in &leased.chain.snapshots {
@@ -125,7 +140,7 @@ pub fn compact_chain(
     let leased = store.lease_chain(tip)?;
     let chain = &leased.chain;
     for s in &chain.snapshots {
-        verify_file(&store.path_of(s.id), s)?;
+        verify_stored(store, s)?;
     }
     let mut layers = Vec::with_capacity(chain.len());
     for s in &chain.snapshots {

@@ -16,6 +16,8 @@
 //!   on [`Manifest`].
 //! - [`restore_chain`], [`compact_chain`], [`ChainPolicy`], [`take_snapshot`].
 //! - [`ChainTransfer`] / [`IncomingTransfer`]: byte-level source and sink for raft-net.
+//! - [`fs`]: the file-system interface the store is written against ([`fs::StdFs`]) and
+//!   [`fs::MemFs`], which models power loss for crash tests.
 //! - [`ObjectStore`], [`LocalDirStore`], [`Uploader`], and point-in-time restore
 //!   ([`find_in_object_store`], [`restore_from_object_store`]).
 //!
@@ -59,6 +61,7 @@
 mod chain;
 mod error;
 mod format;
+pub mod fs;
 mod info;
 mod object_store;
 mod pitr;

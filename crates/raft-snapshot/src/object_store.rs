@@ -107,7 +107,7 @@ impl ObjectStore for LocalDirStore {
             let n = std::io::copy(data, &mut f).at(&tmp)?;
             f.sync_all().at(&tmp)?;
             std::fs::rename(&tmp, &dst).at(&dst)?;
-            crate::store::sync_dir(&parent)?;
+            crate::fs::Fs::sync_dir(&crate::fs::StdFs, &parent).at(&parent)?;
             Ok(n)
         })();
         if result.is_err() {

@@ -4,13 +4,13 @@
 use crate::chain::restore_chain;
 use crate::error::{Error, IoContext, Result};
 use crate::format::FileReader;
+use crate::fs::Cursor;
 use crate::info::{SnapshotId, SnapshotInfo};
 use crate::object_store::{ObjectStore, blob_file, blob_meta};
 use crate::source::RestoreSink;
 use crate::store::{Chain, SnapshotStore, check_summary};
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, BufWriter, Write};
 
 /// Which snapshot to restore.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,13 +83,14 @@ pub fn restore_from_object_store(
     let mut staged = Vec::new();
     for s in &chain.snapshots {
         let path = store.tmp_path(&format!("download-{}", s.id));
+        let file = store.fs().create(&path).at(&path)?;
         {
-            let mut f = File::create(&path).at(&path)?;
-            obj.get(&blob_file(s.id), &mut f)?;
-            f.sync_all().at(&path)?;
+            let mut w = BufWriter::with_capacity(1 << 20, Cursor::new(file.clone()));
+            obj.get(&blob_file(s.id), &mut w)?;
+            w.flush().at(&path)?;
         }
-        let f = File::open(&path).at(&path)?;
-        let mut r = FileReader::new(BufReader::new(f), blob_file(s.id), true)?;
+        file.sync_data().at(&path)?;
+        let mut r = FileReader::new(BufReader::new(Cursor::new(file)), blob_file(s.id), true)?;
         let sum = r.verify_to_end()?;
         check_summary(s, sum.size, sum.checksum)?;
         if r.header().id != s.id {

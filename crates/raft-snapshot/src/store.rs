@@ -4,17 +4,16 @@
 mod manifest;
 mod writer;
 
-pub(crate) use manifest::sync_dir;
 pub use manifest::{MANIFEST_FILE, Manifest};
 pub use writer::SnapshotWriter;
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{FileReader, Record, WriterOptions};
+use crate::fs::{Cursor, Fs, StdFs};
 use crate::info::{SnapshotId, SnapshotInfo, SnapshotKind};
 use parking_lot::Mutex;
 use raft_core::SnapshotMeta;
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,6 +46,16 @@ impl Default for StoreOptions {
             crash_at_step: None,
         }
     }
+}
+
+/// How committing new snapshots moves the manifest's head.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum NewHead {
+    /// The head becomes this snapshot (an installed chain's tip).
+    Set(SnapshotId),
+    /// The head becomes this (newly added) snapshot unless the current head has a higher
+    /// index (a local build that a newer install overtook).
+    IfNotOlder(SnapshotId),
 }
 
 /// A chain: a full base followed by zero or more deltas, each the parent of the next.
@@ -165,7 +174,7 @@ pub struct LeasedChain {
 pub struct SnapshotReader {
     /// The snapshot's manifest entry.
     pub info: SnapshotInfo,
-    reader: FileReader<BufReader<File>>,
+    reader: FileReader<BufReader<Cursor>>,
     _lease: Lease,
 }
 
@@ -197,6 +206,7 @@ pub(crate) fn check_summary(info: &SnapshotInfo, size: u64, checksum: u32) -> Re
 }
 
 pub(crate) struct Shared {
+    pub(crate) fs: Arc<dyn Fs>,
     pub(crate) dir: PathBuf,
     pub(crate) opts: StoreOptions,
     pub(crate) manifest: Mutex<Manifest>,
@@ -206,7 +216,14 @@ pub(crate) struct Shared {
     salt: u64,
     seq: AtomicU64,
     tmp_seq: AtomicU64,
+    /// Unit tests only: called with the name of each test point the store passes.
+    #[cfg(test)]
+    pub(crate) test_hook: Mutex<Option<TestHook>>,
 }
+
+/// A unit test's callback at a named point of a store operation.
+#[cfg(test)]
+pub(crate) type TestHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// A directory of snapshot files and the chain manifest that ties them together.
 ///
@@ -241,12 +258,19 @@ fn splitmix(mut z: u64) -> u64 {
 pub(crate) const INCOMING_PREFIX: &str = "incoming-";
 
 impl SnapshotStore {
-    /// Opens (creating if needed) the store in `dir`, removing leftovers of interrupted
-    /// operations.
+    /// Opens (creating if needed) the store in `dir` on the real file system, removing
+    /// leftovers of interrupted operations.
     pub fn open_dir(dir: impl Into<PathBuf>, opts: StoreOptions) -> Result<Self> {
+        Self::open_with(Arc::new(StdFs), dir, opts)
+    }
+
+    /// Opens (creating if needed) the store in `dir` on the given file system (tests use
+    /// [`MemFs`](crate::fs::MemFs) to model power loss), removing leftovers of interrupted
+    /// operations.
+    pub fn open_with(fs: Arc<dyn Fs>, dir: impl Into<PathBuf>, opts: StoreOptions) -> Result<Self> {
         let dir = dir.into();
-        std::fs::create_dir_all(dir.join(TMP_DIR)).at(&dir)?;
-        let manifest = Manifest::load(&dir)?.unwrap_or_else(Manifest::empty);
+        fs.create_dir_all(&dir.join(TMP_DIR)).at(&dir)?;
+        let manifest = Manifest::load_with(&*fs, &dir)?.unwrap_or_else(Manifest::empty);
         let salt = opts.id_salt.unwrap_or_else(|| {
             // The edge of the crate: the only clock read, to seed id nonces.
             let nanos = std::time::SystemTime::now()
@@ -257,6 +281,7 @@ impl SnapshotStore {
         });
         let store = SnapshotStore {
             shared: Arc::new(Shared {
+                fs,
                 dir,
                 opts,
                 manifest: Mutex::new(manifest),
@@ -266,6 +291,8 @@ impl SnapshotStore {
                 salt,
                 seq: AtomicU64::new(0),
                 tmp_seq: AtomicU64::new(0),
+                #[cfg(test)]
+                test_hook: Mutex::new(None),
             }),
         };
         store.recover()?;
@@ -273,13 +300,14 @@ impl SnapshotStore {
     }
 
     fn recover(&self) -> Result<()> {
+        let fs = &*self.shared.fs;
         let dir = &self.shared.dir;
         let m = self.shared.manifest.lock();
         // Every listed file must be there with its size; crash ordering guarantees it, so a
         // mismatch is damage the operator must see.
         for s in &m.snapshots {
             let p = dir.join(s.id.file_name());
-            let len = std::fs::metadata(&p).at(&p)?.len();
+            let len = fs.open(&p).and_then(|f| f.len()).at(&p)?;
             if len != s.size {
                 return Err(Error::corrupt(
                     p.display().to_string(),
@@ -289,28 +317,27 @@ impl SnapshotStore {
             }
         }
         let known: HashSet<String> = m.snapshots.iter().map(|s| s.id.file_name()).collect();
-        for entry in std::fs::read_dir(dir).at(dir)? {
-            let entry = entry.at(dir)?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if (name.ends_with(".snap") && !known.contains(&name))
-                || name == format!("{MANIFEST_FILE}.tmp")
+        for entry in fs.read_dir(dir).at(dir)? {
+            let name = entry.name;
+            if !entry.is_dir
+                && ((name.ends_with(".snap") && !known.contains(&name))
+                    || name == format!("{MANIFEST_FILE}.tmp"))
             {
                 tracing::info!(file = %name, "removing leftover of an interrupted operation");
-                std::fs::remove_file(entry.path()).at(&entry.path())?;
+                let p = dir.join(&name);
+                fs.remove_file(&p).at(&p)?;
             }
         }
         let tmp = dir.join(TMP_DIR);
-        for entry in std::fs::read_dir(&tmp).at(&tmp)? {
-            let entry = entry.at(&tmp)?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(INCOMING_PREFIX) {
+        for entry in fs.read_dir(&tmp).at(&tmp)? {
+            if entry.name.starts_with(INCOMING_PREFIX) {
                 continue;
             }
-            let p = entry.path();
-            if p.is_dir() {
-                std::fs::remove_dir_all(&p).at(&p)?;
+            let p = tmp.join(&entry.name);
+            if entry.is_dir {
+                fs.remove_dir_all(&p).at(&p)?;
             } else {
-                std::fs::remove_file(&p).at(&p)?;
+                fs.remove_file(&p).at(&p)?;
             }
         }
         Ok(())
@@ -319,6 +346,30 @@ impl SnapshotStore {
     /// The store's directory.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
+    }
+
+    /// The file system the store lives on.
+    pub fn fs(&self) -> &Arc<dyn Fs> {
+        &self.shared.fs
+    }
+
+    /// Fsyncs the store's directory.
+    pub(crate) fn sync_dir(&self) -> Result<()> {
+        let dir = &self.shared.dir;
+        self.shared.fs.sync_dir(dir).at(dir)
+    }
+
+    /// Size and CRC32C of a snapshot's whole file.
+    pub(crate) fn file_checksum(&self, id: SnapshotId) -> Result<(u64, u32)> {
+        let p = self.path_of(id);
+        let f = self.shared.fs.open(&p).at(&p)?;
+        crate::chain::checksum_of(&mut Cursor::new(f), &p)
+    }
+
+    /// Opens a snapshot's file for reading from its start.
+    pub(crate) fn open_file(&self, id: SnapshotId) -> Result<Cursor> {
+        let p = self.path_of(id);
+        Ok(Cursor::new(self.shared.fs.open(&p).at(&p)?))
     }
 
     /// Path of a snapshot's file.
@@ -347,6 +398,20 @@ impl SnapshotStore {
         }
         Ok(())
     }
+
+    /// A point where unit tests may step in (e.g. to run a concurrent operation there).
+    #[cfg(test)]
+    pub(crate) fn test_point(&self, name: &str) {
+        let hook = self.shared.test_hook.lock().clone();
+        if let Some(hook) = hook {
+            hook(name);
+        }
+    }
+
+    /// A point where unit tests may step in; nothing outside tests.
+    #[cfg(not(test))]
+    #[inline(always)]
+    pub(crate) fn test_point(&self, _name: &str) {}
 
     /// True after an injected crash (nothing may be cleaned up any more).
     pub(crate) fn crashed(&self) -> bool {
@@ -444,7 +509,7 @@ impl SnapshotStore {
             (info, Lease::new(&self.shared.leases, vec![id]))
         };
         let path = self.path_of(id);
-        let file = File::open(&path).at(&path)?;
+        let file = self.open_file(id)?;
         let reader = FileReader::new(
             BufReader::with_capacity(256 << 10, file),
             path.display().to_string(),
@@ -502,34 +567,41 @@ impl SnapshotStore {
         let mut next = m.clone();
         change(&mut next);
         next.check().map_err(Error::Invalid)?;
+        let fs = &*self.shared.fs;
         let dir = &self.shared.dir;
         let tmp = dir.join(format!("{MANIFEST_FILE}.tmp"));
         let bytes = next.to_bytes();
         self.step("manifest: write temp")?;
         {
-            use std::io::Write;
-            let mut f = File::create(&tmp).at(&tmp)?;
-            f.write_all(&bytes).at(&tmp)?;
+            let f = fs.create(&tmp).at(&tmp)?;
+            f.write_at(&bytes, 0).at(&tmp)?;
             self.step("manifest: fsync temp")?;
-            f.sync_all().at(&tmp)?;
+            f.sync_data().at(&tmp)?;
         }
         self.step("manifest: rename")?;
         let path = dir.join(MANIFEST_FILE);
-        std::fs::rename(&tmp, &path).at(&path)?;
+        fs.rename(&tmp, &path).at(&path)?;
         *m = next;
         self.step("manifest: fsync dir")?;
-        sync_dir(dir)?;
+        self.sync_dir()?;
         Ok(())
     }
 
     /// Adds durable files (already in place under their final names) to the manifest and
-    /// makes `head` the current chain's tip when given.
-    pub(crate) fn commit_snapshots(
-        &self,
-        added: Vec<SnapshotInfo>,
-        head: Option<SnapshotId>,
-    ) -> Result<()> {
+    /// moves the head as `head` says. The head is chosen under the manifest's lock, against
+    /// the head current at that moment (a concurrent install may have moved it).
+    pub(crate) fn commit_snapshots(&self, added: Vec<SnapshotInfo>, head: NewHead) -> Result<()> {
         let mut m = self.shared.manifest.lock();
+        let head = match head {
+            NewHead::Set(id) => Some(id),
+            NewHead::IfNotOlder(id) => {
+                let index = added.iter().find(|s| s.id == id).map(|s| s.index);
+                match (m.head.and_then(|h| m.get(h)), index) {
+                    (Some(cur), Some(index)) if cur.index > index => None,
+                    _ => Some(id),
+                }
+            }
+        };
         self.update_manifest(&mut m, |m| {
             for s in added {
                 if m.get(s.id).is_none() {
@@ -575,13 +647,13 @@ impl SnapshotStore {
         for id in &removed {
             self.step("gc: delete file")?;
             let p = self.path_of(*id);
-            match std::fs::remove_file(&p) {
+            match self.shared.fs.remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io(&p, e)),
             }
         }
-        sync_dir(&self.shared.dir)?;
+        self.sync_dir()?;
         metrics::counter!(raft_metrics::snapshot::GC_REMOVED).increment(removed.len() as u64);
         tracing::info!(removed = removed.len(), "snapshot gc");
         Ok(removed)
@@ -591,9 +663,8 @@ impl SnapshotStore {
     pub fn incoming_transfers(&self) -> Result<Vec<String>> {
         let tmp = self.shared.dir.join(TMP_DIR);
         let mut out = Vec::new();
-        for entry in std::fs::read_dir(&tmp).at(&tmp)? {
-            let name = entry.at(&tmp)?.file_name().to_string_lossy().into_owned();
-            if let Some(key) = name.strip_prefix(INCOMING_PREFIX) {
+        for entry in self.shared.fs.read_dir(&tmp).at(&tmp)? {
+            if let Some(key) = entry.name.strip_prefix(INCOMING_PREFIX) {
                 out.push(key.to_string());
             }
         }
@@ -617,7 +688,7 @@ impl SnapshotStore {
                 .dir
                 .join(TMP_DIR)
                 .join(format!("{INCOMING_PREFIX}{key}"));
-            std::fs::remove_dir_all(&p).at(&p)?;
+            self.shared.fs.remove_dir_all(&p).at(&p)?;
             n += 1;
         }
         Ok(n)
@@ -644,13 +715,13 @@ impl SnapshotStore {
                 }
                 self.step("install: move file")?;
                 let dst = self.path_of(info.id);
-                std::fs::rename(path, &dst).at(&dst)?;
+                self.shared.fs.rename(path, &dst).at(&dst)?;
                 added.push(info.clone());
             }
         }
         self.step("install: fsync dir")?;
-        sync_dir(&self.shared.dir)?;
-        self.commit_snapshots(added, Some(chain.tip().id))?;
+        self.sync_dir()?;
+        self.commit_snapshots(added, NewHead::Set(chain.tip().id))?;
         tracing::info!(tip = %chain.tip().id, index = chain.tip().index, "snapshot chain installed");
         Ok(chain)
     }

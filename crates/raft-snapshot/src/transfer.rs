@@ -3,12 +3,13 @@
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::FileReader;
+use crate::fs::{Cursor, FsFile};
 use crate::info::{SnapshotId, SnapshotInfo};
 use crate::store::{Chain, INCOMING_PREFIX, LeasedChain, SnapshotStore, TMP_DIR, check_summary};
 use bytes::{Buf, BufMut, Bytes};
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Largest chunk handed out or accepted: 1 MiB.
 pub const MAX_CHUNK: usize = 1 << 20;
@@ -71,7 +72,7 @@ pub struct ChainTransfer {
     starts: Vec<u64>,
     total_len: u64,
     checksum: u32,
-    open: Option<(usize, File)>,
+    open: Option<(usize, Arc<dyn FsFile>)>,
 }
 
 impl ChainTransfer {
@@ -140,16 +141,16 @@ impl ChainTransfer {
             let info = &self.leased.chain.snapshots[i];
             let within = pos - self.starts[i];
             let n = ((info.size - within) as usize).min(need);
-            if self.open.as_ref().map(|(j, _)| *j) != Some(i) {
-                let p = self.store.path_of(info.id);
-                self.open = Some((i, File::open(&p).at(&p)?));
-            }
             let p = self.store.path_of(info.id);
-            let (_, f) = self.open.as_mut().expect("opened above");
-            f.seek(SeekFrom::Start(within)).at(&p)?;
+            if self.open.as_ref().map(|(j, _)| *j) != Some(i) {
+                self.open = Some((i, self.store.fs().open(&p).at(&p)?));
+            }
+            let (_, f) = self.open.as_ref().expect("opened above");
             let start = out.len();
             out.resize(start + n, 0);
-            f.read_exact(&mut out[start..]).map_err(|e| {
+            let mut cursor = Cursor::new(f.clone());
+            std::io::Seek::seek(&mut cursor, std::io::SeekFrom::Start(within)).at(&p)?;
+            cursor.read_exact(&mut out[start..]).map_err(|e| {
                 Error::corrupt(p.display().to_string(), within, format!("short file: {e}"))
             })?;
             pos += n as u64;
@@ -200,8 +201,8 @@ impl ChainTransfer {
 pub struct IncomingTransfer {
     store: SnapshotStore,
     dir: PathBuf,
-    data: File,
-    progress: File,
+    data: Arc<dyn FsFile>,
+    progress: Arc<dyn FsFile>,
     total_len: u64,
     received: u64,
     crc: u32,
@@ -228,10 +229,11 @@ impl IncomingTransfer {
             .dir()
             .join(TMP_DIR)
             .join(format!("{INCOMING_PREFIX}{}", sanitize(key)));
-        std::fs::create_dir_all(&dir).at(&dir)?;
-        let (mut received, mut crc) = read_progress(&dir.join("progress"), total_len)?;
+        let fs = store.fs();
+        fs.create_dir_all(&dir).at(&dir)?;
+        let (mut received, mut crc) = read_progress(store, &dir.join("progress"), total_len)?;
         let data_path = dir.join("data");
-        let on_disk = std::fs::metadata(&data_path).map_or(0, |m| m.len());
+        let on_disk = fs.open(&data_path).and_then(|f| f.len()).unwrap_or(0);
         if on_disk < received {
             tracing::warn!(
                 key,
@@ -241,21 +243,13 @@ impl IncomingTransfer {
             );
             (received, crc) = (0, 0);
         }
-        let data = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .write(true)
-            .truncate(false)
-            .open(&data_path)
-            .at(&data_path)?;
-        data.set_len(received).at(&data_path)?;
+        let data = fs.open_or_create(&data_path).at(&data_path)?;
+        if data.len().at(&data_path)? != received {
+            data.set_len(received).at(&data_path)?;
+        }
         let progress_path = dir.join("progress");
-        let progress = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&progress_path)
-            .at(&progress_path)?;
-        if received == 0 {
+        let progress = fs.open_or_create(&progress_path).at(&progress_path)?;
+        if received == 0 && !progress.is_empty().at(&progress_path)? {
             progress.set_len(0).at(&progress_path)?;
         }
         if received > 0 {
@@ -327,10 +321,7 @@ impl IncomingTransfer {
         let fresh = &data[(self.received - offset) as usize..];
         let data_path = self.dir.join("data");
         self.store.step("incoming: write chunk")?;
-        self.data
-            .seek(SeekFrom::Start(self.received))
-            .at(&data_path)?;
-        self.data.write_all(fresh).at(&data_path)?;
+        self.data.write_at(fresh, self.received).at(&data_path)?;
         self.store.step("incoming: fsync data")?;
         self.data.sync_data().at(&data_path)?;
         let received = end;
@@ -342,7 +333,8 @@ impl IncomingTransfer {
         rec.put_u32_le(crc32c::crc32c(&rec));
         let progress_path = self.dir.join("progress");
         self.store.step("incoming: record progress")?;
-        self.progress.write_all(&rec).at(&progress_path)?;
+        let end = self.progress.len().at(&progress_path)?;
+        self.progress.write_at(&rec, end).at(&progress_path)?;
         self.progress.sync_data().at(&progress_path)?;
         self.received = received;
         self.crc = crc;
@@ -366,11 +358,11 @@ impl IncomingTransfer {
             Err(Error::Corrupt { .. }) => {
                 metrics::counter!(raft_metrics::snapshot::CORRUPTIONS).increment(1);
                 if !self.store.crashed() {
-                    let _ = std::fs::remove_dir_all(&self.dir);
+                    let _ = self.store.fs().remove_dir_all(&self.dir);
                 }
             }
             Ok(_) => {
-                let _ = std::fs::remove_dir_all(&self.dir);
+                let _ = self.store.fs().remove_dir_all(&self.dir);
             }
             Err(_) => {}
         }
@@ -385,7 +377,7 @@ impl IncomingTransfer {
             return Err(Error::corrupt(what, 0, "bundle checksum mismatch"));
         }
         let data_path = self.dir.join("data");
-        let mut f = File::open(&data_path).at(&data_path)?;
+        let mut f = Cursor::new(self.store.fs().open(&data_path).at(&data_path)?);
         let mut fixed = [0u8; 8];
         f.read_exact(&mut fixed)
             .map_err(|_| Error::corrupt(what, 0, "truncated header"))?;
@@ -429,7 +421,7 @@ impl IncomingTransfer {
         let mut staged = Vec::new();
         for e in &entries {
             let out_path = self.dir.join(e.id.file_name());
-            let info = extract(&mut f, &out_path, e, pos)?;
+            let info = extract(&self.store, &mut f, &out_path, e, pos)?;
             staged.push((out_path, info));
             pos += e.size;
         }
@@ -439,13 +431,19 @@ impl IncomingTransfer {
 
     /// Abandons the transfer and removes what was received.
     pub fn abort(self) -> Result<()> {
-        std::fs::remove_dir_all(&self.dir).at(&self.dir)
+        self.store.fs().remove_dir_all(&self.dir).at(&self.dir)
     }
 }
 
 /// Copies one file out of the bundle while decoding and verifying all of it.
-fn extract(bundle: &mut File, out_path: &Path, e: &BundleEntry, pos: u64) -> Result<SnapshotInfo> {
-    let out = File::create(out_path).at(out_path)?;
+fn extract(
+    store: &SnapshotStore,
+    bundle: &mut Cursor,
+    out_path: &Path,
+    e: &BundleEntry,
+    pos: u64,
+) -> Result<SnapshotInfo> {
+    let out = Cursor::new(store.fs().create(out_path).at(out_path)?);
     let tee = Tee {
         input: Read::take(&mut *bundle, e.size),
         out: std::io::BufWriter::with_capacity(1 << 20, out),
@@ -463,7 +461,7 @@ fn extract(bundle: &mut File, out_path: &Path, e: &BundleEntry, pos: u64) -> Res
         .out
         .into_inner()
         .map_err(|e| Error::io(out_path, e.into_error()))?;
-    file.sync_all().at(out_path)?;
+    file.file().sync_data().at(out_path)?;
     if h.id != e.id {
         return Err(Error::corrupt(
             what,
@@ -513,8 +511,8 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
     }
 }
 
-fn read_progress(path: &Path, total_len: u64) -> Result<(u64, u32)> {
-    let bytes = match std::fs::read(path) {
+fn read_progress(store: &SnapshotStore, path: &Path, total_len: u64) -> Result<(u64, u32)> {
+    let bytes = match crate::fs::read_all(&**store.fs(), path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
         Err(e) => return Err(Error::io(path, e)),

@@ -153,9 +153,8 @@ impl Drop for Uploader {
 
 fn upload_one(store: &SnapshotStore, target: &dyn ObjectStore, id: SnapshotId) -> Result<u64> {
     let info = store.info(id).ok_or(Error::UnknownSnapshot(id))?;
-    let path = store.path_of(id);
-    crate::chain::verify_file(&path, &info)?;
-    let mut f = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+    crate::chain::verify_stored(store, &info)?;
+    let mut f = store.open_file(id)?;
     let n = target.put(&blob_file(id), &mut f)?;
     let meta = serde_json::to_vec_pretty(&info).expect("info serializes");
     target.put(&blob_meta(id), &mut meta.as_slice())?;

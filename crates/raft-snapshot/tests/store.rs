@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use raft_core::{Membership, SnapshotMeta};
+use raft_snapshot::fs::{CrashMode, MemFs};
 use raft_snapshot::*;
 use std::path::Path;
 use std::sync::Arc;
@@ -229,21 +230,19 @@ fn corrupted_or_truncated_files_are_refused() {
     ));
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
+/// Where the crash sweeps keep their store, on a [`MemFs`].
+const MEM_DIR: &str = "/data/snap";
+
+fn open_on(fs: &MemFs) -> Result<SnapshotStore> {
+    SnapshotStore::open_with(Arc::new(fs.clone()), MEM_DIR, opts())
 }
 
-/// Runs `op` against a store reopened with a crash injected at every step in turn, then
-/// reopens without faults and checks the store holds either the old or the new state.
+/// Runs `op` on a store on a [`MemFs`], with the machine losing power at every mutating
+/// file-system operation in turn (after `prepare`, which runs to completion). For each crash
+/// point and each way unsynced data can be left behind ([`CrashMode`]), the image a
+/// restarted machine would find must open, hold either the old or the new state (the new
+/// one once `op` returned), hold no leftovers in `tmp/` but incoming transfers, and let
+/// `op` run again to the new state.
 fn crash_sweep(
     name: &str,
     prepare: impl Fn(&SnapshotStore),
@@ -252,58 +251,56 @@ fn crash_sweep(
     new: &MemState,
 ) {
     let mut saw_new = false;
-    let mut k = 1;
+    let mut n = 1;
     loop {
-        let dir = tempfile::tempdir().unwrap();
-        prepare(&open(dir.path()));
-        let store = SnapshotStore::open_dir(
-            dir.path(),
-            StoreOptions {
-                crash_at_step: Some(k),
-                ..opts()
-            },
-        )
-        .unwrap();
-        let result = op(&store);
-        drop(store);
-        let store = open(dir.path());
-        let got = restored(&store, None).unwrap();
-        if result.is_err() {
-            // The node comes back and does the work again (a transfer resumes): new state.
-            let again = tempfile::tempdir().unwrap();
-            copy_dir(dir.path(), again.path());
-            let s2 = open(again.path());
-            op(&s2).unwrap_or_else(|e| panic!("{name}: retry after crash at {k}: {e}"));
-            assert_eq!(
-                restored(&s2, None).unwrap().data,
-                new.data,
-                "{name}: retry after {k}"
-            );
-        }
-        if got.data == new.data {
-            saw_new = true;
-        } else {
-            assert_eq!(
-                got.data, old.data,
-                "{name}: crash at step {k} left neither state"
-            );
-        }
-        match result {
-            Err(Error::InjectedCrash(_)) => {}
-            Ok(()) => {
-                assert_eq!(got.data, new.data, "{name}: finished but old state");
-                assert!(saw_new);
-                assert!(k > 3, "{name}: too few steps");
-                break;
+        let fs = MemFs::new();
+        prepare(&open_on(&fs).unwrap());
+        fs.crash_at(fs.ops() + n);
+        let result = open_on(&fs).and_then(|s| op(&s));
+        assert!(
+            result.is_ok() || fs.crashed(),
+            "{name}: op {n}: failed without a crash: {result:?}"
+        );
+        for (k, mode) in CrashMode::ALL.into_iter().enumerate() {
+            let what = format!("{name}: power lost at op {n}, {mode:?}");
+            let img = fs.crash_image(mode, n * 4 + k as u64);
+            let store = open_on(&img).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+            let got = restored(&store, None).unwrap_or_else(|e| panic!("{what}: restore: {e}"));
+            if got.data == new.data {
+                saw_new = true;
+            } else {
+                assert!(
+                    result.is_err(),
+                    "{what}: op had finished, yet the old state is back"
+                );
+                assert_eq!(
+                    got.data, old.data,
+                    "{what}: neither the old nor the new state"
+                );
             }
-            Err(e) => panic!("{name}: step {k}: unexpected error {e}"),
+            for e in img.files() {
+                let rel = e.strip_prefix(MEM_DIR).unwrap();
+                if rel.starts_with("tmp") {
+                    assert!(
+                        rel.to_string_lossy().starts_with("tmp/incoming-"),
+                        "{what}: leftover {}",
+                        rel.display()
+                    );
+                }
+            }
+            // The node comes back and does the work again (a transfer resumes).
+            drop(store);
+            let again = open_on(&img).unwrap();
+            op(&again).unwrap_or_else(|e| panic!("{what}: retry: {e}"));
+            let got = restored(&again, None).unwrap();
+            assert_eq!(got.data, new.data, "{what}: retry");
         }
-        // Nothing but the manifest, snapshot files and tmp/ (incoming transfers only).
-        for e in std::fs::read_dir(store.dir().join("tmp")).unwrap() {
-            let n = e.unwrap().file_name().to_string_lossy().into_owned();
-            assert!(n.starts_with("incoming-"), "{name}: leftover {n}");
+        if result.is_ok() {
+            assert!(saw_new);
+            assert!(n > 5, "{name}: too few operations ({n})");
+            break;
         }
-        k += 1;
+        n += 1;
     }
 }
 

@@ -1,6 +1,7 @@
 //! The chain manifest: which snapshot files exist, how they chain, and which chain is current.
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
+use crate::fs::{Fs, StdFs};
 use crate::info::{SnapshotId, SnapshotInfo};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -63,10 +64,15 @@ impl Manifest {
         Ok(out)
     }
 
-    /// Reads the manifest of `dir`; `None` when there is none yet.
+    /// Reads the manifest of `dir` on the real file system; `None` when there is none yet.
     pub fn load(dir: &Path) -> Result<Option<Self>> {
+        Self::load_with(&StdFs, dir)
+    }
+
+    /// Reads the manifest of `dir` on `fs`; `None` when there is none yet.
+    pub fn load_with(fs: &dyn Fs, dir: &Path) -> Result<Option<Self>> {
         let path = dir.join(MANIFEST_FILE);
-        let text = match std::fs::read(&path) {
+        let text = match crate::fs::read_all(fs, &path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&path, e)),
@@ -107,9 +113,4 @@ impl Manifest {
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("manifest serializes")
     }
-}
-
-/// Fsyncs a directory so that renames and creations in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir).and_then(|f| f.sync_all()).at(dir)
 }

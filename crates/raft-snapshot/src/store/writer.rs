@@ -1,12 +1,12 @@
 //! Writing one snapshot into a store: temp file, fsync, verification, rename, manifest.
 
-use super::{Lease, SnapshotStore, check_summary, sync_dir};
+use super::{Lease, NewHead, SnapshotStore, check_summary};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{FileHeader, FileReader, FileWriter, Record};
+use crate::fs::Cursor;
 use crate::info::{MembershipRecord, SnapshotId, SnapshotInfo, SnapshotKind};
 use crate::source::SnapshotSource;
 use raft_core::SnapshotMeta;
-use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -21,7 +21,7 @@ pub struct SnapshotWriter {
     store: SnapshotStore,
     header: FileHeader,
     tmp: PathBuf,
-    writer: Option<FileWriter<BufWriter<File>>>,
+    writer: Option<FileWriter<BufWriter<Cursor>>>,
     started: Instant,
     _parent: Option<Lease>,
 }
@@ -47,7 +47,7 @@ impl SnapshotWriter {
             membership: MembershipRecord::from(&meta.membership),
         };
         let tmp = store.tmp_path(&format!("build-{id}"));
-        let file = File::create(&tmp).at(&tmp)?;
+        let file = Cursor::new(store.shared.fs.create(&tmp).at(&tmp)?);
         let writer = FileWriter::new(
             BufWriter::with_capacity(1 << 20, file),
             tmp.clone(),
@@ -69,7 +69,7 @@ impl SnapshotWriter {
         self.header.id
     }
 
-    fn w(&mut self) -> Result<&mut FileWriter<BufWriter<File>>> {
+    fn w(&mut self) -> Result<&mut FileWriter<BufWriter<Cursor>>> {
         self.writer
             .as_mut()
             .ok_or_else(|| Error::Invalid("writer already finished".into()))
@@ -112,7 +112,7 @@ impl SnapshotWriter {
             .into_inner()
             .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
         self.store.step("build: fsync file")?;
-        file.sync_all().at(&self.tmp)?;
+        file.file().sync_data().at(&self.tmp)?;
         drop(file);
         let h = &self.header;
         let info = SnapshotInfo {
@@ -129,7 +129,7 @@ impl SnapshotWriter {
             deletes: sum.deletes,
         };
         if self.store.shared.opts.verify_on_finish {
-            let f = File::open(&self.tmp).at(&self.tmp)?;
+            let f = Cursor::new(self.store.shared.fs.open(&self.tmp).at(&self.tmp)?);
             let mut r = FileReader::new(
                 BufReader::with_capacity(256 << 10, f),
                 self.tmp.display().to_string(),
@@ -143,19 +143,14 @@ impl SnapshotWriter {
             // Held across rename and manifest update so gc never sees the file unnamed.
             let m = self.store.shared.manifest.lock();
             self.store.step("build: rename into place")?;
-            std::fs::rename(&self.tmp, &dst).at(&dst)?;
+            self.store.shared.fs.rename(&self.tmp, &dst).at(&dst)?;
             drop(m);
             self.store.step("build: fsync dir")?;
-            sync_dir(self.store.dir())?;
+            self.store.sync_dir()?;
         }
-        let head = {
-            let m = self.store.shared.manifest.lock();
-            match m.head.and_then(|hd| m.get(hd)) {
-                Some(cur) if cur.index > info.index => None,
-                _ => Some(info.id),
-            }
-        };
-        self.store.commit_snapshots(vec![info.clone()], head)?;
+        self.store.test_point("build: before manifest");
+        self.store
+            .commit_snapshots(vec![info.clone()], NewHead::IfNotOlder(info.id))?;
         let kind = kind_label(info.kind);
         metrics::counter!(raft_metrics::snapshot::BUILT, "kind" => kind).increment(1);
         metrics::counter!(raft_metrics::snapshot::BUILT_BYTES, "kind" => kind).increment(info.size);
@@ -178,8 +173,81 @@ impl Drop for SnapshotWriter {
         if self.store.crashed() {
             return;
         }
-        if self.tmp.exists() {
-            let _ = std::fs::remove_file(&self.tmp);
+        // Absent once renamed into place.
+        let _ = self.store.shared.fs.remove_file(&self.tmp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{
+        ChainTransfer, MemState, SnapshotKind, SnapshotStore, StoreOptions, WriterOptions,
+    };
+    use raft_core::{Membership, SnapshotMeta};
+    use std::sync::Arc;
+
+    fn opts(salt: u64) -> StoreOptions {
+        StoreOptions {
+            id_salt: Some(salt),
+            writer: WriterOptions {
+                block_size: 512,
+                zstd_level: 1,
+            },
+            ..StoreOptions::default()
         }
+    }
+
+    fn full(store: &SnapshotStore, index: u64, st: &MemState) -> crate::SnapshotInfo {
+        let meta = SnapshotMeta {
+            index,
+            term: 2,
+            membership: Membership::with_voters([1, 2, 3]),
+        };
+        let mut w = store.begin(SnapshotKind::Full, None, &meta, index).unwrap();
+        w.write_source(&mut st.full_source()).unwrap();
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn an_install_during_a_build_keeps_the_newer_head() {
+        // The leader's chain at index 50, sent while this node finishes its own snapshot at
+        // index 12: the install lands after the local file is in place and before the
+        // manifest names it. The head must stay at the installed (newer) chain.
+        let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let leader = SnapshotStore::open_dir(ld.path(), opts(1)).unwrap();
+        let mut st = MemState::new();
+        st.put("leader", "50");
+        let installed = full(&leader, 50, &st);
+        let follower = SnapshotStore::open_dir(fd.path(), opts(2)).unwrap();
+        let mut local = MemState::new();
+        local.put("local", "10");
+        full(&follower, 10, &local);
+
+        let (l2, f2) = (leader.clone(), follower.clone());
+        let hook: super::super::TestHook = Arc::new(move |point: &str| {
+            if point == "build: before manifest" {
+                // Once: the install's own work passes no build point.
+                *f2.shared.test_hook.lock() = None;
+                let mut t = ChainTransfer::new(&l2, None).unwrap();
+                let mut bundle = Vec::new();
+                for c in t.chunks_from(0, 1 << 20) {
+                    bundle.extend_from_slice(&c.unwrap().data);
+                }
+                f2.install(&mut bundle.as_slice(), bundle.len() as u64)
+                    .unwrap();
+            }
+        });
+        *follower.shared.test_hook.lock() = Some(hook);
+        local.put("local", "12");
+        let built = full(&follower, 12, &local);
+        assert!(follower.info(built.id).is_some(), "the local build is kept");
+        assert_eq!(
+            follower.latest().unwrap().tip().id,
+            installed.id,
+            "a local snapshot at index 12 took the head from the installed one at 50"
+        );
+        drop(follower);
+        let reopened = SnapshotStore::open_dir(fd.path(), opts(3)).unwrap();
+        assert_eq!(reopened.latest().unwrap().tip().id, installed.id);
     }
 }
