@@ -66,12 +66,12 @@ pub(crate) struct Raft<L> {
     now: u64,
     pub lead_transferee: Option<NodeId>,
     transfer_elapsed: u64,
-    /// Index of the latest configuration change proposed; no new change is accepted until
-    /// it is applied.
+    /// Index of the latest configuration change proposed (or, on a new leader, of its
+    /// no-op: a leader changes the configuration only once an entry of its own term is
+    /// committed); no new change is accepted until it is applied.
     pub pending_conf_index: u64,
-    /// The change at `pending_conf_index` ends this leader's vote: no proposals until it
-    /// is applied.
-    demotion_pending: bool,
+    /// The version of `log.confs` the tracker follows.
+    config_version: u64,
     reads: ReadOnly,
     /// Reads that arrived before the leader committed an entry of its term.
     reads_before_commit: Vec<(Bytes, Option<NodeId>)>,
@@ -96,9 +96,10 @@ impl<L: LogRead> Raft<L> {
                 format!("hard state commit {committed} is beyond the last index {last}").into(),
             )));
         }
-        let log = RaftLog::new(store, committed, cfg.applied)?;
+        let log = RaftLog::new(store, committed, cfg.applied, snap, init.membership)?;
         let mut tracker = Tracker::new(cfg.max_inflight_msgs, cfg.max_inflight_bytes);
-        tracker.set_membership(init.membership, last + 1);
+        tracker.set_membership(log.confs.latest().clone(), &log.confs.members(), last + 1);
+        let config_version = log.confs.version();
         let mut r = Self {
             id: cfg.id,
             term: hs.term,
@@ -119,7 +120,7 @@ impl<L: LogRead> Raft<L> {
             lead_transferee: None,
             transfer_elapsed: 0,
             pending_conf_index: 0,
-            demotion_pending: false,
+            config_version,
             reads: ReadOnly::default(),
             reads_before_commit: Vec::new(),
             bcast_pending: false,
@@ -138,9 +139,35 @@ impl<L: LogRead> Raft<L> {
         }
     }
 
-    /// True when this node may campaign: a voter of the current configuration.
+    /// True when this node may campaign: a voter of the configuration in force (the
+    /// latest in its log), or of the one before it while that latest change is not known
+    /// to be committed. Votes are counted in the configuration in force either way.
     pub(crate) fn promotable(&self) -> bool {
-        self.tracker.membership.is_voter(self.id)
+        self.log.confs.may_vote(self.id, self.log.committed)
+    }
+
+    /// Makes the tracker follow the log's configuration after the log changed (an append,
+    /// an overwritten suffix, a snapshot) or the applied index moved (`force`: nodes of
+    /// configurations now applied past are no longer tracked).
+    pub(crate) fn sync_config(&mut self, force: bool) {
+        let v = self.log.confs.version();
+        if v == self.config_version && !force {
+            return;
+        }
+        self.config_version = v;
+        let latest = self.log.confs.latest().clone();
+        let peers = self.log.confs.members();
+        self.tracker
+            .set_membership(latest, &peers, self.log.last_index() + 1);
+        if let Some(t) = self.lead_transferee
+            && !self.tracker.membership.voters.contains(&t)
+        {
+            self.lead_transferee = None;
+        }
+        if self.role == Role::Leader {
+            self.maybe_commit();
+            self.bcast_pending = true;
+        }
     }
 
     /// False for a node that joined with no membership at all: it waits for a snapshot.
@@ -222,7 +249,7 @@ impl<L: LogRead> Raft<L> {
                 // The target did not win in time: accept proposals again, or, if this
                 // leader is no longer a voter, give up leading.
                 self.lead_transferee = None;
-                if !self.promotable() {
+                if !self.tracker.membership.is_voter(self.id) {
                     self.become_follower(self.term, None);
                     return Ok(());
                 }

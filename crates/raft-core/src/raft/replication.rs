@@ -277,10 +277,13 @@ impl<L: LogRead> Raft<L> {
             );
             return Ok(());
         }
-        match self
-            .log
-            .maybe_append(a.prev_log_index, a.prev_log_term, a.commit, &a.entries)?
-        {
+        let appended =
+            self.log
+                .maybe_append(a.prev_log_index, a.prev_log_term, a.commit, &a.entries)?;
+        // Configuration changes take effect once in the log (and an overwritten suffix
+        // takes its changes with it).
+        self.sync_config(false);
+        match appended {
             Some(last) => self.send_after_persist(
                 from,
                 term,
@@ -330,9 +333,8 @@ impl<L: LogRead> Raft<L> {
             self.log.last_index()
         } else {
             let index = meta.index;
-            let next = index + 1;
-            self.tracker.set_membership(meta.membership.clone(), next);
             self.log.restore(meta);
+            self.sync_config(false);
             index
         };
         self.send_after_persist(

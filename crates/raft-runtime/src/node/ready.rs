@@ -21,6 +21,11 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
     pub(crate) fn handle_ready(&mut self) -> Result<()> {
         let mut rd = self.raw.ready()?;
         let number = rd.number();
+        // A configuration takes effect once in the log: reach its new members before the
+        // messages to them go out.
+        if rd.membership.is_some() {
+            self.sync_peers();
+        }
 
         // Send: these may leave before the writes (the leader replicates while it writes).
         for msg in std::mem::take(&mut rd.messages) {
@@ -478,7 +483,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
 
     /// Tells the transport about members it does not know and members that left.
     pub(crate) fn sync_peers(&mut self) {
-        let members = self.raw.membership().members();
+        let members = self.raw.peers();
         for p in members.iter().copied() {
             if p != self.id && self.peers.insert(p) {
                 self.transport.add_peer(p);
@@ -547,7 +552,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         let meta = SnapshotMeta {
             index,
             term,
-            membership: self.raw.membership().clone(),
+            membership: self.raw.applied_membership().clone(),
         };
         self.send_apply(ApplyJob::Snapshot { meta })
     }
