@@ -46,6 +46,9 @@
 //!    its applied index (see [`InitialState::membership`] for what a restart needs).
 //! 4. **Read.** Each [`ReadState`] may be answered once the state machine has applied its
 //!    `index`.
+//! 5. **Answer.** `dropped_proposals` are proposals this node forwarded that were not
+//!    appended: answer their callers (retry, or report the outcome as unknown when the
+//!    transport may duplicate messages).
 //!
 //! [`RawNode::advance`] does steps 1 and 3's acknowledgements at once for a caller that
 //! handled the whole `Ready` synchronously.
@@ -62,9 +65,12 @@
 //! # Protocol choices worth knowing
 //!
 //! - Elections: randomized timeouts in `[base, base + jitter)` ([`Config`]), pre-vote,
-//!   check-quorum, leader stickiness (a node that heard from a leader within the base
-//!   timeout ignores vote requests, except those of a leadership transfer), a minimum
-//!   leadership period and an election priority.
+//!   check-quorum, leader stickiness (with check-quorum, a node that heard from a leader
+//!   within the base timeout ignores vote requests, except those of a leadership transfer),
+//!   a minimum leadership period and an election priority.
+//! - Proposals: a leader refuses new ones while its uncommitted entries pass
+//!   [`Config::max_uncommitted_bytes`]; a follower forwards them to its leader, and gets
+//!   back (in [`Ready::dropped_proposals`]) those that were not appended.
 //! - Replication: per-peer probe / replicate / snapshot states, an in-flight window in
 //!   messages and bytes, batches bounded in entries and bytes; proposals and commit-index
 //!   updates are broadcast once per [`RawNode::ready`], so everything proposed between two

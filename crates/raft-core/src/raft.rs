@@ -12,7 +12,7 @@ mod replication;
 mod tuning;
 
 use crate::config::Config;
-use crate::entry::{HardState, NodeId};
+use crate::entry::{Entry, HardState, NodeId};
 use crate::error::{Error, Result};
 use crate::log_read::LogRead;
 use crate::message::{AppendResponse, Message, MessageBody, VoteResponse};
@@ -54,6 +54,8 @@ pub(crate) struct Raft<L> {
     /// Messages that may be sent only once the current writes are durable.
     pub msgs_after_persist: Vec<Message>,
     pub read_states: Vec<ReadState>,
+    /// Forwarded proposals that came back dropped (see `Ready::dropped_proposals`).
+    pub dropped: Vec<Entry>,
     rng: SplitMix64,
     /// Ticks since the last heartbeat from the leader (follower), or since the last
     /// check-quorum round (leader).
@@ -64,6 +66,11 @@ pub(crate) struct Raft<L> {
     randomized_timeout: u64,
     /// A monotonic tick counter (for lease reads).
     now: u64,
+    /// With lease reads, the node grants no vote before this tick (a transfer's excepted).
+    /// A leader's lease counts on a majority not voting for an election timeout after its
+    /// heartbeat; a node that restarts cannot know whether it acknowledged one just before,
+    /// so it keeps that promise for an election timeout from its start.
+    quiet_until: u64,
     pub lead_transferee: Option<NodeId>,
     transfer_elapsed: u64,
     /// Index of the latest configuration change proposed (or, on a new leader, of its
@@ -77,6 +84,9 @@ pub(crate) struct Raft<L> {
     reads_before_commit: Vec<(Bytes, Option<NodeId>)>,
     /// New entries or a new commit index must be broadcast at the next flush.
     bcast_pending: bool,
+    /// Leader: data bytes of the entries it appended in its term and has not yet handed
+    /// out as committed (bounded by `Config::max_uncommitted_bytes`).
+    pub uncommitted_bytes: u64,
     /// Scratch space for peer ids while broadcasting (kept to avoid allocating).
     peer_buf: Vec<NodeId>,
 }
@@ -111,12 +121,17 @@ impl<L: LogRead> Raft<L> {
             msgs: Vec::new(),
             msgs_after_persist: Vec::new(),
             read_states: Vec::new(),
+            dropped: Vec::new(),
             rng: SplitMix64::new(seed ^ cfg.id.wrapping_mul(0x2545_F491_4F6C_DD1D)),
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             leader_elapsed: 0,
             randomized_timeout: 0,
             now: 0,
+            quiet_until: match cfg.read_mode {
+                crate::config::ReadMode::Lease { .. } => cfg.election_timeout_base_ticks,
+                crate::config::ReadMode::Safe => 0,
+            },
             lead_transferee: None,
             transfer_elapsed: 0,
             pending_conf_index: 0,
@@ -124,6 +139,7 @@ impl<L: LogRead> Raft<L> {
             reads: ReadOnly::default(),
             reads_before_commit: Vec::new(),
             bcast_pending: false,
+            uncommitted_bytes: 0,
             peer_buf: Vec::new(),
             cfg,
         };
@@ -206,6 +222,7 @@ impl<L: LogRead> Raft<L> {
         self.reads = ReadOnly::default();
         self.reads_before_commit.clear();
         self.bcast_pending = false;
+        self.uncommitted_bytes = 0;
         let jitter = self.cfg.effective_jitter();
         self.randomized_timeout = self.rng.gen_range(
             self.cfg.election_timeout_base_ticks,
@@ -291,23 +308,33 @@ impl<L: LogRead> Raft<L> {
         Ok(())
     }
 
-    /// True when this node ignores a higher-term (pre-)vote request: it heard from a live
-    /// leader within the minimum election timeout (or is a leader within its minimum
-    /// leadership period or holding its check-quorum lease).
+    /// True when this node ignores a higher-term (pre-)vote request (leader stickiness): a
+    /// leader within its minimum leadership period or holding its check-quorum lease; with
+    /// check-quorum, a follower that heard from a live leader within the minimum election
+    /// timeout (without check-quorum a leader that lost its quorum never steps down, and
+    /// followers that still hear it would refuse every other candidate for good); with
+    /// lease reads, a node within an election timeout of its start (see `quiet_until`).
     fn in_leader_lease(&self) -> bool {
         match self.role {
             Role::Leader => {
                 self.cfg.check_quorum || self.leader_elapsed < self.cfg.min_leadership_ticks
             }
             _ => {
-                self.leader.is_some()
-                    && self.election_elapsed < self.cfg.election_timeout_base_ticks
+                (self.cfg.check_quorum
+                    && self.leader.is_some()
+                    && self.election_elapsed < self.cfg.election_timeout_base_ticks)
+                    || self.now < self.quiet_until
             }
         }
     }
 
     /// Processes a message from a peer.
     pub(crate) fn step(&mut self, m: Message) -> Result<()> {
+        if let MessageBody::ProposeDropped(ents) = m.body {
+            // About our own proposals, whatever the sender's term: nothing else changes.
+            self.dropped.extend(ents);
+            return Ok(());
+        }
         if m.term > self.term {
             if let MessageBody::Vote(req) = &m.body
                 && !req.transfer
@@ -343,6 +370,13 @@ impl<L: LogRead> Raft<L> {
                             granted: false,
                         }),
                     );
+                }
+                MessageBody::Propose(_) => {
+                    // Forwarded under a stale term: not appended; tell the proposer.
+                    let MessageBody::Propose(ents) = m.body else {
+                        unreachable!("matched above")
+                    };
+                    self.send(m.from, MessageBody::ProposeDropped(ents));
                 }
                 MessageBody::Vote(_) if self.role != Role::Leader && !self.in_leader_lease() => {
                     // A candidate behind our term cannot win our vote, and may never
@@ -382,9 +416,7 @@ impl<L: LogRead> Raft<L> {
                 Ok(())
             }
             MessageBody::Propose(ents) => {
-                // Forwarded proposals: a refusal is dropped silently (the follower's
-                // client times out and retries), like a lost message.
-                let _ = self.propose_entries(ents);
+                self.propose_forwarded(from, ents);
                 Ok(())
             }
             MessageBody::Append(_)
@@ -399,6 +431,10 @@ impl<L: LogRead> Raft<L> {
     fn step_candidate(&mut self, from: NodeId, body: MessageBody) -> Result<()> {
         match body {
             MessageBody::VoteResponse(r) => self.handle_vote_response(from, r),
+            MessageBody::Propose(ents) => {
+                self.propose_forwarded(from, ents);
+                Ok(())
+            }
             b @ (MessageBody::Append(_)
             | MessageBody::Heartbeat(_)
             | MessageBody::InstallSnapshot(_)) => {
@@ -436,9 +472,7 @@ impl<L: LogRead> Raft<L> {
                 Ok(())
             }
             MessageBody::Propose(ents) => {
-                if let Some(leader) = self.leader {
-                    self.send(leader, MessageBody::Propose(ents));
-                }
+                self.propose_forwarded(from, ents);
                 Ok(())
             }
             MessageBody::ReadIndexResponse(r) => {

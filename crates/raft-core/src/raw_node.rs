@@ -154,6 +154,7 @@ impl<L: LogRead> RawNode<L> {
             || !self.raft.msgs_after_persist.is_empty()
             || self.raft.log.has_next_committed()
             || !self.raft.read_states.is_empty()
+            || !self.raft.dropped.is_empty()
             || self.raft.log.confs.version() != self.prev_config_version
             || self.raft.needs_flush()
     }
@@ -175,6 +176,9 @@ impl<L: LogRead> RawNode<L> {
             .raft
             .log
             .take_next_committed(self.raft.cfg.max_committed_bytes_per_ready)?;
+        if self.raft.role == Role::Leader {
+            self.raft.reduce_uncommitted(&committed_entries);
+        }
         let version = self.raft.log.confs.version();
         let membership =
             (version != self.prev_config_version).then(|| self.raft.tracker.membership.clone());
@@ -196,6 +200,7 @@ impl<L: LogRead> RawNode<L> {
             persisted_messages: std::mem::take(&mut self.raft.msgs_after_persist),
             committed_entries,
             read_states: std::mem::take(&mut self.raft.read_states),
+            dropped_proposals: std::mem::take(&mut self.raft.dropped),
         })
     }
 

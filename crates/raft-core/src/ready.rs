@@ -49,6 +49,12 @@ pub struct Ready {
     /// Linearizable reads that may be served once the state machine has applied their
     /// index.
     pub read_states: Vec<ReadState>,
+    /// Proposals this node forwarded that were not appended (see
+    /// [`MessageBody::ProposeDropped`](crate::MessageBody)): their callers get an answer
+    /// instead of waiting for a timeout. Not appended for that message does not prove never
+    /// appended when the transport may duplicate messages; a caller that cannot rule that
+    /// out treats the outcome as unknown.
+    pub dropped_proposals: Vec<Entry>,
 }
 
 impl Ready {

@@ -43,6 +43,10 @@ const LIVENESS_MARK: &[u8] = b"live";
 enum Reply {
     Done(KvOutput),
     Refused(Option<NodeId>),
+    /// The node gave up on it (a forwarded proposal came back dropped): the client stops
+    /// waiting, the outcome stays unknown (a duplicate of the forwarded message may have
+    /// been appended).
+    Abandoned,
 }
 
 #[derive(Debug)]

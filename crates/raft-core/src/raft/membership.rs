@@ -23,6 +23,28 @@ impl<L: LogRead> Raft<L> {
         Ok(())
     }
 
+    /// Counts `bytes` of new entries against `Config::max_uncommitted_bytes`, or refuses
+    /// them (one batch always passes when nothing is uncommitted).
+    fn admit_uncommitted(&mut self, bytes: u64) -> Result<()> {
+        let after = self.uncommitted_bytes.saturating_add(bytes);
+        if self.uncommitted_bytes > 0 && after > self.cfg.max_uncommitted_bytes {
+            return Err(Error::ProposalDropped(
+                "too many uncommitted bytes (max_uncommitted_bytes)",
+            ));
+        }
+        self.uncommitted_bytes = after;
+        Ok(())
+    }
+
+    /// Committed entries were handed out: they no longer count as uncommitted.
+    pub(crate) fn reduce_uncommitted(&mut self, ents: &[Entry]) {
+        if self.uncommitted_bytes == 0 {
+            return;
+        }
+        let bytes: u64 = ents.iter().map(|e| e.data.len() as u64).sum();
+        self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(bytes);
+    }
+
     /// True when `cc`, applied to `m`, leaves this node without a vote.
     fn ends_own_vote(&self, m: &Membership, cc: &ConfChange) -> bool {
         confchange::apply(m, cc).is_ok_and(|next| !next.is_voter(self.id))
@@ -38,6 +60,7 @@ impl<L: LogRead> Raft<L> {
             return self.propose_entries(vec![e]);
         }
         self.check_can_propose()?;
+        self.admit_uncommitted(data.len() as u64)?;
         self.log.append_one(Entry {
             index: self.log.last_index() + 1,
             term: self.term,
@@ -48,7 +71,8 @@ impl<L: LogRead> Raft<L> {
         Ok(())
     }
 
-    /// Appends proposals to the leader's log (index and term are assigned here).
+    /// Appends proposals to the leader's log (index and term are assigned here), or
+    /// forwards them to the leader.
     pub(crate) fn propose_entries(&mut self, mut ents: Vec<Entry>) -> Result<()> {
         if self.role != Role::Leader {
             return match self.leader {
@@ -59,6 +83,27 @@ impl<L: LogRead> Raft<L> {
                 None => Err(Error::NoLeader),
             };
         }
+        self.append_proposals(&mut ents)
+    }
+
+    /// Proposals forwarded by `from`: appended or forwarded, or else sent back dropped, so
+    /// the node that holds their callers can answer them.
+    pub(crate) fn propose_forwarded(&mut self, from: NodeId, mut ents: Vec<Entry>) {
+        let ok = match (self.role, self.leader) {
+            (Role::Leader, _) => self.append_proposals(&mut ents).is_ok(),
+            (_, Some(leader)) if leader != from => {
+                self.send(leader, MessageBody::Propose(ents));
+                return;
+            }
+            _ => false,
+        };
+        if !ok {
+            self.send(from, MessageBody::ProposeDropped(ents));
+        }
+    }
+
+    /// The leader's side of [`propose_entries`](Self::propose_entries).
+    fn append_proposals(&mut self, ents: &mut [Entry]) -> Result<()> {
         self.check_can_propose()?;
         let last = self.log.last_index();
         let n = ents.len();
@@ -86,8 +131,9 @@ impl<L: LogRead> Raft<L> {
                 pending_conf = e.index;
             }
         }
+        self.admit_uncommitted(ents.iter().map(|e| e.data.len() as u64).sum())?;
         self.pending_conf_index = pending_conf;
-        self.log.append(&ents);
+        self.log.append(ents);
         self.bcast_pending = true;
         // A change takes effect once in the log.
         self.sync_config(false);

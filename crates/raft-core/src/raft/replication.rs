@@ -328,9 +328,11 @@ impl<L: LogRead> Raft<L> {
         let index = if meta.index <= self.log.committed && self.initialized() {
             self.log.committed
         } else if self.initialized() && self.log.match_term(meta.index, meta.term) {
-            // We already have everything the snapshot covers: just commit it.
+            // We already have everything the snapshot covers: just commit it. What follows
+            // may be a stale tail of an old term, so the answer claims the commit index
+            // only (the leader's probe finds where the tail matches).
             self.log.commit_to(meta.index);
-            self.log.last_index()
+            self.log.committed
         } else {
             let index = meta.index;
             self.log.restore(meta);

@@ -136,6 +136,9 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         if let Some(ss) = rd.soft_state {
             self.on_soft_state(ss);
         }
+        if !rd.dropped_proposals.is_empty() {
+            self.on_dropped(std::mem::take(&mut rd.dropped_proposals));
+        }
         // Read: each read waits for the state machine to reach its index.
         let new_reads = !rd.read_states.is_empty();
         for rs in std::mem::take(&mut rd.read_states) {
@@ -332,6 +335,47 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             .store(ss.role == Role::Leader, Ordering::Relaxed);
         self.retry_stalled();
         self.retry_deferred_conf_change();
+    }
+
+    /// Proposals this node forwarded came back not appended (the leader refused them, or
+    /// their term was stale): their callers hear `ProposalDropped` at once instead of
+    /// timing out. The peer transport does not duplicate messages, so the proposal was not
+    /// appended and a retry is safe.
+    fn on_dropped(&mut self, entries: Vec<raft_core::Entry>) {
+        let mut failed = 0;
+        for e in entries {
+            match e.kind {
+                EntryKind::Normal => {
+                    let (origin, _) = envelope::unwrap(&e.data);
+                    if let Some(o) = origin
+                        && o.node == self.id
+                        && o.incarnation == self.incarnation
+                        && let Some(p) = self.proposals.remove(&o.request)
+                    {
+                        failed += 1;
+                        let _ = p.waiter.tx.send(Err(Error::ProposalDropped(
+                            "the leader did not append it".into(),
+                        )));
+                    }
+                }
+                EntryKind::ConfChange => {
+                    let Ok(change) = confchange::decode(&e.data) else {
+                        continue;
+                    };
+                    if self.conf.as_ref().is_some_and(|c| {
+                        c.at.is_none() && c.committed.is_none() && c.change == change
+                    }) && let Some(c) = self.conf.take()
+                    {
+                        let _ = c.tx.send(Err(Error::ProposalDropped(
+                            "the leader did not append the change".into(),
+                        )));
+                    }
+                }
+            }
+        }
+        if failed > 0 {
+            counter!(m::PROPOSALS_FAILED, "reason" => "dropped").increment(failed);
+        }
     }
 
     /// The leader this node knew lost its leadership: what was sent to (or appended by)

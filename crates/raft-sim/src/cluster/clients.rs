@@ -156,6 +156,18 @@ impl Cluster {
                 }
                 ok
             }
+            Reply::Abandoned => {
+                let waiting = self.clients.in_flight(c).is_some_and(|op| op.seq == seq);
+                if waiting {
+                    trace_line!(
+                        self.trace,
+                        self.now,
+                        "client c{c} #{seq} abandoned (dropped)"
+                    );
+                    self.clients.abandon(c, seq, &ids);
+                }
+                waiting
+            }
             Reply::Refused(hint) => {
                 let waiting = self.clients.in_flight(c).is_some_and(|op| op.seq == seq);
                 if waiting {

@@ -87,6 +87,15 @@ impl Cluster {
                 }
             }
         }
+        // Forwarded writes that came back dropped: their clients stop waiting.
+        let mut abandoned = Vec::new();
+        for e in &rd.dropped_proposals {
+            if let Some(cmd) = KvCommand::decode(&e.data)
+                && r.waiting_writes.remove(&(cmd.client, cmd.seq))
+            {
+                abandoned.push((cmd.client, cmd.seq));
+            }
+        }
         let mut messages = rd.messages;
         let mut persisted_messages = rd.persisted_messages;
         if mutation == Some(Mutation::DoubleVote) {
@@ -144,6 +153,9 @@ impl Cluster {
                 self.commit_recorded = hs.commit;
                 self.commit_confs.insert(hs.commit, counted);
             }
+        }
+        for (client, seq) in abandoned {
+            self.reply(id, client, seq, Reply::Abandoned, None)?;
         }
         for (client, seq, index, term) in early_acks {
             let ack = Reply::Done(KvOutput::PutOk);
