@@ -18,7 +18,9 @@
 //! - [`ChainTransfer`] / [`IncomingTransfer`]: byte-level source and sink for raft-net.
 //! - [`fs`]: the file-system interface the store is written against ([`fs::StdFs`]) and
 //!   [`fs::MemFs`], which models power loss for crash tests.
-//! - [`ObjectStore`], [`LocalDirStore`], [`Uploader`], and point-in-time restore
+//! - [`ObjectStore`], [`LocalDirStore`], [`CloudStore`] (S3 and S3-compatible, GCS, Azure
+//!   through the `object_store` crate; [`open_object_store`] picks one by URL),
+//!   [`Uploader`], and point-in-time restore
 //!   ([`find_in_object_store`], [`restore_from_object_store`]).
 //!
 //! # Example
@@ -78,9 +80,9 @@ pub use format::{
     FORMAT_VERSION, FileHeader, FileReader, FileSummary, FileWriter, Record, WriterOptions,
 };
 pub use info::{MembershipRecord, SnapshotId, SnapshotInfo, SnapshotKind};
-pub use object_store::{LocalDirStore, ObjectStore};
-#[cfg(feature = "s3")]
-pub use object_store::{S3Config, S3Store};
+pub use object_store::{
+    CloudStore, LocalDirStore, MIN_PART_SIZE, ObjectStore, ObjectStoreConfig, open_object_store,
+};
 pub use pitr::{RestorePoint, find_in_object_store, restore_from_object_store, restore_point};
 pub use source::{Capture, IterSource, MemState, RestoreSink, SnapshotCapture, SnapshotSource};
 pub use store::{
