@@ -20,7 +20,9 @@
 //!   [`fs::MemFs`], which models power loss for crash tests.
 //! - [`ObjectStore`], [`LocalDirStore`], [`CloudStore`] (S3 and S3-compatible, GCS, Azure
 //!   through the `object_store` crate; [`open_object_store`] picks one by URL),
-//!   [`Uploader`], and point-in-time restore
+//!   [`Uploader`] (a durable queue: what the store lacks is found again at start),
+//!   retention ([`RetentionPolicy`], [`plan_retention`] for a dry run), and point-in-time
+//!   restore
 //!   ([`find_in_object_store`], [`restore_from_object_store`]).
 //!
 //! # Example
@@ -67,6 +69,7 @@ pub mod fs;
 mod info;
 mod object_store;
 mod pitr;
+mod retention;
 mod source;
 mod store;
 mod transfer;
@@ -84,6 +87,7 @@ pub use object_store::{
     CloudStore, LocalDirStore, MIN_PART_SIZE, ObjectStore, ObjectStoreConfig, open_object_store,
 };
 pub use pitr::{RestorePoint, find_in_object_store, restore_from_object_store, restore_point};
+pub use retention::{RetentionPlan, RetentionPolicy, apply_retention, plan_retention};
 pub use source::{Capture, IterSource, MemState, RestoreSink, SnapshotCapture, SnapshotSource};
 pub use store::{
     Chain, Lease, LeasedChain, MANIFEST_FILE, Manifest, SnapshotReader, SnapshotStore,

@@ -1,6 +1,10 @@
 //! A real S3-compatible server for the tests: `s3s-fs` (an S3 implementation on a directory)
 //! served over HTTP on a loopback port, in process, with a switch that makes it answer
 //! every request with `503 Slow Down` (an outage).
+#![allow(
+    dead_code,
+    reason = "each test binary that includes this file uses only part of it"
+)]
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use raft_snapshot::ObjectStoreConfig;
