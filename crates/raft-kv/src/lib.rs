@@ -28,6 +28,7 @@
 
 pub mod address_book;
 mod apply;
+pub mod autocompact;
 mod command;
 mod compact;
 mod cow;
