@@ -206,8 +206,6 @@ impl KvStore {
             CaptureKind::Full => 0,
             CaptureKind::Delta => st.snapshot_revision + 1,
         };
-        // History up to the capture's revision is only ever removed below this pin.
-        shared.pin(st.compact_revision);
         st.next_capture += 1;
         let old = shared.cow.lock().reset();
         drop(old);
@@ -215,6 +213,9 @@ impl KvStore {
         shared
             .tree
             .insert(meta_key(meta::DIRTY_GEN), &st.dirty_gen.to_be_bytes())?;
+        // History up to the capture's revision is only ever removed below this pin
+        // (released when the records are dropped).
+        shared.pin(st.compact_revision);
         st.capture = Some(cap);
         st.pending_durable = Some(PendingDurable {
             index: st.applied_index,
