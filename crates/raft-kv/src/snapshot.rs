@@ -17,9 +17,10 @@
 //! and the metadata records. History that physical compaction removed since the parent is
 //! not in a delta: whoever restores a snapshot runs physical compaction from the start of
 //! its history (it may hold events the snapshot's source had removed; they are below the
-//! compact revision and go at once). Physical compaction stops at the capture's compact
-//! revision while a capture runs, so everything a read at or above it needs is in the
-//! snapshot.
+//! compact revision and go at once). Physical compaction does not remove anything while a
+//! capture runs (the capture pins where it stands), so the history read is the history at
+//! the capture point, and everything a read at or above the compact revision needs is in
+//! the snapshot.
 //!
 //! # Copy-on-write
 //! [`KvStore::capture`] freezes the state at the applied index N and starts a new dirty
@@ -191,7 +192,11 @@ impl KvStore {
             floor: st.dirty_floor,
             generation: st.dirty_gen,
             number: st.next_capture,
-            compact_revision: st.compact_revision,
+            // Physical compaction stops where it stands (the events below its cursor are
+            // processed), so the history read is exactly the history at N.
+            pinned: st
+                .compact_revision
+                .min(shared.compaction.cursor.lock().main - 1),
         };
         // Internal records are few and written only by apply, which waits for this lock.
         let mut internal = Vec::new();
@@ -213,9 +218,8 @@ impl KvStore {
         shared
             .tree
             .insert(meta_key(meta::DIRTY_GEN), &st.dirty_gen.to_be_bytes())?;
-        // History up to the capture's revision is only ever removed below this pin
-        // (released when the records are dropped).
-        shared.pin(st.compact_revision);
+        // Released when the records are dropped.
+        shared.pin(cap.pinned);
         st.capture = Some(cap);
         st.pending_durable = Some(PendingDurable {
             index: st.applied_index,
@@ -620,7 +624,7 @@ impl Drop for CaptureRecords {
             self.shared.cow.lock().reset()
         };
         drop(old);
-        self.shared.unpin(self.cap.compact_revision);
+        self.shared.unpin(self.cap.pinned);
         if let Err(err) = tidy(&self.shared) {
             tracing::warn!(%err, "cleaning up after a snapshot capture failed; the next one retries");
         }

@@ -155,8 +155,9 @@ pub(crate) struct ActiveCapture {
     pub(crate) generation: u64,
     /// Its number: its sled pre-images are under `b'c' ++ number`.
     pub(crate) number: u64,
-    /// The compact revision it pinned (released when it ends).
-    pub(crate) compact_revision: i64,
+    /// The revision it pinned (released when it ends): where physical compaction stood
+    /// when it started, so nothing is removed while it reads.
+    pub(crate) pinned: i64,
 }
 
 impl State {
