@@ -13,9 +13,11 @@
 //! keys that differ between two configurations so a reload can refuse them.
 
 mod bytes;
+mod compaction;
 mod reload;
 
 pub use bytes::ByteSize;
+pub use compaction::{CompactionSection, Retention};
 pub use reload::{ConfigSource, DiffError};
 
 use serde::{Deserialize, Serialize};
@@ -53,6 +55,9 @@ pub const RELOADABLE_KEYS: &[&str] = &[
     "compression.codec",
     "compression.level",
     "compression.threshold",
+    "compaction.auto_mode",
+    "compaction.auto_retention",
+    "compaction.max_rate",
 ];
 
 /// The whole configuration of one raftd node (the TOML file's top level).
@@ -98,6 +103,8 @@ pub struct NodeConfig {
     pub peer: PeerSection,
     /// State-machine snapshot chains and their upload.
     pub snapshot: SnapshotSection,
+    /// History compaction: auto-compaction and the pace of physical compaction.
+    pub compaction: CompactionSection,
 }
 
 impl Default for NodeConfig {
@@ -121,6 +128,7 @@ impl Default for NodeConfig {
             compression: CompressionSection::default(),
             peer: PeerSection::default(),
             snapshot: SnapshotSection::default(),
+            compaction: CompactionSection::default(),
         }
     }
 }
@@ -664,6 +672,7 @@ impl NodeConfig {
         self.compression.validate()?;
         self.peer.validate()?;
         self.snapshot.validate()?;
+        self.compaction.validate()?;
         // The protocol crate's own checks (after ours, which say more).
         self.raft_core_config()?;
         Ok(())
