@@ -23,13 +23,15 @@
 //!   over a running node;
 //! - [`pace`]: the token bucket that limits a snapshot build's read rate
 //!   ([`PendingSnapshot::with_max_rate`]);
-//! - [`validate`]: the checks the service makes before proposing.
+//! - [`validate`]: the checks the service makes before proposing;
+//! - [`watch`]: the watch hub fed by apply ([`events`]) and its client streams.
 #![deny(missing_docs)]
 
 pub mod address_book;
 mod command;
 mod cow;
 mod error;
+pub mod events;
 mod layout;
 pub mod machine;
 mod members;
@@ -40,10 +42,12 @@ pub mod snapshot;
 mod snapshot_store;
 mod store;
 pub mod validate;
+pub mod watch;
 
 pub use command::{COMMAND_FORMAT_V1, Command, Op};
 pub use cow::DEFAULT_PRE_IMAGE_BUDGET;
 pub use error::{Error, Result};
+pub use events::{EventSink, RevisionEvents};
 pub use members::Member;
 pub use record::Record;
 pub use snapshot::{Capture, CaptureInfo, CaptureKind, CaptureRecords, Restore, SnapshotRecord};
