@@ -261,3 +261,6 @@ impl Drop for WatchStream {
         self.shared.hub.lock().close_stream(self.id);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -138,7 +138,7 @@ pub(crate) struct Create {
 impl Create {
     /// Reads a create request as etcd does.
     pub(crate) fn from_request(req: &WatchCreateRequest) -> Self {
-        let filters = |f: FilterType| req.filters.iter().any(|x| *x == f as i32);
+        let filters = |f: FilterType| req.filters.contains(&(f as i32));
         Create {
             watch_id: req.watch_id,
             range: WatchRange::new(&req.key, &req.range_end),

@@ -28,6 +28,19 @@ fn events_of(item: &EventsItem) -> impl Iterator<Item = Event> + '_ {
     })
 }
 
+/// The events response being built.
+struct Open {
+    watch_id: i64,
+    fragment: bool,
+    events: Vec<Event>,
+    /// Encoded size of `events`.
+    len: usize,
+    /// Revisions merged.
+    revisions: usize,
+    /// The last of them.
+    revision: i64,
+}
+
 /// Builds the responses for `items`, in order. `max_bytes` is the request size limit;
 /// `header` makes the header for a revision.
 pub(crate) fn responses(
@@ -36,19 +49,16 @@ pub(crate) fn responses(
     header: &dyn Fn(i64) -> Option<ResponseHeader>,
 ) -> Vec<WatchResponse> {
     let mut out = Vec::with_capacity(items.len());
-    // The events response being built: (watch id, fragment, events, their size, revisions,
-    // last revision).
-    let mut open: Option<(i64, bool, Vec<Event>, usize, usize, i64)> = None;
-    let flush = |open: &mut Option<(i64, bool, Vec<Event>, usize, usize, i64)>,
-                 out: &mut Vec<WatchResponse>| {
-        if let Some((watch_id, fragment, events, _, _, rev)) = open.take() {
+    let mut open: Option<Open> = None;
+    let flush = |open: &mut Option<Open>, out: &mut Vec<WatchResponse>| {
+        if let Some(o) = open.take() {
             let resp = WatchResponse {
-                header: header(rev),
-                watch_id,
-                events,
+                header: header(o.revision),
+                watch_id: o.watch_id,
+                events: o.events,
                 ..Default::default()
             };
-            if fragment {
+            if o.fragment {
                 split(resp, max_bytes, out);
             } else {
                 out.push(resp);
@@ -60,19 +70,26 @@ pub(crate) fn responses(
             Item::Events(e) => {
                 let events: Vec<Event> = events_of(&e).collect();
                 let size: usize = events.iter().map(event_len).sum();
-                let joins = open.as_ref().is_some_and(|(id, _, _, len, revs, _)| {
-                    *id == e.watch_id && len + size <= max_bytes && *revs < MAX_MERGED_REVISIONS
+                let joins = open.as_ref().is_some_and(|o| {
+                    o.watch_id == e.watch_id
+                        && o.len + size <= max_bytes
+                        && o.revisions < MAX_MERGED_REVISIONS
                 });
                 if !joins {
                     flush(&mut open, &mut out);
-                    open = Some((e.watch_id, e.fragment, Vec::new(), 0, 0, 0));
                 }
-                if let Some((_, _, evs, len, revs, rev)) = open.as_mut() {
-                    evs.extend(events);
-                    *len += size;
-                    *revs += 1;
-                    *rev = e.rev.revision;
-                }
+                let o = open.get_or_insert_with(|| Open {
+                    watch_id: e.watch_id,
+                    fragment: e.fragment,
+                    events: Vec::new(),
+                    len: 0,
+                    revisions: 0,
+                    revision: 0,
+                });
+                o.events.extend(events);
+                o.len += size;
+                o.revisions += 1;
+                o.revision = e.rev.revision;
             }
             Item::Created {
                 watch_id,
@@ -218,7 +235,8 @@ mod tests {
             },
         ];
         let out = responses(items, 1 << 20, &header);
-        let shape: Vec<(i64, bool, Vec<(String, i64)>, i64)> = out
+        type Shape = (i64, bool, Vec<(String, i64)>, i64);
+        let shape: Vec<Shape> = out
             .iter()
             .map(|r| {
                 (

@@ -506,3 +506,188 @@ fn periodic_progress_goes_to_quiet_synced_watches_that_asked() {
         vec![Seen::Progress(asked, 3), Seen::Progress(busy, 3)]
     );
 }
+
+/// A small deterministic generator (xorshift64*), so failures replay by seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+/// Random writes, watches with random starts, ranges and filters on tiny queues, drained
+/// at random, revisions randomly not handed over, history compacted now and then: every
+/// watch gets exactly the events of its range from its start, in order, or (when
+/// compacted) a prefix of them ending below the compact revision, with the cancel.
+#[test]
+fn model_every_event_exactly_once_in_order_whatever_the_interleaving() {
+    const KEYS: [&str; 5] = ["a", "ab", "b", "ba", "c"];
+    const RANGES: [(&str, &str); 6] = [
+        ("a", ""),
+        ("a", "b"),
+        ("b", "\0"),
+        ("ab", "c"),
+        ("", "\0"),
+        ("c", ""),
+    ];
+    let (mut total_canceled, mut total_events, mut total_stalls) = (0, 0, 0);
+    for seed in 1..=150u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let items = 1 + rng.below(4) as usize;
+        let mut b = Bench::new(Bounds {
+            items,
+            bytes: 1 << 20,
+        });
+        // Every revision written, kept whole (the store's history forgets compacted ones).
+        let mut all: Vec<RevisionEvents> = Vec::new();
+        // Watch id -> (request, first revision it must get).
+        let mut watches: HashMap<i64, (WatchCreateRequest, i64)> = HashMap::new();
+        let mut got: HashMap<i64, Vec<(i64, Vec<String>)>> = HashMap::new();
+        let mut canceled: HashMap<i64, i64> = HashMap::new();
+        let collect = |b: &Bench,
+                       got: &mut HashMap<i64, Vec<(i64, Vec<String>)>>,
+                       canceled: &mut HashMap<i64, i64>| {
+            for seen in drain(&b.ob) {
+                match seen {
+                    Seen::Events(id, rev, evs) => got.entry(id).or_default().push((rev, evs)),
+                    Seen::Canceled(id, compact, _) => {
+                        canceled.insert(id, compact);
+                    }
+                    _ => {}
+                }
+            }
+        };
+        for _ in 0..120 {
+            match rng.below(10) {
+                0..=3 => {
+                    let n = 1 + rng.below(2) as usize;
+                    let writes: Vec<(&str, Option<&str>)> = (0..n)
+                        .map(|_| {
+                            let key = KEYS[rng.below(5) as usize];
+                            (key, (rng.below(4) != 0).then_some("v"))
+                        })
+                        .collect();
+                    // One write per key in a revision, as a txn allows.
+                    let mut dedup: Vec<(&str, Option<&str>)> = Vec::new();
+                    for w in writes {
+                        if !dedup.iter().any(|d| d.0 == w.0) {
+                            dedup.push(w);
+                        }
+                    }
+                    let live = rng.below(8) != 0;
+                    let unsynced = b.hub.counts().1;
+                    let rev = b.write(&dedup, live);
+                    total_stalls += usize::from(live && b.hub.counts().1 > unsynced);
+                    all.push(b.mem.get(rev));
+                }
+                4 => {
+                    let (key, end) = RANGES[rng.below(6) as usize];
+                    let current = b.mem.revisions().current;
+                    let start = match rng.below(3) {
+                        0 => 0,
+                        1 => 1 + rng.below(current as u64 + 2) as i64,
+                        _ => current - rng.below(3) as i64,
+                    };
+                    let mut r = WatchCreateRequest {
+                        start_revision: start.max(0),
+                        prev_kv: rng.below(2) == 0,
+                        ..req(key, end)
+                    };
+                    if rng.below(4) == 0 {
+                        r.filters = vec![rng.below(2) as i32];
+                    }
+                    let first = if r.start_revision == 0 {
+                        b.hub.dispatched() + 1
+                    } else {
+                        r.start_revision
+                    };
+                    let id = b.watch(r.clone());
+                    assert!(id >= 0);
+                    watches.insert(id, (r, first));
+                }
+                5 | 6 => collect(&b, &mut got, &mut canceled),
+                7 | 8 => {
+                    b.round(1 + rng.below(300) as usize);
+                }
+                _ => {
+                    if rng.below(3) == 0 {
+                        let current = b.mem.revisions().current;
+                        let compact = b.mem.revisions().compact;
+                        b.mem.compact(compact.max(current - rng.below(4) as i64));
+                    } else if rng.below(2) == 0 {
+                        // A lost batch noticed without a later one.
+                        b.hub.gap(b.mem.revisions().current);
+                    }
+                }
+            }
+        }
+        // Quiesce: hand over what is left, then drain and catch up until all are current.
+        b.hub.gap(b.mem.revisions().current);
+        for _ in 0..1000 {
+            collect(&b, &mut got, &mut canceled);
+            if !b.hub.has_unsynced() {
+                break;
+            }
+            b.round(1 << 20);
+        }
+        collect(&b, &mut got, &mut canceled);
+        assert!(
+            !b.hub.has_unsynced(),
+            "seed {seed}: catch-up did not finish"
+        );
+        total_canceled += canceled.len();
+        total_events += got.values().map(Vec::len).sum::<usize>();
+        for (id, (r, first)) in &watches {
+            let range = WatchRange::new(&r.key, &r.range_end).unwrap();
+            let want: Vec<(i64, Vec<String>)> = all
+                .iter()
+                .filter(|rev| rev.revision >= *first)
+                .filter_map(|rev| {
+                    let evs: Vec<String> = rev
+                        .events
+                        .iter()
+                        .filter(|e| range.contains(&e.kv.as_ref().unwrap().key))
+                        .filter(|e| !r.filters.contains(&e.r#type))
+                        .map(|e| {
+                            let kv = e.kv.as_ref().unwrap();
+                            let key = String::from_utf8_lossy(&kv.key);
+                            let mut s = if e.r#type == 0 {
+                                format!("PUT {key}={}", String::from_utf8_lossy(&kv.value))
+                            } else {
+                                format!("DELETE {key}")
+                            };
+                            if r.prev_kv
+                                && let Some(p) = &e.prev_kv
+                            {
+                                s += &format!(" prev={}", String::from_utf8_lossy(&p.value));
+                            }
+                            s
+                        })
+                        .collect();
+                    (!evs.is_empty()).then_some((rev.revision, evs))
+                })
+                .collect();
+            let have = got.get(id).cloned().unwrap_or_default();
+            match canceled.get(id) {
+                None => assert_eq!(have, want, "seed {seed}, watch {id} {r:?}"),
+                Some(compact) => {
+                    assert_eq!(have[..], want[..have.len()], "seed {seed}, watch {id}");
+                    let next = want.get(have.len()).map_or(i64::MAX, |w| w.0);
+                    let resumed = have.last().map_or(*first, |h| h.0 + 1);
+                    assert!(
+                        resumed < *compact && next >= resumed,
+                        "seed {seed}, watch {id}: canceled at compact {compact} after {resumed}"
+                    );
+                }
+            }
+        }
+    }
+    // The seeds do exercise the hard paths.
+    assert!(total_canceled > 10, "{total_canceled} compaction cancels");
+    assert!(total_stalls > 50, "{total_stalls} full queues");
+    assert!(total_events > 2000, "{total_events} events");
+}
