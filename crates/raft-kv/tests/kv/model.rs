@@ -333,7 +333,7 @@ impl History {
 
 /// A revision filter bound from a byte: 0 (none) or a revision up to the current one.
 fn bound(b: u8, rev: i64) -> i64 {
-    if b % 3 == 0 {
+    if b.is_multiple_of(3) {
         0
     } else {
         i64::from(b) % (rev + 1)
