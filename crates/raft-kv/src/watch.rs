@@ -31,6 +31,7 @@ mod keys;
 pub(crate) mod mem;
 mod outbox;
 mod response;
+mod source;
 mod worker;
 
 use crate::error::Result;
@@ -173,6 +174,13 @@ impl WatchHub {
         Ok(WatchHub {
             owner: Arc::new(Owner { shared, bounds }),
         })
+    }
+
+    /// Starts a hub over `store`'s history and registers it as the store's event sink.
+    pub fn for_store(store: &crate::KvStore, config: WatchConfig) -> std::io::Result<Self> {
+        let hub = Self::start(Arc::new(store.clone()), config)?;
+        store.set_event_sink(Some(hub.sink()));
+        Ok(hub)
     }
 
     /// The sink to register with the store.
