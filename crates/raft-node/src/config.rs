@@ -14,9 +14,11 @@
 
 mod bytes;
 mod reload;
+mod watch;
 
 pub use bytes::ByteSize;
 pub use reload::{ConfigSource, DiffError};
+pub use watch::WatchSection;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -98,6 +100,8 @@ pub struct NodeConfig {
     pub peer: PeerSection,
     /// State-machine snapshot chains and their upload.
     pub snapshot: SnapshotSection,
+    /// etcd's Watch: progress notifications and buffer bounds.
+    pub watch: WatchSection,
 }
 
 impl Default for NodeConfig {
@@ -121,6 +125,7 @@ impl Default for NodeConfig {
             compression: CompressionSection::default(),
             peer: PeerSection::default(),
             snapshot: SnapshotSection::default(),
+            watch: WatchSection::default(),
         }
     }
 }
@@ -664,6 +669,7 @@ impl NodeConfig {
         self.compression.validate()?;
         self.peer.validate()?;
         self.snapshot.validate()?;
+        self.watch.validate()?;
         // The protocol crate's own checks (after ours, which say more).
         self.raft_core_config()?;
         Ok(())
@@ -788,6 +794,7 @@ impl NodeConfig {
         check("wal", self.wal == new.wal);
         check("peer", self.peer == new.peer);
         check("snapshot", self.snapshot == new.snapshot);
+        check("watch", self.watch == new.watch);
         out
     }
 
