@@ -23,7 +23,8 @@
 //!   over a running node;
 //! - [`pace`]: the token bucket that limits a snapshot build's read rate
 //!   ([`PendingSnapshot::with_max_rate`]);
-//! - [`validate`]: the checks the service makes before proposing.
+//! - [`validate`]: the checks the service makes before proposing;
+//! - [`watch`]: the watch hub fed by apply ([`events`]) and its client streams.
 #![deny(missing_docs)]
 
 pub mod address_book;
@@ -50,6 +51,7 @@ mod state;
 mod store;
 mod upgrade;
 pub mod validate;
+pub mod watch;
 
 pub use apply::{ApplyEntry, ApplyResult, EntryPayload, Outcome};
 pub use command::{COMMAND_FORMAT_V1, Command, Op};

@@ -15,10 +15,12 @@
 mod bytes;
 mod compaction;
 mod reload;
+mod watch;
 
 pub use bytes::ByteSize;
 pub use compaction::{CompactionSection, Retention};
 pub use reload::{ConfigSource, DiffError};
+pub use watch::WatchSection;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -105,6 +107,8 @@ pub struct NodeConfig {
     pub snapshot: SnapshotSection,
     /// History compaction: auto-compaction and the pace of physical compaction.
     pub compaction: CompactionSection,
+    /// etcd's Watch: progress notifications and buffer bounds.
+    pub watch: WatchSection,
 }
 
 impl Default for NodeConfig {
@@ -129,6 +133,7 @@ impl Default for NodeConfig {
             peer: PeerSection::default(),
             snapshot: SnapshotSection::default(),
             compaction: CompactionSection::default(),
+            watch: WatchSection::default(),
         }
     }
 }
@@ -673,6 +678,7 @@ impl NodeConfig {
         self.peer.validate()?;
         self.snapshot.validate()?;
         self.compaction.validate()?;
+        self.watch.validate()?;
         // The protocol crate's own checks (after ours, which say more).
         self.raft_core_config()?;
         Ok(())
@@ -797,6 +803,7 @@ impl NodeConfig {
         check("wal", self.wal == new.wal);
         check("peer", self.peer == new.peer);
         check("snapshot", self.snapshot == new.snapshot);
+        check("watch", self.watch == new.watch);
         out
     }
 

@@ -17,6 +17,7 @@ use raft_kv::autocompact::AutoCompactor;
 use raft_kv::machine::{KvMachine, SnapshotCtx};
 use raft_kv::pb::kvcmd::MemberAttributes;
 use raft_kv::service::{Ctx, EtcdService};
+use raft_kv::watch::WatchHub;
 use raft_kv::{Command, KvStore, Op, Outcome};
 use raft_runtime::{RaftHandle, RaftNode, RuntimeConfig, WalStore};
 use reload::Reloader;
@@ -157,6 +158,10 @@ impl Node {
             raft_snapshot::StoreOptions::default(),
         )?;
         recover::finish_interrupted_restore(&store, &snapshots, &wal)?;
+        // Fed by apply from here on; what is applied before it hears of is caught up from
+        // the store's history.
+        let watch_hub = WatchHub::for_store(&store, config.watch.hub_config())
+            .map_err(io("starting the watch hub".to_string()))?;
         let uploader = match &config.snapshot.upload_dir {
             Some(dir) => {
                 let target = Arc::new(raft_snapshot::LocalDirStore::new(dir)?);
@@ -246,7 +251,8 @@ impl Node {
                 max_request_bytes: limit,
                 ..Default::default()
             },
-        });
+        })
+        .with_watch(watch_hub);
         let (api_stop, stop_rx) = oneshot::channel::<()>();
         let client_incoming =
             tonic::transport::server::TcpIncoming::from(client_listener).with_nodelay(Some(true));
