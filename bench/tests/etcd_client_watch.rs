@@ -1,7 +1,8 @@
 //! The `etcd-client` crate's Watch API against real `raftd` processes: a replay from an old
 //! revision with `prev_kv`, live events, several watches on one stream with client-chosen
 //! ids, cancel, progress, a compacted start, a hundred watchers of one key over ten streams,
-//! and a watcher that resumes on another member after its member (the leader) is killed.
+//! a watcher that resumes on another member after its member (the leader) is killed, and
+//! the fan-out workload of `raft-bench load` at a small scale.
 //!
 //! The raftd binary comes from `RAFT_BENCH_RAFTD`, as for `etcd_client.rs`.
 
@@ -10,6 +11,7 @@
 use etcd_client::{Client, CompactionOptions, EventType, WatchOptions, WatchResponse, WatchStream};
 use raft_bench::binaries::test_raftd as raftd;
 use raft_bench::cluster::{Cluster, Server};
+use raft_bench::watch_load::{self, Layout, WatchSpec};
 use raft_node::testing::CALM;
 use std::time::{Duration, Instant};
 
@@ -272,6 +274,45 @@ async fn watch_resumes_on_another_member_after_its_leader_is_killed() {
         );
         for a in &acked {
             assert!(seen.contains(a), "acknowledged {a:?} missing");
+        }
+    })
+    .await
+    .expect("test took too long");
+}
+
+/// The fan-out workload of `raft-bench load --workload watch-key|watch-prefix`, small: every
+/// acknowledged put reaches every watcher of its key, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_fan_out_workload_delivers_every_put_to_every_watcher() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start(&dir);
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        cluster.leader(Duration::from_secs(30)).await.unwrap();
+        for layout in [Layout::OneKey, Layout::Prefixes(5)] {
+            let spec = WatchSpec {
+                layout,
+                watchers: 60,
+                per_stream: 20,
+                put_clients: 4,
+                duration: Duration::from_secs(2),
+                value_size: 64,
+            };
+            let s = watch_load::run(&cluster.endpoints(), &spec).await.unwrap();
+            let fan_out = if layout == Layout::OneKey { 60 } else { 12 };
+            assert_eq!(s.fan_out, fan_out);
+            assert!(s.puts > 20, "{s:?}");
+            // Events are counted by arrival in the window, puts by acknowledgement: the
+            // edges of the window differ by a few puts' worth of events at most.
+            let want = s.puts * s.fan_out;
+            let slack = 8 * s.fan_out * spec.put_clients as u64;
+            assert!(
+                s.events + slack >= want && s.events <= want + slack,
+                "{} events for {} puts x {}",
+                s.events,
+                s.puts,
+                s.fan_out
+            );
+            assert!(s.quantile_ms(0.5) > 0.0 && s.quantile_ms(0.99) >= s.quantile_ms(0.5));
         }
     })
     .await
