@@ -732,3 +732,59 @@ async fn a_watcher_resumes_on_another_member_after_a_kill_without_gap_or_duplica
     .await
     .expect("test timed out");
 }
+
+/// A client that stops reading: with a 4-event stream buffer its watch falls out of the
+/// live group, writes go on at full speed meanwhile, and once it reads again it gets every
+/// event, once, in order (caught up from history), then live ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_holds_nothing_back_and_loses_nothing() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let cluster =
+            Cluster::start(raftd().args(["--set", "watch.stream_buffer_events=4"]), 3).unwrap();
+        let leader = cluster.leader(Duration::from_secs(20)).await.unwrap();
+        let client = cluster.node_client(leader);
+        let start = put(&client, "s/start", "0").await.unwrap();
+        let mut stalled = Stream::open_retried(&cluster.endpoint(leader)).await;
+        stalled
+            .create(WatchCreateRequest {
+                start_revision: start,
+                ..prefix_req("s/")
+            })
+            .await;
+        // Not read while 300 puts of 4 KiB (more than the transport's windows) go in.
+        let value = "v".repeat(4 << 10);
+        let t = Instant::now();
+        let mut revs = vec![start];
+        for i in 0..300 {
+            revs.push(
+                put(&client, &format!("s/{}", i % 10), &value)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let writing = t.elapsed();
+        let got = stalled
+            .until(|r| r.iter().flat_map(|r| &r.events).count() >= revs.len())
+            .await;
+        let seen: Vec<i64> = got
+            .iter()
+            .flat_map(|r| &r.events)
+            .map(|e| e.kv.as_ref().unwrap().mod_revision)
+            .collect();
+        assert_eq!(seen, revs, "every event once, in order");
+        // And live again afterwards.
+        let last = put(&client, "s/live", "1").await.unwrap();
+        let got = stalled
+            .until(|r| r.iter().any(|r| !r.events.is_empty()))
+            .await;
+        let live: Vec<i64> = got
+            .iter()
+            .flat_map(|r| &r.events)
+            .map(|e| e.kv.as_ref().unwrap().mod_revision)
+            .collect();
+        assert_eq!(live, vec![last]);
+        println!("300 puts in {writing:?} with a stalled watcher");
+    })
+    .await
+    .expect("test timed out");
+}
