@@ -196,7 +196,7 @@ impl KvStore {
         for (key, entry) in &batch.overlay {
             b.insert(prefixed(DATA, key), entry.encode());
         }
-        for (at, (key, entry)) in &batch.pending {
+        for (at, key, entry) in batch.pending.iter() {
             b.insert(&history_key(at.main, at.sub)[..], encode_event(key, entry));
         }
         for (key, value) in &batch.internal {

@@ -29,6 +29,7 @@
 
 pub mod address_book;
 mod apply;
+pub mod autocompact;
 mod command;
 mod compact;
 mod cow;
@@ -42,6 +43,7 @@ pub mod machine;
 mod members;
 pub mod pace;
 mod record;
+pub mod restore;
 pub mod service;
 pub mod snapshot;
 mod snapshot_store;
@@ -59,7 +61,8 @@ pub use events::{EventSink, RevisionEvents};
 pub use hash::KvHash;
 pub use members::Member;
 pub use record::{Current, Record, Rev};
-pub use snapshot::{Capture, CaptureInfo, CaptureKind, CaptureRecords, Restore, SnapshotRecord};
+pub use restore::Restore;
+pub use snapshot::{Capture, CaptureInfo, CaptureKind, CaptureRecords, SnapshotRecord};
 pub use snapshot_store::{
     BACKGROUND_NICE, KvRestoreSink, PendingSnapshot, RecordSource, capture_snapshot,
     lower_thread_priority, maintain_chains, restore_from_store,

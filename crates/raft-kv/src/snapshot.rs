@@ -17,9 +17,10 @@
 //! and the metadata records. History that physical compaction removed since the parent is
 //! not in a delta: whoever restores a snapshot runs physical compaction from the start of
 //! its history (it may hold events the snapshot's source had removed; they are below the
-//! compact revision and go at once). Physical compaction stops at the capture's compact
-//! revision while a capture runs, so everything a read at or above it needs is in the
-//! snapshot.
+//! compact revision and go at once). Physical compaction does not remove anything while a
+//! capture runs (the capture pins where it stands), so the history read is the history at
+//! the capture point, and everything a read at or above the compact revision needs is in
+//! the snapshot.
 //!
 //! # Copy-on-write
 //! [`KvStore::capture`] freezes the state at the applied index N and starts a new dirty
@@ -72,14 +73,12 @@
 
 use crate::cow::{COW_PRESENT, PreImage, Progress, Taken};
 use crate::error::{Error, Result};
-use crate::history::decode_event;
 use crate::layout::{
-    COW, DATA, DIRTY, HISTORY, INTERNAL, META, cow_key, decode_key_list, history_key, history_rev,
-    meta, meta_key, numbered, prefixed,
+    COW, DATA, DIRTY, INTERNAL, cow_key, decode_key_list, history_key, meta, meta_key, numbered,
+    prefixed,
 };
-use crate::members::{Member, decode_members, encode_members};
-use crate::record::{Current, Rev};
-use crate::state::{ActiveCapture, PendingDurable, Shared, State, encode_cursor, remove_space};
+use crate::members::{Member, encode_members};
+use crate::state::{ActiveCapture, PendingDurable, Shared};
 use crate::store::KvStore;
 use prost::bytes::Bytes;
 use std::cmp::Ordering;
@@ -193,7 +192,11 @@ impl KvStore {
             floor: st.dirty_floor,
             generation: st.dirty_gen,
             number: st.next_capture,
-            compact_revision: st.compact_revision,
+            // Physical compaction stops where it stands (the events below its cursor are
+            // processed), so the history read is exactly the history at N.
+            pinned: st
+                .compact_revision
+                .min(shared.compaction.cursor.lock().main - 1),
         };
         // Internal records are few and written only by apply, which waits for this lock.
         let mut internal = Vec::new();
@@ -208,8 +211,6 @@ impl KvStore {
             CaptureKind::Full => 0,
             CaptureKind::Delta => st.snapshot_revision + 1,
         };
-        // History up to the capture's revision is only ever removed below this pin.
-        shared.pin(st.compact_revision);
         st.next_capture += 1;
         let old = shared.cow.lock().reset();
         drop(old);
@@ -217,6 +218,8 @@ impl KvStore {
         shared
             .tree
             .insert(meta_key(meta::DIRTY_GEN), &st.dirty_gen.to_be_bytes())?;
+        // Released when the records are dropped.
+        shared.pin(cap.pinned);
         st.capture = Some(cap);
         st.pending_durable = Some(PendingDurable {
             index: st.applied_index,
@@ -317,77 +320,6 @@ impl KvStore {
         tracing::info!(index, "snapshot durable; delta tracking restarts");
         tidy(shared)
     }
-
-    /// Starts replacing the whole state with a base snapshot's records.
-    pub fn restore_begin(&self) -> Result<Restore> {
-        self.begin_restore(true)
-    }
-
-    /// Starts applying a delta snapshot on top of the current state (which must be the
-    /// delta's parent).
-    pub fn delta_begin(&self) -> Result<Restore> {
-        self.begin_restore(false)
-    }
-
-    /// Replaces the state with a base snapshot at `index`/`term`.
-    pub fn restore_full(
-        &self,
-        index: u64,
-        term: u64,
-        records: impl IntoIterator<Item = Result<SnapshotRecord>>,
-    ) -> Result<()> {
-        let mut r = self.restore_begin()?;
-        for rec in records {
-            r.apply(rec?)?;
-        }
-        r.finish(index, term)
-    }
-
-    /// Applies a delta snapshot at `index`/`term` on top of the current state.
-    pub fn apply_delta(
-        &self,
-        index: u64,
-        term: u64,
-        records: impl IntoIterator<Item = Result<SnapshotRecord>>,
-    ) -> Result<()> {
-        let mut r = self.delta_begin()?;
-        for rec in records {
-            r.apply(rec?)?;
-        }
-        r.finish(index, term)
-    }
-
-    fn begin_restore(&self, wipe: bool) -> Result<Restore> {
-        let shared = &self.shared;
-        let mut st = shared.state.write();
-        if st.capture.is_some() {
-            return Err(Error::CaptureInProgress);
-        }
-        let tree = &shared.tree;
-        // Mark first: a crash from here on leaves a store that refuses to serve.
-        tree.insert(meta_key(meta::RESTORING), &[])?;
-        tree.flush()?;
-        st.restoring = true;
-        st.pending_durable = None;
-        shared
-            .compaction
-            .epoch
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        if wipe {
-            remove_space(tree, HISTORY, |_| true)?;
-            remove_space(tree, INTERNAL, |_| true)?;
-            remove_space(tree, DATA, |_| true)?;
-        }
-        remove_space(tree, DIRTY, |_| true)?;
-        remove_space(tree, COW, |_| true)?;
-        tracing::info!(wipe, "snapshot restore started");
-        Ok(Restore {
-            store: self.clone(),
-            batch: sled::Batch::default(),
-            pending: 0,
-            legacy: false,
-        })
-    }
 }
 
 /// Keys listed per range scan in [`tidy`].
@@ -446,133 +378,6 @@ fn remove_range(tree: &sled::Tree, lo: Vec<u8>, hi: Vec<u8>) -> Result<usize> {
             tree.remove(k)?;
         }
         removed += keys.len();
-    }
-}
-
-/// A restore in progress: feed it a snapshot's records, then [`finish`](Self::finish).
-///
-/// Until `finish` returns, the store refuses apply and reads ([`Error::RestoreIncomplete`]),
-/// also after a crash and reopen: restore again then.
-pub struct Restore {
-    store: KvStore,
-    batch: sled::Batch,
-    pending: usize,
-    /// A key entry in layout 2's format was restored (a snapshot of an older version):
-    /// the data is converted when the restore finishes.
-    legacy: bool,
-}
-
-impl Restore {
-    /// Feeds one record.
-    pub fn apply(&mut self, rec: SnapshotRecord) -> Result<()> {
-        match rec {
-            SnapshotRecord::Put { key, value } => self.put(&key, &value),
-            SnapshotRecord::Delete { key } => self.delete(&key),
-        }
-    }
-
-    /// Sets a record (validated before it is written).
-    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        let bad = |what: &str| Error::BadSnapshotRecord(format!("{what} ({key:?})"));
-        match key.split_first() {
-            Some((&HISTORY, _)) => {
-                history_rev(key).ok_or_else(|| bad("bad history key"))?;
-                decode_event(value).map_err(|_| bad("undecodable history event"))?;
-            }
-            Some((&INTERNAL, _)) => {
-                if !crate::internal::validate(key, value) {
-                    return Err(bad("unknown or undecodable internal record"));
-                }
-            }
-            Some((&DATA, _)) => {
-                Current::decode(value).map_err(|_| bad("undecodable key entry"))?;
-                self.legacy |= Current::is_layout_2(value);
-            }
-            Some((&META, name)) if name == meta::REVISION || name == meta::COMPACT_REVISION => {
-                if value.len() != 8 {
-                    return Err(bad("revision not 8 bytes"));
-                }
-            }
-            Some((&META, name)) if name == meta::MEMBERS => {
-                decode_members(value).map_err(|_| bad("undecodable member list"))?;
-            }
-            _ => return Err(bad("unknown record key")),
-        }
-        self.batch.insert(key, value);
-        self.bump()
-    }
-
-    /// Removes a data record.
-    pub fn delete(&mut self, key: &[u8]) -> Result<()> {
-        if key.first() != Some(&DATA) {
-            return Err(Error::BadSnapshotRecord(format!(
-                "delete of a non-data record ({key:?})"
-            )));
-        }
-        self.batch.remove(key);
-        self.bump()
-    }
-
-    fn bump(&mut self) -> Result<()> {
-        self.pending += 1;
-        if self.pending >= 10_000 {
-            self.store
-                .shared
-                .tree
-                .apply_batch(std::mem::take(&mut self.batch))?;
-            self.pending = 0;
-        }
-        Ok(())
-    }
-
-    /// Completes the restore: the state is the snapshot's at `index` (of `term`); deltas are
-    /// tracked from here.
-    pub fn finish(mut self, index: u64, term: u64) -> Result<()> {
-        let shared = self.store.shared.clone();
-        let mut st = shared.state.write();
-        let b = &mut self.batch;
-        b.insert(meta_key(meta::APPLIED_INDEX), &index.to_be_bytes());
-        b.insert(meta_key(meta::APPLIED_TERM), &term.to_be_bytes());
-        b.insert(meta_key(meta::DIRTY_FLOOR), &0u64.to_be_bytes());
-        b.insert(meta_key(meta::DIRTY_GEN), &1u64.to_be_bytes());
-        b.insert(meta_key(meta::SNAPSHOT_INDEX), &index.to_be_bytes());
-        // Physical compaction starts over (see the module documentation).
-        b.insert(
-            meta_key(meta::COMPACT_CURSOR),
-            encode_cursor(Rev::default()),
-        );
-        shared.tree.apply_batch(std::mem::take(b))?;
-        if self.legacy {
-            crate::upgrade::convert_data(&shared.tree)?;
-            crate::upgrade::legacy_restored(&shared.tree)?;
-        }
-        let restored = State::load(&shared.tree)?;
-        let mut b = sled::Batch::default();
-        b.insert(
-            meta_key(meta::SNAPSHOT_REVISION),
-            &restored.revision.to_be_bytes(),
-        );
-        b.remove(meta_key(meta::RESTORING));
-        shared.tree.apply_batch(b)?;
-        shared.tree.flush()?;
-        let next_capture = st.next_capture;
-        *st = State::load(&shared.tree)?;
-        st.next_capture = next_capture;
-        *shared.compaction.cursor.lock() = st.compact_cursor;
-        shared.compaction.durable.send_replace(0);
-        let compacted = st.compact_revision > 0;
-        drop(st);
-        if compacted {
-            crate::compact::start(&shared);
-        }
-        let st = shared.state.read();
-        tracing::info!(
-            index,
-            term,
-            revision = st.revision,
-            "snapshot restore finished"
-        );
-        Ok(())
     }
 }
 
@@ -819,7 +624,7 @@ impl Drop for CaptureRecords {
             self.shared.cow.lock().reset()
         };
         drop(old);
-        self.shared.unpin(self.cap.compact_revision);
+        self.shared.unpin(self.cap.pinned);
         if let Err(err) = tidy(&self.shared) {
             tracing::warn!(%err, "cleaning up after a snapshot capture failed; the next one retries");
         }
@@ -953,7 +758,7 @@ mod tests {
         // the store between its apply task and the gRPC service.
         send_static::<CaptureRecords>();
         send_static::<Capture>();
-        send_static::<Restore>();
+        send_static::<crate::Restore>();
         send_static::<KvStore>();
         sync::<KvStore>();
     }

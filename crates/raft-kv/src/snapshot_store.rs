@@ -10,7 +10,8 @@
 
 use crate::error::{Error, Result};
 use crate::pace::RateLimiter;
-use crate::snapshot::{CaptureKind, CaptureRecords, Restore, SnapshotRecord};
+use crate::restore::Restore;
+use crate::snapshot::{CaptureKind, CaptureRecords, SnapshotRecord};
 use crate::store::KvStore;
 use raft_core::{Membership, SnapshotMeta};
 use raft_snapshot::{

@@ -71,11 +71,14 @@ pub(crate) struct CompactorFlags {
 }
 
 impl CompactionSignal {
-    pub(crate) fn new(cursor: Rev) -> Self {
+    /// The signal of a store whose compactor stands at `cursor` with `compact_revision`:
+    /// what is on disk when a store opens is durable.
+    pub(crate) fn new(cursor: Rev, compact_revision: i64) -> Self {
+        let done = compact_revision.min(cursor.main - 1).max(0);
         CompactionSignal {
             flags: Mutex::new(CompactorFlags::default()),
             wake: Condvar::new(),
-            durable: tokio::sync::watch::Sender::new(0),
+            durable: tokio::sync::watch::Sender::new(done),
             max_rate: std::sync::atomic::AtomicU64::new(0),
             cursor: Mutex::new(cursor),
             epoch: std::sync::atomic::AtomicU64::new(0),
@@ -152,8 +155,9 @@ pub(crate) struct ActiveCapture {
     pub(crate) generation: u64,
     /// Its number: its sled pre-images are under `b'c' ++ number`.
     pub(crate) number: u64,
-    /// The compact revision it pinned (released when it ends).
-    pub(crate) compact_revision: i64,
+    /// The revision it pinned (released when it ends): where physical compaction stood
+    /// when it started, so nothing is removed while it reads.
+    pub(crate) pinned: i64,
 }
 
 impl State {

@@ -149,7 +149,10 @@ impl KvStore {
         let state = State::load(&tree)?;
         let behind =
             state.compact_revision > 0 && state.compact_cursor.main <= state.compact_revision;
-        let compaction = Arc::new(CompactionSignal::new(state.compact_cursor));
+        let compaction = Arc::new(CompactionSignal::new(
+            state.compact_cursor,
+            state.compact_revision,
+        ));
         tracing::debug!(
             applied_index = state.applied_index,
             revision = state.revision,

@@ -78,6 +78,13 @@ pub struct RaftdArgs {
     /// `request_size_limit`, e.g. 1.5MiB.
     #[arg(long, value_name = "SIZE")]
     pub request_size_limit: Option<String>,
+    /// `compaction.auto_mode`: periodic or revision (etcd's flag).
+    #[arg(long, value_name = "MODE")]
+    pub auto_compaction_mode: Option<String>,
+    /// `compaction.auto_retention`: periodic, a duration (1h, 30m) or hours; revision, a
+    /// number of revisions; 0 turns auto-compaction off (etcd's flag).
+    #[arg(long, value_name = "RETENTION")]
+    pub auto_compaction_retention: Option<String>,
     /// Overrides any key: `--set raft.max_inflight_msgs=64` (repeatable, applied last).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -188,6 +195,8 @@ impl RaftdArgs {
         s("wal.sync_policy", &self.wal_sync);
         s("compression.codec", &self.compression);
         s("request_size_limit", &self.request_size_limit);
+        s("compaction.auto_mode", &self.auto_compaction_mode);
+        s("compaction.auto_retention", &self.auto_compaction_retention);
         let int = |v: u64, key: &str| -> Result<toml::Value, ConfigError> {
             i64::try_from(v)
                 .map(Integer)

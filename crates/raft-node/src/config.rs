@@ -13,10 +13,12 @@
 //! keys that differ between two configurations so a reload can refuse them.
 
 mod bytes;
+mod compaction;
 mod reload;
 mod watch;
 
 pub use bytes::ByteSize;
+pub use compaction::{CompactionSection, Retention};
 pub use reload::{ConfigSource, DiffError};
 pub use watch::WatchSection;
 
@@ -55,6 +57,9 @@ pub const RELOADABLE_KEYS: &[&str] = &[
     "compression.codec",
     "compression.level",
     "compression.threshold",
+    "compaction.auto_mode",
+    "compaction.auto_retention",
+    "compaction.max_rate",
 ];
 
 /// The whole configuration of one raftd node (the TOML file's top level).
@@ -100,6 +105,8 @@ pub struct NodeConfig {
     pub peer: PeerSection,
     /// State-machine snapshot chains and their upload.
     pub snapshot: SnapshotSection,
+    /// History compaction: auto-compaction and the pace of physical compaction.
+    pub compaction: CompactionSection,
     /// etcd's Watch: progress notifications and buffer bounds.
     pub watch: WatchSection,
 }
@@ -125,6 +132,7 @@ impl Default for NodeConfig {
             compression: CompressionSection::default(),
             peer: PeerSection::default(),
             snapshot: SnapshotSection::default(),
+            compaction: CompactionSection::default(),
             watch: WatchSection::default(),
         }
     }
@@ -669,6 +677,7 @@ impl NodeConfig {
         self.compression.validate()?;
         self.peer.validate()?;
         self.snapshot.validate()?;
+        self.compaction.validate()?;
         self.watch.validate()?;
         // The protocol crate's own checks (after ours, which say more).
         self.raft_core_config()?;

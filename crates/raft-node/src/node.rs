@@ -13,6 +13,7 @@ use crate::config::{ConfigError, ConfigSource, NodeConfig, strip_scheme};
 use crate::logging::LogHandle;
 use raft_core::Membership;
 use raft_kv::address_book::AddressBook;
+use raft_kv::autocompact::AutoCompactor;
 use raft_kv::machine::{KvMachine, SnapshotCtx};
 use raft_kv::pb::kvcmd::MemberAttributes;
 use raft_kv::service::{Ctx, EtcdService};
@@ -115,6 +116,8 @@ pub struct Node {
     /// Background tasks stopped at shutdown (the fault switch, reload watchers).
     tasks: Vec<tokio::task::JoinHandle<()>>,
     uploader: Option<Arc<raft_snapshot::Uploader>>,
+    /// Proposes compactions while this node leads (stopped when dropped).
+    _autocompact: Arc<AutoCompactor>,
 }
 
 impl Node {
@@ -217,13 +220,17 @@ impl Node {
         )
         .await?;
 
-        let reloader = Arc::new(Reloader::new(
-            config.clone(),
-            source,
-            log,
+        store.set_compaction_rate(config.compaction.max_rate.get());
+        let autocompact = Arc::new(AutoCompactor::spawn(
             handle.clone(),
-            net.clone(),
+            store.clone(),
+            id,
+            config.compaction.policy()?,
         ));
+        let reloader = Arc::new(
+            Reloader::new(config.clone(), source, log, handle.clone(), net.clone())
+                .with_compaction(autocompact.clone(), store.clone()),
+        );
         let mut tasks = Vec::new();
         if faults::enabled() {
             let net = net.clone();
@@ -306,6 +313,7 @@ impl Node {
             reloader,
             tasks,
             uploader,
+            _autocompact: autocompact,
         })
     }
 

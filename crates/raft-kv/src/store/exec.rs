@@ -101,10 +101,26 @@ impl<'a> Batch<'a> {
     }
 
     /// Records a write: the key's new current entry, its history event and watch event.
-    fn write(&mut self, tx: &mut Tx, key: Bytes, entry: Current, prev: Option<KeyValue>) {
+    fn write(
+        &mut self,
+        tx: &mut Tx,
+        key: Bytes,
+        entry: Current,
+        prev: Option<KeyValue>,
+    ) -> Result<()> {
         if self.events.is_some() {
             let (kind, kv) = match &entry {
-                Current::Live { rec, .. } => (EventType::Put, rec.to_key_value(&key)),
+                Current::Live { rec, .. } => (
+                    EventType::Put,
+                    KeyValue {
+                        key: key.clone(),
+                        create_revision: rec.create_revision,
+                        mod_revision: rec.mod_revision,
+                        version: rec.version,
+                        value: rec.value.clone(),
+                        lease: rec.lease,
+                    },
+                ),
                 Current::Tombstone { at, .. } => (
                     EventType::Delete,
                     KeyValue {
@@ -120,9 +136,9 @@ impl<'a> Batch<'a> {
                 prev_kv: prev,
             });
         }
-        self.pending
-            .insert(entry.at(), (key.clone(), entry.clone()));
+        self.pending.push(entry.at(), key.clone(), entry.clone())?;
         self.overlay.insert(key.to_vec(), entry);
+        Ok(())
     }
 
     /// Executes one command. A request error leaves nothing pending (all checks run before
@@ -286,14 +302,18 @@ impl<'a> Batch<'a> {
                 value: p.value.clone(),
             },
         };
-        let prev_kv = prev.map(|r| r.to_key_value(&p.key));
+        // Built only when asked for (a copy of the key): by the client or a watch hub.
+        let watched = self.events.is_some();
+        let prev_kv = prev
+            .filter(|_| p.prev_kv || watched)
+            .map(|r| r.to_key_value(&p.key));
         let entry = Current::Live {
             rec,
             sub: at.sub,
             prev: before,
         };
-        let watched = self.events.is_some().then(|| prev_kv.clone()).flatten();
-        self.write(tx, p.key.clone(), entry, watched);
+        let event_prev = if watched { prev_kv.clone() } else { None };
+        self.write(tx, p.key.clone(), entry, event_prev)?;
         Ok(PutResponse {
             header: Some(header(tx.rev)),
             prev_kv: if p.prev_kv { prev_kv } else { None },
@@ -326,7 +346,10 @@ impl<'a> Batch<'a> {
                 pre.keep(&k, Some(raw));
             }
             let before = entry.at();
-            let kv = entry.into_live().map(|r| r.to_key_value(&k));
+            let kv = entry
+                .into_live()
+                .filter(|_| d.prev_kv || self.events.is_some())
+                .map(|r| r.to_key_value(&k));
             if d.prev_kv
                 && let Some(kv) = &kv
             {
@@ -337,7 +360,7 @@ impl<'a> Batch<'a> {
                 prev: Some(before),
             };
             let watched = if self.events.is_some() { kv } else { None };
-            self.write(tx, Bytes::from(k), tomb, watched);
+            self.write(tx, Bytes::from(k), tomb, watched)?;
         }
         Ok(DeleteRangeResponse {
             header: Some(header(tx.view_rev())),

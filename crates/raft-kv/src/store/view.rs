@@ -17,8 +17,38 @@ use std::collections::BTreeMap;
 
 /// Pending current entries by user key.
 pub(crate) type Overlay = BTreeMap<Vec<u8>, Current>;
-/// Pending history events by revision: the key and the entry the write left.
-pub(crate) type Pending = BTreeMap<Rev, (Bytes, Current)>;
+/// Pending history events of a batch: the revision, the key and the entry the write left.
+///
+/// Invariant: in strictly ascending revision order (a batch's writes are), so a lookup is a
+/// binary search and an insert a push.
+#[derive(Debug, Default)]
+pub(crate) struct Pending(Vec<(Rev, Bytes, Current)>);
+
+impl Pending {
+    pub(crate) fn new() -> Self {
+        Pending(Vec::new())
+    }
+
+    /// Appends the event of the batch's next write.
+    pub(crate) fn push(&mut self, at: Rev, key: Bytes, entry: Current) -> Result<()> {
+        if self.0.last().is_some_and(|(last, _, _)| *last >= at) {
+            return Err(Error::corrupt("a batch's writes out of revision order"));
+        }
+        self.0.push((at, key, entry));
+        Ok(())
+    }
+
+    /// The event at `at`, if the batch wrote it.
+    pub(crate) fn get(&self, at: Rev) -> Option<&Current> {
+        let i = self.0.binary_search_by_key(&at, |(r, _, _)| *r).ok()?;
+        Some(&self.0[i].2)
+    }
+
+    /// The events, in revision order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &(Rev, Bytes, Current)> {
+        self.0.iter()
+    }
+}
 
 /// The tree as it is plus the pending writes of a batch.
 pub(crate) struct View<'a> {
@@ -74,7 +104,7 @@ impl<'a> View<'a> {
 
     /// The history event at `at`: pending, then stored.
     pub(crate) fn event(&self, at: Rev) -> Result<Option<Current>> {
-        if let Some((_, e)) = self.pending.get(&at) {
+        if let Some(e) = self.pending.get(at) {
             return Ok(Some(e.clone()));
         }
         match self.tree.get(history_key(at.main, at.sub))? {

@@ -175,6 +175,8 @@ enum Step {
         full: bool,
         durable: bool,
     },
+    /// Compact to a revision between the compact revision and the current one.
+    Compact(u8),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -182,6 +184,7 @@ fn step() -> impl Strategy<Value = Step> {
         8 => act().prop_map(Step::Act),
         1 => (any::<bool>(), prop::bool::weighted(0.8))
             .prop_map(|(full, durable)| Step::Capture { full, durable }),
+        1 => any::<u8>().prop_map(Step::Compact),
     ]
 }
 
@@ -189,7 +192,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
     /// Restoring the chain of durable snapshots (base, then deltas) always gives the state at
-    /// the chain's last index, whatever the workload and whichever captures failed.
+    /// the chain's last index, its whole readable history included, whatever the workload,
+    /// the compactions between the snapshots and whichever captures failed.
     #[test]
     fn snapshot_chain_restores_the_state_at_its_index(steps in prop::collection::vec(step(), 1..80)) {
         let store = KvStore::open_temporary().unwrap();
@@ -201,6 +205,19 @@ proptest! {
                 Step::Act(a) => {
                     index += 1;
                     store.apply(index, 1, &Command::new(0, op(a))).unwrap();
+                }
+                Step::Compact(p) => {
+                    let (c, rev) = (store.compact_revision(), store.revision());
+                    if rev > c {
+                        index += 1;
+                        let target = c + 1 + i64::from(*p) % (rev - c);
+                        let cmd = Command::new(0, Op::Compact(raft_kv::pb::etcdserverpb::CompactionRequest {
+                            revision: target,
+                            physical: false,
+                        }));
+                        store.apply(index, 1, &cmd).unwrap();
+                        prop_assert_eq!(store.compact_revision(), target);
+                    }
                 }
                 Step::Capture { full, durable } => {
                     let expected = state(&store);
@@ -228,6 +245,11 @@ proptest! {
                     prop_assert_eq!(state(&copy), expected);
                     prop_assert_eq!(copy.revision(), store.revision());
                     prop_assert_eq!(copy.hash_kv(0).unwrap(), store.hash_kv(0).unwrap());
+                    for rev in store.compact_revision().max(1)..=store.revision() {
+                        let mut req = range_req("\0", "\0");
+                        req.revision = rev;
+                        prop_assert_eq!(copy.range(&req).unwrap(), store.range(&req).unwrap());
+                    }
                 }
             }
         }

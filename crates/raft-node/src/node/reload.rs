@@ -7,6 +7,8 @@ use crate::config::{ConfigError, ConfigSource, DiffError, NodeConfig};
 use crate::logging::LogHandle;
 use arc_swap::ArcSwap;
 use metrics::counter;
+use raft_kv::KvStore;
+use raft_kv::autocompact::AutoCompactor;
 use raft_kv::machine::KvMachine;
 use raft_metrics::node as m;
 use raft_runtime::RaftHandle;
@@ -49,6 +51,8 @@ pub struct Reloader {
     log: Option<LogHandle>,
     handle: RaftHandle<KvMachine>,
     net: raft_net::PeerTransport,
+    /// Auto-compaction and the store's compaction pace, when the node runs them.
+    compaction: Option<(Arc<AutoCompactor>, KvStore)>,
     /// One reload at a time.
     busy: tokio::sync::Mutex<()>,
 }
@@ -76,8 +80,15 @@ impl Reloader {
             log,
             handle,
             net,
+            compaction: None,
             busy: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Applies `compaction.*` changes to `auto` and `store`.
+    pub fn with_compaction(mut self, auto: Arc<AutoCompactor>, store: KvStore) -> Self {
+        self.compaction = Some((auto, store));
+        self
     }
 
     /// The configuration in force.
@@ -129,6 +140,13 @@ impl Reloader {
         }
         if changed.iter().any(|k| k.starts_with("compression.")) {
             self.net.set_compression(new.compression.to_net());
+        }
+        if changed.iter().any(|k| k.starts_with("compaction."))
+            && let Some((auto, store)) = &self.compaction
+        {
+            // Validation parsed the policy already.
+            auto.set(new.compaction.policy()?);
+            store.set_compaction_rate(new.compaction.max_rate.get());
         }
         if changed.contains(&"log_filter")
             && let Some(log) = &self.log
