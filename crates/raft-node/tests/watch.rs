@@ -739,8 +739,13 @@ async fn a_watcher_resumes_on_another_member_after_a_kill_without_gap_or_duplica
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_holds_nothing_back_and_loses_nothing() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let cluster =
-            Cluster::start(raftd().args(["--set", "watch.stream_buffer_events=4"]), 3).unwrap();
+        let cluster = Cluster::start(
+            raftd()
+                .with_metrics()
+                .args(["--set", "watch.stream_buffer_events=4"]),
+            3,
+        )
+        .unwrap();
         let leader = cluster.leader(Duration::from_secs(20)).await.unwrap();
         let client = cluster.node_client(leader);
         let start = put(&client, "s/start", "0").await.unwrap();
@@ -783,6 +788,28 @@ async fn a_stalled_client_holds_nothing_back_and_loses_nothing() {
             .map(|e| e.kv.as_ref().unwrap().mod_revision)
             .collect();
         assert_eq!(live, vec![last]);
+        // The hub's gauges: one stream with one watch, live again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = raft_node::scrape::http_get(
+                cluster.metrics(leader),
+                "/metrics",
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+            let m = raft_node::scrape::parse(&text);
+            let gauges = (
+                m.sum("raftd_watch_streams"),
+                m.sum("raftd_watch_watchers"),
+                m.sum("raftd_watch_unsynced"),
+            );
+            if gauges == (Some(1.0), Some(1.0), Some(0.0)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "watch gauges {gauges:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         println!("300 puts in {writing:?} with a stalled watcher");
     })
     .await
