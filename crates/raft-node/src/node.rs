@@ -253,6 +253,9 @@ impl Node {
             },
         })
         .with_watch(watch_hub);
+        if let Some(hub) = service.watch_hub().cloned() {
+            tasks.push(tokio::spawn(watch_gauges(hub)));
+        }
         let (api_stop, stop_rx) = oneshot::channel::<()>();
         let client_incoming =
             tonic::transport::server::TcpIncoming::from(client_listener).with_nodelay(Some(true));
@@ -386,6 +389,18 @@ impl Node {
         // the log's writer thread are joined there), the process is about to exit.
         std::mem::forget(self.store);
         std::mem::forget(self.handle);
+    }
+}
+
+/// Sets the watch hub's gauges once a second.
+async fn watch_gauges(hub: WatchHub) {
+    use raft_metrics::node::{WATCH_STREAMS, WATCH_UNSYNCED, WATCH_WATCHERS};
+    loop {
+        let s = hub.stats();
+        metrics::gauge!(WATCH_WATCHERS).set(s.watchers as f64);
+        metrics::gauge!(WATCH_UNSYNCED).set(s.unsynced as f64);
+        metrics::gauge!(WATCH_STREAMS).set(s.streams as f64);
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
