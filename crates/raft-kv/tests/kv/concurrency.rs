@@ -95,7 +95,7 @@ fn reads_compaction_and_captures_agree_with_the_history_while_apply_runs() {
                     .records
                     .enumerate()
                     .inspect(|(n, _)| {
-                        if n % 16 == 0 {
+                        if n.is_multiple_of(16) {
                             std::thread::sleep(Duration::from_millis(1));
                         }
                     })
@@ -136,7 +136,7 @@ fn reads_compaction_and_captures_agree_with_the_history_while_apply_runs() {
     while Instant::now() < deadline {
         i += 1;
         let key = format!("k{}", i % 13);
-        let op = if i % 5 == 0 {
+        let op = if i.is_multiple_of(5) {
             Op::DeleteRange(del_req(&key, "", false))
         } else {
             put_op(&key, &i.to_string())
@@ -158,7 +158,7 @@ fn reads_compaction_and_captures_agree_with_the_history_while_apply_runs() {
                 m.states.push(state.clone());
             }
         }
-        if i % 50 == 0 {
+        if i.is_multiple_of(50) {
             // Keep the last 600 revisions readable: captures read the history in several
             // chunks while compaction removes what falls out of the window.
             let target = store.revision() - 600;
