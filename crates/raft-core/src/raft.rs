@@ -335,6 +335,13 @@ impl<L: LogRead> Raft<L> {
             self.dropped.extend(ents);
             return Ok(());
         }
+        if matches!(m.body, MessageBody::Vote(_)) && !self.log.confs.members().contains(&m.from) {
+            // A candidate in none of the configurations of our log from the applied index
+            // on: removed by a change we applied (and it never learned so), or added by one
+            // we do not hold yet (the nodes that hold it can elect it). Its term must not
+            // depose our leader, with or without stickiness.
+            return Ok(());
+        }
         if m.term > self.term {
             if let MessageBody::Vote(req) = &m.body
                 && !req.transfer

@@ -29,7 +29,9 @@ use crate::trace::Trace;
 use crate::trace_line;
 use bytes::Bytes;
 use format::Msg;
-use raft_core::{Config, Membership, Message, MessageBody, NodeId, RawNode, Role, SnapshotMeta};
+use raft_core::{
+    Config, Entry, Membership, Message, MessageBody, NodeId, RawNode, ReadMode, Role, SnapshotMeta,
+};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 type Node = RawNode<SharedLog<KvState>>;
@@ -54,6 +56,11 @@ enum Event {
     Tick(NodeId, u64),
     Deliver(Box<(Message, Option<KvState>)>),
     DiskDone(NodeId, u64),
+    /// The state machine of (node, incarnation) applies what is due.
+    Apply(NodeId, u64),
+    /// A snapshot transfer from the first node to the second failed.
+    SnapshotFailed(NodeId, NodeId),
+    FsyncError,
     ClientStart(u64),
     ClientArrive(u64, InFlight),
     ClientReply(u64, u64, Reply),
@@ -94,6 +101,22 @@ struct Running {
     reported_applied: u64,
     /// The simulator's model of the node's configurations (checked against the node's).
     configs: ConfigModel,
+    /// Committed work handed out and not yet applied, with the time it is due (in order).
+    apply_queue: VecDeque<(u64, ApplyItem)>,
+    /// Mutation `CommitWithoutQuorum`: puts to acknowledge once the leader's own write of
+    /// them (the `Ready` numbered first) is durable.
+    early_acks: VecDeque<(u64, Vec<EarlyAck>)>,
+}
+
+/// A put acknowledged early by the `CommitWithoutQuorum` mutation: (client, seq, index, term).
+type EarlyAck = (u64, u64, u64, u64);
+
+/// Work for a node's state machine, applied in order.
+#[derive(Debug)]
+enum ApplyItem {
+    Entries(Vec<Entry>),
+    /// Restore from a snapshot the node installed.
+    Restore(SnapshotMeta, KvState),
 }
 
 /// A node slot: its disk always exists once started; the process may be down.
@@ -102,6 +125,15 @@ struct SimNode {
     incarnation: u64,
     run: Option<Running>,
     paused_until: u64,
+    /// This node's clock drift (parts per million; its tick lasts `TICK_MS * (1 + d)`).
+    drift_ppm: i64,
+    /// Microseconds carried from one tick to the next (drifting clocks).
+    tick_carry_us: u64,
+    /// The state machine as last made durable (with the membership as of its applied
+    /// index), when asynchronous apply flushes it; survives crashes.
+    sm_durable: Option<(KvState, Membership)>,
+    /// The disk's next write completion fails (an fsync error).
+    fail_next_write: bool,
 }
 
 /// The whole simulated world of one run.
@@ -126,6 +158,8 @@ pub struct Cluster {
     commit_confs: BTreeMap<u64, Membership>,
     /// The highest index in `commit_confs`.
     commit_recorded: u64,
+    /// The index of the first liveness probe entry applied anywhere.
+    liveness_index: Option<u64>,
     faults_active: bool,
     liveness_done: bool,
     liveness_from: u64,
@@ -158,6 +192,7 @@ impl Cluster {
             confs,
             commit_confs: BTreeMap::new(),
             commit_recorded: 0,
+            liveness_index: None,
             faults_active: true,
             liveness_done: false,
             liveness_from: 0,
@@ -190,6 +225,8 @@ impl Cluster {
         r.elections = self.leader_terms.len() as u64;
         r.messages = self.net.stats.sent;
         r.conf_changes = self.confs.len() as u64 - 1;
+        r.async_apply = self.cfg.node.apply_lag_max > 0;
+        r.lease_reads = self.cfg.ops.lease_reads;
         r.trace = self.trace.render();
         r
     }
@@ -222,6 +259,7 @@ impl Cluster {
         let (n, d, o) = (&self.cfg.net, &self.cfg.node, &self.cfg.ops);
         let periodic = [
             (d.crash_every, Event::Crash),
+            (d.fsync_error_every, Event::FsyncError),
             (d.pause_every, Event::Pause),
             (n.partition_every, Event::Partition),
             (n.clog_every, Event::Clog),
@@ -256,6 +294,7 @@ impl Cluster {
         }
         let r = check_kv_history(&history, self.opts.max_lin_steps_per_key);
         self.report.lin_unknown = r.unknown.len();
+        self.report.lin_keys = history.iter().map(|o| o.key).collect::<BTreeSet<_>>().len();
         if let Some(&(key, idx)) = r.violations.first() {
             let op = &history[idx];
             let ops_of_key: Vec<String> = history
@@ -315,6 +354,18 @@ impl Cluster {
                 self.on_deliver(m, snap)
             }
             Event::DiskDone(id, inc) => self.on_disk_done(id, inc),
+            Event::Apply(id, inc) => self.on_apply(id, inc),
+            Event::SnapshotFailed(from, to) => {
+                trace_line!(
+                    self.trace,
+                    self.now,
+                    "snapshot n{from}>n{to} transfer failed"
+                );
+                if let Some(r) = self.running(from, None) {
+                    r.raw.report_snapshot(to, false);
+                }
+                self.drive(from)
+            }
             Event::ClientStart(c) => {
                 self.client_start(c);
                 Ok(())
@@ -336,17 +387,7 @@ impl Cluster {
             }
             Event::FaultsEnd => self.faults_end(),
             Event::LivenessProbe => self.liveness_probe(),
-            Event::LivenessDeadline => {
-                if self.liveness_done {
-                    Ok(())
-                } else {
-                    Err(Violation::NoLiveness(format!(
-                        "no write committed within {} ticks of the faults stopping (leader: {:?})",
-                        self.opts.liveness_bound_ticks,
-                        self.leader()
-                    )))
-                }
-            }
+            Event::LivenessDeadline => self.liveness_deadline(),
             Event::End => Ok(()),
             other => self.handle_fault(other),
         }
@@ -365,7 +406,31 @@ impl Cluster {
         c.max_entries_per_append = 64;
         c.max_inflight_msgs = 16;
         c.applied = applied;
+        if self.cfg.ops.lease_reads {
+            // A follower keeps its promise for at least (el - 1) of its ticks after the
+            // heartbeat, the leader's lease lasts el - margin of its own: the margin covers
+            // the tick phase and two drifts apart.
+            let el = self.cfg.election_ticks;
+            let drift = ((el - 1) * 2 * self.cfg.node.drift_ppm).div_ceil(1_000_000);
+            c.read_mode = ReadMode::Lease {
+                drift_margin_ticks: (2 + drift).min(el - 1),
+            };
+        }
         c
+    }
+
+    /// The delay to node `id`'s next tick on its own (drifting) clock.
+    fn tick_delay(&mut self, id: NodeId) -> u64 {
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return TICK_MS;
+        };
+        if n.drift_ppm == 0 {
+            return TICK_MS;
+        }
+        let period_us = (TICK_MS as i64 * 1000 * (1_000_000 + n.drift_ppm) / 1_000_000) as u64;
+        let total = n.tick_carry_us + period_us;
+        n.tick_carry_us = total % 1000;
+        total / 1000
     }
 
     /// Starts node `id`: fresh (a new disk; `initial` says whether it is an initial
@@ -377,6 +442,12 @@ impl Cluster {
             // (a node joining later learns the rest from the log or a snapshot).
             let _ = initial;
             let membership = self.confs[&0].clone();
+            let bound = self.cfg.node.drift_ppm as i64;
+            let drift_ppm = if bound > 0 {
+                self.rng.range(0, 2 * bound as u64) as i64 - bound
+            } else {
+                0
+            };
             self.nodes.insert(
                 id,
                 SimNode {
@@ -384,9 +455,27 @@ impl Cluster {
                     incarnation: 0,
                     run: None,
                     paused_until: 0,
+                    drift_ppm,
+                    tick_carry_us: 0,
+                    sm_durable: None,
+                    fail_next_write: false,
                 },
             );
         }
+        // The state machine resumes from its durable state when that is past the snapshot
+        // (applied behind commit, as a restarted raft-runtime node), else from the snapshot.
+        let resume = {
+            let n = self.nodes.get_mut(&id).expect("inserted above");
+            let mut d = n.disk.log.borrow_mut();
+            d.applied_membership = None;
+            match &n.sm_durable {
+                Some((sm, m)) if sm.applied > d.snapshot.index && sm.applied <= d.last() => {
+                    d.applied_membership = Some(m.clone());
+                    Some(sm.clone())
+                }
+                _ => None,
+            }
+        };
         let (log, sm, shadow, commit, configs) = {
             let n = &self.nodes[&id];
             let d = n.disk.log.borrow();
@@ -408,16 +497,14 @@ impl Cluster {
             );
             let configs =
                 ConfigModel::from_log(d.snapshot.index, d.snapshot.membership.clone(), &d.entries);
-            (
-                n.disk.log.clone(),
-                d.snapshot_data.clone(),
-                shadow,
-                commit,
-                configs,
-            )
+            let sm = resume.unwrap_or_else(|| d.snapshot_data.clone());
+            (n.disk.log.clone(), sm, shadow, commit, configs)
         };
         let applied = sm.applied.max(log.borrow().snapshot.index);
         let hs = log.borrow().hard_state;
+        if applied < commit {
+            self.report.restarts_behind_commit += 1;
+        }
         let config = self.node_config(id, applied);
         let node_seed = self.rng.next_u64();
         let raw = match RawNode::new(config, log, node_seed) {
@@ -442,6 +529,8 @@ impl Cluster {
             incoming_snapshot: None,
             reported_applied: applied,
             configs,
+            apply_queue: VecDeque::new(),
+            early_acks: VecDeque::new(),
         });
         trace_line!(
             self.trace,
@@ -454,8 +543,9 @@ impl Cluster {
         self.drive(id)
     }
 
-    fn crash_node(&mut self, id: NodeId) {
-        let torn = self.cfg.node.torn_writes;
+    /// Stops node `id`: its process state is lost, and its writes in flight too, except a
+    /// random prefix of them when `torn` (what reached the platter before the end).
+    fn crash_node(&mut self, id: NodeId, torn: bool) {
         let Some(n) = self.nodes.get_mut(&id) else {
             return;
         };
@@ -503,7 +593,8 @@ impl Cluster {
             return Ok(());
         }
         let paused = n.paused_until > now;
-        self.schedule(TICK_MS, Event::Tick(id, inc));
+        let d = self.tick_delay(id);
+        self.schedule(d, Event::Tick(id, inc));
         if paused {
             return Ok(());
         }
@@ -537,7 +628,24 @@ impl Cluster {
                 }
             }
         }
-        let arrivals = self.net.send(self.now, m.from, m.to);
+        let mut arrivals = self.net.send(self.now, m.from, m.to);
+        if snap.is_some() && !arrivals.is_empty() {
+            // A snapshot transfer takes time, and may fail (the leader hears of it).
+            let n = &self.cfg.net;
+            let (max, fail) = (n.snapshot_delay_max, n.snapshot_fail);
+            if fail > 0.0 && self.rng.chance(fail) {
+                self.report.snapshot_failures += 1;
+                let at = self.rng.range(1, max.max(10));
+                self.schedule(at, Event::SnapshotFailed(m.from, m.to));
+                return;
+            }
+            if max > 0 {
+                let extra = self.rng.range(0, max);
+                for a in &mut arrivals {
+                    *a += extra;
+                }
+            }
+        }
         if arrivals.is_empty() {
             trace_line!(self.trace, self.now, "{} dropped", Msg(&m));
             if snap.is_some()
@@ -621,6 +729,16 @@ impl Cluster {
             self.queue.push(t, Event::DiskDone(id, inc));
             return Ok(());
         }
+        if n.fail_next_write && n.disk.pending.front().is_some_and(|p| p.done_at <= now) {
+            // The fsync fails: the node stops, keeping whatever prefix reached the disk.
+            n.fail_next_write = false;
+            self.report.fsync_failures += 1;
+            trace_line!(self.trace, now, "n{id} FSYNC ERROR: fail-stop");
+            self.crash_node(id, true);
+            let down = self.rng.range(10, self.cfg.node.max_down);
+            self.schedule(down, Event::Restart(id));
+            return Ok(());
+        }
         let done = n.disk.complete_until(now);
         let Some(&last) = done.last() else {
             return Ok(());
@@ -648,7 +766,7 @@ impl Cluster {
         for m in out {
             self.send(m);
         }
-        Ok(())
+        self.early_acks(id, number)
     }
 
     // ---------------------------------------------------------------- Ready handling
