@@ -62,7 +62,7 @@ enum Event {
     SnapshotFailed(NodeId, NodeId),
     FsyncError,
     ClientStart(u64),
-    ClientArrive(u64, InFlight),
+    ClientArrive(u64, Box<InFlight>),
     ClientReply(u64, u64, Reply),
     ClientExpire(u64, u64),
     Crash,
@@ -370,7 +370,7 @@ impl Cluster {
                 self.client_start(c);
                 Ok(())
             }
-            Event::ClientArrive(c, op) => self.client_arrive(c, op),
+            Event::ClientArrive(c, op) => self.client_arrive(c, *op),
             Event::ClientReply(c, seq, reply) => {
                 self.client_reply(c, seq, reply);
                 Ok(())

@@ -159,6 +159,10 @@ fn a_thousand_seeds_pass_with_linearizability() {
         ..SimOptions::default()
     };
     assert!(opts.ticks >= 10_000 && opts.check_linearizability);
+    let quiet = SimOptions {
+        trace: TraceKeep::Off,
+        ..opts.clone()
+    };
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(8);
@@ -174,9 +178,13 @@ fn a_thousand_seeds_pass_with_linearizability() {
                     if seed >= first + seeds {
                         break;
                     }
-                    match run_seed(seed, &opts) {
+                    match run_seed(seed, &quiet) {
                         Ok(r) => coverage.lock().expect("not poisoned").add(&r),
-                        Err(f) => failures.lock().expect("not poisoned").push(f),
+                        // Again with a trace for the report (it changes nothing in the run).
+                        Err(f) => failures
+                            .lock()
+                            .expect("not poisoned")
+                            .push(run_seed(seed, &opts).err().unwrap_or(f)),
                     }
                 }
             });

@@ -107,12 +107,21 @@ fn main() -> ExitCode {
     let mut failed = Vec::new();
     let mut ops = 0usize;
     let mut last_print = Instant::now();
+    // Seeds run without a trace; a failing one runs again with it (the trace changes
+    // nothing in the run) for the report.
+    let quiet = SimOptions {
+        trace: TraceKeep::Off,
+        ..args.opts.clone()
+    };
     for i in 0..args.seeds {
         let seed = args.from + i;
-        match run_seed(seed, &args.opts) {
+        match run_seed(seed, &quiet) {
             Ok(r) => ops += r.history_ops,
-            Err(f) => {
-                println!("{f}");
+            Err(quiet_failure) => {
+                match run_seed(seed, &args.opts) {
+                    Err(f) => println!("{f}"),
+                    Ok(_) => println!("{quiet_failure}\n(the run with a trace passed!)"),
+                }
                 failed.push(seed);
                 if args.stop_on_failure {
                     break;

@@ -30,7 +30,7 @@ impl Cluster {
             op.node
         );
         let d = self.rng.range(1, 3);
-        self.schedule(d, Event::ClientArrive(c, op));
+        self.schedule(d, Event::ClientArrive(c, Box::new(op)));
         let timeout = op.deadline - self.now;
         self.schedule(timeout, Event::ClientExpire(c, op.seq));
     }

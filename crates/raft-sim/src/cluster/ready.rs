@@ -16,6 +16,7 @@ impl Cluster {
         let mutation = self.opts.mutation;
         let lag = self.cfg.node.apply_lag_max;
         let async_apply = lag > 0;
+        let commit_recorded = self.commit_recorded;
         // How long the snapshot restore and the committed entries of this Ready wait for
         // the state machine.
         let delays = if async_apply {
@@ -48,7 +49,9 @@ impl Cluster {
             r.configs.restore(meta.index, meta.membership.clone());
         }
         r.configs.append(&rd.entries);
-        if r.configs.latest() != r.raw.membership() {
+        // The log (and so the configuration) changes only with entries or a snapshot.
+        let log_changed = rd.snapshot.is_some() || !rd.entries.is_empty();
+        if (log_changed || rd.membership.is_some()) && r.configs.latest() != r.raw.membership() {
             return Err(Violation::WrongConfiguration {
                 node: id,
                 detail: format!(
@@ -58,7 +61,9 @@ impl Cluster {
                 ),
             });
         }
-        let counted = r.configs.latest().clone();
+        let mut counted = (r.role == Role::Leader
+            && rd.hard_state.is_some_and(|hs| hs.commit > commit_recorded))
+        .then(|| r.configs.latest().clone());
         let mut records = Vec::new();
         let mut restored = None;
         let mut apply_at = None;
@@ -183,9 +188,9 @@ impl Cluster {
                 hs.commit
             );
             self.checker.on_commit(id, hs.commit, hs.term)?;
-            if role == Role::Leader && hs.commit > self.commit_recorded {
+            if let Some(m) = counted.take() {
                 self.commit_recorded = hs.commit;
-                self.commit_confs.insert(hs.commit, counted);
+                self.commit_confs.insert(hs.commit, m);
             }
         }
         for (client, seq) in abandoned {
