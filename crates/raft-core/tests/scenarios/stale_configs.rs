@@ -353,9 +353,9 @@ fn a_node_that_lost_the_commit_of_its_promotion_leads_by_the_configuration_in_it
 
 /// Simulator seed 855 (with its fault mix of 2026-12-07). Without pre-vote or check-quorum
 /// (so without leader stickiness), a node removed from the configuration that never heard
-/// of it campaigns at ever higher terms. The members ignore vote requests from nodes in
-/// none of the configurations in their log from their applied index on, so it cannot
-/// depose their leader.
+/// of it campaigns at ever higher terms. While they hear their leader, the members ignore
+/// vote requests from nodes in none of the configurations in their log from their applied
+/// index on, so it cannot depose their leader.
 #[test]
 fn a_removed_node_that_does_not_know_it_cannot_depose_the_leader() {
     let mut c = Cluster::with_config(&[1, 2, 3], no_pre_vote_no_check_quorum);
@@ -385,4 +385,57 @@ fn no_pre_vote_no_check_quorum(id: NodeId) -> Config {
         check_quorum: false,
         ..default_config(id)
     }
+}
+
+/// Simulator seed 1025291. Node 7, the only voter, adds node 2 as a voter (`{2, 7}` is in
+/// force at once) and loses its leadership before node 2 has any of the log. Node 2 knows
+/// only the bootstrap configuration, in which node 7 is not a member; node 7 needs its
+/// vote. A node with no live leader must answer such a candidate.
+#[test]
+fn a_new_voter_that_does_not_know_the_candidate_yet_still_votes_for_it() {
+    let mut c = Cluster::empty(default_config);
+    // Both start from the bootstrap `{1}`; node 7's log moved it to `{7}`.
+    let mut log7 = MemLog::with_voters([1]);
+    let conf = |index, cc: &ConfChange| raft_core::Entry {
+        index,
+        term: 1,
+        kind: EntryKind::ConfChange,
+        data: raft_core::confchange::encode(cc),
+    };
+    log7.append(&[
+        conf(
+            1,
+            &ConfChange {
+                transition: ConfChangeTransition::JointImplicit,
+                ops: vec![ConfChangeOp::AddVoter(7), ConfChangeOp::RemoveNode(1)],
+            },
+        ),
+        conf(2, &ConfChange::default()),
+    ]);
+    log7.set_hard_state(HardState {
+        term: 1,
+        vote: None,
+        commit: 2,
+    });
+    c.add_node(7, log7);
+    c.add_node(2, MemLog::with_voters([1]));
+    assert_eq!(c.node(7).raw.membership().voters, [7].into());
+    c.elect(7);
+    c.isolate(2);
+    c.raw(7)
+        .propose_conf_change(ConfChange {
+            transition: ConfChangeTransition::Auto,
+            ops: vec![ConfChangeOp::AddVoter(2)],
+        })
+        .unwrap();
+    c.stabilize();
+    assert_eq!(c.node(7).raw.membership().voters, [2, 7].into());
+    // Node 7 cannot reach node 2 for an election timeout: check-quorum deposes it.
+    c.tick_all(25);
+    assert_ne!(c.role(7), Role::Leader);
+    c.heal();
+    assert_eq!(c.tick_until_leader(200), 7);
+    c.propose(7, "x");
+    assert_eq!(c.node(2).raw.membership().voters, [2, 7].into());
+    assert_eq!(c.state_of(2), vec![b"x".as_slice()]);
 }
