@@ -225,6 +225,7 @@ impl Cluster {
         r.messages = self.net.stats.sent;
         r.conf_changes = self.confs.len() as u64 - 1;
         r.async_apply = self.cfg.node.apply_lag_max > 0;
+        r.commits_first_seen_on_followers = self.checker.commits_first_seen_on_followers;
         r.lease_reads = self.cfg.ops.lease_reads;
         r.trace = self.trace.render();
         r

@@ -140,6 +140,10 @@ pub struct RunReport {
     pub lease_reads: bool,
     /// Keys whose history was checked for linearizability.
     pub lin_keys: usize,
+    /// Committed indexes a follower reported before any leader (0 expected: a leader
+    /// reports a new commit index in its `Ready` before the messages that tell followers,
+    /// so recorded commit terms are the committing leaders').
+    pub commits_first_seen_on_followers: u64,
     /// The trace lines kept (per [`SimOptions::trace`]).
     pub trace: String,
 }

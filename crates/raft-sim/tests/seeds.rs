@@ -37,6 +37,7 @@ struct Coverage {
     lease_seeds: u64,
     lin_keys: u64,
     lin_unknown: u64,
+    commits_first_seen_on_followers: u64,
 }
 
 impl Coverage {
@@ -55,6 +56,7 @@ impl Coverage {
         self.lease_seeds += u64::from(r.lease_reads);
         self.lin_keys += r.lin_keys as u64;
         self.lin_unknown += r.lin_unknown as u64;
+        self.commits_first_seen_on_followers += r.commits_first_seen_on_followers;
     }
 
     /// The floors, per 1,000 passing seeds (about half of what 1,000 seeds from 0 inject),
@@ -100,6 +102,14 @@ impl Coverage {
                 format!("{what}: {} per 1,000 seeds, floor {floor}", per_k(*got))
             })
             .collect();
+        // Commit terms are the committing leaders' only if leaders report every commit first.
+        if self.commits_first_seen_on_followers > 0 {
+            low.push(format!(
+                "{} committed indexes were reported by a follower first (their commit term is \
+                 then a bound, not the committing leader's)",
+                self.commits_first_seen_on_followers
+            ));
+        }
         // Linearizability: at most 1 key in 200 over the search budget.
         if self.lin_unknown * 200 > self.lin_keys {
             low.push(format!(

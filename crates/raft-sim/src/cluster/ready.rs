@@ -187,7 +187,8 @@ impl Cluster {
                 hs.vote,
                 hs.commit
             );
-            self.checker.on_commit(id, hs.commit, hs.term)?;
+            self.checker
+                .on_commit(id, hs.commit, hs.term, role == Role::Leader)?;
             if let Some(m) = counted.take() {
                 self.commit_recorded = hs.commit;
                 self.commit_confs.insert(hs.commit, m);
