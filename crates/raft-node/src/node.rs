@@ -184,6 +184,15 @@ impl Node {
             Arc::new(snapshots::StoreSink::new(snapshots.clone())),
         );
         let net = raft_net::PeerTransport::new(config.transport_config(), inbound)?;
+        if config.join {
+            // The transport refuses frames from ids that are not its peers, and a joining
+            // node learns the membership only from the leader's snapshot: accept the
+            // members it was told to join through (every member, as `raftctl member add`
+            // prints them) until then.
+            for (&peer, addr) in members.iter().filter(|(p, _)| **p != id) {
+                net.add_peer(peer, addr.clone())?;
+            }
+        }
         let peer_addr = strip_scheme(&config.listen_peer).to_string();
         let peer_listener = TcpListener::bind(&peer_addr)
             .await
