@@ -477,6 +477,12 @@ impl KvStore {
     ///
     /// `revision` must be 0 or the current revision (see the type's documentation).
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        self.range_limited(req, usize::MAX)
+    }
+
+    /// [`range`](Self::range), refused with [`Error::RangeTooLarge`] once the key and value
+    /// bytes it gathers exceed `max_bytes` (before it gathers more).
+    pub fn range_limited(&self, req: &RangeRequest, max_bytes: usize) -> Result<RangeResponse> {
         let state = self.shared.state.read();
         if state.restoring {
             return Err(Error::RestoreIncomplete);
@@ -487,7 +493,7 @@ impl KvStore {
             tree: &self.shared.tree,
             overlay: &overlay,
         };
-        query::range(&view, req, state.revision)
+        query::range(&view, req, state.revision, max_bytes)
     }
 
     /// The current version of one key, if it exists.

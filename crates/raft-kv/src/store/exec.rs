@@ -343,7 +343,7 @@ impl<'a> Batch<'a> {
     }
 
     fn range(&self, tx: &Tx, r: &RangeRequest) -> Result<RangeResponse> {
-        query::range(&self.view(), r, tx.view_rev())
+        query::range(&self.view(), r, tx.view_rev(), usize::MAX)
     }
 }
 

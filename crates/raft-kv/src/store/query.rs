@@ -27,7 +27,14 @@ pub(crate) fn check_read_revision(requested: i64, current: i64) -> Result<()> {
 }
 
 /// Serves a `Range` at the view's revision `rev` (the revision check is the caller's).
-pub(crate) fn range(view: &View<'_>, req: &RangeRequest, rev: i64) -> Result<RangeResponse> {
+/// Refuses it with [`Error::RangeTooLarge`] as soon as the key and value bytes it gathers
+/// exceed `max_bytes`, before gathering more.
+pub(crate) fn range(
+    view: &View<'_>,
+    req: &RangeRequest,
+    rev: i64,
+    max_bytes: usize,
+) -> Result<RangeResponse> {
     use range_request::{SortOrder, SortTarget};
     let keys = KeyRange::new(&req.key, &req.range_end);
     let filtered = req.min_mod_revision != 0
@@ -54,10 +61,16 @@ pub(crate) fn range(view: &View<'_>, req: &RangeRequest, rev: i64) -> Result<Ran
     };
     let mut count: i64 = 0;
     let mut kvs: Vec<(Vec<u8>, Record)> = Vec::new();
+    let mut bytes = 0usize;
     view.scan(&keys, |k, found| {
         count += 1;
         if !req.count_only && kvs.len() < fetch {
-            kvs.push((k.to_vec(), found.record()?));
+            let record = found.record()?;
+            bytes = bytes.saturating_add(k.len() + record.value.len());
+            if bytes > max_bytes {
+                return Err(Error::RangeTooLarge { limit: max_bytes });
+            }
+            kvs.push((k.to_vec(), record));
         }
         Ok(true)
     })?;
