@@ -112,4 +112,22 @@ pub mod wire {
     ) -> crate::Result<Frame> {
         crate::frame::build_frame(cluster_id, from, to, seq, msgs, compression)
     }
+
+    /// What the server does with a received frame's payload: decompresses it (at most
+    /// `limit` bytes) and decodes its messages, checking each against the frame's header.
+    /// The fuzz targets drive it with arbitrary frames.
+    pub fn open_frame(frame: Frame, limit: usize) -> crate::Result<Vec<raft_core::Message>> {
+        crate::frame::open_frame(frame, limit)
+    }
+
+    /// What the server does with a received snapshot chunk: checks its offset, checksum
+    /// and size and decompresses its data.
+    pub fn open_chunk(chunk: &SnapshotChunk, expected_offset: u64) -> crate::Result<bytes::Bytes> {
+        crate::snapshot::open_chunk(chunk, expected_offset)
+    }
+
+    /// What the server does with a snapshot probe's metadata.
+    pub fn meta_from_pb(meta: SnapshotMeta) -> crate::Result<raft_core::SnapshotMeta> {
+        crate::convert::meta_from_pb(meta)
+    }
 }

@@ -39,6 +39,8 @@ enum ServerIo {
 pub struct ServerConn {
     io: ServerIo,
     info: ConnInfo,
+    /// Dropped with the connection (e.g. to count connections per client).
+    guard: Option<Box<dyn Send + Sync>>,
 }
 
 impl std::fmt::Debug for ServerConn {
@@ -59,6 +61,7 @@ impl ServerConn {
                 remote,
                 ..ConnInfo::default()
             },
+            guard: None,
         }
     }
 
@@ -74,7 +77,14 @@ impl ServerConn {
                 tls: true,
                 client_cert,
             },
+            guard: None,
         }
+    }
+
+    /// Keeps `guard` until the connection is dropped (closed).
+    pub fn with_guard(mut self, guard: impl Send + Sync + 'static) -> Self {
+        self.guard = Some(Box::new(guard));
+        self
     }
 
     /// What is known about the connection.
