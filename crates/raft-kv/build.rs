@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/etcd/kv.proto",
         "proto/etcd/rpc.proto",
+        "proto/etcd/watch.proto",
         "proto/kvcmd.proto",
     ];
     for f in &files {

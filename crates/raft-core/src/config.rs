@@ -22,6 +22,12 @@ pub enum ReadMode {
     /// over an election timeout. Choose the margin from the worst clock drift you expect
     /// (e.g. 10% of the election timeout is generous for NTP-disciplined clocks); when in
     /// doubt use [`ReadMode::Safe`].
+    ///
+    /// The promise must survive a restart, and a restarted node cannot know whether it
+    /// acknowledged a heartbeat just before it stopped: under lease reads a node grants no
+    /// vote (a leadership transfer's excepted) for `election_timeout_base_ticks` from its
+    /// start. A new cluster therefore elects its first leader one election timeout after
+    /// it starts. Every node of a cluster must use the same read mode and election timeout.
     Lease {
         /// Ticks subtracted from the election timeout to absorb clock drift. Invariant:
         /// `0 < drift_margin_ticks < election_timeout_base_ticks`.
@@ -76,6 +82,12 @@ pub struct Config {
     /// followers then learn (and apply) a commit up to one tick later when no write follows.
     /// Never affects when the leader commits or answers. Default `false`.
     pub lazy_commit: bool,
+    /// The largest total payload (entry data bytes) a leader keeps appended but not yet
+    /// committed: a proposal that would pass it is refused with
+    /// [`Error::ProposalDropped`](crate::Error) (one is always accepted when nothing is
+    /// uncommitted), so a leader cut off from its quorum does not grow its log without
+    /// bound. Counted from the leader's election. Invariant: >= 1. Default 1 GiB.
+    pub max_uncommitted_bytes: u64,
 }
 
 impl Config {
@@ -98,6 +110,7 @@ impl Config {
             applied: 0,
             max_committed_bytes_per_ready: 16 << 20,
             lazy_commit: false,
+            max_uncommitted_bytes: 1 << 30,
         }
     }
 
@@ -162,6 +175,9 @@ impl Config {
         }
         if self.max_inflight_bytes == 0 {
             return bad("max_inflight_bytes", "must be at least 1");
+        }
+        if self.max_uncommitted_bytes == 0 {
+            return bad("max_uncommitted_bytes", "must be at least 1");
         }
         if self.max_committed_bytes_per_ready == 0 {
             return bad("max_committed_bytes_per_ready", "must be at least 1");

@@ -40,12 +40,15 @@
 //! 3. **Apply.** Apply `committed_entries` in order (they are already durable locally,
 //!    so apply may run concurrently with the next writes). Entries of kind
 //!    [`EntryKind::ConfChange`] carry an encoded [`ConfChange`] ([`confchange::decode`]);
-//!    the node applies them to its membership itself when told. Report progress with
-//!    [`RawNode::on_applied`]; it returns the new membership when a change took effect,
-//!    which the caller persists with its applied index (on restart,
-//!    `LogRead::initial_state` must return the membership as of [`Config::applied`]).
+//!    they took effect when they entered the log (`Ready::membership` says so). Report
+//!    progress with [`RawNode::on_applied`]; it returns the membership as of the applied
+//!    index when a change was among the entries applied, which the caller persists with
+//!    its applied index (see [`InitialState::membership`] for what a restart needs).
 //! 4. **Read.** Each [`ReadState`] may be answered once the state machine has applied its
 //!    `index`.
+//! 5. **Answer.** `dropped_proposals` are proposals this node forwarded that were not
+//!    appended: answer their callers (retry, or report the outcome as unknown when the
+//!    transport may duplicate messages).
 //!
 //! [`RawNode::advance`] does steps 1 and 3's acknowledgements at once for a caller that
 //! handled the whole `Ready` synchronously.
@@ -62,19 +65,25 @@
 //! # Protocol choices worth knowing
 //!
 //! - Elections: randomized timeouts in `[base, base + jitter)` ([`Config`]), pre-vote,
-//!   check-quorum, leader stickiness (a node that heard from a leader within the base
-//!   timeout ignores vote requests, except those of a leadership transfer), a minimum
-//!   leadership period and an election priority.
+//!   check-quorum, leader stickiness (with check-quorum, a node that heard from a leader
+//!   within the base timeout ignores vote requests, except those of a leadership transfer),
+//!   a minimum leadership period and an election priority.
+//! - Proposals: a leader refuses new ones while its uncommitted entries pass
+//!   [`Config::max_uncommitted_bytes`]; a follower forwards them to its leader, and gets
+//!   back (in [`Ready::dropped_proposals`]) those that were not appended.
 //! - Replication: per-peer probe / replicate / snapshot states, an in-flight window in
 //!   messages and bytes, batches bounded in entries and bytes; proposals and commit-index
 //!   updates are broadcast once per [`RawNode::ready`], so everything proposed between two
 //!   Readys travels in one append per peer. Appends left unacknowledged for an election
 //!   timeout are resent from the last known match.
-//! - Membership changes take effect when applied, one at a time; more than one voter
-//!   changing goes through a joint configuration (left automatically unless
-//!   [`ConfChangeTransition::JointExplicit`]). A leader that stops being a voter keeps
-//!   leading only to hand over to the most up-to-date voter (then steps down). A node
-//!   started with an empty membership waits for the leader's snapshot to learn it.
+//! - Membership: the configuration in force on a node is the latest one in its log,
+//!   committed or not (the Raft thesis's rule; `docs/architecture.md` argues its safety
+//!   and liveness). Changes go one at a time (the previous one applied, and the leader's
+//!   no-op committed); more than one voter changing goes through a joint configuration
+//!   (left automatically unless [`ConfChangeTransition::JointExplicit`]). A leader whose
+//!   log holds a change ending its vote appends nothing more, and once that change is
+//!   applied hands over to the most up-to-date voter (then steps down). A node started
+//!   with an empty membership waits for the leader's snapshot to learn it.
 //! - Reads: [`RawNode::read_index`] is confirmed by a heartbeat round started after the
 //!   read arrived (concurrent reads share a round), or answered at once under a lease
 //!   ([`ReadMode::Lease`], which documents its clock-drift margin).

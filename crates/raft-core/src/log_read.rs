@@ -22,8 +22,12 @@ pub enum StorageError {
 pub struct InitialState {
     /// The last persisted hard state.
     pub hard_state: HardState,
-    /// The membership in force at the end of the persisted log (from the snapshot and any
-    /// configuration change entries after it).
+    /// The membership as of `Config::applied`: the snapshot's membership changed by every
+    /// configuration change entry up to the applied index (the one `RawNode::on_applied`
+    /// last returned). Read only when `Config::applied` is past the snapshot's index (the
+    /// snapshot's own membership is used otherwise). The node replays the configuration
+    /// changes logged after the applied index itself, since the configuration in force is
+    /// the latest one in the log.
     pub membership: Membership,
 }
 
@@ -36,8 +40,8 @@ pub struct InitialState {
 /// Invariant: `first_index() <= last_index() + 1`; the entry at `first_index() - 1` is the
 /// snapshot's last entry (its term is available through `term`).
 pub trait LogRead {
-    /// The persisted hard state and membership (as of the applied index the node is
-    /// restarted with, `Config::applied`).
+    /// The persisted hard state and the membership as of `Config::applied` (see
+    /// [`InitialState::membership`]).
     fn initial_state(&self) -> Result<InitialState, StorageError>;
     /// Entries in `[lo, hi)`, stopping early once `max_bytes` would be exceeded (at least one
     /// entry is always returned when the range is not empty).

@@ -48,6 +48,11 @@ pub enum MessageBody {
     /// Follower -> leader: forwarded client proposals (index and term are assigned by the
     /// leader; only `kind` and `data` of the entries are meaningful).
     Propose(Vec<Entry>),
+    /// Any node -> the node a [`MessageBody::Propose`] came from: these proposals were not
+    /// appended for that message (its term was stale, no leader was known to forward them
+    /// to, or the leader refused them). They reach the proposer's caller through
+    /// `Ready::dropped_proposals`.
+    ProposeDropped(Vec<Entry>),
 }
 
 /// Leader -> follower log replication.

@@ -12,7 +12,7 @@ mod replication;
 mod tuning;
 
 use crate::config::Config;
-use crate::entry::{HardState, NodeId};
+use crate::entry::{Entry, HardState, NodeId};
 use crate::error::{Error, Result};
 use crate::log_read::LogRead;
 use crate::message::{AppendResponse, Message, MessageBody, VoteResponse};
@@ -54,6 +54,8 @@ pub(crate) struct Raft<L> {
     /// Messages that may be sent only once the current writes are durable.
     pub msgs_after_persist: Vec<Message>,
     pub read_states: Vec<ReadState>,
+    /// Forwarded proposals that came back dropped (see `Ready::dropped_proposals`).
+    pub dropped: Vec<Entry>,
     rng: SplitMix64,
     /// Ticks since the last heartbeat from the leader (follower), or since the last
     /// check-quorum round (leader).
@@ -64,19 +66,27 @@ pub(crate) struct Raft<L> {
     randomized_timeout: u64,
     /// A monotonic tick counter (for lease reads).
     now: u64,
+    /// With lease reads, the node grants no vote before this tick (a transfer's excepted).
+    /// A leader's lease counts on a majority not voting for an election timeout after its
+    /// heartbeat; a node that restarts cannot know whether it acknowledged one just before,
+    /// so it keeps that promise for an election timeout from its start.
+    quiet_until: u64,
     pub lead_transferee: Option<NodeId>,
     transfer_elapsed: u64,
-    /// Index of the latest configuration change proposed; no new change is accepted until
-    /// it is applied.
+    /// Index of the latest configuration change proposed (or, on a new leader, of its
+    /// no-op: a leader changes the configuration only once an entry of its own term is
+    /// committed); no new change is accepted until it is applied.
     pub pending_conf_index: u64,
-    /// The change at `pending_conf_index` ends this leader's vote: no proposals until it
-    /// is applied.
-    demotion_pending: bool,
+    /// The version of `log.confs` the tracker follows.
+    config_version: u64,
     reads: ReadOnly,
     /// Reads that arrived before the leader committed an entry of its term.
     reads_before_commit: Vec<(Bytes, Option<NodeId>)>,
     /// New entries or a new commit index must be broadcast at the next flush.
     bcast_pending: bool,
+    /// Leader: data bytes of the entries it appended in its term and has not yet handed
+    /// out as committed (bounded by `Config::max_uncommitted_bytes`).
+    pub uncommitted_bytes: u64,
     /// Scratch space for peer ids while broadcasting (kept to avoid allocating).
     peer_buf: Vec<NodeId>,
 }
@@ -96,9 +106,10 @@ impl<L: LogRead> Raft<L> {
                 format!("hard state commit {committed} is beyond the last index {last}").into(),
             )));
         }
-        let log = RaftLog::new(store, committed, cfg.applied)?;
+        let log = RaftLog::new(store, committed, cfg.applied, snap, init.membership)?;
         let mut tracker = Tracker::new(cfg.max_inflight_msgs, cfg.max_inflight_bytes);
-        tracker.set_membership(init.membership, last + 1);
+        tracker.set_membership(log.confs.latest().clone(), &log.confs.members(), last + 1);
+        let config_version = log.confs.version();
         let mut r = Self {
             id: cfg.id,
             term: hs.term,
@@ -110,19 +121,25 @@ impl<L: LogRead> Raft<L> {
             msgs: Vec::new(),
             msgs_after_persist: Vec::new(),
             read_states: Vec::new(),
+            dropped: Vec::new(),
             rng: SplitMix64::new(seed ^ cfg.id.wrapping_mul(0x2545_F491_4F6C_DD1D)),
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             leader_elapsed: 0,
             randomized_timeout: 0,
             now: 0,
+            quiet_until: match cfg.read_mode {
+                crate::config::ReadMode::Lease { .. } => cfg.election_timeout_base_ticks,
+                crate::config::ReadMode::Safe => 0,
+            },
             lead_transferee: None,
             transfer_elapsed: 0,
             pending_conf_index: 0,
-            demotion_pending: false,
+            config_version,
             reads: ReadOnly::default(),
             reads_before_commit: Vec::new(),
             bcast_pending: false,
+            uncommitted_bytes: 0,
             peer_buf: Vec::new(),
             cfg,
         };
@@ -138,9 +155,35 @@ impl<L: LogRead> Raft<L> {
         }
     }
 
-    /// True when this node may campaign: a voter of the current configuration.
+    /// True when this node may campaign: a voter of the configuration in force (the
+    /// latest in its log), or of the one before it while that latest change is not known
+    /// to be committed. Votes are counted in the configuration in force either way.
     pub(crate) fn promotable(&self) -> bool {
-        self.tracker.membership.is_voter(self.id)
+        self.log.confs.may_vote(self.id, self.log.committed)
+    }
+
+    /// Makes the tracker follow the log's configuration after the log changed (an append,
+    /// an overwritten suffix, a snapshot) or the applied index moved (`force`: nodes of
+    /// configurations now applied past are no longer tracked).
+    pub(crate) fn sync_config(&mut self, force: bool) {
+        let v = self.log.confs.version();
+        if v == self.config_version && !force {
+            return;
+        }
+        self.config_version = v;
+        let latest = self.log.confs.latest().clone();
+        let peers = self.log.confs.members();
+        self.tracker
+            .set_membership(latest, &peers, self.log.last_index() + 1);
+        if let Some(t) = self.lead_transferee
+            && !self.tracker.membership.voters.contains(&t)
+        {
+            self.lead_transferee = None;
+        }
+        if self.role == Role::Leader {
+            self.maybe_commit();
+            self.bcast_pending = true;
+        }
     }
 
     /// False for a node that joined with no membership at all: it waits for a snapshot.
@@ -179,6 +222,7 @@ impl<L: LogRead> Raft<L> {
         self.reads = ReadOnly::default();
         self.reads_before_commit.clear();
         self.bcast_pending = false;
+        self.uncommitted_bytes = 0;
         let jitter = self.cfg.effective_jitter();
         self.randomized_timeout = self.rng.gen_range(
             self.cfg.election_timeout_base_ticks,
@@ -222,7 +266,7 @@ impl<L: LogRead> Raft<L> {
                 // The target did not win in time: accept proposals again, or, if this
                 // leader is no longer a voter, give up leading.
                 self.lead_transferee = None;
-                if !self.promotable() {
+                if !self.tracker.membership.is_voter(self.id) {
                     self.become_follower(self.term, None);
                     return Ok(());
                 }
@@ -264,23 +308,33 @@ impl<L: LogRead> Raft<L> {
         Ok(())
     }
 
-    /// True when this node ignores a higher-term (pre-)vote request: it heard from a live
-    /// leader within the minimum election timeout (or is a leader within its minimum
-    /// leadership period or holding its check-quorum lease).
+    /// True when this node ignores a higher-term (pre-)vote request (leader stickiness): a
+    /// leader within its minimum leadership period or holding its check-quorum lease; with
+    /// check-quorum, a follower that heard from a live leader within the minimum election
+    /// timeout (without check-quorum a leader that lost its quorum never steps down, and
+    /// followers that still hear it would refuse every other candidate for good); with
+    /// lease reads, a node within an election timeout of its start (see `quiet_until`).
     fn in_leader_lease(&self) -> bool {
         match self.role {
             Role::Leader => {
                 self.cfg.check_quorum || self.leader_elapsed < self.cfg.min_leadership_ticks
             }
             _ => {
-                self.leader.is_some()
-                    && self.election_elapsed < self.cfg.election_timeout_base_ticks
+                (self.cfg.check_quorum
+                    && self.leader.is_some()
+                    && self.election_elapsed < self.cfg.election_timeout_base_ticks)
+                    || self.now < self.quiet_until
             }
         }
     }
 
     /// Processes a message from a peer.
     pub(crate) fn step(&mut self, m: Message) -> Result<()> {
+        if let MessageBody::ProposeDropped(ents) = m.body {
+            // About our own proposals, whatever the sender's term: nothing else changes.
+            self.dropped.extend(ents);
+            return Ok(());
+        }
         if m.term > self.term {
             if let MessageBody::Vote(req) = &m.body
                 && !req.transfer
@@ -316,6 +370,13 @@ impl<L: LogRead> Raft<L> {
                             granted: false,
                         }),
                     );
+                }
+                MessageBody::Propose(_) => {
+                    // Forwarded under a stale term: not appended; tell the proposer.
+                    let MessageBody::Propose(ents) = m.body else {
+                        unreachable!("matched above")
+                    };
+                    self.send(m.from, MessageBody::ProposeDropped(ents));
                 }
                 MessageBody::Vote(_) if self.role != Role::Leader && !self.in_leader_lease() => {
                     // A candidate behind our term cannot win our vote, and may never
@@ -355,9 +416,7 @@ impl<L: LogRead> Raft<L> {
                 Ok(())
             }
             MessageBody::Propose(ents) => {
-                // Forwarded proposals: a refusal is dropped silently (the follower's
-                // client times out and retries), like a lost message.
-                let _ = self.propose_entries(ents);
+                self.propose_forwarded(from, ents);
                 Ok(())
             }
             MessageBody::Append(_)
@@ -372,6 +431,10 @@ impl<L: LogRead> Raft<L> {
     fn step_candidate(&mut self, from: NodeId, body: MessageBody) -> Result<()> {
         match body {
             MessageBody::VoteResponse(r) => self.handle_vote_response(from, r),
+            MessageBody::Propose(ents) => {
+                self.propose_forwarded(from, ents);
+                Ok(())
+            }
             b @ (MessageBody::Append(_)
             | MessageBody::Heartbeat(_)
             | MessageBody::InstallSnapshot(_)) => {
@@ -409,9 +472,7 @@ impl<L: LogRead> Raft<L> {
                 Ok(())
             }
             MessageBody::Propose(ents) => {
-                if let Some(leader) = self.leader {
-                    self.send(leader, MessageBody::Propose(ents));
-                }
+                self.propose_forwarded(from, ents);
                 Ok(())
             }
             MessageBody::ReadIndexResponse(r) => {

@@ -1,20 +1,25 @@
 //! The node's view of its log: durable entries through [`LogRead`] plus the in-memory
 //! tail not yet reported durable, and the commit/apply cursors.
 
+mod configs;
 mod unstable;
 
 use crate::entry::Entry;
 use crate::log_read::{LogRead, StorageError};
-use crate::membership::SnapshotMeta;
+use crate::membership::{Membership, SnapshotMeta};
+pub(crate) use configs::ConfigHistory;
 use unstable::Unstable;
 
 /// The log as the protocol sees it.
 ///
 /// Invariants: `applied <= applying <= committed <= last_index()`; entries at or below
-/// `committed` are never overwritten.
+/// `committed` are never overwritten; `confs` holds the configuration change of every entry
+/// of the log (durable or not) after its base, which is at most `committed`.
 pub(crate) struct RaftLog<L> {
     pub store: L,
     unstable: Unstable,
+    /// The configurations the log holds (the latest one is in force).
+    pub confs: ConfigHistory,
     /// The highest index known committed.
     pub committed: u64,
     /// The highest index handed out to the application for applying.
@@ -26,13 +31,37 @@ pub(crate) struct RaftLog<L> {
 type SResult<T> = Result<T, StorageError>;
 
 impl<L: LogRead> RaftLog<L> {
-    pub(crate) fn new(store: L, committed: u64, applied: u64) -> SResult<Self> {
+    /// The log over `store`, whose snapshot is `snap`; `applied_membership` is the
+    /// configuration in force at `applied` (used only when `applied` is past the snapshot).
+    /// The configuration changes logged after that are read back from `store`.
+    pub(crate) fn new(
+        store: L,
+        committed: u64,
+        applied: u64,
+        snap: SnapshotMeta,
+        applied_membership: Membership,
+    ) -> SResult<Self> {
         let first = store.first_index()?;
         let last = store.last_index()?;
         let applied = applied.max(first - 1).min(committed);
+        let mut confs = if applied > snap.index {
+            ConfigHistory::new(applied, applied_membership)
+        } else {
+            ConfigHistory::new(snap.index, snap.membership)
+        };
+        let mut lo = applied.max(snap.index) + 1;
+        while lo <= last {
+            let batch = store.entries(lo, last + 1, Some(16 << 20))?;
+            let Some(e) = batch.last() else {
+                return Err(StorageError::Unavailable(lo));
+            };
+            lo = e.index + 1;
+            confs.append(&batch);
+        }
         Ok(Self {
             store,
             unstable: Unstable::new(last + 1),
+            confs,
             committed,
             applying: applied,
             applied,
@@ -161,6 +190,7 @@ impl<L: LogRead> RaftLog<L> {
             first.index,
             self.last_index()
         );
+        self.confs.append(ents);
         self.unstable.truncate_and_append(ents);
     }
 
@@ -171,6 +201,7 @@ impl<L: LogRead> RaftLog<L> {
             self.last_index() + 1,
             "a proposal must extend the log"
         );
+        self.confs.append_one(&e);
         self.unstable.entries.push_back(e);
     }
 
@@ -243,6 +274,7 @@ impl<L: LogRead> RaftLog<L> {
     pub(crate) fn restore(&mut self, meta: SnapshotMeta) {
         self.committed = meta.index;
         self.applying = self.applying.max(meta.index);
+        self.confs.restore(meta.index, meta.membership.clone());
         self.unstable.restore(meta);
     }
 

@@ -11,7 +11,7 @@ use crate::raft::{Raft, Role};
 use crate::ready::{Ready, SoftState};
 use crate::status::{PeerProgress, Status};
 use bytes::Bytes;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 /// What one handed-out `Ready` asked to persist.
 #[derive(Debug)]
@@ -31,19 +31,20 @@ pub struct RawNode<L: LogRead> {
     next_number: u64,
     /// Invariant: numbers strictly increase.
     pending_writes: VecDeque<PendingWrite>,
-    /// Committed configuration changes handed out for applying, by index.
-    conf_queue: VecDeque<(u64, ConfChange)>,
+    /// The version of the configuration in force last reported in a `Ready`.
+    prev_config_version: u64,
 }
 
 impl<L: LogRead> RawNode<L> {
     /// Creates a node from its configuration, its persisted log and a seed for its
     /// random election timeouts.
     ///
-    /// `log.initial_state().membership` must be the membership in force at
-    /// `config.applied` (or at the snapshot when nothing after it was applied).
+    /// See [`InitialState::membership`](crate::InitialState) for the membership `log` must
+    /// report.
     pub fn new(config: Config, log: L, rng_seed: u64) -> Result<Self> {
         let raft = Raft::new(config, log, rng_seed)?;
         let prev_hard = raft.hard_state();
+        let prev_config_version = raft.log.confs.version();
         Ok(Self {
             prev_soft: SoftState {
                 leader: raft.leader,
@@ -53,7 +54,7 @@ impl<L: LogRead> RawNode<L> {
             raft,
             next_number: 1,
             pending_writes: VecDeque::new(),
-            conf_queue: VecDeque::new(),
+            prev_config_version,
         })
     }
 
@@ -153,6 +154,8 @@ impl<L: LogRead> RawNode<L> {
             || !self.raft.msgs_after_persist.is_empty()
             || self.raft.log.has_next_committed()
             || !self.raft.read_states.is_empty()
+            || !self.raft.dropped.is_empty()
+            || self.raft.log.confs.version() != self.prev_config_version
             || self.raft.needs_flush()
     }
 
@@ -173,14 +176,13 @@ impl<L: LogRead> RawNode<L> {
             .raft
             .log
             .take_next_committed(self.raft.cfg.max_committed_bytes_per_ready)?;
-        for e in &committed_entries {
-            if e.kind == EntryKind::ConfChange {
-                // A change that does not decode is skipped the same way on every node.
-                if let Ok(cc) = confchange::decode(&e.data) {
-                    self.conf_queue.push_back((e.index, cc));
-                }
-            }
+        if self.raft.role == Role::Leader {
+            self.raft.reduce_uncommitted(&committed_entries);
         }
+        let version = self.raft.log.confs.version();
+        let membership =
+            (version != self.prev_config_version).then(|| self.raft.tracker.membership.clone());
+        self.prev_config_version = version;
         self.pending_writes.push_back(PendingWrite {
             number,
             hard_state,
@@ -191,12 +193,14 @@ impl<L: LogRead> RawNode<L> {
             number,
             soft_state,
             hard_state,
+            membership,
             snapshot,
             entries,
             messages: std::mem::take(&mut self.raft.msgs),
             persisted_messages: std::mem::take(&mut self.raft.msgs_after_persist),
             committed_entries,
             read_states: std::mem::take(&mut self.raft.read_states),
+            dropped_proposals: std::mem::take(&mut self.raft.dropped),
         })
     }
 
@@ -229,9 +233,11 @@ impl<L: LogRead> RawNode<L> {
         self.raft.on_log_persisted()
     }
 
-    /// The application applied every committed entry up to `index`. Configuration
-    /// changes take effect here; returns the new membership when one did (persist it
-    /// with the applied index, e.g. [`MemLog::set_membership`](crate::MemLog)).
+    /// The application applied every committed entry up to `index`. Returns the
+    /// configuration of the last configuration change among the entries this call covers,
+    /// if any: the membership as of `index`, which a snapshot taken at `index` records.
+    /// (The configuration in force changed earlier, when the change entered the log; see
+    /// [`Ready::membership`].)
     pub fn on_applied(&mut self, index: u64) -> Result<Option<Membership>> {
         if index > self.raft.log.applying {
             return Err(Error::InvalidMessage(
@@ -239,14 +245,7 @@ impl<L: LogRead> RawNode<L> {
             ));
         }
         self.raft.log.applied_to(index);
-        let mut changed = None;
-        while self.conf_queue.front().is_some_and(|(i, _)| *i <= index) {
-            let (_, cc) = self.conf_queue.pop_front().expect("checked");
-            if let Some(m) = self.raft.apply_conf_change(&cc) {
-                changed = Some(m);
-            }
-        }
-        Ok(changed)
+        Ok(self.raft.on_applied_configs(self.raft.log.applied))
     }
 
     /// Convenience for synchronous callers: everything in `ready` is durable and its
@@ -270,9 +269,23 @@ impl<L: LogRead> RawNode<L> {
         Ok(())
     }
 
-    /// The membership in force (as of the applied index, or a restored snapshot).
+    /// The configuration in force: the latest in the log, committed or not. Elections,
+    /// commits and reads count quorums in it.
     pub fn membership(&self) -> &Membership {
         &self.raft.tracker.membership
+    }
+
+    /// The membership as of the applied index (or a restored snapshot): what a snapshot
+    /// taken at the applied index records, and what the state machine has seen.
+    pub fn applied_membership(&self) -> &Membership {
+        self.raft.log.confs.base()
+    }
+
+    /// Every node this node may have to talk to: the members of the configuration in force
+    /// and of any configuration logged after the applied index (a node removed by a change
+    /// that is not applied yet is still replicated to, so it learns of its removal).
+    pub fn peers(&self) -> BTreeSet<NodeId> {
+        self.raft.log.confs.members()
     }
 
     /// The persisted log.
@@ -304,8 +317,8 @@ impl<L: LogRead> RawNode<L> {
     }
 
     /// On a leader, the index a configuration change must not be proposed before: the last
-    /// change in its log (or, just after its election, its last index then). A new change
-    /// is refused until the applied index reaches it. Meaningless on other roles.
+    /// change in its log (or, just after its election, its no-op). A new change is refused
+    /// until the applied index reaches it. Meaningless on other roles.
     pub fn pending_conf_index(&self) -> u64 {
         self.raft.pending_conf_index
     }

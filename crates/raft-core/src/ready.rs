@@ -1,7 +1,7 @@
 //! [`Ready`]: the batch of work a node hands to its caller.
 
 use crate::entry::{Entry, HardState, NodeId};
-use crate::membership::SnapshotMeta;
+use crate::membership::{Membership, SnapshotMeta};
 use crate::message::Message;
 use crate::raft::Role;
 use crate::read_only::ReadState;
@@ -28,6 +28,10 @@ pub struct Ready {
     pub soft_state: Option<SoftState>,
     /// The hard state to persist (changed since the previous `Ready`).
     pub hard_state: Option<HardState>,
+    /// The configuration in force changed (a change entered the log, an uncommitted one
+    /// was overwritten, or a snapshot replaced the log): the new one. Informational (e.g.
+    /// to connect to new peers, see `RawNode::peers`); nothing to persist.
+    pub membership: Option<Membership>,
     /// A snapshot to install: the state machine restores from it (its data arrived out of
     /// band) and the log is replaced by it. Written before `entries`.
     pub snapshot: Option<SnapshotMeta>,
@@ -45,6 +49,12 @@ pub struct Ready {
     /// Linearizable reads that may be served once the state machine has applied their
     /// index.
     pub read_states: Vec<ReadState>,
+    /// Proposals this node forwarded that were not appended (see
+    /// [`MessageBody::ProposeDropped`](crate::MessageBody)): their callers get an answer
+    /// instead of waiting for a timeout. Not appended for that message does not prove never
+    /// appended when the transport may duplicate messages; a caller that cannot rule that
+    /// out treats the outcome as unknown.
+    pub dropped_proposals: Vec<Entry>,
 }
 
 impl Ready {

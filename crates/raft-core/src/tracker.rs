@@ -4,11 +4,13 @@ use crate::entry::NodeId;
 use crate::membership::Membership;
 use crate::progress::Progress;
 use crate::quorum::{self, VoteResult};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-/// Progress of every member of the current membership and the votes of an election.
+/// Progress of every peer and the votes of an election, counted in `membership`.
 ///
-/// Invariant: `progress` has exactly one entry per member of `membership`.
+/// Invariant: `progress` has one entry per member of `membership`, plus one per node of an
+/// older configuration still in the log past the applied index (a node a pending change
+/// removes, replicated to until the removal is applied; never counted in a quorum).
 #[derive(Clone, Debug)]
 pub(crate) struct Tracker {
     pub membership: Membership,
@@ -29,13 +31,21 @@ impl Tracker {
         }
     }
 
-    /// Switches to `membership`; new members start probing at `next`.
-    pub(crate) fn set_membership(&mut self, membership: Membership, next: u64) {
-        let members = membership.members();
-        self.progress.retain(|id, _| members.contains(id));
-        for id in &members {
+    /// Counts quorums in `membership` and tracks `peers` (a superset of its members); new
+    /// peers start probing at `next` and count as recently active, so that a check-quorum
+    /// round right after a change does not depose a leader before they could answer.
+    pub(crate) fn set_membership(
+        &mut self,
+        membership: Membership,
+        peers: &BTreeSet<NodeId>,
+        next: u64,
+    ) {
+        self.progress.retain(|id, _| peers.contains(id));
+        for id in peers {
             let pr = self.progress.entry(*id).or_insert_with(|| {
-                Progress::new(next, self.max_inflight_msgs, self.max_inflight_bytes)
+                let mut pr = Progress::new(next, self.max_inflight_msgs, self.max_inflight_bytes);
+                pr.recent_active = true;
+                pr
             });
             pr.is_learner = !membership.is_voter(*id);
         }

@@ -1,6 +1,7 @@
 //! raft-kv without raftd: a program that opens the store and a write-ahead log itself, runs a
 //! one-member Raft node with raft-runtime, serves the etcd v3 services in its own tonic
-//! server, and talks to them with the generated gRPC clients.
+//! server (with a watch hub fed by the store), and talks to them with the generated gRPC
+//! clients: a watch, then a put it sees.
 //!
 //! Run: `cargo run -p raft-kv --example embedded`. A real deployment adds more members and a
 //! peer transport (raftd uses raft-net's); everything else is what this file shows.
@@ -9,8 +10,12 @@
 use raft_core::{Membership, Message, NodeId};
 use raft_kv::address_book::AddressBook;
 use raft_kv::machine::KvMachine;
-use raft_kv::pb::etcdserverpb::{PutRequest, RangeRequest, kv_client::KvClient};
+use raft_kv::pb::etcdserverpb::{
+    PutRequest, RangeRequest, WatchCreateRequest, WatchRequest, kv_client::KvClient,
+    watch_client::WatchClient, watch_request::RequestUnion,
+};
 use raft_kv::service::{Ctx, EtcdService};
+use raft_kv::watch::{WatchConfig, WatchHub};
 use raft_kv::{KvStore, validate::Limits};
 use raft_runtime::{BoxError, BoxFuture, RaftNode, RuntimeConfig, Transport, WalStore};
 use std::sync::Arc;
@@ -57,6 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )
     .await?;
 
+    let hub = WatchHub::for_store(&store, WatchConfig::default())?;
     let service = EtcdService::new(Ctx {
         handle: handle.clone(),
         store,
@@ -64,7 +70,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         cluster_id: 0x5eed,
         member_id: me,
         limits: Limits::default(),
-    });
+    })
+    .with_watch(hub);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(
@@ -80,7 +87,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .connect()
         .await?;
-    let mut kv = KvClient::new(channel);
+    let mut kv = KvClient::new(channel.clone());
+    let (requests, rx) = tokio::sync::mpsc::channel(1);
+    requests
+        .send(WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                key: "greeting".into(),
+                ..Default::default()
+            })),
+        })
+        .await?;
+    let mut watch = WatchClient::new(channel)
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let created = watch.message().await?.ok_or("the watch stream ended")?;
+    println!(
+        "watch {} created at revision {}",
+        created.watch_id,
+        created.header.map_or(0, |h| h.revision)
+    );
     let put = kv
         .put(PutRequest {
             key: "greeting".into(),
@@ -104,6 +130,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         String::from_utf8_lossy(&kv0.value),
         kv0.version
     );
+    let seen = watch.message().await?.ok_or("the watch stream ended")?;
+    for ev in &seen.events {
+        let kv = ev.kv.as_ref().ok_or("an event without its key")?;
+        println!(
+            "watch {} saw {:?} = {:?} at revision {}",
+            seen.watch_id,
+            String::from_utf8_lossy(&kv.key),
+            String::from_utf8_lossy(&kv.value),
+            kv.mod_revision
+        );
+    }
+    drop(requests);
     server.abort();
     handle.shutdown().await?;
     Ok(())

@@ -6,16 +6,6 @@ use raft_core::NodeId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// The reserved key prefix under which peer URLs of added members are replicated.
-pub const PEER_KEY_PREFIX: &[u8] = b"\x00raftd/peer/";
-
-/// The reserved key holding member `id`'s peer URL.
-pub fn peer_key(id: NodeId) -> bytes::Bytes {
-    let mut k = PEER_KEY_PREFIX.to_vec();
-    k.extend_from_slice(id.to_string().as_bytes());
-    bytes::Bytes::from(k)
-}
-
 /// `url` without an `http://` or `https://` scheme and without trailing slashes: the
 /// `host:port` a transport dials.
 pub fn strip_scheme(url: &str) -> &str {

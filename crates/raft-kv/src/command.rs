@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::pb::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest, TxnRequest};
-use crate::pb::kvcmd::{KvCommand, MemberAttributes, kv_command};
+use crate::pb::kvcmd::{KvCommand, MemberAttributes, MemberPeerUrls, kv_command};
 use prost::Message;
 use prost::bytes::Bytes;
 
@@ -37,6 +37,9 @@ pub enum Op {
     Compact(CompactionRequest),
     /// A member publishes its name and client URLs (kept in the member list).
     PublishMember(MemberAttributes),
+    /// A member's peer URLs (kept in the internal space, and in the member list once the
+    /// member is in it): written before the configuration change that adds a member.
+    SetPeerUrls(MemberPeerUrls),
 }
 
 impl Command {
@@ -51,7 +54,7 @@ impl Command {
         match &self.op {
             Op::Put(_) | Op::DeleteRange(_) => true,
             Op::Txn(t) => !crate::validate::txn_is_read_only(t),
-            Op::Compact(_) | Op::PublishMember(_) => false,
+            Op::Compact(_) | Op::PublishMember(_) | Op::SetPeerUrls(_) => false,
         }
     }
 
@@ -69,6 +72,7 @@ impl Command {
             Op::Txn(m) => message::encoded_len(4, m),
             Op::Compact(m) => message::encoded_len(5, m),
             Op::PublishMember(m) => message::encoded_len(6, m),
+            Op::SetPeerUrls(m) => message::encoded_len(7, m),
         };
         1 + id + op
     }
@@ -87,6 +91,7 @@ impl Command {
             Op::Txn(m) => message::encode(4, m, &mut buf),
             Op::Compact(m) => message::encode(5, m, &mut buf),
             Op::PublishMember(m) => message::encode(6, m, &mut buf),
+            Op::SetPeerUrls(m) => message::encode(7, m, &mut buf),
         }
         Bytes::from(buf)
     }
@@ -107,12 +112,30 @@ impl Command {
             kv_command::Op::Txn(m) => Op::Txn(m),
             kv_command::Op::Compact(m) => Op::Compact(m),
             kv_command::Op::PublishMember(m) => Op::PublishMember(m),
+            kv_command::Op::SetPeerUrls(m) => Op::SetPeerUrls(m),
         };
         Ok(Command {
             request_id: msg.request_id,
             op,
         })
     }
+}
+
+/// Whether an entry's data is a [`Op::SetPeerUrls`] command, decided from its first bytes
+/// (the version byte, an optional request id, then the op's field tag), so an adapter can
+/// pick those out of every entry without decoding the others.
+pub fn is_set_peer_urls(data: &[u8]) -> bool {
+    let Some((&COMMAND_FORMAT_V1, mut rest)) = data.split_first() else {
+        return false;
+    };
+    if rest.first() == Some(&0x08) {
+        rest = &rest[1..];
+        if prost::encoding::decode_varint(&mut rest).is_err() {
+            return false;
+        }
+    }
+    // Field 7, length-delimited.
+    rest.first() == Some(&((7 << 3) | 2))
 }
 
 #[cfg(test)]
@@ -168,6 +191,13 @@ mod tests {
                     client_urls: vec!["http://a:2379".into()],
                 }),
             ),
+            Command::new(
+                5,
+                Op::SetPeerUrls(MemberPeerUrls {
+                    id: 2,
+                    peer_urls: vec!["http://b:2380".into()],
+                }),
+            ),
         ]
     }
 
@@ -183,6 +213,20 @@ mod tests {
             let env = KvCommand::decode(&b[1..]).unwrap();
             assert_eq!(env.request_id, c.request_id);
         }
+    }
+
+    #[test]
+    fn peer_url_commands_are_recognised_by_their_first_bytes() {
+        let all = samples();
+        for c in &all {
+            assert_eq!(
+                is_set_peer_urls(&c.encode()),
+                matches!(c.op, Op::SetPeerUrls(_)),
+                "{c:?}"
+            );
+        }
+        assert!(!is_set_peer_urls(&[]));
+        assert!(!is_set_peer_urls(&[1, 0x08, 0xff]));
     }
 
     #[test]

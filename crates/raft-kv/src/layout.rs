@@ -5,7 +5,14 @@
 
 use std::ops::Bound;
 
-/// Key space of the data: `b'k' ++ user key` -> [`Record`](crate::Record) encoding.
+/// Key space of the history: `b'h' ++ revision` (see [`history_key`]) -> the event written at
+/// that revision (see `crate::history`).
+pub(crate) const HISTORY: u8 = b'h';
+/// Key space of the node's internal records, out of reach of every client request:
+/// `b'i' ++ name` -> value (see `crate::internal`).
+pub(crate) const INTERNAL: u8 = b'i';
+/// Key space of the data: `b'k' ++ user key` -> the key's current entry (a live record or a
+/// tombstone, see `crate::record::Current`).
 pub(crate) const DATA: u8 = b'k';
 /// Key space of the metadata: `b'm' ++ name` -> value (see [`meta`]).
 pub(crate) const META: u8 = b'm';
@@ -26,6 +33,12 @@ pub(crate) mod meta {
     pub(crate) const REVISION: &[u8] = b"revision";
     /// i64 BE: the compact revision.
     pub(crate) const COMPACT_REVISION: &[u8] = b"compact_revision";
+    /// 12 bytes, a revision as in [`history_key`](super::history_key): physical compaction
+    /// has processed every history event below it.
+    pub(crate) const COMPACT_CURSOR: &[u8] = b"compact_cursor";
+    /// i64 BE: the store revision at the last durable (or restored) snapshot; a delta holds
+    /// the history events after it.
+    pub(crate) const SNAPSHOT_REVISION: &[u8] = b"snapshot_revision";
     /// prost `MemberListResponse` (only `members` set): the member list.
     pub(crate) const MEMBERS: &[u8] = b"members";
     /// u64 BE: the current dirty generation (new writes are marked with it).
@@ -41,9 +54,10 @@ pub(crate) mod meta {
 }
 
 /// Version of this layout, stored under `meta::LAYOUT`. Version 1 had one dirty mark per key
-/// (`b'd' ++ user key` -> generation) and pre-images under `b'c' ++ user key`; opening such a
-/// store converts it (see `KvStore::with_db`).
-pub(crate) const LAYOUT_VERSION: u8 = 2;
+/// (`b'd' ++ user key` -> generation) and pre-images under `b'c' ++ user key`; version 2 kept
+/// only the current version of each key (no history, peer addresses as user keys). Opening
+/// an older store converts it (see `crate::upgrade`).
+pub(crate) const LAYOUT_VERSION: u8 = 3;
 
 /// `prefix ++ n (u64 BE)`: the start of the part of a key space numbered `n`.
 pub(crate) fn numbered(prefix: u8, n: u64) -> Vec<u8> {
@@ -51,6 +65,26 @@ pub(crate) fn numbered(prefix: u8, n: u64) -> Vec<u8> {
     v.push(prefix);
     v.extend_from_slice(&n.to_be_bytes());
     v
+}
+
+/// The sled key of the history event at revision `main`, sub-revision `sub`:
+/// `b'h' ++ main (u64 BE) ++ sub (u32 BE)`, so events sort by revision.
+pub(crate) fn history_key(main: i64, sub: u32) -> [u8; 13] {
+    let mut k = [0u8; 13];
+    k[0] = HISTORY;
+    k[1..9].copy_from_slice(&(main as u64).to_be_bytes());
+    k[9..].copy_from_slice(&sub.to_be_bytes());
+    k
+}
+
+/// The revision of a history key; `None` when it is not one.
+pub(crate) fn history_rev(key: &[u8]) -> Option<(i64, u32)> {
+    if key.len() != 13 || key[0] != HISTORY {
+        return None;
+    }
+    let main = u64::from_be_bytes(key[1..9].try_into().ok()?) as i64;
+    let sub = u32::from_be_bytes(key[9..].try_into().ok()?);
+    Some((main, sub))
 }
 
 /// The sled key of a dirty list: `b'd' ++ generation ++ index`.

@@ -23,38 +23,52 @@
 //!   over a running node;
 //! - [`pace`]: the token bucket that limits a snapshot build's read rate
 //!   ([`PendingSnapshot::with_max_rate`]);
-//! - [`validate`]: the checks the service makes before proposing.
+//! - [`validate`]: the checks the service makes before proposing;
+//! - [`watch`]: the watch hub fed by apply ([`events`]) and its client streams.
 #![deny(missing_docs)]
 
 pub mod address_book;
+mod apply;
+pub mod autocompact;
 mod command;
+mod compact;
 mod cow;
 mod error;
+pub mod events;
+mod hash;
+mod history;
+mod internal;
 mod layout;
 pub mod machine;
 mod members;
 pub mod pace;
 mod record;
+pub mod restore;
 pub mod service;
 pub mod snapshot;
 mod snapshot_store;
+mod state;
 mod store;
+mod upgrade;
 pub mod validate;
+pub mod watch;
 
+pub use apply::{ApplyEntry, ApplyResult, EntryPayload, Outcome};
 pub use command::{COMMAND_FORMAT_V1, Command, Op};
 pub use cow::DEFAULT_PRE_IMAGE_BUDGET;
 pub use error::{Error, Result};
+pub use events::{EventSink, RevisionEvents};
+pub use hash::KvHash;
 pub use members::Member;
-pub use record::Record;
-pub use snapshot::{Capture, CaptureInfo, CaptureKind, CaptureRecords, Restore, SnapshotRecord};
+pub use record::{Current, Record, Rev};
+pub use restore::Restore;
+pub use snapshot::{Capture, CaptureInfo, CaptureKind, CaptureRecords, SnapshotRecord};
 pub use snapshot_store::{
     BACKGROUND_NICE, KvRestoreSink, PendingSnapshot, RecordSource, capture_snapshot,
     lower_thread_priority, maintain_chains, restore_from_store,
 };
-pub use store::{
-    ApplyEntry, ApplyResult, EntryPayload, INITIAL_REVISION, KvStore, LOCK_WAIT, Outcome, Response,
-    StoreStatus, TREE_NAME,
-};
+pub use state::INITIAL_REVISION;
+pub use store::{KvStore, LOCK_WAIT, Response, StoreStatus, TREE_NAME};
 
 /// Protobuf and gRPC types generated from the etcd v3 API protos under `proto/etcd/` and the
 /// log-entry command of `proto/kvcmd.proto`.

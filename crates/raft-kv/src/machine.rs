@@ -1,18 +1,39 @@
 //! [`KvMachine`]: raft-kv's [`KvStore`] as raft-runtime's `StateMachine`, with snapshots on
 //! `raft-snapshot`'s chain store and the member list built from the log.
 //!
-//! Peer addresses travel through the log: `MemberAdd` first writes the new member's peer
-//! URL under the reserved key [`PEER_KEY_PREFIX`]`<id>`, then proposes the configuration
-//! change, so every replica (and every later leader) learns the address in log order and
-//! records it in the [`AddressBook`] it shares with the transport.
+//! Peer addresses travel through the log: `MemberAdd` first proposes the new member's peer
+//! URLs ([`Op::SetPeerUrls`], kept in the store's internal key space, out of reach of
+//! clients), then the configuration change, so every replica (and every later leader) learns
+//! the address in log order and records it in the [`AddressBook`] it shares with the
+//! transport.
 
-use crate::address_book::{AddressBook, PEER_KEY_PREFIX};
+use crate::address_book::AddressBook;
 use crate::{ApplyEntry, ApplyResult, Command, EntryPayload, KvStore, Member, Op};
 use parking_lot::{Condvar, Mutex};
 use raft_core::{Membership, NodeId, SnapshotMeta};
 use raft_runtime::{BoxError, Committed, Payload, StateMachine};
 use raft_snapshot::{ChainPolicy, SnapshotId, SnapshotStore, Uploader};
 use std::sync::Arc;
+
+/// Fills `book` with the peer addresses `store` holds: those registered through the log,
+/// then those of the member list.
+fn learn_stored_addresses(store: &KvStore, book: &AddressBook) {
+    match store.peer_urls() {
+        Ok(urls) => {
+            for (id, urls) in urls {
+                if let Some(url) = urls.first() {
+                    book.set(id, url);
+                }
+            }
+        }
+        Err(e) => tracing::warn!(%e, "stored peer addresses unreadable"),
+    }
+    for m in store.members() {
+        if let Some(url) = m.peer_urls.first() {
+            book.set(m.id, url);
+        }
+    }
+}
 
 /// Where [`KvMachine`] writes its snapshots and what it does after each one.
 #[derive(Clone)]
@@ -115,11 +136,7 @@ pub struct KvMachine {
 impl KvMachine {
     /// Wraps `store`; `seed` is the bootstrap membership of a new cluster.
     pub fn new(store: KvStore, book: AddressBook, seed: Option<Membership>) -> Self {
-        for m in store.members() {
-            if let Some(url) = m.peer_urls.first() {
-                book.set(m.id, url);
-            }
-        }
+        learn_stored_addresses(&store, &book);
         Self {
             store,
             book,
@@ -161,25 +178,18 @@ impl KvMachine {
             .collect()
     }
 
-    /// Learns a peer URL when `data` is a put of a reserved peer key.
+    /// Learns a peer URL when `data` is a [`Op::SetPeerUrls`] command.
     fn learn_address(&self, data: &[u8]) {
-        // The key is the first field of the put, so the prefix shows within the first bytes
-        // of the encoded command: only those commands are decoded here.
-        let head = &data[..data.len().min(64)];
-        if !head
-            .windows(PEER_KEY_PREFIX.len())
-            .any(|w| w == PEER_KEY_PREFIX)
-        {
+        if !crate::command::is_set_peer_urls(data) {
             return;
         }
         if let Ok(Command {
-            op: Op::Put(put), ..
+            op: Op::SetPeerUrls(urls),
+            ..
         }) = Command::decode(data)
-            && let Some(id) = put.key.strip_prefix(PEER_KEY_PREFIX)
-            && let Some(id) = std::str::from_utf8(id).ok().and_then(|s| s.parse().ok())
-            && let Ok(url) = std::str::from_utf8(&put.value)
+            && let Some(url) = urls.peer_urls.first()
         {
-            self.book.set(id, url);
+            self.book.set(urls.id, url);
         }
     }
 }
@@ -296,11 +306,7 @@ impl StateMachine for KvMachine {
         let tip = snapshot_for(&ctx.store, meta)?;
         let info = crate::restore_from_store(&self.store, &ctx.store, Some(tip))?;
         self.membership = Some((info.index, info.meta().membership));
-        for m in self.store.members() {
-            if let Some(url) = m.peer_urls.first() {
-                self.book.set(m.id, url);
-            }
-        }
+        learn_stored_addresses(&self.store, &self.book);
         if let Err(e) = ctx.store.gc() {
             tracing::warn!(%e, "snapshot gc after a restore");
         }
@@ -312,9 +318,8 @@ impl StateMachine for KvMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::address_book::peer_key;
     use crate::pb::etcdserverpb::PutRequest;
-    use bytes::Bytes;
+    use crate::pb::kvcmd::MemberPeerUrls;
     use raft_core::{ConfChange, ConfChangeOp, ConfChangeTransition};
     use std::collections::BTreeMap;
 
@@ -350,9 +355,18 @@ mod tests {
 
         let put = Command::new(
             0,
+            Op::SetPeerUrls(MemberPeerUrls {
+                id: 3,
+                peer_urls: vec!["http://127.0.0.1:3".into()],
+            }),
+        )
+        .encode();
+        // A client writing the key where older versions kept addresses changes nothing.
+        let client = Command::new(
+            0,
             Op::Put(PutRequest {
-                key: peer_key(3),
-                value: Bytes::from("http://127.0.0.1:3"),
+                key: "\0raftd/peer/4".into(),
+                value: "http://evil:4".into(),
                 ..Default::default()
             }),
         )
@@ -371,6 +385,11 @@ mod tests {
                 Committed {
                     index: 3,
                     term: 1,
+                    payload: Payload::Command(client),
+                },
+                Committed {
+                    index: 4,
+                    term: 1,
                     payload: Payload::ConfChange {
                         change,
                         membership: Some(membership(&[1, 2], &[3])),
@@ -378,12 +397,14 @@ mod tests {
                 },
             ])
             .unwrap();
-        assert_eq!(results.len(), 2);
+        assert_eq!(results.len(), 3);
         assert_eq!(book.get(3).as_deref(), Some("127.0.0.1:3"));
+        assert_eq!(book.get(4), None);
+        assert_eq!(store.peer_urls().unwrap()[&3], ["http://127.0.0.1:3"]);
         let m3 = store.members().into_iter().find(|m| m.id == 3).unwrap();
         assert!(m3.is_learner);
         assert_eq!(m3.peer_urls, ["http://127.0.0.1:3"]);
-        assert_eq!(sm.applied_index(), 3);
+        assert_eq!(sm.applied_index(), 4);
         // A restart rebuilds the book from the store.
         let book2 = AddressBook::default();
         let _ = KvMachine::new(store, book2.clone(), None);

@@ -2,21 +2,23 @@
 //! `RaftHandle::propose` and answer after apply, linearizable reads wait for a ReadIndex
 //! barrier and then read the local store, serializable reads read it at once.
 //!
-//! One file per service under `service/` (`kv.rs`, `cluster.rs`, `maintenance.rs`); this file
-//! holds what they share. [`EtcdService::routes`] hands all of them to a tonic server, so a
+//! One file per service under `service/` (`kv.rs`, `cluster.rs`, `maintenance.rs`,
+//! `watch.rs`); this file holds what they share. [`EtcdService::routes`] hands all of them to a tonic server, so a
 //! program other than raftd can serve the store (see `examples/embedded.rs`).
 
 mod cluster;
 mod kv;
 mod maintenance;
+mod watch;
 
 use crate::address_book::AddressBook;
 use crate::machine::KvMachine;
 use crate::pb::etcdserverpb::{
     self as pb, cluster_server::ClusterServer, kv_server::KvServer,
-    maintenance_server::MaintenanceServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use crate::validate::{Limits, validate_command};
+use crate::watch::WatchHub;
 use crate::{Command, KvStore, Op, Outcome, Response as KvResponse};
 use raft_runtime::RaftHandle;
 use std::sync::Arc;
@@ -42,25 +44,47 @@ pub struct Ctx {
 #[derive(Clone)]
 pub struct EtcdService {
     ctx: Arc<Ctx>,
+    watch: Option<WatchHub>,
 }
 
 impl EtcdService {
     /// Services over `ctx`.
     pub fn new(ctx: Ctx) -> Self {
-        Self { ctx: Arc::new(ctx) }
+        Self {
+            ctx: Arc::new(ctx),
+            watch: None,
+        }
     }
 
-    /// The `KV`, `Cluster` and `Maintenance` services, for `tonic`'s
-    /// `Server::add_routes`. Each decodes requests up to the request size limit plus
-    /// 512 KiB: gRPC refuses what is far above the limit before decoding, the services
-    /// refuse what is above it with etcd's `InvalidArgument` "request is too large".
+    /// Serves `Watch` from `hub` (see [`WatchHub::for_store`]); without a hub, `Watch`
+    /// answers `UNIMPLEMENTED`.
+    pub fn with_watch(mut self, hub: WatchHub) -> Self {
+        self.watch = Some(hub);
+        self
+    }
+
+    /// The watch hub, when one serves `Watch`.
+    pub fn watch_hub(&self) -> Option<&WatchHub> {
+        self.watch.as_ref()
+    }
+
+    /// The `KV`, `Cluster` and `Maintenance` services, and `Watch` when a hub is set
+    /// ([`with_watch`](Self::with_watch)), for `tonic`'s `Server::add_routes`. Each decodes
+    /// requests up to the request size limit plus 512 KiB: gRPC refuses what is far above
+    /// the limit before decoding, the services refuse what is above it with etcd's
+    /// `InvalidArgument` "request is too large".
     pub fn routes(&self) -> tonic::service::Routes {
         let max_decode = self.ctx.limits.max_request_bytes + (512 << 10);
-        tonic::service::Routes::new(
+        let routes = tonic::service::Routes::new(
             KvServer::new(self.clone()).max_decoding_message_size(max_decode),
         )
         .add_service(ClusterServer::new(self.clone()).max_decoding_message_size(max_decode))
-        .add_service(MaintenanceServer::new(self.clone()).max_decoding_message_size(max_decode))
+        .add_service(MaintenanceServer::new(self.clone()).max_decoding_message_size(max_decode));
+        if self.watch.is_some() {
+            routes.add_service(WatchServer::new(self.clone()).max_decoding_message_size(max_decode))
+        } else {
+            routes
+        }
     }
 
     fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {

@@ -10,7 +10,8 @@
 
 use crate::error::{Error, Result};
 use crate::pace::RateLimiter;
-use crate::snapshot::{CaptureKind, CaptureRecords, Restore, SnapshotRecord};
+use crate::restore::Restore;
+use crate::snapshot::{CaptureKind, CaptureRecords, SnapshotRecord};
 use crate::store::KvStore;
 use raft_core::{Membership, SnapshotMeta};
 use raft_snapshot::{
@@ -340,9 +341,9 @@ mod tests {
             let p = capture_snapshot(&kv, &store, membership()).unwrap();
             assert_eq!(p.kind(), SnapshotKind::Delta);
             let info = p.write(2 + round).unwrap();
-            // The changed keys (round 0 also k000, written after the base's capture) plus
-            // the three metadata records.
-            let expected = if round == 0 { 3 } else { 2 } + 3;
+            // The changed keys (round 0 also k000, written after the base's capture), the
+            // history event of each change, and the three metadata records.
+            let expected = 2 * if round == 0 { 3 } else { 2 } + 3;
             assert_eq!(
                 info.puts + info.deletes,
                 expected,

@@ -46,7 +46,7 @@ pub fn validate_command(cmd: &Command, limits: &Limits) -> Result<()> {
             }
         }
         Op::Txn(t) => validate_txn(t, limits),
-        Op::Compact(_) | Op::PublishMember(_) => Ok(()),
+        Op::Compact(_) | Op::PublishMember(_) | Op::SetPeerUrls(_) => Ok(()),
     }
 }
 

@@ -41,6 +41,21 @@ pub const UPLOADED_BYTES: &str = "raft_snapshot_uploaded_bytes_total";
 /// Gauge: snapshots waiting for upload (including one being retried).
 pub const UPLOAD_QUEUE: &str = "raft_snapshot_upload_queue";
 
+/// Gauge: bytes of the snapshots waiting for upload (the upload backlog).
+pub const UPLOAD_BACKLOG_BYTES: &str = "raft_snapshot_upload_backlog_bytes";
+
+/// Gauge: age in seconds of the oldest snapshot waiting for upload (0 when none waits).
+pub const UPLOAD_OLDEST_SECONDS: &str = "raft_snapshot_upload_oldest_seconds";
+
+/// Gauge: snapshots waiting for upload whose last attempt failed (backing off).
+pub const UPLOAD_FAILING: &str = "raft_snapshot_upload_failing";
+
+/// Counter: snapshots given up on (after the configured attempts, with their deltas).
+pub const UPLOAD_GAVE_UP: &str = "raft_snapshot_upload_gave_up_total";
+
+/// Counter: snapshots deleted from the object store by the retention policy.
+pub const RETENTION_DELETED: &str = "raft_snapshot_retention_deleted_total";
+
 /// Every metric of this module, with its kind, unit and help text.
 pub const METRICS: &[MetricInfo] = &[
     MetricInfo {
@@ -114,5 +129,35 @@ pub const METRICS: &[MetricInfo] = &[
         kind: Kind::Gauge,
         unit: Unit::Count,
         help: "Snapshots waiting for upload",
+    },
+    MetricInfo {
+        name: UPLOAD_BACKLOG_BYTES,
+        kind: Kind::Gauge,
+        unit: Unit::Bytes,
+        help: "Bytes of the snapshots waiting for upload",
+    },
+    MetricInfo {
+        name: UPLOAD_OLDEST_SECONDS,
+        kind: Kind::Gauge,
+        unit: Unit::Seconds,
+        help: "Age of the oldest snapshot waiting for upload",
+    },
+    MetricInfo {
+        name: UPLOAD_FAILING,
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        help: "Snapshots waiting for upload whose last attempt failed",
+    },
+    MetricInfo {
+        name: UPLOAD_GAVE_UP,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Snapshots whose upload was given up",
+    },
+    MetricInfo {
+        name: RETENTION_DELETED,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Snapshots deleted from the object store by the retention policy",
     },
 ];

@@ -58,6 +58,9 @@ pub(crate) fn message_to_pb(msg: &Message) -> pb::Message {
         MessageBody::Propose(entries) => Body::Propose(pb::Propose {
             entries: entries.iter().map(entry_to_pb).collect(),
         }),
+        MessageBody::ProposeDropped(entries) => Body::ProposeDropped(pb::ProposeDropped {
+            entries: entries.iter().map(entry_to_pb).collect(),
+        }),
     };
     pb::Message {
         from: msg.from,
@@ -116,6 +119,7 @@ pub(crate) fn message_from_pb(msg: pb::Message) -> Result<Message> {
             index: r.index,
         }),
         Some(Body::Propose(p)) => MessageBody::Propose(entries_from_pb(p.entries)?),
+        Some(Body::ProposeDropped(p)) => MessageBody::ProposeDropped(entries_from_pb(p.entries)?),
     };
     Ok(Message {
         from: msg.from,
@@ -206,7 +210,9 @@ pub(crate) fn message_size(msg: &Message) -> usize {
     const HEADER: usize = 32;
     let body = match &msg.body {
         MessageBody::Append(a) => a.entries.iter().map(|e| e.size() as usize).sum(),
-        MessageBody::Propose(entries) => entries.iter().map(|e| e.size() as usize).sum(),
+        MessageBody::Propose(entries) | MessageBody::ProposeDropped(entries) => {
+            entries.iter().map(|e| e.size() as usize).sum()
+        }
         MessageBody::ReadIndex(r) => r.context.len(),
         MessageBody::ReadIndexResponse(r) => r.context.len(),
         MessageBody::InstallSnapshot(meta) => meta.membership.members().len() * 10,
@@ -276,6 +282,7 @@ mod tests {
                 index: 42,
             }),
             MessageBody::Propose(vec![entry(0, EntryKind::Normal)]),
+            MessageBody::ProposeDropped(vec![entry(0, EntryKind::Normal)]),
         ];
         bodies
             .into_iter()

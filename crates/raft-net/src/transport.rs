@@ -32,7 +32,9 @@ impl Lane {
     /// [`PeerTransport::send_snapshot`].
     pub fn of(msg: &Message) -> Option<Lane> {
         match msg.body {
-            MessageBody::Append(_) | MessageBody::Propose(_) => Some(Lane::Stream),
+            MessageBody::Append(_) | MessageBody::Propose(_) | MessageBody::ProposeDropped(_) => {
+                Some(Lane::Stream)
+            }
             MessageBody::InstallSnapshot(_) => None,
             _ => Some(Lane::Light),
         }

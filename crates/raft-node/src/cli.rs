@@ -78,6 +78,13 @@ pub struct RaftdArgs {
     /// `request_size_limit`, e.g. 1.5MiB.
     #[arg(long, value_name = "SIZE")]
     pub request_size_limit: Option<String>,
+    /// `compaction.auto_mode`: periodic or revision (etcd's flag).
+    #[arg(long, value_name = "MODE")]
+    pub auto_compaction_mode: Option<String>,
+    /// `compaction.auto_retention`: periodic, a duration (1h, 30m) or hours; revision, a
+    /// number of revisions; 0 turns auto-compaction off (etcd's flag).
+    #[arg(long, value_name = "RETENTION")]
+    pub auto_compaction_retention: Option<String>,
     /// The client port's certificate, PEM (`tls.cert_file`; etcd's flag).
     #[arg(long, value_name = "FILE")]
     pub cert_file: Option<PathBuf>,
@@ -217,6 +224,8 @@ impl RaftdArgs {
         s("wal.sync_policy", &self.wal_sync);
         s("compression.codec", &self.compression);
         s("request_size_limit", &self.request_size_limit);
+        s("compaction.auto_mode", &self.auto_compaction_mode);
+        s("compaction.auto_retention", &self.auto_compaction_retention);
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
         s("tls.cert_file", &path(&self.cert_file));
         s("tls.key_file", &path(&self.key_file));

@@ -13,12 +13,16 @@
 //! keys that differ between two configurations so a reload can refuse them.
 
 mod bytes;
+mod compaction;
 mod reload;
 mod tls;
+mod watch;
 
 pub use bytes::ByteSize;
+pub use compaction::{CompactionSection, Retention};
 pub use reload::{ConfigSource, DiffError};
 pub use tls::{DEFAULT_PEER_CERT_CLUSTER, LimitsSection, TlsSection};
+pub use watch::WatchSection;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -55,6 +59,9 @@ pub const RELOADABLE_KEYS: &[&str] = &[
     "compression.codec",
     "compression.level",
     "compression.threshold",
+    "compaction.auto_mode",
+    "compaction.auto_retention",
+    "compaction.max_rate",
 ];
 
 /// The whole configuration of one raftd node (the TOML file's top level).
@@ -103,6 +110,10 @@ pub struct NodeConfig {
     pub peer: PeerSection,
     /// State-machine snapshot chains and their upload.
     pub snapshot: SnapshotSection,
+    /// History compaction: auto-compaction and the pace of physical compaction.
+    pub compaction: CompactionSection,
+    /// etcd's Watch: progress notifications and buffer bounds.
+    pub watch: WatchSection,
     /// TLS on the client port and between peers.
     pub tls: TlsSection,
     /// Limits per connection and per client.
@@ -130,6 +141,8 @@ impl Default for NodeConfig {
             compression: CompressionSection::default(),
             peer: PeerSection::default(),
             snapshot: SnapshotSection::default(),
+            compaction: CompactionSection::default(),
+            watch: WatchSection::default(),
             tls: TlsSection::default(),
             limits: LimitsSection::default(),
         }
@@ -702,6 +715,8 @@ impl NodeConfig {
         self.compression.validate()?;
         self.peer.validate()?;
         self.snapshot.validate()?;
+        self.compaction.validate()?;
+        self.watch.validate()?;
         self.tls.validate()?;
         self.limits.validate()?;
         // The protocol crate's own checks (after ours, which say more).
@@ -834,6 +849,7 @@ impl NodeConfig {
         check("wal", self.wal == new.wal);
         check("peer", self.peer == new.peer);
         check("snapshot", self.snapshot == new.snapshot);
+        check("watch", self.watch == new.watch);
         check("tls", self.tls == new.tls);
         check("limits", self.limits == new.limits);
         out

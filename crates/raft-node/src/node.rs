@@ -16,9 +16,11 @@ use crate::logging::LogHandle;
 use crate::security::{OperatorPolicy, TlsMaterial};
 use raft_core::Membership;
 use raft_kv::address_book::AddressBook;
+use raft_kv::autocompact::AutoCompactor;
 use raft_kv::machine::{KvMachine, SnapshotCtx};
 use raft_kv::pb::kvcmd::MemberAttributes;
 use raft_kv::service::{Ctx, EtcdService};
+use raft_kv::watch::WatchHub;
 use raft_kv::{Command, KvStore, Op, Outcome};
 use raft_runtime::{RaftHandle, RaftNode, RuntimeConfig, WalStore};
 use reload::Reloader;
@@ -121,6 +123,8 @@ pub struct Node {
     /// Background tasks stopped at shutdown (the fault switch, reload watchers).
     tasks: Vec<tokio::task::JoinHandle<()>>,
     uploader: Option<Arc<raft_snapshot::Uploader>>,
+    /// Proposes compactions while this node leads (stopped when dropped).
+    _autocompact: Arc<AutoCompactor>,
 }
 
 impl Node {
@@ -168,6 +172,10 @@ impl Node {
             raft_snapshot::StoreOptions::default(),
         )?;
         recover::finish_interrupted_restore(&store, &snapshots, &wal)?;
+        // Fed by apply from here on; what is applied before it hears of is caught up from
+        // the store's history.
+        let watch_hub = WatchHub::for_store(&store, config.watch.hub_config())
+            .map_err(io("starting the watch hub".to_string()))?;
         let uploader = match &config.snapshot.upload_dir {
             Some(dir) => {
                 let target = Arc::new(raft_snapshot::LocalDirStore::new(dir)?);
@@ -236,7 +244,15 @@ impl Node {
         )
         .await?;
 
-        let mut reloader = Reloader::new(config.clone(), source, log, handle.clone(), net.clone());
+        store.set_compaction_rate(config.compaction.max_rate.get());
+        let autocompact = Arc::new(AutoCompactor::spawn(
+            handle.clone(),
+            store.clone(),
+            id,
+            config.compaction.policy()?,
+        ));
+        let mut reloader = Reloader::new(config.clone(), source, log, handle.clone(), net.clone())
+            .with_compaction(autocompact.clone(), store.clone());
         if client_tls.is_some() || peer_tls.is_some() {
             reloader = reloader.with_tls(Arc::new(TlsMaterial::new(
                 client_tls.clone(),
@@ -268,7 +284,8 @@ impl Node {
                 max_range_bytes: config.limits.max_range_response_bytes.as_usize(),
                 ..Default::default()
             },
-        });
+        })
+        .with_watch(watch_hub);
         let (api_stop, stop_rx) = oneshot::channel::<()>();
         // TCP_NODELAY, per-client connection limits and TLS: `client_port`.
         let client_incoming = client_port::incoming(
@@ -339,6 +356,7 @@ impl Node {
             reloader,
             tasks,
             uploader,
+            _autocompact: autocompact,
         })
     }
 

@@ -102,7 +102,12 @@ async fn a_tls_cluster_with_a_random_id_serves_tls_clients_and_gates_operators()
         // kept in every data dir.
         let mut ids = Vec::new();
         for id in 1..=3 {
-            let st = status(&cluster.node_client(id)).await.unwrap();
+            // A member that learns the id starts serving once a member told it.
+            let st = cluster
+                .eventually(30, "every member serves", || async {
+                    status(&cluster.node_client(id)).await.ok()
+                })
+                .await;
             ids.push(st.header.unwrap().cluster_id);
             let file = read(&cluster.data_dir(id).join("cluster_id"));
             assert_eq!(u64::from_str_radix(file.trim(), 16).unwrap(), ids[0]);
@@ -152,7 +157,7 @@ async fn a_tls_cluster_with_a_random_id_serves_tls_clients_and_gates_operators()
             .await
             .unwrap();
         let term = status(&cluster.node_client(1)).await.unwrap().raft_term;
-        let mut takeover = raft_core::Message {
+        let takeover = raft_core::Message {
             from: 2,
             to: 1,
             term: term + 1000,
@@ -181,10 +186,18 @@ async fn a_tls_cluster_with_a_random_id_serves_tls_clients_and_gates_operators()
             err.message().contains("speaks for member(s) [3]"),
             "{err:?}"
         );
-        takeover.from = 3;
+        // As itself (a harmless heartbeat answer at the current term), member 3 is heard.
+        let harmless = raft_core::Message {
+            from: 3,
+            to: 1,
+            term,
+            body: raft_core::MessageBody::HeartbeatResponse(raft_core::HeartbeatResponse {
+                read_round: 0,
+            }),
+        };
         assert!(
             PeerClient::new(channel)
-                .send(frame(&takeover))
+                .send(frame(&harmless))
                 .await
                 .is_ok(),
             "as itself member 3 is heard"
@@ -258,7 +271,15 @@ async fn a_tls_cluster_with_a_random_id_serves_tls_clients_and_gates_operators()
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let out = raftctl(&["status"]);
+        // Members publish their client URLs through the log shortly after they start.
+        let mut out = raftctl(&["status"]);
+        for _ in 0..100 {
+            if out.status.success() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            out = raftctl(&["status"]);
+        }
         let table = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),

@@ -151,7 +151,7 @@ impl RaftNode {
         metrics::gauge!(m::APPLIED_INDEX).set(applied as f64);
         metrics::gauge!(m::IS_LEADER).set(0.0);
         let mut peers = BTreeSet::new();
-        for p in status.membership.members() {
+        for p in raw.peers() {
             if p != id {
                 transport.add_peer(p);
                 peers.insert(p);

@@ -201,6 +201,19 @@ impl Clients {
         }
     }
 
+    /// The node gave up on (`id`, `seq`) before its deadline: it stays in the history as
+    /// indeterminate, and the client tries another node next.
+    pub fn abandon(&mut self, id: u64, seq: u64, nodes: &[NodeId]) {
+        let Some(c) = self.clients.get_mut(id as usize - 1) else {
+            return;
+        };
+        if c.in_flight.is_some_and(|op| op.seq == seq) {
+            c.in_flight = None;
+            self.timed_out += 1;
+            c.target = *self.rng.choose(nodes).unwrap_or(&c.target);
+        }
+    }
+
     /// Gives up on every operation past its deadline at `now` (they stay indeterminate);
     /// returns the ids of clients that became idle. A client that timed out tries
     /// another node next.

@@ -15,6 +15,7 @@ mod format;
 mod ready;
 
 use crate::client::{Clients, InFlight};
+use crate::configs::ConfigModel;
 use crate::invariants::{SafetyChecker, ShadowLog, Violation, entry_hash};
 use crate::kv::KvState;
 use crate::linearizability::{KvOutput, check_kv_history};
@@ -42,6 +43,10 @@ const LIVENESS_MARK: &[u8] = b"live";
 enum Reply {
     Done(KvOutput),
     Refused(Option<NodeId>),
+    /// The node gave up on it (a forwarded proposal came back dropped): the client stops
+    /// waiting, the outcome stays unknown (a duplicate of the forwarded message may have
+    /// been appended).
+    Abandoned,
 }
 
 #[derive(Debug)]
@@ -87,6 +92,8 @@ struct Running {
     incoming_snapshot: Option<(SnapshotMeta, KvState)>,
     /// The applied index last reported with `on_applied`.
     reported_applied: u64,
+    /// The simulator's model of the node's configurations (checked against the node's).
+    configs: ConfigModel,
 }
 
 /// A node slot: its disk always exists once started; the process may be down.
@@ -113,6 +120,12 @@ pub struct Cluster {
     rng: SimRng,
     /// Membership after each applied configuration change, by index (0: initial).
     confs: BTreeMap<u64, Membership>,
+    /// The configuration a leader counted when it committed, by the last index of the
+    /// range it committed first (ranges are disjoint: the first leader to commit an index
+    /// records it).
+    commit_confs: BTreeMap<u64, Membership>,
+    /// The highest index in `commit_confs`.
+    commit_recorded: u64,
     faults_active: bool,
     liveness_done: bool,
     liveness_from: u64,
@@ -143,6 +156,8 @@ impl Cluster {
             checker: SafetyChecker::new(),
             rng,
             confs,
+            commit_confs: BTreeMap::new(),
+            commit_recorded: 0,
             faults_active: true,
             liveness_done: false,
             liveness_from: 0,
@@ -372,7 +387,7 @@ impl Cluster {
                 },
             );
         }
-        let (log, sm, shadow, commit) = {
+        let (log, sm, shadow, commit, configs) = {
             let n = &self.nodes[&id];
             let d = n.disk.log.borrow();
             let shadow = ShadowLog {
@@ -391,7 +406,15 @@ impl Cluster {
                 d.term_at(d.last()).unwrap_or(0),
                 d.hard_state
             );
-            (n.disk.log.clone(), d.snapshot_data.clone(), shadow, commit)
+            let configs =
+                ConfigModel::from_log(d.snapshot.index, d.snapshot.membership.clone(), &d.entries);
+            (
+                n.disk.log.clone(),
+                d.snapshot_data.clone(),
+                shadow,
+                commit,
+                configs,
+            )
         };
         let applied = sm.applied.max(log.borrow().snapshot.index);
         let hs = log.borrow().hard_state;
@@ -418,6 +441,7 @@ impl Cluster {
             held: VecDeque::new(),
             incoming_snapshot: None,
             reported_applied: applied,
+            configs,
         });
         trace_line!(
             self.trace,

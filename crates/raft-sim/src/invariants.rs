@@ -98,6 +98,13 @@ pub enum Violation {
         /// A description of the operation the search could not get past.
         op: String,
     },
+    /// A node's configuration in force is not the latest one in its log.
+    WrongConfiguration {
+        /// The node.
+        node: NodeId,
+        /// What it uses and what its log says.
+        detail: String,
+    },
     /// After faults stopped, no leader was elected or no write committed in time.
     NoLiveness(String),
     /// A node panicked (a protocol invariant raft-core checks itself).
@@ -151,6 +158,9 @@ impl fmt::Display for Violation {
                     f,
                     "history of key {key} is not linearizable (stuck at {op})"
                 )
+            }
+            Violation::WrongConfiguration { node, detail } => {
+                write!(f, "configuration of n{node}: {detail}")
             }
             Violation::NoLiveness(why) => write!(f, "liveness: {why}"),
             Violation::Panic(msg) => write!(f, "node panicked: {msg}"),

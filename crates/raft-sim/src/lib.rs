@@ -46,6 +46,7 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 pub mod client;
 pub mod cluster;
+pub mod configs;
 pub mod invariants;
 pub mod kv;
 pub mod run;

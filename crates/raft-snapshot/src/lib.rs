@@ -18,7 +18,11 @@
 //! - [`ChainTransfer`] / [`IncomingTransfer`]: byte-level source and sink for raft-net.
 //! - [`fs`]: the file-system interface the store is written against ([`fs::StdFs`]) and
 //!   [`fs::MemFs`], which models power loss for crash tests.
-//! - [`ObjectStore`], [`LocalDirStore`], [`Uploader`], and point-in-time restore
+//! - [`ObjectStore`], [`LocalDirStore`], [`CloudStore`] (S3 and S3-compatible, GCS, Azure
+//!   through the `object_store` crate; [`open_object_store`] picks one by URL),
+//!   [`Uploader`] (a durable queue: what the store lacks is found again at start),
+//!   retention ([`RetentionPolicy`], [`plan_retention`] for a dry run), and point-in-time
+//!   restore
 //!   ([`find_in_object_store`], [`restore_from_object_store`]).
 //!
 //! # Example
@@ -65,6 +69,7 @@ pub mod fs;
 mod info;
 mod object_store;
 mod pitr;
+mod retention;
 mod source;
 mod store;
 mod transfer;
@@ -78,10 +83,11 @@ pub use format::{
     FORMAT_VERSION, FileHeader, FileReader, FileSummary, FileWriter, Record, WriterOptions,
 };
 pub use info::{MembershipRecord, SnapshotId, SnapshotInfo, SnapshotKind};
-pub use object_store::{LocalDirStore, ObjectStore};
-#[cfg(feature = "s3")]
-pub use object_store::{S3Config, S3Store};
+pub use object_store::{
+    CloudStore, LocalDirStore, MIN_PART_SIZE, ObjectStore, ObjectStoreConfig, open_object_store,
+};
 pub use pitr::{RestorePoint, find_in_object_store, restore_from_object_store, restore_point};
+pub use retention::{RetentionPlan, RetentionPolicy, apply_retention, plan_retention};
 pub use source::{Capture, IterSource, MemState, RestoreSink, SnapshotCapture, SnapshotSource};
 pub use store::{
     Chain, Lease, LeasedChain, MANIFEST_FILE, Manifest, SnapshotReader, SnapshotStore,

@@ -1,11 +1,12 @@
-//! Object stores that snapshots are uploaded to: the [`ObjectStore`] trait and its local
-//! directory implementation.
+//! Object stores that snapshots are uploaded to: the [`ObjectStore`] trait, its local
+//! directory implementation, and the cloud stores of the `object_store` crate behind it
+//! ([`CloudStore`], chosen by URL with [`open_object_store`]).
 
-#[cfg(feature = "s3")]
-mod s3;
+mod cloud;
+mod config;
 
-#[cfg(feature = "s3")]
-pub use s3::{S3Config, S3Store};
+pub use cloud::{CloudStore, MIN_PART_SIZE};
+pub use config::{ObjectStoreConfig, open_object_store};
 
 use crate::error::{Error, IoContext, Result};
 use std::fs::File;

@@ -9,7 +9,7 @@ use crate::info::{SnapshotId, SnapshotInfo};
 use crate::object_store::{ObjectStore, blob_file, blob_meta};
 use crate::source::RestoreSink;
 use crate::store::{Chain, SnapshotStore, check_summary};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufReader, BufWriter, Write};
 
 /// Which snapshot to restore.
@@ -35,7 +35,7 @@ fn pick(infos: &[SnapshotInfo], point: RestorePoint) -> Result<SnapshotId> {
     found.ok_or_else(|| Error::Invalid(format!("no snapshot matches {point:?}")))
 }
 
-fn chain_of(infos: &[SnapshotInfo], tip: SnapshotId) -> Result<Chain> {
+pub(crate) fn chain_of(infos: &[SnapshotInfo], tip: SnapshotId) -> Result<Chain> {
     let by_id: HashMap<_, _> = infos.iter().map(|s| (s.id, s)).collect();
     let mut out = Vec::new();
     let mut cur = Some(tip);
@@ -51,21 +51,59 @@ fn chain_of(infos: &[SnapshotInfo], tip: SnapshotId) -> Result<Chain> {
     Chain::new(out)
 }
 
+/// What an object store holds under `snapshots/`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Catalog {
+    /// Completely uploaded snapshots (their metadata blob exists), in listing order.
+    pub complete: Vec<SnapshotInfo>,
+    /// Snapshot files whose metadata blob is missing (an upload in progress or cut short).
+    pub incomplete: Vec<SnapshotId>,
+}
+
+impl Catalog {
+    /// Lists and reads the metadata of every snapshot in `obj`.
+    pub(crate) fn read(obj: &dyn ObjectStore) -> Result<Catalog> {
+        let names = obj.list("snapshots/")?;
+        let ids = |ext: &str| -> HashSet<SnapshotId> {
+            names
+                .iter()
+                .filter_map(|n| n.strip_prefix("snapshots/")?.strip_suffix(ext))
+                .filter_map(SnapshotId::parse)
+                .collect()
+        };
+        let (files, metas) = (ids(".snap"), ids(".json"));
+        let mut complete = Vec::new();
+        for name in names.iter().filter(|n| n.ends_with(".json")) {
+            let mut buf = Vec::new();
+            obj.get(name, &mut buf)?;
+            let info: SnapshotInfo =
+                serde_json::from_slice(&buf).map_err(|e| Error::ObjectStore {
+                    name: name.clone(),
+                    reason: format!("bad snapshot metadata: {e}"),
+                })?;
+            if blob_meta(info.id) != *name {
+                return Err(Error::ObjectStore {
+                    name: name.clone(),
+                    reason: format!("metadata of snapshot {} under another name", info.id),
+                });
+            }
+            // Metadata is written after the file and deleted before it, so a file is there.
+            if files.contains(&info.id) {
+                complete.push(info);
+            }
+        }
+        let mut incomplete: Vec<SnapshotId> = files.difference(&metas).copied().collect();
+        incomplete.sort();
+        Ok(Catalog {
+            complete,
+            incomplete,
+        })
+    }
+}
+
 /// Finds the chain for `point` among the completely uploaded snapshots of `obj`.
 pub fn find_in_object_store(obj: &dyn ObjectStore, point: RestorePoint) -> Result<Chain> {
-    let mut infos = Vec::new();
-    for name in obj.list("snapshots/")? {
-        if !name.ends_with(".json") {
-            continue;
-        }
-        let mut buf = Vec::new();
-        obj.get(&name, &mut buf)?;
-        let info: SnapshotInfo = serde_json::from_slice(&buf).map_err(|e| Error::ObjectStore {
-            name: name.clone(),
-            reason: format!("bad snapshot metadata: {e}"),
-        })?;
-        infos.push(info);
-    }
+    let infos = Catalog::read(obj)?.complete;
     let tip = pick(&infos, point)?;
     chain_of(&infos, tip)
 }

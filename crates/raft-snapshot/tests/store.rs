@@ -575,6 +575,7 @@ fn uploader_retries_then_uploads_and_pitr_restores() {
             initial_backoff: Duration::from_millis(5),
             max_backoff: Duration::from_millis(20),
             max_attempts: None,
+            ..UploaderOptions::default()
         },
     )
     .unwrap();
@@ -652,6 +653,7 @@ fn uploader_gives_up_after_max_attempts_and_never_blocks() {
             initial_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(2),
             max_attempts: Some(4),
+            ..UploaderOptions::default()
         },
     )
     .unwrap();

@@ -49,15 +49,17 @@ impl<L: LogRead> Raft<L> {
             pr.become_replicate();
             pr.recent_active = true;
         }
-        // Conservatively assume the log holds an unapplied configuration change.
-        self.pending_conf_index = self.log.last_index();
-        self.demotion_pending = self.unapplied_log_demotes_self();
         let noop = Entry {
             index: self.log.last_index() + 1,
             term: self.term,
             kind: EntryKind::Normal,
             data: bytes::Bytes::new(),
         };
+        // No configuration change until the no-op is applied: the log may hold an
+        // unapplied change, and a leader must commit an entry of its own term before it
+        // changes the configuration (otherwise an uncommitted change of an earlier term,
+        // in force on a node that still holds it, could be disjoint from this one's).
+        self.pending_conf_index = noop.index;
         self.log.append(std::slice::from_ref(&noop));
         self.bcast_pending = true;
     }

@@ -10,55 +10,44 @@ use crate::message::MessageBody;
 use bytes::Bytes;
 
 impl<L: LogRead> Raft<L> {
+    /// A leader appends proposals only while it is a voter of the configuration in force:
+    /// one that proposed (or inherited) a change ending its own vote appends nothing after
+    /// it, and hands over once that change is applied (see `hand_over_leadership`).
     fn check_can_propose(&self) -> Result<()> {
         if self.lead_transferee.is_some() {
             return Err(Error::ProposalDropped("leadership transfer in progress"));
         }
-        if !self.promotable() {
+        if !self.tracker.membership.is_voter(self.id) {
             return Err(Error::ProposalDropped("this leader is no longer a voter"));
         }
-        if self.demotion_pending && self.pending_conf_index > self.log.applied {
+        Ok(())
+    }
+
+    /// Counts `bytes` of new entries against `Config::max_uncommitted_bytes`, or refuses
+    /// them (one batch always passes when nothing is uncommitted).
+    fn admit_uncommitted(&mut self, bytes: u64) -> Result<()> {
+        let after = self.uncommitted_bytes.saturating_add(bytes);
+        if self.uncommitted_bytes > 0 && after > self.cfg.max_uncommitted_bytes {
             return Err(Error::ProposalDropped(
-                "a configuration change that ends this leader's vote is not applied yet",
+                "too many uncommitted bytes (max_uncommitted_bytes)",
             ));
         }
+        self.uncommitted_bytes = after;
         Ok(())
+    }
+
+    /// Committed entries were handed out: they no longer count as uncommitted.
+    pub(crate) fn reduce_uncommitted(&mut self, ents: &[Entry]) {
+        if self.uncommitted_bytes == 0 {
+            return;
+        }
+        let bytes: u64 = ents.iter().map(|e| e.data.len() as u64).sum();
+        self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(bytes);
     }
 
     /// True when `cc`, applied to `m`, leaves this node without a vote.
     fn ends_own_vote(&self, m: &Membership, cc: &ConfChange) -> bool {
         confchange::apply(m, cc).is_ok_and(|next| !next.is_voter(self.id))
-    }
-
-    /// True when a configuration change in the log past the applied index ends this
-    /// node's vote (read by a new leader; an unreadable log counts as true, which only
-    /// delays proposals until the log is applied).
-    pub(crate) fn unapplied_log_demotes_self(&self) -> bool {
-        let mut m = self.tracker.membership.clone();
-        let mut lo = self.log.applied + 1;
-        let hi = self.log.last_index() + 1;
-        while lo < hi {
-            let Ok(ents) = self.log.slice(lo, hi, self.cfg.max_bytes_per_append) else {
-                return true;
-            };
-            let Some(last) = ents.last() else {
-                return true;
-            };
-            lo = last.index + 1;
-            for e in ents.iter().filter(|e| e.kind == EntryKind::ConfChange) {
-                let Ok(cc) = confchange::decode(&e.data) else {
-                    continue;
-                };
-                if self.ends_own_vote(&m, &cc) {
-                    return true;
-                }
-                // A refused change leaves the configuration as it is, on every node.
-                if let Ok(next) = confchange::apply(&m, &cc) {
-                    m = next;
-                }
-            }
-        }
-        false
     }
 
     /// One application command: the common case, without a temporary vector.
@@ -71,6 +60,7 @@ impl<L: LogRead> Raft<L> {
             return self.propose_entries(vec![e]);
         }
         self.check_can_propose()?;
+        self.admit_uncommitted(data.len() as u64)?;
         self.log.append_one(Entry {
             index: self.log.last_index() + 1,
             term: self.term,
@@ -81,7 +71,8 @@ impl<L: LogRead> Raft<L> {
         Ok(())
     }
 
-    /// Appends proposals to the leader's log (index and term are assigned here).
+    /// Appends proposals to the leader's log (index and term are assigned here), or
+    /// forwards them to the leader.
     pub(crate) fn propose_entries(&mut self, mut ents: Vec<Entry>) -> Result<()> {
         if self.role != Role::Leader {
             return match self.leader {
@@ -92,11 +83,31 @@ impl<L: LogRead> Raft<L> {
                 None => Err(Error::NoLeader),
             };
         }
+        self.append_proposals(&mut ents)
+    }
+
+    /// Proposals forwarded by `from`: appended or forwarded, or else sent back dropped, so
+    /// the node that holds their callers can answer them.
+    pub(crate) fn propose_forwarded(&mut self, from: NodeId, mut ents: Vec<Entry>) {
+        let ok = match (self.role, self.leader) {
+            (Role::Leader, _) => self.append_proposals(&mut ents).is_ok(),
+            (_, Some(leader)) if leader != from => {
+                self.send(leader, MessageBody::Propose(ents));
+                return;
+            }
+            _ => false,
+        };
+        if !ok {
+            self.send(from, MessageBody::ProposeDropped(ents));
+        }
+    }
+
+    /// The leader's side of [`propose_entries`](Self::propose_entries).
+    fn append_proposals(&mut self, ents: &mut [Entry]) -> Result<()> {
         self.check_can_propose()?;
         let last = self.log.last_index();
         let n = ents.len();
         let mut pending_conf = self.pending_conf_index;
-        let mut demotes = None;
         for (i, e) in ents.iter_mut().enumerate() {
             e.index = last + 1 + i as u64;
             e.term = self.term;
@@ -117,18 +128,15 @@ impl<L: LogRead> Raft<L> {
                         "nothing may follow a configuration change that ends this leader's vote",
                     ));
                 }
-                demotes = Some(ends_vote);
                 pending_conf = e.index;
             }
         }
+        self.admit_uncommitted(ents.iter().map(|e| e.data.len() as u64).sum())?;
         self.pending_conf_index = pending_conf;
-        if let Some(d) = demotes {
-            // From here this leader appends nothing more until the change is applied
-            // (see `hand_over_leadership`).
-            self.demotion_pending = d;
-        }
-        self.log.append(&ents);
+        self.log.append(ents);
         self.bcast_pending = true;
+        // A change takes effect once in the log.
+        self.sync_config(false);
         Ok(())
     }
 
@@ -149,41 +157,28 @@ impl<L: LogRead> Raft<L> {
         self.propose_entries(vec![e])
     }
 
-    /// Applies a committed configuration change; returns the new membership, or `None`
-    /// when the change is refused (all nodes refuse it the same way).
-    pub(crate) fn apply_conf_change(&mut self, cc: &ConfChange) -> Option<Membership> {
-        let next = confchange::apply(&self.tracker.membership, cc).ok()?;
-        let last = self.log.last_index();
-        self.tracker.set_membership(next.clone(), last + 1);
-        if let Some(t) = self.lead_transferee
-            && !next.voters.contains(&t)
+    /// The application applied up to `index`: changes at or before it are settled.
+    /// Returns the configuration of the last change applied, if any.
+    pub(crate) fn on_applied_configs(&mut self, index: u64) -> Option<Membership> {
+        let applied = self.log.confs.advance_base(index)?;
+        self.sync_config(true);
+        if self.role == Role::Leader
+            && !self.tracker.membership.is_voter(self.id)
+            && self.lead_transferee.is_none()
         {
-            self.lead_transferee = None;
+            // Errors here are storage failures while sending; the transfer times out and
+            // the node steps down (see `tick_leader`).
+            let _ = self.hand_over_leadership();
         }
-        if self.role == Role::Leader {
-            self.maybe_commit();
-            self.bcast_pending = true;
-            if !next.is_voter(self.id) {
-                // Errors here are storage failures while sending; the transfer times out
-                // and the node steps down (see `tick_leader`).
-                let _ = self.hand_over_leadership();
-            }
-        }
-        Some(next)
+        Some(applied)
     }
 
-    /// This leader is no longer a voter: it keeps leading (proposals refused) only to hand
-    /// over to the most up-to-date voter, and steps down if that fails in time.
+    /// The change that ended this leader's vote is applied: it hands over to the most
+    /// up-to-date voter, and steps down if that fails in time.
     ///
-    /// Voters that have not learned that the change committed still count this node and
-    /// may need its vote, while it can no longer campaign. Its vote goes only to a log at
-    /// least as up to date as its own, so its log must not run ahead of what they can
-    /// hold: a leader appends nothing after a change that ends its own vote (proposals
-    /// are refused from the proposal of that change, or from the election of a leader
-    /// whose unapplied log holds one, until it is applied). When the change applies, the
-    /// leader's whole log is committed (the commit index reached the change, or the
-    /// leader's no-op after it), so a quorum holds its last entry and any of them can
-    /// win its vote.
+    /// The leader appended nothing after that change (proposals are refused from the moment
+    /// the change is in its log), so once it is applied the leader's whole log is
+    /// committed and any voter of the configuration in force can win.
     fn hand_over_leadership(&mut self) -> Result<()> {
         let target = self
             .tracker

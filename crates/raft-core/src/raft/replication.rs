@@ -277,10 +277,13 @@ impl<L: LogRead> Raft<L> {
             );
             return Ok(());
         }
-        match self
-            .log
-            .maybe_append(a.prev_log_index, a.prev_log_term, a.commit, &a.entries)?
-        {
+        let appended =
+            self.log
+                .maybe_append(a.prev_log_index, a.prev_log_term, a.commit, &a.entries)?;
+        // Configuration changes take effect once in the log (and an overwritten suffix
+        // takes its changes with it).
+        self.sync_config(false);
+        match appended {
             Some(last) => self.send_after_persist(
                 from,
                 term,
@@ -325,14 +328,15 @@ impl<L: LogRead> Raft<L> {
         let index = if meta.index <= self.log.committed && self.initialized() {
             self.log.committed
         } else if self.initialized() && self.log.match_term(meta.index, meta.term) {
-            // We already have everything the snapshot covers: just commit it.
+            // We already have everything the snapshot covers: just commit it. What follows
+            // may be a stale tail of an old term, so the answer claims the commit index
+            // only (the leader's probe finds where the tail matches).
             self.log.commit_to(meta.index);
-            self.log.last_index()
+            self.log.committed
         } else {
             let index = meta.index;
-            let next = index + 1;
-            self.tracker.set_membership(meta.membership.clone(), next);
             self.log.restore(meta);
+            self.sync_config(false);
             index
         };
         self.send_after_persist(

@@ -25,6 +25,12 @@ pub struct TestNode {
     /// Readys whose writes are held back (manual persistence).
     pub held: VecDeque<Ready>,
     pub manual_persist: bool,
+    /// Committed entries handed out but not applied yet (asynchronous apply).
+    pub unapplied: Vec<Entry>,
+    /// Committed entries wait in `unapplied` until the test applies them.
+    pub manual_apply: bool,
+    /// Proposals this node forwarded that came back dropped.
+    pub dropped: Vec<Entry>,
 }
 
 pub struct Cluster {
@@ -126,6 +132,9 @@ impl Cluster {
                 incoming_snapshot: None,
                 held: VecDeque::new(),
                 manual_persist: false,
+                unapplied: Vec::new(),
+                manual_apply: false,
+                dropped: Vec::new(),
             },
         );
     }
@@ -198,12 +207,18 @@ impl Cluster {
         // Committed entries are durable already: apply them even when writes are held.
         let committed = rd.committed_entries.clone();
         n.read_states.extend(rd.read_states.iter().cloned());
+        n.dropped.extend(rd.dropped_proposals.iter().cloned());
         if n.manual_persist {
             n.held.push_back(rd);
         } else {
             self.persist(id, rd);
         }
-        self.apply(id, &committed);
+        let n = self.nodes.get_mut(&id).expect("node exists");
+        if n.manual_apply {
+            n.unapplied.extend(committed);
+        } else {
+            self.apply(id, &committed);
+        }
         true
     }
 

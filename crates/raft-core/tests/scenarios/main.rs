@@ -7,6 +7,7 @@ mod elections;
 mod membership;
 mod reads;
 mod replication;
+mod review;
 mod snapshots;
 mod stale_configs;
 mod transfer;

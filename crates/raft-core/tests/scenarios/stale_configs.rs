@@ -5,9 +5,10 @@
 use crate::harness::{Cluster, default_config, log_with_terms};
 use bytes::Bytes;
 use raft_core::{
-    AppendResponse, ConfChange, ConfChangeOp, ConfChangeTransition, Config, Error, Message,
-    MessageBody, NodeId, Role,
+    AppendResponse, ConfChange, ConfChangeOp, ConfChangeTransition, Config, EntryKind, Error,
+    HardState, MemLog, Membership, Message, MessageBody, NodeId, Role,
 };
+use std::collections::BTreeSet;
 
 fn no_pre_vote(id: NodeId) -> Config {
     let mut c = default_config(id);
@@ -93,7 +94,7 @@ fn a_leader_appends_nothing_after_the_change_that_ends_its_vote() {
         })
         .unwrap();
     c.stabilize();
-    assert!(c.node(1).raw.membership().is_joint());
+    assert!(c.node(1).raw.applied_membership().is_joint());
     assert_eq!(
         c.node(2).raw.status().last_index,
         leave,
@@ -119,10 +120,16 @@ fn a_leader_appends_nothing_after_the_change_that_ends_its_vote() {
         .unwrap();
     c.stabilize();
     assert!(
-        !c.node(1).raw.membership().is_joint(),
+        !c.node(1).raw.applied_membership().is_joint(),
         "node 1 applied the leave"
     );
-    assert!(c.node(2).raw.membership().is_joint(), "node 2 did not");
+    assert!(
+        c.node(2).raw.applied_membership().is_joint(),
+        "node 2 did not"
+    );
+    // The configuration in force is the latest in the log: node 2 holds the leave, so it
+    // counts votes in `{2}` and needs nobody else's.
+    assert!(!c.node(2).raw.membership().is_joint());
     c.tick_all(40);
     assert_eq!(c.role(1), Role::Follower, "node 1 could not hand over");
     c.heal();
@@ -133,11 +140,13 @@ fn a_leader_appends_nothing_after_the_change_that_ends_its_vote() {
     );
 }
 
-/// The same rule for a leader elected while its unapplied log holds a change that ends
-/// its vote: it appends its no-op and nothing else until that change is applied.
+/// The same rule for a leader elected while its log holds a change that ends its vote,
+/// not known committed: it may campaign (a voter of the configuration before the change),
+/// counts votes in the configuration in force (without itself), and appends its no-op and
+/// nothing else.
 #[test]
-fn a_new_leader_whose_unapplied_log_demotes_it_accepts_no_proposals() {
-    let mut c = Cluster::new(&[1, 2, 3]);
+fn a_new_leader_whose_log_demotes_it_accepts_no_proposals() {
+    let mut c = Cluster::new(&[1, 2, 3, 4, 5]);
     c.elect(1);
     let change = c.node(1).raw.status().last_index + 1;
     // Node 2 never learns that the change committed.
@@ -156,13 +165,15 @@ fn a_new_leader_whose_unapplied_log_demotes_it_accepts_no_proposals() {
         })
         .unwrap();
     c.stabilize();
-    assert!(c.node(1).raw.membership().learners.contains(&2));
-    assert!(!c.node(2).raw.membership().learners.contains(&2));
-    // Node 1 goes away; node 2 (still a voter in its own configuration) wins, but its
-    // no-op is not acknowledged, so the change stays unapplied.
+    assert!(c.node(1).raw.applied_membership().learners.contains(&2));
+    assert!(!c.node(2).raw.applied_membership().learners.contains(&2));
+    // Node 2 holds the change (it is in force there) but does not know it committed.
+    assert!(c.node(2).raw.membership().learners.contains(&2));
+    // Node 1 goes away; node 2 wins with three of `{1, 3, 4, 5}`, but its no-op is not
+    // acknowledged, so the change stays unapplied there.
     c.isolate(1);
     c.filter = Some(Box::new(|m| {
-        m.from == 3 && matches!(m.body, MessageBody::AppendResponse(_))
+        m.to == 2 && matches!(m.body, MessageBody::AppendResponse(_))
     }));
     for _ in 0..200 {
         if c.role(2) == Role::Leader {
@@ -176,4 +187,157 @@ fn a_new_leader_whose_unapplied_log_demotes_it_accepts_no_proposals() {
         matches!(refused, Err(Error::ProposalDropped(_))),
         "{refused:?}"
     );
+    // Once the change is applied, node 2 hands leadership to a voter.
+    c.filter = None;
+    c.tick_all(30);
+    let leader = c.leader().expect("a leader");
+    assert!([3, 4, 5].contains(&leader), "leader {leader}");
+    assert_ne!(c.role(2), Role::Leader);
+}
+
+/// The two-step regression hazard. `{1, 2, 3}` moves to `{3, 4, 5}` through a joint
+/// configuration (the old and new majorities `{1, 2}` and `{4, 5}` are disjoint). Nodes 1
+/// and 2 then crash torn: their logs keep both the joint entry and the leave, but the hard
+/// state and the state machine lose everything from the joint on (commit and applied
+/// before it). Had they taken their configuration from what they applied, they would
+/// count votes in `{1, 2, 3}`, elect one of themselves with each other's vote and commit
+/// beside the new cluster. The configuration in force is the latest in the log, so they
+/// count votes in `{3, 4, 5}` and can win nothing without that cluster.
+#[test]
+fn a_torn_crash_that_loses_the_commit_of_a_two_step_change_cannot_split_the_cluster() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.elect(1);
+    c.propose(1, "a");
+    let before = c.commit(1);
+    for id in [4, 5] {
+        c.add_node(id, MemLog::new(Membership::default()));
+    }
+    c.raw(1)
+        .propose_conf_change(ConfChange {
+            transition: ConfChangeTransition::Auto,
+            ops: vec![
+                ConfChangeOp::AddVoter(4),
+                ConfChangeOp::AddVoter(5),
+                ConfChangeOp::RemoveNode(1),
+                ConfChangeOp::RemoveNode(2),
+            ],
+        })
+        .unwrap();
+    c.stabilize();
+    c.tick_all(5);
+    let new: BTreeSet<NodeId> = [3, 4, 5].into();
+    let leader = c.leader().expect("the new cluster leads");
+    assert!(new.contains(&leader));
+    for id in [1, 2] {
+        let mut log = c.node(id).raw.log().clone();
+        let has = |kind| log.all_entries().iter().filter(|e| e.kind == kind).count();
+        assert_eq!(has(EntryKind::ConfChange), 2, "node {id} kept both changes");
+        let hs = log.hard_state();
+        log.set_hard_state(HardState {
+            commit: before,
+            ..hs
+        });
+        log.set_membership(Membership::with_voters([1, 2, 3]));
+        let config = Config {
+            applied: before,
+            ..default_config(id)
+        };
+        c.add_node_with(id, log, config);
+        assert_eq!(c.node(id).raw.membership().voters, new, "node {id}");
+        assert_eq!(
+            c.node(id).raw.applied_membership().voters,
+            [1, 2, 3].into(),
+            "node {id} applied only the old configuration"
+        );
+    }
+    // The old majority on one side, the new cluster on the other.
+    for a in [1, 2] {
+        for b in [3, 4, 5] {
+            c.cut_link(a, b);
+        }
+    }
+    let mut old_side_led = false;
+    for _ in 0..300 {
+        c.tick_all(1);
+        old_side_led |= c.role(1) == Role::Leader || c.role(2) == Role::Leader;
+    }
+    assert!(!old_side_led, "a removed node led");
+    c.propose(c.leader().expect("the new cluster leads"), "b");
+    let leader = c.leader().unwrap();
+    assert!(new.contains(&leader));
+    assert_eq!(c.state_of(leader), vec![b"a".as_slice(), b"b".as_slice()]);
+    assert!(c.commit(1) <= before + 2 && c.commit(2) <= before + 2);
+}
+
+/// Simulator seed 12007214 (30,000 ticks). Node 1 leads `{1}` with node 2 a learner, moves
+/// to `{2}` through `{2} / {1}` and hands over once the leave applied. Node 2 leads, sends
+/// its no-op to node 1 and crashes before its own write of it is durable, having lost the
+/// commit-only hard state that said the leave committed: it restarts having applied the
+/// joint configuration only. Had it counted votes in what it applied, it would need node
+/// 1's vote, which node 1 (a learner now, with the longer log) refuses forever. The leave
+/// is in its log, so it counts votes in `{2}` and wins alone.
+#[test]
+fn a_node_that_lost_the_commit_of_its_promotion_leads_by_the_configuration_in_its_log() {
+    let mut c = Cluster::new(&[1]);
+    c.add_node(2, MemLog::new(Membership::default()));
+    c.elect(1);
+    c.raw(1)
+        .propose_conf_change(ConfChange {
+            transition: ConfChangeTransition::Auto,
+            ops: vec![ConfChangeOp::AddLearner(2)],
+        })
+        .unwrap();
+    c.stabilize();
+    let joint = c.node(1).raw.status().last_index + 1;
+    let leave = joint + 1;
+    // Node 2's writes wait until the test lets them through.
+    c.nodes.get_mut(&2).unwrap().manual_persist = true;
+    c.raw(1)
+        .propose_conf_change(ConfChange {
+            transition: ConfChangeTransition::JointImplicit,
+            ops: vec![ConfChangeOp::AddVoter(2), ConfChangeOp::AddLearner(1)],
+        })
+        .unwrap();
+    for _ in 0..100 {
+        c.stabilize();
+        if c.role(2) == Role::Leader {
+            break;
+        }
+        c.persist_held(2);
+        c.tick_all(1);
+    }
+    assert_eq!(c.role(2), Role::Leader, "node 1 handed over");
+    c.stabilize();
+    let noop = leave + 1;
+    assert_eq!(
+        c.node(1).raw.status().last_index,
+        noop,
+        "node 1 has the no-op"
+    );
+    // The crash: node 2's write of its no-op and the commit of the leave are lost.
+    let mut log = c.node(2).raw.log().clone();
+    assert_eq!(log.all_entries().last().map(|e| e.index), Some(leave));
+    let hs = log.hard_state();
+    log.set_hard_state(HardState {
+        commit: joint,
+        ..hs
+    });
+    let mut m = Membership::with_voters([2]);
+    m.voters_outgoing = [1].into();
+    m.learners_next = [1].into();
+    m.auto_leave = true;
+    log.set_membership(m.clone());
+    c.add_node_with(
+        2,
+        log,
+        Config {
+            applied: joint,
+            ..default_config(2)
+        },
+    );
+    assert_eq!(c.node(2).raw.applied_membership(), &m);
+    assert_eq!(c.node(2).raw.membership().voters, [2].into());
+    assert_eq!(c.tick_until_leader(100), 2);
+    c.propose(2, "after");
+    assert_eq!(c.commit(1), c.commit(2), "node 1 follows");
 }

@@ -2,9 +2,8 @@
 
 use super::{EtcdService, runtime_status};
 use crate::Op;
-use crate::address_book::peer_key;
 use crate::pb::etcdserverpb::{self as pb, cluster_server};
-use bytes::Bytes;
+use crate::pb::kvcmd::MemberPeerUrls;
 use tonic::{Request, Response, Status};
 
 impl EtcdService {
@@ -51,10 +50,9 @@ impl cluster_server::Cluster for EtcdService {
             .unwrap_or(0)
             + 1;
         // The address first, through the log, so every replica can dial the new member.
-        self.propose(Op::Put(pb::PutRequest {
-            key: peer_key(id),
-            value: Bytes::from(url.clone()),
-            ..Default::default()
+        self.propose(Op::SetPeerUrls(MemberPeerUrls {
+            id,
+            peer_urls: req.peer_ur_ls.clone(),
         }))
         .await?;
         self.ctx.book.set(id, &url);

@@ -78,8 +78,18 @@ impl kv_server::Kv for EtcdService {
         &self,
         req: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
-        match self.propose(Op::Compact(req.into_inner())).await? {
+        let req = req.into_inner();
+        let (revision, physical) = (req.revision, req.physical);
+        match self.propose(Op::Compact(req)).await? {
             KvResponse::Compact(mut r) => {
+                if physical {
+                    // etcd answers a physical compaction once the removal is durable.
+                    self.ctx
+                        .store
+                        .wait_compacted(revision)
+                        .await
+                        .map_err(kv_status)?;
+                }
                 r.header = self.header(self.ctx.store.revision());
                 Ok(Response::new(r))
             }

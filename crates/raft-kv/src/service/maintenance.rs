@@ -57,28 +57,35 @@ impl maintenance_server::Maintenance for EtcdService {
         ))
     }
 
+    /// A CRC-32C of everything this member replicated (`KvStore::hash`), read locally:
+    /// equal on members at the same applied index.
     async fn hash(
         &self,
         _req: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
-        Err(Status::unimplemented("Hash is not supported by raftd"))
+        let store = self.ctx.store.clone();
+        let hash = blocking(move || store.hash()).await?;
+        Ok(Response::new(pb::HashResponse {
+            header: self.header(self.ctx.store.revision()),
+            hash,
+        }))
     }
 
-    /// A CRC-32C of this member's keys and records (`KvStore::hash_kv`), read locally: equal
-    /// on members at the same applied index. `revision` must be 0 or the current one.
+    /// A CRC-32C of this member's MVCC state up to `revision` (`KvStore::hash_kv_at`), read
+    /// locally: equal on members that applied the same log, however far each compacted
+    /// physically. `revision` 0 is the current one.
     async fn hash_kv(
         &self,
         req: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
-        let store = &self.ctx.store;
-        let (hash, hash_revision) = store
-            .hash_kv(req.into_inner().revision)
-            .map_err(kv_status)?;
+        let store = self.ctx.store.clone();
+        let revision = req.into_inner().revision;
+        let h = blocking(move || store.hash_kv_at(revision)).await?;
         Ok(Response::new(pb::HashKvResponse {
-            header: self.header(hash_revision),
-            hash,
-            compact_revision: store.compact_revision(),
-            hash_revision,
+            header: self.header(self.ctx.store.revision()),
+            hash: h.hash,
+            compact_revision: h.compact_revision,
+            hash_revision: h.revision,
         }))
     }
 
@@ -112,4 +119,14 @@ impl maintenance_server::Maintenance for EtcdService {
     ) -> Result<Response<pb::DowngradeResponse>, Status> {
         Err(Status::unimplemented("Downgrade is not supported by raftd"))
     }
+}
+
+/// Runs a store scan off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> crate::Result<T> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("hash task failed: {e}")))?
+        .map_err(kv_status)
 }

@@ -1,11 +1,14 @@
 //! Execution of commands against a batch being applied: etcd's write semantics (revisions,
-//! versions, prev_kv, txn paths and pre-checks) over a [`View`] with pending writes.
+//! versions, prev_kv, txn paths and pre-checks) over a [`View`] with pending writes; every
+//! write leaves the key's new current entry and a history event at its revision, and, while
+//! an event sink listens, etcd's watch event.
 
-use super::query::{self, check_read_revision, header};
-use super::view::{Found, Overlay, View};
+use super::query::{self, header, read_revision};
+use super::view::{Found, Overlay, Pending, View};
 use crate::command::Op;
 use crate::cow::BatchReads;
 use crate::error::{Error, Result};
+use crate::events::RevisionEvents;
 use crate::layout::{DATA, KeyRange, prefixed};
 use crate::members::Member;
 use crate::pb::etcdserverpb::{
@@ -13,8 +16,11 @@ use crate::pb::etcdserverpb::{
     PutResponse, RangeRequest, RequestOp, ResponseOp, TxnRequest, TxnResponse, request_op,
     response_op,
 };
-use crate::pb::kvcmd::MemberAttributes;
+use crate::pb::kvcmd::{MemberAttributes, MemberPeerUrls};
+use crate::pb::mvccpb::{Event, KeyValue, event::EventType};
 use crate::record::Record;
+use crate::record::{Current, Rev};
+use prost::bytes::Bytes;
 use std::collections::BTreeMap;
 
 /// The answer to an applied command (headers carry only the revision).
@@ -36,6 +42,10 @@ pub enum Response {
 pub(crate) struct Batch<'a> {
     pub(crate) tree: &'a sled::Tree,
     pub(crate) overlay: Overlay,
+    /// The history events of the batch's writes.
+    pub(crate) pending: Pending,
+    /// The watch events of the batch's revisions, when an event sink listens.
+    pub(crate) events: Option<Vec<RevisionEvents>>,
     /// While a capture runs: each written key's stored value before the batch, as read by
     /// its first read in the batch (the copy-on-write pre-image, without a second read).
     pub(crate) pre: Option<BatchReads>,
@@ -43,20 +53,41 @@ pub(crate) struct Batch<'a> {
     pub(crate) compact_revision: i64,
     pub(crate) members: BTreeMap<u64, Member>,
     pub(crate) members_changed: bool,
+    /// Internal records written by the batch (sled key -> value).
+    pub(crate) internal: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 /// One write transaction (one command): its revision and whether it changed anything.
 struct Tx {
     /// The revision this command's writes get.
     rev: i64,
-    /// Whether a key was written (then the store revision becomes `rev`).
-    changed: bool,
+    /// The sub-revision of its next write; it changed something when this is above 0 (then
+    /// the store revision becomes `rev`).
+    next_sub: u32,
+    /// Its watch events (when a sink listens).
+    events: Vec<Event>,
 }
 
 impl Tx {
+    /// Whether a key was written.
+    fn changed(&self) -> bool {
+        self.next_sub > 0
+    }
+
     /// The revision a read inside this command sees.
     fn view_rev(&self) -> i64 {
-        if self.changed { self.rev } else { self.rev - 1 }
+        if self.changed() {
+            self.rev
+        } else {
+            self.rev - 1
+        }
+    }
+
+    /// The revision of the command's next write.
+    fn next(&mut self) -> Rev {
+        let at = Rev::new(self.rev, self.next_sub);
+        self.next_sub += 1;
+        at
     }
 }
 
@@ -65,7 +96,49 @@ impl<'a> Batch<'a> {
         View {
             tree: self.tree,
             overlay: &self.overlay,
+            pending: &self.pending,
         }
+    }
+
+    /// Records a write: the key's new current entry, its history event and watch event.
+    fn write(
+        &mut self,
+        tx: &mut Tx,
+        key: Bytes,
+        entry: Current,
+        prev: Option<KeyValue>,
+    ) -> Result<()> {
+        if self.events.is_some() {
+            let (kind, kv) = match &entry {
+                Current::Live { rec, .. } => (
+                    EventType::Put,
+                    KeyValue {
+                        key: key.clone(),
+                        create_revision: rec.create_revision,
+                        mod_revision: rec.mod_revision,
+                        version: rec.version,
+                        value: rec.value.clone(),
+                        lease: rec.lease,
+                    },
+                ),
+                Current::Tombstone { at, .. } => (
+                    EventType::Delete,
+                    KeyValue {
+                        key: key.clone(),
+                        mod_revision: at.main,
+                        ..Default::default()
+                    },
+                ),
+            };
+            tx.events.push(Event {
+                r#type: kind as i32,
+                kv: Some(kv),
+                prev_kv: prev,
+            });
+        }
+        self.pending.push(entry.at(), key.clone(), entry.clone())?;
+        self.overlay.insert(key.to_vec(), entry);
+        Ok(())
     }
 
     /// Executes one command. A request error leaves nothing pending (all checks run before
@@ -73,7 +146,8 @@ impl<'a> Batch<'a> {
     pub(crate) fn execute(&mut self, op: &Op) -> Result<Response> {
         let mut tx = Tx {
             rev: self.revision + 1,
-            changed: false,
+            next_sub: 0,
+            events: Vec::new(),
         };
         let resp = match op {
             Op::Put(p) => {
@@ -89,16 +163,22 @@ impl<'a> Batch<'a> {
             Op::Txn(t) => {
                 let mut path = Vec::new();
                 self.txn_path(t, &mut path)?;
-                let mut wrote = false;
-                self.check_txn(t, &mut path.iter().copied(), &mut wrote)?;
+                self.check_txn(t, &mut path.iter().copied())?;
                 let resp = self.txn(&mut tx, t, &mut path.iter().copied())?;
                 Response::Txn(resp)
             }
             Op::Compact(c) => Response::Compact(self.compact(c)?),
             Op::PublishMember(m) => Response::Members(self.publish_member(m)?),
+            Op::SetPeerUrls(u) => Response::Members(self.set_peer_urls(u)),
         };
-        if tx.changed {
+        if tx.changed() {
             self.revision = tx.rev;
+            if let Some(events) = &mut self.events {
+                events.push(RevisionEvents {
+                    revision: tx.rev,
+                    events: tx.events,
+                });
+            }
         }
         Ok(fix_top_header(resp, self.revision))
     }
@@ -135,6 +215,21 @@ impl<'a> Batch<'a> {
         Ok(self.members.values().cloned().collect())
     }
 
+    /// Records a member's peer URLs (also in the member list when it is a member).
+    fn set_peer_urls(&mut self, urls: &MemberPeerUrls) -> Vec<Member> {
+        self.internal.insert(
+            crate::internal::peer_key(urls.id),
+            crate::internal::encode_peer_urls(urls),
+        );
+        if let Some(m) = self.members.get_mut(&urls.id)
+            && !urls.peer_urls.is_empty()
+        {
+            m.peer_urls = urls.peer_urls.clone();
+            self.members_changed = true;
+        }
+        self.members.values().cloned().collect()
+    }
+
     fn compact(&mut self, c: &CompactionRequest) -> Result<CompactionResponse> {
         if c.revision > self.revision {
             return Err(Error::FutureRevision);
@@ -169,25 +264,28 @@ impl<'a> Batch<'a> {
         Ok(())
     }
 
-    /// The current record of `key`; a read from the tree is remembered in `pre`.
-    fn get_for_write(&mut self, key: &[u8]) -> Result<Option<Record>> {
+    /// The current entry of `key`; a read from the tree is remembered in `pre`.
+    fn get_for_write(&mut self, key: &[u8]) -> Result<Option<Current>> {
         if let Some(pending) = self.overlay.get(key) {
-            return Ok(pending.clone());
+            return Ok(Some(pending.clone()));
         }
         let raw = self.tree.get(prefixed(DATA, key))?;
-        let rec = raw.as_deref().map(Record::decode).transpose()?;
+        let entry = raw.as_deref().map(Current::decode).transpose()?;
         if let Some(pre) = &mut self.pre {
             pre.keep(key, raw);
         }
-        Ok(rec)
+        Ok(entry)
     }
 
     fn put(&mut self, tx: &mut Tx, p: &PutRequest) -> Result<PutResponse> {
-        let prev = self.get_for_write(&p.key)?;
+        let entry = self.get_for_write(&p.key)?;
+        let before = entry.as_ref().map(Current::at);
+        let prev = entry.and_then(Current::into_live);
+        let at = tx.next();
         let rec = match &prev {
             Some(old) => Record {
                 create_revision: old.create_revision,
-                mod_revision: tx.rev,
+                mod_revision: at.main,
                 version: old.version + 1,
                 lease: if p.ignore_lease { old.lease } else { p.lease },
                 value: if p.ignore_value {
@@ -197,22 +295,28 @@ impl<'a> Batch<'a> {
                 },
             },
             None => Record {
-                create_revision: tx.rev,
-                mod_revision: tx.rev,
+                create_revision: at.main,
+                mod_revision: at.main,
                 version: 1,
                 lease: p.lease,
                 value: p.value.clone(),
             },
         };
-        self.overlay.insert(p.key.to_vec(), Some(rec));
-        tx.changed = true;
+        // Built only when asked for (a copy of the key): by the client or a watch hub.
+        let watched = self.events.is_some();
+        let prev_kv = prev
+            .filter(|_| p.prev_kv || watched)
+            .map(|r| r.to_key_value(&p.key));
+        let entry = Current::Live {
+            rec,
+            sub: at.sub,
+            prev: before,
+        };
+        let event_prev = if watched { prev_kv.clone() } else { None };
+        self.write(tx, p.key.clone(), entry, event_prev)?;
         Ok(PutResponse {
             header: Some(header(tx.rev)),
-            prev_kv: if p.prev_kv {
-                prev.map(|r| r.to_key_value(&p.key))
-            } else {
-                None
-            },
+            prev_kv: if p.prev_kv { prev_kv } else { None },
         })
     }
 
@@ -221,26 +325,42 @@ impl<'a> Batch<'a> {
         let mut doomed = Vec::new();
         let mut prev_kvs = Vec::new();
         let keep_raw = self.pre.is_some();
-        self.view().scan(&keys, |k, found| {
-            if d.prev_kv {
-                prev_kvs.push(found.record()?.to_key_value(k));
-            }
-            let raw = match found {
-                Found::Stored(raw) if keep_raw => Some(raw),
-                _ => None,
+        self.view().scan(&keys, None, |k, found| {
+            let (entry, raw) = match found {
+                Found::Stored(raw) => (Current::decode(&raw)?, keep_raw.then_some(raw)),
+                Found::Pending(_) => (
+                    self.overlay
+                        .get(k)
+                        .cloned()
+                        .ok_or_else(|| Error::corrupt("a pending key vanished from the overlay"))?,
+                    None,
+                ),
+                Found::Resolved(_) => return Err(Error::corrupt("a current scan resolved")),
             };
-            doomed.push((k.to_vec(), raw));
+            doomed.push((k.to_vec(), entry, raw));
             Ok(true)
         })?;
         let deleted = doomed.len() as i64;
-        for (k, raw) in doomed {
+        for (k, entry, raw) in doomed {
             if let (Some(pre), Some(raw)) = (&mut self.pre, raw) {
                 pre.keep(&k, Some(raw));
             }
-            self.overlay.insert(k, None);
-        }
-        if deleted > 0 {
-            tx.changed = true;
+            let before = entry.at();
+            let kv = entry
+                .into_live()
+                .filter(|_| d.prev_kv || self.events.is_some())
+                .map(|r| r.to_key_value(&k));
+            if d.prev_kv
+                && let Some(kv) = &kv
+            {
+                prev_kvs.push(kv.clone());
+            }
+            let tomb = Current::Tombstone {
+                at: tx.next(),
+                prev: Some(before),
+            };
+            let watched = if self.events.is_some() { kv } else { None };
+            self.write(tx, Bytes::from(k), tomb, watched)?;
         }
         Ok(DeleteRangeResponse {
             header: Some(header(tx.view_rev())),
@@ -271,38 +391,26 @@ impl<'a> Batch<'a> {
     }
 
     /// etcd's pre-checks of the ops a txn will run: puts as [`check_put`](Self::check_put);
-    /// ranges must read the current revision, and one that follows a write of the same txn
-    /// can only read at revision 0 (older states are not kept).
-    fn check_txn(
-        &self,
-        t: &TxnRequest,
-        path: &mut impl Iterator<Item = bool>,
-        wrote: &mut bool,
-    ) -> Result<()> {
+    /// ranges must read a revision between the compact revision and the store revision
+    /// before the txn.
+    fn check_txn(&self, t: &TxnRequest, path: &mut impl Iterator<Item = bool>) -> Result<()> {
         let ok = path.next().unwrap_or(false);
         let ops = if ok { &t.success } else { &t.failure };
         for op in ops {
             match &op.request {
                 Some(request_op::Request::RequestRange(r)) => {
-                    check_read_revision(r.revision, self.revision)?;
-                    if *wrote && r.revision > 0 {
-                        return Err(Error::Compacted);
-                    }
+                    read_revision(r.revision, self.revision, self.compact_revision)?;
                 }
                 Some(request_op::Request::RequestPut(p)) => {
                     self.check_put(p)?;
-                    *wrote = true;
                 }
-                Some(request_op::Request::RequestDeleteRange(d)) => {
-                    if d.key.is_empty() {
-                        return Err(Error::EmptyKey);
-                    }
-                    *wrote = true;
+                Some(request_op::Request::RequestDeleteRange(d)) if d.key.is_empty() => {
+                    return Err(Error::EmptyKey);
                 }
                 Some(request_op::Request::RequestTxn(inner)) => {
-                    self.check_txn(inner, path, wrote)?;
+                    self.check_txn(inner, path)?;
                 }
-                None => {}
+                Some(request_op::Request::RequestDeleteRange(_)) | None => {}
             }
         }
         Ok(())
@@ -343,7 +451,9 @@ impl<'a> Batch<'a> {
     }
 
     fn range(&self, tx: &Tx, r: &RangeRequest) -> Result<RangeResponse> {
-        query::range(&self.view(), r, tx.view_rev(), usize::MAX)
+        let rev = tx.view_rev();
+        let at = if r.revision > 0 { r.revision } else { rev };
+        query::range(&self.view(), r, rev, at, usize::MAX)
     }
 }
 

@@ -11,28 +11,30 @@ use crate::pb::mvccpb::KeyValue;
 use crate::record::Record;
 use std::cmp::Ordering;
 
-/// Checks a read's `revision` against the view's revision.
-///
-/// Only the current revision can be served (the store keeps the latest version of each
-/// key): `revision <= 0` or `== current` is served, `> current` is
-/// [`Error::FutureRevision`], anything older is [`Error::Compacted`].
-pub(crate) fn check_read_revision(requested: i64, current: i64) -> Result<()> {
-    if requested <= 0 || requested == current {
-        Ok(())
+/// The revision a read of `requested` is served at, as etcd decides it: `<= 0` is the
+/// current revision; above the current one is [`Error::FutureRevision`]; below the compact
+/// revision is [`Error::Compacted`] (the compact revision itself is still readable).
+pub(crate) fn read_revision(requested: i64, current: i64, compact: i64) -> Result<i64> {
+    if requested <= 0 {
+        Ok(current)
     } else if requested > current {
         Err(Error::FutureRevision)
-    } else {
+    } else if requested < compact {
         Err(Error::Compacted)
+    } else {
+        Ok(requested)
     }
 }
 
-/// Serves a `Range` at the view's revision `rev` (the revision check is the caller's).
+/// Serves a `Range` over a view whose revision is `rev` (the header's), reading at `at`
+/// (already checked with [`read_revision`]; `at == rev` reads the current state).
 /// Refuses it with [`Error::RangeTooLarge`] as soon as the key and value bytes it gathers
 /// exceed `max_bytes`, before gathering more.
 pub(crate) fn range(
     view: &View<'_>,
     req: &RangeRequest,
     rev: i64,
+    at: i64,
     max_bytes: usize,
 ) -> Result<RangeResponse> {
     use range_request::{SortOrder, SortTarget};
@@ -62,7 +64,8 @@ pub(crate) fn range(
     let mut count: i64 = 0;
     let mut kvs: Vec<(Vec<u8>, Record)> = Vec::new();
     let mut bytes = 0usize;
-    view.scan(&keys, |k, found| {
+    let at = (at < rev).then_some(at);
+    view.scan(&keys, at, |k, found| {
         count += 1;
         if !req.count_only && kvs.len() < fetch {
             let record = found.record()?;
@@ -137,7 +140,7 @@ pub(crate) fn compare(view: &View<'_>, c: &Compare) -> Result<bool> {
     let value_target = c.target == compare::CompareTarget::Value as i32;
     let mut any = false;
     let mut ok = true;
-    view.scan(&keys, |k, found| {
+    view.scan(&keys, None, |k, found| {
         any = true;
         if !compare_kv(c, &found.record()?.to_key_value(k)) {
             ok = false;
@@ -194,13 +197,11 @@ mod tests {
 
     #[test]
     fn read_revisions() {
-        assert!(check_read_revision(0, 5).is_ok());
-        assert!(check_read_revision(-1, 5).is_ok());
-        assert!(check_read_revision(5, 5).is_ok());
-        assert!(matches!(
-            check_read_revision(6, 5),
-            Err(Error::FutureRevision)
-        ));
-        assert!(matches!(check_read_revision(4, 5), Err(Error::Compacted)));
+        assert_eq!(read_revision(0, 5, 2).unwrap(), 5);
+        assert_eq!(read_revision(-1, 5, 2).unwrap(), 5);
+        assert_eq!(read_revision(5, 5, 2).unwrap(), 5);
+        assert_eq!(read_revision(2, 5, 2).unwrap(), 2);
+        assert!(matches!(read_revision(6, 5, 2), Err(Error::FutureRevision)));
+        assert!(matches!(read_revision(1, 5, 2), Err(Error::Compacted)));
     }
 }

@@ -1,7 +1,10 @@
-//! Integration tests of the raft-kv state machine: etcd semantics, replay, snapshots and a
-//! model check (one test binary, one module per topic).
+//! Integration tests of the raft-kv state machine: etcd semantics, history, replay,
+//! snapshots, events, the internal key space and a model check (one test binary, one module
+//! per topic).
 
 mod common;
+mod events;
+mod internal;
 mod model;
 mod mvcc;
 mod open;

@@ -239,19 +239,24 @@ fn old_and_future_revisions_and_compaction() {
         revision: rev,
         ..Default::default()
     };
-    assert_eq!(h.store.range(&at(6)).unwrap().kvs.len(), 1);
-    assert_eq!(h.store.range(&at(0)).unwrap().kvs.len(), 1);
-    let e = h.store.range(&at(3)).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "etcdserver: mvcc: required revision has been compacted"
-    );
-    assert_eq!(e.code(), tonic::Code::OutOfRange);
+    let value_at = |h: &Harness, rev| {
+        let r = h.store.range(&at(rev)).unwrap();
+        // The header carries the store revision, whatever was read.
+        assert_eq!(r.header.unwrap().revision, 6);
+        r.kvs
+            .first()
+            .map(|kv| (s(&kv.value), kv.mod_revision, kv.version))
+    };
+    assert_eq!(value_at(&h, 6), Some(("4".into(), 6, 5)));
+    assert_eq!(value_at(&h, 0), Some(("4".into(), 6, 5)));
+    assert_eq!(value_at(&h, 3), Some(("1".into(), 3, 2)));
+    assert_eq!(value_at(&h, 1), None, "before the first write");
     let e = h.store.range(&at(7)).unwrap_err();
     assert_eq!(
         e.to_string(),
         "etcdserver: mvcc: required revision is a future revision"
     );
+    assert_eq!(e.code(), tonic::Code::OutOfRange);
 
     // Compact moves the compact revision, not the revision.
     let compact = |rev| {
@@ -266,6 +271,14 @@ fn old_and_future_revisions_and_compaction() {
     }
     assert_eq!(h.store.compact_revision(), 3);
     assert_eq!(h.store.revision(), 6);
+    // The compact revision itself stays readable; below it is gone.
+    assert_eq!(value_at(&h, 3), Some(("1".into(), 3, 2)));
+    let e = h.store.range(&at(2)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "etcdserver: mvcc: required revision has been compacted"
+    );
+    assert_eq!(e.code(), tonic::Code::OutOfRange);
     assert!(matches!(
         h.apply(compact(3)),
         Outcome::Rejected(Error::Compacted)
@@ -280,7 +293,8 @@ fn old_and_future_revisions_and_compaction() {
     ));
     h.ok(compact(6));
     assert_eq!(h.store.compact_revision(), 6);
-    assert_eq!(h.store.range(&at(6)).unwrap().kvs.len(), 1);
+    assert_eq!(value_at(&h, 6), Some(("4".into(), 6, 5)));
+    assert!(matches!(h.store.range(&at(5)), Err(Error::Compacted)));
 }
 
 #[test]

@@ -150,7 +150,12 @@ fn txn_pre_checks_reject_the_whole_txn() {
     assert!(matches!(o, Outcome::Rejected(Error::KeyNotFound)), "{o:?}");
     assert!(h.get("b").is_none());
     assert_eq!(h.store.revision(), rev);
-    // A range at an old revision inside a txn: compacted; at a future one: future.
+    // A range below the compact revision inside a txn: compacted; at a future one:
+    // future.
+    h.ok(Op::Compact(raft_kv::pb::etcdserverpb::CompactionRequest {
+        revision: 2,
+        physical: false,
+    }));
     let old = RequestOp {
         request: Some(request_op::Request::RequestRange(RangeRequest {
             key: b("a"),
@@ -174,16 +179,27 @@ fn txn_pre_checks_reject_the_whole_txn() {
         vec![cur.clone(), rput("b", "1")],
         vec![],
     )));
-    // ... but not after it (that state is gone once the txn wrote).
-    let cur = RequestOp {
+    // ... and after it, at the revision before the txn (the txn's own write is not seen
+    // there, as in etcd), or at 0 (the txn's own write is seen).
+    let before = h.store.revision();
+    let at = |revision| RequestOp {
         request: Some(request_op::Request::RequestRange(RangeRequest {
-            key: b("a"),
-            revision: h.store.revision(),
+            key: b("c"),
+            revision,
             ..Default::default()
         })),
     };
-    let o = h.apply(Op::Txn(txn(vec![], vec![rput("c", "1"), cur], vec![])));
-    assert!(matches!(o, Outcome::Rejected(Error::Compacted)), "{o:?}");
+    let o = h.ok(Op::Txn(txn(
+        vec![],
+        vec![rput("c", "1"), at(before), at(0)],
+        vec![],
+    )));
+    let Response::Txn(t) = o else { panic!("{o:?}") };
+    let found = |i: usize| match &t.responses[i].response {
+        Some(raft_kv::pb::etcdserverpb::response_op::Response::ResponseRange(r)) => r.kvs.len(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((found(1), found(2)), (0, 1));
 }
 
 #[test]

@@ -95,6 +95,13 @@ impl NodeConfig {
         check("compression.codec", c.codec == d.codec);
         check("compression.level", c.level == d.level);
         check("compression.threshold", c.threshold == d.threshold);
+        let (c, d) = (&self.compaction, &new.compaction);
+        check("compaction.auto_mode", c.auto_mode == d.auto_mode);
+        check(
+            "compaction.auto_retention",
+            c.auto_retention == d.auto_retention,
+        );
+        check("compaction.max_rate", c.max_rate == d.max_rate);
         out
     }
 
@@ -145,6 +152,9 @@ mod tests {
             "compression.codec" => "\"snappy\"",
             "compression.level" => "5",
             "compression.threshold" => "1KiB",
+            "compaction.auto_mode" => "\"revision\"",
+            "compaction.auto_retention" => "\"0\"",
+            "compaction.max_rate" => "10MiB",
             other => panic!("no test value for reloadable key {other}"),
         }
     }

@@ -338,6 +338,43 @@ fn snapshot_build_rate_is_validated() {
 }
 
 #[test]
+fn watch_section_parses_validates_and_needs_a_restart() {
+    let c = load(
+        r#"
+        id = 1
+        [watch]
+        progress_interval = "5s"
+        stream_buffer_events = 100
+        stream_buffer_bytes = "1MiB"
+        "#,
+    )
+    .unwrap();
+    let hub = c.watch.hub_config();
+    assert_eq!(hub.progress_interval, Duration::from_secs(5));
+    assert_eq!(
+        (hub.stream_buffer_events, hub.stream_buffer_bytes),
+        (100, 1 << 20)
+    );
+    assert_eq!(hub.inbox_bytes, 64 << 20, "unset keys keep their defaults");
+    assert_eq!(
+        load("id = 1").unwrap().watch.progress_interval,
+        Duration::from_secs(600),
+        "etcd's 10 minutes"
+    );
+    assert!(
+        msg(load("id = 1\n[watch]\nprogress_interval = \"10ms\""))
+            .contains("watch.progress_interval")
+    );
+    assert!(
+        msg(load("id = 1\n[watch]\nstream_buffer_events = 0")).contains("stream_buffer_events")
+    );
+    assert!(msg(load("id = 1\n[watch]\ninbox_bytes = 100")).contains("watch.inbox_bytes"));
+    assert!(msg(load("id = 1\n[watch]\nbuffer = 1")).contains("buffer"));
+    let a = load("id = 1").unwrap();
+    assert_eq!(a.static_changes(&c), ["watch"]);
+}
+
+#[test]
 fn tls_and_limits_keys_parse_and_are_checked() {
     let c = load(
         r#"

@@ -9,6 +9,8 @@ use crate::config::{ConfigError, ConfigSource, DiffError, NodeConfig};
 use crate::logging::LogHandle;
 use arc_swap::ArcSwap;
 use metrics::counter;
+use raft_kv::KvStore;
+use raft_kv::autocompact::AutoCompactor;
 use raft_kv::machine::KvMachine;
 use raft_metrics::node as m;
 use raft_runtime::RaftHandle;
@@ -59,6 +61,8 @@ pub struct Reloader {
     log: Option<LogHandle>,
     handle: RaftHandle<KvMachine>,
     net: raft_net::PeerTransport,
+    /// Auto-compaction and the store's compaction pace, when the node runs them.
+    compaction: Option<(Arc<AutoCompactor>, KvStore)>,
     /// The TLS material re-read at every reload, when TLS is on.
     tls: Option<Arc<crate::security::TlsMaterial>>,
     /// One reload at a time.
@@ -88,6 +92,7 @@ impl Reloader {
             log,
             handle,
             net,
+            compaction: None,
             tls: None,
             busy: tokio::sync::Mutex::new(()),
         }
@@ -96,6 +101,12 @@ impl Reloader {
     /// Re-reads `tls`'s certificate files at every reload.
     pub fn with_tls(mut self, tls: Arc<crate::security::TlsMaterial>) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// Applies `compaction.*` changes to `auto` and `store`.
+    pub fn with_compaction(mut self, auto: Arc<AutoCompactor>, store: KvStore) -> Self {
+        self.compaction = Some((auto, store));
         self
     }
 
@@ -159,6 +170,13 @@ impl Reloader {
         }
         if changed.iter().any(|k| k.starts_with("compression.")) {
             self.net.set_compression(new.compression.to_net());
+        }
+        if changed.iter().any(|k| k.starts_with("compaction."))
+            && let Some((auto, store)) = &self.compaction
+        {
+            // Validation parsed the policy already.
+            auto.set(new.compaction.policy()?);
+            store.set_compaction_rate(new.compaction.max_rate.get());
         }
         if changed.contains(&"log_filter")
             && let Some(log) = &self.log

@@ -22,7 +22,8 @@ fn kind_index(body: &MessageBody) -> usize {
         MessageBody::InstallSnapshot(_) => 9,
         MessageBody::ReadIndex(_) => 10,
         MessageBody::ReadIndexResponse(_) => 11,
-        MessageBody::Propose(_) => 12,
+        // Proposals sent back dropped count as proposal traffic.
+        MessageBody::Propose(_) | MessageBody::ProposeDropped(_) => 12,
     }
 }
 

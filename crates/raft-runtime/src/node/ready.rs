@@ -21,6 +21,11 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
     pub(crate) fn handle_ready(&mut self) -> Result<()> {
         let mut rd = self.raw.ready()?;
         let number = rd.number();
+        // A configuration takes effect once in the log: reach its new members before the
+        // messages to them go out.
+        if rd.membership.is_some() {
+            self.sync_peers();
+        }
 
         // Send: these may leave before the writes (the leader replicates while it writes).
         for msg in std::mem::take(&mut rd.messages) {
@@ -130,6 +135,9 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         // After the committed entries took their clients: what is left lost its leader.
         if let Some(ss) = rd.soft_state {
             self.on_soft_state(ss);
+        }
+        if !rd.dropped_proposals.is_empty() {
+            self.on_dropped(std::mem::take(&mut rd.dropped_proposals));
         }
         // Read: each read waits for the state machine to reach its index.
         let new_reads = !rd.read_states.is_empty();
@@ -329,6 +337,47 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         self.retry_deferred_conf_change();
     }
 
+    /// Proposals this node forwarded came back not appended (the leader refused them, or
+    /// their term was stale): their callers hear `ProposalDropped` at once instead of
+    /// timing out. The peer transport does not duplicate messages, so the proposal was not
+    /// appended and a retry is safe.
+    fn on_dropped(&mut self, entries: Vec<raft_core::Entry>) {
+        let mut failed = 0;
+        for e in entries {
+            match e.kind {
+                EntryKind::Normal => {
+                    let (origin, _) = envelope::unwrap(&e.data);
+                    if let Some(o) = origin
+                        && o.node == self.id
+                        && o.incarnation == self.incarnation
+                        && let Some(p) = self.proposals.remove(&o.request)
+                    {
+                        failed += 1;
+                        let _ = p.waiter.tx.send(Err(Error::ProposalDropped(
+                            "the leader did not append it".into(),
+                        )));
+                    }
+                }
+                EntryKind::ConfChange => {
+                    let Ok(change) = confchange::decode(&e.data) else {
+                        continue;
+                    };
+                    if self.conf.as_ref().is_some_and(|c| {
+                        c.at.is_none() && c.committed.is_none() && c.change == change
+                    }) && let Some(c) = self.conf.take()
+                    {
+                        let _ = c.tx.send(Err(Error::ProposalDropped(
+                            "the leader did not append the change".into(),
+                        )));
+                    }
+                }
+            }
+        }
+        if failed > 0 {
+            counter!(m::PROPOSALS_FAILED, "reason" => "dropped").increment(failed);
+        }
+    }
+
     /// The leader this node knew lost its leadership: what was sent to (or appended by)
     /// it and is not seen committed has an unknown outcome. Reads are simply retried.
     fn on_leader_lost(&mut self) {
@@ -478,7 +527,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
 
     /// Tells the transport about members it does not know and members that left.
     pub(crate) fn sync_peers(&mut self) {
-        let members = self.raw.membership().members();
+        let members = self.raw.peers();
         for p in members.iter().copied() {
             if p != self.id && self.peers.insert(p) {
                 self.transport.add_peer(p);
@@ -547,7 +596,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         let meta = SnapshotMeta {
             index,
             term,
-            membership: self.raw.membership().clone(),
+            membership: self.raw.applied_membership().clone(),
         };
         self.send_apply(ApplyJob::Snapshot { meta })
     }

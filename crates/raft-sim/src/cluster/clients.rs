@@ -113,9 +113,10 @@ impl Cluster {
     }
 
     /// Nothing acknowledged before it is durable on a quorum: the entry at (`index`,
-    /// `term`) must be on the disks of a majority of a configuration that could have
-    /// committed it (the one in force at it, or one of the two before: the leader commits
-    /// with the configuration it has applied, which may lag a change or two).
+    /// `term`) must be on the disks of a majority of the configuration the leader that
+    /// committed it counted (the latest in its log, checked against the simulator's model
+    /// after every `Ready`), or, when no leader reported that commit, of the configuration
+    /// in force at the entry.
     pub(super) fn check_durable(&self, index: u64, term: u64) -> Check {
         let durable: BTreeSet<NodeId> = self
             .nodes
@@ -126,13 +127,16 @@ impl Cluster {
             })
             .map(|(id, _)| *id)
             .collect();
-        let ok = self
-            .confs
-            .range(..index)
-            .rev()
-            .take(3)
-            .any(|(_, m)| has_quorum(m, &durable));
-        if ok {
+        let counted = match self.commit_confs.range(index..).next() {
+            Some((_, m)) => m,
+            None => self
+                .confs
+                .range(..=index)
+                .next_back()
+                .map(|(_, m)| m)
+                .expect("the initial configuration is at 0"),
+        };
+        if has_quorum(counted, &durable) {
             Ok(())
         } else {
             Err(Violation::AckedNotDurable {
@@ -151,6 +155,18 @@ impl Cluster {
                     trace_line!(self.trace, self.now, "client c{c} #{seq} -> {out:?}");
                 }
                 ok
+            }
+            Reply::Abandoned => {
+                let waiting = self.clients.in_flight(c).is_some_and(|op| op.seq == seq);
+                if waiting {
+                    trace_line!(
+                        self.trace,
+                        self.now,
+                        "client c{c} #{seq} abandoned (dropped)"
+                    );
+                    self.clients.abandon(c, seq, &ids);
+                }
+                waiting
             }
             Reply::Refused(hint) => {
                 let waiting = self.clients.in_flight(c).is_some_and(|op| op.seq == seq);

@@ -47,6 +47,7 @@ impl fmt::Display for Msg<'_> {
             MessageBody::ReadIndex(_) => write!(f, "ReadIdx"),
             MessageBody::ReadIndexResponse(r) => write!(f, "ReadIdxOk({})", r.index),
             MessageBody::Propose(e) => write!(f, "Fwd({})", e.len()),
+            MessageBody::ProposeDropped(e) => write!(f, "FwdDropped({})", e.len()),
         }
     }
 }

@@ -33,6 +33,23 @@ impl Cluster {
             r.vote = hs.vote;
         }
         let (role, term) = (r.role, r.term);
+        // The configuration in force is the latest one in the log, and it is the one the
+        // node counts quorums in.
+        if let Some(meta) = &rd.snapshot {
+            r.configs.restore(meta.index, meta.membership.clone());
+        }
+        r.configs.append(&rd.entries);
+        if r.configs.latest() != r.raw.membership() {
+            return Err(Violation::WrongConfiguration {
+                node: id,
+                detail: format!(
+                    "uses {:?}, its log says {:?}",
+                    r.raw.membership(),
+                    r.configs.latest()
+                ),
+            });
+        }
+        let counted = r.configs.latest().clone();
         let mut records = Vec::new();
         let mut restored = None;
         if let Some(meta) = rd.snapshot.clone() {
@@ -68,6 +85,15 @@ impl Cluster {
                 {
                     early_acks.push((cmd.client, cmd.seq, e.index, e.term));
                 }
+            }
+        }
+        // Forwarded writes that came back dropped: their clients stop waiting.
+        let mut abandoned = Vec::new();
+        for e in &rd.dropped_proposals {
+            if let Some(cmd) = KvCommand::decode(&e.data)
+                && r.waiting_writes.remove(&(cmd.client, cmd.seq))
+            {
+                abandoned.push((cmd.client, cmd.seq));
             }
         }
         let mut messages = rd.messages;
@@ -123,6 +149,13 @@ impl Cluster {
                 hs.commit
             );
             self.checker.on_commit(id, hs.commit, hs.term)?;
+            if role == Role::Leader && hs.commit > self.commit_recorded {
+                self.commit_recorded = hs.commit;
+                self.commit_confs.insert(hs.commit, counted);
+            }
+        }
+        for (client, seq) in abandoned {
+            self.reply(id, client, seq, Reply::Abandoned, None)?;
         }
         for (client, seq, index, term) in early_acks {
             let ack = Reply::Done(KvOutput::PutOk);
@@ -278,7 +311,7 @@ impl Cluster {
         let meta = SnapshotMeta {
             index: applied,
             term,
-            membership: r.raw.membership().clone(),
+            membership: r.raw.applied_membership().clone(),
         };
         log.compact_to(meta, r.sm.clone());
         drop(log);

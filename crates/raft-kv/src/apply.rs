@@ -1,0 +1,258 @@
+//! Apply of committed entries ([`KvStore::apply_batch`]): every entry of a batch is executed
+//! against the batch's pending writes, then the whole batch (data, history, dirty list,
+//! metadata, copy-on-write pre-images) goes to sled in one atomic write.
+
+use crate::command::{Command, Op};
+use crate::cow::BatchReads;
+use crate::error::{Error, Result};
+use crate::history::encode_event;
+use crate::layout::{DATA, dirty_key, encode_key_list, history_key, meta, meta_key, prefixed};
+use crate::members::{Member, encode_members};
+use crate::store::KvStore;
+use crate::store::exec::{Batch, Response};
+use crate::store::view::{Overlay, Pending};
+use parking_lot::RwLockUpgradableReadGuard;
+use std::collections::BTreeMap;
+
+/// The payload of one committed entry for [`KvStore::apply_batch`].
+#[derive(Clone, Copy, Debug)]
+pub enum EntryPayload<'a> {
+    /// A decoded command.
+    Command(&'a Command),
+    /// A normal entry's raw data, decoded here; undecodable data is applied as a rejected
+    /// command (every replica rejects it alike).
+    Data(&'a [u8]),
+    /// An entry without a command (a new leader's empty entry): only the index advances.
+    Empty,
+    /// A configuration change: the member list after it.
+    Members(&'a [Member]),
+}
+
+/// One committed entry for [`KvStore::apply_batch`].
+#[derive(Clone, Copy, Debug)]
+pub struct ApplyEntry<'a> {
+    /// The entry's log index.
+    pub index: u64,
+    /// The entry's term.
+    pub term: u64,
+    /// What it carries.
+    pub payload: EntryPayload<'a>,
+}
+
+/// What applying one entry did.
+#[derive(Debug)]
+pub struct ApplyResult {
+    /// The entry's index.
+    pub index: u64,
+    /// The command's request id (0 for entries without a command).
+    pub request_id: u64,
+    /// The store revision after the entry.
+    pub revision: i64,
+    /// The outcome.
+    pub outcome: Outcome,
+}
+
+/// The outcome of applying one entry.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The index was applied before (replay after a restart): nothing was done.
+    AlreadyApplied,
+    /// An entry without a command: only the applied index moved.
+    Noop,
+    /// The command was applied; the answer for the client.
+    Response(Response),
+    /// The command was refused with an etcd request error (or could not be decoded); the
+    /// applied index moved, nothing else changed.
+    Rejected(Error),
+}
+
+/// A summary for `Maintenance.Status` and monitoring.
+impl KvStore {
+    /// Applies one committed command at `index` (see [`apply_batch`](Self::apply_batch)).
+    pub fn apply(&self, index: u64, term: u64, cmd: &Command) -> Result<ApplyResult> {
+        let mut r = self.apply_batch(&[ApplyEntry {
+            index,
+            term,
+            payload: EntryPayload::Command(cmd),
+        }])?;
+        Ok(r.pop().expect("one result per entry"))
+    }
+
+    /// Applies a configuration change at `index`: the member list becomes `members` (a
+    /// member's published name and client URLs are kept when the new entry has none).
+    pub fn apply_membership(
+        &self,
+        index: u64,
+        term: u64,
+        members: &[Member],
+    ) -> Result<ApplyResult> {
+        let mut r = self.apply_batch(&[ApplyEntry {
+            index,
+            term,
+            payload: EntryPayload::Members(members),
+        }])?;
+        Ok(r.pop().expect("one result per entry"))
+    }
+
+    /// Applies committed entries in order with one atomic sled write that also stores the
+    /// last entry's index and term as the applied index.
+    ///
+    /// Entries at or below the applied index are skipped ([`Outcome::AlreadyApplied`]), so
+    /// replaying the log after a restart is harmless. Returns one result per entry. An `Err`
+    /// (storage failure) means nothing of the batch was applied.
+    pub fn apply_batch(&self, entries: &[ApplyEntry<'_>]) -> Result<Vec<ApplyResult>> {
+        let mut results = Vec::new();
+        self.apply_batch_answering(entries, |r| results = r)?;
+        Ok(results)
+    }
+
+    /// [`apply_batch`](Self::apply_batch) that hands the results to `answer` as soon as
+    /// they are computed, before the sled write, so callers can answer clients while it
+    /// runs. Readers are held from just before `answer` until the write is done: a read
+    /// that starts after `answer` sees the batch. `answer` is called exactly once when
+    /// this returns `Ok`. An `Err` after `answer` (the sled write failed) leaves the store
+    /// as it was; applying the same entries again computes the same results.
+    pub fn apply_batch_answering(
+        &self,
+        entries: &[ApplyEntry<'_>],
+        answer: impl FnOnce(Vec<ApplyResult>),
+    ) -> Result<()> {
+        let shared = &*self.shared;
+        let guard = shared.state.upgradable_read();
+        if guard.restoring {
+            return Err(Error::RestoreIncomplete);
+        }
+        let sink = shared.sink.read().clone();
+        let mut batch = Batch {
+            tree: &shared.tree,
+            overlay: Overlay::new(),
+            pending: Pending::new(),
+            events: sink.as_ref().map(|_| Vec::new()),
+            // Reading the capture's progress once per batch spares the keys it has passed.
+            pre: guard
+                .capture
+                .and_then(|_| BatchReads::new(shared.cow.lock().progress.clone())),
+            revision: guard.revision,
+            compact_revision: guard.compact_revision,
+            members: guard.members.clone(),
+            members_changed: false,
+            internal: BTreeMap::new(),
+        };
+        let mut last = (guard.applied_index, guard.applied_term);
+        let mut results = Vec::with_capacity(entries.len());
+        for e in entries {
+            if e.index <= last.0 {
+                results.push(ApplyResult {
+                    index: e.index,
+                    request_id: 0,
+                    revision: batch.revision,
+                    outcome: Outcome::AlreadyApplied,
+                });
+                continue;
+            }
+            let decoded;
+            let (request_id, outcome) = match e.payload {
+                EntryPayload::Empty => (0, Outcome::Noop),
+                EntryPayload::Members(ms) => (
+                    0,
+                    Outcome::Response(Response::Members(batch.set_members(ms))),
+                ),
+                EntryPayload::Command(cmd) => (cmd.request_id, execute(&mut batch, &cmd.op)?),
+                EntryPayload::Data(data) => match Command::decode(data) {
+                    Ok(cmd) => {
+                        decoded = cmd;
+                        (decoded.request_id, execute(&mut batch, &decoded.op)?)
+                    }
+                    Err(err) => {
+                        tracing::warn!(index = e.index, %err, "undecodable entry applied as rejected");
+                        (0, Outcome::Rejected(err))
+                    }
+                },
+            };
+            last = (e.index, e.term);
+            results.push(ApplyResult {
+                index: e.index,
+                request_id,
+                revision: batch.revision,
+                outcome,
+            });
+        }
+        if last.0 == guard.applied_index {
+            answer(results);
+            return Ok(());
+        }
+        let mut b = sled::Batch::default();
+        let mut spilled = Vec::new();
+        if let Some(cap) = guard.capture {
+            // Before the batch is written: see `crate::cow` and the snapshot module.
+            spilled = shared.cow.lock().preserve(
+                &shared.tree,
+                cap.number,
+                batch.overlay.keys(),
+                batch.pre.take().unwrap_or_default(),
+                &mut b,
+            )?;
+        }
+        for (key, entry) in &batch.overlay {
+            b.insert(prefixed(DATA, key), entry.encode());
+        }
+        for (at, key, entry) in batch.pending.iter() {
+            b.insert(&history_key(at.main, at.sub)[..], encode_event(key, entry));
+        }
+        for (key, value) in &batch.internal {
+            b.insert(key.as_slice(), value.as_slice());
+        }
+        if !batch.overlay.is_empty() {
+            b.insert(
+                dirty_key(guard.dirty_gen, last.0),
+                encode_key_list(batch.overlay.keys().map(Vec::as_slice)),
+            );
+        }
+        b.insert(meta_key(meta::APPLIED_INDEX), &last.0.to_be_bytes());
+        b.insert(meta_key(meta::APPLIED_TERM), &last.1.to_be_bytes());
+        b.insert(meta_key(meta::REVISION), &batch.revision.to_be_bytes());
+        b.insert(
+            meta_key(meta::COMPACT_REVISION),
+            &batch.compact_revision.to_be_bytes(),
+        );
+        if batch.members_changed {
+            b.insert(
+                meta_key(meta::MEMBERS),
+                encode_members(batch.members.values()),
+            );
+        }
+        let mut state = RwLockUpgradableReadGuard::upgrade(guard);
+        answer(results);
+        shared.tree.apply_batch(b)?;
+        state.applied_index = last.0;
+        state.applied_term = last.1;
+        state.revision = batch.revision;
+        let compacted = batch.compact_revision > state.compact_revision;
+        state.compact_revision = batch.compact_revision;
+        if batch.members_changed {
+            state.members = batch.members;
+        }
+        drop(state);
+        if !spilled.is_empty() {
+            shared.cow.lock().spilled_written(spilled);
+        }
+        if compacted {
+            crate::compact::start(&self.shared);
+        }
+        if let (Some(sink), Some(events)) = (sink, batch.events)
+            && !events.is_empty()
+        {
+            sink.publish(events);
+        }
+        Ok(())
+    }
+}
+
+/// Runs one command, turning request errors into [`Outcome::Rejected`].
+fn execute(batch: &mut Batch<'_>, op: &Op) -> Result<Outcome> {
+    match batch.execute(op) {
+        Ok(r) => Ok(Outcome::Response(r)),
+        Err(e) if e.is_request_error() => Ok(Outcome::Rejected(e)),
+        Err(e) => Err(e),
+    }
+}
