@@ -83,13 +83,56 @@ async fn served_not_after(addr: &str, ca: &Path) -> i64 {
     raft_net::tls::inspect_certificate(leaf).unwrap().not_after
 }
 
+/// The HTTP status code of `GET path` on the HTTPS endpoint `addr`, trusting `ca`, with
+/// the client certificate `client` (PEM certificate and key) when given.
+async fn https_get(addr: &str, path: &str, ca: &Path, client: Option<(&Path, &Path)>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in raft_net::tls::certs_from_pem("ca", &read(ca)).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            use rustls::pki_types::PrivateKeyDer;
+            use rustls::pki_types::pem::PemObject;
+            let certs = raft_net::tls::certs_from_pem("cert", &read(cert)).unwrap();
+            let key = PrivateKeyDer::from_pem_slice(read(key).as_bytes()).unwrap();
+            builder.with_client_auth_cert(certs, key).unwrap()
+        }
+    };
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    tls.read_exact(&mut head).await.unwrap();
+    std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_cluster_with_a_random_id_serves_tls_clients_and_gates_operators() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let dir = tempfile::tempdir().unwrap();
         let files = TlsFiles::generate(&dir.path().join("certs"), false).unwrap();
-        let cluster =
-            Cluster::start(raftd().random_cluster_id().tls(files.clone()), 3).expect("starts");
+        let cluster = Cluster::start(
+            raftd()
+                .random_cluster_id()
+                .with_metrics()
+                .tls(files.clone()),
+            3,
+        )
+        .expect("starts");
         let leader = cluster.leader(Duration::from_secs(30)).await.unwrap();
         let client = cluster.client();
         put(&client, "k", "v").await.unwrap();
@@ -116,6 +159,19 @@ async fn a_tls_cluster_with_a_random_id_serves_tls_clients_and_gates_operators()
         let old_default =
             raft_node::config::cluster_id_from_token(raft_node::config::DEFAULT_CLUSTER_TOKEN);
         assert_ne!(ids[0], old_default);
+
+        // The HTTP endpoint speaks HTTPS: metrics for anyone, status and pprof for
+        // certificate holders only.
+        let c = &files.certs;
+        let http = cluster.metrics(leader).to_string();
+        let cert = Some((c.client.0.as_path(), c.client.1.as_path()));
+        assert_eq!(https_get(&http, "/metrics", &c.ca, None).await, 200);
+        assert_eq!(https_get(&http, "/status", &c.ca, None).await, 403);
+        assert_eq!(
+            https_get(&http, "/debug/pprof/heap", &c.ca, None).await,
+            403
+        );
+        assert_eq!(https_get(&http, "/status", &c.ca, cert).await, 200);
 
         // Without a client certificate: KV yes (client_cert_auth is off), Admin no.
         let anonymous = tls_client(cluster.endpoint(leader), ca_only(&files));
@@ -144,7 +200,6 @@ async fn a_tls_cluster_with_a_random_id_serves_tls_clients_and_gates_operators()
 
         // Member 3's valid peer certificate cannot speak for member 2 on member 1's peer
         // port, whatever the term.
-        let c = &files.certs;
         let (_, m3_cert, m3_key) = c.members.iter().find(|(m, ..)| *m == 3).unwrap();
         let peer_tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(read(&c.ca)))
@@ -378,11 +433,17 @@ async fn an_unknown_id_sending_appends_with_a_high_term_does_not_disturb_the_clu
         let before = status(&cluster.node_client(leader)).await.unwrap();
         let cluster_id = before.header.as_ref().unwrap().cluster_id;
         for id in 1..=3 {
-            let channel = Channel::from_shared(format!("http://{}", cluster.peer(id)))
-                .unwrap()
-                .connect()
-                .await
-                .unwrap();
+            // A member that is not up yet (the leader needs two of three) comes up soon.
+            let url = format!("http://{}", cluster.peer(id));
+            let channel = cluster
+                .eventually(30, "every member's peer port", || async {
+                    Channel::from_shared(url.clone())
+                        .unwrap()
+                        .connect()
+                        .await
+                        .ok()
+                })
+                .await;
             let append = raft_core::Message {
                 from: 99,
                 to: id,
