@@ -12,6 +12,7 @@ use raft_bench::cluster::{Cluster, Server, process_cpu};
 use raft_bench::failover;
 use raft_bench::load::{self, LoadSpec, Stats, Workload};
 use raft_bench::watch_load;
+use raft_node::testing::TlsFiles;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -75,6 +76,10 @@ struct ClusterArgs {
     /// Where the members' data directories and logs go (wiped first; real disk, not tmpfs).
     #[arg(long)]
     data_dir: PathBuf,
+    /// Run raftd with TLS on its client port (client certificates required) and mutual TLS
+    /// between peers; the load clients use TLS (raftd only: not with --etcd).
+    #[arg(long, conflicts_with = "etcd")]
+    tls: bool,
 }
 
 /// Value size of every put.
@@ -152,7 +157,7 @@ async fn load_only(args: LoadArgs) -> Result<()> {
     let key_space = if workload == Workload::Put {
         PUT_KEY_SPACE
     } else {
-        load::fill(&args.endpoints, GET_KEY_SPACE, VALUE_SIZE).await?;
+        load::fill(&args.endpoints, GET_KEY_SPACE, VALUE_SIZE, None).await?;
         GET_KEY_SPACE
     };
     let spec = LoadSpec {
@@ -161,6 +166,7 @@ async fn load_only(args: LoadArgs) -> Result<()> {
         duration: args.duration,
         key_space,
         value_size: VALUE_SIZE,
+        tls: None,
     };
     let s = load::run(&args.endpoints, &spec).await?;
     println!(
@@ -202,11 +208,16 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
         args.duration
     );
     let mut targets = vec![Target {
-        cluster: Cluster::start(
+        cluster: Cluster::start_with(
             Server::Raftd(args.raftd.clone()),
             &args.data_dir.join("raftd"),
             3,
             &[],
+            if args.tls {
+                Some(TlsFiles::generate(&args.data_dir.join("certs"), true)?)
+            } else {
+                None
+            },
         )?,
     }];
     if let Some(etcd) = &args.etcd {
@@ -239,11 +250,12 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
     for (n, &(name, workload, clients)) in runs.iter().enumerate() {
         if workload != Workload::Put && !filled {
             for t in &targets {
-                load::fill(&t.leader_endpoint().await?, GET_KEY_SPACE, VALUE_SIZE).await?;
+                let tls = t.cluster.client_tls();
+                load::fill(&t.leader_endpoint().await?, GET_KEY_SPACE, VALUE_SIZE, tls).await?;
             }
             filled = true;
         }
-        let spec = LoadSpec {
+        let mut spec = LoadSpec {
             workload,
             clients,
             duration: args.duration,
@@ -253,6 +265,7 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
                 GET_KEY_SPACE
             },
             value_size: VALUE_SIZE,
+            tls: None,
         };
         let mut row: Vec<Option<Stats>> = vec![None; targets.len()];
         let mut cpu_row: Vec<Option<CpuPerOp>> = vec![None; targets.len()];
@@ -263,6 +276,7 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
         for i in order {
             let t = &mut targets[i];
             let eps = t.leader_endpoint().await?;
+            spec.tls = t.cluster.client_tls();
             let (server0, client0) = (t.cluster.cpu_time(), process_cpu(std::process::id()));
             let s = load::run(&eps, &spec).await?;
             let ops = s.all_ops.max(1) as f64;
