@@ -29,6 +29,7 @@
 pub mod address_book;
 mod apply;
 pub mod autocompact;
+mod catchup;
 mod command;
 mod compact;
 mod cow;
