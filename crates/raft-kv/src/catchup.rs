@@ -57,8 +57,8 @@ impl KvStore {
         let _pin = Pinned(self, compact);
         let tree = &self.shared.tree;
         let mut out: Vec<RevisionEvents> = Vec::new();
-        let mut read = 0;
-        for item in tree.range(history_key(from.max(0), 0)..history_key(to + 1, 0)) {
+        let range = tree.range(history_key(from.max(0), 0)..history_key(to + 1, 0));
+        for (read, item) in range.enumerate() {
             let (k, v) = item?;
             let (main, _) = history_rev(&k).ok_or_else(|| Error::corrupt("history key"))?;
             if read >= max_events.max(1) && out.last().is_some_and(|r| r.revision != main) {
@@ -95,7 +95,6 @@ impl KvStore {
                     events: vec![event],
                 }),
             }
-            read += 1;
         }
         Ok(out)
     }
