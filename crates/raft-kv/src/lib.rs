@@ -11,9 +11,15 @@
 //!
 //! Where things live:
 //! - [`Command`]: what a client write puts into a log entry (versioned, typed decode errors);
-//! - [`KvStore`]: the state machine — [`apply_batch`](KvStore::apply_batch) of committed
-//!   entries, [`range`](KvStore::range) and read-only txns, the member list, and
-//!   copy-on-write snapshot [`capture`](KvStore::capture) / restore (module [`snapshot`]);
+//! - [`KvStore`]: the state machine with etcd's MVCC history (`docs/mvcc.md`) —
+//!   [`apply_batch`](KvStore::apply_batch) of committed entries, [`range`](KvStore::range)
+//!   and read-only txns at any kept revision, compaction (logical at once, physical in a
+//!   paced background thread), [`hash_kv`](KvStore::hash_kv), the member list and the
+//!   internal records (peer addresses, out of clients' reach), and copy-on-write snapshot
+//!   [`capture`](KvStore::capture) / restore (modules [`snapshot`], [`restore`]);
+//! - [`events`]: each revision's watch events, handed to a registered [`EventSink`] by apply
+//!   and read back from the history by [`KvStore::events`];
+//! - [`autocompact`]: etcd's periodic and revision auto-compaction, proposed by the leader;
 //! - the store on `raft-snapshot`'s chain store: [`capture_snapshot`] (full or delta per
 //!   the chain), [`restore_from_store`], [`maintain_chains`] (merge and garbage collection);
 //! - [`machine`]: [`machine::KvMachine`], the store as raft-runtime's `StateMachine`
@@ -30,6 +36,7 @@
 pub mod address_book;
 mod apply;
 pub mod autocompact;
+mod catchup;
 mod command;
 mod compact;
 mod cow;
