@@ -303,13 +303,9 @@ impl Node {
         let api = tokio::spawn(
             tonic::transport::Server::builder()
                 .max_concurrent_streams(config.limits.max_concurrent_streams)
+                .layer(operator.layer())
                 .add_routes(service.routes())
-                .add_service(
-                    crate::pb::admin::admin_server::AdminServer::with_interceptor(
-                        admin,
-                        operator.interceptor(),
-                    ),
-                )
+                .add_service(admin.into_server())
                 .serve_with_incoming_shutdown(client_incoming, async {
                     let _ = stop_rx.await;
                 }),

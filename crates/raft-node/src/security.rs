@@ -1,8 +1,10 @@
 //! Who may use the operator surfaces, and the TLS material a running node re-reads.
 //!
 //! Operator surfaces are the `raftd.admin.v1.Admin` service on the client port
-//! (configuration reload, forced snapshots, the cluster progress table) and `/status` and
-//! `/debug/pprof/*` on the HTTP endpoint. Without TLS they answer anyone who can reach the
+//! (configuration reload, forced snapshots, the cluster progress table), the etcd calls
+//! that change the membership or the node ([`OPERATOR_METHODS`]: member add, remove,
+//! update and promote, defragment, move-leader, snapshot download, downgrade), and
+//! `/status` and `/debug/pprof/*` on the HTTP endpoint. Without TLS they answer anyone who can reach the
 //! port (keep those ports on trusted networks; the HTTP endpoint binds to loopback unless
 //! told otherwise). With TLS on the client port they answer only connections that
 //! presented a client certificate from `tls.trusted_ca_file`.
@@ -47,14 +49,89 @@ impl OperatorPolicy {
         }
     }
 
-    /// A tonic interceptor refusing non-operators with `PERMISSION_DENIED`.
-    pub fn interceptor(
-        self,
-    ) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
-        move |req: tonic::Request<()>| match self.check(req.extensions().get::<ConnInfo>()) {
-            Ok(()) => Ok(req),
-            Err(why) => Err(tonic::Status::permission_denied(why)),
+    /// A layer for the client port's server that answers `PERMISSION_DENIED` to
+    /// non-operators calling one of [`OPERATOR_METHODS`].
+    pub fn layer(self) -> OperatorGateLayer {
+        OperatorGateLayer(self)
+    }
+}
+
+/// The gRPC methods (full paths, or a service prefix ending in `/`) only operators may
+/// call. etcd lets any client call the membership and maintenance ones unless
+/// authentication is on; raftd keeps them for certificate holders once TLS is on.
+pub const OPERATOR_METHODS: &[&str] = &[
+    "/raftd.admin.v1.Admin/",
+    "/etcdserverpb.Cluster/MemberAdd",
+    "/etcdserverpb.Cluster/MemberRemove",
+    "/etcdserverpb.Cluster/MemberUpdate",
+    "/etcdserverpb.Cluster/MemberPromote",
+    "/etcdserverpb.Maintenance/Defragment",
+    "/etcdserverpb.Maintenance/MoveLeader",
+    "/etcdserverpb.Maintenance/Snapshot",
+    "/etcdserverpb.Maintenance/Downgrade",
+];
+
+/// True when `path` names one of [`OPERATOR_METHODS`].
+pub fn is_operator_method(path: &str) -> bool {
+    OPERATOR_METHODS.iter().any(|m| {
+        if m.ends_with('/') {
+            path.starts_with(m)
+        } else {
+            path == *m
         }
+    })
+}
+
+/// The [`OperatorPolicy::layer`] (a `tower::Layer`).
+#[derive(Clone, Copy, Debug)]
+pub struct OperatorGateLayer(OperatorPolicy);
+
+impl<S> tower::Layer<S> for OperatorGateLayer {
+    type Service = OperatorGate<S>;
+
+    fn layer(&self, inner: S) -> OperatorGate<S> {
+        OperatorGate {
+            inner,
+            policy: self.0,
+        }
+    }
+}
+
+/// The service [`OperatorGateLayer`] wraps around the client port's routes.
+#[derive(Clone, Debug)]
+pub struct OperatorGate<S> {
+    inner: S,
+    policy: OperatorPolicy,
+}
+
+type GateFuture<E> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<::http::Response<tonic::body::Body>, E>> + Send>,
+>;
+
+impl<S, B> tower::Service<::http::Request<B>> for OperatorGate<S>
+where
+    S: tower::Service<::http::Request<B>, Response = ::http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = ::http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = GateFuture<S::Error>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: ::http::Request<B>) -> Self::Future {
+        if is_operator_method(req.uri().path())
+            && let Err(why) = self.policy.check(req.extensions().get::<ConnInfo>())
+        {
+            let answer = tonic::Status::permission_denied(why).into_http();
+            return Box::pin(async move { Ok(answer) });
+        }
+        Box::pin(self.inner.call(req))
     }
 }
 
@@ -163,5 +240,15 @@ mod tests {
         assert!(strict.check(Some(&conn)).is_err());
         conn.client_cert = Some(raft_net::tls::CertInfo::default());
         assert_eq!(strict.check(Some(&conn)), Ok(()));
+    }
+
+    #[test]
+    fn operator_methods_are_matched_exactly_or_by_service() {
+        assert!(is_operator_method("/raftd.admin.v1.Admin/ReloadConfig"));
+        assert!(is_operator_method("/etcdserverpb.Cluster/MemberRemove"));
+        assert!(!is_operator_method("/etcdserverpb.Cluster/MemberList"));
+        assert!(!is_operator_method("/etcdserverpb.Maintenance/Status"));
+        assert!(!is_operator_method("/etcdserverpb.KV/Range"));
+        assert!(!is_operator_method("/etcdserverpb.Cluster/MemberAddX"));
     }
 }

@@ -7,7 +7,9 @@
 #![allow(clippy::print_stderr)]
 
 use bytes::Bytes;
-use raft_kv::pb::etcdserverpb::{PutRequest, RangeRequest, StatusRequest, StatusResponse};
+use raft_kv::pb::etcdserverpb::{
+    MemberListRequest, MemberRemoveRequest, PutRequest, RangeRequest, StatusRequest, StatusResponse,
+};
 use raft_net::wire::{self, peer_client::PeerClient};
 use raft_node::certs::{Authority, Validity};
 use raft_node::client::{Client, ClientError, tls_from_files};
@@ -187,6 +189,31 @@ async fn a_tls_cluster_with_a_random_id_serves_tls_clients_and_gates_operators()
             admin_status(&cluster.node_client(leader)).await.unwrap(),
             leader
         );
+        // Membership changes are for operators too; reading the member list is not.
+        let members = anonymous
+            .cluster(|mut c| async move {
+                c.member_list(MemberListRequest {
+                    linearizable: false,
+                })
+                .await
+                .map(|r| r.into_inner())
+            })
+            .await
+            .unwrap();
+        assert_eq!(members.members.len(), 3);
+        match anonymous
+            .cluster(|mut c| async move {
+                c.member_remove(MemberRemoveRequest { id: 3 })
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await
+        {
+            Err(ClientError::Status(s)) => {
+                assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}")
+            }
+            other => panic!("a client without a certificate removed a member: {other:?}"),
+        }
         // A plaintext client and one that trusts another CA get nothing.
         let plain =
             Client::new(vec![cluster.endpoint(leader)]).with_timeout(Duration::from_secs(3));
