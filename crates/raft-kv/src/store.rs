@@ -133,7 +133,7 @@ impl KvStore {
         match tree.get(meta_key(meta::LAYOUT))? {
             Some(v) if v.as_ref() == [LAYOUT_VERSION] => {}
             // Converted below, after the stale pre-images are gone.
-            Some(v) if v.as_ref() == [1] || v.as_ref() == [2] => {}
+            Some(v) if v.as_ref() == [1] || v.as_ref() == [2] || v.as_ref() == [3] => {}
             Some(v) => return Err(Error::corrupt(format!("unsupported layout version {v:?}"))),
             None if tree.is_empty() => {
                 let mut b = sled::Batch::default();
@@ -147,6 +147,11 @@ impl KvStore {
         remove_space(&tree, COW, |_| true)?;
         crate::upgrade::upgrade(&tree)?;
         let state = State::load(&tree)?;
+        let mut lessor = crate::lease::Lessor::new(crate::lease::LessorConfig::default());
+        lessor.load(
+            crate::lease::record::load_all(&tree)?,
+            std::time::Instant::now(),
+        );
         let behind =
             state.compact_revision > 0 && state.compact_cursor.main <= state.compact_revision;
         let compaction = Arc::new(CompactionSignal::new(
@@ -167,6 +172,7 @@ impl KvStore {
                 pins: Mutex::new(BTreeMap::new()),
                 compaction,
                 sink: RwLock::new(None),
+                leases: Mutex::new(lessor),
             }),
         };
         if behind {
@@ -339,6 +345,7 @@ impl KvStore {
             members: BTreeMap::new(),
             members_changed: false,
             internal: BTreeMap::new(),
+            lease: Default::default(),
         };
         match batch.execute(&Op::Txn(req.clone()))? {
             Response::Txn(t) => Ok(t),
