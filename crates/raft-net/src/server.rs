@@ -180,6 +180,18 @@ async fn receive_frame(
 
 #[tonic::async_trait]
 impl pb::peer_server::Peer for PeerService {
+    async fn call(
+        &self,
+        request: Request<pb::AppRequest>,
+    ) -> Result<Response<pb::AppReply>, Status> {
+        self.check_running()?;
+        let req = request.into_inner();
+        check_header(&self.shared, req.cluster_id, req.from, req.to)?;
+        crate::peer::app::serve(&self.shared, req)
+            .await
+            .map(Response::new)
+    }
+
     type ReplicateStream = ReceiverStream<Result<pb::StreamAck, Status>>;
 
     async fn replicate(
