@@ -14,11 +14,13 @@
 
 mod bytes;
 mod compaction;
+mod lease;
 mod reload;
 mod watch;
 
 pub use bytes::ByteSize;
 pub use compaction::{CompactionSection, Retention};
+pub use lease::LeaseSection;
 pub use reload::{ConfigSource, DiffError};
 pub use watch::WatchSection;
 
@@ -109,6 +111,8 @@ pub struct NodeConfig {
     pub compaction: CompactionSection,
     /// etcd's Watch: progress notifications and buffer bounds.
     pub watch: WatchSection,
+    /// etcd's leases: checkpoints, minimum TTL, revoke rate.
+    pub lease: LeaseSection,
 }
 
 impl Default for NodeConfig {
@@ -134,6 +138,7 @@ impl Default for NodeConfig {
             snapshot: SnapshotSection::default(),
             compaction: CompactionSection::default(),
             watch: WatchSection::default(),
+            lease: LeaseSection::default(),
         }
     }
 }
@@ -679,6 +684,7 @@ impl NodeConfig {
         self.snapshot.validate()?;
         self.compaction.validate()?;
         self.watch.validate()?;
+        self.lease.validate()?;
         // The protocol crate's own checks (after ours, which say more).
         self.raft_core_config()?;
         Ok(())
@@ -804,6 +810,7 @@ impl NodeConfig {
         check("peer", self.peer == new.peer);
         check("snapshot", self.snapshot == new.snapshot);
         check("watch", self.watch == new.watch);
+        check("lease", self.lease == new.lease);
         out
     }
 

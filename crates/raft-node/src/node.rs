@@ -3,6 +3,7 @@
 //! down in order on SIGTERM or SIGINT.
 
 pub mod faults;
+pub mod lease;
 mod recover;
 pub mod reload;
 pub mod snapshots;
@@ -14,6 +15,7 @@ use crate::logging::LogHandle;
 use raft_core::Membership;
 use raft_kv::address_book::AddressBook;
 use raft_kv::autocompact::AutoCompactor;
+use raft_kv::lease::keeper::LeaseKeeper;
 use raft_kv::machine::{KvMachine, SnapshotCtx};
 use raft_kv::pb::kvcmd::MemberAttributes;
 use raft_kv::service::{Ctx, EtcdService};
@@ -118,6 +120,7 @@ pub struct Node {
     uploader: Option<Arc<raft_snapshot::Uploader>>,
     /// Proposes compactions while this node leads (stopped when dropped).
     _autocompact: Arc<AutoCompactor>,
+    _lease_keeper: LeaseKeeper,
 }
 
 impl Node {
@@ -252,7 +255,13 @@ impl Node {
                 ..Default::default()
             },
         })
-        .with_watch(watch_hub);
+        .with_watch(watch_hub)
+        .with_leases(raft_kv::service::LeaseOptions {
+            min_ttl: config.lease_min_ttl(),
+            forward: Some(Arc::new(lease::PeerChannel(net.clone()))),
+        });
+        net.set_app_handler(Some(Arc::new(lease::LeaseHandler(service.clone()))));
+        let lease_keeper = LeaseKeeper::spawn(handle.clone(), store.clone(), config.lease_keeper());
         let (api_stop, stop_rx) = oneshot::channel::<()>();
         let client_incoming =
             tonic::transport::server::TcpIncoming::from(client_listener).with_nodelay(Some(true));
@@ -314,6 +323,7 @@ impl Node {
             tasks,
             uploader,
             _autocompact: autocompact,
+            _lease_keeper: lease_keeper,
         })
     }
 
@@ -367,6 +377,8 @@ impl Node {
         if let Err(e) = self.handle.shutdown().await {
             tracing::warn!(%e, "runtime shutdown");
         }
+        // The handler holds the services, which hold the transport: break the cycle.
+        self.net.set_app_handler(None);
         self.net.close();
         let _ = tokio::time::timeout(Duration::from_millis(200), self.net_server.shutdown()).await;
         if let Err(e) = self.store.flush() {
