@@ -57,7 +57,8 @@ pub const TREE_NAME: &str = "raft-kv";
 /// | sled key | value |
 /// |---|---|
 /// | `b'h' ++ main (u64 BE) ++ sub (u32 BE)` | the history event of the write at that revision: the key, then the key's entry as the write left it (`crate::history`) |
-/// | `b'i' ++ name` | internal records of the node, out of reach of clients (`crate::internal`) |
+/// | `b'i' ++ name` | internal records of the node, out of reach of clients (`crate::internal`): peer URLs, leases |
+/// | `b'l' ++ lease id (u64 BE) ++ user key` | empty: the key's current version is attached to the lease (`crate::lease::record`; not in snapshots, rebuilt by restores) |
 /// | `b'k' ++ user key` | the key's current entry: its latest version, or the tombstone of its deletion, each linking the revision of its own write and of the key's previous write (`Current` in `crate::record`) |
 /// | `b'm' ++ b"applied_index"` / `b"applied_term"` | u64 big-endian |
 /// | `b'm' ++ b"revision"` / `b"compact_revision"` | i64 big-endian |
@@ -65,7 +66,7 @@ pub const TREE_NAME: &str = "raft-kv";
 /// | `b'm' ++ b"members"` | prost `etcdserverpb.MemberListResponse` (only `members`) |
 /// | `b'm' ++ b"dirty_gen"` / `b"dirty_floor"` | u64 BE: current dirty generation; marks `<=` floor are in a durable snapshot |
 /// | `b'm' ++ b"snapshot_index"` / `b"snapshot_revision"` | u64 / i64 BE: index and store revision of the last durable or restored snapshot |
-/// | `b'm' ++ b"layout"` | u8: layout version (3) |
+/// | `b'm' ++ b"layout"` | u8: layout version (4) |
 /// | `b'm' ++ b"restoring"` | empty; present while a restore is unfinished |
 /// | `b'd' ++ generation ++ index` (u64 BE each) | the dirty list of the batch that ended at `index`: the user keys it wrote, each as a varint length and the bytes |
 /// | `b'c' ++ capture number (u64 BE) ++ user key` | cow pre-image while that capture runs, when the in-memory ones are over their budget: flags byte (bit 1: the key had an entry) then the entry's encoding |
