@@ -38,8 +38,20 @@ pub(crate) fn upgrade(tree: &sled::Tree) -> Result<()> {
             layout_2_to_3(tree)
         }
         Some([2]) => layout_2_to_3(tree),
+        Some([3]) => layout_3_to_4(tree),
         _ => Ok(()),
     }
+}
+
+/// Layout 4 adds leases: lease records in the internal space and the `b'l'` attachment index.
+/// A layout 3 store refused every lease, so it has neither and nothing is converted: only the
+/// version moves (an older raftd then refuses to open the store, which may hold leases it
+/// would never expire).
+fn layout_3_to_4(tree: &sled::Tree) -> Result<()> {
+    tree.insert(meta_key(meta::LAYOUT), &[LAYOUT_VERSION])?;
+    tree.flush()?;
+    tracing::info!("raft-kv store converted to layout 4 (leases)");
+    Ok(())
 }
 
 fn layout_2_to_3(tree: &sled::Tree) -> Result<()> {
