@@ -338,3 +338,68 @@ impl<L: LogRead> RaftLog<L> {
         self.applied = self.applied.max(index);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemLog;
+
+    fn log(terms: &[u64]) -> RaftLog<MemLog> {
+        let mut store = MemLog::with_voters([1]);
+        let ents: Vec<Entry> = terms
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Entry {
+                index: i as u64 + 1,
+                term: *t,
+                ..Entry::default()
+            })
+            .collect();
+        store.append(&ents);
+        let snap = store.snapshot_meta().expect("memory");
+        RaftLog::new(store, 0, 0, snap, crate::Membership::with_voters([1])).expect("memory")
+    }
+
+    #[test]
+    fn the_conflict_search_finds_the_last_index_of_a_term_at_most_the_hint() {
+        let l = log(&[1, 1, 2, 2, 3, 3]);
+        assert_eq!(l.find_conflict_by_term(6, 3).unwrap(), (6, 3));
+        assert_eq!(l.find_conflict_by_term(6, 2).unwrap(), (4, 2));
+        assert_eq!(l.find_conflict_by_term(6, 1).unwrap(), (2, 1));
+        assert_eq!(l.find_conflict_by_term(3, 2).unwrap(), (3, 2));
+        assert_eq!(l.find_conflict_by_term(6, 0).unwrap(), (0, 0));
+        // Past the end: from the last index.
+        assert_eq!(l.find_conflict_by_term(9, 2).unwrap(), (4, 2));
+    }
+
+    #[test]
+    fn the_conflict_search_stops_at_the_compacted_prefix() {
+        let mut store = MemLog::with_voters([1]);
+        let ents: Vec<Entry> = (1..=6)
+            .map(|i| Entry {
+                index: i,
+                term: if i <= 3 { 1 } else { 4 },
+                ..Entry::default()
+            })
+            .collect();
+        store.append(&ents);
+        store
+            .compact(4, crate::Membership::with_voters([1]))
+            .expect("compact");
+        let snap = store.snapshot_meta().expect("memory");
+        let l = RaftLog::new(store, 4, 4, snap, crate::Membership::with_voters([1])).unwrap();
+        // Entries 5 and 6 (term 4) are past the hint's term; 4 is the snapshot (term 4),
+        // below it everything is compacted: the search stops there, term unknown.
+        assert_eq!(l.find_conflict_by_term(6, 2).unwrap(), (3, 0));
+    }
+
+    #[test]
+    fn the_up_to_date_check_compares_last_term_then_length() {
+        let l = log(&[1, 2, 2]);
+        assert!(l.is_up_to_date(3, 2).unwrap());
+        assert!(l.is_up_to_date(4, 2).unwrap());
+        assert!(!l.is_up_to_date(2, 2).unwrap());
+        assert!(l.is_up_to_date(1, 3).unwrap());
+        assert!(!l.is_up_to_date(9, 1).unwrap());
+    }
+}
