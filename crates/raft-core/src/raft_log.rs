@@ -394,6 +394,44 @@ mod tests {
     }
 
     #[test]
+    fn an_append_overwrites_from_its_first_conflicting_entry() {
+        let ent = |index, term| Entry {
+            index,
+            term,
+            ..Entry::default()
+        };
+        let mut l = log(&[1, 1, 1, 1]);
+        // The very first entry sent conflicts.
+        assert_eq!(
+            l.maybe_append(1, 1, 0, &[ent(2, 2), ent(3, 2)]).unwrap(),
+            Some(3)
+        );
+        assert_eq!(l.last_index(), 3);
+        assert_eq!((l.term(2).unwrap(), l.term(3).unwrap()), (2, 2));
+        // A conflict in the middle keeps the matching prefix of the batch.
+        let mut l = log(&[1, 1, 2, 2, 2]);
+        assert_eq!(
+            l.maybe_append(2, 1, 0, &[ent(3, 2), ent(4, 3), ent(5, 3)])
+                .unwrap(),
+            Some(5)
+        );
+        let terms: Vec<u64> = (1..=5).map(|i| l.term(i).unwrap()).collect();
+        assert_eq!(terms, vec![1, 1, 2, 3, 3]);
+        // A mismatch at the previous entry appends nothing.
+        assert_eq!(l.maybe_append(5, 9, 0, &[ent(6, 9)]).unwrap(), None);
+    }
+
+    #[test]
+    fn only_an_entry_of_the_current_term_is_committed_by_counting() {
+        let mut l = log(&[1, 2, 3]);
+        assert!(!l.maybe_commit(2, 3), "entry 2 is of term 2");
+        assert_eq!(l.committed, 0);
+        assert!(l.maybe_commit(3, 3));
+        assert_eq!(l.committed, 3);
+        assert!(!l.maybe_commit(3, 3), "nothing new");
+    }
+
+    #[test]
     fn the_up_to_date_check_compares_last_term_then_length() {
         let l = log(&[1, 2, 2]);
         assert!(l.is_up_to_date(3, 2).unwrap());
