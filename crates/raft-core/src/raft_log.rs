@@ -338,3 +338,106 @@ impl<L: LogRead> RaftLog<L> {
         self.applied = self.applied.max(index);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemLog;
+
+    fn log(terms: &[u64]) -> RaftLog<MemLog> {
+        let mut store = MemLog::with_voters([1]);
+        let ents: Vec<Entry> = terms
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Entry {
+                index: i as u64 + 1,
+                term: *t,
+                ..Entry::default()
+            })
+            .collect();
+        store.append(&ents);
+        let snap = store.snapshot_meta().expect("memory");
+        RaftLog::new(store, 0, 0, snap, crate::Membership::with_voters([1])).expect("memory")
+    }
+
+    #[test]
+    fn the_conflict_search_finds_the_last_index_of_a_term_at_most_the_hint() {
+        let l = log(&[1, 1, 2, 2, 3, 3]);
+        assert_eq!(l.find_conflict_by_term(6, 3).unwrap(), (6, 3));
+        assert_eq!(l.find_conflict_by_term(6, 2).unwrap(), (4, 2));
+        assert_eq!(l.find_conflict_by_term(6, 1).unwrap(), (2, 1));
+        assert_eq!(l.find_conflict_by_term(3, 2).unwrap(), (3, 2));
+        assert_eq!(l.find_conflict_by_term(6, 0).unwrap(), (0, 0));
+        // Past the end: from the last index.
+        assert_eq!(l.find_conflict_by_term(9, 2).unwrap(), (4, 2));
+    }
+
+    #[test]
+    fn the_conflict_search_stops_at_the_compacted_prefix() {
+        let mut store = MemLog::with_voters([1]);
+        let ents: Vec<Entry> = (1..=6)
+            .map(|i| Entry {
+                index: i,
+                term: if i <= 3 { 1 } else { 4 },
+                ..Entry::default()
+            })
+            .collect();
+        store.append(&ents);
+        store
+            .compact(4, crate::Membership::with_voters([1]))
+            .expect("compact");
+        let snap = store.snapshot_meta().expect("memory");
+        let l = RaftLog::new(store, 4, 4, snap, crate::Membership::with_voters([1])).unwrap();
+        // Entries 5 and 6 (term 4) are past the hint's term; 4 is the snapshot (term 4),
+        // below it everything is compacted: the search stops there, term unknown.
+        assert_eq!(l.find_conflict_by_term(6, 2).unwrap(), (3, 0));
+    }
+
+    #[test]
+    fn an_append_overwrites_from_its_first_conflicting_entry() {
+        let ent = |index, term| Entry {
+            index,
+            term,
+            ..Entry::default()
+        };
+        let mut l = log(&[1, 1, 1, 1]);
+        // The very first entry sent conflicts.
+        assert_eq!(
+            l.maybe_append(1, 1, 0, &[ent(2, 2), ent(3, 2)]).unwrap(),
+            Some(3)
+        );
+        assert_eq!(l.last_index(), 3);
+        assert_eq!((l.term(2).unwrap(), l.term(3).unwrap()), (2, 2));
+        // A conflict in the middle keeps the matching prefix of the batch.
+        let mut l = log(&[1, 1, 2, 2, 2]);
+        assert_eq!(
+            l.maybe_append(2, 1, 0, &[ent(3, 2), ent(4, 3), ent(5, 3)])
+                .unwrap(),
+            Some(5)
+        );
+        let terms: Vec<u64> = (1..=5).map(|i| l.term(i).unwrap()).collect();
+        assert_eq!(terms, vec![1, 1, 2, 3, 3]);
+        // A mismatch at the previous entry appends nothing.
+        assert_eq!(l.maybe_append(5, 9, 0, &[ent(6, 9)]).unwrap(), None);
+    }
+
+    #[test]
+    fn only_an_entry_of_the_current_term_is_committed_by_counting() {
+        let mut l = log(&[1, 2, 3]);
+        assert!(!l.maybe_commit(2, 3), "entry 2 is of term 2");
+        assert_eq!(l.committed, 0);
+        assert!(l.maybe_commit(3, 3));
+        assert_eq!(l.committed, 3);
+        assert!(!l.maybe_commit(3, 3), "nothing new");
+    }
+
+    #[test]
+    fn the_up_to_date_check_compares_last_term_then_length() {
+        let l = log(&[1, 2, 2]);
+        assert!(l.is_up_to_date(3, 2).unwrap());
+        assert!(l.is_up_to_date(4, 2).unwrap());
+        assert!(!l.is_up_to_date(2, 2).unwrap());
+        assert!(l.is_up_to_date(1, 3).unwrap());
+        assert!(!l.is_up_to_date(9, 1).unwrap());
+    }
+}

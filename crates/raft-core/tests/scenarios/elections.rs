@@ -269,3 +269,33 @@ fn a_pre_candidate_learns_the_term_of_a_refusal() {
     assert_eq!(c.term(3), 5);
     assert_eq!(c.role(3), Role::Follower);
 }
+
+/// A node that follows a leader in term T refuses a pre-vote for term T itself (only a
+/// pre-vote for a later term may be granted beside a vote or a leader of the current term).
+#[test]
+fn a_pre_vote_for_the_current_term_is_refused_while_a_leader_is_followed() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.elect(1);
+    let term = c.term(2);
+    let last = c.node(2).raw.status().last_index;
+    c.raw(2)
+        .step(Message {
+            from: 3,
+            to: 2,
+            term,
+            body: MessageBody::Vote(VoteRequest {
+                pre_vote: true,
+                last_log_index: last + 10,
+                last_log_term: term,
+                transfer: false,
+            }),
+        })
+        .unwrap();
+    let rd = c.raw(2).ready().unwrap();
+    let granted = rd
+        .messages
+        .iter()
+        .chain(&rd.persisted_messages)
+        .any(|m| matches!(&m.body, MessageBody::VoteResponse(r) if r.granted));
+    assert!(!granted, "a pre-vote in the leader's own term");
+}

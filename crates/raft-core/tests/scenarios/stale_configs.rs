@@ -59,11 +59,20 @@ fn a_candidate_behind_a_non_promotable_voters_term_learns_it_from_the_rejection(
 #[test]
 fn a_live_leader_and_its_followers_ignore_lower_term_vote_requests() {
     let mut c = Cluster::empty(no_pre_vote);
+    // Node 4 is a learner that does not know it was demoted (a member, so only the
+    // live-leader rule keeps the others from answering it).
+    let mut m = Membership::with_voters([1, 2, 3]);
+    m.learners = [4].into();
     for id in [1, 2, 3] {
-        c.add_node(id, log_with_terms(&[1, 2, 3], &[], 5));
+        let mut log = MemLog::new(m.clone());
+        log.set_hard_state(HardState {
+            term: 5,
+            vote: None,
+            commit: 0,
+        });
+        c.add_node(id, log);
     }
     c.elect(1);
-    // A removed node that still counts the others, at a lower term.
     c.add_node(4, log_with_terms(&[1, 2, 3, 4], &[], 2));
     c.raw(4).campaign().unwrap();
     c.stabilize();
