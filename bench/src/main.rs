@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use raft_bench::cluster::{Cluster, Server, process_cpu};
 use raft_bench::failover;
 use raft_bench::load::{self, LoadSpec, Stats, Workload};
+use raft_bench::watch_load;
 use raft_node::testing::TlsFiles;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,12 +37,23 @@ struct LoadArgs {
     /// Client endpoints (`http://host:port`), comma-separated.
     #[arg(long, value_delimiter = ',', required = true)]
     endpoints: Vec<String>,
-    /// `put`, `get` (linearizable) or `get-serializable`.
+    /// `put`, `get` (linearizable), `get-serializable`, or watch fan-out under puts:
+    /// `watch-key` (every watcher on one key) or `watch-prefix` (watchers spread over
+    /// `--prefixes` prefixes).
     #[arg(long, default_value = "put")]
     workload: String,
-    /// Concurrent callers.
+    /// Concurrent callers (the put callers of a watch workload).
     #[arg(long, default_value_t = 256)]
     clients: usize,
+    /// Watchers of a watch workload (spread over the endpoints).
+    #[arg(long, default_value_t = 1000)]
+    watchers: usize,
+    /// Watchers per watch stream.
+    #[arg(long, default_value_t = 100)]
+    per_stream: usize,
+    /// Prefixes of `watch-prefix`.
+    #[arg(long, default_value_t = 100)]
+    prefixes: usize,
     /// Measured time.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
@@ -104,11 +116,43 @@ fn main() -> Result<()> {
 }
 
 async fn load_only(args: LoadArgs) -> Result<()> {
+    let layout = match args.workload.as_str() {
+        "watch-key" => Some(watch_load::Layout::OneKey),
+        "watch-prefix" => Some(watch_load::Layout::Prefixes(args.prefixes)),
+        _ => None,
+    };
+    if let Some(layout) = layout {
+        let spec = watch_load::WatchSpec {
+            layout,
+            watchers: args.watchers,
+            per_stream: args.per_stream,
+            put_clients: args.clients,
+            duration: args.duration,
+            value_size: VALUE_SIZE,
+        };
+        let s = watch_load::run(&args.endpoints, &spec).await?;
+        println!(
+            "{} {} watchers, {} put callers: {:.0} puts/s, {:.0} events/s ({} per put), \
+             put-to-event p50 {:.2} ms p99 {:.2} ms (load average {})",
+            args.workload,
+            args.watchers,
+            args.clients,
+            s.puts_per_sec(),
+            s.events_per_sec(),
+            s.fan_out,
+            s.quantile_ms(0.5),
+            s.quantile_ms(0.99),
+            loadavg()
+        );
+        return Ok(());
+    }
     let workload = match args.workload.as_str() {
         "put" => Workload::Put,
         "get" => Workload::GetLinearizable,
         "get-serializable" => Workload::GetSerializable,
-        other => anyhow::bail!("unknown workload `{other}` (put, get, get-serializable)"),
+        other => anyhow::bail!(
+            "unknown workload `{other}` (put, get, get-serializable, watch-key, watch-prefix)"
+        ),
     };
     let key_space = if workload == Workload::Put {
         PUT_KEY_SPACE

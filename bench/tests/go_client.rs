@@ -140,6 +140,43 @@ async fn stm_repeatable_reads_keep_the_bank_balanced_through_a_leader_kill() {
     eprintln!("raftd: {report}");
 }
 
+/// The Mutex recipe (lease-backed sessions, a watch on the predecessor's key, writes fenced
+/// by the lock key's create revision) from 4 clients on every member, the leader killed
+/// midway: one holder at a time, no fenced write refused while its session lives, and the
+/// counter equal to the increments that succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutex_holders_never_overlap_through_a_leader_kill() {
+    let Some(bin) = etcdcheck() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(Server::Raftd(raftd()), &dir);
+    let report = check(
+        &mut cluster,
+        &bin,
+        &["-workload", "mutex", "-clients", "4", "-ops", "10"],
+        true,
+    )
+    .await;
+    eprintln!("raftd: {report}");
+}
+
+/// The Election recipe (Campaign, Proclaim, Leader, Observe, Resign on lease-backed
+/// sessions) from 4 candidates and an observer, the leader killed midway: one leader at a
+/// time, Leader() and the observer agree with the winner's proclamations, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn election_has_one_leader_at_a_time_through_a_leader_kill() {
+    let Some(bin) = etcdcheck() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(Server::Raftd(raftd()), &dir);
+    let report = check(
+        &mut cluster,
+        &bin,
+        &["-workload", "election", "-clients", "4", "-ops", "10"],
+        true,
+    )
+    .await;
+    eprintln!("raftd: {report}");
+}
+
 /// The checks pass against etcd itself, so they ask only what etcd gives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reference_every_workload_passes_against_etcd() {

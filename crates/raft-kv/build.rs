@@ -6,7 +6,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/etcd/kv.proto",
         "proto/etcd/rpc.proto",
         "proto/etcd/watch.proto",
+        "proto/etcd/lease.proto",
+        "proto/etcd/v3lock.proto",
+        "proto/etcd/v3election.proto",
         "proto/kvcmd.proto",
+        "proto/kvlease.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

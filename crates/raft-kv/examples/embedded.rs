@@ -62,6 +62,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )
     .await?;
 
+    // The leader's lease clocks (expiry through the log); a single member always leads.
+    let _keeper = raft_kv::lease::keeper::LeaseKeeper::spawn(
+        handle.clone(),
+        store.clone(),
+        Default::default(),
+    );
     let hub = WatchHub::for_store(&store, WatchConfig::default())?;
     let service = EtcdService::new(Ctx {
         handle: handle.clone(),

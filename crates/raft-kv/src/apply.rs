@@ -137,6 +137,7 @@ impl KvStore {
             members: guard.members.clone(),
             members_changed: false,
             internal: BTreeMap::new(),
+            lease: Default::default(),
         };
         let mut last = (guard.applied_index, guard.applied_term);
         let mut results = Vec::with_capacity(entries.len());
@@ -202,6 +203,7 @@ impl KvStore {
         for (key, value) in &batch.internal {
             b.insert(key.as_slice(), value.as_slice());
         }
+        batch.lease.write_to(&mut b);
         if !batch.overlay.is_empty() {
             b.insert(
                 dirty_key(guard.dirty_gen, last.0),
@@ -231,6 +233,13 @@ impl KvStore {
         state.compact_revision = batch.compact_revision;
         if batch.members_changed {
             state.members = batch.members;
+        }
+        if !batch.lease.events.is_empty() {
+            // Under the state lock: a reader never sees the data of a batch without its leases.
+            shared
+                .leases
+                .lock()
+                .applied(&batch.lease.events, std::time::Instant::now());
         }
         drop(state);
         if !spilled.is_empty() {

@@ -6,7 +6,10 @@
 //! [`Error`].
 
 use crate::error::{Error, Result};
-use crate::pb::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest, TxnRequest};
+use crate::pb::etcdserverpb::{
+    CompactionRequest, DeleteRangeRequest, LeaseCheckpointRequest, LeaseGrantRequest,
+    LeaseRevokeRequest, PutRequest, TxnRequest,
+};
 use crate::pb::kvcmd::{KvCommand, MemberAttributes, MemberPeerUrls, kv_command};
 use prost::Message;
 use prost::bytes::Bytes;
@@ -40,6 +43,14 @@ pub enum Op {
     /// A member's peer URLs (kept in the internal space, and in the member list once the
     /// member is in it): written before the configuration change that adds a member.
     SetPeerUrls(MemberPeerUrls),
+    /// `Lease.LeaseGrant` (the id is chosen before proposing, so every replica grants the
+    /// same lease).
+    LeaseGrant(LeaseGrantRequest),
+    /// `Lease.LeaseRevoke`, from a client or from the leader when a lease expired: deletes
+    /// the lease and every key attached to it, at one revision.
+    LeaseRevoke(LeaseRevokeRequest),
+    /// The leader's checkpoint of remaining TTLs (etcd's lease checkpointing).
+    LeaseCheckpoint(LeaseCheckpointRequest),
 }
 
 impl Command {
@@ -52,9 +63,13 @@ impl Command {
     /// branch only reads, and member updates).
     pub fn writes_keys(&self) -> bool {
         match &self.op {
-            Op::Put(_) | Op::DeleteRange(_) => true,
+            Op::Put(_) | Op::DeleteRange(_) | Op::LeaseRevoke(_) => true,
             Op::Txn(t) => !crate::validate::txn_is_read_only(t),
-            Op::Compact(_) | Op::PublishMember(_) | Op::SetPeerUrls(_) => false,
+            Op::Compact(_)
+            | Op::PublishMember(_)
+            | Op::SetPeerUrls(_)
+            | Op::LeaseGrant(_)
+            | Op::LeaseCheckpoint(_) => false,
         }
     }
 
@@ -73,6 +88,9 @@ impl Command {
             Op::Compact(m) => message::encoded_len(5, m),
             Op::PublishMember(m) => message::encoded_len(6, m),
             Op::SetPeerUrls(m) => message::encoded_len(7, m),
+            Op::LeaseGrant(m) => message::encoded_len(8, m),
+            Op::LeaseRevoke(m) => message::encoded_len(9, m),
+            Op::LeaseCheckpoint(m) => message::encoded_len(10, m),
         };
         1 + id + op
     }
@@ -92,6 +110,9 @@ impl Command {
             Op::Compact(m) => message::encode(5, m, &mut buf),
             Op::PublishMember(m) => message::encode(6, m, &mut buf),
             Op::SetPeerUrls(m) => message::encode(7, m, &mut buf),
+            Op::LeaseGrant(m) => message::encode(8, m, &mut buf),
+            Op::LeaseRevoke(m) => message::encode(9, m, &mut buf),
+            Op::LeaseCheckpoint(m) => message::encode(10, m, &mut buf),
         }
         Bytes::from(buf)
     }
@@ -113,6 +134,9 @@ impl Command {
             kv_command::Op::Compact(m) => Op::Compact(m),
             kv_command::Op::PublishMember(m) => Op::PublishMember(m),
             kv_command::Op::SetPeerUrls(m) => Op::SetPeerUrls(m),
+            kv_command::Op::LeaseGrant(m) => Op::LeaseGrant(m),
+            kv_command::Op::LeaseRevoke(m) => Op::LeaseRevoke(m),
+            kv_command::Op::LeaseCheckpoint(m) => Op::LeaseCheckpoint(m),
         };
         Ok(Command {
             request_id: msg.request_id,
@@ -196,6 +220,17 @@ mod tests {
                 Op::SetPeerUrls(MemberPeerUrls {
                     id: 2,
                     peer_urls: vec!["http://b:2380".into()],
+                }),
+            ),
+            Command::new(6, Op::LeaseGrant(LeaseGrantRequest { ttl: 10, id: 77 })),
+            Command::new(0, Op::LeaseRevoke(LeaseRevokeRequest { id: 77 })),
+            Command::new(
+                8,
+                Op::LeaseCheckpoint(LeaseCheckpointRequest {
+                    checkpoints: vec![crate::pb::etcdserverpb::LeaseCheckpoint {
+                        id: 77,
+                        remaining_ttl: 4,
+                    }],
                 }),
             ),
         ]

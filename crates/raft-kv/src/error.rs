@@ -62,9 +62,15 @@ pub enum Error {
     /// A put with `ignore_value` or `ignore_lease` named a key that does not exist.
     #[error("etcdserver: key not found")]
     KeyNotFound,
-    /// A put named a lease; raftd does not serve leases.
+    /// A request named a lease that does not exist (or no longer does).
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    /// `LeaseGrant` with the id of a lease that exists.
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    /// `LeaseGrant` with a TTL above [`MAX_LEASE_TTL`](crate::lease::MAX_LEASE_TTL).
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     /// A request has an empty key.
     #[error("etcdserver: key is not provided")]
     EmptyKey,
@@ -112,6 +118,8 @@ impl Error {
                 | Error::FutureRevision
                 | Error::KeyNotFound
                 | Error::LeaseNotFound
+                | Error::LeaseExists
+                | Error::LeaseTtlTooLarge
                 | Error::EmptyKey
                 | Error::DuplicateKey
                 | Error::TooManyOps
@@ -126,7 +134,10 @@ impl Error {
     /// The gRPC status code etcd answers this error with.
     pub fn code(&self) -> tonic::Code {
         match self {
-            Error::Compacted | Error::FutureRevision => tonic::Code::OutOfRange,
+            Error::Compacted | Error::FutureRevision | Error::LeaseTtlTooLarge => {
+                tonic::Code::OutOfRange
+            }
+            Error::LeaseExists => tonic::Code::FailedPrecondition,
             Error::KeyNotFound
             | Error::EmptyKey
             | Error::DuplicateKey
@@ -180,6 +191,15 @@ mod tests {
         );
         assert_eq!(Error::KeyNotFound.to_string(), "etcdserver: key not found");
         assert!(Error::KeyNotFound.is_request_error());
+        let s: tonic::Status = Error::LeaseExists.into();
+        assert_eq!(s.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(s.message(), "etcdserver: lease already exists");
+        let s: tonic::Status = Error::LeaseTtlTooLarge.into();
+        assert_eq!(s.code(), tonic::Code::OutOfRange);
+        assert_eq!(s.message(), "etcdserver: too large lease TTL");
+        let s: tonic::Status = Error::LeaseNotFound.into();
+        assert_eq!(s.code(), tonic::Code::NotFound);
+        assert_eq!(s.message(), "etcdserver: requested lease not found");
         assert!(!Error::corrupt("x").is_request_error());
     }
 }

@@ -4,9 +4,11 @@
 //! events of each batch (nothing is built while no sink is set) and hands them over once
 //! the batch is written, from the apply thread, so batches arrive in revision order. The
 //! values are `Bytes` shared with the store's own copies: a hub can fan them out to many
-//! watchers without copying them.
+//! watchers without copying them. [`KvStore::events`] reads the same events back from the
+//! history, for a watch that starts at an older revision.
 //!
 //! [`KvStore::set_event_sink`]: crate::KvStore::set_event_sink
+//! [`KvStore::events`]: crate::KvStore::events
 
 use crate::pb::mvccpb::Event;
 

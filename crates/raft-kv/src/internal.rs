@@ -5,6 +5,8 @@
 //! - `b'i' ++ b"peer/" ++ member id (u64 BE)` -> prost `kvcmd.MemberPeerUrls`: the peer URLs
 //!   of a member, written by [`Op::SetPeerUrls`](crate::Op::SetPeerUrls) before the
 //!   configuration change that adds it.
+//! - `b'i' ++ b"lease/" ++ lease id (u64 BE)` -> prost `kvlease.LeaseRecord`: a lease (see
+//!   `crate::lease::record`).
 
 use crate::error::{Error, Result};
 use crate::layout::INTERNAL;
@@ -45,7 +47,13 @@ pub(crate) fn peer_urls(tree: &sled::Tree) -> Result<BTreeMap<u64, Vec<String>>>
 
 /// Checks a snapshot record of the internal space.
 pub(crate) fn validate(key: &[u8], value: &[u8]) -> bool {
-    match key.get(1..).and_then(|name| name.strip_prefix(PEER)) {
+    let Some(name) = key.get(1..) else {
+        return false;
+    };
+    if let Some(id) = name.strip_prefix(crate::lease::record::LEASE) {
+        return crate::lease::record::validate(id, value);
+    }
+    match name.strip_prefix(PEER) {
         Some(id) => id.len() == 8 && MemberPeerUrls::decode(value).is_ok(),
         None => false,
     }

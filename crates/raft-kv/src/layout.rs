@@ -19,6 +19,11 @@ pub(crate) const META: u8 = b'm';
 /// Key space of the dirty lists: `b'd' ++ generation (u64 BE) ++ applied index (u64 BE)` ->
 /// the user keys the batch ending at that index wrote (see [`encode_key_list`]).
 pub(crate) const DIRTY: u8 = b'd';
+/// Key space of the lease attachments: `b'l' ++ lease id (u64 BE) ++ user key` -> empty, one
+/// per live key attached to a lease (an index of the data space, derived from it: written in
+/// the batch that attaches or detaches, rebuilt by a restore, never in a snapshot; see
+/// `crate::lease::record`).
+pub(crate) const ATTACH: u8 = b'l';
 /// Key space of the copy-on-write pre-images: `b'c' ++ capture number (u64 BE) ++ user key`
 /// -> cow entry.
 pub(crate) const COW: u8 = b'c';
@@ -55,9 +60,10 @@ pub(crate) mod meta {
 
 /// Version of this layout, stored under `meta::LAYOUT`. Version 1 had one dirty mark per key
 /// (`b'd' ++ user key` -> generation) and pre-images under `b'c' ++ user key`; version 2 kept
-/// only the current version of each key (no history, peer addresses as user keys). Opening
+/// only the current version of each key (no history, peer addresses as user keys); version 3
+/// had no leases (no lease records, no `b'l'` attachments: every key's lease was 0). Opening
 /// an older store converts it (see `crate::upgrade`).
-pub(crate) const LAYOUT_VERSION: u8 = 3;
+pub(crate) const LAYOUT_VERSION: u8 = 4;
 
 /// `prefix ++ n (u64 BE)`: the start of the part of a key space numbered `n`.
 pub(crate) fn numbered(prefix: u8, n: u64) -> Vec<u8> {

@@ -11,25 +11,36 @@
 //!
 //! Where things live:
 //! - [`Command`]: what a client write puts into a log entry (versioned, typed decode errors);
-//! - [`KvStore`]: the state machine — [`apply_batch`](KvStore::apply_batch) of committed
-//!   entries, [`range`](KvStore::range) and read-only txns, the member list, and
-//!   copy-on-write snapshot [`capture`](KvStore::capture) / restore (module [`snapshot`]);
+//! - [`KvStore`]: the state machine with etcd's MVCC history (`docs/mvcc.md`) —
+//!   [`apply_batch`](KvStore::apply_batch) of committed entries, [`range`](KvStore::range)
+//!   and read-only txns at any kept revision, compaction (logical at once, physical in a
+//!   paced background thread), [`hash_kv`](KvStore::hash_kv), the member list and the
+//!   internal records (peer addresses, out of clients' reach), and copy-on-write snapshot
+//!   [`capture`](KvStore::capture) / restore (modules [`snapshot`], [`restore`]);
+//! - [`events`]: each revision's watch events, handed to a registered [`EventSink`] by apply
+//!   and read back from the history by [`KvStore::events`];
+//! - [`autocompact`]: etcd's periodic and revision auto-compaction, proposed by the leader;
 //! - the store on `raft-snapshot`'s chain store: [`capture_snapshot`] (full or delta per
 //!   the chain), [`restore_from_store`], [`maintain_chains`] (merge and garbage collection);
 //! - [`machine`]: [`machine::KvMachine`], the store as raft-runtime's `StateMachine`
 //!   (member list from configuration changes, snapshots on the chain store), and
 //!   [`address_book`]: the peer addresses it learns from the log for a transport;
-//! - [`service`]: the etcd v3 gRPC services (`KV`, `Cluster`, `Maintenance`, one file each)
+//! - [`service`]: the etcd v3 gRPC services (`KV`, `Cluster`, `Maintenance`, `Watch`,
+//!   `Lease`, `Lock`, `Election`, one file each)
 //!   over a running node;
 //! - [`pace`]: the token bucket that limits a snapshot build's read rate
 //!   ([`PendingSnapshot::with_max_rate`]);
 //! - [`validate`]: the checks the service makes before proposing;
-//! - [`watch`]: the watch hub fed by apply ([`events`]) and its client streams.
+//! - [`watch`]: the watch hub fed by apply ([`events`]) and its client streams;
+//! - [`lease`]: leases (records in the store, the leader's clocks in [`lease::Lessor`], the
+//!   task that runs them, [`lease::keeper::LeaseKeeper`], and forwarding to the leader);
+//!   the `Lock` and `Election` services build on them.
 #![deny(missing_docs)]
 
 pub mod address_book;
 mod apply;
 pub mod autocompact;
+mod catchup;
 mod command;
 mod compact;
 mod cow;
@@ -39,6 +50,7 @@ mod hash;
 mod history;
 mod internal;
 mod layout;
+pub mod lease;
 pub mod machine;
 mod members;
 pub mod pace;
@@ -85,5 +97,18 @@ pub mod pb {
     /// The envelope of a log entry's command (`proto/kvcmd.proto`).
     pub mod kvcmd {
         tonic::include_proto!("kvcmd");
+    }
+    /// etcd's server-side lock service (etcd's `v3lockpb` package).
+    pub mod v3lockpb {
+        tonic::include_proto!("v3lockpb");
+    }
+    /// etcd's server-side election service (etcd's `v3electionpb` package).
+    pub mod v3electionpb {
+        tonic::include_proto!("v3electionpb");
+    }
+    /// raft-kv's stored lease record and the requests forwarded to the leader
+    /// (`proto/kvlease.proto`).
+    pub mod kvlease {
+        tonic::include_proto!("kvlease");
     }
 }

@@ -4,7 +4,10 @@
 
 use crate::error::{Error, Result};
 use crate::history::decode_event;
-use crate::layout::{COW, DATA, DIRTY, HISTORY, INTERNAL, META, history_rev, meta, meta_key};
+use crate::layout::{
+    ATTACH, COW, DATA, DIRTY, HISTORY, INTERNAL, META, history_rev, meta, meta_key,
+};
+use crate::lease::record as lease_record;
 use crate::members::decode_members;
 use crate::record::{Current, Rev};
 use crate::snapshot::SnapshotRecord;
@@ -69,9 +72,12 @@ impl KvStore {
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         if wipe {
             remove_space(tree, HISTORY, |_| true)?;
-            remove_space(tree, INTERNAL, |_| true)?;
             remove_space(tree, DATA, |_| true)?;
+            remove_space(tree, ATTACH, |_| true)?;
         }
+        // A delta holds every internal record too (not only those changed since its parent):
+        // records removed since the parent (revoked leases) are gone once it is restored.
+        remove_space(tree, INTERNAL, |_| true)?;
         remove_space(tree, DIRTY, |_| true)?;
         remove_space(tree, COW, |_| true)?;
         tracing::info!(wipe, "snapshot restore started");
@@ -80,6 +86,7 @@ impl KvStore {
             batch: sled::Batch::default(),
             pending: 0,
             legacy: false,
+            delta: !wipe,
         })
     }
 }
@@ -95,6 +102,9 @@ pub struct Restore {
     /// A key entry in layout 2's format was restored (a snapshot of an older version):
     /// the data is converted when the restore finishes.
     legacy: bool,
+    /// A delta on top of the current state (else a base on an emptied store): a data
+    /// record's previous lease attachment is removed before its new one is written.
+    delta: bool,
 }
 
 impl Restore {
@@ -119,9 +129,14 @@ impl Restore {
                     return Err(bad("unknown or undecodable internal record"));
                 }
             }
-            Some((&DATA, _)) => {
-                Current::decode(value).map_err(|_| bad("undecodable key entry"))?;
+            Some((&DATA, user_key)) => {
+                let entry = Current::decode(value).map_err(|_| bad("undecodable key entry"))?;
                 self.legacy |= Current::is_layout_2(value);
+                self.detach(key, user_key)?;
+                if let Some(lease) = entry.live().map(|r| r.lease).filter(|l| *l != 0) {
+                    self.batch
+                        .insert(lease_record::attach_key(lease, user_key), &[][..]);
+                }
             }
             Some((&META, name)) if name == meta::REVISION || name == meta::COMPACT_REVISION => {
                 if value.len() != 8 {
@@ -144,8 +159,25 @@ impl Restore {
                 "delete of a non-data record ({key:?})"
             )));
         }
+        self.detach(key, &key[1..])?;
         self.batch.remove(key);
         self.bump()
+    }
+
+    /// In a delta, removes the lease attachment of the data record `key` (user key
+    /// `user_key`) as the parent state has it. A snapshot names each key once, so the tree
+    /// still holds the parent's entry.
+    fn detach(&mut self, key: &[u8], user_key: &[u8]) -> Result<()> {
+        if !self.delta {
+            return Ok(());
+        }
+        if let Some(old) = self.store.shared.tree.get(key)? {
+            let old = Current::decode(&old)?;
+            if let Some(lease) = old.live().map(|r| r.lease).filter(|l| *l != 0) {
+                self.batch.remove(lease_record::attach_key(lease, user_key));
+            }
+        }
+        Ok(())
     }
 
     fn bump(&mut self) -> Result<()> {
@@ -194,6 +226,10 @@ impl Restore {
         *st = State::load(&shared.tree)?;
         st.next_capture = next_capture;
         *shared.compaction.cursor.lock() = st.compact_cursor;
+        shared.leases.lock().load(
+            lease_record::load_all(&shared.tree)?,
+            std::time::Instant::now(),
+        );
         shared.compaction.durable.send_replace(0);
         let compacted = st.compact_revision > 0;
         drop(st);

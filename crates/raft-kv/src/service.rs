@@ -3,20 +3,30 @@
 //! barrier and then read the local store, serializable reads read it at once.
 //!
 //! One file per service under `service/` (`kv.rs`, `cluster.rs`, `maintenance.rs`,
-//! `watch.rs`); this file holds what they share. [`EtcdService::routes`] hands all of them to a tonic server, so a
-//! program other than raftd can serve the store (see `examples/embedded.rs`).
+//! `watch.rs`, `lease.rs`, `lock.rs`, `election.rs`; `recipe.rs` holds what the last two
+//! share); this file holds what they share. [`EtcdService::routes`] hands all of them to a
+//! tonic server, so a program other than raftd can serve the store (see
+//! `examples/embedded.rs`).
 
 mod cluster;
+mod election;
 mod kv;
+mod lease;
+mod lock;
 mod maintenance;
+mod recipe;
 mod watch;
+
+pub use lease::LeaseOptions;
 
 use crate::address_book::AddressBook;
 use crate::machine::KvMachine;
 use crate::pb::etcdserverpb::{
-    self as pb, cluster_server::ClusterServer, kv_server::KvServer,
+    self as pb, cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
+use crate::pb::v3electionpb::election_server::ElectionServer;
+use crate::pb::v3lockpb::lock_server::LockServer;
 use crate::validate::{Limits, validate_command};
 use crate::watch::WatchHub;
 use crate::{Command, KvStore, Op, Outcome, Response as KvResponse};
@@ -45,15 +55,32 @@ pub struct Ctx {
 pub struct EtcdService {
     ctx: Arc<Ctx>,
     watch: Option<WatchHub>,
+    lease: Arc<lease::LeaseState>,
 }
 
 impl EtcdService {
     /// Services over `ctx`.
     pub fn new(ctx: Ctx) -> Self {
+        let lease = Arc::new(lease::LeaseState::new(
+            ctx.member_id,
+            LeaseOptions {
+                min_ttl: 1,
+                forward: None,
+            },
+        ));
         Self {
             ctx: Arc::new(ctx),
             watch: None,
+            lease,
         }
+    }
+
+    /// Serves leases with `options` (the minimum TTL, and how followers reach the leader
+    /// with keep-alives and TTL queries). Without it: a minimum TTL of 1 second, and only
+    /// the leader answers keep-alives.
+    pub fn with_leases(mut self, options: LeaseOptions) -> Self {
+        self.lease = Arc::new(lease::LeaseState::new(self.ctx.member_id, options));
+        self
     }
 
     /// Serves `Watch` from `hub` (see [`WatchHub::for_store`]); without a hub, `Watch`
@@ -68,8 +95,9 @@ impl EtcdService {
         self.watch.as_ref()
     }
 
-    /// The `KV`, `Cluster` and `Maintenance` services, and `Watch` when a hub is set
-    /// ([`with_watch`](Self::with_watch)), for `tonic`'s `Server::add_routes`. Each decodes
+    /// The `KV`, `Cluster`, `Maintenance`, `Lease`, `Lock` and `Election` services, and
+    /// `Watch` when a hub is set ([`with_watch`](Self::with_watch)), for `tonic`'s
+    /// `Server::add_routes`. Each decodes
     /// requests up to the request size limit plus 512 KiB: gRPC refuses what is far above
     /// the limit before decoding, the services refuse what is above it with etcd's
     /// `InvalidArgument` "request is too large".
@@ -79,7 +107,10 @@ impl EtcdService {
             KvServer::new(self.clone()).max_decoding_message_size(max_decode),
         )
         .add_service(ClusterServer::new(self.clone()).max_decoding_message_size(max_decode))
-        .add_service(MaintenanceServer::new(self.clone()).max_decoding_message_size(max_decode));
+        .add_service(MaintenanceServer::new(self.clone()).max_decoding_message_size(max_decode))
+        .add_service(LeaseServer::new(self.clone()).max_decoding_message_size(max_decode))
+        .add_service(LockServer::new(self.clone()).max_decoding_message_size(max_decode))
+        .add_service(ElectionServer::new(self.clone()).max_decoding_message_size(max_decode));
         if self.watch.is_some() {
             routes.add_service(WatchServer::new(self.clone()).max_decoding_message_size(max_decode))
         } else {

@@ -34,6 +34,9 @@ pub(crate) struct Shared {
     pub(crate) compaction: Arc<CompactionSignal>,
     /// Where apply sends the events of each batch, when a hub listens.
     pub(crate) sink: RwLock<Option<Arc<dyn EventSink>>>,
+    /// The leases in memory and, on the leader, their clocks (`crate::lease`). Updated by
+    /// apply and restore while they hold the state lock (lock order: state, then leases).
+    pub(crate) leases: Mutex<crate::lease::Lessor>,
 }
 
 impl Drop for Shared {

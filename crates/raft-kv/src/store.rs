@@ -57,7 +57,8 @@ pub const TREE_NAME: &str = "raft-kv";
 /// | sled key | value |
 /// |---|---|
 /// | `b'h' ++ main (u64 BE) ++ sub (u32 BE)` | the history event of the write at that revision: the key, then the key's entry as the write left it (`crate::history`) |
-/// | `b'i' ++ name` | internal records of the node, out of reach of clients (`crate::internal`) |
+/// | `b'i' ++ name` | internal records of the node, out of reach of clients (`crate::internal`): peer URLs, leases |
+/// | `b'l' ++ lease id (u64 BE) ++ user key` | empty: the key's current version is attached to the lease (`crate::lease::record`; not in snapshots, rebuilt by restores) |
 /// | `b'k' ++ user key` | the key's current entry: its latest version, or the tombstone of its deletion, each linking the revision of its own write and of the key's previous write (`Current` in `crate::record`) |
 /// | `b'm' ++ b"applied_index"` / `b"applied_term"` | u64 big-endian |
 /// | `b'm' ++ b"revision"` / `b"compact_revision"` | i64 big-endian |
@@ -65,7 +66,7 @@ pub const TREE_NAME: &str = "raft-kv";
 /// | `b'm' ++ b"members"` | prost `etcdserverpb.MemberListResponse` (only `members`) |
 /// | `b'm' ++ b"dirty_gen"` / `b"dirty_floor"` | u64 BE: current dirty generation; marks `<=` floor are in a durable snapshot |
 /// | `b'm' ++ b"snapshot_index"` / `b"snapshot_revision"` | u64 / i64 BE: index and store revision of the last durable or restored snapshot |
-/// | `b'm' ++ b"layout"` | u8: layout version (3) |
+/// | `b'm' ++ b"layout"` | u8: layout version (4) |
 /// | `b'm' ++ b"restoring"` | empty; present while a restore is unfinished |
 /// | `b'd' ++ generation ++ index` (u64 BE each) | the dirty list of the batch that ended at `index`: the user keys it wrote, each as a varint length and the bytes |
 /// | `b'c' ++ capture number (u64 BE) ++ user key` | cow pre-image while that capture runs, when the in-memory ones are over their budget: flags byte (bit 1: the key had an entry) then the entry's encoding |
@@ -133,7 +134,7 @@ impl KvStore {
         match tree.get(meta_key(meta::LAYOUT))? {
             Some(v) if v.as_ref() == [LAYOUT_VERSION] => {}
             // Converted below, after the stale pre-images are gone.
-            Some(v) if v.as_ref() == [1] || v.as_ref() == [2] => {}
+            Some(v) if v.as_ref() == [1] || v.as_ref() == [2] || v.as_ref() == [3] => {}
             Some(v) => return Err(Error::corrupt(format!("unsupported layout version {v:?}"))),
             None if tree.is_empty() => {
                 let mut b = sled::Batch::default();
@@ -147,6 +148,11 @@ impl KvStore {
         remove_space(&tree, COW, |_| true)?;
         crate::upgrade::upgrade(&tree)?;
         let state = State::load(&tree)?;
+        let mut lessor = crate::lease::Lessor::new(crate::lease::LessorConfig::default());
+        lessor.load(
+            crate::lease::record::load_all(&tree)?,
+            std::time::Instant::now(),
+        );
         let behind =
             state.compact_revision > 0 && state.compact_cursor.main <= state.compact_revision;
         let compaction = Arc::new(CompactionSignal::new(
@@ -167,6 +173,7 @@ impl KvStore {
                 pins: Mutex::new(BTreeMap::new()),
                 compaction,
                 sink: RwLock::new(None),
+                leases: Mutex::new(lessor),
             }),
         };
         if behind {
@@ -345,6 +352,7 @@ impl KvStore {
             members: BTreeMap::new(),
             members_changed: false,
             internal: BTreeMap::new(),
+            lease: Default::default(),
         };
         match batch.execute(&Op::Txn(req.clone()))? {
             Response::Txn(t) => Ok(t),

@@ -79,6 +79,7 @@ pub use config::{
     BackoffConfig, Codec, CompressionConfig, SNAPSHOT_CHUNK_SIZE, TlsConfig, TransportConfig,
 };
 pub use error::{Error, Result};
+pub use peer::app::{AppFuture, AppHandler};
 pub use peer::ask_cluster_id;
 pub use server::ServerHandle;
 pub use shared::{Inbound, InboundReceivers};

@@ -27,6 +27,8 @@ use tonic::Streaming;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, warn};
 
+pub(crate) mod app;
+
 /// One peer: where it is and what waits to be sent to it.
 pub(crate) struct Peer {
     pub(crate) id: NodeId,

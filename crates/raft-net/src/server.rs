@@ -226,6 +226,26 @@ async fn receive_frame(
 
 #[tonic::async_trait]
 impl pb::peer_server::Peer for PeerService {
+    async fn call(
+        &self,
+        request: Request<pb::AppRequest>,
+    ) -> Result<Response<pb::AppReply>, Status> {
+        self.check_running()?;
+        // The sender's certificate (when TLS is on) must name the member it claims to be.
+        let conn = request.extensions().get::<ConnInfo>().cloned();
+        let req = request.into_inner();
+        check_header(
+            &self.shared,
+            conn.as_ref(),
+            req.cluster_id,
+            req.from,
+            req.to,
+        )?;
+        crate::peer::app::serve(&self.shared, req)
+            .await
+            .map(Response::new)
+    }
+
     type ReplicateStream = ReceiverStream<Result<pb::StreamAck, Status>>;
 
     async fn replicate(

@@ -116,6 +116,8 @@ pub(crate) struct Shared {
     compression: RwLock<CompressionConfig>,
     /// The fault switch: while set, nothing is sent or accepted (a simulated partition).
     isolated: AtomicBool,
+    /// Application requests: the inbound handler and the outbound connections.
+    pub(crate) app: crate::peer::app::AppSlot,
 }
 
 impl Shared {
@@ -136,6 +138,7 @@ impl Shared {
         Ok(Self {
             compression: RwLock::new(config.compression),
             isolated: AtomicBool::new(false),
+            app: Default::default(),
             config,
             inbound,
             removed: RwLock::new(HashSet::new()),

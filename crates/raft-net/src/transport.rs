@@ -317,6 +317,35 @@ impl PeerTransport {
         }
     }
 
+    /// Sends an application request (opaque `payload`, `kind` naming the handler) to peer
+    /// `to` and returns its answer; see [`AppHandler`](crate::AppHandler). Runs on the
+    /// transport's bulk runtime, on a connection of its own to the peer; waits at most
+    /// `request_timeout` for the answer.
+    pub async fn call(
+        &self,
+        to: NodeId,
+        kind: &str,
+        payload: bytes::Bytes,
+    ) -> Result<bytes::Bytes> {
+        let peer = self.peer(to).ok_or(Error::UnknownPeer(to))?;
+        let shared = self.inner.shared.clone();
+        let kind = kind.to_string();
+        let task = async move { crate::peer::app::call(&shared, &peer, &kind, payload).await };
+        let mut task = AbortOnDrop(self.inner.bulk.handle().spawn(task));
+        match (&mut task.0).await {
+            Ok(result) => result,
+            Err(e) => Err(Error::Shutdown).inspect_err(|_| {
+                tracing::debug!(%e, peer = to, "application request task failed");
+            }),
+        }
+    }
+
+    /// Registers the handler of the application requests other members send to this one
+    /// (`None`: they are refused as `UNIMPLEMENTED`).
+    pub fn set_app_handler(&self, handler: Option<std::sync::Arc<dyn crate::AppHandler>>) {
+        self.inner.shared.app.set_handler(handler);
+    }
+
     /// Serves this node's inbound side on `listener` (bind port 0 in tests) in a new task.
     /// Frames from another cluster, for another node, from a removed member or from any id
     /// that is not a peer ([`add_peer`](Self::add_peer)) are refused; so is anything over

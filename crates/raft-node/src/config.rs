@@ -14,12 +14,14 @@
 
 mod bytes;
 mod compaction;
+mod lease;
 mod reload;
 mod tls;
 mod watch;
 
 pub use bytes::ByteSize;
 pub use compaction::{CompactionSection, Retention};
+pub use lease::LeaseSection;
 pub use reload::{ConfigSource, DiffError};
 pub use tls::{DEFAULT_PEER_CERT_CLUSTER, LimitsSection, TlsSection};
 pub use watch::WatchSection;
@@ -118,6 +120,8 @@ pub struct NodeConfig {
     pub tls: TlsSection,
     /// Limits per connection and per client.
     pub limits: LimitsSection,
+    /// etcd's leases: checkpoints, minimum TTL, revoke rate.
+    pub lease: LeaseSection,
 }
 
 impl Default for NodeConfig {
@@ -145,6 +149,7 @@ impl Default for NodeConfig {
             watch: WatchSection::default(),
             tls: TlsSection::default(),
             limits: LimitsSection::default(),
+            lease: LeaseSection::default(),
         }
     }
 }
@@ -719,6 +724,7 @@ impl NodeConfig {
         self.watch.validate()?;
         self.tls.validate()?;
         self.limits.validate()?;
+        self.lease.validate()?;
         // The protocol crate's own checks (after ours, which say more).
         self.raft_core_config()?;
         Ok(())
@@ -852,6 +858,7 @@ impl NodeConfig {
         check("watch", self.watch == new.watch);
         check("tls", self.tls == new.tls);
         check("limits", self.limits == new.limits);
+        check("lease", self.lease == new.lease);
         out
     }
 

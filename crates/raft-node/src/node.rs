@@ -5,6 +5,7 @@
 mod client_port;
 pub mod cluster_id;
 pub mod faults;
+pub mod lease;
 mod recover;
 pub mod reload;
 pub mod snapshots;
@@ -17,6 +18,7 @@ use crate::security::{OperatorPolicy, TlsMaterial};
 use raft_core::Membership;
 use raft_kv::address_book::AddressBook;
 use raft_kv::autocompact::AutoCompactor;
+use raft_kv::lease::keeper::LeaseKeeper;
 use raft_kv::machine::{KvMachine, SnapshotCtx};
 use raft_kv::pb::kvcmd::MemberAttributes;
 use raft_kv::service::{Ctx, EtcdService};
@@ -125,6 +127,7 @@ pub struct Node {
     uploader: Option<Arc<raft_snapshot::Uploader>>,
     /// Proposes compactions while this node leads (stopped when dropped).
     _autocompact: Arc<AutoCompactor>,
+    _lease_keeper: LeaseKeeper,
 }
 
 impl Node {
@@ -285,7 +288,16 @@ impl Node {
                 ..Default::default()
             },
         })
-        .with_watch(watch_hub);
+        .with_watch(watch_hub)
+        .with_leases(raft_kv::service::LeaseOptions {
+            min_ttl: config.lease_min_ttl(),
+            forward: Some(Arc::new(lease::PeerChannel(net.clone()))),
+        });
+        if let Some(hub) = service.watch_hub().cloned() {
+            tasks.push(tokio::spawn(watch_gauges(hub)));
+        }
+        net.set_app_handler(Some(Arc::new(lease::LeaseHandler(service.clone()))));
+        let lease_keeper = LeaseKeeper::spawn(handle.clone(), store.clone(), config.lease_keeper());
         let (api_stop, stop_rx) = oneshot::channel::<()>();
         // TCP_NODELAY, per-client connection limits and TLS: `client_port`.
         let client_incoming = client_port::incoming(
@@ -353,6 +365,7 @@ impl Node {
             tasks,
             uploader,
             _autocompact: autocompact,
+            _lease_keeper: lease_keeper,
         })
     }
 
@@ -406,6 +419,8 @@ impl Node {
         if let Err(e) = self.handle.shutdown().await {
             tracing::warn!(%e, "runtime shutdown");
         }
+        // The handler holds the services, which hold the transport: break the cycle.
+        self.net.set_app_handler(None);
         self.net.close();
         let _ = tokio::time::timeout(Duration::from_millis(200), self.net_server.shutdown()).await;
         if let Err(e) = self.store.flush() {
@@ -425,6 +440,18 @@ impl Node {
         // the log's writer thread are joined there), the process is about to exit.
         std::mem::forget(self.store);
         std::mem::forget(self.handle);
+    }
+}
+
+/// Sets the watch hub's gauges once a second.
+async fn watch_gauges(hub: WatchHub) {
+    use raft_metrics::node::{WATCH_STREAMS, WATCH_UNSYNCED, WATCH_WATCHERS};
+    loop {
+        let s = hub.stats();
+        metrics::gauge!(WATCH_WATCHERS).set(s.watchers as f64);
+        metrics::gauge!(WATCH_UNSYNCED).set(s.unsynced as f64);
+        metrics::gauge!(WATCH_STREAMS).set(s.streams as f64);
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

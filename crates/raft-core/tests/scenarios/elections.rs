@@ -1,8 +1,8 @@
 //! Elections: randomized timeouts, pre-vote, check-quorum, stickiness, minimum leadership,
 //! priority, term checks and durable votes.
 
-use crate::harness::{Cluster, default_config};
-use raft_core::{Config, MemLog, Message, MessageBody, RawNode, Role, VoteRequest};
+use crate::harness::{Cluster, default_config, log_with_terms};
+use raft_core::{Config, MemLog, Message, MessageBody, NodeId, RawNode, Role, VoteRequest};
 
 #[test]
 fn a_leader_is_elected_by_timeout_and_everyone_agrees() {
@@ -228,4 +228,44 @@ fn a_stale_leader_steps_down_on_hearing_a_higher_term() {
     for id in [1, 2, 3] {
         assert!(c.state_of(id).is_empty(), "the stale write never applies");
     }
+}
+
+/// A pre-vote request of a higher term changes nothing on the receiver (pre-vote's whole
+/// point): without check-quorum (no stickiness) a node rejoining with a stale log asks
+/// its peers, is refused, and the leader keeps its term.
+#[test]
+fn a_pre_vote_request_does_not_raise_the_receivers_term() {
+    fn cfg(id: NodeId) -> Config {
+        Config {
+            check_quorum: false,
+            pre_vote: true,
+            ..default_config(id)
+        }
+    }
+    let mut c = Cluster::with_config(&[1, 2, 3], cfg);
+    c.elect(1);
+    c.isolate(3);
+    c.propose(1, "behind");
+    c.tick_all(60);
+    c.heal();
+    let term = c.term(1);
+    c.raw(3).campaign().unwrap();
+    c.stabilize();
+    assert_eq!(c.term(2), term, "node 2 kept its term");
+    assert_eq!(c.term(1), term);
+    assert_eq!(c.role(1), Role::Leader);
+}
+
+/// A pre-candidate refused by a peer of a higher term learns that term (and stops
+/// campaigning below it).
+#[test]
+fn a_pre_candidate_learns_the_term_of_a_refusal() {
+    let mut c = Cluster::empty(default_config);
+    c.add_node(1, log_with_terms(&[1, 2, 3], &[1, 5], 5));
+    c.add_node(2, log_with_terms(&[1, 2, 3], &[1, 5], 5));
+    c.add_node(3, log_with_terms(&[1, 2, 3], &[1], 1));
+    c.raw(3).campaign().unwrap();
+    c.stabilize();
+    assert_eq!(c.term(3), 5);
+    assert_eq!(c.role(3), Role::Follower);
 }

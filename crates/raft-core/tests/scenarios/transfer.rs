@@ -78,3 +78,32 @@ fn only_voters_can_receive_leadership_and_only_leaders_can_transfer() {
         Err(Error::NotLeader { leader: Some(1) })
     ));
 }
+
+/// A configuration change applied while a transfer is under way (here the change that was
+/// committed just before it) does not end the transfer: the target may already campaign
+/// with the leader's `TimeoutNow`, so the leader keeps refusing proposals (and, under
+/// leases, lease reads) until the transfer ends.
+#[test]
+fn applying_a_change_during_a_transfer_keeps_the_transfer() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.add_node(4, MemLog::new(Membership::default()));
+    c.elect(1);
+    c.nodes.get_mut(&1).unwrap().manual_apply = true;
+    c.raw(1)
+        .propose_conf_change(ConfChange {
+            transition: ConfChangeTransition::Auto,
+            ops: vec![ConfChangeOp::AddLearner(4)],
+        })
+        .unwrap();
+    c.stabilize();
+    let change = c.node(1).unapplied.last().expect("handed out").index;
+    c.isolate(3);
+    c.raw(1).transfer_leader(3).unwrap();
+    c.raw(1).on_applied(change).unwrap();
+    assert_eq!(c.node(1).raw.status().lead_transferee, Some(3));
+    let during = c.raw(1).propose(Bytes::from_static(b"x"));
+    assert!(
+        matches!(during, Err(Error::ProposalDropped(_))),
+        "{during:?}"
+    );
+}

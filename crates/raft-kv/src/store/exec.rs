@@ -3,6 +3,10 @@
 //! write leaves the key's new current entry and a history event at its revision, and, while
 //! an event sink listens, etcd's watch event.
 
+mod lease;
+
+pub(crate) use lease::LeaseBatch;
+
 use super::query::{self, header, read_revision};
 use super::view::{Found, Overlay, Pending, View};
 use crate::command::Op;
@@ -12,9 +16,9 @@ use crate::events::RevisionEvents;
 use crate::layout::{DATA, KeyRange, prefixed};
 use crate::members::Member;
 use crate::pb::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RequestOp, ResponseOp, TxnRequest, TxnResponse, request_op,
-    response_op,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseCheckpointResponse, LeaseGrantResponse, LeaseRevokeResponse, PutRequest, PutResponse,
+    RangeRequest, RequestOp, ResponseOp, TxnRequest, TxnResponse, request_op, response_op,
 };
 use crate::pb::kvcmd::{MemberAttributes, MemberPeerUrls};
 use crate::pb::mvccpb::{Event, KeyValue, event::EventType};
@@ -36,6 +40,12 @@ pub enum Response {
     Compact(CompactionResponse),
     /// Answer to [`Op::PublishMember`] and to membership changes: the member list after it.
     Members(Vec<Member>),
+    /// Answer to [`Op::LeaseGrant`].
+    LeaseGrant(LeaseGrantResponse),
+    /// Answer to [`Op::LeaseRevoke`].
+    LeaseRevoke(LeaseRevokeResponse),
+    /// Answer to [`Op::LeaseCheckpoint`].
+    LeaseCheckpoint(LeaseCheckpointResponse),
 }
 
 /// The state a batch of entries is applied to: pending data writes and metadata.
@@ -55,6 +65,8 @@ pub(crate) struct Batch<'a> {
     pub(crate) members_changed: bool,
     /// Internal records written by the batch (sled key -> value).
     pub(crate) internal: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Lease records and attachments written by the batch.
+    pub(crate) lease: LeaseBatch,
 }
 
 /// One write transaction (one command): its revision and whether it changed anything.
@@ -170,6 +182,9 @@ impl<'a> Batch<'a> {
             Op::Compact(c) => Response::Compact(self.compact(c)?),
             Op::PublishMember(m) => Response::Members(self.publish_member(m)?),
             Op::SetPeerUrls(u) => Response::Members(self.set_peer_urls(u)),
+            Op::LeaseGrant(g) => Response::LeaseGrant(self.lease_grant(g)?),
+            Op::LeaseRevoke(r) => Response::LeaseRevoke(self.lease_revoke(&mut tx, r)?),
+            Op::LeaseCheckpoint(c) => Response::LeaseCheckpoint(self.lease_checkpoint(c)?),
         };
         if tx.changed() {
             self.revision = tx.rev;
@@ -255,7 +270,7 @@ impl<'a> Batch<'a> {
         if p.ignore_lease && p.lease != 0 {
             return Err(Error::LeaseProvided);
         }
-        if p.lease != 0 {
+        if p.lease != 0 && !self.lease_exists(p.lease)? {
             return Err(Error::LeaseNotFound);
         }
         if (p.ignore_value || p.ignore_lease) && self.view().get(&p.key)?.is_none() {
@@ -281,6 +296,7 @@ impl<'a> Batch<'a> {
         let entry = self.get_for_write(&p.key)?;
         let before = entry.as_ref().map(Current::at);
         let prev = entry.and_then(Current::into_live);
+        let old_lease = prev.as_ref().map_or(0, |r| r.lease);
         let at = tx.next();
         let rec = match &prev {
             Some(old) => Record {
@@ -307,6 +323,7 @@ impl<'a> Batch<'a> {
         let prev_kv = prev
             .filter(|_| p.prev_kv || watched)
             .map(|r| r.to_key_value(&p.key));
+        self.reattach(&p.key, old_lease, rec.lease);
         let entry = Current::Live {
             rec,
             sub: at.sub,
@@ -346,6 +363,9 @@ impl<'a> Batch<'a> {
                 pre.keep(&k, Some(raw));
             }
             let before = entry.at();
+            if let Some(old) = entry.live().map(|r| r.lease).filter(|l| *l != 0) {
+                self.reattach(&k, old, 0);
+            }
             let kv = entry
                 .into_live()
                 .filter(|_| d.prev_kv || self.events.is_some())
@@ -477,6 +497,18 @@ fn fix_top_header(resp: Response, revision: i64) -> Response {
         Response::Compact(mut r) => {
             r.header = Some(header(revision));
             Response::Compact(r)
+        }
+        Response::LeaseGrant(mut r) => {
+            r.header = Some(header(revision));
+            Response::LeaseGrant(r)
+        }
+        Response::LeaseRevoke(mut r) => {
+            r.header = Some(header(revision));
+            Response::LeaseRevoke(r)
+        }
+        Response::LeaseCheckpoint(mut r) => {
+            r.header = Some(header(revision));
+            Response::LeaseCheckpoint(r)
         }
         other => other,
     }

@@ -160,6 +160,9 @@ pub fn rev_of(r: &Response) -> i64 {
         Response::DeleteRange(d) => d.header.as_ref(),
         Response::Txn(t) => t.header.as_ref(),
         Response::Compact(c) => c.header.as_ref(),
+        Response::LeaseGrant(g) => g.header.as_ref(),
+        Response::LeaseRevoke(r) => r.header.as_ref(),
+        Response::LeaseCheckpoint(c) => c.header.as_ref(),
         Response::Members(_) => None,
     };
     h.expect("header").revision

@@ -431,3 +431,38 @@ fn tls_and_limits_keys_parse_and_are_checked() {
     d.limits.max_concurrent_streams = 9;
     assert_eq!(c.static_changes(&d), ["tls", "limits"]);
 }
+
+#[test]
+fn lease_section_parses_validates_and_needs_a_restart() {
+    let d = load("id = 1").unwrap();
+    // etcd's minimum TTL: 1.5 election timeouts (150ms + 100ms jitter), rounded up.
+    assert_eq!(d.lease_min_ttl(), 1);
+    let k = d.lease_keeper();
+    assert_eq!(k.lessor.checkpoint_interval, Some(Duration::from_secs(300)));
+    assert_eq!(k.lessor.extend_on_promote, Duration::from_millis(250));
+    assert_eq!(k.lessor.revoke_rate, 1000);
+    let c = load(
+        r#"
+        id = 1
+        [raft]
+        election_timeout_base = "1s"
+        jitter_max_delay = "1s"
+        [lease]
+        checkpoint_interval = "0s"
+        revoke_rate = 50
+        "#,
+    )
+    .unwrap();
+    assert_eq!(c.lease_min_ttl(), 3);
+    assert_eq!(c.lease_keeper().lessor.checkpoint_interval, None);
+    assert_eq!(c.lease_keeper().lessor.revoke_rate, 50);
+    let m = load("id = 1\n[lease]\nmin_ttl = \"7s\"").unwrap();
+    assert_eq!(m.lease_min_ttl(), 7);
+    assert!(
+        msg(load("id = 1\n[lease]\ncheckpoint_interval = \"10ms\""))
+            .contains("lease.checkpoint_interval")
+    );
+    assert!(msg(load("id = 1\n[lease]\nrevoke_rate = 0")).contains("lease.revoke_rate"));
+    assert!(msg(load("id = 1\n[lease]\nttl = 1")).contains("ttl"));
+    assert_eq!(d.static_changes(&m), ["lease"]);
+}
