@@ -46,6 +46,11 @@ struct ClusterArgs {
     /// raftd only, even when etcd is on PATH.
     #[arg(long)]
     no_etcd: bool,
+    /// raftd with TLS on its client ports (client certificates required) and mutual TLS
+    /// between peers, the load over TLS; raftd only (for the cost of TLS, compare with a
+    /// run without it).
+    #[arg(long)]
+    tls: bool,
 }
 
 /// `cargo xtask bench snapshot`.
@@ -98,6 +103,7 @@ fn cluster(args: ClusterArgs) -> Result<()> {
         quick,
         trials,
         no_etcd,
+        tls,
     } = args;
     let (duration, trials) = match (quick, duration) {
         (true, Some(_)) => bail!("--quick and --duration exclude each other"),
@@ -129,7 +135,10 @@ fn cluster(args: ClusterArgs) -> Result<()> {
         .args(["--duration", &duration, "--trials", &trials])
         .arg("--data-dir")
         .arg(util::target_dir().join("raft-bench-data"));
-    match (no_etcd, find_on_path("etcd")) {
+    if tls {
+        cmd.arg("--tls");
+    }
+    match (no_etcd || tls, find_on_path("etcd")) {
         (false, Some(etcd)) => {
             cmd.arg("--etcd").arg(etcd);
         }

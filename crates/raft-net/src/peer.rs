@@ -114,12 +114,10 @@ fn endpoint_for(cfg: &TransportConfig, id: NodeId, addr: &str) -> Result<Endpoin
 /// cluster or joins one without knowing the cluster id calls this before it creates its
 /// transport; `config.cluster_id` is not used.
 pub async fn ask_cluster_id(config: &TransportConfig, peer: NodeId, addr: &str) -> Result<u64> {
-    let tls = config
-        .tls
-        .as_ref()
-        .map(PeerTls::new)
-        .transpose()?
-        .map(Arc::new);
+    let tls = match &config.tls {
+        Some(tls) => Some(Arc::new(PeerTls::new(tls, config.node_id)?)),
+        None => None,
+    };
     let endpoint = endpoint_for(config, peer, addr)?.timeout(config.request_timeout);
     let connector =
         tower::service_fn(move |uri: http::Uri| connect_io(uri, false, tls.clone(), peer));

@@ -133,7 +133,7 @@ impl Shared {
         }
         let tls = match &config.tls {
             None => None,
-            Some(tls) => Some(Arc::new(PeerTls::new(tls)?)),
+            Some(tls) => Some(Arc::new(PeerTls::new(tls, config.node_id)?)),
         };
         Ok(Self {
             compression: RwLock::new(config.compression),

@@ -218,6 +218,8 @@ impl TlsAcceptor {
 /// The peer transport's TLS: the server side, the client configuration, and the member
 /// binding.
 pub(crate) struct PeerTls {
+    /// This node's id: with a cluster name, its own certificate must name it.
+    node_id: NodeId,
     acceptor: TlsAcceptor,
     client: RwLock<Arc<ClientConfig>>,
     server_name: Option<String>,
@@ -226,10 +228,11 @@ pub(crate) struct PeerTls {
 }
 
 impl PeerTls {
-    pub(crate) fn new(tls: &TlsConfig) -> Result<Self> {
+    pub(crate) fn new(tls: &TlsConfig, node_id: NodeId) -> Result<Self> {
         Ok(Self {
+            node_id,
+            client: RwLock::new(Self::client_config(tls, node_id)?),
             acceptor: TlsAcceptor::new("peer", &Self::server_pem(tls), &[ALPN_H2])?,
-            client: RwLock::new(Self::client_config(tls)?),
             server_name: tls.server_name.clone(),
             cluster: tls.cluster_name.clone(),
         })
@@ -244,7 +247,7 @@ impl PeerTls {
         }
     }
 
-    fn client_config(tls: &TlsConfig) -> Result<Arc<ClientConfig>> {
+    fn client_config(tls: &TlsConfig, node_id: NodeId) -> Result<Arc<ClientConfig>> {
         let roots = roots_from_pem("peer trusted CA", &tls.ca_pem)?;
         let certs = certs_from_pem("peer certificate", &tls.cert_pem)?;
         let key = key_from_pem("peer private key", &tls.key_pem)?;
@@ -254,6 +257,13 @@ impl PeerTls {
                 return Err(Error::Config(format!(
                     "the peer certificate names no member of cluster `{cluster}` (it needs \
                      the URI subject alternative name {MEMBER_URI_SCHEME}://{cluster}/member/<id>)"
+                )));
+            }
+            if !info.names_member(cluster, node_id) {
+                return Err(Error::Config(format!(
+                    "the peer certificate is member(s) {:?}'s of cluster `{cluster}`, not this \
+                     node's ({node_id})",
+                    info.members_of(cluster).collect::<Vec<_>>()
                 )));
             }
         }
@@ -270,7 +280,7 @@ impl PeerTls {
     /// Replaces certificates, key and CA for connections made or accepted from now on.
     /// The server name and cluster name stay as they were.
     pub(crate) fn reload(&self, tls: &TlsConfig) -> Result<()> {
-        let client = Self::client_config(tls)?;
+        let client = Self::client_config(tls, self.node_id)?;
         self.acceptor.reload(&Self::server_pem(tls))?;
         *self.client.write().unwrap_or_else(|e| e.into_inner()) = client;
         Ok(())

@@ -281,7 +281,7 @@ async fn new_certificates_apply_to_new_connections_and_keep_established_ones() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_certificate_without_a_member_uri_is_refused_at_start() {
+async fn a_certificate_without_this_members_uri_is_refused_at_start() {
     let ca = ca("cluster CA");
     let params =
         CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
@@ -293,4 +293,9 @@ async fn a_certificate_without_a_member_uri_is_refused_at_start() {
         raft_net::Inbound::channels(16, Arc::new(raft_net::MemorySnapshotSink::new()));
     let err = raft_net::PeerTransport::new(node_config(1, t), inbound).unwrap_err();
     assert!(err.to_string().contains("names no member"), "{err}");
+    // Another member's certificate is refused too.
+    let (inbound, _rx) =
+        raft_net::Inbound::channels(16, Arc::new(raft_net::MemorySnapshotSink::new()));
+    let err = raft_net::PeerTransport::new(node_config(1, tls(&ca, &ca, 2)), inbound).unwrap_err();
+    assert!(err.to_string().contains("not this node's (1)"), "{err}");
 }

@@ -85,9 +85,14 @@ async fn served_not_after(addr: &str, ca: &Path) -> i64 {
     raft_net::tls::inspect_certificate(leaf).unwrap().not_after
 }
 
-/// The HTTP status code of `GET path` on the HTTPS endpoint `addr`, trusting `ca`, with
-/// the client certificate `client` (PEM certificate and key) when given.
-async fn https_get(addr: &str, path: &str, ca: &Path, client: Option<(&Path, &Path)>) -> u16 {
+/// The HTTP status code and body of `GET path` on the HTTPS endpoint `addr`, trusting `ca`,
+/// with the client certificate `client` (PEM certificate and key) when given.
+async fn https_get(
+    addr: &str,
+    path: &str,
+    ca: &Path,
+    client: Option<(&Path, &Path)>,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut roots = rustls::RootCertStore::empty();
     for c in raft_net::tls::certs_from_pem("ca", &read(ca)).unwrap() {
@@ -117,9 +122,13 @@ async fn https_get(addr: &str, path: &str, ca: &Path, client: Option<(&Path, &Pa
         .unwrap();
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     tls.write_all(req.as_bytes()).await.unwrap();
-    let mut head = [0u8; 12];
-    tls.read_exact(&mut head).await.unwrap();
-    std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap()
+    let mut answer = Vec::new();
+    // The server closes the connection after the answer (`Connection: close`); a TLS
+    // close without close_notify is fine here.
+    let _ = tls.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let code = answer.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, answer)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,13 +176,20 @@ async fn a_tls_cluster_with_a_random_id_serves_tls_clients_and_gates_operators()
         let c = &files.certs;
         let http = cluster.metrics(leader).to_string();
         let cert = Some((c.client.0.as_path(), c.client.1.as_path()));
-        assert_eq!(https_get(&http, "/metrics", &c.ca, None).await, 200);
-        assert_eq!(https_get(&http, "/status", &c.ca, None).await, 403);
+        let (code, metrics) = https_get(&http, "/metrics", &c.ca, None).await;
+        assert_eq!(code, 200);
+        // Certificate expiry is a metric, per listener.
+        for listener in ["client", "peer", "metrics"] {
+            let series =
+                format!("raft_net_tls_cert_expiry_timestamp_seconds{{listener=\"{listener}\"}}");
+            assert!(metrics.contains(&series), "no {series} in /metrics");
+        }
+        assert_eq!(https_get(&http, "/status", &c.ca, None).await.0, 403);
         assert_eq!(
-            https_get(&http, "/debug/pprof/heap", &c.ca, None).await,
+            https_get(&http, "/debug/pprof/heap", &c.ca, None).await.0,
             403
         );
-        assert_eq!(https_get(&http, "/status", &c.ca, cert).await, 200);
+        assert_eq!(https_get(&http, "/status", &c.ca, cert).await.0, 200);
 
         // Without a client certificate: KV yes (client_cert_auth is off), Admin no.
         let anonymous = tls_client(cluster.endpoint(leader), ca_only(&files));

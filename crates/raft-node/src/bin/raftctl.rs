@@ -156,7 +156,7 @@ enum Cmd {
         cmd: ConfigCmd,
     },
     /// Writes a new CA and the certificates of a TLS cluster into a directory: ca.pem,
-    /// server.pem (client ports), client.pem (common name root), member-<id>.pem (peers,
+    /// server.pem (client ports), client.pem (common name root), `member-<id>.pem` (peers,
     /// binding the member id), each with its .key. Talks to no server.
     Certs {
         /// Where to write them (created if missing).
