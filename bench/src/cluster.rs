@@ -4,8 +4,8 @@
 //! line, etcd-client clients and the CPU and memory figures of the benchmark.
 
 use anyhow::{Context, Result};
-use etcd_client::{Client, ConnectOptions};
-use raft_node::testing::{self, Launch, Member, Raftd};
+use etcd_client::{Client, ConnectOptions, TlsOptions};
+use raft_node::testing::{self, Launch, Member, Raftd, TlsFiles};
 use std::collections::BTreeMap;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
@@ -80,6 +80,8 @@ impl Launch for Etcd {
 pub struct Cluster {
     procs: testing::Cluster,
     server: Server,
+    /// The certificates of a TLS cluster (raftd only).
+    tls: Option<TlsFiles>,
     /// The largest VmHWM seen over each member's processes so far, in KiB.
     peak_rss_kib: BTreeMap<u64, u64>,
 }
@@ -102,11 +104,27 @@ impl Cluster {
     /// Starts `n` members (ids 1..=n) of a new cluster with data and logs under `dir`;
     /// `extra_args` go to every server process (e.g. raftd election settings).
     pub fn start(server: Server, dir: &Path, n: u64, extra_args: &[&str]) -> Result<Cluster> {
+        Self::start_with(server, dir, n, extra_args, None)
+    }
+
+    /// [`start`](Self::start); with `tls` (raftd only), every member runs with TLS on its
+    /// client port and mutual TLS between peers, and the cluster's clients use TLS.
+    pub fn start_with(
+        server: Server,
+        dir: &Path,
+        n: u64,
+        extra_args: &[&str],
+        tls: Option<TlsFiles>,
+    ) -> Result<Cluster> {
         let procs = match &server {
             Server::Raftd(bin) => {
-                let raftd = Raftd::new(bin).token("raft-bench").args(extra_args);
+                let mut raftd = Raftd::new(bin).token("raft-bench").args(extra_args);
+                if let Some(tls) = &tls {
+                    raftd = raftd.tls(tls.clone());
+                }
                 testing::Cluster::start_in(raftd, dir, n)?
             }
+            Server::Etcd(_) if tls.is_some() => anyhow::bail!("TLS runs are raftd only"),
             Server::Etcd(bin) => {
                 let args = extra_args.iter().map(|s| s.to_string()).collect();
                 let etcd = Etcd {
@@ -119,8 +137,14 @@ impl Cluster {
         Ok(Cluster {
             procs,
             server,
+            tls,
             peak_rss_kib: (1..=n).map(|id| (id, 0)).collect(),
         })
+    }
+
+    /// TLS settings for clients of a TLS cluster.
+    pub fn client_tls(&self) -> Option<TlsOptions> {
+        self.tls.as_ref().map(TlsFiles::client)
     }
 
     /// Which server the cluster runs.
@@ -184,15 +208,27 @@ impl Cluster {
         } else {
             ids.iter().map(|&i| self.endpoint(i)).collect()
         };
-        connect(&eps, timeout).await
+        connect_tls(&eps, timeout, self.client_tls()).await
     }
 }
 
 /// Connects an etcd client to `endpoints` (`host:port`), with a per-request timeout.
 pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<Client> {
-    let opts = ConnectOptions::new()
+    connect_tls(endpoints, timeout, None).await
+}
+
+/// [`connect`], with TLS when `tls` is given.
+pub async fn connect_tls(
+    endpoints: &[String],
+    timeout: Duration,
+    tls: Option<TlsOptions>,
+) -> Result<Client> {
+    let mut opts = ConnectOptions::new()
         .with_timeout(timeout)
         .with_connect_timeout(Duration::from_secs(2));
+    if let Some(tls) = tls {
+        opts = opts.with_tls(tls);
+    }
     Client::connect(endpoints, Some(opts))
         .await
         .with_context(|| format!("connecting to {endpoints:?}"))

@@ -1,6 +1,6 @@
 //! Failover time: kill -9 the leader under load, then time the first write that succeeds.
 
-use crate::cluster::{Cluster, connect};
+use crate::cluster::{Cluster, connect_tls};
 use crate::load::key;
 use anyhow::{Context, Result, bail};
 use std::sync::Arc;
@@ -27,7 +27,12 @@ pub async fn trial(cluster: &mut Cluster, value_size: usize) -> Result<Duration>
         .map(|i| cluster.endpoint(i))
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let load = connect(&cluster.endpoints(), Duration::from_secs(1)).await?;
+    let load = connect_tls(
+        &cluster.endpoints(),
+        Duration::from_secs(1),
+        cluster.client_tls(),
+    )
+    .await?;
     let mut workers = Vec::new();
     for c in 0..LOAD_CLIENTS {
         let mut kv = load.kv_client();
@@ -44,7 +49,7 @@ pub async fn trial(cluster: &mut Cluster, value_size: usize) -> Result<Duration>
         }));
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let probe = connect(&survivors, PROBE_TIMEOUT).await?;
+    let probe = connect_tls(&survivors, PROBE_TIMEOUT, cluster.client_tls()).await?;
 
     cluster.kill9(leader)?;
     let killed = Instant::now();
@@ -89,7 +94,12 @@ pub async fn trial(cluster: &mut Cluster, value_size: usize) -> Result<Duration>
 /// Waits until member `id` serves (serializable read) a write made after it started.
 pub async fn catch_up(cluster: &Cluster, id: u64) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut all = connect(&cluster.endpoints(), Duration::from_secs(2)).await?;
+    let mut all = connect_tls(
+        &cluster.endpoints(),
+        Duration::from_secs(2),
+        cluster.client_tls(),
+    )
+    .await?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());

@@ -1,6 +1,6 @@
 //! raftd against etcd on one machine: local clusters of real processes ([`cluster`]), a
-//! closed-loop load generator on the `etcd-client` crate ([`load`]) and the failover
-//! measurement ([`failover`]). The `raft-bench` binary (`cargo xtask bench cluster`) runs
+//! closed-loop load generator on the `etcd-client` crate ([`load`]), watch fan-out under a
+//! put load ([`watch_load`]) and the failover measurement ([`failover`]). The `raft-bench` binary (`cargo xtask bench cluster`) runs
 //! them; the integration tests under `tests/` drive raftd with the same client.
 //!
 //! Not a default workspace member: etcd-client's build script needs `protoc`, which
@@ -10,3 +10,4 @@ pub mod binaries;
 pub mod cluster;
 pub mod failover;
 pub mod load;
+pub mod watch_load;

@@ -1,7 +1,7 @@
 //! Closed-loop load through the etcd v3 API (the `etcd-client` crate): `clients` concurrent
 //! callers, each sending its next request when the previous one answered.
 
-use crate::cluster::connect;
+use crate::cluster::connect_tls;
 use anyhow::{Result, bail};
 use etcd_client::{Client, GetOptions};
 use std::time::{Duration, Instant};
@@ -33,6 +33,8 @@ pub struct LoadSpec {
     pub key_space: u64,
     /// Value size of puts, in bytes.
     pub value_size: usize,
+    /// TLS settings, for a TLS cluster.
+    pub tls: Option<etcd_client::TlsOptions>,
 }
 
 /// The outcome of one load run.
@@ -92,8 +94,13 @@ impl Rng {
 }
 
 /// Writes keys `0..n` (so that gets find values), with 64 concurrent callers.
-pub async fn fill(endpoints: &[String], n: u64, value_size: usize) -> Result<()> {
-    let client = connect(endpoints, Duration::from_secs(10)).await?;
+pub async fn fill(
+    endpoints: &[String],
+    n: u64,
+    value_size: usize,
+    tls: Option<etcd_client::TlsOptions>,
+) -> Result<()> {
+    let client = connect_tls(endpoints, Duration::from_secs(10), tls).await?;
     let value = vec![b'v'; value_size];
     let mut tasks = Vec::new();
     for t in 0..64u64 {
@@ -122,7 +129,7 @@ pub async fn run(endpoints: &[String], spec: &LoadSpec) -> Result<Stats> {
     }
     let mut conns: Vec<Client> = Vec::new();
     for _ in 0..connections_for(spec.clients) {
-        conns.push(connect(endpoints, Duration::from_secs(10)).await?);
+        conns.push(connect_tls(endpoints, Duration::from_secs(10), spec.tls.clone()).await?);
     }
     let warmup = (spec.duration / 5).min(Duration::from_secs(1));
     let start = Instant::now() + warmup;

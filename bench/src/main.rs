@@ -11,6 +11,8 @@ use clap::{Parser, Subcommand};
 use raft_bench::cluster::{Cluster, Server, process_cpu};
 use raft_bench::failover;
 use raft_bench::load::{self, LoadSpec, Stats, Workload};
+use raft_bench::watch_load;
+use raft_node::testing::TlsFiles;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -35,12 +37,23 @@ struct LoadArgs {
     /// Client endpoints (`http://host:port`), comma-separated.
     #[arg(long, value_delimiter = ',', required = true)]
     endpoints: Vec<String>,
-    /// `put`, `get` (linearizable) or `get-serializable`.
+    /// `put`, `get` (linearizable), `get-serializable`, or watch fan-out under puts:
+    /// `watch-key` (every watcher on one key) or `watch-prefix` (watchers spread over
+    /// `--prefixes` prefixes).
     #[arg(long, default_value = "put")]
     workload: String,
-    /// Concurrent callers.
+    /// Concurrent callers (the put callers of a watch workload).
     #[arg(long, default_value_t = 256)]
     clients: usize,
+    /// Watchers of a watch workload (spread over the endpoints).
+    #[arg(long, default_value_t = 1000)]
+    watchers: usize,
+    /// Watchers per watch stream.
+    #[arg(long, default_value_t = 100)]
+    per_stream: usize,
+    /// Prefixes of `watch-prefix`.
+    #[arg(long, default_value_t = 100)]
+    prefixes: usize,
     /// Measured time.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
@@ -63,6 +76,10 @@ struct ClusterArgs {
     /// Where the members' data directories and logs go (wiped first; real disk, not tmpfs).
     #[arg(long)]
     data_dir: PathBuf,
+    /// Run raftd with TLS on its client port (client certificates required) and mutual TLS
+    /// between peers; the load clients use TLS (raftd only: not with --etcd).
+    #[arg(long, conflicts_with = "etcd")]
+    tls: bool,
 }
 
 /// Value size of every put.
@@ -99,16 +116,48 @@ fn main() -> Result<()> {
 }
 
 async fn load_only(args: LoadArgs) -> Result<()> {
+    let layout = match args.workload.as_str() {
+        "watch-key" => Some(watch_load::Layout::OneKey),
+        "watch-prefix" => Some(watch_load::Layout::Prefixes(args.prefixes)),
+        _ => None,
+    };
+    if let Some(layout) = layout {
+        let spec = watch_load::WatchSpec {
+            layout,
+            watchers: args.watchers,
+            per_stream: args.per_stream,
+            put_clients: args.clients,
+            duration: args.duration,
+            value_size: VALUE_SIZE,
+        };
+        let s = watch_load::run(&args.endpoints, &spec).await?;
+        println!(
+            "{} {} watchers, {} put callers: {:.0} puts/s, {:.0} events/s ({} per put), \
+             put-to-event p50 {:.2} ms p99 {:.2} ms (load average {})",
+            args.workload,
+            args.watchers,
+            args.clients,
+            s.puts_per_sec(),
+            s.events_per_sec(),
+            s.fan_out,
+            s.quantile_ms(0.5),
+            s.quantile_ms(0.99),
+            loadavg()
+        );
+        return Ok(());
+    }
     let workload = match args.workload.as_str() {
         "put" => Workload::Put,
         "get" => Workload::GetLinearizable,
         "get-serializable" => Workload::GetSerializable,
-        other => anyhow::bail!("unknown workload `{other}` (put, get, get-serializable)"),
+        other => anyhow::bail!(
+            "unknown workload `{other}` (put, get, get-serializable, watch-key, watch-prefix)"
+        ),
     };
     let key_space = if workload == Workload::Put {
         PUT_KEY_SPACE
     } else {
-        load::fill(&args.endpoints, GET_KEY_SPACE, VALUE_SIZE).await?;
+        load::fill(&args.endpoints, GET_KEY_SPACE, VALUE_SIZE, None).await?;
         GET_KEY_SPACE
     };
     let spec = LoadSpec {
@@ -117,6 +166,7 @@ async fn load_only(args: LoadArgs) -> Result<()> {
         duration: args.duration,
         key_space,
         value_size: VALUE_SIZE,
+        tls: None,
     };
     let s = load::run(&args.endpoints, &spec).await?;
     println!(
@@ -158,11 +208,16 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
         args.duration
     );
     let mut targets = vec![Target {
-        cluster: Cluster::start(
+        cluster: Cluster::start_with(
             Server::Raftd(args.raftd.clone()),
             &args.data_dir.join("raftd"),
             3,
             &[],
+            if args.tls {
+                Some(TlsFiles::generate(&args.data_dir.join("certs"), true)?)
+            } else {
+                None
+            },
         )?,
     }];
     if let Some(etcd) = &args.etcd {
@@ -195,11 +250,12 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
     for (n, &(name, workload, clients)) in runs.iter().enumerate() {
         if workload != Workload::Put && !filled {
             for t in &targets {
-                load::fill(&t.leader_endpoint().await?, GET_KEY_SPACE, VALUE_SIZE).await?;
+                let tls = t.cluster.client_tls();
+                load::fill(&t.leader_endpoint().await?, GET_KEY_SPACE, VALUE_SIZE, tls).await?;
             }
             filled = true;
         }
-        let spec = LoadSpec {
+        let mut spec = LoadSpec {
             workload,
             clients,
             duration: args.duration,
@@ -209,6 +265,7 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
                 GET_KEY_SPACE
             },
             value_size: VALUE_SIZE,
+            tls: None,
         };
         let mut row: Vec<Option<Stats>> = vec![None; targets.len()];
         let mut cpu_row: Vec<Option<CpuPerOp>> = vec![None; targets.len()];
@@ -219,6 +276,7 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
         for i in order {
             let t = &mut targets[i];
             let eps = t.leader_endpoint().await?;
+            spec.tls = t.cluster.client_tls();
             let (server0, client0) = (t.cluster.cpu_time(), process_cpu(std::process::id()));
             let s = load::run(&eps, &spec).await?;
             let ops = s.all_ops.max(1) as f64;

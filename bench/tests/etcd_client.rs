@@ -302,3 +302,59 @@ async fn sigterm_under_load_exits_cleanly_and_loses_no_acknowledged_write() {
     .await
     .expect("test took too long");
 }
+
+/// The etcd-client crate with TLS (its `tls` feature: tonic's rustls) against a raftd cluster
+/// with TLS on the client ports (client certificates required) and mutual TLS between
+/// peers: writes and reads through every member; a client without a certificate, or
+/// without TLS, gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_client_over_tls() {
+    use etcd_client::{Certificate, TlsOptions};
+    use raft_bench::cluster::connect_tls;
+    use raft_node::testing::TlsFiles;
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = TlsFiles::generate(&dir.path().join("certs"), true).unwrap();
+        let cluster = Cluster::start_with(
+            Server::Raftd(raftd()),
+            dir.path(),
+            3,
+            &CALM,
+            Some(tls.clone()),
+        )
+        .expect("cluster starts");
+        let leader = cluster.leader(Duration::from_secs(30)).await.unwrap();
+        let mut c = cluster
+            .etcd_client(&[], Duration::from_secs(5))
+            .await
+            .unwrap();
+        c.put("tls/key", "v", None).await.unwrap();
+        assert_eq!(get(&mut c, "tls/key", false).await.as_deref(), Some("v"));
+        for id in 1..=3 {
+            let mut m = cluster
+                .etcd_client(&[id], Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert_eq!(
+                get(&mut m, "tls/key", false).await.as_deref(),
+                Some("v"),
+                "through member {id}"
+            );
+        }
+        let ca = std::fs::read_to_string(&tls.certs.ca).unwrap();
+        let endpoint = vec![cluster.endpoint(leader)];
+        let no_cert = TlsOptions::new().ca_certificate(Certificate::from_pem(ca));
+        let refused = match connect_tls(&endpoint, Duration::from_secs(3), Some(no_cert)).await {
+            Ok(mut c) => c.put("tls/nope", "x", None).await.is_err(),
+            Err(_) => true,
+        };
+        assert!(refused, "a client without a certificate was served");
+        let refused = match connect(&endpoint, Duration::from_secs(3)).await {
+            Ok(mut c) => c.put("tls/nope", "x", None).await.is_err(),
+            Err(_) => true,
+        };
+        assert!(refused, "a plaintext client was served");
+    })
+    .await
+    .expect("test took longer than 90 s");
+}

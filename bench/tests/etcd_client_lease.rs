@@ -32,11 +32,14 @@ async fn follower(cluster: &Cluster) -> (u64, u64) {
 }
 
 async fn count(c: &mut etcd_client::Client, prefix: &str) -> usize {
-    c.get(prefix, Some(GetOptions::new().with_prefix().with_serializable()))
-        .await
-        .expect("get")
-        .kvs()
-        .len()
+    c.get(
+        prefix,
+        Some(GetOptions::new().with_prefix().with_serializable()),
+    )
+    .await
+    .expect("get")
+    .kvs()
+    .len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,7 +94,10 @@ async fn lease_api_from_a_follower() {
             .put("l/c", "v", Some(PutOptions::new().with_lease(id)))
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("requested lease not found"), "{err}");
+        assert!(
+            err.to_string().contains("requested lease not found"),
+            "{err}"
+        );
 
         // A short lease expires by itself.
         let short = c.lease_grant(2, None).await.unwrap().id();
@@ -165,18 +171,34 @@ async fn lock_and_election_apis() {
             .await
             .unwrap();
         assert_eq!(
-            observe.message().await.unwrap().unwrap().kv().unwrap().value(),
+            observe
+                .message()
+                .await
+                .unwrap()
+                .unwrap()
+                .kv()
+                .unwrap()
+                .value(),
             b"a2"
         );
         let now = a.leader("leader").await.unwrap();
         assert_eq!(now.kv().unwrap().value(), b"a2");
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!second.is_finished(), "the second candidate waits");
-        a.resign(Some(ResignOptions::new().with_leader(lk))).await.unwrap();
+        a.resign(Some(ResignOptions::new().with_leader(lk)))
+            .await
+            .unwrap();
         let next = second.await.unwrap();
         assert_eq!(next.leader().unwrap().lease(), lb);
         assert_eq!(
-            observe.message().await.unwrap().unwrap().kv().unwrap().value(),
+            observe
+                .message()
+                .await
+                .unwrap()
+                .unwrap()
+                .kv()
+                .unwrap()
+                .value(),
             b"b1"
         );
     })

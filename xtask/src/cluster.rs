@@ -3,7 +3,13 @@
 //! raftctl, prints the endpoints and keeps the cluster running until Ctrl-C.
 //!
 //! With `--demo` it stops the cluster after the demo and exits with 0 when the demo passed
-//! (used by tests and CI).
+//! (used by tests and CI). With `--tls` it first writes a CA and certificates into
+//! `<dir>/certs` (`raftctl certs`: rcgen) and runs every node with TLS on its client port
+//! (client certificates required) and mutual TLS between peers, member ids bound to the
+//! certificates; raftctl and the printed etcdctl commands use the client certificate.
+//!
+//! The nodes get no cluster token: node 1 draws a random cluster id and nodes 2 and 3 ask
+//! it for the id, as a production cluster does.
 
 use crate::util;
 use anyhow::{Context, Result, bail};
@@ -32,6 +38,9 @@ pub struct Args {
     /// Use the release binaries already built.
     #[arg(long)]
     no_build: bool,
+    /// Generate a CA and certificates and run the cluster with TLS on every port.
+    #[arg(long)]
+    tls: bool,
 }
 
 /// Runs the task.
@@ -39,6 +48,7 @@ pub fn run(args: Args) -> Result<()> {
     let Args {
         demo: demo_only,
         no_build: skip_build,
+        tls,
     } = args;
 
     if !skip_build {
@@ -67,6 +77,56 @@ pub fn run(args: Args) -> Result<()> {
     let initial: Vec<String> = (1..=NODES).map(|i| format!("{i}={}", peer(i))).collect();
     let initial = initial.join(",");
 
+    // With --tls: the certificates, the flags of each node and those of raftctl.
+    let certs = dir.join("certs");
+    let client_flags: Vec<String> = if tls {
+        let members: Vec<String> = (1..=NODES).map(|i| i.to_string()).collect();
+        let (ok, out) = ctl_with(
+            &raftctl,
+            "-",
+            &[],
+            &[
+                "certs",
+                "--dir",
+                &certs.display().to_string(),
+                "--members",
+                &members.join(","),
+            ],
+        )?;
+        if !ok {
+            bail!("raftctl certs failed: {out}");
+        }
+        let file = |name: &str| certs.join(name).display().to_string();
+        vec![
+            "--cacert".into(),
+            file("ca.pem"),
+            "--cert".into(),
+            file("client.pem"),
+            "--key".into(),
+            file("client.key"),
+        ]
+    } else {
+        Vec::new()
+    };
+    let node_tls = |id: u64| -> Vec<String> {
+        if !tls {
+            return Vec::new();
+        }
+        let file = |name: String| certs.join(name).display().to_string();
+        [
+            ("--cert-file", file("server.pem".into())),
+            ("--key-file", file("server.key".into())),
+            ("--trusted-ca-file", file("ca.pem".into())),
+            ("--client-cert-auth", "true".into()),
+            ("--peer-cert-file", file(format!("member-{id}.pem"))),
+            ("--peer-key-file", file(format!("member-{id}.key"))),
+            ("--peer-trusted-ca-file", file("ca.pem".into())),
+        ]
+        .into_iter()
+        .map(|(flag, v)| format!("{flag}={v}"))
+        .collect()
+    };
+
     let mut nodes = Vec::new();
     for id in 1..=NODES {
         let log = dir.join(format!("node{id}.log"));
@@ -79,7 +139,7 @@ pub fn run(args: Args) -> Result<()> {
             .args(["--listen-client", &client(id)])
             .args(["--listen-peer", &peer(id)])
             .args(["--initial-cluster", &initial])
-            .args(["--cluster-token", "xtask-cluster"])
+            .args(node_tls(id))
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -95,7 +155,7 @@ pub fn run(args: Args) -> Result<()> {
     let endpoints: Vec<String> = nodes.iter().map(|n| n.client.clone()).collect();
     let endpoints = endpoints.join(",");
 
-    let outcome = demo(&raftctl, &endpoints, &mut nodes);
+    let outcome = demo(&raftctl, &endpoints, &client_flags, &mut nodes);
     if let Err(e) = &outcome {
         eprintln!("xtask: cluster demo failed: {e:#}");
         for n in &nodes {
@@ -118,9 +178,22 @@ pub fn run(args: Args) -> Result<()> {
     }
     println!();
     println!("try:");
-    println!("  {} --endpoints {endpoints} status", raftctl.display());
-    println!("  ETCDCTL_API=3 etcdctl --endpoints {endpoints} put foo bar");
-    println!("  ETCDCTL_API=3 etcdctl --endpoints {endpoints} get foo");
+    let flags = client_flags.join(" ");
+    let etcd_endpoints = if tls {
+        let urls: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("https://{}", n.client))
+            .collect();
+        urls.join(",")
+    } else {
+        endpoints.clone()
+    };
+    println!(
+        "  {} --endpoints {endpoints} {flags} status",
+        raftctl.display()
+    );
+    println!("  ETCDCTL_API=3 etcdctl --endpoints {etcd_endpoints} {flags} put foo bar");
+    println!("  ETCDCTL_API=3 etcdctl --endpoints {etcd_endpoints} {flags} get foo");
     println!();
     println!("press Ctrl-C to stop (the nodes receive it too and shut down)");
     loop {
@@ -138,7 +211,10 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Waits for a leader, then writes through one node and reads through every node.
-fn demo(raftctl: &Path, endpoints: &str, nodes: &mut [Node]) -> Result<()> {
+fn demo(raftctl: &Path, endpoints: &str, flags: &[String], nodes: &mut [Node]) -> Result<()> {
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let ctl =
+        |raftctl: &Path, endpoints: &str, args: &[&str]| ctl_with(raftctl, endpoints, &flags, args);
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         for n in nodes.iter_mut() {
@@ -178,8 +254,19 @@ fn demo(raftctl: &Path, endpoints: &str, nodes: &mut [Node]) -> Result<()> {
 
 /// Runs raftctl; returns (success, stdout + stderr).
 pub(crate) fn ctl(raftctl: &Path, endpoints: &str, args: &[&str]) -> Result<(bool, String)> {
+    ctl_with(raftctl, endpoints, &[], args)
+}
+
+/// [`ctl`] with extra flags (TLS files) before `args`.
+fn ctl_with(
+    raftctl: &Path,
+    endpoints: &str,
+    flags: &[&str],
+    args: &[&str],
+) -> Result<(bool, String)> {
     let out = Command::new(raftctl)
         .args(["--endpoints", endpoints, "--timeout", "3s"])
+        .args(flags)
         .args(args)
         .stdin(Stdio::null())
         .output()

@@ -212,10 +212,10 @@ mod tests {
     #[test]
     fn durations_round_up_to_ticks() {
         let ms = Duration::from_millis;
-        let c = Config::from_durations(1, ms(10), ms(50), ms(155), ms(100), ms(300)).unwrap();
+        let c = Config::from_durations(1, ms(10), ms(50), ms(155), ms(70), ms(300)).unwrap();
         assert_eq!(c.heartbeat_ticks, 5);
         assert_eq!(c.election_timeout_base_ticks, 16);
-        assert_eq!(c.jitter_max_ticks, 10);
+        assert_eq!(c.jitter_max_ticks, 7);
         assert_eq!(c.min_leadership_ticks, 30);
     }
 

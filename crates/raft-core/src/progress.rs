@@ -163,6 +163,20 @@ mod tests {
     }
 
     #[test]
+    fn an_ack_moves_match_and_next_only_forward() {
+        let mut p = Progress::new(1, 4, 1000);
+        assert!(p.maybe_update(7));
+        assert_eq!(
+            (p.matched, p.next),
+            (7, 8),
+            "next follows the acknowledged index"
+        );
+        assert!(!p.maybe_update(7), "the same index again is no update");
+        assert!(!p.maybe_update(3), "an older acknowledgement is no update");
+        assert_eq!((p.matched, p.next), (7, 8));
+    }
+
+    #[test]
     fn replicate_pipelines_until_window_full() {
         let mut p = Progress::new(1, 2, 1000);
         p.become_replicate();

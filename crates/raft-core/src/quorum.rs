@@ -102,6 +102,16 @@ mod tests {
     }
 
     #[test]
+    fn large_configurations_count_a_majority_too() {
+        // More voters than the stack buffer holds (it falls back to the heap).
+        let m = Membership::with_voters(1..=11);
+        let acked = |id: NodeId| if id <= 6 { 20 } else { 3 };
+        assert_eq!(committed_index(&m, acked), 20, "6 of 11 is a majority");
+        let acked = |id: NodeId| if id <= 5 { 20 } else { 3 };
+        assert_eq!(committed_index(&m, acked), 3, "5 of 11 is not");
+    }
+
+    #[test]
     fn votes_need_both_halves() {
         let mut joint = Membership::with_voters([3, 4, 5]);
         joint.voters_outgoing = [1, 2, 3].into();

@@ -319,13 +319,16 @@ impl<L: LogRead> Raft<L> {
             Role::Leader => {
                 self.cfg.check_quorum || self.leader_elapsed < self.cfg.min_leadership_ticks
             }
-            _ => {
-                (self.cfg.check_quorum
-                    && self.leader.is_some()
-                    && self.election_elapsed < self.cfg.election_timeout_base_ticks)
-                    || self.now < self.quiet_until
-            }
+            _ => (self.cfg.check_quorum && self.hears_leader()) || self.now < self.quiet_until,
         }
+    }
+
+    /// True when this node leads, or heard from a leader within the minimum election
+    /// timeout.
+    fn hears_leader(&self) -> bool {
+        self.role == Role::Leader
+            || (self.leader.is_some()
+                && self.election_elapsed < self.cfg.election_timeout_base_ticks)
     }
 
     /// Processes a message from a peer.
@@ -333,6 +336,17 @@ impl<L: LogRead> Raft<L> {
         if let MessageBody::ProposeDropped(ents) = m.body {
             // About our own proposals, whatever the sender's term: nothing else changes.
             self.dropped.extend(ents);
+            return Ok(());
+        }
+        if matches!(m.body, MessageBody::Vote(_))
+            && self.hears_leader()
+            && !self.log.confs.members().contains(&m.from)
+        {
+            // A candidate in none of the configurations of our log from the applied index
+            // on, while we have a live leader: most likely removed by a change we applied
+            // (and it never learned so). Its term must not depose our leader, with or
+            // without stickiness. (It may also be a node added by a change we do not hold
+            // yet: once we stop hearing our leader we answer it.)
             return Ok(());
         }
         if m.term > self.term {

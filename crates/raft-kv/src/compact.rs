@@ -408,4 +408,32 @@ mod tests {
         assert_eq!(count(&crashed, HISTORY), after);
         assert_eq!(crashed.hash_kv(0).unwrap(), store.hash_kv(0).unwrap());
     }
+
+    /// A compaction applied while a capture reads waits for it: the capture's later chunks
+    /// still hold the history at its index, so the snapshot reads like the store did then.
+    #[test]
+    fn a_capture_reads_the_history_of_its_index_while_compaction_waits() {
+        let store = KvStore::open_temporary().unwrap();
+        let mut w = Writer(&store, 0);
+        for round in 0..1200 {
+            w.put(&format!("k{}", round % 7), &round.to_string());
+        }
+        let rev = store.revision();
+        let then = reads(&store, 1, rev);
+        let cap = store.capture(CaptureKind::Full).unwrap();
+        let index = cap.info.index;
+        let mut records = cap.records;
+        // The first chunk of history is read; the rest is not yet.
+        let mut got = vec![records.next().unwrap().unwrap()];
+        w.compact(rev - 10);
+        assert!(!store.wait_compacted_blocking(rev - 10, Duration::from_millis(300)));
+        got.extend(records.by_ref().map(|r| r.unwrap()));
+        drop(records);
+        let copy = KvStore::open_temporary().unwrap();
+        copy.restore_full(index, 1, got.into_iter().map(Ok))
+            .unwrap();
+        assert_eq!(reads(&copy, 1, rev), then);
+        // Once the capture ended, compaction went on.
+        assert!(store.wait_compacted_blocking(rev - 10, Duration::from_secs(10)));
+    }
 }

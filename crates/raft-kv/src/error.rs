@@ -89,6 +89,15 @@ pub enum Error {
     /// A request is larger than the request size limit.
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
+    /// A Range would answer more key and value bytes than the node's limit.
+    #[error(
+        "etcdserver: range response would exceed the limit of {limit} bytes; ask with a \
+         limit or for a smaller range"
+    )]
+    RangeTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// A member id is not in the member list.
     #[error("etcdserver: member not found")]
     MemberNotFound,
@@ -117,6 +126,7 @@ impl Error {
                 | Error::ValueProvided
                 | Error::LeaseProvided
                 | Error::RequestTooLarge
+                | Error::RangeTooLarge { .. }
                 | Error::MemberNotFound
         )
     }
@@ -140,6 +150,7 @@ impl Error {
             | Error::MalformedCommand(_)
             | Error::MissingOp => tonic::Code::InvalidArgument,
             Error::LeaseNotFound | Error::MemberNotFound => tonic::Code::NotFound,
+            Error::RangeTooLarge { .. } => tonic::Code::ResourceExhausted,
             Error::RestoreIncomplete | Error::CaptureInProgress => tonic::Code::Unavailable,
             Error::NotReadOnly => tonic::Code::InvalidArgument,
             Error::DeltaBaseMismatch { .. } => tonic::Code::FailedPrecondition,

@@ -296,6 +296,12 @@ impl KvStore {
     /// state, else any revision from the compact revision to the current one
     /// ([`Error::Compacted`] below, [`Error::FutureRevision`] above).
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        self.range_limited(req, usize::MAX)
+    }
+
+    /// [`range`](Self::range), refused with [`Error::RangeTooLarge`] once the key and value
+    /// bytes it gathers exceed `max_bytes` (before it gathers more).
+    pub fn range_limited(&self, req: &RangeRequest, max_bytes: usize) -> Result<RangeResponse> {
         let state = self.shared.state.read();
         if state.restoring {
             return Err(Error::RestoreIncomplete);
@@ -307,7 +313,7 @@ impl KvStore {
             overlay: &overlay,
             pending: &pending,
         };
-        query::range(&view, req, state.revision, at)
+        query::range(&view, req, state.revision, at, max_bytes)
     }
 
     /// The current version of one key, if it exists.

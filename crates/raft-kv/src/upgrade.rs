@@ -176,7 +176,8 @@ fn layout_1_to_2(tree: &sled::Tree) -> Result<()> {
 }
 
 /// After a snapshot of layout 2 was restored (and [`convert_data`] ran): history starts at
-/// the snapshot's revision, as after an upgrade in place.
+/// the snapshot's revision, as after an upgrade in place, and the next snapshot is a full
+/// one (a delta on a chain without history would not carry it).
 pub(crate) fn legacy_restored(tree: &sled::Tree) -> Result<()> {
     let revision = match tree.get(meta_key(meta::REVISION))? {
         Some(v) => be_u64(&v).ok_or_else(|| Error::corrupt("meta revision"))? as i64,
@@ -188,6 +189,7 @@ pub(crate) fn legacy_restored(tree: &sled::Tree) -> Result<()> {
         meta_key(meta::COMPACT_CURSOR),
         encode_cursor(Rev::new(revision + 1, 0)),
     );
+    b.insert(meta_key(meta::SNAPSHOT_INDEX), &0u64.to_be_bytes());
     tree.apply_batch(b)?;
     Ok(())
 }
@@ -347,5 +349,52 @@ mod tests {
         assert_eq!(count(&store, HISTORY), 3);
         assert!(store.shared.tree.get(history_key(5, 1)).unwrap().is_some());
         assert_eq!(range(&store, 0).unwrap().len(), 3);
+    }
+
+    /// A snapshot written by layout 2 (no history, peer addresses as user keys) restores
+    /// converted, like a store opened in place, and the next snapshot is a full one.
+    #[test]
+    fn a_layout_2_snapshot_restores_converted() {
+        use crate::snapshot::SnapshotRecord;
+        let rec = |k: &[u8], v: Vec<u8>| {
+            Ok(SnapshotRecord::Put {
+                key: Bytes::from(prefixed(DATA, k)),
+                value: Bytes::from(v),
+            })
+        };
+        let meta_rec = |name: &[u8], v: Vec<u8>| {
+            Ok(SnapshotRecord::Put {
+                key: Bytes::from(meta_key(name)),
+                value: Bytes::from(v),
+            })
+        };
+        let records = vec![
+            rec(
+                b"\x00raftd/peer/4",
+                v2_record(4, 4, 1, b"http://10.0.0.4:2380"),
+            ),
+            rec(b"a", v2_record(2, 2, 1, b"old")),
+            rec(b"b", v2_record(3, 5, 2, b"txn")),
+            rec(b"c", v2_record(5, 5, 1, b"txn")),
+            meta_rec(meta::COMPACT_REVISION, 0i64.to_be_bytes().to_vec()),
+            meta_rec(meta::MEMBERS, crate::members::encode_members(&[])),
+            meta_rec(meta::REVISION, 5i64.to_be_bytes().to_vec()),
+        ];
+        let store = KvStore::open_temporary().unwrap();
+        store.restore_full(9, 2, records).unwrap();
+        assert_eq!(store.applied_index(), 9);
+        assert_eq!(store.compact_revision(), 5);
+        assert_eq!(
+            store.status().snapshot_index,
+            0,
+            "the next snapshot is full"
+        );
+        assert_eq!(count(&store, HISTORY), 3);
+        assert_eq!(store.peer_urls().unwrap()[&4], ["http://10.0.0.4:2380"]);
+        assert_eq!(
+            range(&store, 5).unwrap(),
+            vec![("a".into(), 1), ("b".into(), 2), ("c".into(), 1)]
+        );
+        assert!(matches!(range(&store, 4), Err(Error::Compacted)));
     }
 }

@@ -16,6 +16,9 @@ pub struct Limits {
     pub max_request_bytes: usize,
     /// Most operations in one txn branch (etcd: `--max-txn-ops`, 128).
     pub max_txn_ops: usize,
+    /// Most key and value bytes one Range may answer (etcd has no such limit: unlimited
+    /// by default; raftd sets `limits.max_range_response_bytes`).
+    pub max_range_bytes: usize,
 }
 
 impl Default for Limits {
@@ -23,6 +26,7 @@ impl Default for Limits {
         Limits {
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
+            max_range_bytes: usize::MAX,
         }
     }
 }

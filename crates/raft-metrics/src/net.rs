@@ -31,8 +31,10 @@ pub const BYTES_RECEIVED: &str = "raft_net_bytes_received_total";
 /// messages dropped by the transport; each drop is reported to the runtime as unreachable.
 pub const MESSAGES_DROPPED: &str = "raft_net_messages_dropped_total";
 
-/// Counter, label `reason` (`cluster_id`, `removed_member`, `wrong_receiver`, `isolated`, `too_large`,
-/// `malformed`, `shutting_down`): inbound frames, calls or chunks refused.
+/// Counter, label `reason` (`cluster_id`, `removed_member`, `unknown_member`,
+/// `member_identity`, `wrong_receiver`, `isolated`, `too_large`, `malformed`,
+/// `shutting_down`, `too_many_pending`): inbound frames, calls, chunks or connections
+/// refused.
 pub const FRAMES_REJECTED: &str = "raft_net_frames_rejected_total";
 
 /// Counter: "peer unreachable" reports sent to the runtime.
@@ -56,8 +58,41 @@ pub const SNAPSHOT_BYTES_SENT: &str = "raft_net_snapshot_bytes_sent_total";
 /// Counter: snapshot data bytes received and stored (after decompression).
 pub const SNAPSHOT_BYTES_RECEIVED: &str = "raft_net_snapshot_bytes_received_total";
 
+/// Gauge, label `listener` (`peer`, `client`, `metrics`): when the certificate a TLS
+/// listener presents stops being valid (its `notAfter`), as a unix timestamp in seconds;
+/// set at start and at every reload of the certificate. Alert on
+/// `raft_net_tls_cert_expiry_timestamp_seconds - time() < 14 * 86400`.
+pub const TLS_CERT_EXPIRY: &str = "raft_net_tls_cert_expiry_timestamp_seconds";
+
+/// Counter, labels `listener` and `outcome` (`ok`, `failed`): reloads of a TLS listener's
+/// certificate, key and trusted CAs from their files.
+pub const TLS_RELOADS: &str = "raft_net_tls_reloads_total";
+
+/// Counter, label `listener`: inbound TLS handshakes that failed (no certificate when one
+/// is required, a certificate from another CA, an expired one, a protocol older than TLS
+/// 1.2, a plaintext client) or timed out.
+pub const TLS_HANDSHAKE_FAILURES: &str = "raft_net_tls_handshake_failures_total";
+
 /// Every metric of this module, with its kind, unit and help text.
 pub const METRICS: &[MetricInfo] = &[
+    MetricInfo {
+        name: TLS_CERT_EXPIRY,
+        kind: Kind::Gauge,
+        unit: Unit::Seconds,
+        help: "Expiry (notAfter) of the certificate a TLS listener presents, unix seconds, by listener",
+    },
+    MetricInfo {
+        name: TLS_RELOADS,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Reloads of a TLS listener's certificate, key and CAs, by listener and outcome",
+    },
+    MetricInfo {
+        name: TLS_HANDSHAKE_FAILURES,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Inbound TLS handshakes that failed or timed out, by listener",
+    },
     MetricInfo {
         name: BYTES_BEFORE_COMPRESSION,
         kind: Kind::Counter,

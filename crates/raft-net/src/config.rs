@@ -73,11 +73,16 @@ impl Default for BackoffConfig {
 
 /// Mutual TLS between peers, as PEM text.
 ///
-/// Every node presents `cert` (signed by the cluster CA) and accepts only peers whose
-/// certificate chains to `ca`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Every node presents `cert_pem` (signed by the cluster CA) both as a server and as a
+/// client, and accepts only peers whose certificate chains to `ca_pem`. With
+/// `cluster_name`, each certificate must also carry the URI subject alternative name
+/// `raftd://<cluster_name>/member/<id>` ([`crate::tls::member_uri`]): a connection then
+/// speaks only for the member its certificate names (frames claiming another sender are
+/// refused), and a node talks only to a server whose certificate names the member it
+/// dialled. Without it, any certificate from the CA may speak for any member.
+#[derive(Clone, PartialEq, Eq)]
 pub struct TlsConfig {
-    /// The cluster CA certificate (PEM).
+    /// The cluster CA certificate(s) (PEM).
     pub ca_pem: String,
     /// This node's certificate chain (PEM), used both as server and as client.
     pub cert_pem: String,
@@ -86,6 +91,39 @@ pub struct TlsConfig {
     /// The name checked against peers' server certificates; `None` uses the host of the
     /// peer's address.
     pub server_name: Option<String>,
+    /// The cluster name of the member URIs in certificates (see above); `None` binds no
+    /// member ids to certificates.
+    pub cluster_name: Option<String>,
+    /// Refuse inbound connections without a client certificate (default true). When false
+    /// a peer may connect with server-side TLS only and is then trusted like a plaintext
+    /// peer (membership checks only).
+    pub require_client_cert: bool,
+}
+
+impl TlsConfig {
+    /// Mutual TLS from PEM text: client certificates required, no member binding, the
+    /// server name taken from each peer's address.
+    pub fn new(ca_pem: String, cert_pem: String, key_pem: String) -> Self {
+        Self {
+            ca_pem,
+            cert_pem,
+            key_pem,
+            server_name: None,
+            cluster_name: None,
+            require_client_cert: true,
+        }
+    }
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("TlsConfig")
+            .field("server_name", &self.server_name)
+            .field("cluster_name", &self.cluster_name)
+            .field("require_client_cert", &self.require_client_cert)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Everything the transport needs to know.
@@ -129,6 +167,16 @@ pub struct TransportConfig {
     pub snapshot_attempts: u32,
     /// Optional mutual TLS.
     pub tls: Option<TlsConfig>,
+    /// Inbound connections that may be waiting to show their lane or finish their TLS
+    /// handshake at once; more are closed at once (counted as `too_many_pending`).
+    /// Default 256.
+    pub max_pending_connections: usize,
+    /// How long an inbound connection may take to show its lane and finish its TLS
+    /// handshake. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// HTTP/2 streams a peer may open at once on one inbound connection (the transport
+    /// itself uses one or two). Default 16.
+    pub max_concurrent_streams: u32,
     /// Worker threads of the transport's bulk runtime, which runs the append streams (both
     /// directions) and snapshot transfers. Default 2.
     pub bulk_threads: usize,
@@ -184,6 +232,9 @@ impl TransportConfig {
             backoff: BackoffConfig::default(),
             snapshot_attempts: 5,
             tls: None,
+            max_pending_connections: 256,
+            handshake_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 16,
             bulk_threads: 2,
             bulk_nice: 10,
             network_nice: -5,

@@ -49,10 +49,15 @@
 //!   feeds the receiver's [`SnapshotSink`]. Only once the sink has stored and verified the
 //!   data does the receiving node get its `InstallSnapshot` message.
 //! - Limits: frames over `max_message_size` (on the wire or once decompressed) are refused
-//!   with `OUT_OF_RANGE`; frames from another cluster, for another node or from a removed
-//!   member with `PERMISSION_DENIED`/`INVALID_ARGUMENT`; every refusal is counted under
-//!   `raft_metrics::net::FRAMES_REJECTED` by reason. Undecodable input is an error status,
-//!   never a panic.
+//!   with `OUT_OF_RANGE`; frames from another cluster, for another node, from a removed
+//!   member or from an id that is no peer with `PERMISSION_DENIED`/`INVALID_ARGUMENT`;
+//!   every refusal is counted under `raft_metrics::net::FRAMES_REJECTED` by reason.
+//!   Undecodable input is an error status, never a panic. At most
+//!   `max_pending_connections` inbound connections may be routing or in their handshake,
+//!   and a connection may open `max_concurrent_streams` streams.
+//! - TLS ([`tls`], rustls): mutual TLS between peers, with member ids bound to
+//!   certificates when a cluster name is configured; certificates reload at run time
+//!   ([`PeerTransport::set_tls`]) without touching established connections.
 #![deny(missing_docs)]
 
 mod backoff;
@@ -67,6 +72,7 @@ mod queue;
 mod server;
 mod shared;
 mod snapshot;
+pub mod tls;
 mod transport;
 
 pub use config::{
@@ -74,6 +80,7 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use peer::app::{AppFuture, AppHandler};
+pub use peer::ask_cluster_id;
 pub use server::ServerHandle;
 pub use shared::{Inbound, InboundReceivers};
 pub use snapshot::{MemorySnapshotSink, SnapshotSink, SnapshotSource};
@@ -105,5 +112,23 @@ pub mod wire {
         compression: &crate::CompressionConfig,
     ) -> crate::Result<Frame> {
         crate::frame::build_frame(cluster_id, from, to, seq, msgs, compression)
+    }
+
+    /// What the server does with a received frame's payload: decompresses it (at most
+    /// `limit` bytes) and decodes its messages, checking each against the frame's header.
+    /// The fuzz targets drive it with arbitrary frames.
+    pub fn open_frame(frame: Frame, limit: usize) -> crate::Result<Vec<raft_core::Message>> {
+        crate::frame::open_frame(frame, limit)
+    }
+
+    /// What the server does with a received snapshot chunk: checks its offset, checksum
+    /// and size and decompresses its data.
+    pub fn open_chunk(chunk: &SnapshotChunk, expected_offset: u64) -> crate::Result<bytes::Bytes> {
+        crate::snapshot::open_chunk(chunk, expected_offset)
+    }
+
+    /// What the server does with a snapshot probe's metadata.
+    pub fn meta_from_pb(meta: SnapshotMeta) -> crate::Result<raft_core::SnapshotMeta> {
+        crate::convert::meta_from_pb(meta)
     }
 }

@@ -2,6 +2,7 @@
 //! light-lane worker, and snapshot transfers (with resume and retries).
 
 use crate::backoff::{Backoff, seed_for};
+use crate::config::TransportConfig;
 use crate::convert::meta_to_pb;
 use crate::error::{Error, Result};
 use crate::frame::build_frame;
@@ -11,12 +12,14 @@ use crate::queue::SendQueue;
 use crate::server::LIGHT_PREFACE;
 use crate::shared::Shared;
 use crate::snapshot::{ChunkHeader, SnapshotSource, prefix_checksum, produce_chunks};
+use crate::tls::{ClientConn, ClientIo, PeerTls};
 use crate::transport::Lane;
 use metrics::{counter, histogram};
 use prost::Message as _;
 use raft_core::{Message, NodeId, SnapshotMeta};
 use raft_metrics::net as m;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -27,44 +30,35 @@ use tracing::{debug, warn};
 pub(crate) mod app;
 
 /// One peer: where it is and what waits to be sent to it.
-#[derive(Debug)]
 pub(crate) struct Peer {
     pub(crate) id: NodeId,
     endpoint: Endpoint,
+    /// Peer TLS (shared with the transport, so a reload reaches new connections).
+    tls: Option<Arc<PeerTls>>,
     /// Appends and proposals, for the pipelined stream.
     pub(crate) stream_q: SendQueue,
     /// Heartbeats, votes, responses and other small messages.
     pub(crate) light_q: SendQueue,
 }
 
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("id", &self.id)
+            .field("endpoint", &self.endpoint.uri())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Peer {
-    /// A peer at `addr` (`host:port`, or a full `http://`/`https://` URI).
+    /// A peer at `addr` (`host:port`, or a full `http://`/`https://` URI; TLS is used when
+    /// the transport has TLS settings, whatever the scheme says).
     pub(crate) fn new(shared: &Shared, id: NodeId, addr: &str) -> Result<Self> {
         let cfg = &shared.config;
-        let uri = if addr.contains("://") {
-            addr.to_string()
-        } else if shared.client_tls.is_some() {
-            format!("https://{addr}")
-        } else {
-            format!("http://{addr}")
-        };
-        let mut endpoint = Endpoint::from_shared(uri)
-            .map_err(|e| Error::Config(format!("bad address {addr:?} for peer {id}: {e}")))?
-            .tcp_nodelay(true)
-            .connect_timeout(cfg.connect_timeout)
-            .http2_keep_alive_interval(cfg.keepalive_interval)
-            .keep_alive_timeout(cfg.keepalive_timeout)
-            .keep_alive_while_idle(true)
-            .initial_stream_window_size(8 << 20)
-            .initial_connection_window_size(16 << 20);
-        if let Some(tls) = &shared.client_tls {
-            endpoint = endpoint
-                .tls_config(tls.clone())
-                .map_err(|e| Error::Config(format!("TLS for peer {id}: {e}")))?;
-        }
         Ok(Self {
             id,
-            endpoint,
+            endpoint: endpoint_for(cfg, id, addr)?,
+            tls: shared.tls.clone(),
             stream_q: SendQueue::new(cfg.queue_max_messages, cfg.queue_max_bytes),
             light_q: SendQueue::new(cfg.queue_max_messages, cfg.queue_max_bytes),
         })
@@ -79,18 +73,17 @@ impl Peer {
     /// A new connection to the peer; the light lane's opens with [`LIGHT_PREFACE`], so the
     /// peer's server receives it on its network thread.
     async fn connect(&self, lane: Lane) -> Result<Channel> {
-        let channel = match lane {
-            Lane::Stream => self.endpoint.connect().await,
-            Lane::Light => {
-                self.endpoint
-                    .connect_with_connector(tower::service_fn(connect_light))
-                    .await
-            }
-        };
-        channel.map_err(|e| Error::Connect {
-            peer: self.id,
-            reason: error_chain(&e),
-        })
+        let (tls, id) = (self.tls.clone(), self.id);
+        let light = lane == Lane::Light;
+        let connector =
+            tower::service_fn(move |uri: http::Uri| connect_io(uri, light, tls.clone(), id));
+        self.endpoint
+            .connect_with_connector(connector)
+            .await
+            .map_err(|e| Error::Connect {
+                peer: self.id,
+                reason: error_chain(&e),
+            })
     }
 
     fn client(&self, shared: &Shared, channel: Channel) -> PeerClient<Channel> {
@@ -100,11 +93,69 @@ impl Peer {
     }
 }
 
-/// Opens a light-lane connection: TCP to the peer, then the preface that makes its server
-/// receive the lane on its network thread (TLS, when configured, starts after it).
-async fn connect_light(
+/// The HTTP/2 endpoint of peer `id` at `addr`. The transport runs TLS itself (see
+/// [`connect_io`]), so tonic always sees `http`.
+fn endpoint_for(cfg: &TransportConfig, id: NodeId, addr: &str) -> Result<Endpoint> {
+    let host_port = addr.split_once("://").map_or(addr, |(_, rest)| rest);
+    let uri = format!("http://{}", host_port.trim_end_matches('/'));
+    Ok(Endpoint::from_shared(uri)
+        .map_err(|e| Error::Config(format!("bad address {addr:?} for peer {id}: {e}")))?
+        .tcp_nodelay(true)
+        .connect_timeout(cfg.connect_timeout)
+        .http2_keep_alive_interval(cfg.keepalive_interval)
+        .keep_alive_timeout(cfg.keepalive_timeout)
+        .keep_alive_while_idle(true)
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(16 << 20))
+}
+
+/// Asks member `peer` at `addr` for its cluster id (the `Hello` call), as node
+/// `config.node_id`, with `config`'s TLS settings and timeouts. A node that bootstraps a
+/// cluster or joins one without knowing the cluster id calls this before it creates its
+/// transport; `config.cluster_id` is not used.
+pub async fn ask_cluster_id(config: &TransportConfig, peer: NodeId, addr: &str) -> Result<u64> {
+    let tls = config
+        .tls
+        .as_ref()
+        .map(PeerTls::new)
+        .transpose()?
+        .map(Arc::new);
+    let endpoint = endpoint_for(config, peer, addr)?.timeout(config.request_timeout);
+    let connector =
+        tower::service_fn(move |uri: http::Uri| connect_io(uri, false, tls.clone(), peer));
+    let channel = endpoint
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| Error::Connect {
+            peer,
+            reason: error_chain(&e),
+        })?;
+    let reply = PeerClient::new(channel)
+        .hello(pb::HelloRequest {
+            from: config.node_id,
+            to: peer,
+        })
+        .await
+        .map_err(|s| rpc_error(peer, s))?
+        .into_inner();
+    if reply.cluster_id == 0 || reply.from != peer {
+        return Err(Error::Malformed(format!(
+            "peer {peer} answered Hello with cluster id {} as node {}",
+            reply.cluster_id, reply.from
+        )));
+    }
+    Ok(reply.cluster_id)
+}
+
+/// Opens a connection to a peer: TCP; for the light lane the preface that makes its server
+/// receive the lane on its network thread; then, with TLS, the handshake (which checks that
+/// the server's certificate names member `peer` when certificates are bound to members).
+async fn connect_io(
     uri: http::Uri,
-) -> std::io::Result<hyper_util::rt::TokioIo<tokio::net::TcpStream>> {
+    light: bool,
+    tls: Option<Arc<PeerTls>>,
+    peer: NodeId,
+) -> std::io::Result<hyper_util::rt::TokioIo<ClientConn>> {
     use tokio::io::AsyncWriteExt;
     let bad = || {
         std::io::Error::new(
@@ -115,17 +166,17 @@ async fn connect_light(
     let host = uri.host().ok_or_else(bad)?;
     // An IPv6 literal comes bracketed in a URI.
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri
-        .port_u16()
-        .unwrap_or(if uri.scheme_str() == Some("https") {
-            443
-        } else {
-            80
-        });
+    let port = uri.port_u16().ok_or_else(bad)?;
     let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
     stream.set_nodelay(true)?;
-    stream.write_all(LIGHT_PREFACE).await?;
-    Ok(hyper_util::rt::TokioIo::new(stream))
+    if light {
+        stream.write_all(LIGHT_PREFACE).await?;
+    }
+    let io = match tls {
+        None => ClientIo::Plain(stream),
+        Some(tls) => ClientIo::Tls(Box::new(tls.connect(stream, host, peer).await?)),
+    };
+    Ok(hyper_util::rt::TokioIo::new(ClientConn { io }))
 }
 
 /// An error and its sources on one line.

@@ -10,6 +10,7 @@ use crate::pb;
 use crate::peer::LANE_KEY;
 use crate::shared::Shared;
 use crate::snapshot::open_chunk;
+use crate::tls::{ConnInfo, ServerConn};
 use metrics::counter;
 use raft_core::{Message, MessageBody, NodeId};
 use raft_metrics::net as m;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -92,8 +93,15 @@ impl PeerService {
     }
 }
 
-/// Checks who a frame, probe or chunk is from and for.
-fn check_header(shared: &Shared, cluster_id: u64, from: NodeId, to: NodeId) -> Result<(), Status> {
+/// Checks who a frame, probe or chunk is from and for, and that the connection it came on
+/// may speak for its sender (`conn`: what the connection's client certificate proved).
+fn check_header(
+    shared: &Shared,
+    conn: Option<&ConnInfo>,
+    cluster_id: u64,
+    from: NodeId,
+    to: NodeId,
+) -> Result<(), Status> {
     let cfg = &shared.config;
     if cluster_id != cfg.cluster_id {
         return Err(reject(
@@ -116,6 +124,7 @@ fn check_header(shared: &Shared, cluster_id: u64, from: NodeId, to: NodeId) -> R
     if from == 0 {
         return Err(reject("malformed", Status::invalid_argument("sender id 0")));
     }
+    check_identity(shared, conn, from)?;
     if shared.is_isolated() {
         return Err(reject(
             "isolated",
@@ -128,7 +137,40 @@ fn check_header(shared: &Shared, cluster_id: u64, from: NodeId, to: NodeId) -> R
             Status::permission_denied(format!("node {from} was removed from the cluster")),
         ));
     }
+    if !shared.is_member(from) {
+        return Err(reject(
+            "unknown_member",
+            Status::permission_denied(format!(
+                "node {from} is not a member of this cluster (as node {} knows it)",
+                cfg.node_id
+            )),
+        ));
+    }
     Ok(())
+}
+
+/// With member ids bound to certificates, a connection may only speak for the member its
+/// client certificate names.
+fn check_identity(shared: &Shared, conn: Option<&ConnInfo>, from: NodeId) -> Result<(), Status> {
+    let Some(cluster) = shared.tls.as_ref().and_then(|t| t.cluster()) else {
+        return Ok(());
+    };
+    let Some(cert) = conn.and_then(|c| c.client_cert.as_ref()) else {
+        // Client certificates are optional (`require_client_cert = false`): such peers are
+        // checked against the membership only.
+        return Ok(());
+    };
+    if cert.names_member(cluster, from) {
+        return Ok(());
+    }
+    Err(reject(
+        "member_identity",
+        Status::permission_denied(format!(
+            "the connection's certificate speaks for member(s) {:?} of cluster `{cluster}`, \
+             not for node {from}",
+            cert.members_of(cluster).collect::<Vec<_>>()
+        )),
+    ))
 }
 
 /// How long the receiver of a `Replicate` stream may hold back the ack of a delivered frame
@@ -142,10 +184,11 @@ const ACK_DELAY: Duration = Duration::from_millis(10);
 /// the wire.
 async fn receive_frame(
     shared: &Shared,
+    conn: Option<&ConnInfo>,
     frame: pb::Frame,
     lane: &'static str,
 ) -> Result<(pb::StreamAck, u64), Status> {
-    check_header(shared, frame.cluster_id, frame.from, frame.to)?;
+    check_header(shared, conn, frame.cluster_id, frame.from, frame.to)?;
     let ack = pb::StreamAck {
         cluster_id: frame.cluster_id,
         from: frame.to,
@@ -185,8 +228,17 @@ impl pb::peer_server::Peer for PeerService {
         request: Request<pb::AppRequest>,
     ) -> Result<Response<pb::AppReply>, Status> {
         self.check_running()?;
+        // The same checks as frames: the cluster, the receiver, and (with TLS) that the
+        // connection's certificate speaks for the sender.
+        let conn = request.extensions().get::<ConnInfo>().cloned();
         let req = request.into_inner();
-        check_header(&self.shared, req.cluster_id, req.from, req.to)?;
+        check_header(
+            &self.shared,
+            conn.as_ref(),
+            req.cluster_id,
+            req.from,
+            req.to,
+        )?;
         crate::peer::app::serve(&self.shared, req)
             .await
             .map(Response::new)
@@ -203,6 +255,7 @@ impl pb::peer_server::Peer for PeerService {
             Some(b"light") => "light",
             _ => "stream",
         };
+        let conn = request.extensions().get::<ConnInfo>().cloned();
         let mut frames = request.into_inner();
         let (tx, rx) = mpsc::channel(64);
         let shared = self.shared.clone();
@@ -238,7 +291,7 @@ impl pb::peer_server::Peer for PeerService {
                         }
                     };
                     let result = match next {
-                        Ok(Some(frame)) => receive_frame(&shared, frame, lane).await,
+                        Ok(Some(frame)) => receive_frame(&shared, conn.as_ref(), frame, lane).await,
                         Ok(None) => {
                             // The sender closed its side: ack what it sent.
                             if let Some((ack, _, _)) = held.take() {
@@ -279,7 +332,9 @@ impl pb::peer_server::Peer for PeerService {
 
     async fn send(&self, request: Request<pb::Frame>) -> Result<Response<pb::SendAck>, Status> {
         self.check_running()?;
-        let (ack, _) = receive_frame(&self.shared, request.into_inner(), "light").await?;
+        let conn = request.extensions().get::<ConnInfo>().cloned();
+        let (ack, _) =
+            receive_frame(&self.shared, conn.as_ref(), request.into_inner(), "light").await?;
         Ok(Response::new(pb::SendAck {
             cluster_id: ack.cluster_id,
             from: ack.from,
@@ -293,8 +348,15 @@ impl pb::peer_server::Peer for PeerService {
         request: Request<pb::SnapshotProbe>,
     ) -> Result<Response<pb::SnapshotAck>, Status> {
         self.check_running()?;
+        let conn = request.extensions().get::<ConnInfo>().cloned();
         let probe = request.into_inner();
-        check_header(&self.shared, probe.cluster_id, probe.from, probe.to)?;
+        check_header(
+            &self.shared,
+            conn.as_ref(),
+            probe.cluster_id,
+            probe.from,
+            probe.to,
+        )?;
         let meta = probe
             .meta
             .ok_or_else(|| reject("malformed", Status::invalid_argument("probe without meta")))
@@ -321,17 +383,48 @@ impl pb::peer_server::Peer for PeerService {
         request: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::SnapshotAck>, Status> {
         self.check_running()?;
+        let conn = request.extensions().get::<ConnInfo>().cloned();
         // Snapshot connections are served on the bulk runtime, so checksums, decompression
         // and the sink's writes run there.
-        receive_snapshot(&self.shared, request.into_inner())
+        receive_snapshot(&self.shared, conn.as_ref(), request.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn hello(
+        &self,
+        request: Request<pb::HelloRequest>,
+    ) -> Result<Response<pb::HelloReply>, Status> {
+        self.check_running()?;
+        let conn = request.extensions().get::<ConnInfo>().cloned();
+        let hello = request.into_inner();
+        let cfg = &self.shared.config;
+        if hello.to != cfg.node_id {
+            return Err(reject(
+                "wrong_receiver",
+                Status::invalid_argument(format!(
+                    "addressed to node {}, this is node {}",
+                    hello.to, cfg.node_id
+                )),
+            ));
+        }
+        if hello.from == 0 {
+            return Err(reject("malformed", Status::invalid_argument("sender id 0")));
+        }
+        // The cluster id is no secret (clients see it in every response header); with
+        // TLS the asker must still hold a certificate for the id it asks as.
+        check_identity(&self.shared, conn.as_ref(), hello.from)?;
+        Ok(Response::new(pb::HelloReply {
+            cluster_id: cfg.cluster_id,
+            from: cfg.node_id,
+        }))
     }
 }
 
 /// Receives one snapshot transfer; returns the final ack.
 async fn receive_snapshot(
     shared: &Shared,
+    conn: Option<&ConnInfo>,
     mut chunks: Streaming<pb::SnapshotChunk>,
 ) -> Result<pb::SnapshotAck, Status> {
     {
@@ -346,7 +439,7 @@ async fn receive_snapshot(
                     Status::invalid_argument("empty snapshot stream"),
                 )
             })?;
-        check_header(shared, first.cluster_id, first.from, first.to)?;
+        check_header(shared, conn, first.cluster_id, first.from, first.to)?;
         let (from, term, total_len) = (first.from, first.term, first.total_len);
         let meta = first
             .meta
@@ -479,12 +572,10 @@ impl ServerHandle {
 /// and votes are received there instead of waiting behind the append streams' work.
 pub(crate) const LIGHT_PREFACE: &[u8; 8] = b"RAFTLITE";
 
-/// How long a new connection may take to show which lane it is.
-const ROUTE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Serves the `Peer` service on `listener`: an accept loop on the network thread routes
 /// light-lane connections to a server on that thread and every other connection (append
-/// streams, snapshots, unary calls) to a server on the bulk runtime.
+/// streams, snapshots, unary calls) to a server on the bulk runtime. With TLS, the
+/// handshake runs where the connection will be served, after the lane preface.
 pub(crate) fn serve(
     shared: Arc<Shared>,
     listener: TcpListener,
@@ -495,46 +586,57 @@ pub(crate) fn serve(
     let listener = listener.into_std()?;
     let cfg = &shared.config;
     let (cancel, cancel_rx) = watch::channel(false);
-    let router = || -> Result<_> {
+    let router = || {
         let service = pb::peer_server::PeerServer::new(PeerService {
             shared: shared.clone(),
             cancel: cancel_rx.clone(),
         })
         .max_decoding_message_size(cfg.max_message_size)
         .max_encoding_message_size(cfg.max_message_size);
-        let mut builder = Server::builder()
+        Server::builder()
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(cfg.keepalive_interval))
             .http2_keepalive_timeout(Some(cfg.keepalive_timeout))
             .initial_stream_window_size(8 << 20)
-            .initial_connection_window_size(16 << 20);
-        if let Some(tls) = &shared.server_tls {
-            builder = builder
-                .tls_config(tls.clone())
-                .map_err(|e| Error::Config(format!("TLS: {e}")))?;
-        }
-        Ok(builder.add_service(service))
+            .initial_connection_window_size(16 << 20)
+            .max_concurrent_streams(cfg.max_concurrent_streams.max(1))
+            .add_service(service)
     };
-    let (bulk_router, light_router) = (router()?, router()?);
-    let (bulk_tx, bulk_rx) = mpsc::channel::<std::net::TcpStream>(64);
-    let (light_tx, light_rx) = mpsc::channel::<TcpStream>(64);
+    let (bulk_router, light_router) = (router(), router());
+    let (bulk_tx, bulk_rx) = mpsc::channel::<Pending>(64);
+    let (light_tx, light_rx) = mpsc::channel::<ServerConn>(64);
+    let (conn_tx, conn_rx) = mpsc::channel::<ServerConn>(64);
     let (stop_bulk, stop_bulk_rx) = oneshot::channel::<()>();
     let (stop_light, stop_light_rx) = oneshot::channel::<()>();
     let (stop_accept, stop_accept_rx) = oneshot::channel::<()>();
     let span = info_span!("peer_server", node_id = cfg.node_id, %local_addr);
-    let accept = net
+    let pending = Arc::new(Semaphore::new(cfg.max_pending_connections.max(1)));
+    let accept = net.handle().spawn(
+        accept_loop(
+            shared.clone(),
+            listener,
+            pending,
+            bulk_tx,
+            light_tx,
+            stop_accept_rx,
+        )
+        .instrument(span.clone()),
+    );
+    // Bulk connections are registered with the bulk runtime and their handshakes run
+    // there, each in its own task (one slow client never holds up the others).
+    let handshakes = bulk
         .handle()
-        .spawn(accept_loop(listener, bulk_tx, light_tx, stop_accept_rx).instrument(span.clone()));
-    // Bulk connections are registered with the bulk runtime as they come in (its server
-    // polls this stream there).
-    let bulk_incoming = ReceiverStream::new(bulk_rx).map(TcpStream::from_std);
+        .spawn(bulk_handshakes(shared.clone(), bulk_rx, conn_tx).instrument(span.clone()));
+    let bulk_incoming = ReceiverStream::new(conn_rx).map(Ok::<_, std::io::Error>);
     let bulk_task = bulk.handle().spawn(
         async move {
-            bulk_router
+            let served = bulk_router
                 .serve_with_incoming_shutdown(bulk_incoming, async {
                     let _ = stop_bulk_rx.await;
                 })
-                .await
+                .await;
+            handshakes.abort();
+            served
         }
         .instrument(span.clone()),
     );
@@ -559,12 +661,22 @@ pub(crate) fn serve(
     })
 }
 
+/// A bulk connection on its way to the bulk runtime, holding its place among the pending
+/// connections until its handshake is done.
+struct Pending {
+    stream: std::net::TcpStream,
+    permit: OwnedSemaphorePermit,
+}
+
 /// Accepts connections until `stop`, routing each by its first bytes (on the network
-/// thread, where this runs).
+/// thread, where this runs). At most `pending` connections may be routing or in their
+/// handshake at once; more are closed.
 async fn accept_loop(
+    shared: Arc<Shared>,
     listener: std::net::TcpListener,
-    bulk: mpsc::Sender<std::net::TcpStream>,
-    light: mpsc::Sender<TcpStream>,
+    pending: Arc<Semaphore>,
+    bulk: mpsc::Sender<Pending>,
+    light: mpsc::Sender<ServerConn>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let listener = match TcpListener::from_std(listener) {
@@ -587,40 +699,90 @@ async fn accept_loop(
                 }
             },
         };
+        let Ok(permit) = pending.clone().try_acquire_owned() else {
+            counter!(m::FRAMES_REJECTED, "reason" => "too_many_pending").increment(1);
+            debug!("too many peer connections pending; closed a new one");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(route(stream, bulk.clone(), light.clone()));
+        tokio::spawn(route(
+            shared.clone(),
+            stream,
+            permit,
+            bulk.clone(),
+            light.clone(),
+        ));
     }
 }
 
 /// Hands `stream` to the light-lane server when it starts with [`LIGHT_PREFACE`] (consumed
-/// here), to the bulk server otherwise (untouched: HTTP/2 and TLS start with other bytes).
+/// here; its TLS handshake runs here, on the network thread), to the bulk runtime
+/// otherwise (untouched: HTTP/2 and TLS start with other bytes).
 async fn route(
+    shared: Arc<Shared>,
     mut stream: TcpStream,
-    bulk: mpsc::Sender<std::net::TcpStream>,
-    light: mpsc::Sender<TcpStream>,
+    permit: OwnedSemaphorePermit,
+    bulk: mpsc::Sender<Pending>,
+    light: mpsc::Sender<ServerConn>,
 ) {
+    let deadline = tokio::time::Instant::now() + shared.config.handshake_timeout;
     let mut first = [0u8; 1];
-    match tokio::time::timeout(ROUTE_TIMEOUT, stream.peek(&mut first)).await {
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
         Ok(Ok(1)) => {}
         _ => return,
     }
     if first[0] != LIGHT_PREFACE[0] {
         match stream.into_std() {
-            Ok(s) => {
-                let _ = bulk.send(s).await;
+            Ok(stream) => {
+                let _ = bulk.send(Pending { stream, permit }).await;
             }
             Err(e) => debug!(%e, "cannot hand over a peer connection"),
         }
         return;
     }
     let mut preface = [0u8; LIGHT_PREFACE.len()];
-    match tokio::time::timeout(ROUTE_TIMEOUT, stream.read_exact(&mut preface)).await {
+    match tokio::time::timeout_at(deadline, stream.read_exact(&mut preface)).await {
         Ok(Ok(_)) if &preface == LIGHT_PREFACE => {
-            let _ = light.send(stream).await;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if let Some(conn) = handshake(&shared, stream, left).await {
+                drop(permit);
+                let _ = light.send(conn).await;
+            }
         }
         _ => {
             counter!(m::FRAMES_REJECTED, "reason" => "malformed").increment(1);
             debug!("dropped a peer connection with an unknown preface");
         }
+    }
+}
+
+/// Runs the TLS handshake of each bulk connection in a task of its own (on the bulk
+/// runtime) and hands the result to the bulk server.
+async fn bulk_handshakes(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Pending>,
+    to_server: mpsc::Sender<ServerConn>,
+) {
+    while let Some(Pending { stream, permit }) = rx.recv().await {
+        let (shared, to_server) = (shared.clone(), to_server.clone());
+        tokio::spawn(async move {
+            let Ok(stream) = TcpStream::from_std(stream) else {
+                return;
+            };
+            let timeout = shared.config.handshake_timeout;
+            if let Some(conn) = handshake(&shared, stream, timeout).await {
+                drop(permit);
+                let _ = to_server.send(conn).await;
+            }
+        });
+    }
+}
+
+/// The connection as the server will serve it: after the TLS handshake when TLS is on
+/// (`None` when it fails; counted and logged by the acceptor).
+async fn handshake(shared: &Shared, stream: TcpStream, timeout: Duration) -> Option<ServerConn> {
+    match &shared.tls {
+        None => Some(ServerConn::plain(stream)),
+        Some(tls) => tls.acceptor().accept(stream, timeout).await.ok(),
     }
 }

@@ -1,9 +1,10 @@
 //! State shared by the transport's handle, its per-peer workers and its server: config,
-//! the channels to the runtime, the removed-member set and the TLS settings.
+//! the channels to the runtime, the member and removed-member sets and the TLS settings.
 
 use crate::config::{CompressionConfig, TransportConfig};
 use crate::error::{Error, Result};
 use crate::snapshot::SnapshotSink;
+use crate::tls::PeerTls;
 use metrics::counter;
 use raft_core::{Message, NodeId};
 use raft_metrics::net as m;
@@ -11,7 +12,6 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 /// Where the transport hands what arrives and what fails to the runtime.
 pub struct Inbound {
@@ -108,8 +108,10 @@ pub(crate) struct Shared {
     pub(crate) inbound: Inbound,
     /// Members removed from the cluster: their frames are refused.
     pub(crate) removed: RwLock<HashSet<NodeId>>,
-    pub(crate) client_tls: Option<ClientTlsConfig>,
-    pub(crate) server_tls: Option<ServerTlsConfig>,
+    /// The peers added and not removed: frames from anyone else are refused.
+    members: RwLock<HashSet<NodeId>>,
+    /// Peer TLS, when configured.
+    pub(crate) tls: Option<Arc<PeerTls>>,
     /// The compression in force (starts as `config.compression`; changes at run time).
     compression: RwLock<CompressionConfig>,
     /// The fault switch: while set, nothing is sent or accepted (a simulated partition).
@@ -129,20 +131,9 @@ impl Shared {
                 "max_message_size must be at least 1 KiB".into(),
             ));
         }
-        let (client_tls, server_tls) = match &config.tls {
-            None => (None, None),
-            Some(tls) => {
-                let ca = Certificate::from_pem(&tls.ca_pem);
-                let identity = Identity::from_pem(&tls.cert_pem, &tls.key_pem);
-                let mut client = ClientTlsConfig::new()
-                    .ca_certificate(ca.clone())
-                    .identity(identity.clone());
-                if let Some(name) = &tls.server_name {
-                    client = client.domain_name(name.clone());
-                }
-                let server = ServerTlsConfig::new().identity(identity).client_ca_root(ca);
-                (Some(client), Some(server))
-            }
+        let tls = match &config.tls {
+            None => None,
+            Some(tls) => Some(Arc::new(PeerTls::new(tls)?)),
         };
         Ok(Self {
             compression: RwLock::new(config.compression),
@@ -151,8 +142,8 @@ impl Shared {
             config,
             inbound,
             removed: RwLock::new(HashSet::new()),
-            client_tls,
-            server_tls,
+            members: RwLock::new(HashSet::new()),
+            tls,
         })
     }
 
@@ -198,13 +189,24 @@ impl Shared {
         self.isolated.store(isolated, Ordering::Relaxed);
     }
 
-    /// Marks `id` removed (or not).
+    /// Marks `id` removed (or not): a removed member is no member, one added back is.
     pub(crate) fn set_removed(&self, id: NodeId, removed: bool) {
         let mut set = self.removed.write().unwrap_or_else(|e| e.into_inner());
+        let mut members = self.members.write().unwrap_or_else(|e| e.into_inner());
         if removed {
             set.insert(id);
+            members.remove(&id);
         } else {
             set.remove(&id);
+            members.insert(id);
         }
+    }
+
+    /// True when `id` is a peer this transport was told about (added, not removed).
+    pub(crate) fn is_member(&self, id: NodeId) -> bool {
+        self.members
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id)
     }
 }

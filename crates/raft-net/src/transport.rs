@@ -1,7 +1,7 @@
 //! [`PeerTransport`]: the handle the runtime drives: peers in and out, non-blocking sends,
 //! snapshot transfers, and serving the inbound side on a listener.
 
-use crate::config::{CompressionConfig, TransportConfig};
+use crate::config::{CompressionConfig, TlsConfig, TransportConfig};
 use crate::convert::message_size;
 use crate::error::{Error, Result};
 use crate::netrt::NetRuntime;
@@ -164,6 +164,20 @@ impl PeerTransport {
     /// the network cut it off. Connections themselves stay up.
     pub fn set_isolated(&self, isolated: bool) {
         self.inner.shared.set_isolated(isolated);
+    }
+
+    /// Replaces the peer certificate, key and CA (PEM) for connections made or accepted
+    /// from now on; established connections keep theirs. The server name, the cluster
+    /// name of member URIs and whether client certificates are required stay as they were
+    /// at start. Refused when the transport was started without TLS (TLS cannot be turned
+    /// on or off at run time); on any error the old settings stay.
+    pub fn set_tls(&self, tls: &TlsConfig) -> Result<()> {
+        match &self.inner.shared.tls {
+            Some(current) => current.reload(tls),
+            None => Err(Error::Config(
+                "the transport was started without TLS; TLS cannot be turned on at run time".into(),
+            )),
+        }
     }
 
     /// True while the fault switch is on.
@@ -333,9 +347,11 @@ impl PeerTransport {
     }
 
     /// Serves this node's inbound side on `listener` (bind port 0 in tests) in a new task.
-    /// Frames from another cluster, for another node or from a removed member are refused;
-    /// so is anything over `max_message_size`. With TLS configured, only peers presenting a
-    /// certificate signed by the cluster CA can connect.
+    /// Frames from another cluster, for another node, from a removed member or from any id
+    /// that is not a peer ([`add_peer`](Self::add_peer)) are refused; so is anything over
+    /// `max_message_size`. With TLS configured, only peers presenting a certificate signed
+    /// by the cluster CA can connect (unless client certificates are optional), and with a
+    /// cluster name a connection speaks only for the member its certificate names.
     pub fn serve(&self, listener: TcpListener) -> Result<ServerHandle> {
         serve(
             self.inner.shared.clone(),

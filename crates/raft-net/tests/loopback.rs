@@ -426,6 +426,7 @@ async fn single_channel_inbound_gets_every_lane() {
     let b = PeerTransport::new(config(2), inbound).unwrap();
     let server = b.serve(listener).unwrap();
     let a = start(config(1)).await;
+    b.add_peer(1, a.addr.to_string()).unwrap();
     a.transport
         .add_peer(2, server.local_addr().to_string())
         .unwrap();
@@ -541,6 +542,8 @@ fn heartbeat_frame(seq: u64, commit: u64) -> raft_net::wire::Frame {
 async fn replicate_streams_are_delivered_by_their_lane_marker() {
     use raft_net::wire::peer_client::PeerClient;
     let mut b = start(config(2)).await;
+    // The raw clients below speak as node 1, which must be a peer of b.
+    b.transport.add_peer(1, "127.0.0.1:1").unwrap();
     let channel = raw_channel(&b).await;
     for (marker, commit) in [(Some("light"), 7), (None, 8), (Some("stream"), 9)] {
         let frame = heartbeat_frame(1, commit);
@@ -583,6 +586,8 @@ async fn frames_sent_close_together_share_cumulative_acks() {
     use raft_net::wire::peer_client::PeerClient;
     const FRAMES: u64 = 20;
     let mut b = start(config(2)).await;
+    // The raw clients below speak as node 1, which must be a peer of b.
+    b.transport.add_peer(1, "127.0.0.1:1").unwrap();
     let channel = raw_channel(&b).await;
     let (tx, rx) = tokio::sync::mpsc::channel(FRAMES as usize);
     for seq in 1..=FRAMES {
@@ -747,6 +752,8 @@ async fn light_lane_connections_are_served_on_the_network_thread() {
     let sink = Arc::new(ThreadRecordingSink::default());
     let (inbound, _rx) = raft_net::Inbound::channels_with_priority(16, sink.clone());
     let transport = raft_net::PeerTransport::new(config(2), inbound).unwrap();
+    // The probes below come from node 1, which must be a peer.
+    transport.add_peer(1, "127.0.0.1:1").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = transport.serve(listener).unwrap();
     let addr = server.local_addr();

@@ -95,6 +95,8 @@ async fn oversized_frames_are_refused_with_a_clear_error() {
     let mut cfg = config(2);
     cfg.max_message_size = 64 << 10;
     let mut b = start(cfg).await;
+    // The raw clients below speak as node 1, which must be a peer of b.
+    b.transport.add_peer(1, "127.0.0.1:1").unwrap();
     let big = [append(1, 2, 1, json_like(100_000))];
 
     // Light lane, uncompressed: tonic's limit on the wire.
@@ -145,6 +147,8 @@ async fn oversized_frames_are_refused_with_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_frames_are_refused_and_do_not_crash_the_server() {
     let mut b = start(config(2)).await;
+    // The raw clients below speak as node 1, which must be a peer of b.
+    b.transport.add_peer(1, "127.0.0.1:1").unwrap();
     // Not protobuf at all.
     let err = raw_send(
         channel(&b).await,
@@ -197,7 +201,8 @@ async fn garbage_frames_are_refused_and_do_not_crash_the_server() {
         client.send(f).await.unwrap_err().code(),
         Code::InvalidArgument
     );
-    // A message inside claiming another sender.
+    // A message inside claiming another sender (both are members).
+    b.transport.add_peer(3, "127.0.0.1:1").unwrap();
     let f = frame(CLUSTER, 3, 2, &[heartbeat(1, 2, 1)]);
     assert_eq!(
         client.send(f).await.unwrap_err().code(),
@@ -215,6 +220,8 @@ async fn garbage_frames_are_refused_and_do_not_crash_the_server() {
 async fn unknown_connection_prefaces_are_dropped() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut b = start(config(2)).await;
+    // The raw clients below speak as node 1, which must be a peer of b.
+    b.transport.add_peer(1, "127.0.0.1:1").unwrap();
     for junk in [
         &b"RAFTJUNK and more"[..],
         b"R",
@@ -238,6 +245,8 @@ async fn unknown_connection_prefaces_are_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_cluster_id_is_refused() {
     let mut b = start(config(2)).await;
+    // The raw clients below speak as node 1, which must be a peer of b.
+    b.transport.add_peer(1, "127.0.0.1:1").unwrap();
     // A raw frame from another cluster.
     let mut client = PeerClient::new(channel(&b).await);
     let err = client
@@ -262,6 +271,50 @@ async fn foreign_cluster_id_is_refused() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     still_serves(&mut b).await;
+}
+
+/// An id that is no member (never added as a peer) cannot make the node step a message, an
+/// append with a huge term included, whether it comes as a frame, a stream, a snapshot
+/// probe or a transport of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_senders_are_refused_whatever_their_term() {
+    let mut nodes = cluster(2, |_| {}).await;
+    let b = nodes[1].addr;
+    let mut client = PeerClient::new(
+        Channel::from_shared(format!("http://{b}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let mut takeover = append(99, 2, 1, json_like(10));
+    takeover.term = u64::MAX / 2;
+    let err = client
+        .send(frame(CLUSTER, 99, 2, &[takeover.clone()]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("not a member"), "{err:?}");
+    let probe = wire::SnapshotProbe {
+        cluster_id: CLUSTER,
+        from: 99,
+        to: 2,
+        term: u64::MAX / 2,
+        meta: None,
+        total_len: 10,
+    };
+    let err = client.snapshot_offset(probe).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    // A whole transport as node 99 that knows node 2.
+    let mut intruder = start(config(99)).await;
+    intruder.transport.add_peer(2, b.to_string()).unwrap();
+    intruder.transport.send(takeover).unwrap();
+    intruder.transport.send(heartbeat(99, 2, 1)).unwrap();
+    unreachable(&mut intruder, 2, 5).await;
+    recv_nothing(&mut nodes[1], 300).await;
+    // The members still talk.
+    nodes[0].transport.send(heartbeat(1, 2, 3)).unwrap();
+    assert_eq!(recv(&mut nodes[1], 5).await, heartbeat(1, 2, 3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

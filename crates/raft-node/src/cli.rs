@@ -85,6 +85,35 @@ pub struct RaftdArgs {
     /// number of revisions; 0 turns auto-compaction off (etcd's flag).
     #[arg(long, value_name = "RETENTION")]
     pub auto_compaction_retention: Option<String>,
+    /// The client port's certificate, PEM (`tls.cert_file`; etcd's flag).
+    #[arg(long, value_name = "FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// The client port's private key, PEM (`tls.key_file`).
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// CAs of client certificates, PEM (`tls.trusted_ca_file`).
+    #[arg(long, value_name = "FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require client certificates (`tls.client_cert_auth`; `--client-cert-auth=false`
+    /// turns it off).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub client_cert_auth: Option<bool>,
+    /// This member's peer certificate, PEM (`tls.peer_cert_file`).
+    #[arg(long, value_name = "FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// This member's peer private key, PEM (`tls.peer_key_file`).
+    #[arg(long, value_name = "FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// The CA of peer certificates, PEM (`tls.peer_trusted_ca_file`).
+    #[arg(long, value_name = "FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Require peers' client certificates (`tls.peer_client_cert_auth`, default true;
+    /// `--peer-client-cert-auth=false` turns it off).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub peer_client_cert_auth: Option<bool>,
+    /// Concurrent streams per client connection (`limits.max_concurrent_streams`).
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_streams: Option<u32>,
     /// Overrides any key: `--set raft.max_inflight_msgs=64` (repeatable, applied last).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -197,6 +226,30 @@ impl RaftdArgs {
         s("request_size_limit", &self.request_size_limit);
         s("compaction.auto_mode", &self.auto_compaction_mode);
         s("compaction.auto_retention", &self.auto_compaction_retention);
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        s("tls.cert_file", &path(&self.cert_file));
+        s("tls.key_file", &path(&self.key_file));
+        s("tls.trusted_ca_file", &path(&self.trusted_ca_file));
+        s("tls.peer_cert_file", &path(&self.peer_cert_file));
+        s("tls.peer_key_file", &path(&self.peer_key_file));
+        s(
+            "tls.peer_trusted_ca_file",
+            &path(&self.peer_trusted_ca_file),
+        );
+        for (key, v) in [
+            ("tls.client_cert_auth", self.client_cert_auth),
+            ("tls.peer_client_cert_auth", self.peer_client_cert_auth),
+        ] {
+            if let Some(v) = v {
+                out.push((key.into(), Boolean(v)));
+            }
+        }
+        if let Some(n) = self.max_concurrent_streams {
+            out.push((
+                "limits.max_concurrent_streams".into(),
+                Integer(i64::from(n)),
+            ));
+        }
         let int = |v: u64, key: &str| -> Result<toml::Value, ConfigError> {
             i64::try_from(v)
                 .map(Integer)
@@ -264,6 +317,44 @@ mod tests {
         assert_eq!(c.raft.max_inflight_msgs, 16);
         assert_eq!(c.compression.codec, crate::config::CodecKey::Snappy);
         assert_eq!(c.initial_members().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn etcd_tls_flags_set_tls_keys() {
+        let args = RaftdArgs::try_parse_from([
+            "raftd",
+            "--id",
+            "1",
+            "--cert-file",
+            "/c.pem",
+            "--key-file",
+            "/c.key",
+            "--trusted-ca-file",
+            "/ca.pem",
+            "--client-cert-auth",
+            "--peer-cert-file",
+            "/p.pem",
+            "--peer-key-file",
+            "/p.key",
+            "--peer-trusted-ca-file",
+            "/ca.pem",
+            "--peer-client-cert-auth=false",
+            "--max-concurrent-streams",
+            "7",
+        ])
+        .unwrap();
+        let c = args.load().unwrap();
+        assert_eq!(
+            c.tls.cert_file.as_deref(),
+            Some(std::path::Path::new("/c.pem"))
+        );
+        assert_eq!(
+            c.tls.peer_trusted_ca_file.as_deref(),
+            Some(std::path::Path::new("/ca.pem"))
+        );
+        assert!(c.tls.client_cert_auth);
+        assert!(!c.tls.peer_client_cert_auth);
+        assert_eq!(c.limits.max_concurrent_streams, 7);
     }
 
     #[test]

@@ -6,8 +6,9 @@ use raft_kv::pb::etcdserverpb::cluster_client::ClusterClient;
 use raft_kv::pb::etcdserverpb::kv_client::KvClient;
 use raft_kv::pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use std::future::Future;
+use std::path::Path;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
 /// Endpoints of a cluster and the timeouts to reach them.
@@ -16,6 +17,36 @@ pub struct Client {
     endpoints: Vec<String>,
     connect_timeout: Duration,
     request_timeout: Duration,
+    /// TLS settings; with them every endpoint is dialled with `https`.
+    tls: Option<ClientTlsConfig>,
+}
+
+/// TLS settings for a client from PEM files, as etcdctl takes them (`--cacert`, `--cert`,
+/// `--key`): the CA that signed the servers' certificates, and a client certificate and
+/// key for servers that ask for one.
+pub fn tls_from_files(
+    cacert: Option<&Path>,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<ClientTlsConfig, String> {
+    let read = |what: &str, p: &Path| {
+        std::fs::read_to_string(p).map_err(|e| format!("{what} {}: {e}", p.display()))
+    };
+    let mut tls = ClientTlsConfig::new();
+    if let Some(ca) = cacert {
+        tls = tls.ca_certificate(Certificate::from_pem(read("--cacert", ca)?));
+    }
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            tls = tls.identity(Identity::from_pem(
+                read("--cert", cert)?,
+                read("--key", key)?,
+            ));
+        }
+        (None, None) => {}
+        _ => return Err("--cert and --key go together".into()),
+    }
+    Ok(tls)
 }
 
 /// Why a call failed on every endpoint.
@@ -75,7 +106,14 @@ impl Client {
             endpoints,
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
+            tls: None,
         }
+    }
+
+    /// Dials every endpoint with TLS (`https`, whatever scheme it was given with).
+    pub fn with_tls(mut self, tls: ClientTlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Sets the timeout of every call.
@@ -100,10 +138,19 @@ impl Client {
 
     /// Connects to `addr`.
     pub async fn connect(&self, addr: &str) -> Result<Channel, ClientError> {
-        let ep = Endpoint::from_shared(endpoint_url(addr))
+        let mut url = endpoint_url(addr);
+        if self.tls.is_some() && url.starts_with("http://") {
+            url = url.replacen("http://", "https://", 1);
+        }
+        let mut ep = Endpoint::from_shared(url)
             .map_err(|_| ClientError::BadEndpoint(addr.to_string()))?
             .connect_timeout(self.connect_timeout)
             .timeout(self.request_timeout);
+        if let Some(tls) = &self.tls {
+            ep = ep
+                .tls_config(tls.clone())
+                .map_err(|e| ClientError::BadEndpoint(format!("{addr}: TLS: {e}")))?;
+        }
         ep.connect()
             .await
             .map_err(|e| ClientError::Unreachable(format!("{addr}: {e}")))

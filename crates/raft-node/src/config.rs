@@ -16,12 +16,14 @@ mod bytes;
 mod compaction;
 mod lease;
 mod reload;
+mod tls;
 mod watch;
 
 pub use bytes::ByteSize;
 pub use compaction::{CompactionSection, Retention};
 pub use lease::LeaseSection;
 pub use reload::{ConfigSource, DiffError};
+pub use tls::{DEFAULT_PEER_CERT_CLUSTER, LimitsSection, TlsSection};
 pub use watch::WatchSection;
 
 use serde::{Deserialize, Serialize};
@@ -78,17 +80,20 @@ pub struct NodeConfig {
     pub listen_client: String,
     /// Address the peer transport listens on (default 127.0.0.1:2380).
     pub listen_peer: String,
-    /// Address of the HTTP endpoint for metrics and health (none by default).
+    /// Address of the HTTP endpoint for metrics and health (none by default); a bare
+    /// port (`9090` or `:9090`) binds to loopback (127.0.0.1).
     pub listen_metrics: Option<String>,
     /// The client URL published to the cluster (default: `http://` + `listen_client`).
     pub advertise_client: Option<String>,
     /// The members of a new cluster, or the known members when joining: `"1=host:port,2=..."`
     /// or a table `{ 1 = "host:port" }`. Default: this node alone at `listen_peer`.
     pub initial_cluster: InitialCluster,
-    /// The cluster id (frames from another cluster are refused). Set this or
-    /// `cluster_token`, not both.
+    /// The cluster id of a new cluster (frames from another cluster are refused). Normally
+    /// unset: a new cluster's first member draws a random id and the others ask it; the id
+    /// is kept in `<data_dir>/cluster_id`. Set this or `cluster_token`, not both.
     pub cluster_id: Option<u64>,
-    /// A token hashed into the cluster id (default `raft-cluster`).
+    /// An explicit token hashed into the cluster id, instead of a random one (as etcd's
+    /// `--initial-cluster-token`: clusters with the same token get the same id).
     pub cluster_token: Option<String>,
     /// Join an existing cluster as a learner (added first with `raftctl member add`) instead
     /// of starting a new one.
@@ -113,6 +118,10 @@ pub struct NodeConfig {
     pub watch: WatchSection,
     /// etcd's leases: checkpoints, minimum TTL, revoke rate.
     pub lease: LeaseSection,
+    /// TLS on the client port and between peers.
+    pub tls: TlsSection,
+    /// Limits per connection and per client.
+    pub limits: LimitsSection,
 }
 
 impl Default for NodeConfig {
@@ -139,6 +148,8 @@ impl Default for NodeConfig {
             compaction: CompactionSection::default(),
             watch: WatchSection::default(),
             lease: LeaseSection::default(),
+            tls: TlsSection::default(),
+            limits: LimitsSection::default(),
         }
     }
 }
@@ -516,7 +527,8 @@ impl SnapshotSection {
     }
 }
 
-/// The default cluster token.
+/// The cluster token that data dirs written before cluster ids were random and persisted
+/// derived their id from when no token was given.
 pub const DEFAULT_CLUSTER_TOKEN: &str = "raft-cluster";
 
 /// A stable 64-bit hash (FNV-1a) of a cluster token; never 0.
@@ -596,8 +608,17 @@ impl NodeConfig {
             .unwrap_or_else(|| PathBuf::from(format!("raftd-{}.data", self.id)))
     }
 
-    /// The cluster id (`cluster_id`, or the hash of `cluster_token`).
-    pub fn cluster_id(&self) -> u64 {
+    /// The cluster id the configuration names explicitly: `cluster_id`, or the hash of
+    /// `cluster_token`; `None` when neither is set (a new cluster then gets a random id).
+    pub fn explicit_cluster_id(&self) -> Option<u64> {
+        self.cluster_id
+            .or_else(|| self.cluster_token.as_deref().map(cluster_id_from_token))
+    }
+
+    /// The id a data dir written before cluster ids were persisted belongs to (the
+    /// explicit id, or the hash of the old default token): only for upgrading such a data
+    /// dir in place.
+    pub fn legacy_cluster_id(&self) -> u64 {
         self.cluster_id.unwrap_or_else(|| {
             cluster_id_from_token(
                 self.cluster_token
@@ -607,11 +628,28 @@ impl NodeConfig {
         })
     }
 
-    /// The client URL published to the cluster.
+    /// The client URL published to the cluster (`https://` with client TLS).
     pub fn advertise_client(&self) -> String {
+        let scheme = if self.tls.client_tls() {
+            "https"
+        } else {
+            "http"
+        };
         self.advertise_client
             .clone()
-            .unwrap_or_else(|| format!("http://{}", strip_scheme(&self.listen_client)))
+            .unwrap_or_else(|| format!("{scheme}://{}", strip_scheme(&self.listen_client)))
+    }
+
+    /// The address of the HTTP endpoint: `listen_metrics`, with a bare port (`9090`,
+    /// `:9090`) on loopback.
+    pub fn metrics_addr(&self) -> Option<String> {
+        let m = strip_scheme(self.listen_metrics.as_deref()?);
+        let port = m.strip_prefix(':').unwrap_or(m);
+        Some(if port.parse::<u16>().is_ok() {
+            format!("127.0.0.1:{port}")
+        } else {
+            m.to_string()
+        })
     }
 
     /// The members of the initial cluster by id (this node alone at `listen_peer` when the
@@ -636,8 +674,8 @@ impl NodeConfig {
         }
         check_socket_addr("listen_client", &self.listen_client)?;
         check_socket_addr("listen_peer", &self.listen_peer)?;
-        if let Some(m) = &self.listen_metrics {
-            check_socket_addr("listen_metrics", m)?;
+        if let Some(m) = self.metrics_addr() {
+            check_socket_addr("listen_metrics", &m)?;
         }
         if strip_scheme(&self.listen_client) == strip_scheme(&self.listen_peer) {
             return err(format!(
@@ -685,6 +723,8 @@ impl NodeConfig {
         self.compaction.validate()?;
         self.watch.validate()?;
         self.lease.validate()?;
+        self.tls.validate()?;
+        self.limits.validate()?;
         // The protocol crate's own checks (after ours, which say more).
         self.raft_core_config()?;
         Ok(())
@@ -740,9 +780,12 @@ impl NodeConfig {
         }
     }
 
-    /// The peer transport's configuration.
-    pub fn transport_config(&self) -> raft_net::TransportConfig {
-        let mut t = raft_net::TransportConfig::new(self.id, self.cluster_id());
+    /// The peer transport's configuration for cluster `cluster_id` (without TLS: the
+    /// node reads the certificate files, see [`TlsSection::peer_config`]).
+    pub fn transport_config(&self, cluster_id: u64) -> raft_net::TransportConfig {
+        let mut t = raft_net::TransportConfig::new(self.id, cluster_id);
+        t.max_pending_connections = self.limits.peer_max_pending_connections;
+        t.max_concurrent_streams = self.limits.peer_max_concurrent_streams;
         t.compression = self.compression.to_net();
         t.max_message_size = self.peer.max_message_size.as_usize();
         t.stream_window_bytes = self.peer.stream_window.as_usize();
@@ -777,7 +820,10 @@ impl NodeConfig {
             "initial_cluster",
             self.initial_cluster == new.initial_cluster,
         );
-        check("cluster_id", self.cluster_id() == new.cluster_id());
+        check(
+            "cluster_id",
+            self.explicit_cluster_id() == new.explicit_cluster_id(),
+        );
         check("join", self.join == new.join);
         check(
             "request_size_limit",
@@ -811,6 +857,8 @@ impl NodeConfig {
         check("snapshot", self.snapshot == new.snapshot);
         check("watch", self.watch == new.watch);
         check("lease", self.lease == new.lease);
+        check("tls", self.tls == new.tls);
+        check("limits", self.limits == new.limits);
         out
     }
 

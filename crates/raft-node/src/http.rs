@@ -10,6 +10,11 @@
 //! | `/status` | JSON: id, role, term, leader, commit, applied, last index, membership, peers' progress (leader) |
 //! | `/debug/pprof/profile?seconds=N` | a CPU profile (pprof protobuf, gzip), `&format=svg` a flame graph |
 //! | `/debug/pprof/heap` | 501: heap profiling is not available |
+//!
+//! With TLS on the client port (`[tls] cert_file`), the endpoint speaks HTTPS with the same
+//! certificate (a client certificate is asked for, not required), and `/status` and
+//! `/debug/pprof/*` answer `403` to connections without a client certificate
+//! ([`crate::security::OperatorPolicy`]); `/metrics`, `/health` and `/ready` stay open.
 
 use crate::admin::{role_name, state_name};
 use crate::profile::Profiler;
@@ -45,7 +50,14 @@ pub struct HttpState {
     pub name: String,
     /// Takes CPU profiles (one at a time).
     pub profiler: Profiler,
+    /// TLS, when the client port has it.
+    pub tls: Option<Arc<raft_net::tls::TlsAcceptor>>,
+    /// Who may read `/status` and take profiles.
+    pub operator: crate::security::OperatorPolicy,
 }
+
+/// How long a client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `listener` until the returned task is aborted.
 pub fn spawn(listener: TcpListener, state: HttpState) -> tokio::task::JoinHandle<()> {
@@ -63,11 +75,19 @@ pub fn spawn(listener: TcpListener, state: HttpState) -> tokio::task::JoinHandle
             };
             let state = state.clone();
             tokio::spawn(async move {
+                let conn = match &state.tls {
+                    None => raft_net::tls::ServerConn::plain(stream),
+                    Some(tls) => match tls.accept(stream, HANDSHAKE_TIMEOUT).await {
+                        Ok(conn) => conn,
+                        Err(_) => return,
+                    },
+                };
+                let info = conn.info().clone();
                 let service = hyper::service::service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(route(&state, req).await) }
+                    let (state, info) = (state.clone(), info.clone());
+                    async move { Ok::<_, Infallible>(route(&state, &info, req).await) }
                 });
-                let io = hyper_util::rt::TokioIo::new(stream);
+                let io = hyper_util::rt::TokioIo::new(conn);
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
                     .serve_connection(io, service)
                     .await
@@ -115,7 +135,11 @@ pub(crate) fn query_param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
     })
 }
 
-async fn route(state: &HttpState, req: Request<Incoming>) -> Response<Body> {
+async fn route(
+    state: &HttpState,
+    conn: &raft_net::tls::ConnInfo,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let path = req.uri().path();
     let query = req.uri().query().unwrap_or("");
     let endpoint = match path {
@@ -131,6 +155,11 @@ async fn route(state: &HttpState, req: Request<Incoming>) -> Response<Body> {
     metrics::counter!(HTTP_REQUESTS, "endpoint" => endpoint).increment(1);
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reply_text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served");
+    }
+    if matches!(endpoint, "status" | "pprof_profile" | "pprof_heap")
+        && let Err(why) = state.operator.check(Some(conn))
+    {
+        return reply_text(StatusCode::FORBIDDEN, why);
     }
     match endpoint {
         "metrics" => match &state.metrics {

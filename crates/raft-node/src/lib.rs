@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod node;
 pub mod profile;
 pub mod restore;
 pub mod scrape;
+pub mod security;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -2,6 +2,8 @@
 //! runtime, serve the etcd v3 API, publish this member's attributes, and shut everything
 //! down in order on SIGTERM or SIGINT.
 
+mod client_port;
+pub mod cluster_id;
 pub mod faults;
 pub mod lease;
 mod recover;
@@ -12,6 +14,7 @@ pub mod transport;
 use crate::admin::AdminService;
 use crate::config::{ConfigError, ConfigSource, NodeConfig, strip_scheme};
 use crate::logging::LogHandle;
+use crate::security::{OperatorPolicy, TlsMaterial};
 use raft_core::Membership;
 use raft_kv::address_book::AddressBook;
 use raft_kv::autocompact::AutoCompactor;
@@ -61,6 +64,10 @@ pub enum NodeError {
     /// The snapshot store failed.
     #[error("snapshot store: {0}")]
     Snapshot(#[from] raft_snapshot::Error),
+    /// The cluster id could not be read, written or learned, or the data dir belongs to
+    /// another cluster.
+    #[error("cluster id: {0}")]
+    ClusterId(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
@@ -138,10 +145,9 @@ impl Node {
             .map_err(io(format!("creating the data dir {}", data.display())))?;
         // The recorder goes in before anything records (the runtime registers its handles
         // when it starts); the endpoint is served once the node is up.
-        let metrics_listener = match &config.listen_metrics {
+        let metrics_listener = match config.metrics_addr() {
             None => None,
             Some(addr) => {
-                let addr = strip_scheme(addr).to_string();
                 let listener = TcpListener::bind(&addr)
                     .await
                     .map_err(io(format!("binding the metrics address {addr}")))?;
@@ -151,6 +157,14 @@ impl Node {
                 Some((listener, recorder))
             }
         };
+        // TLS material first: a bad file stops the node before it touches its data.
+        let members = config.initial_members()?;
+        let peer_tls = config.tls.peer_config()?;
+        let client_pem = config.tls.client_pem()?;
+        let (client_tls, metrics_tls) = crate::security::acceptors(client_pem.as_ref())?;
+        // Before the WAL is opened (and its directory created): an old data dir is told
+        // apart from a new one by its WAL.
+        let cluster_id = cluster_id::resolve(config, &data, &members, peer_tls.as_ref()).await?;
         let wal = Arc::new(raft_log::Wal::open(
             data.join("wal"),
             config.wal_settings(),
@@ -176,7 +190,6 @@ impl Node {
             }
             None => None,
         };
-        let members = config.initial_members()?;
         let book = AddressBook::new(members.clone());
         let bootstrap = (!config.join).then(|| Membership {
             voters: members.keys().copied().collect(),
@@ -194,7 +207,18 @@ impl Node {
             4096,
             Arc::new(snapshots::StoreSink::new(snapshots.clone())),
         );
-        let net = raft_net::PeerTransport::new(config.transport_config(), inbound)?;
+        let mut net_config = config.transport_config(cluster_id);
+        net_config.tls = peer_tls.clone();
+        let net = raft_net::PeerTransport::new(net_config, inbound)?;
+        if config.join {
+            // The transport refuses frames from ids that are not its peers, and a joining
+            // node learns the membership only from the leader's snapshot: accept the
+            // members it was told to join through (every member, as `raftctl member add`
+            // prints them) until then.
+            for (&peer, addr) in members.iter().filter(|(p, _)| **p != id) {
+                net.add_peer(peer, addr.clone())?;
+            }
+        }
         let peer_addr = strip_scheme(&config.listen_peer).to_string();
         let peer_listener = TcpListener::bind(&peer_addr)
             .await
@@ -230,10 +254,18 @@ impl Node {
             id,
             config.compaction.policy()?,
         ));
-        let reloader = Arc::new(
-            Reloader::new(config.clone(), source, log, handle.clone(), net.clone())
-                .with_compaction(autocompact.clone(), store.clone()),
-        );
+        let mut reloader = Reloader::new(config.clone(), source, log, handle.clone(), net.clone())
+            .with_compaction(autocompact.clone(), store.clone());
+        if client_tls.is_some() || peer_tls.is_some() {
+            reloader = reloader.with_tls(Arc::new(TlsMaterial::new(
+                client_tls.clone(),
+                metrics_tls.clone(),
+                net.clone(),
+                client_pem,
+                peer_tls,
+            )));
+        }
+        let reloader = Arc::new(reloader);
         let mut tasks = Vec::new();
         if faults::enabled() {
             let net = net.clone();
@@ -248,10 +280,11 @@ impl Node {
             handle: handle.clone(),
             store: store.clone(),
             book,
-            cluster_id: config.cluster_id(),
+            cluster_id,
             member_id: id,
             limits: raft_kv::validate::Limits {
                 max_request_bytes: limit,
+                max_range_bytes: config.limits.max_range_response_bytes.as_usize(),
                 ..Default::default()
             },
         })
@@ -260,23 +293,32 @@ impl Node {
             min_ttl: config.lease_min_ttl(),
             forward: Some(Arc::new(lease::PeerChannel(net.clone()))),
         });
+        if let Some(hub) = service.watch_hub().cloned() {
+            tasks.push(tokio::spawn(watch_gauges(hub)));
+        }
         net.set_app_handler(Some(Arc::new(lease::LeaseHandler(service.clone()))));
         let lease_keeper = LeaseKeeper::spawn(handle.clone(), store.clone(), config.lease_keeper());
         let (api_stop, stop_rx) = oneshot::channel::<()>();
-        let client_incoming =
-            tonic::transport::server::TcpIncoming::from(client_listener).with_nodelay(Some(true));
+        // TCP_NODELAY, per-client connection limits and TLS: `client_port`.
+        let client_incoming = client_port::incoming(
+            client_listener,
+            client_tls,
+            config.limits.max_connections_per_client,
+        );
+        let operator = OperatorPolicy::of(&config.tls);
+        let admin = AdminService::new(handle.clone())
+            .with_reloader(reloader.clone())
+            .with_snapshot_store(snapshots.clone());
         let api = tokio::spawn(
             tonic::transport::Server::builder()
+                .max_concurrent_streams(config.limits.max_concurrent_streams)
                 .add_routes(service.routes())
                 .add_service(
-                    AdminService::new(handle.clone())
-                        .with_reloader(reloader.clone())
-                        .with_snapshot_store(snapshots.clone())
-                        .into_server(),
+                    crate::pb::admin::admin_server::AdminServer::with_interceptor(
+                        admin,
+                        operator.interceptor(),
+                    ),
                 )
-                // TCP_NODELAY: without it a small response waits for the client's delayed
-                // ACK (~40 ms per request for a single caller; tonic's `tcp_nodelay` only
-                // applies to listeners it binds itself).
                 .serve_with_incoming_shutdown(client_incoming, async {
                     let _ = stop_rx.await;
                 }),
@@ -289,6 +331,8 @@ impl Node {
                     metrics: recorder,
                     name: config.name(),
                     profiler: crate::profile::Profiler::default(),
+                    tls: metrics_tls,
+                    operator,
                 },
             )
         });
@@ -306,7 +350,9 @@ impl Node {
             name = %config.name(),
             client = %client_addr,
             peer = %peer_addr,
-            cluster_id = format_args!("{:x}", config.cluster_id()),
+            cluster_id = format_args!("{cluster_id:016x}"),
+            client_tls = config.tls.client_tls(),
+            peer_tls = config.tls.peer_tls(),
             join = config.join,
             "raftd started"
         );
@@ -398,6 +444,18 @@ impl Node {
         // the log's writer thread are joined there), the process is about to exit.
         std::mem::forget(self.store);
         std::mem::forget(self.handle);
+    }
+}
+
+/// Sets the watch hub's gauges once a second.
+async fn watch_gauges(hub: WatchHub) {
+    use raft_metrics::node::{WATCH_STREAMS, WATCH_UNSYNCED, WATCH_WATCHERS};
+    loop {
+        let s = hub.stats();
+        metrics::gauge!(WATCH_WATCHERS).set(s.watchers as f64);
+        metrics::gauge!(WATCH_UNSYNCED).set(s.unsynced as f64);
+        metrics::gauge!(WATCH_STREAMS).set(s.streams as f64);
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -76,6 +76,13 @@ pub fn restore_data_dir(o: &RestoreOptions) -> Result<Restored, NodeError> {
         what: format!("creating {}", o.data_dir.display()),
         source,
     })?;
+    // A restored data dir is a new cluster: a new random id (written first, so a data dir
+    // left half-built by a failed restore is never taken for one from before cluster ids
+    // were kept).
+    crate::node::cluster_id::write_cluster_id(
+        &o.data_dir,
+        crate::node::cluster_id::random_cluster_id(),
+    )?;
     let kv = KvStore::open(o.data_dir.join("kv"))?;
     let snap = SnapshotStore::open_dir(o.data_dir.join("snap"), StoreOptions::default())?;
     let mut sink = KvRestoreSink::new(kv.clone());

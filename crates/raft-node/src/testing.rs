@@ -83,6 +83,82 @@ pub trait Launch: Send + Sync {
 
     /// The command that starts `member`; the cluster sends its output to the member's log.
     fn command(&self, member: &Member<'_>) -> Command;
+
+    /// TLS settings for clients of the cluster, when its client ports speak TLS.
+    fn client_tls(&self) -> Option<tonic::transport::ClientTlsConfig> {
+        None
+    }
+}
+
+/// The certificates of a TLS test cluster ([`Raftd::tls`]), written by
+/// [`crate::certs::write_cluster_certs`] for members 1 to 9, cluster name `it`, valid for
+/// 127.0.0.1 and localhost.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// Where they are.
+    pub certs: crate::certs::ClusterCerts,
+    /// The CA that signed them (to make more: renewed, expired, ...).
+    pub ca: std::sync::Arc<crate::certs::Authority>,
+    /// Whether the client ports require client certificates.
+    pub client_cert_auth: bool,
+}
+
+impl TlsFiles {
+    /// Writes the certificates into `dir`.
+    pub fn generate(dir: &Path, client_cert_auth: bool) -> Result<TlsFiles> {
+        let day = crate::certs::Validity::For(Duration::from_secs(86_400));
+        let ca = crate::certs::Authority::new("test CA", day)?;
+        let certs = ca.write_cluster(
+            dir,
+            "it",
+            &(1..=9).collect::<Vec<_>>(),
+            &["127.0.0.1".to_string(), "localhost".to_string()],
+            day,
+        )?;
+        Ok(TlsFiles {
+            certs,
+            ca: std::sync::Arc::new(ca),
+            client_cert_auth,
+        })
+    }
+
+    /// The raftd flags of member `id`.
+    pub fn flags(&self, id: u64) -> Vec<OsString> {
+        let c = &self.certs;
+        let (_, cert, key) = c
+            .members
+            .iter()
+            .find(|(m, ..)| *m == id)
+            .expect("certificates are made for members 1 to 9");
+        let mut out: Vec<OsString> = vec![
+            "--cert-file".into(),
+            c.server.0.clone().into(),
+            "--key-file".into(),
+            c.server.1.clone().into(),
+            "--trusted-ca-file".into(),
+            c.ca.clone().into(),
+            "--peer-cert-file".into(),
+            cert.into(),
+            "--peer-key-file".into(),
+            key.into(),
+            "--peer-trusted-ca-file".into(),
+            c.ca.clone().into(),
+            "--set".into(),
+            "tls.peer_cert_cluster=\"it\"".into(),
+        ];
+        if self.client_cert_auth {
+            out.push("--client-cert-auth".into());
+        }
+        out
+    }
+
+    /// TLS settings of a client that trusts the CA and presents the `root` client
+    /// certificate.
+    pub fn client(&self) -> tonic::transport::ClientTlsConfig {
+        let c = &self.certs;
+        crate::client::tls_from_files(Some(&c.ca), Some(&c.client.0), Some(&c.client.1))
+            .expect("the certificates were just written")
+    }
 }
 
 /// `raftd` started with command-line flags: ids, addresses, data directory, the initial
@@ -90,9 +166,10 @@ pub trait Launch: Send + Sync {
 #[derive(Clone, Debug)]
 pub struct Raftd {
     bin: PathBuf,
-    token: String,
+    token: Option<String>,
     metrics: bool,
     args: Vec<OsString>,
+    tls: Option<TlsFiles>,
 }
 
 impl Raftd {
@@ -100,15 +177,30 @@ impl Raftd {
     pub fn new(bin: impl Into<PathBuf>) -> Self {
         Self {
             bin: bin.into(),
-            token: "it".into(),
+            token: Some("it".into()),
             metrics: false,
             args: Vec::new(),
+            tls: None,
         }
+    }
+
+    /// Runs every member with TLS on its client port and mutual TLS between peers, from
+    /// `tls`'s files; the cluster's clients use TLS too.
+    pub fn tls(mut self, tls: TlsFiles) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Sets the cluster token.
     pub fn token(mut self, token: &str) -> Self {
-        self.token = token.into();
+        self.token = Some(token.into());
+        self
+    }
+
+    /// No cluster token: the first member draws a random cluster id and the others ask it
+    /// for the id, as in production.
+    pub fn random_cluster_id(mut self) -> Self {
+        self.token = None;
         self
     }
 
@@ -149,16 +241,25 @@ impl Launch for Raftd {
             .arg("--data-dir")
             .arg(m.data_dir)
             .args(["--listen-client", m.client, "--listen-peer", m.peer])
-            .args(["--initial-cluster", &initial.join(",")])
-            .args(["--cluster-token", &self.token]);
+            .args(["--initial-cluster", &initial.join(",")]);
+        if let Some(token) = &self.token {
+            cmd.args(["--cluster-token", token]);
+        }
         if self.metrics {
             cmd.args(["--listen-metrics", m.metrics]);
         }
         if m.join {
             cmd.arg("--join");
         }
+        if let Some(tls) = &self.tls {
+            cmd.args(tls.flags(m.id));
+        }
         cmd.args(&self.args);
         cmd
+    }
+
+    fn client_tls(&self) -> Option<tonic::transport::ClientTlsConfig> {
+        self.tls.as_ref().map(TlsFiles::client)
     }
 }
 
@@ -409,12 +510,21 @@ impl Cluster {
 
     /// A client of the running members (5 s per call).
     pub fn client(&self) -> Client {
-        Client::new(self.endpoints()).with_timeout(CALL_TIMEOUT)
+        self.with_tls(Client::new(self.endpoints()).with_timeout(CALL_TIMEOUT))
     }
 
     /// A client of the members `ids` only (5 s per call).
     pub fn client_of(&self, ids: &[u64]) -> Client {
-        Client::new(ids.iter().map(|&i| self.endpoint(i)).collect()).with_timeout(CALL_TIMEOUT)
+        self.with_tls(
+            Client::new(ids.iter().map(|&i| self.endpoint(i)).collect()).with_timeout(CALL_TIMEOUT),
+        )
+    }
+
+    fn with_tls(&self, client: Client) -> Client {
+        match self.launch.client_tls() {
+            Some(tls) => client.with_tls(tls),
+            None => client,
+        }
     }
 
     /// A client of member `id` only (5 s per call).
@@ -440,7 +550,8 @@ impl Cluster {
         let deadline = Instant::now() + limit;
         loop {
             for id in self.running() {
-                let status = Client::new(vec![self.endpoint(id)])
+                let status = self
+                    .with_tls(Client::new(vec![self.endpoint(id)]))
                     .with_timeout(Duration::from_secs(2))
                     .maintenance(|mut c| async move {
                         c.status(StatusRequest {}).await.map(|r| r.into_inner())

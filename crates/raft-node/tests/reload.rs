@@ -1,7 +1,8 @@
 //! Hot reload of raftd's configuration: in one process (the `ReloadConfig` rpc's answers),
 //! and on a cluster of real raftd processes (a new heartbeat interval seen in the heartbeat
 //! counter of `/metrics`, an invalid file and a fixed key refused with the old settings
-//! kept, and each trigger: file change, SIGHUP and the rpc).
+//! kept, and each trigger: file change, SIGHUP and the rpc); auto-compaction turned on by a
+//! reload.
 
 #![allow(clippy::print_stdout)]
 
@@ -334,4 +335,62 @@ fn kill(args: &[&str], pid: Option<u32>) -> bool {
         .arg(pid)
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Auto-compaction turned on by a reload: the node (its own leader) starts compacting
+/// through the log; a retention that does not fit the mode is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_compaction_starts_on_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_addr(), free_addr());
+    let file = dir.path().join("raftd.toml");
+    let data = dir.path().join("data");
+    let text = node_toml(1, &client, &peer, &data, "50ms");
+    std::fs::write(&file, &text).unwrap();
+    let source = ConfigSource {
+        file: Some(file.clone()),
+        overrides: vec![],
+    };
+    let node = Node::start(&source.load().unwrap(), source, None)
+        .await
+        .unwrap();
+    let c = Client::new(vec![client.clone()]).with_timeout(Duration::from_secs(5));
+    let first = testing::put(&c, "k", "0").await.unwrap();
+    let compact_revision = || async {
+        c.maintenance(|mut m| async move {
+            m.hash_kv(raft_kv::pb::etcdserverpb::HashKvRequest { revision: 0 })
+                .await
+                .map(|r| r.into_inner().compact_revision)
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(compact_revision().await, 0);
+
+    std::fs::write(
+        &file,
+        text.clone() + "[compaction]\nauto_mode = \"revision\"\nauto_retention = \"1s\"\n",
+    )
+    .unwrap();
+    let e = reload_rpc(&client).await.unwrap_err();
+    assert_eq!(code_of(&e), tonic::Code::InvalidArgument, "{e}");
+    assert!(e.to_string().contains("revision retention"), "{e}");
+
+    std::fs::write(&file, text + "[compaction]\nauto_retention = \"1s\"\n").unwrap();
+    assert_eq!(
+        reload_rpc(&client).await.unwrap(),
+        ["compaction.auto_retention"]
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut i = 0;
+    loop {
+        i += 1;
+        testing::put(&c, "k", &i.to_string()).await.unwrap();
+        if compact_revision().await > first {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no compaction after the reload");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.shutdown().await;
 }

@@ -233,7 +233,7 @@ impl<SM: StateMachine> RaftHandle<SM> {
     /// on the leader while the previous change (made anywhere) is in its log but not yet
     /// applied there waits until it is, then goes ahead. A change the leader refuses
     /// after forwarding (rare: the follower checks it against its own view first) ends in
-    /// [`Error::Timeout`].
+    /// [`Error::ProposalDropped`] as soon as the refusal comes back.
     pub async fn change_membership(&self, change: ConfChange) -> Result<Membership> {
         self.call("the membership change to be applied", |tx| {
             Request::ConfChange { change, tx }

@@ -35,8 +35,13 @@
 //!    is the only thing they wait for (no snapshot restore in flight), the write's
 //!    completion sends them itself, on the log's thread, without waiting for the loop.
 //! 3. `committed_entries` go to the apply worker; its report leads to `on_applied`, which
-//!    may change the membership (the transport's peers follow it).
-//! 4. `read_states` wait until the applied index reaches their index.
+//!    returns the membership as of the applied index after a change (a removed peer is
+//!    dropped from the transport then). A configuration takes effect once in the log:
+//!    `Ready::membership` makes the transport connect to new peers (`RawNode::peers`)
+//!    before the `Ready`'s messages go out.
+//! 4. `read_states` wait until the applied index reaches their index;
+//!    `dropped_proposals` (forwarded proposals the leader did not append) fail their
+//!    callers with `ProposalDropped` at once.
 //!
 //! # Proposals and forwarding
 //!

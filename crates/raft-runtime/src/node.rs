@@ -196,6 +196,7 @@ impl RaftNode {
             commit: status.commit,
             written_hard_state,
             peers,
+            peers_early: BTreeSet::new(),
             observe: observe::LoopMetrics::new(),
             fresh_reads: Vec::new(),
             stats: stats.clone(),
@@ -302,6 +303,9 @@ pub(crate) struct Loop<SM: StateMachine, S: LogStore, T: Transport> {
     pub written_hard_state: raft_core::HardState,
     /// Peers the transport was told about.
     pub peers: BTreeSet<NodeId>,
+    /// Peers added when a change entered the log, told again once a change is applied (a
+    /// transport that resolves addresses from applied state may not have known them yet).
+    pub peers_early: BTreeSet<NodeId>,
     pub observe: observe::LoopMetrics,
     /// Read contexts issued in this turn of the loop by this node as a lease-mode leader:
     /// answered within the same turn means answered from the lease, with no quorum round.

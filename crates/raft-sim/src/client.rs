@@ -256,6 +256,7 @@ mod tests {
             membership_every: 0,
             transfer_every: 0,
             compact_after: 0,
+            lease_reads: false,
         }
     }
 

@@ -12,24 +12,25 @@
 mod clients;
 mod faults;
 mod format;
+mod nodes;
 mod ready;
 
 use crate::client::{Clients, InFlight};
 use crate::configs::ConfigModel;
-use crate::invariants::{SafetyChecker, ShadowLog, Violation, entry_hash};
+use crate::invariants::{SafetyChecker, Violation};
 use crate::kv::KvState;
 use crate::linearizability::{KvOutput, check_kv_history};
 use crate::network::{Admit, Network};
 use crate::queue::EventQueue;
 use crate::rng::SimRng;
 use crate::run::{RunReport, SimOptions};
-use crate::storage::{DurableLog, SharedLog, SimDisk};
+use crate::storage::{SharedLog, SimDisk};
 use crate::swarm::{SwarmConfig, TICK_MS};
 use crate::trace::Trace;
 use crate::trace_line;
 use bytes::Bytes;
 use format::Msg;
-use raft_core::{Config, Membership, Message, MessageBody, NodeId, RawNode, Role, SnapshotMeta};
+use raft_core::{Entry, Membership, Message, MessageBody, NodeId, RawNode, Role, SnapshotMeta};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 type Node = RawNode<SharedLog<KvState>>;
@@ -54,8 +55,13 @@ enum Event {
     Tick(NodeId, u64),
     Deliver(Box<(Message, Option<KvState>)>),
     DiskDone(NodeId, u64),
+    /// The state machine of (node, incarnation) applies what is due.
+    Apply(NodeId, u64),
+    /// A snapshot transfer from the first node to the second failed.
+    SnapshotFailed(NodeId, NodeId),
+    FsyncError,
     ClientStart(u64),
-    ClientArrive(u64, InFlight),
+    ClientArrive(u64, Box<InFlight>),
     ClientReply(u64, u64, Reply),
     ClientExpire(u64, u64),
     Crash,
@@ -94,6 +100,22 @@ struct Running {
     reported_applied: u64,
     /// The simulator's model of the node's configurations (checked against the node's).
     configs: ConfigModel,
+    /// Committed work handed out and not yet applied, with the time it is due (in order).
+    apply_queue: VecDeque<(u64, ApplyItem)>,
+    /// Mutation `CommitWithoutQuorum`: puts to acknowledge once the leader's own write of
+    /// them (the `Ready` numbered first) is durable.
+    early_acks: VecDeque<(u64, Vec<EarlyAck>)>,
+}
+
+/// A put acknowledged early by the `CommitWithoutQuorum` mutation: (client, seq, index, term).
+type EarlyAck = (u64, u64, u64, u64);
+
+/// Work for a node's state machine, applied in order.
+#[derive(Debug)]
+enum ApplyItem {
+    Entries(Vec<Entry>),
+    /// Restore from a snapshot the node installed.
+    Restore(SnapshotMeta, KvState),
 }
 
 /// A node slot: its disk always exists once started; the process may be down.
@@ -102,6 +124,15 @@ struct SimNode {
     incarnation: u64,
     run: Option<Running>,
     paused_until: u64,
+    /// This node's clock drift (parts per million; its tick lasts `TICK_MS * (1 + d)`).
+    drift_ppm: i64,
+    /// Microseconds carried from one tick to the next (drifting clocks).
+    tick_carry_us: u64,
+    /// The state machine as last made durable (with the membership as of its applied
+    /// index), when asynchronous apply flushes it; survives crashes.
+    sm_durable: Option<(KvState, Membership)>,
+    /// The disk's next write completion fails (an fsync error).
+    fail_next_write: bool,
 }
 
 /// The whole simulated world of one run.
@@ -126,6 +157,8 @@ pub struct Cluster {
     commit_confs: BTreeMap<u64, Membership>,
     /// The highest index in `commit_confs`.
     commit_recorded: u64,
+    /// The index of the first liveness probe entry applied anywhere.
+    liveness_index: Option<u64>,
     faults_active: bool,
     liveness_done: bool,
     liveness_from: u64,
@@ -158,6 +191,7 @@ impl Cluster {
             confs,
             commit_confs: BTreeMap::new(),
             commit_recorded: 0,
+            liveness_index: None,
             faults_active: true,
             liveness_done: false,
             liveness_from: 0,
@@ -190,6 +224,9 @@ impl Cluster {
         r.elections = self.leader_terms.len() as u64;
         r.messages = self.net.stats.sent;
         r.conf_changes = self.confs.len() as u64 - 1;
+        r.async_apply = self.cfg.node.apply_lag_max > 0;
+        r.commits_first_seen_on_followers = self.checker.commits_first_seen_on_followers;
+        r.lease_reads = self.cfg.ops.lease_reads;
         r.trace = self.trace.render();
         r
     }
@@ -222,6 +259,7 @@ impl Cluster {
         let (n, d, o) = (&self.cfg.net, &self.cfg.node, &self.cfg.ops);
         let periodic = [
             (d.crash_every, Event::Crash),
+            (d.fsync_error_every, Event::FsyncError),
             (d.pause_every, Event::Pause),
             (n.partition_every, Event::Partition),
             (n.clog_every, Event::Clog),
@@ -256,6 +294,7 @@ impl Cluster {
         }
         let r = check_kv_history(&history, self.opts.max_lin_steps_per_key);
         self.report.lin_unknown = r.unknown.len();
+        self.report.lin_keys = history.iter().map(|o| o.key).collect::<BTreeSet<_>>().len();
         if let Some(&(key, idx)) = r.violations.first() {
             let op = &history[idx];
             let ops_of_key: Vec<String> = history
@@ -315,11 +354,23 @@ impl Cluster {
                 self.on_deliver(m, snap)
             }
             Event::DiskDone(id, inc) => self.on_disk_done(id, inc),
+            Event::Apply(id, inc) => self.on_apply(id, inc),
+            Event::SnapshotFailed(from, to) => {
+                trace_line!(
+                    self.trace,
+                    self.now,
+                    "snapshot n{from}>n{to} transfer failed"
+                );
+                if let Some(r) = self.running(from, None) {
+                    r.raw.report_snapshot(to, false);
+                }
+                self.drive(from)
+            }
             Event::ClientStart(c) => {
                 self.client_start(c);
                 Ok(())
             }
-            Event::ClientArrive(c, op) => self.client_arrive(c, op),
+            Event::ClientArrive(c, op) => self.client_arrive(c, *op),
             Event::ClientReply(c, seq, reply) => {
                 self.client_reply(c, seq, reply);
                 Ok(())
@@ -336,152 +387,10 @@ impl Cluster {
             }
             Event::FaultsEnd => self.faults_end(),
             Event::LivenessProbe => self.liveness_probe(),
-            Event::LivenessDeadline => {
-                if self.liveness_done {
-                    Ok(())
-                } else {
-                    Err(Violation::NoLiveness(format!(
-                        "no write committed within {} ticks of the faults stopping (leader: {:?})",
-                        self.opts.liveness_bound_ticks,
-                        self.leader()
-                    )))
-                }
-            }
+            Event::LivenessDeadline => self.liveness_deadline(),
             Event::End => Ok(()),
             other => self.handle_fault(other),
         }
-    }
-
-    // ---------------------------------------------------------------- node lifecycle
-
-    fn node_config(&self, id: NodeId, applied: u64) -> Config {
-        let mut c = Config::new(id);
-        c.heartbeat_ticks = self.cfg.heartbeat_ticks;
-        c.election_timeout_base_ticks = self.cfg.election_ticks;
-        c.jitter_max_ticks = self.cfg.election_ticks;
-        c.pre_vote = self.cfg.pre_vote;
-        c.check_quorum = self.cfg.check_quorum;
-        c.lazy_commit = self.cfg.lazy_commit;
-        c.max_entries_per_append = 64;
-        c.max_inflight_msgs = 16;
-        c.applied = applied;
-        c
-    }
-
-    /// Starts node `id`: fresh (a new disk; `initial` says whether it is an initial
-    /// voter or joins later) or, when its disk exists, restarted from what is durable.
-    fn start_node(&mut self, id: NodeId, initial: bool) -> Check {
-        if !self.nodes.contains_key(&id) {
-            // Every node is bootstrapped with the initial membership, as if it were a
-            // snapshot at index 0: the log's configuration changes apply on top of it
-            // (a node joining later learns the rest from the log or a snapshot).
-            let _ = initial;
-            let membership = self.confs[&0].clone();
-            self.nodes.insert(
-                id,
-                SimNode {
-                    disk: SimDisk::new(DurableLog::new(membership, KvState::default())),
-                    incarnation: 0,
-                    run: None,
-                    paused_until: 0,
-                },
-            );
-        }
-        let (log, sm, shadow, commit, configs) = {
-            let n = &self.nodes[&id];
-            let d = n.disk.log.borrow();
-            let shadow = ShadowLog {
-                snap_index: d.snapshot.index,
-                snap_term: d.snapshot.term,
-                ents: d.entries.iter().map(|e| (e.term, entry_hash(e))).collect(),
-            };
-            let commit = d.hard_state.commit.max(d.snapshot.index);
-            trace_line!(
-                self.trace,
-                self.now,
-                "n{id} disk: snapshot {}/{}, log to {}/{}, hs {:?}",
-                d.snapshot.index,
-                d.snapshot.term,
-                d.last(),
-                d.term_at(d.last()).unwrap_or(0),
-                d.hard_state
-            );
-            let configs =
-                ConfigModel::from_log(d.snapshot.index, d.snapshot.membership.clone(), &d.entries);
-            (
-                n.disk.log.clone(),
-                d.snapshot_data.clone(),
-                shadow,
-                commit,
-                configs,
-            )
-        };
-        let applied = sm.applied.max(log.borrow().snapshot.index);
-        let hs = log.borrow().hard_state;
-        let config = self.node_config(id, applied);
-        let node_seed = self.rng.next_u64();
-        let raw = match RawNode::new(config, log, node_seed) {
-            Ok(r) => r,
-            Err(e) => return Err(Violation::Panic(format!("n{id} failed to start: {e}"))),
-        };
-        self.checker.on_restart(id, shadow, commit);
-        let n = self.nodes.get_mut(&id).expect("inserted above");
-        n.incarnation += 1;
-        n.paused_until = 0;
-        let inc = n.incarnation;
-        n.run = Some(Running {
-            raw,
-            sm,
-            role: Role::Follower,
-            term: hs.term,
-            vote: hs.vote,
-            waiting_writes: BTreeSet::new(),
-            waiting_reads: BTreeMap::new(),
-            ready_reads: Vec::new(),
-            held: VecDeque::new(),
-            incoming_snapshot: None,
-            reported_applied: applied,
-            configs,
-        });
-        trace_line!(
-            self.trace,
-            self.now,
-            "n{id} start (incarnation {inc}, commit {commit}, applied {applied})"
-        );
-        // Ticks start at a random phase so nodes do not tick in lockstep.
-        let phase = self.rng.range(1, TICK_MS);
-        self.schedule(phase, Event::Tick(id, inc));
-        self.drive(id)
-    }
-
-    fn crash_node(&mut self, id: NodeId) {
-        let torn = self.cfg.node.torn_writes;
-        let Some(n) = self.nodes.get_mut(&id) else {
-            return;
-        };
-        if n.run.is_none() {
-            return;
-        }
-        let pending = n.disk.pending_records();
-        let (keep, keep_entries) = if torn && pending > 0 {
-            (
-                self.rng.below(pending as u64 + 1) as usize,
-                self.rng.below(4) as usize,
-            )
-        } else {
-            (0, 0)
-        };
-        let kept = n.disk.crash(keep, keep_entries);
-        n.run = None;
-        n.incarnation += 1;
-        self.checker.on_step_down(id);
-        self.report.crashes += 1;
-        trace_line!(
-            self.trace,
-            self.now,
-            "n{id} CRASH (lost {} of {pending} records in flight)",
-            pending - kept.min(pending)
-        );
     }
 
     // ---------------------------------------------------------------- events
@@ -503,7 +412,8 @@ impl Cluster {
             return Ok(());
         }
         let paused = n.paused_until > now;
-        self.schedule(TICK_MS, Event::Tick(id, inc));
+        let d = self.tick_delay(id);
+        self.schedule(d, Event::Tick(id, inc));
         if paused {
             return Ok(());
         }
@@ -537,7 +447,24 @@ impl Cluster {
                 }
             }
         }
-        let arrivals = self.net.send(self.now, m.from, m.to);
+        let mut arrivals = self.net.send(self.now, m.from, m.to);
+        if snap.is_some() && !arrivals.is_empty() {
+            // A snapshot transfer takes time, and may fail (the leader hears of it).
+            let n = &self.cfg.net;
+            let (max, fail) = (n.snapshot_delay_max, n.snapshot_fail);
+            if fail > 0.0 && self.rng.chance(fail) {
+                self.report.snapshot_failures += 1;
+                let at = self.rng.range(1, max.max(10));
+                self.schedule(at, Event::SnapshotFailed(m.from, m.to));
+                return;
+            }
+            if max > 0 {
+                let extra = self.rng.range(0, max);
+                for a in &mut arrivals {
+                    *a += extra;
+                }
+            }
+        }
         if arrivals.is_empty() {
             trace_line!(self.trace, self.now, "{} dropped", Msg(&m));
             if snap.is_some()
@@ -621,6 +548,16 @@ impl Cluster {
             self.queue.push(t, Event::DiskDone(id, inc));
             return Ok(());
         }
+        if n.fail_next_write && n.disk.pending.front().is_some_and(|p| p.done_at <= now) {
+            // The fsync fails: the node stops, keeping whatever prefix reached the disk.
+            n.fail_next_write = false;
+            self.report.fsync_failures += 1;
+            trace_line!(self.trace, now, "n{id} FSYNC ERROR: fail-stop");
+            self.crash_node(id, true);
+            let down = self.rng.range(10, self.cfg.node.max_down);
+            self.schedule(down, Event::Restart(id));
+            return Ok(());
+        }
         let done = n.disk.complete_until(now);
         let Some(&last) = done.last() else {
             return Ok(());
@@ -648,7 +585,7 @@ impl Cluster {
         for m in out {
             self.send(m);
         }
-        Ok(())
+        self.early_acks(id, number)
     }
 
     // ---------------------------------------------------------------- Ready handling

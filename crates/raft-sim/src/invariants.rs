@@ -255,6 +255,9 @@ pub struct SafetyChecker {
     /// Per node: (commit index, index applied last).
     nodes: FxHashMap<NodeId, (u64, u64)>,
     shadows: FxHashMap<NodeId, ShadowLog>,
+    /// Indexes whose commitment a follower reported before any leader did (their recorded
+    /// commit term is then the follower's, an upper bound).
+    pub commits_first_seen_on_followers: u64,
 }
 
 type Check = Result<(), Violation>;
@@ -343,8 +346,10 @@ impl SafetyChecker {
         Ok(())
     }
 
-    /// `node`, in term `node_term`, reports commit index `commit` (from its hard state).
-    pub fn on_commit(&mut self, node: NodeId, commit: u64, node_term: u64) -> Check {
+    /// `node`, in term `node_term`, reports commit index `commit` (from its hard state);
+    /// `leader` when it leads that term (then `node_term` is the real commit term of the
+    /// indexes it is the first to report).
+    pub fn on_commit(&mut self, node: NodeId, commit: u64, node_term: u64, leader: bool) -> Check {
         let st = self.nodes.entry(node).or_default();
         let old = st.0;
         if commit < old {
@@ -371,6 +376,9 @@ impl SafetyChecker {
                         self.committed.push((term, hash));
                         self.commit_terms.push(node_term);
                         newly.push((i, node_term));
+                        if !leader {
+                            self.commits_first_seen_on_followers += 1;
+                        }
                     }
                 }
             }
@@ -523,14 +531,14 @@ mod tests {
         let mut c = SafetyChecker::new();
         c.on_append(1, &[ent(1, 1, b"a"), ent(2, 1, b"b")]).unwrap();
         c.on_append(2, &[ent(1, 1, b"a"), ent(2, 2, b"c")]).unwrap();
-        c.on_commit(1, 2, 1).unwrap();
+        c.on_commit(1, 2, 1, true).unwrap();
         assert_eq!(c.max_committed(), 2);
         assert!(matches!(
-            c.on_commit(2, 2, 1),
+            c.on_commit(2, 2, 1, true),
             Err(Violation::CommitMismatch { node: 2, index: 2 })
         ));
         assert!(matches!(
-            c.on_commit(1, 1, 1),
+            c.on_commit(1, 1, 1, true),
             Err(Violation::CommitRegressed { from: 2, to: 1, .. })
         ));
         c.on_apply(1, &ent(1, 1, b"a")).unwrap();
@@ -540,7 +548,7 @@ mod tests {
         ));
         c.on_restart(2, ShadowLog::default(), 0);
         c.on_append(2, &[ent(1, 1, b"a"), ent(2, 2, b"c")]).unwrap();
-        c.on_commit(2, 1, 1).unwrap();
+        c.on_commit(2, 1, 1, true).unwrap();
         assert!(c.on_apply(2, &ent(2, 2, b"c")).is_err());
     }
 
@@ -548,7 +556,7 @@ mod tests {
     fn leader_completeness() {
         let mut c = SafetyChecker::new();
         c.on_append(1, &[ent(1, 1, b"a"), ent(2, 1, b"b")]).unwrap();
-        c.on_commit(1, 2, 1).unwrap();
+        c.on_commit(1, 2, 1, true).unwrap();
         // A node elected in term 2 with only entry 1 lacks committed entry 2.
         c.on_append(3, &[ent(1, 1, b"a")]).unwrap();
         assert!(matches!(
@@ -561,7 +569,7 @@ mod tests {
         c.on_append(2, &[ent(1, 1, b"a")]).unwrap();
         c.on_leader(2, 2).unwrap();
         assert!(matches!(
-            c.on_commit(1, 2, 1),
+            c.on_commit(1, 2, 1, true),
             Err(Violation::LeaderIncomplete {
                 node: 2,
                 index: 2,
@@ -576,7 +584,7 @@ mod tests {
         c.on_snapshot(2, 10, 3).unwrap();
         assert_eq!(c.max_committed(), 10);
         c.on_append(2, &[ent(11, 3, b"k")]).unwrap();
-        c.on_commit(2, 11, 1).unwrap();
+        c.on_commit(2, 11, 1, true).unwrap();
         c.on_leader(2, 4).unwrap();
         assert_eq!(c.shadow(2).unwrap().last(), 11);
     }

@@ -183,6 +183,8 @@ mod tests {
             asymmetric: false,
             clog_every: 0,
             max_fault_duration: 100,
+            snapshot_delay_max: 0,
+            snapshot_fail: 0.0,
         }
     }
 

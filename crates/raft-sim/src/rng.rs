@@ -38,6 +38,12 @@ impl SimRng {
         Self::new(self.next_u64())
     }
 
+    /// A new generator derived from this one's state without drawing from it (so the
+    /// stream of this one is unchanged), salted to keep derived streams apart.
+    pub fn derive(&self, salt: u64) -> Self {
+        Self::new(self.s[0] ^ self.s[3].rotate_left(29) ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);

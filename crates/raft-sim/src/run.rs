@@ -13,8 +13,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 /// Never enabled by default; see `docs/testing.md` for how each one is injected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Mutation {
-    /// The leader acknowledges a client's put as soon as the entry is in its own `Ready`
-    /// (appended locally), before any quorum has it: commit without a quorum.
+    /// The leader acknowledges a client's put as soon as its own write of the entry is
+    /// durable, before a quorum has it: commit without a quorum.
     CommitWithoutQuorum,
     /// A node that already voted for another candidate in a term grants its vote to a
     /// second candidate (its `VoteResponse` rejection is flipped to a grant).
@@ -125,6 +125,25 @@ pub struct RunReport {
     pub snapshots_installed: u64,
     /// Log compactions.
     pub compactions: u64,
+    /// Snapshots installed over a divergent tail (the follower held another entry at the
+    /// snapshot's index, or a last entry that is not the committed one).
+    pub divergent_snapshots: u64,
+    /// Snapshot transfers that failed (the leader retried).
+    pub snapshot_failures: u64,
+    /// Nodes stopped by an fsync error.
+    pub fsync_failures: u64,
+    /// Restarts whose state machine resumed behind the durable commit index.
+    pub restarts_behind_commit: u64,
+    /// The run applied committed entries asynchronously (behind commit).
+    pub async_apply: bool,
+    /// The run served reads from leases, with drifting clocks.
+    pub lease_reads: bool,
+    /// Keys whose history was checked for linearizability.
+    pub lin_keys: usize,
+    /// Committed indexes a follower reported before any leader (0 expected: a leader
+    /// reports a new commit index in its `Ready` before the messages that tell followers,
+    /// so recorded commit terms are the committing leaders').
+    pub commits_first_seen_on_followers: u64,
     /// The trace lines kept (per [`SimOptions::trace`]).
     pub trace: String,
 }

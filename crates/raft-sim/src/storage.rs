@@ -40,6 +40,9 @@ pub struct DurableLog<S> {
     pub snapshot_data: S,
     /// Entries after the snapshot.
     pub entries: Vec<Entry>,
+    /// The membership as of the applied index a node restarts with, when its state machine
+    /// resumes from a durable state past the snapshot (`None`: from the snapshot).
+    pub applied_membership: Option<Membership>,
 }
 
 impl<S: Clone> DurableLog<S> {
@@ -54,6 +57,7 @@ impl<S: Clone> DurableLog<S> {
             },
             snapshot_data: empty,
             entries: Vec::new(),
+            applied_membership: None,
         }
     }
 
@@ -133,11 +137,13 @@ impl<S: Clone> DurableLog<S> {
         self.apply(WalRecord::Snapshot(meta, data));
     }
 
-    /// The membership a restarted node starts from. The simulator restarts state
-    /// machines from the snapshot (`Config::applied` = the snapshot's index), so this is
-    /// the snapshot's membership; later changes are re-applied from the log.
+    /// The membership as of the applied index a restarted node starts with
+    /// (`InitialState::membership`): the state machine's when it resumes past the
+    /// snapshot, else the snapshot's. raft-core replays the changes logged after it.
     pub fn membership(&self) -> Membership {
-        self.snapshot.membership.clone()
+        self.applied_membership
+            .clone()
+            .unwrap_or_else(|| self.snapshot.membership.clone())
     }
 }
 

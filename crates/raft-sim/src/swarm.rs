@@ -57,6 +57,11 @@ pub struct NetFaults {
     pub clog_every: u64,
     /// Longest a partition or clog lasts before it heals.
     pub max_fault_duration: u64,
+    /// Longest a snapshot transfer takes on top of the message delay (0: as fast as a
+    /// message).
+    pub snapshot_delay_max: u64,
+    /// Probability that a snapshot transfer fails (the leader is told, and retries).
+    pub snapshot_fail: f64,
 }
 
 /// Node and disk faults.
@@ -74,6 +79,20 @@ pub struct NodeFaults {
     pub min_disk_delay: u64,
     /// Largest time a disk write takes to become durable.
     pub max_disk_delay: u64,
+    /// Longest a committed entry waits before the state machine applies it (0: applied
+    /// as soon as handed out). Apply runs behind commit, in order, as in raft-runtime.
+    pub apply_lag_max: u64,
+    /// With asynchronous apply, the chance after each applied batch that the state
+    /// machine makes its state durable (a restart then resumes from it, applied behind
+    /// commit, instead of from the snapshot).
+    pub sm_flush: f64,
+    /// Mean time between fsync errors (0: none). The write that fails makes its node
+    /// stop (fail-stop, as raft-log's writer does), keeping a random prefix of what it
+    /// had in flight; the node restarts later from its disk.
+    pub fsync_error_every: u64,
+    /// Bound on each node's clock drift, in parts per million: a node's tick lasts
+    /// `TICK_MS * (1 + d)` with `|d|` up to this.
+    pub drift_ppm: u64,
 }
 
 /// What the cluster is asked to do.
@@ -93,6 +112,9 @@ pub struct OpsConfig {
     pub transfer_every: u64,
     /// Compact a node's log once this many applied entries are past its snapshot (0: never).
     pub compact_after: u64,
+    /// Reads are served from the leader's lease (`ReadMode::Lease`, with a drift margin
+    /// that covers `drift_ppm`); requires check-quorum.
+    pub lease_reads: bool,
 }
 
 impl SwarmConfig {
@@ -136,6 +158,8 @@ impl SwarmConfig {
                 0
             },
             max_fault_duration: rng.range(200, 3_000),
+            snapshot_delay_max: 0,
+            snapshot_fail: 0.0,
         };
         let min_disk_delay = rng.range(0, 3);
         let node = NodeFaults {
@@ -153,6 +177,10 @@ impl SwarmConfig {
             max_down: rng.range(100, 3_000),
             min_disk_delay,
             max_disk_delay: min_disk_delay + rng.range(0, 20),
+            apply_lag_max: 0,
+            sm_flush: 0.0,
+            fsync_error_every: 0,
+            drift_ppm: 0,
         };
         let ops = OpsConfig {
             clients: rng.range(1, 6),
@@ -170,6 +198,7 @@ impl SwarmConfig {
                 0
             },
             compact_after: if on(rng, 0.5) { rng.range(5, 200) } else { 0 },
+            lease_reads: false,
         };
         let heartbeat_ticks = rng.range(1, 4);
         // An election must be able to finish: the timeout exceeds a few message delays
@@ -178,6 +207,32 @@ impl SwarmConfig {
         let election_ticks = (heartbeat_ticks * rng.range(4, 10))
             .max(round_trip.div_ceil(TICK_MS) + 2)
             .max(heartbeat_ticks + 1);
+        let pre_vote = on(rng, 0.7);
+        let check_quorum = on(rng, 0.7);
+        let lazy_commit = on(rng, 0.5);
+        // The faults added later come from a stream derived without drawing, so the
+        // configurations and runs of seeds that draw none of them stay as they were.
+        let x = &mut rng.derive(0x5157_4152_4d21);
+        let mut net = net;
+        let mut node = node;
+        let mut ops = ops;
+        if on(x, 0.5) {
+            net.snapshot_delay_max = x.range(20, 300);
+        }
+        if on(x, 0.5) {
+            net.snapshot_fail = x.range(5, 40) as f64 / 100.0;
+        }
+        if on(x, 0.5) {
+            node.apply_lag_max = x.range(1, 40);
+            node.sm_flush = x.range(5, 50) as f64 / 100.0;
+        }
+        if on(x, 0.25) {
+            node.fsync_error_every = x.range(2_000, 20_000);
+        }
+        if check_quorum && on(x, 0.4) {
+            ops.lease_reads = true;
+            node.drift_ppm = x.range(0, 30_000);
+        }
         SwarmConfig {
             nodes,
             max_node_id: 7,
@@ -186,9 +241,9 @@ impl SwarmConfig {
             ops,
             heartbeat_ticks,
             election_ticks,
-            pre_vote: on(rng, 0.7),
-            check_quorum: on(rng, 0.7),
-            lazy_commit: on(rng, 0.5),
+            pre_vote,
+            check_quorum,
+            lazy_commit,
         }
     }
 
@@ -207,6 +262,8 @@ impl SwarmConfig {
                 asymmetric: false,
                 clog_every: 0,
                 max_fault_duration: 1_000,
+                snapshot_delay_max: 0,
+                snapshot_fail: 0.0,
             },
             node: NodeFaults {
                 crash_every: 0,
@@ -215,6 +272,10 @@ impl SwarmConfig {
                 max_down: 1_000,
                 min_disk_delay: 1,
                 max_disk_delay: 2,
+                apply_lag_max: 0,
+                sm_flush: 0.0,
+                fsync_error_every: 0,
+                drift_ppm: 0,
             },
             ops: OpsConfig {
                 clients: 3,
@@ -224,6 +285,7 @@ impl SwarmConfig {
                 membership_every: 0,
                 transfer_every: 0,
                 compact_after: 0,
+                lease_reads: false,
             },
             heartbeat_ticks: 1,
             election_ticks: 10,
@@ -244,7 +306,8 @@ impl fmt::Display for SwarmConfig {
             "nodes={} hb={} el={} prevote={} cq={} lazy_commit={} | drop={:.2} dup={:.2} delay={}..{} reorder={} \
              partition_every={} asym={} clog_every={} | crash_every={} torn={} pause_every={} \
              disk={}..{} | clients={} keys={} think={} timeout={} member_every={} \
-             transfer_every={} compact_after={}",
+             transfer_every={} compact_after={} | snap_delay={} snap_fail={:.2} apply_lag={} \
+             sm_flush={:.2} fsync_error_every={} lease={} drift_ppm={}",
             self.nodes,
             self.heartbeat_ticks,
             self.election_ticks,
@@ -271,6 +334,13 @@ impl fmt::Display for SwarmConfig {
             o.membership_every,
             o.transfer_every,
             o.compact_after,
+            n.snapshot_delay_max,
+            n.snapshot_fail,
+            d.apply_lag_max,
+            d.sm_flush,
+            d.fsync_error_every,
+            o.lease_reads,
+            d.drift_ppm,
         )
     }
 }

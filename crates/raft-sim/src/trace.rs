@@ -24,6 +24,9 @@ pub fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
 /// How many trace lines to keep in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TraceKeep {
+    /// Write nothing, not even the hash (sweeps: a failing seed is run again with a trace,
+    /// which the trace does not change).
+    Off,
     /// Keep only the hash (and count) of lines.
     None,
     /// Keep the last `n` lines (for failure reports).
@@ -56,6 +59,10 @@ impl Trace {
 
     /// Records one event at simulated time `time`.
     pub fn record(&mut self, time: u64, what: fmt::Arguments<'_>) {
+        if self.keep == TraceKeep::Off {
+            self.lines_written += 1;
+            return;
+        }
         self.buf.clear();
         // Writing into a String cannot fail.
         let _ = write!(self.buf, "{time:>9} ");
@@ -64,7 +71,7 @@ impl Trace {
         self.hash = fnv1a(self.hash, b"\n");
         self.lines_written += 1;
         match self.keep {
-            TraceKeep::None => {}
+            TraceKeep::Off | TraceKeep::None => {}
             TraceKeep::Tail(n) => {
                 if n > 0 {
                     // Reuse the oldest line's allocation once the ring is full.

@@ -287,6 +287,33 @@ func (h *holders) leave(c int) {
 	h.mu.Unlock()
 }
 
+// withSessions runs body for clients 0..n-1 at once, each with its own connection and its own
+// lease-backed session (TTL 10 s), and waits for all of them.
+func withSessions(eps []string, n int, t *tally,
+	body func(c int, cli *clientv3.Client, s *concurrency.Session)) {
+	var wg sync.WaitGroup
+	for c := 0; c < n; c++ {
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			cli, err := connect(eps, c)
+			if err != nil {
+				t.failed(err)
+				return
+			}
+			defer cli.Close()
+			s, err := concurrency.NewSession(cli, concurrency.WithTTL(10))
+			if err != nil {
+				t.failed(fmt.Errorf("session: %w", err))
+				return
+			}
+			defer s.Close()
+			body(c, cli, s)
+		}(c)
+	}
+	wg.Wait()
+}
+
 // mutexCounter: clients with their own lease-backed sessions take one Mutex in turn; inside
 // the critical section they read a counter and write it back plus one with a write fenced
 // by the lock (a Txn that compares the lock key's create revision). Checks: no two live
@@ -306,72 +333,54 @@ func mutexCounter(ctx context.Context, t *tally, eps []string, clients, ops int,
 		return fmt.Errorf("set-up: %w", err)
 	}
 	h := &holders{now: map[int]*concurrency.Session{}}
-	var wg sync.WaitGroup
-	for c := 0; c < clients; c++ {
-		wg.Add(1)
-		go func(c int) {
-			defer wg.Done()
-			cli, err := connect(eps, c)
+	withSessions(eps, clients, t, func(c int, cli *clientv3.Client, s *concurrency.Session) {
+		m := concurrency.NewMutex(s, pfx+"/lock")
+		for i := 0; i < ops && ctx.Err() == nil; i++ {
+			lctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			err := m.Lock(lctx)
+			cancel()
 			if err != nil {
-				t.failed(err)
-				return
+				t.failed(fmt.Errorf("lock: %w", err))
+				time.Sleep(100 * time.Millisecond)
+				continue
 			}
-			defer cli.Close()
-			s, err := concurrency.NewSession(cli, concurrency.WithTTL(10))
-			if err != nil {
-				t.failed(fmt.Errorf("session: %w", err))
-				return
+			if others := h.enter(c, s); len(others) > 0 {
+				t.violation(fmt.Sprintf("client %d took the lock while %v held it", c, others))
 			}
-			defer s.Close()
-			m := concurrency.NewMutex(s, pfx+"/lock")
-			for i := 0; i < ops && ctx.Err() == nil; i++ {
-				lctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-				err := m.Lock(lctx)
-				cancel()
-				if err != nil {
-					t.failed(fmt.Errorf("lock: %w", err))
-					time.Sleep(100 * time.Millisecond)
-					continue
-				}
-				if others := h.enter(c, s); len(others) > 0 {
-					t.violation(fmt.Sprintf("client %d took the lock while %v held it", c, others))
-				}
-				var rctx context.Context
-				rctx, cancel = context.WithTimeout(ctx, 5*time.Second)
-				resp, err := cli.Get(rctx, counter)
-				if err == nil && len(resp.Kvs) == 1 {
-					var n int
-					fmt.Sscan(string(resp.Kvs[0].Value), &n)
-					var tr *clientv3.TxnResponse
-					tr, err = cli.Txn(rctx).If(m.IsOwner()).
-						Then(clientv3.OpPut(counter, fmt.Sprint(n+1))).Commit()
-					switch {
-					case err != nil:
-						t.unknown(err)
-					case tr.Succeeded:
-						t.ok()
+			var rctx context.Context
+			rctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+			resp, err := cli.Get(rctx, counter)
+			if err == nil && len(resp.Kvs) == 1 {
+				var n int
+				fmt.Sscan(string(resp.Kvs[0].Value), &n)
+				var tr *clientv3.TxnResponse
+				tr, err = cli.Txn(rctx).If(m.IsOwner()).
+					Then(clientv3.OpPut(counter, fmt.Sprint(n+1))).Commit()
+				switch {
+				case err != nil:
+					t.unknown(err)
+				case tr.Succeeded:
+					t.ok()
+				default:
+					select {
+					case <-s.Done():
+						t.failed(fmt.Errorf("the session ended inside the critical section"))
 					default:
-						select {
-						case <-s.Done():
-							t.failed(fmt.Errorf("the session ended inside the critical section"))
-						default:
-							t.violation(fmt.Sprintf("client %d holds the lock but its fenced write was refused", c))
-						}
+						t.violation(fmt.Sprintf("client %d holds the lock but its fenced write was refused", c))
 					}
-				} else if err != nil {
-					t.failed(err)
 				}
-				cancel()
-				h.leave(c)
-				uctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				if err := m.Unlock(uctx); err != nil {
-					t.failed(fmt.Errorf("unlock: %w", err))
-				}
-				cancel()
+			} else if err != nil {
+				t.failed(err)
 			}
-		}(c)
-	}
-	wg.Wait()
+			cancel()
+			h.leave(c)
+			uctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if err := m.Unlock(uctx); err != nil {
+				t.failed(fmt.Errorf("unlock: %w", err))
+			}
+			cancel()
+		}
+	})
 	var final *clientv3.GetResponse
 	if err := retry(ctx, func(c context.Context) error {
 		var err error
@@ -422,72 +431,54 @@ func election(ctx context.Context, t *tally, eps []string, clients, ops int, pfx
 		}
 	}()
 
-	var wg sync.WaitGroup
-	for c := 0; c < clients; c++ {
-		wg.Add(1)
-		go func(c int) {
-			defer wg.Done()
-			cli, err := connect(eps, c)
+	withSessions(eps, clients, t, func(c int, _ *clientv3.Client, s *concurrency.Session) {
+		e := concurrency.NewElection(s, pfx+"/elect")
+		for i := 0; i < ops && ctx.Err() == nil; i++ {
+			cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			err := e.Campaign(cctx, fmt.Sprintf("%d/%d/0", c, i))
+			cancel()
 			if err != nil {
-				t.failed(err)
-				return
+				t.failed(fmt.Errorf("campaign: %w", err))
+				time.Sleep(100 * time.Millisecond)
+				continue
 			}
-			defer cli.Close()
-			s, err := concurrency.NewSession(cli, concurrency.WithTTL(10))
-			if err != nil {
-				t.failed(fmt.Errorf("session: %w", err))
-				return
+			if others := h.enter(c, s); len(others) > 0 {
+				t.violation(fmt.Sprintf("client %d was elected while %v led", c, others))
 			}
-			defer s.Close()
-			e := concurrency.NewElection(s, pfx+"/elect")
-			for i := 0; i < ops && ctx.Err() == nil; i++ {
-				cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-				err := e.Campaign(cctx, fmt.Sprintf("%d/%d/0", c, i))
-				cancel()
-				if err != nil {
-					t.failed(fmt.Errorf("campaign: %w", err))
-					time.Sleep(100 * time.Millisecond)
-					continue
-				}
-				if others := h.enter(c, s); len(others) > 0 {
-					t.violation(fmt.Sprintf("client %d was elected while %v led", c, others))
-				}
-				pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				last := fmt.Sprintf("%d/%d/0", c, i)
-				for j := 1; j <= 2; j++ {
-					v := fmt.Sprintf("%d/%d/%d", c, i, j)
-					if err := e.Proclaim(pctx, v); err != nil {
-						if err == concurrency.ErrElectionNotLeader {
-							select {
-							case <-s.Done():
-							default:
-								t.violation(fmt.Sprintf("client %d lost its leadership with its session alive", c))
-							}
-						} else {
-							t.unknown(err)
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			last := fmt.Sprintf("%d/%d/0", c, i)
+			for j := 1; j <= 2; j++ {
+				v := fmt.Sprintf("%d/%d/%d", c, i, j)
+				if err := e.Proclaim(pctx, v); err != nil {
+					if err == concurrency.ErrElectionNotLeader {
+						select {
+						case <-s.Done():
+						default:
+							t.violation(fmt.Sprintf("client %d lost its leadership with its session alive", c))
 						}
-						break
-					}
-					last = v
-				}
-				if resp, err := e.Leader(pctx); err == nil && len(resp.Kvs) > 0 {
-					if got := string(resp.Kvs[0].Value); got != last {
-						t.violation(fmt.Sprintf("client %d leads with %q but Leader() says %q", c, last, got))
 					} else {
-						t.ok()
+						t.unknown(err)
 					}
-				} else if err != nil {
-					t.unknown(err)
+					break
 				}
-				h.leave(c)
-				if err := e.Resign(pctx); err != nil {
-					t.failed(fmt.Errorf("resign: %w", err))
-				}
-				cancel()
+				last = v
 			}
-		}(c)
-	}
-	wg.Wait()
+			if resp, err := e.Leader(pctx); err == nil && len(resp.Kvs) > 0 {
+				if got := string(resp.Kvs[0].Value); got != last {
+					t.violation(fmt.Sprintf("client %d leads with %q but Leader() says %q", c, last, got))
+				} else {
+					t.ok()
+				}
+			} else if err != nil {
+				t.unknown(err)
+			}
+			h.leave(c)
+			if err := e.Resign(pctx); err != nil {
+				t.failed(fmt.Errorf("resign: %w", err))
+			}
+			cancel()
+		}
+	})
 	ocancel()
 	// Values of one leadership (client/round/step) must be observed in step order.
 	lastStep := map[string]int{}

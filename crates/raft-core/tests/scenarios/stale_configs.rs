@@ -16,17 +16,26 @@ fn no_pre_vote(id: NodeId) -> Config {
     c
 }
 
-/// Simulator seed 688. Node 1 applied a configuration in which node 2 is a voter and
-/// needs node 2's vote; node 2 has not applied it yet (its own configuration, `{3}`, does
-/// not make it a voter, so it never campaigns) and its term is far higher, kept rising by
-/// node 3, a removed node that still campaigns with a short log. A node that ignores
-/// vote requests of a lower term without answering left node 1 campaigning below node
-/// 2's term forever: it must learn the term from the rejection.
+/// Simulator seed 688. Node 1's configuration makes node 2 a voter and needs node 2's
+/// vote; node 2 lacks the change (in its own configuration, voters `{1, 3}`, it is a
+/// learner, so it never campaigns) and its term is far higher, kept rising by node 3, a
+/// removed node that still campaigns with a short log. A node that ignores vote requests
+/// of a lower term without answering left node 1 campaigning below node 2's term forever:
+/// it must learn the term from the rejection.
 #[test]
 fn a_candidate_behind_a_non_promotable_voters_term_learns_it_from_the_rejection() {
     let mut c = Cluster::empty(no_pre_vote);
     c.add_node(1, log_with_terms(&[1, 2], &[1, 1, 1, 1], 1));
-    c.add_node(2, log_with_terms(&[3], &[1, 1], 50));
+    let mut learner = Membership::with_voters([1, 3]);
+    learner.learners = [2].into();
+    let mut log2 = MemLog::new(learner);
+    log2.append(&[crate::harness::entry(1, 1), crate::harness::entry(2, 1)]);
+    log2.set_hard_state(HardState {
+        term: 50,
+        vote: None,
+        commit: 0,
+    });
+    c.add_node(2, log2);
     c.add_node(3, log_with_terms(&[2, 3], &[1], 50));
     let leader = c.tick_until_leader(200);
     assert_eq!(leader, 1, "only node 1 has a log node 2 accepts");
@@ -340,4 +349,93 @@ fn a_node_that_lost_the_commit_of_its_promotion_leads_by_the_configuration_in_it
     assert_eq!(c.tick_until_leader(100), 2);
     c.propose(2, "after");
     assert_eq!(c.commit(1), c.commit(2), "node 1 follows");
+}
+
+/// Simulator seed 855 (with its fault mix of 2026-12-07). Without pre-vote or check-quorum
+/// (so without leader stickiness), a node removed from the configuration that never heard
+/// of it campaigns at ever higher terms. While they hear their leader, the members ignore
+/// vote requests from nodes in none of the configurations in their log from their applied
+/// index on, so it cannot depose their leader.
+#[test]
+fn a_removed_node_that_does_not_know_it_cannot_depose_the_leader() {
+    let mut c = Cluster::with_config(&[1, 2, 3], no_pre_vote_no_check_quorum);
+    c.elect(1);
+    c.isolate(3);
+    c.raw(1)
+        .propose_conf_change(ConfChange {
+            transition: ConfChangeTransition::Auto,
+            ops: vec![ConfChangeOp::RemoveNode(3)],
+        })
+        .unwrap();
+    c.stabilize();
+    c.propose(1, "after");
+    assert_eq!(c.node(1).raw.applied_membership().voters, [1, 2].into());
+    assert_eq!(c.node(3).raw.membership().voters, [1, 2, 3].into());
+    c.heal();
+    let term = c.term(1);
+    c.tick_all(300);
+    assert!(c.term(3) > term + 3, "node 3 kept campaigning");
+    assert_eq!(c.role(1), Role::Leader);
+    assert_eq!(c.term(1), term, "node 3 did not disturb the members");
+}
+
+fn no_pre_vote_no_check_quorum(id: NodeId) -> Config {
+    Config {
+        pre_vote: false,
+        check_quorum: false,
+        ..default_config(id)
+    }
+}
+
+/// Simulator seed 1025291. Node 7, the only voter, adds node 2 as a voter (`{2, 7}` is in
+/// force at once) and loses its leadership before node 2 has any of the log. Node 2 knows
+/// only the bootstrap configuration, in which node 7 is not a member; node 7 needs its
+/// vote. A node with no live leader must answer such a candidate.
+#[test]
+fn a_new_voter_that_does_not_know_the_candidate_yet_still_votes_for_it() {
+    let mut c = Cluster::empty(default_config);
+    // Both start from the bootstrap `{1}`; node 7's log moved it to `{7}`.
+    let mut log7 = MemLog::with_voters([1]);
+    let conf = |index, cc: &ConfChange| raft_core::Entry {
+        index,
+        term: 1,
+        kind: EntryKind::ConfChange,
+        data: raft_core::confchange::encode(cc),
+    };
+    log7.append(&[
+        conf(
+            1,
+            &ConfChange {
+                transition: ConfChangeTransition::JointImplicit,
+                ops: vec![ConfChangeOp::AddVoter(7), ConfChangeOp::RemoveNode(1)],
+            },
+        ),
+        conf(2, &ConfChange::default()),
+    ]);
+    log7.set_hard_state(HardState {
+        term: 1,
+        vote: None,
+        commit: 2,
+    });
+    c.add_node(7, log7);
+    c.add_node(2, MemLog::with_voters([1]));
+    assert_eq!(c.node(7).raw.membership().voters, [7].into());
+    c.elect(7);
+    c.isolate(2);
+    c.raw(7)
+        .propose_conf_change(ConfChange {
+            transition: ConfChangeTransition::Auto,
+            ops: vec![ConfChangeOp::AddVoter(2)],
+        })
+        .unwrap();
+    c.stabilize();
+    assert_eq!(c.node(7).raw.membership().voters, [2, 7].into());
+    // Node 7 cannot reach node 2 for an election timeout: check-quorum deposes it.
+    c.tick_all(25);
+    assert_ne!(c.role(7), Role::Leader);
+    c.heal();
+    assert_eq!(c.tick_until_leader(200), 7);
+    c.propose(7, "x");
+    assert_eq!(c.node(2).raw.membership().voters, [2, 7].into());
+    assert_eq!(c.state_of(2), vec![b"x".as_slice()]);
 }

@@ -17,7 +17,11 @@ impl kv_server::Kv for EtcdService {
         self.check_size(req.encoded_len())?;
         validate_range(&req).map_err(kv_status)?;
         self.read_barrier(req.serializable).await?;
-        let mut resp = self.ctx.store.range(&req).map_err(kv_status)?;
+        let mut resp = self
+            .ctx
+            .store
+            .range_limited(&req, self.ctx.limits.max_range_bytes)
+            .map_err(kv_status)?;
         let rev = resp
             .header
             .as_ref()

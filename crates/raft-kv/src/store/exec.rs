@@ -473,7 +473,7 @@ impl<'a> Batch<'a> {
     fn range(&self, tx: &Tx, r: &RangeRequest) -> Result<RangeResponse> {
         let rev = tx.view_rev();
         let at = if r.revision > 0 { r.revision } else { rev };
-        query::range(&self.view(), r, rev, at)
+        query::range(&self.view(), r, rev, at, usize::MAX)
     }
 }
 

@@ -28,11 +28,14 @@ pub(crate) fn read_revision(requested: i64, current: i64, compact: i64) -> Resul
 
 /// Serves a `Range` over a view whose revision is `rev` (the header's), reading at `at`
 /// (already checked with [`read_revision`]; `at == rev` reads the current state).
+/// Refuses it with [`Error::RangeTooLarge`] as soon as the key and value bytes it gathers
+/// exceed `max_bytes`, before gathering more.
 pub(crate) fn range(
     view: &View<'_>,
     req: &RangeRequest,
     rev: i64,
     at: i64,
+    max_bytes: usize,
 ) -> Result<RangeResponse> {
     use range_request::{SortOrder, SortTarget};
     let keys = KeyRange::new(&req.key, &req.range_end);
@@ -60,11 +63,17 @@ pub(crate) fn range(
     };
     let mut count: i64 = 0;
     let mut kvs: Vec<(Vec<u8>, Record)> = Vec::new();
+    let mut bytes = 0usize;
     let at = (at < rev).then_some(at);
     view.scan(&keys, at, |k, found| {
         count += 1;
         if !req.count_only && kvs.len() < fetch {
-            kvs.push((k.to_vec(), found.record()?));
+            let record = found.record()?;
+            bytes = bytes.saturating_add(k.len() + record.value.len());
+            if bytes > max_bytes {
+                return Err(Error::RangeTooLarge { limit: max_bytes });
+            }
+            kvs.push((k.to_vec(), record));
         }
         Ok(true)
     })?;

@@ -228,7 +228,7 @@ impl Hub {
         } else {
             self.unsynced.remove(&key);
             if let Some(s) = self.streams.get_mut(&w.stream) {
-                s.unsynced -= 1;
+                s.unsynced = s.unsynced.saturating_sub(1);
             }
         }
         Some(w)
@@ -376,7 +376,7 @@ impl Hub {
         self.synced.insert(key, &w.range);
         let stream = w.stream;
         if let Some(s) = self.streams.get_mut(&stream) {
-            s.unsynced -= 1;
+            s.unsynced = s.unsynced.saturating_sub(1);
         }
         self.answer_progress(stream);
     }
@@ -433,14 +433,13 @@ impl Hub {
             return;
         }
         let resume = self.dispatched + 1;
-        let synced: Vec<u64> = self
+        let synced: Vec<(u64, i64)> = self
             .watchers
             .iter()
             .filter(|(_, w)| w.synced)
-            .map(|(k, _)| *k)
+            .map(|(k, w)| (*k, w.next_rev.max(resume)))
             .collect();
-        for key in synced {
-            let next = self.watchers[&key].next_rev.max(resume);
+        for (key, next) in synced {
             self.make_unsynced(key, next);
         }
         self.dispatched = upto;
@@ -467,7 +466,9 @@ impl Hub {
             if keys.len() >= max_watchers {
                 break;
             }
-            let w = &self.watchers[&key];
+            let Some(w) = self.watchers.get(&key) else {
+                continue;
+            };
             if w.next_rev > self.dispatched {
                 ready.push(key);
             } else if w.outbox.has_room_for_catch_up() {
@@ -487,7 +488,9 @@ impl Hub {
         let mut from = i64::MAX;
         let mut prev_kv = false;
         for key in &keys {
-            let w = &self.watchers[key];
+            let Some(w) = self.watchers.get(key) else {
+                continue;
+            };
             index.insert(*key, &w.range);
             from = from.min(w.next_rev);
             prev_kv |= w.prev_kv;

@@ -3,6 +3,7 @@
 //! per topic).
 
 mod common;
+mod concurrency;
 mod events;
 mod internal;
 mod model;

@@ -31,6 +31,33 @@ struct Args {
     /// Timeout of each call (e.g. 5s, 500ms).
     #[arg(long, global = true, default_value = "10s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// Dial with TLS, trusting the CA in this PEM file (etcdctl's `--cacert`).
+    #[arg(
+        long = "cacert",
+        id = "tls_cacert",
+        global = true,
+        value_name = "FILE",
+        env = "RAFTCTL_CACERT"
+    )]
+    cacert: Option<std::path::PathBuf>,
+    /// A client certificate, PEM, for servers that ask for one (etcdctl's `--cert`).
+    #[arg(
+        long = "cert",
+        id = "tls_cert",
+        global = true,
+        value_name = "FILE",
+        env = "RAFTCTL_CERT"
+    )]
+    cert: Option<std::path::PathBuf>,
+    /// The client certificate's key, PEM (etcdctl's `--key`).
+    #[arg(
+        long = "key",
+        id = "tls_key",
+        global = true,
+        value_name = "FILE",
+        env = "RAFTCTL_KEY"
+    )]
+    key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -128,6 +155,26 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ConfigCmd,
     },
+    /// Writes a new CA and the certificates of a TLS cluster into a directory: ca.pem,
+    /// server.pem (client ports), client.pem (common name root), member-<id>.pem (peers,
+    /// binding the member id), each with its .key. Talks to no server.
+    Certs {
+        /// Where to write them (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: std::path::PathBuf,
+        /// The member ids, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+        members: Vec<u64>,
+        /// The cluster name in the member URIs (raftd's `tls.peer_cert_cluster`).
+        #[arg(long, default_value = raft_node::config::DEFAULT_PEER_CERT_CLUSTER)]
+        cluster_name: String,
+        /// Host names and IP addresses the server and member certificates are valid for.
+        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1,localhost")]
+        hosts: Vec<String>,
+        /// How long the certificates are valid (e.g. 90d, 1y).
+        #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+        valid_for: Duration,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -196,7 +243,16 @@ fn show(b: &[u8]) -> String {
 }
 
 async fn run(args: Args) -> Result<i32> {
-    let client = Client::new(args.endpoints.clone()).with_timeout(args.timeout);
+    let mut client = Client::new(args.endpoints.clone()).with_timeout(args.timeout);
+    if args.cacert.is_some() || args.cert.is_some() {
+        let tls = raft_node::client::tls_from_files(
+            args.cacert.as_deref(),
+            args.cert.as_deref(),
+            args.key.as_deref(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        client = client.with_tls(tls);
+    }
     match args.cmd {
         Cmd::Put {
             key,
@@ -367,6 +423,27 @@ async fn run(args: Args) -> Result<i32> {
         Cmd::Config {
             cmd: ConfigCmd::Reload,
         } => return config_reload(&client).await,
+        Cmd::Certs {
+            dir,
+            members,
+            cluster_name,
+            hosts,
+            valid_for,
+        } => {
+            let certs = raft_node::certs::write_cluster_certs(
+                &dir,
+                &cluster_name,
+                &members,
+                &hosts,
+                valid_for,
+            )?;
+            println!("CA: {}", certs.ca.display());
+            println!("client port: {}", certs.server.0.display());
+            println!("client (CN root): {}", certs.client.0.display());
+            for (id, cert, _) in &certs.members {
+                println!("member {id}: {}", cert.display());
+            }
+        }
     }
     Ok(0)
 }

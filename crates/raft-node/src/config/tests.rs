@@ -21,7 +21,11 @@ fn minimal_file_gets_defaults() {
         c.initial_members().unwrap(),
         BTreeMap::from([(1, "127.0.0.1:2380".to_string())])
     );
-    assert_eq!(c.cluster_id(), cluster_id_from_token(DEFAULT_CLUSTER_TOKEN));
+    assert_eq!(
+        c.legacy_cluster_id(),
+        cluster_id_from_token(DEFAULT_CLUSTER_TOKEN)
+    );
+    assert_eq!(c.explicit_cluster_id(), None);
     assert!(c.warnings().is_empty());
 }
 
@@ -69,7 +73,7 @@ fn full_file_parses() {
     assert_eq!(c.id, 2);
     assert_eq!(c.initial_members().unwrap().len(), 3);
     assert_eq!(c.initial_members().unwrap()[&1], "127.0.0.1:2380");
-    assert_eq!(c.cluster_id(), cluster_id_from_token("demo"));
+    assert_eq!(c.explicit_cluster_id(), Some(cluster_id_from_token("demo")));
     let core = c.raft_core_config().unwrap();
     assert_eq!(core.heartbeat_ticks, 20);
     assert_eq!(core.election_timeout_base_ticks, 200);
@@ -88,10 +92,10 @@ fn full_file_parses() {
         wal.sync_policy,
         raft_log::SyncPolicy::Interval(Duration::from_millis(5))
     );
-    let net = c.transport_config();
+    let net = c.transport_config(0xfeed);
     assert_eq!(net.compression.codec, raft_net::Codec::Snappy);
     assert_eq!(net.compression.threshold, 1024);
-    assert_eq!(net.cluster_id, c.cluster_id());
+    assert_eq!(net.cluster_id, 0xfeed);
     assert_eq!(net.bulk_nice, 3);
     assert_eq!(net.network_nice, -2);
     assert_eq!(net.network_realtime_priority, 7);
@@ -403,4 +407,62 @@ fn lease_section_parses_validates_and_needs_a_restart() {
     assert!(msg(load("id = 1\n[lease]\nrevoke_rate = 0")).contains("lease.revoke_rate"));
     assert!(msg(load("id = 1\n[lease]\nttl = 1")).contains("ttl"));
     assert_eq!(d.static_changes(&m), ["lease"]);
+}
+
+#[test]
+fn tls_and_limits_keys_parse_and_are_checked() {
+    let c = load(
+        r#"
+        id = 1
+        listen_metrics = ":9191"
+        [tls]
+        cert_file = "/etc/raftd/client.pem"
+        key_file = "/etc/raftd/client.key"
+        trusted_ca_file = "/etc/raftd/ca.pem"
+        client_cert_auth = true
+        peer_cert_file = "/etc/raftd/peer.pem"
+        peer_key_file = "/etc/raftd/peer.key"
+        peer_trusted_ca_file = "/etc/raftd/ca.pem"
+        peer_cert_cluster = "prod-eu.1"
+        [limits]
+        max_concurrent_streams = 8
+        max_range_response_bytes = "1MiB"
+        "#,
+    )
+    .unwrap();
+    assert!(c.tls.client_tls() && c.tls.peer_tls() && c.tls.peer_client_cert_auth);
+    assert_eq!(c.metrics_addr().as_deref(), Some("127.0.0.1:9191"));
+    assert_eq!(c.limits.max_range_response_bytes, ByteSize::mib(1));
+    let net = c.transport_config(1);
+    assert_eq!(net.max_concurrent_streams, 16);
+    // A missing file is an error naming the key.
+    let e = c.tls.client_pem().unwrap_err().to_string();
+    assert!(
+        e.contains("tls.cert_file") && e.contains("client.pem"),
+        "{e}"
+    );
+
+    for (text, want) in [
+        ("[tls]\ncert_file = \"a\"", "go together"),
+        ("[tls]\ntrusted_ca_file = \"a\"", "needs tls.cert_file"),
+        (
+            "[tls]\ncert_file = \"a\"\nkey_file = \"b\"\nclient_cert_auth = true",
+            "needs tls.trusted_ca_file",
+        ),
+        ("[tls]\npeer_cert_file = \"a\"", "set all three"),
+        ("[tls]\npeer_cert_cluster = \"a/b\"", "peer_cert_cluster"),
+        (
+            "[limits]\nmax_concurrent_streams = 0",
+            "limits.max_concurrent_streams",
+        ),
+        ("[tls]\nbogus = 1", "unknown field"),
+    ] {
+        let e = msg(load(&format!("id = 1\n{text}")));
+        assert!(e.contains(want), "{text}: {e}");
+    }
+    // Neither TLS nor limits can change at run time.
+    let mut d = c.clone();
+    d.tls.client_cert_auth = false;
+    d.limits.max_concurrent_streams = 9;
+    assert_eq!(c.static_changes(&d), ["tls", "limits"]);
 }

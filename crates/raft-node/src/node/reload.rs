@@ -2,6 +2,8 @@
 //! of the file, or the `ReloadConfig` rpc) reads the file again with the same command-line
 //! overrides, refuses it when it is invalid or changes a setting fixed at start, and
 //! otherwise applies the changed settings to the runtime, the transport and the log filter.
+//! Every reload also re-reads the TLS certificate, key and CA files (`[tls]`): renewed
+//! files take effect for new connections, established ones are kept.
 
 use crate::config::{ConfigError, ConfigSource, DiffError, NodeConfig};
 use crate::logging::LogHandle;
@@ -14,6 +16,9 @@ use raft_metrics::node as m;
 use raft_runtime::RaftHandle;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// What a reload reports as changed when new TLS certificate files were taken.
+pub const TLS_FILES: &str = "tls (certificate files)";
 
 /// Why a reload was refused; the configuration in force stays.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +35,10 @@ pub enum ReloadError {
     /// The runtime refused the new settings.
     #[error("the runtime refused the new settings: {0}")]
     Refused(String),
+    /// A TLS certificate, key or CA file could not be read or used; the listener keeps the
+    /// material it had.
+    #[error("TLS files not reloaded: {0}")]
+    Tls(String),
 }
 
 impl ReloadError {
@@ -40,6 +49,7 @@ impl ReloadError {
             ReloadError::Invalid(_) => "invalid",
             ReloadError::Fixed(_) => "fixed_key",
             ReloadError::Refused(_) => "refused",
+            ReloadError::Tls(_) => "tls",
         }
     }
 }
@@ -53,6 +63,8 @@ pub struct Reloader {
     net: raft_net::PeerTransport,
     /// Auto-compaction and the store's compaction pace, when the node runs them.
     compaction: Option<(Arc<AutoCompactor>, KvStore)>,
+    /// The TLS material re-read at every reload, when TLS is on.
+    tls: Option<Arc<crate::security::TlsMaterial>>,
     /// One reload at a time.
     busy: tokio::sync::Mutex<()>,
 }
@@ -81,8 +93,15 @@ impl Reloader {
             handle,
             net,
             compaction: None,
+            tls: None,
             busy: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Re-reads `tls`'s certificate files at every reload.
+    pub fn with_tls(mut self, tls: Arc<crate::security::TlsMaterial>) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Applies `compaction.*` changes to `auto` and `store`.
@@ -122,12 +141,23 @@ impl Reloader {
 
     async fn apply(&self) -> Result<Vec<&'static str>, ReloadError> {
         if self.source.file.is_none() {
-            return Err(ReloadError::NoFile);
+            // Flags only: nothing to re-read but the certificate files.
+            let Some(tls) = &self.tls else {
+                return Err(ReloadError::NoFile);
+            };
+            let current = self.current.load_full();
+            let renewed = tls.reload(&current.tls).map_err(ReloadError::Tls)?;
+            return Ok(if renewed { vec![TLS_FILES] } else { vec![] });
         }
         let new = self.source.load()?;
         let old = self.current.load_full();
-        let changed = old.diff(&new)?;
-        if changed.is_empty() {
+        let mut changed = old.diff(&new)?;
+        if let Some(tls) = &self.tls
+            && tls.reload(&new.tls).map_err(ReloadError::Tls)?
+        {
+            changed.push(TLS_FILES);
+        }
+        if changed.iter().all(|k| *k == TLS_FILES) {
             return Ok(changed);
         }
         // The runtime first: it is the only part that may still refuse.

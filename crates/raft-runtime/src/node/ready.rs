@@ -24,7 +24,10 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         // A configuration takes effect once in the log: reach its new members before the
         // messages to them go out.
         if rd.membership.is_some() {
+            let before = self.peers.clone();
             self.sync_peers();
+            let added: Vec<raft_core::NodeId> = self.peers.difference(&before).copied().collect();
+            self.peers_early.extend(added);
         }
 
         // Send: these may leave before the writes (the leader replicates while it writes).
@@ -505,6 +508,20 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             tracing::info!(membership = ?mship, "membership changed");
             self.raw.log_mut().set_membership(mship.clone());
             self.sync_peers();
+            // Peers added when their change entered the log: the transport may resolve
+            // addresses from applied state (raftd's address book), so tell it again.
+            let members = mship.members();
+            let early: Vec<raft_core::NodeId> = self
+                .peers_early
+                .iter()
+                .copied()
+                .filter(|p| members.contains(p) && self.peers.contains(p))
+                .collect();
+            for p in early {
+                self.peers_early.remove(&p);
+                self.transport.add_peer(p);
+            }
+            self.peers_early.retain(|p| self.peers.contains(p));
         }
         if self
             .conf

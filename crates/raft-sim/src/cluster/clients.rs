@@ -10,7 +10,7 @@ use crate::run::Mutation;
 use crate::swarm::TICK_MS;
 use crate::trace_line;
 use bytes::Bytes;
-use raft_core::{Error as CoreError, Membership, NodeId, Role};
+use raft_core::{ConfChange, Error as CoreError, Membership, NodeId, Role};
 use std::collections::BTreeSet;
 
 impl Cluster {
@@ -30,7 +30,7 @@ impl Cluster {
             op.node
         );
         let d = self.rng.range(1, 3);
-        self.schedule(d, Event::ClientArrive(c, op));
+        self.schedule(d, Event::ClientArrive(c, Box::new(op)));
         let timeout = op.deadline - self.now;
         self.schedule(timeout, Event::ClientExpire(c, op.seq));
     }
@@ -216,17 +216,63 @@ impl Cluster {
         Ok(())
     }
 
+    /// Every 100 ms of the liveness phase: a probe write until one commits, and, as an
+    /// operator would, the leave of an explicit joint configuration.
     pub(super) fn liveness_probe(&mut self) -> Check {
-        if self.liveness_done {
-            return Ok(());
-        }
         if let Some(l) = self.leader() {
+            let done = self.liveness_done;
             if let Some(r) = self.running(l, None) {
-                let _ = r.raw.propose(Bytes::from_static(LIVENESS_MARK));
+                if !done {
+                    let _ = r.raw.propose(Bytes::from_static(LIVENESS_MARK));
+                }
+                let m = r.raw.membership();
+                if m.is_joint() && !m.auto_leave {
+                    let _ = r.raw.propose_conf_change(ConfChange::default());
+                }
             }
             self.drive(l)?;
         }
         self.schedule(10 * TICK_MS, Event::LivenessProbe);
+        Ok(())
+    }
+
+    /// The end of the liveness bound: a write committed, and the cluster settled: a leader
+    /// whose configuration is not joint and has no change pending, and every member of it
+    /// has applied the probe write.
+    pub(super) fn liveness_deadline(&mut self) -> Check {
+        let bound = self.opts.liveness_bound_ticks;
+        let fail = |why: String| {
+            Err(Violation::NoLiveness(format!(
+                "{why} within {bound} ticks of the faults stopping"
+            )))
+        };
+        let leader = self.leader();
+        let Some(probe) = self.liveness_index else {
+            return fail(format!("no write committed (leader: {leader:?})"));
+        };
+        let Some(l) = leader else {
+            return fail(format!("no leader at the end (write committed at {probe})"));
+        };
+        let r = self.nodes[&l].run.as_ref().expect("the leader runs");
+        let m = r.raw.membership().clone();
+        if m.is_joint() || &m != r.raw.applied_membership() {
+            return fail(format!(
+                "membership change not completed on leader n{l}: in force {m:?}, applied {:?}",
+                r.raw.applied_membership()
+            ));
+        }
+        for id in m.members() {
+            let applied = self
+                .nodes
+                .get(&id)
+                .and_then(|n| n.run.as_ref())
+                .map(|r| r.sm.applied);
+            if applied.is_none_or(|a| a < probe) {
+                return fail(format!(
+                    "member n{id} did not catch up (applied {applied:?}, probe write at {probe})"
+                ));
+            }
+        }
         Ok(())
     }
 }

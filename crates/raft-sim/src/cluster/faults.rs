@@ -37,7 +37,7 @@ impl Cluster {
                     self.rng.choose(&up).copied()
                 };
                 if let Some(id) = victim {
-                    self.crash_node(id);
+                    self.crash_node(id, self.cfg.node.torn_writes);
                     let down = self.rng.range(10, max_down);
                     self.schedule(down, Event::Restart(id));
                 }
@@ -108,6 +108,22 @@ impl Cluster {
                 }
                 let g = self.gap(self.cfg.net.clog_every);
                 self.schedule(g, Event::Clog);
+            }
+            Event::FsyncError => {
+                // The next write to complete on a node with writes in flight fails.
+                let busy: Vec<NodeId> = self
+                    .nodes
+                    .iter()
+                    .filter(|(_, n)| n.run.is_some() && !n.disk.pending.is_empty())
+                    .map(|(id, _)| *id)
+                    .collect();
+                if let Some(&id) = self.rng.choose(&busy)
+                    && let Some(n) = self.nodes.get_mut(&id)
+                {
+                    n.fail_next_write = true;
+                }
+                let g = self.gap(self.cfg.node.fsync_error_every);
+                self.schedule(g, Event::FsyncError);
             }
             Event::ChangeMembership => {
                 self.change_membership()?;

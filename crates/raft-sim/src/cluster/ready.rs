@@ -1,19 +1,29 @@
 //! Carrying out one `Ready` by the contract: persist (asynchronously), send, hold what
 //! must wait for the disk, apply, serve reads; and log compaction.
 
-use super::{Check, Cluster, Event, LIVENESS_MARK, Reply};
+use super::{ApplyItem, Check, Cluster, Event, LIVENESS_MARK, Reply, Running};
 use crate::invariants::Violation;
 use crate::kv::KvCommand;
 use crate::linearizability::{KvInput, KvOutput};
 use crate::run::Mutation;
 use crate::storage::WalRecord;
 use crate::trace_line;
-use raft_core::{EntryKind, MessageBody, NodeId, Role, SnapshotMeta};
+use raft_core::{Entry, EntryKind, MessageBody, NodeId, Role, SnapshotMeta};
 
 impl Cluster {
     pub(super) fn handle_ready(&mut self, id: NodeId) -> Check {
         let now = self.now;
         let mutation = self.opts.mutation;
+        let lag = self.cfg.node.apply_lag_max;
+        let async_apply = lag > 0;
+        let commit_recorded = self.commit_recorded;
+        // How long the snapshot restore and the committed entries of this Ready wait for
+        // the state machine.
+        let delays = if async_apply {
+            [self.rng.range(0, lag), self.rng.range(0, lag)]
+        } else {
+            [0, 0]
+        };
         let Some(r) = self.running(id, None) else {
             return Ok(());
         };
@@ -39,7 +49,9 @@ impl Cluster {
             r.configs.restore(meta.index, meta.membership.clone());
         }
         r.configs.append(&rd.entries);
-        if r.configs.latest() != r.raw.membership() {
+        // The log (and so the configuration) changes only with entries or a snapshot.
+        let log_changed = rd.snapshot.is_some() || !rd.entries.is_empty();
+        if (log_changed || rd.membership.is_some()) && r.configs.latest() != r.raw.membership() {
             return Err(Violation::WrongConfiguration {
                 node: id,
                 detail: format!(
@@ -49,9 +61,12 @@ impl Cluster {
                 ),
             });
         }
-        let counted = r.configs.latest().clone();
+        let mut counted = (r.role == Role::Leader
+            && rd.hard_state.is_some_and(|hs| hs.commit > commit_recorded))
+        .then(|| r.configs.latest().clone());
         let mut records = Vec::new();
         let mut restored = None;
+        let mut apply_at = None;
         if let Some(meta) = rd.snapshot.clone() {
             let data = match r.incoming_snapshot.take() {
                 Some((m, d)) if m.index == meta.index && m.term == meta.term => d,
@@ -62,10 +77,17 @@ impl Cluster {
                     )));
                 }
             };
-            r.sm = data.clone();
-            r.sm.applied = meta.index;
-            r.reported_applied = meta.index;
-            // Reads waiting for an index the snapshot jumped over can be served now.
+            if async_apply {
+                // The state machine restores in order with the entries handed out before.
+                let due = apply_due(r, now + delays[0]);
+                r.apply_queue
+                    .push_back((due, ApplyItem::Restore(meta.clone(), data.clone())));
+                apply_at = Some(due);
+            } else {
+                r.sm = data.clone();
+                r.sm.applied = meta.index;
+                r.reported_applied = meta.index;
+            }
             restored = Some((meta.index, meta.term));
             records.push(WalRecord::Snapshot(meta, data));
         }
@@ -75,16 +97,20 @@ impl Cluster {
         if let Some(hs) = rd.hard_state {
             records.push(WalRecord::HardState(hs));
         }
-        // Mutation: acknowledge puts at the leader's local append.
-        let mut early_acks = Vec::new();
+        // Mutation: acknowledge puts once the leader's own write of them is durable, before
+        // any quorum has them (see `persisted`).
         if mutation == Some(Mutation::CommitWithoutQuorum) && role == Role::Leader {
+            let mut early = Vec::new();
             for e in &rd.entries {
                 if let Some(cmd) = KvCommand::decode(&e.data)
                     && matches!(cmd.input, KvInput::Put(_))
                     && r.waiting_writes.remove(&(cmd.client, cmd.seq))
                 {
-                    early_acks.push((cmd.client, cmd.seq, e.index, e.term));
+                    early.push((cmd.client, cmd.seq, e.index, e.term));
                 }
+            }
+            if !early.is_empty() {
+                r.early_acks.push_back((number, early));
             }
         }
         // Forwarded writes that came back dropped: their clients stop waiting.
@@ -124,6 +150,19 @@ impl Cluster {
             }
         }
         if let Some((index, term)) = restored {
+            // A follower replacing a divergent tail: it holds another entry at the
+            // snapshot's index, or its last entry is not the committed one there.
+            if let Some(sh) = self.checker.shadow(id) {
+                let last = sh.last();
+                let diverges = (last >= index && sh.term(index) != Some(term))
+                    || self
+                        .checker
+                        .committed_at(last)
+                        .is_some_and(|(t, _)| sh.term(last) != Some(t));
+                if diverges {
+                    self.report.divergent_snapshots += 1;
+                }
+            }
             self.report.snapshots_installed += 1;
             trace_line!(self.trace, now, "n{id} installs snapshot {index}/{term}");
             self.checker.on_snapshot(id, index, term)?;
@@ -148,18 +187,15 @@ impl Cluster {
                 hs.vote,
                 hs.commit
             );
-            self.checker.on_commit(id, hs.commit, hs.term)?;
-            if role == Role::Leader && hs.commit > self.commit_recorded {
+            self.checker
+                .on_commit(id, hs.commit, hs.term, role == Role::Leader)?;
+            if let Some(m) = counted.take() {
                 self.commit_recorded = hs.commit;
-                self.commit_confs.insert(hs.commit, counted);
+                self.commit_confs.insert(hs.commit, m);
             }
         }
         for (client, seq) in abandoned {
             self.reply(id, client, seq, Reply::Abandoned, None)?;
-        }
-        for (client, seq, index, term) in early_acks {
-            let ack = Reply::Done(KvOutput::PutOk);
-            self.reply(id, client, seq, ack, Some((index, term)))?;
         }
 
         // Persist (asynchronously), send, hold what must wait for the disk.
@@ -188,8 +224,81 @@ impl Cluster {
             self.persisted(id, number)?;
         }
 
-        // Apply.
-        for e in rd.committed_entries {
+        // Apply (at once, or behind commit after a random delay, in order), then reads.
+        let committed = rd.committed_entries;
+        let read_states = rd.read_states;
+        if async_apply {
+            if !committed.is_empty() {
+                let r = self.running(id, None).expect("running");
+                let due = apply_due(r, now + delays[1]);
+                r.apply_queue
+                    .push_back((due, ApplyItem::Entries(committed)));
+                apply_at = Some(due);
+            }
+        } else {
+            self.apply_entries(id, committed)?;
+        }
+        if let Some(at) = apply_at {
+            let inc = self.nodes[&id].incarnation;
+            self.queue.push(at, Event::Apply(id, inc));
+        }
+        let Some(r) = self.running(id, None) else {
+            return Ok(());
+        };
+        for rs in read_states {
+            if let Some((client, seq, key)) = r.waiting_reads.remove(&rs.context) {
+                r.ready_reads.push((rs.index, client, seq, key));
+            }
+        }
+        self.serve_reads(id)?;
+        self.maybe_compact(id);
+        Ok(())
+    }
+
+    /// The state machine of `id` applies the work due by now.
+    pub(super) fn on_apply(&mut self, id: NodeId, inc: u64) -> Check {
+        let now = self.now;
+        if self.nodes.get(&id).is_none_or(|n| n.incarnation != inc) {
+            return Ok(());
+        }
+        loop {
+            let Some(r) = self.running(id, Some(inc)) else {
+                return Ok(());
+            };
+            if r.apply_queue.front().is_none_or(|(due, _)| *due > now) {
+                break;
+            }
+            let (_, item) = r.apply_queue.pop_front().expect("checked");
+            match item {
+                ApplyItem::Entries(ents) => self.apply_entries(id, ents)?,
+                ApplyItem::Restore(meta, data) => {
+                    r.sm = data;
+                    r.sm.applied = meta.index;
+                    r.reported_applied = r.reported_applied.max(meta.index);
+                }
+            }
+        }
+        // Now and then the state machine makes its state durable (with the membership as of
+        // its applied index), as raft-runtime's does: a restart resumes from there.
+        let flush = self.cfg.node.sm_flush;
+        if flush > 0.0 && self.rng.chance(flush) {
+            let n = self.nodes.get_mut(&id).expect("running");
+            if let Some(r) = n.run.as_ref()
+                && r.apply_queue.is_empty()
+            {
+                n.sm_durable = Some((r.sm.clone(), r.raw.applied_membership().clone()));
+            }
+        }
+        self.serve_reads(id)?;
+        self.maybe_compact(id);
+        self.drive(id)
+    }
+
+    /// Applies committed entries to `id`'s state machine, answers the clients waiting on
+    /// them, and reports them applied.
+    fn apply_entries(&mut self, id: NodeId, ents: Vec<Entry>) -> Check {
+        let now = self.now;
+        for e in ents {
             self.checker.on_apply(id, &e)?;
             if e.kind == EntryKind::Normal
                 && e.data.as_ref() == LIVENESS_MARK
@@ -203,10 +312,15 @@ impl Cluster {
                         e.index,
                         now - self.liveness_from
                     );
+                    self.liveness_index = Some(e.index);
                 }
                 self.liveness_done = true;
             }
             let r = self.running(id, None).expect("running");
+            if e.index <= r.sm.applied {
+                // Covered by a snapshot restored since it was handed out.
+                continue;
+            }
             if e.index != r.sm.applied + 1 {
                 return Err(Violation::Panic(format!(
                     "n{id} handed entry {} to apply after {}",
@@ -260,13 +374,15 @@ impl Cluster {
                 .on_applied(applied)
                 .map_err(|e| Violation::Panic(format!("on_applied: {e}")))?;
         }
+        Ok(())
+    }
 
-        // Reads.
-        for rs in rd.read_states {
-            if let Some((client, seq, key)) = r.waiting_reads.remove(&rs.context) {
-                r.ready_reads.push((rs.index, client, seq, key));
-            }
-        }
+    /// Answers the reads of `id` whose index its state machine has reached.
+    fn serve_reads(&mut self, id: NodeId) -> Check {
+        let Some(r) = self.running(id, None) else {
+            return Ok(());
+        };
+        let applied = r.sm.applied;
         let mut served = Vec::new();
         r.ready_reads.retain(|&(index, client, seq, key)| {
             if index <= applied {
@@ -279,7 +395,27 @@ impl Cluster {
         for (client, seq, out) in served {
             self.reply(id, client, seq, Reply::Done(out), None)?;
         }
-        self.maybe_compact(id);
+        Ok(())
+    }
+
+    /// Mutation `CommitWithoutQuorum`: the leader's own write of Ready `number` (and every
+    /// earlier one) is durable: acknowledge the puts it carried.
+    pub(super) fn early_acks(&mut self, id: NodeId, number: u64) -> Check {
+        let mut acks = Vec::new();
+        if let Some(r) = self.running(id, None) {
+            while r.early_acks.front().is_some_and(|(n, _)| *n <= number) {
+                acks.extend(r.early_acks.pop_front().expect("checked").1);
+            }
+        }
+        for (client, seq, index, term) in acks {
+            self.reply(
+                id,
+                client,
+                seq,
+                Reply::Done(KvOutput::PutOk),
+                Some((index, term)),
+            )?;
+        }
         Ok(())
     }
 
@@ -297,8 +433,10 @@ impl Cluster {
         };
         let applied = r.sm.applied;
         // Only what is durable is compacted: with writes in flight (say, an installed
-        // snapshot not yet on disk) the durable log may not hold what was applied.
-        if !n.disk.pending.is_empty() {
+        // snapshot not yet on disk) the durable log may not hold what was applied; and
+        // only with nothing left to apply (the applied membership is then the state
+        // machine's).
+        if !n.disk.pending.is_empty() || !r.apply_queue.is_empty() {
             return;
         }
         let mut log = n.disk.log.borrow_mut();
@@ -320,4 +458,10 @@ impl Cluster {
             trace_line!(self.trace, self.now, "n{id} compacts to {applied}/{term}");
         }
     }
+}
+
+/// When work handed to `r`'s state machine at `at` is due: never before the work handed
+/// out earlier (apply is in order).
+fn apply_due(r: &Running, at: u64) -> u64 {
+    r.apply_queue.back().map_or(at, |(due, _)| at.max(*due))
 }
