@@ -39,7 +39,8 @@ struct LoadArgs {
     endpoints: Vec<String>,
     /// `put`, `get` (linearizable), `get-serializable`, or watch fan-out under puts:
     /// `watch-key` (every watcher on one key) or `watch-prefix` (watchers spread over
-    /// `--prefixes` prefixes).
+    /// `--prefixes` prefixes), or leases: `lease-churn` (grant + put with the lease + revoke
+    /// cycles) or `lease-keepalive` (one lease per caller kept alive as fast as answered).
     #[arg(long, default_value = "put")]
     workload: String,
     /// Concurrent callers (the put callers of a watch workload).
@@ -121,6 +122,30 @@ async fn load_only(args: LoadArgs) -> Result<()> {
         "watch-prefix" => Some(watch_load::Layout::Prefixes(args.prefixes)),
         _ => None,
     };
+    let lease = match args.workload.as_str() {
+        "lease-churn" => Some(raft_bench::lease_load::LeaseWorkload::Churn),
+        "lease-keepalive" => Some(raft_bench::lease_load::LeaseWorkload::KeepAlive),
+        _ => None,
+    };
+    if let Some(workload) = lease {
+        let spec = raft_bench::lease_load::LeaseSpec {
+            workload,
+            clients: args.clients,
+            duration: args.duration,
+        };
+        let s = raft_bench::lease_load::run(&args.endpoints, &spec).await?;
+        println!(
+            "{} x{}: {:.0}/s p50 {:.2} ms p99 {:.2} ms ({} errors, load average {})",
+            args.workload,
+            args.clients,
+            s.per_sec(),
+            s.quantile_ms(0.5),
+            s.quantile_ms(0.99),
+            s.errors,
+            loadavg()
+        );
+        return Ok(());
+    }
     if let Some(layout) = layout {
         let spec = watch_load::WatchSpec {
             layout,
@@ -151,7 +176,8 @@ async fn load_only(args: LoadArgs) -> Result<()> {
         "get" => Workload::GetLinearizable,
         "get-serializable" => Workload::GetSerializable,
         other => anyhow::bail!(
-            "unknown workload `{other}` (put, get, get-serializable, watch-key, watch-prefix)"
+            "unknown workload `{other}` (put, get, get-serializable, watch-key, watch-prefix, \
+             lease-churn, lease-keepalive)"
         ),
     };
     let key_space = if workload == Workload::Put {

@@ -31,6 +31,18 @@ async fn follower(cluster: &Cluster) -> (u64, u64) {
     (leader, f)
 }
 
+/// A client of member `id` once it answers (a member may still be starting when the
+/// leader already is).
+async fn client_of(cluster: &Cluster, id: u64, timeout: Duration) -> etcd_client::Client {
+    let c = cluster.etcd_client(&[id], timeout).await.unwrap();
+    eventually(20, "the member to answer", || {
+        let mut c = c.clone();
+        async move { c.get("ready", None).await.ok().map(|_| ()) }
+    })
+    .await;
+    c
+}
+
 async fn count(c: &mut etcd_client::Client, prefix: &str) -> usize {
     c.get(
         prefix,
@@ -48,10 +60,7 @@ async fn lease_api_from_a_follower() {
         let dir = tempfile::tempdir().unwrap();
         let cluster = start(&dir);
         let (_, f) = follower(&cluster).await;
-        let mut c = cluster
-            .etcd_client(&[f], Duration::from_secs(5))
-            .await
-            .unwrap();
+        let mut c = client_of(&cluster, f, Duration::from_secs(5)).await;
         let lease = c.lease_grant(60, None).await.unwrap();
         assert_eq!(lease.ttl(), 60);
         let id = lease.id();
@@ -122,14 +131,8 @@ async fn lock_and_election_apis() {
         let dir = tempfile::tempdir().unwrap();
         let cluster = start(&dir);
         let (leader, f) = follower(&cluster).await;
-        let mut a = cluster
-            .etcd_client(&[f], Duration::from_secs(30))
-            .await
-            .unwrap();
-        let mut b = cluster
-            .etcd_client(&[leader], Duration::from_secs(30))
-            .await
-            .unwrap();
+        let mut a = client_of(&cluster, f, Duration::from_secs(30)).await;
+        let mut b = client_of(&cluster, leader, Duration::from_secs(30)).await;
         let la = a.lease_grant(30, None).await.unwrap().id();
         let lb = b.lease_grant(30, None).await.unwrap().id();
 
@@ -212,10 +215,7 @@ async fn a_kept_alive_lease_survives_its_leader_being_killed() {
         let dir = tempfile::tempdir().unwrap();
         let mut cluster = start(&dir);
         let (leader, f) = follower(&cluster).await;
-        let mut c = cluster
-            .etcd_client(&[f], Duration::from_secs(5))
-            .await
-            .unwrap();
+        let mut c = client_of(&cluster, f, Duration::from_secs(5)).await;
         let id = c.lease_grant(3, None).await.unwrap().id();
         c.put("k/alive", "v", Some(PutOptions::new().with_lease(id)))
             .await
@@ -242,6 +242,44 @@ async fn a_kept_alive_lease_survives_its_leader_being_killed() {
             assert_eq!(count(&mut c, "k/").await, 1, "the key is alive");
         }
         assert!(ttls.len() >= 4 && ttls.iter().all(|t| *t == 3), "{ttls:?}");
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// The lease workloads of the load generator run and complete operations (a small scale
+/// check, not a benchmark).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_load_workloads_run() {
+    use raft_bench::lease_load::{LeaseSpec, LeaseWorkload, run};
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = start(&dir);
+        cluster.leader(Duration::from_secs(30)).await.unwrap();
+        for id in cluster.running() {
+            client_of(&cluster, id, Duration::from_secs(5)).await;
+        }
+        for workload in [LeaseWorkload::Churn, LeaseWorkload::KeepAlive] {
+            let spec = LeaseSpec {
+                workload,
+                clients: 4,
+                duration: Duration::from_secs(1),
+            };
+            let s = run(&cluster.endpoints(), &spec).await.unwrap();
+            assert!(s.ops > 10 && s.errors == 0, "{workload:?}: {s:?}");
+            eprintln!(
+                "{workload:?}: {:.0}/s p50 {:.2} ms",
+                s.per_sec(),
+                s.quantile_ms(0.5)
+            );
+        }
+        // Churn leaves no lease behind.
+        let mut c = cluster
+            .etcd_client(&[], Duration::from_secs(5))
+            .await
+            .unwrap();
+        let left = c.leases().await.unwrap().leases().len();
+        assert_eq!(left, 4, "the keep-alive callers' leases only");
     })
     .await
     .expect("test timed out");

@@ -299,3 +299,33 @@ async fn a_certificate_without_this_members_uri_is_refused_at_start() {
     let err = raft_net::PeerTransport::new(node_config(1, tls(&ca, &ca, 2)), inbound).unwrap_err();
     assert!(err.to_string().contains("not this node's (1)"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_requests_run_over_mutual_tls_and_check_the_sender() {
+    struct Who;
+    impl raft_net::AppHandler for Who {
+        fn handle(&self, from: u64, _kind: &str, _payload: bytes::Bytes) -> raft_net::AppFuture {
+            Box::pin(async move { Ok(bytes::Bytes::from(format!("from {from}"))) })
+        }
+    }
+    let ca = ca("cluster CA");
+    let (a, b) = pair(&ca).await;
+    b.transport.set_app_handler(Some(Arc::new(Who)));
+    let got = a.transport.call(2, "k", bytes::Bytes::new()).await.unwrap();
+    assert_eq!(got, bytes::Bytes::from("from 1"));
+    // Member 3's certificate cannot call as member 1.
+    b.transport.add_peer(3, "127.0.0.1:1").unwrap();
+    let (cert, key) = member_cert(&ca, 3, false);
+    let mut client = PeerClient::new(tls_channel(&ca, cert, key, &b).await);
+    let call = |from| wire::AppRequest {
+        cluster_id: CLUSTER,
+        from,
+        to: 2,
+        kind: "k".into(),
+        payload: Default::default(),
+    };
+    let err = client.call(call(1)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    let ok = client.call(call(3)).await.unwrap().into_inner();
+    assert_eq!(ok.payload, bytes::Bytes::from("from 3"));
+}
