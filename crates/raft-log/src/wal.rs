@@ -83,7 +83,8 @@ impl Wal {
 
         let mut dir_dirty = false;
         for path in &stale {
-            fs.remove(path).map_err(|e| Error::io("remove", path, e))?;
+            fs.remove_file(path)
+                .map_err(|e| Error::io("remove", path, e))?;
             dir_dirty = true;
         }
         // Segments whose entries are all compacted (a deletion interrupted by a crash).
@@ -95,7 +96,7 @@ impl Wal {
             let doomed: Vec<u64> = segments.range(..keep).map(|(s, _)| *s).collect();
             for s in doomed {
                 let seg = segments.remove(&s).expect("listed");
-                fs.remove(&seg.path)
+                fs.remove_file(&seg.path)
                     .map_err(|e| Error::io("remove", &seg.path, e))?;
                 dir_dirty = true;
             }

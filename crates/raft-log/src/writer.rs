@@ -480,7 +480,7 @@ impl Writer {
         for (_, seg) in &doomed {
             self.shared
                 .fs
-                .remove(&seg.path)
+                .remove_file(&seg.path)
                 .map_err(|e| Error::io("remove", &seg.path, e))?;
         }
         self.sync_dir()?;

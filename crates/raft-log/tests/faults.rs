@@ -501,7 +501,7 @@ fn missing_middle_segment_is_detected() {
     use raft_log::fs::Fs;
     let fs = filled_log();
     let segs = segments(&fs);
-    fs.remove(&segs[1]).unwrap();
+    fs.remove_file(&segs[1]).unwrap();
     let err = Wal::open_with(Arc::new(fs), DIR, settings()).unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
 }

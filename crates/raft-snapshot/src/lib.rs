@@ -16,8 +16,8 @@
 //!   on [`Manifest`].
 //! - [`restore_chain`], [`compact_chain`], [`ChainPolicy`], [`take_snapshot`].
 //! - [`ChainTransfer`] / [`IncomingTransfer`]: byte-level source and sink for raft-net.
-//! - [`fs`]: the file-system interface the store is written against ([`fs::StdFs`]) and
-//!   [`fs::MemFs`], which models power loss for crash tests.
+//! - [`fs`]: the file-system interface the store is written against (the `raft-fs` crate,
+//!   shared with `raft-log`: `StdFs`, and `MemFs` for crash tests behind its `mem` feature).
 //! - [`ObjectStore`], [`LocalDirStore`], [`CloudStore`] (S3 and S3-compatible, GCS, Azure
 //!   through the `object_store` crate; [`open_object_store`] picks one by URL),
 //!   [`Uploader`] (a durable queue: what the store lacks is found again at start),
@@ -65,7 +65,6 @@
 mod chain;
 mod error;
 mod format;
-pub mod fs;
 mod info;
 mod object_store;
 mod pitr;
@@ -78,6 +77,10 @@ mod uploader;
 pub use chain::{
     ChainPolicy, compact_chain, file_checksum, restore_chain, take_snapshot, verify_file,
 };
+/// The file-system seam the store writes through (the `raft-fs` crate; its `MemFs`, for
+/// crash tests, needs that crate's `mem` feature).
+pub use raft_fs as fs;
+
 pub use error::{Error, Result};
 pub use format::{
     FORMAT_VERSION, FileHeader, FileReader, FileSummary, FileWriter, Record, WriterOptions,
