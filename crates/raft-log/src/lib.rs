@@ -41,6 +41,7 @@
 //! writer thread and callers that write while waiting), and [`Wal`], the handle.
 #![deny(missing_docs)]
 
+pub mod archive;
 mod error;
 pub mod format;
 mod index;

@@ -246,6 +246,8 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, window: usize) -> Result<Recovere
                         }
                         Record::Membership(m) => membership = *m,
                         Record::Truncate { from } => index.truncate(from),
+                        // Times are for WAL archives; the log itself does not keep them.
+                        Record::Time { .. } => {}
                         Record::Frame { verified_end: e } => {
                             if let Some(e) = e {
                                 verified_end = win.start + e as u64;
