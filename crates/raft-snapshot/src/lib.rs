@@ -24,6 +24,9 @@
 //!   retention ([`RetentionPolicy`], [`plan_retention`] for a dry run), and point-in-time
 //!   restore
 //!   ([`find_in_object_store`], [`restore_from_object_store`]).
+//! - [`WalArchiver`]: the node's WAL segments archived next to the snapshots (closed ones,
+//!   and the one being written as a partial object on a timer), [`list_wal_archive`] and
+//!   [`download_segment`] to read them back for a point-in-time restore.
 //!
 //! # Example
 //!
@@ -73,6 +76,7 @@ mod source;
 mod store;
 mod transfer;
 mod uploader;
+mod wal_archive;
 
 pub use chain::{
     ChainPolicy, compact_chain, file_checksum, restore_chain, take_snapshot, verify_file,
@@ -98,3 +102,7 @@ pub use store::{
 };
 pub use transfer::{ChainTransfer, Chunk, IncomingTransfer, MAX_CHUNK};
 pub use uploader::{UploadStatus, Uploader, UploaderOptions};
+pub use wal_archive::{
+    ArchivedSegment, SegmentMeta, SourceSegment, WalArchiveStatus, WalArchiver, WalArchiverOptions,
+    WalSource, download_segment, list_wal_archive,
+};
