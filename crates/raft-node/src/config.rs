@@ -12,11 +12,13 @@
 //! in an `ArcSwap` and change at run time; [`NodeConfig::static_changes`] names the static
 //! keys that differ between two configurations so a reload can refuse them.
 
+mod backup;
 mod bytes;
 mod compaction;
 mod reload;
 mod watch;
 
+pub use backup::{BackupSection, RELOADABLE_BACKUP_KEYS};
 pub use bytes::ByteSize;
 pub use compaction::{CompactionSection, Retention};
 pub use reload::{ConfigSource, DiffError};
@@ -60,6 +62,8 @@ pub const RELOADABLE_KEYS: &[&str] = &[
     "compaction.auto_mode",
     "compaction.auto_retention",
     "compaction.max_rate",
+    "backup.keep_for",
+    "backup.keep_bases",
 ];
 
 /// The whole configuration of one raftd node (the TOML file's top level).
@@ -109,6 +113,8 @@ pub struct NodeConfig {
     pub compaction: CompactionSection,
     /// etcd's Watch: progress notifications and buffer bounds.
     pub watch: WatchSection,
+    /// Backups to an object store: snapshots and the WAL archive (`config/backup.rs`).
+    pub backup: BackupSection,
 }
 
 impl Default for NodeConfig {
@@ -134,6 +140,7 @@ impl Default for NodeConfig {
             snapshot: SnapshotSection::default(),
             compaction: CompactionSection::default(),
             watch: WatchSection::default(),
+            backup: BackupSection::default(),
         }
     }
 }
@@ -679,6 +686,8 @@ impl NodeConfig {
         self.snapshot.validate()?;
         self.compaction.validate()?;
         self.watch.validate()?;
+        self.backup.validate()?;
+        self.effective_backup()?;
         // The protocol crate's own checks (after ours, which say more).
         self.raft_core_config()?;
         Ok(())
@@ -718,6 +727,14 @@ impl NodeConfig {
         Ok(c)
     }
 
+    /// `[backup]` with the deprecated `snapshot.upload_dir` mapped onto `backup.url`, and
+    /// the deprecation message when it was.
+    pub fn effective_backup(&self) -> Result<(BackupSection, Option<String>), ConfigError> {
+        let mut b = self.backup.clone();
+        let warning = b.adopt_upload_dir(self.snapshot.upload_dir.as_deref())?;
+        Ok((b, warning))
+    }
+
     /// The write-ahead log's settings.
     pub fn wal_settings(&self) -> raft_log::Settings {
         let w = &self.wal;
@@ -731,6 +748,9 @@ impl NodeConfig {
                 SyncPolicyKey::Never => raft_log::SyncPolicy::Never,
             },
             cache_bytes: w.cache_bytes.as_usize(),
+            // The archive keeps segments until the object store holds them.
+            archive: self.backup.archive_wal
+                && (self.backup.url.is_some() || self.snapshot.upload_dir.is_some()),
         }
     }
 
@@ -804,6 +824,7 @@ impl NodeConfig {
         check("peer", self.peer == new.peer);
         check("snapshot", self.snapshot == new.snapshot);
         check("watch", self.watch == new.watch);
+        check("backup", self.backup.same_static(&new.backup));
         out
     }
 

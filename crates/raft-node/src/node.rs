@@ -2,6 +2,7 @@
 //! runtime, serve the etcd v3 API, publish this member's attributes, and shut everything
 //! down in order on SIGTERM or SIGINT.
 
+pub mod backup;
 pub mod faults;
 mod recover;
 pub mod reload;
@@ -115,7 +116,8 @@ pub struct Node {
     reloader: Arc<Reloader>,
     /// Background tasks stopped at shutdown (the fault switch, reload watchers).
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    uploader: Option<Arc<raft_snapshot::Uploader>>,
+    /// Snapshot upload and WAL archiving, with `[backup]`.
+    backup: Option<Arc<backup::Backup>>,
     /// Proposes compactions while this node leads (stopped when dropped).
     _autocompact: Arc<AutoCompactor>,
 }
@@ -162,17 +164,12 @@ impl Node {
         // the store's history.
         let watch_hub = WatchHub::for_store(&store, config.watch.hub_config())
             .map_err(io("starting the watch hub".to_string()))?;
-        let uploader = match &config.snapshot.upload_dir {
-            Some(dir) => {
-                let target = Arc::new(raft_snapshot::LocalDirStore::new(dir)?);
-                Some(Arc::new(raft_snapshot::Uploader::start(
-                    snapshots.clone(),
-                    target,
-                    raft_snapshot::UploaderOptions::default(),
-                )?))
-            }
-            None => None,
-        };
+        let (backup_config, deprecated) = config.effective_backup()?;
+        if let Some(warning) = deprecated {
+            tracing::warn!("{warning}");
+        }
+        let backup = backup::Backup::start(&backup_config, id, &snapshots, &wal)?.map(Arc::new);
+        let uploader = backup.as_ref().map(|b| b.uploader.clone());
         let members = config.initial_members()?;
         let book = AddressBook::new(members.clone());
         let bootstrap = (!config.join).then(|| Membership {
@@ -229,7 +226,8 @@ impl Node {
         ));
         let reloader = Arc::new(
             Reloader::new(config.clone(), source, log, handle.clone(), net.clone())
-                .with_compaction(autocompact.clone(), store.clone()),
+                .with_compaction(autocompact.clone(), store.clone())
+                .with_backup(backup.clone()),
         );
         let mut tasks = Vec::new();
         if faults::enabled() {
@@ -283,6 +281,7 @@ impl Node {
                     metrics: recorder,
                     name: config.name(),
                     profiler: crate::profile::Profiler::default(),
+                    backup: backup.clone(),
                 },
             )
         });
@@ -315,9 +314,14 @@ impl Node {
             http,
             reloader,
             tasks,
-            uploader,
+            backup,
             _autocompact: autocompact,
         })
+    }
+
+    /// The backup to an object store, when `[backup]` turns it on.
+    pub fn backup(&self) -> Option<&Arc<backup::Backup>> {
+        self.backup.as_ref()
     }
 
     /// The running configuration and its reloads.
@@ -375,10 +379,14 @@ impl Node {
         if let Err(e) = self.store.flush() {
             tracing::warn!(%e, "flushing the key-value store");
         }
-        if let Some(up) = &self.uploader {
-            let st = up.status();
-            if st.queued > 0 {
-                tracing::warn!(queued = st.queued, "snapshot uploads left unfinished");
+        if let Some(b) = &self.backup {
+            let st = b.status();
+            if st.snapshots_queued > 0 || st.wal_backlog_segments > 0 {
+                tracing::warn!(
+                    snapshots = st.snapshots_queued,
+                    wal_segments = st.wal_backlog_segments,
+                    "backup uploads left unfinished (resumed at the next start)"
+                );
             }
         }
         tracing::info!(

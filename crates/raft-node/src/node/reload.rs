@@ -53,6 +53,8 @@ pub struct Reloader {
     net: raft_net::PeerTransport,
     /// Auto-compaction and the store's compaction pace, when the node runs them.
     compaction: Option<(Arc<AutoCompactor>, KvStore)>,
+    /// The backup, whose retention policy reloads.
+    backup: Option<Arc<super::backup::Backup>>,
     /// One reload at a time.
     busy: tokio::sync::Mutex<()>,
 }
@@ -81,6 +83,7 @@ impl Reloader {
             handle,
             net,
             compaction: None,
+            backup: None,
             busy: tokio::sync::Mutex::new(()),
         }
     }
@@ -88,6 +91,12 @@ impl Reloader {
     /// Applies `compaction.*` changes to `auto` and `store`.
     pub fn with_compaction(mut self, auto: Arc<AutoCompactor>, store: KvStore) -> Self {
         self.compaction = Some((auto, store));
+        self
+    }
+
+    /// Applies `backup.keep_for` and `backup.keep_bases` changes to the uploader.
+    pub fn with_backup(mut self, backup: Option<Arc<super::backup::Backup>>) -> Self {
+        self.backup = backup;
         self
     }
 
@@ -147,6 +156,11 @@ impl Reloader {
             // Validation parsed the policy already.
             auto.set(new.compaction.policy()?);
             store.set_compaction_rate(new.compaction.max_rate.get());
+        }
+        if changed.iter().any(|k| k.starts_with("backup."))
+            && let Some(backup) = &self.backup
+        {
+            backup.set_retention(&new.backup);
         }
         if changed.contains(&"log_filter")
             && let Some(log) = &self.log
