@@ -21,6 +21,9 @@ pub enum RestorePoint {
     Latest,
     /// The newest snapshot created at or before this unix-millisecond time.
     Before(u64),
+    /// The snapshot with the highest index at or below this log index (a point-in-time
+    /// restore replays the archived WAL from there).
+    AtOrBelowIndex(u64),
 }
 
 fn pick(infos: &[SnapshotInfo], point: RestorePoint) -> Result<SnapshotId> {
@@ -31,6 +34,11 @@ fn pick(infos: &[SnapshotInfo], point: RestorePoint) -> Result<SnapshotId> {
         RestorePoint::Id(id) => infos.iter().find(|s| s.id == id).map(|s| s.id),
         RestorePoint::Latest => newest(&mut infos.iter()),
         RestorePoint::Before(ts) => newest(&mut infos.iter().filter(|s| s.created_ms <= ts)),
+        RestorePoint::AtOrBelowIndex(index) => infos
+            .iter()
+            .filter(|s| s.index <= index)
+            .max_by_key(|s| (s.index, s.created_ms))
+            .map(|s| s.id),
     };
     found.ok_or_else(|| Error::Invalid(format!("no snapshot matches {point:?}")))
 }

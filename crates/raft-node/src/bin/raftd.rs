@@ -47,8 +47,11 @@ fn main() {
         match raft_node::restore::restore_data_dir(&opts) {
             Ok(done) => {
                 println!(
-                    "restored snapshot {} into {}: a one-member cluster (id {}) at index {}, term {}",
+                    "restored snapshot {} (index {}) and the old cluster's log up to index {} \
+                     into {}: a one-member cluster (id {}) at index {}, term {}",
                     done.source.id,
+                    done.source.index,
+                    done.restored_index,
                     opts.data_dir.display(),
                     opts.id,
                     done.meta.index,
