@@ -1,0 +1,188 @@
+//! Backups end to end: a 3-member raftd cluster backs up to a real S3-compatible server
+//! (s3s-fs, in process; raft-snapshot's test server, shared) with snapshots and the WAL
+//! archive, through an outage of the store; the cluster is lost whole (every data dir
+//! removed); `raftd restore --from s3://...` rebuilds it at a chosen time and at a chosen
+//! index, and the restored one-member cluster holds exactly the keys written by then.
+
+#![allow(clippy::print_stdout)]
+
+#[path = "../../raft-snapshot/tests/support/s3_server.rs"]
+mod s3_server;
+
+use raft_node::client::Client;
+use raft_node::testing::{Cluster, Raftd, eventually, get};
+use s3_server::S3Server;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const TEST_TIMEOUT: Duration = Duration::from_secs(240);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// `--set` flags that point raftd at the test server's bucket.
+fn backup_flags(s3: &S3Server) -> Vec<String> {
+    let c = s3.config("cluster");
+    let mut v = vec![
+        format!("backup.url={}", c.url),
+        format!("backup.endpoint={}", c.endpoint.unwrap()),
+        "backup.region=us-east-1".into(),
+        "backup.path_style=true".into(),
+        "backup.archive_interval=200ms".into(),
+    ];
+    for (k, val) in &c.options {
+        v.push(format!("backup.options.{k}={val}"));
+    }
+    v.into_iter().flat_map(|s| ["--set".to_string(), s]).collect()
+}
+
+async fn put(c: &Client, key: &str, value: &str) {
+    raft_node::testing::put(c, key, value)
+        .await
+        .unwrap_or_else(|e| panic!("put {key}: {e}"));
+}
+
+/// Writes `prefix/0..n`.
+async fn write(c: &Client, prefix: &str, n: usize) {
+    for i in 0..n {
+        put(c, &format!("{prefix}/{i}"), "v").await;
+    }
+}
+
+/// The highest commit index the archive holds, over every member.
+fn archived_commit(s3: &S3Server) -> u64 {
+    let obj = raft_snapshot::open_object_store(&s3.config("cluster")).unwrap();
+    raft_snapshot::list_wal_archive(&*obj)
+        .map(|v| v.iter().map(|s| s.meta.commit).max().unwrap_or(0))
+        .unwrap_or(0)
+}
+
+/// The leader's commit index from its `/status`.
+async fn commit_index(cluster: &Cluster, id: u64) -> u64 {
+    let body = raft_node::scrape::http_get(cluster.metrics(id), "/status", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["backup"]["url"].as_str().unwrap().starts_with("s3://"), "{v}");
+    v["commit"].as_u64().unwrap()
+}
+
+/// Runs `raftd restore` into member 1's data dir of `cluster` and starts it; returns what
+/// raftd printed.
+fn restore_and_start(cluster: &mut Cluster, s3: &S3Server, target: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_raftd"))
+        .args(["--id", "1"])
+        .arg("--data-dir")
+        .arg(cluster.data_dir(1))
+        .args(["--listen-peer", cluster.peer(1)])
+        .args(backup_flags(s3))
+        .args(["restore", "--from", &s3.config("cluster").url])
+        .args(target)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "raftd restore {target:?}: {text}");
+    cluster.spawn(1).unwrap();
+    text
+}
+
+/// Every key `prefix/0..n` reads back (present) or none does (absent).
+async fn check(c: &Client, prefix: &str, n: usize, present: bool) {
+    for i in 0..n {
+        let key = format!("{prefix}/{i}");
+        let v = get(c, &key, false).await.unwrap_or_else(|e| panic!("get {key}: {e}"));
+        assert_eq!(v.is_some(), present, "{key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_lost_whole_is_restored_to_a_chosen_time_and_index_from_s3() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let s3 = S3Server::start();
+        let raftd = Raftd::new(env!("CARGO_BIN_EXE_raftd"))
+            .token("backup")
+            .calm()
+            .with_metrics()
+            .args(["--snapshot-threshold", "40"])
+            .args(backup_flags(&s3));
+        let mut cluster = Cluster::start(raftd, 3).expect("raftd starts");
+        let leader = cluster.leader(Duration::from_secs(20)).await.unwrap();
+        let client = cluster.client();
+
+        // Phase a (with snapshots along the way), then the time T between a and b.
+        write(&client, "a", 60).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let t = now_ms();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        write(&client, "b", 30).await;
+        let index_b = commit_index(&cluster, leader).await;
+        // The store goes down in the middle of phase c and comes back.
+        write(&client, "c", 10).await;
+        s3.set_down(true);
+        write(&client, "c2", 30).await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        s3.set_down(false);
+        write(&client, "d", 10).await;
+        let last = commit_index(&cluster, leader).await;
+        eventually(60, "the archive holds every acknowledged write", || async {
+            (archived_commit(&s3) >= last).then_some(())
+        })
+        .await;
+
+        // Total loss: every member killed and its data dir removed.
+        for id in 1..=3 {
+            cluster.kill9(id).unwrap();
+            std::fs::remove_dir_all(cluster.data_dir(id)).unwrap();
+        }
+        drop(client);
+        let dir = tempfile::tempdir().unwrap();
+
+        // To the time between phases a and b.
+        let launch = Raftd::new(env!("CARGO_BIN_EXE_raftd")).token("restored").calm();
+        let mut one = Cluster::new_in(launch, &dir.path().join("at-time"), 1).unwrap();
+        let printed = restore_and_start(&mut one, &s3, &["--time", &t.to_string()]);
+        println!("{printed}");
+        one.leader(Duration::from_secs(20)).await.unwrap();
+        let c = one.client();
+        check(&c, "a", 60, true).await;
+        check(&c, "b", 30, false).await;
+        drop(c);
+        one.kill9(1).unwrap();
+
+        // To the index right after phase b (before the outage).
+        let launch = Raftd::new(env!("CARGO_BIN_EXE_raftd")).token("restored").calm();
+        let mut two = Cluster::new_in(launch, &dir.path().join("at-index"), 1).unwrap();
+        let printed = restore_and_start(&mut two, &s3, &["--index", &index_b.to_string()]);
+        println!("{printed}");
+        assert!(printed.contains(&format!("up to index {index_b}")), "{printed}");
+        two.leader(Duration::from_secs(20)).await.unwrap();
+        let c = two.client();
+        check(&c, "a", 60, true).await;
+        check(&c, "b", 30, true).await;
+        check(&c, "c", 10, false).await;
+        // The restored cluster takes writes.
+        put(&c, "after-restore", "x").await;
+        drop(c);
+        two.kill9(1).unwrap();
+
+        // Everything, including what was written during and after the outage.
+        let launch = Raftd::new(env!("CARGO_BIN_EXE_raftd")).token("restored").calm();
+        let mut three = Cluster::new_in(launch, &dir.path().join("latest"), 1).unwrap();
+        restore_and_start(&mut three, &s3, &["--latest"]);
+        three.leader(Duration::from_secs(20)).await.unwrap();
+        let c = three.client();
+        for (p, n) in [("a", 60), ("b", 30), ("c", 10), ("c2", 30), ("d", 10)] {
+            check(&c, p, n, true).await;
+        }
+    })
+    .await
+    .expect("test timed out");
+}
