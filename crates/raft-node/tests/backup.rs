@@ -37,7 +37,9 @@ fn backup_flags(s3: &S3Server) -> Vec<String> {
     for (k, val) in &c.options {
         v.push(format!("backup.options.{k}={val}"));
     }
-    v.into_iter().flat_map(|s| ["--set".to_string(), s]).collect()
+    v.into_iter()
+        .flat_map(|s| ["--set".to_string(), s])
+        .collect()
 }
 
 async fn put(c: &Client, key: &str, value: &str) {
@@ -67,7 +69,10 @@ async fn commit_index(cluster: &Cluster, id: u64) -> u64 {
         .await
         .unwrap();
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert!(v["backup"]["url"].as_str().unwrap().starts_with("s3://"), "{v}");
+    assert!(
+        v["backup"]["url"].as_str().unwrap().starts_with("s3://"),
+        "{v}"
+    );
     v["commit"].as_u64().unwrap()
 }
 
@@ -98,21 +103,33 @@ fn restore_and_start(cluster: &mut Cluster, s3: &S3Server, target: &[&str]) -> S
 async fn check(c: &Client, prefix: &str, n: usize, present: bool) {
     for i in 0..n {
         let key = format!("{prefix}/{i}");
-        let v = get(c, &key, false).await.unwrap_or_else(|e| panic!("get {key}: {e}"));
+        let v = get(c, &key, false)
+            .await
+            .unwrap_or_else(|e| panic!("get {key}: {e}"));
         assert_eq!(v.is_some(), present, "{key}");
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_lost_whole_is_restored_to_a_chosen_time_and_index_from_s3() {
+#[test]
+fn a_cluster_lost_whole_is_restored_to_a_chosen_time_and_index_from_s3() {
+    // The server runs its own runtime: start it before the test's.
+    let s3 = S3Server::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(scenario(&s3));
+}
+
+async fn scenario(s3: &S3Server) {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let s3 = S3Server::start();
         let raftd = Raftd::new(env!("CARGO_BIN_EXE_raftd"))
             .token("backup")
             .calm()
             .with_metrics()
             .args(["--snapshot-threshold", "40"])
-            .args(backup_flags(&s3));
+            .args(backup_flags(s3));
         let mut cluster = Cluster::start(raftd, 3).expect("raftd starts");
         let leader = cluster.leader(Duration::from_secs(20)).await.unwrap();
         let client = cluster.client();
@@ -133,7 +150,7 @@ async fn a_cluster_lost_whole_is_restored_to_a_chosen_time_and_index_from_s3() {
         write(&client, "d", 10).await;
         let last = commit_index(&cluster, leader).await;
         eventually(60, "the archive holds every acknowledged write", || async {
-            (archived_commit(&s3) >= last).then_some(())
+            (archived_commit(s3) >= last).then_some(())
         })
         .await;
 
@@ -146,9 +163,11 @@ async fn a_cluster_lost_whole_is_restored_to_a_chosen_time_and_index_from_s3() {
         let dir = tempfile::tempdir().unwrap();
 
         // To the time between phases a and b.
-        let launch = Raftd::new(env!("CARGO_BIN_EXE_raftd")).token("restored").calm();
+        let launch = Raftd::new(env!("CARGO_BIN_EXE_raftd"))
+            .token("restored")
+            .calm();
         let mut one = Cluster::new_in(launch, &dir.path().join("at-time"), 1).unwrap();
-        let printed = restore_and_start(&mut one, &s3, &["--time", &t.to_string()]);
+        let printed = restore_and_start(&mut one, s3, &["--time", &t.to_string()]);
         println!("{printed}");
         one.leader(Duration::from_secs(20)).await.unwrap();
         let c = one.client();
@@ -158,11 +177,16 @@ async fn a_cluster_lost_whole_is_restored_to_a_chosen_time_and_index_from_s3() {
         one.kill9(1).unwrap();
 
         // To the index right after phase b (before the outage).
-        let launch = Raftd::new(env!("CARGO_BIN_EXE_raftd")).token("restored").calm();
+        let launch = Raftd::new(env!("CARGO_BIN_EXE_raftd"))
+            .token("restored")
+            .calm();
         let mut two = Cluster::new_in(launch, &dir.path().join("at-index"), 1).unwrap();
-        let printed = restore_and_start(&mut two, &s3, &["--index", &index_b.to_string()]);
+        let printed = restore_and_start(&mut two, s3, &["--index", &index_b.to_string()]);
         println!("{printed}");
-        assert!(printed.contains(&format!("up to index {index_b}")), "{printed}");
+        assert!(
+            printed.contains(&format!("up to index {index_b}")),
+            "{printed}"
+        );
         two.leader(Duration::from_secs(20)).await.unwrap();
         let c = two.client();
         check(&c, "a", 60, true).await;
@@ -174,9 +198,11 @@ async fn a_cluster_lost_whole_is_restored_to_a_chosen_time_and_index_from_s3() {
         two.kill9(1).unwrap();
 
         // Everything, including what was written during and after the outage.
-        let launch = Raftd::new(env!("CARGO_BIN_EXE_raftd")).token("restored").calm();
+        let launch = Raftd::new(env!("CARGO_BIN_EXE_raftd"))
+            .token("restored")
+            .calm();
         let mut three = Cluster::new_in(launch, &dir.path().join("latest"), 1).unwrap();
-        restore_and_start(&mut three, &s3, &["--latest"]);
+        restore_and_start(&mut three, s3, &["--latest"]);
         three.leader(Duration::from_secs(20)).await.unwrap();
         let c = three.client();
         for (p, n) in [("a", 60), ("b", 30), ("c", 10), ("c2", 30), ("d", 10)] {
