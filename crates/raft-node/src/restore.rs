@@ -54,8 +54,8 @@ pub struct RestoreOptions {
 /// What was restored.
 #[derive(Clone, Debug)]
 pub struct Restored {
-    /// The snapshot the chain ended at.
-    pub source: SnapshotInfo,
+    /// The snapshot the chain ended at (`None`: the WAL archive alone, from index 1).
+    pub source: Option<SnapshotInfo>,
     /// The index of the last entry of the old cluster in the restored state (the chain's,
     /// or the archived entry the restore went to).
     pub restored_index: u64,
@@ -108,17 +108,32 @@ pub fn restore_data_dir(o: &RestoreOptions) -> Result<Restored, NodeError> {
         match o.target {
             Some(target) => {
                 let plan = archive::plan(&*obj, target)?;
-                let chain = raft_snapshot::restore_from_object_store(
-                    &*obj,
-                    RestorePoint::Id(plan.snapshot),
-                    &snap,
-                    Some(&mut sink),
-                )?;
-                let tip = chain.tip().clone();
-                archive::apply_entries(&kv, tip.meta().membership, &plan.entries)?;
-                let term = plan.entries.last().map_or(tip.term, |e| e.term);
+                let tip = match plan.snapshot {
+                    Some(id) => Some(
+                        raft_snapshot::restore_from_object_store(
+                            &*obj,
+                            RestorePoint::Id(id),
+                            &snap,
+                            Some(&mut sink),
+                        )?
+                        .tip()
+                        .clone(),
+                    ),
+                    None => None,
+                };
+                let membership = tip
+                    .as_ref()
+                    .map(|t| t.meta().membership)
+                    .unwrap_or_default();
+                archive::apply_entries(&kv, membership, &plan.entries)?;
+                let term = plan
+                    .entries
+                    .last()
+                    .map(|e| e.term)
+                    .or(tip.as_ref().map(|t| t.term))
+                    .unwrap_or(0);
                 tracing::info!(
-                    snapshot = %tip.id,
+                    snapshot = ?tip.as_ref().map(|t| t.id),
                     entries = plan.entries.len(),
                     from_member = plan.node,
                     index = plan.target,
@@ -134,19 +149,19 @@ pub fn restore_data_dir(o: &RestoreOptions) -> Result<Restored, NodeError> {
                     Some(&mut sink),
                 )?;
                 let tip = chain.tip().clone();
-                (tip.clone(), tip.index, tip.term)
+                (Some(tip.clone()), tip.index, tip.term)
             }
         }
     } else if from.join(MANIFEST_FILE).is_file() {
         let store = SnapshotStore::open_dir(&from, StoreOptions::default())?;
         let tip = raft_snapshot::restore_point(&store, o.point, &mut sink)?;
-        (tip.clone(), tip.index, tip.term)
+        (Some(tip.clone()), tip.index, tip.term)
     } else {
         let obj = LocalDirStore::new(&from)?;
         let chain =
             raft_snapshot::restore_from_object_store(&obj, o.point, &snap, Some(&mut sink))?;
         let tip = chain.tip().clone();
-        (tip.clone(), tip.index, tip.term)
+        (Some(tip.clone()), tip.index, tip.term)
     };
 
     // One entry past the chain: the member list becomes this node alone.
@@ -186,7 +201,7 @@ pub fn restore_data_dir(o: &RestoreOptions) -> Result<Restored, NodeError> {
     wal.close()?;
     tracing::info!(
         from = %o.from,
-        snapshot = %source.id,
+        snapshot = ?source.as_ref().map(|s| s.id),
         index = meta.index,
         data_dir = %o.data_dir.display(),
         "data dir restored"
@@ -277,7 +292,7 @@ mod tests {
             wal: raft_log::Settings::default(),
         };
         let r = restore_data_dir(&o).unwrap();
-        assert_eq!(r.source.id, first.id);
+        assert_eq!(r.source.as_ref().unwrap().id, first.id);
         assert_eq!(r.meta.index, 31);
         let restored = KvStore::open(o.data_dir.join("kv")).unwrap();
         assert_eq!(restored.applied_index(), 31);

@@ -32,7 +32,6 @@ fn backup_flags(s3: &S3Server) -> Vec<String> {
         format!("backup.endpoint={}", c.endpoint.unwrap()),
         "backup.region=us-east-1".into(),
         "backup.path_style=true".into(),
-        "backup.archive_interval=200ms".into(),
     ];
     for (k, val) in &c.options {
         v.push(format!("backup.options.{k}={val}"));
@@ -129,6 +128,7 @@ async fn scenario(s3: &S3Server) {
             .calm()
             .with_metrics()
             .args(["--snapshot-threshold", "40"])
+            .args(["--set", "backup.archive_interval=200ms"])
             .args(backup_flags(s3));
         let mut cluster = Cluster::start(raftd, 3).expect("raftd starts");
         let leader = cluster.leader(Duration::from_secs(20)).await.unwrap();
@@ -208,6 +208,91 @@ async fn scenario(s3: &S3Server) {
         for (p, n) in [("a", 60), ("b", 30), ("c", 10), ("c2", 30), ("d", 10)] {
             check(&c, p, n, true).await;
         }
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[test]
+fn rpo_with_the_default_settings() {
+    let s3 = S3Server::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(rpo(&s3));
+}
+
+/// A writer acknowledges puts continuously (one at a time) on a cluster with the default
+/// `[backup]` settings (`archive_interval = 5s`); every member is killed and its data
+/// removed at once; `restore --latest` brings back a prefix of the writes. The RPO is the
+/// time between the last restored write's acknowledgement and the loss.
+async fn rpo(s3: &S3Server) {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let flags = backup_flags(s3);
+        let raftd = Raftd::new(env!("CARGO_BIN_EXE_raftd"))
+            .token("rpo")
+            .calm()
+            .args(flags);
+        let mut cluster = Cluster::start(raftd, 3).expect("raftd starts");
+        cluster.leader(Duration::from_secs(20)).await.unwrap();
+        let client = cluster.client();
+        let mut acked = Vec::new();
+        let until = std::time::Instant::now() + Duration::from_secs(13);
+        let mut i = 0;
+        while std::time::Instant::now() < until {
+            put(&client, &format!("w/{i:06}"), "v").await;
+            acked.push(now_ms());
+            i += 1;
+        }
+        let lost_at = now_ms();
+        for id in 1..=3 {
+            cluster.kill9(id).unwrap();
+        }
+        for id in 1..=3 {
+            std::fs::remove_dir_all(cluster.data_dir(id)).unwrap();
+        }
+        drop(client);
+        let dir = tempfile::tempdir().unwrap();
+        let launch = Raftd::new(env!("CARGO_BIN_EXE_raftd"))
+            .token("rpo-restored")
+            .calm();
+        let mut one = Cluster::new_in(launch, &dir.path().join("latest"), 1).unwrap();
+        restore_and_start(&mut one, s3, &["--latest"]);
+        one.leader(Duration::from_secs(20)).await.unwrap();
+        let c = one.client();
+        // The restored writes are a prefix: find its end by bisection.
+        let present = |k: usize| {
+            let c = c.clone();
+            async move {
+                get(&c, &format!("w/{k:06}"), false)
+                    .await
+                    .unwrap()
+                    .is_some()
+            }
+        };
+        assert!(present(0).await, "the first write is in the backup");
+        let (mut lo, mut hi) = (0usize, acked.len());
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if present(mid).await {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let lost = acked.len() - 1 - lo;
+        let rpo_ms = lost_at - acked[lo];
+        println!(
+            "RPO with the default settings: {} of {} acknowledged writes lost; the last restored \
+             one was acknowledged {rpo_ms} ms before the loss",
+            lost,
+            acked.len()
+        );
+        // archive_interval (5 s) + one archiver round (1 s) + upload time, with slack for a
+        // loaded machine.
+        assert!(rpo_ms <= 9_000, "RPO {rpo_ms} ms");
     })
     .await
     .expect("test timed out");

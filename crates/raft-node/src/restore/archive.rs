@@ -123,8 +123,9 @@ fn target_index(
 
 /// What [`plan`] found: the chain to restore and the entries to apply after it.
 pub struct ArchivePlan {
-    /// The snapshot chain's tip.
-    pub snapshot: raft_snapshot::SnapshotId,
+    /// The snapshot chain's tip; `None`: no snapshot at or below the target, the archive
+    /// is replayed from the start of the log (index 1).
+    pub snapshot: Option<raft_snapshot::SnapshotId>,
     /// The chain tip's index.
     pub snapshot_index: u64,
     /// The member whose archive gives the entries.
@@ -139,12 +140,18 @@ pub struct ArchivePlan {
 pub fn plan(obj: &dyn ObjectStore, target: ArchiveTarget) -> Result<ArchivePlan, NodeError> {
     let nodes = by_node(raft_snapshot::list_wal_archive(obj)?);
     let n = target_index(obj, &nodes, target)?;
-    let chain = raft_snapshot::find_in_object_store(obj, RestorePoint::AtOrBelowIndex(n))?;
-    let tip = chain.tip().clone();
-    if tip.index == n {
+    // The newest chain at or below `n`; none (a young cluster): the log from its start.
+    let (tip_id, tip_index) =
+        match raft_snapshot::find_in_object_store(obj, RestorePoint::AtOrBelowIndex(n)) {
+            Ok(chain) => (Some(chain.tip().id), chain.tip().index),
+            Err(raft_snapshot::Error::Invalid(_)) => (None, 0),
+            Err(e) => return Err(e.into()),
+        };
+    let tip_name = tip_id.map_or_else(|| "none".to_string(), |id| id.to_string());
+    if tip_index == n {
         return Ok(ArchivePlan {
-            snapshot: tip.id,
-            snapshot_index: tip.index,
+            snapshot: tip_id,
+            snapshot_index: tip_index,
             node: 0,
             entries: Vec::new(),
             target: n,
@@ -155,22 +162,22 @@ pub fn plan(obj: &dyn ObjectStore, target: ArchiveTarget) -> Result<ArchivePlan,
         let segs = &nodes[&node];
         let Some(start) = segs
             .iter()
-            .rposition(|s| s.meta.first_index <= tip.index + 1)
+            .rposition(|s| s.meta.first_index <= tip_index + 1)
         else {
             why.push(format!(
                 "member {node}'s archive starts after index {}",
-                tip.index + 1
+                tip_index + 1
             ));
             continue;
         };
         let r = replay(obj, segs, start, |r| {
             r.commit() >= n && r.range().is_some_and(|(_, hi)| hi >= n)
         })?;
-        match r.committed(tip.index + 1, n) {
+        match r.committed(tip_index + 1, n) {
             Ok(entries) => {
                 return Ok(ArchivePlan {
-                    snapshot: tip.id,
-                    snapshot_index: tip.index,
+                    snapshot: tip_id,
+                    snapshot_index: tip_index,
                     node,
                     entries,
                     target: n,
@@ -180,9 +187,8 @@ pub fn plan(obj: &dyn ObjectStore, target: ArchiveTarget) -> Result<ArchivePlan,
         }
     }
     Err(fail(format!(
-        "no archive covers indexes {}..={n} after snapshot {} ({})",
-        tip.index + 1,
-        tip.id,
+        "no archive covers indexes {}..={n} after snapshot {tip_name} ({})",
+        tip_index + 1,
         if why.is_empty() {
             "no WAL archive".to_string()
         } else {
