@@ -93,7 +93,10 @@ pub use info::{MembershipRecord, SnapshotId, SnapshotInfo, SnapshotKind};
 pub use object_store::{
     CloudStore, LocalDirStore, MIN_PART_SIZE, ObjectStore, ObjectStoreConfig, open_object_store,
 };
-pub use pitr::{RestorePoint, find_in_object_store, restore_from_object_store, restore_point};
+pub use pitr::{
+    RestorePoint, find_in_object_store, list_snapshots, restore_from_object_store, restore_point,
+    verify_uploaded,
+};
 pub use retention::{RetentionPlan, RetentionPolicy, apply_retention, plan_retention};
 pub use source::{Capture, IterSource, MemState, RestoreSink, SnapshotCapture, SnapshotSource};
 pub use store::{

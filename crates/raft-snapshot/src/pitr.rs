@@ -109,6 +109,32 @@ impl Catalog {
     }
 }
 
+/// The completely uploaded snapshots of `obj` (oldest index first) and the snapshot files
+/// whose metadata is missing (uploads under way or cut short).
+pub fn list_snapshots(obj: &dyn ObjectStore) -> Result<(Vec<SnapshotInfo>, Vec<SnapshotId>)> {
+    let mut c = Catalog::read(obj)?;
+    c.complete.sort_by_key(|s| (s.index, s.created_ms, s.id));
+    Ok((c.complete, c.incomplete))
+}
+
+/// Downloads an uploaded snapshot file and checks every record and its metadata's size and
+/// checksum (what a restore would read), without keeping it.
+pub fn verify_uploaded(obj: &dyn ObjectStore, info: &SnapshotInfo) -> Result<()> {
+    let mut buf = Vec::with_capacity(info.size as usize);
+    obj.get(&blob_file(info.id), &mut buf)?;
+    let mut r = FileReader::new(std::io::Cursor::new(buf), blob_file(info.id), true)?;
+    let sum = r.verify_to_end()?;
+    check_summary(info, sum.size, sum.checksum)?;
+    if r.header().id != info.id {
+        return Err(Error::corrupt(
+            blob_file(info.id),
+            12,
+            "header names another snapshot",
+        ));
+    }
+    Ok(())
+}
+
 /// Finds the chain for `point` among the completely uploaded snapshots of `obj`.
 pub fn find_in_object_store(obj: &dyn ObjectStore, point: RestorePoint) -> Result<Chain> {
     let infos = Catalog::read(obj)?.complete;
