@@ -75,6 +75,10 @@ struct ClusterArgs {
     /// Where the members' data directories and logs go (wiped first; real disk, not tmpfs).
     #[arg(long)]
     data_dir: PathBuf,
+    /// A raftd setting for every member, `KEY=VALUE` as raftd's `--set` (repeatable), e.g.
+    /// `--raftd-set backup.url=file:///tmp/raftd-backup` to measure the cost of backups.
+    #[arg(long = "raftd-set", value_name = "KEY=VALUE")]
+    raftd_set: Vec<String>,
 }
 
 /// Value size of every put.
@@ -201,12 +205,20 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
         args.data_dir.display(),
         args.duration
     );
+    let raftd_args: Vec<&str> = args
+        .raftd_set
+        .iter()
+        .flat_map(|kv| ["--set", kv.as_str()])
+        .collect();
+    if !args.raftd_set.is_empty() {
+        println!("raftd settings: {}", args.raftd_set.join(" "));
+    }
     let mut targets = vec![Target {
         cluster: Cluster::start(
             Server::Raftd(args.raftd.clone()),
             &args.data_dir.join("raftd"),
             3,
-            &[],
+            &raftd_args,
         )?,
     }];
     if let Some(etcd) = &args.etcd {
