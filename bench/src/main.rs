@@ -81,6 +81,10 @@ struct ClusterArgs {
     /// between peers; the load clients use TLS (raftd only: not with --etcd).
     #[arg(long, conflicts_with = "etcd")]
     tls: bool,
+    /// A raftd setting for every member, `KEY=VALUE` as raftd's `--set` (repeatable), e.g.
+    /// `--raftd-set backup.url=file:///tmp/raftd-backup` to measure the cost of backups.
+    #[arg(long = "raftd-set", value_name = "KEY=VALUE")]
+    raftd_set: Vec<String>,
 }
 
 /// Value size of every put.
@@ -233,12 +237,20 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
         args.data_dir.display(),
         args.duration
     );
+    let raftd_args: Vec<&str> = args
+        .raftd_set
+        .iter()
+        .flat_map(|kv| ["--set", kv.as_str()])
+        .collect();
+    if !args.raftd_set.is_empty() {
+        println!("raftd settings: {}", args.raftd_set.join(" "));
+    }
     let mut targets = vec![Target {
         cluster: Cluster::start_with(
             Server::Raftd(args.raftd.clone()),
             &args.data_dir.join("raftd"),
             3,
-            &[],
+            &raftd_args,
             if args.tls {
                 Some(TlsFiles::generate(&args.data_dir.join("certs"), true)?)
             } else {

@@ -92,7 +92,8 @@ const PROTOC_PACKAGE: &str = "raft-bench";
 /// Crates whose build needs protoc; none may reach a package but [`PROTOC_PACKAGE`].
 const NEEDS_PROTOC: &[&str] = &["etcd-client", "raft-bench"];
 
-/// Fails if `raft-core` depends, directly or not, on a crate that does I/O, or if a crate
+/// Fails if `raft-core` or `raft-fs` depends, directly or not, on a crate that does I/O
+/// (tokio, tonic, prost, sled), or if a crate
 /// that needs protoc to build reaches a package that must build without it.
 pub fn layering() -> Result<()> {
     let mut tree = cargo();
@@ -107,27 +108,34 @@ pub fn layering() -> Result<()> {
             found.join(", ")
         );
     }
-    let tree = util::output(cargo().args([
-        "tree",
-        "--package",
-        "raft-core",
-        "--edges",
-        "normal,build",
-        "--prefix",
-        "none",
-        "--format",
-        "{p}",
-        "--locked",
-    ]))?;
-    let found = crates_named(&tree, FORBIDDEN_IN_CORE);
-    if !found.is_empty() {
-        bail!(
-            "layering: raft-core must stay free of I/O, but its dependency tree contains {}",
-            found.join(", ")
-        );
+    // raft-fs sits under raft-log and raft-snapshot (with every feature: its MemFs too).
+    for (package, what) in [
+        ("raft-core", "free of I/O"),
+        ("raft-fs", "a plain std seam"),
+    ] {
+        let tree = util::output(cargo().args([
+            "tree",
+            "--package",
+            package,
+            "--all-features",
+            "--edges",
+            "normal,build",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+            "--locked",
+        ]))?;
+        let found = crates_named(&tree, FORBIDDEN_IN_CORE);
+        if !found.is_empty() {
+            bail!(
+                "layering: {package} must stay {what}, but its dependency tree contains {}",
+                found.join(", ")
+            );
+        }
     }
     eprintln!(
-        "xtask: layering ok: raft-core depends on none of {FORBIDDEN_IN_CORE:?}; \
+        "xtask: layering ok: raft-core and raft-fs depend on none of {FORBIDDEN_IN_CORE:?}; \
          only raft-bench needs protoc"
     );
     Ok(())

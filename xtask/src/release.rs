@@ -11,6 +11,7 @@ use std::path::Path;
 /// Crates published to a registry, lowest layer first (dependencies before dependents).
 const PUBLISHABLE: &[&str] = &[
     "raft-core",
+    "raft-fs",
     "raft-metrics",
     "raft-log",
     "raft-snapshot",

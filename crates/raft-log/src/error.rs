@@ -75,6 +75,12 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// [`crate::Wal::read_segment`] was asked for a segment that is not on disk.
+    #[error("WAL segment {0} is not on disk")]
+    NoSuchSegment(u64),
+    /// Archived segments cannot give what was asked (damaged, or entries missing).
+    #[error("WAL archive: {0}")]
+    Archive(String),
 }
 
 impl Error {

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 
 /// Magic bytes at the start of every segment file.
 pub const MAGIC: [u8; 8] = *b"RAFTWAL\0";
-/// The format version this crate writes (segments of version 1 are still read).
-pub const VERSION: u32 = 2;
+/// The format version this crate writes (segments of versions 1 and 2 are still read).
+pub const VERSION: u32 = 3;
 /// The oldest format version this crate reads.
 pub const MIN_VERSION: u32 = 1;
 /// Length of the segment header.
@@ -42,6 +42,11 @@ pub const KIND_MEMBERSHIP: u8 = 5;
 /// Record type (version 2): a batch frame, whose payload is the records of one write and
 /// whose CRC covers them all.
 pub const KIND_FRAME: u8 = 6;
+/// Record type (version 3): the wall-clock time at which the entries after it were
+/// written.
+pub const KIND_TIME: u8 = 7;
+/// The first format version whose segments hold time records.
+pub const TIME_VERSION: u32 = 3;
 
 /// Rounds `n` up to the record alignment.
 pub const fn align_up(n: usize) -> usize {
@@ -181,6 +186,18 @@ pub fn put_membership(buf: &mut Vec<u8>, m: &Membership) {
     put_record(buf, KIND_MEMBERSHIP, |b| put_membership_body(b, m));
 }
 
+/// Appends a time record: the entries from `index` on (up to the next time record) were
+/// written at `unix_ms` (milliseconds since the Unix epoch, the writer's clock).
+pub fn put_time(buf: &mut Vec<u8>, index: u64, unix_ms: u64) {
+    put_record(buf, KIND_TIME, |b| {
+        b.extend_from_slice(&index.to_le_bytes());
+        b.extend_from_slice(&unix_ms.to_le_bytes());
+    });
+}
+
+/// The encoded size of a time record.
+pub const TIME_RECORD_LEN: usize = RECORD_HEADER_LEN + 16;
+
 /// Appends a suffix-truncation mark: entries at `from` and after are removed.
 pub fn put_truncate(buf: &mut Vec<u8>, from: u64) {
     put_record(buf, KIND_TRUNCATE, |b| {
@@ -286,6 +303,13 @@ pub enum Record {
     },
     /// The membership in force at the applied index.
     Membership(Box<Membership>),
+    /// When the entries from `index` on (up to the next time record) were written.
+    Time {
+        /// The first entry the time applies to.
+        index: u64,
+        /// Milliseconds since the Unix epoch, by the writer's clock.
+        unix_ms: u64,
+    },
     /// The header of a batch frame; its records follow it (the next offset is the first
     /// of them).
     Frame {
@@ -309,7 +333,7 @@ pub enum Step {
 
 /// Parses and verifies the records of one segment held in memory.
 ///
-/// # Segment file format (version 2; version 1 is read too)
+/// # Segment file format (version 3; versions 1 and 2 are read too)
 ///
 /// A segment file is named `{seq:016x}-{first_index:016x}.wal`: its sequence number in the
 /// log (consecutive segments have consecutive numbers) and the index the next entry had when
@@ -319,7 +343,8 @@ pub enum Step {
 /// ```text
 /// segment header, 32 bytes at offset 0:
 ///   0  magic      8 bytes  "RAFTWAL\0"
-///   8  version    u32      2 (1: a segment written before batch frames existed)
+///   8  version    u32      3 (2: written before time records existed; 1: before batch
+///                          frames existed)
 ///  12  seq        u64      the segment's sequence number
 ///  20  first_idx  u64      the index the next entry had when the segment was started
 ///  28  crc        u32      CRC32C of bytes 0..28
@@ -328,7 +353,7 @@ pub enum Step {
 ///   0  crc        u32      CRC32C of bytes 4..16 of the header followed by the payload
 ///   4  len        u32      payload length (header and padding not included), > 0
 ///   8  type       u8       1 entry, 2 hard state, 3 snapshot mark, 4 truncate mark,
-///                          5 membership, 6 batch frame (version 2)
+///                          5 membership, 6 batch frame (version 2), 7 time (version 3)
 ///   9  zero       7 bytes
 ///  16  payload    len bytes
 ///      padding    zeros up to the next multiple of 8
@@ -343,6 +368,9 @@ pub enum Step {
 ///   membership  auto_leave u8 and the four id sets as in a snapshot mark
 ///   batch frame whole records of the other types (each with its own header, CRC and
 ///               padding), so its length is a multiple of 8
+///   time        index u64, unix_ms u64: the entries from `index` on, up to the next time
+///               record, were written at `unix_ms` (the writer's wall clock, milliseconds
+///               since the Unix epoch); replay ignores it, WAL archives read it
 /// ```
 ///
 /// The writer puts the records of a group-commit batch in batch frames: consecutive requests
@@ -358,6 +386,10 @@ pub enum Step {
 /// Version-1 segments hold no frames. A version-1 segment left as the last one by an older
 /// build gets bare records appended, so that build can still read it whole; every new
 /// segment is version 2, which a build that reads only version 1 refuses by its number.
+/// Likewise version-2 segments hold no time records and get none appended: `Wal::write`
+/// puts a time record before its entries only while the segment being written is of
+/// version 3 (every segment started by this build), and a build that reads only versions 1
+/// and 2 refuses a version-3 segment by its number.
 ///
 /// Because records are 8-byte aligned, the 4-byte length field (at offset 4 of an 8-byte
 /// aligned header) never straddles a 512-byte sector, so a torn write can leave a stale or
@@ -686,6 +718,15 @@ fn decode_payload(kind: u8, p: &[u8], payload_offset: usize) -> Result<Record, S
             }
             Ok(Record::Truncate { from: u64_at(p, 0) })
         }
+        KIND_TIME => {
+            if p.len() != 16 {
+                return Err(short());
+            }
+            Ok(Record::Time {
+                index: u64_at(p, 0),
+                unix_ms: u64_at(p, 8),
+            })
+        }
         k => Err(format!("unknown record type {k}")),
     }
 }
@@ -697,7 +738,7 @@ pub fn valid_record_after(buf: &[u8], from: usize) -> Option<usize> {
     while pos + RECORD_HEADER_LEN <= buf.len() {
         let h = &buf[pos..pos + RECORD_HEADER_LEN];
         let kind = h[8];
-        if (KIND_ENTRY..=KIND_FRAME).contains(&kind)
+        if (KIND_ENTRY..=KIND_TIME).contains(&kind)
             && u32_at(h, 4) != 0
             && let Step::Record(..) = decode_at(buf, pos)
         {
@@ -969,6 +1010,7 @@ mod tests {
             first_index: 2,
         };
         let err = SegmentHeader::decode(&newer.encode()).unwrap_err();
-        assert!(err.contains("unsupported segment version 3"), "{err}");
+        let want = format!("unsupported segment version {}", VERSION + 1);
+        assert!(err.contains(&want), "{err}");
     }
 }

@@ -35,15 +35,15 @@
 //! [`Ticket::wait`] (blocking), `.await` (it is a `std::future::Future`; no runtime
 //! dependency) or [`Ticket::on_complete`] (a callback on the writer thread).
 //!
-//! Layers, bottom up: [`fs`] (the file-system trait and its fault-injecting test double),
+//! Layers, bottom up: [`fs`] (the `raft-fs` crate's file-system trait, shared with `raft-snapshot`),
 //! [`format`](mod@format) (records and segment headers), `index` (in-memory index and cache),
 //! `segment` (file names, background preparation), `recovery`, `writer` (group commit: the
 //! writer thread and callers that write while waiting), and [`Wal`], the handle.
 #![deny(missing_docs)]
 
+pub mod archive;
 mod error;
 pub mod format;
-pub mod fs;
 mod index;
 mod recovery;
 mod segment;
@@ -51,6 +51,10 @@ mod settings;
 mod ticket;
 mod wal;
 mod writer;
+
+/// The file-system seam the log writes through (the `raft-fs` crate; its `MemFs`, for
+/// crash tests, needs that crate's `mem` feature).
+pub use raft_fs as fs;
 
 pub use error::{Error, Result};
 pub use settings::{Settings, SyncPolicy};

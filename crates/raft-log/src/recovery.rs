@@ -105,7 +105,7 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, window: usize) -> Result<Recovere
         if let Some((seq, first)) = parse_segment_name(&name) {
             names.push((seq, first, name));
         } else if name.ends_with(TMP_SUFFIX) {
-            stale.push(fs::join(dir, &name));
+            stale.push(dir.join(&name));
         }
     }
     names.sort();
@@ -119,14 +119,14 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, window: usize) -> Result<Recovere
     // index never reallocates and copies while it grows.
     let mut total = 0u64;
     for (_, _, name) in &names {
-        if let Ok(f) = fs.open(&fs::join(dir, name)) {
+        if let Ok(f) = fs.open(&dir.join(name)) {
             total += f.len().unwrap_or(0);
         }
     }
     index.reserve((total / format::entry_record_len(0) as u64).min(1 << 26) as usize);
     let count = names.len();
     for (k, (seq, first, name)) in names.into_iter().enumerate() {
-        let path = fs::join(dir, &name);
+        let path = dir.join(&name);
         let corrupt = |offset: u64, reason: String| Error::Corrupt {
             path: path.clone(),
             offset,
@@ -246,6 +246,8 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, window: usize) -> Result<Recovere
                         }
                         Record::Membership(m) => membership = *m,
                         Record::Truncate { from } => index.truncate(from),
+                        // Times are for WAL archives; the log itself does not keep them.
+                        Record::Time { .. } => {}
                         Record::Frame { verified_end: e } => {
                             if let Some(e) = e {
                                 verified_end = win.start + e as u64;

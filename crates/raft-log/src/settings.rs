@@ -39,6 +39,11 @@ pub struct Settings {
     pub sync_policy: SyncPolicy,
     /// Bytes of recent entry data kept in memory for reads (default 16 MiB).
     pub cache_bytes: usize,
+    /// Keep segments for a WAL archive (default false): a segment whose entries are all
+    /// compacted is deleted only once it is below the floor set with
+    /// [`crate::Wal::set_archive_floor`] (the archive confirmed it), not at once; opening
+    /// the log deletes none either.
+    pub archive: bool,
 }
 
 impl Default for Settings {
@@ -49,6 +54,7 @@ impl Default for Settings {
             commit_delay: Duration::ZERO,
             sync_policy: SyncPolicy::Always,
             cache_bytes: 16 << 20,
+            archive: false,
         }
     }
 }

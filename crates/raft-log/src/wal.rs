@@ -83,11 +83,13 @@ impl Wal {
 
         let mut dir_dirty = false;
         for path in &stale {
-            fs.remove(path).map_err(|e| Error::io("remove", path, e))?;
+            fs.remove_file(path)
+                .map_err(|e| Error::io("remove", path, e))?;
             dir_dirty = true;
         }
-        // Segments whose entries are all compacted (a deletion interrupted by a crash).
-        if let Some(tail) = &tail {
+        // Segments whose entries are all compacted (a deletion interrupted by a crash); an
+        // archived log keeps them until the archive confirms them.
+        if let Some(tail) = tail.as_ref().filter(|_| !settings.archive) {
             let keep = index
                 .oldest_live_segment()
                 .map_or(tail.seq, u64::from)
@@ -95,7 +97,7 @@ impl Wal {
             let doomed: Vec<u64> = segments.range(..keep).map(|(s, _)| *s).collect();
             for s in doomed {
                 let seg = segments.remove(&s).expect("listed");
-                fs.remove(&seg.path)
+                fs.remove_file(&seg.path)
                     .map_err(|e| Error::io("remove", &seg.path, e))?;
                 dir_dirty = true;
             }
@@ -121,6 +123,7 @@ impl Wal {
                 hard_state,
                 membership: membership.clone(),
                 segments,
+                active_end: tail.as_ref().map_or(0, |t| t.pos),
             }),
             queue: Mutex::new(Queue {
                 requests: VecDeque::new(),
@@ -132,6 +135,11 @@ impl Wal {
             queue_cv: Condvar::new(),
             writer: Mutex::new(None),
             fsync_seconds: metrics::histogram!(m::FSYNC_SECONDS),
+            timed: std::sync::atomic::AtomicBool::new(
+                tail.as_ref()
+                    .is_none_or(|t| t.version >= format::TIME_VERSION),
+            ),
+            archive_floor: std::sync::atomic::AtomicU64::new(0),
         });
         let preparer = Preparer::start(fs.clone(), dir.clone(), settings.segment_size)?;
         let mut buf = Vec::new();
@@ -170,11 +178,11 @@ impl Wal {
                     &[],
                     &mut buf,
                 )?;
-                shared
-                    .durable
-                    .write()
-                    .segments
-                    .insert(0, active.seg.clone());
+                {
+                    let mut d = shared.durable.write();
+                    d.segments.insert(0, active.seg.clone());
+                    d.active_end = active.pos;
+                }
                 active
             }
         };
@@ -263,9 +271,16 @@ impl Wal {
                 max: format::MAX_REQUEST_BYTES,
             });
         }
-        let mut buf = Vec::with_capacity(bytes as usize);
+        let mut buf = Vec::with_capacity(bytes as usize + format::TIME_RECORD_LEN);
         let mut effects = Vec::with_capacity(entries.len() + 1);
         let first = entries.first().map(|e| e.index);
+        if let Some(first) = first
+            && self.shared.timed.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            // When these entries were written, for WAL archives (point-in-time restore):
+            // one record per write, so every segment tells the times of its own entries.
+            format::put_time(&mut buf, first, unix_ms());
+        }
         let mut expect = first.unwrap_or(0);
         for e in entries {
             if e.index != expect {
@@ -544,6 +559,64 @@ impl Wal {
         self.shared.durable.read().segments.len()
     }
 
+    /// The segment files on disk, oldest first; the last one is being written. With
+    /// `Settings::archive` this includes obsolete segments the archive has not confirmed.
+    pub fn segments(&self) -> Vec<crate::archive::LocalSegment> {
+        let d = self.shared.durable.read();
+        let newest = d.segments.keys().next_back().copied();
+        d.segments
+            .iter()
+            .filter_map(|(&seq, f)| {
+                let name = f.path.file_name()?.to_str()?;
+                let (_, first_index) = crate::segment::parse_segment_name(name)?;
+                Some(crate::archive::LocalSegment {
+                    seq,
+                    first_index,
+                    active: Some(seq) == newest,
+                })
+            })
+            .collect()
+    }
+
+    /// The written part of segment `seq` (of the active one: what was written so far), cut
+    /// after its last valid record. [`crate::archive::summarize`] describes it.
+    pub fn read_segment(&self, seq: u64) -> Result<Vec<u8>> {
+        let (seg, end) = {
+            let d = self.shared.durable.read();
+            let seg = d
+                .segments
+                .get(&seq)
+                .cloned()
+                .ok_or(Error::NoSuchSegment(seq))?;
+            let newest = d.segments.keys().next_back() == Some(&seq);
+            (seg, newest.then_some(d.active_end))
+        };
+        let len = match end {
+            Some(end) => end,
+            None => seg
+                .file
+                .len()
+                .map_err(|e| Error::io("stat", &seg.path, e))?,
+        };
+        let mut buf = vec![0u8; len as usize];
+        fs::read_exact_at(&*seg.file, &mut buf, 0).map_err(|e| Error::io("read", &seg.path, e))?;
+        let end = crate::archive::records_end(&buf).map_err(|reason| Error::Corrupt {
+            path: seg.path.clone(),
+            offset: 0,
+            reason,
+        })?;
+        buf.truncate(end);
+        Ok(buf)
+    }
+
+    /// With `Settings::archive`: segments numbered below `seq` are in the archive, so they
+    /// may be deleted once compacted (at the next compaction). Never lowers the floor.
+    pub fn set_archive_floor(&self, seq: u64) {
+        self.shared
+            .archive_floor
+            .fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The term of entry `index`, valid for `first_index() - 1 ..= last_index()`. O(1).
     pub fn term(&self, index: u64) -> Result<u64> {
         let d = self.shared.durable.read();
@@ -681,4 +754,11 @@ impl LogRead for Wal {
     fn snapshot_meta(&self) -> Result<SnapshotMeta, StorageError> {
         Ok(self.snapshot())
     }
+}
+
+/// Milliseconds since the Unix epoch by the system clock (0 if it is set before 1970).
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -100,6 +100,8 @@ pub(crate) struct Durable {
     pub hard_state: HardState,
     pub membership: Membership,
     pub segments: BTreeMap<u64, SegFile>,
+    /// Where the written records of the newest segment end (what readers may see of it).
+    pub active_end: u64,
 }
 
 /// State shared by the handle, the readers and the writer thread.
@@ -114,6 +116,12 @@ pub(crate) struct Shared {
     pub writer: Mutex<Option<Writer>>,
     /// The `fsync` latency histogram, looked up once when the log is opened.
     pub fsync_seconds: metrics::Histogram,
+    /// Writes carry time records: the segment being written is of format version 3 or
+    /// later. Only ever goes from false to true (every segment this build starts is).
+    pub timed: std::sync::atomic::AtomicBool,
+    /// With `Settings::archive`: segments below this number may be deleted once obsolete
+    /// (the archive holds them); the others are kept.
+    pub archive_floor: std::sync::atomic::AtomicU64,
 }
 
 /// A segment a batch started: its sequence number and file.
@@ -292,6 +300,10 @@ impl Writer {
             starts = offsets;
             new_segment = Some((active.seq, active.seg.clone()));
             self.active = active;
+            // Every segment this build starts is of the current version.
+            self.shared
+                .timed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         } else {
             let pos = self.active.pos;
             starts = offsets.iter().map(|&o| pos + o as u64).collect();
@@ -376,6 +388,7 @@ impl Writer {
                 d.segments.insert(s, seg);
                 metrics::gauge!(m::SEGMENTS).set(d.segments.len() as f64);
             }
+            d.active_end = self.active.pos;
             for (r, &at) in batch.iter().zip(starts) {
                 compacts |= r.compacts;
                 for e in &r.effects {
@@ -451,11 +464,18 @@ impl Writer {
     fn delete_obsolete(&mut self) -> Result<()> {
         let doomed = {
             let mut d = self.shared.durable.write();
-            let keep = d
+            let mut keep = d
                 .index
                 .oldest_live_segment()
                 .map_or(self.active.seq, u64::from)
                 .min(self.active.seq);
+            if self.shared.settings.archive {
+                keep = keep.min(
+                    self.shared
+                        .archive_floor
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                );
+            }
             let doomed: Vec<(u64, SegFile)> = d
                 .segments
                 .range(..keep)
@@ -480,7 +500,7 @@ impl Writer {
         for (_, seg) in &doomed {
             self.shared
                 .fs
-                .remove(&seg.path)
+                .remove_file(&seg.path)
                 .map_err(|e| Error::io("remove", &seg.path, e))?;
         }
         self.sync_dir()?;

@@ -451,17 +451,23 @@ fn version_1_segments_are_read_and_kept_version_1() {
     for (k, path) in segs.iter().enumerate() {
         let data = fs.read(path).unwrap();
         let (header, _) = SegmentReader::new(&data).unwrap();
-        let frames = record_offsets(&data)
-            .iter()
-            .filter(|(_, r)| matches!(r, Record::Frame { .. }))
-            .count();
+        let count =
+            |f: fn(&Record) -> bool| record_offsets(&data).iter().filter(|(_, r)| f(r)).count();
+        let frames = count(|r| matches!(r, Record::Frame { .. }));
+        let times = count(|r| matches!(r, Record::Time { .. }));
         if k == 0 {
-            // Appended to with bare records, so a version-1 reader still reads it whole.
-            assert_eq!((header.version, frames), (1, 0));
+            // Appended to with bare records and no time records, so a version-1 reader
+            // still reads it whole.
+            assert_eq!((header.version, frames, times), (1, 0, 0));
             assert!(record_offsets(&data).len() > 3 + 5);
         } else {
+            // Every write of entries in a version-3 segment carries its time, except the
+            // one encoded while the version-1 segment was still being written (k == 1).
             assert_eq!(header.version, raft_log::format::VERSION);
             assert!(frames > 0);
+            let entries = count(|r| matches!(r, Record::Entry { .. }));
+            let untimed = usize::from(k == 1);
+            assert_eq!(times + untimed, entries, "one append per entry here");
         }
     }
 }
@@ -471,7 +477,8 @@ fn a_newer_version_is_refused() {
     let fs = v1_log(3);
     let path = segments(&fs)[0].clone();
     let mut header = fs.read(&path).unwrap()[..32].to_vec();
-    header[8..12].copy_from_slice(&3u32.to_le_bytes());
+    let newer = raft_log::format::VERSION + 1;
+    header[8..12].copy_from_slice(&newer.to_le_bytes());
     let crc = crc32c::crc32c(&header[..28]);
     header[28..32].copy_from_slice(&crc.to_le_bytes());
     fs.poke(&path, 0, &header);
@@ -479,7 +486,8 @@ fn a_newer_version_is_refused() {
         Error::Corrupt {
             offset: 0, reason, ..
         } => {
-            assert!(reason.contains("unsupported segment version 3"), "{reason}");
+            let want = format!("unsupported segment version {newer}");
+            assert!(reason.contains(&want), "{reason}");
         }
         other => panic!("expected a version error, got {other}"),
     }
@@ -501,7 +509,7 @@ fn missing_middle_segment_is_detected() {
     use raft_log::fs::Fs;
     let fs = filled_log();
     let segs = segments(&fs);
-    fs.remove(&segs[1]).unwrap();
+    fs.remove_file(&segs[1]).unwrap();
     let err = Wal::open_with(Arc::new(fs), DIR, settings()).unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
 }

@@ -56,6 +56,25 @@ pub const UPLOAD_GAVE_UP: &str = "raft_snapshot_upload_gave_up_total";
 /// Counter: snapshots deleted from the object store by the retention policy.
 pub const RETENTION_DELETED: &str = "raft_snapshot_retention_deleted_total";
 
+/// Counter: WAL segments (closed ones and partial tails) uploaded to the object store.
+pub const WAL_ARCHIVED_SEGMENTS: &str = "raft_snapshot_wal_archived_segments_total";
+
+/// Counter: bytes of WAL segments uploaded to the object store.
+pub const WAL_ARCHIVED_BYTES: &str = "raft_snapshot_wal_archived_bytes_total";
+
+/// Gauge: closed WAL segments not yet in the object store (kept on disk until they are).
+pub const WAL_ARCHIVE_BACKLOG: &str = "raft_snapshot_wal_archive_backlog_segments";
+
+/// Gauge: 1 while the last WAL archive attempt failed.
+pub const WAL_ARCHIVE_FAILING: &str = "raft_snapshot_wal_archive_failing";
+
+/// Counter: closed WAL segments given up on because the backlog exceeded its bound (a gap
+/// in the archive: restore points inside it need a later snapshot).
+pub const WAL_ARCHIVE_SKIPPED: &str = "raft_snapshot_wal_archive_skipped_segments_total";
+
+/// Gauge: age of the newest entry the WAL archive holds (the recovery point), in seconds.
+pub const WAL_ARCHIVE_AGE: &str = "raft_snapshot_wal_archive_newest_entry_age_seconds";
+
 /// Every metric of this module, with its kind, unit and help text.
 pub const METRICS: &[MetricInfo] = &[
     MetricInfo {
@@ -159,5 +178,41 @@ pub const METRICS: &[MetricInfo] = &[
         kind: Kind::Counter,
         unit: Unit::Count,
         help: "Snapshots deleted from the object store by the retention policy",
+    },
+    MetricInfo {
+        name: WAL_ARCHIVED_SEGMENTS,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "WAL segments (closed ones and partial tails) uploaded to the object store",
+    },
+    MetricInfo {
+        name: WAL_ARCHIVED_BYTES,
+        kind: Kind::Counter,
+        unit: Unit::Bytes,
+        help: "Bytes of WAL segments uploaded to the object store",
+    },
+    MetricInfo {
+        name: WAL_ARCHIVE_BACKLOG,
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        help: "Closed WAL segments not yet in the object store",
+    },
+    MetricInfo {
+        name: WAL_ARCHIVE_FAILING,
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        help: "1 while the last WAL archive attempt failed",
+    },
+    MetricInfo {
+        name: WAL_ARCHIVE_SKIPPED,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Closed WAL segments given up on because the archive backlog exceeded its bound",
+    },
+    MetricInfo {
+        name: WAL_ARCHIVE_AGE,
+        kind: Kind::Gauge,
+        unit: Unit::Seconds,
+        help: "Age of the newest entry the WAL archive holds (the recovery point)",
     },
 ];

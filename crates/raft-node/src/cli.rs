@@ -139,16 +139,42 @@ pub enum RaftdCommand {
 /// `raftd restore`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RestoreArgs {
-    /// The upload directory (`snapshot.upload_dir`) or a stopped node's `<data_dir>/snap`.
-    #[arg(long, value_name = "DIR")]
-    pub from: PathBuf,
+    /// The backup: an object store URL (`backup.url`: `s3://bucket/prefix`, `gs://`,
+    /// `az://`, `file:///path`; reached with the `[backup]` settings of the config), an
+    /// upload directory, or a stopped node's `<data_dir>/snap`.
+    #[arg(long, value_name = "URL|DIR")]
+    pub from: String,
     /// The snapshot id (32 hex digits, as `raftctl snapshot` prints).
-    #[arg(long, value_name = "ID", conflicts_with = "before")]
+    #[arg(long, value_name = "ID", conflicts_with_all = ["before", "index", "time", "latest"])]
     pub snapshot: Option<String>,
     /// The newest snapshot created at or before this time: RFC 3339
-    /// (`2026-11-26T05:00:00Z`) or unix milliseconds. Neither flag: the newest snapshot.
-    #[arg(long, value_name = "TIME")]
+    /// (`2026-11-26T05:00:00Z`) or unix milliseconds. No flag at all: the newest snapshot.
+    #[arg(long, value_name = "TIME", conflicts_with_all = ["index", "time", "latest"])]
     pub before: Option<String>,
+    /// Point-in-time restore to this committed log index: the newest snapshot at or below
+    /// it plus the archived WAL entries after it (object store URLs only).
+    #[arg(long, value_name = "N", conflicts_with_all = ["time", "latest"])]
+    pub index: Option<u64>,
+    /// Point-in-time restore to the last committed entry written at or before this time
+    /// (RFC 3339 or unix milliseconds), through the WAL archive.
+    #[arg(long, value_name = "TIME", conflicts_with = "latest")]
+    pub time: Option<String>,
+    /// Restore to the highest committed index the WAL archive holds.
+    #[arg(long)]
+    pub latest: bool,
+}
+
+/// Unix milliseconds from RFC 3339 or a number.
+fn parse_time(flag: &str, t: &str) -> Result<u64, ConfigError> {
+    if let Ok(ms) = t.parse::<u64>() {
+        return Ok(ms);
+    }
+    let at =
+        humantime::parse_rfc3339_weak(t).map_err(|e| ConfigError(format!("{flag} `{t}`: {e}")))?;
+    Ok(at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| ConfigError(format!("{flag} `{t}`: before 1970")))?
+        .as_millis() as u64)
 }
 
 impl RestoreArgs {
@@ -160,19 +186,21 @@ impl RestoreArgs {
                 .map(RestorePoint::Id)
                 .ok_or_else(|| ConfigError(format!("--snapshot `{id}`: not a snapshot id")));
         }
-        let Some(t) = &self.before else {
-            return Ok(RestorePoint::Latest);
-        };
-        if let Ok(ms) = t.parse::<u64>() {
-            return Ok(RestorePoint::Before(ms));
+        match &self.before {
+            None => Ok(RestorePoint::Latest),
+            Some(t) => Ok(RestorePoint::Before(parse_time("--before", t)?)),
         }
-        let at = humantime::parse_rfc3339_weak(t)
-            .map_err(|e| ConfigError(format!("--before `{t}`: {e}")))?;
-        let ms = at
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_err(|_| ConfigError(format!("--before `{t}`: before 1970")))?
-            .as_millis() as u64;
-        Ok(RestorePoint::Before(ms))
+    }
+
+    /// The point-in-time target of `--index`, `--time` or `--latest`.
+    pub fn target(&self) -> Result<Option<crate::restore::archive::ArchiveTarget>, ConfigError> {
+        use crate::restore::archive::ArchiveTarget;
+        Ok(match (self.index, &self.time, self.latest) {
+            (Some(n), _, _) => Some(ArchiveTarget::Index(n)),
+            (_, Some(t), _) => Some(ArchiveTarget::Time(parse_time("--time", t)?)),
+            (_, _, true) => Some(ArchiveTarget::Latest),
+            _ => None,
+        })
     }
 
     /// The restore `config` (id, data dir, peer address, WAL settings) asks for.
@@ -180,9 +208,15 @@ impl RestoreArgs {
         &self,
         config: &NodeConfig,
     ) -> Result<crate::restore::RestoreOptions, ConfigError> {
+        let store = config
+            .backup
+            .object_store()
+            .unwrap_or_else(|| raft_snapshot::ObjectStoreConfig::new(self.from.clone()));
         Ok(crate::restore::RestoreOptions {
             from: self.from.clone(),
             point: self.point()?,
+            target: self.target()?,
+            store,
             data_dir: config.data_dir(),
             id: config.id,
             peer_url: config.listen_peer.clone(),

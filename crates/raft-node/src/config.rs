@@ -12,6 +12,7 @@
 //! in an `ArcSwap` and change at run time; [`NodeConfig::static_changes`] names the static
 //! keys that differ between two configurations so a reload can refuse them.
 
+mod backup;
 mod bytes;
 mod compaction;
 mod lease;
@@ -19,6 +20,7 @@ mod reload;
 mod tls;
 mod watch;
 
+pub use backup::{BackupSection, RELOADABLE_BACKUP_KEYS};
 pub use bytes::ByteSize;
 pub use compaction::{CompactionSection, Retention};
 pub use lease::LeaseSection;
@@ -64,6 +66,8 @@ pub const RELOADABLE_KEYS: &[&str] = &[
     "compaction.auto_mode",
     "compaction.auto_retention",
     "compaction.max_rate",
+    "backup.keep_for",
+    "backup.keep_bases",
 ];
 
 /// The whole configuration of one raftd node (the TOML file's top level).
@@ -122,6 +126,8 @@ pub struct NodeConfig {
     pub limits: LimitsSection,
     /// etcd's leases: checkpoints, minimum TTL, revoke rate.
     pub lease: LeaseSection,
+    /// Backups to an object store: snapshots and the WAL archive (`config/backup.rs`).
+    pub backup: BackupSection,
 }
 
 impl Default for NodeConfig {
@@ -150,6 +156,7 @@ impl Default for NodeConfig {
             tls: TlsSection::default(),
             limits: LimitsSection::default(),
             lease: LeaseSection::default(),
+            backup: BackupSection::default(),
         }
     }
 }
@@ -725,6 +732,8 @@ impl NodeConfig {
         self.tls.validate()?;
         self.limits.validate()?;
         self.lease.validate()?;
+        self.backup.validate()?;
+        self.effective_backup()?;
         // The protocol crate's own checks (after ours, which say more).
         self.raft_core_config()?;
         Ok(())
@@ -764,6 +773,14 @@ impl NodeConfig {
         Ok(c)
     }
 
+    /// `[backup]` with the deprecated `snapshot.upload_dir` mapped onto `backup.url`, and
+    /// the deprecation message when it was.
+    pub fn effective_backup(&self) -> Result<(BackupSection, Option<String>), ConfigError> {
+        let mut b = self.backup.clone();
+        let warning = b.adopt_upload_dir(self.snapshot.upload_dir.as_deref())?;
+        Ok((b, warning))
+    }
+
     /// The write-ahead log's settings.
     pub fn wal_settings(&self) -> raft_log::Settings {
         let w = &self.wal;
@@ -777,6 +794,9 @@ impl NodeConfig {
                 SyncPolicyKey::Never => raft_log::SyncPolicy::Never,
             },
             cache_bytes: w.cache_bytes.as_usize(),
+            // The archive keeps segments until the object store holds them.
+            archive: self.backup.archive_wal
+                && (self.backup.url.is_some() || self.snapshot.upload_dir.is_some()),
         }
     }
 
@@ -859,6 +879,7 @@ impl NodeConfig {
         check("tls", self.tls == new.tls);
         check("limits", self.limits == new.limits);
         check("lease", self.lease == new.lease);
+        check("backup", self.backup.same_static(&new.backup));
         out
     }
 

@@ -7,7 +7,7 @@
 //! | `/metrics` | the Prometheus exposition text of every recorded metric |
 //! | `/health` | 200 while the process serves HTTP (liveness) |
 //! | `/health?ready`, `/ready` | 200 when a leader is known and this node is caught up, else 503; JSON saying why |
-//! | `/status` | JSON: id, role, term, leader, commit, applied, last index, membership, peers' progress (leader) |
+//! | `/status` | JSON: id, role, term, leader, commit, applied, last index, membership, peers' progress (leader), the backup's backlog |
 //! | `/debug/pprof/profile?seconds=N` | a CPU profile (pprof protobuf, gzip), `&format=svg` a flame graph |
 //! | `/debug/pprof/heap` | 501: heap profiling is not available |
 //!
@@ -54,6 +54,8 @@ pub struct HttpState {
     pub tls: Option<Arc<raft_net::tls::TlsAcceptor>>,
     /// Who may read `/status` and take profiles.
     pub operator: crate::security::OperatorPolicy,
+    /// The backup to an object store, when `[backup]` turns it on (`/status` shows it).
+    pub backup: Option<std::sync::Arc<crate::node::backup::Backup>>,
 }
 
 /// How long a client may take to finish its TLS handshake.
@@ -287,6 +289,7 @@ async fn status(state: &HttpState) -> Response<Body> {
                 "learners_next": m.learners_next,
             },
             "peers": peers,
+            "backup": state.backup.as_ref().map(|b| b.status()),
         }),
     )
 }

@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod backup_report;
 pub mod certs;
 pub mod cli;
 pub mod client;

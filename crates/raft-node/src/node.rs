@@ -4,6 +4,7 @@
 
 mod client_port;
 pub mod cluster_id;
+pub mod backup;
 pub mod faults;
 pub mod lease;
 mod recover;
@@ -124,7 +125,8 @@ pub struct Node {
     reloader: Arc<Reloader>,
     /// Background tasks stopped at shutdown (the fault switch, reload watchers).
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    uploader: Option<Arc<raft_snapshot::Uploader>>,
+    /// Snapshot upload and WAL archiving, with `[backup]`.
+    backup: Option<Arc<backup::Backup>>,
     /// Proposes compactions while this node leads (stopped when dropped).
     _autocompact: Arc<AutoCompactor>,
     _lease_keeper: LeaseKeeper,
@@ -179,17 +181,12 @@ impl Node {
         // the store's history.
         let watch_hub = WatchHub::for_store(&store, config.watch.hub_config())
             .map_err(io("starting the watch hub".to_string()))?;
-        let uploader = match &config.snapshot.upload_dir {
-            Some(dir) => {
-                let target = Arc::new(raft_snapshot::LocalDirStore::new(dir)?);
-                Some(Arc::new(raft_snapshot::Uploader::start(
-                    snapshots.clone(),
-                    target,
-                    raft_snapshot::UploaderOptions::default(),
-                )?))
-            }
-            None => None,
-        };
+        let (backup_config, deprecated) = config.effective_backup()?;
+        if let Some(warning) = deprecated {
+            tracing::warn!("{warning}");
+        }
+        let backup = backup::Backup::start(&backup_config, id, &snapshots, &wal)?.map(Arc::new);
+        let uploader = backup.as_ref().map(|b| b.uploader.clone());
         let book = AddressBook::new(members.clone());
         let bootstrap = (!config.join).then(|| Membership {
             voters: members.keys().copied().collect(),
@@ -255,7 +252,8 @@ impl Node {
             config.compaction.policy()?,
         ));
         let mut reloader = Reloader::new(config.clone(), source, log, handle.clone(), net.clone())
-            .with_compaction(autocompact.clone(), store.clone());
+            .with_compaction(autocompact.clone(), store.clone())
+            .with_backup(backup.clone());
         if client_tls.is_some() || peer_tls.is_some() {
             reloader = reloader.with_tls(Arc::new(TlsMaterial::new(
                 client_tls.clone(),
@@ -329,6 +327,7 @@ impl Node {
                     profiler: crate::profile::Profiler::default(),
                     tls: metrics_tls,
                     operator,
+                    backup: backup.clone(),
                 },
             )
         });
@@ -363,10 +362,15 @@ impl Node {
             http,
             reloader,
             tasks,
-            uploader,
+            backup,
             _autocompact: autocompact,
             _lease_keeper: lease_keeper,
         })
+    }
+
+    /// The backup to an object store, when `[backup]` turns it on.
+    pub fn backup(&self) -> Option<&Arc<backup::Backup>> {
+        self.backup.as_ref()
     }
 
     /// The running configuration and its reloads.
@@ -426,10 +430,14 @@ impl Node {
         if let Err(e) = self.store.flush() {
             tracing::warn!(%e, "flushing the key-value store");
         }
-        if let Some(up) = &self.uploader {
-            let st = up.status();
-            if st.queued > 0 {
-                tracing::warn!(queued = st.queued, "snapshot uploads left unfinished");
+        if let Some(b) = &self.backup {
+            let st = b.status();
+            if st.snapshots_queued > 0 || st.wal_backlog_segments > 0 {
+                tracing::warn!(
+                    snapshots = st.snapshots_queued,
+                    wal_segments = st.wal_backlog_segments,
+                    "backup uploads left unfinished (resumed at the next start)"
+                );
             }
         }
         tracing::info!(

@@ -1,11 +1,14 @@
-//! `raftd restore`: builds the data directory of a new single-node cluster from a snapshot
-//! chain, picked by id or as the newest created before a time (point-in-time restore).
+//! `raftd restore`: builds the data directory of a new single-node cluster from a backup:
+//! a snapshot chain picked by id or as the newest created before a time, or (from an object
+//! store with a WAL archive) any committed index or time: the newest chain at or below it
+//! plus the archived entries after it ([`archive`]).
 //!
-//! The chain comes from an upload directory (`snapshot.upload_dir` of the old cluster: a
-//! [`LocalDirStore`] object store) or from a node's own snapshot store (`<data_dir>/snap`,
-//! recognised by its `MANIFEST.json`; the node must be stopped). The new directory holds:
-//! - `kv`: the chain restored, then one more applied entry at `tip.index + 1` that makes the
-//!   member list this node alone;
+//! The backup is an object store URL (`backup.url` of the old cluster: `s3://`, `gs://`,
+//! `az://`, `file://`), an upload directory (a [`LocalDirStore`] object store) or a node's
+//! own snapshot store (`<data_dir>/snap`, recognised by its `MANIFEST.json`; the node must be
+//! stopped). The new directory holds:
+//! - `kv`: the restored state (chain, then archived entries), then one more applied entry at
+//!   the restored index + 1 that makes the member list this node alone;
 //! - `snap`: a snapshot at that index, whose membership is this node as the only voter;
 //! - `wal`: a log replaced by that snapshot, with the hard state at the chain's term (so the
 //!   new leader's terms continue above every term in the data).
@@ -14,7 +17,10 @@
 //! only it) brings up a one-member cluster holding the old data; more members join it as
 //! usual (`raftctl member add`, then `raftd --join`), receiving the snapshot.
 
+pub mod archive;
+
 use crate::node::NodeError;
+use archive::ArchiveTarget;
 use raft_core::{HardState, Membership, SnapshotMeta};
 use raft_kv::machine::now_ms;
 use raft_kv::{KvRestoreSink, KvStore, Member};
@@ -26,10 +32,15 @@ use std::path::PathBuf;
 /// What `raftd restore` is asked to do.
 #[derive(Clone, Debug)]
 pub struct RestoreOptions {
-    /// The upload directory or snapshot store to read the chain from.
-    pub from: PathBuf,
-    /// Which snapshot.
+    /// The object store URL, upload directory or snapshot store to read from.
+    pub from: String,
+    /// Which snapshot (when `target` is not set).
     pub point: RestorePoint,
+    /// Restore to this index or time through the WAL archive (object stores only).
+    pub target: Option<ArchiveTarget>,
+    /// How to reach an object store given by URL (endpoint, region, credentials): the
+    /// node's `[backup]` settings, with `url` replaced by `from`.
+    pub store: raft_snapshot::ObjectStoreConfig,
     /// The new data directory (must not exist or be empty).
     pub data_dir: PathBuf,
     /// The new node's id.
@@ -43,8 +54,11 @@ pub struct RestoreOptions {
 /// What was restored.
 #[derive(Clone, Debug)]
 pub struct Restored {
-    /// The snapshot the chain ended at.
-    pub source: SnapshotInfo,
+    /// The snapshot the chain ended at (`None`: the WAL archive alone, from index 1).
+    pub source: Option<SnapshotInfo>,
+    /// The index of the last entry of the old cluster in the restored state (the chain's,
+    /// or the archived entry the restore went to).
+    pub restored_index: u64,
     /// The new cluster's starting point: the index, term and membership of its snapshot.
     pub meta: SnapshotMeta,
 }
@@ -58,8 +72,15 @@ fn fail(what: impl Into<String>) -> NodeError {
 
 /// Builds the data directory described by `o`.
 pub fn restore_data_dir(o: &RestoreOptions) -> Result<Restored, NodeError> {
-    if !o.from.is_dir() {
-        return Err(fail(format!("{} is not a directory", o.from.display())));
+    let url = o.from.contains("://").then(|| o.from.clone());
+    let from = PathBuf::from(&o.from);
+    if url.is_none() && !from.is_dir() {
+        return Err(fail(format!("{} is not a directory", o.from)));
+    }
+    if o.target.is_some() && url.is_none() {
+        return Err(fail(
+            "--index, --time and --latest read a WAL archive: give --from an object store URL",
+        ));
     }
     if o.id == 0 {
         return Err(fail("the node id must not be 0"));
@@ -86,18 +107,72 @@ pub fn restore_data_dir(o: &RestoreOptions) -> Result<Restored, NodeError> {
     let kv = KvStore::open(o.data_dir.join("kv"))?;
     let snap = SnapshotStore::open_dir(o.data_dir.join("snap"), StoreOptions::default())?;
     let mut sink = KvRestoreSink::new(kv.clone());
-    let source = if o.from.join(MANIFEST_FILE).is_file() {
-        let from = SnapshotStore::open_dir(&o.from, StoreOptions::default())?;
-        raft_snapshot::restore_point(&from, o.point, &mut sink)?
+    let (source, restored_index, term) = if let Some(url) = url {
+        let obj = raft_snapshot::open_object_store(&raft_snapshot::ObjectStoreConfig {
+            url,
+            ..o.store.clone()
+        })?;
+        match o.target {
+            Some(target) => {
+                let plan = archive::plan(&*obj, target)?;
+                let tip = match plan.snapshot {
+                    Some(id) => Some(
+                        raft_snapshot::restore_from_object_store(
+                            &*obj,
+                            RestorePoint::Id(id),
+                            &snap,
+                            Some(&mut sink),
+                        )?
+                        .tip()
+                        .clone(),
+                    ),
+                    None => None,
+                };
+                let membership = tip
+                    .as_ref()
+                    .map(|t| t.meta().membership)
+                    .unwrap_or_default();
+                archive::apply_entries(&kv, membership, &plan.entries)?;
+                let term = plan
+                    .entries
+                    .last()
+                    .map(|e| e.term)
+                    .or(tip.as_ref().map(|t| t.term))
+                    .unwrap_or(0);
+                tracing::info!(
+                    snapshot = ?tip.as_ref().map(|t| t.id),
+                    entries = plan.entries.len(),
+                    from_member = plan.node,
+                    index = plan.target,
+                    "archived WAL entries applied after the snapshot chain"
+                );
+                (tip, plan.target, term)
+            }
+            None => {
+                let chain = raft_snapshot::restore_from_object_store(
+                    &*obj,
+                    o.point,
+                    &snap,
+                    Some(&mut sink),
+                )?;
+                let tip = chain.tip().clone();
+                (Some(tip.clone()), tip.index, tip.term)
+            }
+        }
+    } else if from.join(MANIFEST_FILE).is_file() {
+        let store = SnapshotStore::open_dir(&from, StoreOptions::default())?;
+        let tip = raft_snapshot::restore_point(&store, o.point, &mut sink)?;
+        (Some(tip.clone()), tip.index, tip.term)
     } else {
-        let obj = LocalDirStore::new(&o.from)?;
+        let obj = LocalDirStore::new(&from)?;
         let chain =
             raft_snapshot::restore_from_object_store(&obj, o.point, &snap, Some(&mut sink))?;
-        chain.tip().clone()
+        let tip = chain.tip().clone();
+        (Some(tip.clone()), tip.index, tip.term)
     };
 
     // One entry past the chain: the member list becomes this node alone.
-    let index = source.index + 1;
+    let index = restored_index + 1;
     let me = Member {
         id: o.id,
         name: String::new(),
@@ -108,7 +183,7 @@ pub fn restore_data_dir(o: &RestoreOptions) -> Result<Restored, NodeError> {
         client_urls: Vec::new(),
         is_learner: false,
     };
-    kv.apply_membership(index, source.term, &[me])?;
+    kv.apply_membership(index, term, &[me])?;
     let membership = Membership {
         voters: [o.id].into_iter().collect(),
         ..Membership::default()
@@ -132,13 +207,17 @@ pub fn restore_data_dir(o: &RestoreOptions) -> Result<Restored, NodeError> {
     .wait()?;
     wal.close()?;
     tracing::info!(
-        from = %o.from.display(),
-        snapshot = %source.id,
+        from = %o.from,
+        snapshot = ?source.as_ref().map(|s| s.id),
         index = meta.index,
         data_dir = %o.data_dir.display(),
         "data dir restored"
     );
-    Ok(Restored { source, meta })
+    Ok(Restored {
+        source,
+        restored_index,
+        meta,
+    })
 }
 
 #[cfg(test)]
@@ -210,15 +289,17 @@ mod tests {
 
         // Point in time: before the second snapshot, from the upload directory.
         let o = RestoreOptions {
-            from: upload.clone(),
+            from: upload.display().to_string(),
             point: RestorePoint::Before(1_500),
+            target: None,
+            store: raft_snapshot::ObjectStoreConfig::default(),
             data_dir: tmp.path().join("new"),
             id: 7,
             peer_url: "127.0.0.1:9999".into(),
             wal: raft_log::Settings::default(),
         };
         let r = restore_data_dir(&o).unwrap();
-        assert_eq!(r.source.id, first.id);
+        assert_eq!(r.source.as_ref().unwrap().id, first.id);
         assert_eq!(r.meta.index, 31);
         let restored = KvStore::open(o.data_dir.join("kv")).unwrap();
         assert_eq!(restored.applied_index(), 31);
@@ -241,7 +322,7 @@ mod tests {
         drop(ctx);
         drop(store);
         let o2 = RestoreOptions {
-            from: tmp.path().join("old"),
+            from: tmp.path().join("old").display().to_string(),
             point: RestorePoint::Id(second.id),
             data_dir: tmp.path().join("new2"),
             ..o

@@ -16,14 +16,17 @@
 //!   on [`Manifest`].
 //! - [`restore_chain`], [`compact_chain`], [`ChainPolicy`], [`take_snapshot`].
 //! - [`ChainTransfer`] / [`IncomingTransfer`]: byte-level source and sink for raft-net.
-//! - [`fs`]: the file-system interface the store is written against ([`fs::StdFs`]) and
-//!   [`fs::MemFs`], which models power loss for crash tests.
+//! - [`fs`]: the file-system interface the store is written against (the `raft-fs` crate,
+//!   shared with `raft-log`: `StdFs`, and `MemFs` for crash tests behind its `mem` feature).
 //! - [`ObjectStore`], [`LocalDirStore`], [`CloudStore`] (S3 and S3-compatible, GCS, Azure
 //!   through the `object_store` crate; [`open_object_store`] picks one by URL),
 //!   [`Uploader`] (a durable queue: what the store lacks is found again at start),
 //!   retention ([`RetentionPolicy`], [`plan_retention`] for a dry run), and point-in-time
 //!   restore
 //!   ([`find_in_object_store`], [`restore_from_object_store`]).
+//! - [`WalArchiver`]: the node's WAL segments archived next to the snapshots (closed ones,
+//!   and the one being written as a partial object on a timer), [`list_wal_archive`] and
+//!   [`download_segment`] to read them back for a point-in-time restore.
 //!
 //! # Example
 //!
@@ -65,7 +68,6 @@
 mod chain;
 mod error;
 mod format;
-pub mod fs;
 mod info;
 mod object_store;
 mod pitr;
@@ -74,10 +76,15 @@ mod source;
 mod store;
 mod transfer;
 mod uploader;
+mod wal_archive;
 
 pub use chain::{
     ChainPolicy, compact_chain, file_checksum, restore_chain, take_snapshot, verify_file,
 };
+/// The file-system seam the store writes through (the `raft-fs` crate; its `MemFs`, for
+/// crash tests, needs that crate's `mem` feature).
+pub use raft_fs as fs;
+
 pub use error::{Error, Result};
 pub use format::{
     FORMAT_VERSION, FileHeader, FileReader, FileSummary, FileWriter, Record, WriterOptions,
@@ -86,7 +93,10 @@ pub use info::{MembershipRecord, SnapshotId, SnapshotInfo, SnapshotKind};
 pub use object_store::{
     CloudStore, LocalDirStore, MIN_PART_SIZE, ObjectStore, ObjectStoreConfig, open_object_store,
 };
-pub use pitr::{RestorePoint, find_in_object_store, restore_from_object_store, restore_point};
+pub use pitr::{
+    RestorePoint, find_in_object_store, list_snapshots, restore_from_object_store, restore_point,
+    verify_uploaded,
+};
 pub use retention::{RetentionPlan, RetentionPolicy, apply_retention, plan_retention};
 pub use source::{Capture, IterSource, MemState, RestoreSink, SnapshotCapture, SnapshotSource};
 pub use store::{
@@ -95,3 +105,7 @@ pub use store::{
 };
 pub use transfer::{ChainTransfer, Chunk, IncomingTransfer, MAX_CHUNK};
 pub use uploader::{UploadStatus, Uploader, UploaderOptions};
+pub use wal_archive::{
+    ArchivedSegment, SegmentMeta, SourceSegment, WalArchiveStatus, WalArchiver, WalArchiverOptions,
+    WalSource, download_segment, list_wal_archive,
+};

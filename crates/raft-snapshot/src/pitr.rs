@@ -21,6 +21,9 @@ pub enum RestorePoint {
     Latest,
     /// The newest snapshot created at or before this unix-millisecond time.
     Before(u64),
+    /// The snapshot with the highest index at or below this log index (a point-in-time
+    /// restore replays the archived WAL from there).
+    AtOrBelowIndex(u64),
 }
 
 fn pick(infos: &[SnapshotInfo], point: RestorePoint) -> Result<SnapshotId> {
@@ -31,6 +34,11 @@ fn pick(infos: &[SnapshotInfo], point: RestorePoint) -> Result<SnapshotId> {
         RestorePoint::Id(id) => infos.iter().find(|s| s.id == id).map(|s| s.id),
         RestorePoint::Latest => newest(&mut infos.iter()),
         RestorePoint::Before(ts) => newest(&mut infos.iter().filter(|s| s.created_ms <= ts)),
+        RestorePoint::AtOrBelowIndex(index) => infos
+            .iter()
+            .filter(|s| s.index <= index)
+            .max_by_key(|s| (s.index, s.created_ms))
+            .map(|s| s.id),
     };
     found.ok_or_else(|| Error::Invalid(format!("no snapshot matches {point:?}")))
 }
@@ -99,6 +107,32 @@ impl Catalog {
             incomplete,
         })
     }
+}
+
+/// The completely uploaded snapshots of `obj` (oldest index first) and the snapshot files
+/// whose metadata is missing (uploads under way or cut short).
+pub fn list_snapshots(obj: &dyn ObjectStore) -> Result<(Vec<SnapshotInfo>, Vec<SnapshotId>)> {
+    let mut c = Catalog::read(obj)?;
+    c.complete.sort_by_key(|s| (s.index, s.created_ms, s.id));
+    Ok((c.complete, c.incomplete))
+}
+
+/// Downloads an uploaded snapshot file and checks every record and its metadata's size and
+/// checksum (what a restore would read), without keeping it.
+pub fn verify_uploaded(obj: &dyn ObjectStore, info: &SnapshotInfo) -> Result<()> {
+    let mut buf = Vec::with_capacity(info.size as usize);
+    obj.get(&blob_file(info.id), &mut buf)?;
+    let mut r = FileReader::new(std::io::Cursor::new(buf), blob_file(info.id), true)?;
+    let sum = r.verify_to_end()?;
+    check_summary(info, sum.size, sum.checksum)?;
+    if r.header().id != info.id {
+        return Err(Error::corrupt(
+            blob_file(info.id),
+            12,
+            "header names another snapshot",
+        ));
+    }
+    Ok(())
 }
 
 /// Finds the chain for `point` among the completely uploaded snapshots of `obj`.

@@ -92,6 +92,9 @@ struct State {
     confirmed: HashSet<SnapshotId>,
     status: UploadStatus,
     stop: bool,
+    /// The retention policy in force (`UploaderOptions::retention`, changed by
+    /// [`Uploader::set_retention`]).
+    retention: Option<RetentionPolicy>,
 }
 
 struct Inner {
@@ -143,6 +146,7 @@ impl Uploader {
                     ..UploadStatus::default()
                 },
                 stop: false,
+                retention: opts.retention.clone(),
             }),
             cond: Condvar::new(),
         });
@@ -189,6 +193,13 @@ impl Uploader {
             publish(&mut st);
         }
         Ok(())
+    }
+
+    /// Replaces the retention policy (a configuration reload); applied at the next idle
+    /// moment.
+    pub fn set_retention(&self, policy: Option<RetentionPolicy>) {
+        self.inner.state.lock().retention = policy;
+        self.inner.cond.notify_all();
     }
 
     /// The current status.
@@ -380,7 +391,7 @@ fn run(
                     Next::Upload(id) => break id,
                     Next::Wait(wake) => {
                         // Retention runs while nothing waits for upload.
-                        let retention_at = opts
+                        let retention_at = st
                             .retention
                             .as_ref()
                             .filter(|p| p.is_active() && st.queue.is_empty())
@@ -389,9 +400,9 @@ fn run(
                                     .map_or_else(Instant::now, |t| t + opts.retention_interval)
                             });
                         if retention_at.is_some_and(|t| t <= Instant::now()) {
+                            let policy = st.retention.clone().unwrap_or_default();
                             drop(st);
                             last_retention = Some(Instant::now());
-                            let policy = opts.retention.clone().unwrap_or_default();
                             run_retention(&inner, target.as_ref(), &policy);
                             st = inner.state.lock();
                             continue;

@@ -175,6 +175,20 @@ enum Cmd {
         #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
         valid_for: Duration,
     },
+    /// Backups in an object store (`backup.url`).
+    Backup {
+        #[command(subcommand)]
+        cmd: BackupCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BackupCmd {
+    /// Restore points: snapshots, each member's archived WAL (index ranges and times) and
+    /// the range `raftd restore --from URL` can reach.
+    List(raft_node::backup_report::BackupArgs),
+    /// Reads every object a restore needs and checks its checksums; exits 1 on damage.
+    Verify(raft_node::backup_report::BackupArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -405,6 +419,23 @@ async fn run(args: Args) -> Result<i32> {
         Cmd::Member { cmd } => return member(&client, cmd).await,
         Cmd::Status => return status(&client).await,
         Cmd::Metrics { address } => return metrics_summary(&address, args.timeout).await,
+        Cmd::Backup { cmd } => {
+            use raft_node::backup_report::{list, verify};
+            return tokio::task::spawn_blocking(move || -> Result<i32> {
+                match cmd {
+                    BackupCmd::List(a) => {
+                        print!("{}", list(&*a.open()?)?);
+                        Ok(0)
+                    }
+                    BackupCmd::Verify(a) => {
+                        let (report, ok) = verify(&*a.open()?)?;
+                        print!("{report}");
+                        Ok(if ok { 0 } else { 1 })
+                    }
+                }
+            })
+            .await?;
+        }
         Cmd::MoveLeader { target } => return move_leader(&client, target).await,
         Cmd::Snapshot => {
             let r = client

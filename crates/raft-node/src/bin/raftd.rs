@@ -46,9 +46,14 @@ fn main() {
         };
         match raft_node::restore::restore_data_dir(&opts) {
             Ok(done) => {
+                let snapshot = match &done.source {
+                    Some(s) => format!("snapshot {} (index {})", s.id, s.index),
+                    None => "no snapshot (the WAL archive from index 1)".to_string(),
+                };
                 println!(
-                    "restored snapshot {} into {}: a one-member cluster (id {}) at index {}, term {}",
-                    done.source.id,
+                    "restored {snapshot} and the old cluster's log up to index {} \
+                     into {}: a one-member cluster (id {}) at index {}, term {}",
+                    done.restored_index,
                     opts.data_dir.display(),
                     opts.id,
                     done.meta.index,

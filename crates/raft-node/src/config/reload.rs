@@ -102,6 +102,9 @@ impl NodeConfig {
             c.auto_retention == d.auto_retention,
         );
         check("compaction.max_rate", c.max_rate == d.max_rate);
+        let (c, d) = (&self.backup, &new.backup);
+        check("backup.keep_for", c.keep_for == d.keep_for);
+        check("backup.keep_bases", c.keep_bases == d.keep_bases);
         out
     }
 
@@ -155,6 +158,8 @@ mod tests {
             "compaction.auto_mode" => "\"revision\"",
             "compaction.auto_retention" => "\"0\"",
             "compaction.max_rate" => "10MiB",
+            "backup.keep_for" => "\"7d\"",
+            "backup.keep_bases" => "3",
             other => panic!("no test value for reloadable key {other}"),
         }
     }

@@ -65,6 +65,8 @@ pub struct Reloader {
     compaction: Option<(Arc<AutoCompactor>, KvStore)>,
     /// The TLS material re-read at every reload, when TLS is on.
     tls: Option<Arc<crate::security::TlsMaterial>>,
+    /// The backup, whose retention policy reloads.
+    backup: Option<Arc<super::backup::Backup>>,
     /// One reload at a time.
     busy: tokio::sync::Mutex<()>,
 }
@@ -94,6 +96,7 @@ impl Reloader {
             net,
             compaction: None,
             tls: None,
+            backup: None,
             busy: tokio::sync::Mutex::new(()),
         }
     }
@@ -107,6 +110,12 @@ impl Reloader {
     /// Applies `compaction.*` changes to `auto` and `store`.
     pub fn with_compaction(mut self, auto: Arc<AutoCompactor>, store: KvStore) -> Self {
         self.compaction = Some((auto, store));
+        self
+    }
+
+    /// Applies `backup.keep_for` and `backup.keep_bases` changes to the uploader.
+    pub fn with_backup(mut self, backup: Option<Arc<super::backup::Backup>>) -> Self {
+        self.backup = backup;
         self
     }
 
@@ -177,6 +186,11 @@ impl Reloader {
             // Validation parsed the policy already.
             auto.set(new.compaction.policy()?);
             store.set_compaction_rate(new.compaction.max_rate.get());
+        }
+        if changed.iter().any(|k| k.starts_with("backup."))
+            && let Some(backup) = &self.backup
+        {
+            backup.set_retention(&new.backup);
         }
         if changed.contains(&"log_filter")
             && let Some(log) = &self.log

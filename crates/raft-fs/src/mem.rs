@@ -1,4 +1,4 @@
-//! An in-memory [`Fs`] that models what a power loss leaves behind, for crash tests.
+//! [`MemFs`]: an in-memory [`Fs`] that models what a power loss leaves behind, for crash tests.
 //!
 //! Every file has a *synced* image (what survives a crash for sure) and the writes made
 //! since its last `sync_data`; every directory entry has a current and a *durable* version
@@ -8,13 +8,14 @@
 //! image plus, depending on the [`CrashMode`], none, a sector-aligned prefix, a zeroed or a
 //! garbage version of the unsynced writes. [`MemFs::crash_at`] makes the N-th mutating
 //! operation (create, write, sync, set_len, rename, remove, mkdir, sync_dir) fail, and every
-//! later one, as if the process died there.
+//! later one, as if the process died there; [`MemFs::fail_sync_from`] makes `sync_data`
+//! return `EIO`; [`MemFs::poke`] damages bytes durably.
 //!
-//! Simplification: directories made by `create_dir_all` are durable at once (the store makes
-//! them only when it opens and for scratch space, where losing one loses nothing
+//! Simplification: directories made by `create_dir_all` are durable at once (the storage
+//! crates make them only when they open and for scratch space, where losing one loses nothing
 //! acknowledged); their removal is durable only once their parent is synced.
 
-use super::{DirEntry, Fs, FsFile};
+use crate::{DirEntry, Fs, FsFile};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::io;
@@ -22,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The sector size at which unsynced writes tear.
-const SECTOR: u64 = 512;
+pub const SECTOR: u64 = 512;
 
 /// What happens to data written but not yet synced when the machine crashes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +75,9 @@ struct State {
     ops: u64,
     crash_at: Option<u64>,
     crashed: bool,
+    syncs: u64,
+    fail_sync_from: Option<u64>,
+    sync_delay: std::time::Duration,
 }
 
 fn gone() -> io::Error {
@@ -172,6 +176,42 @@ impl MemFs {
     /// True once the simulated crash happened.
     pub fn crashed(&self) -> bool {
         self.state.lock().crashed
+    }
+
+    /// Makes the `n`-th call of `sync_data` (counting from 1) and every later one fail with
+    /// `EIO`.
+    pub fn fail_sync_from(&self, n: u64) {
+        self.state.lock().fail_sync_from = Some(n);
+    }
+
+    /// Makes every `sync_data` take this long (like a real disk), so group commit has
+    /// something to batch behind.
+    pub fn set_sync_delay(&self, delay: std::time::Duration) {
+        self.state.lock().sync_delay = delay;
+    }
+
+    /// How many `sync_data` calls were made.
+    pub fn syncs(&self) -> u64 {
+        self.state.lock().syncs
+    }
+
+    /// Overwrites bytes of a file, durably (for corruption tests).
+    ///
+    /// # Panics
+    /// When `path` is not a file (a test's mistake).
+    pub fn poke(&self, path: &Path, offset: u64, bytes: &[u8]) {
+        let mut s = self.state.lock();
+        let Some(Node::File(i)) = s.names.get(path).copied() else {
+            panic!("poke: {} is not a file", path.display());
+        };
+        let inode = &mut s.inodes[i];
+        for img in [&mut inode.data, &mut inode.synced] {
+            let end = offset as usize + bytes.len();
+            if img.len() < end {
+                img.resize(end, 0);
+            }
+            img[offset as usize..end].copy_from_slice(bytes);
+        }
     }
 
     /// The current contents of a file (including unsynced writes).
@@ -343,8 +383,16 @@ impl FsFile for MemFile {
         Ok(())
     }
     fn sync_data(&self) -> io::Result<()> {
+        let delay = self.state.lock().sync_delay;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         let mut s = self.state.lock();
         s.op()?;
+        s.syncs += 1;
+        if s.fail_sync_from.is_some_and(|n| s.syncs >= n) {
+            return Err(io::Error::from_raw_os_error(5));
+        }
         let inode = &mut s.inodes[self.inode];
         inode.synced = inode.data.clone();
         inode.pending.clear();
@@ -543,5 +591,29 @@ mod tests {
         assert!(a.write_at(b"x", 0).is_err());
         assert!(fs.crashed());
         assert!(fs.open(Path::new("/a")).is_err());
+    }
+
+    #[test]
+    fn failing_syncs_answer_eio_and_pokes_are_durable() {
+        let fs = MemFs::new();
+        let a = fs.create(Path::new("/a")).unwrap();
+        a.write_at(b"abc", 0).unwrap();
+        a.sync_data().unwrap();
+        fs.sync_dir(Path::new("/")).unwrap();
+        fs.fail_sync_from(2);
+        assert_eq!(a.sync_data().unwrap_err().raw_os_error(), Some(5));
+        assert_eq!(fs.syncs(), 2);
+        fs.poke(Path::new("/a"), 1, b"X");
+        let img = fs.crash_image(CrashMode::LoseUnsynced, 0);
+        assert_eq!(img.read(Path::new("/a")).unwrap(), b"aXc");
+    }
+
+    #[test]
+    fn list_names_files_only() {
+        let fs = MemFs::new();
+        fs.create_dir_all(Path::new("/d/sub")).unwrap();
+        fs.create(Path::new("/d/f")).unwrap();
+        assert_eq!(fs.list(Path::new("/d")).unwrap(), vec!["f".to_owned()]);
+        assert!(fs.create(Path::new("/missing/f")).is_err());
     }
 }
