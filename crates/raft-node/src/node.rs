@@ -2,9 +2,9 @@
 //! runtime, serve the etcd v3 API, publish this member's attributes, and shut everything
 //! down in order on SIGTERM or SIGINT.
 
+pub mod backup;
 mod client_port;
 pub mod cluster_id;
-pub mod backup;
 pub mod faults;
 pub mod lease;
 mod recover;
