@@ -21,6 +21,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
+    bin_name = "cargo xtask",
     about = "The project's automation: CI checks, clusters, drills, benchmarks, release"
 )]
 struct Cli {
