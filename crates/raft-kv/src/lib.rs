@@ -46,6 +46,7 @@ mod compact;
 mod cow;
 mod error;
 pub mod events;
+pub mod export;
 mod hash;
 mod history;
 mod internal;
@@ -80,7 +81,7 @@ pub use snapshot_store::{
     lower_thread_priority, maintain_chains, restore_from_store,
 };
 pub use state::INITIAL_REVISION;
-pub use store::{KvStore, LOCK_WAIT, Response, StoreStatus, TREE_NAME};
+pub use store::{Defragmented, KvStore, LOCK_WAIT, Response, StoreStatus, TREE_NAME};
 
 /// Protobuf and gRPC types generated from the etcd v3 API protos under `proto/etcd/` and the
 /// log-entry command of `proto/kvcmd.proto`.

@@ -140,6 +140,8 @@ pub(crate) struct State {
     /// The latest capture, until it is reported durable.
     pub(crate) pending_durable: Option<PendingDurable>,
     pub(crate) restoring: bool,
+    /// The active alarms (the internal record, see `crate::internal`).
+    pub(crate) alarms: crate::internal::Alarms,
 }
 
 /// The latest capture, until [`KvStore::capture_durable`](crate::KvStore::capture_durable).
@@ -208,6 +210,7 @@ impl State {
             next_capture: 0,
             pending_durable: None,
             restoring: tree.contains_key(meta_key(meta::RESTORING))?,
+            alarms: crate::internal::Alarms::load(tree)?,
         })
     }
 }
