@@ -141,8 +141,9 @@ pub enum RaftdCommand {
 pub struct RestoreArgs {
     /// The backup: an object store URL (`backup.url`: `s3://bucket/prefix`, `gs://`,
     /// `az://`, `file:///path`; reached with the `[backup]` settings of the config), an
-    /// upload directory, or a stopped node's `<data_dir>/snap`.
-    #[arg(long, value_name = "URL|DIR")]
+    /// upload directory, a stopped node's `<data_dir>/snap`, or a snapshot file saved with
+    /// `etcdctl snapshot save` (checked with its SHA-256 first).
+    #[arg(long, value_name = "URL|DIR|FILE")]
     pub from: String,
     /// The snapshot id (32 hex digits, as `raftctl snapshot` prints).
     #[arg(long, value_name = "ID", conflicts_with_all = ["before", "index", "time", "latest"])]

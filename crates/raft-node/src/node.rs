@@ -251,8 +251,12 @@ impl Node {
             id,
             config.compaction.policy()?,
         ));
+        let quota = Arc::new(std::sync::atomic::AtomicU64::new(
+            config.quota_backend_bytes.get(),
+        ));
         let mut reloader = Reloader::new(config.clone(), source, log, handle.clone(), net.clone())
             .with_compaction(autocompact.clone(), store.clone())
+            .with_quota(quota.clone())
             .with_backup(backup.clone());
         if client_tls.is_some() || peer_tls.is_some() {
             reloader = reloader.with_tls(Arc::new(TlsMaterial::new(
@@ -287,6 +291,8 @@ impl Node {
             },
         })
         .with_watch(watch_hub)
+        .with_space_quota(quota)
+        .with_snapshot_spool(data.join("tmp"))
         .with_leases(raft_kv::service::LeaseOptions {
             min_ttl: config.lease_min_ttl(),
             forward: Some(Arc::new(lease::PeerChannel(net.clone()))),

@@ -48,6 +48,9 @@ fn main() {
             Ok(done) => {
                 let snapshot = match &done.source {
                     Some(s) => format!("snapshot {} (index {})", s.id, s.index),
+                    None if std::path::Path::new(&opts.from).is_file() => {
+                        format!("the snapshot file {}", opts.from)
+                    }
                     None => "no snapshot (the WAL archive from index 1)".to_string(),
                 };
                 println!(
