@@ -207,6 +207,19 @@ impl Node {
         let mut net_config = config.transport_config(cluster_id);
         net_config.tls = peer_tls.clone();
         let net = raft_net::PeerTransport::new(net_config, inbound)?;
+        {
+            // `MemberUpdate`: dial a member at its new peer URL once the change is applied.
+            let net = net.clone();
+            book.on_move(Arc::new(move |peer, addr| {
+                if peer == id {
+                    return;
+                }
+                tracing::info!(peer, addr, "peer address changed; dialing the new one");
+                if let Err(e) = net.add_peer(peer, addr) {
+                    tracing::warn!(peer, %e, "cannot dial the new peer address");
+                }
+            }));
+        }
         if config.join {
             // The transport refuses frames from ids that are not its peers, and a joining
             // node learns the membership only from the leader's snapshot: accept the
