@@ -57,7 +57,7 @@ pub const TREE_NAME: &str = "raft-kv";
 /// | sled key | value |
 /// |---|---|
 /// | `b'h' ++ main (u64 BE) ++ sub (u32 BE)` | the history event of the write at that revision: the key, then the key's entry as the write left it (`crate::history`) |
-/// | `b'i' ++ name` | internal records of the node, out of reach of clients (`crate::internal`): peer URLs, leases |
+/// | `b'i' ++ name` | internal records of the node, out of reach of clients (`crate::internal`): peer URLs, leases, alarms |
 /// | `b'l' ++ lease id (u64 BE) ++ user key` | empty: the key's current version is attached to the lease (`crate::lease::record`; not in snapshots, rebuilt by restores) |
 /// | `b'k' ++ user key` | the key's current entry: its latest version, or the tombstone of its deletion, each linking the revision of its own write and of the key's previous write (`Current` in `crate::record`) |
 /// | `b'm' ++ b"applied_index"` / `b"applied_term"` | u64 big-endian |
