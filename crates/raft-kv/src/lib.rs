@@ -55,6 +55,7 @@ pub mod lease;
 pub mod machine;
 mod members;
 pub mod pace;
+pub mod rebuild;
 mod record;
 pub mod restore;
 pub mod service;

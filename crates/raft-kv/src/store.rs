@@ -308,8 +308,8 @@ impl KvStore {
     /// rewrites the live pages of mostly-garbage segments and reuses the freed segments for
     /// later writes, so after deletes and a (physical) compaction the file stops growing
     /// while new data fills the freed space; but measured, the file itself does not get
-    /// smaller (see `compact::tests`). `docs/operations.md` says how to get a smaller file
-    /// (rebuild the member from a snapshot).
+    /// smaller (see `compact::tests`). What does shrink it is offline:
+    /// [`rebuild_store`](crate::rebuild::rebuild_store) on a closed store (`raftd defrag`).
     pub fn defragment(&self) -> Result<Defragmented> {
         let db = &self.shared.db;
         let size_before = db.size_on_disk()?;

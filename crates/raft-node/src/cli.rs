@@ -134,6 +134,10 @@ pub enum RaftdCommand {
     /// Builds the data dir (`--data-dir`) of a new single-node cluster with id `--id` from a
     /// snapshot chain (point-in-time restore), then exits; start raftd on it as usual.
     Restore(RestoreArgs),
+    /// Shrinks the store of a stopped member (`--data-dir`): copies it into a new database
+    /// holding no free space and swaps that in (what `etcdctl defrag` cannot do while the
+    /// member runs), then exits; start raftd on the data dir as usual.
+    Defrag,
 }
 
 /// `raftd restore`.
