@@ -3,8 +3,8 @@
 //!
 //! The space quota: before a write that adds data (a put, a txn with a put, a lease grant)
 //! is proposed, the member compares its store's size on disk plus the request's size with
-//! quota (`EtcdService::with_space_quota`). Past it, the member proposes etcd's `AlarmRequest` ACTIVATE
-//! NOSPACE for itself and refuses the request; once that entry is applied, every member
+//! the quota (`EtcdService::with_space_quota`). Past it, the member proposes etcd's
+//! `AlarmRequest` ACTIVATE NOSPACE for itself and refuses the request; once that entry is applied, every member
 //! refuses such writes at the same log position (`Error::NoSpace`, etcd's "database space
 //! exceeded") until the alarm is disarmed. Reads, deletes and compactions go on, so space
 //! can be freed.
