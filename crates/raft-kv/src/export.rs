@@ -80,8 +80,8 @@ fn io_err(what: &str, e: std::io::Error) -> Error {
 ///
 /// Takes an export capture ([`KvStore::capture_export`]): apply goes on while the records
 /// are written; a Raft snapshot build that starts meanwhile is refused with
-/// [`Error::CaptureInProgress`] (and retried by the runtime), and this one is refused the
-/// same way while a Raft snapshot is being built.
+/// [`Error::CaptureInProgress`] (and retried by the runtime), a snapshot restore waits for
+/// this one to end, and this one is refused while a Raft snapshot is being built.
 pub fn write_file(kv: &KvStore, out: impl Write, created_ms: u64) -> Result<ExportInfo> {
     let cap = kv.capture_export()?;
     let info = cap.info.clone();
@@ -305,6 +305,26 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(copy.range(&old).unwrap().kvs, kv.range(&old).unwrap().kvs);
+    }
+
+    /// A restore (a follower installing the leader's snapshot) that meets an export waits
+    /// for it to end instead of failing (a failed restore stops the node).
+    #[test]
+    fn a_restore_waits_for_an_export_to_end() {
+        let kv = filled();
+        let cap = kv.capture_export().unwrap();
+        let other = filled();
+        let source = other.snapshot_full().unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(cap);
+        });
+        let started = std::time::Instant::now();
+        kv.restore_full(source.info.index, 1, source.records)
+            .unwrap();
+        assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+        release.join().unwrap();
+        assert_eq!(kv.hash_kv(0).unwrap(), other.hash_kv(0).unwrap());
     }
 
     #[test]

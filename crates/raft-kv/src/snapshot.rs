@@ -210,6 +210,7 @@ impl KvStore {
             pinned: st
                 .compact_revision
                 .min(shared.compaction.cursor.lock().main - 1),
+            export: !track,
         };
         // Internal records are few and written only by apply, which waits for this lock.
         let mut internal = Vec::new();

@@ -163,6 +163,9 @@ pub(crate) struct ActiveCapture {
     /// The revision it pinned (released when it ends): where physical compaction stood
     /// when it started, so nothing is removed while it reads.
     pub(crate) pinned: i64,
+    /// An export ([`KvStore::capture_export`](crate::KvStore::capture_export)): a restore
+    /// waits for it to end instead of failing.
+    pub(crate) export: bool,
 }
 
 impl State {
