@@ -105,8 +105,9 @@ impl EtcdService {
         self
     }
 
-    /// Writes the files `Maintenance.Snapshot` streams in `dir` (each removed once sent, or
-    /// when the stream ends early); without it, in the system's temporary directory. raftd
+    /// Writes the files `Maintenance.Snapshot` streams in `dir` (each unlinked as soon as
+    /// it is created, so none outlives its stream); without it, in the system's temporary
+    /// directory. raftd
     /// passes `<data_dir>/tmp`, on the store's file system.
     pub fn with_snapshot_spool(self, dir: impl Into<std::path::PathBuf>) -> Self {
         *self.maintenance.spool.lock() = Some(dir.into());
