@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::pb::etcdserverpb::{
-    CompactionRequest, DeleteRangeRequest, LeaseCheckpointRequest, LeaseGrantRequest,
+    AlarmRequest, CompactionRequest, DeleteRangeRequest, LeaseCheckpointRequest, LeaseGrantRequest,
     LeaseRevokeRequest, PutRequest, TxnRequest,
 };
 use crate::pb::kvcmd::{KvCommand, MemberAttributes, MemberPeerUrls, kv_command};
@@ -51,6 +51,9 @@ pub enum Op {
     LeaseRevoke(LeaseRevokeRequest),
     /// The leader's checkpoint of remaining TTLs (etcd's lease checkpointing).
     LeaseCheckpoint(LeaseCheckpointRequest),
+    /// `Maintenance.Alarm` ACTIVATE or DEACTIVATE: raises or disarms an alarm (kept in the
+    /// internal space), so every member refuses or accepts writes from the same entry on.
+    Alarm(AlarmRequest),
 }
 
 impl Command {
@@ -69,7 +72,8 @@ impl Command {
             | Op::PublishMember(_)
             | Op::SetPeerUrls(_)
             | Op::LeaseGrant(_)
-            | Op::LeaseCheckpoint(_) => false,
+            | Op::LeaseCheckpoint(_)
+            | Op::Alarm(_) => false,
         }
     }
 
@@ -91,6 +95,7 @@ impl Command {
             Op::LeaseGrant(m) => message::encoded_len(8, m),
             Op::LeaseRevoke(m) => message::encoded_len(9, m),
             Op::LeaseCheckpoint(m) => message::encoded_len(10, m),
+            Op::Alarm(m) => message::encoded_len(20, m),
         };
         1 + id + op
     }
@@ -113,6 +118,7 @@ impl Command {
             Op::LeaseGrant(m) => message::encode(8, m, &mut buf),
             Op::LeaseRevoke(m) => message::encode(9, m, &mut buf),
             Op::LeaseCheckpoint(m) => message::encode(10, m, &mut buf),
+            Op::Alarm(m) => message::encode(20, m, &mut buf),
         }
         Bytes::from(buf)
     }
@@ -137,6 +143,7 @@ impl Command {
             kv_command::Op::LeaseGrant(m) => Op::LeaseGrant(m),
             kv_command::Op::LeaseRevoke(m) => Op::LeaseRevoke(m),
             kv_command::Op::LeaseCheckpoint(m) => Op::LeaseCheckpoint(m),
+            kv_command::Op::Alarm(m) => Op::Alarm(m),
         };
         Ok(Command {
             request_id: msg.request_id,
@@ -231,6 +238,14 @@ mod tests {
                         id: 77,
                         remaining_ttl: 4,
                     }],
+                }),
+            ),
+            Command::new(
+                9,
+                Op::Alarm(AlarmRequest {
+                    action: crate::pb::etcdserverpb::alarm_request::AlarmAction::Activate as i32,
+                    member_id: 3,
+                    alarm: crate::pb::etcdserverpb::AlarmType::Nospace as i32,
                 }),
             ),
         ]

@@ -101,6 +101,13 @@ pub enum Error {
     /// A member id is not in the member list.
     #[error("etcdserver: member not found")]
     MemberNotFound,
+    /// A `Maintenance.Snapshot` file is damaged, truncated or not one (`crate::export`).
+    #[error("raft-kv: bad snapshot file: {0}")]
+    BadSnapshotFile(String),
+    /// The space quota is used up (etcd's NOSPACE alarm is active): writes that add data
+    /// are refused until the alarm is disarmed.
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
     /// The snapshot store (`raft-snapshot`) failed: I/O, a damaged file, a bad chain.
     #[error("raft-kv: snapshot store: {0}")]
     SnapshotStore(#[from] raft_snapshot::Error),
@@ -128,6 +135,7 @@ impl Error {
                 | Error::RequestTooLarge
                 | Error::RangeTooLarge { .. }
                 | Error::MemberNotFound
+                | Error::NoSpace
         )
     }
 
@@ -150,13 +158,14 @@ impl Error {
             | Error::MalformedCommand(_)
             | Error::MissingOp => tonic::Code::InvalidArgument,
             Error::LeaseNotFound | Error::MemberNotFound => tonic::Code::NotFound,
-            Error::RangeTooLarge { .. } => tonic::Code::ResourceExhausted,
+            Error::RangeTooLarge { .. } | Error::NoSpace => tonic::Code::ResourceExhausted,
             Error::RestoreIncomplete | Error::CaptureInProgress => tonic::Code::Unavailable,
             Error::NotReadOnly => tonic::Code::InvalidArgument,
             Error::DeltaBaseMismatch { .. } => tonic::Code::FailedPrecondition,
             Error::Storage(_)
             | Error::Corrupt(_)
             | Error::BadSnapshotRecord(_)
+            | Error::BadSnapshotFile(_)
             | Error::UnknownCapture(_)
             | Error::SnapshotStore(_) => tonic::Code::Internal,
         }

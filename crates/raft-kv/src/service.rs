@@ -56,6 +56,9 @@ pub struct EtcdService {
     ctx: Arc<Ctx>,
     watch: Option<WatchHub>,
     lease: Arc<lease::LeaseState>,
+    maintenance: Arc<maintenance::MaintenanceState>,
+    /// The space quota in bytes (0: [`DEFAULT_QUOTA_BYTES`](crate::validate::DEFAULT_QUOTA_BYTES)).
+    quota: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl EtcdService {
@@ -72,6 +75,8 @@ impl EtcdService {
             ctx: Arc::new(ctx),
             watch: None,
             lease,
+            maintenance: Arc::default(),
+            quota: Arc::default(),
         }
     }
 
@@ -87,6 +92,25 @@ impl EtcdService {
     /// answers `UNIMPLEMENTED`.
     pub fn with_watch(mut self, hub: WatchHub) -> Self {
         self.watch = Some(hub);
+        self
+    }
+
+    /// Reads this member's space quota (etcd's `--quota-backend-bytes`) from `bytes`, which
+    /// the caller may change at any time (raftd's config reload); 0 means
+    /// [`DEFAULT_QUOTA_BYTES`](crate::validate::DEFAULT_QUOTA_BYTES), 2 GiB, as in etcd.
+    /// Without it: the default. A write that would take the store's size on disk past the
+    /// quota raises the NOSPACE alarm (see `Maintenance.Alarm`).
+    pub fn with_space_quota(mut self, bytes: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.quota = bytes;
+        self
+    }
+
+    /// Writes the files `Maintenance.Snapshot` streams in `dir` (each unlinked as soon as
+    /// it is created, so none outlives its stream); without it, in the system's temporary
+    /// directory. raftd
+    /// passes `<data_dir>/tmp`, on the store's file system.
+    pub fn with_snapshot_spool(self, dir: impl Into<std::path::PathBuf>) -> Self {
+        *self.maintenance.spool.lock() = Some(dir.into());
         self
     }
 
@@ -142,7 +166,14 @@ impl EtcdService {
         Ok(())
     }
 
+    /// Proposes `op` after the space quota check (`Maintenance.Alarm`'s NOSPACE).
     async fn propose(&self, op: Op) -> Result<KvResponse, Status> {
+        self.ready()?;
+        self.check_space(&op).await?;
+        self.propose_unchecked(op).await
+    }
+
+    async fn propose_unchecked(&self, op: Op) -> Result<KvResponse, Status> {
         self.ready()?;
         let cmd = Command::new(0, op);
         validate_command(&cmd, &self.ctx.limits).map_err(kv_status)?;
