@@ -16,7 +16,7 @@ mod watch;
 
 use anyhow::{Context, Result, bail};
 use etcd_client::{Client, ConnectOptions};
-use raft_chaos::history::{ClientSummary, JsonlWriter, write_json};
+use raft_chaos::history::{ClientSummary, JsonlWriter, Outcome, write_json};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -185,6 +185,13 @@ impl Conn {
         self.client = None;
         self.at = (self.at + 1) % self.endpoints.len();
     }
+
+    /// After a failed request: moves to the next endpoint and waits a little, so that an
+    /// unavailable cluster is not hammered (and the histories not flooded with failures).
+    pub async fn backoff(&mut self) {
+        self.rotate();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Runs the workloads, then the final reads; writes the histories and `client.json`.
@@ -271,4 +278,72 @@ pub async fn run(spec: Spec) -> Result<ClientSummary> {
 /// The error as one line.
 pub fn error_line(e: &etcd_client::Error) -> String {
     e.to_string().replace('\n', " ")
+}
+
+/// How a request that failed with `e` ended: [`Outcome::Fail`] when it certainly did not
+/// take effect, else [`Outcome::Unknown`]. Certain: the connection could not be made (the
+/// request never left), and raftd's answers for a request refused before it entered the log
+/// (`etcdserver: no leader` and `etcdserver: proposal dropped`, raft-runtime's `NotLeader`
+/// and `ProposalDropped`). Everything else (timeouts, broken connections, `leader changed`)
+/// is unknown. Classifying raftd's refusals as failures makes the checkers test that claim.
+pub fn outcome_of(e: &etcd_client::Error) -> Outcome {
+    match e {
+        etcd_client::Error::GRpcStatus(s)
+            if s.code() == tonic::Code::Unavailable
+                && (s.message() == "tcp connect error"
+                    || s.message() == "etcdserver: no leader"
+                    || s.message().starts_with("etcdserver: proposal dropped")) =>
+        {
+            Outcome::Fail
+        }
+        _ => Outcome::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: tonic::Code, msg: &str) -> etcd_client::Error {
+        etcd_client::Error::GRpcStatus(tonic::Status::new(code, msg))
+    }
+
+    #[test]
+    fn refusals_before_the_log_are_failures_the_rest_unknown() {
+        use tonic::Code::{DeadlineExceeded, Unavailable, Unknown};
+        assert_eq!(
+            outcome_of(&status(Unavailable, "etcdserver: no leader")),
+            Outcome::Fail
+        );
+        assert_eq!(
+            outcome_of(&status(Unavailable, "tcp connect error")),
+            Outcome::Fail
+        );
+        assert_eq!(
+            outcome_of(&status(
+                Unavailable,
+                "etcdserver: proposal dropped: transfer"
+            )),
+            Outcome::Fail
+        );
+        for (code, msg) in [
+            (Unavailable, "etcdserver: leader changed"),
+            (Unavailable, "etcdserver: request timed out"),
+            (DeadlineExceeded, "Timeout expired"),
+            (Unknown, "transport error"),
+        ] {
+            assert_eq!(outcome_of(&status(code, msg)), Outcome::Unknown, "{msg}");
+        }
+    }
+
+    #[test]
+    fn parses_workload_lists() {
+        assert_eq!(
+            Workload::parse_list("bank, register,bank").unwrap(),
+            vec![Workload::Bank, Workload::Register]
+        );
+        assert_eq!(Workload::parse_list("all").unwrap(), Workload::ALL.to_vec());
+        assert!(Workload::parse_list("locks").is_err());
+        assert!(Workload::parse_list("").is_err());
+    }
 }

@@ -2,7 +2,7 @@
 //! with Txns guarded by both accounts' mod revisions (as read just before); every read of all
 //! accounts (one Range, so one revision) is recorded for the total check.
 
-use super::{Clock, Conn, Sink, Spec, error_line, record};
+use super::{Clock, Conn, Sink, Spec, error_line, outcome_of, record};
 use anyhow::{Result, bail};
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
 use raft_chaos::history::{BankCall, BankOp, Outcome};
@@ -94,7 +94,7 @@ pub async fn worker(
         let resp = match read {
             Ok(r) => r,
             Err(e) => {
-                conn.rotate();
+                conn.backoff().await;
                 op.outcome = Outcome::Fail;
                 op.error = Some(error_line(&e));
                 record(&out, &op)?;
@@ -162,8 +162,8 @@ pub async fn worker(
                 op.error = Some("guard failed: an account changed since the read".into());
             }
             Err(e) => {
-                conn.rotate();
-                op.outcome = Outcome::Unknown;
+                conn.backoff().await;
+                op.outcome = outcome_of(&e);
                 op.error = Some(error_line(&e));
             }
         }

@@ -2,7 +2,7 @@
 //! few keys at a time (`chaos/reg/<n>`), moving on to fresh keys every
 //! [`ROTATE`](self::ROTATE) so that each key's history stays short enough to check.
 
-use super::{Clock, Conn, Sink, Spec, error_line, record};
+use super::{Clock, Conn, Sink, Spec, error_line, outcome_of, record};
 use anyhow::Result;
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
 use raft_chaos::history::{Outcome, RegisterCall, RegisterOp, RegisterResult};
@@ -97,7 +97,7 @@ pub async fn worker(
                 endpoint,
             },
             Err(e) => {
-                conn.rotate();
+                conn.backoff().await;
                 RegisterOp {
                     process,
                     key,
@@ -107,7 +107,7 @@ pub async fn worker(
                     outcome: if call == RegisterCall::Read {
                         Outcome::Fail
                     } else {
-                        Outcome::Unknown
+                        outcome_of(&e)
                     },
                     result: None,
                     error: Some(error_line(&e)),

@@ -2,7 +2,7 @@
 //! prefix from one start revision and, after any error, reconnect (to the next endpoint)
 //! from the revision after the last event they received, as a careful etcd client does.
 
-use super::{Clock, Conn, Sink, Spec, error_line, record};
+use super::{Clock, Conn, Sink, Spec, error_line, outcome_of, record};
 use anyhow::{Context, Result, bail};
 use etcd_client::{EventType, GetOptions, WatchOptions};
 use raft_chaos::history::{Outcome, WatchRecord, WatchWrite};
@@ -237,8 +237,8 @@ pub async fn writer(
         match res {
             Ok(r) => w.revision = r.header().map(|h| h.revision()),
             Err(e) => {
-                conn.rotate();
-                w.outcome = Outcome::Unknown;
+                conn.backoff().await;
+                w.outcome = outcome_of(&e);
                 w.error = Some(error_line(&e));
             }
         }

@@ -5,8 +5,11 @@
 //! the fault events. An operation's outcome is `ok` (the server answered), `fail` (it
 //! definitely did not take effect: the request never left the client, or the answer says so)
 //! or `unknown` (a timeout or a broken connection: it may or may not have taken effect). A
-//! write that fails with an error is recorded `unknown` unless the error proves otherwise;
-//! that is what makes histories of a cluster under faults checkable without false alarms.
+//! write that fails with an error is recorded `unknown` unless the error proves otherwise
+//! (the connection could not be made, or raftd refused it before it entered the log: `no
+//! leader`, `proposal dropped`); that is what makes histories of a cluster under faults
+//! checkable without false alarms, and the `fail`s test raftd's claim that a refused write
+//! never happens.
 //!
 //! Files of a run directory:
 //! - `register.jsonl`: [`RegisterOp`]s;
