@@ -66,7 +66,7 @@ pub struct Args {
     /// Build and run release binaries.
     #[arg(long)]
     pub release: bool,
-    /// Where the run directories go (default: <target>/chaos).
+    /// Where the run directories go (default: `<target>/chaos`).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Keep the members' data directories (they are deleted after each run otherwise).
