@@ -69,6 +69,10 @@ pub struct Args {
     /// Where the run directories go (default: `<target>/chaos`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// A raftd setting for every member, `KEY=VALUE` as raftd's `--set` (repeatable), e.g.
+    /// `--raftd-set raft.read_mode=lease` to check lease-based reads.
+    #[arg(long = "raftd-set", value_name = "KEY=VALUE")]
+    pub raftd_set: Vec<String>,
     /// Keep the members' data directories (they are deleted after each run otherwise).
     #[arg(long)]
     pub keep_data: bool,
@@ -190,6 +194,9 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
     let time_ms = args.time.as_millis() as u64;
     let schedule = Schedule::draw(seed, time_ms, args.members, kinds)?;
     print!("{}", schedule.render());
+    if !args.raftd_set.is_empty() {
+        println!("raftd settings: {}", args.raftd_set.join(" "));
+    }
     std::fs::write(dir.join("schedule.txt"), schedule.render())?;
     raft_chaos::history::write_json(&dir.join("schedule.json"), &schedule)?;
 
@@ -205,6 +212,7 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
         &dir.join("cluster"),
         args.members,
         net,
+        &args.raftd_set,
     )?;
     let leader = c
         .leader(Duration::from_secs(30))

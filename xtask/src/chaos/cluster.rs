@@ -28,6 +28,8 @@ pub struct ChaosCluster {
     initial: String,
     members: Vec<Member>,
     net: Option<NetNs>,
+    /// `--set KEY=VALUE` settings for every member.
+    settings: Vec<String>,
 }
 
 impl Drop for ChaosCluster {
@@ -42,14 +44,16 @@ impl Drop for ChaosCluster {
 }
 
 impl ChaosCluster {
-    /// Starts members `1..=n` with data and logs under `dir`; in `net`'s namespaces when
-    /// given, else on loopback with the fault switch enabled.
+    /// Starts members `1..=n` with data and logs under `dir`, each with `--set` of every
+    /// one of `settings`; in `net`'s namespaces when given, else on loopback with the fault
+    /// switch enabled.
     pub fn start(
         raftd: &Path,
         raftctl: &Path,
         dir: &Path,
         n: u64,
         net: Option<NetNs>,
+        settings: &[String],
     ) -> Result<ChaosCluster> {
         std::fs::create_dir_all(dir)?;
         let addrs: Vec<(String, String)> = match &net {
@@ -90,6 +94,7 @@ impl ChaosCluster {
             initial,
             members,
             net,
+            settings: settings.to_vec(),
         };
         for id in 1..=n {
             c.spawn(id)?;
