@@ -76,6 +76,9 @@ pub struct Args {
     /// Keep the members' data directories (they are deleted after each run otherwise).
     #[arg(long)]
     pub keep_data: bool,
+    /// Print the fault schedule of each seed and exit (nothing is built or run).
+    #[arg(long)]
+    pub print_schedule: bool,
     /// Deliberately broken client, to see the register check fail: serializable reads.
     #[arg(long)]
     pub unsafe_serializable_reads: bool,
@@ -89,6 +92,19 @@ pub fn run(args: Args) -> Result<()> {
     let kinds = FaultKind::parse_list(&args.faults)?;
     if !(1..=9).contains(&args.members) {
         bail!("--members must be 1 to 9");
+    }
+    let first = args.seed.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs() % 1_000_000)
+    });
+    let seeds = first..first + args.sweep.max(1);
+    if args.print_schedule {
+        for seed in seeds {
+            let s = Schedule::draw(seed, args.time.as_millis() as u64, args.members, &kinds)?;
+            print!("{}", s.render());
+        }
+        return Ok(());
     }
     // Two builds: raftd and raftctl exactly as the drills build them (one cargo invocation
     // with raft-bench would unify raft-node's features with raft-bench's `testing` and
@@ -109,13 +125,8 @@ pub fn run(args: Args) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| util::target_dir().join("chaos"));
-    let first = args.seed.unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_secs() % 1_000_000)
-    });
     let mut failed = Vec::new();
-    for seed in first..first + args.sweep.max(1) {
+    for seed in seeds {
         let dir = out.join(format!("seed-{seed}"));
         match run_one(&args, &kinds, &bin, seed, &dir) {
             Ok(true) => println!("chaos seed {seed}: PASS ({})", dir.display()),
@@ -247,64 +258,7 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
     let t0 = Instant::now();
 
     let mut events = JsonlWriter::create(&dir.join("faults.jsonl"))?;
-    let mut fault_problems = Vec::new();
-    for (index, f) in schedule.faults.iter().enumerate() {
-        sleep_until(t0 + Duration::from_millis(f.start_ms));
-        if let Ok(Some(status)) = client.try_wait() {
-            fault_problems.push(format!("the client exited early ({status})"));
-            break;
-        }
-        let members = match &f.target {
-            Target::Members(m) => m.clone(),
-            Target::Leader => match c.leader(Duration::from_secs(2)) {
-                Some(l) => vec![l],
-                None => {
-                    // Nobody knows a leader right now: hit the member the seed picks.
-                    vec![1 + seed % args.members]
-                }
-            },
-        };
-        let start_unix_us = unix_us();
-        let applied = apply(&mut c, f.kind, &members);
-        let how = match &applied {
-            Ok(how) => how.clone(),
-            Err(e) => format!("not applied: {e:#}"),
-        };
-        println!(
-            "[{:>7.2}s] {} {members:?}: {how}",
-            t0.elapsed().as_secs_f64(),
-            f.kind.name()
-        );
-        sleep_until(t0 + Duration::from_millis(f.end_ms));
-        let undone = undo(&mut c, f.kind, &members);
-        let end_unix_us = unix_us();
-        let mut error = applied.err().map(|e| format!("apply: {e:#}"));
-        if let Err(e) = &undone {
-            let msg = format!(
-                "fault {index} ({}) could not be undone: {e:#}",
-                f.kind.name()
-            );
-            println!("[{:>7.2}s] {msg}", t0.elapsed().as_secs_f64());
-            fault_problems.push(msg.clone());
-            error = Some(msg);
-        } else {
-            println!(
-                "[{:>7.2}s] {} {members:?} undone",
-                t0.elapsed().as_secs_f64(),
-                f.kind.name()
-            );
-        }
-        events.write(&FaultEvent {
-            index,
-            kind: f.kind,
-            members,
-            how,
-            start_unix_us,
-            end_unix_us,
-            error,
-        })?;
-        events.flush()?;
-    }
+    let mut fault_problems = inject(&mut c, &schedule, t0, &mut client, &mut events)?;
     for (id, status) in c.crashed() {
         fault_problems.push(format!(
             "member {id} exited on its own ({status}): see its log"
@@ -380,6 +334,86 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
         println!("plot: {e:#}");
     }
     Ok(verdicts.iter().all(|v| v.ok))
+}
+
+/// A fault in force: the members hit, how, when (µs since the epoch), the error applying it.
+type Applied = (Vec<u64>, String, u64, Option<String>);
+
+/// Carries out the schedule from `t0` (nested faults overlap their outer one), writing what
+/// was done to `events`; returns the problems (faults that could not be undone, the client
+/// exiting early).
+fn inject(
+    c: &mut ChaosCluster,
+    schedule: &Schedule,
+    t0: Instant,
+    client: &mut std::process::Child,
+    events: &mut JsonlWriter,
+) -> Result<Vec<String>> {
+    // (time, 0 = undo / 1 = apply, fault): at equal times, undo first.
+    let mut timeline: Vec<(u64, u8, usize)> = Vec::new();
+    for (i, f) in schedule.faults.iter().enumerate() {
+        timeline.push((f.start_ms, 1, i));
+        timeline.push((f.end_ms, 0, i));
+    }
+    timeline.sort_unstable();
+    let mut problems = Vec::new();
+    // Per fault, once applied: the members hit, how, when, and the error applying it.
+    let mut active: Vec<Option<Applied>> = vec![None; schedule.faults.len()];
+    let at = || format!("[{:>7.2}s]", t0.elapsed().as_secs_f64());
+    for (ms, action, index) in timeline {
+        sleep_until(t0 + Duration::from_millis(ms));
+        let f = &schedule.faults[index];
+        if action == 1 {
+            if let Ok(Some(status)) = client.try_wait() {
+                problems.push(format!("the client exited early ({status})"));
+                break;
+            }
+            let members = match &f.target {
+                Target::Members(m) => m.clone(),
+                Target::Leader => match c.leader(Duration::from_secs(2)) {
+                    Some(l) => vec![l],
+                    // Nobody knows a leader right now: hit the member the seed picks.
+                    None => vec![1 + schedule.seed % schedule.members],
+                },
+            };
+            let start = unix_us();
+            let applied = apply(c, f.kind, &members);
+            let how = match &applied {
+                Ok(how) => how.clone(),
+                Err(e) => format!("not applied: {e:#}"),
+            };
+            println!("{} {} {members:?}: {how}", at(), f.kind.name());
+            let error = applied.err().map(|e| format!("apply: {e:#}"));
+            active[index] = Some((members, how, start, error));
+            continue;
+        }
+        let Some((members, how, start_unix_us, mut error)) = active[index].take() else {
+            continue;
+        };
+        match undo(c, f.kind, &members) {
+            Ok(()) => println!("{} {} {members:?} undone", at(), f.kind.name()),
+            Err(e) => {
+                let msg = format!(
+                    "fault {index} ({}) could not be undone: {e:#}",
+                    f.kind.name()
+                );
+                println!("{} {msg}", at());
+                problems.push(msg.clone());
+                error = Some(msg);
+            }
+        }
+        events.write(&FaultEvent {
+            index,
+            kind: f.kind,
+            members,
+            how,
+            start_unix_us,
+            end_unix_us: unix_us(),
+            error,
+        })?;
+        events.flush()?;
+    }
+    Ok(problems)
 }
 
 fn sleep_until(t: Instant) {

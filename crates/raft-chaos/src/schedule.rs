@@ -4,9 +4,11 @@
 //! cluster's state (the leader) are resolved when the fault starts; the orchestrator writes
 //! what it actually did to `faults.jsonl` ([`FaultEvent`]).
 //!
-//! Faults run one after another with gaps between them (a later version may overlap them):
-//! the first starts after a warm-up, the last ends a settle period before the end of the run
-//! so the cluster can recover and the final reads and watches can complete.
+//! Faults run one after another with gaps between them; about a third of the faults on one
+//! named member get a second fault on another member nested inside them (both at once: with
+//! three members, a majority is then paused, killed or cut off). The first fault starts after
+//! a warm-up, the last ends a settle period before the end of the run so the cluster can
+//! recover and the final reads and watches can complete.
 
 use crate::{Error, Result};
 use raft_sim::rng::SimRng;
@@ -117,7 +119,8 @@ pub struct Schedule {
     pub time_ms: u64,
     /// Member ids are 1..=members.
     pub members: u64,
-    /// The faults, in time order, not overlapping.
+    /// The faults, by start time. Only a nested fault overlaps another: it starts and ends
+    /// within it, on a different named member.
     pub faults: Vec<Fault>,
 }
 
@@ -129,6 +132,7 @@ impl Schedule {
             return Err(Error::Spec("a cluster needs members".into()));
         }
         let mut rng = SimRng::new(seed ^ 0xC4A0_5EED);
+        let mut overlap = SimRng::new(seed ^ 0x0FE4_1A95);
         let warmup = (time_ms / 10).clamp(500, 2_000);
         let settle = (time_ms / 4).clamp(1_000, 5_000);
         let end = time_ms.saturating_sub(settle);
@@ -152,12 +156,33 @@ impl Schedule {
                 (_, 0) => Target::Leader,
                 _ => one(&mut rng),
             };
+            // Sometimes a second fault on another member, nested in this one (its own
+            // generator, so the main sequence of a seed does not depend on it).
+            let nested = match &target {
+                Target::Members(m) if m.len() == 1 && members >= 3 && overlap.chance(0.35) => {
+                    let kind = *overlap.choose(kinds).expect("kinds is not empty");
+                    let mut other = overlap.range(1, members - 1);
+                    if other >= m[0] {
+                        other += 1;
+                    }
+                    let start = t + overlap.range(0, len / 2);
+                    let end = (start + overlap.range(1_000, 3_000)).min(t + len);
+                    (end > start).then(|| Fault {
+                        start_ms: start,
+                        end_ms: end,
+                        kind,
+                        target: Target::Members(vec![other]),
+                    })
+                }
+                _ => None,
+            };
             faults.push(Fault {
                 start_ms: t,
                 end_ms: t + len,
                 kind,
                 target,
             });
+            faults.extend(nested);
             t += len + rng.range(500, 2_500);
         }
         Ok(Schedule {
@@ -219,17 +244,14 @@ mod tests {
     }
 
     #[test]
-    fn faults_fit_between_warmup_and_settle_without_overlap() {
+    fn faults_fit_between_warmup_and_settle_and_overlap_only_nested() {
+        let mut nested = 0;
         for seed in 0..200 {
             let s = Schedule::draw(seed, 20_000, 3, &FaultKind::ALL).unwrap();
             assert!(!s.faults.is_empty(), "seed {seed}: no fault in 20 s");
-            let mut prev_end = 0;
+            let mut outer: Option<&Fault> = None;
             for f in &s.faults {
-                assert!(
-                    f.start_ms >= 500 && f.start_ms >= prev_end,
-                    "{}",
-                    s.render()
-                );
+                assert!(f.start_ms >= 500, "{}", s.render());
                 assert!(
                     f.end_ms > f.start_ms && f.end_ms <= 15_000,
                     "{}",
@@ -239,9 +261,22 @@ mod tests {
                     assert!(m.iter().all(|&id| (1..=3).contains(&id)));
                     assert!(m.len() == 1 || (f.kind == FaultKind::Kill && m.len() == 2));
                 }
-                prev_end = f.end_ms;
+                match outer {
+                    Some(o) if f.start_ms < o.end_ms => {
+                        // Nested: inside the outer one, on another single named member.
+                        nested += 1;
+                        assert!(f.end_ms <= o.end_ms, "{}", s.render());
+                        let (Target::Members(a), Target::Members(b)) = (&o.target, &f.target)
+                        else {
+                            panic!("a nested fault with the leader as target\n{}", s.render());
+                        };
+                        assert!(a.len() == 1 && b.len() == 1 && a != b, "{}", s.render());
+                    }
+                    _ => outer = Some(f),
+                }
             }
         }
+        assert!(nested > 20, "only {nested} nested faults in 200 seeds");
     }
 
     #[test]

@@ -168,6 +168,7 @@ impl ChaosCluster {
                 "--election-timeout-base",
                 "300ms",
             ])
+            .args(self.settings.iter().flat_map(|kv| ["--set", kv.as_str()]))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
