@@ -100,6 +100,9 @@ pub struct Spec {
     /// Deliberately unsafe: bank transfers without the mod-revision guard, to show the bank
     /// check catches lost updates.
     pub unguarded_transfers: bool,
+    /// Deliberately unsafe: watchers reconnect from their last revision instead of the one
+    /// after it, to show the watch check catches duplicates.
+    pub watch_resume_at_last: bool,
 }
 
 /// The client's clock: microseconds since it started.

@@ -79,6 +79,10 @@ struct ChaosClientArgs {
     /// lost updates).
     #[arg(long)]
     unsafe_unguarded_transfers: bool,
+    /// Deliberately unsafe: watchers resume from their last revision instead of the next
+    /// (to show the checker catches duplicate events).
+    #[arg(long)]
+    unsafe_watch_resume_at_last: bool,
 }
 
 #[derive(clap::Args)]
@@ -185,6 +189,7 @@ async fn chaos_client(a: ChaosClientArgs) -> Result<()> {
         catch_up: a.catch_up,
         serializable_reads: a.unsafe_serializable_reads,
         unguarded_transfers: a.unsafe_unguarded_transfers,
+        watch_resume_at_last: a.unsafe_watch_resume_at_last,
     };
     let out = spec.out.clone();
     let summary = raft_bench::chaos::run(spec).await?;

@@ -34,6 +34,7 @@ async fn every_check_passes_on_a_healthy_cluster_with_a_leader_restart() {
         catch_up: Duration::from_secs(20),
         serializable_reads: false,
         unguarded_transfers: false,
+        watch_resume_at_last: false,
     };
     let client = tokio::spawn(run(spec));
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -85,6 +85,10 @@ pub struct Args {
     /// Deliberately broken client, to see the bank check fail: unguarded transfers.
     #[arg(long)]
     pub unsafe_unguarded_transfers: bool,
+    /// Deliberately broken client, to see the watch check fail: watchers resume from their
+    /// last revision instead of the next one.
+    #[arg(long)]
+    pub unsafe_watch_resume_at_last: bool,
 }
 
 /// Runs the task: one run, or `--sweep K` runs.
@@ -248,6 +252,9 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
     }
     if args.unsafe_unguarded_transfers {
         client.arg("--unsafe-unguarded-transfers");
+    }
+    if args.unsafe_watch_resume_at_last {
+        client.arg("--unsafe-watch-resume-at-last");
     }
     let mut client = client
         .stdin(Stdio::null())

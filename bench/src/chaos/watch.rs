@@ -118,7 +118,8 @@ async fn watcher(
         let Some(mut c) = conn.client().await else {
             continue;
         };
-        let from = last.load(Ordering::SeqCst) + 1;
+        let resume = if spec.watch_resume_at_last { 0 } else { 1 };
+        let from = last.load(Ordering::SeqCst) + resume;
         let opts = WatchOptions::new()
             .with_prefix()
             .with_start_revision(from.max(start_revision));
