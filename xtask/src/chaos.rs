@@ -541,3 +541,88 @@ fn tail(path: &Path, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft_chaos::history::{RegisterCall, RegisterResult, write_json};
+
+    /// A run directory as the client leaves it: `client.json` and a register history.
+    fn run_dir(ops: &[RegisterOp], workloads: &[&str]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "xtask-chaos-test-{}-{}",
+            std::process::id(),
+            ops.len()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let summary = ClientSummary {
+            t0_unix_us: 1_000_000,
+            workloads: workloads.iter().map(|w| w.to_string()).collect(),
+            ..ClientSummary::default()
+        };
+        write_json(&dir.join("client.json"), &summary).unwrap();
+        let mut w = JsonlWriter::create(&dir.join("register.jsonl")).unwrap();
+        for op in ops {
+            w.write(op).unwrap();
+        }
+        w.flush().unwrap();
+        dir
+    }
+
+    fn write(t: u64, v: u64) -> RegisterOp {
+        RegisterOp::done(
+            1,
+            0,
+            RegisterCall::Write { value: v },
+            t,
+            t + 5,
+            RegisterResult::Write,
+        )
+    }
+
+    fn read(t: u64, v: u64) -> RegisterOp {
+        RegisterOp::done(
+            2,
+            0,
+            RegisterCall::Read,
+            t,
+            t + 5,
+            RegisterResult::Read { value: Some(v) },
+        )
+    }
+
+    #[test]
+    fn checks_and_plots_a_run_directory() {
+        let dir = run_dir(&[write(0, 1), write(10, 2), read(20, 1)], &["register"]);
+        let verdicts = check(&dir).unwrap();
+        assert_eq!(verdicts.len(), 1);
+        assert!(
+            !verdicts[0].ok,
+            "the stale read must fail: {}",
+            verdicts[0].render()
+        );
+        plot(&dir, 1, 1_000).unwrap();
+        assert!(
+            std::fs::read_to_string(dir.join("plot.svg"))
+                .unwrap()
+                .contains("<svg")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let dir = run_dir(&[write(0, 1), read(20, 1)], &["register"]);
+        assert!(check(&dir).unwrap()[0].ok);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_unknown_workload_in_client_json_is_an_error() {
+        let dir = run_dir(
+            &[write(0, 1), write(1, 1), write(2, 1), write(3, 1)],
+            &["locks"],
+        );
+        let err = check(&dir).unwrap_err().to_string();
+        assert!(err.contains("locks"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
