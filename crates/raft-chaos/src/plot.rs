@@ -63,11 +63,7 @@ pub fn draw(
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let (top, bottom) = root.split_vertically(560);
 
-    let max_ms = points
-        .iter()
-        .map(|p| p.latency_ms)
-        .fold(10.0, f64::max)
-        .mul_add(2.0, 0.0);
+    let max_ms = points.iter().map(|p| p.latency_ms).fold(10.0, f64::max) * 2.0;
     let mut chart = ChartBuilder::on(&top)
         .caption(title, ("sans-serif", 20))
         .margin(10)

@@ -97,6 +97,9 @@ pub fn check(ops: &[RegisterOp]) -> Verdict {
             result.unknown
         ));
     }
+    if ok == 0 {
+        problems.push("no operation succeeded: nothing was checked".into());
+    }
     Verdict::from_problems("register: linearizable", summary, problems)
 }
 
@@ -231,6 +234,13 @@ mod tests {
         let v = check(&ops);
         assert!(v.ok, "{}", v.render());
         assert!(v.summary.contains("1 failed"), "{}", v.summary);
+    }
+
+    #[test]
+    fn a_history_without_a_success_is_not_a_pass() {
+        assert!(!check(&[]).ok);
+        let v = check(&[RegisterOp::unknown(1, 0, Write { value: 1 }, 0, 10)]);
+        assert!(!v.ok, "{}", v.render());
     }
 
     #[test]
