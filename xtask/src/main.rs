@@ -64,7 +64,7 @@ enum Task {
         args: Vec<String>,
     },
     /// Package every publishable crate, build the release raftd and write
-    /// target/dist/raftd-<version>-<target>.tar.gz and .sha256.
+    /// `target/dist/raftd-<version>-<target>.tar.gz` and `.sha256`.
     Release(release::Args),
 }
 

@@ -1,5 +1,5 @@
 //! The file-system seam of the toolkit's storage crates: the [`Fs`] trait, [`StdFs`] and, with
-//! the `mem` feature, [`MemFs`], which models what a power loss leaves behind.
+//! the `mem` feature, `MemFs`, which models what a power loss leaves behind.
 //!
 //! Responsibility: the handful of operations a write-ahead log and a snapshot store perform on
 //! their directories (positioned reads and writes, `fdatasync`, renames, removals, directory

@@ -265,8 +265,8 @@ impl SnapshotStore {
     }
 
     /// Opens (creating if needed) the store in `dir` on the given file system (tests use
-    /// [`MemFs`](crate::fs::MemFs) to model power loss), removing leftovers of interrupted
-    /// operations.
+    /// `raft_fs::MemFs`, behind its `mem` feature, to model power loss), removing leftovers
+    /// of interrupted operations.
     pub fn open_with(fs: Arc<dyn Fs>, dir: impl Into<PathBuf>, opts: StoreOptions) -> Result<Self> {
         let dir = dir.into();
         fs.create_dir_all(&dir.join(TMP_DIR)).at(&dir)?;
