@@ -51,12 +51,16 @@ fn follower(cluster: &Cluster, leader: u64) -> u64 {
         .expect("a follower")
 }
 
+/// A channel to member `id`, once it listens (it may still be starting when the leader
+/// already leads).
 async fn channel(cluster: &Cluster, id: u64) -> Channel {
+    let client = cluster.node_client(id);
     cluster
-        .node_client(id)
-        .connect(&cluster.endpoint(id))
+        .eventually(20, "the member to accept connections", || {
+            let client = client.clone();
+            async move { client.connect(&cluster.endpoint(id)).await.ok() }
+        })
         .await
-        .expect("connects")
 }
 
 /// Retries `f` for up to 20 s while it fails with UNAVAILABLE (a leader change).
