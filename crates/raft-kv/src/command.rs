@@ -10,6 +10,7 @@ use crate::pb::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, LeaseCheckpointRequest, LeaseGrantRequest,
     LeaseRevokeRequest, PutRequest, TxnRequest,
 };
+use crate::pb::kvauth::{AuthCommand, Caller};
 use crate::pb::kvcmd::{KvCommand, MemberAttributes, MemberPeerUrls, kv_command};
 use prost::Message;
 use prost::bytes::Bytes;
@@ -25,6 +26,9 @@ pub struct Command {
     pub request_id: u64,
     /// What to do.
     pub op: Op,
+    /// Who asked, and the auth revision the permissions were checked at (client commands
+    /// only; see `crate::auth`). Apply refuses the command when the auth state moved on.
+    pub caller: Option<Caller>,
 }
 
 /// The operation of a [`Command`].
@@ -51,12 +55,25 @@ pub enum Op {
     LeaseRevoke(LeaseRevokeRequest),
     /// The leader's checkpoint of remaining TTLs (etcd's lease checkpointing).
     LeaseCheckpoint(LeaseCheckpointRequest),
+    /// A change of the authentication state: users, roles, the enabled flag, tokens
+    /// (`crate::auth`; passwords arrive hashed).
+    Auth(AuthCommand),
 }
 
 impl Command {
     /// A command with the given request id.
     pub fn new(request_id: u64, op: Op) -> Self {
-        Command { request_id, op }
+        Command {
+            request_id,
+            op,
+            caller: None,
+        }
+    }
+
+    /// The command with `caller` as its caller.
+    pub fn with_caller(mut self, caller: Option<Caller>) -> Self {
+        self.caller = caller;
+        self
     }
 
     /// True when applying the command may change keys (everything except a txn whose every
@@ -69,7 +86,8 @@ impl Command {
             | Op::PublishMember(_)
             | Op::SetPeerUrls(_)
             | Op::LeaseGrant(_)
-            | Op::LeaseCheckpoint(_) => false,
+            | Op::LeaseCheckpoint(_)
+            | Op::Auth(_) => false,
         }
     }
 
@@ -91,8 +109,13 @@ impl Command {
             Op::LeaseGrant(m) => message::encoded_len(8, m),
             Op::LeaseRevoke(m) => message::encoded_len(9, m),
             Op::LeaseCheckpoint(m) => message::encoded_len(10, m),
+            Op::Auth(m) => message::encoded_len(20, m),
         };
-        1 + id + op
+        let caller = self
+            .caller
+            .as_ref()
+            .map_or(0, |c| message::encoded_len(21, c));
+        1 + id + op + caller
     }
 
     /// Encodes the command for a log entry (no copy of the request beyond the encoding).
@@ -113,6 +136,10 @@ impl Command {
             Op::LeaseGrant(m) => message::encode(8, m, &mut buf),
             Op::LeaseRevoke(m) => message::encode(9, m, &mut buf),
             Op::LeaseCheckpoint(m) => message::encode(10, m, &mut buf),
+            Op::Auth(m) => message::encode(20, m, &mut buf),
+        }
+        if let Some(c) = &self.caller {
+            message::encode(21, c, &mut buf);
         }
         Bytes::from(buf)
     }
@@ -137,10 +164,12 @@ impl Command {
             kv_command::Op::LeaseGrant(m) => Op::LeaseGrant(m),
             kv_command::Op::LeaseRevoke(m) => Op::LeaseRevoke(m),
             kv_command::Op::LeaseCheckpoint(m) => Op::LeaseCheckpoint(m),
+            kv_command::Op::Auth(m) => Op::Auth(m),
         };
         Ok(Command {
             request_id: msg.request_id,
             op,
+            caller: msg.caller,
         })
     }
 }
@@ -233,6 +262,26 @@ mod tests {
                     }],
                 }),
             ),
+            Command::new(
+                9,
+                Op::Auth(AuthCommand {
+                    op: Some(crate::pb::kvauth::auth_command::Op::UserAdd(
+                        crate::pb::kvauth::UserAdd {
+                            name: "u".into(),
+                            password_hash: Bytes::from_static(b"$2b$04$x"),
+                            options: None,
+                        },
+                    )),
+                }),
+            )
+            .with_caller(Some(Caller {
+                user: "root".into(),
+                revision: 3,
+            })),
+            Command::new(0, Op::Put(PutRequest::default())).with_caller(Some(Caller {
+                user: String::new(),
+                revision: 0,
+            })),
         ]
     }
 

@@ -101,6 +101,10 @@ pub enum Error {
     /// A member id is not in the member list.
     #[error("etcdserver: member not found")]
     MemberNotFound,
+    /// An authentication or permission error (etcd's messages and codes, see
+    /// [`AuthError`](crate::auth::AuthError)).
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     /// The snapshot store (`raft-snapshot`) failed: I/O, a damaged file, a bad chain.
     #[error("raft-kv: snapshot store: {0}")]
     SnapshotStore(#[from] raft_snapshot::Error),
@@ -128,6 +132,7 @@ impl Error {
                 | Error::RequestTooLarge
                 | Error::RangeTooLarge { .. }
                 | Error::MemberNotFound
+                | Error::Auth(_)
         )
     }
 
@@ -151,6 +156,7 @@ impl Error {
             | Error::MissingOp => tonic::Code::InvalidArgument,
             Error::LeaseNotFound | Error::MemberNotFound => tonic::Code::NotFound,
             Error::RangeTooLarge { .. } => tonic::Code::ResourceExhausted,
+            Error::Auth(e) => e.code(),
             Error::RestoreIncomplete | Error::CaptureInProgress => tonic::Code::Unavailable,
             Error::NotReadOnly => tonic::Code::InvalidArgument,
             Error::DeltaBaseMismatch { .. } => tonic::Code::FailedPrecondition,

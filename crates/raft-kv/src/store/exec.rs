@@ -3,8 +3,11 @@
 //! write leaves the key's new current entry and a history event at its revision, and, while
 //! an event sink listens, etcd's watch event.
 
+mod auth;
 mod lease;
 
+pub use auth::AuthAnswer;
+pub(crate) use auth::AuthBatch;
 pub(crate) use lease::LeaseBatch;
 
 use super::query::{self, header, read_revision};
@@ -46,6 +49,8 @@ pub enum Response {
     LeaseRevoke(LeaseRevokeResponse),
     /// Answer to [`Op::LeaseCheckpoint`].
     LeaseCheckpoint(LeaseCheckpointResponse),
+    /// Answer to [`Op::Auth`].
+    Auth(AuthAnswer),
 }
 
 /// The state a batch of entries is applied to: pending data writes and metadata.
@@ -67,6 +72,10 @@ pub(crate) struct Batch<'a> {
     pub(crate) internal: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Lease records and attachments written by the batch.
     pub(crate) lease: LeaseBatch,
+    /// The auth state as the batch changed it, and its token changes.
+    pub(crate) auth: AuthBatch,
+    /// The log index of the entry being applied (tokens name it).
+    pub(crate) index: u64,
 }
 
 /// One write transaction (one command): its revision and whether it changed anything.
@@ -185,6 +194,7 @@ impl<'a> Batch<'a> {
             Op::LeaseGrant(g) => Response::LeaseGrant(self.lease_grant(g)?),
             Op::LeaseRevoke(r) => Response::LeaseRevoke(self.lease_revoke(&mut tx, r)?),
             Op::LeaseCheckpoint(c) => Response::LeaseCheckpoint(self.lease_checkpoint(c)?),
+            Op::Auth(a) => Response::Auth(self.auth(a)?),
         };
         if tx.changed() {
             self.revision = tx.rev;
