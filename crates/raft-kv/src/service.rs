@@ -8,6 +8,7 @@
 //! tonic server, so a program other than raftd can serve the store (see
 //! `examples/embedded.rs`).
 
+mod auth;
 mod cluster;
 mod election;
 mod kv;
@@ -17,13 +18,14 @@ mod maintenance;
 mod recipe;
 mod watch;
 
+pub use auth::{AuthOptions, CertUser, DEFAULT_BCRYPT_COST, Who, is_root};
 pub use lease::LeaseOptions;
 
 use crate::address_book::AddressBook;
 use crate::machine::KvMachine;
 use crate::pb::etcdserverpb::{
-    self as pb, cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
-    maintenance_server::MaintenanceServer, watch_server::WatchServer,
+    self as pb, auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
+    lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use crate::pb::v3electionpb::election_server::ElectionServer;
 use crate::pb::v3lockpb::lock_server::LockServer;
@@ -56,6 +58,7 @@ pub struct EtcdService {
     ctx: Arc<Ctx>,
     watch: Option<WatchHub>,
     lease: Arc<lease::LeaseState>,
+    auth: AuthOptions,
 }
 
 impl EtcdService {
@@ -72,7 +75,14 @@ impl EtcdService {
             ctx: Arc::new(ctx),
             watch: None,
             lease,
+            auth: AuthOptions::default(),
         }
+    }
+
+    /// Hashes new passwords with `options` (without it: etcd's bcrypt cost, 10).
+    pub fn with_auth(mut self, options: AuthOptions) -> Self {
+        self.auth = options;
+        self
     }
 
     /// Serves leases with `options` (the minimum TTL, and how followers reach the leader
@@ -95,7 +105,7 @@ impl EtcdService {
         self.watch.as_ref()
     }
 
-    /// The `KV`, `Cluster`, `Maintenance`, `Lease`, `Lock` and `Election` services, and
+    /// The `KV`, `Cluster`, `Maintenance`, `Lease`, `Lock`, `Election` and `Auth` services, and
     /// `Watch` when a hub is set ([`with_watch`](Self::with_watch)), for `tonic`'s
     /// `Server::add_routes`. Each decodes
     /// requests up to the request size limit plus 512 KiB: gRPC refuses what is far above
@@ -110,7 +120,8 @@ impl EtcdService {
         .add_service(MaintenanceServer::new(self.clone()).max_decoding_message_size(max_decode))
         .add_service(LeaseServer::new(self.clone()).max_decoding_message_size(max_decode))
         .add_service(LockServer::new(self.clone()).max_decoding_message_size(max_decode))
-        .add_service(ElectionServer::new(self.clone()).max_decoding_message_size(max_decode));
+        .add_service(ElectionServer::new(self.clone()).max_decoding_message_size(max_decode))
+        .add_service(AuthServer::new(self.clone()).max_decoding_message_size(max_decode));
         if self.watch.is_some() {
             routes.add_service(WatchServer::new(self.clone()).max_decoding_message_size(max_decode))
         } else {
@@ -142,9 +153,20 @@ impl EtcdService {
         Ok(())
     }
 
+    /// Proposes the node's own command (no caller: apply does not check it).
     async fn propose(&self, op: Op) -> Result<KvResponse, Status> {
+        self.propose_command(Command::new(0, op))
+            .await?
+            .map_err(kv_status)
+    }
+
+    /// Proposes `cmd` and waits for its apply: the answer, or the request error apply
+    /// refused it with; a failure to propose or apply is the outer error.
+    async fn propose_command(
+        &self,
+        cmd: Command,
+    ) -> Result<Result<KvResponse, crate::Error>, Status> {
         self.ready()?;
-        let cmd = Command::new(0, op);
         validate_command(&cmd, &self.ctx.limits).map_err(kv_status)?;
         let result = self
             .ctx
@@ -153,8 +175,8 @@ impl EtcdService {
             .await
             .map_err(runtime_status)?;
         match result.outcome {
-            Outcome::Response(r) => Ok(r),
-            Outcome::Rejected(e) => Err(kv_status(e)),
+            Outcome::Response(r) => Ok(Ok(r)),
+            Outcome::Rejected(e) => Ok(Err(e)),
             Outcome::AlreadyApplied | Outcome::Noop => Err(Status::internal(
                 "the proposal was applied without an answer",
             )),

@@ -134,6 +134,8 @@ impl election_server::Election for EtcdService {
         &self,
         req: Request<pb::CampaignRequest>,
     ) -> Result<Response<pb::CampaignResponse>, Status> {
+        self.recipe_allowed(req.metadata(), req.extensions(), &req.get_ref().name)
+            .await?;
         let req = req.into_inner();
         let prefix = name_prefix(&req.name);
         let key = lease_key(&prefix, req.lease);
@@ -176,6 +178,15 @@ impl election_server::Election for EtcdService {
         &self,
         req: Request<pb::ProclaimRequest>,
     ) -> Result<Response<pb::ProclaimResponse>, Status> {
+        self.recipe_allowed(
+            req.metadata(),
+            req.extensions(),
+            req.get_ref()
+                .leader
+                .as_ref()
+                .map_or(&[][..], |l| &l.name[..]),
+        )
+        .await?;
         let req = req.into_inner();
         let leader = req.leader.ok_or_else(missing_leader)?;
         let rev = self.proclaim_value(&leader, req.value).await?;
@@ -188,6 +199,8 @@ impl election_server::Election for EtcdService {
         &self,
         req: Request<pb::LeaderRequest>,
     ) -> Result<Response<pb::LeaderResponse>, Status> {
+        self.recipe_allowed(req.metadata(), req.extensions(), &req.get_ref().name)
+            .await?;
         let (rev, kv) = self.leader_kv(&req.into_inner().name).await?;
         let kv = kv.ok_or_else(|| Status::unknown("election: no leader"))?;
         Ok(Response::new(pb::LeaderResponse {
@@ -202,6 +215,8 @@ impl election_server::Election for EtcdService {
         &self,
         req: Request<pb::LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        self.recipe_allowed(req.metadata(), req.extensions(), &req.get_ref().name)
+            .await?;
         let name = req.into_inner().name;
         let (tx, rx) = mpsc::channel(16);
         let svc = self.clone();
@@ -223,6 +238,15 @@ impl election_server::Election for EtcdService {
         &self,
         req: Request<pb::ResignRequest>,
     ) -> Result<Response<pb::ResignResponse>, Status> {
+        self.recipe_allowed(
+            req.metadata(),
+            req.extensions(),
+            req.get_ref()
+                .leader
+                .as_ref()
+                .map_or(&[][..], |l| &l.name[..]),
+        )
+        .await?;
         let leader = req.into_inner().leader.ok_or_else(missing_leader)?;
         let resp = self
             .recipe_txn(TxnRequest {

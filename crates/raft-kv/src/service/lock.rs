@@ -76,12 +76,22 @@ pub(super) fn range_kvs(
     }
 }
 
+/// The lock name of a lock key (`name ++ "/" ++ lease id in hex`): everything before the
+/// last `/`.
+fn lock_name(key: &[u8]) -> &[u8] {
+    key.iter()
+        .rposition(|b| *b == b'/')
+        .map_or(key, |i| &key[..i])
+}
+
 #[tonic::async_trait]
 impl lock_server::Lock for EtcdService {
     async fn lock(
         &self,
         req: Request<pb::LockRequest>,
     ) -> Result<Response<pb::LockResponse>, Status> {
+        self.recipe_allowed(req.metadata(), req.extensions(), &req.get_ref().name)
+            .await?;
         let req = req.into_inner();
         let prefix = name_prefix(&req.name);
         let key = lease_key(&prefix, req.lease);
@@ -144,6 +154,12 @@ impl lock_server::Lock for EtcdService {
         &self,
         req: Request<pb::UnlockRequest>,
     ) -> Result<Response<pb::UnlockResponse>, Status> {
+        self.recipe_allowed(
+            req.metadata(),
+            req.extensions(),
+            lock_name(&req.get_ref().key),
+        )
+        .await?;
         let resp = self.recipe_delete(req.into_inner().key).await?;
         Ok(Response::new(pb::UnlockResponse {
             header: self.header(resp.header.as_ref().map_or(0, |h| h.revision)),

@@ -1,4 +1,5 @@
-//! The etcd `Maintenance` service: status, hashes, alarms and leadership transfer.
+//! The etcd `Maintenance` service: status, hashes, alarms and leadership transfer. With
+//! authentication on, everything but `Status` needs the `root` user (as etcd).
 
 use super::{EtcdService, kv_status, runtime_status};
 use crate::pb::etcdserverpb::{self as pb, maintenance_server};
@@ -8,8 +9,9 @@ use tonic::{Request, Response, Status};
 impl maintenance_server::Maintenance for EtcdService {
     async fn alarm(
         &self,
-        _req: Request<pb::AlarmRequest>,
+        req: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
+        self.require_admin(&req).await?;
         Ok(Response::new(pb::AlarmResponse {
             header: self.header(self.ctx.store.revision()),
             alarms: Vec::new(),
@@ -50,8 +52,9 @@ impl maintenance_server::Maintenance for EtcdService {
 
     async fn defragment(
         &self,
-        _req: Request<pb::DefragmentRequest>,
+        req: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.require_admin(&req).await?;
         Err(Status::unimplemented(
             "Defragment is not supported by raftd",
         ))
@@ -61,8 +64,9 @@ impl maintenance_server::Maintenance for EtcdService {
     /// equal on members at the same applied index.
     async fn hash(
         &self,
-        _req: Request<pb::HashRequest>,
+        req: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
+        self.require_admin(&req).await?;
         let store = self.ctx.store.clone();
         let hash = blocking(move || store.hash()).await?;
         Ok(Response::new(pb::HashResponse {
@@ -78,6 +82,7 @@ impl maintenance_server::Maintenance for EtcdService {
         &self,
         req: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.require_admin(&req).await?;
         let store = self.ctx.store.clone();
         let revision = req.into_inner().revision;
         let h = blocking(move || store.hash_kv_at(revision)).await?;
@@ -93,8 +98,9 @@ impl maintenance_server::Maintenance for EtcdService {
 
     async fn snapshot(
         &self,
-        _req: Request<pb::SnapshotRequest>,
+        req: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.require_admin(&req).await?;
         Err(Status::unimplemented("Snapshot is not supported by raftd"))
     }
 
@@ -102,6 +108,7 @@ impl maintenance_server::Maintenance for EtcdService {
         &self,
         req: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        self.require_admin(&req).await?;
         let target = req.into_inner().target_id;
         self.ctx
             .handle
@@ -115,8 +122,9 @@ impl maintenance_server::Maintenance for EtcdService {
 
     async fn downgrade(
         &self,
-        _req: Request<pb::DowngradeRequest>,
+        req: Request<pb::DowngradeRequest>,
     ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        self.require_admin(&req).await?;
         Err(Status::unimplemented("Downgrade is not supported by raftd"))
     }
 }

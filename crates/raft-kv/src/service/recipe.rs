@@ -67,6 +67,24 @@ pub(super) fn by_create(prefix: &[u8], ascend: bool, max_create_revision: i64) -
 }
 
 impl EtcdService {
+    /// With authentication on, fails unless the caller of a Lock or Election request may
+    /// read and write every key under `name ++ "/"` (where the recipe keeps its keys; etcd's
+    /// recipes run as the caller, so they need the same).
+    pub(super) async fn recipe_allowed(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        extensions: &tonic::Extensions,
+        name: &[u8],
+    ) -> Result<(), Status> {
+        let who = self.who_from(metadata, extensions).await?;
+        let prefix = name_prefix(name);
+        let end = prefix_end(&prefix);
+        for access in [crate::auth::Access::Read, crate::auth::Access::Write] {
+            who.state.check_range(&who.user, &prefix, &end, access)?;
+        }
+        Ok(())
+    }
+
     /// Proposes a txn and answers with its response (header: the store revision after it).
     pub(super) async fn recipe_txn(&self, t: TxnRequest) -> Result<TxnResponse, Status> {
         self.check_size(prost::Message::encoded_len(&t))?;
