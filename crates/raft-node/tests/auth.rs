@@ -1,0 +1,457 @@
+//! etcd authentication on a real 3-member `raftd` cluster: users, roles and permissions set up
+//! with Debian's etcdctl 3.4 (`user add`, `role add`, `role grant-permission`,
+//! `user grant-role`, `auth enable`, `--user name:password`), and the negative cases: no
+//! user, a wrong password, a read outside the user's role, a txn with one forbidden op in
+//! its failure branch, a watch outside the role, compaction and member changes by a non-root
+//! user, `auth disable` by a non-root user; over raw gRPC: a token obtained on one member
+//! used on the others, a token expiring after its time to live without use, `AuthStatus`.
+//!
+//! The etcdctl test needs etcdctl on PATH (Debian's `etcd-client`); without it the test is
+//! skipped, except under `CI=true` where it fails.
+
+#![allow(clippy::print_stdout)]
+
+use bytes::Bytes;
+use raft_kv::pb::etcdserverpb::{
+    AuthStatusRequest, AuthenticateRequest, PutRequest, RangeRequest, auth_client::AuthClient,
+    kv_client::KvClient,
+};
+use raft_node::testing::{Cluster, Raftd};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Every member: tokens live 3 s without use, password hashes at bcrypt's minimum cost.
+fn start() -> Cluster {
+    let raftd = Raftd::new(env!("CARGO_BIN_EXE_raftd")).calm().args([
+        "--set",
+        "auth.token_ttl=3s",
+        "--set",
+        "auth.bcrypt_cost=4",
+    ]);
+    Cluster::start(raftd, 3).expect("raftd starts")
+}
+
+/// `etcdctl` from `PATH`; `None` when it is missing, which fails the test under `CI=true`.
+fn etcdctl() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("etcdctl"))
+            .find(|p| p.is_file())
+    });
+    assert!(
+        found.is_some() || std::env::var("CI").as_deref() != Ok("true"),
+        "etcdctl is not on PATH and CI=true: install Debian's etcd-client"
+    );
+    found
+}
+
+/// What one etcdctl run printed, and whether it succeeded.
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs etcdctl against `endpoints` with `args` (and `stdin`), retrying for up to 20 s what
+/// a leader change on a loaded machine makes fail.
+fn etcdctl_run(bin: &PathBuf, endpoints: &str, args: &[&str], stdin: Option<&str>) -> Out {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut child = Command::new(bin)
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", endpoints, "--command-timeout=5s"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            let mut input = child.stdin.take().unwrap();
+            if let Some(s) = stdin {
+                input.write_all(s.as_bytes()).unwrap();
+            }
+        }
+        let out = child.wait_with_output().unwrap();
+        let o = Out {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        let transient = ["leader changed", "no leader", "timed out", "Unavailable"]
+            .iter()
+            .any(|t| o.stderr.contains(t));
+        if o.ok || !transient || Instant::now() >= deadline {
+            return o;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_users_roles_and_permissions() {
+    let Some(bin) = etcdctl() else {
+        println!("skipping etcdctl_users_roles_and_permissions: etcdctl is not on PATH");
+        return;
+    };
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let cluster = start();
+        cluster.leader(Duration::from_secs(20)).await.unwrap();
+        let eps = cluster.endpoints().join(",");
+        let run = |args: &[&str]| etcdctl_run(&bin, &eps, args, None);
+        let ok = |args: &[&str]| {
+            let o = run(args);
+            assert!(o.ok, "etcdctl {args:?} failed: {}", o.stderr);
+            o.stdout
+        };
+        let fails = |args: &[&str], why: &str| {
+            let o = run(args);
+            assert!(!o.ok, "etcdctl {args:?} succeeded: {}", o.stdout);
+            assert!(
+                o.stderr.contains(why),
+                "etcdctl {args:?}: expected {why:?}, got {}",
+                o.stderr
+            );
+        };
+
+        // Set-up, with authentication still off.
+        assert!(
+            ok(&["user", "add", "root", "--new-user-password=rootpw"])
+                .contains("User root created")
+        );
+        ok(&["user", "add", "alice", "--new-user-password=alicepw"]);
+        fails(
+            &["user", "add", "alice", "--new-user-password=x"],
+            "etcdserver: user name already exists",
+        );
+        ok(&["role", "add", "app"]);
+        ok(&[
+            "role",
+            "grant-permission",
+            "app",
+            "readwrite",
+            "app/",
+            "--prefix=true",
+        ]);
+        ok(&["role", "grant-permission", "app", "read", "cfg"]);
+        fails(
+            &["user", "grant-role", "alice", "nope"],
+            "etcdserver: role name not found",
+        );
+        fails(
+            &["user", "grant-role", "bob", "app"],
+            "etcdserver: user name not found",
+        );
+        ok(&["user", "grant-role", "alice", "app"]);
+        ok(&["put", "cfg", "v1"]);
+        // root lacks the root role: etcdctl knows etcd's "root user does not have root role"
+        // by its message, adds the role, grants it and enables again.
+        assert!(ok(&["auth", "enable"]).contains("Authentication Enabled"));
+
+        // Without a user, and with a wrong password.
+        fails(&["put", "app/x", "1"], "etcdserver: user name is empty");
+        fails(
+            &["--user", "alice:wrong", "get", "app/x"],
+            "etcdserver: authentication failed, invalid user ID or password",
+        );
+        fails(
+            &["--user", "mallory:pw", "get", "app/x"],
+            "etcdserver: authentication failed, invalid user ID or password",
+        );
+
+        // Inside and outside alice's role.
+        let alice = ["--user", "alice:alicepw"];
+        let root = ["--user", "root:rootpw"];
+        let with = |who: &[&str], args: &[&str]| -> Vec<String> {
+            who.iter().chain(args).map(|s| s.to_string()).collect()
+        };
+        let as_ok = |who: &[&str], args: &[&str]| {
+            let a = with(who, args);
+            ok(&a.iter().map(String::as_str).collect::<Vec<_>>())
+        };
+        let as_fails = |who: &[&str], args: &[&str], why: &str| {
+            let a = with(who, args);
+            fails(&a.iter().map(String::as_str).collect::<Vec<_>>(), why)
+        };
+        assert_eq!(as_ok(&alice, &["put", "app/x", "1"]), "OK\n");
+        assert_eq!(as_ok(&alice, &["get", "app/", "--prefix"]), "app/x\n1\n");
+        assert_eq!(as_ok(&alice, &["get", "cfg"]), "cfg\nv1\n");
+        as_fails(
+            &alice,
+            &["put", "cfg", "v2"],
+            "etcdserver: permission denied",
+        );
+        assert_eq!(as_ok(&root, &["put", "secret", "s"]), "OK\n");
+        as_fails(&alice, &["get", "secret"], "etcdserver: permission denied");
+        as_fails(
+            &alice,
+            &["get", "a", "--prefix"],
+            "etcdserver: permission denied",
+        );
+        as_fails(&alice, &["del", "secret"], "etcdserver: permission denied");
+
+        // A txn whose failure branch holds one forbidden op: refused whole, nothing written.
+        let txn = "value(\"app/x\") = \"1\"\n\nput app/y 2\n\nput secret 3\n\n";
+        let o = etcdctl_run(
+            &bin,
+            &eps,
+            &with(&alice, &["txn"])
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            Some(txn),
+        );
+        assert!(
+            !o.ok && o.stderr.contains("etcdserver: permission denied"),
+            "{}",
+            o.stderr
+        );
+        assert_eq!(as_ok(&root, &["get", "app/y"]), "");
+        assert_eq!(as_ok(&root, &["get", "secret"]), "secret\ns\n");
+        // The same txn without it runs.
+        let txn = "value(\"app/x\") = \"1\"\n\nput app/y 2\n\nget cfg\n\n";
+        let o = etcdctl_run(
+            &bin,
+            &eps,
+            &with(&alice, &["txn"])
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            Some(txn),
+        );
+        assert!(
+            o.ok && o.stdout.starts_with("SUCCESS"),
+            "{} {}",
+            o.stdout,
+            o.stderr
+        );
+
+        // A watch outside the role is refused by the server.
+        let watch = with(&alice, &["watch", "secret"]);
+        let started = Instant::now();
+        let o = etcdctl_run(
+            &bin,
+            &eps,
+            &watch.iter().map(String::as_str).collect::<Vec<_>>(),
+            None,
+        );
+        assert!(!o.ok, "the watch was not refused: {}", o.stdout);
+        assert!(
+            format!("{}{}", o.stdout, o.stderr).contains("permission denied"),
+            "{} {}",
+            o.stdout,
+            o.stderr
+        );
+        assert!(started.elapsed() < Duration::from_secs(15));
+
+        // Compaction, member changes and auth management are root's.
+        as_fails(&alice, &["compact", "2"], "etcdserver: permission denied");
+        as_fails(
+            &alice,
+            &["member", "add", "x", "--peer-urls=http://127.0.0.1:1"],
+            "permission denied",
+        );
+        as_fails(&alice, &["user", "list"], "etcdserver: permission denied");
+        as_fails(
+            &alice,
+            &["role", "add", "r2"],
+            "etcdserver: permission denied",
+        );
+        as_fails(
+            &alice,
+            &["auth", "disable"],
+            "etcdserver: permission denied",
+        );
+        // A user reads itself and its roles.
+        assert!(as_ok(&alice, &["user", "get", "alice"]).contains("app"));
+        assert!(as_ok(&alice, &["role", "get", "app"]).contains("app/"));
+        assert!(as_ok(&root, &["compact", "2"]).contains("compacted revision 2"));
+        assert_eq!(as_ok(&root, &["user", "list"]), "alice\nroot\n");
+        assert_eq!(as_ok(&root, &["role", "list"]), "app\nroot\n");
+        assert_eq!(
+            as_ok(&root, &["user", "get", "root"]),
+            "User: root\nRoles: root\n"
+        );
+        as_fails(
+            &root,
+            &["user", "delete", "root"],
+            "etcdserver: invalid auth management",
+        );
+
+        // A revoked permission is enforced at once, on every member.
+        as_ok(
+            &root,
+            &["role", "revoke-permission", "app", "app/", "--prefix=true"],
+        );
+        for ep in cluster.endpoints() {
+            let o = etcdctl_run(
+                &bin,
+                &ep,
+                &with(&alice, &["put", "app/z", "1"])
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>(),
+                None,
+            );
+            assert!(
+                !o.ok && o.stderr.contains("permission denied"),
+                "{ep}: {}",
+                o.stderr
+            );
+        }
+
+        // Off again: anyone may.
+        assert!(as_ok(&root, &["auth", "disable"]).contains("Authentication Disabled"));
+        assert_eq!(ok(&["put", "app/x", "2"]), "OK\n");
+        assert_eq!(ok(&["get", "secret"]), "secret\ns\n");
+    })
+    .await
+    .expect("test took longer than its budget");
+}
+
+async fn channel(endpoint: &str) -> Channel {
+    Channel::from_shared(format!("http://{endpoint}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert("token", token.parse().unwrap());
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_travel_between_members_and_expire_without_use() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let cluster = start();
+        cluster.leader(Duration::from_secs(20)).await.unwrap();
+        let eps = cluster.endpoints();
+        let mut auth = AuthClient::new(channel(&eps[0]).await);
+        let status = auth
+            .auth_status(AuthStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!status.enabled);
+        use raft_kv::pb::etcdserverpb::{AuthUserAddRequest, AuthUserGrantRoleRequest};
+        auth.user_add(AuthUserAddRequest {
+            name: "root".into(),
+            password: "pw".into(),
+            options: None,
+        })
+        .await
+        .unwrap();
+        auth.user_grant_role(AuthUserGrantRoleRequest {
+            user: "root".into(),
+            role: "root".into(),
+        })
+        .await
+        .unwrap();
+        auth.auth_enable(raft_kv::pb::etcdserverpb::AuthEnableRequest {})
+            .await
+            .unwrap();
+        let status = auth
+            .auth_status(AuthStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(status.enabled);
+        assert_eq!(status.auth_revision, 3);
+        let err = auth
+            .authenticate(AuthenticateRequest {
+                name: "root".into(),
+                password: "nope".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            err.message(),
+            "etcdserver: authentication failed, invalid user ID or password"
+        );
+        let token = auth
+            .authenticate(AuthenticateRequest {
+                name: "root".into(),
+                password: "pw".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .token;
+        // The token works on every member at once: each applied its Authenticate entry
+        // (a member that has not yet waits for it).
+        for (i, ep) in eps.iter().enumerate() {
+            let mut kv = KvClient::new(channel(ep).await);
+            kv.put(with_token(
+                PutRequest {
+                    key: Bytes::from(format!("k{i}")),
+                    value: Bytes::from_static(b"v"),
+                    ..Default::default()
+                },
+                &token,
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("put on {ep} with the token: {e}"));
+        }
+        // Without a token: refused.
+        let mut kv = KvClient::new(channel(&eps[1]).await);
+        let err = kv
+            .range(RangeRequest {
+                key: Bytes::from_static(b"k0"),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.message(), "etcdserver: user name is empty");
+        // Used within its time to live (3 s), the token lives on...
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            kv.range(with_token(
+                RangeRequest {
+                    key: Bytes::from_static(b"k0"),
+                    ..Default::default()
+                },
+                &token,
+            ))
+            .await
+            .expect("a token in use stays valid");
+        }
+        // ...and expires after it without use.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let err = kv
+            .range(with_token(
+                RangeRequest {
+                    key: Bytes::from_static(b"k0"),
+                    ..Default::default()
+                },
+                &token,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        assert_eq!(err.message(), "etcdserver: invalid auth token");
+        // A made-up token too.
+        let err = kv
+            .range(with_token(
+                RangeRequest {
+                    key: Bytes::from_static(b"k0"),
+                    ..Default::default()
+                },
+                "forged.1",
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    })
+    .await
+    .expect("test took longer than its budget");
+}
