@@ -455,3 +455,97 @@ async fn tokens_travel_between_members_and_expire_without_use() {
     .await
     .expect("test took longer than its budget");
 }
+
+/// With `--client-cert-auth` and authentication on, a client certificate's common name is
+/// its user (etcd's behaviour): etcdctl with alice's certificate and no `--user` is alice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificate_common_name_is_the_user() {
+    let Some(bin) = etcdctl() else {
+        println!("skipping client_certificate_common_name_is_the_user: etcdctl is not on PATH");
+        return;
+    };
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        use raft_node::certs::Validity;
+        use raft_node::testing::TlsFiles;
+        let dir = tempfile::tempdir().unwrap();
+        let files = TlsFiles::generate(&dir.path().join("certs"), true).unwrap();
+        let alice_pem = files
+            .ca
+            .client("alice", Validity::For(Duration::from_secs(86_400)))
+            .unwrap();
+        let (alice_cert, alice_key) = alice_pem.write(dir.path(), "alice").unwrap();
+        let raftd = Raftd::new(env!("CARGO_BIN_EXE_raftd"))
+            .calm()
+            .tls(files.clone())
+            .args(["--set", "auth.bcrypt_cost=4"]);
+        let cluster = Cluster::start(raftd, 1).expect("raftd starts");
+        cluster.leader(Duration::from_secs(30)).await.unwrap();
+        let eps = format!("https://{}", cluster.endpoint(1));
+        let c = &files.certs;
+        let ca = c.ca.display().to_string();
+        let (root_cert, root_key) = (
+            c.client.0.display().to_string(),
+            c.client.1.display().to_string(),
+        );
+        let (alice_cert, alice_key) = (
+            alice_cert.display().to_string(),
+            alice_key.display().to_string(),
+        );
+        let as_cert = |cert: &str, key: &str, args: &[&str]| {
+            let mut a = vec!["--cacert", &ca, "--cert", cert, "--key", key];
+            a.extend_from_slice(args);
+            etcdctl_run(&bin, &eps, &a, None)
+        };
+        let root = |args: &[&str]| {
+            let o = as_cert(&root_cert, &root_key, args);
+            assert!(o.ok, "etcdctl {args:?} as root: {}", o.stderr);
+            o.stdout
+        };
+        root(&["user", "add", "root", "--new-user-password=rootpw"]);
+        root(&["user", "grant-role", "root", "root"]);
+        root(&["user", "add", "alice", "--new-user-password=alicepw"]);
+        root(&["role", "add", "app"]);
+        root(&[
+            "role",
+            "grant-permission",
+            "app",
+            "readwrite",
+            "app/",
+            "--prefix=true",
+        ]);
+        root(&["user", "grant-role", "alice", "app"]);
+        root(&["auth", "enable"]);
+        // The root certificate acts as root: anything goes, operator calls included.
+        assert_eq!(root(&["put", "secret", "s"]), "OK\n");
+        assert!(root(&["member", "list"]).contains("started"));
+        // Alice's certificate acts as alice.
+        let o = as_cert(&alice_cert, &alice_key, &["put", "app/x", "1"]);
+        assert!(o.ok, "{}", o.stderr);
+        let o = as_cert(&alice_cert, &alice_key, &["get", "secret"]);
+        assert!(
+            !o.ok && o.stderr.contains("etcdserver: permission denied"),
+            "{}",
+            o.stderr
+        );
+        let o = as_cert(&alice_cert, &alice_key, &["compact", "2"]);
+        assert!(
+            !o.ok && o.stderr.contains("etcdserver: permission denied"),
+            "{}",
+            o.stderr
+        );
+        // A token wins over the certificate: alice's certificate with root's password.
+        let o = as_cert(
+            &alice_cert,
+            &alice_key,
+            &["--user", "root:rootpw", "get", "secret"],
+        );
+        assert!(
+            o.ok && o.stdout == "secret\ns\n",
+            "{} {}",
+            o.stdout,
+            o.stderr
+        );
+    })
+    .await
+    .expect("test took longer than its budget");
+}

@@ -458,3 +458,72 @@ fn random_token_prefixes() {
     assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
     assert_ne!(a, token_prefix());
 }
+
+#[test]
+fn a_lease_revoke_needs_write_on_every_attached_key() {
+    use crate::pb::etcdserverpb::{LeaseGrantRequest, LeaseRevokeRequest};
+    let mut a = set_up();
+    a.ok(
+        "alice",
+        Op::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 7 }),
+    );
+    a.ok("root", Op::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 8 }));
+    let with_lease = |key: &str, lease: i64| {
+        Op::Put(PutRequest {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::from_static(b"v"),
+            lease,
+            ..Default::default()
+        })
+    };
+    a.ok("alice", with_lease("app/1", 7));
+    a.ok("root", with_lease("app/2", 8));
+    a.ok("root", with_lease("secret", 8));
+    // Lease 8 holds a key outside alice's role.
+    assert_eq!(
+        a.err("alice", Op::LeaseRevoke(LeaseRevokeRequest { id: 8 })),
+        AuthError::PermissionDenied
+    );
+    assert!(matches!(
+        a.ok("alice", Op::LeaseRevoke(LeaseRevokeRequest { id: 7 })),
+        Response::LeaseRevoke(_)
+    ));
+    assert!(matches!(
+        a.ok("root", Op::LeaseRevoke(LeaseRevokeRequest { id: 8 })),
+        Response::LeaseRevoke(_)
+    ));
+    // Granting needs a known user.
+    assert_eq!(
+        a.err("", Op::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 9 })),
+        AuthError::UserEmpty
+    );
+}
+
+#[test]
+fn snapshots_carry_the_auth_state_and_a_restore_enforces_it() {
+    use crate::CaptureKind;
+    let mut a = set_up();
+    a.ok("root", user_add("bob"));
+    let cap = a.store.capture(CaptureKind::Full).unwrap();
+    let index = cap.info.index;
+    let recs: Vec<_> = cap.records.collect();
+    let copy = KvStore::open_temporary().unwrap();
+    copy.restore_full(index, 1, recs).unwrap();
+    assert_eq!(&*copy.auth_state(), &*a.store.auth_state());
+    // The restored member refuses what the original refuses.
+    let mut b = Applier { store: copy, index };
+    assert_eq!(b.err("alice", put_op("other")), AuthError::PermissionDenied);
+    assert!(matches!(b.ok("alice", put_op("app/1")), Response::Put(_)));
+    // A restore over a store with other users replaces them (bob is gone from the copy
+    // of an older snapshot).
+    let older = Applier::new();
+    let recs: Vec<_> = older
+        .store
+        .capture(CaptureKind::Full)
+        .unwrap()
+        .records
+        .collect();
+    b.store.restore_full(b.index + 1, 1, recs).unwrap();
+    assert!(!b.store.auth_state().enabled());
+    assert!(b.store.auth_state().user("bob").is_none());
+}
