@@ -155,7 +155,7 @@ impl EtcdService {
 
     /// Proposes the node's own command (no caller: apply does not check it).
     async fn propose(&self, op: Op) -> Result<KvResponse, Status> {
-        self.propose_command(Command::new(0, op))
+        self.propose_command(&Command::new(0, op))
             .await?
             .map_err(kv_status)
     }
@@ -164,10 +164,10 @@ impl EtcdService {
     /// refused it with; a failure to propose or apply is the outer error.
     async fn propose_command(
         &self,
-        cmd: Command,
+        cmd: &Command,
     ) -> Result<Result<KvResponse, crate::Error>, Status> {
         self.ready()?;
-        validate_command(&cmd, &self.ctx.limits).map_err(kv_status)?;
+        validate_command(cmd, &self.ctx.limits).map_err(kv_status)?;
         let result = self
             .ctx
             .handle

@@ -329,125 +329,150 @@ fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
     r
 }
 
+/// Runs `f` until it answers something else than UNAVAILABLE (no leader known yet, a leader
+/// change), for up to 20 s.
+async fn retry<T, F, Fut>(mut f: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match f().await {
+            Err(e) if e.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            r => return r.map(tonic::Response::into_inner),
+        }
+    }
+}
+
+/// [`retry`] of one call of a client's `method` with `req` (a fresh clone per attempt).
+macro_rules! call {
+    ($client:expr, $method:ident, $req:expr) => {
+        retry(|| {
+            let mut c = $client.clone();
+            let req = $req;
+            async move { c.$method(req).await }
+        })
+    };
+}
+
+fn range_k0() -> RangeRequest {
+    RangeRequest {
+        key: Bytes::from_static(b"k0"),
+        ..Default::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_travel_between_members_and_expire_without_use() {
+    use raft_kv::pb::etcdserverpb::{
+        AuthEnableRequest, AuthUserAddRequest, AuthUserGrantRoleRequest,
+    };
     tokio::time::timeout(TEST_TIMEOUT, async {
         let cluster = start();
         cluster.leader(Duration::from_secs(20)).await.unwrap();
         let eps = cluster.endpoints();
-        let mut auth = AuthClient::new(channel(&eps[0]).await);
-        let status = auth
-            .auth_status(AuthStatusRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(!status.enabled);
-        use raft_kv::pb::etcdserverpb::{AuthUserAddRequest, AuthUserGrantRoleRequest};
-        auth.user_add(AuthUserAddRequest {
-            name: "root".into(),
-            password: "pw".into(),
-            options: None,
-        })
-        .await
-        .unwrap();
-        auth.user_grant_role(AuthUserGrantRoleRequest {
-            user: "root".into(),
-            role: "root".into(),
-        })
-        .await
-        .unwrap();
-        auth.auth_enable(raft_kv::pb::etcdserverpb::AuthEnableRequest {})
+        let auth = AuthClient::new(channel(&eps[0]).await);
+        let status = call!(auth, auth_status, AuthStatusRequest {})
             .await
             .unwrap();
-        let status = auth
-            .auth_status(AuthStatusRequest {})
+        assert!(!status.enabled);
+        call!(
+            auth,
+            user_add,
+            AuthUserAddRequest {
+                name: "root".into(),
+                password: "pw".into(),
+                options: None,
+            }
+        )
+        .await
+        .unwrap();
+        call!(
+            auth,
+            user_grant_role,
+            AuthUserGrantRoleRequest {
+                user: "root".into(),
+                role: "root".into(),
+            }
+        )
+        .await
+        .unwrap();
+        call!(auth, auth_enable, AuthEnableRequest {})
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
+        let status = call!(auth, auth_status, AuthStatusRequest {})
+            .await
+            .unwrap();
         assert!(status.enabled);
         assert_eq!(status.auth_revision, 3);
-        let err = auth
-            .authenticate(AuthenticateRequest {
+        let err = call!(
+            auth,
+            authenticate,
+            AuthenticateRequest {
                 name: "root".into(),
                 password: "nope".into(),
-            })
-            .await
-            .unwrap_err();
+            }
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert_eq!(
             err.message(),
             "etcdserver: authentication failed, invalid user ID or password"
         );
-        let token = auth
-            .authenticate(AuthenticateRequest {
+        let token = call!(
+            auth,
+            authenticate,
+            AuthenticateRequest {
                 name: "root".into(),
                 password: "pw".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .token;
+            }
+        )
+        .await
+        .unwrap()
+        .token;
         // The token works on every member at once: each applied its Authenticate entry
         // (a member that has not yet waits for it).
         for (i, ep) in eps.iter().enumerate() {
-            let mut kv = KvClient::new(channel(ep).await);
-            kv.put(with_token(
-                PutRequest {
-                    key: Bytes::from(format!("k{i}")),
-                    value: Bytes::from_static(b"v"),
-                    ..Default::default()
-                },
-                &token,
-            ))
+            let kv = KvClient::new(channel(ep).await);
+            call!(
+                kv,
+                put,
+                with_token(
+                    PutRequest {
+                        key: Bytes::from(format!("k{i}")),
+                        value: Bytes::from_static(b"v"),
+                        ..Default::default()
+                    },
+                    &token,
+                )
+            )
             .await
             .unwrap_or_else(|e| panic!("put on {ep} with the token: {e}"));
         }
         // Without a token: refused.
-        let mut kv = KvClient::new(channel(&eps[1]).await);
-        let err = kv
-            .range(RangeRequest {
-                key: Bytes::from_static(b"k0"),
-                ..Default::default()
-            })
-            .await
-            .unwrap_err();
+        let kv = KvClient::new(channel(&eps[1]).await);
+        let err = call!(kv, range, range_k0()).await.unwrap_err();
         assert_eq!(err.message(), "etcdserver: user name is empty");
         // Used within its time to live (3 s), the token lives on...
         for _ in 0..3 {
             tokio::time::sleep(Duration::from_secs(2)).await;
-            kv.range(with_token(
-                RangeRequest {
-                    key: Bytes::from_static(b"k0"),
-                    ..Default::default()
-                },
-                &token,
-            ))
-            .await
-            .expect("a token in use stays valid");
+            call!(kv, range, with_token(range_k0(), &token))
+                .await
+                .expect("a token in use stays valid");
         }
         // ...and expires after it without use.
         tokio::time::sleep(Duration::from_secs(4)).await;
-        let err = kv
-            .range(with_token(
-                RangeRequest {
-                    key: Bytes::from_static(b"k0"),
-                    ..Default::default()
-                },
-                &token,
-            ))
+        let err = call!(kv, range, with_token(range_k0(), &token))
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
         assert_eq!(err.message(), "etcdserver: invalid auth token");
         // A made-up token too.
-        let err = kv
-            .range(with_token(
-                RangeRequest {
-                    key: Bytes::from_static(b"k0"),
-                    ..Default::default()
-                },
-                "forged.1",
-            ))
+        let err = call!(kv, range, with_token(range_k0(), "forged.1"))
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);

@@ -137,10 +137,13 @@ impl EtcdService {
     pub(crate) async fn propose_as(&self, op: Op, who: &Who) -> Result<KvResponse, Status> {
         let mut who = who.clone();
         let mut attempt = 1;
+        let mut cmd = Command::new(0, op);
         loop {
-            who.state.check_op(&who.user, &op).map_err(Status::from)?;
-            let cmd = Command::new(0, op.clone()).with_caller(Some(who.caller()));
-            match self.propose_command(cmd).await? {
+            who.state
+                .check_op(&who.user, &cmd.op)
+                .map_err(Status::from)?;
+            cmd.caller = Some(who.caller());
+            match self.propose_command(&cmd).await? {
                 Err(crate::Error::Auth(AuthError::OldRevision)) if attempt < AUTH_ATTEMPTS => {
                     attempt += 1;
                     who.state = self.ctx.store.auth_state();
@@ -271,7 +274,7 @@ impl auth_server::Auth for EtcdService {
                 }),
             )
             .with_caller(Some(state.caller(&req.name)));
-            match self.propose_command(cmd).await? {
+            match self.propose_command(&cmd).await? {
                 Ok(KvResponse::Auth(crate::AuthAnswer {
                     token: Some(token), ..
                 })) => {
