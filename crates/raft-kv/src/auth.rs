@@ -3,7 +3,7 @@
 //! proposing and apply makes again, etcd's auth errors ([`AuthError`]) and the members'
 //! tokens (`token`).
 //!
-//! The state changes only by applying [`Op::Auth`](crate::Op::Auth) commands, so every
+//! The state changes only by applying [`Op::Auth`] commands, so every
 //! member holds the same state at the same log index; it lives in the internal key space
 //! (`record`), so snapshots carry it. Every change moves the auth revision up by one. A client
 //! command carries the caller and the auth revision its permissions were checked at

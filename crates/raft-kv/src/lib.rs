@@ -26,7 +26,7 @@
 //!   (member list from configuration changes, snapshots on the chain store), and
 //!   [`address_book`]: the peer addresses it learns from the log for a transport;
 //! - [`service`]: the etcd v3 gRPC services (`KV`, `Cluster`, `Maintenance`, `Watch`,
-//!   `Lease`, `Lock`, `Election`, one file each)
+//!   `Lease`, `Lock`, `Election`, `Auth`, one file each)
 //!   over a running node;
 //! - [`auth`]: etcd's users, roles and permissions (replicated auth state, the checks of
 //!   every request, tokens);

@@ -3,8 +3,9 @@
 //! barrier and then read the local store, serializable reads read it at once.
 //!
 //! One file per service under `service/` (`kv.rs`, `cluster.rs`, `maintenance.rs`,
-//! `watch.rs`, `lease.rs`, `lock.rs`, `election.rs`; `recipe.rs` holds what the last two
-//! share); this file holds what they share. [`EtcdService::routes`] hands all of them to a
+//! `watch.rs`, `lease.rs`, `lock.rs`, `election.rs`, `auth.rs`; `recipe.rs` holds what Lock
+//! and Election share; `auth.rs` also resolves every request's caller, [`Who`], which each
+//! service checks before proposing or reading); this file holds what they share. [`EtcdService::routes`] hands all of them to a
 //! tonic server, so a program other than raftd can serve the store (see
 //! `examples/embedded.rs`).
 
