@@ -131,17 +131,29 @@ impl EtcdService {
     }
 
     /// Checks `op` for `who` and proposes it carrying the caller, so apply checks it again at
-    /// the auth revision it was checked at. When the auth state moved in between (etcd's
+    /// the auth revision it was checked at. A refusal is decided under the auth state of a
+    /// ReadIndex barrier (a member that lags behind a grant does not refuse what the
+    /// cluster allows). When the auth state moved in between (etcd's
     /// "revision of auth store is old"), checks and proposes again under the new state, a
     /// few times, before giving up with that error.
     pub(crate) async fn propose_as(&self, op: Op, who: &Who) -> Result<KvResponse, Status> {
         let mut who = who.clone();
         let mut attempt = 1;
         let mut cmd = Command::new(0, op);
+        let mut synced = false;
         loop {
-            who.state
-                .check_op(&who.user, &cmd.op)
-                .map_err(Status::from)?;
+            match who.state.check_op(&who.user, &cmd.op) {
+                Ok(()) => {}
+                // This member may not have applied a grant yet: refuse only under the state
+                // of a ReadIndex barrier.
+                Err(AuthError::PermissionDenied) if !synced => {
+                    synced = true;
+                    self.read_barrier(false).await?;
+                    who.state = self.ctx.store.auth_state();
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
             cmd.caller = Some(who.caller());
             match self.propose_command(&cmd).await? {
                 Err(crate::Error::Auth(AuthError::OldRevision)) if attempt < AUTH_ATTEMPTS => {

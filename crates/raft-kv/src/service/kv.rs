@@ -18,8 +18,12 @@ impl kv_server::Kv for EtcdService {
         let req = req.into_inner();
         self.check_size(req.encoded_len())?;
         validate_range(&req).map_err(kv_status)?;
-        who.state.check_range_request(&who.user, &req)?;
         self.read_barrier(req.serializable).await?;
+        // Under the auth state the read sees (after the barrier for a linearizable read).
+        self.ctx
+            .store
+            .auth_state()
+            .check_range_request(&who.user, &req)?;
         let mut resp = self
             .ctx
             .store
@@ -68,8 +72,8 @@ impl kv_server::Kv for EtcdService {
         self.check_size(req.encoded_len())?;
         let mut resp = if crate::validate::txn_is_read_only(&req) {
             crate::validate::validate_txn(&req, &self.ctx.limits).map_err(kv_status)?;
-            who.state.check_txn(&who.user, &req)?;
             self.read_barrier(false).await?;
+            self.ctx.store.auth_state().check_txn(&who.user, &req)?;
             self.ctx.store.txn_read_only(&req).map_err(kv_status)?
         } else {
             match self.propose_as(Op::Txn(req), &who).await? {
