@@ -170,6 +170,19 @@ impl AuthState {
         self.roles.keys().cloned().collect()
     }
 
+    /// Whether `password` is user `name`'s (false for an unknown user or one without a
+    /// password). Blocking: bcrypt takes milliseconds at the default cost; call it off the
+    /// async threads.
+    pub fn check_password(&self, name: &str, password: &str) -> bool {
+        let Some(u) = self.users.get(name) else {
+            return false;
+        };
+        if u.options.is_some_and(|o| o.no_password) || u.password.is_empty() {
+            return false;
+        }
+        std::str::from_utf8(&u.password).is_ok_and(|h| bcrypt::verify(password, h).unwrap_or(false))
+    }
+
     /// Whether user `name` exists and has role `role`.
     pub fn has_role(&self, name: &str, role: &str) -> bool {
         self.users

@@ -330,6 +330,7 @@ impl Node {
                     tls: metrics_tls,
                     operator,
                     backup: backup.clone(),
+                    auth: Some(store.clone()),
                 },
             )
         });

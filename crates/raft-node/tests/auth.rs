@@ -574,3 +574,118 @@ async fn client_certificate_common_name_is_the_user() {
     .await
     .expect("test took longer than its budget");
 }
+
+/// `GET path` on the plain HTTP endpoint `addr` with extra header lines; the status code and
+/// the body.
+async fn http_get(addr: &str, path: &str, headers: &[&str]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (code, body)
+}
+
+/// With authentication on and no TLS, `/status` (like pprof) answers only the root user:
+/// HTTP Basic credentials or a root token; `/metrics` stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_status_page_answers_root_once_auth_is_on() {
+    use base64::Engine as _;
+    use raft_kv::pb::etcdserverpb::{
+        AuthEnableRequest, AuthUserAddRequest, AuthUserGrantRoleRequest,
+    };
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let raftd = Raftd::new(env!("CARGO_BIN_EXE_raftd"))
+            .calm()
+            .with_metrics()
+            .args(["--set", "auth.bcrypt_cost=4"]);
+        let cluster = Cluster::start(raftd, 1).expect("raftd starts");
+        cluster.leader(Duration::from_secs(20)).await.unwrap();
+        let http = cluster.metrics(1).to_string();
+        assert_eq!(
+            http_get(&http, "/status", &[]).await.0,
+            200,
+            "open while auth is off"
+        );
+        let auth = AuthClient::new(channel(&cluster.endpoint(1)).await);
+        for (name, pw) in [("root", "rootpw"), ("alice", "alicepw")] {
+            call!(
+                auth,
+                user_add,
+                AuthUserAddRequest {
+                    name: name.into(),
+                    password: pw.into(),
+                    options: None,
+                }
+            )
+            .await
+            .unwrap();
+        }
+        call!(
+            auth,
+            user_grant_role,
+            AuthUserGrantRoleRequest {
+                user: "root".into(),
+                role: "root".into(),
+            }
+        )
+        .await
+        .unwrap();
+        call!(auth, auth_enable, AuthEnableRequest {})
+            .await
+            .unwrap();
+        let basic = |cred: &str| {
+            format!(
+                "Authorization: Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(cred)
+            )
+        };
+        let (code, body) = http_get(&http, "/status", &[]).await;
+        assert_eq!(code, 403, "{body}");
+        assert!(body.contains("root"), "{body}");
+        assert_eq!(
+            http_get(&http, "/status", &[&basic("root:wrong")]).await.0,
+            403
+        );
+        assert_eq!(
+            http_get(&http, "/status", &[&basic("alice:alicepw")])
+                .await
+                .0,
+            403
+        );
+        let (code, body) = http_get(&http, "/status", &[&basic("root:rootpw")]).await;
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("\"leader\""), "{body}");
+        let token = call!(
+            auth,
+            authenticate,
+            AuthenticateRequest {
+                name: "root".into(),
+                password: "rootpw".into(),
+            }
+        )
+        .await
+        .unwrap()
+        .token;
+        let header = format!("token: {token}");
+        assert_eq!(http_get(&http, "/status", &[&header]).await.0, 200);
+        assert_eq!(http_get(&http, "/metrics", &[]).await.0, 200);
+    })
+    .await
+    .expect("test took longer than its budget");
+}

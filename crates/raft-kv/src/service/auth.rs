@@ -199,14 +199,6 @@ impl EtcdService {
     }
 }
 
-/// Whether `password` matches the stored bcrypt `hash` (false for a user without one).
-fn password_matches(password: &str, hash: &[u8]) -> bool {
-    if hash.is_empty() {
-        return false;
-    }
-    std::str::from_utf8(hash).is_ok_and(|h| bcrypt::verify(password, h).unwrap_or(false))
-}
-
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -262,13 +254,8 @@ impl auth_server::Auth for EtcdService {
             if !state.enabled() {
                 return Err(AuthError::NotEnabled.into());
             }
-            let hash = state
-                .user(&req.name)
-                .filter(|u| !u.options.is_some_and(|o| o.no_password))
-                .map(|u| u.password.clone())
-                .unwrap_or_default();
-            let pw = password.clone();
-            let ok = tokio::task::spawn_blocking(move || password_matches(&pw, &hash))
+            let (pw, st, name) = (password.clone(), state.clone(), req.name.clone());
+            let ok = tokio::task::spawn_blocking(move || st.check_password(&name, &pw))
                 .await
                 .map_err(|e| Status::internal(format!("password check stopped: {e}")))?;
             if !ok {
