@@ -602,7 +602,8 @@ async fn http_get(addr: &str, path: &str, headers: &[&str]) -> (u16, String) {
 }
 
 /// With authentication on and no TLS, `/status` (like pprof) answers only the root user:
-/// HTTP Basic credentials or a root token; `/metrics` stays open.
+/// HTTP Basic credentials or a root token; `/metrics` stays open. raftctl's Admin and KV
+/// calls work with `--user`, and are refused without it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_http_status_page_answers_root_once_auth_is_on() {
     use base64::Engine as _;
@@ -685,6 +686,35 @@ async fn the_http_status_page_answers_root_once_auth_is_on() {
         let header = format!("token: {token}");
         assert_eq!(http_get(&http, "/status", &[&header]).await.0, 200);
         assert_eq!(http_get(&http, "/metrics", &[]).await.0, 200);
+        // raftctl: its Admin calls need root too, which `--user` gives it; so do its KV calls.
+        let raftctl = |args: &[&str]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_raftctl"))
+                .args(["--endpoints", &cluster.endpoint(1), "--timeout", "5s"])
+                .args(args)
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            )
+        };
+        let (ok, out) = raftctl(&["status"]);
+        assert!(!ok && out.contains("permission denied"), "{out}");
+        let (ok, out) = raftctl(&["--user", "root:rootpw", "status"]);
+        assert!(ok, "{out}");
+        let (ok, out) = raftctl(&["put", "k", "v"]);
+        assert!(!ok && out.contains("user name is empty"), "{out}");
+        let (ok, out) = raftctl(&["--user", "root:rootpw", "put", "k", "v"]);
+        assert!(ok, "{out}");
+        let (ok, out) = raftctl(&["--user", "root:nope", "get", "k"]);
+        assert!(
+            !ok && out.contains("authentication failed, invalid user ID or password"),
+            "{out}"
+        );
     })
     .await
     .expect("test took longer than its budget");
