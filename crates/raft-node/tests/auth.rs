@@ -471,6 +471,69 @@ async fn tokens_travel_between_members_and_expire_without_use() {
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
         assert_eq!(err.message(), "etcdserver: invalid auth token");
+        // The Lock service runs as its caller: root may lock, nobody else.
+        let token = call!(
+            auth,
+            authenticate,
+            AuthenticateRequest {
+                name: "root".into(),
+                password: "pw".into(),
+            }
+        )
+        .await
+        .unwrap()
+        .token;
+        {
+            use raft_kv::pb::etcdserverpb::{LeaseGrantRequest, lease_client::LeaseClient};
+            use raft_kv::pb::v3lockpb::{LockRequest, UnlockRequest, lock_client::LockClient};
+            let ch = channel(&eps[2]).await;
+            let lease = call!(
+                LeaseClient::new(ch.clone()),
+                lease_grant,
+                with_token(LeaseGrantRequest { ttl: 30, id: 0 }, &token)
+            )
+            .await
+            .unwrap()
+            .id;
+            let lock = LockClient::new(ch);
+            let err = call!(
+                lock,
+                lock,
+                LockRequest {
+                    name: Bytes::from_static(b"jobs"),
+                    lease,
+                }
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(err.message(), "etcdserver: user name is empty");
+            let held = call!(
+                lock,
+                lock,
+                with_token(
+                    LockRequest {
+                        name: Bytes::from_static(b"jobs"),
+                        lease,
+                    },
+                    &token
+                )
+            )
+            .await
+            .unwrap();
+            assert!(held.key.starts_with(b"jobs/"));
+            call!(
+                lock,
+                unlock,
+                with_token(
+                    UnlockRequest {
+                        key: held.key.clone()
+                    },
+                    &token
+                )
+            )
+            .await
+            .unwrap();
+        }
         // A made-up token too.
         let err = call!(kv, range, with_token(range_k0(), "forged.1"))
             .await
