@@ -1,13 +1,15 @@
 //! raftd against etcd on one machine: local clusters of real processes ([`cluster`]), a
 //! closed-loop load generator on the `etcd-client` crate ([`load`]), watch fan-out under a
 //! put load ([`watch_load`]), lease churn and keep-alives ([`lease_load`]) and the failover
-//! measurement ([`failover`]). The `raft-bench` binary (`cargo xtask bench cluster`) runs
+//! measurement ([`failover`]), and the workload client of
+//! chaos runs ([`chaos`]). The `raft-bench` binary (`cargo xtask bench cluster`) runs
 //! them; the integration tests under `tests/` drive raftd with the same client.
 //!
 //! Not a default workspace member: etcd-client's build script needs `protoc`, which
 //! `cargo xtask` provides.
 
 pub mod binaries;
+pub mod chaos;
 pub mod cluster;
 pub mod failover;
 pub mod lease_load;

@@ -30,6 +30,59 @@ enum Cmd {
     /// Drive one workload against running servers (any etcd v3 endpoint) and print its
     /// throughput and latency: for profiling a node under a steady load.
     Load(LoadArgs),
+    /// The workload client of a chaos run (`cargo xtask chaos` starts it while it injects
+    /// faults): register, bank and watch workloads against the endpoints, histories written
+    /// as JSON lines into `--out` for the checkers.
+    ChaosClient(ChaosClientArgs),
+}
+
+#[derive(clap::Args)]
+struct ChaosClientArgs {
+    /// Client endpoints (`host:port`), comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    endpoints: Vec<String>,
+    /// Workloads, comma-separated: register, bank, watch (or all).
+    #[arg(long, default_value = "register,bank,watch")]
+    workload: String,
+    /// How long the workloads issue operations.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    time: Duration,
+    /// Seeds the clients' choices.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The directory the histories go to.
+    #[arg(long)]
+    out: PathBuf,
+    /// Register workers.
+    #[arg(long, default_value_t = 6)]
+    register_clients: usize,
+    /// Bank workers.
+    #[arg(long, default_value_t = 3)]
+    bank_clients: usize,
+    /// Watch writers.
+    #[arg(long, default_value_t = 2)]
+    watch_writers: usize,
+    /// Watchers.
+    #[arg(long, default_value_t = 3)]
+    watchers: usize,
+    /// Timeout of one request.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// How long the watchers may take to catch up after the workloads stop.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    catch_up: Duration,
+    /// Deliberately unsafe: serializable register reads (to show the checker catches stale
+    /// reads).
+    #[arg(long)]
+    unsafe_serializable_reads: bool,
+    /// Deliberately unsafe: bank transfers without their guard (to show the checker catches
+    /// lost updates).
+    #[arg(long)]
+    unsafe_unguarded_transfers: bool,
+    /// Deliberately unsafe: watchers resume from their last revision instead of the next
+    /// (to show the checker catches duplicate events).
+    #[arg(long)]
+    unsafe_watch_resume_at_last: bool,
 }
 
 #[derive(clap::Args)]
@@ -117,7 +170,35 @@ fn main() -> Result<()> {
     match Args::parse().cmd {
         Cmd::Cluster(args) => rt.block_on(cluster(args)),
         Cmd::Load(args) => rt.block_on(load_only(args)),
+        Cmd::ChaosClient(args) => rt.block_on(chaos_client(args)),
     }
+}
+
+async fn chaos_client(a: ChaosClientArgs) -> Result<()> {
+    let spec = raft_bench::chaos::Spec {
+        endpoints: a.endpoints,
+        workloads: raft_bench::chaos::Workload::parse_list(&a.workload)?,
+        time: a.time,
+        seed: a.seed,
+        out: a.out,
+        register_clients: a.register_clients,
+        bank_clients: a.bank_clients,
+        watch_writers: a.watch_writers,
+        watchers: a.watchers,
+        timeout: a.timeout,
+        catch_up: a.catch_up,
+        serializable_reads: a.unsafe_serializable_reads,
+        unguarded_transfers: a.unsafe_unguarded_transfers,
+        watch_resume_at_last: a.unsafe_watch_resume_at_last,
+    };
+    let out = spec.out.clone();
+    let summary = raft_bench::chaos::run(spec).await?;
+    eprintln!(
+        "chaos-client: histories of {} in {}",
+        summary.workloads.join(", "),
+        out.display()
+    );
+    Ok(())
 }
 
 async fn load_only(args: LoadArgs) -> Result<()> {

@@ -50,7 +50,7 @@ async fn stop_leader_under_load(
     secs: u64,
     stop: impl FnOnce(&mut Cluster, u64),
 ) -> (u64, Vec<String>) {
-    let leader = cluster.leader(Duration::from_secs(30)).await.unwrap();
+    let leader = cluster.serving(Duration::from_secs(30)).await.unwrap();
     let load = writer(cluster.endpoints(), secs);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop(cluster, leader);
@@ -104,7 +104,7 @@ async fn put_get_delete_txn_from_every_member() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = start(&dir);
     tokio::time::timeout(TEST_TIMEOUT, async {
-        cluster.leader(Duration::from_secs(30)).await.unwrap();
+        cluster.serving(Duration::from_secs(30)).await.unwrap();
         let mut first_rev = None;
         for id in 1..=3u64 {
             let mut c = cluster
@@ -182,7 +182,7 @@ async fn learner_is_added_promoted_and_another_member_removed() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = start(&dir);
     tokio::time::timeout(TEST_TIMEOUT, async {
-        cluster.leader(Duration::from_secs(30)).await.unwrap();
+        cluster.serving(Duration::from_secs(30)).await.unwrap();
         let mut c = cluster
             .etcd_client(&[], Duration::from_secs(5))
             .await
@@ -323,7 +323,7 @@ async fn etcd_client_over_tls() {
             Some(tls.clone()),
         )
         .expect("cluster starts");
-        let leader = cluster.leader(Duration::from_secs(30)).await.unwrap();
+        let leader = cluster.serving(Duration::from_secs(30)).await.unwrap();
         let mut c = cluster
             .etcd_client(&[], Duration::from_secs(5))
             .await

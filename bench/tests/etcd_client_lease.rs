@@ -22,7 +22,7 @@ fn start(dir: &tempfile::TempDir) -> Cluster {
 
 /// A member that is not the leader.
 async fn follower(cluster: &Cluster) -> (u64, u64) {
-    let leader = cluster.leader(Duration::from_secs(30)).await.unwrap();
+    let leader = cluster.serving(Duration::from_secs(30)).await.unwrap();
     let f = cluster
         .running()
         .into_iter()
@@ -255,7 +255,7 @@ async fn lease_load_workloads_run() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let dir = tempfile::tempdir().unwrap();
         let cluster = start(&dir);
-        cluster.leader(Duration::from_secs(30)).await.unwrap();
+        cluster.serving(Duration::from_secs(30)).await.unwrap();
         for id in cluster.running() {
             client_of(&cluster, id, Duration::from_secs(5)).await;
         }

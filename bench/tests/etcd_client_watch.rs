@@ -80,7 +80,7 @@ async fn watch_api_replay_live_ids_cancel_progress_compaction_fan_out() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = start(&dir);
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let leader = cluster.leader(Duration::from_secs(30)).await.unwrap();
+        let leader = cluster.serving(Duration::from_secs(30)).await.unwrap();
         let follower = (1..=3).find(|i| *i != leader).unwrap();
         let mut c = cluster
             .etcd_client(&[leader], Duration::from_secs(5))
@@ -214,7 +214,7 @@ async fn watch_resumes_on_another_member_after_its_leader_is_killed() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = start(&dir);
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let leader = cluster.leader(Duration::from_secs(30)).await.unwrap();
+        let leader = cluster.serving(Duration::from_secs(30)).await.unwrap();
         let others: Vec<u64> = (1..=3).filter(|i| *i != leader).collect();
         let mut on_leader = cluster
             .etcd_client(&[leader], Duration::from_secs(5))
@@ -287,7 +287,7 @@ async fn watch_fan_out_workload_delivers_every_put_to_every_watcher() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = start(&dir);
     tokio::time::timeout(TEST_TIMEOUT, async {
-        cluster.leader(Duration::from_secs(30)).await.unwrap();
+        cluster.serving(Duration::from_secs(30)).await.unwrap();
         for layout in [Layout::OneKey, Layout::Prefixes(5)] {
             let spec = WatchSpec {
                 layout,

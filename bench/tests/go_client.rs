@@ -73,7 +73,7 @@ fn etcdcheck() -> Option<PathBuf> {
 /// Runs `etcdcheck` with `args` against `cluster`; when `kill_leader`, kills the leader with
 /// SIGKILL 1.5 s in and starts it again 3 s later. Returns the program's report line.
 async fn check(cluster: &mut Cluster, bin: &Path, args: &[&str], kill_leader: bool) -> String {
-    let leader = cluster.leader(Duration::from_secs(30)).await.unwrap();
+    let leader = cluster.serving(Duration::from_secs(30)).await.unwrap();
     let child = Command::new(bin)
         .arg("-endpoints")
         .arg(cluster.endpoints().join(","))

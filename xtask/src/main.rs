@@ -5,6 +5,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod chaos;
 mod ci;
 mod cluster;
 mod deny;
@@ -21,6 +22,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
+    bin_name = "cargo xtask",
     about = "The project's automation: CI checks, clusters, drills, benchmarks, release"
 )]
 struct Cli {
@@ -45,6 +47,12 @@ enum Task {
     /// raftctl writers); prints a timeline and checks that every acknowledged write reads
     /// back from every node; exits non-zero when a check fails.
     Drill(drill::Args),
+    /// Jepsen-style test of a local raftd cluster: register, bank and watch workloads
+    /// (client histories) under kill -9, SIGSTOP and partition faults drawn from a seed;
+    /// checks linearizability, the bank total and watch delivery, writes a run directory
+    /// with the histories, the schedule, the logs, the verdicts and a plot; exits non-zero
+    /// when a check fails.
+    Chaos(chaos::Args),
     /// Benchmarks (release builds): `cluster` (raftd against etcd) or `snapshot`.
     Bench(bench::Args),
     /// The deterministic cluster simulation (release build); a failing seed prints its
@@ -101,5 +109,6 @@ fn run(task: Task) -> Result<()> {
         Task::Cluster(args) => cluster::run(args),
         Task::Drill(args) => drill::run(args),
         Task::Bench(args) => bench::run(args),
+        Task::Chaos(args) => chaos::run(args),
     }
 }

@@ -16,10 +16,22 @@ pub fn strip_scheme(url: &str) -> &str {
     s.trim_end_matches('/')
 }
 
+/// Called with a member's id and new address when a known member's address changes.
+pub type MoveListener = Arc<dyn Fn(NodeId, &str) + Send + Sync>;
+
 /// Member id → peer address (`host:port`), cheap to clone (shared).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct AddressBook {
     inner: Arc<RwLock<BTreeMap<NodeId, String>>>,
+    moved: Arc<RwLock<Option<MoveListener>>>,
+}
+
+impl std::fmt::Debug for AddressBook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AddressBook")
+            .field("inner", &*self.inner.read())
+            .finish_non_exhaustive()
+    }
 }
 
 impl AddressBook {
@@ -27,7 +39,14 @@ impl AddressBook {
     pub fn new(members: BTreeMap<NodeId, String>) -> Self {
         Self {
             inner: Arc::new(RwLock::new(members)),
+            moved: Arc::default(),
         }
+    }
+
+    /// Calls `listener` whenever the address of a member the book knew changes (a
+    /// `MemberUpdate` applied), so a transport can dial the new one.
+    pub fn on_move(&self, listener: MoveListener) {
+        *self.moved.write() = Some(listener);
     }
 
     /// The address of `id`.
@@ -37,9 +56,13 @@ impl AddressBook {
 
     /// Records the address of `id` (a URL's scheme is dropped).
     pub fn set(&self, id: NodeId, addr: &str) {
-        self.inner
-            .write()
-            .insert(id, strip_scheme(addr).to_string());
+        let addr = strip_scheme(addr).to_string();
+        let old = self.inner.write().insert(id, addr.clone());
+        if old.is_some_and(|o| o != addr)
+            && let Some(listener) = self.moved.read().clone()
+        {
+            listener(id, &addr);
+        }
     }
 
     /// Every known member.

@@ -138,6 +138,7 @@ impl KvStore {
             members_changed: false,
             internal: BTreeMap::new(),
             lease: Default::default(),
+            alarms: guard.alarms.clone(),
             auth: crate::store::exec::AuthBatch::new(shared.auth.read().clone()),
             index: 0,
         };
@@ -207,6 +208,10 @@ impl KvStore {
             b.insert(key.as_slice(), value.as_slice());
         }
         batch.lease.write_to(&mut b);
+        let alarms_changed = batch.alarms != guard.alarms;
+        if alarms_changed {
+            b.insert(crate::internal::alarms_key(), batch.alarms.encode());
+        }
         batch.auth.write_to(&mut b);
         if !batch.overlay.is_empty() {
             b.insert(
@@ -237,6 +242,9 @@ impl KvStore {
         state.compact_revision = batch.compact_revision;
         if batch.members_changed {
             state.members = batch.members;
+        }
+        if alarms_changed {
+            state.alarms = batch.alarms;
         }
         if !batch.lease.events.is_empty() {
             // Under the state lock: a reader never sees the data of a batch without its leases.
@@ -286,5 +294,132 @@ fn execute(batch: &mut Batch<'_>, cmd: &Command) -> Result<Outcome> {
         Ok(r) => Ok(Outcome::Response(r)),
         Err(e) if e.is_request_error() => Ok(Outcome::Rejected(e)),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Op;
+    use crate::pb::etcdserverpb::{
+        AlarmRequest, AlarmType, CompactionRequest, DeleteRangeRequest, LeaseGrantRequest,
+        PutRequest, RequestOp, TxnRequest, alarm_request::AlarmAction, request_op,
+    };
+
+    struct W(KvStore, u64);
+
+    impl W {
+        fn run(&mut self, op: Op) -> Outcome {
+            self.1 += 1;
+            self.0
+                .apply(self.1, 1, &Command::new(0, op))
+                .unwrap()
+                .outcome
+        }
+    }
+
+    fn put(k: &str) -> Op {
+        Op::Put(PutRequest {
+            key: k.as_bytes().to_vec().into(),
+            value: b"v".to_vec().into(),
+            ..Default::default()
+        })
+    }
+
+    fn del(k: &str) -> DeleteRangeRequest {
+        DeleteRangeRequest {
+            key: k.as_bytes().to_vec().into(),
+            ..Default::default()
+        }
+    }
+
+    fn alarm(action: AlarmAction, member_id: u64) -> Op {
+        Op::Alarm(AlarmRequest {
+            action: action as i32,
+            member_id,
+            alarm: AlarmType::Nospace as i32,
+        })
+    }
+
+    fn refused(o: &Outcome) -> bool {
+        matches!(o, Outcome::Rejected(Error::NoSpace))
+    }
+
+    /// NOSPACE, applied from the log, refuses what adds data (put, a txn with a put, lease
+    /// grant) and lets reads, deletes, delete-only txns and compaction through; it is kept
+    /// across a restart and in snapshots, and disarming lifts it.
+    #[test]
+    fn nospace_refuses_writes_that_add_data_until_disarmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = W(KvStore::open(dir.path()).unwrap(), 0);
+        assert!(matches!(w.run(put("a")), Outcome::Response(_)));
+        assert!(matches!(w.run(put("b")), Outcome::Response(_)));
+        match w.run(alarm(AlarmAction::Activate, 7)) {
+            Outcome::Response(Response::Alarm(r)) => assert_eq!(r.alarms.len(), 1),
+            other => panic!("{other:?}"),
+        }
+        let rev = w.0.revision();
+        assert!(refused(&w.run(put("c"))));
+        assert!(refused(
+            &w.run(Op::LeaseGrant(LeaseGrantRequest { ttl: 10, id: 5 }))
+        ));
+        let txn_put = TxnRequest {
+            failure: vec![RequestOp {
+                request: Some(request_op::Request::RequestTxn(TxnRequest {
+                    success: vec![RequestOp {
+                        request: Some(request_op::Request::RequestPut(PutRequest {
+                            key: b"t".to_vec().into(),
+                            ..Default::default()
+                        })),
+                    }],
+                    ..Default::default()
+                })),
+            }],
+            ..Default::default()
+        };
+        assert!(refused(&w.run(Op::Txn(txn_put.clone()))));
+        assert_eq!(w.0.revision(), rev, "nothing refused was written");
+        let txn_del = TxnRequest {
+            success: vec![RequestOp {
+                request: Some(request_op::Request::RequestDeleteRange(del("a"))),
+            }],
+            ..Default::default()
+        };
+        assert!(matches!(w.run(Op::Txn(txn_del)), Outcome::Response(_)));
+        assert!(matches!(
+            w.run(Op::DeleteRange(del("b"))),
+            Outcome::Response(_)
+        ));
+        let compact = w.0.revision();
+        assert!(matches!(
+            w.run(Op::Compact(CompactionRequest {
+                revision: compact,
+                physical: false
+            })),
+            Outcome::Response(_)
+        ));
+        assert!(w.0.get(b"a").unwrap().is_none());
+
+        // Kept across a restart and carried by a snapshot.
+        let index = w.1;
+        drop(w);
+        let mut w = W(KvStore::open(dir.path()).unwrap(), index);
+        assert!(refused(&w.run(put("c"))));
+        let cap = w.0.snapshot_full().unwrap();
+        let copy = KvStore::open_temporary().unwrap();
+        copy.restore_full(cap.info.index, 1, cap.records).unwrap();
+        assert_eq!(copy.alarms(AlarmType::Nospace).len(), 1);
+        assert_eq!(copy.alarms(AlarmType::Corrupt).len(), 0);
+        let mut c = W(copy, w.1);
+        assert!(refused(&c.run(put("c"))));
+
+        // Member 0 disarms every member's alarm.
+        match w.run(alarm(AlarmAction::Deactivate, 0)) {
+            Outcome::Response(Response::Alarm(r)) => assert_eq!(r.alarms[0].member_id, 7),
+            other => panic!("{other:?}"),
+        }
+        assert!(w.0.alarms(AlarmType::None).is_empty());
+        assert!(matches!(w.run(put("c")), Outcome::Response(_)));
+        assert!(matches!(w.run(Op::Txn(txn_put)), Outcome::Response(_)));
     }
 }

@@ -315,7 +315,7 @@ impl AuthState {
     }
 
     /// Checks a command's operation for `user` (what apply checks again): key writes against
-    /// the user's permissions, compaction, member and auth management for `root`, lease
+    /// the user's permissions, compaction, alarms, member and auth management for `root`, lease
     /// grants for any user. A lease revoke is checked here for authentication only; the
     /// write permission on its keys is checked where they are known (the service before
     /// proposing, and apply).
@@ -328,9 +328,11 @@ impl AuthState {
             Op::DeleteRange(d) => self.check_delete(user, d),
             Op::Txn(t) => self.check_txn(user, t),
             Op::LeaseGrant(_) | Op::LeaseRevoke(_) => self.check_authenticated(user),
-            Op::Compact(_) | Op::PublishMember(_) | Op::SetPeerUrls(_) | Op::LeaseCheckpoint(_) => {
-                self.check_admin(user)
-            }
+            Op::Compact(_)
+            | Op::PublishMember(_)
+            | Op::SetPeerUrls(_)
+            | Op::LeaseCheckpoint(_)
+            | Op::Alarm(_) => self.check_admin(user),
             Op::Auth(a) => self.check_auth_command(user, a),
         }
     }

@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::pb::etcdserverpb::{
-    CompactionRequest, DeleteRangeRequest, LeaseCheckpointRequest, LeaseGrantRequest,
+    AlarmRequest, CompactionRequest, DeleteRangeRequest, LeaseCheckpointRequest, LeaseGrantRequest,
     LeaseRevokeRequest, PutRequest, TxnRequest,
 };
 use crate::pb::kvauth::{AuthCommand, Caller};
@@ -55,6 +55,9 @@ pub enum Op {
     LeaseRevoke(LeaseRevokeRequest),
     /// The leader's checkpoint of remaining TTLs (etcd's lease checkpointing).
     LeaseCheckpoint(LeaseCheckpointRequest),
+    /// `Maintenance.Alarm` ACTIVATE or DEACTIVATE: raises or disarms an alarm (kept in the
+    /// internal space), so every member refuses or accepts writes from the same entry on.
+    Alarm(AlarmRequest),
     /// A change of the authentication state: users, roles, the enabled flag, tokens
     /// (`crate::auth`; passwords arrive hashed).
     Auth(AuthCommand),
@@ -87,6 +90,7 @@ impl Command {
             | Op::SetPeerUrls(_)
             | Op::LeaseGrant(_)
             | Op::LeaseCheckpoint(_)
+            | Op::Alarm(_)
             | Op::Auth(_) => false,
         }
     }
@@ -109,7 +113,8 @@ impl Command {
             Op::LeaseGrant(m) => message::encoded_len(8, m),
             Op::LeaseRevoke(m) => message::encoded_len(9, m),
             Op::LeaseCheckpoint(m) => message::encoded_len(10, m),
-            Op::Auth(m) => message::encoded_len(20, m),
+            Op::Alarm(m) => message::encoded_len(20, m),
+            Op::Auth(m) => message::encoded_len(22, m),
         };
         let caller = self
             .caller
@@ -136,7 +141,8 @@ impl Command {
             Op::LeaseGrant(m) => message::encode(8, m, &mut buf),
             Op::LeaseRevoke(m) => message::encode(9, m, &mut buf),
             Op::LeaseCheckpoint(m) => message::encode(10, m, &mut buf),
-            Op::Auth(m) => message::encode(20, m, &mut buf),
+            Op::Alarm(m) => message::encode(20, m, &mut buf),
+            Op::Auth(m) => message::encode(22, m, &mut buf),
         }
         if let Some(c) = &self.caller {
             message::encode(21, c, &mut buf);
@@ -164,6 +170,7 @@ impl Command {
             kv_command::Op::LeaseGrant(m) => Op::LeaseGrant(m),
             kv_command::Op::LeaseRevoke(m) => Op::LeaseRevoke(m),
             kv_command::Op::LeaseCheckpoint(m) => Op::LeaseCheckpoint(m),
+            kv_command::Op::Alarm(m) => Op::Alarm(m),
             kv_command::Op::Auth(m) => Op::Auth(m),
         };
         Ok(Command {
@@ -264,6 +271,14 @@ mod tests {
             ),
             Command::new(
                 9,
+                Op::Alarm(AlarmRequest {
+                    action: crate::pb::etcdserverpb::alarm_request::AlarmAction::Activate as i32,
+                    member_id: 3,
+                    alarm: crate::pb::etcdserverpb::AlarmType::Nospace as i32,
+                }),
+            ),
+            Command::new(
+                10,
                 Op::Auth(AuthCommand {
                     op: Some(crate::pb::kvauth::auth_command::Op::UserAdd(
                         crate::pb::kvauth::UserAdd {

@@ -254,6 +254,58 @@ mod tests {
             .collect()
     }
 
+    /// What `defragment` does after most keys were deleted and compacted: the data is
+    /// durable and the reported sizes are the store's; sled's file does not shrink (the
+    /// freed space is reused inside it), which `KvStore::defragment` documents.
+    #[test]
+    fn defragment_after_deletes_and_compaction_flushes_and_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KvStore::open(dir.path()).unwrap();
+        let mut w = Writer(&store, 0);
+        let value = "v".repeat(4096);
+        for i in 0..2000 {
+            w.put(&format!("k{i:05}"), &value);
+        }
+        w.put("kept", "small");
+        for i in 0..2000 {
+            w.del(&format!("k{i:05}"));
+        }
+        let compact = store.revision();
+        w.compact(compact);
+        assert!(store.wait_compacted_blocking(compact, Duration::from_secs(30)));
+        let full = store.db_size().unwrap();
+        let d = store.defragment().unwrap();
+        assert_eq!(d.size_after, store.db_size().unwrap());
+        assert!(d.size_before > 0 && d.size_after > 0);
+        // What does shrink it: a member rebuilt from a snapshot writes only the records.
+        let rebuilt_dir = tempfile::tempdir().unwrap();
+        let rebuilt = KvStore::open(rebuilt_dir.path()).unwrap();
+        let cap = store.snapshot_full().unwrap();
+        rebuilt
+            .restore_full(cap.info.index, 1, cap.records)
+            .unwrap();
+        let small = rebuilt.db_size().unwrap();
+        assert!(small < full / 4, "rebuilt {small}, in place {full}");
+        // Measured here (not a promise): the file keeps its size; writing the same amount
+        // again reuses the freed space instead of doubling the file.
+        for i in 0..2000 {
+            w.put(&format!("n{i:05}"), &value);
+        }
+        w.del("n");
+        store.flush().unwrap();
+        let again = store.db_size().unwrap();
+        assert!(again < 2 * full, "freed space reused: {full} then {again}");
+        drop(store);
+        // Durable: a reopened store has what was applied.
+        let store = KvStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.get(b"kept").unwrap().unwrap().value.as_ref(),
+            b"small"
+        );
+        assert!(store.get(b"k00001").unwrap().is_none());
+        assert!(store.get(b"n00001").unwrap().is_some());
+    }
+
     /// Physical compaction leaves one event per key that existed at the compact revision
     /// (and removes deleted keys' tombstones, current entries included); every read at or
     /// above the compact revision answers as before; it survives a restart.

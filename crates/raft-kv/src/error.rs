@@ -101,6 +101,13 @@ pub enum Error {
     /// A member id is not in the member list.
     #[error("etcdserver: member not found")]
     MemberNotFound,
+    /// A `Maintenance.Snapshot` file is damaged, truncated or not one (`crate::export`).
+    #[error("raft-kv: bad snapshot file: {0}")]
+    BadSnapshotFile(String),
+    /// The space quota is used up (etcd's NOSPACE alarm is active): writes that add data
+    /// are refused until the alarm is disarmed.
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
     /// An authentication or permission error (etcd's messages and codes, see
     /// [`AuthError`](crate::auth::AuthError)).
     #[error(transparent)]
@@ -132,6 +139,7 @@ impl Error {
                 | Error::RequestTooLarge
                 | Error::RangeTooLarge { .. }
                 | Error::MemberNotFound
+                | Error::NoSpace
                 | Error::Auth(_)
         )
     }
@@ -155,7 +163,7 @@ impl Error {
             | Error::MalformedCommand(_)
             | Error::MissingOp => tonic::Code::InvalidArgument,
             Error::LeaseNotFound | Error::MemberNotFound => tonic::Code::NotFound,
-            Error::RangeTooLarge { .. } => tonic::Code::ResourceExhausted,
+            Error::RangeTooLarge { .. } | Error::NoSpace => tonic::Code::ResourceExhausted,
             Error::Auth(e) => e.code(),
             Error::RestoreIncomplete | Error::CaptureInProgress => tonic::Code::Unavailable,
             Error::NotReadOnly => tonic::Code::InvalidArgument,
@@ -163,6 +171,7 @@ impl Error {
             Error::Storage(_)
             | Error::Corrupt(_)
             | Error::BadSnapshotRecord(_)
+            | Error::BadSnapshotFile(_)
             | Error::UnknownCapture(_)
             | Error::SnapshotStore(_) => tonic::Code::Internal,
         }

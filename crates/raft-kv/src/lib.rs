@@ -49,6 +49,7 @@ mod compact;
 mod cow;
 mod error;
 pub mod events;
+pub mod export;
 mod hash;
 mod history;
 mod internal;
@@ -57,6 +58,7 @@ pub mod lease;
 pub mod machine;
 mod members;
 pub mod pace;
+pub mod rebuild;
 mod record;
 pub mod restore;
 pub mod service;
@@ -84,7 +86,7 @@ pub use snapshot_store::{
 };
 pub use state::INITIAL_REVISION;
 pub use store::exec::AuthAnswer;
-pub use store::{KvStore, LOCK_WAIT, Response, StoreStatus, TREE_NAME};
+pub use store::{Defragmented, KvStore, LOCK_WAIT, Response, StoreStatus, TREE_NAME};
 
 /// Protobuf and gRPC types generated from the etcd v3 API protos under `proto/etcd/` and the
 /// log-entry command of `proto/kvcmd.proto`.

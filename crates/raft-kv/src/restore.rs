@@ -14,6 +14,9 @@ use crate::snapshot::SnapshotRecord;
 use crate::state::{State, encode_cursor, remove_space};
 use crate::store::KvStore;
 
+/// How long a restore waits for an export capture to end.
+const EXPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 impl KvStore {
     /// Starts replacing the whole state with a base snapshot's records.
     pub fn restore_begin(&self) -> Result<Restore> {
@@ -56,10 +59,21 @@ impl KvStore {
 
     fn begin_restore(&self, wipe: bool) -> Result<Restore> {
         let shared = &self.shared;
-        let mut st = shared.state.write();
-        if st.capture.is_some() {
-            return Err(Error::CaptureInProgress);
-        }
+        // An export (`Maintenance.Snapshot` writing its file) ends on its own, at disk
+        // speed: a restore (a follower installing the leader's snapshot) waits for it rather
+        // than fail. A Raft snapshot capture is refused at once (its builder waits for us).
+        let deadline = std::time::Instant::now() + EXPORT_WAIT;
+        let mut st = loop {
+            let st = shared.state.write();
+            match st.capture {
+                None => break st,
+                Some(c) if c.export && std::time::Instant::now() < deadline => {
+                    drop(st);
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Some(_) => return Err(Error::CaptureInProgress),
+            }
+        };
         let tree = &shared.tree;
         // Mark first: a crash from here on leaves a store that refuses to serve.
         tree.insert(meta_key(meta::RESTORING), &[])?;

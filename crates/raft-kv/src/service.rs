@@ -59,6 +59,9 @@ pub struct EtcdService {
     ctx: Arc<Ctx>,
     watch: Option<WatchHub>,
     lease: Arc<lease::LeaseState>,
+    maintenance: Arc<maintenance::MaintenanceState>,
+    /// The space quota in bytes (0: [`DEFAULT_QUOTA_BYTES`](crate::validate::DEFAULT_QUOTA_BYTES)).
+    quota: Arc<std::sync::atomic::AtomicU64>,
     auth: AuthOptions,
 }
 
@@ -76,6 +79,8 @@ impl EtcdService {
             ctx: Arc::new(ctx),
             watch: None,
             lease,
+            maintenance: Arc::default(),
+            quota: Arc::default(),
             auth: AuthOptions::default(),
         }
     }
@@ -98,6 +103,25 @@ impl EtcdService {
     /// answers `UNIMPLEMENTED`.
     pub fn with_watch(mut self, hub: WatchHub) -> Self {
         self.watch = Some(hub);
+        self
+    }
+
+    /// Reads this member's space quota (etcd's `--quota-backend-bytes`) from `bytes`, which
+    /// the caller may change at any time (raftd's config reload); 0 means
+    /// [`DEFAULT_QUOTA_BYTES`](crate::validate::DEFAULT_QUOTA_BYTES), 2 GiB, as in etcd.
+    /// Without it: the default. A write that would take the store's size on disk past the
+    /// quota raises the NOSPACE alarm (see `Maintenance.Alarm`).
+    pub fn with_space_quota(mut self, bytes: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.quota = bytes;
+        self
+    }
+
+    /// Writes the files `Maintenance.Snapshot` streams in `dir` (each unlinked as soon as
+    /// it is created, so none outlives its stream); without it, in the system's temporary
+    /// directory. raftd
+    /// passes `<data_dir>/tmp`, on the store's file system.
+    pub fn with_snapshot_spool(self, dir: impl Into<std::path::PathBuf>) -> Self {
+        *self.maintenance.spool.lock() = Some(dir.into());
         self
     }
 
@@ -154,8 +178,16 @@ impl EtcdService {
         Ok(())
     }
 
-    /// Proposes the node's own command (no caller: apply does not check it).
+    /// Proposes the node's own command (no caller: apply does not check it) after the
+    /// space quota check (`Maintenance.Alarm`'s NOSPACE).
     async fn propose(&self, op: Op) -> Result<KvResponse, Status> {
+        self.ready()?;
+        self.check_space(&op).await?;
+        self.propose_unchecked(op).await
+    }
+
+    /// Proposes the node's own command without the space quota check.
+    async fn propose_unchecked(&self, op: Op) -> Result<KvResponse, Status> {
         self.propose_command(&Command::new(0, op))
             .await?
             .map_err(kv_status)

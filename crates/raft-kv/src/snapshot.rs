@@ -178,6 +178,19 @@ impl KvStore {
     /// Freezes the state at the current applied index and returns its records (full or
     /// delta) while apply goes on. One capture at a time ([`Error::CaptureInProgress`]).
     pub fn capture(&self, kind: CaptureKind) -> Result<Capture> {
+        self.capture_with(kind, true)
+    }
+
+    /// A full capture that leaves the delta tracking of Raft snapshots alone: no new dirty
+    /// generation and nothing to report durable (for `Maintenance.Snapshot`, see
+    /// [`crate::export`]). Still one capture at a time ([`Error::CaptureInProgress`]).
+    pub fn capture_export(&self) -> Result<Capture> {
+        self.capture_with(CaptureKind::Full, false)
+    }
+
+    /// `track`: a Raft snapshot capture (starts a dirty generation and waits to be reported
+    /// durable); else an export.
+    fn capture_with(&self, kind: CaptureKind, track: bool) -> Result<Capture> {
         let shared = &self.shared;
         let mut st = shared.state.write();
         if st.restoring {
@@ -197,6 +210,7 @@ impl KvStore {
             pinned: st
                 .compact_revision
                 .min(shared.compaction.cursor.lock().main - 1),
+            export: !track,
         };
         // Internal records are few and written only by apply, which waits for this lock.
         let mut internal = Vec::new();
@@ -214,18 +228,22 @@ impl KvStore {
         st.next_capture += 1;
         let old = shared.cow.lock().reset();
         drop(old);
-        st.dirty_gen += 1;
-        shared
-            .tree
-            .insert(meta_key(meta::DIRTY_GEN), &st.dirty_gen.to_be_bytes())?;
+        if track {
+            st.dirty_gen += 1;
+            shared
+                .tree
+                .insert(meta_key(meta::DIRTY_GEN), &st.dirty_gen.to_be_bytes())?;
+        }
         // Released when the records are dropped.
         shared.pin(cap.pinned);
         st.capture = Some(cap);
-        st.pending_durable = Some(PendingDurable {
-            index: st.applied_index,
-            generation: cap.generation,
-            revision: st.revision,
-        });
+        if track {
+            st.pending_durable = Some(PendingDurable {
+                index: st.applied_index,
+                generation: cap.generation,
+                revision: st.revision,
+            });
+        }
         let members: Vec<Member> = st.members.values().cloned().collect();
         let info = CaptureInfo {
             kind,

@@ -145,6 +145,8 @@ pub(crate) struct State {
     /// The latest capture, until it is reported durable.
     pub(crate) pending_durable: Option<PendingDurable>,
     pub(crate) restoring: bool,
+    /// The active alarms (the internal record, see `crate::internal`).
+    pub(crate) alarms: crate::internal::Alarms,
 }
 
 /// The latest capture, until [`KvStore::capture_durable`](crate::KvStore::capture_durable).
@@ -166,6 +168,9 @@ pub(crate) struct ActiveCapture {
     /// The revision it pinned (released when it ends): where physical compaction stood
     /// when it started, so nothing is removed while it reads.
     pub(crate) pinned: i64,
+    /// An export ([`KvStore::capture_export`](crate::KvStore::capture_export)): a restore
+    /// waits for it to end instead of failing.
+    pub(crate) export: bool,
 }
 
 impl State {
@@ -213,6 +218,7 @@ impl State {
             next_capture: 0,
             pending_durable: None,
             restoring: tree.contains_key(meta_key(meta::RESTORING))?,
+            alarms: crate::internal::Alarms::load(tree)?,
         })
     }
 }

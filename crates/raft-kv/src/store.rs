@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::events::EventSink;
 use crate::layout::{COW, DATA, LAYOUT_VERSION, meta, meta_key, prefixed};
 use crate::members::Member;
-use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, TxnRequest, TxnResponse};
+use crate::pb::etcdserverpb::{AlarmMember, RangeRequest, RangeResponse, TxnRequest, TxnResponse};
 use crate::pb::mvccpb::KeyValue;
 use crate::record::Current;
 use crate::state::{CompactionSignal, INITIAL_REVISION, Shared, State, remove_space};
@@ -57,7 +57,7 @@ pub const TREE_NAME: &str = "raft-kv";
 /// | sled key | value |
 /// |---|---|
 /// | `b'h' ++ main (u64 BE) ++ sub (u32 BE)` | the history event of the write at that revision: the key, then the key's entry as the write left it (`crate::history`) |
-/// | `b'i' ++ name` | internal records of the node, out of reach of clients (`crate::internal`): peer URLs, leases, users and roles (`crate::auth::record`) |
+/// | `b'i' ++ name` | internal records of the node, out of reach of clients (`crate::internal`): peer URLs, leases, alarms, users and roles (`crate::auth::record`) |
 /// | `b'l' ++ lease id (u64 BE) ++ user key` | empty: the key's current version is attached to the lease (`crate::lease::record`; not in snapshots, rebuilt by restores) |
 /// | `b'k' ++ user key` | the key's current entry: its latest version, or the tombstone of its deletion, each linking the revision of its own write and of the key's previous write (`Current` in `crate::record`) |
 /// | `b'm' ++ b"applied_index"` / `b"applied_term"` | u64 big-endian |
@@ -93,6 +93,15 @@ pub struct StoreStatus {
     pub compact_revision: i64,
     /// Index of the last durable (or restored) snapshot; 0 for none.
     pub snapshot_index: u64,
+}
+
+/// What [`KvStore::defragment`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Defragmented {
+    /// [`KvStore::db_size`] before.
+    pub size_before: u64,
+    /// [`KvStore::db_size`] after.
+    pub size_after: u64,
 }
 
 /// How long [`KvStore::open`] waits for a directory lock held by another store.
@@ -275,6 +284,11 @@ impl KvStore {
         self.shared.state.read().restoring
     }
 
+    /// The active alarms of `Maintenance.Alarm` (etcd's GET: type `NONE` for every type).
+    pub fn alarms(&self, alarm: crate::pb::etcdserverpb::AlarmType) -> Vec<AlarmMember> {
+        self.shared.state.read().alarms.get(alarm as i32)
+    }
+
     /// Bytes the sled database uses on disk (for `Maintenance.Status`).
     pub fn db_size(&self) -> Result<u64> {
         Ok(self.shared.db.size_on_disk()?)
@@ -286,6 +300,27 @@ impl KvStore {
     /// the pre-images made from now on.
     pub fn set_pre_image_budget(&self, bytes: usize) {
         self.shared.cow.lock().budget = bytes;
+    }
+
+    /// `Maintenance.Defragment`, the part sled allows: makes everything applied durable
+    /// (one flush) and reports the store's size on disk before and after.
+    ///
+    /// It does not shrink the file, and nothing can while the store is open: sled has no
+    /// defragmentation (no compacting copy of a live database). sled's log-structured page
+    /// store already reclaims space inside its file in the background: its flusher thread
+    /// rewrites the live pages of mostly-garbage segments and reuses the freed segments for
+    /// later writes, so after deletes and a (physical) compaction the file stops growing
+    /// while new data fills the freed space; but measured, the file itself does not get
+    /// smaller (see `compact::tests`). What does shrink it is offline:
+    /// [`rebuild_store`](crate::rebuild::rebuild_store) on a closed store (`raftd defrag`).
+    pub fn defragment(&self) -> Result<Defragmented> {
+        let db = &self.shared.db;
+        let size_before = db.size_on_disk()?;
+        db.flush()?;
+        Ok(Defragmented {
+            size_before,
+            size_after: db.size_on_disk()?,
+        })
     }
 
     /// Makes everything applied so far durable (one fsync). Apply does not sync by itself:
@@ -356,6 +391,7 @@ impl KvStore {
             members_changed: false,
             internal: BTreeMap::new(),
             lease: Default::default(),
+            alarms: state.alarms.clone(),
             auth: Default::default(),
             index: state.applied_index,
         };

@@ -21,6 +21,10 @@ pub struct Limits {
     pub max_range_bytes: usize,
 }
 
+/// etcd's default space quota (`--quota-backend-bytes` 0): 2 GiB. See
+/// [`EtcdService::with_space_quota`](crate::service::EtcdService::with_space_quota).
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -29,6 +33,19 @@ impl Default for Limits {
             max_range_bytes: usize::MAX,
         }
     }
+}
+
+/// Whether a txn holds a put in any branch (nested txns included): what etcd's capped
+/// applier refuses under the NOSPACE alarm (a txn that only reads or deletes goes on).
+pub fn txn_puts(t: &TxnRequest) -> bool {
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .any(|op| match &op.request {
+            Some(request_op::Request::RequestPut(_)) => true,
+            Some(request_op::Request::RequestTxn(inner)) => txn_puts(inner),
+            _ => false,
+        })
 }
 
 /// Validates a command before it is proposed.
@@ -52,6 +69,7 @@ pub fn validate_command(cmd: &Command, limits: &Limits) -> Result<()> {
         | Op::LeaseGrant(_)
         | Op::LeaseRevoke(_)
         | Op::LeaseCheckpoint(_)
+        | Op::Alarm(_)
         | Op::Auth(_) => Ok(()),
     }
 }

@@ -134,6 +134,10 @@ pub enum RaftdCommand {
     /// Builds the data dir (`--data-dir`) of a new single-node cluster with id `--id` from a
     /// snapshot chain (point-in-time restore), then exits; start raftd on it as usual.
     Restore(RestoreArgs),
+    /// Shrinks the store of a stopped member (`--data-dir`): copies it into a new database
+    /// holding no free space and swaps that in (what `etcdctl defrag` cannot do while the
+    /// member runs), then exits; start raftd on the data dir as usual.
+    Defrag,
 }
 
 /// `raftd restore`.
@@ -141,8 +145,9 @@ pub enum RaftdCommand {
 pub struct RestoreArgs {
     /// The backup: an object store URL (`backup.url`: `s3://bucket/prefix`, `gs://`,
     /// `az://`, `file:///path`; reached with the `[backup]` settings of the config), an
-    /// upload directory, or a stopped node's `<data_dir>/snap`.
-    #[arg(long, value_name = "URL|DIR")]
+    /// upload directory, a stopped node's `<data_dir>/snap`, or a snapshot file saved with
+    /// `etcdctl snapshot save` (checked with its SHA-256 first).
+    #[arg(long, value_name = "URL|DIR|FILE")]
     pub from: String,
     /// The snapshot id (32 hex digits, as `raftctl snapshot` prints).
     #[arg(long, value_name = "ID", conflicts_with_all = ["before", "index", "time", "latest"])]

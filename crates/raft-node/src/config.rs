@@ -50,6 +50,7 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
 /// a restart.
 pub const RELOADABLE_KEYS: &[&str] = &[
     "log_filter",
+    "quota_backend_bytes",
     "raft.heartbeat_interval",
     "raft.election_timeout_base",
     "raft.jitter_max_delay",
@@ -108,6 +109,11 @@ pub struct NodeConfig {
     pub log_filter: String,
     /// The largest client request accepted (default 1.5 MiB, like etcd).
     pub request_size_limit: ByteSize,
+    /// This member's space quota (etcd's `--quota-backend-bytes`; 0, the default, means
+    /// 2 GiB as in etcd): a write that would take the store's size on disk past it raises
+    /// the NOSPACE alarm, and the cluster refuses writes that add data until it is
+    /// disarmed. Reloadable.
+    pub quota_backend_bytes: ByteSize,
     /// Protocol timing and flow control.
     pub raft: RaftSection,
     /// The write-ahead log.
@@ -150,6 +156,7 @@ impl Default for NodeConfig {
             join: false,
             log_filter: "info".into(),
             request_size_limit: ByteSize(1_572_864),
+            quota_backend_bytes: ByteSize(0),
             raft: RaftSection::default(),
             wal: WalSection::default(),
             compression: CompressionSection::default(),

@@ -208,6 +208,19 @@ impl Node {
         let mut net_config = config.transport_config(cluster_id);
         net_config.tls = peer_tls.clone();
         let net = raft_net::PeerTransport::new(net_config, inbound)?;
+        {
+            // `MemberUpdate`: dial a member at its new peer URL once the change is applied.
+            let net = net.clone();
+            book.on_move(Arc::new(move |peer, addr| {
+                if peer == id {
+                    return;
+                }
+                tracing::info!(peer, addr, "peer address changed; dialing the new one");
+                if let Err(e) = net.add_peer(peer, addr) {
+                    tracing::warn!(peer, %e, "cannot dial the new peer address");
+                }
+            }));
+        }
         if config.join {
             // The transport refuses frames from ids that are not its peers, and a joining
             // node learns the membership only from the leader's snapshot: accept the
@@ -252,8 +265,12 @@ impl Node {
             id,
             config.compaction.policy()?,
         ));
+        let quota = Arc::new(std::sync::atomic::AtomicU64::new(
+            config.quota_backend_bytes.get(),
+        ));
         let mut reloader = Reloader::new(config.clone(), source, log, handle.clone(), net.clone())
             .with_compaction(autocompact.clone(), store.clone())
+            .with_quota(quota.clone())
             .with_backup(backup.clone());
         if client_tls.is_some() || peer_tls.is_some() {
             reloader = reloader.with_tls(Arc::new(TlsMaterial::new(
@@ -289,6 +306,8 @@ impl Node {
         })
         .with_watch(watch_hub)
         .with_auth(config.auth.options())
+        .with_space_quota(quota)
+        .with_snapshot_spool(data.join("tmp"))
         .with_leases(raft_kv::service::LeaseOptions {
             min_ttl: config.lease_min_ttl(),
             forward: Some(Arc::new(lease::PeerChannel(net.clone()))),

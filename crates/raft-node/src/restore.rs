@@ -4,9 +4,11 @@
 //! plus the archived entries after it ([`archive`]).
 //!
 //! The backup is an object store URL (`backup.url` of the old cluster: `s3://`, `gs://`,
-//! `az://`, `file://`), an upload directory (a [`LocalDirStore`] object store) or a node's
+//! `az://`, `file://`), an upload directory (a [`LocalDirStore`] object store), a node's
 //! own snapshot store (`<data_dir>/snap`, recognised by its `MANIFEST.json`; the node must be
-//! stopped). The new directory holds:
+//! stopped), or a snapshot file saved with `etcdctl snapshot save` (`Maintenance.Snapshot`,
+//! [`raft_kv::export`]; its SHA-256 and every block are verified before the data dir is
+//! created). The new directory holds:
 //! - `kv`: the restored state (chain, then archived entries), then one more applied entry at
 //!   the restored index + 1 that makes the member list this node alone;
 //! - `snap`: a snapshot at that index, whose membership is this node as the only voter;
@@ -74,8 +76,21 @@ fn fail(what: impl Into<String>) -> NodeError {
 pub fn restore_data_dir(o: &RestoreOptions) -> Result<Restored, NodeError> {
     let url = o.from.contains("://").then(|| o.from.clone());
     let from = PathBuf::from(&o.from);
-    if url.is_none() && !from.is_dir() {
-        return Err(fail(format!("{} is not a directory", o.from)));
+    let file = url.is_none() && from.is_file();
+    if url.is_none() && !file && !from.is_dir() {
+        return Err(fail(format!(
+            "{} is neither a directory nor a snapshot file",
+            o.from
+        )));
+    }
+    if file {
+        if o.point != RestorePoint::Latest {
+            return Err(fail(
+                "a snapshot file holds one state: --snapshot and --before do not apply",
+            ));
+        }
+        // Refused before anything is created: a damaged file restores nothing.
+        raft_kv::export::verify_file(&from)?;
     }
     if o.target.is_some() && url.is_none() {
         return Err(fail(
@@ -107,7 +122,16 @@ pub fn restore_data_dir(o: &RestoreOptions) -> Result<Restored, NodeError> {
     let kv = KvStore::open(o.data_dir.join("kv"))?;
     let snap = SnapshotStore::open_dir(o.data_dir.join("snap"), StoreOptions::default())?;
     let mut sink = KvRestoreSink::new(kv.clone());
-    let (source, restored_index, term) = if let Some(url) = url {
+    let (source, restored_index, term) = if file {
+        let info = raft_kv::export::restore_file(&kv, &from)?;
+        tracing::info!(
+            index = info.index,
+            revision = info.revision,
+            records = info.records,
+            "snapshot file restored"
+        );
+        (None, info.index, info.term)
+    } else if let Some(url) = url {
         let obj = raft_snapshot::open_object_store(&raft_snapshot::ObjectStoreConfig {
             url,
             ..o.store.clone()
@@ -336,5 +360,57 @@ mod tests {
             restored.get(b"k30").unwrap().unwrap().value.as_ref(),
             b"first"
         );
+    }
+
+    #[test]
+    fn a_snapshot_file_restores_after_its_checks_and_a_damaged_one_restores_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let kv = KvStore::open_temporary().unwrap();
+        for i in 1..=25 {
+            put(&kv, i, &format!("k{i}"), "saved");
+        }
+        let file = tmp.path().join("snap.db");
+        raft_kv::export::write_file(&kv, std::fs::File::create(&file).unwrap(), 1_000).unwrap();
+        let o = RestoreOptions {
+            from: file.display().to_string(),
+            point: RestorePoint::Latest,
+            target: None,
+            store: raft_snapshot::ObjectStoreConfig::default(),
+            data_dir: tmp.path().join("new"),
+            id: 4,
+            peer_url: "127.0.0.1:9999".into(),
+            wal: raft_log::Settings::default(),
+        };
+
+        // Damaged: refused, and no data dir was made.
+        let good = std::fs::read(&file).unwrap();
+        let mut bad = good.clone();
+        bad[good.len() / 2] ^= 1;
+        std::fs::write(&file, &bad).unwrap();
+        let e = restore_data_dir(&o).unwrap_err().to_string();
+        assert!(e.contains("SHA-256"), "{e}");
+        assert!(!o.data_dir.exists());
+        std::fs::write(&file, &good[..good.len() - 100]).unwrap();
+        assert!(restore_data_dir(&o).is_err());
+        assert!(!o.data_dir.exists());
+
+        std::fs::write(&file, &good).unwrap();
+        let r = restore_data_dir(&o).unwrap();
+        assert!(r.source.is_none());
+        assert_eq!(r.restored_index, 25);
+        assert_eq!(r.meta.index, 26);
+        assert_eq!(
+            r.meta.membership.voters.iter().copied().collect::<Vec<_>>(),
+            [4]
+        );
+        let restored = KvStore::open(o.data_dir.join("kv")).unwrap();
+        assert_eq!(
+            restored.get(b"k25").unwrap().unwrap().value.as_ref(),
+            b"saved"
+        );
+        assert_eq!(restored.members().len(), 1);
+        assert_eq!(restored.members()[0].id, 4);
+        drop(restored);
+        assert!(o.data_dir.join("cluster_id").is_file());
     }
 }

@@ -570,6 +570,37 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    /// Waits (at most `limit`) until every running member answers and names the same leader;
+    /// returns its id. For tests whose clients use every member from the start: a member
+    /// may still be starting, or not know the leader yet, when the leader already leads.
+    pub async fn serving(&self, limit: Duration) -> Result<u64> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut leaders = Vec::new();
+            for id in self.running() {
+                let status = self
+                    .with_tls(Client::new(vec![self.endpoint(id)]))
+                    .with_timeout(Duration::from_secs(2))
+                    .maintenance(|mut c| async move {
+                        c.status(StatusRequest {}).await.map(|r| r.into_inner())
+                    })
+                    .await;
+                leaders.push(status.ok().map(|st| st.leader).filter(|l| *l != 0));
+            }
+            if let Some(Some(first)) = leaders.first()
+                && leaders.iter().all(|l| *l == Some(*first))
+            {
+                return Ok(*first);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the members did not all serve one leader within {limit:?} (each: {leaders:?})\n{}",
+                    self.logs(15)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 impl Drop for Cluster {

@@ -186,7 +186,7 @@ async fn scenario(s3: &S3Server) {
 
         // To the time between phases a and b.
         let launch = Raftd::new(env!("CARGO_BIN_EXE_raftd"))
-            .token("restored")
+            .random_cluster_id()
             .calm();
         let mut one = Cluster::new_in(launch, &dir.path().join("at-time"), 1).unwrap();
         let printed = restore_and_start(&mut one, s3, &["--time", &t.to_string()]);
@@ -200,7 +200,7 @@ async fn scenario(s3: &S3Server) {
 
         // To the index right after phase b (before the outage).
         let launch = Raftd::new(env!("CARGO_BIN_EXE_raftd"))
-            .token("restored")
+            .random_cluster_id()
             .calm();
         let mut two = Cluster::new_in(launch, &dir.path().join("at-index"), 1).unwrap();
         let printed = restore_and_start(&mut two, s3, &["--index", &index_b.to_string()]);
@@ -221,7 +221,7 @@ async fn scenario(s3: &S3Server) {
 
         // Everything, including what was written during and after the outage.
         let launch = Raftd::new(env!("CARGO_BIN_EXE_raftd"))
-            .token("restored")
+            .random_cluster_id()
             .calm();
         let mut three = Cluster::new_in(launch, &dir.path().join("latest"), 1).unwrap();
         restore_and_start(&mut three, s3, &["--latest"]);
@@ -325,7 +325,7 @@ async fn rpo(s3: &S3Server) {
         drop(client);
         let dir = tempfile::tempdir().unwrap();
         let launch = Raftd::new(env!("CARGO_BIN_EXE_raftd"))
-            .token("rpo-restored")
+            .random_cluster_id()
             .calm();
         let mut one = Cluster::new_in(launch, &dir.path().join("latest"), 1).unwrap();
         restore_and_start(&mut one, s3, &["--latest"]);

@@ -242,10 +242,12 @@ impl Cluster {
     /// Waits until `metric` on member `id` reaches `at_least`.
     async fn wait_metric(&self, id: u64, metric: &str, at_least: f64) {
         let what = format!("{metric} on node {id} to reach {at_least}");
-        testing::eventually(15, &what, || async {
-            (scrape(self.0.metrics(id), metric) >= at_least).then_some(())
-        })
-        .await;
+        // On a timeout the members' logs say whether the file was seen and why it was refused.
+        self.0
+            .eventually(30, &what, || async {
+                (scrape(self.0.metrics(id), metric) >= at_least).then_some(())
+            })
+            .await;
     }
 }
 

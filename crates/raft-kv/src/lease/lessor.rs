@@ -423,6 +423,10 @@ impl Lessor {
             let left = expiry - now;
             let remaining = left.as_secs() as i64 + i64::from(left.subsec_nanos() > 0);
             if remaining >= l.ttl {
+                // Nothing to record yet (a lease granted before this lessor was promoted has
+                // the promotion's extension on top of its TTL): look again one interval
+                // later, or the lease would never be checkpointed.
+                self.schedule_checkpoint(id, now);
                 continue;
             }
             l.checkpoint_pending = true;
@@ -597,6 +601,29 @@ mod tests {
         l.promote(3, t1);
         assert!(l.take_expired(t1 + s(61), 10).is_empty());
         assert_eq!(l.take_expired(t1 + s(62), 10), [3]);
+    }
+
+    #[test]
+    fn a_lease_granted_before_promotion_is_checkpointed_past_the_extension() {
+        let t0 = Instant::now();
+        let mut l = Lessor::new(LessorConfig {
+            extend_on_promote: Duration::from_millis(250),
+            checkpoint_interval: Some(Duration::from_secs(1)),
+            ..lessor().config()
+        });
+        // Applied while not primary: the promotion adds its extension to the 40 s TTL.
+        l.applied(&[LeaseEvent::Granted { id: 4, ttl: 40 }], t0);
+        l.promote(1, t0);
+        // One interval in, 39.25 s are left, no less than the TTL once rounded up: nothing
+        // to record, but the lease stays scheduled.
+        assert!(l.take_due_checkpoints(t0 + s(1), 10).is_empty());
+        assert_eq!(
+            l.take_due_checkpoints(t0 + s(2), 10),
+            [LeaseCheckpoint {
+                id: 4,
+                remaining_ttl: 39
+            }]
+        );
     }
 
     #[test]

@@ -141,6 +141,7 @@ impl EtcdService {
         let mut attempt = 1;
         let mut cmd = Command::new(0, op);
         let mut synced = false;
+        let mut space_checked = false;
         loop {
             match who.state.check_op(&who.user, &cmd.op) {
                 Ok(()) => {}
@@ -153,6 +154,11 @@ impl EtcdService {
                     continue;
                 }
                 Err(e) => return Err(e.into()),
+            }
+            if attempt == 1 && !space_checked {
+                // Only for a caller who may write: a refused one never raises the alarm.
+                self.check_space(&cmd.op).await?;
+                space_checked = true;
             }
             cmd.caller = Some(who.caller());
             match self.propose_command(&cmd).await? {

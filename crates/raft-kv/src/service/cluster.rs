@@ -98,14 +98,44 @@ impl cluster_server::Cluster for EtcdService {
         }))
     }
 
+    /// A member's new peer URLs, through the log ([`Op::SetPeerUrls`]): every replica
+    /// records them in the member list and dials the member at the first one from then on.
+    /// The member itself must listen there (its `listen_peer`), as with etcd.
     async fn member_update(
         &self,
         req: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
         self.require_admin(&req).await?;
-        Err(Status::unimplemented(
-            "MemberUpdate is not supported by raftd",
-        ))
+        let req = req.into_inner();
+        if req.peer_ur_ls.is_empty() {
+            return Err(Status::invalid_argument(
+                "etcdserver: member peer URLs not given",
+            ));
+        }
+        if let Some(bad) = req
+            .peer_ur_ls
+            .iter()
+            .find(|u| !(u.starts_with("http://") || u.starts_with("https://")) || u.len() < 10)
+        {
+            return Err(Status::invalid_argument(format!(
+                "etcdserver: invalid peer URL {bad:?} (expected http(s)://host:port)"
+            )));
+        }
+        if !self.ctx.store.members().iter().any(|m| m.id == req.id) {
+            return Err(Status::not_found("etcdserver: member not found"));
+        }
+        let (id, urls) = (req.id, req.peer_ur_ls);
+        self.propose(Op::SetPeerUrls(MemberPeerUrls {
+            id,
+            peer_urls: urls.clone(),
+        }))
+        .await?;
+        self.settle(|ms| ms.iter().any(|m| m.id == id && m.peer_urls == urls))
+            .await;
+        Ok(Response::new(pb::MemberUpdateResponse {
+            header: self.header(self.ctx.store.revision()),
+            members: self.member_list(),
+        }))
     }
 
     async fn member_list(

@@ -19,7 +19,7 @@ use crate::events::RevisionEvents;
 use crate::layout::{DATA, KeyRange, prefixed};
 use crate::members::Member;
 use crate::pb::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    AlarmResponse, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
     LeaseCheckpointResponse, LeaseGrantResponse, LeaseRevokeResponse, PutRequest, PutResponse,
     RangeRequest, RequestOp, ResponseOp, TxnRequest, TxnResponse, request_op, response_op,
 };
@@ -49,6 +49,8 @@ pub enum Response {
     LeaseRevoke(LeaseRevokeResponse),
     /// Answer to [`Op::LeaseCheckpoint`].
     LeaseCheckpoint(LeaseCheckpointResponse),
+    /// Answer to [`Op::Alarm`]: the alarms raised or disarmed.
+    Alarm(AlarmResponse),
     /// Answer to [`Op::Auth`].
     Auth(AuthAnswer),
 }
@@ -72,6 +74,8 @@ pub(crate) struct Batch<'a> {
     pub(crate) internal: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Lease records and attachments written by the batch.
     pub(crate) lease: LeaseBatch,
+    /// The active alarms as of the batch (written when they changed).
+    pub(crate) alarms: crate::internal::Alarms,
     /// The auth state as the batch changed it, and its token changes.
     pub(crate) auth: AuthBatch,
     /// The log index of the entry being applied (tokens name it).
@@ -171,6 +175,13 @@ impl<'a> Batch<'a> {
             events: Vec::new(),
         };
         let resp = match op {
+            // etcd's capped applier: under NOSPACE, what adds data is refused.
+            Op::Put(_) | Op::LeaseGrant(_) if self.alarms.no_space() => {
+                return Err(Error::NoSpace);
+            }
+            Op::Txn(t) if self.alarms.no_space() && crate::validate::txn_puts(t) => {
+                return Err(Error::NoSpace);
+            }
             Op::Put(p) => {
                 self.check_put(p)?;
                 Response::Put(self.put(&mut tx, p)?)
@@ -194,6 +205,10 @@ impl<'a> Batch<'a> {
             Op::LeaseGrant(g) => Response::LeaseGrant(self.lease_grant(g)?),
             Op::LeaseRevoke(r) => Response::LeaseRevoke(self.lease_revoke(&mut tx, r)?),
             Op::LeaseCheckpoint(c) => Response::LeaseCheckpoint(self.lease_checkpoint(c)?),
+            Op::Alarm(a) => Response::Alarm(AlarmResponse {
+                header: Some(header(self.revision)),
+                alarms: self.alarms.apply(a),
+            }),
             Op::Auth(a) => Response::Auth(self.auth(a)?),
         };
         if tx.changed() {

@@ -36,6 +36,27 @@ fn main() {
         println!("config OK");
         return;
     }
+    if let Some(raft_node::cli::RaftdCommand::Defrag) = &args.command {
+        let kv = config.data_dir().join("kv");
+        match raft_kv::rebuild::rebuild_store(&kv) {
+            Ok(d) => {
+                println!(
+                    "defragmented {}: {} bytes before, {} after",
+                    kv.display(),
+                    d.size_before,
+                    d.size_after
+                );
+                std::process::exit(0);
+            }
+            Err(e) => {
+                eprintln!(
+                    "raftd defrag: {}: {e} (is raftd still running on it?)",
+                    kv.display()
+                );
+                std::process::exit(1);
+            }
+        }
+    }
     if let Some(raft_node::cli::RaftdCommand::Restore(r)) = &args.command {
         let opts = match r.options(&config) {
             Ok(o) => o,
@@ -48,6 +69,9 @@ fn main() {
             Ok(done) => {
                 let snapshot = match &done.source {
                     Some(s) => format!("snapshot {} (index {})", s.id, s.index),
+                    None if std::path::Path::new(&opts.from).is_file() => {
+                        format!("the snapshot file {}", opts.from)
+                    }
                     None => "no snapshot (the WAL archive from index 1)".to_string(),
                 };
                 println!(

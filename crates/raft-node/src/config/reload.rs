@@ -44,6 +44,10 @@ impl NodeConfig {
         let (a, b) = (&self.raft, &new.raft);
         check("log_filter", self.log_filter == new.log_filter);
         check(
+            "quota_backend_bytes",
+            self.quota_backend_bytes == new.quota_backend_bytes,
+        );
+        check(
             "raft.heartbeat_interval",
             a.heartbeat_interval == b.heartbeat_interval,
         );
@@ -140,6 +144,7 @@ mod tests {
     fn changed_value(key: &str) -> &'static str {
         match key {
             "log_filter" => "\"debug,raft_net=warn\"",
+            "quota_backend_bytes" => "8GiB",
             "raft.heartbeat_interval" => "20ms",
             "raft.election_timeout_base" => "400ms",
             "raft.jitter_max_delay" => "50ms",

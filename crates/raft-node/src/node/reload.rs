@@ -67,6 +67,8 @@ pub struct Reloader {
     tls: Option<Arc<crate::security::TlsMaterial>>,
     /// The backup, whose retention policy reloads.
     backup: Option<Arc<super::backup::Backup>>,
+    /// The space quota the etcd services read (`quota_backend_bytes`).
+    quota: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// One reload at a time.
     busy: tokio::sync::Mutex<()>,
 }
@@ -97,6 +99,7 @@ impl Reloader {
             compaction: None,
             tls: None,
             backup: None,
+            quota: None,
             busy: tokio::sync::Mutex::new(()),
         }
     }
@@ -110,6 +113,12 @@ impl Reloader {
     /// Applies `compaction.*` changes to `auto` and `store`.
     pub fn with_compaction(mut self, auto: Arc<AutoCompactor>, store: KvStore) -> Self {
         self.compaction = Some((auto, store));
+        self
+    }
+
+    /// Stores `quota_backend_bytes` changes in `quota` (read by the etcd services).
+    pub fn with_quota(mut self, quota: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.quota = Some(quota);
         self
     }
 
@@ -191,6 +200,14 @@ impl Reloader {
             && let Some(backup) = &self.backup
         {
             backup.set_retention(&new.backup);
+        }
+        if changed.contains(&"quota_backend_bytes")
+            && let Some(quota) = &self.quota
+        {
+            quota.store(
+                new.quota_backend_bytes.get(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         if changed.contains(&"log_filter")
             && let Some(log) = &self.log

@@ -1,0 +1,307 @@
+//! The fault schedule of a run, drawn from its seed: which fault, on whom, from when to
+//! when. The same seed, length, member count and fault kinds give the same schedule, which is
+//! printed and written to `schedule.txt` so a run can be repeated. Targets that depend on the
+//! cluster's state (the leader) are resolved when the fault starts; the orchestrator writes
+//! what it actually did to `faults.jsonl` ([`FaultEvent`]).
+//!
+//! Faults run one after another with gaps between them; about a third of the faults on one
+//! named member get a second fault on another member nested inside them (both at once: with
+//! three members, a majority is then paused, killed or cut off). The first fault starts after
+//! a warm-up, the last ends a settle period before the end of the run so the cluster can
+//! recover and the final reads and watches can complete.
+
+use crate::{Error, Result};
+use raft_sim::rng::SimRng;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A kind of fault (`--faults kill,pause,partition`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// SIGKILL, then a restart from the data directory when the fault ends.
+    Kill,
+    /// SIGSTOP, then SIGCONT when the fault ends.
+    Pause,
+    /// Cut the target off from every other member (both directions), heal when it ends.
+    Partition,
+}
+
+impl FaultKind {
+    /// Every kind, in command-line order.
+    pub const ALL: [FaultKind; 3] = [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition];
+
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Kill => "kill",
+            FaultKind::Pause => "pause",
+            FaultKind::Partition => "partition",
+        }
+    }
+
+    /// Parses a comma-separated list of kinds (`none` or an empty string: no faults).
+    pub fn parse_list(s: &str) -> Result<Vec<FaultKind>> {
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if part == "none" {
+                continue;
+            }
+            let k = FaultKind::ALL
+                .into_iter()
+                .find(|k| k.name() == part)
+                .ok_or_else(|| {
+                    Error::Spec(format!(
+                        "unknown fault `{part}` (kill, pause, partition, none)"
+                    ))
+                })?;
+            if !out.contains(&k) {
+                out.push(k);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Whom a fault hits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// These members (one, or a majority drawn from the seed).
+    Members(Vec<u64>),
+    /// Whoever leads when the fault starts.
+    Leader,
+}
+
+/// One fault of the schedule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    /// When it starts, ms after the workload starts.
+    pub start_ms: u64,
+    /// When it is undone.
+    pub end_ms: u64,
+    /// What.
+    pub kind: FaultKind,
+    /// On whom.
+    pub target: Target,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let whom = match &self.target {
+            Target::Leader => "the leader".to_string(),
+            Target::Members(m) if m.len() == 1 => format!("member {}", m[0]),
+            Target::Members(m) => format!(
+                "members {} (a majority)",
+                m.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+            ),
+        };
+        let what = match self.kind {
+            FaultKind::Kill => format!("kill -9 {whom}, restart"),
+            FaultKind::Pause => format!("SIGSTOP {whom}, SIGCONT"),
+            FaultKind::Partition => format!("isolate {whom} from the other members, heal"),
+        };
+        write!(
+            f,
+            "{:>7.2}s - {:>7.2}s  {what}",
+            self.start_ms as f64 / 1000.0,
+            self.end_ms as f64 / 1000.0
+        )
+    }
+}
+
+/// The faults of one run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// The seed it was drawn from.
+    pub seed: u64,
+    /// The length of the workload, ms.
+    pub time_ms: u64,
+    /// Member ids are 1..=members.
+    pub members: u64,
+    /// The faults, by start time. Only a nested fault overlaps another: it starts and ends
+    /// within it, on a different named member.
+    pub faults: Vec<Fault>,
+}
+
+impl Schedule {
+    /// Draws the schedule of a run of `time_ms` on members `1..=members` with the given
+    /// kinds of fault (none: an empty schedule).
+    pub fn draw(seed: u64, time_ms: u64, members: u64, kinds: &[FaultKind]) -> Result<Schedule> {
+        if members == 0 {
+            return Err(Error::Spec("a cluster needs members".into()));
+        }
+        let mut rng = SimRng::new(seed ^ 0xC4A0_5EED);
+        let mut overlap = SimRng::new(seed ^ 0x0FE4_1A95);
+        let warmup = (time_ms / 10).clamp(500, 2_000);
+        let settle = (time_ms / 4).clamp(1_000, 5_000);
+        let end = time_ms.saturating_sub(settle);
+        let mut faults = Vec::new();
+        let mut t = warmup + rng.range(0, 1_000);
+        while !kinds.is_empty() {
+            let kind = *rng.choose(kinds).expect("kinds is not empty");
+            let len = rng.range(1_500, 5_000);
+            if t + len > end {
+                break;
+            }
+            let one = |rng: &mut SimRng| Target::Members(vec![rng.range(1, members)]);
+            let target = match (kind, rng.below(3)) {
+                (FaultKind::Kill, 2) if members >= 3 => {
+                    let mut ids: Vec<u64> = (1..=members).collect();
+                    rng.shuffle(&mut ids);
+                    let mut m = ids[..(members / 2 + 1) as usize].to_vec();
+                    m.sort_unstable();
+                    Target::Members(m)
+                }
+                (_, 0) => Target::Leader,
+                _ => one(&mut rng),
+            };
+            // Sometimes a second fault on another member, nested in this one (its own
+            // generator, so the main sequence of a seed does not depend on it).
+            let nested = match &target {
+                Target::Members(m) if m.len() == 1 && members >= 3 && overlap.chance(0.35) => {
+                    let kind = *overlap.choose(kinds).expect("kinds is not empty");
+                    let mut other = overlap.range(1, members - 1);
+                    if other >= m[0] {
+                        other += 1;
+                    }
+                    let start = t + overlap.range(0, len / 2);
+                    let end = (start + overlap.range(1_000, 3_000)).min(t + len);
+                    (end > start).then(|| Fault {
+                        start_ms: start,
+                        end_ms: end,
+                        kind,
+                        target: Target::Members(vec![other]),
+                    })
+                }
+                _ => None,
+            };
+            faults.push(Fault {
+                start_ms: t,
+                end_ms: t + len,
+                kind,
+                target,
+            });
+            faults.extend(nested);
+            t += len + rng.range(500, 2_500);
+        }
+        Ok(Schedule {
+            seed,
+            time_ms,
+            members,
+            faults,
+        })
+    }
+
+    /// The schedule as text, one fault a line, with a header naming the seed.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "fault schedule of seed {} ({} s, {} members): {} faults\n",
+            self.seed,
+            self.time_ms as f64 / 1000.0,
+            self.members,
+            self.faults.len()
+        );
+        for f in &self.faults {
+            s.push_str(&format!("  {f}\n"));
+        }
+        s
+    }
+}
+
+/// What the orchestrator actually did for one fault (`faults.jsonl`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FaultEvent {
+    /// The scheduled fault's position in the schedule.
+    pub index: usize,
+    /// What.
+    pub kind: FaultKind,
+    /// The members it hit (the leader resolved).
+    pub members: Vec<u64>,
+    /// How (e.g. `iptables DROP in namespace ...` or `fault switch, SIGUSR1`).
+    pub how: String,
+    /// When it was applied, µs since the Unix epoch.
+    pub start_unix_us: u64,
+    /// When it was undone, µs since the Unix epoch.
+    pub end_unix_us: u64,
+    /// Errors applying or undoing it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_schedule() {
+        let kinds = FaultKind::ALL;
+        let a = Schedule::draw(7, 60_000, 3, &kinds).unwrap();
+        let b = Schedule::draw(7, 60_000, 3, &kinds).unwrap();
+        assert_eq!(a, b);
+        let c = Schedule::draw(8, 60_000, 3, &kinds).unwrap();
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn faults_fit_between_warmup_and_settle_and_overlap_only_nested() {
+        let mut nested = 0;
+        for seed in 0..200 {
+            let s = Schedule::draw(seed, 20_000, 3, &FaultKind::ALL).unwrap();
+            assert!(!s.faults.is_empty(), "seed {seed}: no fault in 20 s");
+            let mut outer: Option<&Fault> = None;
+            for f in &s.faults {
+                assert!(f.start_ms >= 500, "{}", s.render());
+                assert!(
+                    f.end_ms > f.start_ms && f.end_ms <= 15_000,
+                    "{}",
+                    s.render()
+                );
+                if let Target::Members(m) = &f.target {
+                    assert!(m.iter().all(|&id| (1..=3).contains(&id)));
+                    assert!(m.len() == 1 || (f.kind == FaultKind::Kill && m.len() == 2));
+                }
+                match outer {
+                    Some(o) if f.start_ms < o.end_ms => {
+                        // Nested: inside the outer one, on another single named member.
+                        nested += 1;
+                        assert!(f.end_ms <= o.end_ms, "{}", s.render());
+                        let (Target::Members(a), Target::Members(b)) = (&o.target, &f.target)
+                        else {
+                            panic!("a nested fault with the leader as target\n{}", s.render());
+                        };
+                        assert!(a.len() == 1 && b.len() == 1 && a != b, "{}", s.render());
+                    }
+                    _ => outer = Some(f),
+                }
+            }
+        }
+        assert!(nested > 20, "only {nested} nested faults in 200 seeds");
+    }
+
+    #[test]
+    fn only_the_chosen_kinds_are_drawn() {
+        let s = Schedule::draw(3, 60_000, 3, &[FaultKind::Pause]).unwrap();
+        assert!(s.faults.iter().all(|f| f.kind == FaultKind::Pause));
+        assert!(Schedule::draw(3, 60_000, 3, &[]).unwrap().faults.is_empty());
+    }
+
+    #[test]
+    fn parses_fault_lists() {
+        assert_eq!(
+            FaultKind::parse_list("kill, partition,kill").unwrap(),
+            vec![FaultKind::Kill, FaultKind::Partition]
+        );
+        assert!(FaultKind::parse_list("none").unwrap().is_empty());
+        let err = FaultKind::parse_list("kill,flood").unwrap_err().to_string();
+        assert!(err.contains("flood"), "{err}");
+    }
+
+    #[test]
+    fn renders_one_line_per_fault() {
+        let s = Schedule::draw(11, 60_000, 3, &FaultKind::ALL).unwrap();
+        let text = s.render();
+        assert!(text.starts_with("fault schedule of seed 11"));
+        assert_eq!(text.lines().count(), s.faults.len() + 1);
+    }
+}

@@ -1,0 +1,628 @@
+//! `cargo xtask chaos`: Jepsen-style tests of a real raftd cluster. A run starts a cluster,
+//! runs the workload client (`raft-bench chaos-client`, which records client histories) for
+//! `--time`, meanwhile injects the faults of a schedule drawn from `--seed`, heals everything,
+//! lets the client finish its final reads, then checks the histories ([`raft_chaos`]: the
+//! register history for linearizability, the bank reads for the total, the watchers for
+//! gaps, duplicates and agreement with the writes) and draws the plot.
+//!
+//! Why it is split this way: the workloads need the `etcd-client` crate, which only
+//! raft-bench may depend on (it needs protoc; `cargo xtask layering` enforces this); the
+//! faults need the namespaces and process control that xtask already has for the drills
+//! (`crate::netns`); the checkers, the schedule and the plot are plain functions over data
+//! in the `raft-chaos` crate, which both use and which unit tests exercise on hand-made
+//! histories.
+//!
+//! Each run writes `<out>/seed-<N>/`: `schedule.txt`, `faults.jsonl` (what was done when),
+//! the histories (`register.jsonl`, `bank.jsonl`, `watch-writes.jsonl`,
+//! `watch-events.jsonl`, `client.json`), `client.log`, the members' logs under `cluster/`,
+//! `verdicts.txt` and `verdicts.json`, and `plot.svg`. The exit code is 0 only when every
+//! check of every run passed.
+
+mod cluster;
+
+use crate::drill::NetMode;
+use crate::netns::{self, NetNs};
+use crate::util;
+use anyhow::{Context, Result, bail};
+use cluster::ChaosCluster;
+use raft_chaos::history::{
+    BankOp, ClientSummary, JsonlWriter, Outcome, RegisterOp, WatchRecord, WatchWrite, read_json,
+    read_jsonl,
+};
+use raft_chaos::plot::{Point, Window};
+use raft_chaos::schedule::{FaultEvent, FaultKind, Schedule, Target};
+use raft_chaos::{Verdict, bank, register, watch};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// `cargo xtask chaos`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The seed of the (first) run: it draws the fault schedule and the clients' choices.
+    /// Default: drawn from the clock (and printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// How long the workloads run (faults happen in it; the last few seconds are quiet).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub time: Duration,
+    /// Workloads, comma-separated: register, bank, watch (or all).
+    #[arg(long, default_value = "register,bank,watch")]
+    pub workload: String,
+    /// Faults, comma-separated: kill, pause, partition (or none).
+    #[arg(long, default_value = "kill,pause,partition")]
+    pub faults: String,
+    /// Run K seeds in a row (seed, seed+1, ...); fails when any run fails.
+    #[arg(long, default_value_t = 1)]
+    pub sweep: u64,
+    /// Members of the cluster.
+    #[arg(long, default_value_t = 3)]
+    pub members: u64,
+    /// How partitions are made (auto: namespaces when they can be set up, else raftd's
+    /// fault switch).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub net: NetMode,
+    /// Build and run release binaries.
+    #[arg(long)]
+    pub release: bool,
+    /// Where the run directories go (default: `<target>/chaos`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// A raftd setting for every member, `KEY=VALUE` as raftd's `--set` (repeatable), e.g.
+    /// `--raftd-set raft.read_mode=lease` to check lease-based reads.
+    #[arg(long = "raftd-set", value_name = "KEY=VALUE")]
+    pub raftd_set: Vec<String>,
+    /// Keep the members' data directories (they are deleted after each run otherwise).
+    #[arg(long)]
+    pub keep_data: bool,
+    /// Print the fault schedule of each seed and exit (nothing is built or run).
+    #[arg(long)]
+    pub print_schedule: bool,
+    /// Deliberately broken client, to see the register check fail: serializable reads.
+    #[arg(long)]
+    pub unsafe_serializable_reads: bool,
+    /// Deliberately broken client, to see the bank check fail: unguarded transfers.
+    #[arg(long)]
+    pub unsafe_unguarded_transfers: bool,
+    /// Deliberately broken client, to see the watch check fail: watchers resume from their
+    /// last revision instead of the next one.
+    #[arg(long)]
+    pub unsafe_watch_resume_at_last: bool,
+}
+
+/// Runs the task: one run, or `--sweep K` runs.
+pub fn run(args: Args) -> Result<()> {
+    let kinds = FaultKind::parse_list(&args.faults)?;
+    if !(1..=9).contains(&args.members) {
+        bail!("--members must be 1 to 9");
+    }
+    let first = args.seed.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs() % 1_000_000)
+    });
+    let seeds = first..first + args.sweep.max(1);
+    if args.print_schedule {
+        for seed in seeds {
+            let s = Schedule::draw(seed, args.time.as_millis() as u64, args.members, &kinds)?;
+            print!("{}", s.render());
+        }
+        return Ok(());
+    }
+    // Two builds: raftd and raftctl exactly as the drills build them (one cargo invocation
+    // with raft-bench would unify raft-node's features with raft-bench's `testing` and
+    // rebuild the server), then the client.
+    for packages in [
+        &["--package", "raft-node", "--bins"][..],
+        &["--package", "raft-bench", "--bin", "raft-bench"][..],
+    ] {
+        let mut build = util::cargo();
+        build.args(["build", "--locked"]).args(packages);
+        if args.release {
+            build.arg("--release");
+        }
+        util::run(&mut build)?;
+    }
+    let bin = util::target_dir().join(if args.release { "release" } else { "debug" });
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| util::target_dir().join("chaos"));
+    let mut failed = Vec::new();
+    for seed in seeds {
+        let dir = out.join(format!("seed-{seed}"));
+        match run_one(&args, &kinds, &bin, seed, &dir) {
+            Ok(true) => println!("chaos seed {seed}: PASS ({})", dir.display()),
+            Ok(false) => {
+                println!("chaos seed {seed}: FAIL ({})", dir.display());
+                failed.push(seed);
+            }
+            Err(e) => {
+                println!("chaos seed {seed}: ERROR {e:#} ({})", dir.display());
+                failed.push(seed);
+            }
+        }
+    }
+    if args.sweep > 1 {
+        println!(
+            "chaos sweep: {} of {} seeds passed{}",
+            args.sweep.max(1) - failed.len() as u64,
+            args.sweep.max(1),
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!("; failed: {failed:?}")
+            }
+        );
+    }
+    if !failed.is_empty() {
+        bail!("chaos: seeds {failed:?} failed");
+    }
+    Ok(())
+}
+
+fn unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The network of a run that partitions: namespaces, or `None` for the fault switch.
+fn choose_net(mode: NetMode, members: u64) -> Result<(Option<NetNs>, String)> {
+    let ids: Vec<u64> = (1..=members).collect();
+    match mode {
+        NetMode::FaultSwitch => Ok((None, "raftd's fault switch (--net fault-switch)".into())),
+        NetMode::Netns => {
+            if let Some(why) = netns::unavailable() {
+                bail!("--net netns: {why}");
+            }
+            let net = NetNs::create(&ids).context("--net netns")?;
+            let d = format!("network namespaces + iptables ({})", net.describe());
+            Ok((Some(net), d))
+        }
+        NetMode::Auto => {
+            let why = match netns::unavailable() {
+                Some(why) => why,
+                None => match NetNs::create(&ids) {
+                    Ok(net) => {
+                        let d = format!("network namespaces + iptables ({})", net.describe());
+                        return Ok((Some(net), d));
+                    }
+                    Err(e) => format!("setting up network namespaces failed: {e:#}"),
+                },
+            };
+            Ok((
+                None,
+                format!("raftd's fault switch (SIGUSR1/SIGUSR2), because {why}"),
+            ))
+        }
+    }
+}
+
+/// One run; `Ok(true)` when every check passed.
+fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) -> Result<bool> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir)?;
+    let time_ms = args.time.as_millis() as u64;
+    let schedule = Schedule::draw(seed, time_ms, args.members, kinds)?;
+    print!("{}", schedule.render());
+    if !args.raftd_set.is_empty() {
+        println!("raftd settings: {}", args.raftd_set.join(" "));
+    }
+    std::fs::write(dir.join("schedule.txt"), schedule.render())?;
+    raft_chaos::history::write_json(&dir.join("schedule.json"), &schedule)?;
+
+    let (net, how) = if kinds.contains(&FaultKind::Partition) {
+        choose_net(args.net, args.members)?
+    } else {
+        (None, "loopback (no partitions in this run)".into())
+    };
+    println!("partitions: {how}");
+    let mut c = ChaosCluster::start(
+        &bin.join("raftd"),
+        &bin.join("raftctl"),
+        &dir.join("cluster"),
+        args.members,
+        net,
+        &args.raftd_set,
+    )?;
+    let leader = c
+        .leader(Duration::from_secs(30))
+        .context("no leader within 30 s of the start")?;
+    println!(
+        "cluster up, leader {leader}, endpoints {}",
+        c.endpoints().join(",")
+    );
+
+    let client_log = std::fs::File::create(dir.join("client.log"))?;
+    let mut client = Command::new(bin.join("raft-bench"));
+    client
+        .arg("chaos-client")
+        .args(["--endpoints", &c.endpoints().join(",")])
+        .args(["--workload", &args.workload])
+        .args(["--time", &format!("{time_ms}ms")])
+        .args(["--seed", &seed.to_string()])
+        .arg("--out")
+        .arg(dir);
+    if args.unsafe_serializable_reads {
+        client.arg("--unsafe-serializable-reads");
+    }
+    if args.unsafe_unguarded_transfers {
+        client.arg("--unsafe-unguarded-transfers");
+    }
+    if args.unsafe_watch_resume_at_last {
+        client.arg("--unsafe-watch-resume-at-last");
+    }
+    let mut client = client
+        .stdin(Stdio::null())
+        .stdout(client_log.try_clone()?)
+        .stderr(client_log)
+        .spawn()
+        .context("starting raft-bench chaos-client")?;
+    let t0 = Instant::now();
+
+    let mut events = JsonlWriter::create(&dir.join("faults.jsonl"))?;
+    let mut fault_problems = inject(&mut c, &schedule, t0, &mut client, &mut events)?;
+    for (id, status) in c.crashed() {
+        fault_problems.push(format!(
+            "member {id} exited on its own ({status}): see its log"
+        ));
+    }
+    let repaired = c.heal_all()?;
+    if !repaired.is_empty() {
+        println!("after the schedule: {}", repaired.join(", "));
+    }
+
+    // The client stops issuing operations at --time, then reads the final state and waits
+    // (up to 20 s) for its watchers.
+    let limit = args.time + Duration::from_secs(120);
+    let status = loop {
+        if let Some(s) = client.try_wait()? {
+            break Some(s);
+        }
+        if t0.elapsed() > limit {
+            let _ = client.kill();
+            let _ = client.wait();
+            break None;
+        }
+        sleep(Duration::from_millis(100));
+    };
+    for (id, status) in c.crashed() {
+        fault_problems.push(format!(
+            "member {id} exited on its own ({status}): see its log"
+        ));
+    }
+    if args.keep_data {
+        drop(c);
+    } else {
+        c.stop_and_clean();
+        drop(c);
+    }
+
+    let mut verdicts = Vec::new();
+    verdicts.push(Verdict::from_problems(
+        "faults: applied and undone, no member crashed",
+        format!(
+            "{} faults scheduled; partitions: {how}",
+            schedule.faults.len()
+        ),
+        fault_problems,
+    ));
+    let client_ok = matches!(status, Some(s) if s.success());
+    verdicts.push(Verdict::from_problems(
+        "client: ran to the end",
+        match status {
+            Some(s) => format!("exited {s}"),
+            None => format!("killed after {limit:?}"),
+        },
+        if client_ok {
+            Vec::new()
+        } else {
+            vec![format!(
+                "the client failed; its log ends:\n{}",
+                tail(&dir.join("client.log"), 10)
+            )]
+        },
+    ));
+    if client_ok {
+        verdicts.extend(check(dir)?);
+    }
+    let mut text = String::new();
+    for v in &verdicts {
+        text.push_str(&v.render());
+    }
+    print!("{text}");
+    std::fs::write(dir.join("verdicts.txt"), &text)?;
+    raft_chaos::history::write_json(&dir.join("verdicts.json"), &verdicts)?;
+    if let Err(e) = plot(dir, seed, time_ms) {
+        println!("plot: {e:#}");
+    }
+    Ok(verdicts.iter().all(|v| v.ok))
+}
+
+/// A fault in force: the members hit, how, when (µs since the epoch), the error applying it.
+type Applied = (Vec<u64>, String, u64, Option<String>);
+
+/// Carries out the schedule from `t0` (nested faults overlap their outer one), writing what
+/// was done to `events`; returns the problems (faults that could not be undone, the client
+/// exiting early).
+fn inject(
+    c: &mut ChaosCluster,
+    schedule: &Schedule,
+    t0: Instant,
+    client: &mut std::process::Child,
+    events: &mut JsonlWriter,
+) -> Result<Vec<String>> {
+    // (time, 0 = undo / 1 = apply, fault): at equal times, undo first.
+    let mut timeline: Vec<(u64, u8, usize)> = Vec::new();
+    for (i, f) in schedule.faults.iter().enumerate() {
+        timeline.push((f.start_ms, 1, i));
+        timeline.push((f.end_ms, 0, i));
+    }
+    timeline.sort_unstable();
+    let mut problems = Vec::new();
+    // Per fault, once applied: the members hit, how, when, and the error applying it.
+    let mut active: Vec<Option<Applied>> = vec![None; schedule.faults.len()];
+    let at = || format!("[{:>7.2}s]", t0.elapsed().as_secs_f64());
+    for (ms, action, index) in timeline {
+        sleep_until(t0 + Duration::from_millis(ms));
+        let f = &schedule.faults[index];
+        if action == 1 {
+            if let Ok(Some(status)) = client.try_wait() {
+                problems.push(format!("the client exited early ({status})"));
+                break;
+            }
+            let members = match &f.target {
+                Target::Members(m) => m.clone(),
+                Target::Leader => match c.leader(Duration::from_secs(2)) {
+                    Some(l) => vec![l],
+                    // Nobody knows a leader right now: hit the member the seed picks.
+                    None => vec![1 + schedule.seed % schedule.members],
+                },
+            };
+            let start = unix_us();
+            let applied = apply(c, f.kind, &members);
+            let how = match &applied {
+                Ok(how) => how.clone(),
+                Err(e) => format!("not applied: {e:#}"),
+            };
+            println!("{} {} {members:?}: {how}", at(), f.kind.name());
+            let error = applied.err().map(|e| format!("apply: {e:#}"));
+            active[index] = Some((members, how, start, error));
+            continue;
+        }
+        let Some((members, how, start_unix_us, mut error)) = active[index].take() else {
+            continue;
+        };
+        match undo(c, f.kind, &members) {
+            Ok(()) => println!("{} {} {members:?} undone", at(), f.kind.name()),
+            Err(e) => {
+                let msg = format!(
+                    "fault {index} ({}) could not be undone: {e:#}",
+                    f.kind.name()
+                );
+                println!("{} {msg}", at());
+                problems.push(msg.clone());
+                error = Some(msg);
+            }
+        }
+        events.write(&FaultEvent {
+            index,
+            kind: f.kind,
+            members,
+            how,
+            start_unix_us,
+            end_unix_us: unix_us(),
+            error,
+        })?;
+        events.flush()?;
+    }
+    Ok(problems)
+}
+
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        sleep(t - now);
+    }
+}
+
+/// Applies a fault to `members`; returns how.
+fn apply(c: &mut ChaosCluster, kind: FaultKind, members: &[u64]) -> Result<String> {
+    let mut how = Vec::new();
+    for &id in members {
+        match kind {
+            FaultKind::Kill => {
+                c.kill9(id)?;
+                how.push(format!("kill -9 member {id}"));
+            }
+            FaultKind::Pause => {
+                c.pause(id)?;
+                how.push(format!("SIGSTOP member {id}"));
+            }
+            FaultKind::Partition => how.push(format!("member {id}: {}", c.isolate(id)?)),
+        }
+    }
+    Ok(how.join("; "))
+}
+
+/// Undoes [`apply`].
+fn undo(c: &mut ChaosCluster, kind: FaultKind, members: &[u64]) -> Result<()> {
+    for &id in members {
+        match kind {
+            FaultKind::Kill if !c.is_running(id) => c.spawn(id)?,
+            FaultKind::Kill => {}
+            FaultKind::Pause => c.resume(id)?,
+            FaultKind::Partition => c.heal(id)?,
+        }
+    }
+    Ok(())
+}
+
+/// Runs the checkers of the workloads whose histories the run directory holds.
+fn check(dir: &Path) -> Result<Vec<Verdict>> {
+    let summary: ClientSummary = read_json(&dir.join("client.json"))?;
+    let mut out = Vec::new();
+    for w in &summary.workloads {
+        match w.as_str() {
+            "register" => {
+                let ops: Vec<RegisterOp> = read_jsonl(&dir.join("register.jsonl"))?;
+                out.push(register::check(&ops));
+            }
+            "bank" => {
+                let ops: Vec<BankOp> = read_jsonl(&dir.join("bank.jsonl"))?;
+                out.push(bank::check(&ops, summary.bank_accounts, summary.bank_total));
+            }
+            "watch" => {
+                let writes: Vec<WatchWrite> = read_jsonl(&dir.join("watch-writes.jsonl"))?;
+                let records: Vec<WatchRecord> = read_jsonl(&dir.join("watch-events.jsonl"))?;
+                out.push(watch::check(&writes, &records, &summary));
+            }
+            other => bail!("client.json names an unknown workload `{other}`"),
+        }
+    }
+    Ok(out)
+}
+
+/// Draws `plot.svg` from the histories and `faults.jsonl`.
+fn plot(dir: &Path, seed: u64, time_ms: u64) -> Result<()> {
+    let summary: ClientSummary = read_json(&dir.join("client.json"))?;
+    let mut points = Vec::new();
+    let mut add = |workload: &'static str, invoke: u64, complete: u64, outcome: Outcome| {
+        points.push(Point {
+            t_s: invoke as f64 / 1e6,
+            latency_ms: complete.saturating_sub(invoke) as f64 / 1e3,
+            workload,
+            outcome,
+        });
+    };
+    for o in read_jsonl::<RegisterOp>(&dir.join("register.jsonl"))? {
+        add("register", o.invoke_us, o.complete_us, o.outcome);
+    }
+    for o in read_jsonl::<BankOp>(&dir.join("bank.jsonl"))? {
+        add("bank", o.invoke_us, o.complete_us, o.outcome);
+    }
+    for o in read_jsonl::<WatchWrite>(&dir.join("watch-writes.jsonl"))? {
+        add("watch", o.invoke_us, o.complete_us, o.outcome);
+    }
+    let t0 = summary.t0_unix_us as f64;
+    let windows: Vec<Window> = read_jsonl::<FaultEvent>(&dir.join("faults.jsonl"))?
+        .into_iter()
+        .map(|e| Window {
+            start_s: (e.start_unix_us as f64 - t0) / 1e6,
+            end_s: (e.end_unix_us as f64 - t0) / 1e6,
+            label: format!(
+                "{} {}",
+                e.kind.name(),
+                e.members
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        })
+        .collect();
+    raft_chaos::plot::draw(
+        &dir.join("plot.svg"),
+        &format!("chaos seed {seed}: latency (invoke time), faults shaded"),
+        &points,
+        &windows,
+        time_ms as f64 / 1000.0,
+    )?;
+    Ok(())
+}
+
+/// The last `lines` lines of a file.
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft_chaos::history::{RegisterCall, RegisterResult, write_json};
+
+    /// A run directory as the client leaves it: `client.json` and a register history.
+    fn run_dir(ops: &[RegisterOp], workloads: &[&str]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "xtask-chaos-test-{}-{}",
+            std::process::id(),
+            ops.len()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let summary = ClientSummary {
+            t0_unix_us: 1_000_000,
+            workloads: workloads.iter().map(|w| w.to_string()).collect(),
+            ..ClientSummary::default()
+        };
+        write_json(&dir.join("client.json"), &summary).unwrap();
+        let mut w = JsonlWriter::create(&dir.join("register.jsonl")).unwrap();
+        for op in ops {
+            w.write(op).unwrap();
+        }
+        w.flush().unwrap();
+        dir
+    }
+
+    fn write(t: u64, v: u64) -> RegisterOp {
+        RegisterOp::done(
+            1,
+            0,
+            RegisterCall::Write { value: v },
+            t,
+            t + 5,
+            RegisterResult::Write,
+        )
+    }
+
+    fn read(t: u64, v: u64) -> RegisterOp {
+        RegisterOp::done(
+            2,
+            0,
+            RegisterCall::Read,
+            t,
+            t + 5,
+            RegisterResult::Read { value: Some(v) },
+        )
+    }
+
+    #[test]
+    fn checks_and_plots_a_run_directory() {
+        let dir = run_dir(&[write(0, 1), write(10, 2), read(20, 1)], &["register"]);
+        let verdicts = check(&dir).unwrap();
+        assert_eq!(verdicts.len(), 1);
+        assert!(
+            !verdicts[0].ok,
+            "the stale read must fail: {}",
+            verdicts[0].render()
+        );
+        plot(&dir, 1, 1_000).unwrap();
+        assert!(
+            std::fs::read_to_string(dir.join("plot.svg"))
+                .unwrap()
+                .contains("<svg")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let dir = run_dir(&[write(0, 1), read(20, 1)], &["register"]);
+        assert!(check(&dir).unwrap()[0].ok);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_unknown_workload_in_client_json_is_an_error() {
+        let dir = run_dir(
+            &[write(0, 1), write(1, 1), write(2, 1), write(3, 1)],
+            &["locks"],
+        );
+        let err = check(&dir).unwrap_err().to_string();
+        assert!(err.contains("locks"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
