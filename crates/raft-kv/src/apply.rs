@@ -2,7 +2,7 @@
 //! against the batch's pending writes, then the whole batch (data, history, dirty list,
 //! metadata, copy-on-write pre-images) goes to sled in one atomic write.
 
-use crate::command::{Command, Op};
+use crate::command::Command;
 use crate::cow::BatchReads;
 use crate::error::{Error, Result};
 use crate::history::encode_event;
@@ -139,6 +139,8 @@ impl KvStore {
             internal: BTreeMap::new(),
             lease: Default::default(),
             alarms: guard.alarms.clone(),
+            auth: crate::store::exec::AuthBatch::new(shared.auth.read().clone()),
+            index: 0,
         };
         let mut last = (guard.applied_index, guard.applied_term);
         let mut results = Vec::with_capacity(entries.len());
@@ -152,6 +154,7 @@ impl KvStore {
                 });
                 continue;
             }
+            batch.index = e.index;
             let decoded;
             let (request_id, outcome) = match e.payload {
                 EntryPayload::Empty => (0, Outcome::Noop),
@@ -159,11 +162,11 @@ impl KvStore {
                     0,
                     Outcome::Response(Response::Members(batch.set_members(ms))),
                 ),
-                EntryPayload::Command(cmd) => (cmd.request_id, execute(&mut batch, &cmd.op)?),
+                EntryPayload::Command(cmd) => (cmd.request_id, execute(&mut batch, cmd)?),
                 EntryPayload::Data(data) => match Command::decode(data) {
                     Ok(cmd) => {
                         decoded = cmd;
-                        (decoded.request_id, execute(&mut batch, &decoded.op)?)
+                        (decoded.request_id, execute(&mut batch, &decoded)?)
                     }
                     Err(err) => {
                         tracing::warn!(index = e.index, %err, "undecodable entry applied as rejected");
@@ -209,6 +212,7 @@ impl KvStore {
         if alarms_changed {
             b.insert(crate::internal::alarms_key(), batch.alarms.encode());
         }
+        batch.auth.write_to(&mut b);
         if !batch.overlay.is_empty() {
             b.insert(
                 dirty_key(guard.dirty_gen, last.0),
@@ -249,6 +253,17 @@ impl KvStore {
                 .lock()
                 .applied(&batch.lease.events, std::time::Instant::now());
         }
+        if let Some(next) = batch.auth.next.take() {
+            // Under the state lock: a reader never sees a batch's data with the auth state
+            // from before it.
+            *shared.auth.write() = std::sync::Arc::new(next);
+        }
+        if !batch.auth.tokens.is_empty() {
+            shared
+                .tokens
+                .lock()
+                .apply(&batch.auth.tokens, std::time::Instant::now());
+        }
         drop(state);
         if !spilled.is_empty() {
             shared.cow.lock().spilled_written(spilled);
@@ -265,9 +280,17 @@ impl KvStore {
     }
 }
 
-/// Runs one command, turning request errors into [`Outcome::Rejected`].
-fn execute(batch: &mut Batch<'_>, op: &Op) -> Result<Outcome> {
-    match batch.execute(op) {
+/// Runs one command, turning request errors into [`Outcome::Rejected`]. A client command
+/// is first checked against the auth state (see `crate::auth`).
+fn execute(batch: &mut Batch<'_>, cmd: &Command) -> Result<Outcome> {
+    if let Some(caller) = &cmd.caller {
+        match batch.check_caller(caller, &cmd.op) {
+            Ok(()) => {}
+            Err(e) if e.is_request_error() => return Ok(Outcome::Rejected(e)),
+            Err(e) => return Err(e),
+        }
+    }
+    match batch.execute(&cmd.op) {
         Ok(r) => Ok(Outcome::Response(r)),
         Err(e) if e.is_request_error() => Ok(Outcome::Rejected(e)),
         Err(e) => Err(e),
@@ -277,6 +300,7 @@ fn execute(batch: &mut Batch<'_>, op: &Op) -> Result<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Op;
     use crate::pb::etcdserverpb::{
         AlarmRequest, AlarmType, CompactionRequest, DeleteRangeRequest, LeaseGrantRequest,
         PutRequest, RequestOp, TxnRequest, alarm_request::AlarmAction, request_op,

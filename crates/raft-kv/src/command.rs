@@ -10,6 +10,7 @@ use crate::pb::etcdserverpb::{
     AlarmRequest, CompactionRequest, DeleteRangeRequest, LeaseCheckpointRequest, LeaseGrantRequest,
     LeaseRevokeRequest, PutRequest, TxnRequest,
 };
+use crate::pb::kvauth::{AuthCommand, Caller};
 use crate::pb::kvcmd::{KvCommand, MemberAttributes, MemberPeerUrls, kv_command};
 use prost::Message;
 use prost::bytes::Bytes;
@@ -25,6 +26,9 @@ pub struct Command {
     pub request_id: u64,
     /// What to do.
     pub op: Op,
+    /// Who asked, and the auth revision the permissions were checked at (client commands
+    /// only; see `crate::auth`). Apply refuses the command when the auth state moved on.
+    pub caller: Option<Caller>,
 }
 
 /// The operation of a [`Command`].
@@ -54,12 +58,25 @@ pub enum Op {
     /// `Maintenance.Alarm` ACTIVATE or DEACTIVATE: raises or disarms an alarm (kept in the
     /// internal space), so every member refuses or accepts writes from the same entry on.
     Alarm(AlarmRequest),
+    /// A change of the authentication state: users, roles, the enabled flag, tokens
+    /// (`crate::auth`; passwords arrive hashed).
+    Auth(AuthCommand),
 }
 
 impl Command {
     /// A command with the given request id.
     pub fn new(request_id: u64, op: Op) -> Self {
-        Command { request_id, op }
+        Command {
+            request_id,
+            op,
+            caller: None,
+        }
+    }
+
+    /// The command with `caller` as its caller.
+    pub fn with_caller(mut self, caller: Option<Caller>) -> Self {
+        self.caller = caller;
+        self
     }
 
     /// True when applying the command may change keys (everything except a txn whose every
@@ -73,7 +90,8 @@ impl Command {
             | Op::SetPeerUrls(_)
             | Op::LeaseGrant(_)
             | Op::LeaseCheckpoint(_)
-            | Op::Alarm(_) => false,
+            | Op::Alarm(_)
+            | Op::Auth(_) => false,
         }
     }
 
@@ -96,8 +114,13 @@ impl Command {
             Op::LeaseRevoke(m) => message::encoded_len(9, m),
             Op::LeaseCheckpoint(m) => message::encoded_len(10, m),
             Op::Alarm(m) => message::encoded_len(20, m),
+            Op::Auth(m) => message::encoded_len(22, m),
         };
-        1 + id + op
+        let caller = self
+            .caller
+            .as_ref()
+            .map_or(0, |c| message::encoded_len(21, c));
+        1 + id + op + caller
     }
 
     /// Encodes the command for a log entry (no copy of the request beyond the encoding).
@@ -119,6 +142,10 @@ impl Command {
             Op::LeaseRevoke(m) => message::encode(9, m, &mut buf),
             Op::LeaseCheckpoint(m) => message::encode(10, m, &mut buf),
             Op::Alarm(m) => message::encode(20, m, &mut buf),
+            Op::Auth(m) => message::encode(22, m, &mut buf),
+        }
+        if let Some(c) = &self.caller {
+            message::encode(21, c, &mut buf);
         }
         Bytes::from(buf)
     }
@@ -144,10 +171,12 @@ impl Command {
             kv_command::Op::LeaseRevoke(m) => Op::LeaseRevoke(m),
             kv_command::Op::LeaseCheckpoint(m) => Op::LeaseCheckpoint(m),
             kv_command::Op::Alarm(m) => Op::Alarm(m),
+            kv_command::Op::Auth(m) => Op::Auth(m),
         };
         Ok(Command {
             request_id: msg.request_id,
             op,
+            caller: msg.caller,
         })
     }
 }
@@ -248,6 +277,26 @@ mod tests {
                     alarm: crate::pb::etcdserverpb::AlarmType::Nospace as i32,
                 }),
             ),
+            Command::new(
+                10,
+                Op::Auth(AuthCommand {
+                    op: Some(crate::pb::kvauth::auth_command::Op::UserAdd(
+                        crate::pb::kvauth::UserAdd {
+                            name: "u".into(),
+                            password_hash: Bytes::from_static(b"$2b$04$x"),
+                            options: None,
+                        },
+                    )),
+                }),
+            )
+            .with_caller(Some(Caller {
+                user: "root".into(),
+                revision: 3,
+            })),
+            Command::new(0, Op::Put(PutRequest::default())).with_caller(Some(Caller {
+                user: String::new(),
+                revision: 0,
+            })),
         ]
     }
 

@@ -108,6 +108,10 @@ pub enum Error {
     /// are refused until the alarm is disarmed.
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    /// An authentication or permission error (etcd's messages and codes, see
+    /// [`AuthError`](crate::auth::AuthError)).
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     /// The snapshot store (`raft-snapshot`) failed: I/O, a damaged file, a bad chain.
     #[error("raft-kv: snapshot store: {0}")]
     SnapshotStore(#[from] raft_snapshot::Error),
@@ -136,6 +140,7 @@ impl Error {
                 | Error::RangeTooLarge { .. }
                 | Error::MemberNotFound
                 | Error::NoSpace
+                | Error::Auth(_)
         )
     }
 
@@ -159,6 +164,7 @@ impl Error {
             | Error::MissingOp => tonic::Code::InvalidArgument,
             Error::LeaseNotFound | Error::MemberNotFound => tonic::Code::NotFound,
             Error::RangeTooLarge { .. } | Error::NoSpace => tonic::Code::ResourceExhausted,
+            Error::Auth(e) => e.code(),
             Error::RestoreIncomplete | Error::CaptureInProgress => tonic::Code::Unavailable,
             Error::NotReadOnly => tonic::Code::InvalidArgument,
             Error::DeltaBaseMismatch { .. } => tonic::Code::FailedPrecondition,

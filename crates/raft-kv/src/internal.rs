@@ -9,6 +9,8 @@
 //!   `crate::lease::record`).
 //! - `b'i' ++ b"alarms"` -> prost `etcdserverpb.AlarmResponse` (only `alarms`): the active
 //!   alarms, written by [`Op::Alarm`](crate::Op::Alarm) (empty once all are disarmed).
+//! - `b'i' ++ b"auth/" ++ ...` -> users, roles, the enabled flag and the auth revision (see
+//!   `crate::auth::record`).
 
 use crate::error::{Error, Result};
 use crate::layout::INTERNAL;
@@ -142,6 +144,9 @@ pub(crate) fn validate(key: &[u8], value: &[u8]) -> bool {
     }
     if let Some(id) = name.strip_prefix(crate::lease::record::LEASE) {
         return crate::lease::record::validate(id, value);
+    }
+    if let Some(rest) = name.strip_prefix(crate::auth::record::AUTH) {
+        return crate::auth::record::validate(rest, value);
     }
     match name.strip_prefix(PEER) {
         Some(id) => id.len() == 8 && MemberPeerUrls::decode(value).is_ok(),

@@ -26,8 +26,10 @@
 //!   (member list from configuration changes, snapshots on the chain store), and
 //!   [`address_book`]: the peer addresses it learns from the log for a transport;
 //! - [`service`]: the etcd v3 gRPC services (`KV`, `Cluster`, `Maintenance`, `Watch`,
-//!   `Lease`, `Lock`, `Election`, one file each)
+//!   `Lease`, `Lock`, `Election`, `Auth`, one file each)
 //!   over a running node;
+//! - [`auth`]: etcd's users, roles and permissions (replicated auth state, the checks of
+//!   every request, tokens);
 //! - [`pace`]: the token bucket that limits a snapshot build's read rate
 //!   ([`PendingSnapshot::with_max_rate`]);
 //! - [`validate`]: the checks the service makes before proposing;
@@ -39,6 +41,7 @@
 
 pub mod address_book;
 mod apply;
+pub mod auth;
 pub mod autocompact;
 mod catchup;
 mod command;
@@ -82,6 +85,7 @@ pub use snapshot_store::{
     lower_thread_priority, maintain_chains, restore_from_store,
 };
 pub use state::INITIAL_REVISION;
+pub use store::exec::AuthAnswer;
 pub use store::{Defragmented, KvStore, LOCK_WAIT, Response, StoreStatus, TREE_NAME};
 
 /// Protobuf and gRPC types generated from the etcd v3 API protos under `proto/etcd/` and the
@@ -107,6 +111,14 @@ pub mod pb {
     /// etcd's server-side election service (etcd's `v3electionpb` package).
     pub mod v3electionpb {
         tonic::include_proto!("v3electionpb");
+    }
+    /// etcd's stored user and role records (etcd's `authpb` package).
+    pub mod authpb {
+        tonic::include_proto!("authpb");
+    }
+    /// raft-kv's authentication commands (`proto/kvauth.proto`).
+    pub mod kvauth {
+        tonic::include_proto!("kvauth");
     }
     /// raft-kv's stored lease record and the requests forwarded to the leader
     /// (`proto/kvlease.proto`).

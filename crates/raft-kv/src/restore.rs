@@ -244,6 +244,7 @@ impl Restore {
             lease_record::load_all(&shared.tree)?,
             std::time::Instant::now(),
         );
+        *shared.auth.write() = std::sync::Arc::new(crate::auth::record::load(&shared.tree)?);
         shared.compaction.durable.send_replace(0);
         let compacted = st.compact_revision > 0;
         drop(st);

@@ -3,11 +3,13 @@
 //! barrier and then read the local store, serializable reads read it at once.
 //!
 //! One file per service under `service/` (`kv.rs`, `cluster.rs`, `maintenance.rs`,
-//! `watch.rs`, `lease.rs`, `lock.rs`, `election.rs`; `recipe.rs` holds what the last two
-//! share); this file holds what they share. [`EtcdService::routes`] hands all of them to a
+//! `watch.rs`, `lease.rs`, `lock.rs`, `election.rs`, `auth.rs`; `recipe.rs` holds what Lock
+//! and Election share; `auth.rs` also resolves every request's caller, [`Who`], which each
+//! service checks before proposing or reading); this file holds what they share. [`EtcdService::routes`] hands all of them to a
 //! tonic server, so a program other than raftd can serve the store (see
 //! `examples/embedded.rs`).
 
+mod auth;
 mod cluster;
 mod election;
 mod kv;
@@ -17,13 +19,14 @@ mod maintenance;
 mod recipe;
 mod watch;
 
+pub use auth::{AuthOptions, CertUser, DEFAULT_BCRYPT_COST, Who, is_root};
 pub use lease::LeaseOptions;
 
 use crate::address_book::AddressBook;
 use crate::machine::KvMachine;
 use crate::pb::etcdserverpb::{
-    self as pb, cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
-    maintenance_server::MaintenanceServer, watch_server::WatchServer,
+    self as pb, auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
+    lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use crate::pb::v3electionpb::election_server::ElectionServer;
 use crate::pb::v3lockpb::lock_server::LockServer;
@@ -59,6 +62,7 @@ pub struct EtcdService {
     maintenance: Arc<maintenance::MaintenanceState>,
     /// The space quota in bytes (0: [`DEFAULT_QUOTA_BYTES`](crate::validate::DEFAULT_QUOTA_BYTES)).
     quota: Arc<std::sync::atomic::AtomicU64>,
+    auth: AuthOptions,
 }
 
 impl EtcdService {
@@ -77,7 +81,14 @@ impl EtcdService {
             lease,
             maintenance: Arc::default(),
             quota: Arc::default(),
+            auth: AuthOptions::default(),
         }
+    }
+
+    /// Hashes new passwords with `options` (without it: etcd's bcrypt cost, 10).
+    pub fn with_auth(mut self, options: AuthOptions) -> Self {
+        self.auth = options;
+        self
     }
 
     /// Serves leases with `options` (the minimum TTL, and how followers reach the leader
@@ -119,7 +130,7 @@ impl EtcdService {
         self.watch.as_ref()
     }
 
-    /// The `KV`, `Cluster`, `Maintenance`, `Lease`, `Lock` and `Election` services, and
+    /// The `KV`, `Cluster`, `Maintenance`, `Lease`, `Lock`, `Election` and `Auth` services, and
     /// `Watch` when a hub is set ([`with_watch`](Self::with_watch)), for `tonic`'s
     /// `Server::add_routes`. Each decodes
     /// requests up to the request size limit plus 512 KiB: gRPC refuses what is far above
@@ -134,7 +145,8 @@ impl EtcdService {
         .add_service(MaintenanceServer::new(self.clone()).max_decoding_message_size(max_decode))
         .add_service(LeaseServer::new(self.clone()).max_decoding_message_size(max_decode))
         .add_service(LockServer::new(self.clone()).max_decoding_message_size(max_decode))
-        .add_service(ElectionServer::new(self.clone()).max_decoding_message_size(max_decode));
+        .add_service(ElectionServer::new(self.clone()).max_decoding_message_size(max_decode))
+        .add_service(AuthServer::new(self.clone()).max_decoding_message_size(max_decode));
         if self.watch.is_some() {
             routes.add_service(WatchServer::new(self.clone()).max_decoding_message_size(max_decode))
         } else {
@@ -166,17 +178,29 @@ impl EtcdService {
         Ok(())
     }
 
-    /// Proposes `op` after the space quota check (`Maintenance.Alarm`'s NOSPACE).
+    /// Proposes the node's own command (no caller: apply does not check it) after the
+    /// space quota check (`Maintenance.Alarm`'s NOSPACE).
     async fn propose(&self, op: Op) -> Result<KvResponse, Status> {
         self.ready()?;
         self.check_space(&op).await?;
         self.propose_unchecked(op).await
     }
 
+    /// Proposes the node's own command without the space quota check.
     async fn propose_unchecked(&self, op: Op) -> Result<KvResponse, Status> {
+        self.propose_command(&Command::new(0, op))
+            .await?
+            .map_err(kv_status)
+    }
+
+    /// Proposes `cmd` and waits for its apply: the answer, or the request error apply
+    /// refused it with; a failure to propose or apply is the outer error.
+    async fn propose_command(
+        &self,
+        cmd: &Command,
+    ) -> Result<Result<KvResponse, crate::Error>, Status> {
         self.ready()?;
-        let cmd = Command::new(0, op);
-        validate_command(&cmd, &self.ctx.limits).map_err(kv_status)?;
+        validate_command(cmd, &self.ctx.limits).map_err(kv_status)?;
         let result = self
             .ctx
             .handle
@@ -184,8 +208,8 @@ impl EtcdService {
             .await
             .map_err(runtime_status)?;
         match result.outcome {
-            Outcome::Response(r) => Ok(r),
-            Outcome::Rejected(e) => Err(kv_status(e)),
+            Outcome::Response(r) => Ok(Ok(r)),
+            Outcome::Rejected(e) => Ok(Err(e)),
             Outcome::AlreadyApplied | Outcome::Noop => Err(Status::internal(
                 "the proposal was applied without an answer",
             )),

@@ -37,6 +37,11 @@ pub(crate) struct Shared {
     /// The leases in memory and, on the leader, their clocks (`crate::lease`). Updated by
     /// apply and restore while they hold the state lock (lock order: state, then leases).
     pub(crate) leases: Mutex<crate::lease::Lessor>,
+    /// The applied auth state (`crate::auth`), replaced by apply and restore while they
+    /// hold the state lock (lock order: state, then auth, then tokens).
+    pub(crate) auth: RwLock<Arc<crate::auth::AuthState>>,
+    /// This member's tokens (`crate::auth::token`).
+    pub(crate) tokens: Mutex<crate::auth::token::TokenTable>,
 }
 
 impl Drop for Shared {

@@ -57,7 +57,7 @@ pub const TREE_NAME: &str = "raft-kv";
 /// | sled key | value |
 /// |---|---|
 /// | `b'h' ++ main (u64 BE) ++ sub (u32 BE)` | the history event of the write at that revision: the key, then the key's entry as the write left it (`crate::history`) |
-/// | `b'i' ++ name` | internal records of the node, out of reach of clients (`crate::internal`): peer URLs, leases, alarms |
+/// | `b'i' ++ name` | internal records of the node, out of reach of clients (`crate::internal`): peer URLs, leases, alarms, users and roles (`crate::auth::record`) |
 /// | `b'l' ++ lease id (u64 BE) ++ user key` | empty: the key's current version is attached to the lease (`crate::lease::record`; not in snapshots, rebuilt by restores) |
 /// | `b'k' ++ user key` | the key's current entry: its latest version, or the tombstone of its deletion, each linking the revision of its own write and of the key's previous write (`Current` in `crate::record`) |
 /// | `b'm' ++ b"applied_index"` / `b"applied_term"` | u64 big-endian |
@@ -162,6 +162,7 @@ impl KvStore {
             crate::lease::record::load_all(&tree)?,
             std::time::Instant::now(),
         );
+        let auth = crate::auth::record::load(&tree)?;
         let behind =
             state.compact_revision > 0 && state.compact_cursor.main <= state.compact_revision;
         let compaction = Arc::new(CompactionSignal::new(
@@ -183,6 +184,8 @@ impl KvStore {
                 compaction,
                 sink: RwLock::new(None),
                 leases: Mutex::new(lessor),
+                auth: RwLock::new(Arc::new(auth)),
+                tokens: Mutex::new(Default::default()),
             }),
         };
         if behind {
@@ -389,6 +392,8 @@ impl KvStore {
             internal: BTreeMap::new(),
             lease: Default::default(),
             alarms: state.alarms.clone(),
+            auth: Default::default(),
+            index: state.applied_index,
         };
         match batch.execute(&Op::Txn(req.clone()))? {
             Response::Txn(t) => Ok(t),

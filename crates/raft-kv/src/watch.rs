@@ -234,6 +234,18 @@ impl WatchStream {
             .create(self.id, &Create::from_request(req))
     }
 
+    /// Refuses a create request without making a watch: the client gets a created and
+    /// canceled answer with watch id -1 and `why` as the cancel reason (as etcd answers a
+    /// watch its caller may not read).
+    pub fn refuse(&self, why: &str) {
+        let hub = self.shared.hub.lock();
+        self.outbox.push_control(outbox::Item::Created {
+            watch_id: -1,
+            revision: hub.dispatched(),
+            refused: Some(why.to_string()),
+        });
+    }
+
     /// Handles a cancel request (an unknown id is ignored, as etcd does). True when the
     /// watch existed.
     pub fn cancel(&self, watch_id: i64) -> bool {

@@ -1,5 +1,6 @@
 //! A small etcd v3 client over the tonic stubs of `raft_kv::pb`: connects to the first
-//! endpoint that answers and moves on to the next when one is unavailable. Used by
+//! endpoint that answers and moves on to the next when one is unavailable, and sends an
+//! etcd auth token with every call once [`Client::authenticate`] got one. Used by
 //! `raftctl`, the integration tests and the local-cluster demo.
 
 use raft_kv::pb::etcdserverpb::cluster_client::ClusterClient;
@@ -8,8 +9,35 @@ use raft_kv::pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
+
+/// Adds the etcd auth token (gRPC metadata `token`) to every request, when there is one.
+#[derive(Clone, Default)]
+pub struct TokenInterceptor(Option<MetadataValue<Ascii>>);
+
+impl std::fmt::Debug for TokenInterceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token itself.
+        f.debug_tuple("TokenInterceptor")
+            .field(&self.0.as_ref().map(|_| "<token>"))
+            .finish()
+    }
+}
+
+impl tonic::service::Interceptor for TokenInterceptor {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(t) = &self.0 {
+            req.metadata_mut().insert("token", t.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// The channel [`Client::call`] hands out: a connection that carries the client's token.
+pub type ClientChannel = InterceptedService<Channel, TokenInterceptor>;
 
 /// Endpoints of a cluster and the timeouts to reach them.
 #[derive(Clone, Debug)]
@@ -19,6 +47,8 @@ pub struct Client {
     request_timeout: Duration,
     /// TLS settings; with them every endpoint is dialled with `https`.
     tls: Option<ClientTlsConfig>,
+    /// The etcd auth token sent with every call ([`Client::authenticate`]).
+    token: TokenInterceptor,
 }
 
 /// TLS settings for a client from PEM files, as etcdctl takes them (`--cacert`, `--cert`,
@@ -107,7 +137,31 @@ impl Client {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
             tls: None,
+            token: TokenInterceptor::default(),
         }
+    }
+
+    /// Authenticates as `user` with `password` (etcd's `Auth.Authenticate`, on the first
+    /// endpoint that answers) and sends the token with every later call. The token is valid
+    /// on every member, for the cluster's `auth.token_ttl` after its last use.
+    pub async fn authenticate(mut self, user: &str, password: &str) -> Result<Self, ClientError> {
+        use raft_kv::pb::etcdserverpb::{AuthenticateRequest, auth_client::AuthClient};
+        let token = self
+            .call(|ch| {
+                let req = AuthenticateRequest {
+                    name: user.to_string(),
+                    password: password.to_string(),
+                };
+                async move { AuthClient::new(ch).authenticate(req).await }
+            })
+            .await?
+            .into_inner()
+            .token;
+        let value = MetadataValue::try_from(token.as_str()).map_err(|_| {
+            ClientError::Status(Status::internal("the server sent an unusable token"))
+        })?;
+        self.token = TokenInterceptor(Some(value));
+        Ok(self)
     }
 
     /// Dials every endpoint with TLS (`https`, whatever scheme it was given with).
@@ -160,7 +214,7 @@ impl Client {
     /// UNAVAILABLE; returns its answer (or the last failure).
     pub async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(ClientChannel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let mut last = String::from("no endpoints given");
@@ -178,7 +232,7 @@ impl Client {
                     continue;
                 }
             };
-            match call(channel).await {
+            match call(InterceptedService::new(channel, self.token.clone())).await {
                 Ok(v) => return Ok(v),
                 Err(s) if s.code() == Code::Unavailable => {
                     last = format!("{addr}: {}", s.message());
@@ -197,7 +251,7 @@ impl Client {
     /// Runs `call` with a KV client.
     pub async fn kv<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
     where
-        F: FnMut(KvClient<Channel>) -> Fut,
+        F: FnMut(KvClient<ClientChannel>) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         self.call(|ch| call(KvClient::new(ch))).await
@@ -206,7 +260,7 @@ impl Client {
     /// Runs `call` with a Cluster client.
     pub async fn cluster<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
     where
-        F: FnMut(ClusterClient<Channel>) -> Fut,
+        F: FnMut(ClusterClient<ClientChannel>) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         self.call(|ch| call(ClusterClient::new(ch))).await
@@ -215,7 +269,7 @@ impl Client {
     /// Runs `call` with a Maintenance client.
     pub async fn maintenance<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
     where
-        F: FnMut(MaintenanceClient<Channel>) -> Fut,
+        F: FnMut(MaintenanceClient<ClientChannel>) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         self.call(|ch| call(MaintenanceClient::new(ch))).await

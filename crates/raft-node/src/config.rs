@@ -12,6 +12,7 @@
 //! in an `ArcSwap` and change at run time; [`NodeConfig::static_changes`] names the static
 //! keys that differ between two configurations so a reload can refuse them.
 
+mod auth;
 mod backup;
 mod bytes;
 mod compaction;
@@ -20,6 +21,7 @@ mod reload;
 mod tls;
 mod watch;
 
+pub use auth::AuthSection;
 pub use backup::{BackupSection, RELOADABLE_BACKUP_KEYS};
 pub use bytes::ByteSize;
 pub use compaction::{CompactionSection, Retention};
@@ -134,6 +136,8 @@ pub struct NodeConfig {
     pub lease: LeaseSection,
     /// Backups to an object store: snapshots and the WAL archive (`config/backup.rs`).
     pub backup: BackupSection,
+    /// etcd's authentication: token lifetime and password hash cost (`config/auth.rs`).
+    pub auth: AuthSection,
 }
 
 impl Default for NodeConfig {
@@ -164,6 +168,7 @@ impl Default for NodeConfig {
             limits: LimitsSection::default(),
             lease: LeaseSection::default(),
             backup: BackupSection::default(),
+            auth: AuthSection::default(),
         }
     }
 }
@@ -740,6 +745,7 @@ impl NodeConfig {
         self.limits.validate()?;
         self.lease.validate()?;
         self.backup.validate()?;
+        self.auth.validate()?;
         self.effective_backup()?;
         // The protocol crate's own checks (after ours, which say more).
         self.raft_core_config()?;

@@ -15,6 +15,9 @@
 //! certificate (a client certificate is asked for, not required), and `/status` and
 //! `/debug/pprof/*` answer `403` to connections without a client certificate
 //! ([`crate::security::OperatorPolicy`]); `/metrics`, `/health` and `/ready` stay open.
+//! With etcd authentication on, `/status` and `/debug/pprof/*` also answer the `root` user,
+//! by HTTP Basic credentials (`curl -u root:PASSWORD`) or a root token in a `token` header,
+//! and without TLS only it.
 
 use crate::admin::{role_name, state_name};
 use crate::profile::Profiler;
@@ -56,6 +59,47 @@ pub struct HttpState {
     pub operator: crate::security::OperatorPolicy,
     /// The backup to an object store, when `[backup]` turns it on (`/status` shows it).
     pub backup: Option<std::sync::Arc<crate::node::backup::Backup>>,
+    /// The store, whose etcd authentication state lets the `root` user through.
+    pub auth: Option<raft_kv::KvStore>,
+}
+
+/// Whether `req` comes from the `root` user of `store` (authentication on): a root token in
+/// a `token` header, or HTTP Basic credentials of a user with the root role.
+async fn http_root(store: &raft_kv::KvStore, req: &Request<Incoming>) -> bool {
+    use base64::Engine as _;
+    let state = store.auth_state();
+    if !state.enabled() {
+        return false;
+    }
+    let is_root = |user: &str| state.has_role(user, raft_kv::auth::ROOT);
+    if let Some(token) = req.headers().get("token").and_then(|v| v.to_str().ok()) {
+        return store.auth_token_user(token).is_some_and(|u| is_root(&u));
+    }
+    let Some(basic) = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+    else {
+        return false;
+    };
+    let Some((user, password)) = base64::engine::general_purpose::STANDARD
+        .decode(basic.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| {
+            s.split_once(':')
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+        })
+    else {
+        return false;
+    };
+    if !is_root(&user) {
+        return false;
+    }
+    tokio::task::spawn_blocking(move || state.check_password(&user, &password))
+        .await
+        .unwrap_or(false)
 }
 
 /// How long a client may take to finish its TLS handshake.
@@ -158,10 +202,22 @@ async fn route(
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reply_text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served");
     }
-    if matches!(endpoint, "status" | "pprof_profile" | "pprof_heap")
-        && let Err(why) = state.operator.check(Some(conn))
-    {
-        return reply_text(StatusCode::FORBIDDEN, why);
+    if matches!(endpoint, "status" | "pprof_profile" | "pprof_heap") {
+        let (enabled, root) = match &state.auth {
+            Some(store) => (store.auth_state().enabled(), http_root(store, &req).await),
+            None => (false, false),
+        };
+        if let Err(why) =
+            crate::security::operator_allowed(state.operator, Some(conn), enabled, root)
+        {
+            let why = if enabled {
+                "etcd authentication is on: this needs the root user (curl -u root:PASSWORD, \
+                 or a root token in a `token` header) or, with TLS, a client certificate"
+            } else {
+                why
+            };
+            return reply_text(StatusCode::FORBIDDEN, why);
+        }
     }
     match endpoint {
         "metrics" => match &state.metrics {

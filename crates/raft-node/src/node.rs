@@ -172,6 +172,7 @@ impl Node {
             config.wal_settings(),
         )?);
         let store = KvStore::open(data.join("kv"))?;
+        store.set_auth_token_ttl(config.auth.token_ttl);
         let snapshots = raft_snapshot::SnapshotStore::open_dir(
             data.join("snap"),
             raft_snapshot::StoreOptions::default(),
@@ -304,6 +305,7 @@ impl Node {
             },
         })
         .with_watch(watch_hub)
+        .with_auth(config.auth.options())
         .with_space_quota(quota)
         .with_snapshot_spool(data.join("tmp"))
         .with_leases(raft_kv::service::LeaseOptions {
@@ -329,7 +331,7 @@ impl Node {
         let api = tokio::spawn(
             tonic::transport::Server::builder()
                 .max_concurrent_streams(config.limits.max_concurrent_streams)
-                .layer(operator.layer())
+                .layer(operator.layer_with_auth(store.clone()))
                 .add_routes(service.routes())
                 .add_service(admin.into_server())
                 .serve_with_incoming_shutdown(client_incoming, async {
@@ -347,6 +349,7 @@ impl Node {
                     tls: metrics_tls,
                     operator,
                     backup: backup.clone(),
+                    auth: Some(store.clone()),
                 },
             )
         });

@@ -9,9 +9,11 @@
 //! told otherwise). With TLS on the client port they answer only connections that
 //! presented a client certificate from `tls.trusted_ca_file`.
 //!
-//! Seam for etcd authentication (users and roles, not built yet): when it is enabled, the
-//! `root` user's token will be accepted here as well; [`OperatorPolicy::check`] is the one
-//! place that decides.
+//! With etcd authentication on (`etcdctl auth enable`), the `root` user (by its token, or a
+//! client certificate whose common name is `root`) may use them as well, and without TLS
+//! only it may. The gate also hands a verified client certificate's common name to the etcd
+//! services as the caller's user name ([`raft_kv::service::CertUser`]), as etcd does with
+//! `--client-cert-auth`. [`OperatorGate`] is the one place that decides.
 
 use crate::config::TlsSection;
 use raft_net::tls::{ALPN_H2, ConnInfo, ServerTlsPem, TlsAcceptor};
@@ -50,9 +52,15 @@ impl OperatorPolicy {
     }
 
     /// A layer for the client port's server that answers `PERMISSION_DENIED` to
-    /// non-operators calling one of [`OPERATOR_METHODS`].
+    /// non-operators calling one of [`OPERATOR_METHODS`] (without etcd authentication).
     pub fn layer(self) -> OperatorGateLayer {
-        OperatorGateLayer(self)
+        OperatorGateLayer(self, None)
+    }
+
+    /// [`layer`](Self::layer) that also knows etcd authentication's state in `store`: with
+    /// authentication on, the `root` user passes, and without TLS only it does.
+    pub fn layer_with_auth(self, store: raft_kv::KvStore) -> OperatorGateLayer {
+        OperatorGateLayer(self, Some(store))
     }
 }
 
@@ -83,8 +91,14 @@ pub fn is_operator_method(path: &str) -> bool {
 }
 
 /// The [`OperatorPolicy::layer`] (a `tower::Layer`).
-#[derive(Clone, Copy, Debug)]
-pub struct OperatorGateLayer(OperatorPolicy);
+#[derive(Clone)]
+pub struct OperatorGateLayer(OperatorPolicy, Option<raft_kv::KvStore>);
+
+impl std::fmt::Debug for OperatorGateLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("OperatorGateLayer").field(&self.0).finish()
+    }
+}
 
 impl<S> tower::Layer<S> for OperatorGateLayer {
     type Service = OperatorGate<S>;
@@ -93,15 +107,59 @@ impl<S> tower::Layer<S> for OperatorGateLayer {
         OperatorGate {
             inner,
             policy: self.0,
+            auth: self.1.clone(),
         }
     }
 }
 
 /// The service [`OperatorGateLayer`] wraps around the client port's routes.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct OperatorGate<S> {
     inner: S,
     policy: OperatorPolicy,
+    auth: Option<raft_kv::KvStore>,
+}
+
+impl<S> std::fmt::Debug for OperatorGate<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorGate")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a request may use an operator surface: `policy` says for a node without etcd
+/// authentication; with it on (`auth` is the state, `root` whether the caller is the
+/// `root` user), root always may, a certificate holder may when TLS is on, and nobody else.
+pub fn operator_allowed(
+    policy: OperatorPolicy,
+    conn: Option<&ConnInfo>,
+    auth_enabled: bool,
+    root: bool,
+) -> Result<(), &'static str> {
+    if auth_enabled && root {
+        return Ok(());
+    }
+    match (policy, auth_enabled) {
+        // etcd's own answer: its clients know it by this message.
+        (OperatorPolicy::Open, true) => Err("etcdserver: permission denied"),
+        _ => policy.check(conn),
+    }
+}
+
+/// The user a request names for the operator gate: its token's user on this member, else
+/// its verified client certificate's common name.
+fn gate_user<B>(store: &raft_kv::KvStore, req: &::http::Request<B>) -> Option<String> {
+    let token = ["token", "authorization"]
+        .iter()
+        .find_map(|k| req.headers().get(*k).and_then(|v| v.to_str().ok()));
+    match token {
+        Some(t) => store.auth_token_user(t),
+        None => req
+            .extensions()
+            .get::<raft_kv::service::CertUser>()
+            .map(|c| c.0.clone()),
+    }
 }
 
 type GateFuture<E> = std::pin::Pin<
@@ -124,12 +182,35 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: ::http::Request<B>) -> Self::Future {
-        if is_operator_method(req.uri().path())
-            && let Err(why) = self.policy.check(req.extensions().get::<ConnInfo>())
-        {
-            let answer = tonic::Status::permission_denied(why).into_http();
-            return Box::pin(async move { Ok(answer) });
+    fn call(&mut self, mut req: ::http::Request<B>) -> Self::Future {
+        let cn = req
+            .extensions()
+            .get::<ConnInfo>()
+            .and_then(|c| c.client_cert.as_ref())
+            .and_then(|c| c.common_name.clone());
+        if let Some(cn) = cn {
+            req.extensions_mut().insert(raft_kv::service::CertUser(cn));
+        }
+        if is_operator_method(req.uri().path()) {
+            let (enabled, root) = match &self.auth {
+                Some(store) => {
+                    let state = store.auth_state();
+                    let root = state.enabled()
+                        && gate_user(store, &req)
+                            .is_some_and(|u| state.has_role(&u, raft_kv::auth::ROOT));
+                    (state.enabled(), root)
+                }
+                None => (false, false),
+            };
+            if let Err(why) = operator_allowed(
+                self.policy,
+                req.extensions().get::<ConnInfo>(),
+                enabled,
+                root,
+            ) {
+                let answer = tonic::Status::permission_denied(why).into_http();
+                return Box::pin(async move { Ok(answer) });
+            }
         }
         Box::pin(self.inner.call(req))
     }
@@ -240,6 +321,28 @@ mod tests {
         assert!(strict.check(Some(&conn)).is_err());
         conn.client_cert = Some(raft_net::tls::CertInfo::default());
         assert_eq!(strict.check(Some(&conn)), Ok(()));
+    }
+
+    #[test]
+    fn with_auth_on_root_passes_and_without_tls_only_root() {
+        let open = OperatorPolicy::of(&TlsSection::default());
+        assert!(operator_allowed(open, None, false, false).is_ok());
+        assert!(operator_allowed(open, None, true, false).is_err());
+        assert!(operator_allowed(open, None, true, true).is_ok());
+        let tls = TlsSection {
+            cert_file: Some("c".into()),
+            key_file: Some("k".into()),
+            ..TlsSection::default()
+        };
+        let strict = OperatorPolicy::of(&tls);
+        assert!(operator_allowed(strict, None, true, true).is_ok());
+        assert!(operator_allowed(strict, None, true, false).is_err());
+        let conn = ConnInfo {
+            tls: true,
+            client_cert: Some(raft_net::tls::CertInfo::default()),
+            ..ConnInfo::default()
+        };
+        assert!(operator_allowed(strict, Some(&conn), true, false).is_ok());
     }
 
     #[test]

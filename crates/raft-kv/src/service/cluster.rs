@@ -33,6 +33,7 @@ impl cluster_server::Cluster for EtcdService {
         &self,
         req: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        self.require_admin(&req).await?;
         let req = req.into_inner();
         let Some(url) = req.peer_ur_ls.first().cloned() else {
             return Err(Status::invalid_argument(
@@ -80,6 +81,7 @@ impl cluster_server::Cluster for EtcdService {
         &self,
         req: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        self.require_admin(&req).await?;
         let id = req.into_inner().id;
         if !self.ctx.store.members().iter().any(|m| m.id == id) {
             return Err(Status::not_found("etcdserver: member not found"));
@@ -103,6 +105,7 @@ impl cluster_server::Cluster for EtcdService {
         &self,
         req: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        self.require_admin(&req).await?;
         let req = req.into_inner();
         if req.peer_ur_ls.is_empty() {
             return Err(Status::invalid_argument(
@@ -150,6 +153,7 @@ impl cluster_server::Cluster for EtcdService {
         &self,
         req: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        self.require_admin(&req).await?;
         let id = req.into_inner().id;
         match self.ctx.store.members().iter().find(|m| m.id == id) {
             None => return Err(Status::not_found("etcdserver: member not found")),

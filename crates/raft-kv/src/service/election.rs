@@ -4,6 +4,7 @@
 //! until every older key is deleted; Proclaim and Resign act only while the key still has
 //! the create revision the campaign got; Observe streams the leader's value as it changes.
 
+use super::auth::Who;
 use super::lock::{Abandon, created_at, range_kvs, read};
 use super::recipe::{Watcher, by_create, lease_key, name_prefix, prefix_end, put_kv};
 use super::{EtcdService, unexpected};
@@ -40,13 +41,21 @@ fn put_op(key: &Bytes, value: Bytes, lease: i64) -> RequestOp {
 
 impl EtcdService {
     /// Sets the leader's value while `leader.key` still has create revision `leader.rev`.
-    async fn proclaim_value(&self, leader: &pb::LeaderKey, value: Bytes) -> Result<i64, Status> {
+    async fn proclaim_value(
+        &self,
+        leader: &pb::LeaderKey,
+        value: Bytes,
+        who: &Who,
+    ) -> Result<i64, Status> {
         let resp = self
-            .recipe_txn(TxnRequest {
-                compare: vec![created_at(&leader.key, leader.rev)],
-                success: vec![put_op(&leader.key, value, leader.lease)],
-                failure: Vec::new(),
-            })
+            .recipe_txn(
+                TxnRequest {
+                    compare: vec![created_at(&leader.key, leader.rev)],
+                    success: vec![put_op(&leader.key, value, leader.lease)],
+                    failure: Vec::new(),
+                },
+                who,
+            )
             .await?;
         if !resp.succeeded {
             return Err(not_leader());
@@ -134,18 +143,24 @@ impl election_server::Election for EtcdService {
         &self,
         req: Request<pb::CampaignRequest>,
     ) -> Result<Response<pb::CampaignResponse>, Status> {
+        let who = self
+            .recipe_allowed(req.metadata(), req.extensions(), &req.get_ref().name)
+            .await?;
         let req = req.into_inner();
         let prefix = name_prefix(&req.name);
         let key = lease_key(&prefix, req.lease);
         let resp = self
-            .recipe_txn(TxnRequest {
-                compare: vec![created_at(&key, 0)],
-                success: vec![put_op(&key, req.value.clone(), req.lease)],
-                failure: vec![read(RangeRequest {
-                    key: key.clone(),
-                    ..Default::default()
-                })],
-            })
+            .recipe_txn(
+                TxnRequest {
+                    compare: vec![created_at(&key, 0)],
+                    success: vec![put_op(&key, req.value.clone(), req.lease)],
+                    failure: vec![read(RangeRequest {
+                        key: key.clone(),
+                        ..Default::default()
+                    })],
+                },
+                &who,
+            )
             .await?;
         let header_rev = resp.header.as_ref().map_or(0, |h| h.revision);
         let mut leader = pb::LeaderKey {
@@ -161,7 +176,8 @@ impl election_server::Election for EtcdService {
                 .ok_or_else(|| unexpected("campaign: the candidate's key vanished"))?;
             leader.rev = kv.create_revision;
             if kv.value != req.value {
-                self.proclaim_value(&leader, req.value.clone()).await?;
+                self.proclaim_value(&leader, req.value.clone(), &who)
+                    .await?;
             }
         }
         self.wait_deletes(&prefix, leader.rev - 1).await?;
@@ -176,9 +192,19 @@ impl election_server::Election for EtcdService {
         &self,
         req: Request<pb::ProclaimRequest>,
     ) -> Result<Response<pb::ProclaimResponse>, Status> {
+        let who = self
+            .recipe_allowed(
+                req.metadata(),
+                req.extensions(),
+                req.get_ref()
+                    .leader
+                    .as_ref()
+                    .map_or(&[][..], |l| &l.name[..]),
+            )
+            .await?;
         let req = req.into_inner();
         let leader = req.leader.ok_or_else(missing_leader)?;
-        let rev = self.proclaim_value(&leader, req.value).await?;
+        let rev = self.proclaim_value(&leader, req.value, &who).await?;
         Ok(Response::new(pb::ProclaimResponse {
             header: self.header(rev),
         }))
@@ -188,6 +214,8 @@ impl election_server::Election for EtcdService {
         &self,
         req: Request<pb::LeaderRequest>,
     ) -> Result<Response<pb::LeaderResponse>, Status> {
+        self.recipe_allowed(req.metadata(), req.extensions(), &req.get_ref().name)
+            .await?;
         let (rev, kv) = self.leader_kv(&req.into_inner().name).await?;
         let kv = kv.ok_or_else(|| Status::unknown("election: no leader"))?;
         Ok(Response::new(pb::LeaderResponse {
@@ -202,6 +230,8 @@ impl election_server::Election for EtcdService {
         &self,
         req: Request<pb::LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        self.recipe_allowed(req.metadata(), req.extensions(), &req.get_ref().name)
+            .await?;
         let name = req.into_inner().name;
         let (tx, rx) = mpsc::channel(16);
         let svc = self.clone();
@@ -223,20 +253,33 @@ impl election_server::Election for EtcdService {
         &self,
         req: Request<pb::ResignRequest>,
     ) -> Result<Response<pb::ResignResponse>, Status> {
+        let who = self
+            .recipe_allowed(
+                req.metadata(),
+                req.extensions(),
+                req.get_ref()
+                    .leader
+                    .as_ref()
+                    .map_or(&[][..], |l| &l.name[..]),
+            )
+            .await?;
         let leader = req.into_inner().leader.ok_or_else(missing_leader)?;
         let resp = self
-            .recipe_txn(TxnRequest {
-                compare: vec![created_at(&leader.key, leader.rev)],
-                success: vec![RequestOp {
-                    request: Some(request_op::Request::RequestDeleteRange(
-                        DeleteRangeRequest {
-                            key: leader.key.clone(),
-                            ..Default::default()
-                        },
-                    )),
-                }],
-                failure: Vec::new(),
-            })
+            .recipe_txn(
+                TxnRequest {
+                    compare: vec![created_at(&leader.key, leader.rev)],
+                    success: vec![RequestOp {
+                        request: Some(request_op::Request::RequestDeleteRange(
+                            DeleteRangeRequest {
+                                key: leader.key.clone(),
+                                ..Default::default()
+                            },
+                        )),
+                    }],
+                    failure: Vec::new(),
+                },
+                &who,
+            )
             .await?;
         Ok(Response::new(pb::ResignResponse {
             header: self.header(resp.header.as_ref().map_or(0, |h| h.revision)),

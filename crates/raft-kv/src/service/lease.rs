@@ -266,6 +266,7 @@ impl lease_server::Lease for EtcdService {
         &self,
         req: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let who = self.who(&req).await?;
         let mut req = req.into_inner();
         if req.ttl > MAX_LEASE_TTL {
             return Err(kv_status(Error::LeaseTtlTooLarge));
@@ -274,7 +275,7 @@ impl lease_server::Lease for EtcdService {
         if req.id == 0 {
             req.id = self.lease.next_id();
         }
-        match self.propose(Op::LeaseGrant(req)).await? {
+        match self.propose_as(Op::LeaseGrant(req), &who).await? {
             KvResponse::LeaseGrant(mut r) => {
                 r.header = self.header(r.header.as_ref().map_or(0, |h| h.revision));
                 Ok(Response::new(r))
@@ -287,7 +288,12 @@ impl lease_server::Lease for EtcdService {
         &self,
         req: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        match self.propose(Op::LeaseRevoke(req.into_inner())).await? {
+        // Apply checks write permission on every key attached to the lease.
+        let who = self.who(&req).await?;
+        match self
+            .propose_as(Op::LeaseRevoke(req.into_inner()), &who)
+            .await?
+        {
             KvResponse::LeaseRevoke(mut r) => {
                 r.header = self.header(r.header.as_ref().map_or(0, |h| h.revision));
                 Ok(Response::new(r))

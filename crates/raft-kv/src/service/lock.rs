@@ -39,7 +39,7 @@ impl Drop for Abandon {
         if let Some(svc) = self.svc.take() {
             let key = self.key.clone();
             tokio::spawn(async move {
-                if let Err(e) = svc.recipe_delete(key).await {
+                if let Err(e) = svc.recipe_delete(key, None).await {
                     tracing::debug!(%e, "deleting an abandoned lock or election key");
                 }
             });
@@ -76,12 +76,23 @@ pub(super) fn range_kvs(
     }
 }
 
+/// The lock name of a lock key (`name ++ "/" ++ lease id in hex`): everything before the
+/// last `/`.
+fn lock_name(key: &[u8]) -> &[u8] {
+    key.iter()
+        .rposition(|b| *b == b'/')
+        .map_or(key, |i| &key[..i])
+}
+
 #[tonic::async_trait]
 impl lock_server::Lock for EtcdService {
     async fn lock(
         &self,
         req: Request<pb::LockRequest>,
     ) -> Result<Response<pb::LockResponse>, Status> {
+        let who = self
+            .recipe_allowed(req.metadata(), req.extensions(), &req.get_ref().name)
+            .await?;
         let req = req.into_inner();
         let prefix = name_prefix(&req.name);
         let key = lease_key(&prefix, req.lease);
@@ -100,11 +111,14 @@ impl lock_server::Lock for EtcdService {
         });
         let owner = read(by_create(&prefix, true, 0));
         let resp = self
-            .recipe_txn(TxnRequest {
-                compare: vec![created_at(&key, 0)],
-                success: vec![put, owner.clone()],
-                failure: vec![get, owner],
-            })
+            .recipe_txn(
+                TxnRequest {
+                    compare: vec![created_at(&key, 0)],
+                    success: vec![put, owner.clone()],
+                    failure: vec![get, owner],
+                },
+                &who,
+            )
             .await?;
         let mut my_rev = resp.header.as_ref().map_or(0, |h| h.revision);
         if !resp.succeeded {
@@ -144,7 +158,14 @@ impl lock_server::Lock for EtcdService {
         &self,
         req: Request<pb::UnlockRequest>,
     ) -> Result<Response<pb::UnlockResponse>, Status> {
-        let resp = self.recipe_delete(req.into_inner().key).await?;
+        let who = self
+            .recipe_allowed(
+                req.metadata(),
+                req.extensions(),
+                lock_name(&req.get_ref().key),
+            )
+            .await?;
+        let resp = self.recipe_delete(req.into_inner().key, Some(&who)).await?;
         Ok(Response::new(pb::UnlockResponse {
             header: self.header(resp.header.as_ref().map_or(0, |h| h.revision)),
         }))

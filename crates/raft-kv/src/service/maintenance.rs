@@ -8,6 +8,8 @@
 //! refuses such writes at the same log position (`Error::NoSpace`, etcd's "database space
 //! exceeded") until the alarm is disarmed. Reads, deletes and compactions go on, so space
 //! can be freed.
+//!
+//! With authentication on, everything but `Status` needs the `root` user (as etcd).
 
 use super::{EtcdService, kv_status, runtime_status, unexpected};
 use crate::error::Error;
@@ -103,6 +105,7 @@ impl maintenance_server::Maintenance for EtcdService {
         &self,
         req: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
+        self.require_admin(&req).await?;
         let req = req.into_inner();
         let kind = AlarmType::try_from(req.alarm)
             .map_err(|_| Status::invalid_argument(format!("unknown alarm type {}", req.alarm)))?;
@@ -173,8 +176,9 @@ impl maintenance_server::Maintenance for EtcdService {
     /// ([`KvStore::defragment`](crate::KvStore::defragment) says what it does not do).
     async fn defragment(
         &self,
-        _req: Request<pb::DefragmentRequest>,
+        req: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.require_admin(&req).await?;
         let store = self.ctx.store.clone();
         let d = blocking(move || store.defragment()).await?;
         tracing::info!(
@@ -192,8 +196,9 @@ impl maintenance_server::Maintenance for EtcdService {
     /// equal on members at the same applied index.
     async fn hash(
         &self,
-        _req: Request<pb::HashRequest>,
+        req: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
+        self.require_admin(&req).await?;
         let store = self.ctx.store.clone();
         let hash = blocking(move || store.hash()).await?;
         Ok(Response::new(pb::HashResponse {
@@ -209,6 +214,7 @@ impl maintenance_server::Maintenance for EtcdService {
         &self,
         req: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.require_admin(&req).await?;
         let store = self.ctx.store.clone();
         let revision = req.into_inner().revision;
         let h = blocking(move || store.hash_kv_at(revision)).await?;
@@ -228,8 +234,9 @@ impl maintenance_server::Maintenance for EtcdService {
     /// 32 KiB chunks with `remaining_bytes`, and the SHA-256 of the body last, as etcd does.
     async fn snapshot(
         &self,
-        _req: Request<pb::SnapshotRequest>,
+        req: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.require_admin(&req).await?;
         let store = self.ctx.store.clone();
         let dir = self
             .maintenance
@@ -257,6 +264,7 @@ impl maintenance_server::Maintenance for EtcdService {
         &self,
         req: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        self.require_admin(&req).await?;
         let target = req.into_inner().target_id;
         self.ctx
             .handle
@@ -270,8 +278,9 @@ impl maintenance_server::Maintenance for EtcdService {
 
     async fn downgrade(
         &self,
-        _req: Request<pb::DowngradeRequest>,
+        req: Request<pb::DowngradeRequest>,
     ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        self.require_admin(&req).await?;
         Err(Status::unimplemented("Downgrade is not supported by raftd"))
     }
 }

@@ -6,6 +6,7 @@
 //! [`Watcher`] reads this member's watch hub when the service has one, and otherwise polls the
 //! store's history (`EventHistory`) with a short back-off: the one place that knows.
 
+use super::auth::Who;
 use super::{EtcdService, kv_status, unexpected};
 use crate::pb::etcdserverpb::{
     self as pb, RangeRequest, RangeResponse, TxnRequest, TxnResponse, WatchCreateRequest,
@@ -67,10 +68,29 @@ pub(super) fn by_create(prefix: &[u8], ascend: bool, max_create_revision: i64) -
 }
 
 impl EtcdService {
-    /// Proposes a txn and answers with its response (header: the store revision after it).
-    pub(super) async fn recipe_txn(&self, t: TxnRequest) -> Result<TxnResponse, Status> {
+    /// With authentication on, fails unless the caller of a Lock or Election request may
+    /// read and write every key under `name ++ "/"` (where the recipe keeps its keys; etcd's
+    /// recipes run as the caller, so they need the same).
+    pub(super) async fn recipe_allowed(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        extensions: &tonic::Extensions,
+        name: &[u8],
+    ) -> Result<Who, Status> {
+        let who = self.who_from(metadata, extensions).await?;
+        let prefix = name_prefix(name);
+        let end = prefix_end(&prefix);
+        for access in [crate::auth::Access::Read, crate::auth::Access::Write] {
+            who.state.check_range(&who.user, &prefix, &end, access)?;
+        }
+        Ok(who)
+    }
+
+    /// Proposes a txn for `who` (apply checks it again) and answers with its response
+    /// (header: the store revision after it).
+    pub(super) async fn recipe_txn(&self, t: TxnRequest, who: &Who) -> Result<TxnResponse, Status> {
         self.check_size(prost::Message::encoded_len(&t))?;
-        match self.propose(Op::Txn(t)).await? {
+        match self.propose_as(Op::Txn(t), who).await? {
             KvResponse::Txn(r) => Ok(r),
             _ => Err(unexpected("txn")),
         }
@@ -82,18 +102,23 @@ impl EtcdService {
         self.ctx.store.range(r).map_err(kv_status)
     }
 
-    /// Deletes `key` (what Unlock and an abandoned Lock or Campaign do).
+    /// Deletes `key` (what Unlock and Resign do for `who`, and an abandoned Lock or Campaign
+    /// does without a caller).
     pub(super) async fn recipe_delete(
         &self,
         key: Bytes,
+        who: Option<&Who>,
     ) -> Result<pb::DeleteRangeResponse, Status> {
-        match self
-            .propose(Op::DeleteRange(pb::DeleteRangeRequest {
-                key,
-                ..Default::default()
-            }))
-            .await?
-        {
+        let op = Op::DeleteRange(pb::DeleteRangeRequest {
+            key,
+            ..Default::default()
+        });
+        let answer = match who {
+            Some(who) => self.propose_as(op, who).await?,
+            // Clean-up of the caller's own key after the call ended.
+            None => self.propose(op).await?,
+        };
+        match answer {
             KvResponse::DeleteRange(r) => Ok(r),
             _ => Err(unexpected("delete")),
         }

@@ -4,9 +4,12 @@
 //! Two tasks per stream: one reads the client's requests (create, cancel, progress) while
 //! the stream's queue has room, one turns the queue into responses and sends them as fast
 //! as the client takes them. A client that closes its sending side keeps its watches (as
-//! with etcd); the stream ends when the client goes away.
+//! with etcd); the stream ends when the client goes away. With authentication on, a create
+//! on a range the caller may not read is refused (created and canceled at once, the cancel
+//! reason "etcdserver: permission denied"), as etcd does.
 
 use super::EtcdService;
+use crate::auth::Access;
 use crate::pb::etcdserverpb::{self as pb, watch_request::RequestUnion, watch_server};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -27,8 +30,12 @@ impl watch_server::Watch for EtcdService {
         let Some(hub) = self.watch.as_ref() else {
             return Err(Status::unimplemented("Watch is not served by this server"));
         };
+        // The caller is fixed for the stream; each create is checked under the auth state
+        // of its moment.
+        let who = self.who(&req).await?;
         let mut inbound = req.into_inner();
         let stream = Arc::new(hub.open_stream());
+        let store = self.ctx.store.clone();
         let (tx, rx) = mpsc::channel(SEND_BUFFER);
         let reader = {
             let stream = stream.clone();
@@ -39,7 +46,18 @@ impl watch_server::Watch for EtcdService {
                     match inbound.message().await {
                         Ok(Some(req)) => match req.request_union {
                             Some(RequestUnion::CreateRequest(c)) => {
-                                stream.create(&c);
+                                let state = store.auth_state();
+                                match state.check_range(
+                                    &who.user,
+                                    &c.key,
+                                    &c.range_end,
+                                    Access::Read,
+                                ) {
+                                    Ok(()) => {
+                                        stream.create(&c);
+                                    }
+                                    Err(e) => stream.refuse(&e.to_string()),
+                                }
                             }
                             Some(RequestUnion::CancelRequest(c)) => {
                                 stream.cancel(c.watch_id);

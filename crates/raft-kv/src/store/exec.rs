@@ -3,8 +3,11 @@
 //! write leaves the key's new current entry and a history event at its revision, and, while
 //! an event sink listens, etcd's watch event.
 
+mod auth;
 mod lease;
 
+pub use auth::AuthAnswer;
+pub(crate) use auth::AuthBatch;
 pub(crate) use lease::LeaseBatch;
 
 use super::query::{self, header, read_revision};
@@ -48,6 +51,8 @@ pub enum Response {
     LeaseCheckpoint(LeaseCheckpointResponse),
     /// Answer to [`Op::Alarm`]: the alarms raised or disarmed.
     Alarm(AlarmResponse),
+    /// Answer to [`Op::Auth`].
+    Auth(AuthAnswer),
 }
 
 /// The state a batch of entries is applied to: pending data writes and metadata.
@@ -71,6 +76,10 @@ pub(crate) struct Batch<'a> {
     pub(crate) lease: LeaseBatch,
     /// The active alarms as of the batch (written when they changed).
     pub(crate) alarms: crate::internal::Alarms,
+    /// The auth state as the batch changed it, and its token changes.
+    pub(crate) auth: AuthBatch,
+    /// The log index of the entry being applied (tokens name it).
+    pub(crate) index: u64,
 }
 
 /// One write transaction (one command): its revision and whether it changed anything.
@@ -200,6 +209,7 @@ impl<'a> Batch<'a> {
                 header: Some(header(self.revision)),
                 alarms: self.alarms.apply(a),
             }),
+            Op::Auth(a) => Response::Auth(self.auth(a)?),
         };
         if tx.changed() {
             self.revision = tx.rev;

@@ -164,7 +164,7 @@ pub fn rev_of(r: &Response) -> i64 {
         Response::LeaseRevoke(r) => r.header.as_ref(),
         Response::LeaseCheckpoint(c) => c.header.as_ref(),
         Response::Alarm(a) => a.header.as_ref(),
-        Response::Members(_) => None,
+        Response::Members(_) | Response::Auth(_) => None,
     };
     h.expect("header").revision
 }

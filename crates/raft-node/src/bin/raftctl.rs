@@ -58,6 +58,15 @@ struct Args {
         env = "RAFTCTL_KEY"
     )]
     key: Option<std::path::PathBuf>,
+    /// Authenticate as NAME:PASSWORD (etcd authentication; etcdctl's `--user`): every call
+    /// then carries the user's token.
+    #[arg(
+        long = "user",
+        global = true,
+        value_name = "NAME:PASSWORD",
+        env = "RAFTCTL_USER"
+    )]
+    user: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -266,6 +275,12 @@ async fn run(args: Args) -> Result<i32> {
         )
         .map_err(anyhow::Error::msg)?;
         client = client.with_tls(tls);
+    }
+    if let Some(user) = &args.user {
+        let (name, password) = user
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("--user takes NAME:PASSWORD"))?;
+        client = client.authenticate(name, password).await?;
     }
     match args.cmd {
         Cmd::Put {

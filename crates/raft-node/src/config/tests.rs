@@ -288,6 +288,7 @@ fn documented_example_parses() {
     assert_eq!(c.wal, WalSection::default());
     assert_eq!(c.compression, CompressionSection::default());
     assert_eq!(c.peer, PeerSection::default());
+    assert_eq!(c.auth, crate::config::AuthSection::default());
     assert_eq!(
         c.request_size_limit,
         NodeConfig::default().request_size_limit

@@ -83,7 +83,7 @@ impl Batch<'_> {
     }
 
     /// The keys attached to lease `id` (stored, then the batch's changes), in key order.
-    fn attached_keys(&self, id: i64) -> Result<BTreeSet<Vec<u8>>> {
+    pub(super) fn attached_keys(&self, id: i64) -> Result<BTreeSet<Vec<u8>>> {
         let mut keys: BTreeSet<Vec<u8>> = record::attached(self.tree, id)?.into_iter().collect();
         for ((_, key), present) in self
             .lease
