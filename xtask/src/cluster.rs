@@ -296,8 +296,35 @@ fn stop(nodes: &mut [Node]) {
     }
 }
 
-/// `n` distinct ports that were free a moment ago on 127.0.0.1.
+/// `n` distinct ports that were free a moment ago on 127.0.0.1, below the kernel's ephemeral
+/// range when it leaves room (as `raft_node::testing::free_port` and for the same reason:
+/// outgoing connections take their source ports from that range, so a member restarted on
+/// a port from it may find the port taken). The first is drawn from the clock; the rest
+/// follow it.
 pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const FLOOR: u16 = 10_000;
+    if low > FLOOR + 1000 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let span = u32::from(low - FLOOR);
+        let start = FLOOR + ((nanos ^ std::process::id().rotate_left(16)) % span) as u16;
+        let mut ports = Vec::with_capacity(n);
+        let mut held = Vec::with_capacity(n);
+        for p in (start..low).chain(FLOOR..start) {
+            if let Ok(l) = TcpListener::bind(("127.0.0.1", p)) {
+                ports.push(p);
+                held.push(l);
+                if ports.len() == n {
+                    return Ok(ports);
+                }
+            }
+        }
+    }
     let listeners: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<std::io::Result<_>>()?;
