@@ -3,7 +3,8 @@
 //! `--time`, meanwhile injects the faults of a schedule drawn from `--seed`, heals everything,
 //! lets the client finish its final reads, then checks the histories ([`raft_chaos`]: the
 //! register history for linearizability, the bank reads for the total, the watchers for
-//! gaps, duplicates and agreement with the writes) and draws the plot.
+//! gaps, duplicates and agreement with the writes, the lock's fenced writes for mutual
+//! exclusion) and draws the plot.
 //!
 //! Why it is split this way: the workloads need the `etcd-client` crate, which only
 //! raft-bench may depend on (it needs protoc; `cargo xtask layering` enforces this); the
@@ -14,7 +15,7 @@
 //!
 //! Each run writes `<out>/seed-<N>/`: `schedule.txt`, `faults.jsonl` (what was done when),
 //! the histories (`register.jsonl`, `bank.jsonl`, `watch-writes.jsonl`,
-//! `watch-events.jsonl`, `client.json`), `client.log`, the members' logs under `cluster/`,
+//! `watch-events.jsonl`, `lock.jsonl`, `client.json`), `client.log`, the members' logs under `cluster/`,
 //! `verdicts.txt` and `verdicts.json`, and `plot.svg`. The exit code is 0 only when every
 //! check of every run passed.
 
@@ -26,12 +27,12 @@ use crate::util;
 use anyhow::{Context, Result, bail};
 use cluster::ChaosCluster;
 use raft_chaos::history::{
-    BankOp, ClientSummary, JsonlWriter, Outcome, RegisterOp, WatchRecord, WatchWrite, read_json,
-    read_jsonl,
+    BankOp, ClientSummary, JsonlWriter, LockOp, Outcome, RegisterOp, WatchRecord, WatchWrite,
+    read_json, read_jsonl,
 };
 use raft_chaos::plot::{Point, Window};
 use raft_chaos::schedule::{FaultEvent, FaultKind, Schedule, Target};
-use raft_chaos::{Verdict, bank, register, watch};
+use raft_chaos::{Verdict, bank, lock, register, watch};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread::sleep;
@@ -47,8 +48,8 @@ pub struct Args {
     /// How long the workloads run (faults happen in it; the last few seconds are quiet).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub time: Duration,
-    /// Workloads, comma-separated: register, bank, watch (or all).
-    #[arg(long, default_value = "register,bank,watch")]
+    /// Workloads, comma-separated: register, bank, watch, lock (or all).
+    #[arg(long, default_value = "register,bank,watch,lock")]
     pub workload: String,
     /// Faults, comma-separated: kill, pause, partition (or none).
     #[arg(long, default_value = "kill,pause,partition")]
@@ -89,6 +90,10 @@ pub struct Args {
     /// last revision instead of the next one.
     #[arg(long)]
     pub unsafe_watch_resume_at_last: bool,
+    /// Deliberately broken client, to see the lock check fail: lock holders write without
+    /// the fencing guard (run with pauses: a paused holder's lease expires).
+    #[arg(long)]
+    pub unsafe_unfenced_lock_writes: bool,
 }
 
 /// Runs the task: one run, or `--sweep K` runs.
@@ -255,6 +260,9 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
     }
     if args.unsafe_watch_resume_at_last {
         client.arg("--unsafe-watch-resume-at-last");
+    }
+    if args.unsafe_unfenced_lock_writes {
+        client.arg("--unsafe-unfenced-lock-writes");
     }
     let mut client = client
         .stdin(Stdio::null())
@@ -481,6 +489,10 @@ fn check(dir: &Path) -> Result<Vec<Verdict>> {
                 let records: Vec<WatchRecord> = read_jsonl(&dir.join("watch-events.jsonl"))?;
                 out.push(watch::check(&writes, &records, &summary));
             }
+            "lock" => {
+                let ops: Vec<LockOp> = read_jsonl(&dir.join("lock.jsonl"))?;
+                out.push(lock::check(&ops));
+            }
             other => bail!("client.json names an unknown workload `{other}`"),
         }
     }
@@ -507,6 +519,9 @@ fn plot(dir: &Path, seed: u64, time_ms: u64) -> Result<()> {
     }
     for o in read_jsonl::<WatchWrite>(&dir.join("watch-writes.jsonl"))? {
         add("watch", o.invoke_us, o.complete_us, o.outcome);
+    }
+    for o in read_jsonl::<LockOp>(&dir.join("lock.jsonl"))? {
+        add("lock", o.invoke_us, o.complete_us, o.outcome);
     }
     let t0 = summary.t0_unix_us as f64;
     let windows: Vec<Window> = read_jsonl::<FaultEvent>(&dir.join("faults.jsonl"))?
@@ -619,10 +634,10 @@ mod tests {
     fn an_unknown_workload_in_client_json_is_an_error() {
         let dir = run_dir(
             &[write(0, 1), write(1, 1), write(2, 1), write(3, 1)],
-            &["locks"],
+            &["locking"],
         );
         let err = check(&dir).unwrap_err().to_string();
-        assert!(err.contains("locks"), "{err}");
+        assert!(err.contains("locking"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
