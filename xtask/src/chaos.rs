@@ -31,7 +31,7 @@ use raft_chaos::history::{
     read_json, read_jsonl,
 };
 use raft_chaos::plot::{Point, Window};
-use raft_chaos::schedule::{FaultEvent, FaultKind, Schedule, Target};
+use raft_chaos::schedule::{Fault, FaultEvent, FaultKind, Schedule, Target};
 use raft_chaos::{Verdict, bank, lock, register, watch};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -51,8 +51,8 @@ pub struct Args {
     /// Workloads, comma-separated: register, bank, watch, lock (or all).
     #[arg(long, default_value = "register,bank,watch,lock")]
     pub workload: String,
-    /// Faults, comma-separated: kill, pause, partition (or none).
-    #[arg(long, default_value = "kill,pause,partition")]
+    /// Faults, comma-separated: kill, pause, partition, member (or none).
+    #[arg(long, default_value = "kill,pause,partition,member")]
     pub faults: String,
     /// Run K seeds in a row (seed, seed+1, ...); fails when any run fails.
     #[arg(long, default_value_t = 1)]
@@ -221,7 +221,7 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
     raft_chaos::history::write_json(&dir.join("schedule.json"), &schedule)?;
 
     let (net, how) = if kinds.contains(&FaultKind::Partition) {
-        choose_net(args.net, args.members)?
+        choose_net(args.net, args.members + schedule.added())?
     } else {
         (None, "loopback (no partitions in this run)".into())
     };
@@ -231,6 +231,7 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
         &bin.join("raftctl"),
         &dir.join("cluster"),
         args.members,
+        schedule.added(),
         net,
         &args.raftd_set,
     )?;
@@ -246,7 +247,7 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
     let mut client = Command::new(bin.join("raft-bench"));
     client
         .arg("chaos-client")
-        .args(["--endpoints", &c.endpoints().join(",")])
+        .args(["--endpoints", &c.all_endpoints().join(",")])
         .args(["--workload", &args.workload])
         .args(["--time", &format!("{time_ms}ms")])
         .args(["--seed", &seed.to_string()])
@@ -383,16 +384,27 @@ fn inject(
                 problems.push(format!("the client exited early ({status})"));
                 break;
             }
-            let members = match &f.target {
-                Target::Members(m) => m.clone(),
-                Target::Leader => match c.leader(Duration::from_secs(2)) {
-                    Some(l) => vec![l],
-                    // Nobody knows a leader right now: hit the member the seed picks.
-                    None => vec![1 + schedule.seed % schedule.members],
-                },
-            };
             let start = unix_us();
-            let applied = apply(c, f.kind, &members);
+            // A membership change adds its learner now and removes its target at the end.
+            let (members, applied) = if f.kind == FaultKind::Member {
+                match c.add_learner() {
+                    Ok(id) => (
+                        vec![id],
+                        Ok(format!(
+                            "member {id} added as a learner and started with --join"
+                        )),
+                    ),
+                    Err(e) => (Vec::new(), Err(e)),
+                }
+            } else {
+                match resolve(c, &f.target, schedule) {
+                    Ok(members) => {
+                        let applied = apply(c, f.kind, &members);
+                        (members, applied)
+                    }
+                    Err(e) => (Vec::new(), Err(e)),
+                }
+            };
             let how = match &applied {
                 Ok(how) => how.clone(),
                 Err(e) => format!("not applied: {e:#}"),
@@ -402,10 +414,10 @@ fn inject(
             active[index] = Some((members, how, start, error));
             continue;
         }
-        let Some((members, how, start_unix_us, mut error)) = active[index].take() else {
+        let Some((mut members, how, start_unix_us, mut error)) = active[index].take() else {
             continue;
         };
-        match undo(c, f.kind, &members) {
+        match undo(c, f, schedule, &mut members) {
             Ok(()) => println!("{} {} {members:?} undone", at(), f.kind.name()),
             Err(e) => {
                 let msg = format!(
@@ -452,19 +464,51 @@ fn apply(c: &mut ChaosCluster, kind: FaultKind, members: &[u64]) -> Result<Strin
                 how.push(format!("SIGSTOP member {id}"));
             }
             FaultKind::Partition => how.push(format!("member {id}: {}", c.isolate(id)?)),
+            FaultKind::Member => bail!("a membership change is not applied to members"),
         }
     }
     Ok(how.join("; "))
 }
 
-/// Undoes [`apply`].
-fn undo(c: &mut ChaosCluster, kind: FaultKind, members: &[u64]) -> Result<()> {
-    for &id in members {
-        match kind {
+/// The members `target` names now: slots mapped to the members in them, the leader asked
+/// of the cluster (when nobody knows one, the member in the slot the seed picks).
+fn resolve(c: &ChaosCluster, target: &Target, schedule: &Schedule) -> Result<Vec<u64>> {
+    match target {
+        Target::Members(slots) => slots.iter().map(|&s| c.in_slot(s)).collect(),
+        Target::Leader => match c.leader(Duration::from_secs(2)) {
+            Some(l) => Ok(vec![l]),
+            None => Ok(vec![c.in_slot(1 + schedule.seed % schedule.members)?]),
+        },
+    }
+}
+
+/// Undoes [`apply`]; ends a membership change (`members` is its learner): promotes the
+/// learner, removes the target and records it in `members`.
+fn undo(
+    c: &mut ChaosCluster,
+    f: &Fault,
+    schedule: &Schedule,
+    members: &mut Vec<u64>,
+) -> Result<()> {
+    if f.kind == FaultKind::Member {
+        let Some(&learner) = members.first() else {
+            return Ok(());
+        };
+        c.promote(learner)?;
+        println!("           member {learner} promoted to a voter");
+        let gone = resolve(c, &f.target, schedule)?[0];
+        c.remove(gone, learner)?;
+        println!("           member {gone} removed and stopped; member {learner} takes its slot");
+        members.push(gone);
+        return Ok(());
+    }
+    for &id in members.iter() {
+        match f.kind {
             FaultKind::Kill if !c.is_running(id) => c.spawn(id)?,
             FaultKind::Kill => {}
             FaultKind::Pause => c.resume(id)?,
             FaultKind::Partition => c.heal(id)?,
+            FaultKind::Member => {}
         }
     }
     Ok(())

@@ -25,11 +25,22 @@ pub enum FaultKind {
     Pause,
     /// Cut the target off from every other member (both directions), heal when it ends.
     Partition,
+    /// A membership change under load: when the fault starts, a new member is added as a
+    /// learner and started with `--join`; when it ends, the learner is promoted to a voter
+    /// and the target (a member, or the leader) is removed and stopped, so the cluster has as
+    /// many voters as before. The new member takes the removed one's place (its slot) as a
+    /// target of later faults. Never nested, and nothing is nested in it.
+    Member,
 }
 
 impl FaultKind {
     /// Every kind, in command-line order.
-    pub const ALL: [FaultKind; 3] = [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition];
+    pub const ALL: [FaultKind; 4] = [
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::Partition,
+        FaultKind::Member,
+    ];
 
     /// The name on the command line.
     pub fn name(self) -> &'static str {
@@ -37,6 +48,7 @@ impl FaultKind {
             FaultKind::Kill => "kill",
             FaultKind::Pause => "pause",
             FaultKind::Partition => "partition",
+            FaultKind::Member => "member",
         }
     }
 
@@ -52,7 +64,7 @@ impl FaultKind {
                 .find(|k| k.name() == part)
                 .ok_or_else(|| {
                     Error::Spec(format!(
-                        "unknown fault `{part}` (kill, pause, partition, none)"
+                        "unknown fault `{part}` (kill, pause, partition, member, none)"
                     ))
                 })?;
             if !out.contains(&k) {
@@ -67,7 +79,9 @@ impl FaultKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
-    /// These members (one, or a majority drawn from the seed).
+    /// These members (one, or a majority drawn from the seed), by slot: `1..=members`, the
+    /// initial member ids; a member added by a [`FaultKind::Member`] change takes the slot
+    /// of the member it replaced.
     Members(Vec<u64>),
     /// Whoever leads when the fault starts.
     Leader,
@@ -100,6 +114,9 @@ impl fmt::Display for Fault {
             FaultKind::Kill => format!("kill -9 {whom}, restart"),
             FaultKind::Pause => format!("SIGSTOP {whom}, SIGCONT"),
             FaultKind::Partition => format!("isolate {whom} from the other members, heal"),
+            FaultKind::Member => {
+                format!("add a learner, then promote it and remove {whom}")
+            }
         };
         write!(
             f,
@@ -158,9 +175,19 @@ impl Schedule {
             };
             // Sometimes a second fault on another member, nested in this one (its own
             // generator, so the main sequence of a seed does not depend on it).
+            let nestable: Vec<FaultKind> = kinds
+                .iter()
+                .copied()
+                .filter(|&k| k != FaultKind::Member)
+                .collect();
             let nested = match &target {
-                Target::Members(m) if m.len() == 1 && members >= 3 && overlap.chance(0.35) => {
-                    let kind = *overlap.choose(kinds).expect("kinds is not empty");
+                Target::Members(m)
+                    if m.len() == 1
+                        && members >= 3
+                        && kind != FaultKind::Member
+                        && overlap.chance(0.35) =>
+                {
+                    let kind = *overlap.choose(&nestable).expect("kind is nestable");
                     let mut other = overlap.range(1, members - 1);
                     if other >= m[0] {
                         other += 1;
@@ -191,6 +218,15 @@ impl Schedule {
             members,
             faults,
         })
+    }
+
+    /// How many members the run adds (one per membership change): the spare ids
+    /// `members + 1 ..= members + added()` are given addresses up front.
+    pub fn added(&self) -> u64 {
+        self.faults
+            .iter()
+            .filter(|f| f.kind == FaultKind::Member)
+            .count() as u64
     }
 
     /// The schedule as text, one fault a line, with a header naming the seed.
@@ -257,6 +293,13 @@ mod tests {
                     "{}",
                     s.render()
                 );
+                if f.kind == FaultKind::Member {
+                    assert!(
+                        outer.is_none_or(|o| f.start_ms >= o.end_ms),
+                        "a nested membership change\n{}",
+                        s.render()
+                    );
+                }
                 if let Target::Members(m) = &f.target {
                     assert!(m.iter().all(|&id| (1..=3).contains(&id)));
                     assert!(m.len() == 1 || (f.kind == FaultKind::Kill && m.len() == 2));
@@ -265,6 +308,7 @@ mod tests {
                     Some(o) if f.start_ms < o.end_ms => {
                         // Nested: inside the outer one, on another single named member.
                         nested += 1;
+                        assert_ne!(o.kind, FaultKind::Member, "{}", s.render());
                         assert!(f.end_ms <= o.end_ms, "{}", s.render());
                         let (Target::Members(a), Target::Members(b)) = (&o.target, &f.target)
                         else {
@@ -284,6 +328,18 @@ mod tests {
         let s = Schedule::draw(3, 60_000, 3, &[FaultKind::Pause]).unwrap();
         assert!(s.faults.iter().all(|f| f.kind == FaultKind::Pause));
         assert!(Schedule::draw(3, 60_000, 3, &[]).unwrap().faults.is_empty());
+        let s = Schedule::draw(3, 60_000, 3, &[FaultKind::Member]).unwrap();
+        assert!(s.faults.iter().all(|f| f.kind == FaultKind::Member));
+        assert_eq!(s.added(), s.faults.len() as u64);
+        assert!(s.added() > 3, "{}", s.render());
+    }
+
+    #[test]
+    fn no_membership_change_unless_asked() {
+        let kinds = [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition];
+        let s = Schedule::draw(11, 60_000, 3, &kinds).unwrap();
+        assert_eq!(s.added(), 0);
+        assert!(s.faults.iter().all(|f| f.kind != FaultKind::Member));
     }
 
     #[test]
@@ -291,6 +347,10 @@ mod tests {
         assert_eq!(
             FaultKind::parse_list("kill, partition,kill").unwrap(),
             vec![FaultKind::Kill, FaultKind::Partition]
+        );
+        assert_eq!(
+            FaultKind::parse_list("member").unwrap(),
+            vec![FaultKind::Member]
         );
         assert!(FaultKind::parse_list("none").unwrap().is_empty());
         let err = FaultKind::parse_list("kill,flood").unwrap_err().to_string();

@@ -1,7 +1,14 @@
 //! The raftd processes of a chaos run and the faults done to them: kill -9 and restart,
 //! SIGSTOP and SIGCONT, and cutting a member off from its peers, with network namespaces and
 //! iptables ([`crate::netns`]) when the run has them, else with raftd's fault switch
-//! (`RAFTD_FAULT_INJECTION=1`, SIGUSR1 isolates, SIGUSR2 heals), as the drills do.
+//! (`RAFTD_FAULT_INJECTION=1`, SIGUSR1 isolates, SIGUSR2 heals), as the drills do; and
+//! membership changes (a learner added and started with `--join`, promoted, a voter removed),
+//! with `raftctl member`.
+//!
+//! Faults name members by slot (`1..=n`, the initial ids); a member added by a membership
+//! change takes the slot of the voter it replaced. Addresses (and namespaces) for the ids the
+//! run will add are set aside at the start, so the client knows every endpoint from the
+//! beginning (one with nothing listening refuses connections, and the client moves on).
 
 use crate::netns::NetNs;
 use anyhow::{Context, Result, bail};
@@ -12,8 +19,12 @@ use std::time::{Duration, Instant};
 
 struct Member {
     id: u64,
+    /// The slot faults name it by (0: a learner not yet in a slot).
+    slot: u64,
     client: String,
     peer: String,
+    /// A member added at run time: the `--initial-cluster` it joined with (`--join`).
+    joined: Option<String>,
     child: Option<Child>,
     paused: bool,
     isolated: bool,
@@ -27,6 +38,12 @@ pub struct ChaosCluster {
     dir: PathBuf,
     initial: String,
     members: Vec<Member>,
+    /// Client and peer addresses of the ids to be added, from `n + 1` on.
+    spare: Vec<(String, String)>,
+    /// The number of initial members.
+    n: u64,
+    /// The id the next added member gets.
+    next_id: u64,
     net: Option<NetNs>,
     /// `--set KEY=VALUE` settings for every member.
     settings: Vec<String>,
@@ -45,19 +62,21 @@ impl Drop for ChaosCluster {
 
 impl ChaosCluster {
     /// Starts members `1..=n` with data and logs under `dir`, each with `--set` of every
-    /// one of `settings`; in `net`'s namespaces when given, else on loopback with the fault
-    /// switch enabled.
+    /// one of `settings`; in `net`'s namespaces when given (they must include the ids
+    /// `n + 1 ..= n + spare`), else on loopback with the fault switch enabled. Addresses for
+    /// `spare` more members are set aside.
     pub fn start(
         raftd: &Path,
         raftctl: &Path,
         dir: &Path,
         n: u64,
+        spare: u64,
         net: Option<NetNs>,
         settings: &[String],
     ) -> Result<ChaosCluster> {
         std::fs::create_dir_all(dir)?;
-        let addrs: Vec<(String, String)> = match &net {
-            Some(net) => (1..=n)
+        let mut addrs: Vec<(String, String)> = match &net {
+            Some(net) => (1..=n + spare)
                 .map(|id| {
                     (
                         format!("{}:2379", net.ip(id)),
@@ -65,18 +84,21 @@ impl ChaosCluster {
                     )
                 })
                 .collect(),
-            None => crate::cluster::free_ports(2 * n as usize)?
+            None => crate::cluster::free_ports(2 * (n + spare) as usize)?
                 .chunks(2)
                 .map(|p| (format!("127.0.0.1:{}", p[0]), format!("127.0.0.1:{}", p[1])))
                 .collect(),
         };
+        let spare_addrs = addrs.split_off(n as usize);
         let members: Vec<Member> = addrs
             .into_iter()
             .zip(1..=n)
             .map(|((client, peer), id)| Member {
                 id,
+                slot: id,
                 client,
                 peer,
+                joined: None,
                 child: None,
                 paused: false,
                 isolated: false,
@@ -93,6 +115,9 @@ impl ChaosCluster {
             dir: dir.to_path_buf(),
             initial,
             members,
+            spare: spare_addrs,
+            n,
+            next_id: n + 1,
             net,
             settings: settings.to_vec(),
         };
@@ -117,6 +142,27 @@ impl ChaosCluster {
     /// The client endpoints of every member.
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(|m| m.client.clone()).collect()
+    }
+
+    /// The client endpoints of the initial members and of every member the run may add.
+    pub fn all_endpoints(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.id <= self.n)
+            .map(|m| m.client.clone())
+            .collect();
+        all.extend(self.spare.iter().map(|(c, _)| c.clone()));
+        all
+    }
+
+    /// The member in `slot`.
+    pub fn in_slot(&self, slot: u64) -> Result<u64> {
+        self.members
+            .iter()
+            .find(|m| m.slot == slot)
+            .map(|m| m.id)
+            .with_context(|| format!("no member in slot {slot}"))
     }
 
     /// Where member `id` logs.
@@ -144,6 +190,7 @@ impl ChaosCluster {
         if m.child.is_some() {
             bail!("member {id} is running");
         }
+        let initial = m.joined.clone().unwrap_or_else(|| self.initial.clone());
         let mut cmd = match &self.net {
             Some(net) => net.exec(id, &self.raftd),
             None => {
@@ -156,12 +203,12 @@ impl ChaosCluster {
             .arg("--data-dir")
             .arg(data)
             .args(["--listen-client", &m.client, "--listen-peer", &m.peer])
-            .args([
-                "--initial-cluster",
-                &self.initial,
-                "--cluster-token",
-                "chaos",
-            ])
+            .args(["--initial-cluster", &initial, "--cluster-token", "chaos"])
+            .args(if m.joined.is_some() {
+                &["--join"][..]
+            } else {
+                &[]
+            })
             .args([
                 "--heartbeat-interval",
                 "50ms",
@@ -333,6 +380,118 @@ impl ChaosCluster {
             }
             sleep(Duration::from_millis(100));
         }
+    }
+
+    /// `raftctl` against the running members, retried for up to 30 s until it succeeds.
+    fn ctl_retry(&self, args: &[&str]) -> Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (ok, out) = self.ctl(args)?;
+            if ok {
+                return Ok(out);
+            }
+            if Instant::now() > deadline {
+                bail!("raftctl {} failed for 30 s: {}", args.join(" "), out.trim());
+            }
+            sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `raftctl` once against the running, unpaused members.
+    fn ctl(&self, args: &[&str]) -> Result<(bool, String)> {
+        let endpoints: Vec<&str> = self
+            .members
+            .iter()
+            .filter(|m| m.child.is_some() && !m.paused)
+            .map(|m| m.client.as_str())
+            .collect();
+        crate::cluster::ctl(&self.raftctl, &endpoints.join(","), args)
+    }
+
+    /// The id of the member whose peer URL is `peer`, in `raftctl member list`.
+    fn listed_with_peer(&self, peer: &str) -> Option<u64> {
+        let (ok, out) = self.ctl(&["member", "list"]).ok()?;
+        if !ok {
+            return None;
+        }
+        out.lines().find_map(|l| {
+            let cols: Vec<&str> = l.split(", ").collect();
+            let listed = cols.get(3)?.split(',').any(|u| u.ends_with(peer));
+            listed.then(|| cols[0].trim().parse().ok()).flatten()
+        })
+    }
+
+    /// Adds the next member as a learner (`raftctl member add --learner`) and starts it with
+    /// `--join`; returns its id.
+    pub fn add_learner(&mut self) -> Result<u64> {
+        let id = self.next_id;
+        let (client, peer) = self
+            .spare
+            .get((id - self.n - 1) as usize)
+            .cloned()
+            .with_context(|| format!("no address was set aside for member {id}"))?;
+        // Retried until listed: an add whose answer was lost may still have been applied.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let added = loop {
+            if let Some(listed) = self.listed_with_peer(&peer) {
+                break listed;
+            }
+            let (ok, out) = self.ctl(&["member", "add", &peer, "--learner"])?;
+            if ok {
+                break out
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|id| id.parse().ok())
+                    .with_context(|| format!("unexpected `member add` output: {out}"))?;
+            }
+            if Instant::now() > deadline {
+                bail!("raftctl member add {peer} failed for 30 s: {}", out.trim());
+            }
+            sleep(Duration::from_millis(200));
+        };
+        if added != id {
+            bail!("the new member got id {added}, expected {id}");
+        }
+        self.next_id += 1;
+        let mut initial: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}={}", m.id, m.peer))
+            .collect();
+        initial.push(format!("{id}={peer}"));
+        self.members.push(Member {
+            id,
+            slot: 0,
+            client,
+            peer,
+            joined: Some(initial.join(",")),
+            child: None,
+            paused: false,
+            isolated: false,
+        });
+        self.spawn(id)?;
+        Ok(id)
+    }
+
+    /// Promotes learner `id` to a voter (retried while it catches up, up to 30 s).
+    pub fn promote(&mut self, id: u64) -> Result<()> {
+        self.ctl_retry(&["member", "promote", &id.to_string()])?;
+        Ok(())
+    }
+
+    /// Removes member `id` from the cluster, stops it and deletes its data; the member
+    /// `heir` (a promoted learner) takes its slot.
+    pub fn remove(&mut self, id: u64, heir: u64) -> Result<()> {
+        self.ctl_retry(&["member", "remove", &id.to_string()])?;
+        let slot = self.member(id)?.slot;
+        if self.member(id)?.isolated {
+            self.heal(id)?;
+        }
+        self.kill9(id)?;
+        let _ = std::fs::remove_dir_all(self.data_dir(id));
+        self.members.retain(|m| m.id != id);
+        self.member(heir)?.slot = slot;
+        Ok(())
     }
 
     /// Kills every member and deletes the data directories (the logs stay).
