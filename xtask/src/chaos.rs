@@ -51,8 +51,8 @@ pub struct Args {
     /// Workloads, comma-separated: register, bank, watch, lock (or all).
     #[arg(long, default_value = "register,bank,watch,lock")]
     pub workload: String,
-    /// Faults, comma-separated: kill, pause, partition, member (or none).
-    #[arg(long, default_value = "kill,pause,partition,member")]
+    /// Faults, comma-separated: kill, pause, partition, member, clock (or none).
+    #[arg(long, default_value = "kill,pause,partition,member,clock")]
     pub faults: String,
     /// Run K seeds in a row (seed, seed+1, ...); fails when any run fails.
     #[arg(long, default_value_t = 1)]
@@ -230,8 +230,7 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
         &bin.join("raftd"),
         &bin.join("raftctl"),
         &dir.join("cluster"),
-        args.members,
-        schedule.added(),
+        &schedule,
         net,
         &args.raftd_set,
     )?;
@@ -399,7 +398,7 @@ fn inject(
             } else {
                 match resolve(c, &f.target, schedule) {
                     Ok(members) => {
-                        let applied = apply(c, f.kind, &members);
+                        let applied = apply(c, f, &members);
                         (members, applied)
                     }
                     Err(e) => (Vec::new(), Err(e)),
@@ -451,10 +450,10 @@ fn sleep_until(t: Instant) {
 }
 
 /// Applies a fault to `members`; returns how.
-fn apply(c: &mut ChaosCluster, kind: FaultKind, members: &[u64]) -> Result<String> {
+fn apply(c: &mut ChaosCluster, f: &Fault, members: &[u64]) -> Result<String> {
     let mut how = Vec::new();
     for &id in members {
-        match kind {
+        match f.kind {
             FaultKind::Kill => {
                 c.kill9(id)?;
                 how.push(format!("kill -9 member {id}"));
@@ -465,6 +464,7 @@ fn apply(c: &mut ChaosCluster, kind: FaultKind, members: &[u64]) -> Result<Strin
             }
             FaultKind::Partition => how.push(format!("member {id}: {}", c.isolate(id)?)),
             FaultKind::Member => bail!("a membership change is not applied to members"),
+            FaultKind::Clock => how.push(c.clock_jump(id, f.clock_jump_s())?),
         }
     }
     Ok(how.join("; "))
@@ -508,7 +508,8 @@ fn undo(
             FaultKind::Kill => {}
             FaultKind::Pause => c.resume(id)?,
             FaultKind::Partition => c.heal(id)?,
-            FaultKind::Member => {}
+            // Clocks do not go back; a membership change ended above.
+            FaultKind::Clock | FaultKind::Member => {}
         }
     }
     Ok(())

@@ -31,15 +31,22 @@ pub enum FaultKind {
     /// many voters as before. The new member takes the removed one's place (its slot) as a
     /// target of later faults. Never nested, and nothing is nested in it.
     Member,
+    /// The target's clocks (wall clock and monotonic, through libfaketime) jump forward by
+    /// the fault's length ([`Fault::clock_jump_s`]) when it starts, as after a suspended virtual machine, but the
+    /// process keeps running; nothing is undone (clocks do not go back). With this kind in
+    /// the run, every member's clock also runs at its own rate for the whole run
+    /// ([`Schedule::clock_rate_ppm`]).
+    Clock,
 }
 
 impl FaultKind {
     /// Every kind, in command-line order.
-    pub const ALL: [FaultKind; 4] = [
+    pub const ALL: [FaultKind; 5] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
         FaultKind::Member,
+        FaultKind::Clock,
     ];
 
     /// The name on the command line.
@@ -49,6 +56,7 @@ impl FaultKind {
             FaultKind::Pause => "pause",
             FaultKind::Partition => "partition",
             FaultKind::Member => "member",
+            FaultKind::Clock => "clock",
         }
     }
 
@@ -64,7 +72,7 @@ impl FaultKind {
                 .find(|k| k.name() == part)
                 .ok_or_else(|| {
                     Error::Spec(format!(
-                        "unknown fault `{part}` (kill, pause, partition, member, none)"
+                        "unknown fault `{part}` (kill, pause, partition, member, clock, none)"
                     ))
                 })?;
             if !out.contains(&k) {
@@ -100,6 +108,14 @@ pub struct Fault {
     pub target: Target,
 }
 
+impl Fault {
+    /// How far a [`FaultKind::Clock`] fault moves the clocks forward: its length, rounded up
+    /// to whole seconds (libfaketime's offsets are whole seconds).
+    pub fn clock_jump_s(&self) -> u64 {
+        (self.end_ms - self.start_ms).div_ceil(1000)
+    }
+}
+
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let whom = match &self.target {
@@ -117,6 +133,10 @@ impl fmt::Display for Fault {
             FaultKind::Member => {
                 format!("add a learner, then promote it and remove {whom}")
             }
+            FaultKind::Clock => format!(
+                "the clocks of {whom} jump {} s forward",
+                self.clock_jump_s()
+            ),
         };
         write!(
             f,
@@ -139,7 +159,15 @@ pub struct Schedule {
     /// The faults, by start time. Only a nested fault overlaps another: it starts and ends
     /// within it, on a different named member.
     pub faults: Vec<Fault>,
+    /// With clock faults: each slot's clock rate for the whole run, as the deviation from
+    /// real time in parts per million (within ±[`MAX_CLOCK_DRIFT_PPM`]); empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clock_rate_ppm: Vec<i64>,
 }
+
+/// The largest clock rate deviation drawn (3%): well within what raftd's lease reads allow
+/// for (a lease drift margin of 10% of the election timeout by default).
+pub const MAX_CLOCK_DRIFT_PPM: i64 = 30_000;
 
 impl Schedule {
     /// Draws the schedule of a run of `time_ms` on members `1..=members` with the given
@@ -212,11 +240,23 @@ impl Schedule {
             faults.extend(nested);
             t += len + rng.range(500, 2_500);
         }
+        // Clock rates from their own generator (the faults of a seed do not depend on them).
+        let mut clocks = SimRng::new(seed ^ 0xC10C_4A7E);
+        let clock_rate_ppm = if kinds.contains(&FaultKind::Clock) {
+            (0..members)
+                .map(|_| {
+                    clocks.range(0, 2 * MAX_CLOCK_DRIFT_PPM as u64) as i64 - MAX_CLOCK_DRIFT_PPM
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(Schedule {
             seed,
             time_ms,
             members,
             faults,
+            clock_rate_ppm,
         })
     }
 
@@ -238,6 +278,15 @@ impl Schedule {
             self.members,
             self.faults.len()
         );
+        if !self.clock_rate_ppm.is_empty() {
+            let rates: Vec<String> = self
+                .clock_rate_ppm
+                .iter()
+                .enumerate()
+                .map(|(i, ppm)| format!("member {}: {:+.2}%", i + 1, *ppm as f64 / 1e4))
+                .collect();
+            s.push_str(&format!("  clock rates: {}\n", rates.join(", ")));
+        }
         for f in &self.faults {
             s.push_str(&format!("  {f}\n"));
         }
@@ -335,6 +384,20 @@ mod tests {
     }
 
     #[test]
+    fn clock_rates_only_with_clock_faults_and_within_bounds() {
+        let s = Schedule::draw(4, 60_000, 5, &[FaultKind::Clock]).unwrap();
+        assert_eq!(s.clock_rate_ppm.len(), 5);
+        assert!(
+            s.clock_rate_ppm
+                .iter()
+                .all(|p| p.abs() <= MAX_CLOCK_DRIFT_PPM)
+        );
+        assert!(s.faults.iter().all(|f| f.kind == FaultKind::Clock));
+        let s = Schedule::draw(4, 60_000, 5, &[FaultKind::Kill]).unwrap();
+        assert!(s.clock_rate_ppm.is_empty());
+    }
+
+    #[test]
     fn no_membership_change_unless_asked() {
         let kinds = [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition];
         let s = Schedule::draw(11, 60_000, 3, &kinds).unwrap();
@@ -362,6 +425,7 @@ mod tests {
         let s = Schedule::draw(11, 60_000, 3, &FaultKind::ALL).unwrap();
         let text = s.render();
         assert!(text.starts_with("fault schedule of seed 11"));
-        assert_eq!(text.lines().count(), s.faults.len() + 1);
+        assert_eq!(text.lines().count(), s.faults.len() + 2, "{text}");
+        assert!(text.contains("clock rates: member 1: "), "{text}");
     }
 }

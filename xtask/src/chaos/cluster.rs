@@ -12,6 +12,7 @@
 
 use crate::netns::NetNs;
 use anyhow::{Context, Result, bail};
+use raft_chaos::schedule::Schedule;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
@@ -28,6 +29,11 @@ struct Member {
     child: Option<Child>,
     paused: bool,
     isolated: bool,
+}
+
+/// libfaketime's spec: `offset` seconds ahead, running at `1 + ppm / 10^6` times real time.
+fn faketime_spec(offset: u64, ppm: i64) -> String {
+    format!("+{offset} x{:.6}", 1.0 + ppm as f64 / 1e6)
 }
 
 /// A running cluster of raftd processes; dropping it kills them (before the network, if
@@ -47,6 +53,32 @@ pub struct ChaosCluster {
     net: Option<NetNs>,
     /// `--set KEY=VALUE` settings for every member.
     settings: Vec<String>,
+    /// With clock faults: libfaketime, and each slot's clock rate (ppm off real time).
+    clock: Option<(PathBuf, Vec<i64>)>,
+    /// With clock faults: how far each member's clocks have jumped (s), by id.
+    clock_offset_s: std::collections::HashMap<u64, u64>,
+}
+
+/// Where Debian's libfaketime (package `faketime`/`libfaketime`) puts its library.
+const LIBFAKETIME: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+    "/usr/lib/faketime/libfaketimeMT.so.1",
+    "/usr/local/lib/faketime/libfaketimeMT.so.1",
+];
+
+/// The multi-threaded libfaketime, or why not.
+pub fn libfaketime() -> Result<PathBuf> {
+    LIBFAKETIME
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .with_context(|| {
+            format!(
+                "clock faults need libfaketime (Debian: apt-get install faketime); looked at {}",
+                LIBFAKETIME.join(", ")
+            )
+        })
 }
 
 impl Drop for ChaosCluster {
@@ -61,19 +93,26 @@ impl Drop for ChaosCluster {
 }
 
 impl ChaosCluster {
-    /// Starts members `1..=n` with data and logs under `dir`, each with `--set` of every
-    /// one of `settings`; in `net`'s namespaces when given (they must include the ids
-    /// `n + 1 ..= n + spare`), else on loopback with the fault switch enabled. Addresses for
-    /// `spare` more members are set aside.
+    /// Starts the `schedule`'s members `1..=n` with data and logs under `dir`, each with
+    /// `--set` of every one of `settings`; in `net`'s namespaces when given (they must
+    /// include the ids the schedule adds, `n + 1 ..= n + added`), else on loopback with the
+    /// fault switch enabled. Addresses for the added members are set aside; with clock
+    /// faults every member runs under libfaketime at its clock rate.
     pub fn start(
         raftd: &Path,
         raftctl: &Path,
         dir: &Path,
-        n: u64,
-        spare: u64,
+        schedule: &Schedule,
         net: Option<NetNs>,
         settings: &[String],
     ) -> Result<ChaosCluster> {
+        let (n, spare, clock_rate_ppm) =
+            (schedule.members, schedule.added(), &schedule.clock_rate_ppm);
+        let clock = if clock_rate_ppm.is_empty() {
+            None
+        } else {
+            Some((libfaketime()?, clock_rate_ppm.to_vec()))
+        };
         std::fs::create_dir_all(dir)?;
         let mut addrs: Vec<(String, String)> = match &net {
             Some(net) => (1..=n + spare)
@@ -120,6 +159,8 @@ impl ChaosCluster {
             next_id: n + 1,
             net,
             settings: settings.to_vec(),
+            clock,
+            clock_offset_s: Default::default(),
         };
         for id in 1..=n {
             c.spawn(id)?;
@@ -191,6 +232,7 @@ impl ChaosCluster {
             bail!("member {id} is running");
         }
         let initial = m.joined.clone().unwrap_or_else(|| self.initial.clone());
+        let slot = m.slot;
         let mut cmd = match &self.net {
             Some(net) => net.exec(id, &self.raftd),
             None => {
@@ -199,6 +241,20 @@ impl ChaosCluster {
                 c
             }
         };
+        if let Some((lib, rates)) = &self.clock {
+            // libfaketime reads the spec from the file again at most a second after it
+            // changes ([`Self::clock_jump`]); a restart starts from the offset so far.
+            let ppm = rates
+                .get((slot as usize).wrapping_sub(1))
+                .copied()
+                .unwrap_or(0);
+            let file = self.faketime_file(id);
+            let offset = self.clock_offset_s.get(&id).copied().unwrap_or(0);
+            std::fs::write(&file, faketime_spec(offset, ppm))?;
+            cmd.env("LD_PRELOAD", lib)
+                .env("FAKETIME_TIMESTAMP_FILE", &file)
+                .env("FAKETIME_CACHE_DURATION", "1");
+        }
         cmd.args(["--id", &id.to_string()])
             .arg("--data-dir")
             .arg(data)
@@ -248,6 +304,30 @@ impl ChaosCluster {
             bail!("kill {sig} {pid} (member {id}) failed");
         }
         Ok(())
+    }
+
+    fn faketime_file(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("node{id}.faketime"))
+    }
+
+    /// Moves member `id`'s clocks (wall clock and monotonic) `secs` forward, within a
+    /// second (libfaketime's cache); returns how.
+    pub fn clock_jump(&mut self, id: u64, secs: u64) -> Result<String> {
+        let slot = self.member(id)?.slot;
+        let Some((_, rates)) = &self.clock else {
+            bail!("the cluster was not started with clock faults");
+        };
+        let ppm = rates
+            .get((slot as usize).wrapping_sub(1))
+            .copied()
+            .unwrap_or(0);
+        let offset = self.clock_offset_s.entry(id).or_insert(0);
+        *offset += secs;
+        let spec = faketime_spec(*offset, ppm);
+        std::fs::write(self.faketime_file(id), &spec)?;
+        Ok(format!(
+            "member {id}'s clocks {secs} s forward (libfaketime `{spec}`)"
+        ))
     }
 
     /// SIGKILL member `id` and reap it.
