@@ -67,6 +67,12 @@ pub struct Args {
     /// Build and run release binaries.
     #[arg(long)]
     pub release: bool,
+    /// Build nothing: run the raftd, raftctl and raft-bench already in `<target>/debug` (or
+    /// `release`), e.g. those `cargo test --workspace` just built, as `cargo xtask ci` does
+    /// (building raft-bench's binary on its own would rebuild its dependency tree with
+    /// another feature set).
+    #[arg(long)]
+    pub no_build: bool,
     /// Where the run directories go (default: `<target>/chaos`).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -118,18 +124,36 @@ pub fn run(args: Args) -> Result<()> {
     // Two builds: raftd and raftctl exactly as the drills build them (one cargo invocation
     // with raft-bench would unify raft-node's features with raft-bench's `testing` and
     // rebuild the server), then the client.
-    for packages in [
-        &["--package", "raft-node", "--bins"][..],
-        &["--package", "raft-bench", "--bin", "raft-bench"][..],
-    ] {
+    let builds: &[&[&str]] = if args.no_build {
+        &[]
+    } else {
+        &[
+            &["--package", "raft-node", "--bins"],
+            &["--package", "raft-bench", "--bin", "raft-bench"],
+        ]
+    };
+    for packages in builds {
         let mut build = util::cargo();
-        build.args(["build", "--locked"]).args(packages);
+        build.args(["build", "--locked"]).args(*packages);
         if args.release {
             build.arg("--release");
         }
         util::run(&mut build)?;
     }
     let bin = util::target_dir().join(if args.release { "release" } else { "debug" });
+    for name in ["raftd", "raftctl", "raft-bench"] {
+        if !bin.join(name).is_file() {
+            bail!(
+                "{} is missing{}",
+                bin.join(name).display(),
+                if args.no_build {
+                    " (--no-build: build it first, e.g. with cargo test --workspace)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
     let out = args
         .out
         .clone()
