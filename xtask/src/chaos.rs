@@ -96,6 +96,12 @@ pub struct Args {
     /// last revision instead of the next one.
     #[arg(long)]
     pub unsafe_watch_resume_at_last: bool,
+    /// Deliberately beyond raftd's lease margin, to see the register check catch stale
+    /// lease reads: the members' clock rates (with `clock` faults) are drawn within ±PPM
+    /// parts per million instead of ±3% (e.g. 500000: from half to one and a half times
+    /// real time).
+    #[arg(long, value_name = "PPM")]
+    pub unsafe_clock_drift_ppm: Option<i64>,
     /// Deliberately broken client, to see the lock check fail: lock holders write without
     /// the fencing guard (run with pauses: a paused holder's lease expires).
     #[arg(long)]
@@ -116,7 +122,10 @@ pub fn run(args: Args) -> Result<()> {
     let seeds = first..first + args.sweep.max(1);
     if args.print_schedule {
         for seed in seeds {
-            let s = Schedule::draw(seed, args.time.as_millis() as u64, args.members, &kinds)?;
+            let mut s = Schedule::draw(seed, args.time.as_millis() as u64, args.members, &kinds)?;
+            if let Some(ppm) = args.unsafe_clock_drift_ppm {
+                s.scale_clock_drift(ppm)?;
+            }
             print!("{}", s.render());
         }
         return Ok(());
@@ -236,7 +245,10 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
     }
     std::fs::create_dir_all(dir)?;
     let time_ms = args.time.as_millis() as u64;
-    let schedule = Schedule::draw(seed, time_ms, args.members, kinds)?;
+    let mut schedule = Schedule::draw(seed, time_ms, args.members, kinds)?;
+    if let Some(ppm) = args.unsafe_clock_drift_ppm {
+        schedule.scale_clock_drift(ppm)?;
+    }
     print!("{}", schedule.render());
     if !args.raftd_set.is_empty() {
         println!("raftd settings: {}", args.raftd_set.join(" "));

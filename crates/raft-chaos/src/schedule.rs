@@ -260,6 +260,21 @@ impl Schedule {
         })
     }
 
+    /// Scales the clock rates drawn within ±[`MAX_CLOCK_DRIFT_PPM`] to ±`max_ppm` (below
+    /// 1,000,000: a clock never stops or runs backwards), e.g. beyond raftd's lease margin to
+    /// see stale lease reads caught.
+    pub fn scale_clock_drift(&mut self, max_ppm: i64) -> Result<()> {
+        if !(0..1_000_000).contains(&max_ppm) {
+            return Err(Error::Spec(format!(
+                "a clock drift of {max_ppm} ppm: must be 0 to 999999"
+            )));
+        }
+        for ppm in &mut self.clock_rate_ppm {
+            *ppm = *ppm * max_ppm / MAX_CLOCK_DRIFT_PPM;
+        }
+        Ok(())
+    }
+
     /// How many members the run adds (one per membership change): the spare ids
     /// `members + 1 ..= members + added()` are given addresses up front.
     pub fn added(&self) -> u64 {
@@ -395,6 +410,16 @@ mod tests {
         assert!(s.faults.iter().all(|f| f.kind == FaultKind::Clock));
         let s = Schedule::draw(4, 60_000, 5, &[FaultKind::Kill]).unwrap();
         assert!(s.clock_rate_ppm.is_empty());
+    }
+
+    #[test]
+    fn clock_rates_scale() {
+        let mut s = Schedule::draw(4, 60_000, 3, &[FaultKind::Clock]).unwrap();
+        let before = s.clock_rate_ppm.clone();
+        s.scale_clock_drift(10 * MAX_CLOCK_DRIFT_PPM).unwrap();
+        let after: Vec<i64> = before.iter().map(|p| p * 10).collect();
+        assert_eq!(s.clock_rate_ppm, after);
+        assert!(s.scale_clock_drift(1_000_000).is_err());
     }
 
     #[test]
