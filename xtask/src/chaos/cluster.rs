@@ -462,21 +462,6 @@ impl ChaosCluster {
         }
     }
 
-    /// `raftctl` against the running members, retried for up to 30 s until it succeeds.
-    fn ctl_retry(&self, args: &[&str]) -> Result<String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (ok, out) = self.ctl(args)?;
-            if ok {
-                return Ok(out);
-            }
-            if Instant::now() > deadline {
-                bail!("raftctl {} failed for 30 s: {}", args.join(" "), out.trim());
-            }
-            sleep(Duration::from_millis(200));
-        }
-    }
-
     /// `raftctl` once against the running, unpaused members.
     fn ctl(&self, args: &[&str]) -> Result<(bool, String)> {
         let endpoints: Vec<&str> = self
@@ -553,16 +538,54 @@ impl ChaosCluster {
         Ok(id)
     }
 
+    /// The members `raftctl member list` lists: id and whether it is a learner; `None`
+    /// when no member answers.
+    fn listed(&self) -> Option<Vec<(u64, bool)>> {
+        let (ok, out) = self.ctl(&["member", "list"]).ok()?;
+        if !ok {
+            return None;
+        }
+        Some(
+            out.lines()
+                .filter_map(|l| {
+                    let cols: Vec<&str> = l.split(", ").collect();
+                    let id = cols.first()?.trim().parse().ok()?;
+                    Some((id, cols.last()?.trim() == "true"))
+                })
+                .collect(),
+        )
+    }
+
+    /// Runs a membership command until it succeeds or `done` holds of the member list (an
+    /// earlier attempt whose answer was lost may have taken effect: a retried promote or
+    /// remove is then refused), for up to 30 s.
+    fn member_cmd(&self, args: &[&str], done: impl Fn(&[(u64, bool)]) -> bool) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (ok, out) = self.ctl(args)?;
+            if ok || self.listed().is_some_and(|l| done(&l)) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("raftctl {} failed for 30 s: {}", args.join(" "), out.trim());
+            }
+            sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Promotes learner `id` to a voter (retried while it catches up, up to 30 s).
     pub fn promote(&mut self, id: u64) -> Result<()> {
-        self.ctl_retry(&["member", "promote", &id.to_string()])?;
-        Ok(())
+        self.member_cmd(&["member", "promote", &id.to_string()], |l| {
+            l.contains(&(id, false))
+        })
     }
 
     /// Removes member `id` from the cluster, stops it and deletes its data; the member
     /// `heir` (a promoted learner) takes its slot.
     pub fn remove(&mut self, id: u64, heir: u64) -> Result<()> {
-        self.ctl_retry(&["member", "remove", &id.to_string()])?;
+        self.member_cmd(&["member", "remove", &id.to_string()], |l| {
+            l.iter().all(|&(m, _)| m != id)
+        })?;
         let slot = self.member(id)?.slot;
         if self.member(id)?.isolated {
             self.heal(id)?;
