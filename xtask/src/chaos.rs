@@ -391,8 +391,8 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
 type Applied = (Vec<u64>, String, u64, Option<String>);
 
 /// Carries out the schedule from `t0` (nested faults overlap their outer one), writing what
-/// was done to `events`; returns the problems (faults that could not be undone, the client
-/// exiting early).
+/// was done to `events`; returns the problems (faults that could not be applied or undone,
+/// the client exiting early).
 fn inject(
     c: &mut ChaosCluster,
     schedule: &Schedule,
@@ -446,6 +446,9 @@ fn inject(
             };
             println!("{} {} {members:?}: {how}", at(), f.kind.name());
             let error = applied.err().map(|e| format!("apply: {e:#}"));
+            if let Some(e) = &error {
+                problems.push(format!("fault {index} ({}) {e}", f.kind.name()));
+            }
             active[index] = Some((members, how, start, error));
             continue;
         }
