@@ -8,7 +8,10 @@
 //! named member get a second fault on another member nested inside them (both at once: with
 //! three members, a majority is then paused, killed or cut off). The first fault starts after
 //! a warm-up, the last ends a settle period before the end of the run so the cluster can
-//! recover and the final reads and watches can complete.
+//! recover and the final reads and watches can complete. Membership changes are never
+//! nested and hold no nested fault; members are named by slot, which an added member takes
+//! over from the one it replaced. With clock faults, each slot's clock rate for the whole
+//! run is drawn too, from a generator of its own.
 
 use crate::{Error, Result};
 use raft_sim::rng::SimRng;
