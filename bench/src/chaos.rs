@@ -1,5 +1,5 @@
 //! `raft-bench chaos-client`: the workload side of a chaos run (`cargo xtask chaos`). It runs
-//! the register, bank and watch workloads against the given endpoints for a while, recording
+//! the register, bank, watch and lock workloads against the given endpoints for a while, recording
 //! every operation with its invocation and completion times and its outcome into JSON-lines
 //! histories ([`raft_chaos::history`]), then reads the final state and waits for the watchers
 //! to catch up. The orchestrator injects the faults meanwhile and runs the checkers on the
@@ -11,6 +11,7 @@
 //! and a read `fail` (a read has no effect).
 
 mod bank;
+mod lock;
 mod register;
 mod watch;
 
@@ -30,11 +31,19 @@ pub enum Workload {
     Bank,
     /// Puts under a prefix and watchers of the prefix (checked for gaps and duplicates).
     Watch,
+    /// Lease-backed lock holds and writes fenced by the lock's revision (checked for mutual
+    /// exclusion as the fenced writes observe it).
+    Lock,
 }
 
 impl Workload {
     /// Every workload, in command-line order.
-    pub const ALL: [Workload; 3] = [Workload::Register, Workload::Bank, Workload::Watch];
+    pub const ALL: [Workload; 4] = [
+        Workload::Register,
+        Workload::Bank,
+        Workload::Watch,
+        Workload::Lock,
+    ];
 
     /// The name on the command line and in file names.
     pub fn name(self) -> &'static str {
@@ -42,10 +51,11 @@ impl Workload {
             Workload::Register => "register",
             Workload::Bank => "bank",
             Workload::Watch => "watch",
+            Workload::Lock => "lock",
         }
     }
 
-    /// Parses `register,bank,watch` (or `all`).
+    /// Parses `register,bank,watch,lock` (or `all`).
     pub fn parse_list(s: &str) -> Result<Vec<Workload>> {
         let mut out = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -56,7 +66,7 @@ impl Workload {
                 .into_iter()
                 .find(|w| w.name() == part)
                 .with_context(|| {
-                    format!("unknown workload `{part}` (register, bank, watch, all)")
+                    format!("unknown workload `{part}` (register, bank, watch, lock, all)")
                 })?;
             if !out.contains(&w) {
                 out.push(w);
@@ -90,6 +100,8 @@ pub struct Spec {
     pub watch_writers: usize,
     /// Watchers.
     pub watchers: usize,
+    /// Lock workers.
+    pub lock_clients: usize,
     /// Timeout of one request (after it, a write is `unknown`).
     pub timeout: Duration,
     /// How long, after the workloads stop, the watchers may take to catch up.
@@ -103,6 +115,9 @@ pub struct Spec {
     /// Deliberately unsafe: watchers reconnect from their last revision instead of the one
     /// after it, to show the watch check catches duplicates.
     pub watch_resume_at_last: bool,
+    /// Deliberately unsafe: lock holders write without the fencing guard, to show the lock
+    /// check catches a write by a holder whose lock has passed to another.
+    pub unfenced_lock_writes: bool,
 }
 
 /// The client's clock: microseconds since it started.
@@ -253,6 +268,14 @@ pub async fn run(spec: Spec) -> Result<ClientSummary> {
                 .spawn(async move { register::worker(spec, clock, deadline, p as u64, out).await });
         }
     }
+    if spec.workloads.contains(&Workload::Lock) {
+        let out = sink(&spec, "lock.jsonl")?;
+        sinks.push(out.clone());
+        for p in 0..spec.lock_clients {
+            let (spec, out) = (spec.clone(), out.clone());
+            tasks.spawn(async move { lock::worker(spec, clock, deadline, p as u64, out).await });
+        }
+    }
     if let Some(setup) = bank_setup {
         let out = sink(&spec, "bank.jsonl")?;
         sinks.push(out.clone());
@@ -346,6 +369,7 @@ mod tests {
             vec![Workload::Bank, Workload::Register]
         );
         assert_eq!(Workload::parse_list("all").unwrap(), Workload::ALL.to_vec());
+        assert_eq!(Workload::parse_list("lock").unwrap(), vec![Workload::Lock]);
         assert!(Workload::parse_list("locks").is_err());
         assert!(Workload::parse_list("").is_err());
     }

@@ -41,7 +41,7 @@ struct ChaosClientArgs {
     /// Client endpoints (`host:port`), comma-separated.
     #[arg(long, value_delimiter = ',', required = true)]
     endpoints: Vec<String>,
-    /// Workloads, comma-separated: register, bank, watch (or all).
+    /// Workloads, comma-separated: register, bank, watch, lock (or all).
     #[arg(long, default_value = "register,bank,watch")]
     workload: String,
     /// How long the workloads issue operations.
@@ -65,6 +65,9 @@ struct ChaosClientArgs {
     /// Watchers.
     #[arg(long, default_value_t = 3)]
     watchers: usize,
+    /// Lock workers.
+    #[arg(long, default_value_t = 3)]
+    lock_clients: usize,
     /// Timeout of one request.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -83,6 +86,10 @@ struct ChaosClientArgs {
     /// (to show the checker catches duplicate events).
     #[arg(long)]
     unsafe_watch_resume_at_last: bool,
+    /// Deliberately unsafe: lock holders write without the fencing guard (to show the
+    /// checker catches a write by a holder whose lock passed to another).
+    #[arg(long)]
+    unsafe_unfenced_lock_writes: bool,
 }
 
 #[derive(clap::Args)]
@@ -185,11 +192,13 @@ async fn chaos_client(a: ChaosClientArgs) -> Result<()> {
         bank_clients: a.bank_clients,
         watch_writers: a.watch_writers,
         watchers: a.watchers,
+        lock_clients: a.lock_clients,
         timeout: a.timeout,
         catch_up: a.catch_up,
         serializable_reads: a.unsafe_serializable_reads,
         unguarded_transfers: a.unsafe_unguarded_transfers,
         watch_resume_at_last: a.unsafe_watch_resume_at_last,
+        unfenced_lock_writes: a.unsafe_unfenced_lock_writes,
     };
     let out = spec.out.clone();
     let summary = raft_bench::chaos::run(spec).await?;

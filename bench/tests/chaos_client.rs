@@ -9,7 +9,7 @@
 use raft_bench::binaries::test_raftd as raftd;
 use raft_bench::chaos::{Spec, Workload, run};
 use raft_bench::cluster::{Cluster, Server};
-use raft_chaos::history::{BankOp, RegisterOp, WatchRecord, WatchWrite, read_jsonl};
+use raft_chaos::history::{BankOp, LockOp, RegisterOp, WatchRecord, WatchWrite, read_jsonl};
 use raft_node::testing::CALM;
 use std::time::Duration;
 
@@ -30,11 +30,13 @@ async fn every_check_passes_on_a_healthy_cluster_with_a_leader_restart() {
         bank_clients: 2,
         watch_writers: 1,
         watchers: 2,
+        lock_clients: 2,
         timeout: Duration::from_secs(2),
         catch_up: Duration::from_secs(20),
         serializable_reads: false,
         unguarded_transfers: false,
         watch_resume_at_last: false,
+        unfenced_lock_writes: false,
     };
     let client = tokio::spawn(run(spec));
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -47,6 +49,7 @@ async fn every_check_passes_on_a_healthy_cluster_with_a_leader_restart() {
     let bank: Vec<BankOp> = read_jsonl(&out.join("bank.jsonl")).unwrap();
     let writes: Vec<WatchWrite> = read_jsonl(&out.join("watch-writes.jsonl")).unwrap();
     let events: Vec<WatchRecord> = read_jsonl(&out.join("watch-events.jsonl")).unwrap();
+    let lock: Vec<LockOp> = read_jsonl(&out.join("lock.jsonl")).unwrap();
     assert!(
         register.len() > 20,
         "{} register operations",
@@ -54,12 +57,14 @@ async fn every_check_passes_on_a_healthy_cluster_with_a_leader_restart() {
     );
     assert!(bank.len() > 10, "{} bank operations", bank.len());
     assert!(writes.len() > 10, "{} watched puts", writes.len());
+    assert!(lock.len() > 10, "{} lock operations", lock.len());
     assert_eq!(summary.bank_total, 100);
     assert!(summary.watch_last_revision >= summary.watch_start_revision);
     for v in [
         raft_chaos::register::check(&register),
         raft_chaos::bank::check(&bank, summary.bank_accounts, summary.bank_total),
         raft_chaos::watch::check(&writes, &events, &summary),
+        raft_chaos::lock::check(&lock),
     ] {
         assert!(v.ok, "{}\n{}", v.render(), cluster.logs(20));
     }

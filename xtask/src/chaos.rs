@@ -3,7 +3,8 @@
 //! `--time`, meanwhile injects the faults of a schedule drawn from `--seed`, heals everything,
 //! lets the client finish its final reads, then checks the histories ([`raft_chaos`]: the
 //! register history for linearizability, the bank reads for the total, the watchers for
-//! gaps, duplicates and agreement with the writes) and draws the plot.
+//! gaps, duplicates and agreement with the writes, the lock's fenced writes for mutual
+//! exclusion) and draws the plot.
 //!
 //! Why it is split this way: the workloads need the `etcd-client` crate, which only
 //! raft-bench may depend on (it needs protoc; `cargo xtask layering` enforces this); the
@@ -14,7 +15,7 @@
 //!
 //! Each run writes `<out>/seed-<N>/`: `schedule.txt`, `faults.jsonl` (what was done when),
 //! the histories (`register.jsonl`, `bank.jsonl`, `watch-writes.jsonl`,
-//! `watch-events.jsonl`, `client.json`), `client.log`, the members' logs under `cluster/`,
+//! `watch-events.jsonl`, `lock.jsonl`, `client.json`), `client.log`, the members' logs under `cluster/`,
 //! `verdicts.txt` and `verdicts.json`, and `plot.svg`. The exit code is 0 only when every
 //! check of every run passed.
 
@@ -26,12 +27,12 @@ use crate::util;
 use anyhow::{Context, Result, bail};
 use cluster::ChaosCluster;
 use raft_chaos::history::{
-    BankOp, ClientSummary, JsonlWriter, Outcome, RegisterOp, WatchRecord, WatchWrite, read_json,
-    read_jsonl,
+    BankOp, ClientSummary, JsonlWriter, LockOp, Outcome, RegisterOp, WatchRecord, WatchWrite,
+    read_json, read_jsonl,
 };
 use raft_chaos::plot::{Point, Window};
-use raft_chaos::schedule::{FaultEvent, FaultKind, Schedule, Target};
-use raft_chaos::{Verdict, bank, register, watch};
+use raft_chaos::schedule::{Fault, FaultEvent, FaultKind, Schedule, Target};
+use raft_chaos::{Verdict, bank, lock, register, watch};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread::sleep;
@@ -47,11 +48,11 @@ pub struct Args {
     /// How long the workloads run (faults happen in it; the last few seconds are quiet).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub time: Duration,
-    /// Workloads, comma-separated: register, bank, watch (or all).
-    #[arg(long, default_value = "register,bank,watch")]
+    /// Workloads, comma-separated: register, bank, watch, lock (or all).
+    #[arg(long, default_value = "register,bank,watch,lock")]
     pub workload: String,
-    /// Faults, comma-separated: kill, pause, partition (or none).
-    #[arg(long, default_value = "kill,pause,partition")]
+    /// Faults, comma-separated: kill, pause, partition, member, clock (or none).
+    #[arg(long, default_value = "kill,pause,partition,member,clock")]
     pub faults: String,
     /// Run K seeds in a row (seed, seed+1, ...); fails when any run fails.
     #[arg(long, default_value_t = 1)]
@@ -66,6 +67,12 @@ pub struct Args {
     /// Build and run release binaries.
     #[arg(long)]
     pub release: bool,
+    /// Build nothing: run the raftd, raftctl and raft-bench already in `<target>/debug` (or
+    /// `release`), e.g. those `cargo test --workspace` just built, as `cargo xtask ci` does
+    /// (building raft-bench's binary on its own would rebuild its dependency tree with
+    /// another feature set).
+    #[arg(long)]
+    pub no_build: bool,
     /// Where the run directories go (default: `<target>/chaos`).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -89,6 +96,16 @@ pub struct Args {
     /// last revision instead of the next one.
     #[arg(long)]
     pub unsafe_watch_resume_at_last: bool,
+    /// Deliberately beyond raftd's lease margin, to see the register check catch stale
+    /// lease reads: the members' clock rates (with `clock` faults) are drawn within ±PPM
+    /// parts per million instead of ±3% (e.g. 500000: from half to one and a half times
+    /// real time).
+    #[arg(long, value_name = "PPM")]
+    pub unsafe_clock_drift_ppm: Option<i64>,
+    /// Deliberately broken client, to see the lock check fail: lock holders write without
+    /// the fencing guard (run with pauses: a paused holder's lease expires).
+    #[arg(long)]
+    pub unsafe_unfenced_lock_writes: bool,
 }
 
 /// Runs the task: one run, or `--sweep K` runs.
@@ -105,7 +122,10 @@ pub fn run(args: Args) -> Result<()> {
     let seeds = first..first + args.sweep.max(1);
     if args.print_schedule {
         for seed in seeds {
-            let s = Schedule::draw(seed, args.time.as_millis() as u64, args.members, &kinds)?;
+            let mut s = Schedule::draw(seed, args.time.as_millis() as u64, args.members, &kinds)?;
+            if let Some(ppm) = args.unsafe_clock_drift_ppm {
+                s.scale_clock_drift(ppm)?;
+            }
             print!("{}", s.render());
         }
         return Ok(());
@@ -113,18 +133,36 @@ pub fn run(args: Args) -> Result<()> {
     // Two builds: raftd and raftctl exactly as the drills build them (one cargo invocation
     // with raft-bench would unify raft-node's features with raft-bench's `testing` and
     // rebuild the server), then the client.
-    for packages in [
-        &["--package", "raft-node", "--bins"][..],
-        &["--package", "raft-bench", "--bin", "raft-bench"][..],
-    ] {
+    let builds: &[&[&str]] = if args.no_build {
+        &[]
+    } else {
+        &[
+            &["--package", "raft-node", "--bins"],
+            &["--package", "raft-bench", "--bin", "raft-bench"],
+        ]
+    };
+    for packages in builds {
         let mut build = util::cargo();
-        build.args(["build", "--locked"]).args(packages);
+        build.args(["build", "--locked"]).args(*packages);
         if args.release {
             build.arg("--release");
         }
         util::run(&mut build)?;
     }
     let bin = util::target_dir().join(if args.release { "release" } else { "debug" });
+    for name in ["raftd", "raftctl", "raft-bench"] {
+        if !bin.join(name).is_file() {
+            bail!(
+                "{} is missing{}",
+                bin.join(name).display(),
+                if args.no_build {
+                    " (--no-build: build it first, e.g. with cargo test --workspace)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
     let out = args
         .out
         .clone()
@@ -207,7 +245,10 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
     }
     std::fs::create_dir_all(dir)?;
     let time_ms = args.time.as_millis() as u64;
-    let schedule = Schedule::draw(seed, time_ms, args.members, kinds)?;
+    let mut schedule = Schedule::draw(seed, time_ms, args.members, kinds)?;
+    if let Some(ppm) = args.unsafe_clock_drift_ppm {
+        schedule.scale_clock_drift(ppm)?;
+    }
     print!("{}", schedule.render());
     if !args.raftd_set.is_empty() {
         println!("raftd settings: {}", args.raftd_set.join(" "));
@@ -216,7 +257,7 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
     raft_chaos::history::write_json(&dir.join("schedule.json"), &schedule)?;
 
     let (net, how) = if kinds.contains(&FaultKind::Partition) {
-        choose_net(args.net, args.members)?
+        choose_net(args.net, args.members + schedule.added())?
     } else {
         (None, "loopback (no partitions in this run)".into())
     };
@@ -225,7 +266,7 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
         &bin.join("raftd"),
         &bin.join("raftctl"),
         &dir.join("cluster"),
-        args.members,
+        &schedule,
         net,
         &args.raftd_set,
     )?;
@@ -241,7 +282,7 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
     let mut client = Command::new(bin.join("raft-bench"));
     client
         .arg("chaos-client")
-        .args(["--endpoints", &c.endpoints().join(",")])
+        .args(["--endpoints", &c.all_endpoints().join(",")])
         .args(["--workload", &args.workload])
         .args(["--time", &format!("{time_ms}ms")])
         .args(["--seed", &seed.to_string()])
@@ -255,6 +296,9 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
     }
     if args.unsafe_watch_resume_at_last {
         client.arg("--unsafe-watch-resume-at-last");
+    }
+    if args.unsafe_unfenced_lock_writes {
+        client.arg("--unsafe-unfenced-lock-writes");
     }
     let mut client = client
         .stdin(Stdio::null())
@@ -347,8 +391,8 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
 type Applied = (Vec<u64>, String, u64, Option<String>);
 
 /// Carries out the schedule from `t0` (nested faults overlap their outer one), writing what
-/// was done to `events`; returns the problems (faults that could not be undone, the client
-/// exiting early).
+/// was done to `events`; returns the problems (faults that could not be applied or undone,
+/// the client exiting early).
 fn inject(
     c: &mut ChaosCluster,
     schedule: &Schedule,
@@ -375,29 +419,43 @@ fn inject(
                 problems.push(format!("the client exited early ({status})"));
                 break;
             }
-            let members = match &f.target {
-                Target::Members(m) => m.clone(),
-                Target::Leader => match c.leader(Duration::from_secs(2)) {
-                    Some(l) => vec![l],
-                    // Nobody knows a leader right now: hit the member the seed picks.
-                    None => vec![1 + schedule.seed % schedule.members],
-                },
-            };
             let start = unix_us();
-            let applied = apply(c, f.kind, &members);
+            // A membership change adds its learner now and removes its target at the end.
+            let (members, applied) = if f.kind == FaultKind::Member {
+                match c.add_learner() {
+                    Ok(id) => (
+                        vec![id],
+                        Ok(format!(
+                            "member {id} added as a learner and started with --join"
+                        )),
+                    ),
+                    Err(e) => (Vec::new(), Err(e)),
+                }
+            } else {
+                match resolve(c, &f.target, schedule) {
+                    Ok(members) => {
+                        let applied = apply(c, f, &members);
+                        (members, applied)
+                    }
+                    Err(e) => (Vec::new(), Err(e)),
+                }
+            };
             let how = match &applied {
                 Ok(how) => how.clone(),
                 Err(e) => format!("not applied: {e:#}"),
             };
             println!("{} {} {members:?}: {how}", at(), f.kind.name());
             let error = applied.err().map(|e| format!("apply: {e:#}"));
+            if let Some(e) = &error {
+                problems.push(format!("fault {index} ({}) {e}", f.kind.name()));
+            }
             active[index] = Some((members, how, start, error));
             continue;
         }
-        let Some((members, how, start_unix_us, mut error)) = active[index].take() else {
+        let Some((mut members, how, start_unix_us, mut error)) = active[index].take() else {
             continue;
         };
-        match undo(c, f.kind, &members) {
+        match undo(c, f, schedule, &mut members) {
             Ok(()) => println!("{} {} {members:?} undone", at(), f.kind.name()),
             Err(e) => {
                 let msg = format!(
@@ -431,10 +489,10 @@ fn sleep_until(t: Instant) {
 }
 
 /// Applies a fault to `members`; returns how.
-fn apply(c: &mut ChaosCluster, kind: FaultKind, members: &[u64]) -> Result<String> {
+fn apply(c: &mut ChaosCluster, f: &Fault, members: &[u64]) -> Result<String> {
     let mut how = Vec::new();
     for &id in members {
-        match kind {
+        match f.kind {
             FaultKind::Kill => {
                 c.kill9(id)?;
                 how.push(format!("kill -9 member {id}"));
@@ -444,19 +502,53 @@ fn apply(c: &mut ChaosCluster, kind: FaultKind, members: &[u64]) -> Result<Strin
                 how.push(format!("SIGSTOP member {id}"));
             }
             FaultKind::Partition => how.push(format!("member {id}: {}", c.isolate(id)?)),
+            FaultKind::Member => bail!("a membership change is not applied to members"),
+            FaultKind::Clock => how.push(c.clock_jump(id, f.clock_jump_s())?),
         }
     }
     Ok(how.join("; "))
 }
 
-/// Undoes [`apply`].
-fn undo(c: &mut ChaosCluster, kind: FaultKind, members: &[u64]) -> Result<()> {
-    for &id in members {
-        match kind {
+/// The members `target` names now: slots mapped to the members in them, the leader asked
+/// of the cluster (when nobody knows one, the member in the slot the seed picks).
+fn resolve(c: &ChaosCluster, target: &Target, schedule: &Schedule) -> Result<Vec<u64>> {
+    match target {
+        Target::Members(slots) => slots.iter().map(|&s| c.in_slot(s)).collect(),
+        Target::Leader => match c.leader(Duration::from_secs(2)) {
+            Some(l) => Ok(vec![l]),
+            None => Ok(vec![c.in_slot(1 + schedule.seed % schedule.members)?]),
+        },
+    }
+}
+
+/// Undoes [`apply`]; ends a membership change (`members` is its learner): promotes the
+/// learner, removes the target and records it in `members`.
+fn undo(
+    c: &mut ChaosCluster,
+    f: &Fault,
+    schedule: &Schedule,
+    members: &mut Vec<u64>,
+) -> Result<()> {
+    if f.kind == FaultKind::Member {
+        let Some(&learner) = members.first() else {
+            return Ok(());
+        };
+        c.promote(learner)?;
+        println!("           member {learner} promoted to a voter");
+        let gone = resolve(c, &f.target, schedule)?[0];
+        c.remove(gone, learner)?;
+        println!("           member {gone} removed and stopped; member {learner} takes its slot");
+        members.push(gone);
+        return Ok(());
+    }
+    for &id in members.iter() {
+        match f.kind {
             FaultKind::Kill if !c.is_running(id) => c.spawn(id)?,
             FaultKind::Kill => {}
             FaultKind::Pause => c.resume(id)?,
             FaultKind::Partition => c.heal(id)?,
+            // Clocks do not go back; a membership change ended above.
+            FaultKind::Clock | FaultKind::Member => {}
         }
     }
     Ok(())
@@ -480,6 +572,10 @@ fn check(dir: &Path) -> Result<Vec<Verdict>> {
                 let writes: Vec<WatchWrite> = read_jsonl(&dir.join("watch-writes.jsonl"))?;
                 let records: Vec<WatchRecord> = read_jsonl(&dir.join("watch-events.jsonl"))?;
                 out.push(watch::check(&writes, &records, &summary));
+            }
+            "lock" => {
+                let ops: Vec<LockOp> = read_jsonl(&dir.join("lock.jsonl"))?;
+                out.push(lock::check(&ops));
             }
             other => bail!("client.json names an unknown workload `{other}`"),
         }
@@ -507,6 +603,9 @@ fn plot(dir: &Path, seed: u64, time_ms: u64) -> Result<()> {
     }
     for o in read_jsonl::<WatchWrite>(&dir.join("watch-writes.jsonl"))? {
         add("watch", o.invoke_us, o.complete_us, o.outcome);
+    }
+    for o in read_jsonl::<LockOp>(&dir.join("lock.jsonl"))? {
+        add("lock", o.invoke_us, o.complete_us, o.outcome);
     }
     let t0 = summary.t0_unix_us as f64;
     let windows: Vec<Window> = read_jsonl::<FaultEvent>(&dir.join("faults.jsonl"))?
@@ -619,10 +718,10 @@ mod tests {
     fn an_unknown_workload_in_client_json_is_an_error() {
         let dir = run_dir(
             &[write(0, 1), write(1, 1), write(2, 1), write(3, 1)],
-            &["locks"],
+            &["locking"],
         );
         let err = check(&dir).unwrap_err().to_string();
-        assert!(err.contains("locks"), "{err}");
+        assert!(err.contains("locking"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

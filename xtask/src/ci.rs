@@ -2,6 +2,7 @@
 
 use crate::util::{self, cargo};
 use anyhow::{Result, bail};
+use clap::Parser;
 
 /// Crates that must never appear in `raft-core`'s dependency tree: the core does no I/O.
 const FORBIDDEN_IN_CORE: &[&str] = &["tokio", "tonic", "prost", "sled"];
@@ -69,6 +70,13 @@ pub fn run(args: Args) -> Result<()> {
             net: None,
         })?;
     }
+    // The short chaos set: real clusters under overlapping faults, every workload checked
+    // (about 25 s each), with the binaries the test run above just built.
+    for argv in CHAOS_SET {
+        eprintln!("xtask: cargo xtask chaos {}", argv.join(" "));
+        let cli = ChaosCli::try_parse_from(std::iter::once("chaos").chain(argv.iter().copied()))?;
+        crate::chaos::run(cli.args)?;
+    }
     util::run(
         cargo()
             .args(["doc", "--workspace", "--no-deps", "--locked"])
@@ -83,6 +91,49 @@ pub fn run(args: Args) -> Result<()> {
     }
     eprintln!("xtask: ci passed");
     Ok(())
+}
+
+/// The chaos runs of `cargo xtask ci` (`cargo xtask chaos` arguments): fixed seeds, 20 s
+/// each, three fault mixes: processes (kill, pause) and partitions; membership changes
+/// (seed 8 removes the leader); clocks (rates and a jump of the leader's clocks) with lease
+/// reads.
+pub const CHAOS_SET: &[&[&str]] = &[
+    &[
+        "--seed",
+        "1",
+        "--time",
+        "20s",
+        "--faults",
+        "kill,pause,partition",
+        "--no-build",
+    ],
+    &[
+        "--seed",
+        "8",
+        "--time",
+        "20s",
+        "--faults",
+        "member,kill,pause,partition",
+        "--no-build",
+    ],
+    &[
+        "--seed",
+        "6",
+        "--time",
+        "20s",
+        "--faults",
+        "clock,pause,kill",
+        "--raftd-set",
+        "raft.read_mode=lease",
+        "--no-build",
+    ],
+];
+
+/// Parses a [`CHAOS_SET`] entry.
+#[derive(clap::Parser)]
+struct ChaosCli {
+    #[command(flatten)]
+    args: crate::chaos::Args,
 }
 
 /// The one package allowed to need protoc (its etcd-client dependency runs protoc in its
@@ -156,7 +207,20 @@ fn crates_named(tree: &str, names: &[&str]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{FORBIDDEN_IN_CORE, NEEDS_PROTOC, crates_named};
+    use super::{CHAOS_SET, ChaosCli, FORBIDDEN_IN_CORE, NEEDS_PROTOC, crates_named};
+    use clap::Parser;
+
+    #[test]
+    fn the_chaos_set_parses_and_builds_nothing() {
+        for argv in CHAOS_SET {
+            let cli =
+                ChaosCli::try_parse_from(std::iter::once("chaos").chain(argv.iter().copied()))
+                    .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            assert!(cli.args.no_build, "{argv:?}");
+            assert!(cli.args.seed.is_some(), "{argv:?}: a fixed seed");
+            assert!(cli.args.time.as_secs() <= 30, "{argv:?}: short");
+        }
+    }
 
     #[test]
     fn finds_forbidden_crates_by_exact_name() {

@@ -16,6 +16,7 @@
 //! - `bank.jsonl`: [`BankOp`]s;
 //! - `watch-writes.jsonl`: [`WatchWrite`]s (the puts under the watched prefix);
 //! - `watch-events.jsonl`: [`WatchRecord`]s (what every watcher received, and its reconnects);
+//! - `lock.jsonl`: [`LockOp`]s (lock acquisitions, fenced writes, releases);
 //! - `client.json`: [`ClientSummary`] (start time, bank total, watch start and end revisions).
 
 use crate::{Error, Result};
@@ -254,6 +255,77 @@ pub enum WatchRecord {
         /// When it arrived (µs since the client's start).
         at_us: u64,
     },
+}
+
+/// What a lock operation did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "f")]
+pub enum LockCall {
+    /// Lock (the Lock service) with a fresh lease kept alive by the client; on success the
+    /// lock key and its create revision are recorded.
+    Acquire,
+    /// A fenced write while holding the lock: a Txn that puts the shared record only if the
+    /// lock key still has the create revision the holder got, and in the same Txn reads the
+    /// head of the lock's queue (the key with the lowest create revision under the lock's
+    /// prefix: the holder as the server sees it at that revision).
+    Write {
+        /// The holder's write number within its hold (0, 1, ...).
+        seq: u64,
+    },
+    /// Unlock (deletes the lock key), then the lease is revoked.
+    Release,
+}
+
+/// One operation of the lock workload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockOp {
+    /// The client (worker) that issued it.
+    pub process: u64,
+    /// What it did.
+    pub call: LockCall,
+    /// When it was sent (µs since the client's start).
+    pub invoke_us: u64,
+    /// When the answer or the error came.
+    pub complete_us: u64,
+    /// How it ended. A fenced write whose guard did not hold (the lock was lost) is `fail`.
+    pub outcome: Outcome,
+    /// The lease the hold is tied to.
+    pub lease: i64,
+    /// The lock key (`<name>/<lease hex>`; empty for an acquisition that did not succeed).
+    #[serde(default)]
+    pub key: String,
+    /// The lock key's create revision (the fencing token; 0 when not known).
+    #[serde(default)]
+    pub lock_revision: i64,
+    /// A successful write: the value it put (unique in the run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// A successful write: the revision of the Txn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+    /// A successful write: the head of the lock queue read in the same Txn (its key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// A successful write: the record's mod revision before the put (0: it did not exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_revision: Option<i64>,
+    /// A successful write: the record's value before the put.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_value: Option<String>,
+    /// An acquisition after which the holder stalled this long (stopped keeping its lease
+    /// alive and slept past the TTL, as in a long pause of the client) before writing.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stalled_ms: u64,
+    /// The error, when it did not succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The endpoint it was sent to.
+    #[serde(default)]
+    pub endpoint: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What the client reports about the whole run.

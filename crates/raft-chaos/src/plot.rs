@@ -16,7 +16,7 @@ pub struct Point {
     pub t_s: f64,
     /// Latency in ms.
     pub latency_ms: f64,
-    /// Its workload (`register`, `bank`, `watch`).
+    /// Its workload (`register`, `bank`, `watch`, `lock`).
     pub workload: &'static str,
     /// How it ended.
     pub outcome: Outcome,
@@ -33,10 +33,11 @@ pub struct Window {
     pub label: String,
 }
 
-const WORKLOAD_COLORS: [(&str, RGBColor); 3] = [
+const WORKLOAD_COLORS: [(&str, RGBColor); 4] = [
     ("register", RGBColor(31, 119, 180)),
     ("bank", RGBColor(44, 160, 44)),
     ("watch", RGBColor(148, 103, 189)),
+    ("lock", RGBColor(255, 127, 14)),
 ];
 
 fn color_of(workload: &str) -> RGBColor {

@@ -8,7 +8,10 @@
 //! named member get a second fault on another member nested inside them (both at once: with
 //! three members, a majority is then paused, killed or cut off). The first fault starts after
 //! a warm-up, the last ends a settle period before the end of the run so the cluster can
-//! recover and the final reads and watches can complete.
+//! recover and the final reads and watches can complete. Membership changes are never
+//! nested and hold no nested fault; members are named by slot, which an added member takes
+//! over from the one it replaced. With clock faults, each slot's clock rate for the whole
+//! run is drawn too, from a generator of its own.
 
 use crate::{Error, Result};
 use raft_sim::rng::SimRng;
@@ -25,11 +28,29 @@ pub enum FaultKind {
     Pause,
     /// Cut the target off from every other member (both directions), heal when it ends.
     Partition,
+    /// A membership change under load: when the fault starts, a new member is added as a
+    /// learner and started with `--join`; when it ends, the learner is promoted to a voter
+    /// and the target (a member, or the leader) is removed and stopped, so the cluster has as
+    /// many voters as before. The new member takes the removed one's place (its slot) as a
+    /// target of later faults. Never nested, and nothing is nested in it.
+    Member,
+    /// The target's clocks (wall clock and monotonic, through libfaketime) jump forward by
+    /// the fault's length ([`Fault::clock_jump_s`]) when it starts, as after a suspended virtual machine, but the
+    /// process keeps running; nothing is undone (clocks do not go back). With this kind in
+    /// the run, every member's clock also runs at its own rate for the whole run
+    /// ([`Schedule::clock_rate_ppm`]).
+    Clock,
 }
 
 impl FaultKind {
     /// Every kind, in command-line order.
-    pub const ALL: [FaultKind; 3] = [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition];
+    pub const ALL: [FaultKind; 5] = [
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::Partition,
+        FaultKind::Member,
+        FaultKind::Clock,
+    ];
 
     /// The name on the command line.
     pub fn name(self) -> &'static str {
@@ -37,6 +58,8 @@ impl FaultKind {
             FaultKind::Kill => "kill",
             FaultKind::Pause => "pause",
             FaultKind::Partition => "partition",
+            FaultKind::Member => "member",
+            FaultKind::Clock => "clock",
         }
     }
 
@@ -52,7 +75,7 @@ impl FaultKind {
                 .find(|k| k.name() == part)
                 .ok_or_else(|| {
                     Error::Spec(format!(
-                        "unknown fault `{part}` (kill, pause, partition, none)"
+                        "unknown fault `{part}` (kill, pause, partition, member, clock, none)"
                     ))
                 })?;
             if !out.contains(&k) {
@@ -67,7 +90,9 @@ impl FaultKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
-    /// These members (one, or a majority drawn from the seed).
+    /// These members (one, or a majority drawn from the seed), by slot: `1..=members`, the
+    /// initial member ids; a member added by a [`FaultKind::Member`] change takes the slot
+    /// of the member it replaced.
     Members(Vec<u64>),
     /// Whoever leads when the fault starts.
     Leader,
@@ -86,6 +111,14 @@ pub struct Fault {
     pub target: Target,
 }
 
+impl Fault {
+    /// How far a [`FaultKind::Clock`] fault moves the clocks forward: its length, rounded up
+    /// to whole seconds (libfaketime's offsets are whole seconds).
+    pub fn clock_jump_s(&self) -> u64 {
+        (self.end_ms - self.start_ms).div_ceil(1000)
+    }
+}
+
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let whom = match &self.target {
@@ -100,6 +133,13 @@ impl fmt::Display for Fault {
             FaultKind::Kill => format!("kill -9 {whom}, restart"),
             FaultKind::Pause => format!("SIGSTOP {whom}, SIGCONT"),
             FaultKind::Partition => format!("isolate {whom} from the other members, heal"),
+            FaultKind::Member => {
+                format!("add a learner, then promote it and remove {whom}")
+            }
+            FaultKind::Clock => format!(
+                "the clocks of {whom} jump {} s forward",
+                self.clock_jump_s()
+            ),
         };
         write!(
             f,
@@ -122,7 +162,15 @@ pub struct Schedule {
     /// The faults, by start time. Only a nested fault overlaps another: it starts and ends
     /// within it, on a different named member.
     pub faults: Vec<Fault>,
+    /// With clock faults: each slot's clock rate for the whole run, as the deviation from
+    /// real time in parts per million (within ±[`MAX_CLOCK_DRIFT_PPM`]); empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clock_rate_ppm: Vec<i64>,
 }
+
+/// The largest clock rate deviation drawn (3%): well within what raftd's lease reads allow
+/// for (a lease drift margin of 10% of the election timeout by default).
+pub const MAX_CLOCK_DRIFT_PPM: i64 = 30_000;
 
 impl Schedule {
     /// Draws the schedule of a run of `time_ms` on members `1..=members` with the given
@@ -158,9 +206,19 @@ impl Schedule {
             };
             // Sometimes a second fault on another member, nested in this one (its own
             // generator, so the main sequence of a seed does not depend on it).
+            let nestable: Vec<FaultKind> = kinds
+                .iter()
+                .copied()
+                .filter(|&k| k != FaultKind::Member)
+                .collect();
             let nested = match &target {
-                Target::Members(m) if m.len() == 1 && members >= 3 && overlap.chance(0.35) => {
-                    let kind = *overlap.choose(kinds).expect("kinds is not empty");
+                Target::Members(m)
+                    if m.len() == 1
+                        && members >= 3
+                        && kind != FaultKind::Member
+                        && overlap.chance(0.35) =>
+                {
+                    let kind = *overlap.choose(&nestable).expect("kind is nestable");
                     let mut other = overlap.range(1, members - 1);
                     if other >= m[0] {
                         other += 1;
@@ -185,12 +243,48 @@ impl Schedule {
             faults.extend(nested);
             t += len + rng.range(500, 2_500);
         }
+        // Clock rates from their own generator (the faults of a seed do not depend on them).
+        let mut clocks = SimRng::new(seed ^ 0xC10C_4A7E);
+        let clock_rate_ppm = if kinds.contains(&FaultKind::Clock) {
+            (0..members)
+                .map(|_| {
+                    clocks.range(0, 2 * MAX_CLOCK_DRIFT_PPM as u64) as i64 - MAX_CLOCK_DRIFT_PPM
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(Schedule {
             seed,
             time_ms,
             members,
             faults,
+            clock_rate_ppm,
         })
+    }
+
+    /// Scales the clock rates drawn within ±[`MAX_CLOCK_DRIFT_PPM`] to ±`max_ppm` (below
+    /// 1,000,000: a clock never stops or runs backwards), e.g. beyond raftd's lease margin to
+    /// see stale lease reads caught.
+    pub fn scale_clock_drift(&mut self, max_ppm: i64) -> Result<()> {
+        if !(0..1_000_000).contains(&max_ppm) {
+            return Err(Error::Spec(format!(
+                "a clock drift of {max_ppm} ppm: must be 0 to 999999"
+            )));
+        }
+        for ppm in &mut self.clock_rate_ppm {
+            *ppm = *ppm * max_ppm / MAX_CLOCK_DRIFT_PPM;
+        }
+        Ok(())
+    }
+
+    /// How many members the run adds (one per membership change): the spare ids
+    /// `members + 1 ..= members + added()` are given addresses up front.
+    pub fn added(&self) -> u64 {
+        self.faults
+            .iter()
+            .filter(|f| f.kind == FaultKind::Member)
+            .count() as u64
     }
 
     /// The schedule as text, one fault a line, with a header naming the seed.
@@ -202,6 +296,15 @@ impl Schedule {
             self.members,
             self.faults.len()
         );
+        if !self.clock_rate_ppm.is_empty() {
+            let rates: Vec<String> = self
+                .clock_rate_ppm
+                .iter()
+                .enumerate()
+                .map(|(i, ppm)| format!("member {}: {:+.2}%", i + 1, *ppm as f64 / 1e4))
+                .collect();
+            s.push_str(&format!("  clock rates: {}\n", rates.join(", ")));
+        }
         for f in &self.faults {
             s.push_str(&format!("  {f}\n"));
         }
@@ -257,6 +360,13 @@ mod tests {
                     "{}",
                     s.render()
                 );
+                if f.kind == FaultKind::Member {
+                    assert!(
+                        outer.is_none_or(|o| f.start_ms >= o.end_ms),
+                        "a nested membership change\n{}",
+                        s.render()
+                    );
+                }
                 if let Target::Members(m) = &f.target {
                     assert!(m.iter().all(|&id| (1..=3).contains(&id)));
                     assert!(m.len() == 1 || (f.kind == FaultKind::Kill && m.len() == 2));
@@ -265,6 +375,7 @@ mod tests {
                     Some(o) if f.start_ms < o.end_ms => {
                         // Nested: inside the outer one, on another single named member.
                         nested += 1;
+                        assert_ne!(o.kind, FaultKind::Member, "{}", s.render());
                         assert!(f.end_ms <= o.end_ms, "{}", s.render());
                         let (Target::Members(a), Target::Members(b)) = (&o.target, &f.target)
                         else {
@@ -284,6 +395,42 @@ mod tests {
         let s = Schedule::draw(3, 60_000, 3, &[FaultKind::Pause]).unwrap();
         assert!(s.faults.iter().all(|f| f.kind == FaultKind::Pause));
         assert!(Schedule::draw(3, 60_000, 3, &[]).unwrap().faults.is_empty());
+        let s = Schedule::draw(3, 60_000, 3, &[FaultKind::Member]).unwrap();
+        assert!(s.faults.iter().all(|f| f.kind == FaultKind::Member));
+        assert_eq!(s.added(), s.faults.len() as u64);
+        assert!(s.added() > 3, "{}", s.render());
+    }
+
+    #[test]
+    fn clock_rates_only_with_clock_faults_and_within_bounds() {
+        let s = Schedule::draw(4, 60_000, 5, &[FaultKind::Clock]).unwrap();
+        assert_eq!(s.clock_rate_ppm.len(), 5);
+        assert!(
+            s.clock_rate_ppm
+                .iter()
+                .all(|p| p.abs() <= MAX_CLOCK_DRIFT_PPM)
+        );
+        assert!(s.faults.iter().all(|f| f.kind == FaultKind::Clock));
+        let s = Schedule::draw(4, 60_000, 5, &[FaultKind::Kill]).unwrap();
+        assert!(s.clock_rate_ppm.is_empty());
+    }
+
+    #[test]
+    fn clock_rates_scale() {
+        let mut s = Schedule::draw(4, 60_000, 3, &[FaultKind::Clock]).unwrap();
+        let before = s.clock_rate_ppm.clone();
+        s.scale_clock_drift(10 * MAX_CLOCK_DRIFT_PPM).unwrap();
+        let after: Vec<i64> = before.iter().map(|p| p * 10).collect();
+        assert_eq!(s.clock_rate_ppm, after);
+        assert!(s.scale_clock_drift(1_000_000).is_err());
+    }
+
+    #[test]
+    fn no_membership_change_unless_asked() {
+        let kinds = [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition];
+        let s = Schedule::draw(11, 60_000, 3, &kinds).unwrap();
+        assert_eq!(s.added(), 0);
+        assert!(s.faults.iter().all(|f| f.kind != FaultKind::Member));
     }
 
     #[test]
@@ -291,6 +438,10 @@ mod tests {
         assert_eq!(
             FaultKind::parse_list("kill, partition,kill").unwrap(),
             vec![FaultKind::Kill, FaultKind::Partition]
+        );
+        assert_eq!(
+            FaultKind::parse_list("member").unwrap(),
+            vec![FaultKind::Member]
         );
         assert!(FaultKind::parse_list("none").unwrap().is_empty());
         let err = FaultKind::parse_list("kill,flood").unwrap_err().to_string();
@@ -302,6 +453,7 @@ mod tests {
         let s = Schedule::draw(11, 60_000, 3, &FaultKind::ALL).unwrap();
         let text = s.render();
         assert!(text.starts_with("fault schedule of seed 11"));
-        assert_eq!(text.lines().count(), s.faults.len() + 1);
+        assert_eq!(text.lines().count(), s.faults.len() + 2, "{text}");
+        assert!(text.contains("clock rates: member 1: "), "{text}");
     }
 }

@@ -1,10 +1,18 @@
 //! The raftd processes of a chaos run and the faults done to them: kill -9 and restart,
 //! SIGSTOP and SIGCONT, and cutting a member off from its peers, with network namespaces and
 //! iptables ([`crate::netns`]) when the run has them, else with raftd's fault switch
-//! (`RAFTD_FAULT_INJECTION=1`, SIGUSR1 isolates, SIGUSR2 heals), as the drills do.
+//! (`RAFTD_FAULT_INJECTION=1`, SIGUSR1 isolates, SIGUSR2 heals), as the drills do; and
+//! membership changes (a learner added and started with `--join`, promoted, a voter removed),
+//! with `raftctl member`.
+//!
+//! Faults name members by slot (`1..=n`, the initial ids); a member added by a membership
+//! change takes the slot of the voter it replaced. Addresses (and namespaces) for the ids the
+//! run will add are set aside at the start, so the client knows every endpoint from the
+//! beginning (one with nothing listening refuses connections, and the client moves on).
 
 use crate::netns::NetNs;
 use anyhow::{Context, Result, bail};
+use raft_chaos::schedule::Schedule;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
@@ -12,11 +20,20 @@ use std::time::{Duration, Instant};
 
 struct Member {
     id: u64,
+    /// The slot faults name it by (0: a learner not yet in a slot).
+    slot: u64,
     client: String,
     peer: String,
+    /// A member added at run time: the `--initial-cluster` it joined with (`--join`).
+    joined: Option<String>,
     child: Option<Child>,
     paused: bool,
     isolated: bool,
+}
+
+/// libfaketime's spec: `offset` seconds ahead, running at `1 + ppm / 10^6` times real time.
+fn faketime_spec(offset: u64, ppm: i64) -> String {
+    format!("+{offset} x{:.6}", 1.0 + ppm as f64 / 1e6)
 }
 
 /// A running cluster of raftd processes; dropping it kills them (before the network, if
@@ -27,9 +44,41 @@ pub struct ChaosCluster {
     dir: PathBuf,
     initial: String,
     members: Vec<Member>,
+    /// Client and peer addresses of the ids to be added, from `n + 1` on.
+    spare: Vec<(String, String)>,
+    /// The number of initial members.
+    n: u64,
+    /// The id the next added member gets.
+    next_id: u64,
     net: Option<NetNs>,
     /// `--set KEY=VALUE` settings for every member.
     settings: Vec<String>,
+    /// With clock faults: libfaketime, and each slot's clock rate (ppm off real time).
+    clock: Option<(PathBuf, Vec<i64>)>,
+    /// With clock faults: how far each member's clocks have jumped (s), by id.
+    clock_offset_s: std::collections::HashMap<u64, u64>,
+}
+
+/// Where Debian's libfaketime (package `faketime`/`libfaketime`) puts its library.
+const LIBFAKETIME: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+    "/usr/lib/faketime/libfaketimeMT.so.1",
+    "/usr/local/lib/faketime/libfaketimeMT.so.1",
+];
+
+/// The multi-threaded libfaketime, or why not.
+pub fn libfaketime() -> Result<PathBuf> {
+    LIBFAKETIME
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .with_context(|| {
+            format!(
+                "clock faults need libfaketime (Debian: apt-get install faketime); looked at {}",
+                LIBFAKETIME.join(", ")
+            )
+        })
 }
 
 impl Drop for ChaosCluster {
@@ -44,20 +93,29 @@ impl Drop for ChaosCluster {
 }
 
 impl ChaosCluster {
-    /// Starts members `1..=n` with data and logs under `dir`, each with `--set` of every
-    /// one of `settings`; in `net`'s namespaces when given, else on loopback with the fault
-    /// switch enabled.
+    /// Starts the `schedule`'s members `1..=n` with data and logs under `dir`, each with
+    /// `--set` of every one of `settings`; in `net`'s namespaces when given (they must
+    /// include the ids the schedule adds, `n + 1 ..= n + added`), else on loopback with the
+    /// fault switch enabled. Addresses for the added members are set aside; with clock
+    /// faults every member runs under libfaketime at its clock rate.
     pub fn start(
         raftd: &Path,
         raftctl: &Path,
         dir: &Path,
-        n: u64,
+        schedule: &Schedule,
         net: Option<NetNs>,
         settings: &[String],
     ) -> Result<ChaosCluster> {
+        let (n, spare, clock_rate_ppm) =
+            (schedule.members, schedule.added(), &schedule.clock_rate_ppm);
+        let clock = if clock_rate_ppm.is_empty() {
+            None
+        } else {
+            Some((libfaketime()?, clock_rate_ppm.to_vec()))
+        };
         std::fs::create_dir_all(dir)?;
-        let addrs: Vec<(String, String)> = match &net {
-            Some(net) => (1..=n)
+        let mut addrs: Vec<(String, String)> = match &net {
+            Some(net) => (1..=n + spare)
                 .map(|id| {
                     (
                         format!("{}:2379", net.ip(id)),
@@ -65,18 +123,21 @@ impl ChaosCluster {
                     )
                 })
                 .collect(),
-            None => crate::cluster::free_ports(2 * n as usize)?
+            None => crate::cluster::free_ports(2 * (n + spare) as usize)?
                 .chunks(2)
                 .map(|p| (format!("127.0.0.1:{}", p[0]), format!("127.0.0.1:{}", p[1])))
                 .collect(),
         };
+        let spare_addrs = addrs.split_off(n as usize);
         let members: Vec<Member> = addrs
             .into_iter()
             .zip(1..=n)
             .map(|((client, peer), id)| Member {
                 id,
+                slot: id,
                 client,
                 peer,
+                joined: None,
                 child: None,
                 paused: false,
                 isolated: false,
@@ -93,8 +154,13 @@ impl ChaosCluster {
             dir: dir.to_path_buf(),
             initial,
             members,
+            spare: spare_addrs,
+            n,
+            next_id: n + 1,
             net,
             settings: settings.to_vec(),
+            clock,
+            clock_offset_s: Default::default(),
         };
         for id in 1..=n {
             c.spawn(id)?;
@@ -117,6 +183,27 @@ impl ChaosCluster {
     /// The client endpoints of every member.
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(|m| m.client.clone()).collect()
+    }
+
+    /// The client endpoints of the initial members and of every member the run may add.
+    pub fn all_endpoints(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.id <= self.n)
+            .map(|m| m.client.clone())
+            .collect();
+        all.extend(self.spare.iter().map(|(c, _)| c.clone()));
+        all
+    }
+
+    /// The member in `slot`.
+    pub fn in_slot(&self, slot: u64) -> Result<u64> {
+        self.members
+            .iter()
+            .find(|m| m.slot == slot)
+            .map(|m| m.id)
+            .with_context(|| format!("no member in slot {slot}"))
     }
 
     /// Where member `id` logs.
@@ -144,6 +231,8 @@ impl ChaosCluster {
         if m.child.is_some() {
             bail!("member {id} is running");
         }
+        let initial = m.joined.clone().unwrap_or_else(|| self.initial.clone());
+        let slot = m.slot;
         let mut cmd = match &self.net {
             Some(net) => net.exec(id, &self.raftd),
             None => {
@@ -152,16 +241,30 @@ impl ChaosCluster {
                 c
             }
         };
+        if let Some((lib, rates)) = &self.clock {
+            // libfaketime reads the spec from the file again at most a second after it
+            // changes ([`Self::clock_jump`]); a restart starts from the offset so far.
+            let ppm = rates
+                .get((slot as usize).wrapping_sub(1))
+                .copied()
+                .unwrap_or(0);
+            let file = self.faketime_file(id);
+            let offset = self.clock_offset_s.get(&id).copied().unwrap_or(0);
+            std::fs::write(&file, faketime_spec(offset, ppm))?;
+            cmd.env("LD_PRELOAD", lib)
+                .env("FAKETIME_TIMESTAMP_FILE", &file)
+                .env("FAKETIME_CACHE_DURATION", "1");
+        }
         cmd.args(["--id", &id.to_string()])
             .arg("--data-dir")
             .arg(data)
             .args(["--listen-client", &m.client, "--listen-peer", &m.peer])
-            .args([
-                "--initial-cluster",
-                &self.initial,
-                "--cluster-token",
-                "chaos",
-            ])
+            .args(["--initial-cluster", &initial, "--cluster-token", "chaos"])
+            .args(if m.joined.is_some() {
+                &["--join"][..]
+            } else {
+                &[]
+            })
             .args([
                 "--heartbeat-interval",
                 "50ms",
@@ -201,6 +304,30 @@ impl ChaosCluster {
             bail!("kill {sig} {pid} (member {id}) failed");
         }
         Ok(())
+    }
+
+    fn faketime_file(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("node{id}.faketime"))
+    }
+
+    /// Moves member `id`'s clocks (wall clock and monotonic) `secs` forward, within a
+    /// second (libfaketime's cache); returns how.
+    pub fn clock_jump(&mut self, id: u64, secs: u64) -> Result<String> {
+        let slot = self.member(id)?.slot;
+        let Some((_, rates)) = &self.clock else {
+            bail!("the cluster was not started with clock faults");
+        };
+        let ppm = rates
+            .get((slot as usize).wrapping_sub(1))
+            .copied()
+            .unwrap_or(0);
+        let offset = self.clock_offset_s.entry(id).or_insert(0);
+        *offset += secs;
+        let spec = faketime_spec(*offset, ppm);
+        std::fs::write(self.faketime_file(id), &spec)?;
+        Ok(format!(
+            "member {id}'s clocks {secs} s forward (libfaketime `{spec}`)"
+        ))
     }
 
     /// SIGKILL member `id` and reap it.
@@ -333,6 +460,141 @@ impl ChaosCluster {
             }
             sleep(Duration::from_millis(100));
         }
+    }
+
+    /// `raftctl` once against the running, unpaused members.
+    fn ctl(&self, args: &[&str]) -> Result<(bool, String)> {
+        let endpoints: Vec<&str> = self
+            .members
+            .iter()
+            .filter(|m| m.child.is_some() && !m.paused)
+            .map(|m| m.client.as_str())
+            .collect();
+        crate::cluster::ctl(&self.raftctl, &endpoints.join(","), args)
+    }
+
+    /// The id of the member whose peer URL is `peer`, in `raftctl member list`.
+    fn listed_with_peer(&self, peer: &str) -> Option<u64> {
+        let (ok, out) = self.ctl(&["member", "list"]).ok()?;
+        if !ok {
+            return None;
+        }
+        out.lines().find_map(|l| {
+            let cols: Vec<&str> = l.split(", ").collect();
+            let listed = cols.get(3)?.split(',').any(|u| u.ends_with(peer));
+            listed.then(|| cols[0].trim().parse().ok()).flatten()
+        })
+    }
+
+    /// Adds the next member as a learner (`raftctl member add --learner`) and starts it with
+    /// `--join`; returns its id.
+    pub fn add_learner(&mut self) -> Result<u64> {
+        let id = self.next_id;
+        let (client, peer) = self
+            .spare
+            .get((id - self.n - 1) as usize)
+            .cloned()
+            .with_context(|| format!("no address was set aside for member {id}"))?;
+        // Retried until listed: an add whose answer was lost may still have been applied.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let added = loop {
+            if let Some(listed) = self.listed_with_peer(&peer) {
+                break listed;
+            }
+            let (ok, out) = self.ctl(&["member", "add", &peer, "--learner"])?;
+            if ok {
+                break out
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|id| id.parse().ok())
+                    .with_context(|| format!("unexpected `member add` output: {out}"))?;
+            }
+            if Instant::now() > deadline {
+                bail!("raftctl member add {peer} failed for 30 s: {}", out.trim());
+            }
+            sleep(Duration::from_millis(200));
+        };
+        if added != id {
+            bail!("the new member got id {added}, expected {id}");
+        }
+        self.next_id += 1;
+        let mut initial: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}={}", m.id, m.peer))
+            .collect();
+        initial.push(format!("{id}={peer}"));
+        self.members.push(Member {
+            id,
+            slot: 0,
+            client,
+            peer,
+            joined: Some(initial.join(",")),
+            child: None,
+            paused: false,
+            isolated: false,
+        });
+        self.spawn(id)?;
+        Ok(id)
+    }
+
+    /// The members `raftctl member list` lists: id and whether it is a learner; `None`
+    /// when no member answers.
+    fn listed(&self) -> Option<Vec<(u64, bool)>> {
+        let (ok, out) = self.ctl(&["member", "list"]).ok()?;
+        if !ok {
+            return None;
+        }
+        Some(
+            out.lines()
+                .filter_map(|l| {
+                    let cols: Vec<&str> = l.split(", ").collect();
+                    let id = cols.first()?.trim().parse().ok()?;
+                    Some((id, cols.last()?.trim() == "true"))
+                })
+                .collect(),
+        )
+    }
+
+    /// Runs a membership command until it succeeds or `done` holds of the member list (an
+    /// earlier attempt whose answer was lost may have taken effect: a retried promote or
+    /// remove is then refused), for up to 30 s.
+    fn member_cmd(&self, args: &[&str], done: impl Fn(&[(u64, bool)]) -> bool) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (ok, out) = self.ctl(args)?;
+            if ok || self.listed().is_some_and(|l| done(&l)) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("raftctl {} failed for 30 s: {}", args.join(" "), out.trim());
+            }
+            sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Promotes learner `id` to a voter (retried while it catches up, up to 30 s).
+    pub fn promote(&mut self, id: u64) -> Result<()> {
+        self.member_cmd(&["member", "promote", &id.to_string()], |l| {
+            l.contains(&(id, false))
+        })
+    }
+
+    /// Removes member `id` from the cluster, stops it and deletes its data; the member
+    /// `heir` (a promoted learner) takes its slot.
+    pub fn remove(&mut self, id: u64, heir: u64) -> Result<()> {
+        self.member_cmd(&["member", "remove", &id.to_string()], |l| {
+            l.iter().all(|&(m, _)| m != id)
+        })?;
+        let slot = self.member(id)?.slot;
+        if self.member(id)?.isolated {
+            self.heal(id)?;
+        }
+        self.kill9(id)?;
+        let _ = std::fs::remove_dir_all(self.data_dir(id));
+        self.members.retain(|m| m.id != id);
+        self.member(heir)?.slot = slot;
+        Ok(())
     }
 
     /// Kills every member and deletes the data directories (the logs stay).
