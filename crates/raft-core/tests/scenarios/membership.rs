@@ -265,3 +265,46 @@ fn with_lazy_commit_a_removed_follower_still_learns_its_removal_committed() {
     assert_eq!(c.commit(3), c.commit(1));
     assert_eq!(c.node(3).raw.membership().voters, set(&[1, 2]));
 }
+
+/// A forwarded batch in which a change that ends the leader's vote (its own removal) is
+/// followed by another entry is refused whole and sent back: nothing may follow such a change
+/// in the leader's log, since the leader stops counting itself once the change is in it.
+#[test]
+fn a_batch_with_entries_after_the_leaders_own_removal_is_refused_whole() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.elect(1);
+    c.propose(1, "before");
+    c.stabilize();
+    let removal = raft_core::Entry {
+        kind: raft_core::EntryKind::ConfChange,
+        data: raft_core::confchange::encode(&change(vec![ConfChangeOp::RemoveNode(1)])),
+        ..raft_core::Entry::default()
+    };
+    let after = raft_core::Entry {
+        data: Bytes::from_static(b"after"),
+        ..raft_core::Entry::default()
+    };
+    let term = c.term(1);
+    c.raw(1)
+        .step(raft_core::Message {
+            from: 2,
+            to: 1,
+            term,
+            body: raft_core::MessageBody::Propose(vec![removal, after]),
+        })
+        .unwrap();
+    c.stabilize();
+    assert_eq!(
+        c.node(2).dropped.len(),
+        2,
+        "both entries come back to node 2"
+    );
+    assert_eq!(c.role(1), Role::Leader);
+    for id in [1, 2, 3] {
+        assert!(!c.state_of(id).contains(&b"after".as_slice()), "node {id}");
+    }
+    // The leader goes on committing with its configuration unchanged.
+    c.propose(1, "next");
+    c.stabilize();
+    assert!(c.state_of(3).contains(&b"next".as_slice()));
+}
