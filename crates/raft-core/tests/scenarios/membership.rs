@@ -308,3 +308,26 @@ fn a_batch_with_entries_after_the_leaders_own_removal_is_refused_whole() {
     c.stabilize();
     assert!(c.state_of(3).contains(&b"next".as_slice()));
 }
+
+/// A change is in force once it is in the leader's log, so the leader counts its commit
+/// index again at once: an entry held on a majority of the new configuration (but not of the
+/// old) commits without waiting for another acknowledgement.
+#[test]
+fn a_leader_recounts_its_commit_index_when_a_change_enters_its_log() {
+    let mut c = Cluster::new(&[1, 2, 3, 4]);
+    c.elect(1);
+    c.propose(1, "a");
+    c.stabilize();
+    // Nodes 3 and 4 hear nothing more: "x" reaches 1 and 2, two of four voters.
+    c.isolate(3);
+    c.isolate(4);
+    c.propose(1, "x");
+    c.stabilize();
+    let before = c.commit(1);
+    assert!(!c.state_of(1).contains(&b"x".as_slice()));
+    c.raw(1)
+        .propose_conf_change(change(vec![ConfChangeOp::RemoveNode(4)]))
+        .unwrap();
+    // Without delivering anything: "x" is on two of the three voters now.
+    assert_eq!(c.commit(1), before + 1);
+}
