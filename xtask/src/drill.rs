@@ -14,6 +14,9 @@
 //! namespace (see [`crate::netns`]; needs root, `ip` and `iptables`), or with raftd's fault
 //! switch (nodes run with `RAFTD_FAULT_INJECTION=1` and get SIGUSR1 / SIGUSR2). `auto`, the
 //! default, uses namespaces when it can set them up and says why it falls back when not.
+//!
+//! Size: past the house's ~700 lines: one scripted scenario per failure, each short; they
+//! read best side by side. A module per scenario is left for issue 24.
 
 use crate::netns::{self, NetNs};
 use crate::util;

@@ -11,6 +11,10 @@
 //! only change with a restart, the *reloadable* ones ([`RELOADABLE_KEYS`]) are meant to live
 //! in an `ArcSwap` and change at run time; [`NodeConfig::static_changes`] names the static
 //! keys that differ between two configurations so a reload can refuse them.
+//!
+//! Size: past the house's ~700 lines; splitting it by section (one module per `[section]`,
+//! as `config/backup.rs` already is) is part of issue 24 and was held back while four
+//! branches were adding sections to it.
 
 mod auth;
 mod backup;

@@ -20,6 +20,9 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Size: slightly past the house's ~700 lines (`serving`, `free_port`); the process harness
+//! and the client helpers are one concept, kept together.
 
 use crate::client::{Client, ClientError};
 use anyhow::{Context, Result, bail};

@@ -1,4 +1,7 @@
 //! `raftctl`: the command-line client of raftd, over the etcd v3 gRPC API.
+//!
+//! Size: past the house's ~700 lines (certs and backup commands joined); one module per
+//! command family is left for issue 24, which thins the binaries.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use anyhow::{Context, Result, bail};
