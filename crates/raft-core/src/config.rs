@@ -80,7 +80,9 @@ pub struct Config {
     /// anyway, or at the next tick, instead of with an empty append at once. When writes
     /// arrive one at a time this saves an append and its answer per follower per write;
     /// followers then learn (and apply) a commit up to one tick later when no write follows.
-    /// Never affects when the leader commits or answers. Default `false`.
+    /// A follower whose own clients wait on that commit (it forwarded the proposals, or
+    /// asked for a read index) is told at once all the same. Never affects when the leader
+    /// commits or answers. Default `false`.
     pub lazy_commit: bool,
     /// The largest total payload (entry data bytes) a leader keeps appended but not yet
     /// committed: a proposal that would pass it is refused with

@@ -39,6 +39,10 @@ pub(crate) struct Progress {
     pub is_learner: bool,
     /// The highest commit index sent to the peer.
     pub sent_commit: u64,
+    /// The highest index the peer waits to learn committed: the last entry of proposals it
+    /// forwarded, or the index of a read it asked for. With `lazy_commit`, a commit index
+    /// below it is sent at once rather than at the next tick (the peer's clients wait on it).
+    pub awaits_commit: u64,
     /// The highest heartbeat round the peer acknowledged in the current term.
     pub acked_round: u64,
     /// Leader ticks since the last acknowledgement while appends are in flight (to
@@ -58,6 +62,7 @@ impl Progress {
             inflights: Inflights::new(max_msgs, max_bytes),
             is_learner: false,
             sent_commit: 0,
+            awaits_commit: 0,
             acked_round: 0,
             stall_ticks: 0,
         }

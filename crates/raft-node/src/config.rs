@@ -284,8 +284,9 @@ pub struct RaftSection {
     /// A leader tells followers a new commit index with its next append, or at the next
     /// tick when no write follows, instead of with an append of its own: one append and
     /// one answer less per follower per write when writes come one at a time. Followers
-    /// then apply up to one `tick_interval` later; the leader's answers are not delayed
-    /// (default true).
+    /// then apply up to one `tick_interval` later, except one whose own clients wait on
+    /// the commit (it forwarded the write or asked for a read index), which is told at
+    /// once; the leader's answers are not delayed (default true).
     pub lazy_commit: bool,
     /// `safe` (ReadIndex) or `lease`.
     pub read_mode: ReadModeKey,

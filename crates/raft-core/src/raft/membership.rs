@@ -90,7 +90,13 @@ impl<L: LogRead> Raft<L> {
     /// the node that holds their callers can answer them.
     pub(crate) fn propose_forwarded(&mut self, from: NodeId, mut ents: Vec<Entry>) {
         let ok = match (self.role, self.leader) {
-            (Role::Leader, _) => self.append_proposals(&mut ents).is_ok(),
+            (Role::Leader, _) => {
+                let ok = self.append_proposals(&mut ents).is_ok();
+                if let (true, Some(pr)) = (ok, self.tracker.progress.get_mut(&from)) {
+                    pr.awaits_commit = pr.awaits_commit.max(self.log.last_index());
+                }
+                ok
+            }
             (_, Some(leader)) if leader != from => {
                 self.send(leader, MessageBody::Propose(ents));
                 return;

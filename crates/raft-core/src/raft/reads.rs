@@ -67,10 +67,20 @@ impl<L: LogRead> Raft<L> {
         match from {
             None | Some(0) => self.read_states.push(ReadState { context, index }),
             Some(f) if f == self.id => self.read_states.push(ReadState { context, index }),
-            Some(f) => self.send(
-                f,
-                MessageBody::ReadIndexResponse(ReadIndexResponse { context, index }),
-            ),
+            Some(f) => {
+                self.send(
+                    f,
+                    MessageBody::ReadIndexResponse(ReadIndexResponse { context, index }),
+                );
+                // The reader waits until it has applied `index`: with `lazy_commit` it would
+                // otherwise learn that commit at the next tick.
+                if let Some(pr) = self.tracker.progress.get_mut(&f) {
+                    pr.awaits_commit = pr.awaits_commit.max(index);
+                    if pr.sent_commit < index {
+                        self.bcast_pending = true;
+                    }
+                }
+            }
         }
     }
 

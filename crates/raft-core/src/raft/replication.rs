@@ -29,9 +29,11 @@ impl<L: LogRead> Raft<L> {
     /// Sends as many appends to `to` as its window allows; an empty one when the peer
     /// has not seen the current commit index. `lazy_commit` leaves that to the next tick
     /// (see [`send_commit_updates`](Self::send_commit_updates)), except while the peer has
-    /// not heard that the latest configuration change committed: a peer that change removes
+    /// not heard that the latest configuration change committed (a peer that change removes
     /// must learn it before the leader stops talking to it, so that it stops too and answers
-    /// the clients waiting on it.
+    /// the clients waiting on it) and while the peer waits on proposals it forwarded or a
+    /// read it asked for (`awaits_commit`): its clients' answers wait on that commit, and a
+    /// tick is many times a write's latency.
     fn send_appends(&mut self, to: NodeId) -> Result<()> {
         let committed = self.log.committed;
         let mut first = true;
@@ -39,7 +41,9 @@ impl<L: LogRead> Raft<L> {
             let Some(pr) = self.tracker.progress.get(&to) else {
                 return Ok(());
             };
-            let eager = !self.cfg.lazy_commit || pr.sent_commit < self.pending_conf_index;
+            let eager = !self.cfg.lazy_commit
+                || pr.sent_commit < self.pending_conf_index
+                || pr.sent_commit < pr.awaits_commit;
             let send_if_empty = first && pr.sent_commit < committed && eager;
             first = false;
             if !self.maybe_send_append(to, send_if_empty)? {

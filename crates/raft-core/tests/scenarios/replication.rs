@@ -3,7 +3,7 @@
 
 use crate::harness::{Cluster, default_config, lazy_commit_config, log_with_terms};
 use bytes::Bytes;
-use raft_core::{Config, LogRead, MessageBody, NodeId, ProgressState, Role};
+use raft_core::{Config, LogRead, MessageBody, NodeId, ProgressState, ReadMode, Role};
 
 fn log_terms(c: &Cluster, id: NodeId) -> Vec<u64> {
     let log = c.node(id).raw.log();
@@ -452,4 +452,63 @@ fn lazy_commit_tells_followers_with_the_next_append_or_tick() {
             assert_eq!(c.commit(2), base + 1);
         }
     }
+}
+
+#[test]
+fn lazy_commit_tells_a_proposing_follower_at_once() {
+    let mut c = Cluster::with_config(&[1, 2, 3], lazy_commit_config);
+    c.elect(1);
+    let base = c.commit(1);
+    // Follower 2 forwards a proposal: its client waits until 2 applies it, so the leader
+    // sends 2 the commit at once; follower 3 forwarded nothing and waits for a later
+    // append or the next tick, as with any write.
+    c.propose(2, "a");
+    assert_eq!(c.commit(1), base + 1);
+    assert_eq!(
+        c.commit(2),
+        base + 1,
+        "the proposer learns the commit without a tick"
+    );
+    assert_eq!(c.state_of(2), vec![b"a".as_slice()]);
+    assert_eq!(c.commit(3), base, "a bystander still learns it lazily");
+    // Once told, the proposer is back to the lazy rule: the leader's own write does not
+    // cost it an empty append.
+    let empties = c.count_sent(1, 2, is_empty_append);
+    c.propose(1, "b");
+    assert_eq!(c.count_sent(1, 2, is_empty_append), empties);
+    assert_eq!(c.commit(2), base + 1);
+}
+
+#[test]
+fn lazy_commit_tells_a_lease_reader_at_once() {
+    fn cfg(id: NodeId) -> Config {
+        Config {
+            read_mode: ReadMode::Lease {
+                drift_margin_ticks: 2,
+            },
+            ..lazy_commit_config(id)
+        }
+    }
+    let mut c = Cluster::with_config(&[1, 2, 3], cfg);
+    let l = c.tick_until_leader(100);
+    let f = if l == 1 { 2 } else { 1 };
+    c.tick_all(5); // a heartbeat round (every 5 ticks here) acknowledged by a quorum starts the lease
+    c.propose(l, "a");
+    let commit = c.commit(l);
+    assert!(c.commit(f) < commit, "lazy: the follower has not heard yet");
+    // Under the lease the leader answers the forwarded read at once, with no heartbeat
+    // round that would carry the commit: the reader, which must apply the read index
+    // before it answers, is sent the commit with it rather than at the next tick.
+    let heartbeats = c.count_sent(l, f, |b| matches!(b, MessageBody::Heartbeat(_)));
+    c.raw(f).read_index(Bytes::from_static(b"r")).unwrap();
+    c.stabilize();
+    assert_eq!(
+        c.count_sent(l, f, |b| matches!(b, MessageBody::Heartbeat(_))),
+        heartbeats,
+        "answered under the lease, without a heartbeat round"
+    );
+    let rs = &c.node(f).read_states;
+    assert_eq!(rs.len(), 1);
+    assert_eq!(rs[0].index, commit);
+    assert!(c.node(f).applied_index >= commit);
 }
