@@ -1,5 +1,8 @@
 //! Closed-loop load through the etcd v3 API (the `etcd-client` crate): `clients` concurrent
-//! callers, each sending its next request when the previous one answered.
+//! callers, each sending its next request when the previous one answered. Given several
+//! endpoints, each caller sends its requests to them in turn, as etcd's clients balance
+//! requests over the endpoints they are given (round robin per request); latencies are
+//! also kept per endpoint, so a report can say what each member's role costs.
 
 use crate::cluster::connect_tls;
 use anyhow::{Result, bail};
@@ -18,6 +21,8 @@ pub enum Workload {
     GetLinearizable,
     /// Serializable (local) gets of random keys of the read key space.
     GetSerializable,
+    /// Nine linearizable gets for every put (chosen at random), over the read key space.
+    Mixed,
 }
 
 /// What to run.
@@ -52,6 +57,8 @@ pub struct Stats {
     pub elapsed: Duration,
     /// Latencies of the successful requests, in microseconds, sorted.
     latencies_us: Vec<u32>,
+    /// The same, per endpoint (in the order given to [`run`]), each sorted.
+    per_endpoint_us: Vec<Vec<u32>>,
 }
 
 impl Stats {
@@ -62,12 +69,29 @@ impl Stats {
 
     /// The `q` quantile (0..=1) of the latencies, in milliseconds (0 without samples).
     pub fn quantile_ms(&self, q: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return 0.0;
-        }
-        let i = ((self.latencies_us.len() - 1) as f64 * q).round() as usize;
-        self.latencies_us[i] as f64 / 1000.0
+        quantile_ms(&self.latencies_us, q)
     }
+
+    /// The `q` quantile of the latencies of the requests sent to the endpoints `which`
+    /// (indexes into the endpoints given to [`run`]); 0 without samples.
+    pub fn quantile_ms_at(&self, which: &[usize], q: f64) -> f64 {
+        let mut v: Vec<u32> = which
+            .iter()
+            .filter_map(|&i| self.per_endpoint_us.get(i))
+            .flatten()
+            .copied()
+            .collect();
+        v.sort_unstable();
+        quantile_ms(&v, q)
+    }
+}
+
+fn quantile_ms(sorted_us: &[u32], q: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted_us.len() - 1) as f64 * q).round() as usize;
+    sorted_us[i] as f64 / 1000.0
 }
 
 /// Client connections for `clients` callers: one per 16 callers, at most 16. The same for
@@ -122,45 +146,67 @@ pub async fn fill(
 }
 
 /// Runs `spec` against `endpoints` and returns what was measured in the window after the
-/// warm-up.
+/// warm-up. Every endpoint gets its own connections (as many as [`connections_for`] the
+/// callers); each caller starts at a different endpoint and moves to the next after every
+/// request.
 pub async fn run(endpoints: &[String], spec: &LoadSpec) -> Result<Stats> {
-    if spec.clients == 0 || spec.key_space == 0 {
-        bail!("a load needs at least one client and one key");
+    if spec.clients == 0 || spec.key_space == 0 || endpoints.is_empty() {
+        bail!("a load needs at least one client, one key and one endpoint");
     }
-    let mut conns: Vec<Client> = Vec::new();
-    for _ in 0..connections_for(spec.clients) {
-        conns.push(connect_tls(endpoints, Duration::from_secs(10), spec.tls.clone()).await?);
+    let mut conns: Vec<Vec<Client>> = Vec::new();
+    for ep in endpoints {
+        let mut per = Vec::new();
+        for _ in 0..connections_for(spec.clients) {
+            let one = std::slice::from_ref(ep);
+            per.push(connect_tls(one, Duration::from_secs(10), spec.tls.clone()).await?);
+        }
+        conns.push(per);
     }
     let warmup = (spec.duration / 5).min(Duration::from_secs(1));
     let start = Instant::now() + warmup;
     let end = start + spec.duration;
     let value = vec![b'x'; spec.value_size];
+    let n_eps = endpoints.len();
     let mut tasks = Vec::with_capacity(spec.clients);
     for c in 0..spec.clients {
-        let mut kv = conns[c % conns.len()].kv_client();
+        let mut kvs: Vec<_> = conns
+            .iter()
+            .map(|per| per[(c / n_eps) % per.len()].kv_client())
+            .collect();
         let value = value.clone();
         let spec = spec.clone();
         tasks.push(tokio::spawn(async move {
             let mut rng =
                 Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
-            let mut lat = Vec::new();
+            let mut lat: Vec<Vec<u32>> = vec![Vec::new(); n_eps];
             let (mut ops, mut errors, mut all_ops) = (0u64, 0u64, 0u64);
             let mut first_error = None;
+            let mut at = c % n_eps;
             loop {
-                let k = key(rng.next() % spec.key_space);
+                let r = rng.next();
+                let k = key(r % spec.key_space);
                 let sent = Instant::now();
                 if sent >= end {
                     break;
                 }
-                let outcome = match spec.workload {
-                    Workload::Put => kv.put(k, value.clone(), None).await.map(drop),
-                    Workload::GetLinearizable => kv.get(k, None).await.map(drop),
-                    Workload::GetSerializable => kv
-                        .get(k, Some(GetOptions::new().with_serializable()))
+                let kv = &mut kvs[at];
+                let write = match spec.workload {
+                    Workload::Put => true,
+                    Workload::Mixed => (r >> 32).is_multiple_of(10),
+                    Workload::GetLinearizable | Workload::GetSerializable => false,
+                };
+                let outcome = if write {
+                    kv.put(k, value.clone(), None).await.map(drop)
+                } else if spec.workload == Workload::GetSerializable {
+                    kv.get(k, Some(GetOptions::new().with_serializable()))
                         .await
-                        .map(drop),
+                        .map(drop)
+                } else {
+                    kv.get(k, None).await.map(drop)
                 };
                 let done = Instant::now();
+                let ep = at;
+                at = (at + 1) % n_eps;
                 all_ops += u64::from(outcome.is_ok());
                 if sent < start || done > end {
                     continue;
@@ -168,7 +214,8 @@ pub async fn run(endpoints: &[String], spec: &LoadSpec) -> Result<Stats> {
                 match outcome {
                     Ok(()) => {
                         ops += 1;
-                        lat.push(u32::try_from((done - sent).as_micros()).unwrap_or(u32::MAX));
+                        let us = u32::try_from((done - sent).as_micros()).unwrap_or(u32::MAX);
+                        lat[ep].push(us);
                     }
                     Err(e) => {
                         errors += 1;
@@ -186,6 +233,7 @@ pub async fn run(endpoints: &[String], spec: &LoadSpec) -> Result<Stats> {
         first_error: None,
         elapsed: spec.duration,
         latencies_us: Vec::new(),
+        per_endpoint_us: vec![Vec::new(); n_eps],
     };
     for t in tasks {
         let (ops, all_ops, errors, first_error, lat) = t.await?;
@@ -195,9 +243,15 @@ pub async fn run(endpoints: &[String], spec: &LoadSpec) -> Result<Stats> {
         if stats.first_error.is_none() {
             stats.first_error = first_error;
         }
-        stats.latencies_us.extend(lat);
+        for (i, l) in lat.into_iter().enumerate() {
+            stats.latencies_us.extend_from_slice(&l);
+            stats.per_endpoint_us[i].extend(l);
+        }
     }
     stats.latencies_us.sort_unstable();
+    for l in &mut stats.per_endpoint_us {
+        l.sort_unstable();
+    }
     Ok(stats)
 }
 
@@ -220,11 +274,16 @@ mod tests {
             first_error: None,
             elapsed: Duration::from_secs(2),
             latencies_us: vec![1000, 2000, 3000, 10_000],
+            per_endpoint_us: vec![vec![1000, 10_000], vec![2000, 3000]],
         };
         assert_eq!(s.throughput(), 2.0);
         assert_eq!(s.quantile_ms(0.0), 1.0);
         assert_eq!(s.quantile_ms(0.5), 3.0);
         assert_eq!(s.quantile_ms(1.0), 10.0);
+        assert_eq!(s.quantile_ms_at(&[1], 1.0), 3.0);
+        assert_eq!(s.quantile_ms_at(&[0], 0.0), 1.0);
+        assert_eq!(s.quantile_ms_at(&[0, 1], 0.5), 3.0);
+        assert_eq!(s.quantile_ms_at(&[], 0.5), 0.0);
     }
 
     #[test]

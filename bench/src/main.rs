@@ -97,7 +97,8 @@ struct LoadArgs {
     /// Client endpoints (`http://host:port`), comma-separated.
     #[arg(long, value_delimiter = ',', required = true)]
     endpoints: Vec<String>,
-    /// `put`, `get` (linearizable), `get-serializable`, or watch fan-out under puts:
+    /// `put`, `get` (linearizable), `get-serializable`, `mixed` (9 linearizable gets per
+    /// put), or watch fan-out under puts:
     /// `watch-key` (every watcher on one key) or `watch-prefix` (watchers spread over
     /// `--prefixes` prefixes), or leases: `lease-churn` (grant + put with the lease + revoke
     /// cycles) or `lease-keepalive` (one lease per caller kept alive as fast as answered).
@@ -163,10 +164,70 @@ impl Target {
         self.cluster.server().name()
     }
 
-    /// The leader's client endpoint: every load goes to the leader, for both servers.
+    /// The leader's client endpoint.
     async fn leader_endpoint(&self) -> Result<Vec<String>> {
         let id = self.cluster.leader(Duration::from_secs(30)).await?;
         Ok(vec![self.cluster.endpoint(id)])
+    }
+
+    /// The endpoints a load of `mode` goes to, and which of them is the leader's.
+    async fn endpoints(&self, mode: Endpoints) -> Result<(Vec<String>, usize)> {
+        let id = self.cluster.leader(Duration::from_secs(30)).await?;
+        let leader = self.cluster.endpoint(id);
+        let eps = match mode {
+            Endpoints::All => self.cluster.endpoints(),
+            Endpoints::Leader => vec![leader.clone()],
+        };
+        let at = eps.iter().position(|e| *e == leader).unwrap_or(0);
+        Ok((eps, at))
+    }
+}
+
+/// Where a load run sends its requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Endpoints {
+    /// Every member, each caller moving to the next after every request (as etcd's
+    /// clients balance over the endpoints they are given): what users see.
+    All,
+    /// The leader only.
+    Leader,
+}
+
+impl Endpoints {
+    fn name(self) -> &'static str {
+        match self {
+            Endpoints::All => "all",
+            Endpoints::Leader => "leader",
+        }
+    }
+}
+
+/// One load run of the table: the workload, its callers, where they send.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    name: &'static str,
+    workload: Workload,
+    clients: usize,
+    endpoints: Endpoints,
+}
+
+/// What one server did in one run: the load's figures and which endpoint was the leader's.
+struct Outcome {
+    stats: Stats,
+    endpoints: usize,
+    leader_at: usize,
+}
+
+impl Outcome {
+    /// p50 of the requests sent to the leader, and to the followers (0 when none were).
+    fn p50_by_role(&self) -> (f64, f64) {
+        let followers: Vec<usize> = (0..self.endpoints)
+            .filter(|&i| i != self.leader_at)
+            .collect();
+        (
+            self.stats.quantile_ms_at(&[self.leader_at], 0.5),
+            self.stats.quantile_ms_at(&followers, 0.5),
+        )
     }
 }
 
@@ -269,9 +330,10 @@ async fn load_only(args: LoadArgs) -> Result<()> {
         "put" => Workload::Put,
         "get" => Workload::GetLinearizable,
         "get-serializable" => Workload::GetSerializable,
+        "mixed" => Workload::Mixed,
         other => anyhow::bail!(
-            "unknown workload `{other}` (put, get, get-serializable, watch-key, watch-prefix, \
-             lease-churn, lease-keepalive)"
+            "unknown workload `{other}` (put, get, get-serializable, mixed, watch-key, \
+             watch-prefix, lease-churn, lease-keepalive)"
         ),
     };
     let key_space = if workload == Workload::Put {
@@ -323,7 +385,8 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
     );
     println!(
         "3 members each on 127.0.0.1, data under {} (fsync on), {VALUE_SIZE}-byte values, \
-         8-byte keys, {:?} per load run, load sent to the leader",
+         8-byte keys, {:?} per load run; each load twice: callers rotating over all \
+         endpoints (as etcd's clients do) and to the leader only",
         args.data_dir.display(),
         args.duration
     );
@@ -362,8 +425,9 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
         t.cluster.leader(Duration::from_secs(30)).await?;
     }
 
-    // Load runs, the servers interleaved run by run (alternating who goes first).
-    let runs = [
+    // Load runs, the servers interleaved run by run (alternating who goes first); every
+    // workload through all endpoints (what users see) and through the leader only.
+    let workloads = [
         ("put", Workload::Put, 1),
         ("put", Workload::Put, 16),
         ("put", Workload::Put, 256),
@@ -371,11 +435,29 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
         ("get (linearizable)", Workload::GetLinearizable, 256),
         ("get (serializable)", Workload::GetSerializable, 1),
         ("get (serializable)", Workload::GetSerializable, 256),
+        ("mixed 90% get / 10% put", Workload::Mixed, 256),
     ];
-    let mut results: Vec<Vec<Stats>> = Vec::new();
+    let runs: Vec<Run> = workloads
+        .iter()
+        .flat_map(|&(name, workload, clients)| {
+            [Endpoints::All, Endpoints::Leader].map(|endpoints| Run {
+                name,
+                workload,
+                clients,
+                endpoints,
+            })
+        })
+        .collect();
+    let mut results: Vec<Vec<Outcome>> = Vec::new();
     let mut cpu: Vec<Vec<CpuPerOp>> = Vec::new();
     let mut filled = false;
-    for (n, &(name, workload, clients)) in runs.iter().enumerate() {
+    for (n, run) in runs.iter().enumerate() {
+        let Run {
+            name,
+            workload,
+            clients,
+            endpoints,
+        } = *run;
         if workload != Workload::Put && !filled {
             for t in &targets {
                 let tls = t.cluster.client_tls();
@@ -395,7 +477,7 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
             value_size: VALUE_SIZE,
             tls: None,
         };
-        let mut row: Vec<Option<Stats>> = vec![None; targets.len()];
+        let mut row: Vec<Option<Outcome>> = (0..targets.len()).map(|_| None).collect();
         let mut cpu_row: Vec<Option<CpuPerOp>> = vec![None; targets.len()];
         let mut order: Vec<usize> = (0..targets.len()).collect();
         if n % 2 == 1 {
@@ -403,7 +485,7 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
         }
         for i in order {
             let t = &mut targets[i];
-            let eps = t.leader_endpoint().await?;
+            let (eps, leader_at) = t.endpoints(endpoints).await?;
             spec.tls = t.cluster.client_tls();
             let (server0, client0) = (t.cluster.cpu_time(), process_cpu(std::process::id()));
             let s = load::run(&eps, &spec).await?;
@@ -415,9 +497,21 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
                     / ops,
             });
             t.cluster.sample_rss();
+            if t.leader_endpoint().await? != [eps[leader_at].clone()] {
+                eprintln!("  the leader changed during the run: its per-role figures are mixed");
+            }
+            let out = Outcome {
+                stats: s,
+                endpoints: eps.len(),
+                leader_at,
+            };
+            let s = &out.stats;
+            let (pl, pf) = out.p50_by_role();
             eprintln!(
-                "{} {name} x{clients}: {:.0}/s p50 {:.2} ms p99 {:.2} ms ({} errors)",
+                "{} {name} x{clients} ({} endpoints): {:.0}/s p50 {:.2} ms p99 {:.2} ms, \
+                 p50 leader {pl:.2} ms follower {pf:.2} ms ({} errors)",
                 t.name(),
+                endpoints.name(),
                 s.throughput(),
                 s.quantile_ms(0.5),
                 s.quantile_ms(0.99),
@@ -426,7 +520,7 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
             if let Some(e) = &s.first_error {
                 eprintln!("  first error: {e}");
             }
-            row[i] = Some(s);
+            row[i] = Some(out);
         }
         results.push(
             row.into_iter()
@@ -486,14 +580,14 @@ struct CpuPerOp {
 
 /// CPU per request: what each server spends on the same work, a measure the machine's
 /// other load disturbs much less than throughput.
-fn report_cpu(targets: &[Target], runs: &[(&str, Workload, usize)], cpu: &[Vec<CpuPerOp>]) {
+fn report_cpu(targets: &[Target], runs: &[Run], cpu: &[Vec<CpuPerOp>]) {
     let names: Vec<&str> = targets.iter().map(Target::name).collect();
     let etcd = names.len() > 1;
     println!(
         "\nCPU time per request (µs; server = its 3 members together, client = the load generator):\n"
     );
-    let mut head = "| workload | clients |".to_string();
-    let mut rule = "|---|---:|".to_string();
+    let mut head = "| workload | clients | endpoints |".to_string();
+    let mut rule = "|---|---:|---|".to_string();
     for n in &names {
         head.push_str(&format!(" {n} server | {n} client |"));
         rule.push_str("---:|---:|");
@@ -503,8 +597,13 @@ fn report_cpu(targets: &[Target], runs: &[(&str, Workload, usize)], cpu: &[Vec<C
         rule.push_str("---:|");
     }
     println!("{head}\n{rule}");
-    for ((name, _, clients), row) in runs.iter().zip(cpu) {
-        let mut line = format!("| {name} | {clients} |");
+    for (run, row) in runs.iter().zip(cpu) {
+        let mut line = format!(
+            "| {} | {} | {} |",
+            run.name,
+            run.clients,
+            run.endpoints.name()
+        );
         for c in row {
             line.push_str(&format!(" {:.0} | {:.0} |", c.server_us, c.client_us));
         }
@@ -527,16 +626,16 @@ fn median(v: &[Duration]) -> Duration {
 
 fn report(
     targets: &[Target],
-    runs: &[(&str, Workload, usize)],
-    results: &[Vec<Stats>],
+    runs: &[Run],
+    results: &[Vec<Outcome>],
     failovers: &[Vec<Duration>],
     shutdowns: &[Vec<Duration>],
 ) {
     let names: Vec<&str> = targets.iter().map(Target::name).collect();
     let etcd = names.len() > 1;
     println!();
-    let mut head = "| workload | clients |".to_string();
-    let mut rule = "|---|---:|".to_string();
+    let mut head = "| workload | clients | endpoints |".to_string();
+    let mut rule = "|---|---:|---|".to_string();
     for n in &names {
         head.push_str(&format!(" {n} ops/s | {n} p50 ms | {n} p99 ms |"));
         rule.push_str("---:|---:|---:|");
@@ -546,9 +645,15 @@ fn report(
         rule.push_str("---:|---:|");
     }
     println!("{head}\n{rule}");
-    for ((name, _, clients), row) in runs.iter().zip(results) {
-        let mut line = format!("| {name} | {clients} |");
-        for s in row {
+    for (run, row) in runs.iter().zip(results) {
+        let mut line = format!(
+            "| {} | {} | {} |",
+            run.name,
+            run.clients,
+            run.endpoints.name()
+        );
+        for o in row {
+            let s = &o.stats;
             line.push_str(&format!(
                 " {:.0} | {:.2} | {:.2} |",
                 s.throughput(),
@@ -557,11 +662,35 @@ fn report(
             ));
         }
         if etcd {
+            let (a, b) = (&row[0].stats, &row[1].stats);
             line.push_str(&format!(
                 " {:.2} | {:.2} |",
-                row[0].throughput() / row[1].throughput(),
-                row[0].quantile_ms(0.5) / row[1].quantile_ms(0.5)
+                a.throughput() / b.throughput(),
+                a.quantile_ms(0.5) / b.quantile_ms(0.5)
             ));
+        }
+        println!("{line}");
+    }
+    // Per role: what a request costs through the leader and through a follower, in the
+    // runs over all endpoints.
+    println!("\np50 by the role of the member a request went to (runs over all endpoints, ms):\n");
+    let mut head = "| workload | clients |".to_string();
+    let mut rule = "|---|---:|".to_string();
+    for n in &names {
+        head.push_str(&format!(
+            " {n} leader | {n} follower | {n} follower/leader |"
+        ));
+        rule.push_str("---:|---:|---:|");
+    }
+    println!("{head}\n{rule}");
+    for (run, row) in runs.iter().zip(results) {
+        if run.endpoints != Endpoints::All {
+            continue;
+        }
+        let mut line = format!("| {} | {} |", run.name, run.clients);
+        for o in row {
+            let (l, f) = o.p50_by_role();
+            line.push_str(&format!(" {l:.2} | {f:.2} | {:.2} |", f / l));
         }
         println!("{line}");
     }
