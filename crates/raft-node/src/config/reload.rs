@@ -123,6 +123,74 @@ impl NodeConfig {
     }
 }
 
+impl NodeConfig {
+    /// The static keys (those that need a restart) whose values differ in `new`: a hot
+    /// reload must refuse a new configuration for which this is not empty.
+    pub fn static_changes(&self, new: &NodeConfig) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let mut check = |key: &'static str, same: bool| {
+            if !same {
+                out.push(key);
+            }
+        };
+        check("id", self.id == new.id);
+        check("name", self.name == new.name);
+        check("data_dir", self.data_dir == new.data_dir);
+        check("listen_client", self.listen_client == new.listen_client);
+        check("listen_peer", self.listen_peer == new.listen_peer);
+        check("listen_metrics", self.listen_metrics == new.listen_metrics);
+        check(
+            "advertise_client",
+            self.advertise_client == new.advertise_client,
+        );
+        check(
+            "initial_cluster",
+            self.initial_cluster == new.initial_cluster,
+        );
+        check(
+            "cluster_id",
+            self.explicit_cluster_id() == new.explicit_cluster_id(),
+        );
+        check("join", self.join == new.join);
+        check(
+            "request_size_limit",
+            self.request_size_limit == new.request_size_limit,
+        );
+        check(
+            "raft.tick_interval",
+            self.raft.tick_interval == new.raft.tick_interval,
+        );
+        check("raft.pre_vote", self.raft.pre_vote == new.raft.pre_vote);
+        check(
+            "raft.check_quorum",
+            self.raft.check_quorum == new.raft.check_quorum,
+        );
+        check(
+            "raft.lazy_commit",
+            self.raft.lazy_commit == new.raft.lazy_commit,
+        );
+        check("raft.read_mode", self.raft.read_mode == new.raft.read_mode);
+        check(
+            "raft.apply_linger",
+            self.raft.apply_linger == new.raft.apply_linger,
+        );
+        check(
+            "raft.lease_drift_margin",
+            self.raft.lease_drift_margin == new.raft.lease_drift_margin,
+        );
+        check("raft.priority", self.raft.priority == new.raft.priority);
+        check("wal", self.wal == new.wal);
+        check("peer", self.peer == new.peer);
+        check("snapshot", self.snapshot == new.snapshot);
+        check("watch", self.watch == new.watch);
+        check("tls", self.tls == new.tls);
+        check("limits", self.limits == new.limits);
+        check("lease", self.lease == new.lease);
+        check("backup", self.backup.same_static(&new.backup));
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{RELOADABLE_KEYS, parse_override, set_key};
