@@ -8,9 +8,9 @@
 //!
 //! Settings split in two groups with hot reload (issue 8) in mind: the *static* ones (node
 //! id, name, data dir, listen addresses, cluster, request size limit, WAL, peer limits) can
-//! only change with a restart, the *reloadable* ones ([`RELOADABLE_KEYS`]) are meant to live
-//! in an `ArcSwap` and change at run time; [`NodeConfig::static_changes`] names the static
-//! keys that differ between two configurations so a reload can refuse them.
+//! only change with a restart, the *reloadable* ones ([`RELOADABLE_KEYS`]) live in an
+//! `ArcSwap` and change at run time; [`NodeConfig::diff`] derives which keys differ between
+//! two configurations from their serialized form and refuses a change of a static key.
 //!
 //! This file holds the top level (`NodeConfig`) and its checks; each `[section]` lives in
 //! its own module under `config/`, loading and overrides in `config/load.rs`, and what a
@@ -33,7 +33,7 @@ mod wal;
 mod watch;
 
 pub use auth::AuthSection;
-pub use backup::{BackupSection, RELOADABLE_BACKUP_KEYS};
+pub use backup::BackupSection;
 pub use bytes::ByteSize;
 pub use cluster::{DEFAULT_CLUSTER_TOKEN, InitialCluster, cluster_id_from_token, strip_scheme};
 pub use compaction::{CompactionSection, Retention};
@@ -42,7 +42,7 @@ pub use lease::LeaseSection;
 pub use load::{parse_override, set_key};
 pub use peer::PeerSection;
 pub use raft::{RaftSection, ReadModeKey};
-pub use reload::{ConfigSource, DiffError};
+pub use reload::{ConfigSource, DiffError, RELOADABLE_KEYS};
 pub use snapshot::{MIN_SNAPSHOT_BUILD_RATE, SnapshotSection};
 pub use tls::{DEFAULT_PEER_CERT_CLUSTER, LimitsSection, TlsSection};
 pub use wal::{SyncPolicyKey, WalSection};
@@ -63,33 +63,6 @@ pub struct ConfigError(pub String);
 fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(msg.into()))
 }
-
-/// The keys whose values may change while the node runs (hot reload); every other key needs
-/// a restart.
-pub const RELOADABLE_KEYS: &[&str] = &[
-    "log_filter",
-    "quota_backend_bytes",
-    "raft.heartbeat_interval",
-    "raft.election_timeout_base",
-    "raft.jitter_max_delay",
-    "raft.min_leadership_duration",
-    "raft.max_entries_per_append",
-    "raft.max_bytes_per_append",
-    "raft.max_inflight_msgs",
-    "raft.max_inflight_bytes",
-    "raft.max_batch_proposals",
-    "raft.snapshot_threshold",
-    "raft.snapshot_log_bytes",
-    "raft.request_timeout",
-    "compression.codec",
-    "compression.level",
-    "compression.threshold",
-    "compaction.auto_mode",
-    "compaction.auto_retention",
-    "compaction.max_rate",
-    "backup.keep_for",
-    "backup.keep_bases",
-];
 
 /// The whole configuration of one raftd node (the TOML file's top level).
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]

@@ -2,6 +2,7 @@
 //! which keys differ between the configuration in force and a new one ([`NodeConfig::diff`]).
 
 use super::{ConfigError, NodeConfig};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Where raftd's configuration comes from: the file and the command-line overrides, which
@@ -21,6 +22,40 @@ impl ConfigSource {
     }
 }
 
+/// The keys whose values may change while the node runs (hot reload); every other key needs
+/// a restart. This is the one hand-kept list: which keys *differ* is derived from the
+/// configuration types (see [`NodeConfig::diff`]), so a key added to any section is fixed
+/// until it is named here and the node applies it on reload. A test proves each entry is a
+/// key path of the serialized configuration, so a renamed or removed key cannot linger.
+pub const RELOADABLE_KEYS: &[&str] = &[
+    "log_filter",
+    "quota_backend_bytes",
+    "raft.heartbeat_interval",
+    "raft.election_timeout_base",
+    "raft.jitter_max_delay",
+    "raft.min_leadership_duration",
+    "raft.max_entries_per_append",
+    "raft.max_bytes_per_append",
+    "raft.max_inflight_msgs",
+    "raft.max_inflight_bytes",
+    "raft.max_batch_proposals",
+    "raft.snapshot_threshold",
+    "raft.snapshot_log_bytes",
+    "raft.request_timeout",
+    "compression.codec",
+    "compression.level",
+    "compression.threshold",
+    "compaction.auto_mode",
+    "compaction.auto_retention",
+    "compaction.max_rate",
+    "backup.keep_for",
+    "backup.keep_bases",
+];
+
+/// The sections whose fixed keys a refusal names one by one (`raft.tick_interval`); a fixed
+/// key of any other section is named by its section (`wal`), a top-level key by itself.
+const SECTIONS_NAMED_BY_KEY: &[&str] = &["raft"];
+
 /// Why a new configuration cannot replace the one in force.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DiffError {
@@ -29,171 +64,124 @@ pub enum DiffError {
         "these settings cannot change while raftd runs (restart to change them): {}",
         .0.join(", ")
     )]
-    Fixed(Vec<&'static str>),
+    Fixed(Vec<String>),
+    /// A configuration could not be turned into key paths to compare (not expected: every
+    /// configuration type serializes).
+    #[error("cannot compare the configurations: {0}")]
+    Compare(String),
 }
 
+/// The keys of one configuration, as dotted paths (`raft.heartbeat_interval`) to values.
+type KeyValues = BTreeMap<String, serde_json::Value>;
+
+/// Why the changed keys are derived by serializing rather than compared field by field: a
+/// hand-written comparison (one line per key) silently misses a key added to a section
+/// later, and a missed key is neither applied nor refused. Serializing both configurations
+/// with serde and comparing key paths covers every field the types have, by construction.
+/// JSON rather than TOML: TOML drops unset `Option`s, JSON keeps them as `null`, so every
+/// key of the types is also a path of the serialized default.
 impl NodeConfig {
-    /// The reloadable keys ([`super::RELOADABLE_KEYS`]) whose values differ in `new`.
-    pub fn reloadable_changes(&self, new: &NodeConfig) -> Vec<&'static str> {
-        let mut out = Vec::new();
-        let mut check = |key: &'static str, same: bool| {
-            if !same {
-                out.push(key);
-            }
+    /// Every key of this configuration with its value: a top-level key, or `section.key`
+    /// for the keys of a section (a section's own tables, such as `backup.options`, are one
+    /// value). `cluster_token` counts as the `cluster_id` it hashes to, so writing the same
+    /// cluster id either way is no change.
+    fn key_values(&self) -> Result<KeyValues, DiffError> {
+        let mut normal = self.clone();
+        normal.cluster_id = self.explicit_cluster_id();
+        normal.cluster_token = None;
+        let value = serde_json::to_value(&normal).map_err(|e| DiffError::Compare(e.to_string()))?;
+        let serde_json::Value::Object(top) = value else {
+            return Err(DiffError::Compare(
+                "the configuration is not a table".into(),
+            ));
         };
-        let (a, b) = (&self.raft, &new.raft);
-        check("log_filter", self.log_filter == new.log_filter);
-        check(
-            "quota_backend_bytes",
-            self.quota_backend_bytes == new.quota_backend_bytes,
-        );
-        check(
-            "raft.heartbeat_interval",
-            a.heartbeat_interval == b.heartbeat_interval,
-        );
-        check(
-            "raft.election_timeout_base",
-            a.election_timeout_base == b.election_timeout_base,
-        );
-        check(
-            "raft.jitter_max_delay",
-            a.jitter_max_delay == b.jitter_max_delay,
-        );
-        check(
-            "raft.min_leadership_duration",
-            a.min_leadership_duration == b.min_leadership_duration,
-        );
-        check(
-            "raft.max_entries_per_append",
-            a.max_entries_per_append == b.max_entries_per_append,
-        );
-        check(
-            "raft.max_bytes_per_append",
-            a.max_bytes_per_append == b.max_bytes_per_append,
-        );
-        check(
-            "raft.max_inflight_msgs",
-            a.max_inflight_msgs == b.max_inflight_msgs,
-        );
-        check(
-            "raft.max_inflight_bytes",
-            a.max_inflight_bytes == b.max_inflight_bytes,
-        );
-        check(
-            "raft.max_batch_proposals",
-            a.max_batch_proposals == b.max_batch_proposals,
-        );
-        check(
-            "raft.snapshot_threshold",
-            a.snapshot_threshold == b.snapshot_threshold,
-        );
-        check(
-            "raft.snapshot_log_bytes",
-            a.snapshot_log_bytes == b.snapshot_log_bytes,
-        );
-        check(
-            "raft.request_timeout",
-            a.request_timeout == b.request_timeout,
-        );
-        let (c, d) = (&self.compression, &new.compression);
-        check("compression.codec", c.codec == d.codec);
-        check("compression.level", c.level == d.level);
-        check("compression.threshold", c.threshold == d.threshold);
-        let (c, d) = (&self.compaction, &new.compaction);
-        check("compaction.auto_mode", c.auto_mode == d.auto_mode);
-        check(
-            "compaction.auto_retention",
-            c.auto_retention == d.auto_retention,
-        );
-        check("compaction.max_rate", c.max_rate == d.max_rate);
-        let (c, d) = (&self.backup, &new.backup);
-        check("backup.keep_for", c.keep_for == d.keep_for);
-        check("backup.keep_bases", c.keep_bases == d.keep_bases);
-        out
+        let sections = section_names();
+        let mut out = KeyValues::new();
+        for (key, value) in top {
+            match value {
+                serde_json::Value::Object(section) if sections.contains(&key) => {
+                    for (k, v) in section {
+                        out.insert(format!("{key}.{k}"), v);
+                    }
+                }
+                other => {
+                    out.insert(key, other);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The key paths whose values differ in `new` (sorted).
+    fn changed_keys(&self, new: &NodeConfig) -> Result<Vec<String>, DiffError> {
+        let (a, b) = (self.key_values()?, new.key_values()?);
+        let mut keys: Vec<String> = a
+            .keys()
+            .chain(b.keys())
+            .filter(|k| a.get(*k) != b.get(*k))
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    /// The reloadable keys ([`RELOADABLE_KEYS`], in its order) whose values differ in `new`.
+    pub fn reloadable_changes(&self, new: &NodeConfig) -> Result<Vec<&'static str>, DiffError> {
+        let changed = self.changed_keys(new)?;
+        Ok(RELOADABLE_KEYS
+            .iter()
+            .copied()
+            .filter(|k| changed.iter().any(|c| c == k))
+            .collect())
+    }
+
+    /// The settings that need a restart and differ in `new` (sorted): a hot reload must
+    /// refuse a new configuration for which this is not empty. Keys of `[raft]` and the
+    /// top level are named one by one, those of other sections by their section.
+    pub fn static_changes(&self, new: &NodeConfig) -> Result<Vec<String>, DiffError> {
+        let mut out: Vec<String> = self
+            .changed_keys(new)?
+            .into_iter()
+            .filter(|k| !RELOADABLE_KEYS.contains(&k.as_str()))
+            .map(|k| match k.split_once('.') {
+                Some((section, _)) if !SECTIONS_NAMED_BY_KEY.contains(&section) => {
+                    section.to_string()
+                }
+                _ => k,
+            })
+            .collect();
+        out.dedup();
+        Ok(out)
     }
 
     /// The reloadable keys that differ in `new`, or the fixed keys that differ (which a
     /// reload refuses).
     pub fn diff(&self, new: &NodeConfig) -> Result<Vec<&'static str>, DiffError> {
-        let fixed = self.static_changes(new);
+        let fixed = self.static_changes(new)?;
         if !fixed.is_empty() {
             return Err(DiffError::Fixed(fixed));
         }
-        Ok(self.reloadable_changes(new))
+        self.reloadable_changes(new)
     }
 }
 
-impl NodeConfig {
-    /// The static keys (those that need a restart) whose values differ in `new`: a hot
-    /// reload must refuse a new configuration for which this is not empty.
-    pub fn static_changes(&self, new: &NodeConfig) -> Vec<&'static str> {
-        let mut out = Vec::new();
-        let mut check = |key: &'static str, same: bool| {
-            if !same {
-                out.push(key);
-            }
-        };
-        check("id", self.id == new.id);
-        check("name", self.name == new.name);
-        check("data_dir", self.data_dir == new.data_dir);
-        check("listen_client", self.listen_client == new.listen_client);
-        check("listen_peer", self.listen_peer == new.listen_peer);
-        check("listen_metrics", self.listen_metrics == new.listen_metrics);
-        check(
-            "advertise_client",
-            self.advertise_client == new.advertise_client,
-        );
-        check(
-            "initial_cluster",
-            self.initial_cluster == new.initial_cluster,
-        );
-        check(
-            "cluster_id",
-            self.explicit_cluster_id() == new.explicit_cluster_id(),
-        );
-        check("join", self.join == new.join);
-        check(
-            "request_size_limit",
-            self.request_size_limit == new.request_size_limit,
-        );
-        check(
-            "raft.tick_interval",
-            self.raft.tick_interval == new.raft.tick_interval,
-        );
-        check("raft.pre_vote", self.raft.pre_vote == new.raft.pre_vote);
-        check(
-            "raft.check_quorum",
-            self.raft.check_quorum == new.raft.check_quorum,
-        );
-        check(
-            "raft.lazy_commit",
-            self.raft.lazy_commit == new.raft.lazy_commit,
-        );
-        check("raft.read_mode", self.raft.read_mode == new.raft.read_mode);
-        check(
-            "raft.apply_linger",
-            self.raft.apply_linger == new.raft.apply_linger,
-        );
-        check(
-            "raft.lease_drift_margin",
-            self.raft.lease_drift_margin == new.raft.lease_drift_margin,
-        );
-        check("raft.priority", self.raft.priority == new.raft.priority);
-        check("wal", self.wal == new.wal);
-        check("peer", self.peer == new.peer);
-        check("snapshot", self.snapshot == new.snapshot);
-        check("watch", self.watch == new.watch);
-        check("tls", self.tls == new.tls);
-        check("limits", self.limits == new.limits);
-        check("lease", self.lease == new.lease);
-        check("backup", self.backup.same_static(&new.backup));
-        out
+/// The top-level keys that are sections: those the default configuration serializes as a
+/// table (`initial_cluster`, a string or a table, is a value).
+fn section_names() -> Vec<String> {
+    match serde_json::to_value(NodeConfig::default()) {
+        Ok(serde_json::Value::Object(top)) => top
+            .into_iter()
+            .filter(|(_, v)| v.is_object())
+            .map(|(k, _)| k)
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::{RELOADABLE_KEYS, parse_override, set_key};
+    use super::super::{parse_override, set_key};
     use super::*;
 
     const BASE: &str = "id = 1\nlisten_client = \"127.0.0.1:7001\"\n\
@@ -285,10 +273,73 @@ mod tests {
                 k if k.starts_with("peer.") => "peer",
                 k => k,
             };
-            assert!(keys.contains(&expected), "{key}: {keys:?}");
+            assert!(keys.iter().any(|k| k == expected), "{key}: {keys:?}");
             let msg = DiffError::Fixed(keys).to_string();
             assert!(msg.contains(expected) && msg.contains("restart"), "{msg}");
         }
+    }
+
+    #[test]
+    fn every_reloadable_key_is_a_key_of_the_serialized_default() {
+        let keys = NodeConfig::default().key_values().unwrap();
+        for key in RELOADABLE_KEYS {
+            assert!(keys.contains_key(*key), "{key} is no configuration key");
+        }
+        // Unset options are keys too (JSON keeps them as null).
+        assert!(keys.contains_key("backup.keep_for") && keys.contains_key("name"));
+        // A section's own tables are one value; `initial_cluster` is a value, not a section.
+        assert!(keys.contains_key("backup.options") && keys.contains_key("initial_cluster"));
+    }
+
+    #[test]
+    fn a_key_no_list_names_needs_a_restart() {
+        // `[auth]` is in no list: a change is refused by its section's name, not ignored.
+        let base = NodeConfig::from_toml(BASE).unwrap();
+        let new = with("auth.bcrypt_cost", "12");
+        assert_eq!(
+            base.diff(&new),
+            Err(DiffError::Fixed(vec!["auth".to_string()]))
+        );
+        assert_eq!(
+            base.diff(&new).unwrap_err().to_string(),
+            "these settings cannot change while raftd runs (restart to change them): auth"
+        );
+        // Several at once: sorted, sections named once, `[raft]` keys named one by one.
+        let mut table: toml::Table = BASE.parse().unwrap();
+        for o in [
+            "wal.segment_size=16MiB",
+            "wal.cache_bytes=1MiB",
+            "raft.tick_interval=5ms",
+            "listen_metrics=\"127.0.0.1:9100\"",
+            "raft.heartbeat_interval=20ms",
+        ] {
+            let (k, v) = parse_override(o).unwrap();
+            set_key(&mut table, &k, v).unwrap();
+        }
+        let new = NodeConfig::from_toml(&toml::to_string(&table).unwrap()).unwrap();
+        assert_eq!(
+            base.static_changes(&new).unwrap(),
+            ["listen_metrics", "raft.tick_interval", "wal"]
+        );
+        assert_eq!(
+            base.reloadable_changes(&new).unwrap(),
+            ["raft.heartbeat_interval"]
+        );
+    }
+
+    #[test]
+    fn a_cluster_token_and_the_id_it_hashes_to_are_the_same_setting() {
+        let base = with("cluster_token", "\"blue\"");
+        // (Set on the struct: the hash is past TOML's integers.)
+        let mut same = base.clone();
+        same.cluster_token = None;
+        same.cluster_id = Some(super::super::cluster_id_from_token("blue"));
+        assert_eq!(base.diff(&same), Ok(vec![]));
+        let other = with("cluster_token", "\"green\"");
+        assert_eq!(
+            base.diff(&other),
+            Err(DiffError::Fixed(vec!["cluster_id".to_string()]))
+        );
     }
 
     #[test]
