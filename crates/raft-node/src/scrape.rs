@@ -1,5 +1,14 @@
 //! Reading a node's `/metrics` (for `raftctl metrics` and tests): a plain HTTP/1.0 GET and
 //! a parser of the Prometheus text format, with the sums and quantiles the summary shows.
+//!
+//! Why the parser is our own (about 50 lines) and not the `prometheus-parse` crate, the one
+//! published parser of this format with a lenient, sample-level API: it splits label pairs on
+//! `,` and `=` and keeps a value's backslash escapes, so a label value holding a comma, an
+//! `=` or an escaped quote (a log filter, a URL, a peer name) comes out wrong; it groups
+//! histogram buckets only after a `# TYPE` line and returns samples in hash order; and it
+//! brings chrono, regex and a second itertools for what `raftctl metrics` needs: every
+//! sample with its labels, unescaped, in order, skipping a line it cannot read instead of
+//! failing the scrape. The test below holds those cases.
 
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -217,6 +226,7 @@ x_seconds_count 100
 msgs_total{kind="heartbeat",peer="a\"b"} 7
 msgs_total{kind="append"} 3
 plain 5
+filters{f="info,raft_net=debug",path="C:\\x"} 1
 "#;
 
     #[test]
@@ -227,6 +237,11 @@ plain 5
         assert_eq!(e.sum_where("msgs_total", "peer", "a\"b"), Some(7.0));
         assert_eq!(e.sum("plain"), Some(5.0));
         assert_eq!(e.sum("absent"), None);
+        assert_eq!(
+            e.sum_where("filters", "f", "info,raft_net=debug"),
+            Some(1.0)
+        );
+        assert_eq!(e.sum_where("filters", "path", "C:\\x"), Some(1.0));
         let p50 = e.quantile("x_seconds", 0.5).unwrap();
         assert!((p50 - 0.002).abs() < 1e-12, "{p50}");
         let p75 = e.quantile("x_seconds", 0.75).unwrap();
