@@ -91,7 +91,7 @@ impl PeerSection {
 
 impl NodeConfig {
     /// The peer transport's configuration for cluster `cluster_id` (without TLS: the
-    /// node reads the certificate files, see [`TlsSection::peer_config`]).
+    /// node reads the certificate files, see [`TlsSection::peer_config`](super::TlsSection::peer_config)).
     pub fn transport_config(&self, cluster_id: u64) -> raft_net::TransportConfig {
         let mut t = raft_net::TransportConfig::new(self.id, cluster_id);
         t.max_pending_connections = self.limits.peer_max_pending_connections;

@@ -282,7 +282,7 @@ impl Cluster {
         self.client_of(&[id])
     }
 
-    /// [`eventually`], with the end of every member's log in the panic message.
+    /// [`eventually`](super::eventually), with the end of every member's log in the panic message.
     pub async fn eventually<T, F, Fut>(&self, secs: u64, what: &str, f: F) -> T
     where
         F: FnMut() -> Fut,
