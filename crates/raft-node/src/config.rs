@@ -23,6 +23,7 @@ mod cluster;
 mod compaction;
 mod compression;
 mod lease;
+mod limits;
 mod load;
 mod peer;
 mod raft;
@@ -39,12 +40,13 @@ pub use cluster::{DEFAULT_CLUSTER_TOKEN, InitialCluster, cluster_id_from_token, 
 pub use compaction::{CompactionSection, Retention};
 pub use compression::{CodecKey, CompressionSection};
 pub use lease::LeaseSection;
+pub use limits::LimitsSection;
 pub use load::{parse_override, set_key};
 pub use peer::PeerSection;
 pub use raft::{RaftSection, ReadModeKey};
 pub use reload::{ConfigSource, DiffError, RELOADABLE_KEYS};
 pub use snapshot::{MIN_SNAPSHOT_BUILD_RATE, SnapshotSection};
-pub use tls::{DEFAULT_PEER_CERT_CLUSTER, LimitsSection, TlsSection};
+pub use tls::{DEFAULT_PEER_CERT_CLUSTER, TlsSection};
 pub use wal::{SyncPolicyKey, WalSection};
 pub use watch::WatchSection;
 
