@@ -112,7 +112,8 @@ impl NodeConfig {
         Ok(out)
     }
 
-    /// The key paths whose values differ in `new` (sorted).
+    /// The key paths whose values differ in `new`, in the order of the configuration types'
+    /// fields (the order of `raftd --print-config`).
     fn changed_keys(&self, new: &NodeConfig) -> Result<Vec<String>, DiffError> {
         let (a, b) = (self.key_values()?, new.key_values()?);
         let mut keys: Vec<String> = a
@@ -123,6 +124,8 @@ impl NodeConfig {
             .collect();
         keys.sort();
         keys.dedup();
+        let order = field_order()?;
+        keys.sort_by_key(|k| order.iter().position(|o| o == k).unwrap_or(usize::MAX));
         Ok(keys)
     }
 
@@ -136,7 +139,7 @@ impl NodeConfig {
             .collect())
     }
 
-    /// The settings that need a restart and differ in `new` (sorted): a hot reload must
+    /// The settings that need a restart and differ in `new` (in field order): a hot reload must
     /// refuse a new configuration for which this is not empty. Keys of `[raft]` and the
     /// top level are named one by one, those of other sections by their section.
     pub fn static_changes(&self, new: &NodeConfig) -> Result<Vec<String>, DiffError> {
@@ -151,6 +154,7 @@ impl NodeConfig {
                 _ => k,
             })
             .collect();
+        // A section's keys are adjacent in field order: it is named once.
         out.dedup();
         Ok(out)
     }
@@ -176,6 +180,94 @@ fn section_names() -> Vec<String> {
             .map(|(k, _)| k)
             .collect(),
         _ => Vec::new(),
+    }
+}
+
+/// Every key path of the configuration (`key`, and `section.key` one level down) in the
+/// order serde writes the fields, which is the order of the types' declarations. The values
+/// (`serde_json::Value`, whose maps are sorted) cannot say it, so the serialized default is
+/// read back by a visitor that only records keys.
+fn field_order() -> Result<Vec<String>, DiffError> {
+    let text = serde_json::to_string(&NodeConfig::default())
+        .map_err(|e| DiffError::Compare(e.to_string()))?;
+    let FieldOrder(paths) =
+        serde_json::from_str(&text).map_err(|e| DiffError::Compare(e.to_string()))?;
+    Ok(paths)
+}
+
+/// The key paths of a serialized configuration, in order (see [`field_order`]).
+struct FieldOrder(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for FieldOrder {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Top;
+        impl<'de> serde::de::Visitor<'de> for Top {
+            type Value = FieldOrder;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a configuration table")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<FieldOrder, A::Error> {
+                let mut out = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let SubKeys(sub) = map.next_value()?;
+                    let nested: Vec<String> = sub.iter().map(|k| format!("{key}.{k}")).collect();
+                    out.push(key);
+                    out.extend(nested);
+                }
+                Ok(FieldOrder(out))
+            }
+        }
+        d.deserialize_map(Top)
+    }
+}
+
+/// The keys of a table value, in order; none for any other value.
+struct SubKeys(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for SubKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct Keys;
+        impl<'de> Visitor<'de> for Keys {
+            type Value = SubKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SubKeys, A::Error> {
+                let mut out = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    map.next_value::<IgnoredAny>()?;
+                    out.push(key);
+                }
+                Ok(SubKeys(out))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SubKeys, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(SubKeys(Vec::new()))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<SubKeys, E> {
+                Ok(SubKeys(Vec::new()))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<SubKeys, E> {
+                Ok(SubKeys(Vec::new()))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<SubKeys, E> {
+                Ok(SubKeys(Vec::new()))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<SubKeys, E> {
+                Ok(SubKeys(Vec::new()))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<SubKeys, E> {
+                Ok(SubKeys(Vec::new()))
+            }
+            fn visit_unit<E>(self) -> Result<SubKeys, E> {
+                Ok(SubKeys(Vec::new()))
+            }
+        }
+        d.deserialize_any(Keys)
     }
 }
 
@@ -304,7 +396,7 @@ mod tests {
             base.diff(&new).unwrap_err().to_string(),
             "these settings cannot change while raftd runs (restart to change them): auth"
         );
-        // Several at once: sorted, sections named once, `[raft]` keys named one by one.
+        // Several at once: in field order, sections named once, `[raft]` keys one by one.
         let mut table: toml::Table = BASE.parse().unwrap();
         for o in [
             "wal.segment_size=16MiB",
@@ -321,6 +413,12 @@ mod tests {
             base.static_changes(&new).unwrap(),
             ["listen_metrics", "raft.tick_interval", "wal"]
         );
+        let order = field_order().unwrap();
+        assert_eq!(order.first().map(String::as_str), Some("id"));
+        let pos = |k: &str| order.iter().position(|o| o == k).unwrap();
+        assert!(pos("raft.tick_interval") < pos("raft.heartbeat_interval"));
+        assert!(pos("tls.cert_file") < pos("limits.max_concurrent_streams"));
+        assert!(pos("backup.keep_for") < pos("backup.keep_bases"));
         assert_eq!(
             base.reloadable_changes(&new).unwrap(),
             ["raft.heartbeat_interval"]

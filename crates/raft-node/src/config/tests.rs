@@ -430,7 +430,7 @@ fn tls_and_limits_keys_parse_and_are_checked() {
     let mut d = c.clone();
     d.tls.client_cert_auth = false;
     d.limits.max_concurrent_streams = 9;
-    assert_eq!(c.static_changes(&d).unwrap(), ["limits", "tls"]);
+    assert_eq!(c.static_changes(&d).unwrap(), ["tls", "limits"]);
 }
 
 #[test]
