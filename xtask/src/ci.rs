@@ -37,9 +37,15 @@ pub fn run(args: Args) -> Result<()> {
         "warnings",
     ]))?;
     layering()?;
-    // raft-bench's etcd-client tests run the raftd that this same test build makes (for
-    // raft-node's own integration tests) instead of building it again.
+    // `--workspace` takes in raft-bench (not a default member: it needs protoc), so its
+    // tests in bench/tests run here too: the etcd-client (Rust) and Go client tests and the
+    // chaos client's. They run the raftd that this same test build makes (for raft-node's
+    // own integration tests) instead of building it again.
     let raftd = util::target_dir().join("debug").join("raftd");
+    eprintln!(
+        "xtask: tests of every workspace package, raft-bench's bench/tests (etcd clients, \
+         Go client, chaos client) included"
+    );
     if util::has_cargo_subcommand("nextest") {
         util::run(
             cargo()

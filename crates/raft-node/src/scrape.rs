@@ -1,5 +1,18 @@
 //! Reading a node's `/metrics` (for `raftctl metrics` and tests): a plain HTTP/1.0 GET and
 //! a parser of the Prometheus text format, with the sums and quantiles the summary shows.
+//!
+//! Why the parser is our own (about 50 lines) and not the `prometheus-parse` crate, the one
+//! published parser of this format with a lenient, sample-level API: it splits label pairs on
+//! `,` and `=` and keeps a value's backslash escapes, so a label value holding a comma, an
+//! `=` or an escaped quote (a log filter, a URL, a peer name) comes out wrong; it groups
+//! histogram buckets only after a `# TYPE` line and returns samples in hash order; and it
+//! brings chrono, regex and a second itertools for what `raftctl metrics` needs: every
+//! sample with its labels, unescaped, in order, skipping a line it cannot read instead of
+//! failing the scrape. The other published parsers do not fit either: `openmetrics-parser`
+//! is LGPL-3.0, outside the licences `deny.toml` allows; `nom-openmetrics` (0.2) fails the
+//! whole document on one line it does not take (a timestamp, two spaces) and prints to
+//! stderr from its library code for every `+Inf` bucket. The test below holds the cases
+//! that matter here.
 
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -217,6 +230,7 @@ x_seconds_count 100
 msgs_total{kind="heartbeat",peer="a\"b"} 7
 msgs_total{kind="append"} 3
 plain 5
+filters{f="info,raft_net=debug",path="C:\\x"} 1
 "#;
 
     #[test]
@@ -227,6 +241,11 @@ plain 5
         assert_eq!(e.sum_where("msgs_total", "peer", "a\"b"), Some(7.0));
         assert_eq!(e.sum("plain"), Some(5.0));
         assert_eq!(e.sum("absent"), None);
+        assert_eq!(
+            e.sum_where("filters", "f", "info,raft_net=debug"),
+            Some(1.0)
+        );
+        assert_eq!(e.sum_where("filters", "path", "C:\\x"), Some(1.0));
         let p50 = e.quantile("x_seconds", 0.5).unwrap();
         assert!((p50 - 0.002).abs() < 1e-12, "{p50}");
         let p75 = e.quantile("x_seconds", 0.75).unwrap();

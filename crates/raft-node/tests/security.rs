@@ -394,9 +394,14 @@ async fn a_tls_cluster_with_a_random_id_serves_tls_clients_and_gates_operators()
 }
 
 /// etcdctl (Debian's 3.4) with `--cacert/--cert/--key` puts and reads; without `--cacert`
-/// it cannot connect. Skipped when etcdctl is not installed.
+/// it cannot connect. Skipped when etcdctl is not installed, except under `CI=true`, where
+/// a missing etcdctl fails the test instead of passing it silently.
 async fn etcdctl_with_tls(endpoint: &str, files: &TlsFiles) {
     if Command::new("etcdctl").arg("version").output().is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "etcdctl is not on PATH and CI=true: install Debian's etcd-client"
+        );
         eprintln!("etcdctl not installed: skipped");
         return;
     }

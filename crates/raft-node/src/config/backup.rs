@@ -6,10 +6,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// The `[backup]` keys that apply while raftd runs (the uploader's retention policy); the
-/// others need a restart.
-pub const RELOADABLE_BACKUP_KEYS: &[&str] = &["backup.keep_for", "backup.keep_bases"];
-
 /// `[backup]`: continuous backup to an object store. Every new snapshot is uploaded, and
 /// (with `archive_wal`) every closed WAL segment plus, every `archive_interval`, the
 /// segment being written, so `raftd restore --from URL` can go back to any committed index
@@ -88,16 +84,6 @@ impl BackupSection {
         }
     }
 
-    /// The keys that need a restart: everything but the retention policy.
-    pub(super) fn same_static(&self, new: &BackupSection) -> bool {
-        let strip = |b: &BackupSection| BackupSection {
-            keep_for: None,
-            keep_bases: None,
-            ..b.clone()
-        };
-        strip(self) == strip(new)
-    }
-
     /// `snapshot.upload_dir` (deprecated) becomes `backup.url = "file://DIR"`.
     pub(super) fn adopt_upload_dir(
         &mut self,
@@ -151,7 +137,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_upload_dirs_and_static_keys() {
+    fn urls_and_upload_dirs() {
         let mut b = BackupSection::default();
         assert!(b.object_store().is_none());
         let warning = b
@@ -165,11 +151,6 @@ mod tests {
                 .is_err()
         );
         b.validate().unwrap();
-        let mut c = b.clone();
-        c.keep_bases = Some(2);
-        assert!(b.same_static(&c), "retention reloads");
-        c.region = Some("eu".into());
-        assert!(!b.same_static(&c));
         b.url = Some("ftp://host/x".into());
         assert!(b.validate().is_err());
         b.url = Some("s3://bucket/p".into());

@@ -48,52 +48,30 @@ impl fmt::Display for ByteSize {
     }
 }
 
+/// Parsing is the `parse-size` crate's (fractions, spaces, `_` digit groups, units up to
+/// exabytes, `KB` = 1000 and `KiB` = 1024), with one adaptation kept from raftd's own
+/// parser: a bare one-letter unit (`2G`, `512k`) is binary, as in `ulimit` and most server
+/// configuration, where `parse-size` would read it as decimal. `parse-size` offers either
+/// all-binary or all-decimal conventional units, not this mix, hence the rewrite below
+/// before handing the text over.
 impl FromStr for ByteSize {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let split = s
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let unit = unit.trim();
-        let mult: u64 = match unit.to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "k" | "kib" => 1 << 10,
-            "m" | "mib" => 1 << 20,
-            "g" | "gib" => 1 << 30,
-            "kb" => 1_000,
-            "mb" => 1_000_000,
-            "gb" => 1_000_000_000,
-            _ => return Err(format!("unknown size unit `{unit}` in `{s}`")),
-        };
-        if num.is_empty() {
-            return Err(format!(
-                "`{s}` is not a size (e.g. 4096, \"64KiB\", \"1.5MiB\")"
-            ));
-        }
-        let bytes = if let Some((int, frac)) = num.split_once('.') {
-            let int: u64 = if int.is_empty() {
-                0
-            } else {
-                int.parse().map_err(|_| format!("bad number in `{s}`"))?
-            };
-            if frac.is_empty() || frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!("bad number in `{s}`"));
-            }
-            let scale = 10u64.pow(frac.len() as u32);
-            let frac: u64 = frac.parse().map_err(|_| format!("bad number in `{s}`"))?;
-            int.checked_mul(mult)
-                .and_then(|a| a.checked_add(frac.checked_mul(mult)? / scale))
+        let unit_at = s
+            .rfind(|c: char| c.is_ascii_digit() || c == '.' || c == ' ')
+            .map_or(0, |i| i + 1);
+        let unit = &s[unit_at..];
+        let binary_letter = matches!(unit, "k" | "K" | "m" | "M" | "g" | "G" | "t" | "T");
+        let text = if binary_letter {
+            format!("{s}i")
         } else {
-            num.parse::<u64>()
-                .map_err(|_| format!("bad number in `{s}`"))?
-                .checked_mul(mult)
+            s.to_string()
         };
-        bytes
+        parse_size::parse_size(&text)
             .map(ByteSize)
-            .ok_or_else(|| format!("`{s}` is too large"))
+            .map_err(|e| format!("`{s}` is not a size (e.g. 4096, \"64KiB\", \"1.5MiB\"): {e}"))
     }
 }
 
@@ -142,6 +120,14 @@ mod tests {
         assert!(p("12 parsecs").is_err());
         assert!(p("MiB").is_err());
         assert!(p("1.2.3MiB").is_err());
+        assert_eq!(p("512k"), Ok(512 << 10));
+        assert_eq!(p("1.5GB"), Ok(1_500_000_000));
+        assert_eq!(p("64 KiB"), Ok(64 << 10));
+        assert_eq!(p("1_048_576"), Ok(1 << 20));
+        assert!(p("-1MiB").is_err());
+        assert!(p("").is_err());
+        let e = p("12 parsecs").unwrap_err();
+        assert!(e.contains("is not a size"), "{e}");
     }
 
     #[test]

@@ -255,13 +255,13 @@ fn static_changes_name_restart_only_keys() {
     let mut b = a.clone();
     b.raft.heartbeat_interval = Duration::from_millis(30);
     b.compression.codec = CodecKey::None;
-    assert!(a.static_changes(&b).is_empty());
+    assert!(a.static_changes(&b).unwrap().is_empty());
     b.listen_client = "127.0.0.1:9999".into();
     b.wal.sync_policy = SyncPolicyKey::Never;
-    assert_eq!(a.static_changes(&b), ["listen_client", "wal"]);
+    assert_eq!(a.static_changes(&b).unwrap(), ["listen_client", "wal"]);
     let mut c = a.clone();
     c.raft.apply_linger = Duration::ZERO;
-    assert_eq!(a.static_changes(&c), ["raft.apply_linger"]);
+    assert_eq!(a.static_changes(&c).unwrap(), ["raft.apply_linger"]);
 }
 
 #[test]
@@ -372,7 +372,7 @@ fn watch_section_parses_validates_and_needs_a_restart() {
     assert!(msg(load("id = 1\n[watch]\ninbox_bytes = 100")).contains("watch.inbox_bytes"));
     assert!(msg(load("id = 1\n[watch]\nbuffer = 1")).contains("buffer"));
     let a = load("id = 1").unwrap();
-    assert_eq!(a.static_changes(&c), ["watch"]);
+    assert_eq!(a.static_changes(&c).unwrap(), ["watch"]);
 }
 
 #[test]
@@ -430,7 +430,7 @@ fn tls_and_limits_keys_parse_and_are_checked() {
     let mut d = c.clone();
     d.tls.client_cert_auth = false;
     d.limits.max_concurrent_streams = 9;
-    assert_eq!(c.static_changes(&d), ["tls", "limits"]);
+    assert_eq!(c.static_changes(&d).unwrap(), ["tls", "limits"]);
 }
 
 #[test]
@@ -465,5 +465,5 @@ fn lease_section_parses_validates_and_needs_a_restart() {
     );
     assert!(msg(load("id = 1\n[lease]\nrevoke_rate = 0")).contains("lease.revoke_rate"));
     assert!(msg(load("id = 1\n[lease]\nttl = 1")).contains("ttl"));
-    assert_eq!(d.static_changes(&m), ["lease"]);
+    assert_eq!(d.static_changes(&m).unwrap(), ["lease"]);
 }
