@@ -1,7 +1,10 @@
 //! `raft-bench cluster`: a 3-member raftd cluster (and, with `--etcd`, a 3-member etcd
-//! cluster on the same machine, in the same run) under put and get load from the etcd-client
-//! crate, the failover time after kill -9 of the leader, the SIGTERM exit time and each
-//! member's peak RSS. Prints a Markdown report with raftd/etcd ratios.
+//! cluster on the same machine, in the same run) under put, get and mixed load from the
+//! etcd-client crate, each run twice: callers rotating over all endpoints (as etcd's clients
+//! do) and to the leader only, with p50 per member role and server CPU per request; then
+//! watch fan-out and lease loads over all endpoints, the failover time after kill -9 of the
+//! leader, the SIGTERM exit time and each member's peak RSS. Prints a Markdown report with
+//! raftd/etcd ratios.
 //!
 //! Run it through `cargo xtask bench cluster`, which builds everything in release mode.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -535,6 +538,39 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
         );
     }
 
+    // Watch fan-out and lease load over all endpoints, interleaved (not over TLS: these
+    // loads connect without it).
+    let side = if args.tls { Vec::new() } else { side_runs() };
+    let mut side_results: Vec<Vec<SideOutcome>> = Vec::new();
+    for (n, run) in side.iter().enumerate() {
+        let mut row: Vec<Option<SideOutcome>> = (0..targets.len()).map(|_| None).collect();
+        let mut order: Vec<usize> = (0..targets.len()).collect();
+        if n % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let t = &targets[i];
+            let eps = t.cluster.endpoints();
+            let out = run.run(&eps, args.duration).await?;
+            eprintln!(
+                "{} {}: {:.0} {}/s p50 {:.2} ms p99 {:.2} ms{}",
+                t.name(),
+                run.name(),
+                out.rate,
+                out.unit,
+                out.p50,
+                out.p99,
+                out.note
+            );
+            row[i] = Some(out);
+        }
+        side_results.push(
+            row.into_iter()
+                .map(|o| o.expect("every target ran"))
+                .collect(),
+        );
+    }
+
     // Failover trials, interleaved.
     let mut failovers: Vec<Vec<Duration>> = vec![Vec::new(); targets.len()];
     for trial in 0..args.trials {
@@ -564,9 +600,136 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
     }
 
     report(&targets, &runs, &results, &failovers, &shutdowns);
+    report_side(&targets, &side, &side_results);
     report_cpu(&targets, &runs, &cpu);
     println!("\nload average at end {}", loadavg());
     Ok(())
+}
+
+/// A watch or lease load beside the plain ones (issue 20's workloads, run as users would:
+/// over all endpoints).
+enum SideRun {
+    /// Watchers (1,000, 100 per stream) under 16 put callers.
+    Watch(watch_load::Layout),
+    /// Lease callers.
+    Lease(raft_bench::lease_load::LeaseWorkload, usize),
+}
+
+/// What one server did in one side run.
+struct SideOutcome {
+    rate: f64,
+    unit: &'static str,
+    p50: f64,
+    p99: f64,
+    /// Anything else worth printing (puts/s under the watchers, errors).
+    note: String,
+}
+
+fn side_runs() -> Vec<SideRun> {
+    use raft_bench::lease_load::LeaseWorkload;
+    vec![
+        SideRun::Watch(watch_load::Layout::OneKey),
+        SideRun::Watch(watch_load::Layout::Prefixes(100)),
+        SideRun::Lease(LeaseWorkload::Churn, 64),
+        SideRun::Lease(LeaseWorkload::KeepAlive, 256),
+    ]
+}
+
+impl SideRun {
+    fn name(&self) -> String {
+        use raft_bench::lease_load::LeaseWorkload;
+        match self {
+            SideRun::Watch(watch_load::Layout::OneKey) => {
+                "watch: 1000 watchers on one key, 16 put callers (put-to-event latency)".into()
+            }
+            SideRun::Watch(watch_load::Layout::Prefixes(p)) => format!(
+                "watch: 1000 watchers over {p} prefixes, 16 put callers (put-to-event latency)"
+            ),
+            SideRun::Lease(LeaseWorkload::Churn, n) => {
+                format!("lease grant + put + revoke, {n} callers (cycles)")
+            }
+            SideRun::Lease(LeaseWorkload::KeepAlive, n) => {
+                format!("lease keep-alive, {n} callers")
+            }
+        }
+    }
+
+    async fn run(&self, endpoints: &[String], duration: Duration) -> Result<SideOutcome> {
+        Ok(match *self {
+            SideRun::Watch(layout) => {
+                let spec = watch_load::WatchSpec {
+                    layout,
+                    watchers: 1000,
+                    per_stream: 100,
+                    put_clients: 16,
+                    duration,
+                    value_size: VALUE_SIZE,
+                };
+                let s = watch_load::run(endpoints, &spec).await?;
+                SideOutcome {
+                    rate: s.events_per_sec(),
+                    unit: "events",
+                    p50: s.quantile_ms(0.5),
+                    p99: s.quantile_ms(0.99),
+                    note: format!(
+                        " ({:.0} puts/s, {} events per put)",
+                        s.puts_per_sec(),
+                        s.fan_out
+                    ),
+                }
+            }
+            SideRun::Lease(workload, clients) => {
+                let spec = raft_bench::lease_load::LeaseSpec {
+                    workload,
+                    clients,
+                    duration,
+                };
+                let s = raft_bench::lease_load::run(endpoints, &spec).await?;
+                SideOutcome {
+                    rate: s.per_sec(),
+                    unit: "ops",
+                    p50: s.quantile_ms(0.5),
+                    p99: s.quantile_ms(0.99),
+                    note: format!(" ({} errors)", s.errors),
+                }
+            }
+        })
+    }
+}
+
+/// The watch and lease table.
+fn report_side(targets: &[Target], side: &[SideRun], results: &[Vec<SideOutcome>]) {
+    if side.is_empty() {
+        return;
+    }
+    let names: Vec<&str> = targets.iter().map(Target::name).collect();
+    let etcd = names.len() > 1;
+    println!("\nWatch and lease loads over all endpoints:\n");
+    let mut head = "| workload | unit |".to_string();
+    let mut rule = "|---|---|".to_string();
+    for n in &names {
+        head.push_str(&format!(" {n} /s | {n} p50 ms | {n} p99 ms |"));
+        rule.push_str("---:|---:|---:|");
+    }
+    if etcd {
+        head.push_str(" /s raftd/etcd | p50 raftd/etcd |");
+        rule.push_str("---:|---:|");
+    }
+    println!("{head}\n{rule}");
+    for (run, row) in side.iter().zip(results) {
+        let mut line = format!("| {} | {} |", run.name(), row[0].unit);
+        for o in row {
+            line.push_str(&format!(" {:.0} | {:.2} | {:.2} |", o.rate, o.p50, o.p99));
+        }
+        if etcd {
+            line.push_str(&format!(
+                " {:.2} | {:.2} |",
+                row[0].rate / row[1].rate,
+                row[0].p50 / row[1].p50
+            ));
+        }
+        println!("{line}");
+    }
 }
 
 /// CPU time per successful request of one load run (warm-up included).

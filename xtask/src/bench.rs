@@ -23,8 +23,10 @@ pub struct Args {
 #[derive(clap::Subcommand)]
 enum Which {
     /// raftd (and etcd, when on PATH) as 3-member clusters on loopback (fsync on): put
-    /// throughput and p50/p99 at 1/16/256 clients, gets at 1/256, failover after kill -9
-    /// of the leader, SIGTERM exit time, peak RSS.
+    /// throughput and p50/p99 at 1/16/256 clients, gets at 1/256, a 90/10 mix, each through
+    /// all endpoints and through the leader only (p50 per member role, server CPU per
+    /// request); watch fan-out and lease loads; failover after kill -9 of the leader,
+    /// SIGTERM exit time, peak RSS.
     Cluster(ClusterArgs),
     /// raft-kv's snapshot benchmark: full snapshot of N keys, a delta after changing 1%,
     /// restore of a base + 8 deltas, put throughput during a full snapshot vs without.
