@@ -14,4 +14,5 @@ pub mod cluster;
 pub mod failover;
 pub mod lease_load;
 pub mod load;
+pub mod restore;
 pub mod watch_load;

@@ -1,6 +1,9 @@
 //! `cargo xtask bench cluster`: builds raftd and the raft-bench load generator (release) and
 //! runs raftd (and etcd, when it is on PATH) as 3-member clusters on loopback.
 //!
+//! `cargo xtask bench restore`: the time of a point-in-time restore through the WAL archive
+//! (`raft-bench restore`).
+//!
 //! `cargo xtask bench snapshot`: runs raft-kv's `snapshot_bench` example (release): full and
 //! delta snapshots of a loaded sled store, the restore of a base plus 8 deltas, and put
 //! throughput while a snapshot is built.
@@ -31,6 +34,18 @@ enum Which {
     /// raft-kv's snapshot benchmark: full snapshot of N keys, a delta after changing 1%,
     /// restore of a base + 8 deltas, put throughput during a full snapshot vs without.
     Snapshot(SnapshotArgs),
+    /// Point-in-time restore: a one-member raftd archives its WAL to a `file://` store
+    /// while N puts are written, then `raftd restore --index` replays them all; the restore
+    /// time beside the time the writes took.
+    Restore(RestoreArgs),
+}
+
+/// `cargo xtask bench restore`.
+#[derive(clap::Args)]
+struct RestoreArgs {
+    /// Entries between the bootstrap and the restore point.
+    #[arg(long, default_value = "1000000")]
+    entries: String,
 }
 
 /// `cargo xtask bench cluster`.
@@ -74,6 +89,7 @@ pub fn run(args: Args) -> Result<()> {
     match args.which {
         Which::Cluster(a) => cluster(a),
         Which::Snapshot(a) => snapshot(a),
+        Which::Restore(a) => restore(a),
     }
 }
 
@@ -99,6 +115,38 @@ fn snapshot(args: SnapshotArgs) -> Result<()> {
     )
 }
 
+/// Builds raftd and raft-bench (release) and runs `raft-bench restore`.
+fn restore(args: RestoreArgs) -> Result<()> {
+    build_raftd_and_bench()?;
+    let release = util::target_dir().join("release");
+    util::run(
+        std::process::Command::new(release.join("raft-bench"))
+            .arg("restore")
+            .arg("--raftd")
+            .arg(release.join("raftd"))
+            .args(["--entries", &args.entries])
+            .arg("--data-dir")
+            .arg(util::target_dir().join("restore-bench-data")),
+    )
+}
+
+/// `raftd` and `raft-bench`, release builds.
+fn build_raftd_and_bench() -> Result<()> {
+    util::run(util::cargo().args([
+        "build",
+        "--release",
+        "--locked",
+        "--package",
+        "raft-node",
+        "--bin",
+        "raftd",
+        "--package",
+        "raft-bench",
+        "--bin",
+        "raft-bench",
+    ]))
+}
+
 fn cluster(args: ClusterArgs) -> Result<()> {
     let ClusterArgs {
         duration,
@@ -116,19 +164,7 @@ fn cluster(args: ClusterArgs) -> Result<()> {
         ),
     };
 
-    util::run(util::cargo().args([
-        "build",
-        "--release",
-        "--locked",
-        "--package",
-        "raft-node",
-        "--bin",
-        "raftd",
-        "--package",
-        "raft-bench",
-        "--bin",
-        "raft-bench",
-    ]))?;
+    build_raftd_and_bench()?;
     let release = util::target_dir().join("release");
     let mut cmd = std::process::Command::new(release.join("raft-bench"));
     cmd.arg("cluster")
