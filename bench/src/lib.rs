@@ -11,6 +11,7 @@
 pub mod binaries;
 pub mod chaos;
 pub mod cluster;
+pub mod compare;
 pub mod failover;
 pub mod lease_load;
 pub mod load;

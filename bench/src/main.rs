@@ -40,6 +40,39 @@ enum Cmd {
     /// Point-in-time restore time: a one-member raftd archives its WAL to a `file://`
     /// store while `--entries` puts are written; then `raftd restore --index` replays them.
     Restore(RestoreArgs),
+    /// The cost of raftd settings: two 3-member clusters, one with `--b-set` settings (or
+    /// `--b-tls`), the same load over all endpoints alternating between them for several
+    /// rounds; the median ratio b/a and its spread.
+    Compare(CompareArgs),
+}
+
+#[derive(clap::Args)]
+struct CompareArgs {
+    /// The raftd binary (a release build).
+    #[arg(long)]
+    raftd: PathBuf,
+    /// A raftd setting of cluster b only, `KEY=VALUE` (repeatable), e.g.
+    /// `backup.url=file:///tmp/raftd-backup/`.
+    #[arg(long = "b-set", value_name = "KEY=VALUE")]
+    b_set: Vec<String>,
+    /// Cluster b runs with TLS on its client port (client certificates) and between peers.
+    #[arg(long)]
+    b_tls: bool,
+    /// `put`, `get`, `get-serializable` or `mixed`.
+    #[arg(long, default_value = "put")]
+    workload: String,
+    /// Concurrent callers.
+    #[arg(long, default_value_t = 256)]
+    clients: usize,
+    /// Measured time of each run.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Rounds (a and b once each).
+    #[arg(long, default_value_t = 7)]
+    rounds: usize,
+    /// Where the clusters' data go (wiped first; removed after).
+    #[arg(long)]
+    data_dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -260,6 +293,7 @@ fn main() -> Result<()> {
         Cmd::Load(args) => rt.block_on(load_only(args)),
         Cmd::ChaosClient(args) => rt.block_on(chaos_client(args)),
         Cmd::Restore(args) => rt.block_on(restore(args)),
+        Cmd::Compare(args) => rt.block_on(compare(args)),
     }
 }
 
@@ -347,16 +381,7 @@ async fn load_only(args: LoadArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let workload = match args.workload.as_str() {
-        "put" => Workload::Put,
-        "get" => Workload::GetLinearizable,
-        "get-serializable" => Workload::GetSerializable,
-        "mixed" => Workload::Mixed,
-        other => anyhow::bail!(
-            "unknown workload `{other}` (put, get, get-serializable, mixed, watch-key, \
-             watch-prefix, lease-churn, lease-keepalive)"
-        ),
-    };
+    let workload = parse_workload(&args.workload)?;
     let key_space = if workload == Workload::Put {
         PUT_KEY_SPACE
     } else {
@@ -385,6 +410,83 @@ async fn load_only(args: LoadArgs) -> Result<()> {
     if let Some(e) = &s.first_error {
         println!("first error: {e}");
     }
+    Ok(())
+}
+
+fn parse_workload(name: &str) -> Result<Workload> {
+    Ok(match name {
+        "put" => Workload::Put,
+        "get" => Workload::GetLinearizable,
+        "get-serializable" => Workload::GetSerializable,
+        "mixed" => Workload::Mixed,
+        other => anyhow::bail!(
+            "unknown workload `{other}` (put, get, get-serializable, mixed, watch-key, \
+             watch-prefix, lease-churn, lease-keepalive)"
+        ),
+    })
+}
+
+async fn compare(a: CompareArgs) -> Result<()> {
+    use raft_bench::compare::{self, CompareSpec};
+    let workload = parse_workload(&a.workload)?;
+    println!(
+        "# raft-bench compare: {} x{} over all endpoints, {:?} per run, {} rounds; b = {}{}; \
+         load average at start {}",
+        a.workload,
+        a.clients,
+        a.duration,
+        a.rounds,
+        a.b_set.join(" "),
+        if a.b_tls { " TLS" } else { "" },
+        loadavg()
+    );
+    let spec = CompareSpec {
+        b_settings: a.b_set,
+        b_tls: a.b_tls,
+        load: LoadSpec {
+            workload,
+            clients: a.clients,
+            duration: a.duration,
+            key_space: if workload == Workload::Put {
+                PUT_KEY_SPACE
+            } else {
+                GET_KEY_SPACE
+            },
+            value_size: VALUE_SIZE,
+            tls: None,
+        },
+        rounds: a.rounds,
+    };
+    let rounds = compare::run(&a.raftd, &a.data_dir, &spec).await;
+    let _ = std::fs::remove_dir_all(&a.data_dir);
+    let rounds = rounds?;
+    println!(
+        "\n| round | a ops/s | b ops/s | b/a | a p50 ms | b p50 ms | a CPU µs/op | b CPU µs/op |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (i, r) in rounds.iter().enumerate() {
+        println!(
+            "| {} | {:.0} | {:.0} | {:.3} | {:.2} | {:.2} | {:.0} | {:.0} |",
+            i + 1,
+            r.ops[0],
+            r.ops[1],
+            r.ops[1] / r.ops[0],
+            r.p50_ms[0],
+            r.p50_ms[1],
+            r.cpu_us[0],
+            r.cpu_us[1]
+        );
+    }
+    let ratio = |f: &dyn Fn(&compare::Round) -> f64| {
+        compare::median_min_max(&rounds.iter().map(f).collect::<Vec<_>>())
+    };
+    let (t, tmin, tmax) = ratio(&|r| r.ops[1] / r.ops[0]);
+    let (c, cmin, cmax) = ratio(&|r| r.cpu_us[1] / r.cpu_us[0]);
+    println!(
+        "\nthroughput b/a: median {t:.3} (rounds {tmin:.3}..{tmax:.3}); server CPU per request \
+         b/a: median {c:.3} ({cmin:.3}..{cmax:.3}); load average at end {}",
+        loadavg()
+    );
     Ok(())
 }
 

@@ -4,6 +4,9 @@
 //! `cargo xtask bench restore`: the time of a point-in-time restore through the WAL archive
 //! (`raft-bench restore`).
 //!
+//! `cargo xtask bench compare`: the cost of raftd settings (backups, TLS, ...) as the median
+//! ratio of interleaved runs of two clusters (`raft-bench compare`).
+//!
 //! `cargo xtask bench snapshot`: runs raft-kv's `snapshot_bench` example (release): full and
 //! delta snapshots of a loaded sled store, the restore of a base plus 8 deltas, and put
 //! throughput while a snapshot is built.
@@ -38,6 +41,19 @@ enum Which {
     /// while N puts are written, then `raftd restore --index` replays them all; the restore
     /// time beside the time the writes took.
     Restore(RestoreArgs),
+    /// The cost of raftd settings: two 3-member clusters, b with extra settings (`--b-set
+    /// KEY=VALUE`, repeatable, or `--b-tls`), the same load over all endpoints alternating
+    /// between them; the median ratio b/a. Flags after `--` go to `raft-bench compare`
+    /// (`--workload`, `--clients`, `--duration`, `--rounds`).
+    Compare(CompareArgs),
+}
+
+/// `cargo xtask bench compare`.
+#[derive(clap::Args)]
+struct CompareArgs {
+    /// Flags of `raft-bench compare` (see `raft-bench compare --help`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
 }
 
 /// `cargo xtask bench restore`.
@@ -90,6 +106,7 @@ pub fn run(args: Args) -> Result<()> {
         Which::Cluster(a) => cluster(a),
         Which::Snapshot(a) => snapshot(a),
         Which::Restore(a) => restore(a),
+        Which::Compare(a) => compare(a),
     }
 }
 
@@ -127,6 +144,21 @@ fn restore(args: RestoreArgs) -> Result<()> {
             .args(["--entries", &args.entries])
             .arg("--data-dir")
             .arg(util::target_dir().join("restore-bench-data")),
+    )
+}
+
+/// Builds raftd and raft-bench (release) and runs `raft-bench compare`.
+fn compare(args: CompareArgs) -> Result<()> {
+    build_raftd_and_bench()?;
+    let release = util::target_dir().join("release");
+    util::run(
+        std::process::Command::new(release.join("raft-bench"))
+            .arg("compare")
+            .arg("--raftd")
+            .arg(release.join("raftd"))
+            .arg("--data-dir")
+            .arg(util::target_dir().join("compare-bench-data"))
+            .args(&args.args),
     )
 }
 
