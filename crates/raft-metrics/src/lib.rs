@@ -2,7 +2,8 @@
 //!
 //! Responsibility: the single place that names and describes (unit and help text) every
 //! metric the other crates record through the `metrics` facade, and the set-up of the
-//! `metrics-exporter-prometheus` recorder and its HTTP listener.
+//! `metrics-exporter-prometheus` recorder (rendering only: the process serving `/metrics` brings
+//! its own HTTP server).
 //!
 //! May depend on: the `metrics` facade and `metrics-exporter-prometheus`. It sits beside
 //! `raft-core` at the bottom of the stack so that every other crate can name its metrics here.
@@ -15,9 +16,7 @@ pub mod runtime;
 pub mod snapshot;
 pub mod wal;
 
-pub use exporter::{
-    Error, LATENCY_BUCKETS, Result, SIZE_BUCKETS, install_http_listener, install_recorder,
-};
+pub use exporter::{Error, LATENCY_BUCKETS, Result, SIZE_BUCKETS, install_recorder};
 pub use metrics::Unit;
 pub use metrics_exporter_prometheus::PrometheusHandle;
 
