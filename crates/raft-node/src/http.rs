@@ -35,6 +35,7 @@ use axum::routing::{MethodRouter, get};
 use raft_kv::machine::KvMachine;
 use raft_metrics::PrometheusHandle;
 use raft_metrics::node::HTTP_REQUESTS;
+use raft_metrics::process::ProcessCollector;
 use raft_net::tls::ConnInfo;
 use raft_runtime::RaftHandle;
 use serde::Deserialize;
@@ -56,6 +57,9 @@ pub struct HttpState {
     pub handle: RaftHandle<KvMachine>,
     /// Renders `/metrics`; `None` when another recorder was installed in this process.
     pub metrics: Option<PrometheusHandle>,
+    /// Records the process metrics (before each render of `/metrics`, and on the upkeep
+    /// timer).
+    pub process: Arc<ProcessCollector>,
     /// This member's name.
     pub name: String,
     /// Takes CPU profiles (one at a time).
@@ -116,45 +120,70 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `listener` until the returned task is aborted.
 pub fn spawn(listener: TcpListener, state: HttpState) -> tokio::task::JoinHandle<()> {
+    let upkeep = upkeep(state.metrics.clone(), state.process.clone());
+    tokio::spawn(async move {
+        tokio::join!(serve(listener, state), upkeep);
+    })
+}
+
+/// How often the exporter's upkeep runs (the exporter's own default).
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Runs the exporter's upkeep every [`UPKEEP_INTERVAL`], so that histograms are drained
+/// into their summaries even when nobody scrapes (without it their samples would pile up
+/// until the next render), and records the process metrics.
+async fn upkeep(metrics: Option<PrometheusHandle>, process: Arc<ProcessCollector>) {
+    let Some(metrics) = metrics else {
+        return;
+    };
+    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        process.collect();
+        metrics.run_upkeep();
+    }
+}
+
+/// Accepts and serves connections on `listener`.
+async fn serve(listener: TcpListener, state: HttpState) {
     let tls = state.tls.clone();
     let app = router(Arc::new(state));
-    tokio::spawn(async move {
-        loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait a little, keep serving.
-                    tracing::warn!(error = %e, "metrics endpoint: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little, keep serving.
+                tracing::warn!(error = %e, "metrics endpoint: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (app, tls) = (app.clone(), tls.clone());
+        tokio::spawn(async move {
+            let conn = match &tls {
+                None => raft_net::tls::ServerConn::plain(stream),
+                Some(tls) => match tls.accept(stream, HANDSHAKE_TIMEOUT).await {
+                    Ok(conn) => conn,
+                    Err(_) => return,
+                },
             };
-            let (app, tls) = (app.clone(), tls.clone());
-            tokio::spawn(async move {
-                let conn = match &tls {
-                    None => raft_net::tls::ServerConn::plain(stream),
-                    Some(tls) => match tls.accept(stream, HANDSHAKE_TIMEOUT).await {
-                        Ok(conn) => conn,
-                        Err(_) => return,
-                    },
-                };
-                let info = conn.info().clone();
-                // The router sees who is on the other end (a client certificate or not)
-                // as a request extension.
-                let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
-                    req.extensions_mut().insert(info.clone());
-                    tower::Service::call(&mut app.clone(), req)
-                });
-                let io = hyper_util::rt::TokioIo::new(conn);
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service)
-                    .await
-                {
-                    tracing::debug!(error = %e, "metrics endpoint connection");
-                }
+            let info = conn.info().clone();
+            // The router sees who is on the other end (a client certificate or not)
+            // as a request extension.
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+                req.extensions_mut().insert(info.clone());
+                tower::Service::call(&mut app.clone(), req)
             });
-        }
-    })
+            let io = hyper_util::rt::TokioIo::new(conn);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+            {
+                tracing::debug!(error = %e, "metrics endpoint connection");
+            }
+        });
+    }
 }
 
 /// The endpoint's routes: the open ones, and `/status` and `/debug/pprof/*` behind
@@ -278,11 +307,14 @@ fn bad_query(e: axum::extract::rejection::QueryRejection) -> Response {
 
 async fn metrics_text(State(state): State<Shared>) -> Response {
     match &state.metrics {
-        Some(h) => reply(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            h.render(),
-        ),
+        Some(h) => {
+            state.process.collect();
+            reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                h.render(),
+            )
+        }
         None => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "metrics are not recorded: another recorder was installed in this process",
