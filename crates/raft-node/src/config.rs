@@ -21,6 +21,7 @@ mod backup;
 mod bytes;
 mod compaction;
 mod lease;
+mod log;
 mod reload;
 mod tls;
 mod watch;
@@ -30,6 +31,7 @@ pub use backup::{BackupSection, RELOADABLE_BACKUP_KEYS};
 pub use bytes::ByteSize;
 pub use compaction::{CompactionSection, Retention};
 pub use lease::LeaseSection;
+pub use log::LogFormat;
 pub use reload::{ConfigSource, DiffError};
 pub use tls::{DEFAULT_PEER_CERT_CLUSTER, LimitsSection, TlsSection};
 pub use watch::WatchSection;
@@ -111,6 +113,8 @@ pub struct NodeConfig {
     pub join: bool,
     /// The `tracing` filter (`RUST_LOG` syntax), e.g. `info,raft_runtime=debug`.
     pub log_filter: String,
+    /// The log lines' format: `text` (default) or `json` for log shippers (`config/log.rs`).
+    pub log_format: LogFormat,
     /// The largest client request accepted (default 1.5 MiB, like etcd).
     pub request_size_limit: ByteSize,
     /// This member's space quota (etcd's `--quota-backend-bytes`; 0, the default, means
@@ -159,6 +163,7 @@ impl Default for NodeConfig {
             cluster_token: None,
             join: false,
             log_filter: "info".into(),
+            log_format: LogFormat::Text,
             request_size_limit: ByteSize(1_572_864),
             quota_backend_bytes: ByteSize(0),
             raft: RaftSection::default(),
@@ -862,6 +867,7 @@ impl NodeConfig {
             self.explicit_cluster_id() == new.explicit_cluster_id(),
         );
         check("join", self.join == new.join);
+        check("log_format", self.log_format == new.log_format);
         check(
             "request_size_limit",
             self.request_size_limit == new.request_size_limit,

@@ -127,3 +127,41 @@ async fn etcdctl_calls_show_up_per_grpc_method_with_error_codes() {
     .await
     .expect("test took longer than 60 s");
 }
+
+/// `log_format = "json"`: every line raftd writes is one JSON object with the level, the
+/// target and the message, and the start-up line carries its fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let raftd = Raftd::new(env!("CARGO_BIN_EXE_raftd"))
+            .calm()
+            .args(["--set", "log_format=json"]);
+        let cluster = Cluster::start(raftd, 1).expect("raftd starts");
+        cluster.leader(Duration::from_secs(20)).await.unwrap();
+        let log = cluster.log(1);
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{log}")))
+            .collect();
+        assert!(!lines.is_empty(), "no log lines");
+        for v in &lines {
+            assert!(
+                ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"]
+                    .contains(&v["level"].as_str().unwrap_or("")),
+                "{v}"
+            );
+            assert!(v["target"].as_str().is_some_and(|t| !t.is_empty()), "{v}");
+            assert!(v["timestamp"].is_string(), "{v}");
+            assert!(v["fields"]["message"].is_string(), "{v}");
+        }
+        assert!(
+            lines
+                .iter()
+                .any(|v| v["fields"]["node_id"] == 1 && v["fields"]["cluster_id"].is_string()),
+            "no start-up line with node_id and cluster_id:\n{log}"
+        );
+    })
+    .await
+    .expect("test took longer than 60 s");
+}
