@@ -218,7 +218,7 @@ pub fn router(state: Shared) -> Router {
 }
 
 /// A GET route whose other methods answer `405` with a reason.
-fn page(route: MethodRouter<Shared>) -> MethodRouter<Shared> {
+fn page<S: Clone + Send + Sync + 'static>(route: MethodRouter<S>) -> MethodRouter<S> {
     route.fallback(|| async { text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served") })
 }
 
@@ -474,4 +474,81 @@ async fn status(State(state): State<Shared>) -> Response {
             "backup": state.backup.as_ref().map(|b| b.status()),
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    /// The routing pieces of [`router`] without a node behind them: a page, the 404
+    /// fallback and the request counter.
+    fn app() -> Router {
+        Router::new()
+            .route("/health", page(get(|| async { "live" })))
+            .fallback(|| async { text(StatusCode::NOT_FOUND, "not found") })
+            .layer(middleware::from_fn(count))
+    }
+
+    async fn call(method: &str, uri: &str) -> (StatusCode, String) {
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let resp = tower::Service::call(&mut app(), req).await.unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn methods_paths_and_the_request_counter() {
+        let rec = DebuggingRecorder::new();
+        let snap = rec.snapshotter();
+        let _guard = metrics::set_default_local_recorder(&rec);
+        assert_eq!(
+            call("GET", "/health").await,
+            (StatusCode::OK, "live".into())
+        );
+        assert_eq!(
+            call("HEAD", "/health").await,
+            (StatusCode::OK, String::new())
+        );
+        let (code, body) = call("POST", "/health").await;
+        assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(body, "only GET is served\n");
+        assert_eq!(call("GET", "/health?ready").await.0, StatusCode::OK);
+        assert_eq!(call("GET", "/nope").await.0, StatusCode::NOT_FOUND);
+        let counts: Vec<(String, u64)> = snap
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(k, ..)| k.key().name() == HTTP_REQUESTS)
+            .map(|(k, .., v)| {
+                let label = k.key().labels().next().unwrap().value().to_string();
+                let DebugValue::Counter(n) = v else {
+                    panic!("{v:?}")
+                };
+                (label, n)
+            })
+            .collect();
+        let of = |l: &str| counts.iter().find(|(k, _)| k == l).map(|(_, n)| *n);
+        assert_eq!(of("health"), Some(3), "GET, HEAD and POST: {counts:?}");
+        assert_eq!(of("ready"), Some(1), "{counts:?}");
+        assert_eq!(of("not_found"), Some(1), "{counts:?}");
+    }
+
+    #[test]
+    fn endpoint_labels() {
+        assert_eq!(endpoint_label(Some("/health"), Some("ready")), "ready");
+        assert_eq!(endpoint_label(Some("/health"), Some("x=1&ready=")), "ready");
+        assert_eq!(endpoint_label(Some("/health"), Some("readyz")), "health");
+        assert_eq!(
+            endpoint_label(Some("/debug/pprof/heap"), None),
+            "pprof_heap"
+        );
+        assert_eq!(endpoint_label(None, None), "not_found");
+    }
 }
