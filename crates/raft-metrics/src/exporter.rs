@@ -1,7 +1,6 @@
 //! Installing the Prometheus recorder that every metric of the toolkit goes to.
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::net::SocketAddr;
 
 /// Errors from setting up the exporter.
 #[derive(Debug, thiserror::Error)]
@@ -39,23 +38,13 @@ fn builder() -> Result<PrometheusBuilder> {
 
 /// Installs the process-wide Prometheus recorder, describes every metric of the toolkit,
 /// and returns a handle that renders the exposition text (for a `/metrics` endpoint the
-/// caller serves, next to its own `/health` and `/status`).
+/// caller serves, next to its own `/health` and `/status`; the exporter's own HTTP listener
+/// is not compiled in). The caller runs [`PrometheusHandle::run_upkeep`] now and then (raftd
+/// does every few seconds) so histograms are drained even when nobody scrapes.
 pub fn install_recorder() -> Result<PrometheusHandle> {
     let handle = builder()?
         .install_recorder()
         .map_err(|e| Error::Install(e.to_string()))?;
     crate::describe_all();
     Ok(handle)
-}
-
-/// Installs the recorder with the exporter's own HTTP listener on `addr`, answering every
-/// path with the exposition text; for processes that serve nothing else over HTTP. Must be
-/// called inside a tokio runtime.
-pub fn install_http_listener(addr: SocketAddr) -> Result<()> {
-    builder()?
-        .with_http_listener(addr)
-        .install()
-        .map_err(|e| Error::Install(e.to_string()))?;
-    crate::describe_all();
-    Ok(())
 }

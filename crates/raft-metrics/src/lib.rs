@@ -2,22 +2,22 @@
 //!
 //! Responsibility: the single place that names and describes (unit and help text) every
 //! metric the other crates record through the `metrics` facade, and the set-up of the
-//! `metrics-exporter-prometheus` recorder and its HTTP listener.
+//! `metrics-exporter-prometheus` recorder (rendering only: the process serving `/metrics` brings
+//! its own HTTP server).
 //!
-//! May depend on: the `metrics` facade and `metrics-exporter-prometheus`. It sits beside
+//! May depend on: the `metrics` facade, `metrics-exporter-prometheus` and `metrics-process`. It sits beside
 //! `raft-core` at the bottom of the stack so that every other crate can name its metrics here.
 #![deny(missing_docs)]
 
 mod exporter;
 pub mod net;
 pub mod node;
+pub mod process;
 pub mod runtime;
 pub mod snapshot;
 pub mod wal;
 
-pub use exporter::{
-    Error, LATENCY_BUCKETS, Result, SIZE_BUCKETS, install_http_listener, install_recorder,
-};
+pub use exporter::{Error, LATENCY_BUCKETS, Result, SIZE_BUCKETS, install_recorder};
 pub use metrics::Unit;
 pub use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -56,12 +56,13 @@ pub struct MetricInfo {
     pub help: &'static str,
 }
 
-/// Every metric of the toolkit, module by module (`net`, `node`, `runtime`, `snapshot`,
-/// `wal`).
+/// Every metric of the toolkit, module by module (`net`, `node`, `process`, `runtime`,
+/// `snapshot`, `wal`).
 pub fn catalogue() -> impl Iterator<Item = &'static MetricInfo> {
     [
         net::METRICS,
         node::METRICS,
+        process::METRICS,
         runtime::METRICS,
         snapshot::METRICS,
         wal::METRICS,

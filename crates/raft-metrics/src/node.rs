@@ -17,6 +17,20 @@ pub const CONFIG_RELOAD_FAILURES: &str = "raftd_config_reload_failures_total";
 /// `pprof_heap`, `not_found`): requests served by the HTTP endpoint on `listen_metrics`.
 pub const HTTP_REQUESTS: &str = "raftd_http_requests_total";
 
+/// Counter, label `method` (the full gRPC path, e.g. `/etcdserverpb.KV/Range`, or
+/// `unimplemented` for calls answered Unimplemented): client API calls on the client port,
+/// counted when they end.
+pub const GRPC_REQUESTS: &str = "raftd_grpc_requests_total";
+
+/// Counter, labels `method` and `code` (the gRPC status code as grpc-go names it, e.g.
+/// `NotFound`, `Canceled` when the client went away): client API calls that ended with a
+/// status other than OK.
+pub const GRPC_ERRORS: &str = "raftd_grpc_errors_total";
+
+/// Histogram, label `method`: how long client API calls took, from the request's arrival
+/// to the response's end (for streams, Watch and LeaseKeepAlive, the stream's lifetime).
+pub const GRPC_REQUEST_SECONDS: &str = "raftd_grpc_request_duration_seconds";
+
 /// Gauge: watches open on this member's client streams (etcd's Watch).
 pub const WATCH_WATCHERS: &str = "raftd_watch_watchers";
 
@@ -46,6 +60,24 @@ pub const METRICS: &[MetricInfo] = &[
         kind: Kind::Counter,
         unit: Unit::Count,
         help: "Requests to the HTTP endpoint of listen_metrics, by endpoint",
+    },
+    MetricInfo {
+        name: GRPC_REQUESTS,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Client API calls (gRPC), by method",
+    },
+    MetricInfo {
+        name: GRPC_ERRORS,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Client API calls (gRPC) that failed, by method and status code",
+    },
+    MetricInfo {
+        name: GRPC_REQUEST_SECONDS,
+        kind: Kind::Histogram,
+        unit: Unit::Seconds,
+        help: "Duration of client API calls (gRPC), by method; for streams their lifetime",
     },
     MetricInfo {
         name: WATCH_WATCHERS,

@@ -1,6 +1,7 @@
 //! `docs/grafana-dashboard.json` uses only metric names that exist, so it cannot rot: every
 //! name in its PromQL is in the catalogue (histogram parts `_bucket`, `_sum`, `_count` only
-//! of histograms), and the metrics operators look at first each have a panel.
+//! of histograms), and the metrics operators look at first each have a panel (the Raft
+//! core's, the client API's per gRPC method, and the process's CPU, memory and descriptors).
 
 use raft_metrics::{Kind, catalogue};
 use serde_json::Value;
@@ -82,7 +83,7 @@ fn the_key_metrics_have_panels() {
         used.iter()
             .any(|u| resolve(u).is_some_and(|m| m.name == name))
     };
-    use raft_metrics::{net, runtime, snapshot, wal};
+    use raft_metrics::{net, node, process, runtime, snapshot, wal};
     for name in [
         runtime::PROPOSALS,
         runtime::PROPOSE_TO_COMMIT_SECONDS,
@@ -96,6 +97,12 @@ fn the_key_metrics_have_panels() {
         net::FRAMES_REJECTED,
         snapshot::BUILT,
         snapshot::INSTALLS,
+        node::GRPC_REQUESTS,
+        node::GRPC_ERRORS,
+        node::GRPC_REQUEST_SECONDS,
+        process::CPU_SECONDS,
+        process::RESIDENT_MEMORY_BYTES,
+        process::OPEN_FDS,
     ] {
         assert!(uses(name), "no panel shows {name}");
     }

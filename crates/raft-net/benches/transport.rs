@@ -6,9 +6,10 @@
 //! Every row is measured twice: with the default `bulk_nice` (10: the transport's bulk
 //! threads run at a lower priority) and with `bulk_nice = 0`; `-- --bulk-nice N` measures
 //! only that value. The network thread's `network_nice` is the transport's default unless
-//! `-- --network-nice N` is given, and so is the network thread's real-time priority
-//! (`network_realtime_priority`) unless `-- --network-rt N` is given (0: none). The
-//! receiving process of the two-process rows gets the same values.
+//! `-- --network-nice N` is given. The network thread's real-time priority
+//! (`network_realtime_priority`) is 1, the setting of the heartbeat target, unless
+//! `-- --network-rt N` is given (0: none, the transport's default). The receiving process
+//! of the two-process rows gets the same values.
 #![allow(clippy::print_stdout, missing_docs)]
 
 use bytes::Bytes;
@@ -458,10 +459,10 @@ fn main() {
     let bulk_nices: Vec<i32> = value_of("--bulk-nice").map_or(NICES.to_vec(), |n| vec![n]);
     let network_nice =
         value_of("--network-nice").unwrap_or_else(|| TransportConfig::new(1, CLUSTER).network_nice);
-    let network_rt = value_of("--network-rt").map_or_else(
-        || TransportConfig::new(1, CLUSTER).network_realtime_priority,
-        |n| u8::try_from(n).expect("a real-time priority, 0 to 99"),
-    );
+    // The heartbeat target is stated with the network thread at real-time priority 1.
+    let network_rt = value_of("--network-rt").map_or(1, |n| {
+        u8::try_from(n).expect("a real-time priority, 0 to 99")
+    });
     let quick = args.iter().any(|a| a == "--quick");
     // `--heartbeats-in-process` / `--heartbeats-two-processes`: only that latency table.
     let heartbeats_only = if args.iter().any(|a| a == "--heartbeats-in-process") {

@@ -25,6 +25,7 @@ mod compression;
 mod lease;
 mod limits;
 mod load;
+mod log;
 mod peer;
 mod raft;
 mod reload;
@@ -42,6 +43,7 @@ pub use compression::{CodecKey, CompressionSection};
 pub use lease::LeaseSection;
 pub use limits::LimitsSection;
 pub use load::{parse_override, set_key};
+pub use log::LogFormat;
 pub use peer::PeerSection;
 pub use raft::{RaftSection, ReadModeKey};
 pub use reload::{ConfigSource, DiffError, RELOADABLE_KEYS};
@@ -100,6 +102,8 @@ pub struct NodeConfig {
     pub join: bool,
     /// The `tracing` filter (`RUST_LOG` syntax), e.g. `info,raft_runtime=debug`.
     pub log_filter: String,
+    /// The log lines' format: `text` (default) or `json` for log shippers (`config/log.rs`).
+    pub log_format: LogFormat,
     /// The largest client request accepted (default 1.5 MiB, like etcd).
     pub request_size_limit: ByteSize,
     /// This member's space quota (etcd's `--quota-backend-bytes`; 0, the default, means
@@ -148,6 +152,7 @@ impl Default for NodeConfig {
             cluster_token: None,
             join: false,
             log_filter: "info".into(),
+            log_format: LogFormat::Text,
             request_size_limit: ByteSize(1_572_864),
             quota_backend_bytes: ByteSize(0),
             raft: RaftSection::default(),

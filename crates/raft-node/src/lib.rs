@@ -12,6 +12,7 @@ pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod grpc_metrics;
 pub mod http;
 pub mod logging;
 pub mod node;

@@ -331,6 +331,8 @@ impl Node {
         let api = tokio::spawn(
             tonic::transport::Server::builder()
                 .max_concurrent_streams(config.limits.max_concurrent_streams)
+                // Outermost, so calls the operator gate refuses are counted too.
+                .layer(crate::grpc_metrics::GrpcMetricsLayer)
                 .layer(operator.layer_with_auth(store.clone()))
                 .add_routes(service.routes())
                 .add_service(admin.into_server())
@@ -344,6 +346,7 @@ impl Node {
                 crate::http::HttpState {
                     handle: handle.clone(),
                     metrics: recorder,
+                    process: Default::default(),
                     name: config.name(),
                     profiler: crate::profile::Profiler::default(),
                     tls: metrics_tls,

@@ -91,7 +91,7 @@ fn main() {
             }
         }
     }
-    let log = match raft_node::logging::init(&config.log_filter) {
+    let log = match raft_node::logging::init(&config.log_filter, config.log_format) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("config error: {e}");

@@ -31,8 +31,8 @@ pub struct PeerSection {
     pub network_nice: i32,
     /// The network thread's real-time priority, 1..=99 under the round-robin real-time
     /// policy (SCHED_RR), or 0 for none: a heartbeat, vote or ack then gets a CPU the moment
-    /// it arrives, ahead of every normal thread (default 0: raftd favours throughput, the
-    /// transport library's default is 1, see `docs/configuration.md`; needs CAP_SYS_NICE
+    /// it arrives, ahead of every normal thread (default 0, as raft-net's own default:
+    /// throughput first, see `docs/configuration.md`; needs CAP_SYS_NICE
     /// or RLIMIT_RTPRIO, e.g. systemd `LimitRTPRIO=` or `AmbientCapabilities=CAP_SYS_NICE`,
     /// otherwise the thread keeps the normal policy and the node logs why once; Linux
     /// only).
