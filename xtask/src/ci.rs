@@ -18,7 +18,7 @@ pub struct Args {
     no_deny: bool,
 }
 
-/// Runs fmt, clippy, the layering check, the tests, rustdoc and cargo-deny, in that order,
+/// Runs fmt, clippy, the layering and file-cycle checks, the tests, rustdoc and cargo-deny, in that order,
 /// stopping at the first failure.
 pub fn run(args: Args) -> Result<()> {
     let Args {
@@ -37,6 +37,7 @@ pub fn run(args: Args) -> Result<()> {
         "warnings",
     ]))?;
     layering()?;
+    crate::cycles::run()?;
     // raft-bench's etcd-client tests run the raftd that this same test build makes (for
     // raft-node's own integration tests) instead of building it again.
     let raftd = util::target_dir().join("debug").join("raftd");
