@@ -367,7 +367,7 @@ impl SnapshotStore {
     pub(crate) fn file_checksum(&self, id: SnapshotId) -> Result<(u64, u32)> {
         let p = self.path_of(id);
         let f = self.shared.fs.open(&p).at(&p)?;
-        crate::chain::checksum_of(&mut Cursor::new(f), &p)
+        checksum_of(&mut Cursor::new(f), &p)
     }
 
     /// Opens a snapshot's file for reading from its start.
@@ -681,7 +681,7 @@ impl SnapshotStore {
     /// many were removed. Must not race with a live [`IncomingTransfer`](crate::IncomingTransfer)
     /// under another key.
     pub fn remove_incoming(&self, keep: Option<&str>) -> Result<usize> {
-        let keep = keep.map(crate::transfer::sanitize);
+        let keep = keep.map(sanitize);
         let mut n = 0;
         for key in self.incoming_transfers()? {
             if Some(&key) == keep.as_ref() {
@@ -730,30 +730,36 @@ impl SnapshotStore {
         Ok(chain)
     }
 
-    /// Installs a chain received from a leader as one bundle (see
-    /// [`ChainTransfer`](crate::ChainTransfer)): staged under `tmp/`, verified, then made
-    /// current atomically. Equivalent to feeding the bytes to an
-    /// [`IncomingTransfer`](crate::IncomingTransfer) in one go.
-    pub fn install(&self, bundle: &mut dyn Read, total_len: u64) -> Result<Chain> {
-        let key = format!(
-            "install-{}",
-            self.shared.tmp_seq.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut inc = crate::transfer::IncomingTransfer::begin(self, &key, total_len)?;
-        if inc.received() > 0 {
-            inc.abort()?;
-            inc = crate::transfer::IncomingTransfer::begin(self, &key, total_len)?;
-        }
-        let mut buf = vec![0u8; crate::transfer::MAX_CHUNK];
-        let mut off = inc.received();
-        loop {
-            let n = bundle.read(&mut buf).at(Path::new("<install bundle>"))?;
-            if n == 0 {
-                break;
-            }
-            inc.write_chunk(off, &buf[..n], None)?;
-            off += n as u64;
-        }
-        inc.finish(None)
+    /// A fresh number for a scratch name under `tmp/`.
+    pub(crate) fn next_tmp_seq(&self) -> u64 {
+        self.shared.tmp_seq.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// The size and CRC32C of everything `r` yields (`path` names it in errors).
+pub(crate) fn checksum_of(r: &mut dyn Read, path: &Path) -> Result<(u64, u32)> {
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut len, mut crc) = (0u64, 0u32);
+    loop {
+        let n = r.read(&mut buf).at(path)?;
+        if n == 0 {
+            return Ok((len, crc));
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        len += n as u64;
+    }
+}
+
+/// An incoming transfer's key as a file name: ASCII letters, digits, `-` and `_` kept,
+/// everything else `_`.
+pub(crate) fn sanitize(key: &str) -> String {
+    key.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
