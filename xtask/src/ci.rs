@@ -18,7 +18,7 @@ pub struct Args {
     no_deny: bool,
 }
 
-/// Runs fmt, clippy, the layering and file-cycle checks, the tests, rustdoc and cargo-deny, in that order,
+/// Runs fmt, clippy, the layering and file-cycle checks, cargo-machete, the tests, rustdoc and cargo-deny, in that order,
 /// stopping at the first failure.
 pub fn run(args: Args) -> Result<()> {
     let Args {
@@ -38,6 +38,7 @@ pub fn run(args: Args) -> Result<()> {
     ]))?;
     layering()?;
     crate::cycles::run()?;
+    crate::machete::run()?;
     // raft-bench's etcd-client tests run the raftd that this same test build makes (for
     // raft-node's own integration tests) instead of building it again.
     let raftd = util::target_dir().join("debug").join("raftd");
