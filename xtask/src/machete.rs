@@ -30,7 +30,14 @@ pub fn run() -> Result<()> {
             CARGO_MACHETE_VERSION,
         ]))?;
     }
-    util::run(cargo().arg("machete").args(PACKAGE_DIRS))?;
+    // cargo-machete takes itself for a cargo subcommand (and skips its `machete` argument)
+    // only when `CARGO_PKG_NAME` is unset, which `cargo run` of xtask sets.
+    util::run(
+        cargo()
+            .arg("machete")
+            .args(PACKAGE_DIRS)
+            .env_remove("CARGO_PKG_NAME"),
+    )?;
     eprintln!("xtask: machete ok: no unused dependency");
     Ok(())
 }
