@@ -332,6 +332,7 @@ async fn shutdown_does_not_wait_for_uncommitted_proposals_and_fails_them() {
     for id in (1..=3).filter(|id| *id != leader) {
         c.router.isolate(id);
     }
+    let proposed = c.handle(leader).stats().proposals;
     let mut pending = Vec::new();
     for i in 0..20 {
         let h = c.handle(leader).clone();
@@ -339,7 +340,16 @@ async fn shutdown_does_not_wait_for_uncommitted_proposals_and_fails_them() {
             h.propose(put(&format!("p{i}"), "x")).await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    // Shut down once the loop has proposed all 20 (they are pending in the core, not
+    // queued in the channel).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.handle(leader).stats().proposals < proposed + 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the 20 proposals never reached the loop"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     // The proposals can never commit (the followers are cut off): a shutdown that waited
     // for them would never return. The timeout only turns such a hang into a failure; how
     // fast shutdown is is not checked here.
