@@ -18,7 +18,7 @@ pub struct Args {
     no_deny: bool,
 }
 
-/// Runs fmt, clippy, the layering check, the tests, rustdoc and cargo-deny, in that order,
+/// Runs fmt, clippy, the layering and file-cycle checks, cargo-machete, the tests, rustdoc and cargo-deny, in that order,
 /// stopping at the first failure.
 pub fn run(args: Args) -> Result<()> {
     let Args {
@@ -37,6 +37,8 @@ pub fn run(args: Args) -> Result<()> {
         "warnings",
     ]))?;
     layering()?;
+    crate::cycles::run()?;
+    crate::machete::run()?;
     // `--workspace` takes in raft-bench (not a default member: it needs protoc), so its
     // tests in bench/tests run here too: the etcd-client (Rust) and Go client tests and the
     // chaos client's. They run the raftd that this same test build makes (for raft-node's

@@ -8,8 +8,10 @@ mod bench;
 mod chaos;
 mod ci;
 mod cluster;
+mod cycles;
 mod deny;
 mod drill;
+mod machete;
 mod netns;
 mod protoc;
 mod release;
@@ -32,12 +34,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// fmt check, clippy -D warnings, layering check, tests (nextest when installed), the
+    /// fmt check, clippy -D warnings, layering and file-cycle checks, cargo-machete, tests (nextest when installed), the
     /// short failure drills, rustdoc with warnings denied, cargo-deny.
     Ci(ci::Args),
     /// Fail if raft-core's dependency tree holds tokio, tonic, prost or sled, or a package
     /// other than raft-bench needs protoc.
     Layering,
+    /// Fail if the source files of a crate import each other in a cycle (listing each
+    /// cycle with the lines that close it).
+    Cycles,
+    /// Install cargo-machete if missing and fail on a declared but unused dependency.
+    Machete,
     /// Install cargo-deny if missing and run `cargo deny check`.
     Deny(deny::Args),
     /// Build raftd/raftctl (release), start a local 3-node cluster in a temp dir, wait for a
@@ -103,6 +110,8 @@ fn run(task: Task) -> Result<()> {
     match task {
         Task::Ci(args) => ci::run(args),
         Task::Layering => ci::layering(),
+        Task::Cycles => cycles::run(),
+        Task::Machete => machete::run(),
         Task::Deny(args) => deny::run(args),
         Task::Sim { args } => sim(args),
         Task::Release(args) => release::run(args),

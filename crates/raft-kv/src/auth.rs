@@ -17,8 +17,11 @@
 //! the matching permissions of all the user's roles covers the whole range. A user with the
 //! `root` role may do everything, and only it may manage users, roles and the cluster.
 
+mod error;
 pub(crate) mod record;
 pub mod token;
+
+pub use error::AuthError;
 
 use crate::command::Op;
 use crate::pb::authpb::{Permission, Role, User, permission::Type as PermType};
@@ -30,86 +33,6 @@ use std::collections::BTreeMap;
 
 /// The name of the user and of the role that may do everything.
 pub const ROOT: &str = "root";
-
-/// etcd's authentication errors, with etcd's messages (`rpctypes`) and gRPC codes
-/// ([`code`](Self::code)).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    /// `AuthEnable` without a `root` user.
-    #[error("etcdserver: root user does not exist")]
-    RootUserNotExist,
-    /// `AuthEnable` while the `root` user lacks the `root` role.
-    #[error("etcdserver: root user does not have root role")]
-    RootRoleNotExist,
-    /// `UserAdd` of a name that exists.
-    #[error("etcdserver: user name already exists")]
-    UserAlreadyExist,
-    /// A request without a user name (or, with auth on, without a token or certificate).
-    #[error("etcdserver: user name is empty")]
-    UserEmpty,
-    /// A user name that does not exist.
-    #[error("etcdserver: user name not found")]
-    UserNotFound,
-    /// `RoleAdd` of a name that exists.
-    #[error("etcdserver: role name already exists")]
-    RoleAlreadyExist,
-    /// A role name that does not exist.
-    #[error("etcdserver: role name not found")]
-    RoleNotFound,
-    /// A request without a role name.
-    #[error("etcdserver: role name is empty")]
-    RoleEmpty,
-    /// `Authenticate` with an unknown user or a wrong password.
-    #[error("etcdserver: authentication failed, invalid user ID or password")]
-    AuthFailed,
-    /// The caller may not do this.
-    #[error("etcdserver: permission denied")]
-    PermissionDenied,
-    /// `UserRevokeRole` of a role the user does not have.
-    #[error("etcdserver: role is not granted to the user")]
-    RoleNotGranted,
-    /// `RoleRevokePermission` of a permission the role does not have.
-    #[error("etcdserver: permission is not granted to the role")]
-    PermissionNotGranted,
-    /// `Authenticate` while authentication is off.
-    #[error("etcdserver: authentication is not enabled")]
-    NotEnabled,
-    /// A token that this member does not know (never issued, expired, or its user changed).
-    #[error("etcdserver: invalid auth token")]
-    InvalidToken,
-    /// A change that would lock everyone out (deleting `root`, or its `root` role, while
-    /// authentication is on), or a malformed auth request.
-    #[error("etcdserver: invalid auth management")]
-    InvalidAuthMgmt,
-    /// The auth state changed between the permission check and the apply.
-    #[error("etcdserver: revision of auth store is old")]
-    OldRevision,
-}
-
-impl AuthError {
-    /// The gRPC status code etcd answers this error with.
-    pub fn code(&self) -> tonic::Code {
-        use tonic::Code;
-        match self {
-            AuthError::RootUserNotExist
-            | AuthError::RootRoleNotExist
-            | AuthError::UserAlreadyExist
-            | AuthError::UserNotFound
-            | AuthError::RoleAlreadyExist
-            | AuthError::RoleNotFound
-            | AuthError::RoleNotGranted
-            | AuthError::PermissionNotGranted
-            | AuthError::NotEnabled => Code::FailedPrecondition,
-            AuthError::UserEmpty
-            | AuthError::RoleEmpty
-            | AuthError::AuthFailed
-            | AuthError::InvalidAuthMgmt
-            | AuthError::OldRevision => Code::InvalidArgument,
-            AuthError::PermissionDenied => Code::PermissionDenied,
-            AuthError::InvalidToken => Code::Unauthenticated,
-        }
-    }
-}
 
 impl From<AuthError> for tonic::Status {
     fn from(e: AuthError) -> Self {
@@ -344,33 +267,6 @@ impl AuthState {
             Some(auth_command::Op::Authenticate(_)) => Ok(()),
             _ => self.check_admin(user),
         }
-    }
-}
-
-impl crate::KvStore {
-    /// The applied auth state (cheap: shared until the next auth change is applied).
-    pub fn auth_state(&self) -> std::sync::Arc<AuthState> {
-        self.shared.auth.read().clone()
-    }
-
-    /// Sets the time to live of this member's tokens (etcd's `--auth-token-ttl`; default
-    /// [`token::DEFAULT_TOKEN_TTL`]).
-    pub fn set_auth_token_ttl(&self, ttl: std::time::Duration) {
-        self.shared.tokens.lock().set_ttl(ttl);
-    }
-
-    /// The time to live of this member's tokens.
-    pub fn auth_token_ttl(&self) -> std::time::Duration {
-        self.shared.tokens.lock().ttl()
-    }
-
-    /// The user of `token` when this member knows it and it has not expired; the use starts
-    /// its time to live again.
-    pub fn auth_token_user(&self, token: &str) -> Option<String> {
-        self.shared
-            .tokens
-            .lock()
-            .user(token, std::time::Instant::now())
     }
 }
 

@@ -8,7 +8,7 @@
 use crate::error::{Error, Result};
 use crate::pb::etcdserverpb::{
     AlarmRequest, CompactionRequest, DeleteRangeRequest, LeaseCheckpointRequest, LeaseGrantRequest,
-    LeaseRevokeRequest, PutRequest, TxnRequest,
+    LeaseRevokeRequest, PutRequest, TxnRequest, request_op,
 };
 use crate::pb::kvauth::{AuthCommand, Caller};
 use crate::pb::kvcmd::{KvCommand, MemberAttributes, MemberPeerUrls, kv_command};
@@ -84,7 +84,7 @@ impl Command {
     pub fn writes_keys(&self) -> bool {
         match &self.op {
             Op::Put(_) | Op::DeleteRange(_) | Op::LeaseRevoke(_) => true,
-            Op::Txn(t) => !crate::validate::txn_is_read_only(t),
+            Op::Txn(t) => !txn_is_read_only(t),
             Op::Compact(_)
             | Op::PublishMember(_)
             | Op::SetPeerUrls(_)
@@ -196,6 +196,19 @@ pub fn is_set_peer_urls(data: &[u8]) -> bool {
     }
     // Field 7, length-delimited.
     rest.first() == Some(&((7 << 3) | 2))
+}
+
+/// True when no branch of the txn (nested ones included) writes.
+pub fn txn_is_read_only(t: &TxnRequest) -> bool {
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .all(|op| match &op.request {
+            Some(request_op::Request::RequestPut(_))
+            | Some(request_op::Request::RequestDeleteRange(_)) => false,
+            Some(request_op::Request::RequestTxn(inner)) => txn_is_read_only(inner),
+            Some(request_op::Request::RequestRange(_)) | None => true,
+        })
 }
 
 #[cfg(test)]

@@ -58,6 +58,7 @@ pub mod lease;
 pub mod machine;
 mod members;
 pub mod pace;
+mod priority;
 pub mod rebuild;
 mod record;
 pub mod restore;
@@ -77,12 +78,13 @@ pub use error::{Error, Result};
 pub use events::{EventSink, RevisionEvents};
 pub use hash::KvHash;
 pub use members::Member;
+pub use priority::{BACKGROUND_NICE, lower_thread_priority};
 pub use record::{Current, Record, Rev};
 pub use restore::Restore;
 pub use snapshot::{Capture, CaptureInfo, CaptureKind, CaptureRecords, SnapshotRecord};
 pub use snapshot_store::{
-    BACKGROUND_NICE, KvRestoreSink, PendingSnapshot, RecordSource, capture_snapshot,
-    lower_thread_priority, maintain_chains, restore_from_store,
+    KvRestoreSink, PendingSnapshot, RecordSource, capture_snapshot, maintain_chains,
+    restore_from_store,
 };
 pub use state::INITIAL_REVISION;
 pub use store::exec::AuthAnswer;

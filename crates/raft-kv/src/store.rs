@@ -3,6 +3,7 @@
 //! snapshots need. Apply lives in `crate::apply`, snapshots in `crate::snapshot`, physical
 //! compaction in `crate::compact`, hashes in `crate::hash`.
 
+mod auth;
 pub(crate) mod exec;
 pub(crate) mod query;
 pub(crate) mod view;

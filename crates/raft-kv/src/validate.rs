@@ -4,6 +4,7 @@
 //! Apply repeats the checks that depend on the state (and the cheap static ones), so a
 //! request that skips validation is still applied deterministically.
 
+pub use crate::command::txn_is_read_only;
 use crate::command::{Command, Op};
 use crate::error::{Error, Result};
 use crate::layout::KeyRange;
@@ -157,19 +158,6 @@ fn collect_puts<'a>(t: &'a TxnRequest, out: &mut Vec<&'a [u8]>) {
     mine.sort_unstable();
     mine.dedup();
     out.extend(mine);
-}
-
-/// True when no branch of the txn (nested ones included) writes.
-pub fn txn_is_read_only(t: &TxnRequest) -> bool {
-    t.success
-        .iter()
-        .chain(&t.failure)
-        .all(|op| match &op.request {
-            Some(request_op::Request::RequestPut(_))
-            | Some(request_op::Request::RequestDeleteRange(_)) => false,
-            Some(request_op::Request::RequestTxn(inner)) => txn_is_read_only(inner),
-            Some(request_op::Request::RequestRange(_)) | None => true,
-        })
 }
 
 #[cfg(test)]

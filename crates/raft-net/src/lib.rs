@@ -60,12 +60,14 @@
 //!   ([`PeerTransport::set_tls`]) without touching established connections.
 #![deny(missing_docs)]
 
+mod app;
 mod backoff;
 pub mod compression;
 mod config;
 mod convert;
 mod error;
 mod frame;
+mod lane;
 mod netrt;
 mod peer;
 mod queue;
@@ -75,16 +77,17 @@ mod snapshot;
 pub mod tls;
 mod transport;
 
+pub use app::{AppFuture, AppHandler};
 pub use config::{
     BackoffConfig, Codec, CompressionConfig, SNAPSHOT_CHUNK_SIZE, TlsConfig, TransportConfig,
 };
 pub use error::{Error, Result};
-pub use peer::app::{AppFuture, AppHandler};
+pub use lane::Lane;
 pub use peer::ask_cluster_id;
 pub use server::ServerHandle;
 pub use shared::{Inbound, InboundReceivers};
 pub use snapshot::{MemorySnapshotSink, SnapshotSink, SnapshotSource};
-pub use transport::{Lane, PeerTransport};
+pub use transport::PeerTransport;
 
 /// Protobuf and gRPC types generated from `proto/peer.proto`.
 ///

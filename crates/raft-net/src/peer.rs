@@ -6,14 +6,13 @@ use crate::config::TransportConfig;
 use crate::convert::meta_to_pb;
 use crate::error::{Error, Result};
 use crate::frame::build_frame;
+use crate::lane::{LANE_KEY, LIGHT_PREFACE, Lane, lane_name};
 use crate::pb;
 use crate::pb::peer_client::PeerClient;
 use crate::queue::SendQueue;
-use crate::server::LIGHT_PREFACE;
 use crate::shared::Shared;
 use crate::snapshot::{ChunkHeader, SnapshotSource, prefix_checksum, produce_chunks};
 use crate::tls::{ClientConn, ClientIo, PeerTls};
-use crate::transport::Lane;
 use metrics::{counter, histogram};
 use prost::Message as _;
 use raft_core::{Message, NodeId, SnapshotMeta};
@@ -39,6 +38,8 @@ pub(crate) struct Peer {
     pub(crate) stream_q: SendQueue,
     /// Heartbeats, votes, responses and other small messages.
     pub(crate) light_q: SendQueue,
+    /// The connection of outbound application calls, once opened (see `app`).
+    app_client: std::sync::Mutex<Option<PeerClient<Channel>>>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -61,6 +62,7 @@ impl Peer {
             tls: shared.tls.clone(),
             stream_q: SendQueue::new(cfg.queue_max_messages, cfg.queue_max_bytes),
             light_q: SendQueue::new(cfg.queue_max_messages, cfg.queue_max_bytes),
+            app_client: Default::default(),
         })
     }
 
@@ -84,6 +86,19 @@ impl Peer {
                 peer: self.id,
                 reason: error_chain(&e),
             })
+    }
+
+    /// The open connection of application calls, if any.
+    fn app_client(&self) -> Option<PeerClient<Channel>> {
+        self.app_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Keeps (or, with `None`, drops) the connection of application calls.
+    fn keep_app_client(&self, client: Option<PeerClient<Channel>>) {
+        *self.app_client.lock().unwrap_or_else(|e| e.into_inner()) = client;
     }
 
     fn client(&self, shared: &Shared, channel: Channel) -> PeerClient<Channel> {
@@ -250,17 +265,6 @@ enum Session {
     Closed,
     /// The stream broke; reconnect.
     Broken(String),
-}
-
-/// The request metadata key that marks a `Replicate` stream as the light lane's.
-pub(crate) const LANE_KEY: &str = "raft-lane";
-
-/// The name of `lane` in metrics and in [`LANE_KEY`].
-pub(crate) fn lane_name(lane: Lane) -> &'static str {
-    match lane {
-        Lane::Stream => "stream",
-        Lane::Light => "light",
-    }
 }
 
 impl Peer {

@@ -8,9 +8,9 @@ use crate::config::SNAPSHOT_CHUNK_SIZE;
 use crate::convert::meta_from_pb;
 use crate::error::{Error, Result};
 use crate::frame::open_frame;
+use crate::lane::{LANE_KEY, LIGHT_PREFACE};
 use crate::netrt::NetRuntime;
 use crate::pb;
-use crate::peer::LANE_KEY;
 use crate::shared::Shared;
 use crate::snapshot::open_chunk;
 use crate::tls::{ConnInfo, ServerConn};
@@ -241,7 +241,7 @@ impl pb::peer_server::Peer for PeerService {
             req.from,
             req.to,
         )?;
-        crate::peer::app::serve(&self.shared, req)
+        crate::app::serve(&self.shared.app, req)
             .await
             .map(Response::new)
     }
@@ -568,11 +568,6 @@ impl ServerHandle {
         result
     }
 }
-
-/// The first bytes a light-lane connection sends, before HTTP/2 (and before TLS): the
-/// accept loop hands such connections to the server on the network thread, so heartbeats
-/// and votes are received there instead of waiting behind the append streams' work.
-pub(crate) const LIGHT_PREFACE: &[u8; 8] = b"RAFTLITE";
 
 /// Serves the `Peer` service on `listener`: an accept loop on the network thread routes
 /// light-lane connections to a server on that thread and every other connection (append

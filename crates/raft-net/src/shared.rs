@@ -117,7 +117,7 @@ pub(crate) struct Shared {
     /// The fault switch: while set, nothing is sent or accepted (a simulated partition).
     isolated: AtomicBool,
     /// Application requests: the inbound handler and the outbound connections.
-    pub(crate) app: crate::peer::app::AppSlot,
+    pub(crate) app: crate::app::AppSlot,
 }
 
 impl Shared {

@@ -4,6 +4,7 @@
 use crate::config::{CompressionConfig, TlsConfig, TransportConfig};
 use crate::convert::message_size;
 use crate::error::{Error, Result};
+use crate::lane::Lane;
 use crate::netrt::NetRuntime;
 use crate::peer::{Peer, run_lane, transfer_snapshot};
 use crate::server::{ServerHandle, serve};
@@ -17,29 +18,6 @@ use std::sync::{Arc, RwLock};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, info_span};
-
-/// Which lane a message travels on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lane {
-    /// The pipelined append stream: appends and forwarded proposals (in order).
-    Stream,
-    /// The light lane: heartbeats, votes, responses, TimeoutNow, read-index traffic.
-    Light,
-}
-
-impl Lane {
-    /// The lane `msg` goes on. `InstallSnapshot` has none: use
-    /// [`PeerTransport::send_snapshot`].
-    pub fn of(msg: &Message) -> Option<Lane> {
-        match msg.body {
-            MessageBody::Append(_) | MessageBody::Propose(_) | MessageBody::ProposeDropped(_) => {
-                Some(Lane::Stream)
-            }
-            MessageBody::InstallSnapshot(_) => None,
-            _ => Some(Lane::Light),
-        }
-    }
-}
 
 struct PeerEntry {
     peer: Arc<Peer>,

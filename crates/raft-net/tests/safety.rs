@@ -330,7 +330,8 @@ async fn removed_member_is_refused() {
     // And node 3 is welcome again once re-added.
     let addr = nodes[2].addr.to_string();
     nodes[1].transport.add_peer(3, addr).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Retry until a heartbeat from node 3 arrives (the first ones may be sent before node 3
+    // has reconnected).
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         let _ = nodes[2].transport.send(heartbeat(3, 2, 2));

@@ -3,7 +3,7 @@
 use crate::apply::ApplyJob;
 use crate::config::RuntimeConfig;
 use crate::error::{Error, Result};
-use crate::node::Request;
+use crate::request::Request;
 use crate::state_machine::StateMachine;
 use bytes::Bytes;
 use raft_core::{

@@ -119,6 +119,7 @@ pub mod envelope;
 mod error;
 mod handle;
 mod node;
+mod request;
 mod state_machine;
 mod storage;
 mod transport;

@@ -15,12 +15,13 @@ use crate::config::RuntimeConfig;
 use crate::envelope;
 use crate::error::{Error, Result};
 use crate::handle::{RaftHandle, Stats};
+use crate::request::Request;
 use crate::state_machine::StateMachine;
 use crate::storage::LogStore;
 use crate::transport::{Inbound, Transport};
 use bytes::Bytes;
 use metrics::counter;
-use raft_core::{Membership, NodeId, RawNode, Role, SnapshotMeta, Status};
+use raft_core::{Membership, NodeId, RawNode, Role, SnapshotMeta};
 use raft_metrics::runtime as m;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -28,42 +29,6 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
-
-/// A client request to the event loop.
-pub(crate) enum Request<SM: StateMachine> {
-    Propose {
-        cmd: Bytes,
-        tx: oneshot::Sender<Result<SM::Response>>,
-        since: Instant,
-    },
-    ReadIndex {
-        tx: oneshot::Sender<Result<u64>>,
-    },
-    ConfChange {
-        change: raft_core::ConfChange,
-        tx: oneshot::Sender<Result<Membership>>,
-    },
-    Transfer {
-        target: NodeId,
-        tx: oneshot::Sender<Result<()>>,
-    },
-    Campaign {
-        tx: oneshot::Sender<Result<()>>,
-    },
-    Status {
-        tx: oneshot::Sender<Result<Status>>,
-    },
-    Reconfigure {
-        config: Box<RuntimeConfig>,
-        tx: oneshot::Sender<Result<()>>,
-    },
-    Snapshot {
-        tx: oneshot::Sender<Result<SnapshotMeta>>,
-    },
-    Shutdown {
-        tx: oneshot::Sender<Result<()>>,
-    },
-}
 
 /// Starts nodes.
 #[derive(Debug)]

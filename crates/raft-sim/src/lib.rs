@@ -49,6 +49,8 @@ pub mod cluster;
 pub mod configs;
 pub mod invariants;
 pub mod kv;
+pub mod options;
 pub mod run;
 
-pub use run::{Failure, Mutation, RunReport, SimOptions, replay_command, run_seed};
+pub use options::{Mutation, RunReport, SimOptions};
+pub use run::{Failure, replay_command, run_seed};

@@ -5,10 +5,9 @@ use crate::error::{IoContext, Result};
 use crate::format::Record;
 use crate::info::{SnapshotInfo, SnapshotKind};
 use crate::source::{RestoreSink, SnapshotCapture, apply_record};
-use crate::store::{Chain, SnapshotReader, SnapshotStore, check_summary};
+use crate::store::{Chain, SnapshotReader, SnapshotStore, check_summary, checksum_of};
 use bytes::Bytes;
 use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 use std::time::Instant;
 
@@ -16,20 +15,6 @@ use std::time::Instant;
 pub fn file_checksum(path: &Path) -> Result<(u64, u32)> {
     let mut f = File::open(path).at(path)?;
     checksum_of(&mut f, path)
-}
-
-/// The size and CRC32C of everything `r` yields (`path` names it in errors).
-pub(crate) fn checksum_of(r: &mut dyn Read, path: &Path) -> Result<(u64, u32)> {
-    let mut buf = vec![0u8; 1 << 20];
-    let (mut len, mut crc) = (0u64, 0u32);
-    loop {
-        let n = r.read(&mut buf).at(path)?;
-        if n == 0 {
-            return Ok((len, crc));
-        }
-        crc = crc32c::crc32c_append(crc, &buf[..n]);
-        len += n as u64;
-    }
 }
 
 /// Checks that the file at `path` has the size and checksum `info` records.

@@ -1,10 +1,11 @@
 //! The snapshot store: a directory of snapshot files and their chain manifest, with leases
 //! that protect chains in use from garbage collection.
 //!
-//! Size: slightly past the house's ~700 lines (the file-system seam joined); the writer
-//! already lives in `store/writer.rs`, and chain bookkeeping is the next piece to move out
-//! (issue 24).
+//! This file opens a store and reads it; `commit` changes what it holds (manifest updates,
+//! garbage collection, incoming transfers and staged installs), `writer` writes a new
+//! snapshot file and `manifest` is the manifest's format.
 
+mod commit;
 mod manifest;
 mod writer;
 
@@ -367,7 +368,7 @@ impl SnapshotStore {
     pub(crate) fn file_checksum(&self, id: SnapshotId) -> Result<(u64, u32)> {
         let p = self.path_of(id);
         let f = self.shared.fs.open(&p).at(&p)?;
-        crate::chain::checksum_of(&mut Cursor::new(f), &p)
+        checksum_of(&mut Cursor::new(f), &p)
     }
 
     /// Opens a snapshot's file for reading from its start.
@@ -561,199 +562,36 @@ impl SnapshotStore {
         Ok(LeasedChain { chain, lease })
     }
 
-    /// Replaces the manifest durably (temp file, fsync, rename, directory fsync) after
-    /// applying `change` to a copy; the in-memory manifest changes only on success.
-    pub(crate) fn update_manifest(
-        &self,
-        m: &mut Manifest,
-        change: impl FnOnce(&mut Manifest),
-    ) -> Result<()> {
-        let mut next = m.clone();
-        change(&mut next);
-        next.check().map_err(Error::Invalid)?;
-        let fs = &*self.shared.fs;
-        let dir = &self.shared.dir;
-        let tmp = dir.join(format!("{MANIFEST_FILE}.tmp"));
-        let bytes = next.to_bytes();
-        self.step("manifest: write temp")?;
-        {
-            let f = fs.create(&tmp).at(&tmp)?;
-            f.write_at(&bytes, 0).at(&tmp)?;
-            self.step("manifest: fsync temp")?;
-            f.sync_data().at(&tmp)?;
-        }
-        self.step("manifest: rename")?;
-        let path = dir.join(MANIFEST_FILE);
-        fs.rename(&tmp, &path).at(&path)?;
-        *m = next;
-        self.step("manifest: fsync dir")?;
-        self.sync_dir()?;
-        Ok(())
+    /// A fresh number for a scratch name under `tmp/`.
+    pub(crate) fn next_tmp_seq(&self) -> u64 {
+        self.shared.tmp_seq.fetch_add(1, Ordering::Relaxed)
     }
+}
 
-    /// Adds durable files (already in place under their final names) to the manifest and
-    /// moves the head as `head` says. The head is chosen under the manifest's lock, against
-    /// the head current at that moment (a concurrent install may have moved it).
-    pub(crate) fn commit_snapshots(&self, added: Vec<SnapshotInfo>, head: NewHead) -> Result<()> {
-        let mut m = self.shared.manifest.lock();
-        let head = match head {
-            NewHead::Set(id) => Some(id),
-            NewHead::IfNotOlder(id) => {
-                let index = added.iter().find(|s| s.id == id).map(|s| s.index);
-                match (m.head.and_then(|h| m.get(h)), index) {
-                    (Some(cur), Some(index)) if cur.index > index => None,
-                    _ => Some(id),
-                }
-            }
-        };
-        self.update_manifest(&mut m, |m| {
-            for s in added {
-                if m.get(s.id).is_none() {
-                    m.snapshots.push(s);
-                }
-            }
-            if head.is_some() {
-                m.head = head;
-            }
-        })?;
-        let len = m.head.and_then(|h| m.chain(h).ok()).map_or(0, |c| c.len());
-        metrics::gauge!(raft_metrics::snapshot::CHAIN_LENGTH).set(len as f64);
-        Ok(())
+/// The size and CRC32C of everything `r` yields (`path` names it in errors).
+pub(crate) fn checksum_of(r: &mut dyn Read, path: &Path) -> Result<(u64, u32)> {
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut len, mut crc) = (0u64, 0u32);
+    loop {
+        let n = r.read(&mut buf).at(path)?;
+        if n == 0 {
+            return Ok((len, crc));
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        len += n as u64;
     }
+}
 
-    /// Removes every snapshot that is neither in the current chain nor leased (nor an
-    /// ancestor of a leased one). The manifest is updated first, then the files deleted.
-    /// Returns the removed snapshots.
-    pub fn gc(&self) -> Result<Vec<SnapshotId>> {
-        let mut m = self.shared.manifest.lock();
-        let mut keep: HashSet<SnapshotId> = HashSet::new();
-        let mut roots: Vec<SnapshotId> = self.shared.leases.counts.lock().keys().copied().collect();
-        roots.extend(m.head);
-        for r in roots {
-            let mut cur = Some(r);
-            while let Some(id) = cur {
-                if !keep.insert(id) {
-                    break;
-                }
-                cur = m.get(id).and_then(|s| s.parent);
+/// An incoming transfer's key as a file name: ASCII letters, digits, `-` and `_` kept,
+/// everything else `_`.
+pub(crate) fn sanitize(key: &str) -> String {
+    key.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
             }
-        }
-        let removed: Vec<SnapshotId> = m
-            .snapshots
-            .iter()
-            .map(|s| s.id)
-            .filter(|id| !keep.contains(id))
-            .collect();
-        if removed.is_empty() {
-            return Ok(removed);
-        }
-        self.update_manifest(&mut m, |m| m.snapshots.retain(|s| keep.contains(&s.id)))?;
-        for id in &removed {
-            self.step("gc: delete file")?;
-            let p = self.path_of(*id);
-            match self.shared.fs.remove_file(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(&p, e)),
-            }
-        }
-        self.sync_dir()?;
-        metrics::counter!(raft_metrics::snapshot::GC_REMOVED).increment(removed.len() as u64);
-        tracing::info!(removed = removed.len(), "snapshot gc");
-        Ok(removed)
-    }
-
-    /// Keys of the incoming transfers kept under `tmp/` (resumable after a restart).
-    pub fn incoming_transfers(&self) -> Result<Vec<String>> {
-        let tmp = self.shared.dir.join(TMP_DIR);
-        let mut out = Vec::new();
-        for entry in self.shared.fs.read_dir(&tmp).at(&tmp)? {
-            if let Some(key) = entry.name.strip_prefix(INCOMING_PREFIX) {
-                out.push(key.to_string());
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    /// Removes the data of every incoming transfer except the one named `keep` (e.g. when
-    /// a new transfer starts, abandoned ones from earlier leaders are dropped). Returns how
-    /// many were removed. Must not race with a live [`IncomingTransfer`](crate::IncomingTransfer)
-    /// under another key.
-    pub fn remove_incoming(&self, keep: Option<&str>) -> Result<usize> {
-        let keep = keep.map(crate::transfer::sanitize);
-        let mut n = 0;
-        for key in self.incoming_transfers()? {
-            if Some(&key) == keep.as_ref() {
-                continue;
-            }
-            let p = self
-                .shared
-                .dir
-                .join(TMP_DIR)
-                .join(format!("{INCOMING_PREFIX}{key}"));
-            self.shared.fs.remove_dir_all(&p).at(&p)?;
-            n += 1;
-        }
-        Ok(n)
-    }
-
-    /// Makes a staged, verified chain current: moves its files into place (skipping those
-    /// already present), fsyncs the directory, then names them in the manifest with the
-    /// chain's tip as head. A crash before the manifest is replaced leaves the old chain
-    /// current (the moved files are removed as leftovers on open); after it, the new one.
-    pub(crate) fn install_staged(&self, staged: Vec<(PathBuf, SnapshotInfo)>) -> Result<Chain> {
-        let chain = Chain::new(staged.iter().map(|(_, i)| i.clone()).collect())?;
-        let mut added = Vec::new();
-        {
-            let m = self.shared.manifest.lock();
-            for (path, info) in &staged {
-                if let Some(existing) = m.get(info.id) {
-                    if existing.checksum != info.checksum || existing.size != info.size {
-                        return Err(Error::Invalid(format!(
-                            "snapshot {} already exists with different contents",
-                            info.id
-                        )));
-                    }
-                    continue;
-                }
-                self.step("install: move file")?;
-                let dst = self.path_of(info.id);
-                self.shared.fs.rename(path, &dst).at(&dst)?;
-                added.push(info.clone());
-            }
-        }
-        self.step("install: fsync dir")?;
-        self.sync_dir()?;
-        self.commit_snapshots(added, NewHead::Set(chain.tip().id))?;
-        tracing::info!(tip = %chain.tip().id, index = chain.tip().index, "snapshot chain installed");
-        Ok(chain)
-    }
-
-    /// Installs a chain received from a leader as one bundle (see
-    /// [`ChainTransfer`](crate::ChainTransfer)): staged under `tmp/`, verified, then made
-    /// current atomically. Equivalent to feeding the bytes to an
-    /// [`IncomingTransfer`](crate::IncomingTransfer) in one go.
-    pub fn install(&self, bundle: &mut dyn Read, total_len: u64) -> Result<Chain> {
-        let key = format!(
-            "install-{}",
-            self.shared.tmp_seq.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut inc = crate::transfer::IncomingTransfer::begin(self, &key, total_len)?;
-        if inc.received() > 0 {
-            inc.abort()?;
-            inc = crate::transfer::IncomingTransfer::begin(self, &key, total_len)?;
-        }
-        let mut buf = vec![0u8; crate::transfer::MAX_CHUNK];
-        let mut off = inc.received();
-        loop {
-            let n = bundle.read(&mut buf).at(Path::new("<install bundle>"))?;
-            if n == 0 {
-                break;
-            }
-            inc.write_chunk(off, &buf[..n], None)?;
-            off += n as u64;
-        }
-        inc.finish(None)
-    }
+        })
+        .collect()
 }

@@ -5,7 +5,9 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::FileReader;
 use crate::fs::{Cursor, FsFile};
 use crate::info::{SnapshotId, SnapshotInfo};
-use crate::store::{Chain, INCOMING_PREFIX, LeasedChain, SnapshotStore, TMP_DIR, check_summary};
+use crate::store::{
+    Chain, INCOMING_PREFIX, LeasedChain, SnapshotStore, TMP_DIR, check_summary, sanitize,
+};
 use bytes::{Buf, BufMut, Bytes};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -206,18 +208,6 @@ pub struct IncomingTransfer {
     total_len: u64,
     received: u64,
     crc: u32,
-}
-
-pub(crate) fn sanitize(key: &str) -> String {
-    key.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 impl IncomingTransfer {
@@ -530,4 +520,30 @@ fn read_progress(store: &SnapshotStore, path: &Path, total_len: u64) -> Result<(
         best = (received, crc);
     }
     Ok(best)
+}
+
+impl SnapshotStore {
+    /// Installs a chain received from a leader as one bundle (see
+    /// [`ChainTransfer`](crate::ChainTransfer)): staged under `tmp/`, verified, then made
+    /// current atomically. Equivalent to feeding the bytes to an
+    /// [`IncomingTransfer`](crate::IncomingTransfer) in one go.
+    pub fn install(&self, bundle: &mut dyn Read, total_len: u64) -> Result<Chain> {
+        let key = format!("install-{}", self.next_tmp_seq());
+        let mut inc = IncomingTransfer::begin(self, &key, total_len)?;
+        if inc.received() > 0 {
+            inc.abort()?;
+            inc = IncomingTransfer::begin(self, &key, total_len)?;
+        }
+        let mut buf = vec![0u8; MAX_CHUNK];
+        let mut off = inc.received();
+        loop {
+            let n = bundle.read(&mut buf).at(Path::new("<install bundle>"))?;
+            if n == 0 {
+                break;
+            }
+            inc.write_chunk(off, &buf[..n], None)?;
+            off += n as u64;
+        }
+        inc.finish(None)
+    }
 }

@@ -1,9 +1,10 @@
 //! Client requests inside the loop: batching proposals into one core call, issuing one
 //! ReadIndex round for all waiting reads, membership changes, transfers and status.
 
-use super::{ConfWaiter, Loop, Proposal, Request};
+use super::{ConfWaiter, Loop, Proposal};
 use crate::apply::Waiter;
 use crate::error::{Error, Result};
+use crate::request::Request;
 use crate::state_machine::StateMachine;
 use crate::storage::LogStore;
 use crate::transport::Transport;

@@ -109,7 +109,6 @@ async fn isolated_leader_fails_pending_proposals_and_no_acknowledged_write_is_lo
     c.router.isolate(old);
     // Proposals on the isolated leader cannot commit: they fail once it steps down.
     let h = c.handle(old).clone();
-    let started = Instant::now();
     let pending = tokio::spawn(async move { h.propose(put("lost", "maybe")).await });
     let others: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
     let new = c.wait_leader_among(&others).await;
@@ -119,7 +118,6 @@ async fn isolated_leader_fails_pending_proposals_and_no_acknowledged_write_is_lo
         matches!(r, Err(Error::LeaderChanged)),
         "the isolated leader's proposal must fail cleanly, got {r:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(3));
     // The majority keeps serving, from the new leader and through the other follower.
     for i in 0..10 {
         let via = others[i % 2];
@@ -326,7 +324,7 @@ async fn leadership_transfer_moves_the_leader() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_is_fast_and_fails_pending_requests() {
+async fn shutdown_does_not_wait_for_uncommitted_proposals_and_fails_them() {
     let c = Cluster::start(3).await;
     let leader = c.wait_leader().await;
     c.handle(leader).propose(put("a", "1")).await.unwrap();
@@ -334,6 +332,7 @@ async fn shutdown_is_fast_and_fails_pending_requests() {
     for id in (1..=3).filter(|id| *id != leader) {
         c.router.isolate(id);
     }
+    let proposed = c.handle(leader).stats().proposals;
     let mut pending = Vec::new();
     for i in 0..20 {
         let h = c.handle(leader).clone();
@@ -341,14 +340,23 @@ async fn shutdown_is_fast_and_fails_pending_requests() {
             h.propose(put(&format!("p{i}"), "x")).await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    let started = Instant::now();
-    c.handle(leader).shutdown().await.expect("shutdown");
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "took {:?}",
-        started.elapsed()
-    );
+    // Shut down once the loop has proposed all 20 (they are pending in the core, not
+    // queued in the channel).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.handle(leader).stats().proposals < proposed + 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the 20 proposals never reached the loop"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The proposals can never commit (the followers are cut off): a shutdown that waited
+    // for them would never return. The timeout only turns such a hang into a failure; how
+    // fast shutdown is is not checked here.
+    tokio::time::timeout(Duration::from_secs(30), c.handle(leader).shutdown())
+        .await
+        .expect("shutdown does not wait for proposals that cannot commit")
+        .expect("shutdown");
     for p in pending {
         let r = p.await.unwrap();
         assert!(

@@ -6,7 +6,7 @@ use crate::client::InFlight;
 use crate::invariants::Violation;
 use crate::kv::KvCommand;
 use crate::linearizability::{KvInput, KvOutput};
-use crate::run::Mutation;
+use crate::options::Mutation;
 use crate::swarm::TICK_MS;
 use crate::trace_line;
 use bytes::Bytes;

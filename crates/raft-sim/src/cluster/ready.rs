@@ -5,7 +5,7 @@ use super::{ApplyItem, Check, Cluster, Event, LIVENESS_MARK, Reply, Running};
 use crate::invariants::Violation;
 use crate::kv::KvCommand;
 use crate::linearizability::{KvInput, KvOutput};
-use crate::run::Mutation;
+use crate::options::Mutation;
 use crate::storage::WalRecord;
 use crate::trace_line;
 use raft_core::{Entry, EntryKind, MessageBody, NodeId, Role, SnapshotMeta};
