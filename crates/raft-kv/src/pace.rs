@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 /// The default limit on a snapshot build's read rate, in bytes of records per second, for
 /// raftd's `snapshot.max_build_rate` and the `snapshot_bench` example: 0, unlimited. In the
-/// A/B runs in `docs/what-we-tried.md` ("Paced snapshot builds") a paced build lowered put throughput
-/// during the build instead of raising it (a longer capture means more copy-on-write), so
-/// pacing is opt-in.
+/// A/B runs of `docs/what-we-tried.md` ("Paced snapshot builds") a paced build lowered put
+/// throughput during the build instead of raising it (a longer capture means more
+/// copy-on-write), so pacing is opt-in.
 pub const DEFAULT_MAX_BUILD_RATE: u64 = 0;
 
 /// The shortest sleep the limiter takes; smaller debts are carried to the next record.
