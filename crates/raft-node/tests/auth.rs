@@ -2,7 +2,8 @@
 //! with Debian's etcdctl 3.4 (`user add`, `role add`, `role grant-permission`,
 //! `user grant-role`, `auth enable`, `--user name:password`), and the negative cases: no
 //! user, a wrong password, a read outside the user's role, a txn with one forbidden op in
-//! its failure branch, a watch outside the role, compaction and member changes by a non-root
+//! its failure branch, a watch outside the role, `lease timetolive --keys` with a key outside
+//! the role, compaction and member changes by a non-root
 //! user, `auth disable` by a non-root user; over raw gRPC: a token obtained on one member
 //! used on the others, a token expiring after its time to live without use, `AuthStatus`.
 //!
@@ -194,6 +195,27 @@ async fn etcdctl_users_roles_and_permissions() {
             "etcdserver: permission denied",
         );
         as_fails(&alice, &["del", "secret"], "etcdserver: permission denied");
+
+        // `lease timetolive --keys` needs read on every key attached to the lease (etcd 3.5's
+        // rule); without --keys anyone may ask.
+        let granted = as_ok(&root, &["lease", "grant", "600"]);
+        let lease = granted.split_whitespace().nth(1).unwrap().to_string();
+        let lease_opt = format!("--lease={lease}");
+        as_ok(&root, &["put", "app/leased", "1", &lease_opt]);
+        let ttl = as_ok(&alice, &["lease", "timetolive", &lease, "--keys"]);
+        assert!(ttl.contains("attached keys([app/leased])"), "{ttl}");
+        as_ok(&root, &["put", "zz/leased", "1", &lease_opt]);
+        as_fails(
+            &alice,
+            &["lease", "timetolive", &lease, "--keys"],
+            "etcdserver: permission denied",
+        );
+        assert!(as_ok(&alice, &["lease", "timetolive", &lease]).contains("remaining"));
+        assert!(as_ok(&root, &["lease", "timetolive", &lease, "--keys"]).contains("zz/leased"));
+        fails(
+            &["lease", "timetolive", &lease, "--keys"],
+            "etcdserver: user name is empty",
+        );
 
         // A txn whose failure branch holds one forbidden op: refused whole, nothing written.
         let txn = "value(\"app/x\") = \"1\"\n\nput app/y 2\n\nput secret 3\n\n";
