@@ -17,6 +17,7 @@
 //! the matching permissions of all the user's roles covers the whole range. A user with the
 //! `root` role may do everything, and only it may manage users, roles and the cluster.
 
+pub mod jwt;
 pub(crate) mod record;
 pub mod token;
 
@@ -383,12 +384,28 @@ impl crate::KvStore {
     }
 
     /// The user of `token` when this member knows it and it has not expired; the use starts
-    /// its time to live again.
+    /// its time to live again. With JWT tokens: the user of a token that verifies, has not
+    /// expired and was issued at the current auth revision.
     pub fn auth_token_user(&self, token: &str) -> Option<String> {
+        if let Some(jwt) = self.jwt_tokens() {
+            let id = jwt.verify(token)?;
+            return (id.revision == self.auth_state().revision).then_some(id.user);
+        }
         self.shared
             .tokens
             .lock()
             .user(token, std::time::Instant::now())
+    }
+
+    /// Serves JWT tokens with these keys instead of simple tokens (etcd's
+    /// `--auth-token jwt,...`); `None`: simple tokens (the default).
+    pub fn set_jwt_tokens(&self, jwt: Option<std::sync::Arc<jwt::JwtTokens>>) {
+        *self.shared.jwt.write() = jwt;
+    }
+
+    /// The JWT keys, when this member serves JWT tokens.
+    pub fn jwt_tokens(&self) -> Option<std::sync::Arc<jwt::JwtTokens>> {
+        self.shared.jwt.read().clone()
     }
 }
 

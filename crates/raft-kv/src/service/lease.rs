@@ -256,7 +256,7 @@ impl EtcdService {
             Ok(()) => Ok(who),
             Err(AuthError::PermissionDenied) => {
                 self.read_barrier(false).await?;
-                who.state = self.ctx.store.auth_state();
+                who.state = who.under(self.ctx.store.auth_state())?;
                 who.state.check_keys_readable(&who.user, keys)?;
                 Ok(who)
             }
