@@ -102,7 +102,25 @@ impl EtcdService {
         extensions: &tonic::Extensions,
     ) -> Result<Who, Status> {
         let store = &self.ctx.store;
-        let state = store.auth_state();
+        let mut state = store.auth_state();
+        let token = TOKEN_KEYS
+            .iter()
+            .find_map(|k| metadata.get(*k).and_then(|v| v.to_str().ok()));
+        if !state.enabled() {
+            // A token issued after this member's state (authentication was turned on, and
+            // the token issued, by entries it has not applied yet): catch up first, or the
+            // request would run as nobody under a state that is already gone.
+            let ahead = token.is_some_and(|t| match store.jwt_tokens() {
+                Some(jwt) => jwt
+                    .verify(t)
+                    .is_some_and(|id| id.revision > state.revision()),
+                None => token_index(t).is_some_and(|i| i > store.applied_index()),
+            });
+            if ahead {
+                self.read_barrier(false).await?;
+                state = store.auth_state();
+            }
+        }
         if !state.enabled() {
             return Ok(Who {
                 state,
@@ -110,9 +128,6 @@ impl EtcdService {
                 token_revision: None,
             });
         }
-        let token = TOKEN_KEYS
-            .iter()
-            .find_map(|k| metadata.get(*k).and_then(|v| v.to_str().ok()));
         if let (Some(token), Some(jwt)) = (token, store.jwt_tokens()) {
             return self.who_jwt(&jwt, token, state).await;
         }
