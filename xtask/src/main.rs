@@ -10,6 +10,7 @@ mod ci;
 mod cluster;
 mod deny;
 mod drill;
+mod fuzz;
 mod netns;
 mod protoc;
 mod release;
@@ -63,6 +64,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the `cargo fuzz` targets (nightly) and run each for `--time` seconds.
+    Fuzz(fuzz::Args),
     /// Package every publishable crate, build the release raftd and write
     /// `target/dist/raftd-<version>-<target>.tar.gz` and `.sha256`.
     Release(release::Args),
@@ -110,5 +113,6 @@ fn run(task: Task) -> Result<()> {
         Task::Drill(args) => drill::run(args),
         Task::Bench(args) => bench::run(args),
         Task::Chaos(args) => chaos::run(args),
+        Task::Fuzz(args) => fuzz::run(args),
     }
 }
