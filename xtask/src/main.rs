@@ -11,6 +11,7 @@ mod cluster;
 mod cycles;
 mod deny;
 mod drill;
+mod fuzz;
 mod machete;
 mod netns;
 mod protoc;
@@ -70,6 +71,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the `cargo fuzz` targets (nightly) and run each for `--time` seconds.
+    Fuzz(fuzz::Args),
     /// Package every publishable crate, build the release raftd and write
     /// `target/dist/raftd-<version>-<target>.tar.gz` and `.sha256`.
     Release(release::Args),
@@ -119,5 +122,6 @@ fn run(task: Task) -> Result<()> {
         Task::Drill(args) => drill::run(args),
         Task::Bench(args) => bench::run(args),
         Task::Chaos(args) => chaos::run(args),
+        Task::Fuzz(args) => fuzz::run(args),
     }
 }

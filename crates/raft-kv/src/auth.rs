@@ -18,6 +18,7 @@
 //! `root` role may do everything, and only it may manage users, roles and the cluster.
 
 mod error;
+pub mod jwt;
 pub(crate) mod record;
 pub mod token;
 
@@ -187,6 +188,24 @@ impl AuthState {
         } else {
             Err(AuthError::PermissionDenied)
         }
+    }
+
+    /// Whether `user` may read every key of `keys` (what `LeaseTimeToLive` with `keys` set
+    /// needs for the keys attached to the lease, as etcd 3.5 checks it). With authentication
+    /// on and no user: [`AuthError::UserEmpty`], even for no keys.
+    pub fn check_keys_readable<K: AsRef<[u8]>>(
+        &self,
+        user: &str,
+        keys: &[K],
+    ) -> Result<(), AuthError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if user.is_empty() {
+            return Err(AuthError::UserEmpty);
+        }
+        keys.iter()
+            .try_for_each(|k| self.check_range(user, k.as_ref(), &[], Access::Read))
     }
 
     /// Checks a `Range` request (read of its range).
@@ -367,4 +386,4 @@ pub(crate) fn sort_permissions(perms: &mut [Permission]) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -42,6 +42,9 @@ pub(crate) struct Shared {
     pub(crate) auth: RwLock<Arc<crate::auth::AuthState>>,
     /// This member's tokens (`crate::auth::token`).
     pub(crate) tokens: Mutex<crate::auth::token::TokenTable>,
+    /// JWT keys when this member serves JWT tokens instead of simple ones
+    /// (`crate::auth::jwt`).
+    pub(crate) jwt: RwLock<Option<Arc<crate::auth::jwt::JwtTokens>>>,
 }
 
 impl Drop for Shared {

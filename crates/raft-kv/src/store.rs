@@ -187,6 +187,7 @@ impl KvStore {
                 leases: Mutex::new(lessor),
                 auth: RwLock::new(Arc::new(auth)),
                 tokens: Mutex::new(Default::default()),
+                jwt: RwLock::new(None),
             }),
         };
         if behind {

@@ -111,6 +111,10 @@ pub struct RaftdArgs {
     /// `--peer-client-cert-auth=false` turns it off).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub peer_client_cert_auth: Option<bool>,
+    /// Which auth tokens to serve (`auth.token`; etcd's flag): `simple` or
+    /// `jwt,pub-key=FILE,priv-key=FILE,sign-method=RS256,ttl=5m`.
+    #[arg(long, value_name = "TOKEN")]
+    pub auth_token: Option<String>,
     /// Concurrent streams per client connection (`limits.max_concurrent_streams`).
     #[arg(long, value_name = "N")]
     pub max_concurrent_streams: Option<u32>,
@@ -265,6 +269,7 @@ impl RaftdArgs {
         s("request_size_limit", &self.request_size_limit);
         s("compaction.auto_mode", &self.auto_compaction_mode);
         s("compaction.auto_retention", &self.auto_compaction_retention);
+        s("auth.token", &self.auth_token);
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
         s("tls.cert_file", &path(&self.cert_file));
         s("tls.key_file", &path(&self.key_file));

@@ -164,6 +164,7 @@ impl Node {
         let peer_tls = config.tls.peer_config()?;
         let client_pem = config.tls.client_pem()?;
         let (client_tls, metrics_tls) = crate::security::acceptors(client_pem.as_ref())?;
+        let jwt = config.auth.jwt_tokens()?;
         // Before the WAL is opened (and its directory created): an old data dir is told
         // apart from a new one by its WAL.
         let cluster_id = cluster_id::resolve(config, &data, &members, peer_tls.as_ref()).await?;
@@ -173,6 +174,7 @@ impl Node {
         )?);
         let store = KvStore::open(data.join("kv"))?;
         store.set_auth_token_ttl(config.auth.token_ttl);
+        store.set_jwt_tokens(jwt);
         let snapshots = raft_snapshot::SnapshotStore::open_dir(
             data.join("snap"),
             raft_snapshot::StoreOptions::default(),

@@ -2,7 +2,8 @@
 //! with Debian's etcdctl 3.4 (`user add`, `role add`, `role grant-permission`,
 //! `user grant-role`, `auth enable`, `--user name:password`), and the negative cases: no
 //! user, a wrong password, a read outside the user's role, a txn with one forbidden op in
-//! its failure branch, a watch outside the role, compaction and member changes by a non-root
+//! its failure branch, a watch outside the role, `lease timetolive --keys` with a key outside
+//! the role, compaction and member changes by a non-root
 //! user, `auth disable` by a non-root user; over raw gRPC: a token obtained on one member
 //! used on the others, a token expiring after its time to live without use, `AuthStatus`.
 //!
@@ -13,8 +14,8 @@
 
 use bytes::Bytes;
 use raft_kv::pb::etcdserverpb::{
-    AuthStatusRequest, AuthenticateRequest, PutRequest, RangeRequest, auth_client::AuthClient,
-    kv_client::KvClient,
+    AuthStatusRequest, AuthenticateRequest, PutRequest, RangeRequest, RangeResponse,
+    auth_client::AuthClient, kv_client::KvClient,
 };
 use raft_node::testing::{Cluster, Raftd};
 use std::path::PathBuf;
@@ -194,6 +195,27 @@ async fn etcdctl_users_roles_and_permissions() {
             "etcdserver: permission denied",
         );
         as_fails(&alice, &["del", "secret"], "etcdserver: permission denied");
+
+        // `lease timetolive --keys` needs read on every key attached to the lease (etcd 3.5's
+        // rule); without --keys anyone may ask.
+        let granted = as_ok(&root, &["lease", "grant", "600"]);
+        let lease = granted.split_whitespace().nth(1).unwrap().to_string();
+        let lease_opt = format!("--lease={lease}");
+        as_ok(&root, &["put", "app/leased", "1", &lease_opt]);
+        let ttl = as_ok(&alice, &["lease", "timetolive", &lease, "--keys"]);
+        assert!(ttl.contains("attached keys([app/leased])"), "{ttl}");
+        as_ok(&root, &["put", "zz/leased", "1", &lease_opt]);
+        as_fails(
+            &alice,
+            &["lease", "timetolive", &lease, "--keys"],
+            "etcdserver: permission denied",
+        );
+        assert!(as_ok(&alice, &["lease", "timetolive", &lease]).contains("remaining"));
+        assert!(as_ok(&root, &["lease", "timetolive", &lease, "--keys"]).contains("zz/leased"));
+        fails(
+            &["lease", "timetolive", &lease, "--keys"],
+            "etcdserver: user name is empty",
+        );
 
         // A txn whose failure branch holds one forbidden op: refused whole, nothing written.
         let txn = "value(\"app/x\") = \"1\"\n\nput app/y 2\n\nput secret 3\n\n";
@@ -778,6 +800,210 @@ async fn the_http_status_page_answers_root_once_auth_is_on() {
             !ok && out.contains("authentication failed, invalid user ID or password"),
             "{out}"
         );
+    })
+    .await
+    .expect("test took longer than its budget");
+}
+
+/// JWT keys for a test cluster: an ES256 pair in `dir`, and raftd's `--auth-token` value.
+fn jwt_flag(dir: &std::path::Path, ttl: &str) -> String {
+    let k = rcgen::KeyPair::generate().unwrap();
+    let (private, public) = (dir.join("jwt.key"), dir.join("jwt.pub"));
+    std::fs::write(&private, k.serialize_pem()).unwrap();
+    std::fs::write(&public, k.public_key_pem()).unwrap();
+    format!(
+        "jwt,pub-key={},priv-key={},sign-method=ES256,ttl={ttl}",
+        public.display(),
+        private.display()
+    )
+}
+
+/// etcd's JWT tokens (`--auth-token jwt,...`) on 3 members: etcdctl works against every
+/// member; a token issued by one member is accepted by the others without the log; an
+/// expired token, a forged one (another user under the old signature, or signed with
+/// another key) are "invalid auth token"; a token older than the auth revision is "revision
+/// of auth store is old"; a key file that is not there stops raftd at start with a config
+/// error naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_tokens_verify_on_every_member_and_expire() {
+    use base64::Engine as _;
+    let Some(bin) = etcdctl() else {
+        println!("skipping jwt_tokens_verify_on_every_member_and_expire: etcdctl is not on PATH");
+        return;
+    };
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let keys = tempfile::tempdir().unwrap();
+        let flag = jwt_flag(keys.path(), "4s");
+
+        // A wrong key file at start: a clear config error, before anything starts.
+        let out = Command::new(env!("CARGO_BIN_EXE_raftd"))
+            .args(["--id", "1", "--data-dir"])
+            .arg(keys.path().join("unused"))
+            .args([
+                "--auth-token",
+                &format!(
+                    "jwt,pub-key={}/missing.pub,sign-method=ES256",
+                    keys.path().display()
+                ),
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("auth.token pub-key") && stderr.contains("missing.pub"),
+            "{stderr}"
+        );
+        let out = Command::new(env!("CARGO_BIN_EXE_raftd"))
+            .args(["--id", "1", "--data-dir"])
+            .arg(keys.path().join("unused"))
+            .args([
+                "--auth-token",
+                &format!(
+                    "jwt,pub-key={},sign-method=RS256",
+                    keys.path().join("jwt.pub").display()
+                ),
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("not a RS256 public key"), "{stderr}");
+
+        let raftd = Raftd::new(env!("CARGO_BIN_EXE_raftd")).calm().args([
+            "--set",
+            "auth.bcrypt_cost=4",
+            "--auth-token",
+            &flag,
+        ]);
+        let cluster = Cluster::start(raftd, 3).expect("raftd starts");
+        cluster.leader(Duration::from_secs(20)).await.unwrap();
+        let eps = cluster.endpoints();
+        let all = eps.join(",");
+        let ok = |ep: &str, args: &[&str]| {
+            let o = etcdctl_run(&bin, ep, args, None);
+            assert!(o.ok, "etcdctl {args:?} on {ep} failed: {}", o.stderr);
+            o.stdout
+        };
+        ok(&all, &["user", "add", "root", "--new-user-password=rootpw"]);
+        ok(&all, &["user", "grant-role", "root", "root"]);
+        assert!(ok(&all, &["auth", "enable"]).contains("Authentication Enabled"));
+        // etcdctl authenticates on each member and uses the JWT it gets there.
+        for (i, ep) in eps.iter().enumerate() {
+            let key = format!("jwt{i}");
+            assert_eq!(ok(ep, &["--user", "root:rootpw", "put", &key, "v"]), "OK\n");
+            assert_eq!(
+                ok(ep, &["--user", "root:rootpw", "get", &key]),
+                format!("{key}\nv\n")
+            );
+        }
+
+        // A token from member 1 works on every member.
+        let auth = AuthClient::new(channel(&eps[0]).await);
+        let login = || {
+            call!(
+                auth,
+                authenticate,
+                AuthenticateRequest {
+                    name: "root".into(),
+                    password: "rootpw".into(),
+                }
+            )
+        };
+        let token = login().await.unwrap().token;
+        assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap();
+        let claims = String::from_utf8(payload).unwrap();
+        assert!(claims.contains(r#""username":"root""#), "{claims}");
+        assert!(claims.contains(r#""revision":"#), "{claims}");
+        assert!(claims.contains(r#""exp":"#), "{claims}");
+        let kvs = [
+            KvClient::new(channel(&eps[0]).await),
+            KvClient::new(channel(&eps[1]).await),
+            KvClient::new(channel(&eps[2]).await),
+        ];
+        for (i, kv) in kvs.iter().enumerate() {
+            call!(
+                kv,
+                put,
+                with_token(
+                    PutRequest {
+                        key: Bytes::from(format!("k{i}")),
+                        value: Bytes::from_static(b"v"),
+                        ..Default::default()
+                    },
+                    &token,
+                )
+            )
+            .await
+            .unwrap_or_else(|e| panic!("put on member {} with member 1's token: {e}", i + 1));
+        }
+
+        // Forged: another user under the old signature; and a token signed with another key.
+        let parts: Vec<&str> = token.split('.').collect();
+        let forged_claims = claims.replace(r#""username":"root""#, r#""username":"rooT""#);
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(forged_claims),
+            parts[2]
+        );
+        let other = tempfile::tempdir().unwrap();
+        jwt_flag(other.path(), "1m");
+        let their_keys = raft_kv::auth::jwt::JwtTokens::new(
+            "ES256",
+            Some(&std::fs::read(other.path().join("jwt.pub")).unwrap()),
+            Some(&std::fs::read(other.path().join("jwt.key")).unwrap()),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let foreign = their_keys.sign("root", 3).unwrap();
+        for bad in [&forged, &foreign] {
+            let err = call!(kvs[1], range, with_token(range_k0(), bad))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+            assert_eq!(err.message(), "etcdserver: invalid auth token");
+        }
+
+        // Expired: 4 s after it was issued, whatever its use.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let err = call!(kvs[2], range, with_token(range_k0(), &token))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        assert_eq!(err.message(), "etcdserver: invalid auth token");
+
+        // A change of the auth state makes older tokens old (etcd's ErrAuthOldRevision).
+        let token = login().await.unwrap().token;
+        call!(kvs[1], range, with_token(range_k0(), &token))
+            .await
+            .expect("a fresh token");
+        ok(&all, &["--user", "root:rootpw", "role", "add", "r2"]);
+        for kv in &kvs {
+            let err = retry(|| {
+                let mut c = kv.clone();
+                let req = with_token(range_k0(), &token);
+                async move {
+                    let answer: Result<tonic::Response<RangeResponse>, tonic::Status> =
+                        c.range(req).await;
+                    match answer {
+                        // A member that has not applied the change yet still accepts it.
+                        Ok(_) => Err(tonic::Status::unavailable("not applied yet")),
+                        Err(e) => Err::<tonic::Response<RangeResponse>, _>(e),
+                    }
+                }
+            })
+            .await
+            .unwrap_err();
+            assert_eq!(err.message(), "etcdserver: revision of auth store is old");
+        }
+        let token = login().await.unwrap().token;
+        call!(kvs[0], range, with_token(range_k0(), &token))
+            .await
+            .expect("a token at the new revision");
     })
     .await
     .expect("test took longer than its budget");

@@ -11,7 +11,7 @@ use crate::pb::kvauth::{Authenticate, UserAdd};
 use crate::{Command, KvStore, Outcome, Response};
 use prost::bytes::Bytes;
 
-fn perm(t: PermType, key: &[u8], end: &[u8]) -> Permission {
+pub(crate) fn perm(t: PermType, key: &[u8], end: &[u8]) -> Permission {
     Permission {
         perm_type: t as i32,
         key: Bytes::copy_from_slice(key),
@@ -211,13 +211,13 @@ fn etcd_messages_and_codes() {
 
 // ---- Applied to a store ----
 
-fn auth_cmd(op: auth_command::Op) -> Op {
+pub(crate) fn auth_cmd(op: auth_command::Op) -> Op {
     Op::Auth(AuthCommand { op: Some(op) })
 }
 
-struct Applier {
-    store: KvStore,
-    index: u64,
+pub(crate) struct Applier {
+    pub(crate) store: KvStore,
+    pub(crate) index: u64,
 }
 
 impl Applier {
@@ -228,25 +228,25 @@ impl Applier {
         }
     }
 
-    fn apply(&mut self, cmd: Command) -> Outcome {
+    pub(crate) fn apply(&mut self, cmd: Command) -> Outcome {
         self.index += 1;
         self.store.apply(self.index, 1, &cmd).unwrap().outcome
     }
 
     /// Applies `op` as `user` checked at the current auth revision.
-    fn as_user(&mut self, user: &str, op: Op) -> Outcome {
+    pub(crate) fn as_user(&mut self, user: &str, op: Op) -> Outcome {
         let caller = self.store.auth_state().caller(user);
         self.apply(Command::new(1, op).with_caller(Some(caller)))
     }
 
-    fn ok(&mut self, user: &str, op: Op) -> Response {
+    pub(crate) fn ok(&mut self, user: &str, op: Op) -> Response {
         match self.as_user(user, op) {
             Outcome::Response(r) => r,
             other => panic!("expected an answer, got {other:?}"),
         }
     }
 
-    fn err(&mut self, user: &str, op: Op) -> AuthError {
+    pub(crate) fn err(&mut self, user: &str, op: Op) -> AuthError {
         match self.as_user(user, op) {
             Outcome::Rejected(crate::Error::Auth(e)) => e,
             other => panic!("expected an auth error, got {other:?}"),
@@ -269,7 +269,7 @@ fn grant_role(user: &str, role: &str) -> Op {
     }))
 }
 
-fn grant(role: &str, p: Permission) -> Op {
+pub(crate) fn grant(role: &str, p: Permission) -> Op {
     auth_cmd(auth_command::Op::RoleGrantPermission(
         AuthRoleGrantPermissionRequest {
             name: role.into(),
@@ -291,7 +291,7 @@ fn enable() -> Op {
 }
 
 /// root (with the root role), alice with role "app" (readwrite on app/), auth on.
-fn set_up() -> Applier {
+pub(crate) fn set_up() -> Applier {
     let mut a = Applier::new();
     assert_eq!(a.err("", enable()), AuthError::RootUserNotExist);
     a.ok("", user_add("root"));
@@ -497,6 +497,53 @@ fn a_lease_revoke_needs_write_on_every_attached_key() {
         a.err("", Op::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 9 })),
         AuthError::UserEmpty
     );
+}
+
+#[test]
+fn lease_time_to_live_with_keys_needs_read_on_every_attached_key() {
+    use crate::pb::etcdserverpb::LeaseGrantRequest;
+    let mut a = set_up();
+    a.ok("root", Op::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 8 }));
+    let with_lease = |key: &str| {
+        Op::Put(PutRequest {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::from_static(b"v"),
+            lease: 8,
+            ..Default::default()
+        })
+    };
+    a.ok("root", with_lease("app/1"));
+    let st = a.store.auth_state();
+    let keys = a.store.lease_keys(8).unwrap();
+    assert_eq!(keys, [Bytes::from_static(b"app/1")]);
+    assert_eq!(st.check_keys_readable("alice", &keys), Ok(()));
+    // A second key outside alice's role: the whole answer is refused.
+    a.ok("root", with_lease("secret"));
+    let st = a.store.auth_state();
+    let keys = a.store.lease_keys(8).unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(
+        st.check_keys_readable("alice", &keys),
+        Err(AuthError::PermissionDenied)
+    );
+    assert_eq!(st.check_keys_readable("root", &keys), Ok(()));
+    // Read is what counts: a write-only grant does not do.
+    a.ok("root", grant("app", perm(PermType::Write, b"secret", b"")));
+    let st = a.store.auth_state();
+    assert_eq!(
+        st.check_keys_readable("alice", &keys),
+        Err(AuthError::PermissionDenied)
+    );
+    a.ok("root", grant("app", perm(PermType::Read, b"secret", b"")));
+    let st = a.store.auth_state();
+    assert_eq!(st.check_keys_readable("alice", &keys), Ok(()));
+    // No user at all (no token): etcd's "user name is empty", even for a lease without keys.
+    assert_eq!(
+        st.check_keys_readable::<Bytes>("", &[]),
+        Err(AuthError::UserEmpty)
+    );
+    // Authentication off: anyone.
+    assert_eq!(AuthState::default().check_keys_readable("", &keys), Ok(()));
 }
 
 #[test]

@@ -9,6 +9,7 @@
 
 use super::{EtcdService, kv_status};
 use crate::Response as KvResponse;
+use crate::auth::jwt::JwtTokens;
 use crate::auth::{AuthError, AuthState, ROOT, token_index, token_prefix};
 use crate::command::{Command, Op};
 use crate::pb::etcdserverpb::{self as pb, auth_server};
@@ -52,6 +53,10 @@ pub struct Who {
     pub state: Arc<AuthState>,
     /// The user (empty: none, or authentication is off).
     pub user: String,
+    /// The auth revision a JWT token was issued at (`None`: a simple token, a certificate or
+    /// nobody). Such a caller may act only while the auth revision has not moved past it
+    /// (etcd's rule for JWT tokens).
+    pub token_revision: Option<u64>,
 }
 
 impl Who {
@@ -64,6 +69,16 @@ impl Who {
     /// [`AuthState::check_admin`]).
     pub fn admin(&self) -> Result<(), Status> {
         self.state.check_admin(&self.user).map_err(Status::from)
+    }
+
+    /// `state` (newer than the one the caller was resolved under) as the state to check
+    /// under, unless the caller's JWT token is older than it: then etcd's "revision of auth
+    /// store is old", and the client authenticates again.
+    pub fn under(&self, state: Arc<AuthState>) -> Result<Arc<AuthState>, AuthError> {
+        match self.token_revision {
+            Some(r) if state.enabled() && r < state.revision() => Err(AuthError::OldRevision),
+            _ => Ok(state),
+        }
     }
 }
 
@@ -87,16 +102,35 @@ impl EtcdService {
         extensions: &tonic::Extensions,
     ) -> Result<Who, Status> {
         let store = &self.ctx.store;
-        let state = store.auth_state();
+        let mut state = store.auth_state();
+        let token = TOKEN_KEYS
+            .iter()
+            .find_map(|k| metadata.get(*k).and_then(|v| v.to_str().ok()));
+        if !state.enabled() {
+            // A token issued after this member's state (authentication was turned on, and
+            // the token issued, by entries it has not applied yet): catch up first, or the
+            // request would run as nobody under a state that is already gone.
+            let ahead = token.is_some_and(|t| match store.jwt_tokens() {
+                Some(jwt) => jwt
+                    .verify(t)
+                    .is_some_and(|id| id.revision > state.revision()),
+                None => token_index(t).is_some_and(|i| i > store.applied_index()),
+            });
+            if ahead {
+                self.read_barrier(false).await?;
+                state = store.auth_state();
+            }
+        }
         if !state.enabled() {
             return Ok(Who {
                 state,
                 user: String::new(),
+                token_revision: None,
             });
         }
-        let token = TOKEN_KEYS
-            .iter()
-            .find_map(|k| metadata.get(*k).and_then(|v| v.to_str().ok()));
+        if let (Some(token), Some(jwt)) = (token, store.jwt_tokens()) {
+            return self.who_jwt(&jwt, token, state).await;
+        }
         if let Some(token) = token {
             let user = match store.auth_token_user(token) {
                 Some(u) => u,
@@ -113,13 +147,45 @@ impl EtcdService {
             return Ok(Who {
                 state: store.auth_state(),
                 user,
+                token_revision: None,
             });
         }
         let user = extensions
             .get::<CertUser>()
             .map(|c| c.0.clone())
             .unwrap_or_default();
-        Ok(Who { state, user })
+        Ok(Who {
+            state,
+            user,
+            token_revision: None,
+        })
+    }
+
+    /// The caller of a JWT token (etcd's rules): a token that does not verify or has
+    /// expired is "invalid auth token"; one issued before the current auth revision is
+    /// "revision of auth store is old"; one issued at a revision this member has not applied
+    /// yet waits for a ReadIndex barrier (it cannot be newer than the cluster's state).
+    async fn who_jwt(
+        &self,
+        jwt: &JwtTokens,
+        token: &str,
+        mut state: Arc<AuthState>,
+    ) -> Result<Who, Status> {
+        let id = jwt.verify(token).ok_or(AuthError::InvalidToken)?;
+        if id.revision > state.revision() {
+            self.read_barrier(false).await?;
+            state = self.ctx.store.auth_state();
+            if id.revision > state.revision() {
+                return Err(AuthError::InvalidToken.into());
+            }
+        }
+        let who = Who {
+            state: state.clone(),
+            user: id.user,
+            token_revision: Some(id.revision),
+        };
+        who.under(state)?;
+        Ok(who)
     }
 
     /// Fails unless the caller of `req` may manage the cluster (always with authentication
@@ -150,7 +216,7 @@ impl EtcdService {
                 Err(AuthError::PermissionDenied) if !synced => {
                     synced = true;
                     self.read_barrier(false).await?;
-                    who.state = self.ctx.store.auth_state();
+                    who.state = who.under(self.ctx.store.auth_state())?;
                     continue;
                 }
                 Err(e) => return Err(e.into()),
@@ -164,7 +230,7 @@ impl EtcdService {
             match self.propose_command(&cmd).await? {
                 Err(crate::Error::Auth(AuthError::OldRevision)) if attempt < AUTH_ATTEMPTS => {
                     attempt += 1;
-                    who.state = self.ctx.store.auth_state();
+                    who.state = who.under(self.ctx.store.auth_state())?;
                 }
                 Err(e) => return Err(kv_status(e)),
                 Ok(r) => return Ok(r),
@@ -196,6 +262,36 @@ impl EtcdService {
             .map_err(|e| Status::internal(format!("password hashing stopped: {e}")))?
             .map_err(|e| Status::internal(format!("password hashing failed: {e}")))?;
         Ok(Bytes::from(hashed.into_bytes()))
+    }
+
+    /// etcd's `Authenticate` with JWT tokens: the password is checked under the auth state
+    /// of a ReadIndex barrier, and the token signed here with that state's revision; nothing
+    /// goes through the log (any member verifies the token with the public key).
+    async fn authenticate_jwt(
+        &self,
+        jwt: &JwtTokens,
+        req: pb::AuthenticateRequest,
+    ) -> Result<Response<pb::AuthenticateResponse>, Status> {
+        self.read_barrier(false).await?;
+        let state = self.ctx.store.auth_state();
+        if !state.enabled() {
+            return Err(AuthError::NotEnabled.into());
+        }
+        let (st, name, pw) = (state.clone(), req.name.clone(), req.password);
+        let ok = tokio::task::spawn_blocking(move || st.check_password(&name, &pw))
+            .await
+            .map_err(|e| Status::internal(format!("password check stopped: {e}")))?;
+        if !ok {
+            tracing::debug!(user = %req.name, "authentication failed");
+            return Err(AuthError::AuthFailed.into());
+        }
+        let token = jwt.sign(&req.name, state.revision()).map_err(|e| {
+            Status::failed_precondition(format!("etcdserver: cannot issue a JWT token: {e}"))
+        })?;
+        Ok(Response::new(pb::AuthenticateResponse {
+            header: self.auth_header(),
+            token,
+        }))
     }
 
     /// Reads the applied auth state after a ReadIndex barrier, with the caller resolved.
@@ -254,6 +350,9 @@ impl auth_server::Auth for EtcdService {
         req: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
         let req = req.into_inner();
+        if let Some(jwt) = self.ctx.store.jwt_tokens() {
+            return self.authenticate_jwt(&jwt, req).await;
+        }
         let password = Arc::new(req.password);
         for _ in 0..AUTH_ATTEMPTS {
             let state = self.ctx.store.auth_state();

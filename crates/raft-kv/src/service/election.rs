@@ -39,6 +39,46 @@ fn put_op(key: &Bytes, value: Bytes, lease: i64) -> RequestOp {
     }
 }
 
+/// The txn a Campaign starts with: creates the candidate's key with its value and lease
+/// unless it exists (then reads it).
+pub(super) fn campaign_txn(key: &Bytes, value: Bytes, lease: i64) -> TxnRequest {
+    TxnRequest {
+        compare: vec![created_at(key, 0)],
+        success: vec![put_op(key, value, lease)],
+        failure: vec![read(RangeRequest {
+            key: key.clone(),
+            ..Default::default()
+        })],
+    }
+}
+
+/// The txn of a Proclaim: sets the leader's value while its key still has the campaign's
+/// create revision.
+pub(super) fn proclaim_txn(leader: &pb::LeaderKey, value: Bytes) -> TxnRequest {
+    TxnRequest {
+        compare: vec![created_at(&leader.key, leader.rev)],
+        success: vec![put_op(&leader.key, value, leader.lease)],
+        failure: Vec::new(),
+    }
+}
+
+/// The txn of a Resign: deletes the leader's key while it still has the campaign's create
+/// revision.
+pub(super) fn resign_txn(leader: &pb::LeaderKey) -> TxnRequest {
+    TxnRequest {
+        compare: vec![created_at(&leader.key, leader.rev)],
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestDeleteRange(
+                DeleteRangeRequest {
+                    key: leader.key.clone(),
+                    ..Default::default()
+                },
+            )),
+        }],
+        failure: Vec::new(),
+    }
+}
+
 impl EtcdService {
     /// Sets the leader's value while `leader.key` still has create revision `leader.rev`.
     async fn proclaim_value(
@@ -47,16 +87,7 @@ impl EtcdService {
         value: Bytes,
         who: &Who,
     ) -> Result<i64, Status> {
-        let resp = self
-            .recipe_txn(
-                TxnRequest {
-                    compare: vec![created_at(&leader.key, leader.rev)],
-                    success: vec![put_op(&leader.key, value, leader.lease)],
-                    failure: Vec::new(),
-                },
-                who,
-            )
-            .await?;
+        let resp = self.recipe_txn(proclaim_txn(leader, value), who).await?;
         if !resp.succeeded {
             return Err(not_leader());
         }
@@ -150,17 +181,7 @@ impl election_server::Election for EtcdService {
         let prefix = name_prefix(&req.name);
         let key = lease_key(&prefix, req.lease);
         let resp = self
-            .recipe_txn(
-                TxnRequest {
-                    compare: vec![created_at(&key, 0)],
-                    success: vec![put_op(&key, req.value.clone(), req.lease)],
-                    failure: vec![read(RangeRequest {
-                        key: key.clone(),
-                        ..Default::default()
-                    })],
-                },
-                &who,
-            )
+            .recipe_txn(campaign_txn(&key, req.value.clone(), req.lease), &who)
             .await?;
         let header_rev = resp.header.as_ref().map_or(0, |h| h.revision);
         let mut leader = pb::LeaderKey {
@@ -264,23 +285,7 @@ impl election_server::Election for EtcdService {
             )
             .await?;
         let leader = req.into_inner().leader.ok_or_else(missing_leader)?;
-        let resp = self
-            .recipe_txn(
-                TxnRequest {
-                    compare: vec![created_at(&leader.key, leader.rev)],
-                    success: vec![RequestOp {
-                        request: Some(request_op::Request::RequestDeleteRange(
-                            DeleteRangeRequest {
-                                key: leader.key.clone(),
-                                ..Default::default()
-                            },
-                        )),
-                    }],
-                    failure: Vec::new(),
-                },
-                &who,
-            )
-            .await?;
+        let resp = self.recipe_txn(resign_txn(&leader), &who).await?;
         Ok(Response::new(pb::ResignResponse {
             header: self.header(resp.header.as_ref().map_or(0, |h| h.revision)),
         }))

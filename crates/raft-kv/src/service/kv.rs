@@ -20,9 +20,7 @@ impl kv_server::Kv for EtcdService {
         validate_range(&req).map_err(kv_status)?;
         self.read_barrier(req.serializable).await?;
         // Under the auth state the read sees (after the barrier for a linearizable read).
-        self.ctx
-            .store
-            .auth_state()
+        who.under(self.ctx.store.auth_state())?
             .check_range_request(&who.user, &req)?;
         let mut resp = self
             .ctx
@@ -73,7 +71,8 @@ impl kv_server::Kv for EtcdService {
         let mut resp = if crate::validate::txn_is_read_only(&req) {
             crate::validate::validate_txn(&req, &self.ctx.limits).map_err(kv_status)?;
             self.read_barrier(false).await?;
-            self.ctx.store.auth_state().check_txn(&who.user, &req)?;
+            who.under(self.ctx.store.auth_state())?
+                .check_txn(&who.user, &req)?;
             self.ctx.store.txn_read_only(&req).map_err(kv_status)?
         } else {
             match self.propose_as(Op::Txn(req), &who).await? {

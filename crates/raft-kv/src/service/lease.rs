@@ -2,7 +2,9 @@
 //! queries are answered by the leader's lessor (a follower forwards them, see
 //! [`crate::lease::forward`]); the lease list is read locally after a read barrier.
 
+use super::auth::Who;
 use super::{EtcdService, kv_status, unexpected};
+use crate::auth::AuthError;
 use crate::lease::forward::LeaderChannel;
 use crate::lease::{MAX_LEASE_TTL, Renewal, TimeToLive};
 use crate::pb::etcdserverpb::{self as pb, lease_server};
@@ -246,6 +248,22 @@ impl EtcdService {
         ))
     }
 
+    /// Checks that `who` may read every key in `keys`; a refusal is decided under the auth
+    /// state of a ReadIndex barrier (this member may not have applied a grant yet). Returns
+    /// the caller with the state it was allowed under.
+    async fn check_lease_keys(&self, mut who: Who, keys: &[Bytes]) -> Result<Who, Status> {
+        match who.state.check_keys_readable(&who.user, keys) {
+            Ok(()) => Ok(who),
+            Err(AuthError::PermissionDenied) => {
+                self.read_barrier(false).await?;
+                who.state = who.under(self.ctx.store.auth_state())?;
+                who.state.check_keys_readable(&who.user, keys)?;
+                Ok(who)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Keeps lease `id` alive: its TTL, 0 when it does not exist.
     async fn renew(&self, id: i64) -> Result<i64, Status> {
         let req = ForwardRequest {
@@ -349,11 +367,27 @@ impl lease_server::Lease for EtcdService {
         &self,
         req: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
-        let req = ForwardRequest {
-            request: Some(forward_request::Request::TimeToLive(req.into_inner())),
+        // With the keys asked for, the caller must be able to read every one of them (etcd
+        // 3.5's rule): checked before asking (the keys this member knows attached) and again
+        // on the keys the answer names, under the same auth revision.
+        let who = self.who(&req).await?;
+        let req = req.into_inner();
+        let mut checked = None;
+        if req.keys && who.state.enabled() {
+            let keys = self.ctx.store.lease_keys(req.id).map_err(kv_status)?;
+            checked = Some(self.check_lease_keys(who, &keys).await?);
+        }
+        let forward = ForwardRequest {
+            request: Some(forward_request::Request::TimeToLive(req)),
         };
-        match self.ask_leader(req).await? {
+        match self.ask_leader(forward).await? {
             forward_response::Response::TimeToLive(mut r) => {
+                if let Some(who) = checked {
+                    who.state.check_keys_readable(&who.user, &r.keys)?;
+                    if self.ctx.store.auth_state().revision() != who.state.revision() {
+                        return Err(AuthError::OldRevision.into());
+                    }
+                }
                 // Forwarded answers carry the leader's header: this member answers.
                 r.header = self.header(self.ctx.store.revision());
                 Ok(Response::new(r))

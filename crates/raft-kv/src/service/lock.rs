@@ -76,6 +76,35 @@ pub(super) fn range_kvs(
     }
 }
 
+/// The txn a Lock starts with (etcd's `Mutex.tryAcquire`): creates the waiter's key
+/// `<name>/<lease hex>` with the lease unless it exists (then reads it), and reads the
+/// oldest key under `<name>/`, the holder. Returns the waiter's key and the txn, which is
+/// proposed as the caller (apply checks its permissions again).
+pub(super) fn lock_txn(name: &[u8], lease: i64) -> (Bytes, TxnRequest) {
+    let prefix = name_prefix(name);
+    let key = lease_key(&prefix, lease);
+    let put = RequestOp {
+        request: Some(request_op::Request::RequestPut(
+            crate::pb::etcdserverpb::PutRequest {
+                key: key.clone(),
+                lease,
+                ..Default::default()
+            },
+        )),
+    };
+    let get = read(RangeRequest {
+        key: key.clone(),
+        ..Default::default()
+    });
+    let owner = read(by_create(&prefix, true, 0));
+    let txn = TxnRequest {
+        compare: vec![created_at(&key, 0)],
+        success: vec![put, owner.clone()],
+        failure: vec![get, owner],
+    };
+    (key, txn)
+}
+
 /// The lock name of a lock key (`name ++ "/" ++ lease id in hex`): everything before the
 /// last `/`.
 fn lock_name(key: &[u8]) -> &[u8] {
@@ -95,31 +124,8 @@ impl lock_server::Lock for EtcdService {
             .await?;
         let req = req.into_inner();
         let prefix = name_prefix(&req.name);
-        let key = lease_key(&prefix, req.lease);
-        let put = RequestOp {
-            request: Some(request_op::Request::RequestPut(
-                crate::pb::etcdserverpb::PutRequest {
-                    key: key.clone(),
-                    lease: req.lease,
-                    ..Default::default()
-                },
-            )),
-        };
-        let get = read(RangeRequest {
-            key: key.clone(),
-            ..Default::default()
-        });
-        let owner = read(by_create(&prefix, true, 0));
-        let resp = self
-            .recipe_txn(
-                TxnRequest {
-                    compare: vec![created_at(&key, 0)],
-                    success: vec![put, owner.clone()],
-                    failure: vec![get, owner],
-                },
-                &who,
-            )
-            .await?;
+        let (key, txn) = lock_txn(&req.name, req.lease);
+        let resp = self.recipe_txn(txn, &who).await?;
         let mut my_rev = resp.header.as_ref().map_or(0, |h| h.revision);
         if !resp.succeeded {
             my_rev = range_kvs(&resp, 0)

@@ -274,6 +274,74 @@ pub(super) fn put_kv(e: &Event) -> Option<&KeyValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::AuthError;
+    use crate::auth::tests::{Applier, auth_cmd, set_up};
+    use crate::pb::etcdserverpb::AuthRoleRevokePermissionRequest;
+    use crate::pb::kvauth::auth_command;
+    use crate::{Command, Outcome};
+
+    /// Revokes role app's readwrite on `app/` (what `set_up` granted alice).
+    fn revoke_app(a: &mut Applier) {
+        a.ok(
+            "root",
+            auth_cmd(auth_command::Op::RoleRevokePermission(
+                AuthRoleRevokePermissionRequest {
+                    role: "app".into(),
+                    key: Bytes::from_static(b"app/"),
+                    range_end: Bytes::from_static(b"app0"),
+                },
+            )),
+        );
+    }
+
+    /// The txns the Lock and Election services propose, as alice checked them when the RPC
+    /// started: with her permission revoked before they apply, apply refuses each
+    /// (`ErrAuthOldRevision`, then `permission denied` when the service checks again), and
+    /// nothing is written. With the permission they apply.
+    #[test]
+    fn recipe_writes_are_checked_again_at_apply() {
+        use super::super::election::{campaign_txn, proclaim_txn, resign_txn};
+        use super::super::lock::lock_txn;
+        let mut a = set_up();
+        let (key, lock) = lock_txn(b"app/locks", 0);
+        assert_eq!(key, Bytes::from_static(b"app/locks/0"));
+        let ckey = lease_key(b"app/vote/", 0);
+        let campaign = campaign_txn(&ckey, Bytes::from_static(b"me"), 0);
+        // Allowed: alice locks and campaigns.
+        let rev_of = |r: crate::Response| match r {
+            crate::Response::Txn(t) => {
+                assert!(t.succeeded);
+                t.header.map_or(0, |h| h.revision)
+            }
+            other => panic!("{other:?}"),
+        };
+        rev_of(a.ok("alice", Op::Txn(lock.clone())));
+        let rev = rev_of(a.ok("alice", Op::Txn(campaign.clone())));
+        let leader = crate::pb::v3electionpb::LeaderKey {
+            name: Bytes::from_static(b"app/vote"),
+            key: ckey.clone(),
+            rev,
+            lease: 0,
+        };
+        let proclaim = proclaim_txn(&leader, Bytes::from_static(b"new"));
+        let resign = resign_txn(&leader);
+        rev_of(a.ok("alice", Op::Txn(proclaim.clone())));
+        // Checked at the RPC's start, revoked before the apply.
+        let (_, lock2) = lock_txn(b"app/locks", 7);
+        let checked = a.store.auth_state().caller("alice");
+        revoke_app(&mut a);
+        let before = a.store.revision();
+        for txn in [lock2, campaign, proclaim, resign] {
+            let cmd = Command::new(9, Op::Txn(txn.clone())).with_caller(Some(checked.clone()));
+            match a.apply(cmd) {
+                Outcome::Rejected(crate::Error::Auth(AuthError::OldRevision)) => {}
+                other => panic!("{other:?}"),
+            }
+            // The service checks and proposes again under the new state: refused.
+            assert_eq!(a.err("alice", Op::Txn(txn)), AuthError::PermissionDenied);
+        }
+        assert_eq!(a.store.revision(), before, "nothing was written");
+    }
 
     #[test]
     fn etcd_key_helpers() {

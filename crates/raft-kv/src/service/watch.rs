@@ -46,13 +46,10 @@ impl watch_server::Watch for EtcdService {
                     match inbound.message().await {
                         Ok(Some(req)) => match req.request_union {
                             Some(RequestUnion::CreateRequest(c)) => {
-                                let state = store.auth_state();
-                                match state.check_range(
-                                    &who.user,
-                                    &c.key,
-                                    &c.range_end,
-                                    Access::Read,
-                                ) {
+                                let checked = who.under(store.auth_state()).and_then(|s| {
+                                    s.check_range(&who.user, &c.key, &c.range_end, Access::Read)
+                                });
+                                match checked {
                                     Ok(()) => {
                                         stream.create(&c);
                                     }
