@@ -69,6 +69,7 @@ impl<L: LogRead> RawNode<L> {
     }
 
     /// Processes a message from a peer.
+    #[inline]
     pub fn step(&mut self, m: Message) -> Result<()> {
         if m.to != self.raft.id {
             return Err(Error::InvalidMessage("addressed to another node"));
@@ -146,6 +147,7 @@ impl<L: LogRead> RawNode<L> {
     }
 
     /// True when [`ready`](Self::ready) has work to hand out.
+    #[inline]
     pub fn has_ready(&self) -> bool {
         self.soft_state() != self.prev_soft
             || self.raft.hard_state() != self.prev_hard
@@ -161,6 +163,7 @@ impl<L: LogRead> RawNode<L> {
 
     /// Takes the pending work. Several `Ready`s may be outstanding (asynchronous
     /// persistence); acknowledge each with [`on_persisted`](Self::on_persisted).
+    #[inline]
     pub fn ready(&mut self) -> Result<Ready> {
         self.raft.flush()?;
         let number = self.next_number;
@@ -208,6 +211,7 @@ impl<L: LogRead> RawNode<L> {
     ///
     /// Storage must reflect them by now (the node reads persisted entries through
     /// [`LogRead`]). The leader counts its own log toward the commit quorum from here.
+    #[inline]
     pub fn on_persisted(&mut self, number: u64) -> Result<()> {
         if number >= self.next_number {
             return Err(Error::InvalidMessage(
