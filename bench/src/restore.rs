@@ -37,6 +37,8 @@ pub async fn run(
     entries: u64,
     value_size: usize,
 ) -> Result<RestoreStats> {
+    // A `file://` URL needs an absolute path.
+    let dir = &std::path::absolute(dir)?;
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     }
