@@ -17,7 +17,7 @@ pub enum Lane {
 
 impl Lane {
     /// The lane `msg` goes on. `InstallSnapshot` has none: use
-    /// [`PeerTransport::send_snapshot`].
+    /// [`PeerTransport::send_snapshot`](crate::PeerTransport::send_snapshot).
     pub fn of(msg: &Message) -> Option<Lane> {
         match msg.body {
             MessageBody::Append(_) | MessageBody::Propose(_) | MessageBody::ProposeDropped(_) => {

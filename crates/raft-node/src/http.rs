@@ -187,7 +187,7 @@ async fn serve(listener: TcpListener, state: HttpState) {
 }
 
 /// The endpoint's routes: the open ones, and `/status` and `/debug/pprof/*` behind
-/// [`operator_only`]; every request counted by [`count`].
+/// `operator_only`; every request counted by `count`.
 pub fn router(state: Shared) -> Router {
     let operator = Router::new()
         .route("/status", page(get(status)))

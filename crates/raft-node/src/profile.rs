@@ -189,7 +189,7 @@ const UNKNOWN_FRAME: &str = "[unknown]";
 /// Makes a sampled stack readable: drops the profiler's own frames at the leaf end, names
 /// trait methods by their type ([`readable`]), and gives a stack with nothing left (the
 /// sample interrupted code the unwinder skips, the libraries of the blocklist) one
-/// [`UNKNOWN_FRAME`], so it is counted under a name rather than as an empty stack.
+/// `UNKNOWN_FRAME`, so it is counted under a name rather than as an empty stack.
 pub fn clean(frames: &mut pprof::Frames) {
     // Leaf first: frames[0] is the innermost frame, and within a frame the inlined
     // symbols come innermost first.
