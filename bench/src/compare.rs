@@ -1,7 +1,8 @@
 //! `raft-bench compare`: the cost of a setting, measured as users run it. Two 3-member raftd
 //! clusters run side by side on the same machine, `a` with the base settings and `b` with
-//! extra ones (backups on, TLS, ...); the same load (callers over all endpoints) runs on each
-//! in turn, alternating which goes first, for several rounds. Reported per round and as the
+//! extra ones (backups on, TLS, ...) or another raftd binary (an earlier commit); the same
+//! load (callers over all endpoints) runs on each in turn, alternating which goes first, for
+//! several rounds. Reported per round and as the
 //! median of the per-round ratios b/a, with their spread: on a shared 2-core machine a single
 //! pair of runs is too noisy to show a 5% cost, and interleaving cancels the drift.
 // Progress of each round goes to stderr as it is measured (a run takes minutes).
@@ -17,6 +18,9 @@ use std::time::Duration;
 /// What to compare.
 #[derive(Clone, Debug)]
 pub struct CompareSpec {
+    /// Another raftd binary for cluster b (e.g. a build of an earlier commit, for the cost
+    /// of a change); `None`: the same binary as a.
+    pub b_raftd: Option<std::path::PathBuf>,
     /// raftd settings (`KEY=VALUE`) of cluster b, on top of a's.
     pub b_settings: Vec<String>,
     /// Cluster b runs with TLS on every port (clients and peers).
@@ -54,8 +58,9 @@ pub async fn run(raftd: &Path, dir: &Path, spec: &CompareSpec) -> Result<Vec<Rou
     } else {
         None
     };
+    let b_raftd = spec.b_raftd.as_deref().unwrap_or(raftd);
     let b = Cluster::start_with(
-        Server::Raftd(raftd.to_path_buf()),
+        Server::Raftd(b_raftd.to_path_buf()),
         &dir.join("b"),
         3,
         &b_args,
