@@ -11,13 +11,10 @@
 
 mod cluster_cmd;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use raft_bench::cluster::{Cluster, Server, process_cpu};
-use raft_bench::failover;
-use raft_bench::load::{self, LoadSpec, Stats, Workload};
+use raft_bench::load::{self, LoadSpec, Workload};
 use raft_bench::watch_load;
-use raft_node::testing::TlsFiles;
 use std::path::PathBuf;
 use std::time::Duration;
 
