@@ -1,6 +1,7 @@
-//! `raftctl backup list` and `raftctl backup verify`: what a backup in an object store can
-//! restore (snapshots, each member's archived WAL ranges and times, the restore range), and
-//! a check that reads every object a restore needs and verifies its checksums.
+//! `raftctl backup list`, `verify` and `prune`: what a backup in an object store can
+//! restore (snapshots, each member's archived WAL ranges and times, the restore range), a
+//! check that reads every object a restore needs and verifies its checksums, and the
+//! retention policy applied on demand (or listed with `--dry-run`).
 
 use crate::node::NodeError;
 use raft_log::archive::ArchiveReplay;
@@ -45,6 +46,78 @@ impl BackupArgs {
         }
         Ok(raft_snapshot::open_object_store(&c)?)
     }
+}
+
+/// `raftctl backup prune`: the store and the policy.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PruneArgs {
+    /// Where the backup is.
+    #[command(flatten)]
+    pub store: BackupArgs,
+    /// Keep every restore point created within this long before now (e.g. 7d).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub keep_for: Option<std::time::Duration>,
+    /// Keep the restore points of the newest N base snapshots' chains.
+    #[arg(long)]
+    pub keep_bases: Option<usize>,
+    /// List what would be kept and deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Plans the retention `args` asks for and, unless it is a dry run, carries it out; the
+/// report lists every snapshot kept and deleted. A policy with neither bound is refused
+/// (it would keep everything: almost certainly a forgotten flag).
+pub fn prune(args: &PruneArgs) -> Result<String, NodeError> {
+    let policy = raft_snapshot::RetentionPolicy {
+        keep_for: args.keep_for,
+        keep_bases: args.keep_bases,
+    };
+    if !policy.is_active() {
+        return Err(NodeError::Io {
+            what: "raftctl backup prune: give --keep-for and/or --keep-bases".into(),
+            source: std::io::Error::other("no retention policy"),
+        });
+    }
+    let obj = args.store.open()?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let plan = raft_snapshot::plan_retention(&*obj, &policy, now_ms)?;
+    let mut out = String::new();
+    let verb = if args.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    for (what, list) in [("keep", &plan.keep), (verb, &plan.delete)] {
+        let _ = writeln!(out, "{} ({})", what.to_uppercase(), list.len());
+        for s in list {
+            let _ = writeln!(
+                out,
+                "{}  index {:<8}  {:<5}  {}",
+                s.id,
+                s.index,
+                if s.parent.is_some() { "delta" } else { "full" },
+                time(s.created_ms)
+            );
+        }
+    }
+    if !plan.delete_incomplete.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} {} unfinished upload(s) older than every kept base",
+            verb,
+            plan.delete_incomplete.len()
+        );
+    }
+    if args.dry_run {
+        let _ = writeln!(out, "dry run: nothing deleted");
+    } else {
+        let n = raft_snapshot::apply_retention(&*obj, &plan)?;
+        let _ = writeln!(out, "{n} snapshot(s) deleted");
+    }
+    Ok(out)
 }
 
 fn time(ms: u64) -> String {

@@ -100,10 +100,16 @@ fn restore_and_start(cluster: &mut Cluster, s3: &S3Server, target: &[&str]) -> S
 
 /// `raftctl backup <cmd>` against the test bucket: exit code and output.
 fn raftctl_backup(s3: &S3Server, cmd: &str) -> (i32, String) {
+    raftctl_backup_with(s3, cmd, &[])
+}
+
+/// [`raftctl_backup`] with more flags.
+fn raftctl_backup_with(s3: &S3Server, cmd: &str, extra: &[&str]) -> (i32, String) {
     let c = s3.config("cluster");
     let mut command = Command::new(env!("CARGO_BIN_EXE_raftctl"));
     command
         .args(["backup", cmd, "--url", &c.url])
+        .args(extra)
         .args(["--endpoint", c.endpoint.as_deref().unwrap()])
         .args(["--region", "us-east-1", "--path-style"]);
     for (k, v) in &c.options {
@@ -262,6 +268,33 @@ async fn scenario(s3: &S3Server) {
         assert!(
             report.contains("FAILED") && report.contains("backup has damage"),
             "{report}"
+        );
+
+        // Retention on demand: a dry run lists and deletes nothing; keeping one base chain
+        // deletes only what that chain does not need, and the backup still has a restore
+        // range.
+        let before = raftctl_backup(s3, "list").1;
+        let (code, dry) = raftctl_backup_with(s3, "prune", &["--keep-bases", "1", "--dry-run"]);
+        assert_eq!(code, 0, "{dry}");
+        assert!(
+            dry.contains("KEEP (") && dry.contains("dry run: nothing deleted"),
+            "{dry}"
+        );
+        assert_eq!(
+            raftctl_backup(s3, "list").1,
+            before,
+            "a dry run deletes nothing"
+        );
+        let (code, none) = raftctl_backup_with(s3, "prune", &[]);
+        assert_ne!(code, 0, "a prune without a policy is refused: {none}");
+        let (code, pruned) = raftctl_backup_with(s3, "prune", &["--keep-bases", "1"]);
+        assert_eq!(code, 0, "{pruned}");
+        assert!(pruned.contains("snapshot(s) deleted"), "{pruned}");
+        let (code, listed) = raftctl_backup(s3, "list");
+        assert_eq!(code, 0, "{listed}");
+        assert!(
+            listed.contains("restore range"),
+            "after the prune: {listed}"
         );
     })
     .await

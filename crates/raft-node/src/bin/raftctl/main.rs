@@ -237,6 +237,10 @@ async fn run(args: Args) -> Result<i32> {
                         print!("{}", list(&*a.open()?)?);
                         Ok(0)
                     }
+                    BackupCmd::Prune(a) => {
+                        print!("{}", raft_node::backup_report::prune(&a)?);
+                        Ok(0)
+                    }
                     BackupCmd::Verify(a) => {
                         let (report, ok) = verify(&*a.open()?)?;
                         print!("{report}");
