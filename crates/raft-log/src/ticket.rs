@@ -36,6 +36,9 @@ struct Inner {
 pub struct Ticket {
     inner: Arc<Inner>,
     helper: Option<Helper>,
+    /// Wakes the writer for a write that did not wake it when submitted (a deferred one):
+    /// called once someone waits for the outcome.
+    kick: Option<Helper>,
 }
 
 impl std::fmt::Debug for Ticket {
@@ -64,6 +67,7 @@ pub(crate) fn ticket() -> (Ticket, Completer) {
         Ticket {
             inner: inner.clone(),
             helper: None,
+            kick: None,
         },
         Completer { inner },
     )
@@ -77,14 +81,29 @@ impl Ticket {
         self
     }
 
+    /// For a write submitted without waking the writer: `kick` wakes it once the outcome is
+    /// waited for (by any of `wait`, `wait_timeout`, `on_complete` or polling).
+    pub(crate) fn with_kick(mut self, kick: Helper) -> Self {
+        self.kick = Some(kick);
+        self
+    }
+
+    fn kick(&self) {
+        if let Some(kick) = &self.kick {
+            kick();
+        }
+    }
+
     /// Blocks until the write is durable or failed. When no batch is being written, the
     /// waiting thread writes and syncs the pending batch itself (saving the hand-offs to and
     /// from the writer thread); otherwise it sleeps until the batch with its write completes.
     pub fn wait(self) -> Result<()> {
-        if let Some(help) = &self.helper
-            && !self.is_complete()
-        {
-            help();
+        if !self.is_complete() {
+            // The writer may be busy with another batch, so `help` may not run this one.
+            self.kick();
+            if let Some(help) = &self.helper {
+                help();
+            }
         }
         let mut slot = self.inner.slot.lock();
         loop {
@@ -97,6 +116,7 @@ impl Ticket {
 
     /// Blocks for at most `timeout`; `None` when the write is still in flight.
     pub fn wait_timeout(&self, timeout: Duration) -> Option<Result<()>> {
+        self.kick();
         let deadline = std::time::Instant::now() + timeout;
         let mut slot = self.inner.slot.lock();
         loop {
@@ -130,7 +150,11 @@ impl Ticket {
                 drop(slot);
                 f(r);
             }
-            Slot::Pending { callback, .. } => *callback = Some(Box::new(f)),
+            Slot::Pending { callback, .. } => {
+                *callback = Some(Box::new(f));
+                drop(slot);
+                self.kick();
+            }
         }
     }
 }
@@ -143,9 +167,14 @@ impl Future for Ticket {
         match &mut *slot {
             Slot::Done(r) => Poll::Ready(r.clone()),
             Slot::Pending { waker, .. } => {
+                let first = waker.is_none();
                 match waker {
                     Some(w) if w.will_wake(cx.waker()) => {}
                     _ => *waker = Some(cx.waker().clone()),
+                }
+                drop(slot);
+                if first {
+                    self.kick();
                 }
                 Poll::Pending
             }

@@ -44,6 +44,8 @@ pub struct Wal {
     shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<()>>>,
     helper: Helper,
+    /// Wakes the writer thread (for a deferred write someone waits for).
+    kick: Helper,
 }
 
 impl std::fmt::Debug for Wal {
@@ -243,10 +245,17 @@ impl Wal {
                 crate::writer::help(&shared);
             }
         });
+        let weak = Arc::downgrade(&shared);
+        let kick: Helper = Arc::new(move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.queue_cv.notify_one();
+            }
+        });
         Ok(Self {
             shared,
             writer: Mutex::new(Some(handle)),
             helper,
+            kick,
         })
     }
 
@@ -333,8 +342,9 @@ impl Wal {
     /// Records a hard state that may be lost in a crash without harm, typically one that only
     /// advances the commit index (Raft learns the commit index again from the leader).
     ///
-    /// It never causes an fsync of its own: it is written with the next batch and becomes
-    /// durable with the next synced write. The ticket completes once it is written, and
+    /// It never causes an fsync of its own, nor a batch: it is written with the next batch
+    /// another write starts (or, when the ticket is waited for, with one of its own) and
+    /// becomes durable with the next synced write. The ticket completes once it is written, and
     /// [`hard_state`](Self::hard_state) reports it from then on. A hard state that changes
     /// the term or the vote must go through [`save_hard_state`](Self::save_hard_state).
     pub fn save_hard_state_deferred(&self, hard_state: HardState) -> Result<Ticket> {
@@ -505,8 +515,15 @@ impl Wal {
             submitted: Instant::now(),
         });
         drop(q);
+        let t = t.with_helper(self.helper.clone());
+        if durability == Durability::Deferred {
+            // Nothing waits for it (a commit-only hard state, once per put on a leader):
+            // it rides with the next batch instead of waking the writer for a batch of its
+            // own. Whoever does wait for it wakes the writer through the ticket.
+            return Ok(t.with_kick(self.kick.clone()));
+        }
         self.shared.queue_cv.notify_one();
-        Ok(t.with_helper(self.helper.clone()))
+        Ok(t)
     }
 
     /// Lets the writer finish every queued write, then stops it. Returns the error that

@@ -255,6 +255,57 @@ fn tickets_are_futures() {
     assert_eq!(wal.last_index(), 1);
 }
 
+/// A deferred write does not wake the writer when submitted; whoever waits for it does, by
+/// any of the ways a ticket can be waited for (otherwise it would wait for the next write).
+#[test]
+fn a_deferred_write_completes_when_waited_for_in_any_way() {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct ThreadWaker(std::thread::Thread);
+    impl Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let hs = |commit| HardState {
+        term: 1,
+        vote: Some(1),
+        commit,
+    };
+    let wal = Wal::open_with(Arc::new(MemFs::new()), "/wal", small()).unwrap();
+    wal.write(vec![entry(1, 1, 1)], Some(hs(0)))
+        .unwrap()
+        .wait()
+        .unwrap();
+
+    // Polled as a future.
+    let mut fut = pin!(wal.save_hard_state_deferred(hs(1)).unwrap());
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(r) => break r.unwrap(),
+            Poll::Pending => std::thread::park(),
+        }
+    }
+    assert_eq!(wal.hard_state(), hs(1));
+
+    // With a callback.
+    let (tx, rx) = std::sync::mpsc::channel();
+    wal.save_hard_state_deferred(hs(2))
+        .unwrap()
+        .on_complete(move |r| tx.send(r).unwrap());
+    rx.recv().unwrap().unwrap();
+    assert_eq!(wal.hard_state(), hs(2));
+
+    // With a bounded wait (a generous bound: the writer is woken at once).
+    let t = wal.save_hard_state_deferred(hs(3)).unwrap();
+    let r = t.wait_timeout(std::time::Duration::from_secs(30));
+    assert!(matches!(r, Some(Ok(()))), "{r:?}");
+    assert_eq!(wal.hard_state(), hs(3));
+}
+
 #[test]
 fn group_commit_shares_fsyncs() {
     let fs = MemFs::new();
