@@ -37,6 +37,9 @@ pub const LOG_WRITES: &str = "raft_runtime_log_writes_total";
 pub const LOG_WRITES_DEFERRED: &str = "raft_runtime_log_writes_deferred_total";
 /// Histogram: entries applied per state-machine batch.
 pub const APPLY_BATCH: &str = "raft_runtime_apply_batch_size";
+/// Counter: committed batches applied on the event loop itself rather than handed to the
+/// apply thread (see `RuntimeConfig::apply_inline_max_entries`).
+pub const APPLY_INLINE: &str = "raft_runtime_apply_inline_batches_total";
 /// Counter: snapshots built by the state machine to compact the log.
 pub const SNAPSHOTS_BUILT: &str = "raft_runtime_snapshots_built_total";
 
@@ -179,6 +182,12 @@ pub const METRICS: &[MetricInfo] = &[
         kind: Kind::Histogram,
         unit: Unit::Count,
         help: "Entries applied per batch",
+    },
+    MetricInfo {
+        name: APPLY_INLINE,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Committed batches applied on the event loop, without a hand-off to the apply thread",
     },
     MetricInfo {
         name: SNAPSHOTS_BUILT,

@@ -108,6 +108,7 @@ pub fn runtime_config(config: &NodeConfig) -> Result<RuntimeConfig, ConfigError>
     rc.snapshot_threshold = config.raft.snapshot_threshold;
     rc.snapshot_log_bytes = config.raft.snapshot_log_bytes.get();
     rc.apply_linger = config.raft.apply_linger;
+    rc.apply_inline_max_entries = config.raft.apply_inline_max_entries;
     Ok(rc)
 }
 

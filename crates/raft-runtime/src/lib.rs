@@ -21,7 +21,13 @@
 //!   snapshot transfers run in their own tasks.
 //! - the **apply worker** (a dedicated thread, since state machines such as sled block)
 //!   receives committed entries in order, applies them in batches and answers the clients
-//!   whose proposals they carry, then reports the applied index to the loop.
+//!   whose proposals they carry, then reports the applied index to the loop. A small
+//!   batch that a client of this node waits for is applied by the loop itself when the
+//!   worker has nothing of the loop's queued (`RuntimeConfig::apply_inline_max_entries`):
+//!   one thread hand-off less per write. The state machine sits behind a mutex the two
+//!   share; the count of queued jobs keeps entries, restores and snapshot captures in log
+//!   order whichever of them runs it. A snapshot is described by the state it captures
+//!   (the index actually applied when the capture runs, its term and membership).
 //!
 //! # How a `Ready` is handled
 //!

@@ -87,13 +87,16 @@ impl RaftNode {
         let (apply_tx, apply_rx) = std::sync::mpsc::channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let stopping = Arc::new(AtomicBool::new(false));
+        let sm = Arc::new(std::sync::Mutex::new(apply::Held::new(sm)));
+        let apply_queued = apply::Queued::default();
         apply::spawn(
             id,
-            sm,
+            sm.clone(),
             apply_rx,
             ev_tx.clone(),
             stopping.clone(),
             config.apply_linger,
+            apply_queued.clone(),
         )?;
         let stats = Arc::new(Stats::default());
         stats.request_timeout_ns.store(
@@ -135,6 +138,10 @@ impl RaftNode {
             events: ev_rx,
             events_tx: ev_tx,
             apply_tx: apply_tx.clone(),
+            sm,
+            apply_queued,
+            apply_metrics: apply::ApplyMetrics::new(),
+            inline_applied: None,
             stopping,
             incarnation,
             next_request: 1,
@@ -225,6 +232,14 @@ pub(crate) struct Loop<SM: StateMachine, S: LogStore, T: Transport> {
     pub events: mpsc::UnboundedReceiver<Event>,
     pub events_tx: mpsc::UnboundedSender<Event>,
     pub apply_tx: std::sync::mpsc::Sender<ApplyJob<SM>>,
+    /// The state machine, shared with the apply thread (see [`apply`]).
+    pub sm: apply::SharedSm<SM>,
+    /// Jobs sent to the apply thread and not finished yet.
+    pub apply_queued: apply::Queued,
+    pub apply_metrics: apply::ApplyMetrics,
+    /// The index this loop applied itself during the current `Ready` (reported to the core
+    /// once the `Ready` is carried out).
+    pub inline_applied: Option<u64>,
     pub stopping: Arc<AtomicBool>,
     /// This runtime's incarnation (see [`envelope`]).
     pub incarnation: u64,

@@ -88,8 +88,10 @@ pub trait StateMachine: Send + 'static {
     fn applied_index(&self) -> u64;
 
     /// Captures a consistent view of the state as of [`applied_index`](Self::applied_index)
-    /// (= `meta.index`) quickly and returns the work that writes it as the snapshot
-    /// described by `meta`, so that peers can be sent it and the log compacted up to it.
+    /// quickly and returns the work that writes it as the snapshot described by `meta`, so
+    /// that peers can be sent it and the log compacted up to it. `meta.index` is the
+    /// applied index (the runtime describes the state as it is when it asks: its index,
+    /// that entry's term and the membership as of it).
     /// The default refuses (the log is then never compacted).
     fn snapshot(&mut self, meta: &SnapshotMeta) -> Result<SnapshotBuilder, BoxError> {
         let _ = meta;

@@ -160,14 +160,16 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         // The apply thread may be lingering over entries a read waits for: those handed
         // now, or before. (On a lagging follower a read's index can arrive before the
         // entries, so this is checked whenever either comes.)
+        let applied = self.inline_applied.unwrap_or(self.applied);
         if (handed || new_reads)
             && !self.cfg.apply_linger.is_zero()
-            && self
-                .reads_ready
-                .iter()
-                .any(|(index, _)| *index > self.applied)
+            && self.reads_ready.iter().any(|(index, _)| *index > applied)
         {
             self.send_apply(ApplyJob::Hurry)?;
+        }
+        // What this loop applied itself, reported as the apply thread's progress is.
+        if let Some(index) = self.inline_applied.take() {
+            self.on_applied(index)?;
         }
         Ok(())
     }
@@ -195,9 +197,44 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
     }
 
     pub(crate) fn send_apply(&self, job: ApplyJob<SM>) -> Result<()> {
+        self.apply_queued.fetch_add(1, Ordering::AcqRel);
         self.apply_tx
             .send(job)
             .map_err(|_| Error::Fatal("the apply thread stopped".into()))
+    }
+
+    /// Applies `batch` on this loop when that keeps the log order and saves a hand-off: a
+    /// small batch that a client of this node waits for, with every earlier entry applied
+    /// and reported, no job of the loop's queued on the apply thread, and the state machine
+    /// free (the apply thread may be serving a read). Otherwise gives the batch back.
+    #[allow(clippy::type_complexity)]
+    fn apply_here(
+        &mut self,
+        batch: Vec<Committed>,
+        waiters: Vec<(usize, Waiter<SM::Response>)>,
+        handed_before: u64,
+    ) -> Result<Option<(Vec<Committed>, Vec<(usize, Waiter<SM::Response>)>)>> {
+        let max = self.cfg.apply_inline_max_entries;
+        if max == 0
+            || batch.len() > max
+            || waiters.is_empty()
+            || self.applied != handed_before
+            || self.apply_queued.load(Ordering::Acquire) != 0
+        {
+            return Ok(Some((batch, waiters)));
+        }
+        let sm = self.sm.clone();
+        let Ok(mut sm) = sm.try_lock() else {
+            return Ok(Some((batch, waiters)));
+        };
+        counter!(m::APPLY_INLINE).increment(1);
+        match crate::apply::apply_entries(&mut *sm, batch, waiters, &self.apply_metrics) {
+            Ok(index) => {
+                self.inline_applied = index.or(self.inline_applied);
+                Ok(None)
+            }
+            Err(msg) => Err(Error::Fatal(msg)),
+        }
     }
 
     /// Acknowledges the `Ready`s whose writes are all durable, in order, then sends the
@@ -267,11 +304,15 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                 payload,
             });
         }
+        let handed_before = self.handed;
         if let Some(e) = batch.last() {
             self.handed = self.handed.max(e.index);
             self.log_bytes.handed(e.index, bytes);
         }
-        self.send_apply(ApplyJob::Entries { batch, waiters })
+        match self.apply_here(batch, waiters, handed_before)? {
+            None => Ok(()),
+            Some((batch, waiters)) => self.send_apply(ApplyJob::Entries { batch, waiters }),
+        }
     }
 
     /// Notes when the membership change this node waits for is committed (or overwritten).

@@ -43,6 +43,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         cfg.max_apply_lag = new.max_apply_lag;
         cfg.snapshot_threshold = new.snapshot_threshold;
         cfg.snapshot_log_bytes = new.snapshot_log_bytes;
+        cfg.apply_inline_max_entries = new.apply_inline_max_entries;
         tracing::info!(
             heartbeat_ticks = cfg.raft.heartbeat_ticks,
             election_timeout_base_ticks = cfg.raft.election_timeout_base_ticks,

@@ -188,7 +188,16 @@ impl StateMachine for KvSm {
         &mut self,
         meta: &raft_core::SnapshotMeta,
     ) -> Result<raft_runtime::SnapshotBuilder, BoxError> {
-        let view = self.state.lock().unwrap().map.clone();
+        let s = self.state.lock().unwrap();
+        // The runtime asks for a snapshot at the index applied when it asked: nothing may
+        // have been applied in between (by the apply thread or the event loop).
+        assert_eq!(
+            s.applied, meta.index,
+            "snapshot asked at {} but the state machine is at {}",
+            meta.index, s.applied
+        );
+        let view = s.map.clone();
+        drop(s);
         let store = self.snapshots.clone();
         let index = meta.index;
         Ok(Box::new(move || {
@@ -231,6 +240,8 @@ pub struct Cluster {
     pub read_mode: ReadMode,
     /// `RuntimeConfig::apply_linger` of the nodes launched from now on.
     pub apply_linger: Duration,
+    /// `RuntimeConfig::apply_inline_max_entries` of the nodes launched from now on.
+    pub apply_inline_max_entries: usize,
 }
 
 pub fn config(
@@ -272,6 +283,7 @@ impl Cluster {
             snapshot_threshold,
             read_mode,
             apply_linger: RuntimeConfig::new(1).apply_linger,
+            apply_inline_max_entries: RuntimeConfig::new(1).apply_inline_max_entries,
         };
         for id in 1..=n {
             let state = Arc::new(Mutex::new(KvState::default()));
@@ -306,6 +318,7 @@ impl Cluster {
         let transport = Arc::new(ChanTransport::new(self.router.clone()));
         let mut cfg = config(id, bootstrap, self.snapshot_threshold, self.read_mode);
         cfg.apply_linger = self.apply_linger;
+        cfg.apply_inline_max_entries = self.apply_inline_max_entries;
         let handle = RaftNode::start(
             cfg,
             WalStore::new(wal),
