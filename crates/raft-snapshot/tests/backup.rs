@@ -379,9 +379,10 @@ fn retention_keeps_what_restore_points_need_and_a_dry_run_deletes_nothing() {
     let blobs = s3.list("").unwrap();
     assert_eq!(blobs.len(), 10);
 
-    // Dry run: four days back from day 10 keeps chain 2 only; nothing is deleted yet.
+    // Dry run: two days back from day 10 (day 8, chain 2's base) keeps chain 2 only;
+    // nothing is deleted yet.
     let policy = RetentionPolicy {
-        keep_for: Some(Duration::from_millis(4 * DAY)),
+        keep_for: Some(Duration::from_millis(2 * DAY)),
         keep_bases: None,
     };
     let plan = plan_retention(&*s3, &policy, 10 * DAY).unwrap();
@@ -389,9 +390,10 @@ fn retention_keeps_what_restore_points_need_and_a_dry_run_deletes_nothing() {
     assert_eq!(ids(&plan.keep), vec![two[0].id, two[1].id]);
     assert_eq!(ids(&plan.delete), vec![one[0].id, one[1].id, one[2].id]);
     assert_eq!(s3.list("").unwrap(), blobs);
-    // Six days back reaches the day-5 delta: its parent and base stay with it.
+    // Four days back reaches day 6: a restore to it starts from the day-5 delta, so that
+    // delta stays, and its parent and base with it.
     let wider = RetentionPolicy {
-        keep_for: Some(Duration::from_millis(6 * DAY)),
+        keep_for: Some(Duration::from_millis(4 * DAY)),
         keep_bases: None,
     };
     assert!(
@@ -401,7 +403,7 @@ fn retention_keeps_what_restore_points_need_and_a_dry_run_deletes_nothing() {
             .is_empty()
     );
 
-    assert_eq!(apply_retention(&*s3, &plan).unwrap(), 3);
+    assert_eq!(apply_retention(&*s3, &plan).unwrap().snapshots, 3);
     assert_eq!(in_store(&*s3), sorted(vec![two[0].id, two[1].id]));
     assert_eq!(s3.list("").unwrap().len(), 4);
     let fresh = tempfile::tempdir().unwrap();
