@@ -57,7 +57,8 @@ pub struct PruneArgs {
     /// Keep every restore point created within this long before now (e.g. 7d).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub keep_for: Option<std::time::Duration>,
-    /// Keep the restore points of the newest N base snapshots' chains.
+    /// Keep the restore points of the chains of the newest N base snapshot indexes (the
+    /// copies of a base that several members uploaded count once).
     #[arg(long)]
     pub keep_bases: Option<usize>,
     /// List what would be kept and deleted; delete nothing.

@@ -175,6 +175,11 @@ async fn scenario(s3: &S3Server) {
         write(&client, "c2", 30).await;
         tokio::time::sleep(Duration::from_millis(800)).await;
         s3.set_down(false);
+        // The time T2 between phases c2 and d (a restore point kept by the prune below).
+        let index_c2 = commit_index(&cluster, leader).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let t2 = now_ms();
+        tokio::time::sleep(Duration::from_millis(50)).await;
         write(&client, "d", 10).await;
         let last = commit_index(&cluster, leader).await;
         eventually(60, "the archive holds every acknowledged write", || async {
@@ -383,6 +388,26 @@ async fn scenario(s3: &S3Server) {
         check(&c, "a", 1, true).await;
         drop(c);
         four.kill9(1).unwrap();
+        // A time after the floor: the restore starts from the kept snapshot and replays the
+        // segments left.
+        if index_c2 > floor {
+            let launch = Raftd::new(env!("CARGO_BIN_EXE_raftd"))
+                .random_cluster_id()
+                .calm();
+            let mut at_t2 = Cluster::new_in(launch, &dir.path().join("t2-after-prune"), 1).unwrap();
+            let printed = restore_and_start(&mut at_t2, s3, &["--time", &t2.to_string()]);
+            println!("{printed}");
+            at_t2.leader(Duration::from_secs(20)).await.unwrap();
+            let c = at_t2.client();
+            check(&c, "c2", 30, true).await;
+            check(&c, "d", 10, false).await;
+            drop(c);
+            at_t2.kill9(1).unwrap();
+        } else {
+            println!(
+                "phase c2 ended at index {index_c2}, below the floor {floor}: no time restore"
+            );
+        }
         let launch = Raftd::new(env!("CARGO_BIN_EXE_raftd"))
             .random_cluster_id()
             .calm();

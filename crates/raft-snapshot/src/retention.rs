@@ -25,7 +25,9 @@ pub struct RetentionPolicy {
     /// in the window starts from that one).
     #[serde(with = "humantime_serde")]
     pub keep_for: Option<Duration>,
-    /// Keep the restore points of the newest this many base (full) snapshots' chains.
+    /// Keep the restore points of the chains of the newest this many base (full) snapshot
+    /// indexes (every member uploads its own copy of a base: copies at one index count
+    /// once).
     pub keep_bases: Option<usize>,
 }
 
@@ -127,14 +129,19 @@ pub(crate) fn plan(
             .max_by_key(|s| (s.index, s.created_ms))
     });
     let mut points: Vec<&SnapshotInfo> = if policy.is_active() {
-        let mut bases: Vec<&SnapshotInfo> = all
+        // Every member uploads its own snapshots: bases at one index hold the same state
+        // and count once.
+        let mut base_indexes: Vec<u64> = all
             .iter()
             .filter(|s| s.kind == SnapshotKind::Full)
+            .map(|s| s.index)
             .collect();
-        bases.sort_by_key(|s| std::cmp::Reverse((s.index, s.created_ms)));
-        let kept_bases: HashSet<SnapshotId> = bases
+        base_indexes.sort_unstable_by(|a, b| b.cmp(a));
+        base_indexes.dedup();
+        base_indexes.truncate(policy.keep_bases.unwrap_or(0));
+        let kept_bases: HashSet<SnapshotId> = all
             .iter()
-            .take(policy.keep_bases.unwrap_or(0))
+            .filter(|s| s.kind == SnapshotKind::Full && base_indexes.contains(&s.index))
             .map(|s| s.id)
             .collect();
         all.iter()
@@ -506,6 +513,31 @@ mod tests {
         assert_eq!(decided.keep.len(), 3);
         assert_eq!(decided.wal_floor, None);
         assert_eq!(doomed(&decided), vec![(1, 1, true)]);
+    }
+
+    #[test]
+    fn bases_uploaded_by_several_members_count_once_per_index() {
+        // Members 1 and 2 each uploaded a base at 10 and at 40, member 2 a delta at 50.
+        let c = Catalog {
+            complete: vec![
+                info(1, None, 10, 0),
+                info(2, None, 10, 1),
+                info(3, None, 40, DAY),
+                info(4, None, 40, DAY + 1),
+                info(5, Some(4), 50, 2 * DAY),
+            ],
+            incomplete: vec![],
+        };
+        let p = |n| RetentionPolicy {
+            keep_for: None,
+            keep_bases: Some(n),
+        };
+        let decided = plan(&c, &[], &p(1), 3 * DAY);
+        assert_eq!(ids(&decided.keep), vec![3, 4, 5]);
+        assert_eq!(decided.wal_floor, Some(40));
+        let decided = plan(&c, &[], &p(2), 3 * DAY);
+        assert_eq!(ids(&decided.keep), vec![1, 2, 3, 4, 5]);
+        assert_eq!(decided.wal_floor, Some(10));
     }
 
     #[test]

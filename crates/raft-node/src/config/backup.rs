@@ -41,7 +41,8 @@ pub struct BackupSection {
     /// window, the newest one before it, and the archived WAL after it; none keeps all.
     #[serde(with = "humantime_serde")]
     pub keep_for: Option<Duration>,
-    /// (R) Keep the restore points of the newest this many base snapshots; none keeps all.
+    /// (R) Keep the restore points of the newest this many base snapshot indexes (copies
+    /// uploaded by several members count once); none keeps all.
     pub keep_bases: Option<usize>,
 }
 
