@@ -119,7 +119,7 @@ pub fn prune(args: &PruneArgs) -> Result<String, NodeError> {
         match plan.wal_floor {
             Some(f) => format!(
                 "index {f} (the oldest kept snapshot: every restore point is at or above it, \
-                 segments wholly at or below it are not read)"
+                 segments before the one that wrote it are not read)"
             ),
             None => "none (no segment is deleted for its range)".into(),
         }

@@ -41,8 +41,8 @@ impl RetentionPolicy {
 /// Why [`plan_retention`] deletes an archived WAL segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SegmentDeletion {
-    /// Every entry in it is at or below the WAL floor: a restore after any kept snapshot
-    /// starts from a later segment of that member.
+    /// Every entry in it is below the WAL floor: a restore after any kept snapshot starts
+    /// from a later segment of that member.
     BelowFloor,
     /// A partial (tail) object whose segment the member archived whole since, or that an
     /// archived closed segment of that member follows: nothing reads it.
@@ -62,7 +62,8 @@ pub struct RetentionPlan {
     /// Files without metadata that may still be uploading: left alone.
     pub incomplete: Vec<SnapshotId>,
     /// The lowest log index a kept restore point starts from: the index of the oldest
-    /// snapshot kept. Archived segments whose entries all lie at or below it are deleted.
+    /// snapshot kept. Each member's archived segments before the one that wrote this entry
+    /// are deleted.
     /// `None`: no segment is deleted for its range (no policy; no snapshot; or `keep_for`
     /// reaches back before every snapshot, where a restore replays the archive from index
     /// 1).
@@ -204,12 +205,14 @@ pub(crate) fn plan(
     }
 }
 
-/// The archived segments no restore from index `floor + 1` on reads, per member: partial
+/// The archived segments no restore at or after the floor reads, per member: partial
 /// objects that a closed segment of the member supersedes, and every segment before the
-/// last one started at or before `floor + 1` (a restore after a snapshot at index `s >=
-/// floor` replays from the last segment started at or before `s + 1`, which is that one or
-/// a later one; every entry before it is at or below `floor`). Returns those and how many
-/// stay.
+/// last one started at or before `floor`, the one that wrote entry `floor`. A restore after
+/// a snapshot at index `s >= floor` replays from the last segment started at or before
+/// `s + 1`, that one or a later one, and every entry before it is below `floor`. The
+/// segment that wrote entry `floor` stays even when the next one starts at `floor + 1`: its
+/// time record is what a restore to a time just after the oldest kept snapshot (before the
+/// next write) resolves to. Returns those and how many stay.
 fn plan_segments(
     wal: &[ArchivedSegment],
     floor: Option<u64>,
@@ -228,7 +231,7 @@ fn plan_segments(
             .iter()
             .partition(|s| !s.partial || last_closed.is_none_or(|c| s.seq > c));
         let start = floor
-            .and_then(|f| live.iter().rposition(|s| s.meta.first_index <= f + 1))
+            .and_then(|f| live.iter().rposition(|s| s.meta.first_index <= f))
             .unwrap_or(0);
         let mut deleted: Vec<(ArchivedSegment, SegmentDeletion)> = live[..start]
             .iter()
@@ -440,16 +443,12 @@ mod tests {
         assert_eq!(decided.wal_floor, Some(40));
         // Member 1: 0 and 1 lie below 40 and go, so does the partial object of 1 (segment 1
         // is there whole); 2 straddles 40 (a restore from 40 reads it), 3 and the tail are
-        // above. Member 2: 11 ends at 40 exactly and 12 starts at 41, so 10 and 11 go.
+        // above. Member 2: 10 goes; 11 ends at 40 exactly (12 starts at 41) and stays: it
+        // holds the time entry 40 was written, where a restore to a time just after the
+        // kept snapshot, before any later write, resolves.
         assert_eq!(
             doomed(&decided),
-            vec![
-                (1, 0, false),
-                (1, 1, false),
-                (1, 1, true),
-                (2, 10, false),
-                (2, 11, false)
-            ]
+            vec![(1, 0, false), (1, 1, false), (1, 1, true), (2, 10, false)]
         );
         let why: Vec<SegmentDeletion> = decided.delete_segments.iter().map(|d| d.1).collect();
         assert_eq!(why[2], SegmentDeletion::SupersededPartial);
@@ -458,7 +457,7 @@ mod tests {
                 .enumerate()
                 .all(|(k, w)| k == 2 || *w == SegmentDeletion::BelowFloor)
         );
-        assert_eq!(decided.keep_segments, 4);
+        assert_eq!(decided.keep_segments, 5);
     }
 
     #[test]
@@ -481,14 +480,15 @@ mod tests {
         let decided = plan(&fulls, &wal(), &p, 10 * DAY);
         assert_eq!(ids(&decided.keep), vec![2, 3]);
         assert_eq!(decided.wal_floor, Some(30));
-        // Member 1's segment 2 starts at 31: 0 and 1 (..=30) go; member 2's 11 holds 21..=40
-        // and stays.
+        // Member 1: 0 (1..=15) goes; 1 (16..=30) wrote entry 30 and stays (a restore to day
+        // 5 resolves to its time record), 2 onwards too; member 2's 11 holds 21..=40 and
+        // stays.
         assert_eq!(
             doomed(&decided),
-            vec![(1, 0, false), (1, 1, false), (1, 1, true), (2, 10, false)]
+            vec![(1, 0, false), (1, 1, true), (2, 10, false)]
         );
-        // A day later the window starts at day 6, exactly at 45: 30 goes and so does member
-        // 1's segment 2 (31..=45); segment 3 starts at 46.
+        // A day later the window starts at day 6, exactly at 45: 30 goes and so do member
+        // 1's segments 0 and 1; 2 (31..=45) wrote entry 45 and stays.
         let decided = plan(&fulls, &wal(), &p, 11 * DAY);
         assert_eq!(ids(&decided.keep), vec![3]);
         assert_eq!(decided.wal_floor, Some(45));
@@ -498,7 +498,6 @@ mod tests {
                 (1, 0, false),
                 (1, 1, false),
                 (1, 1, true),
-                (1, 2, false),
                 (2, 10, false),
                 (2, 11, false)
             ]
