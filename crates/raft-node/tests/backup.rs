@@ -295,6 +295,15 @@ async fn scenario(s3: &S3Server) {
             before,
             "a dry run deletes nothing"
         );
+        // A window reaching back before every snapshot (the cluster is younger than an
+        // hour): a restore there replays the archive from index 1, so no segment goes for
+        // its range.
+        let (code, young) = raftctl_backup_with(s3, "prune", &["--keep-for", "1h", "--dry-run"]);
+        assert_eq!(code, 0, "{young}");
+        assert!(
+            young.contains("WAL floor: none") && !young.contains("below the WAL floor"),
+            "{young}"
+        );
         let (code, none) = raftctl_backup_with(s3, "prune", &[]);
         assert_ne!(code, 0, "a prune without a policy is refused: {none}");
         // What the prune is to delete, as the library plans it: archived segments wholly at
