@@ -57,7 +57,8 @@ pub struct PruneArgs {
     /// Keep every restore point created within this long before now (e.g. 7d).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub keep_for: Option<std::time::Duration>,
-    /// Keep the restore points of the newest N base snapshots' chains.
+    /// Keep the restore points of the chains of the newest N base snapshot indexes (the
+    /// copies of a base that several members uploaded count once).
     #[arg(long)]
     pub keep_bases: Option<usize>,
     /// List what would be kept and deleted; delete nothing.
@@ -66,7 +67,8 @@ pub struct PruneArgs {
 }
 
 /// Plans the retention `args` asks for and, unless it is a dry run, carries it out; the
-/// report lists every snapshot kept and deleted. A policy with neither bound is refused
+/// report lists every snapshot kept and deleted, the WAL floor, and every archived WAL
+/// segment deleted with its index range and why. A policy with neither bound is refused
 /// (it would keep everything: almost certainly a forgotten flag).
 pub fn prune(args: &PruneArgs) -> Result<String, NodeError> {
     let policy = raft_snapshot::RetentionPolicy {
@@ -111,11 +113,51 @@ pub fn prune(args: &PruneArgs) -> Result<String, NodeError> {
             plan.delete_incomplete.len()
         );
     }
+    let _ = writeln!(
+        out,
+        "WAL floor: {}",
+        match plan.wal_floor {
+            Some(f) => format!(
+                "index {f} (the oldest kept snapshot: every restore point is at or above it, \
+                 segments before the one that wrote it are not read)"
+            ),
+            None => "none (no segment is deleted for its range)".into(),
+        }
+    );
+    let _ = writeln!(
+        out,
+        "WAL SEGMENTS: keep {}, {verb} {}",
+        plan.keep_segments,
+        plan.delete_segments.len()
+    );
+    for (seg, why) in &plan.delete_segments {
+        let _ = writeln!(
+            out,
+            "member {:<4}  seq {:<6}  {:<7}  started at {:<8}  indexes {:<18}  commit {:<8}  {}",
+            seg.node,
+            seg.seq,
+            if seg.partial { "partial" } else { "closed" },
+            seg.meta.first_index,
+            seg.meta
+                .entries
+                .map_or_else(|| "-".to_string(), |(lo, hi)| format!("{lo}..={hi}")),
+            seg.meta.commit,
+            match why {
+                raft_snapshot::SegmentDeletion::BelowFloor => "below the WAL floor",
+                raft_snapshot::SegmentDeletion::SupersededPartial =>
+                    "partial object superseded by a closed segment",
+            }
+        );
+    }
     if args.dry_run {
         let _ = writeln!(out, "dry run: nothing deleted");
     } else {
         let n = raft_snapshot::apply_retention(&*obj, &plan)?;
-        let _ = writeln!(out, "{n} snapshot(s) deleted");
+        let _ = writeln!(
+            out,
+            "{} snapshot(s) deleted, {} WAL segment(s) deleted",
+            n.snapshots, n.segments
+        );
     }
     Ok(out)
 }

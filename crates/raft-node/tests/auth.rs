@@ -693,7 +693,8 @@ async fn http_get(addr: &str, path: &str, headers: &[&str]) -> (u16, String) {
 async fn the_http_status_page_answers_root_once_auth_is_on() {
     use base64::Engine as _;
     use raft_kv::pb::etcdserverpb::{
-        AuthEnableRequest, AuthUserAddRequest, AuthUserGrantRoleRequest,
+        AuthEnableRequest, AuthUserAddRequest, AuthUserGrantRoleRequest, MemberListRequest,
+        cluster_client::ClusterClient,
     };
     tokio::time::timeout(TEST_TIMEOUT, async {
         let raftd = Raftd::new(env!("CARGO_BIN_EXE_raftd"))
@@ -702,6 +703,25 @@ async fn the_http_status_page_answers_root_once_auth_is_on() {
             .args(["--set", "auth.bcrypt_cost=4"]);
         let cluster = Cluster::start(raftd, 1).expect("raftd starts");
         cluster.leader(Duration::from_secs(20)).await.unwrap();
+        // The member publishes its client URL through the log after it sees a leader;
+        // `raftctl status` below reaches members by that URL, so wait until it is applied.
+        let members = ClusterClient::new(channel(&cluster.endpoint(1)).await);
+        cluster
+            .eventually(20, "member 1 to publish its client URL", || {
+                let mut c = members.clone();
+                async move {
+                    let list = c
+                        .member_list(MemberListRequest { linearizable: true })
+                        .await
+                        .ok()?
+                        .into_inner();
+                    list.members
+                        .iter()
+                        .any(|m| m.id == 1 && !m.client_ur_ls.is_empty())
+                        .then_some(())
+                }
+            })
+            .await;
         let http = cluster.metrics(1).to_string();
         assert_eq!(
             http_get(&http, "/status", &[]).await.0,

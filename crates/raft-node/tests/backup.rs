@@ -175,6 +175,11 @@ async fn scenario(s3: &S3Server) {
         write(&client, "c2", 30).await;
         tokio::time::sleep(Duration::from_millis(800)).await;
         s3.set_down(false);
+        // The time T2 between phases c2 and d (a restore point kept by the prune below).
+        let index_c2 = commit_index(&cluster, leader).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let t2 = now_ms();
+        tokio::time::sleep(Duration::from_millis(50)).await;
         write(&client, "d", 10).await;
         let last = commit_index(&cluster, leader).await;
         eventually(60, "the archive holds every acknowledged write", || async {
@@ -259,7 +264,8 @@ async fn scenario(s3: &S3Server) {
             .into_iter()
             .find(|p| p.extension().is_some_and(|e| e == "seg"))
             .expect("an archived segment in the bucket");
-        let mut bytes = std::fs::read(&seg).unwrap();
+        let good = std::fs::read(&seg).unwrap();
+        let mut bytes = good.clone();
         let n = bytes.len();
         bytes[n / 2] ^= 0x40;
         std::fs::write(&seg, bytes).unwrap();
@@ -269,12 +275,16 @@ async fn scenario(s3: &S3Server) {
             report.contains("FAILED") && report.contains("backup has damage"),
             "{report}"
         );
+        std::fs::write(&seg, good).unwrap();
+        drop(c);
+        three.kill9(1).unwrap();
 
         // Retention on demand: a dry run lists and deletes nothing; keeping one base chain
-        // deletes only what that chain does not need, and the backup still has a restore
-        // range.
+        // deletes only what that chain does not need (older snapshots, and the archived WAL
+        // segments wholly below it); the backup still lists, verifies and restores.
         let before = raftctl_backup(s3, "list").1;
         let (code, dry) = raftctl_backup_with(s3, "prune", &["--keep-bases", "1", "--dry-run"]);
+        println!("{dry}");
         assert_eq!(code, 0, "{dry}");
         assert!(
             dry.contains("KEEP (") && dry.contains("dry run: nothing deleted"),
@@ -285,17 +295,135 @@ async fn scenario(s3: &S3Server) {
             before,
             "a dry run deletes nothing"
         );
+        // A window reaching back before every snapshot (the cluster is younger than an
+        // hour): a restore there replays the archive from index 1, so no segment goes for
+        // its range.
+        let (code, young) = raftctl_backup_with(s3, "prune", &["--keep-for", "1h", "--dry-run"]);
+        assert_eq!(code, 0, "{young}");
+        assert!(
+            young.contains("WAL floor: none") && !young.contains("below the WAL floor"),
+            "{young}"
+        );
         let (code, none) = raftctl_backup_with(s3, "prune", &[]);
         assert_ne!(code, 0, "a prune without a policy is refused: {none}");
+        // What the prune is to delete, as the library plans it: archived segments wholly at
+        // or below the oldest kept snapshot (and partial objects superseded since).
+        let obj = raft_snapshot::open_object_store(&s3.config("cluster")).unwrap();
+        let policy = raft_snapshot::RetentionPolicy {
+            keep_for: None,
+            keep_bases: Some(1),
+        };
+        let plan = raft_snapshot::plan_retention(&*obj, &policy, now_ms()).unwrap();
+        let floor = plan
+            .wal_floor
+            .expect("a WAL floor: the store holds snapshots");
+        let below: Vec<&raft_snapshot::ArchivedSegment> = plan
+            .delete_segments
+            .iter()
+            .filter(|(_, why)| *why == raft_snapshot::SegmentDeletion::BelowFloor)
+            .map(|(seg, _)| seg)
+            .collect();
+        assert!(
+            !below.is_empty(),
+            "no archived segment lies below the oldest kept snapshot (index {floor}):\n{dry}"
+        );
+        assert!(dry.contains("below the WAL floor"), "{dry}");
+        for seg in &below {
+            assert!(seg.meta.entries.is_none_or(|(_, hi)| hi < floor), "{seg:?}");
+            assert!(
+                dry.contains(&format!("seq {:<6}", seg.seq)),
+                "the dry run lists segment {} of member {}:\n{dry}",
+                seg.seq,
+                seg.node
+            );
+        }
         let (code, pruned) = raftctl_backup_with(s3, "prune", &["--keep-bases", "1"]);
+        println!("{pruned}");
         assert_eq!(code, 0, "{pruned}");
         assert!(pruned.contains("snapshot(s) deleted"), "{pruned}");
+        assert!(
+            pruned.contains(&format!(
+                "{} WAL segment(s) deleted",
+                plan.delete_segments.len()
+            )),
+            "{pruned}"
+        );
+        let left = obj.list("wal/").unwrap();
+        for (seg, _) in &plan.delete_segments {
+            assert!(
+                !left.contains(&seg.data_name()) && !left.contains(&seg.meta_name()),
+                "{} is still in the store",
+                seg.data_name()
+            );
+        }
+        // Every member still has the segments a restore after the floor reads.
+        for member in 1..=3 {
+            assert!(
+                left.iter()
+                    .any(|n| n.starts_with(&format!("wal/{member:016x}/"))),
+                "member {member}'s archive was emptied: {left:?}"
+            );
+        }
         let (code, listed) = raftctl_backup(s3, "list");
+        println!("{listed}");
         assert_eq!(code, 0, "{listed}");
         assert!(
-            listed.contains("restore range"),
+            listed.contains(&format!("restore range: index {floor} ")),
             "after the prune: {listed}"
         );
+        let (code, report) = raftctl_backup(s3, "verify");
+        assert_eq!(code, 0, "after the prune: {report}");
+        assert!(report.contains("backup verified"), "{report}");
+
+        // The oldest kept restore point still restores, one entry past the floor (it needs
+        // the segment straddling the floor; the floor itself when nothing was written after
+        // it), and so does the newest.
+        let launch = Raftd::new(env!("CARGO_BIN_EXE_raftd"))
+            .random_cluster_id()
+            .calm();
+        let mut four = Cluster::new_in(launch, &dir.path().join("oldest-kept"), 1).unwrap();
+        let oldest = (floor + 1).min(last).to_string();
+        let printed = restore_and_start(&mut four, s3, &["--index", &oldest]);
+        println!("{printed}");
+        assert!(
+            printed.contains(&format!("up to index {oldest}")),
+            "{printed}"
+        );
+        four.leader(Duration::from_secs(20)).await.unwrap();
+        let c = four.client();
+        check(&c, "a", 1, true).await;
+        drop(c);
+        four.kill9(1).unwrap();
+        // A time after the floor: the restore starts from the kept snapshot and replays the
+        // segments left.
+        if index_c2 > floor {
+            let launch = Raftd::new(env!("CARGO_BIN_EXE_raftd"))
+                .random_cluster_id()
+                .calm();
+            let mut at_t2 = Cluster::new_in(launch, &dir.path().join("t2-after-prune"), 1).unwrap();
+            let printed = restore_and_start(&mut at_t2, s3, &["--time", &t2.to_string()]);
+            println!("{printed}");
+            at_t2.leader(Duration::from_secs(20)).await.unwrap();
+            let c = at_t2.client();
+            check(&c, "c2", 30, true).await;
+            check(&c, "d", 10, false).await;
+            drop(c);
+            at_t2.kill9(1).unwrap();
+        } else {
+            println!(
+                "phase c2 ended at index {index_c2}, below the floor {floor}: no time restore"
+            );
+        }
+        let launch = Raftd::new(env!("CARGO_BIN_EXE_raftd"))
+            .random_cluster_id()
+            .calm();
+        let mut five = Cluster::new_in(launch, &dir.path().join("latest-after-prune"), 1).unwrap();
+        restore_and_start(&mut five, s3, &["--latest"]);
+        five.leader(Duration::from_secs(20)).await.unwrap();
+        let c = five.client();
+        for (p, n) in [("a", 60), ("b", 30), ("c", 10), ("c2", 30), ("d", 10)] {
+            check(&c, p, n, true).await;
+        }
     })
     .await
     .expect("test timed out");

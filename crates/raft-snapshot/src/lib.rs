@@ -21,7 +21,8 @@
 //! - [`ObjectStore`], [`LocalDirStore`], [`CloudStore`] (S3 and S3-compatible, GCS, Azure
 //!   through the `object_store` crate; [`open_object_store`] picks one by URL),
 //!   [`Uploader`] (a durable queue: what the store lacks is found again at start),
-//!   retention ([`RetentionPolicy`], [`plan_retention`] for a dry run), and point-in-time
+//!   retention of snapshots and archived WAL segments ([`RetentionPolicy`],
+//!   [`plan_retention`] for a dry run), and point-in-time
 //!   restore
 //!   ([`find_in_object_store`], [`restore_from_object_store`]).
 //! - [`WalArchiver`]: the node's WAL segments archived next to the snapshots (closed ones,
@@ -97,7 +98,10 @@ pub use pitr::{
     RestorePoint, find_in_object_store, list_snapshots, restore_from_object_store, restore_point,
     verify_uploaded,
 };
-pub use retention::{RetentionPlan, RetentionPolicy, apply_retention, plan_retention};
+pub use retention::{
+    RetentionDeleted, RetentionPlan, RetentionPolicy, SegmentDeletion, apply_retention,
+    plan_retention,
+};
 pub use source::{Capture, IterSource, MemState, RestoreSink, SnapshotCapture, SnapshotSource};
 pub use store::{
     Chain, Lease, LeasedChain, MANIFEST_FILE, Manifest, SnapshotReader, SnapshotStore,

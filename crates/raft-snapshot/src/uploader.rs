@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::info::{SnapshotId, SnapshotInfo};
 use crate::object_store::{ObjectStore, blob_file, blob_meta};
 use crate::pitr::Catalog;
-use crate::retention::{RetentionPolicy, apply_retention, plan};
+use crate::retention::{RetentionPolicy, apply_retention, plan_retention};
 use crate::store::{Lease, SnapshotStore};
 use parking_lot::{Condvar, Mutex};
 use raft_metrics::snapshot as m;
@@ -75,6 +75,9 @@ pub struct UploadStatus {
     pub last_error: Option<String>,
     /// Snapshots deleted from the object store by the retention policy.
     pub retention_deleted: u64,
+    /// Archived WAL segments (closed and partial objects) deleted from the object store by
+    /// the retention policy.
+    pub retention_deleted_segments: u64,
 }
 
 struct Job {
@@ -118,7 +121,8 @@ struct Inner {
 ///   `initial_backoff` to `max_backoff`) while the others go ahead; after `max_attempts`
 ///   it is given up with the deltas queued on it.
 /// - **Retention**: with a policy, while idle and at most every `retention_interval`, the
-///   object store is pruned ([`plan_retention`](crate::plan_retention) for a dry run).
+///   object store is pruned: snapshots and archived WAL segments no kept restore point
+///   needs ([`plan_retention`](crate::plan_retention) for a dry run).
 ///
 /// Metrics (names in `raft_metrics::snapshot`) show the backlog: `UPLOAD_QUEUE`,
 /// `UPLOAD_BACKLOG_BYTES`, `UPLOAD_OLDEST_SECONDS`, `UPLOAD_FAILING`; [`status`](Self::status)
@@ -460,11 +464,23 @@ fn run(
 }
 
 fn run_retention(inner: &Inner, target: &dyn ObjectStore, policy: &RetentionPolicy) {
-    let result =
-        Catalog::read(target).and_then(|c| apply_retention(target, &plan(&c, policy, now_ms())));
+    let result = plan_retention(target, policy, now_ms()).and_then(|plan| {
+        if !plan.delete.is_empty() || !plan.delete_segments.is_empty() {
+            tracing::info!(
+                snapshots = plan.delete.len(),
+                segments = plan.delete_segments.len(),
+                wal_floor = ?plan.wal_floor,
+                "applying the retention policy"
+            );
+        }
+        apply_retention(target, &plan)
+    });
     let mut st = inner.state.lock();
     match result {
-        Ok(n) => st.status.retention_deleted += n as u64,
+        Ok(n) => {
+            st.status.retention_deleted += n.snapshots as u64;
+            st.status.retention_deleted_segments += n.segments as u64;
+        }
         Err(e) => {
             tracing::warn!(error = %e, "applying the retention policy failed");
             st.status.last_error = Some(e.to_string());

@@ -379,9 +379,10 @@ fn retention_keeps_what_restore_points_need_and_a_dry_run_deletes_nothing() {
     let blobs = s3.list("").unwrap();
     assert_eq!(blobs.len(), 10);
 
-    // Dry run: four days back from day 10 keeps chain 2 only; nothing is deleted yet.
+    // Dry run: two days back from day 10 (day 8, chain 2's base) keeps chain 2 only;
+    // nothing is deleted yet.
     let policy = RetentionPolicy {
-        keep_for: Some(Duration::from_millis(4 * DAY)),
+        keep_for: Some(Duration::from_millis(2 * DAY)),
         keep_bases: None,
     };
     let plan = plan_retention(&*s3, &policy, 10 * DAY).unwrap();
@@ -389,9 +390,10 @@ fn retention_keeps_what_restore_points_need_and_a_dry_run_deletes_nothing() {
     assert_eq!(ids(&plan.keep), vec![two[0].id, two[1].id]);
     assert_eq!(ids(&plan.delete), vec![one[0].id, one[1].id, one[2].id]);
     assert_eq!(s3.list("").unwrap(), blobs);
-    // Six days back reaches the day-5 delta: its parent and base stay with it.
+    // Four days back reaches day 6: a restore to it starts from the day-5 delta, so that
+    // delta stays, and its parent and base with it.
     let wider = RetentionPolicy {
-        keep_for: Some(Duration::from_millis(6 * DAY)),
+        keep_for: Some(Duration::from_millis(4 * DAY)),
         keep_bases: None,
     };
     assert!(
@@ -401,7 +403,7 @@ fn retention_keeps_what_restore_points_need_and_a_dry_run_deletes_nothing() {
             .is_empty()
     );
 
-    assert_eq!(apply_retention(&*s3, &plan).unwrap(), 3);
+    assert_eq!(apply_retention(&*s3, &plan).unwrap().snapshots, 3);
     assert_eq!(in_store(&*s3), sorted(vec![two[0].id, two[1].id]));
     assert_eq!(s3.list("").unwrap().len(), 4);
     let fresh = tempfile::tempdir().unwrap();
@@ -422,6 +424,30 @@ fn retention_keeps_what_restore_points_need_and_a_dry_run_deletes_nothing() {
     // old chains still there, the uploader would queue them again, the store lacking them.)
     let (three, _) = chain(&store, 300, &[10 * DAY], &mut st);
     assert_eq!(store.gc().unwrap().len(), 5);
+    // Member 1's archived WAL: 0 holds 1..=150, 1 straddles 300, the tail 2 is a partial.
+    let archived = |seq: u64, first: u64, hi: u64, partial: bool| {
+        let seg = ArchivedSegment {
+            node: 1,
+            seq,
+            meta: SegmentMeta {
+                first_index: first,
+                entries: Some((first, hi)),
+                commit: hi,
+                times: None,
+            },
+            bytes: 3,
+            crc32c: crc32c::crc32c(b"seg"),
+            partial,
+            uploaded_ms: 0,
+        };
+        s3.put(&seg.data_name(), &mut &b"seg"[..]).unwrap();
+        let json = serde_json::to_vec(&seg).unwrap();
+        s3.put(&seg.meta_name(), &mut json.as_slice()).unwrap();
+        seg
+    };
+    let old_seg = archived(0, 1, 150, false);
+    let straddling = archived(1, 151, 301, false);
+    let tail = archived(2, 302, 310, true);
     let up = Uploader::start(
         store.clone(),
         s3.clone(),
@@ -435,6 +461,12 @@ fn retention_keeps_what_restore_points_need_and_a_dry_run_deletes_nothing() {
         },
     )
     .unwrap();
-    wait_for("retention", &up, |s| s.retention_deleted == 2);
+    wait_for("retention", &up, |s| {
+        s.retention_deleted == 2 && s.retention_deleted_segments == 1
+    });
     assert_eq!(in_store(&*s3), vec![three[0].id]);
+    // The segment wholly below the kept base (index 300) went; the one a restore from 300
+    // reads and the tail stayed.
+    assert_eq!(list_wal_archive(&*s3).unwrap(), vec![straddling, tail]);
+    assert!(!s3.list("wal/").unwrap().contains(&old_seg.data_name()));
 }

@@ -37,10 +37,12 @@ pub struct BackupSection {
     /// beyond it the oldest are given up (a gap in the archive, counted in
     /// `raft_snapshot_wal_archive_skipped_segments_total`).
     pub archive_max_backlog: usize,
-    /// (R) Keep every restore point younger than this (e.g. `"7d"`); none keeps all.
+    /// (R) Keep every moment this far back restorable (e.g. `"7d"`): the snapshots of the
+    /// window, the newest one before it, and the archived WAL after it; none keeps all.
     #[serde(with = "humantime_serde")]
     pub keep_for: Option<Duration>,
-    /// (R) Keep the restore points of the newest this many base snapshots; none keeps all.
+    /// (R) Keep the restore points of the newest this many base snapshot indexes (copies
+    /// uploaded by several members count once); none keeps all.
     pub keep_bases: Option<usize>,
 }
 

@@ -64,6 +64,11 @@ pub struct BackupStatus {
     pub wal_archived_commit: u64,
     /// Age of the newest archived entry in milliseconds (the recovery point).
     pub wal_newest_entry_age_ms: Option<u64>,
+    /// Snapshots this member's retention deleted from the store since it started.
+    pub retention_deleted_snapshots: u64,
+    /// Archived WAL segments this member's retention deleted from the store since it
+    /// started.
+    pub retention_deleted_segments: u64,
     /// The last error of either.
     pub last_error: Option<String>,
 }
@@ -147,6 +152,8 @@ impl Backup {
             wal_failing: wal.failing,
             wal_archived_commit: wal.archived_commit,
             wal_newest_entry_age_ms: wal.newest_entry_ms.map(|t| now.saturating_sub(t)),
+            retention_deleted_snapshots: up.retention_deleted,
+            retention_deleted_segments: up.retention_deleted_segments,
             last_error: wal.last_error.or(up.last_error),
         }
     }

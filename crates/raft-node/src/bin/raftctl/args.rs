@@ -186,9 +186,10 @@ pub(super) enum BackupCmd {
     List(raft_node::backup_report::BackupArgs),
     /// Reads every object a restore needs and checks its checksums; exits 1 on damage.
     Verify(raft_node::backup_report::BackupArgs),
-    /// Applies a retention policy to the snapshots in the store now (the uploader applies
-    /// `backup.keep_for`/`keep_bases` by itself): deletes what no kept restore point needs,
-    /// never a parent of a kept delta. `--dry-run` lists what it would keep and delete.
+    /// Applies a retention policy to the store now (the uploader applies
+    /// `backup.keep_for`/`keep_bases` by itself): deletes the snapshots and archived WAL
+    /// segments no kept restore point needs, never a parent of a kept delta nor a segment a
+    /// restore after a kept snapshot reads. `--dry-run` lists what it would keep and delete.
     Prune(raft_node::backup_report::PruneArgs),
 }
 
