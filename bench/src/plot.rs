@@ -8,6 +8,7 @@
 //! again. SVG only (plotters' SVG backend): no fonts or system libraries.
 
 use anyhow::{Context, Result};
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -134,8 +135,9 @@ pub fn draw_all(results: &Results, dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
-/// Draws `workload`'s plot into `path`: a 2 x 2 grid, throughput above latency, all
-/// endpoints left and the leader only right; clients on a log axis.
+/// Draws `workload`'s plot into `path`: a 2 x 2 grid, throughput above latency (p50 a thick
+/// line, p99 a thin one), all endpoints left and the leader only right; clients on a log
+/// axis.
 pub fn draw(results: &Results, workload: &str, path: &Path) -> Result<()> {
     let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("plotting {}: {e}", path.display());
     let rows: Vec<&Row> = results
@@ -175,110 +177,117 @@ pub fn draw(results: &Results, workload: &str, path: &Path) -> Result<()> {
         } else {
             "callers to the leader only"
         };
-        // Throughput.
-        let mut chart = ChartBuilder::on(&panels[col])
-            .caption(format!("throughput, {label}"), ("sans-serif", 15))
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(70)
-            .build_cartesian_2d((1.0..max_clients * 1.5).log_scale(), 0.0..max_rate)
-            .map_err(|e| err(&e))?;
-        chart
-            .configure_mesh()
-            .x_desc("clients")
-            .y_desc("ops/s")
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .draw()
-            .map_err(|e| err(&e))?;
-        for server in &servers {
-            let pts: Vec<(f64, f64)> = results
-                .series(workload, server, endpoints)
-                .iter()
-                .map(|r| (r.clients as f64, r.ops_per_sec))
-                .collect();
-            if pts.is_empty() {
-                continue;
-            }
-            let color = color_of(server);
-            chart
-                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                .map_err(|e| err(&e))?
-                .label(server.to_string())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
-            chart
-                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                .map_err(|e| err(&e))?;
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(|e| err(&e))?;
+        let per_server = servers
+            .iter()
+            .map(|s| (*s, results.series(workload, s, endpoints)))
+            .filter(|(_, rows)| !rows.is_empty());
+        let point = |r: &&Row, y: f64| (r.clients as f64, y);
 
-        // Latency: p50 solid, p99 thin with crosses.
-        let mut chart = ChartBuilder::on(&panels[2 + col])
-            .caption(format!("latency, {label}"), ("sans-serif", 15))
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(70)
-            .build_cartesian_2d(
-                (1.0..max_clients * 1.5).log_scale(),
-                (min_ms..max_ms).log_scale(),
-            )
-            .map_err(|e| err(&e))?;
-        chart
-            .configure_mesh()
-            .x_desc("clients")
-            .y_desc("latency (ms)")
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .draw()
-            .map_err(|e| err(&e))?;
-        for server in &servers {
-            let rows = results.series(workload, server, endpoints);
-            if rows.is_empty() {
-                continue;
-            }
-            let color = color_of(server);
-            let p50: Vec<(f64, f64)> = rows
-                .iter()
-                .map(|r| (r.clients as f64, r.p50_ms.max(min_ms)))
-                .collect();
-            let p99: Vec<(f64, f64)> = rows
-                .iter()
-                .map(|r| (r.clients as f64, r.p99_ms.max(min_ms)))
-                .collect();
-            chart
-                .draw_series(LineSeries::new(p50.clone(), color.stroke_width(2)))
-                .map_err(|e| err(&e))?
-                .label(format!("{server} p50"))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
-            chart
-                .draw_series(p50.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                .map_err(|e| err(&e))?;
-            chart
-                .draw_series(LineSeries::new(p99.clone(), color.mix(0.6).stroke_width(1)))
-                .map_err(|e| err(&e))?
-                .label(format!("{server} p99"))
-                .legend(move |(x, y)| Cross::new((x + 10, y), 4, color));
-            chart
-                .draw_series(p99.iter().map(|&p| Cross::new(p, 4, color)))
-                .map_err(|e| err(&e))?;
+        // Throughput.
+        let mut chart = panel(
+            &panels[col],
+            format!("throughput, {label}"),
+            max_clients,
+            0.0..max_rate,
+            "ops/s",
+        )
+        .map_err(|e| err(&e))?;
+        for (server, rows) in per_server.clone() {
+            let pts = rows.iter().map(|r| point(r, r.ops_per_sec)).collect();
+            line(&mut chart, pts, color_of(server), server.to_string()).map_err(|e| err(&e))?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(|e| err(&e))?;
+        legend(&mut chart).map_err(|e| err(&e))?;
+
+        // Latency: p50 thick, p99 thin.
+        let mut chart = panel(
+            &panels[2 + col],
+            format!("latency, {label}"),
+            max_clients,
+            (min_ms..max_ms).log_scale(),
+            "latency (ms)",
+        )
+        .map_err(|e| err(&e))?;
+        for (server, rows) in per_server {
+            let color = color_of(server);
+            let p50 = rows
+                .iter()
+                .map(|r| point(r, r.p50_ms.max(min_ms)))
+                .collect();
+            line(&mut chart, p50, color, format!("{server} p50")).map_err(|e| err(&e))?;
+            let p99 = rows
+                .iter()
+                .map(|r| point(r, r.p99_ms.max(min_ms)))
+                .collect();
+            let thin = ShapeStyle::from(color.mix(0.6)).stroke_width(1);
+            line(&mut chart, p99, thin, format!("{server} p99")).map_err(|e| err(&e))?;
+        }
+        legend(&mut chart).map_err(|e| err(&e))?;
     }
     root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// A chart of the plot: clients on a log axis, values on `Y`.
+type Chart<'a, 'b, Y> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<LogCoord<f64>, Y>>;
+
+/// A chart on `area`: clients on a log axis up to `max_clients`, `y` as the value axis.
+fn panel<'a, 'b, Y>(
+    area: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    caption: String,
+    max_clients: f64,
+    y: Y,
+    y_desc: &str,
+) -> Result<Chart<'a, 'b, Y::CoordDescType>>
+where
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 15))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(70)
+        .build_cartesian_2d((1.0..max_clients * 1.5).log_scale(), y)?;
+    chart
+        .configure_mesh()
+        .x_desc("clients")
+        .y_desc(y_desc)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .draw()?;
+    Ok(chart)
+}
+
+/// One series: the points joined by a line in `style`, each marked, named `label` in the
+/// legend.
+fn line<'a, 'b: 'a, Y>(
+    chart: &mut Chart<'a, 'b, Y>,
+    pts: Vec<(f64, f64)>,
+    style: impl Into<ShapeStyle>,
+    label: String,
+) -> Result<()>
+where
+    Y: Ranged<ValueType = f64>,
+{
+    let style: ShapeStyle = style.into();
+    chart
+        .draw_series(LineSeries::new(pts.clone(), style))?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+    chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, style.filled())))?;
+    Ok(())
+}
+
+/// The legend box, upper left.
+fn legend<'a, 'b: 'a, Y>(chart: &mut Chart<'a, 'b, Y>) -> Result<()>
+where
+    Y: Ranged<ValueType = f64>,
+{
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
     Ok(())
 }
 
