@@ -413,7 +413,7 @@ async fn node_without_quorum_answers_unavailable_at_once() {
 /// With no endpoint reachable, `raftctl status` says so and fails, without asking again for
 /// a node's own view (which only waits for the connection a second time).
 #[test]
-fn raftctl_status_with_no_reachable_endpoint_fails_at_once() {
+fn raftctl_status_with_no_reachable_endpoint_fails_without_asking_again() {
     let addr = free_addr().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_raftctl"))
         .args(["--endpoints", &addr, "--timeout", "5s", "status"])

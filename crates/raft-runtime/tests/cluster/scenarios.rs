@@ -397,7 +397,7 @@ async fn concurrent_proposals_share_log_writes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snapshots_compact_the_log_and_catch_up_a_lagging_node() {
+async fn a_lagging_node_catches_up_after_the_leader_snapshotted_past_it() {
     let mut c = Cluster::start_with(3, 50).await;
     let leader = c.wait_leader().await;
     let follower = (1..=3).find(|id| *id != leader).unwrap();
@@ -717,7 +717,7 @@ async fn reconfigure_applies_new_settings_and_refuses_fixed_ones() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_requested_snapshot_compacts_the_log_at_once() {
+async fn a_requested_snapshot_covers_what_is_applied_and_repeats_while_nothing_changes() {
     // Threshold 0: only requests take snapshots.
     let c = Cluster::start_with(3, 0).await;
     let leader = c.wait_leader().await;
