@@ -195,9 +195,9 @@ async fn etcdctl_users_roles_and_permissions() {
             o.stderr
         );
 
-        // A watch outside the role is refused by the server.
+        // A watch outside the role is refused by the server (an accepted watch would never
+        // end: etcdctl's output says why it ended; no time bound).
         let watch = with(&alice, &["watch", "secret"]);
-        let started = Instant::now();
         let o = etcdctl_run(
             &bin,
             &eps,
@@ -211,7 +211,6 @@ async fn etcdctl_users_roles_and_permissions() {
             o.stdout,
             o.stderr
         );
-        assert!(started.elapsed() < Duration::from_secs(15));
 
         // Compaction, member changes and auth management are root's.
         as_fails(&alice, &["compact", "2"], "etcdserver: permission denied");
