@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use raft_bench::cluster::{Cluster, Server, process_cpu};
 use raft_bench::failover;
 use raft_bench::load::{self, LoadSpec, Stats, Workload};
+use raft_bench::plot;
 use raft_bench::watch_load;
 use raft_node::testing::TlsFiles;
 use std::time::Duration;
@@ -316,6 +317,48 @@ pub(super) async fn cluster(args: ClusterArgs) -> Result<()> {
     report_side(&targets, &side, &side_results);
     report_cpu(&targets, &runs, &cpu);
     println!("\nload average at end {}", loadavg());
+    if let Some(dir) = &args.plot {
+        let setup = format!(
+            "3 members on loopback, {cpus} CPUs, {} per run",
+            humantime::format_duration(args.duration)
+        );
+        save_and_plot(dir, setup, &targets, &runs, &results)?;
+    }
+    Ok(())
+}
+
+/// Saves the load runs' figures as `dir/results.json` and draws their plots into `dir`.
+fn save_and_plot(
+    dir: &std::path::Path,
+    setup: String,
+    targets: &[Target],
+    runs: &[Run],
+    results: &[Vec<Outcome>],
+) -> Result<()> {
+    let mut saved = plot::Results {
+        setup,
+        rows: Vec::new(),
+    };
+    for (run, row) in runs.iter().zip(results) {
+        for (t, o) in targets.iter().zip(row) {
+            saved.rows.push(plot::Row {
+                workload: run.name.to_string(),
+                clients: run.clients,
+                endpoints: run.endpoints.name().to_string(),
+                server: t.name().to_string(),
+                ops_per_sec: o.stats.throughput(),
+                p50_ms: o.stats.quantile_ms(0.5),
+                p99_ms: o.stats.quantile_ms(0.99),
+            });
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let json = dir.join("results.json");
+    saved.save(&json)?;
+    println!("\nfigures saved to {}; plots:", json.display());
+    for path in plot::draw_all(&saved, dir)? {
+        println!("- {}", path.display());
+    }
     Ok(())
 }
 

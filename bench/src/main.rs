@@ -43,6 +43,19 @@ enum Cmd {
     /// `--b-tls`), the same load over all endpoints alternating between them for several
     /// rounds; the median ratio b/a and its spread.
     Compare(CompareArgs),
+    /// Redraw the plots of a cluster run from its saved figures (`results.json`, written by
+    /// `cluster --plot DIR`), without running anything.
+    Plot(PlotArgs),
+}
+
+#[derive(clap::Args)]
+struct PlotArgs {
+    /// The figures a `cluster --plot` run saved.
+    #[arg(long)]
+    from: PathBuf,
+    /// Where the SVGs go (default: the directory of `--from`).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -202,6 +215,11 @@ struct ClusterArgs {
     /// `--raftd-set backup.url=file:///tmp/raftd-backup` to measure the cost of backups.
     #[arg(long = "raftd-set", value_name = "KEY=VALUE")]
     raftd_set: Vec<String>,
+    /// Save the load runs' figures as `DIR/results.json` and draw throughput and latency
+    /// against clients, raftd and etcd on the same axes, as SVGs into `DIR` (one per
+    /// workload; `raft-bench plot --from DIR/results.json` redraws them).
+    #[arg(long, value_name = "DIR")]
+    plot: Option<PathBuf>,
 }
 
 /// Value size of every put.
@@ -221,7 +239,24 @@ fn main() -> Result<()> {
         Cmd::ChaosClient(args) => rt.block_on(chaos_client(args)),
         Cmd::Restore(args) => rt.block_on(restore(args)),
         Cmd::Compare(args) => rt.block_on(compare(args)),
+        Cmd::Plot(args) => plot(args),
     }
+}
+
+/// `raft-bench plot`: redraws a cluster run's SVGs from its saved figures.
+fn plot(args: PlotArgs) -> Result<()> {
+    let results = raft_bench::plot::Results::load(&args.from)?;
+    let out = match args.out {
+        Some(dir) => dir,
+        None => args
+            .from
+            .parent()
+            .map_or_else(|| PathBuf::from("."), PathBuf::from),
+    };
+    for path in raft_bench::plot::draw_all(&results, &out)? {
+        println!("{}", path.display());
+    }
+    Ok(())
 }
 
 async fn chaos_client(a: ChaosClientArgs) -> Result<()> {

@@ -13,7 +13,9 @@ use raft_bench::binaries::test_raftd as raftd;
 use raft_bench::cluster::{Cluster, Server, connect, free_addr};
 use raft_bench::failover::catch_up;
 use raft_node::testing::{CALM, eventually};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -31,36 +33,39 @@ async fn get(c: &mut etcd_client::Client, key: &str, serializable: bool) -> Opti
         .map(|kv| kv.value_str().unwrap().to_string())
 }
 
-/// Asserts that every key of `keys` reads back through `c` (`what` names the failure).
+/// Asserts that every acknowledged `(key, value)` reads back through `c` with its value
+/// (`what` names the failure).
 async fn assert_all_present(
     c: &mut etcd_client::Client,
-    keys: &[String],
+    acked: &[(String, String)],
     serializable: bool,
     what: &str,
 ) {
-    for key in keys {
-        assert!(get(c, key, serializable).await.is_some(), "{key} {what}");
+    for (key, value) in acked {
+        assert_eq!(
+            get(c, key, serializable).await.as_ref(),
+            Some(value),
+            "{key} {what}"
+        );
     }
 }
 
-/// Under `secs` seconds of writes, stops the leader with `stop` 1.5 s in; returns the
-/// leader's id and the keys whose put was acknowledged (more than 10).
+/// Under a load of writes, stops the leader with `stop` once 10 writes are acknowledged,
+/// and ends the load once 10 more are (the others carry on without it); returns the
+/// leader's id and every acknowledged `(key, value)`. Paced by acknowledgements, not time.
 async fn stop_leader_under_load(
     cluster: &mut Cluster,
-    secs: u64,
     stop: impl FnOnce(&mut Cluster, u64),
-) -> (u64, Vec<String>) {
+) -> (u64, Vec<(String, String)>) {
     let leader = cluster.serving(Duration::from_secs(30)).await.unwrap();
-    let load = writer(cluster.endpoints(), secs);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let load = Writer::start(cluster.endpoints());
+    load.acked_at_least(10, "10 writes acknowledged before the stop")
+        .await;
     stop(cluster, leader);
-    let acked = load.await.unwrap();
-    assert!(
-        acked.len() > 10,
-        "too few acknowledged writes: {}",
-        acked.len()
-    );
-    (leader, acked)
+    let at_stop = load.acks();
+    load.acked_at_least(at_stop + 10, "10 writes acknowledged after the stop")
+        .await;
+    (leader, load.finish().await)
 }
 
 /// Starts the stopped member `id` again, waits until it caught up and returns a client of it.
@@ -73,30 +78,57 @@ async fn restart_and_catch_up(cluster: &mut Cluster, id: u64) -> etcd_client::Cl
         .unwrap()
 }
 
-/// Writes `load-<n>` keys through `endpoints` for `secs` seconds and returns the keys whose
-/// put was acknowledged.
-fn writer(endpoints: Vec<String>, secs: u64) -> tokio::task::JoinHandle<Vec<String>> {
-    tokio::spawn(async move {
-        let client = connect(&endpoints, Duration::from_secs(2)).await.unwrap();
-        let mut acked = Vec::new();
-        let started = Instant::now();
-        let mut i = 0u64;
-        while started.elapsed() < Duration::from_secs(secs) {
-            let key = format!("load-{i:06}");
-            if client
-                .kv_client()
-                .put(key.as_str(), i.to_string(), None)
-                .await
-                .is_ok()
-            {
-                acked.push(key);
-            } else {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+/// A load of `load-<n>` puts through some endpoints, until [`finish`](Writer::finish).
+struct Writer {
+    acks: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<(String, String)>>,
+}
+
+impl Writer {
+    fn start(endpoints: Vec<String>) -> Writer {
+        let acks = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (counted, stopped) = (acks.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let client = connect(&endpoints, Duration::from_secs(2)).await.unwrap();
+            let mut acked = Vec::new();
+            let mut i = 0u64;
+            while !stopped.load(Ordering::Relaxed) {
+                let (key, value) = (format!("load-{i:06}"), i.to_string());
+                if client
+                    .kv_client()
+                    .put(key.as_str(), value.as_str(), None)
+                    .await
+                    .is_ok()
+                {
+                    acked.push((key, value));
+                    counted.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                i += 1;
             }
-            i += 1;
-        }
-        acked
-    })
+            acked
+        });
+        Writer { acks, stop, task }
+    }
+
+    /// Writes acknowledged so far.
+    fn acks(&self) -> usize {
+        self.acks.load(Ordering::Relaxed)
+    }
+
+    /// Waits (at most 30 s) until `n` writes are acknowledged.
+    async fn acked_at_least(&self, n: usize, what: &str) {
+        eventually(30, what, || async { (self.acks() >= n).then_some(()) }).await;
+    }
+
+    /// Stops the load; every acknowledged `(key, value)`.
+    async fn finish(self) -> Vec<(String, String)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,7 +189,7 @@ async fn leader_killed_under_load_loses_no_acknowledged_write_and_catches_up() {
     let mut cluster = start(&dir);
     tokio::time::timeout(TEST_TIMEOUT, async {
         let (leader, acked) =
-            stop_leader_under_load(&mut cluster, 6, |c, id| c.kill9(id).unwrap()).await;
+            stop_leader_under_load(&mut cluster, |c, id| c.kill9(id).unwrap()).await;
         let mut survivors = cluster
             .etcd_client(&[], Duration::from_secs(5))
             .await
@@ -171,7 +203,8 @@ async fn leader_killed_under_load_loses_no_acknowledged_write_and_catches_up() {
         // The old leader comes back from its data dir and catches up.
         let mut back = restart_and_catch_up(&mut cluster, leader).await;
         assert_eq!(get(&mut back, "after", true).await.as_deref(), Some("kill"));
-        assert!(get(&mut back, acked.last().unwrap(), true).await.is_some());
+        let (key, value) = acked.last().unwrap();
+        assert_eq!(get(&mut back, key, true).await.as_ref(), Some(value));
     })
     .await
     .expect("test took too long");
@@ -274,7 +307,7 @@ async fn sigterm_under_load_exits_cleanly_and_loses_no_acknowledged_write() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         // The exit time is measured by `cargo xtask bench cluster`; here only a generous
         // bound, so that a hang fails the test.
-        let (leader, acked) = stop_leader_under_load(&mut cluster, 4, |c, leader| {
+        let (leader, acked) = stop_leader_under_load(&mut cluster, |c, leader| {
             let (took, status) = c.terminate(leader, Duration::from_secs(20)).unwrap();
             eprintln!("leader {leader} exited {status} {took:?} after SIGTERM");
             assert!(status.success(), "raftd exited with {status} on SIGTERM");

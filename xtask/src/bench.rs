@@ -1,6 +1,10 @@
 //! `cargo xtask bench cluster`: builds raftd and the raft-bench load generator (release) and
 //! runs raftd (and etcd, when it is on PATH) as 3-member clusters on loopback.
 //!
+//! With `--plot [DIR]` it also saves the figures (`DIR/results.json`) and draws throughput
+//! and latency against clients as SVGs; `cargo xtask bench plot --from DIR/results.json`
+//! redraws them from the saved figures.
+//!
 //! `cargo xtask bench restore`: the time of a point-in-time restore through the WAL archive
 //! (`raft-bench restore`).
 //!
@@ -46,6 +50,20 @@ enum Which {
     /// between them; the median ratio b/a. Flags after `--` go to `raft-bench compare`
     /// (`--workload`, `--clients`, `--duration`, `--rounds`).
     Compare(CompareArgs),
+    /// Redraw a cluster run's plots from its saved figures (`raft-bench plot`), without
+    /// running the benchmark.
+    Plot(PlotArgs),
+}
+
+/// `cargo xtask bench plot`.
+#[derive(clap::Args)]
+struct PlotArgs {
+    /// The `results.json` a `cluster --plot` run saved.
+    #[arg(long, default_value = "docs/plots/results.json")]
+    from: PathBuf,
+    /// Where the SVGs go (default: the directory of `--from`).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// `cargo xtask bench compare`.
@@ -84,6 +102,11 @@ struct ClusterArgs {
     /// run without it).
     #[arg(long)]
     tls: bool,
+    /// Also save the figures (`DIR/results.json`) and draw throughput and p50/p99 latency
+    /// against clients, raftd and etcd on the same axes, one SVG per workload into `DIR`
+    /// (default `docs/plots`); `cargo xtask bench plot --from DIR/results.json` redraws.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "docs/plots")]
+    plot: Option<PathBuf>,
 }
 
 /// `cargo xtask bench snapshot`.
@@ -107,6 +130,7 @@ pub fn run(args: Args) -> Result<()> {
         Which::Snapshot(a) => snapshot(a),
         Which::Restore(a) => restore(a),
         Which::Compare(a) => compare(a),
+        Which::Plot(a) => plot(a),
     }
 }
 
@@ -162,6 +186,25 @@ fn compare(args: CompareArgs) -> Result<()> {
     )
 }
 
+/// Builds raft-bench (release) and runs `raft-bench plot`.
+fn plot(args: PlotArgs) -> Result<()> {
+    util::run(util::cargo().args([
+        "build",
+        "--release",
+        "--locked",
+        "--package",
+        "raft-bench",
+        "--bin",
+        "raft-bench",
+    ]))?;
+    let mut cmd = std::process::Command::new(util::target_dir().join("release/raft-bench"));
+    cmd.arg("plot").arg("--from").arg(&args.from);
+    if let Some(out) = &args.out {
+        cmd.arg("--out").arg(out);
+    }
+    util::run(&mut cmd)
+}
+
 /// `raftd` and `raft-bench`, release builds.
 fn build_raftd_and_bench() -> Result<()> {
     util::run(util::cargo().args([
@@ -186,6 +229,7 @@ fn cluster(args: ClusterArgs) -> Result<()> {
         trials,
         no_etcd,
         tls,
+        plot,
     } = args;
     let (duration, trials) = match (quick, duration) {
         (true, Some(_)) => bail!("--quick and --duration exclude each other"),
@@ -207,6 +251,9 @@ fn cluster(args: ClusterArgs) -> Result<()> {
         .arg(util::target_dir().join("raft-bench-data"));
     if tls {
         cmd.arg("--tls");
+    }
+    if let Some(dir) = plot {
+        cmd.arg("--plot").arg(dir);
     }
     match (no_etcd || tls, find_on_path("etcd")) {
         (false, Some(etcd)) => {

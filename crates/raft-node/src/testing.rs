@@ -22,16 +22,22 @@
 //! ```
 //!
 //! The parts: what a member's process is (`testing/launch.rs`), the cluster of processes
-//! (`testing/cluster.rs`), and waiting and key-value helpers (`testing/helpers.rs`); free
-//! loopback ports are here.
+//! (`testing/cluster.rs`), waiting and key-value helpers (`testing/helpers.rs`), and the
+//! tools and endpoints tests read a member through: etcdctl, `/metrics`, `/status`
+//! (`testing/tools.rs`); free loopback ports are here.
 
 mod cluster;
 mod helpers;
 mod launch;
+mod tools;
 
 pub use cluster::Cluster;
 pub use helpers::{eventually, get, put, put_once};
 pub use launch::{CALM, Launch, Member, Raftd, TlsFiles};
+pub use tools::{
+    EtcdctlOutput, etcdctl, etcdctl_ok, etcdctl_once, etcdctl_retried, http, metric_sum, scrape,
+    tool_on_path,
+};
 
 use anyhow::Result;
 use std::net::TcpListener;

@@ -172,8 +172,15 @@ async fn scenario(s3: &S3Server) {
         // The store goes down in the middle of phase c and comes back.
         write(&client, "c", 10).await;
         s3.set_down(true);
+        let before_outage = s3.requests();
         write(&client, "c2", 30).await;
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        // The outage lasts until the archiver has met it (a request refused), not a set time.
+        eventually(
+            30,
+            "the archiver to try the store during the outage",
+            || async { (s3.requests() > before_outage).then_some(()) },
+        )
+        .await;
         s3.set_down(false);
         // The time T2 between phases c2 and d (a restore point kept by the prune below).
         let index_c2 = commit_index(&cluster, leader).await;

@@ -12,8 +12,10 @@ use raft_kv::pb::etcdserverpb::{
     MemberRemoveRequest, PutRequest, RequestOp, StatusRequest, TxnRequest, compare, request_op,
 };
 use raft_node::client::ClientError;
-use raft_node::testing::{Cluster, Raftd, eventually, free_addr, get, put, put_once};
-use std::path::PathBuf;
+use raft_node::testing::{
+    Cluster, Raftd, etcdctl, etcdctl_once, etcdctl_retried, eventually, free_addr, get, http, put,
+    put_once, scrape,
+};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -140,27 +142,30 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
         let mut cluster = start(3);
         let leader = wait_leader(&cluster).await;
         let client = cluster.client();
+        // Writes acknowledged so far; the writer runs until told to stop.
+        let acks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = {
             let client = client.clone();
+            let (acks, stop) = (acks.clone(), stop.clone());
             tokio::spawn(async move {
+                // (key, value) of every acknowledged put.
                 let mut acked = Vec::new();
                 // What the writer saw, for the failure message: (ms since start, what).
                 let mut trace = Vec::new();
                 let started = Instant::now();
                 let mut i = 0u64;
-                while started.elapsed() < Duration::from_secs(6) {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let key = format!("load-{i:05}");
                     let sent = started.elapsed().as_millis();
                     match put(&client, &key, &i.to_string()).await {
-                        Ok(_) if started.elapsed().as_millis() - sent > 1000 && trace.len() < 10 => {
-                            trace.push(format!("{sent}-{} ms: ok", started.elapsed().as_millis()));
-                            acked.push(key);
+                        Ok(_) => {
+                            acked.push((key, i.to_string()));
+                            acks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
-                        Ok(_) => acked.push(key),
-                        Err(e) if trace.len() < 10 => trace.push(format!(
-                            "{sent}-{} ms: {e}",
-                            started.elapsed().as_millis()
-                        )),
+                        Err(e) if trace.len() < 10 => {
+                            trace.push(format!("{sent}-{} ms: {e}", started.elapsed().as_millis()))
+                        }
                         Err(_) => {}
                     }
                     i += 1;
@@ -168,12 +173,23 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
                 (acked, trace)
             })
         };
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Kill the leader once writes are flowing, and stop once the survivors have
+        // acknowledged more: the load spans the kill by what happened, not by sleeps.
+        let acked_at_least = |n: usize, what: &'static str| {
+            let acks = acks.clone();
+            eventually(30, what, move || {
+                let acks = acks.clone();
+                async move { (acks.load(std::sync::atomic::Ordering::Relaxed) >= n).then_some(()) }
+            })
+        };
+        acked_at_least(10, "10 writes acknowledged before the kill").await;
         cluster.kill9(leader).unwrap();
+        let at_kill = acks.load(std::sync::atomic::Ordering::Relaxed);
+        acked_at_least(at_kill + 10, "10 writes acknowledged after the kill").await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let (acked, trace) = writer.await.unwrap();
-        assert!(
-            acked.len() > 10,
-            "too few writes acknowledged: {} (leader {leader} killed at 1500 ms; failed puts: {trace:?})",
+        println!(
+            "{} writes acknowledged; failed puts: {trace:?}",
             acked.len()
         );
         let survivors: Vec<u64> = (1..=3).filter(|&i| i != leader).collect();
@@ -184,9 +200,14 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
             async move { put(&c, "after", "kill").await.ok() }
         })
         .await;
-        for key in &acked {
+        // Every acknowledged write is there with the value it wrote.
+        for (key, value) in &acked {
             let got = get(&survivor_client, key, false).await.unwrap();
-            assert!(got.is_some(), "acknowledged write {key} lost");
+            assert_eq!(
+                got.as_ref(),
+                Some(value),
+                "acknowledged write {key} lost or changed"
+            );
         }
         // The old leader comes back and catches up.
         cluster.spawn(leader).unwrap();
@@ -199,8 +220,8 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
             }
         })
         .await;
-        let last = acked.last().unwrap();
-        assert!(get(&back, last, true).await.unwrap().is_some());
+        let (key, value) = acked.last().unwrap();
+        assert_eq!(get(&back, key, true).await.unwrap().as_ref(), Some(value));
     })
     .await
     .expect("test took longer than 60 s");
@@ -304,21 +325,6 @@ async fn learner_joins_is_promoted_and_another_member_is_removed() {
     .expect("test took longer than 60 s");
 }
 
-/// `etcdctl` from `PATH`; `None` when it is missing, which fails the test under `CI=true`
-/// (`.ci/run` installs it, so a CI run never skips these checks silently).
-fn etcdctl() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join("etcdctl"))
-            .find(|p| p.is_file())
-    });
-    assert!(
-        found.is_some() || std::env::var("CI").as_deref() != Ok("true"),
-        "etcdctl is not on PATH and CI=true: install Debian's etcd-client"
-    );
-    found
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_basic_operations() {
     let Some(etcdctl) = etcdctl() else {
@@ -329,32 +335,12 @@ async fn etcdctl_basic_operations() {
         let cluster = start(3);
         wait_leader(&cluster).await;
         let eps = cluster.endpoints().join(",");
-        // Runs etcdctl; retries (for up to 20 s) what a leader change on a loaded machine
-        // makes fail, and says whether it had to.
+        // Retries (for up to 20 s) what a leader change on a loaded machine makes fail, and
+        // says whether it had to.
         let run_retried = |args: &[&str]| -> (String, bool) {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let mut retried = false;
-            loop {
-                let out = Command::new(&etcdctl)
-                    .env("ETCDCTL_API", "3")
-                    .args(["--endpoints", &eps, "--command-timeout=5s"])
-                    .args(args)
-                    .output()
-                    .unwrap();
-                if out.status.success() {
-                    return (String::from_utf8_lossy(&out.stdout).into_owned(), retried);
-                }
-                let err = String::from_utf8_lossy(&out.stderr).into_owned();
-                let transient = ["leader changed", "no leader", "timed out", "Unavailable"]
-                    .iter()
-                    .any(|t| err.contains(t));
-                assert!(
-                    transient && Instant::now() < deadline,
-                    "etcdctl {args:?} failed: {err}"
-                );
-                retried = true;
-                std::thread::sleep(Duration::from_millis(200));
-            }
+            let (out, retried) = etcdctl_retried(&etcdctl, &eps, args, None);
+            assert!(out.ok, "etcdctl {args:?} failed: {}", out.stderr);
+            (out.stdout, retried)
         };
         let run = |args: &[&str]| run_retried(args).0;
         assert_eq!(run(&["put", "foo", "bar"]), "OK\n");
@@ -371,16 +357,17 @@ async fn etcdctl_basic_operations() {
         // Per-endpoint commands with the URL form of etcd's docs: etcdctl 3.4 sends the
         // whole URL as the HTTP/2 `:authority`, which raftd must take as etcd does.
         for ep in cluster.endpoints() {
-            let out = Command::new(&etcdctl)
-                .env("ETCDCTL_API", "3")
-                .args(["--endpoints", &format!("http://{ep}"), "endpoint", "status"])
-                .output()
-                .unwrap();
-            let stdout = String::from_utf8_lossy(&out.stdout);
+            let out = etcdctl_once(
+                &etcdctl,
+                &format!("http://{ep}"),
+                &["endpoint", "status"],
+                None,
+            );
             assert!(
-                out.status.success() && stdout.starts_with(&format!("http://{ep}, ")),
-                "etcdctl endpoint status with an http:// URL: {stdout}{}",
-                String::from_utf8_lossy(&out.stderr)
+                out.ok && out.stdout.starts_with(&format!("http://{ep}, ")),
+                "etcdctl endpoint status with an http:// URL: {}{}",
+                out.stdout,
+                out.stderr
             );
         }
     })
@@ -407,20 +394,17 @@ async fn node_without_quorum_answers_unavailable_at_once() {
         })
         .await;
         assert_eq!(status.leader, 0);
-        let started = Instant::now();
+        // At once, not after waiting out the request timeout: the answer is the refusal
+        // of a node that knows no leader ("no leader"), not a timed-out request ("request
+        // timed out", also UNAVAILABLE). No wall-clock bound.
         match put_once(&c, "k", "v").await {
-            Err(ClientError::Unavailable(_)) => {}
+            Err(ClientError::Unavailable(why)) => assert!(why.contains("no leader"), "{why}"),
             other => panic!("expected UNAVAILABLE, got {other:?}"),
         }
         match get(&c, "k", false).await {
-            Err(ClientError::Unavailable(_)) => {}
+            Err(ClientError::Unavailable(why)) => assert!(why.contains("no leader"), "{why}"),
             other => panic!("expected UNAVAILABLE, got {other:?}"),
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "answers took {:?}",
-            started.elapsed()
-        );
     })
     .await
     .expect("test took longer than 60 s");
@@ -429,7 +413,7 @@ async fn node_without_quorum_answers_unavailable_at_once() {
 /// With no endpoint reachable, `raftctl status` says so and fails, without asking again for
 /// a node's own view (which only waits for the connection a second time).
 #[test]
-fn raftctl_status_with_no_reachable_endpoint_fails_at_once() {
+fn raftctl_status_with_no_reachable_endpoint_fails_without_asking_again() {
     let addr = free_addr().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_raftctl"))
         .args(["--endpoints", &addr, "--timeout", "5s", "status"])
@@ -514,22 +498,6 @@ async fn raftctl_commands() {
     })
     .await
     .expect("test took longer than 60 s");
-}
-
-/// GETs `path` from node `id`'s HTTP endpoint: (status code, body). Profiles wait for
-/// their seconds plus symbol resolution (slow in a debug build on a loaded machine).
-async fn http(cluster: &Cluster, id: u64, path: &str) -> (u16, Vec<u8>) {
-    raft_node::scrape::http_request(cluster.metrics(id), path, Duration::from_secs(60))
-        .await
-        .unwrap_or_else(|e| panic!("GET {path} on node {id}: {e}"))
-}
-
-/// Node `id`'s parsed `/metrics` and its text.
-async fn scrape(cluster: &Cluster, id: u64) -> (raft_node::scrape::Exposition, String) {
-    let (code, body) = http(cluster, id, "/metrics").await;
-    let text = String::from_utf8_lossy(&body).into_owned();
-    assert_eq!(code, 200, "{text}");
-    (raft_node::scrape::parse(&text), text)
 }
 
 /// Node `id`'s `/status` JSON.

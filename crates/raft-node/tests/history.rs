@@ -8,29 +8,13 @@
 
 use raft_kv::pb::etcdserverpb::{HashKvRequest, RangeRequest};
 use raft_node::client::Client;
-use raft_node::testing::{Cluster, Raftd, put};
-use std::path::PathBuf;
-use std::process::Command;
+use raft_node::testing::{Cluster, Raftd, etcdctl, etcdctl_retried, put};
 use std::time::{Duration, Instant};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(90);
 
 fn raftd() -> Raftd {
     Raftd::new(env!("CARGO_BIN_EXE_raftd")).token("hist").calm()
-}
-
-fn etcdctl() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    let found = std::env::split_paths(&path)
-        .map(|d| d.join("etcdctl"))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "etcdctl is not on PATH (apt-get install etcd-client)"
-        );
-    }
-    found
 }
 
 /// `(hash, compact_revision, hash_revision)` of member `id` at `revision`.
@@ -78,25 +62,11 @@ async fn etcdctl_reads_old_revisions_compacts_and_hashes_alike() {
         let eps = cluster.endpoints().join(",");
         // Runs etcdctl against every member; retries what a leader change makes fail.
         let run = |args: &[&str]| -> Result<String, String> {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                let out = Command::new(&etcdctl)
-                    .env("ETCDCTL_API", "3")
-                    .args(["--endpoints", &eps, "--command-timeout=5s"])
-                    .args(args)
-                    .output()
-                    .unwrap();
-                if out.status.success() {
-                    return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
-                }
-                let err = String::from_utf8_lossy(&out.stderr).into_owned();
-                let transient = ["leader changed", "no leader", "timed out", "Unavailable"]
-                    .iter()
-                    .any(|t| err.contains(t));
-                if !transient || Instant::now() >= deadline {
-                    return Err(err);
-                }
-                std::thread::sleep(Duration::from_millis(200));
+            let (out, _) = etcdctl_retried(&etcdctl, &eps, args, None);
+            if out.ok {
+                Ok(out.stdout)
+            } else {
+                Err(out.stderr)
             }
         };
         for (rev, want) in revs.iter().zip(["v1", "v2", "v3"]) {

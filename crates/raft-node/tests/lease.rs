@@ -16,9 +16,8 @@ use raft_kv::pb::v3electionpb::{
     CampaignRequest, LeaderRequest, ProclaimRequest, ResignRequest, election_client::ElectionClient,
 };
 use raft_kv::pb::v3lockpb::{LockRequest, UnlockRequest, lock_client::LockClient};
-use raft_node::testing::{Cluster, Raftd};
+use raft_node::testing::{Cluster, Raftd, etcdctl, etcdctl_ok, etcdctl_once};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
@@ -476,45 +475,6 @@ async fn lock_and_election_services() {
     .expect("test timed out");
 }
 
-/// etcdctl on PATH; under CI=true its absence is a failure.
-fn etcdctl() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join("etcdctl"))
-            .find(|p| p.is_file())
-    });
-    assert!(
-        found.is_some() || std::env::var("CI").as_deref() != Ok("true"),
-        "etcdctl is not on PATH and CI=true: install Debian's etcd-client"
-    );
-    found
-}
-
-/// Runs etcdctl against `endpoints`, retrying what a leader change makes fail; stdout.
-fn run(etcdctl: &PathBuf, endpoints: &str, args: &[&str]) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let out = Command::new(etcdctl)
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", endpoints, "--command-timeout=5s"])
-            .args(args)
-            .output()
-            .unwrap();
-        if out.status.success() {
-            return String::from_utf8_lossy(&out.stdout).into_owned();
-        }
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        let transient = ["leader changed", "no leader", "timed out", "Unavailable"]
-            .iter()
-            .any(|t| err.contains(t));
-        assert!(
-            transient && Instant::now() < deadline,
-            "etcdctl {args:?} failed: {err}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_lease_commands() {
     let Some(etcdctl) = etcdctl() else {
@@ -526,7 +486,7 @@ async fn etcdctl_lease_commands() {
         let leader = wait_leader(&cluster).await;
         // A follower only: keep-alives and TTL queries are forwarded to the leader.
         let ep = cluster.endpoint(follower(&cluster, leader));
-        let out = run(&etcdctl, &ep, &["lease", "grant", "100"]);
+        let out = etcdctl_ok(&etcdctl, &ep, &["lease", "grant", "100"]);
         let id = out
             .strip_prefix("lease ")
             .and_then(|s| s.strip_suffix(" granted with TTL(100s)\n"))
@@ -534,55 +494,50 @@ async fn etcdctl_lease_commands() {
             .to_string();
         assert_eq!(id.len(), 16, "{id}");
         assert_eq!(
-            run(&etcdctl, &ep, &["put", "--lease", &id, "lk1", "v1"]),
+            etcdctl_ok(&etcdctl, &ep, &["put", "--lease", &id, "lk1", "v1"]),
             "OK\n"
         );
         assert_eq!(
-            run(&etcdctl, &ep, &["put", "--lease", &id, "lk2", "v2"]),
+            etcdctl_ok(&etcdctl, &ep, &["put", "--lease", &id, "lk2", "v2"]),
             "OK\n"
         );
-        let ttl = run(&etcdctl, &ep, &["lease", "timetolive", &id, "--keys"]);
+        let ttl = etcdctl_ok(&etcdctl, &ep, &["lease", "timetolive", &id, "--keys"]);
         assert!(
             ttl.starts_with(&format!("lease {id} granted with TTL(100s), remaining(")),
             "{ttl}"
         );
         assert!(ttl.ends_with("s), attached keys([lk1 lk2])\n"), "{ttl}");
-        let list = run(&etcdctl, &ep, &["lease", "list"]);
+        let list = etcdctl_ok(&etcdctl, &ep, &["lease", "list"]);
         assert_eq!(list, format!("found 1 leases\n{id}\n"));
-        let ka = run(&etcdctl, &ep, &["lease", "keep-alive", "--once", &id]);
+        let ka = etcdctl_ok(&etcdctl, &ep, &["lease", "keep-alive", "--once", &id]);
         assert_eq!(ka, format!("lease {id} keepalived with TTL(100)\n"));
         // A TTL above etcd's maximum is refused with etcd's message.
-        let out = Command::new(&etcdctl)
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &ep, "lease", "grant", "9000000001"])
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
+        let out = etcdctl_once(&etcdctl, &ep, &["lease", "grant", "9000000001"], None);
+        assert!(!out.ok);
         assert!(
-            String::from_utf8_lossy(&out.stderr).contains("etcdserver: too large lease TTL"),
+            out.stderr.contains("etcdserver: too large lease TTL"),
             "{}",
-            String::from_utf8_lossy(&out.stderr)
+            out.stderr
         );
         assert_eq!(
-            run(&etcdctl, &ep, &["lease", "revoke", &id]),
+            etcdctl_ok(&etcdctl, &ep, &["lease", "revoke", &id]),
             format!("lease {id} revoked\n")
         );
-        assert_eq!(run(&etcdctl, &ep, &["get", "lk", "--prefix"]), "");
+        assert_eq!(etcdctl_ok(&etcdctl, &ep, &["get", "lk", "--prefix"]), "");
         assert_eq!(
-            run(&etcdctl, &ep, &["lease", "timetolive", &id]),
+            etcdctl_ok(&etcdctl, &ep, &["lease", "timetolive", &id]),
             format!("lease {id} already expired\n")
         );
-        assert_eq!(run(&etcdctl, &ep, &["lease", "list"]), "found 0 leases\n");
+        assert_eq!(
+            etcdctl_ok(&etcdctl, &ep, &["lease", "list"]),
+            "found 0 leases\n"
+        );
         // A put naming a lease that is gone is refused.
-        let out = Command::new(&etcdctl)
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &ep, "put", "--lease", &id, "k", "v"])
-            .output()
-            .unwrap();
+        let out = etcdctl_once(&etcdctl, &ep, &["put", "--lease", &id, "k", "v"], None);
         assert!(
-            String::from_utf8_lossy(&out.stderr).contains("requested lease not found"),
+            out.stderr.contains("requested lease not found"),
             "{}",
-            String::from_utf8_lossy(&out.stderr)
+            out.stderr
         );
     })
     .await

@@ -10,90 +10,49 @@
 #![allow(clippy::print_stdout)]
 
 use raft_kv::pb::etcdserverpb::{PutRequest, RangeRequest, StatusRequest, kv_client::KvClient};
-use raft_node::testing::{Cluster, Raftd, put};
-use std::path::{Path, PathBuf};
+use raft_node::testing::{Cluster, Raftd, etcdctl, etcdctl_once, etcdctl_retried, put};
+use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
 
-fn etcdctl() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    let found = std::env::split_paths(&path)
-        .map(|d| d.join("etcdctl"))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "etcdctl is not on PATH (apt-get install etcd-client)"
-        );
-    }
-    found
+/// etcdctl against `endpoint` (given as `host:port`, sent as `http://host:port`) with a
+/// 10 s command timeout, then `args`.
+fn ctl_args<'a>(endpoint: &str, args: &[&'a str]) -> (String, Vec<&'a str>) {
+    (
+        format!("http://{endpoint}"),
+        [&["--command-timeout=10s"][..], args].concat(),
+    )
 }
 
-/// etcdctl against `endpoint` (given as `http://host:port`): success, stdout + stderr.
+/// etcdctl against `endpoint`, once: success, stdout + stderr.
 fn ctl(etcdctl: &Path, endpoint: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(etcdctl)
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints=http://{endpoint}"))
-        .arg("--command-timeout=10s")
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let (url, args) = ctl_args(endpoint, args);
+    let out = etcdctl_once(etcdctl, &url, &args, None);
+    (out.ok, format!("{}{}", out.stdout, out.stderr))
 }
 
-/// [`ctl`] retried for up to 20 s while it fails for a leader change; stdout must follow.
+/// [`ctl`] retried for up to 20 s while it fails for a leader change; it must succeed
+/// (stdout + stderr).
 fn ok(etcdctl: &Path, endpoint: &str, args: &[&str]) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (success, text) = ctl(etcdctl, endpoint, args);
-        if success {
-            return text;
-        }
-        let transient = ["leader changed", "no leader", "timed out", "Unavailable"]
-            .iter()
-            .any(|t| text.contains(t));
-        assert!(
-            transient && Instant::now() < deadline,
-            "etcdctl {args:?}: {text}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (url, args) = ctl_args(endpoint, args);
+    let (out, _) = etcdctl_retried(etcdctl, &url, &args, None);
+    assert!(out.ok, "etcdctl {args:?}: {}{}", out.stdout, out.stderr);
+    format!("{}{}", out.stdout, out.stderr)
 }
 
 /// `etcdctl txn` with `script` on its standard input (compares, a blank line, success ops,
 /// a blank line, failure ops, a blank line).
 fn txn(etcdctl: &Path, endpoint: &str, script: &str) -> (bool, String) {
-    use std::io::Write;
-    let mut child = Command::new(etcdctl)
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints=http://{endpoint}"))
-        .arg("txn")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let out = etcdctl_once(
+        etcdctl,
+        &format!("http://{endpoint}"),
+        &["txn"],
+        Some(script),
     );
-    (out.status.success(), text)
+    (out.ok, format!("{}{}", out.stdout, out.stderr))
 }
 
 fn raftd(token: &str) -> Raftd {

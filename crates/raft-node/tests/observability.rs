@@ -4,52 +4,10 @@
 
 #![allow(clippy::print_stdout)]
 
-use raft_node::scrape::Exposition;
-use raft_node::testing::{Cluster, Raftd};
-use std::path::PathBuf;
-use std::process::Command;
+use raft_node::testing::{Cluster, Raftd, etcdctl, etcdctl_once, metric_sum as sum, scrape};
 use std::time::Duration;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// `etcdctl` from `PATH`; `None` when it is missing, which fails the test under `CI=true`.
-fn etcdctl() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join("etcdctl"))
-            .find(|p| p.is_file())
-    });
-    assert!(
-        found.is_some() || std::env::var("CI").as_deref() != Ok("true"),
-        "etcdctl is not on PATH and CI=true: install Debian's etcd-client"
-    );
-    found
-}
-
-/// Node 1's parsed `/metrics` and its text.
-async fn scrape(cluster: &Cluster) -> (Exposition, String) {
-    let (code, body) =
-        raft_node::scrape::http_request(cluster.metrics(1), "/metrics", Duration::from_secs(10))
-            .await
-            .expect("GET /metrics");
-    let text = String::from_utf8_lossy(&body).into_owned();
-    assert_eq!(code, 200, "{text}");
-    (raft_node::scrape::parse(&text), text)
-}
-
-/// The sum of the samples of `name` whose labels include all of `labels`.
-fn sum(m: &Exposition, name: &str, labels: &[(&str, &str)]) -> f64 {
-    m.samples
-        .iter()
-        .filter(|s| {
-            s.name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.iter().any(|(sk, sv)| sk == k && sv == v))
-        })
-        .map(|s| s.value)
-        .sum()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_calls_show_up_per_grpc_method_with_error_codes() {
@@ -66,25 +24,19 @@ async fn etcdctl_calls_show_up_per_grpc_method_with_error_codes() {
         let cluster = Cluster::start(raftd, 1).expect("raftd starts");
         cluster.leader(Duration::from_secs(20)).await.unwrap();
         let endpoint = cluster.endpoint(1);
-        let run = |args: &[&str]| {
-            Command::new(&etcdctl)
-                .env("ETCDCTL_API", "3")
-                .args(["--endpoints", &endpoint, "--command-timeout=5s"])
-                .args(args)
-                .output()
-                .unwrap()
-        };
+        // Sent once each (no retries): the counts below are exact.
+        let run = |args: &[&str]| etcdctl_once(&etcdctl, &endpoint, args, None);
         for i in 0..3 {
             let out = run(&["put", &format!("k{i}"), "v"]);
-            assert!(out.status.success(), "{out:?}");
+            assert!(out.ok, "{out:?}");
         }
         let out = run(&["get", "k", "--prefix"]);
-        assert!(out.status.success(), "{out:?}");
+        assert!(out.ok, "{out:?}");
         // A lease that does not exist: NotFound.
         let out = run(&["lease", "revoke", "1234abcd"]);
-        assert!(!out.status.success(), "{out:?}");
+        assert!(!out.ok, "{out:?}");
 
-        let (m, text) = scrape(&cluster).await;
+        let (m, text) = scrape(&cluster, 1).await;
         let put = [("method", "/etcdserverpb.KV/Put")];
         let range = [("method", "/etcdserverpb.KV/Range")];
         let revoke = [("method", "/etcdserverpb.Lease/LeaseRevoke")];

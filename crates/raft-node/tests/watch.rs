@@ -15,7 +15,7 @@ use raft_kv::pb::etcdserverpb::{
 use raft_kv::pb::mvccpb::event::EventType;
 use raft_node::client::{ClientError, endpoint_url, prefix_end};
 use raft_node::config::cluster_id_from_token;
-use raft_node::testing::{Cluster, Raftd, put};
+use raft_node::testing::{Cluster, Raftd, etcdctl, put};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -368,20 +368,6 @@ async fn watch_protocol_on_every_member() {
     })
     .await
     .expect("test timed out");
-}
-
-/// `etcdctl` from `PATH`; `None` when it is missing, which fails the test under `CI=true`.
-fn etcdctl() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join("etcdctl"))
-            .find(|p| p.is_file())
-    });
-    assert!(
-        found.is_some() || std::env::var("CI").as_deref() != Ok("true"),
-        "etcdctl is not on PATH and CI=true: install Debian's etcd-client"
-    );
-    found
 }
 
 /// A running `etcdctl watch ...` whose output lines arrive on a channel.

@@ -532,13 +532,17 @@ fn chunked_transfer_resumes_and_refuses_damage() {
 }
 
 /// An object store that fails the first `fail` puts.
+/// An object store whose next `fail` puts fail; every put first passes `gate` (a test
+/// holding it holds the uploads back).
 struct Flaky {
     inner: LocalDirStore,
     fail: AtomicU32,
+    gate: Arc<std::sync::Mutex<()>>,
 }
 
 impl ObjectStore for Flaky {
     fn put(&self, name: &str, data: &mut dyn std::io::Read) -> Result<u64> {
+        let _passed = self.gate.lock().unwrap();
         if self.fail.load(Ordering::SeqCst) > 0 {
             self.fail.fetch_sub(1, Ordering::SeqCst);
             return Err(Error::ObjectStore {
@@ -567,6 +571,7 @@ fn uploader_retries_then_uploads_and_pitr_restores() {
     let flaky = Arc::new(Flaky {
         inner: LocalDirStore::new(obj_dir.path()).unwrap(),
         fail: AtomicU32::new(3),
+        gate: Arc::default(),
     });
     let up = Uploader::start(
         store.clone(),
@@ -642,13 +647,15 @@ fn uploader_gives_up_after_max_attempts_and_never_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let obj_dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let flaky = Arc::new(Flaky {
+    let gate = Arc::new(std::sync::Mutex::new(()));
+    let failing = Arc::new(Flaky {
         inner: LocalDirStore::new(obj_dir.path()).unwrap(),
         fail: AtomicU32::new(u32::MAX),
+        gate: gate.clone(),
     });
     let up = Uploader::start(
         store.clone(),
-        flaky,
+        failing,
         UploaderOptions {
             initial_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(2),
@@ -658,9 +665,12 @@ fn uploader_gives_up_after_max_attempts_and_never_blocks() {
     )
     .unwrap();
     let (infos, _) = build_chain(&store);
-    let t = std::time::Instant::now();
+    // The store's puts wait at the gate, which the test holds: `enqueue` returns without
+    // having tried a single upload (one that waited for an attempt would hang here).
+    let held = gate.lock().unwrap();
     up.enqueue(infos[0].id).unwrap();
-    assert!(t.elapsed() < Duration::from_millis(100));
+    assert_eq!(up.status().failed_attempts, 0);
+    drop(held);
     assert!(up.wait_idle(Duration::from_secs(10)));
     let s = up.status();
     assert_eq!((s.uploaded, s.gave_up, s.failed_attempts), (0, 1, 4));

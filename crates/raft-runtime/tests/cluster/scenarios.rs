@@ -70,7 +70,7 @@ async fn followers_answer_appends_from_the_log_writer_once_durable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_reads_and_writes_are_linearizable() {
+async fn a_read_on_another_node_sees_the_write_just_acknowledged() {
     let c = Arc::new(Cluster::start(3).await);
     c.wait_leader().await;
     let mut tasks = Vec::new();
@@ -397,7 +397,7 @@ async fn concurrent_proposals_share_log_writes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snapshots_compact_the_log_and_catch_up_a_lagging_node() {
+async fn a_lagging_node_catches_up_after_the_leader_snapshotted_past_it() {
     let mut c = Cluster::start_with(3, 50).await;
     let leader = c.wait_leader().await;
     let follower = (1..=3).find(|id| *id != leader).unwrap();
@@ -535,10 +535,13 @@ async fn partitions_under_load_lose_no_acknowledged_write() {
     let c = Arc::new(Cluster::start(3).await);
     c.wait_leader().await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Writes acknowledged so far, over all clients: the phases below wait on it.
+    let acks = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut clients = Vec::new();
     for w in 0..6u64 {
         let c = c.clone();
         let stop = stop.clone();
+        let acks = acks.clone();
         clients.push(tokio::spawn(async move {
             let mut acked = Vec::new();
             let mut i = 0u64;
@@ -548,6 +551,7 @@ async fn partitions_under_load_lose_no_acknowledged_write() {
                     Ok(prev) => {
                         assert_eq!(prev, None, "{key} applied twice");
                         acked.push(key);
+                        acks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     Err(e) => assert!(
                         matches!(e, Error::LeaderChanged | Error::Timeout(_)) || e.is_retryable(),
@@ -559,25 +563,42 @@ async fn partitions_under_load_lose_no_acknowledged_write() {
             acked
         }));
     }
-    // Cut off each node in turn (the leader among them), then heal.
+    // Waits until `n` more writes are acknowledged than when called: the cluster (its
+    // majority side, during a partition) makes progress under the load. The 30 s only
+    // turn a cluster that stopped into a failure naming the phase.
+    let progress = |n: u64, phase: String| {
+        let acks = acks.clone();
+        async move {
+            let from = acks.load(std::sync::atomic::Ordering::Relaxed);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while acks.load(std::sync::atomic::Ordering::Relaxed) < from + n {
+                assert!(
+                    Instant::now() < deadline,
+                    "no {n} acknowledged writes {phase}"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    // Cut off each node in turn (the leader among them), then heal: each cut comes after
+    // writes were acknowledged, and lasts until the other two acknowledged more.
     for round in 0..4u64 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        progress(20, format!("before cut {round}")).await;
         let victim = if round % 2 == 0 {
             c.handle(1).stats().leader.unwrap_or(1)
         } else {
             round % 3 + 1
         };
         c.router.isolate(victim);
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        progress(20, format!("with node {victim} cut off (round {round})")).await;
         c.router.heal();
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    progress(20, "after the last heal".into()).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut acked = Vec::new();
     for t in clients {
         acked.extend(t.await.unwrap());
     }
-    assert!(acked.len() > 50, "only {} writes acknowledged", acked.len());
     let leader = c.wait_leader().await;
     c.handle(leader).read_index().await.unwrap();
     for id in 1..=3u64 {
@@ -592,6 +613,24 @@ async fn partitions_under_load_lose_no_acknowledged_write() {
             .unwrap();
         assert_eq!(missing, 0, "node {id} lost acknowledged writes");
     }
+}
+
+/// Waits until the node refuses proposals with its fatal error (it stops on its own after
+/// the failure it just answered with), then checks that it keeps refusing them.
+async fn stopped_for_good(h: &raft_runtime::RaftHandle<KvSm>) {
+    let stopped = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match h.propose(put("b", "2")).await {
+                Err(Error::Fatal(_)) => break,
+                Ok(prev) => panic!("a proposal after the fatal error was applied ({prev:?})"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    })
+    .await;
+    assert!(stopped.is_ok(), "the node kept going after a fatal error");
+    let r = h.propose(put("c", "3")).await;
+    assert!(matches!(r, Err(Error::Fatal(_))), "got {r:?}");
 }
 
 /// Starts a one-node cluster over `store` with `state` as its state machine's state.
@@ -650,9 +689,7 @@ async fn a_failing_state_machine_stops_the_node_with_a_fatal_error() {
     // Not UTF-8: the test state machine fails (as a disk error would).
     let r = h.propose(bytes::Bytes::from_static(&[0xff, 0xfe])).await;
     assert!(matches!(r, Err(Error::Fatal(_))), "got {r:?}");
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let r = h.propose(put("b", "2")).await;
-    assert!(matches!(r, Err(Error::Fatal(_))), "got {r:?}");
+    stopped_for_good(&h).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -684,9 +721,7 @@ async fn a_state_machine_that_never_answers_stops_the_node() {
     h.propose(put("a", "1")).await.unwrap();
     let r = h.propose(bytes::Bytes::from_static(b"no-answer")).await;
     assert!(matches!(r, Err(Error::Fatal(_))), "got {r:?}");
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let r = h.propose(put("b", "2")).await;
-    assert!(matches!(r, Err(Error::Fatal(_))), "got {r:?}");
+    stopped_for_good(&h).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -735,7 +770,7 @@ async fn reconfigure_applies_new_settings_and_refuses_fixed_ones() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_requested_snapshot_compacts_the_log_at_once() {
+async fn a_requested_snapshot_covers_what_is_applied_and_repeats_while_nothing_changes() {
     // Threshold 0: only requests take snapshots.
     let c = Cluster::start_with(3, 0).await;
     let leader = c.wait_leader().await;

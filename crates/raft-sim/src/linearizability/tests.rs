@@ -328,16 +328,14 @@ fn random_history(seed: u64, n_ops: usize, clients: u64, stale: bool) -> Vec<KvO
 }
 
 #[test]
-fn random_linearizable_histories_pass_quickly() {
-    let start = std::time::Instant::now();
+fn random_linearizable_histories_pass() {
+    // 20 histories of 400 ops on one key, 8 concurrent clients, each decided (no unknown
+    // within the step budget). How long the checker takes is not a property checked here.
     for seed in 0..20 {
         let h = random_history(seed, 400, 8, false);
         let r = check(&h);
         assert!(r.ok() && r.unknown.is_empty(), "seed {seed}: {r:?}");
     }
-    // 20 histories of 400 ops on one key, 8 concurrent clients: well under a second even
-    // unoptimized.
-    assert!(start.elapsed().as_secs() < 20);
 }
 
 #[test]
