@@ -173,6 +173,18 @@ impl Cluster {
             .sum()
     }
 
+    /// Times the running members' threads were switched onto a CPU so far (context
+    /// switches in, voluntary or not), from `/proc/<pid>/task/*/schedstat`. Threads that
+    /// exited are not counted.
+    pub fn switches(&self) -> u64 {
+        self.procs
+            .running()
+            .into_iter()
+            .filter_map(|id| self.procs.pid(id))
+            .map(process_switches)
+            .sum()
+    }
+
     /// Peak RSS in KiB of each member over all its processes (sampled by
     /// [`sample_rss`](Self::sample_rss), which stop and kill also call).
     pub fn peak_rss_kib(&self) -> BTreeMap<u64, u64> {
@@ -246,6 +258,19 @@ pub fn process_cpu(pid: u32) -> Duration {
         .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
         .sum();
     Duration::from_nanos(ns)
+}
+
+/// How many times the live threads of process `pid` were switched onto a CPU (the third
+/// field of each thread's `schedstat`; 0 when it cannot be read).
+pub fn process_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(2)?.parse::<u64>().ok())
+        .sum()
 }
 
 /// Peak resident set (VmHWM) of process `pid`, in KiB.

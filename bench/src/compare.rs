@@ -40,6 +40,9 @@ pub struct Round {
     pub p50_ms: [f64; 2],
     /// Server CPU per request of a and b (the 3 members together), µs.
     pub cpu_us: [f64; 2],
+    /// Context switches (threads switched onto a CPU) per request of a and b, the 3
+    /// members together.
+    pub switches: [f64; 2],
 }
 
 /// Runs the comparison with `raftd` under `dir` (wiped first).
@@ -87,6 +90,7 @@ pub async fn run(raftd: &Path, dir: &Path, spec: &CompareSpec) -> Result<Vec<Rou
             ops: [0.0; 2],
             p50_ms: [0.0; 2],
             cpu_us: [0.0; 2],
+            switches: [0.0; 2],
         };
         let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
@@ -94,8 +98,11 @@ pub async fn run(raftd: &Path, dir: &Path, spec: &CompareSpec) -> Result<Vec<Rou
             let mut load = spec.load.clone();
             load.tls = c.client_tls();
             let cpu0 = c.cpu_time();
+            let sw0 = c.switches();
             let s = load::run(&c.endpoints(), &load).await?;
             let cpu = c.cpu_time().saturating_sub(cpu0);
+            round.switches[i] =
+                c.switches().saturating_sub(sw0) as f64 / s.all_ops.max(1) as f64;
             round.ops[i] = s.throughput();
             round.p50_ms[i] = s.quantile_ms(0.5);
             round.cpu_us[i] = cpu.as_secs_f64() * 1e6 / s.all_ops.max(1) as f64;

@@ -428,12 +428,12 @@ async fn compare(a: CompareArgs) -> Result<()> {
     let _ = std::fs::remove_dir_all(&a.data_dir);
     let rounds = rounds?;
     println!(
-        "\n| round | a ops/s | b ops/s | b/a | a p50 ms | b p50 ms | a CPU µs/op | b CPU µs/op |"
+        "\n| round | a ops/s | b ops/s | b/a | a p50 ms | b p50 ms | a CPU µs/op | b CPU µs/op | a switches/op | b switches/op |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (i, r) in rounds.iter().enumerate() {
         println!(
-            "| {} | {:.0} | {:.0} | {:.3} | {:.2} | {:.2} | {:.0} | {:.0} |",
+            "| {} | {:.0} | {:.0} | {:.3} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1} | {:.1} |",
             i + 1,
             r.ops[0],
             r.ops[1],
@@ -441,7 +441,9 @@ async fn compare(a: CompareArgs) -> Result<()> {
             r.p50_ms[0],
             r.p50_ms[1],
             r.cpu_us[0],
-            r.cpu_us[1]
+            r.cpu_us[1],
+            r.switches[0],
+            r.switches[1]
         );
     }
     let ratio = |f: &dyn Fn(&compare::Round) -> f64| {
@@ -449,9 +451,13 @@ async fn compare(a: CompareArgs) -> Result<()> {
     };
     let (t, tmin, tmax) = ratio(&|r| r.ops[1] / r.ops[0]);
     let (c, cmin, cmax) = ratio(&|r| r.cpu_us[1] / r.cpu_us[0]);
+    let (p, pmin, pmax) = ratio(&|r| r.p50_ms[1] / r.p50_ms[0]);
+    let (w, wmin, wmax) = ratio(&|r| r.switches[1] / r.switches[0]);
     println!(
-        "\nthroughput b/a: median {t:.3} (rounds {tmin:.3}..{tmax:.3}); server CPU per request \
-         b/a: median {c:.3} ({cmin:.3}..{cmax:.3}); load average at end {}",
+        "\nthroughput b/a: median {t:.3} (rounds {tmin:.3}..{tmax:.3}); p50 b/a: median {p:.3} \
+         ({pmin:.3}..{pmax:.3}); server CPU per request b/a: median {c:.3} ({cmin:.3}..{cmax:.3}); \
+         context switches per request b/a: median {w:.3} ({wmin:.3}..{wmax:.3}); load average \
+         at end {}",
         loadavg()
     );
     Ok(())
