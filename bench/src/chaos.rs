@@ -1,5 +1,5 @@
 //! `raft-bench chaos-client`: the workload side of a chaos run (`cargo xtask chaos`). It runs
-//! the register, bank, watch and lock workloads against the given endpoints for a while, recording
+//! the register, bank, watch, lock and append workloads against the given endpoints for a while, recording
 //! every operation with its invocation and completion times and its outcome into JSON-lines
 //! histories ([`raft_chaos::history`]), then reads the final state and waits for the watchers
 //! to catch up. The orchestrator injects the faults meanwhile and runs the checkers on the
@@ -10,6 +10,7 @@
 //! nothing (no request left); an error after the request was sent makes a write `unknown`
 //! and a read `fail` (a read has no effect).
 
+mod append;
 mod bank;
 mod lock;
 mod register;
@@ -34,15 +35,19 @@ pub enum Workload {
     /// Lease-backed lock holds and writes fenced by the lock's revision (checked for mutual
     /// exclusion as the fenced writes observe it).
     Lock,
+    /// Txns that append unique elements to lists and read lists (checked Elle-style for
+    /// dependency cycles, lost updates and stale reads).
+    Append,
 }
 
 impl Workload {
     /// Every workload, in command-line order.
-    pub const ALL: [Workload; 4] = [
+    pub const ALL: [Workload; 5] = [
         Workload::Register,
         Workload::Bank,
         Workload::Watch,
         Workload::Lock,
+        Workload::Append,
     ];
 
     /// The name on the command line and in file names.
@@ -52,10 +57,11 @@ impl Workload {
             Workload::Bank => "bank",
             Workload::Watch => "watch",
             Workload::Lock => "lock",
+            Workload::Append => "append",
         }
     }
 
-    /// Parses `register,bank,watch,lock` (or `all`).
+    /// Parses `register,bank,watch,lock,append` (or `all`).
     pub fn parse_list(s: &str) -> Result<Vec<Workload>> {
         let mut out = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -66,7 +72,7 @@ impl Workload {
                 .into_iter()
                 .find(|w| w.name() == part)
                 .with_context(|| {
-                    format!("unknown workload `{part}` (register, bank, watch, lock, all)")
+                    format!("unknown workload `{part}` (register, bank, watch, lock, append, all)")
                 })?;
             if !out.contains(&w) {
                 out.push(w);
@@ -102,6 +108,8 @@ pub struct Spec {
     pub watchers: usize,
     /// Lock workers.
     pub lock_clients: usize,
+    /// Append workers.
+    pub append_clients: usize,
     /// Timeout of one request (after it, a write is `unknown`).
     pub timeout: Duration,
     /// How long, after the workloads stop, the watchers may take to catch up.
@@ -118,6 +126,9 @@ pub struct Spec {
     /// Deliberately unsafe: lock holders write without the fencing guard, to show the lock
     /// check catches a write by a holder whose lock has passed to another.
     pub unfenced_lock_writes: bool,
+    /// Deliberately unsafe: append transactions without their mod-revision guard, to show
+    /// the append check catches lost updates.
+    pub unguarded_appends: bool,
 }
 
 /// The client's clock: microseconds since it started.
@@ -276,6 +287,14 @@ pub async fn run(spec: Spec) -> Result<ClientSummary> {
             tasks.spawn(async move { lock::worker(spec, clock, deadline, p as u64, out).await });
         }
     }
+    if spec.workloads.contains(&Workload::Append) {
+        let out = sink(&spec, "append.jsonl")?;
+        sinks.push(out.clone());
+        for p in 0..spec.append_clients {
+            let (spec, out) = (spec.clone(), out.clone());
+            tasks.spawn(async move { append::worker(spec, clock, deadline, p as u64, out).await });
+        }
+    }
     if let Some(setup) = bank_setup {
         let out = sink(&spec, "bank.jsonl")?;
         sinks.push(out.clone());
@@ -370,6 +389,10 @@ mod tests {
         );
         assert_eq!(Workload::parse_list("all").unwrap(), Workload::ALL.to_vec());
         assert_eq!(Workload::parse_list("lock").unwrap(), vec![Workload::Lock]);
+        assert_eq!(
+            Workload::parse_list("append").unwrap(),
+            vec![Workload::Append]
+        );
         assert!(Workload::parse_list("locks").is_err());
         assert!(Workload::parse_list("").is_err());
     }

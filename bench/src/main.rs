@@ -97,7 +97,7 @@ struct ChaosClientArgs {
     /// Client endpoints (`host:port`), comma-separated.
     #[arg(long, value_delimiter = ',', required = true)]
     endpoints: Vec<String>,
-    /// Workloads, comma-separated: register, bank, watch, lock (or all).
+    /// Workloads, comma-separated: register, bank, watch, lock, append (or all).
     #[arg(long, default_value = "register,bank,watch")]
     workload: String,
     /// How long the workloads issue operations.
@@ -124,6 +124,9 @@ struct ChaosClientArgs {
     /// Lock workers.
     #[arg(long, default_value_t = 3)]
     lock_clients: usize,
+    /// Append workers.
+    #[arg(long, default_value_t = 4)]
+    append_clients: usize,
     /// Timeout of one request.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -146,6 +149,10 @@ struct ChaosClientArgs {
     /// checker catches a write by a holder whose lock passed to another).
     #[arg(long)]
     unsafe_unfenced_lock_writes: bool,
+    /// Deliberately unsafe: append transactions without their guard (to show the checker
+    /// catches lost updates).
+    #[arg(long)]
+    unsafe_unguarded_appends: bool,
 }
 
 #[derive(clap::Args)]
@@ -236,12 +243,14 @@ async fn chaos_client(a: ChaosClientArgs) -> Result<()> {
         watch_writers: a.watch_writers,
         watchers: a.watchers,
         lock_clients: a.lock_clients,
+        append_clients: a.append_clients,
         timeout: a.timeout,
         catch_up: a.catch_up,
         serializable_reads: a.unsafe_serializable_reads,
         unguarded_transfers: a.unsafe_unguarded_transfers,
         watch_resume_at_last: a.unsafe_watch_resume_at_last,
         unfenced_lock_writes: a.unsafe_unfenced_lock_writes,
+        unguarded_appends: a.unsafe_unguarded_appends,
     };
     let out = spec.out.clone();
     let summary = raft_bench::chaos::run(spec).await?;

@@ -17,6 +17,7 @@
 //! - `watch-writes.jsonl`: [`WatchWrite`]s (the puts under the watched prefix);
 //! - `watch-events.jsonl`: [`WatchRecord`]s (what every watcher received, and its reconnects);
 //! - `lock.jsonl`: [`LockOp`]s (lock acquisitions, fenced writes, releases);
+//! - `append.jsonl`: [`AppendOp`]s (transactions that append to and read lists);
 //! - `client.json`: [`ClientSummary`] (start time, bank total, watch start and end revisions).
 
 use crate::{Error, Result};
@@ -326,6 +327,84 @@ pub struct LockOp {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+/// One micro-operation of an append-list transaction (Elle's list-append model).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "f")]
+pub enum ListMop {
+    /// Read the list of `key` (key `chaos/append/<key>`).
+    Read {
+        /// The list.
+        key: u64,
+        /// What was read, oldest element first (empty: the key did not exist); `None` when
+        /// the transaction did not complete `ok`, so the read is not known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<Vec<u64>>,
+    },
+    /// Append `value` (unique in the run) to the list of `key`.
+    Append {
+        /// The list.
+        key: u64,
+        /// The element appended.
+        value: u64,
+    },
+}
+
+impl ListMop {
+    /// The list the micro-operation touches.
+    pub fn key(&self) -> u64 {
+        match self {
+            ListMop::Read { key, .. } | ListMop::Append { key, .. } => *key,
+        }
+    }
+}
+
+/// One transaction of the append workload: micro-operations applied atomically, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendOp {
+    /// The client (worker) that issued it.
+    pub process: u64,
+    /// What it did, in order.
+    pub mops: Vec<ListMop>,
+    /// When it was sent (µs since the client's start).
+    pub invoke_us: u64,
+    /// When the answer or the error came.
+    pub complete_us: u64,
+    /// How it ended. A transaction whose guard did not hold (a list it appends to changed
+    /// since it was read) is `fail`.
+    pub outcome: Outcome,
+    /// The revision an `ok` transaction committed (or was read) at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+    /// The error, when it did not succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The endpoint it was sent to.
+    #[serde(default)]
+    pub endpoint: String,
+}
+
+impl AppendOp {
+    /// A transaction with the given outcome (for tests and examples).
+    pub fn new(
+        process: u64,
+        mops: Vec<ListMop>,
+        invoke_us: u64,
+        complete_us: u64,
+        outcome: Outcome,
+    ) -> AppendOp {
+        AppendOp {
+            process,
+            mops,
+            invoke_us,
+            complete_us,
+            outcome,
+            revision: None,
+            error: None,
+            endpoint: String::new(),
+        }
+    }
 }
 
 /// What the client reports about the whole run.
