@@ -56,7 +56,8 @@ pub struct Args {
     /// Workloads, comma-separated: register, bank, watch, lock, append (or all).
     #[arg(long, default_value = "register,bank,watch,lock,append")]
     pub workload: String,
-    /// Faults, comma-separated: kill, pause, partition, member, clock (or none).
+    /// Faults, comma-separated: kill, pause, partition, member, clock, oneway, bridge, flap
+    /// (or none).
     #[arg(long, default_value = "kill,pause,partition,member,clock")]
     pub faults: String,
     /// Run K seeds in a row (seed, seed+1, ...); fails when any run fails.
@@ -265,11 +266,19 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
     std::fs::write(dir.join("schedule.txt"), schedule.render())?;
     raft_chaos::history::write_json(&dir.join("schedule.json"), &schedule)?;
 
-    let (net, how) = if kinds.contains(&FaultKind::Partition) {
+    let (net, how) = if kinds.iter().any(|k| k.is_network()) {
         choose_net(args.net, args.members + schedule.added())?
     } else {
         (None, "loopback (no partitions in this run)".into())
     };
+    if net.is_none()
+        && let Some(k) = kinds.iter().find(|k| k.needs_netns())
+    {
+        bail!(
+            "`--faults {}` needs network namespaces, and the run has none: {how}",
+            k.name()
+        );
+    }
     println!("partitions: {how}");
     let mut c = ChaosCluster::start(
         &bin.join("raftd"),

@@ -102,9 +102,10 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// The chaos runs of `cargo xtask ci` (`cargo xtask chaos` arguments): fixed seeds, 20 s
-/// each, three fault mixes: processes (kill, pause) and partitions; membership changes
+/// each, four fault mixes: processes (kill, pause) and partitions; membership changes
 /// (seed 8 removes the leader); clocks (rates and a jump of the leader's clocks) with lease
-/// reads.
+/// reads; the other partitions (seed 12: the leader bridges, a flapping partition with a
+/// one-way one nested in it, the leader killed).
 pub const CHAOS_SET: &[&[&str]] = &[
     &[
         "--seed",
@@ -133,6 +134,15 @@ pub const CHAOS_SET: &[&[&str]] = &[
         "clock,pause,kill",
         "--raftd-set",
         "raft.read_mode=lease",
+        "--no-build",
+    ],
+    &[
+        "--seed",
+        "12",
+        "--time",
+        "20s",
+        "--faults",
+        "oneway,bridge,flap,kill",
         "--no-build",
     ],
 ];

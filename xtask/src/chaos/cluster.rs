@@ -57,6 +57,8 @@ pub struct ChaosCluster {
     clock: Option<(PathBuf, Vec<i64>)>,
     /// With clock faults: how far each member's clocks have jumped (s), by id.
     clock_offset_s: std::collections::HashMap<u64, u64>,
+    /// The tags of the [`block`](Self::block)s in force.
+    blocks: Vec<String>,
 }
 
 /// Where Debian's libfaketime (package `faketime`/`libfaketime`) puts its library.
@@ -161,6 +163,7 @@ impl ChaosCluster {
             settings: settings.to_vec(),
             clock,
             clock_offset_s: Default::default(),
+            blocks: Vec::new(),
         };
         for id in 1..=n {
             c.spawn(id)?;
@@ -385,10 +388,49 @@ impl ChaosCluster {
         Ok(())
     }
 
+    /// True when partitions are made with network namespaces (one-way and bridge
+    /// partitions need them).
+    pub fn has_netns(&self) -> bool {
+        self.net.is_some()
+    }
+
+    /// Drops, in member `id`'s namespace, the packets from the members `inbound_from` and to
+    /// the members `outbound_to` ([`NetNs::block`]), under `tag` for [`unblock`](Self::unblock).
+    pub fn block(
+        &mut self,
+        tag: &str,
+        id: u64,
+        inbound_from: &[u64],
+        outbound_to: &[u64],
+    ) -> Result<String> {
+        let net = self.net.as_mut().context(
+            "this partition needs network namespaces (root, ip, iptables); the run uses \
+             raftd's fault switch, which only isolates a member both ways",
+        )?;
+        let how = net.block(tag, id, inbound_from, outbound_to)?;
+        if !self.blocks.iter().any(|t| t == tag) {
+            self.blocks.push(tag.to_string());
+        }
+        Ok(how)
+    }
+
+    /// Removes the rules of [`block`](Self::block)s made under `tag`.
+    pub fn unblock(&mut self, tag: &str) -> Result<()> {
+        self.blocks.retain(|t| t != tag);
+        match &mut self.net {
+            Some(net) => net.unblock(tag),
+            None => Ok(()),
+        }
+    }
+
     /// Undoes whatever is still in force: resumes paused members, heals isolated ones,
-    /// restarts dead ones. Returns what it had to do.
+    /// removes blocks, restarts dead ones. Returns what it had to do.
     pub fn heal_all(&mut self) -> Result<Vec<String>> {
         let mut done = Vec::new();
+        for tag in self.blocks.clone() {
+            self.unblock(&tag)?;
+            done.push(format!("removed the rules of {tag}"));
+        }
         for id in self.ids() {
             let (running, paused, isolated) = {
                 let m = self.member(id)?;
