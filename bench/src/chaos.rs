@@ -14,6 +14,7 @@ mod append;
 mod bank;
 mod lock;
 mod register;
+mod sread;
 mod watch;
 
 use anyhow::{Context, Result, bail};
@@ -38,16 +39,20 @@ pub enum Workload {
     /// Txns that append unique elements to lists and read lists (checked Elle-style for
     /// dependency cycles, lost updates and stale reads).
     Append,
+    /// Serializable reads pinned to a member, and writes (checked for what a serializable
+    /// read promises: no invented value, never backwards on a member, never ahead).
+    Sread,
 }
 
 impl Workload {
     /// Every workload, in command-line order.
-    pub const ALL: [Workload; 5] = [
+    pub const ALL: [Workload; 6] = [
         Workload::Register,
         Workload::Bank,
         Workload::Watch,
         Workload::Lock,
         Workload::Append,
+        Workload::Sread,
     ];
 
     /// The name on the command line and in file names.
@@ -58,10 +63,11 @@ impl Workload {
             Workload::Watch => "watch",
             Workload::Lock => "lock",
             Workload::Append => "append",
+            Workload::Sread => "sread",
         }
     }
 
-    /// Parses `register,bank,watch,lock,append` (or `all`).
+    /// Parses `register,bank,watch,lock,append,sread` (or `all`).
     pub fn parse_list(s: &str) -> Result<Vec<Workload>> {
         let mut out = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -72,7 +78,7 @@ impl Workload {
                 .into_iter()
                 .find(|w| w.name() == part)
                 .with_context(|| {
-                    format!("unknown workload `{part}` (register, bank, watch, lock, append, all)")
+                    format!("unknown workload `{part}` (register, bank, watch, lock, append, sread, all)")
                 })?;
             if !out.contains(&w) {
                 out.push(w);
@@ -110,6 +116,10 @@ pub struct Spec {
     pub lock_clients: usize,
     /// Append workers.
     pub append_clients: usize,
+    /// Serializable-read writers.
+    pub sread_writers: usize,
+    /// Serializable readers (each on one member).
+    pub sread_readers: usize,
     /// Timeout of one request (after it, a write is `unknown`).
     pub timeout: Duration,
     /// How long, after the workloads stop, the watchers may take to catch up.
@@ -129,6 +139,10 @@ pub struct Spec {
     /// Deliberately unsafe: append transactions without their mod-revision guard, to show
     /// the append check catches lost updates.
     pub unguarded_appends: bool,
+    /// Deliberately unsafe: serializable readers move to the next member after every read
+    /// but record one session on one member, to show the sread check catches reads going
+    /// backwards.
+    pub sread_hop_members: bool,
 }
 
 /// The client's clock: microseconds since it started.
@@ -295,6 +309,18 @@ pub async fn run(spec: Spec) -> Result<ClientSummary> {
             tasks.spawn(async move { append::worker(spec, clock, deadline, p as u64, out).await });
         }
     }
+    if spec.workloads.contains(&Workload::Sread) {
+        let out = sink(&spec, "sread.jsonl")?;
+        sinks.push(out.clone());
+        for p in 0..spec.sread_writers {
+            let (spec, out) = (spec.clone(), out.clone());
+            tasks.spawn(async move { sread::writer(spec, clock, deadline, p as u64, out).await });
+        }
+        for r in 0..spec.sread_readers {
+            let (spec, out) = (spec.clone(), out.clone());
+            tasks.spawn(async move { sread::reader(spec, clock, deadline, r as u64, out).await });
+        }
+    }
     if let Some(setup) = bank_setup {
         let out = sink(&spec, "bank.jsonl")?;
         sinks.push(out.clone());
@@ -310,6 +336,9 @@ pub async fn run(spec: Spec) -> Result<ClientSummary> {
     }
     for s in &sinks {
         s.lock().unwrap_or_else(|e| e.into_inner()).flush()?;
+    }
+    if spec.workloads.contains(&Workload::Sread) {
+        summary.sread_final_revision = sread::final_revision(&spec).await;
     }
     if let Some(w) = watch {
         let (last, seen) = w.finish(&spec).await?;

@@ -4,8 +4,9 @@
 //! lets the client finish its final reads, then checks the histories ([`raft_chaos`]: the
 //! register history for linearizability, the bank reads for the total, the watchers for
 //! gaps, duplicates and agreement with the writes, the lock's fenced writes for mutual
-//! exclusion, the append lists for dependency cycles, lost updates and stale reads) and draws
-//! the plot.
+//! exclusion, the append lists for dependency cycles, lost updates and stale reads, the
+//! serializable reads for invented values, going backwards and running ahead) and draws the
+//! plot.
 //!
 //! Why it is split this way: the workloads need the `etcd-client` crate, which only
 //! raft-bench may depend on (it needs protoc; `cargo xtask layering` enforces this); the
@@ -16,7 +17,7 @@
 //!
 //! Each run writes `<out>/seed-<N>/`: `schedule.txt`, `faults.jsonl` (what was done when),
 //! the histories (`register.jsonl`, `bank.jsonl`, `watch-writes.jsonl`,
-//! `watch-events.jsonl`, `lock.jsonl`, `append.jsonl`, `client.json`), `client.log`, the members' logs under `cluster/`,
+//! `watch-events.jsonl`, `lock.jsonl`, `append.jsonl`, `sread.jsonl`, `client.json`), `client.log`, the members' logs under `cluster/`,
 //! `verdicts.txt` and `verdicts.json`, and `plot.svg`. The exit code is 0 only when every
 //! check of every run passed.
 //!
@@ -32,12 +33,12 @@ use anyhow::{Context, Result, bail};
 use cluster::ChaosCluster;
 use faults::inject;
 use raft_chaos::history::{
-    AppendOp, BankOp, ClientSummary, JsonlWriter, LockOp, Outcome, RegisterOp, WatchRecord,
-    WatchWrite, read_json, read_jsonl,
+    AppendOp, BankOp, ClientSummary, JsonlWriter, LockOp, Outcome, RegisterOp, SreadOp,
+    WatchRecord, WatchWrite, read_json, read_jsonl,
 };
 use raft_chaos::plot::{Point, Window};
 use raft_chaos::schedule::{FaultEvent, FaultKind, Schedule};
-use raft_chaos::{Verdict, append, bank, lock, register, watch};
+use raft_chaos::{Verdict, append, bank, lock, register, sread, watch};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread::sleep;
@@ -53,8 +54,8 @@ pub struct Args {
     /// How long the workloads run (faults happen in it; the last few seconds are quiet).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub time: Duration,
-    /// Workloads, comma-separated: register, bank, watch, lock, append (or all).
-    #[arg(long, default_value = "register,bank,watch,lock,append")]
+    /// Workloads, comma-separated: register, bank, watch, lock, append, sread (or all).
+    #[arg(long, default_value = "register,bank,watch,lock,append,sread")]
     pub workload: String,
     /// Faults, comma-separated: kill, pause, partition, member, clock, oneway, bridge, flap
     /// (or none).
@@ -116,6 +117,11 @@ pub struct Args {
     /// without their mod-revision guard (lost updates).
     #[arg(long)]
     pub unsafe_unguarded_appends: bool,
+    /// Deliberately broken client, to see the sread check fail: serializable readers move
+    /// to the next member after every read but record one session on one member (run with
+    /// partitions: an isolated member falls behind).
+    #[arg(long)]
+    pub unsafe_sread_hop_members: bool,
 }
 
 /// Runs the task: one run, or `--sweep K` runs.
@@ -321,6 +327,9 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
     if args.unsafe_unguarded_appends {
         client.arg("--unsafe-unguarded-appends");
     }
+    if args.unsafe_sread_hop_members {
+        client.arg("--unsafe-sread-hop-members");
+    }
     let mut client = client
         .stdin(Stdio::null())
         .stdout(client_log.try_clone()?)
@@ -435,6 +444,10 @@ fn check(dir: &Path) -> Result<Vec<Verdict>> {
                 let ops: Vec<AppendOp> = read_jsonl(&dir.join("append.jsonl"))?;
                 out.push(append::check(&ops));
             }
+            "sread" => {
+                let ops: Vec<SreadOp> = read_jsonl(&dir.join("sread.jsonl"))?;
+                out.push(sread::check(&ops, summary.sread_final_revision));
+            }
             other => bail!("client.json names an unknown workload `{other}`"),
         }
     }
@@ -467,6 +480,9 @@ fn plot(dir: &Path, seed: u64, time_ms: u64) -> Result<()> {
     }
     for o in read_jsonl::<AppendOp>(&dir.join("append.jsonl"))? {
         add("append", o.invoke_us, o.complete_us, o.outcome);
+    }
+    for o in read_jsonl::<SreadOp>(&dir.join("sread.jsonl"))? {
+        add("sread", o.invoke_us, o.complete_us, o.outcome);
     }
     let t0 = summary.t0_unix_us as f64;
     let windows: Vec<Window> = read_jsonl::<FaultEvent>(&dir.join("faults.jsonl"))?
