@@ -55,11 +55,16 @@ pub enum FaultKind {
     /// directions), healed and cut off again every [`Fault::param`] ms (200 to 600) while the
     /// fault lasts; healed when it ends.
     Flap,
+    /// A full disk: the target's data directory is on a small tmpfs of its own (every
+    /// member's is, in a run with this kind), which a ballast file fills up when the fault
+    /// starts; the ballast is removed when it ends, and a member that stopped meanwhile
+    /// (fail-stop is allowed) is started again. Needs root (`mount -t tmpfs`).
+    Disk,
 }
 
 impl FaultKind {
     /// Every kind, in command-line order.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
@@ -68,6 +73,7 @@ impl FaultKind {
         FaultKind::OneWay,
         FaultKind::Bridge,
         FaultKind::Flap,
+        FaultKind::Disk,
     ];
 
     /// The name on the command line.
@@ -81,6 +87,7 @@ impl FaultKind {
             FaultKind::OneWay => "oneway",
             FaultKind::Bridge => "bridge",
             FaultKind::Flap => "flap",
+            FaultKind::Disk => "disk",
         }
     }
 
@@ -121,7 +128,7 @@ impl FaultKind {
                 .ok_or_else(|| {
                     Error::Spec(format!(
                         "unknown fault `{part}` (kill, pause, partition, member, clock, oneway, \
-                         bridge, flap, none)"
+                         bridge, flap, disk, none)"
                     ))
                 })?;
             if !out.contains(&k) {
@@ -208,6 +215,7 @@ impl fmt::Display for Fault {
                 "isolate {whom}, heal and isolate again every {} ms (flapping), heal",
                 self.param
             ),
+            FaultKind::Disk => format!("fill the disk of {whom}, free it"),
         };
         write!(
             f,

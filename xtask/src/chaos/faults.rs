@@ -1,5 +1,6 @@
 //! The fault timeline: carrying out a run's schedule against the cluster (kill, pause,
-//! partition, one-way, bridge and flapping partitions, membership and clock faults), undoing
+//! partition, one-way, bridge and flapping partitions, full disks, membership and clock
+//! faults), undoing
 //! each fault when its time is up and recording what was done. A flapping partition is
 //! healed and made again at each of its period's ticks in between.
 
@@ -121,10 +122,13 @@ pub(super) fn inject(
         let undone = if still_cut {
             undo(c, f, index, schedule, &mut members)
         } else {
-            Ok(())
+            Ok(String::new())
         };
         match undone {
-            Ok(()) => println!("{} {} {members:?} undone", at(), f.kind.name()),
+            Ok(note) => {
+                println!("{} {} {members:?} undone{note}", at(), f.kind.name());
+                how.push_str(&note);
+            }
             Err(e) => {
                 let msg = format!(
                     "fault {index} ({}) could not be undone: {e:#}",
@@ -235,6 +239,7 @@ fn apply(c: &mut ChaosCluster, f: &Fault, index: usize, members: &[u64]) -> Resu
                 ));
             }
             FaultKind::Flap => how.push(flap_cut(c, index, &[id])?),
+            FaultKind::Disk => how.push(c.fill_disk(id)?),
             FaultKind::Kill => {
                 c.kill9(id)?;
                 how.push(format!("kill -9 member {id}"));
@@ -264,22 +269,48 @@ fn resolve(c: &ChaosCluster, target: &Target, schedule: &Schedule) -> Result<Vec
 }
 
 /// Undoes [`apply`]; ends a membership change (`members` is its learner): promotes the
-/// learner, removes the target and records it in `members`.
+/// learner, removes the target and records it in `members`. Returns a note on what it
+/// found (a member that stopped on a full disk), or nothing.
 fn undo(
     c: &mut ChaosCluster,
     f: &Fault,
     index: usize,
     schedule: &Schedule,
     members: &mut Vec<u64>,
-) -> Result<()> {
+) -> Result<String> {
     match f.kind {
-        FaultKind::OneWay | FaultKind::Bridge => return c.unblock(&tag(index)),
-        FaultKind::Flap => return lift(c, index, members),
+        FaultKind::OneWay | FaultKind::Bridge => {
+            return c.unblock(&tag(index)).map(|_| String::new());
+        }
+        FaultKind::Flap => return lift(c, index, members).map(|_| String::new()),
+        FaultKind::Disk => {
+            let mut note = String::new();
+            for &id in members.iter() {
+                c.free_disk(id)?;
+                // Stopping on a full disk is allowed (fail-stop); it is started again, as an
+                // operator would after freeing the disk.
+                if let Some((status, last)) = c.reap(id)? {
+                    note.push_str(&format!(
+                        "; member {id} exited on the full disk ({status}; its log ends: \
+                         {last}), started again"
+                    ));
+                    c.spawn(id)?;
+                } else if let Some(line) = c.stopped_since_fill(id) {
+                    note.push_str(&format!(
+                        "; member {id}'s raft node stopped on the full disk while its process \
+                         ran on ({line}), restarted"
+                    ));
+                    c.kill9(id)?;
+                    c.spawn(id)?;
+                }
+            }
+            return Ok(note);
+        }
         _ => {}
     }
     if f.kind == FaultKind::Member {
         let Some(&learner) = members.first() else {
-            return Ok(());
+            return Ok(String::new());
         };
         c.promote(learner)?;
         println!("           member {learner} promoted to a voter");
@@ -287,7 +318,7 @@ fn undo(
         c.remove(gone, learner)?;
         println!("           member {gone} removed and stopped; member {learner} takes its slot");
         members.push(gone);
-        return Ok(());
+        return Ok(String::new());
     }
     for &id in members.iter() {
         match f.kind {
@@ -301,8 +332,9 @@ fn undo(
             | FaultKind::Member
             | FaultKind::OneWay
             | FaultKind::Bridge
-            | FaultKind::Flap => {}
+            | FaultKind::Flap
+            | FaultKind::Disk => {}
         }
     }
-    Ok(())
+    Ok(String::new())
 }
