@@ -122,6 +122,11 @@ pub struct Args {
     /// partitions: an isolated member falls behind).
     #[arg(long)]
     pub unsafe_sread_hop_members: bool,
+    /// Deliberately broken server, to see the fsync fault fail: raftd's fsync switch
+    /// ignores the EIO it injects (`RAFTD_UNSAFE_IGNORE_FSYNC_ERRORS=1`), so the member keeps
+    /// running and acknowledging (run with `--faults fsync`).
+    #[arg(long)]
+    pub unsafe_ignore_fsync_errors: bool,
 }
 
 /// Runs the task: one run, or `--sweep K` runs.
@@ -293,6 +298,7 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
         &schedule,
         net,
         &args.raftd_set,
+        args.unsafe_ignore_fsync_errors,
     )?;
     let leader = c
         .leader(Duration::from_secs(30))

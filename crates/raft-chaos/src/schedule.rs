@@ -60,11 +60,16 @@ pub enum FaultKind {
     /// starts; the ballast is removed when it ends, and a member that stopped meanwhile
     /// (fail-stop is allowed) is started again. Needs root (`mount -t tmpfs`).
     Disk,
+    /// An fsync error: while the fault lasts, every fsync of the target's write-ahead log
+    /// fails with EIO (raftd's testing-only switch `RAFTD_FAULT_FSYNC_EIO_FILE`, a trigger
+    /// file). The member must stop (fail-stop) and never acknowledge; when the fault ends it
+    /// is started again. A member that logged a failed fsync and kept running fails the run.
+    Fsync,
 }
 
 impl FaultKind {
     /// Every kind, in command-line order.
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
@@ -74,6 +79,7 @@ impl FaultKind {
         FaultKind::Bridge,
         FaultKind::Flap,
         FaultKind::Disk,
+        FaultKind::Fsync,
     ];
 
     /// The name on the command line.
@@ -88,6 +94,7 @@ impl FaultKind {
             FaultKind::Bridge => "bridge",
             FaultKind::Flap => "flap",
             FaultKind::Disk => "disk",
+            FaultKind::Fsync => "fsync",
         }
     }
 
@@ -128,7 +135,7 @@ impl FaultKind {
                 .ok_or_else(|| {
                     Error::Spec(format!(
                         "unknown fault `{part}` (kill, pause, partition, member, clock, oneway, \
-                         bridge, flap, disk, none)"
+                         bridge, flap, disk, fsync, none)"
                     ))
                 })?;
             if !out.contains(&k) {
@@ -216,6 +223,7 @@ impl fmt::Display for Fault {
                 self.param
             ),
             FaultKind::Disk => format!("fill the disk of {whom}, free it"),
+            FaultKind::Fsync => format!("make the WAL fsyncs of {whom} fail with EIO, stop that"),
         };
         write!(
             f,
@@ -570,6 +578,11 @@ mod tests {
             FaultKind::parse_list("oneway,bridge,flap").unwrap(),
             vec![FaultKind::OneWay, FaultKind::Bridge, FaultKind::Flap]
         );
+        assert_eq!(
+            FaultKind::parse_list("disk,fsync").unwrap(),
+            vec![FaultKind::Disk, FaultKind::Fsync]
+        );
+        assert!(!FaultKind::Disk.is_network() && !FaultKind::Fsync.needs_netns());
         let err = FaultKind::parse_list("kill,flood").unwrap_err().to_string();
         assert!(err.contains("flood"), "{err}");
     }

@@ -62,8 +62,12 @@ pub struct ChaosCluster {
     blocks: Vec<String>,
     /// With disk faults: the size (MiB) of each member's tmpfs, and the tmpfs mounted so far.
     tmpfs: Option<(u64, Vec<PathBuf>)>,
-    /// Per member whose disk is full: the length of its log when it was filled.
+    /// Per member whose disk is full or whose fsyncs fail: the length of its log then.
     filled_at: std::collections::HashMap<u64, u64>,
+    /// With fsync faults: members start with raftd's testing-only fsync switch.
+    fsync_switch: bool,
+    /// Deliberately unsafe: the fsync switch ignores the errors it injects.
+    ignore_fsync_errors: bool,
 }
 
 /// Where Debian's libfaketime (package `faketime`/`libfaketime`) puts its library.
@@ -110,7 +114,9 @@ impl ChaosCluster {
     /// `--set` of every one of `settings`; in `net`'s namespaces when given (they must
     /// include the ids the schedule adds, `n + 1 ..= n + added`), else on loopback with the
     /// fault switch enabled. Addresses for the added members are set aside; with clock
-    /// faults every member runs under libfaketime at its clock rate.
+    /// faults every member runs under libfaketime at its clock rate; with fsync faults every
+    /// member runs with raftd's testing-only fsync switch (ignoring the errors it injects
+    /// when `ignore_fsync_errors`, deliberately unsafe).
     pub fn start(
         raftd: &Path,
         raftctl: &Path,
@@ -118,6 +124,7 @@ impl ChaosCluster {
         schedule: &Schedule,
         net: Option<NetNs>,
         settings: &[String],
+        ignore_fsync_errors: bool,
     ) -> Result<ChaosCluster> {
         let (n, spare, clock_rate_ppm) =
             (schedule.members, schedule.added(), &schedule.clock_rate_ppm);
@@ -181,6 +188,11 @@ impl ChaosCluster {
                 .any(|f| f.kind == raft_chaos::schedule::FaultKind::Disk)
                 .then(|| (DISK_MIB, Vec::new())),
             filled_at: Default::default(),
+            fsync_switch: schedule
+                .faults
+                .iter()
+                .any(|f| f.kind == raft_chaos::schedule::FaultKind::Fsync),
+            ignore_fsync_errors,
         };
         for id in 1..=n {
             c.spawn(id)?;
@@ -320,15 +332,49 @@ impl ChaosCluster {
         ))
     }
 
-    /// The first error line member `id` logged since its disk was filled that says its raft
-    /// node stopped (the process may still run: raftd stops the node, not the process).
+    /// The first error line member `id` logged since its disk was filled (or its fsyncs
+    /// made to fail) that says its raft node stopped (the process may still run: raftd
+    /// stops the node, not the process).
     pub fn stopped_since_fill(&self, id: u64) -> Option<String> {
+        self.logged_since_fill(id, |l| l.contains("ERROR") && l.contains("stopped"))
+    }
+
+    /// The first line member `id` logged since its disk was filled (or its fsyncs made to
+    /// fail) that `matches`.
+    pub fn logged_since_fill(&self, id: u64, matches: impl Fn(&str) -> bool) -> Option<String> {
         let from = *self.filled_at.get(&id)? as usize;
         let text = std::fs::read(self.log_path(id)).ok()?;
         let text = String::from_utf8_lossy(text.get(from..)?);
-        text.lines()
-            .find(|l| l.contains("ERROR") && l.contains("stopped"))
-            .map(str::to_string)
+        text.lines().find(|l| matches(l)).map(str::to_string)
+    }
+
+    /// The trigger file of member `id`'s fsync switch.
+    fn fsync_trigger(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("node{id}.fsync-eio"))
+    }
+
+    /// Makes member `id`'s WAL fsyncs fail with EIO (raftd's testing-only switch); returns
+    /// how.
+    pub fn fail_fsyncs(&mut self, id: u64) -> Result<String> {
+        if !self.fsync_switch {
+            bail!("the members run without the fsync switch: the run has no fsync faults");
+        }
+        let log_len = std::fs::metadata(self.log_path(id)).map_or(0, |m| m.len());
+        self.filled_at.insert(id, log_len);
+        let trigger = self.fsync_trigger(id);
+        std::fs::write(&trigger, "")?;
+        Ok(format!(
+            "member {id}: its WAL fsyncs fail with EIO ({} exists)",
+            trigger.display()
+        ))
+    }
+
+    /// Undoes [`fail_fsyncs`](Self::fail_fsyncs).
+    pub fn heal_fsyncs(&mut self, id: u64) -> Result<()> {
+        match std::fs::remove_file(self.fsync_trigger(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
     }
 
     /// Removes the ballast of [`fill_disk`](Self::fill_disk).
@@ -391,6 +437,12 @@ impl ChaosCluster {
                 c
             }
         };
+        if self.fsync_switch {
+            cmd.env("RAFTD_FAULT_FSYNC_EIO_FILE", self.fsync_trigger(id));
+            if self.ignore_fsync_errors {
+                cmd.env("RAFTD_UNSAFE_IGNORE_FSYNC_ERRORS", "1");
+            }
+        }
         if let Some((lib, rates)) = &self.clock {
             // libfaketime reads the spec from the file again at most a second after it
             // changes ([`Self::clock_jump`]); a restart starts from the offset so far.

@@ -240,6 +240,7 @@ fn apply(c: &mut ChaosCluster, f: &Fault, index: usize, members: &[u64]) -> Resu
             }
             FaultKind::Flap => how.push(flap_cut(c, index, &[id])?),
             FaultKind::Disk => how.push(c.fill_disk(id)?),
+            FaultKind::Fsync => how.push(c.fail_fsyncs(id)?),
             FaultKind::Kill => {
                 c.kill9(id)?;
                 how.push(format!("kill -9 member {id}"));
@@ -306,6 +307,39 @@ fn undo(
             }
             return Ok(note);
         }
+        FaultKind::Fsync => {
+            let mut note = String::new();
+            let mut kept_running = Vec::new();
+            for &id in members.iter() {
+                c.heal_fsyncs(id)?;
+                let failed = c.logged_since_fill(id, |l| l.contains("fsync fails with EIO"));
+                if let Some((status, last)) = c.reap(id)? {
+                    note.push_str(&format!(
+                        "; member {id} exited after the fsync error ({status}; its log ends: \
+                         {last}), started again"
+                    ));
+                    c.spawn(id)?;
+                } else if let Some(line) = c.stopped_since_fill(id) {
+                    note.push_str(&format!(
+                        "; member {id}'s raft node stopped after the fsync error while its \
+                         process ran on ({line}), restarted"
+                    ));
+                    c.kill9(id)?;
+                    c.spawn(id)?;
+                } else if failed.is_some() {
+                    kept_running.push(id);
+                } else {
+                    note.push_str(&format!("; member {id} attempted no fsync meanwhile"));
+                }
+            }
+            if !kept_running.is_empty() {
+                bail!(
+                    "members {kept_running:?} had a WAL fsync fail with EIO and kept running \
+                     (no fail-stop)"
+                );
+            }
+            return Ok(note);
+        }
         _ => {}
     }
     if f.kind == FaultKind::Member {
@@ -333,7 +367,8 @@ fn undo(
             | FaultKind::OneWay
             | FaultKind::Bridge
             | FaultKind::Flap
-            | FaultKind::Disk => {}
+            | FaultKind::Disk
+            | FaultKind::Fsync => {}
         }
     }
     Ok(String::new())
