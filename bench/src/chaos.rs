@@ -1,5 +1,5 @@
 //! `raft-bench chaos-client`: the workload side of a chaos run (`cargo xtask chaos`). It runs
-//! the register, bank, watch and lock workloads against the given endpoints for a while, recording
+//! the register, bank, watch, lock and append workloads against the given endpoints for a while, recording
 //! every operation with its invocation and completion times and its outcome into JSON-lines
 //! histories ([`raft_chaos::history`]), then reads the final state and waits for the watchers
 //! to catch up. The orchestrator injects the faults meanwhile and runs the checkers on the
@@ -10,9 +10,11 @@
 //! nothing (no request left); an error after the request was sent makes a write `unknown`
 //! and a read `fail` (a read has no effect).
 
+mod append;
 mod bank;
 mod lock;
 mod register;
+mod sread;
 mod watch;
 
 use anyhow::{Context, Result, bail};
@@ -34,15 +36,23 @@ pub enum Workload {
     /// Lease-backed lock holds and writes fenced by the lock's revision (checked for mutual
     /// exclusion as the fenced writes observe it).
     Lock,
+    /// Txns that append unique elements to lists and read lists (checked Elle-style for
+    /// dependency cycles, lost updates and stale reads).
+    Append,
+    /// Serializable reads pinned to a member, and writes (checked for what a serializable
+    /// read promises: no invented value, never backwards on a member, never ahead).
+    Sread,
 }
 
 impl Workload {
     /// Every workload, in command-line order.
-    pub const ALL: [Workload; 4] = [
+    pub const ALL: [Workload; 6] = [
         Workload::Register,
         Workload::Bank,
         Workload::Watch,
         Workload::Lock,
+        Workload::Append,
+        Workload::Sread,
     ];
 
     /// The name on the command line and in file names.
@@ -52,10 +62,12 @@ impl Workload {
             Workload::Bank => "bank",
             Workload::Watch => "watch",
             Workload::Lock => "lock",
+            Workload::Append => "append",
+            Workload::Sread => "sread",
         }
     }
 
-    /// Parses `register,bank,watch,lock` (or `all`).
+    /// Parses `register,bank,watch,lock,append,sread` (or `all`).
     pub fn parse_list(s: &str) -> Result<Vec<Workload>> {
         let mut out = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -66,7 +78,7 @@ impl Workload {
                 .into_iter()
                 .find(|w| w.name() == part)
                 .with_context(|| {
-                    format!("unknown workload `{part}` (register, bank, watch, lock, all)")
+                    format!("unknown workload `{part}` (register, bank, watch, lock, append, sread, all)")
                 })?;
             if !out.contains(&w) {
                 out.push(w);
@@ -102,6 +114,12 @@ pub struct Spec {
     pub watchers: usize,
     /// Lock workers.
     pub lock_clients: usize,
+    /// Append workers.
+    pub append_clients: usize,
+    /// Serializable-read writers.
+    pub sread_writers: usize,
+    /// Serializable readers (each on one member).
+    pub sread_readers: usize,
     /// Timeout of one request (after it, a write is `unknown`).
     pub timeout: Duration,
     /// How long, after the workloads stop, the watchers may take to catch up.
@@ -118,6 +136,13 @@ pub struct Spec {
     /// Deliberately unsafe: lock holders write without the fencing guard, to show the lock
     /// check catches a write by a holder whose lock has passed to another.
     pub unfenced_lock_writes: bool,
+    /// Deliberately unsafe: append transactions without their mod-revision guard, to show
+    /// the append check catches lost updates.
+    pub unguarded_appends: bool,
+    /// Deliberately unsafe: serializable readers move to the next member after every read
+    /// but record one session on one member, to show the sread check catches reads going
+    /// backwards.
+    pub sread_hop_members: bool,
 }
 
 /// The client's clock: microseconds since it started.
@@ -276,6 +301,26 @@ pub async fn run(spec: Spec) -> Result<ClientSummary> {
             tasks.spawn(async move { lock::worker(spec, clock, deadline, p as u64, out).await });
         }
     }
+    if spec.workloads.contains(&Workload::Append) {
+        let out = sink(&spec, "append.jsonl")?;
+        sinks.push(out.clone());
+        for p in 0..spec.append_clients {
+            let (spec, out) = (spec.clone(), out.clone());
+            tasks.spawn(async move { append::worker(spec, clock, deadline, p as u64, out).await });
+        }
+    }
+    if spec.workloads.contains(&Workload::Sread) {
+        let out = sink(&spec, "sread.jsonl")?;
+        sinks.push(out.clone());
+        for p in 0..spec.sread_writers {
+            let (spec, out) = (spec.clone(), out.clone());
+            tasks.spawn(async move { sread::writer(spec, clock, deadline, p as u64, out).await });
+        }
+        for r in 0..spec.sread_readers {
+            let (spec, out) = (spec.clone(), out.clone());
+            tasks.spawn(async move { sread::reader(spec, clock, deadline, r as u64, out).await });
+        }
+    }
     if let Some(setup) = bank_setup {
         let out = sink(&spec, "bank.jsonl")?;
         sinks.push(out.clone());
@@ -291,6 +336,9 @@ pub async fn run(spec: Spec) -> Result<ClientSummary> {
     }
     for s in &sinks {
         s.lock().unwrap_or_else(|e| e.into_inner()).flush()?;
+    }
+    if spec.workloads.contains(&Workload::Sread) {
+        summary.sread_final_revision = sread::final_revision(&spec).await;
     }
     if let Some(w) = watch {
         let (last, seen) = w.finish(&spec).await?;
@@ -370,6 +418,10 @@ mod tests {
         );
         assert_eq!(Workload::parse_list("all").unwrap(), Workload::ALL.to_vec());
         assert_eq!(Workload::parse_list("lock").unwrap(), vec![Workload::Lock]);
+        assert_eq!(
+            Workload::parse_list("append").unwrap(),
+            vec![Workload::Append]
+        );
         assert!(Workload::parse_list("locks").is_err());
         assert!(Workload::parse_list("").is_err());
     }

@@ -110,7 +110,7 @@ struct ChaosClientArgs {
     /// Client endpoints (`host:port`), comma-separated.
     #[arg(long, value_delimiter = ',', required = true)]
     endpoints: Vec<String>,
-    /// Workloads, comma-separated: register, bank, watch, lock (or all).
+    /// Workloads, comma-separated: register, bank, watch, lock, append, sread (or all).
     #[arg(long, default_value = "register,bank,watch")]
     workload: String,
     /// How long the workloads issue operations.
@@ -137,6 +137,15 @@ struct ChaosClientArgs {
     /// Lock workers.
     #[arg(long, default_value_t = 3)]
     lock_clients: usize,
+    /// Append workers.
+    #[arg(long, default_value_t = 4)]
+    append_clients: usize,
+    /// Serializable-read writers.
+    #[arg(long, default_value_t = 2)]
+    sread_writers: usize,
+    /// Serializable readers (each on one member).
+    #[arg(long, default_value_t = 3)]
+    sread_readers: usize,
     /// Timeout of one request.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -159,6 +168,14 @@ struct ChaosClientArgs {
     /// checker catches a write by a holder whose lock passed to another).
     #[arg(long)]
     unsafe_unfenced_lock_writes: bool,
+    /// Deliberately unsafe: append transactions without their guard (to show the checker
+    /// catches lost updates).
+    #[arg(long)]
+    unsafe_unguarded_appends: bool,
+    /// Deliberately unsafe: serializable readers hop members but record one session (to
+    /// show the checker catches reads going backwards).
+    #[arg(long)]
+    unsafe_sread_hop_members: bool,
 }
 
 #[derive(clap::Args)]
@@ -271,12 +288,17 @@ async fn chaos_client(a: ChaosClientArgs) -> Result<()> {
         watch_writers: a.watch_writers,
         watchers: a.watchers,
         lock_clients: a.lock_clients,
+        append_clients: a.append_clients,
+        sread_writers: a.sread_writers,
+        sread_readers: a.sread_readers,
         timeout: a.timeout,
         catch_up: a.catch_up,
         serializable_reads: a.unsafe_serializable_reads,
         unguarded_transfers: a.unsafe_unguarded_transfers,
         watch_resume_at_last: a.unsafe_watch_resume_at_last,
         unfenced_lock_writes: a.unsafe_unfenced_lock_writes,
+        unguarded_appends: a.unsafe_unguarded_appends,
+        sread_hop_members: a.unsafe_sread_hop_members,
     };
     let out = spec.out.clone();
     let summary = raft_bench::chaos::run(spec).await?;

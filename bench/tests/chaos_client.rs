@@ -9,7 +9,9 @@
 use raft_bench::binaries::test_raftd as raftd;
 use raft_bench::chaos::{Spec, Workload, run};
 use raft_bench::cluster::{Cluster, Server};
-use raft_chaos::history::{BankOp, LockOp, RegisterOp, WatchRecord, WatchWrite, read_jsonl};
+use raft_chaos::history::{
+    AppendOp, BankOp, LockOp, RegisterOp, SreadOp, WatchRecord, WatchWrite, read_jsonl,
+};
 use raft_node::testing::CALM;
 use std::time::Duration;
 
@@ -31,12 +33,17 @@ async fn every_check_passes_on_a_healthy_cluster_with_a_leader_restart() {
         watch_writers: 1,
         watchers: 2,
         lock_clients: 2,
+        append_clients: 2,
+        sread_writers: 1,
+        sread_readers: 2,
         timeout: Duration::from_secs(2),
         catch_up: Duration::from_secs(20),
         serializable_reads: false,
         unguarded_transfers: false,
         watch_resume_at_last: false,
         unfenced_lock_writes: false,
+        unguarded_appends: false,
+        sread_hop_members: false,
     };
     let client = tokio::spawn(run(spec));
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -50,6 +57,8 @@ async fn every_check_passes_on_a_healthy_cluster_with_a_leader_restart() {
     let writes: Vec<WatchWrite> = read_jsonl(&out.join("watch-writes.jsonl")).unwrap();
     let events: Vec<WatchRecord> = read_jsonl(&out.join("watch-events.jsonl")).unwrap();
     let lock: Vec<LockOp> = read_jsonl(&out.join("lock.jsonl")).unwrap();
+    let append: Vec<AppendOp> = read_jsonl(&out.join("append.jsonl")).unwrap();
+    let sread: Vec<SreadOp> = read_jsonl(&out.join("sread.jsonl")).unwrap();
     assert!(
         register.len() > 20,
         "{} register operations",
@@ -58,6 +67,13 @@ async fn every_check_passes_on_a_healthy_cluster_with_a_leader_restart() {
     assert!(bank.len() > 10, "{} bank operations", bank.len());
     assert!(writes.len() > 10, "{} watched puts", writes.len());
     assert!(lock.len() > 10, "{} lock operations", lock.len());
+    assert!(append.len() > 10, "{} append transactions", append.len());
+    assert!(
+        sread.len() > 10,
+        "{} serializable reads and writes",
+        sread.len()
+    );
+    assert!(summary.sread_final_revision > 0);
     assert_eq!(summary.bank_total, 100);
     assert!(summary.watch_last_revision >= summary.watch_start_revision);
     for v in [
@@ -65,6 +81,8 @@ async fn every_check_passes_on_a_healthy_cluster_with_a_leader_restart() {
         raft_chaos::bank::check(&bank, summary.bank_accounts, summary.bank_total),
         raft_chaos::watch::check(&writes, &events, &summary),
         raft_chaos::lock::check(&lock),
+        raft_chaos::append::check(&append),
+        raft_chaos::sread::check(&sread, summary.sread_final_revision),
     ] {
         assert!(v.ok, "{}\n{}", v.render(), cluster.logs(20));
     }

@@ -4,7 +4,9 @@
 //! lets the client finish its final reads, then checks the histories ([`raft_chaos`]: the
 //! register history for linearizability, the bank reads for the total, the watchers for
 //! gaps, duplicates and agreement with the writes, the lock's fenced writes for mutual
-//! exclusion) and draws the plot.
+//! exclusion, the append lists for dependency cycles, lost updates and stale reads, the
+//! serializable reads for invented values, going backwards and running ahead) and draws the
+//! plot.
 //!
 //! Why it is split this way: the workloads need the `etcd-client` crate, which only
 //! raft-bench may depend on (it needs protoc; `cargo xtask layering` enforces this); the
@@ -15,7 +17,7 @@
 //!
 //! Each run writes `<out>/seed-<N>/`: `schedule.txt`, `faults.jsonl` (what was done when),
 //! the histories (`register.jsonl`, `bank.jsonl`, `watch-writes.jsonl`,
-//! `watch-events.jsonl`, `lock.jsonl`, `client.json`), `client.log`, the members' logs under `cluster/`,
+//! `watch-events.jsonl`, `lock.jsonl`, `append.jsonl`, `sread.jsonl`, `client.json`), `client.log`, the members' logs under `cluster/`,
 //! `verdicts.txt` and `verdicts.json`, and `plot.svg`. The exit code is 0 only when every
 //! check of every run passed.
 //!
@@ -31,12 +33,12 @@ use anyhow::{Context, Result, bail};
 use cluster::ChaosCluster;
 use faults::inject;
 use raft_chaos::history::{
-    BankOp, ClientSummary, JsonlWriter, LockOp, Outcome, RegisterOp, WatchRecord, WatchWrite,
-    read_json, read_jsonl,
+    AppendOp, BankOp, ClientSummary, JsonlWriter, LockOp, Outcome, RegisterOp, SreadOp,
+    WatchRecord, WatchWrite, read_json, read_jsonl,
 };
 use raft_chaos::plot::{Point, Window};
 use raft_chaos::schedule::{FaultEvent, FaultKind, Schedule};
-use raft_chaos::{Verdict, bank, lock, register, watch};
+use raft_chaos::{Verdict, append, bank, lock, register, sread, watch};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread::sleep;
@@ -52,10 +54,11 @@ pub struct Args {
     /// How long the workloads run (faults happen in it; the last few seconds are quiet).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub time: Duration,
-    /// Workloads, comma-separated: register, bank, watch, lock (or all).
-    #[arg(long, default_value = "register,bank,watch,lock")]
+    /// Workloads, comma-separated: register, bank, watch, lock, append, sread (or all).
+    #[arg(long, default_value = "register,bank,watch,lock,append,sread")]
     pub workload: String,
-    /// Faults, comma-separated: kill, pause, partition, member, clock (or none).
+    /// Faults, comma-separated: kill, pause, partition, member, clock, oneway, bridge, flap
+    /// (or none).
     #[arg(long, default_value = "kill,pause,partition,member,clock")]
     pub faults: String,
     /// Run K seeds in a row (seed, seed+1, ...); fails when any run fails.
@@ -110,6 +113,20 @@ pub struct Args {
     /// the fencing guard (run with pauses: a paused holder's lease expires).
     #[arg(long)]
     pub unsafe_unfenced_lock_writes: bool,
+    /// Deliberately broken client, to see the append check fail: append transactions
+    /// without their mod-revision guard (lost updates).
+    #[arg(long)]
+    pub unsafe_unguarded_appends: bool,
+    /// Deliberately broken client, to see the sread check fail: serializable readers move
+    /// to the next member after every read but record one session on one member (run with
+    /// partitions: an isolated member falls behind).
+    #[arg(long)]
+    pub unsafe_sread_hop_members: bool,
+    /// Deliberately broken server, to see the fsync fault fail: raftd's fsync switch
+    /// ignores the EIO it injects (`RAFTD_UNSAFE_IGNORE_FSYNC_ERRORS=1`), so the member keeps
+    /// running and acknowledging (run with `--faults fsync`).
+    #[arg(long)]
+    pub unsafe_ignore_fsync_errors: bool,
 }
 
 /// Runs the task: one run, or `--sweep K` runs.
@@ -260,11 +277,19 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
     std::fs::write(dir.join("schedule.txt"), schedule.render())?;
     raft_chaos::history::write_json(&dir.join("schedule.json"), &schedule)?;
 
-    let (net, how) = if kinds.contains(&FaultKind::Partition) {
+    let (net, how) = if kinds.iter().any(|k| k.is_network()) {
         choose_net(args.net, args.members + schedule.added())?
     } else {
         (None, "loopback (no partitions in this run)".into())
     };
+    if net.is_none()
+        && let Some(k) = kinds.iter().find(|k| k.needs_netns())
+    {
+        bail!(
+            "`--faults {}` needs network namespaces, and the run has none: {how}",
+            k.name()
+        );
+    }
     println!("partitions: {how}");
     let mut c = ChaosCluster::start(
         &bin.join("raftd"),
@@ -273,6 +298,7 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
         &schedule,
         net,
         &args.raftd_set,
+        args.unsafe_ignore_fsync_errors,
     )?;
     let leader = c
         .leader(Duration::from_secs(30))
@@ -303,6 +329,12 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
     }
     if args.unsafe_unfenced_lock_writes {
         client.arg("--unsafe-unfenced-lock-writes");
+    }
+    if args.unsafe_unguarded_appends {
+        client.arg("--unsafe-unguarded-appends");
+    }
+    if args.unsafe_sread_hop_members {
+        client.arg("--unsafe-sread-hop-members");
     }
     let mut client = client
         .stdin(Stdio::null())
@@ -414,6 +446,14 @@ fn check(dir: &Path) -> Result<Vec<Verdict>> {
                 let ops: Vec<LockOp> = read_jsonl(&dir.join("lock.jsonl"))?;
                 out.push(lock::check(&ops));
             }
+            "append" => {
+                let ops: Vec<AppendOp> = read_jsonl(&dir.join("append.jsonl"))?;
+                out.push(append::check(&ops));
+            }
+            "sread" => {
+                let ops: Vec<SreadOp> = read_jsonl(&dir.join("sread.jsonl"))?;
+                out.push(sread::check(&ops, summary.sread_final_revision));
+            }
             other => bail!("client.json names an unknown workload `{other}`"),
         }
     }
@@ -443,6 +483,12 @@ fn plot(dir: &Path, seed: u64, time_ms: u64) -> Result<()> {
     }
     for o in read_jsonl::<LockOp>(&dir.join("lock.jsonl"))? {
         add("lock", o.invoke_us, o.complete_us, o.outcome);
+    }
+    for o in read_jsonl::<AppendOp>(&dir.join("append.jsonl"))? {
+        add("append", o.invoke_us, o.complete_us, o.outcome);
+    }
+    for o in read_jsonl::<SreadOp>(&dir.join("sread.jsonl"))? {
+        add("sread", o.invoke_us, o.complete_us, o.outcome);
     }
     let t0 = summary.t0_unix_us as f64;
     let windows: Vec<Window> = read_jsonl::<FaultEvent>(&dir.join("faults.jsonl"))?

@@ -41,6 +41,9 @@ pub struct NetNs {
     /// iptables rules in force: the node whose namespace holds the rule, and the rule
     /// (`CHAIN match... -j DROP`).
     rules: Vec<(u64, String)>,
+    /// Rules put in by [`block`](NetNs::block): the tag that removes them, the node whose
+    /// namespace holds the rule, and the rule.
+    tagged: Vec<(String, u64, String)>,
     plan: Plan,
 }
 
@@ -101,6 +104,7 @@ impl NetNs {
             subnet,
             ids: ids.to_vec(),
             rules: Vec::new(),
+            tagged: Vec::new(),
             plan,
         };
         net.build()?;
@@ -212,6 +216,66 @@ impl NetNs {
         self.rules = rest;
         let rules: Vec<String> = mine.into_iter().map(|(_, r)| r).collect();
         self.restore(id, "-D", &rules)
+    }
+
+    /// Drops, with iptables rules in node `id`'s namespace applied at once, the packets
+    /// that come in from the nodes `inbound_from` and those that go out to the nodes
+    /// `outbound_to`: one direction of a link, or both. The rules are recorded under `tag`
+    /// and removed by [`unblock`](Self::unblock) with it, independently of [`cut`](Self::cut)
+    /// and of other tags (a rule put in twice is removed once per tag). Returns how.
+    pub fn block(
+        &mut self,
+        tag: &str,
+        id: u64,
+        inbound_from: &[u64],
+        outbound_to: &[u64],
+    ) -> Result<String> {
+        let mut rules = Vec::new();
+        for &other in inbound_from {
+            rules.push(format!("INPUT -s {} -j DROP", self.ip(other)));
+        }
+        for &other in outbound_to {
+            rules.push(format!("OUTPUT -d {} -j DROP", self.ip(other)));
+        }
+        if rules.is_empty() {
+            return Ok(String::new());
+        }
+        self.restore(id, "-I", &rules)?;
+        self.tagged
+            .extend(rules.into_iter().map(|r| (tag.to_string(), id, r)));
+        let list = |ids: &[u64]| {
+            ids.iter()
+                .map(|&o| self.ip(o))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut how = format!("iptables DROP in {}", self.namespace(id));
+        if !inbound_from.is_empty() {
+            how.push_str(&format!(" for INPUT from {}", list(inbound_from)));
+        }
+        if !outbound_to.is_empty() {
+            if !inbound_from.is_empty() {
+                how.push_str(" and");
+            }
+            how.push_str(&format!(" for OUTPUT to {}", list(outbound_to)));
+        }
+        Ok(how)
+    }
+
+    /// Removes the rules [`block`](Self::block) put in under `tag`, per namespace at once.
+    pub fn unblock(&mut self, tag: &str) -> Result<()> {
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.tagged)
+            .into_iter()
+            .partition(|(t, _, _)| t == tag);
+        self.tagged = rest;
+        let mut by_node: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+        for (_, id, rule) in mine {
+            by_node.entry(id).or_default().push(rule);
+        }
+        for (id, rules) in by_node {
+            self.restore(id, "-D", &rules)?;
+        }
+        Ok(())
     }
 
     /// Applies `op` (`-I` or `-D`) to each of `rules` in the filter table of node `id`'s

@@ -17,6 +17,8 @@
 //! - `watch-writes.jsonl`: [`WatchWrite`]s (the puts under the watched prefix);
 //! - `watch-events.jsonl`: [`WatchRecord`]s (what every watcher received, and its reconnects);
 //! - `lock.jsonl`: [`LockOp`]s (lock acquisitions, fenced writes, releases);
+//! - `append.jsonl`: [`AppendOp`]s (transactions that append to and read lists);
+//! - `sread.jsonl`: [`SreadOp`]s (serializable reads pinned to a member, and the writes);
 //! - `client.json`: [`ClientSummary`] (start time, bank total, watch start and end revisions).
 
 use crate::{Error, Result};
@@ -328,6 +330,135 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// One micro-operation of an append-list transaction (Elle's list-append model).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "f")]
+pub enum ListMop {
+    /// Read the list of `key` (key `chaos/append/<key>`).
+    Read {
+        /// The list.
+        key: u64,
+        /// What was read, oldest element first (empty: the key did not exist); `None` when
+        /// the transaction did not complete `ok`, so the read is not known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<Vec<u64>>,
+    },
+    /// Append `value` (unique in the run) to the list of `key`.
+    Append {
+        /// The list.
+        key: u64,
+        /// The element appended.
+        value: u64,
+    },
+}
+
+impl ListMop {
+    /// The list the micro-operation touches.
+    pub fn key(&self) -> u64 {
+        match self {
+            ListMop::Read { key, .. } | ListMop::Append { key, .. } => *key,
+        }
+    }
+}
+
+/// One transaction of the append workload: micro-operations applied atomically, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendOp {
+    /// The client (worker) that issued it.
+    pub process: u64,
+    /// What it did, in order.
+    pub mops: Vec<ListMop>,
+    /// When it was sent (µs since the client's start).
+    pub invoke_us: u64,
+    /// When the answer or the error came.
+    pub complete_us: u64,
+    /// How it ended. A transaction whose guard did not hold (a list it appends to changed
+    /// since it was read) is `fail`.
+    pub outcome: Outcome,
+    /// The revision an `ok` transaction committed (or was read) at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+    /// The error, when it did not succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The endpoint it was sent to.
+    #[serde(default)]
+    pub endpoint: String,
+}
+
+impl AppendOp {
+    /// A transaction with the given outcome (for tests and examples).
+    pub fn new(
+        process: u64,
+        mops: Vec<ListMop>,
+        invoke_us: u64,
+        complete_us: u64,
+        outcome: Outcome,
+    ) -> AppendOp {
+        AppendOp {
+            process,
+            mops,
+            invoke_us,
+            complete_us,
+            outcome,
+            revision: None,
+            error: None,
+            endpoint: String::new(),
+        }
+    }
+}
+
+/// What a serializable-read workload operation did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SreadCall {
+    /// A put of a unique value (linearizable, as every write).
+    Write,
+    /// A serializable get (answered from the member's own state).
+    Read,
+}
+
+/// One operation of the serializable-read workload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SreadOp {
+    /// The client (writer or reader) that issued it.
+    pub process: u64,
+    /// What it did.
+    pub f: SreadCall,
+    /// A reader's session: one connection to one member, until an error (a reader stays on
+    /// its member and starts a new session when it reconnects).
+    #[serde(default)]
+    pub session: u64,
+    /// The key (`chaos/sread/<key>`).
+    pub key: u64,
+    /// A write: the value put (unique in the run); an `ok` read: the value read (`None`:
+    /// the key was missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// When it was sent (µs since the client's start).
+    pub invoke_us: u64,
+    /// When the answer or the error came.
+    pub complete_us: u64,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The revision of the answer's header: an `ok` write's revision, the revision an `ok`
+    /// read was served at.
+    #[serde(default)]
+    pub revision: i64,
+    /// An `ok` read of an existing key: the key's mod revision.
+    #[serde(default)]
+    pub mod_revision: i64,
+    /// The member that answered (the header's member id; 0 when unknown).
+    #[serde(default)]
+    pub member_id: u64,
+    /// The error, when it did not succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The endpoint it was sent to.
+    #[serde(default)]
+    pub endpoint: String,
+}
+
 /// What the client reports about the whole run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientSummary {
@@ -356,6 +487,10 @@ pub struct ClientSummary {
     /// Watch: the last revision each watcher had received when the client stopped waiting.
     #[serde(default)]
     pub watcher_last_seen: Vec<i64>,
+    /// Serializable reads: the cluster's revision read linearizably after the workloads
+    /// stopped (0 when it could not be read): no read may have seen a later one.
+    #[serde(default)]
+    pub sread_final_revision: i64,
 }
 
 /// Appends records to a JSON-lines file.

@@ -6,7 +6,7 @@
 //! (`raft-bench chaos-client`, which needs the `etcd-client` crate and so protoc) writes
 //! histories with the types of [`history`]; the orchestrator (`cargo xtask chaos`, which runs
 //! the raftd processes and injects the faults) draws the [`schedule`], runs the checkers
-//! ([`register`], [`bank`], [`watch`], [`lock`]) and draws the [`plot`].
+//! ([`register`], [`bank`], [`watch`], [`lock`], [`append`], [`sread`]) and draws the [`plot`].
 //!
 //! May depend on: `raft-sim` (its linearizability checker and seeded generator) and plain
 //! utility crates; no tokio, no network.
@@ -22,12 +22,14 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod append;
 pub mod bank;
 pub mod history;
 pub mod lock;
 pub mod plot;
 pub mod register;
 pub mod schedule;
+pub mod sread;
 pub mod verdict;
 pub mod watch;
 

@@ -33,11 +33,13 @@ pub struct Window {
     pub label: String,
 }
 
-const WORKLOAD_COLORS: [(&str, RGBColor); 4] = [
+const WORKLOAD_COLORS: [(&str, RGBColor); 6] = [
     ("register", RGBColor(31, 119, 180)),
     ("bank", RGBColor(44, 160, 44)),
     ("watch", RGBColor(148, 103, 189)),
     ("lock", RGBColor(255, 127, 14)),
+    ("append", RGBColor(214, 39, 40)),
+    ("sread", RGBColor(140, 86, 75)),
 ];
 
 fn color_of(workload: &str) -> RGBColor {

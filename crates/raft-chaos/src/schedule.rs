@@ -40,16 +40,46 @@ pub enum FaultKind {
     /// the run, every member's clock also runs at its own rate for the whole run
     /// ([`Schedule::clock_rate_ppm`]).
     Clock,
+    /// A one-way (asymmetric) partition: the packets between the target and every other
+    /// member are dropped in one direction only ([`Fault::param`] 0: what the others send to
+    /// the target; 1: what the target sends to the others), healed when it ends. Needs
+    /// network namespaces.
+    #[serde(rename = "oneway")]
+    OneWay,
+    /// A bridge partition: the other members are split into two halves that cannot reach
+    /// each other, and the target (a member, or the leader) reaches both, so it is the only
+    /// link between them; healed when it ends. Needs at least 3 members and network
+    /// namespaces.
+    Bridge,
+    /// A flapping partition: the target is cut off from every other member (both
+    /// directions), healed and cut off again every [`Fault::param`] ms (200 to 600) while the
+    /// fault lasts; healed when it ends.
+    Flap,
+    /// A full disk: the target's data directory is on a small tmpfs of its own (every
+    /// member's is, in a run with this kind), which a ballast file fills up when the fault
+    /// starts; the ballast is removed when it ends, and a member that stopped meanwhile
+    /// (fail-stop is allowed) is started again. Needs root (`mount -t tmpfs`).
+    Disk,
+    /// An fsync error: while the fault lasts, every fsync of the target's write-ahead log
+    /// fails with EIO (raftd's testing-only switch `RAFTD_FAULT_FSYNC_EIO_FILE`, a trigger
+    /// file). The member must stop (fail-stop) and never acknowledge; when the fault ends it
+    /// is started again. A member that logged a failed fsync and kept running fails the run.
+    Fsync,
 }
 
 impl FaultKind {
     /// Every kind, in command-line order.
-    pub const ALL: [FaultKind; 5] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
         FaultKind::Member,
         FaultKind::Clock,
+        FaultKind::OneWay,
+        FaultKind::Bridge,
+        FaultKind::Flap,
+        FaultKind::Disk,
+        FaultKind::Fsync,
     ];
 
     /// The name on the command line.
@@ -60,6 +90,35 @@ impl FaultKind {
             FaultKind::Partition => "partition",
             FaultKind::Member => "member",
             FaultKind::Clock => "clock",
+            FaultKind::OneWay => "oneway",
+            FaultKind::Bridge => "bridge",
+            FaultKind::Flap => "flap",
+            FaultKind::Disk => "disk",
+            FaultKind::Fsync => "fsync",
+        }
+    }
+
+    /// True for the kinds that drop packets between members (they need namespaces or, for
+    /// `partition` and `flap`, raftd's fault switch).
+    pub fn is_network(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Partition | FaultKind::OneWay | FaultKind::Bridge | FaultKind::Flap
+        )
+    }
+
+    /// True for the kinds raftd's fault switch cannot make (it only isolates a member in
+    /// both directions): they need network namespaces.
+    pub fn needs_netns(self) -> bool {
+        matches!(self, FaultKind::OneWay | FaultKind::Bridge)
+    }
+
+    /// Draws the kind's [`Fault::param`] (0 for the kinds without one).
+    fn draw_param(self, rng: &mut SimRng) -> u64 {
+        match self {
+            FaultKind::OneWay => rng.below(2),
+            FaultKind::Flap => rng.range(200, 600),
+            _ => 0,
         }
     }
 
@@ -75,7 +134,8 @@ impl FaultKind {
                 .find(|k| k.name() == part)
                 .ok_or_else(|| {
                     Error::Spec(format!(
-                        "unknown fault `{part}` (kill, pause, partition, member, clock, none)"
+                        "unknown fault `{part}` (kill, pause, partition, member, clock, oneway, \
+                         bridge, flap, disk, fsync, none)"
                     ))
                 })?;
             if !out.contains(&k) {
@@ -109,6 +169,15 @@ pub struct Fault {
     pub kind: FaultKind,
     /// On whom.
     pub target: Target,
+    /// What the kind needs besides: [`FaultKind::OneWay`]'s direction (0: the target hears
+    /// nothing from the others; 1: the others hear nothing from it), [`FaultKind::Flap`]'s
+    /// period (ms); 0 for the other kinds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub param: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Fault {
@@ -140,6 +209,21 @@ impl fmt::Display for Fault {
                 "the clocks of {whom} jump {} s forward",
                 self.clock_jump_s()
             ),
+            FaultKind::OneWay if self.param == 0 => {
+                format!("drop what the other members send to {whom} (one way), heal")
+            }
+            FaultKind::OneWay => {
+                format!("drop what {whom} sends to the other members (one way), heal")
+            }
+            FaultKind::Bridge => {
+                format!("split the other members into two halves that only {whom} bridges, heal")
+            }
+            FaultKind::Flap => format!(
+                "isolate {whom}, heal and isolate again every {} ms (flapping), heal",
+                self.param
+            ),
+            FaultKind::Disk => format!("fill the disk of {whom}, free it"),
+            FaultKind::Fsync => format!("make the WAL fsyncs of {whom} fail with EIO, stop that"),
         };
         write!(
             f,
@@ -178,6 +262,11 @@ impl Schedule {
     pub fn draw(seed: u64, time_ms: u64, members: u64, kinds: &[FaultKind]) -> Result<Schedule> {
         if members == 0 {
             return Err(Error::Spec("a cluster needs members".into()));
+        }
+        if members < 3 && kinds.contains(&FaultKind::Bridge) {
+            return Err(Error::Spec(
+                "a bridge partition needs at least 3 members (two halves and the bridge)".into(),
+            ));
         }
         let mut rng = SimRng::new(seed ^ 0xC4A0_5EED);
         let mut overlap = SimRng::new(seed ^ 0x0FE4_1A95);
@@ -225,20 +314,24 @@ impl Schedule {
                     }
                     let start = t + overlap.range(0, len / 2);
                     let end = (start + overlap.range(1_000, 3_000)).min(t + len);
+                    let param = kind.draw_param(&mut overlap);
                     (end > start).then(|| Fault {
                         start_ms: start,
                         end_ms: end,
                         kind,
                         target: Target::Members(vec![other]),
+                        param,
                     })
                 }
                 _ => None,
             };
+            let param = kind.draw_param(&mut rng);
             faults.push(Fault {
                 start_ms: t,
                 end_ms: t + len,
                 kind,
                 target,
+                param,
             });
             faults.extend(nested);
             t += len + rng.range(500, 2_500);
@@ -434,6 +527,43 @@ mod tests {
     }
 
     #[test]
+    fn partition_kinds_get_their_parameters() {
+        let kinds = [FaultKind::OneWay, FaultKind::Bridge, FaultKind::Flap];
+        let (mut directions, mut seen) = ([0; 2], std::collections::HashSet::new());
+        for seed in 0..50 {
+            let s = Schedule::draw(seed, 30_000, 3, &kinds).unwrap();
+            for f in &s.faults {
+                seen.insert(f.kind);
+                match f.kind {
+                    FaultKind::OneWay => directions[f.param as usize] += 1,
+                    FaultKind::Flap => assert!((200..=600).contains(&f.param), "{f}"),
+                    _ => assert_eq!(f.param, 0, "{f}"),
+                }
+            }
+            let text = s.render();
+            assert!(!text.contains("every 0 ms"), "{text}");
+        }
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert!(directions[0] > 0 && directions[1] > 0, "{directions:?}");
+        let err = Schedule::draw(1, 30_000, 2, &[FaultKind::Bridge])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least 3 members"), "{err}");
+        assert!(FaultKind::OneWay.needs_netns() && FaultKind::Bridge.needs_netns());
+        assert!(!FaultKind::Flap.needs_netns() && FaultKind::Flap.is_network());
+    }
+
+    #[test]
+    fn the_new_kinds_leave_the_old_schedules_alone() {
+        // The parameters are drawn only for the kinds that have one, so a seed's schedule of
+        // the older kinds (as in the CI set) is what it was.
+        let kinds = [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition];
+        let s = Schedule::draw(1, 20_000, 3, &kinds).unwrap();
+        assert!(s.faults.iter().all(|f| f.param == 0));
+        assert!(!s.render().contains("one way"));
+    }
+
+    #[test]
     fn parses_fault_lists() {
         assert_eq!(
             FaultKind::parse_list("kill, partition,kill").unwrap(),
@@ -444,6 +574,15 @@ mod tests {
             vec![FaultKind::Member]
         );
         assert!(FaultKind::parse_list("none").unwrap().is_empty());
+        assert_eq!(
+            FaultKind::parse_list("oneway,bridge,flap").unwrap(),
+            vec![FaultKind::OneWay, FaultKind::Bridge, FaultKind::Flap]
+        );
+        assert_eq!(
+            FaultKind::parse_list("disk,fsync").unwrap(),
+            vec![FaultKind::Disk, FaultKind::Fsync]
+        );
+        assert!(!FaultKind::Disk.is_network() && !FaultKind::Fsync.needs_netns());
         let err = FaultKind::parse_list("kill,flood").unwrap_err().to_string();
         assert!(err.contains("flood"), "{err}");
     }

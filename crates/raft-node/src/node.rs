@@ -169,10 +169,11 @@ impl Node {
         // Before the WAL is opened (and its directory created): an old data dir is told
         // apart from a new one by its WAL.
         let cluster_id = cluster_id::resolve(config, &data, &members, peer_tls.as_ref()).await?;
-        let wal = Arc::new(raft_log::Wal::open(
-            data.join("wal"),
-            config.wal_settings(),
-        )?);
+        let wal = Arc::new(match faults::wal_fs() {
+            // Testing only: fsyncs that fail on demand (chaos runs).
+            Some(fs) => raft_log::Wal::open_with(fs, data.join("wal"), config.wal_settings())?,
+            None => raft_log::Wal::open(data.join("wal"), config.wal_settings())?,
+        });
         let store = KvStore::open(data.join("kv"))?;
         store.set_auth_token_ttl(config.auth.token_ttl);
         store.set_jwt_tokens(jwt);

@@ -3,7 +3,8 @@
 //! iptables ([`crate::netns`]) when the run has them, else with raftd's fault switch
 //! (`RAFTD_FAULT_INJECTION=1`, SIGUSR1 isolates, SIGUSR2 heals), as the drills do; and
 //! membership changes (a learner added and started with `--join`, promoted, a voter removed),
-//! with `raftctl member`.
+//! with `raftctl member`; and full disks: with disk faults in the run every member's data
+//! directory is on a small tmpfs of its own, which a fault fills with a ballast file.
 //!
 //! Faults name members by slot (`1..=n`, the initial ids); a member added by a membership
 //! change takes the slot of the voter it replaced. Addresses (and namespaces) for the ids the
@@ -57,6 +58,16 @@ pub struct ChaosCluster {
     clock: Option<(PathBuf, Vec<i64>)>,
     /// With clock faults: how far each member's clocks have jumped (s), by id.
     clock_offset_s: std::collections::HashMap<u64, u64>,
+    /// The tags of the [`block`](Self::block)s in force.
+    blocks: Vec<String>,
+    /// With disk faults: the size (MiB) of each member's tmpfs, and the tmpfs mounted so far.
+    tmpfs: Option<(u64, Vec<PathBuf>)>,
+    /// Per member whose disk is full or whose fsyncs fail: the length of its log then.
+    filled_at: std::collections::HashMap<u64, u64>,
+    /// With fsync faults: members start with raftd's testing-only fsync switch.
+    fsync_switch: bool,
+    /// Deliberately unsafe: the fsync switch ignores the errors it injects.
+    ignore_fsync_errors: bool,
 }
 
 /// Where Debian's libfaketime (package `faketime`/`libfaketime`) puts its library.
@@ -89,15 +100,23 @@ impl Drop for ChaosCluster {
                 let _ = c.wait();
             }
         }
+        self.unmount_all();
     }
 }
+
+/// The size of each member's tmpfs in a run with disk faults (MiB): room for the WAL's
+/// preallocated segments (64 MiB each by default, the current one and the next) and a short
+/// run's store, small enough to fill in a moment.
+const DISK_MIB: u64 = 256;
 
 impl ChaosCluster {
     /// Starts the `schedule`'s members `1..=n` with data and logs under `dir`, each with
     /// `--set` of every one of `settings`; in `net`'s namespaces when given (they must
     /// include the ids the schedule adds, `n + 1 ..= n + added`), else on loopback with the
     /// fault switch enabled. Addresses for the added members are set aside; with clock
-    /// faults every member runs under libfaketime at its clock rate.
+    /// faults every member runs under libfaketime at its clock rate; with fsync faults every
+    /// member runs with raftd's testing-only fsync switch (ignoring the errors it injects
+    /// when `ignore_fsync_errors`, deliberately unsafe).
     pub fn start(
         raftd: &Path,
         raftctl: &Path,
@@ -105,6 +124,7 @@ impl ChaosCluster {
         schedule: &Schedule,
         net: Option<NetNs>,
         settings: &[String],
+        ignore_fsync_errors: bool,
     ) -> Result<ChaosCluster> {
         let (n, spare, clock_rate_ppm) =
             (schedule.members, schedule.added(), &schedule.clock_rate_ppm);
@@ -161,6 +181,18 @@ impl ChaosCluster {
             settings: settings.to_vec(),
             clock,
             clock_offset_s: Default::default(),
+            blocks: Vec::new(),
+            tmpfs: schedule
+                .faults
+                .iter()
+                .any(|f| f.kind == raft_chaos::schedule::FaultKind::Disk)
+                .then(|| (DISK_MIB, Vec::new())),
+            filled_at: Default::default(),
+            fsync_switch: schedule
+                .faults
+                .iter()
+                .any(|f| f.kind == raft_chaos::schedule::FaultKind::Fsync),
+            ignore_fsync_errors,
         };
         for id in 1..=n {
             c.spawn(id)?;
@@ -211,13 +243,177 @@ impl ChaosCluster {
         self.dir.join(format!("node{id}.log"))
     }
 
-    /// Member `id`'s data directory.
+    /// Member `id`'s data directory (with disk faults, inside its tmpfs).
     pub fn data_dir(&self, id: u64) -> PathBuf {
-        self.dir.join(format!("node{id}"))
+        match &self.tmpfs {
+            Some(_) => self.disk_dir(id).join("data"),
+            None => self.dir.join(format!("node{id}")),
+        }
+    }
+
+    /// With disk faults: where member `id`'s tmpfs is mounted.
+    fn disk_dir(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("disk{id}"))
+    }
+
+    /// With disk faults: mounts member `id`'s tmpfs unless it is mounted already.
+    fn mount_disk(&mut self, id: u64) -> Result<()> {
+        let dir = self.disk_dir(id);
+        let Some((mib, mounted)) = &mut self.tmpfs else {
+            return Ok(());
+        };
+        if mounted.contains(&dir) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&dir)?;
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&dir)
+            .output()
+            .context("running mount")?;
+        if !out.status.success() {
+            bail!(
+                "disk faults need a tmpfs per member (root): mount -t tmpfs on {} failed: {}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        mounted.push(dir);
+        Ok(())
+    }
+
+    /// Unmounts every tmpfs (lazily: a process still holding a file does not stop it).
+    fn unmount_all(&mut self) {
+        if let Some((_, mounted)) = &mut self.tmpfs {
+            for dir in mounted.drain(..) {
+                let _ = Command::new("umount").arg("-l").arg(&dir).status();
+                let _ = std::fs::remove_dir(&dir);
+            }
+        }
+    }
+
+    /// Fills member `id`'s tmpfs with a ballast file until the file system is full;
+    /// returns how.
+    pub fn fill_disk(&mut self, id: u64) -> Result<String> {
+        use std::io::Write;
+        if self.tmpfs.is_none() {
+            bail!("no tmpfs: the run has no disk faults");
+        }
+        let log_len = std::fs::metadata(self.log_path(id)).map_or(0, |m| m.len());
+        self.filled_at.insert(id, log_len);
+        let path = self.disk_dir(id).join("ballast");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        let mut written = 0u64;
+        for chunk in [1 << 20, 4 << 10, 512] {
+            let buf = vec![0u8; chunk];
+            loop {
+                match f.write(&buf) {
+                    Ok(0) => break,
+                    Ok(n) => written += n as u64,
+                    Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                    Err(e) => return Err(e).context(format!("filling {}", path.display())),
+                }
+            }
+        }
+        Ok(format!(
+            "member {id}: its {} MiB tmpfs filled with a ballast of {:.1} MiB",
+            self.tmpfs.as_ref().map_or(0, |t| t.0),
+            written as f64 / (1 << 20) as f64
+        ))
+    }
+
+    /// The first error line member `id` logged since its disk was filled (or its fsyncs
+    /// made to fail) that says its raft node stopped (the process may still run: raftd
+    /// stops the node, not the process).
+    pub fn stopped_since_fill(&self, id: u64) -> Option<String> {
+        self.logged_since_fill(id, |l| l.contains("ERROR") && l.contains("stopped"))
+    }
+
+    /// The first line member `id` logged since its disk was filled (or its fsyncs made to
+    /// fail) that `matches`.
+    pub fn logged_since_fill(&self, id: u64, matches: impl Fn(&str) -> bool) -> Option<String> {
+        let from = *self.filled_at.get(&id)? as usize;
+        let text = std::fs::read(self.log_path(id)).ok()?;
+        let text = String::from_utf8_lossy(text.get(from..)?);
+        text.lines().find(|l| matches(l)).map(str::to_string)
+    }
+
+    /// The trigger file of member `id`'s fsync switch.
+    fn fsync_trigger(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("node{id}.fsync-eio"))
+    }
+
+    /// Makes member `id`'s WAL fsyncs fail with EIO (raftd's testing-only switch); returns
+    /// how.
+    pub fn fail_fsyncs(&mut self, id: u64) -> Result<String> {
+        if !self.fsync_switch {
+            bail!("the members run without the fsync switch: the run has no fsync faults");
+        }
+        let log_len = std::fs::metadata(self.log_path(id)).map_or(0, |m| m.len());
+        self.filled_at.insert(id, log_len);
+        let trigger = self.fsync_trigger(id);
+        std::fs::write(&trigger, "")?;
+        Ok(format!(
+            "member {id}: its WAL fsyncs fail with EIO ({} exists)",
+            trigger.display()
+        ))
+    }
+
+    /// Undoes [`fail_fsyncs`](Self::fail_fsyncs).
+    pub fn heal_fsyncs(&mut self, id: u64) -> Result<()> {
+        match std::fs::remove_file(self.fsync_trigger(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes the ballast of [`fill_disk`](Self::fill_disk).
+    pub fn free_disk(&mut self, id: u64) -> Result<()> {
+        let path = self.disk_dir(id).join("ballast");
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", path.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// If member `id`'s process has exited on its own, reaps it: its exit status and the
+    /// last line of its log.
+    pub fn reap(&mut self, id: u64) -> Result<Option<(String, String)>> {
+        let log = self.log_path(id);
+        let m = self.member(id)?;
+        let Some(c) = &mut m.child else {
+            return Ok(None);
+        };
+        let Ok(Some(status)) = c.try_wait() else {
+            return Ok(None);
+        };
+        m.child = None;
+        m.paused = false;
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .to_string();
+        Ok(Some((status.to_string(), last)))
     }
 
     /// Starts member `id` (first time or again from its data directory).
     pub fn spawn(&mut self, id: u64) -> Result<()> {
+        self.mount_disk(id)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -241,6 +437,12 @@ impl ChaosCluster {
                 c
             }
         };
+        if self.fsync_switch {
+            cmd.env("RAFTD_FAULT_FSYNC_EIO_FILE", self.fsync_trigger(id));
+            if self.ignore_fsync_errors {
+                cmd.env("RAFTD_UNSAFE_IGNORE_FSYNC_ERRORS", "1");
+            }
+        }
         if let Some((lib, rates)) = &self.clock {
             // libfaketime reads the spec from the file again at most a second after it
             // changes ([`Self::clock_jump`]); a restart starts from the offset so far.
@@ -385,10 +587,49 @@ impl ChaosCluster {
         Ok(())
     }
 
+    /// True when partitions are made with network namespaces (one-way and bridge
+    /// partitions need them).
+    pub fn has_netns(&self) -> bool {
+        self.net.is_some()
+    }
+
+    /// Drops, in member `id`'s namespace, the packets from the members `inbound_from` and to
+    /// the members `outbound_to` ([`NetNs::block`]), under `tag` for [`unblock`](Self::unblock).
+    pub fn block(
+        &mut self,
+        tag: &str,
+        id: u64,
+        inbound_from: &[u64],
+        outbound_to: &[u64],
+    ) -> Result<String> {
+        let net = self.net.as_mut().context(
+            "this partition needs network namespaces (root, ip, iptables); the run uses \
+             raftd's fault switch, which only isolates a member both ways",
+        )?;
+        let how = net.block(tag, id, inbound_from, outbound_to)?;
+        if !self.blocks.iter().any(|t| t == tag) {
+            self.blocks.push(tag.to_string());
+        }
+        Ok(how)
+    }
+
+    /// Removes the rules of [`block`](Self::block)s made under `tag`.
+    pub fn unblock(&mut self, tag: &str) -> Result<()> {
+        self.blocks.retain(|t| t != tag);
+        match &mut self.net {
+            Some(net) => net.unblock(tag),
+            None => Ok(()),
+        }
+    }
+
     /// Undoes whatever is still in force: resumes paused members, heals isolated ones,
-    /// restarts dead ones. Returns what it had to do.
+    /// removes blocks, restarts dead ones. Returns what it had to do.
     pub fn heal_all(&mut self) -> Result<Vec<String>> {
         let mut done = Vec::new();
+        for tag in self.blocks.clone() {
+            self.unblock(&tag)?;
+            done.push(format!("removed the rules of {tag}"));
+        }
         for id in self.ids() {
             let (running, paused, isolated) = {
                 let m = self.member(id)?;
@@ -603,5 +844,6 @@ impl ChaosCluster {
             let _ = self.kill9(id);
             let _ = std::fs::remove_dir_all(self.data_dir(id));
         }
+        self.unmount_all();
     }
 }

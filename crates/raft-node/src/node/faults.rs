@@ -1,8 +1,13 @@
 //! The fault switch for failure drills: with `RAFTD_FAULT_INJECTION=1` in its environment,
 //! raftd cuts itself off from its peers on SIGUSR1 and reconnects on SIGUSR2 (the peer
 //! transport's [`set_isolated`](raft_net::PeerTransport::set_isolated)). Clients can still
-//! reach it. Never enable this in production.
+//! reach it. And, for chaos runs, [`FSYNC_EIO_ENV`] makes the WAL's fsyncs fail with EIO
+//! while a trigger file exists. Never enable either in production.
 
+use raft_fs::{DirEntry, Fs, FsFile, StdFs};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// The environment variable that enables the fault switch.
@@ -31,5 +36,158 @@ pub async fn serve(net: raft_net::PeerTransport) -> std::io::Result<()> {
             }
             else => return Ok(()),
         }
+    }
+}
+
+/// For tests only (chaos runs): the environment variable naming a trigger file. While that
+/// file exists, every fsync of the write-ahead log (`sync_data` of a file, `sync_dir` of a
+/// directory) fails with EIO, as a failing disk's would; the member must then stop (fail
+/// stop), never acknowledge what it could not make durable. Never set it in production.
+pub const FSYNC_EIO_ENV: &str = "RAFTD_FAULT_FSYNC_EIO_FILE";
+
+/// For tests only, with [`FSYNC_EIO_ENV`]: `1` makes the switch a deliberately broken
+/// server that ignores the fsync errors it injects (logs them and carries on as if the data
+/// were durable), to show that a chaos run catches a member that keeps running.
+pub const FSYNC_IGNORE_ENV: &str = "RAFTD_UNSAFE_IGNORE_FSYNC_ERRORS";
+
+/// The file system the WAL writes through when [`FSYNC_EIO_ENV`] is set; `None` otherwise
+/// (the WAL then uses the real file system directly).
+pub fn wal_fs() -> Option<Arc<dyn Fs>> {
+    let trigger = std::env::var_os(FSYNC_EIO_ENV)?;
+    let trigger = Arc::new(PathBuf::from(trigger));
+    let ignore = std::env::var(FSYNC_IGNORE_ENV).is_ok_and(|v| v == "1");
+    tracing::warn!(
+        "{FSYNC_EIO_ENV}={}: the WAL's fsyncs fail with EIO while that file exists (testing \
+         only){}",
+        trigger.display(),
+        if ignore {
+            format!("; {FSYNC_IGNORE_ENV}=1: and the errors are ignored (deliberately unsafe)")
+        } else {
+            String::new()
+        }
+    );
+    Some(Arc::new(FsyncFaultFs { trigger, ignore }))
+}
+
+/// The real file system, with fsyncs failing while the trigger file exists.
+struct FsyncFaultFs {
+    trigger: Arc<PathBuf>,
+    ignore: bool,
+}
+
+fn injected(trigger: &Path, ignore: bool) -> io::Result<()> {
+    if trigger.exists() {
+        tracing::error!("fault switch: fsync fails with EIO ({FSYNC_EIO_ENV})");
+        if !ignore {
+            return Err(io::Error::from_raw_os_error(5));
+        }
+    }
+    Ok(())
+}
+
+impl FsyncFaultFs {
+    fn wrap(&self, inner: Arc<dyn FsFile>) -> Arc<dyn FsFile> {
+        Arc::new(FsyncFaultFile {
+            inner,
+            trigger: self.trigger.clone(),
+            ignore: self.ignore,
+        })
+    }
+}
+
+impl Fs for FsyncFaultFs {
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn FsFile>> {
+        StdFs.create(path).map(|f| self.wrap(f))
+    }
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn FsFile>> {
+        StdFs.open(path).map(|f| self.wrap(f))
+    }
+    fn open_or_create(&self, path: &Path) -> io::Result<Arc<dyn FsFile>> {
+        StdFs.open_or_create(path).map(|f| self.wrap(f))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        StdFs.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        StdFs.remove_file(path)
+    }
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        StdFs.remove_dir_all(path)
+    }
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        StdFs.create_dir_all(dir)
+    }
+    fn read_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
+        StdFs.read_dir(dir)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        injected(&self.trigger, self.ignore)?;
+        StdFs.sync_dir(dir)
+    }
+}
+
+struct FsyncFaultFile {
+    inner: Arc<dyn FsFile>,
+    trigger: Arc<PathBuf>,
+    ignore: bool,
+}
+
+impl FsFile for FsyncFaultFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        injected(&self.trigger, self.ignore)?;
+        if self.trigger.exists() {
+            // Ignoring the injected error (deliberately unsafe): nothing is made durable.
+            return Ok(());
+        }
+        self.inner.sync_data()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fsyncs_fail_while_the_trigger_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let trigger = Arc::new(dir.path().join("trigger"));
+        let fs = FsyncFaultFs {
+            trigger: trigger.clone(),
+            ignore: false,
+        };
+        let f = fs.create(&dir.path().join("seg")).unwrap();
+        f.write_at(b"abc", 0).unwrap();
+        f.sync_data().unwrap();
+        fs.sync_dir(dir.path()).unwrap();
+        std::fs::write(&*trigger, "").unwrap();
+        assert_eq!(f.sync_data().unwrap_err().raw_os_error(), Some(5));
+        assert_eq!(fs.sync_dir(dir.path()).unwrap_err().raw_os_error(), Some(5));
+        // Writes still go through; only durability fails.
+        f.write_at(b"d", 3).unwrap();
+        assert_eq!(f.len().unwrap(), 4);
+        std::fs::remove_file(&*trigger).unwrap();
+        f.sync_data().unwrap();
+
+        // The deliberately broken variant swallows the error.
+        let fs = FsyncFaultFs {
+            trigger: trigger.clone(),
+            ignore: true,
+        };
+        let f = fs.open(&dir.path().join("seg")).unwrap();
+        std::fs::write(&*trigger, "").unwrap();
+        f.sync_data().unwrap();
+        fs.sync_dir(dir.path()).unwrap();
     }
 }
