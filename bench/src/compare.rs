@@ -101,8 +101,7 @@ pub async fn run(raftd: &Path, dir: &Path, spec: &CompareSpec) -> Result<Vec<Rou
             let sw0 = c.switches();
             let s = load::run(&c.endpoints(), &load).await?;
             let cpu = c.cpu_time().saturating_sub(cpu0);
-            round.switches[i] =
-                c.switches().saturating_sub(sw0) as f64 / s.all_ops.max(1) as f64;
+            round.switches[i] = c.switches().saturating_sub(sw0) as f64 / s.all_ops.max(1) as f64;
             round.ops[i] = s.throughput();
             round.p50_ms[i] = s.quantile_ms(0.5);
             round.cpu_us[i] = cpu.as_secs_f64() * 1e6 / s.all_ops.max(1) as f64;

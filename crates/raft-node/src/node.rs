@@ -421,6 +421,7 @@ impl Node {
         mut self,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), NodeError> {
+        let handle = self.handle.clone();
         let failed = tokio::select! {
             () = stop => None,
             r = &mut self.api => Some(match r {
@@ -428,6 +429,13 @@ impl Node {
                 Ok(Err(e)) => e.to_string(),
                 Err(e) => e.to_string(),
             }),
+            // Fail-stop: after a failed log write or apply the store may hold a batch that
+            // was not wholly written; serving reads from it (or anything else) would be
+            // wrong, and a supervisor sees an exit, not a process that answers nothing.
+            fatal = handle.stopped() => Some(format!(
+                "the raft node stopped: {}",
+                fatal.as_deref().unwrap_or("without an error")
+            )),
         };
         self.shutdown().await;
         match failed {

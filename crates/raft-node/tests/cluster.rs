@@ -721,3 +721,41 @@ async fn metrics_health_status_and_profile_endpoints() {
     .await
     .expect("test took longer than 150 s");
 }
+
+/// Fail-stop: when a write to the WAL fails (its fsync returns EIO, through raftd's
+/// testing-only fault switch), the member's Raft node stops and raftd exits with an error
+/// naming why, instead of staying up and serving reads from its store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_wal_fsync_makes_raftd_exit_with_the_reason() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let trigger = dir.path().join("fsync-eio");
+        let launch = raftd().env(raft_node::node::faults::FSYNC_EIO_ENV, &trigger);
+        let mut cluster = Cluster::start(launch, 1).expect("raftd starts");
+        wait_leader(&cluster).await;
+        let c = cluster.client();
+        put(&c, "before", "1")
+            .await
+            .expect("a put before the fault");
+        std::fs::write(&trigger, b"").unwrap();
+        let r = put_once(&c, "after", "2").await;
+        assert!(
+            r.is_err(),
+            "a write whose fsync failed was acknowledged: {r:?}"
+        );
+        let status = eventually(20, "raftd to exit after the failed fsync", || {
+            let exited = cluster.exited(1).unwrap();
+            async move { exited }
+        })
+        .await;
+        assert!(!status.success(), "raftd exited with {status}");
+        let log = cluster.log(1);
+        assert!(
+            log.contains("the raft node stopped"),
+            "the exit names its reason:\n{}",
+            cluster.logs(20)
+        );
+    })
+    .await
+    .expect("test timed out");
+}

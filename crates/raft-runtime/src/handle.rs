@@ -289,6 +289,19 @@ impl<SM: StateMachine> RaftHandle<SM> {
             .await
     }
 
+    /// Waits until the node has stopped (by [`shutdown`](Self::shutdown), or on its own
+    /// after a fatal error: a failed log write, a failed apply). Returns that error's
+    /// description when it was one. A server embedding the node should stop too on a
+    /// fatal error: its state machine may hold a batch that was not wholly written.
+    pub async fn stopped(&self) -> Option<String> {
+        self.requests.closed().await;
+        self.stats
+            .fatal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Stops the node: fails pending requests with [`Error::Shutdown`], flushes the log and
     /// stops the apply thread. Returns within about one second.
     pub async fn shutdown(&self) -> Result<()> {

@@ -233,6 +233,20 @@ impl Cluster {
         }
     }
 
+    /// Member `id`'s exit status once its process has exited on its own (it is reaped then
+    /// and counts as stopped); `None` while it runs or when it was not started.
+    pub fn exited(&mut self, id: u64) -> Result<Option<ExitStatus>> {
+        let m = self.members.get_mut(&id).context("no such member")?;
+        let Some(child) = m.child.as_mut() else {
+            return Ok(None);
+        };
+        let status = child.try_wait()?;
+        if status.is_some() {
+            m.child = None;
+        }
+        Ok(status)
+    }
+
     /// Stops member `id` (SIGKILL) and forgets it (after a `MemberRemove`).
     pub fn forget(&mut self, id: u64) -> Result<()> {
         self.kill9(id)?;

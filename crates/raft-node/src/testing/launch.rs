@@ -130,6 +130,7 @@ pub struct Raftd {
     token: Option<String>,
     metrics: bool,
     args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
     tls: Option<TlsFiles>,
 }
 
@@ -141,6 +142,7 @@ impl Raftd {
             token: Some("it".into()),
             metrics: false,
             args: Vec::new(),
+            envs: Vec::new(),
             tls: None,
         }
     }
@@ -174,6 +176,12 @@ impl Raftd {
     /// Adds [`CALM`]: a calmer election timer for loaded CI machines, and `info` logs.
     pub fn calm(self) -> Self {
         self.args(CALM)
+    }
+
+    /// Sets an environment variable of every member (e.g. a testing-only fault switch).
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
     }
 
     /// Adds flags given to every member, e.g. `["--snapshot-threshold", "50"]`.
@@ -216,6 +224,7 @@ impl Launch for Raftd {
             cmd.args(tls.flags(m.id));
         }
         cmd.args(&self.args);
+        cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

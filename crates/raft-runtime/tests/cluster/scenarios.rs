@@ -690,6 +690,14 @@ async fn a_failing_state_machine_stops_the_node_with_a_fatal_error() {
     let r = h.propose(bytes::Bytes::from_static(&[0xff, 0xfe])).await;
     assert!(matches!(r, Err(Error::Fatal(_))), "got {r:?}");
     stopped_for_good(&h).await;
+    // What a server embedding the node waits on to stop with it.
+    let why = tokio::time::timeout(Duration::from_secs(10), h.stopped())
+        .await
+        .expect("the node reports that it stopped");
+    assert!(
+        why.as_deref().is_some_and(|w| w.contains("apply failed")),
+        "{why:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
