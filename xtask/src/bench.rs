@@ -7,6 +7,9 @@
 //! `cargo xtask bench compare`: the cost of raftd settings (backups, TLS, ...) as the median
 //! ratio of interleaved runs of two clusters (`raft-bench compare`).
 //!
+//! `cargo xtask bench history`: the cost of MVCC history, raftd against etcd
+//! (`raft-bench history`).
+//!
 //! `cargo xtask bench snapshot`: runs raft-kv's `snapshot_bench` example (release): full and
 //! delta snapshots of a loaded sled store, the restore of a base plus 8 deltas, and put
 //! throughput while a snapshot is built.
@@ -46,6 +49,19 @@ enum Which {
     /// between them; the median ratio b/a. Flags after `--` go to `raft-bench compare`
     /// (`--workload`, `--clients`, `--duration`, `--rounds`).
     Compare(CompareArgs),
+    /// The cost of MVCC history, raftd against etcd (when on PATH): range at an old
+    /// revision, physical compaction of 1M revisions and the put p99 during it, a 1M-key
+    /// space soak. Flags after `--` go to `raft-bench history` (`--revisions`, `--keys`,
+    /// `--duration`, ...).
+    History(HistoryArgs),
+}
+
+/// `cargo xtask bench history`.
+#[derive(clap::Args)]
+struct HistoryArgs {
+    /// Flags of `raft-bench history` (see `raft-bench history --help`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
 }
 
 /// `cargo xtask bench compare`.
@@ -107,6 +123,7 @@ pub fn run(args: Args) -> Result<()> {
         Which::Snapshot(a) => snapshot(a),
         Which::Restore(a) => restore(a),
         Which::Compare(a) => compare(a),
+        Which::History(a) => history(a),
     }
 }
 
@@ -160,6 +177,23 @@ fn compare(args: CompareArgs) -> Result<()> {
             .arg(util::target_dir().join("compare-bench-data"))
             .args(&args.args),
     )
+}
+
+/// Builds raftd and raft-bench (release) and runs `raft-bench history`, with etcd when it
+/// is on PATH.
+fn history(args: HistoryArgs) -> Result<()> {
+    build_raftd_and_bench()?;
+    let release = util::target_dir().join("release");
+    let mut cmd = std::process::Command::new(release.join("raft-bench"));
+    cmd.arg("history")
+        .arg("--raftd")
+        .arg(release.join("raftd"))
+        .arg("--data-dir")
+        .arg(util::target_dir().join("history-bench-data"));
+    if let Some(etcd) = find_on_path("etcd") {
+        cmd.arg("--etcd").arg(etcd);
+    }
+    util::run(cmd.args(&args.args))
 }
 
 /// `raftd` and `raft-bench`, release builds.
