@@ -8,9 +8,11 @@
 //!   revisions timed, and the p99 of a steady put load while it runs against the same load
 //!   just before it;
 //! - **space soak** (a fresh cluster): `keys` keys each put twice (history kept: half the
-//!   versions are dead), then compacted to the head and defragmented on every member; the
-//!   bytes on disk (what `du` counts, of each member's whole data directory) per live byte
-//!   (keys and values), and each member's peak RSS (VmHWM), before and after.
+//!   versions are dead), then compacted to the head and defragmented on every member
+//!   (`Maintenance.Defragment`; for raftd also `raftd defrag` on each stopped member, its
+//!   offline equivalent, since sled's files do not shrink online); the bytes on disk (what
+//!   `du` counts, of each member's whole data directory) per live byte (keys and values) at
+//!   each step, and each member's peak RSS (VmHWM) over the soak.
 //!
 //! Each server runs alone (one cluster at a time), with its space quota raised so the soak
 //! does not hit it.
@@ -81,8 +83,13 @@ pub struct HistoryReport {
     pub live_bytes: u64,
     /// Mean bytes on disk per member with the soak's history kept.
     pub disk_with_history: u64,
-    /// Mean bytes on disk per member after compaction and defragmentation.
+    /// Mean bytes on disk per member after compaction and the online `Defragment` of every
+    /// member.
     pub disk_compacted: u64,
+    /// raftd only: mean bytes on disk per member after `raftd defrag` on each stopped
+    /// member in turn (raftd's online `Defragment` cannot shrink sled's files; this is its
+    /// documented equivalent).
+    pub disk_offline_defrag: Option<u64>,
     /// Mean peak RSS per member over the soak, KiB.
     pub rss_kib: u64,
 }
@@ -93,9 +100,15 @@ impl HistoryReport {
         self.disk_with_history as f64 / self.live_bytes.max(1) as f64
     }
 
-    /// Bytes on disk per live byte after compaction and defragmentation.
+    /// Bytes on disk per live byte after compaction and the online defragmentation.
     pub fn amplification_compacted(&self) -> f64 {
         self.disk_compacted as f64 / self.live_bytes.max(1) as f64
+    }
+
+    /// Bytes on disk per live byte after the offline `raftd defrag` (raftd only).
+    pub fn amplification_offline(&self) -> Option<f64> {
+        self.disk_offline_defrag
+            .map(|d| d as f64 / self.live_bytes.max(1) as f64)
     }
 }
 
@@ -214,6 +227,12 @@ pub async fn run(server: Server, dir: &Path, spec: &HistorySpec) -> Result<Histo
         }
         settle(&cluster).await;
         report.disk_compacted = mean_du(&cluster);
+        if let Server::Raftd(bin) = &server {
+            for id in cluster.running() {
+                offline_defrag(&mut cluster, bin, id).await?;
+            }
+            report.disk_offline_defrag = Some(mean_du(&cluster));
+        }
         cluster.sample_rss();
         let rss = cluster.peak_rss_kib();
         report.rss_kib = rss.values().sum::<u64>() / rss.len().max(1) as u64;
@@ -261,7 +280,15 @@ async fn write(eps: &[String], space: u8, n: u64, key_set: u64, value_size: usiz
                 } else {
                     soak_key(k)
                 };
-                kv.put(key, value.clone(), None).await?;
+                // Retried across a leader change (a loaded machine), as a client would.
+                let mut tries = 0;
+                while let Err(e) = kv.put(key.clone(), value.clone(), None).await {
+                    tries += 1;
+                    if tries > 100 {
+                        return Err(e.into());
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 i += 64;
             }
             anyhow::Ok(())
@@ -359,6 +386,39 @@ async fn timed_puts(
         elapsed,
         latencies_us,
     })
+}
+
+/// Stops raftd member `id`, runs `raftd defrag` on its data directory, starts it again and
+/// waits until it answers a linearizable read.
+async fn offline_defrag(cluster: &mut Cluster, bin: &Path, id: u64) -> Result<()> {
+    cluster.terminate(id, Duration::from_secs(60))?;
+    let out = std::process::Command::new(bin)
+        .args(["--id", &id.to_string()])
+        .arg("--data-dir")
+        .arg(cluster.data_dir(id))
+        .arg("defrag")
+        .output()
+        .context("running raftd defrag")?;
+    if !out.status.success() {
+        bail!(
+            "raftd defrag of member {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    cluster.spawn(id)?;
+    let ep = cluster.endpoint(id);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(c) = connect(std::slice::from_ref(&ep), Duration::from_secs(5)).await
+            && head(&c).await.is_ok()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("member {id} does not serve after raftd defrag");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Gives the members a moment to finish background work (flushes, physical compaction)

@@ -528,16 +528,18 @@ async fn history(a: HistoryArgs) -> Result<()> {
     }
     println!(
         "\n| server | live MiB | disk/live with history | disk/live compacted + defragmented | \
-         peak RSS MiB (mean per member) |"
+         disk/live after raftd defrag (offline) | peak RSS MiB (mean per member) |"
     );
-    println!("|---|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|");
     for r in &reports {
         println!(
-            "| {} | {:.1} | {:.2} | {:.2} | {:.0} |",
+            "| {} | {:.2} | {:.2} | {:.2} | {} | {:.0} |",
             r.server,
             r.live_bytes as f64 / (1 << 20) as f64,
             r.amplification_with_history(),
             r.amplification_compacted(),
+            r.amplification_offline()
+                .map_or_else(|| "-".to_string(), |a| format!("{a:.2}")),
             r.rss_kib as f64 / 1024.0
         );
     }
@@ -545,11 +547,15 @@ async fn history(a: HistoryArgs) -> Result<()> {
         let (x, e) = (&reports[0], &reports[1]);
         println!(
             "\nraftd/etcd: range @old ops {:.2}, compaction time {:.2}, put p99 during \
-             compaction {:.2}, disk/live compacted {:.2}, RSS {:.2}",
+             compaction {:.2}, disk/live with history {:.2}, disk/live after defragmentation \
+             (raftd offline) {:.2}, RSS {:.2}",
             x.range_old.ops / e.range_old.ops.max(1e-9),
             x.compaction.as_secs_f64() / e.compaction.as_secs_f64().max(1e-9),
             x.put_p99_during_ms / e.put_p99_during_ms.max(1e-9),
-            x.amplification_compacted() / e.amplification_compacted().max(1e-9),
+            x.amplification_with_history() / e.amplification_with_history().max(1e-9),
+            x.amplification_offline()
+                .unwrap_or(x.amplification_compacted())
+                / e.amplification_compacted().max(1e-9),
             x.rss_kib as f64 / e.rss_kib.max(1) as f64
         );
     }

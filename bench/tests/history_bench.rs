@@ -1,6 +1,6 @@
 //! `raft-bench history` end to end at tiny sizes against raftd only: every part runs (range
 //! at an old revision and at the head, a physical compaction with puts around it, the space
-//! soak with compaction and defragmentation) and the report has a row of figures for each.
+//! soak with compaction, online defragmentation and `raftd defrag`) and the report has a row of figures for each.
 //!
 //! The raftd binary comes from `RAFT_BENCH_RAFTD` (`cargo xtask ci` points it at the debug
 //! build the same test run makes); without it the test builds raftd with cargo first.
@@ -29,7 +29,7 @@ fn history_subcommand_runs_end_to_end_at_tiny_sizes() {
         .arg("--raftd")
         .arg(raftd())
         .args(["--revisions", "1000", "--key-set", "100", "--keys", "500"])
-        .args(["--clients", "4", "--duration", "1s"])
+        .args(["--clients", "4", "--duration", "500ms"])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .output()

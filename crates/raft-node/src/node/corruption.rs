@@ -2,11 +2,13 @@
 //! `--experimental-corrupt-check-time`): while this member leads, every interval it runs
 //! raft-kv's [`EtcdService::check_corruption`], asking the other members for their `HashKV`
 //! over the peer port (application requests of kind [`HASHKV_KIND`]). A mismatch raises the
-//! CORRUPT alarm through the log; each round is counted in [`CORRUPTION_CHECKS`].
+//! CORRUPT alarm through the log; each round is counted in raft-metrics'
+//! `raftd_corruption_checks_total` (`CORRUPTION_CHECKS`).
 
 use bytes::Bytes;
 use raft_kv::service::EtcdService;
 use raft_kv::service::corruption::{PeerCall, PeerFuture};
+use raft_metrics::node::CORRUPTION_CHECKS;
 use raft_net::PeerTransport;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,11 +16,6 @@ use std::time::Duration;
 
 /// The application-request kind of `HashKV` requests between members.
 pub const HASHKV_KIND: &str = "etcd.hashkv";
-
-/// Counter of corruption check rounds, by `result`: `ok` (every member compared matched or
-/// was skipped), `mismatch` (a member's state differs; the CORRUPT alarm is raised) or
-/// `error` (the round could not run: no leader, this member's own hash failed).
-pub const CORRUPTION_CHECKS: &str = "raftd_corruption_checks_total";
 
 /// Sends `HashKV` requests to members over the peer transport.
 pub struct PeerHashCall(pub PeerTransport);
