@@ -23,6 +23,9 @@ pub enum Workload {
     GetSerializable,
     /// Nine linearizable gets for every put (chosen at random), over the read key space.
     Mixed,
+    /// Linearizable gets of random keys of the read key space at this store revision (an
+    /// old one: a read of the history, `etcdctl get --rev`).
+    GetAtRevision(i64),
 }
 
 /// What to run.
@@ -86,7 +89,9 @@ impl Stats {
     }
 }
 
-fn quantile_ms(sorted_us: &[u32], q: f64) -> f64 {
+/// The `q` quantile (0..=1) of sorted latencies in microseconds, in milliseconds (0 without
+/// samples).
+pub fn quantile_ms(sorted_us: &[u32], q: f64) -> f64 {
     if sorted_us.is_empty() {
         return 0.0;
     }
@@ -193,10 +198,16 @@ pub async fn run(endpoints: &[String], spec: &LoadSpec) -> Result<Stats> {
                 let write = match spec.workload {
                     Workload::Put => true,
                     Workload::Mixed => (r >> 32).is_multiple_of(10),
-                    Workload::GetLinearizable | Workload::GetSerializable => false,
+                    Workload::GetLinearizable
+                    | Workload::GetSerializable
+                    | Workload::GetAtRevision(_) => false,
                 };
                 let outcome = if write {
                     kv.put(k, value.clone(), None).await.map(drop)
+                } else if let Workload::GetAtRevision(rev) = spec.workload {
+                    kv.get(k, Some(GetOptions::new().with_revision(rev)))
+                        .await
+                        .map(drop)
                 } else if spec.workload == Workload::GetSerializable {
                     kv.get(k, Some(GetOptions::new().with_serializable()))
                         .await

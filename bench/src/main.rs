@@ -6,7 +6,11 @@
 //! leader, the SIGTERM exit time and each member's peak RSS. Prints a Markdown report with
 //! raftd/etcd ratios.
 //!
-//! Run it through `cargo xtask bench cluster`, which builds everything in release mode.
+//! `raft-bench history` measures the cost of MVCC history (range at an old revision,
+//! compaction, space), raftd against etcd.
+//!
+//! Run it through `cargo xtask bench cluster` (`cargo xtask bench history`), which builds
+//! everything in release mode.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod cluster_cmd;
@@ -46,6 +50,12 @@ enum Cmd {
     /// Redraw the plots of a cluster run from its saved figures (`results.json`, written by
     /// `cluster --plot DIR`), without running anything.
     Plot(PlotArgs),
+    /// The cost of MVCC history, raftd (and etcd with `--etcd`) as 3-member clusters one
+    /// after the other: range at an old revision vs at the head, the time of a physical
+    /// compaction of `--revisions` revisions and the put p99 during it, and a space soak of
+    /// `--keys` keys (bytes on disk per live byte and RSS, before and after compaction and
+    /// defragmentation).
+    History(HistoryArgs),
 }
 
 #[derive(clap::Args)]
@@ -56,6 +66,35 @@ struct PlotArgs {
     /// Where the SVGs go (default: the directory of `--from`).
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct HistoryArgs {
+    /// The raftd binary (a release build).
+    #[arg(long)]
+    raftd: PathBuf,
+    /// The etcd binary; when given, etcd runs the same parts in the same run.
+    #[arg(long)]
+    etcd: Option<PathBuf>,
+    /// Revisions written before the range loads and compacted after them.
+    #[arg(long, default_value_t = 1_000_000)]
+    revisions: u64,
+    /// Keys the revisions are spread over.
+    #[arg(long, default_value_t = 10_000)]
+    key_set: u64,
+    /// Keys of the space soak (each put twice).
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
+    /// Concurrent callers of the range loads (the put load around the compaction uses at
+    /// most 16).
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Measured time of each range load and of the put load before the compaction.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Where the clusters' data go (wiped first; removed after; real disk, not tmpfs).
+    #[arg(long)]
+    data_dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -257,6 +296,7 @@ fn main() -> Result<()> {
         Cmd::Restore(args) => rt.block_on(restore(args)),
         Cmd::Compare(args) => rt.block_on(compare(args)),
         Cmd::Plot(args) => plot(args),
+        Cmd::History(args) => rt.block_on(history(args)),
     }
 }
 
@@ -482,6 +522,107 @@ async fn compare(a: CompareArgs) -> Result<()> {
          at end {}",
         loadavg()
     );
+    Ok(())
+}
+
+async fn history(a: HistoryArgs) -> Result<()> {
+    use raft_bench::cluster::Server;
+    use raft_bench::history::{self, HistorySpec};
+    let spec = HistorySpec {
+        revisions: a.revisions,
+        key_set: a.key_set,
+        keys: a.keys,
+        value_size: VALUE_SIZE,
+        clients: a.clients,
+        duration: a.duration,
+    };
+    println!(
+        "# raft-bench history: {} revisions over {} keys, soak of {} keys x2, \
+         {VALUE_SIZE}-byte values, {} range callers, {:?} per load; load average at start {}",
+        a.revisions,
+        a.key_set,
+        a.keys,
+        a.clients,
+        a.duration,
+        loadavg()
+    );
+    let mut servers = vec![Server::Raftd(a.raftd.clone())];
+    if let Some(etcd) = &a.etcd {
+        servers.push(Server::Etcd(etcd.clone()));
+    }
+    let mut reports = Vec::new();
+    for s in servers {
+        let dir = a.data_dir.join(s.name());
+        reports.push(history::run(s, &dir, &spec).await?);
+    }
+    let _ = std::fs::remove_dir_all(&a.data_dir);
+    println!(
+        "\n| server | range @old ops/s | p50 ms | p99 ms | range @head ops/s | p50 ms | p99 ms |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for r in &reports {
+        println!(
+            "| {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} |",
+            r.server,
+            r.range_old.ops,
+            r.range_old.p50_ms,
+            r.range_old.p99_ms,
+            r.range_head.ops,
+            r.range_head.p50_ms,
+            r.range_head.p99_ms
+        );
+    }
+    println!(
+        "\n| server | compact to rev | compaction s | put p99 before ms | puts/s before | \
+         put p99 during ms | puts/s during |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for r in &reports {
+        println!(
+            "| {} | {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.0} |",
+            r.server,
+            r.compacted_to,
+            r.compaction.as_secs_f64(),
+            r.put_p99_before_ms,
+            r.puts_before,
+            r.put_p99_during_ms,
+            r.puts_during
+        );
+    }
+    println!(
+        "\n| server | live MiB | disk/live with history | disk/live compacted + defragmented | \
+         disk/live after raftd defrag (offline) | peak RSS MiB (mean per member) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for r in &reports {
+        println!(
+            "| {} | {:.2} | {:.2} | {:.2} | {} | {:.0} |",
+            r.server,
+            r.live_bytes as f64 / (1 << 20) as f64,
+            r.amplification_with_history(),
+            r.amplification_compacted(),
+            r.amplification_offline()
+                .map_or_else(|| "-".to_string(), |a| format!("{a:.2}")),
+            r.rss_kib as f64 / 1024.0
+        );
+    }
+    if reports.len() == 2 {
+        let (x, e) = (&reports[0], &reports[1]);
+        println!(
+            "\nraftd/etcd: range @old ops {:.2}, compaction time {:.2}, put p99 during \
+             compaction {:.2}, disk/live with history {:.2}, disk/live after defragmentation \
+             (raftd offline) {:.2}, RSS {:.2}",
+            x.range_old.ops / e.range_old.ops.max(1e-9),
+            x.compaction.as_secs_f64() / e.compaction.as_secs_f64().max(1e-9),
+            x.put_p99_during_ms / e.put_p99_during_ms.max(1e-9),
+            x.amplification_with_history() / e.amplification_with_history().max(1e-9),
+            x.amplification_offline()
+                .unwrap_or(x.amplification_compacted())
+                / e.amplification_compacted().max(1e-9),
+            x.rss_kib as f64 / e.rss_kib.max(1) as f64
+        );
+    }
+    println!("load average at end {}", loadavg());
     Ok(())
 }
 

@@ -11,6 +11,9 @@
 //! `cargo xtask bench compare`: the cost of raftd settings (backups, TLS, ...) as the median
 //! ratio of interleaved runs of two clusters (`raft-bench compare`).
 //!
+//! `cargo xtask bench history`: the cost of MVCC history, raftd against etcd
+//! (`raft-bench history`).
+//!
 //! `cargo xtask bench snapshot`: runs raft-kv's `snapshot_bench` example (release): full and
 //! delta snapshots of a loaded sled store, the restore of a base plus 8 deltas, and put
 //! throughput while a snapshot is built.
@@ -53,6 +56,11 @@ enum Which {
     /// Redraw a cluster run's plots from its saved figures (`raft-bench plot`), without
     /// running the benchmark.
     Plot(PlotArgs),
+    /// The cost of MVCC history, raftd against etcd (when on PATH): range at an old
+    /// revision, physical compaction of 1M revisions and the put p99 during it, a 1M-key
+    /// space soak. Flags after `--` go to `raft-bench history` (`--revisions`, `--keys`,
+    /// `--duration`, ...).
+    History(HistoryArgs),
 }
 
 /// `cargo xtask bench plot`.
@@ -64,6 +72,14 @@ struct PlotArgs {
     /// Where the SVGs go (default: the directory of `--from`).
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+/// `cargo xtask bench history`.
+#[derive(clap::Args)]
+struct HistoryArgs {
+    /// Flags of `raft-bench history` (see `raft-bench history --help`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
 }
 
 /// `cargo xtask bench compare`.
@@ -131,6 +147,7 @@ pub fn run(args: Args) -> Result<()> {
         Which::Restore(a) => restore(a),
         Which::Compare(a) => compare(a),
         Which::Plot(a) => plot(a),
+        Which::History(a) => history(a),
     }
 }
 
@@ -203,6 +220,23 @@ fn plot(args: PlotArgs) -> Result<()> {
         cmd.arg("--out").arg(out);
     }
     util::run(&mut cmd)
+}
+
+/// Builds raftd and raft-bench (release) and runs `raft-bench history`, with etcd when it
+/// is on PATH.
+fn history(args: HistoryArgs) -> Result<()> {
+    build_raftd_and_bench()?;
+    let release = util::target_dir().join("release");
+    let mut cmd = std::process::Command::new(release.join("raft-bench"));
+    cmd.arg("history")
+        .arg("--raftd")
+        .arg(release.join("raftd"))
+        .arg("--data-dir")
+        .arg(util::target_dir().join("history-bench-data"));
+    if let Some(etcd) = find_on_path("etcd") {
+        cmd.arg("--etcd").arg(etcd);
+    }
+    util::run(cmd.args(&args.args))
 }
 
 /// `raftd` and `raft-bench`, release builds.

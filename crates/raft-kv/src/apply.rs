@@ -422,4 +422,58 @@ mod tests {
         assert!(matches!(w.run(put("c")), Outcome::Response(_)));
         assert!(matches!(w.run(Op::Txn(txn_put)), Outcome::Response(_)));
     }
+
+    /// CORRUPT, applied from the log, refuses every write to the key space and the lessor
+    /// (put, delete, txn, compaction, lease grant and revoke) with etcd's "corrupt cluster",
+    /// writes nothing, lets reads and alarms through, and disarming lifts it.
+    #[test]
+    fn corrupt_refuses_writes_until_disarmed() {
+        use crate::pb::etcdserverpb::LeaseRevokeRequest;
+        let mut w = W(KvStore::open_temporary().unwrap(), 0);
+        assert!(matches!(w.run(put("a")), Outcome::Response(_)));
+        assert!(matches!(
+            w.run(Op::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 9 })),
+            Outcome::Response(_)
+        ));
+        let corrupt = |action: AlarmAction| {
+            Op::Alarm(AlarmRequest {
+                action: action as i32,
+                member_id: 3,
+                alarm: AlarmType::Corrupt as i32,
+            })
+        };
+        assert!(matches!(
+            w.run(corrupt(AlarmAction::Activate)),
+            Outcome::Response(_)
+        ));
+        let rev = w.0.revision();
+        let refused = |o: Outcome| matches!(o, Outcome::Rejected(Error::CorruptCluster));
+        assert!(refused(w.run(put("b"))));
+        assert!(refused(w.run(Op::DeleteRange(del("a")))));
+        let txn_del = TxnRequest {
+            success: vec![RequestOp {
+                request: Some(request_op::Request::RequestDeleteRange(del("a"))),
+            }],
+            ..Default::default()
+        };
+        assert!(refused(w.run(Op::Txn(txn_del))));
+        assert!(refused(w.run(Op::Compact(CompactionRequest {
+            revision: rev,
+            physical: false
+        }))));
+        assert!(refused(
+            w.run(Op::LeaseGrant(LeaseGrantRequest { ttl: 10, id: 5 }))
+        ));
+        assert!(refused(
+            w.run(Op::LeaseRevoke(LeaseRevokeRequest { id: 9 }))
+        ));
+        assert_eq!(w.0.revision(), rev, "nothing refused was written");
+        assert!(w.0.get(b"a").unwrap().is_some(), "reads go on");
+        assert_eq!(w.0.alarms(AlarmType::Corrupt)[0].member_id, 3);
+        assert!(matches!(
+            w.run(corrupt(AlarmAction::Deactivate)),
+            Outcome::Response(_)
+        ));
+        assert!(matches!(w.run(put("b")), Outcome::Response(_)));
+    }
 }

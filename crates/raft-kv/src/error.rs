@@ -108,6 +108,11 @@ pub enum Error {
     /// are refused until the alarm is disarmed.
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    /// The CORRUPT alarm is active (a corruption check found members whose state differs):
+    /// writes, compactions and lease grants and revokes are refused until it is disarmed,
+    /// as etcd's corrupt applier does.
+    #[error("etcdserver: corrupt cluster")]
+    CorruptCluster,
     /// An authentication or permission error (etcd's messages and codes, see
     /// [`AuthError`](crate::auth::AuthError)).
     #[error(transparent)]
@@ -140,6 +145,7 @@ impl Error {
                 | Error::RangeTooLarge { .. }
                 | Error::MemberNotFound
                 | Error::NoSpace
+                | Error::CorruptCluster
                 | Error::Auth(_)
         )
     }
@@ -164,6 +170,7 @@ impl Error {
             | Error::MissingOp => tonic::Code::InvalidArgument,
             Error::LeaseNotFound | Error::MemberNotFound => tonic::Code::NotFound,
             Error::RangeTooLarge { .. } | Error::NoSpace => tonic::Code::ResourceExhausted,
+            Error::CorruptCluster => tonic::Code::DataLoss,
             Error::Auth(e) => e.code(),
             Error::RestoreIncomplete | Error::CaptureInProgress => tonic::Code::Unavailable,
             Error::NotReadOnly => tonic::Code::InvalidArgument,
@@ -216,5 +223,9 @@ mod tests {
         assert_eq!(s.code(), tonic::Code::NotFound);
         assert_eq!(s.message(), "etcdserver: requested lease not found");
         assert!(!Error::corrupt("x").is_request_error());
+        let s: tonic::Status = Error::CorruptCluster.into();
+        assert_eq!(s.code(), tonic::Code::DataLoss);
+        assert_eq!(s.message(), "etcdserver: corrupt cluster");
+        assert!(Error::CorruptCluster.is_request_error());
     }
 }

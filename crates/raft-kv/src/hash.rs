@@ -138,3 +138,31 @@ impl KvStore {
         Ok(false)
     }
 }
+
+#[cfg(feature = "testing")]
+impl KvStore {
+    /// **Testing only** (feature `testing`): replaces the value of `key`'s current version
+    /// in place, in its current entry and in its history event, with no new revision and
+    /// nothing replicated: the silent damage the corruption check exists to find (this
+    /// member's `HashKV` no longer matches its peers'). Returns false when the key has no
+    /// live version. Run it on a stopped member's store.
+    pub fn overwrite_value_unreplicated(&self, key: &[u8], value: &[u8]) -> Result<bool> {
+        let tree = &self.shared.tree;
+        let Some(raw) = tree.get(prefixed(DATA, key))? else {
+            return Ok(false);
+        };
+        let Current::Live { mut rec, sub, prev } = Current::decode(&raw)? else {
+            return Ok(false);
+        };
+        rec.value = prost::bytes::Bytes::copy_from_slice(value);
+        let entry = Current::Live { rec, sub, prev };
+        let at = entry.at();
+        tree.insert(prefixed(DATA, key), entry.encode())?;
+        tree.insert(
+            history_key(at.main, at.sub),
+            crate::history::encode_event(key, &entry),
+        )?;
+        tree.flush()?;
+        Ok(true)
+    }
+}

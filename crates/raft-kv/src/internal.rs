@@ -98,6 +98,13 @@ impl Alarms {
             .any(|a| a.alarm == AlarmType::Nospace as i32)
     }
 
+    /// Whether a CORRUPT alarm is active (for any member): the cluster refuses writes.
+    pub(crate) fn corrupt(&self) -> bool {
+        self.list
+            .iter()
+            .any(|a| a.alarm == AlarmType::Corrupt as i32)
+    }
+
     /// The alarms of type `alarm` (every type for `NONE`), as etcd's GET answers.
     pub(crate) fn get(&self, alarm: i32) -> Vec<AlarmMember> {
         self.list

@@ -11,6 +11,7 @@
 
 mod auth;
 mod cluster;
+pub mod corruption;
 mod election;
 mod kv;
 mod lease;

@@ -41,6 +41,11 @@ pub const WATCH_UNSYNCED: &str = "raftd_watch_unsynced";
 /// Gauge: open watch streams.
 pub const WATCH_STREAMS: &str = "raftd_watch_streams";
 
+/// Counter, label `result` (`ok`, `mismatch`, `error`): corruption check rounds run by the
+/// leader (`corrupt_check_interval`); `mismatch` means a member's `HashKV` differed and the
+/// CORRUPT alarm was raised, `error` that the round could not run.
+pub const CORRUPTION_CHECKS: &str = "raftd_corruption_checks_total";
+
 /// Every metric of this module, with its kind, unit and help text.
 pub const METRICS: &[MetricInfo] = &[
     MetricInfo {
@@ -96,5 +101,11 @@ pub const METRICS: &[MetricInfo] = &[
         kind: Kind::Gauge,
         unit: Unit::Count,
         help: "Open watch streams",
+    },
+    MetricInfo {
+        name: CORRUPTION_CHECKS,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Corruption check rounds of the leader, by result",
     },
 ];

@@ -111,6 +111,11 @@ pub struct NodeConfig {
     /// the NOSPACE alarm, and the cluster refuses writes that add data until it is
     /// disarmed. Reloadable.
     pub quota_backend_bytes: ByteSize,
+    /// How often the leader compares every member's `HashKV` with its own and raises the
+    /// CORRUPT alarm for a member whose state differs (etcd's
+    /// `--experimental-corrupt-check-time`). Default `0s`: off, as in etcd. Reloadable.
+    #[serde(with = "humantime_serde")]
+    pub corrupt_check_interval: Duration,
     /// Protocol timing and flow control.
     pub raft: RaftSection,
     /// The write-ahead log.
@@ -155,6 +160,7 @@ impl Default for NodeConfig {
             log_format: LogFormat::Text,
             request_size_limit: ByteSize(1_572_864),
             quota_backend_bytes: ByteSize(0),
+            corrupt_check_interval: Duration::ZERO,
             raft: RaftSection::default(),
             wal: WalSection::default(),
             compression: CompressionSection::default(),
@@ -296,6 +302,11 @@ impl NodeConfig {
                 "request_size_limit ({}) must be well below peer.max_message_size ({})",
                 self.request_size_limit, self.peer.max_message_size
             ));
+        }
+        if !self.corrupt_check_interval.is_zero()
+            && self.corrupt_check_interval < Duration::from_secs(1)
+        {
+            return err("corrupt_check_interval must be 0s (off) or at least 1s");
         }
         self.raft.validate()?;
         self.wal.validate()?;

@@ -5,6 +5,7 @@
 pub mod backup;
 mod client_port;
 pub mod cluster_id;
+pub mod corruption;
 pub mod faults;
 pub mod lease;
 mod recover;
@@ -272,9 +273,13 @@ impl Node {
         let quota = Arc::new(std::sync::atomic::AtomicU64::new(
             config.quota_backend_bytes.get(),
         ));
+        let corrupt_check = Arc::new(std::sync::atomic::AtomicU64::new(
+            config.corrupt_check_interval.as_millis() as u64,
+        ));
         let mut reloader = Reloader::new(config.clone(), source, log, handle.clone(), net.clone())
             .with_compaction(autocompact.clone(), store.clone())
             .with_quota(quota.clone())
+            .with_corrupt_check(corrupt_check.clone())
             .with_backup(backup.clone());
         if client_tls.is_some() || peer_tls.is_some() {
             reloader = reloader.with_tls(Arc::new(TlsMaterial::new(
@@ -320,6 +325,11 @@ impl Node {
             tasks.push(tokio::spawn(watch_gauges(hub)));
         }
         net.set_app_handler(Some(Arc::new(lease::LeaseHandler(service.clone()))));
+        tasks.push(tokio::spawn(corruption::run(
+            service.clone(),
+            net.clone(),
+            corrupt_check,
+        )));
         let lease_keeper = LeaseKeeper::spawn(handle.clone(), store.clone(), config.lease_keeper());
         let (api_stop, stop_rx) = oneshot::channel::<()>();
         // TCP_NODELAY, per-client connection limits and TLS: `client_port`.

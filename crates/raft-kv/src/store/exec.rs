@@ -175,6 +175,18 @@ impl<'a> Batch<'a> {
             events: Vec::new(),
         };
         let resp = match op {
+            // etcd's corrupt applier: under CORRUPT, what writes the key space or the
+            // lessor is refused (reads, alarms, membership and auth go on).
+            Op::Put(_)
+            | Op::DeleteRange(_)
+            | Op::Txn(_)
+            | Op::Compact(_)
+            | Op::LeaseGrant(_)
+            | Op::LeaseRevoke(_)
+                if self.alarms.corrupt() =>
+            {
+                return Err(Error::CorruptCluster);
+            }
             // etcd's capped applier: under NOSPACE, what adds data is refused.
             Op::Put(_) | Op::LeaseGrant(_) if self.alarms.no_space() => {
                 return Err(Error::NoSpace);

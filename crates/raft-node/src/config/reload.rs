@@ -30,6 +30,7 @@ impl ConfigSource {
 pub const RELOADABLE_KEYS: &[&str] = &[
     "log_filter",
     "quota_backend_bytes",
+    "corrupt_check_interval",
     "raft.heartbeat_interval",
     "raft.election_timeout_base",
     "raft.jitter_max_delay",
@@ -294,6 +295,7 @@ mod tests {
         match key {
             "log_filter" => "\"debug,raft_net=warn\"",
             "quota_backend_bytes" => "8GiB",
+            "corrupt_check_interval" => "5m",
             "raft.heartbeat_interval" => "20ms",
             "raft.election_timeout_base" => "400ms",
             "raft.jitter_max_delay" => "50ms",

@@ -25,16 +25,24 @@ impl LeaderChannel for PeerChannel {
     }
 }
 
-/// Answers forwarded lease requests with this member's services.
+/// Answers forwarded lease requests, and the leader's `HashKV` requests of the corruption
+/// check (kind [`HASHKV_KIND`](super::corruption::HASHKV_KIND)), with this member's services.
 pub struct LeaseHandler(pub EtcdService);
 
 impl AppHandler for LeaseHandler {
     fn handle(&self, from: NodeId, kind: &str, payload: Bytes) -> AppFuture {
+        let svc = self.0.clone();
+        if kind == super::corruption::HASHKV_KIND {
+            return Box::pin(async move {
+                svc.answer_hash_kv(payload)
+                    .await
+                    .map_err(|status| status.message().to_string())
+            });
+        }
         if kind != LEASE_KIND {
             let kind = kind.to_string();
             return Box::pin(async move { Err(format!("unknown request kind {kind:?}")) });
         }
-        let svc = self.0.clone();
         Box::pin(async move {
             svc.answer_forwarded(payload).await.map_err(|status| {
                 tracing::debug!(from, %status, "forwarded lease request");

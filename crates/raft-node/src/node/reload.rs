@@ -69,6 +69,8 @@ pub struct Reloader {
     backup: Option<Arc<super::backup::Backup>>,
     /// The space quota the etcd services read (`quota_backend_bytes`).
     quota: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// The corruption check interval in milliseconds (`corrupt_check_interval`; 0: off).
+    corrupt_check: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// One reload at a time.
     busy: tokio::sync::Mutex<()>,
 }
@@ -100,6 +102,7 @@ impl Reloader {
             tls: None,
             backup: None,
             quota: None,
+            corrupt_check: None,
             busy: tokio::sync::Mutex::new(()),
         }
     }
@@ -113,6 +116,13 @@ impl Reloader {
     /// Applies `compaction.*` changes to `auto` and `store`.
     pub fn with_compaction(mut self, auto: Arc<AutoCompactor>, store: KvStore) -> Self {
         self.compaction = Some((auto, store));
+        self
+    }
+
+    /// Stores `corrupt_check_interval` changes in `interval_ms` (read by the corruption
+    /// check, `super::corruption`).
+    pub fn with_corrupt_check(mut self, interval_ms: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.corrupt_check = Some(interval_ms);
         self
     }
 
@@ -206,6 +216,14 @@ impl Reloader {
         {
             quota.store(
                 new.quota_backend_bytes.get(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        if changed.contains(&"corrupt_check_interval")
+            && let Some(interval) = &self.corrupt_check
+        {
+            interval.store(
+                new.corrupt_check_interval.as_millis() as u64,
                 std::sync::atomic::Ordering::Relaxed,
             );
         }
