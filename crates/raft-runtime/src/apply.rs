@@ -14,13 +14,10 @@ use metrics::{Histogram, counter, histogram};
 use raft_core::SnapshotMeta;
 use raft_metrics::runtime as m;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
-
-/// The most entries a lingering batch gathers before it is applied anyway.
-const LINGER_MAX_ENTRIES: usize = 1024;
 
 /// The state machine and what was last applied to it, shared by the apply thread and the
 /// event loop.
@@ -111,9 +108,6 @@ pub(crate) enum ApplyJob<SM: StateMachine> {
     Restore { meta: SnapshotMeta, number: u64 },
     /// Run a read against the current state.
     Read(ReadFn<SM>),
-    /// Stop waiting for more entries: something waits for those already here (a
-    /// linearizable read). Nothing else to do.
-    Hurry,
     /// Capture a snapshot of the state as applied now, described by `meta` when nothing
     /// was applied since the loop asked (see [`describe_now`]).
     Snapshot { meta: SnapshotMeta },
@@ -160,7 +154,6 @@ pub(crate) fn spawn<SM: StateMachine>(
     jobs: Receiver<ApplyJob<SM>>,
     events: mpsc::UnboundedSender<Event>,
     stopping: Arc<AtomicBool>,
-    linger: Duration,
     queued: Queued,
 ) -> Result<()> {
     std::thread::Builder::new()
@@ -168,7 +161,7 @@ pub(crate) fn spawn<SM: StateMachine>(
         .spawn(move || {
             let span = tracing::info_span!("raft_apply", node_id = id);
             let _g = span.enter();
-            run(&sm, jobs, events, stopping, linger, &queued);
+            run(&sm, jobs, events, stopping, &queued);
         })
         .map_err(|e| Error::StateMachine(Box::new(e)))?;
     Ok(())
@@ -179,7 +172,6 @@ fn run<SM: StateMachine>(
     jobs: Receiver<ApplyJob<SM>>,
     events: mpsc::UnboundedSender<Event>,
     stopping: Arc<AtomicBool>,
-    linger: Duration,
     queued: &AtomicU64,
 ) {
     let metrics = ApplyMetrics::new();
@@ -224,20 +216,6 @@ fn run<SM: StateMachine>(
                         Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                     }
                 }
-                // Nobody here waits for these entries: wait a little for more, so one
-                // state-machine write covers them (see `RuntimeConfig::apply_linger`).
-                let deadline = Instant::now() + linger;
-                let mut checked = 0;
-                while next.is_none() && lingers(&batch, &mut checked, &waiters, linger) {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match jobs.recv_timeout(left) {
-                        Ok(job) => {
-                            next = gather(&mut batch, &mut waiters, job);
-                            finished += u64::from(next.is_none());
-                        }
-                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-                    }
-                }
                 let outcome = apply_entries(&mut *lock(sm), batch, waiters, &metrics);
                 // Done before the loop hears of it, so that it may apply the next batch
                 // itself as soon as it does.
@@ -274,7 +252,6 @@ fn run<SM: StateMachine>(
                 });
             }
             ApplyJob::Read(f) => f(&lock(sm).sm),
-            ApplyJob::Hurry => {}
             ApplyJob::Snapshot { meta } => {
                 let (meta, build) = capture(&mut lock(sm), meta);
                 match build {
@@ -347,28 +324,6 @@ fn gather<SM: StateMachine>(
         }
         other => Some(other),
     }
-}
-
-/// Whether a gathered batch may wait for more entries: lingering is on, no client waits for
-/// any of them, all are commands (no membership change, no new leader's empty entry), and
-/// the batch is still small. The first `checked` entries are known to be commands; only
-/// the ones gathered since are looked at, and `checked` moves past them.
-fn lingers<R>(
-    batch: &[Committed],
-    checked: &mut usize,
-    waiters: &[(usize, Waiter<R>)],
-    linger: Duration,
-) -> bool {
-    if linger.is_zero() || !waiters.is_empty() || batch.len() >= LINGER_MAX_ENTRIES {
-        return false;
-    }
-    let commands = batch[*checked..]
-        .iter()
-        .all(|c| matches!(c.payload, Payload::Command(_)));
-    if commands {
-        *checked = batch.len();
-    }
-    commands
 }
 
 /// The appliers' metric handles, registered once (no registry lookup per entry).

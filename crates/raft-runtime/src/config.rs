@@ -36,12 +36,12 @@ pub struct RuntimeConfig {
     pub snapshot_log_bytes: u64,
     /// Seed of the core's election-timeout randomness (default: derived from the clock).
     pub rng_seed: Option<u64>,
-    /// How long the apply thread may wait for more committed entries before applying a
-    /// batch that no client on this node waits for (a follower's, or entries other nodes
-    /// proposed), so that one state-machine write covers several of them (default 5 ms;
-    /// zero applies at once). A batch with a waiting client, a membership change, or a
-    /// linearizable read waiting for it is applied at once. Serializable reads on this
-    /// node may trail by this much more.
+    /// How long the event loop may hold back committed entries that no client on this node
+    /// waits for (a follower's, or entries other nodes proposed) before handing them to be
+    /// applied, so that one state-machine write covers several batches (default 5 ms; zero
+    /// applies at once). A batch with a waiting client, a membership change, or a
+    /// linearizable read waiting for it goes at once, taking what was held back with it.
+    /// Serializable reads on this node may trail by this much more.
     pub apply_linger: Duration,
     /// A committed batch of at most this many entries that a client on this node waits
     /// for is applied by the event loop itself when the apply thread has nothing queued,

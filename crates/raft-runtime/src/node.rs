@@ -95,7 +95,6 @@ impl RaftNode {
             apply_rx,
             ev_tx.clone(),
             stopping.clone(),
-            config.apply_linger,
             apply_queued.clone(),
         )?;
         let stats = Arc::new(Stats::default());
@@ -142,6 +141,8 @@ impl RaftNode {
             apply_queued,
             apply_metrics: apply::ApplyMetrics::new(),
             inline_applied: None,
+            lingering: Vec::new(),
+            linger_until: None,
             stopping,
             incarnation,
             next_request: 1,
@@ -240,6 +241,11 @@ pub(crate) struct Loop<SM: StateMachine, S: LogStore, T: Transport> {
     /// The index this loop applied itself during the current `Ready` (reported to the core
     /// once the `Ready` is carried out).
     pub inline_applied: Option<u64>,
+    /// Committed entries no client of this node waits for, held back (up to
+    /// `apply_linger`) so that one state-machine write covers several batches.
+    pub lingering: Vec<crate::state_machine::Committed>,
+    /// When the entries held back go to be applied anyway.
+    pub linger_until: Option<tokio::time::Instant>,
     pub stopping: Arc<AtomicBool>,
     /// This runtime's incarnation (see [`envelope`]).
     pub incarnation: u64,
@@ -311,6 +317,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                     self.raw.tick().map_err(Error::from)
                 }
                 Some(ev) = self.events.recv() => self.on_events(ev),
+                () = linger_end(self.linger_until) => self.flush_lingering(),
                 Some(msg) = recv_priority(&mut self.inbound.priority) => self.step_all(msg, true),
                 Some(msg) = self.inbound.messages.recv() => self.step_all(msg, false),
                 Some(id) = self.inbound.unreachable.recv() => {
@@ -539,6 +546,14 @@ pub(crate) fn fail_request<SM: StateMachine>(r: Request<SM>, e: Error) {
         Request::Reconfigure { tx, .. } => drop(tx.send(Err(e))),
         Request::Snapshot { tx } => drop(tx.send(Err(e))),
         Request::Shutdown { tx } => drop(tx.send(Ok(()))),
+    }
+}
+
+/// Resolves at `at`; never without it.
+async fn linger_end(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

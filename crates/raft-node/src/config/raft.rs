@@ -73,8 +73,8 @@ pub struct RaftSection {
     /// Also snapshot and compact once the entries applied since the last snapshot hold this
     /// many bytes of data, counted since the node started (default 1GiB; 0 disables).
     pub snapshot_log_bytes: ByteSize,
-    /// How long the apply thread may wait for more committed entries that no client on
-    /// this node waits for, so one state-machine write covers several (default 5ms; 0
+    /// How long committed entries that no client on this node waits for are held back for
+    /// more, so one state-machine write covers several batches (default 5ms; 0
     /// applies at once; at most 1s). Linearizable reads, local clients' own writes and
     /// membership changes never wait for it; serializable reads on followers may trail by
     /// this much more.

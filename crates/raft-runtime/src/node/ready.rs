@@ -16,6 +16,10 @@ use raft_metrics::runtime as m;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+/// The most entries held back for a shared state-machine write before they are applied
+/// anyway.
+const LINGER_MAX_ENTRIES: usize = 1024;
+
 impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
     /// Takes one `Ready` and carries it out (without waiting on the disk or the network).
     pub(crate) fn handle_ready(&mut self) -> Result<()> {
@@ -157,15 +161,15 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
             }
         }
         self.release_reads();
-        // The apply thread may be lingering over entries a read waits for: those handed
-        // now, or before. (On a lagging follower a read's index can arrive before the
-        // entries, so this is checked whenever either comes.)
+        // A read waits for entries held back: they go now, those handed now or before. (On
+        // a lagging follower a read's index can arrive before the entries, so this is
+        // checked whenever either comes.)
         let applied = self.inline_applied.unwrap_or(self.applied);
         if (handed || new_reads)
-            && !self.cfg.apply_linger.is_zero()
+            && !self.lingering.is_empty()
             && self.reads_ready.iter().any(|(index, _)| *index > applied)
         {
-            self.send_apply(ApplyJob::Hurry)?;
+            self.flush_lingering()?;
         }
         // What this loop applied itself, reported as the apply thread's progress is.
         if let Some(index) = self.inline_applied.take() {
@@ -196,11 +200,40 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         }
     }
 
-    pub(crate) fn send_apply(&self, job: ApplyJob<SM>) -> Result<()> {
+    /// Sends a job to the apply thread, after the entries held back (jobs run in log
+    /// order).
+    pub(crate) fn send_apply(&mut self, job: ApplyJob<SM>) -> Result<()> {
+        if !matches!(job, ApplyJob::Entries { .. }) && !self.lingering.is_empty() {
+            self.flush_lingering()?;
+        }
         self.apply_queued.fetch_add(1, Ordering::AcqRel);
         self.apply_tx
             .send(job)
             .map_err(|_| Error::Fatal("the apply thread stopped".into()))
+    }
+
+    /// Sends the entries held back to the apply thread now.
+    pub(crate) fn flush_lingering(&mut self) -> Result<()> {
+        self.linger_until = None;
+        if self.lingering.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.lingering);
+        self.send_apply(ApplyJob::Entries {
+            batch,
+            waiters: Vec::new(),
+        })
+    }
+
+    /// Whether `batch` (which no client of this node waits for) may be held back: lingering
+    /// is on, every entry is a command (no membership change, no new leader's empty entry)
+    /// and what is held back stays small.
+    fn lingers(&self, batch: &[Committed]) -> bool {
+        !self.cfg.apply_linger.is_zero()
+            && self.lingering.len() + batch.len() < LINGER_MAX_ENTRIES
+            && batch
+                .iter()
+                .all(|c| matches!(c.payload, Payload::Command(_)))
     }
 
     /// Applies `batch` on this loop when that keeps the log order and saves a hand-off: a
@@ -212,13 +245,12 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         &mut self,
         batch: Vec<Committed>,
         waiters: Vec<(usize, Waiter<SM::Response>)>,
-        handed_before: u64,
     ) -> Result<Option<(Vec<Committed>, Vec<(usize, Waiter<SM::Response>)>)>> {
         let max = self.cfg.apply_inline_max_entries;
         if max == 0
             || batch.len() > max
             || waiters.is_empty()
-            || self.applied != handed_before
+            || batch.first().is_none_or(|e| e.index != self.applied + 1)
             || self.apply_queued.load(Ordering::Acquire) != 0
         {
             return Ok(Some((batch, waiters)));
@@ -304,12 +336,31 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                 payload,
             });
         }
-        let handed_before = self.handed;
         if let Some(e) = batch.last() {
             self.handed = self.handed.max(e.index);
             self.log_bytes.handed(e.index, bytes);
         }
-        match self.apply_here(batch, waiters, handed_before)? {
+        // Nobody here waits for these entries: hold them back a little, so that one
+        // state-machine write covers several batches (see `RuntimeConfig::apply_linger`).
+        if waiters.is_empty() && self.lingers(&batch) {
+            self.lingering.extend(batch);
+            if self.linger_until.is_none() {
+                self.linger_until = Some(tokio::time::Instant::now() + self.cfg.apply_linger);
+            }
+            return Ok(());
+        }
+        // Whatever was held back goes first, in the same batch.
+        let (batch, waiters) = if self.lingering.is_empty() {
+            (batch, waiters)
+        } else {
+            self.linger_until = None;
+            let mut all = std::mem::take(&mut self.lingering);
+            let base = all.len();
+            all.extend(batch);
+            let waiters = waiters.into_iter().map(|(i, w)| (base + i, w)).collect();
+            (all, waiters)
+        };
+        match self.apply_here(batch, waiters)? {
             None => Ok(()),
             Some((batch, waiters)) => self.send_apply(ApplyJob::Entries { batch, waiters }),
         }

@@ -846,9 +846,9 @@ async fn the_log_byte_size_triggers_snapshots_and_can_be_changed_at_run_time() {
     assert_eq!(c.get(leader, "b39").await.as_deref(), Some(value.as_str()));
 }
 
-/// A node's apply thread holds committed entries that no client on it waits for (here up
-/// to a minute), so one state-machine write covers several; a linearizable read, or a
-/// client waiting for its own proposal, gets them applied at once.
+/// A node holds back committed entries that no client on it waits for (here up to a
+/// minute), so one state-machine write covers several; a linearizable read, or a client
+/// waiting for its own proposal, gets them applied at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_nobody_waits_for_linger_but_reads_and_proposals_do_not() {
     let mut c = Cluster {
@@ -859,8 +859,7 @@ async fn entries_nobody_waits_for_linger_but_reads_and_proposals_do_not() {
         snapshot_threshold: 0,
         read_mode: ReadMode::Safe,
         apply_linger: Duration::from_secs(60),
-        // Every batch goes to the apply thread: its lingering is what is tested.
-        apply_inline_max_entries: 0,
+        apply_inline_max_entries: raft_runtime::RuntimeConfig::new(1).apply_inline_max_entries,
     };
     for id in 1..=3 {
         let boot = Some(Membership::with_voters(1..=3));
