@@ -480,6 +480,17 @@ impl Wal {
         })
     }
 
+    /// A ticket that completes once everything submitted before it is written (readable
+    /// through [`read_segment`](Self::read_segment) and the other readers), without an
+    /// fsync of its own: it writes out the deferred records (commit-only hard states)
+    /// that wait for the next batch. For a reader of the files, such as the WAL archiver,
+    /// that must see the newest commit index.
+    pub fn write_deferred(&self) -> Result<Ticket> {
+        self.submit(Vec::new(), Vec::new(), Durability::Deferred, false, |_| {
+            Ok(true)
+        })
+    }
+
     /// Checks a request against everything accepted before it and queues it. `check` updates
     /// the accepted state, or returns `Ok(false)` to queue the request without its records
     /// (a no-op that still completes in order).

@@ -304,6 +304,11 @@ fn a_deferred_write_completes_when_waited_for_in_any_way() {
     let r = t.wait_timeout(std::time::Duration::from_secs(30));
     assert!(matches!(r, Some(Ok(()))), "{r:?}");
     assert_eq!(wal.hard_state(), hs(3));
+
+    // Nobody waits for it: a reader of the files asks for it to be written out.
+    drop(wal.save_hard_state_deferred(hs(4)).unwrap());
+    wal.write_deferred().unwrap().wait().unwrap();
+    assert_eq!(wal.hard_state(), hs(4));
 }
 
 #[test]

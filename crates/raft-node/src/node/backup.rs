@@ -26,6 +26,13 @@ impl WalSource for WalSegments {
 
     fn read(&self, seq: u64) -> raft_snapshot::Result<(Vec<u8>, SegmentMeta)> {
         let wal_err = |e: raft_log::Error| raft_snapshot::Error::Invalid(format!("WAL: {e}"));
+        // The newest commit index may wait in the log's queue for the next write (it costs
+        // no batch of its own); the archive must hold it, or the last writes before a quiet
+        // spell could never be restored.
+        self.0
+            .write_deferred()
+            .and_then(raft_log::Ticket::wait)
+            .map_err(wal_err)?;
         let data = self.0.read_segment(seq).map_err(wal_err)?;
         let s = raft_log::archive::summarize(&data)
             .map_err(|reason| wal_err(raft_log::Error::Archive(reason)))?;
