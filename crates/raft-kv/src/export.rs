@@ -315,14 +315,21 @@ mod tests {
         let cap = kv.capture_export().unwrap();
         let other = filled();
         let source = other.snapshot_full().unwrap();
+        // The export ends only after `ended` is set: a restore that returns before that did
+        // not wait for it. (The sleep only gives the restore time to start first.)
+        let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ended.clone();
         let release = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(200));
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
             drop(cap);
         });
-        let started = std::time::Instant::now();
         kv.restore_full(source.info.index, 1, source.records)
             .unwrap();
-        assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+        assert!(
+            ended.load(std::sync::atomic::Ordering::SeqCst),
+            "the restore returned while the export was still open"
+        );
         release.join().unwrap();
         assert_eq!(kv.hash_kv(0).unwrap(), other.hash_kv(0).unwrap());
     }
