@@ -45,8 +45,8 @@ impl KvStore {
     pub fn events(&self, from: i64, max_events: usize) -> Result<Vec<RevisionEvents>> {
         let (to, compact) = {
             let st = self.shared.state.read();
-            if st.restoring {
-                return Err(Error::RestoreIncomplete);
+            if let Some(e) = st.unusable() {
+                return Err(e);
             }
             if from < st.compact_revision {
                 return Err(Error::Compacted);

@@ -34,6 +34,10 @@ pub enum Error {
     /// restore completes.
     #[error("raft-kv: an interrupted snapshot restore left the state incomplete; restore again")]
     RestoreIncomplete,
+    /// Writing an applied batch failed (a full disk, an I/O error): the store may hold part
+    /// of it and refuses every read and write until the process restarts.
+    #[error("raft-kv: the store failed to write an applied batch; this member is stopping")]
+    StoreFailed,
     /// A snapshot capture is already running (one at a time), or a restore met a capture.
     #[error("raft-kv: a snapshot capture is already in progress")]
     CaptureInProgress,
@@ -172,7 +176,9 @@ impl Error {
             Error::RangeTooLarge { .. } | Error::NoSpace => tonic::Code::ResourceExhausted,
             Error::CorruptCluster => tonic::Code::DataLoss,
             Error::Auth(e) => e.code(),
-            Error::RestoreIncomplete | Error::CaptureInProgress => tonic::Code::Unavailable,
+            Error::RestoreIncomplete | Error::StoreFailed | Error::CaptureInProgress => {
+                tonic::Code::Unavailable
+            }
             Error::NotReadOnly => tonic::Code::InvalidArgument,
             Error::DeltaBaseMismatch { .. } => tonic::Code::FailedPrecondition,
             Error::Storage(_)

@@ -49,8 +49,8 @@ impl KvStore {
     pub fn hash_kv_at(&self, revision: i64) -> Result<KvHash> {
         let (at, compact) = {
             let st = self.shared.state.read();
-            if st.restoring {
-                return Err(Error::RestoreIncomplete);
+            if let Some(e) = st.unusable() {
+                return Err(e);
             }
             let at = read_revision(revision, st.revision, st.compact_revision)?;
             self.shared.pin(st.compact_revision);

@@ -30,7 +30,7 @@ pub(crate) mod record;
 
 pub use lessor::{Lessor, LessorConfig, MAX_LEASE_TTL, Renewal, TimeToLive};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::KvStore;
 use prost::bytes::Bytes;
 
@@ -48,8 +48,8 @@ impl KvStore {
     /// The keys attached to lease `id`, in key order (none when it does not exist).
     pub fn lease_keys(&self, id: i64) -> Result<Vec<Bytes>> {
         let state = self.shared.state.read();
-        if state.restoring {
-            return Err(Error::RestoreIncomplete);
+        if let Some(e) = state.unusable() {
+            return Err(e);
         }
         Ok(record::attached(&self.shared.tree, id)?
             .into_iter()

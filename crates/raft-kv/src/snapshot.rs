@@ -205,8 +205,8 @@ impl KvStore {
     fn capture_with(&self, kind: CaptureKind, track: bool) -> Result<Capture> {
         let shared = &self.shared;
         let mut st = shared.state.write();
-        if st.restoring {
-            return Err(Error::RestoreIncomplete);
+        if let Some(e) = st.unusable() {
+            return Err(e);
         }
         if st.capture.is_some() {
             return Err(Error::CaptureInProgress);

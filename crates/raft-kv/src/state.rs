@@ -148,8 +148,25 @@ pub(crate) struct State {
     /// The latest capture, until it is reported durable.
     pub(crate) pending_durable: Option<PendingDurable>,
     pub(crate) restoring: bool,
+    /// A batch failed to be written (e.g. a full disk): the tree may hold part of it, so
+    /// nothing is read or applied any more in this process (the node stops; a restart
+    /// applies the log again from the durable applied index). In memory only.
+    pub(crate) failed: bool,
     /// The active alarms (the internal record, see `crate::internal`).
     pub(crate) alarms: crate::internal::Alarms,
+}
+
+impl State {
+    /// Why the state cannot be read or applied to now, if it cannot.
+    pub(crate) fn unusable(&self) -> Option<crate::Error> {
+        if self.failed {
+            Some(crate::Error::StoreFailed)
+        } else if self.restoring {
+            Some(crate::Error::RestoreIncomplete)
+        } else {
+            None
+        }
+    }
 }
 
 /// The latest capture, until [`KvStore::capture_durable`](crate::KvStore::capture_durable).
@@ -221,6 +238,7 @@ impl State {
             next_capture: 0,
             pending_durable: None,
             restoring: tree.contains_key(meta_key(meta::RESTORING))?,
+            failed: false,
             alarms: crate::internal::Alarms::load(tree)?,
         })
     }

@@ -343,8 +343,8 @@ impl KvStore {
     /// bytes it gathers exceed `max_bytes` (before it gathers more).
     pub fn range_limited(&self, req: &RangeRequest, max_bytes: usize) -> Result<RangeResponse> {
         let state = self.shared.state.read();
-        if state.restoring {
-            return Err(Error::RestoreIncomplete);
+        if let Some(e) = state.unusable() {
+            return Err(e);
         }
         let at = query::read_revision(req.revision, state.revision, state.compact_revision)?;
         let (overlay, pending) = (Overlay::new(), Pending::new());
@@ -359,8 +359,8 @@ impl KvStore {
     /// The current version of one key, if it exists.
     pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
         let state = self.shared.state.read();
-        if state.restoring {
-            return Err(Error::RestoreIncomplete);
+        if let Some(e) = state.unusable() {
+            return Err(e);
         }
         match self.shared.tree.get(prefixed(DATA, key))? {
             Some(raw) => Ok(Current::decode(&raw)?
@@ -378,8 +378,8 @@ impl KvStore {
             return Err(Error::NotReadOnly);
         }
         let state = self.shared.state.read();
-        if state.restoring {
-            return Err(Error::RestoreIncomplete);
+        if let Some(e) = state.unusable() {
+            return Err(e);
         }
         let mut batch = Batch {
             tree: &self.shared.tree,

@@ -2,6 +2,7 @@
 //! delta) and restarts.
 
 use super::*;
+use crate::Error;
 use crate::events::{EventSink, RevisionEvents};
 use crate::pb::etcdserverpb::{
     DeleteRangeRequest, LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest,
