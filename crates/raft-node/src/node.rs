@@ -63,6 +63,10 @@ pub enum NodeError {
     /// The client API server failed.
     #[error("client API server: {0}")]
     Serve(String),
+    /// The Raft node stopped on a fatal error (a failed log write or apply): raftd stops
+    /// with it (fail-stop).
+    #[error("the raft node stopped: {0}")]
+    Stopped(String),
     /// The snapshot store failed.
     #[error("snapshot store: {0}")]
     Snapshot(#[from] raft_snapshot::Error),
@@ -434,22 +438,23 @@ impl Node {
         let handle = self.handle.clone();
         let failed = tokio::select! {
             () = stop => None,
-            r = &mut self.api => Some(match r {
+            r = &mut self.api => Some(NodeError::Serve(match r {
                 Ok(Ok(())) => "the client API server stopped".to_string(),
                 Ok(Err(e)) => e.to_string(),
                 Err(e) => e.to_string(),
-            }),
+            })),
             // Fail-stop: after a failed log write or apply the store may hold a batch that
             // was not wholly written; serving reads from it (or anything else) would be
             // wrong, and a supervisor sees an exit, not a process that answers nothing.
-            fatal = handle.stopped() => Some(format!(
-                "the raft node stopped: {}",
-                fatal.as_deref().unwrap_or("without an error")
-            )),
+            fatal = handle.stopped() => {
+                let why = fatal.unwrap_or_else(|| "without an error".to_string());
+                let why = why.strip_prefix("the raft node stopped: ").unwrap_or(&why);
+                Some(NodeError::Stopped(why.to_string()))
+            }
         };
         self.shutdown().await;
         match failed {
-            Some(e) => Err(NodeError::Serve(e)),
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
