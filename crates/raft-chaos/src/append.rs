@@ -20,6 +20,9 @@
 //!   writer of `x(i+1)` (the reader did not see it). Strongly connected components (Tarjan)
 //!   are searched for a shortest cycle of each class: G0 (ww edges only), G1c (ww and wr,
 //!   at least one wr), G-single (exactly one rw), G2 (two or more rw).
+//!
+//! Over 700 lines on purpose: the inference of list orders, the dependency graph and the
+//! cycle search are one algorithm, tested together below it.
 
 use crate::Verdict;
 use crate::history::{AppendOp, ListMop, Outcome};

@@ -1,5 +1,8 @@
 //! Fault injection: a crash-point sweep over every file-system operation of a concurrent
 //! group-commit workload, mid-log corruption, and `EIO` from `fsync`.
+//!
+//! Over 700 lines on purpose: the crash-point sweep and its workload checker are one piece;
+//! the corruption and `EIO` cases reuse its helpers.
 
 use bytes::Bytes;
 use parking_lot::Mutex;

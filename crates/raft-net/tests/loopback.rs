@@ -1,5 +1,8 @@
 //! Transports on loopback: every message kind, three nodes, compression, snapshots, prompt
 //! heartbeats under a 64 MiB append load, reconnection, and the bounded send queue.
+//!
+//! Over 700 lines on purpose: the scenarios share the transports built by `util/harness.rs`
+//! and each stays readable on its own; a split would only scatter them.
 
 #[path = "util/harness.rs"]
 mod harness;

@@ -9,6 +9,9 @@
 //!
 //! The etcdctl test needs etcdctl on PATH (Debian's `etcd-client`); without it the test is
 //! skipped, except under `CI=true` where it fails.
+//!
+//! Over 700 lines on purpose: every negative case needs the same cluster with users and
+//! roles set up first, done once by the helpers at the top.
 
 #![allow(clippy::print_stdout)]
 

@@ -3,6 +3,9 @@
 //! `etcdctl` 3.4 (`watch`, `--rev`, `--prefix`, `--prev-kv`, interactive `progress`), and a
 //! watcher that resumes on another member after the one it used is killed with SIGKILL,
 //! follower then leader, while writes go on: every event once, in order, no gap.
+//!
+//! Over 700 lines on purpose: the Watch protocol's cases share one cluster setup and the
+//! stream helpers at the top.
 
 #![allow(clippy::print_stdout)]
 

@@ -1,9 +1,10 @@
 //! [`RaftNode::start`] and the event loop that owns the `RawNode`.
 //!
 //! The loop's state lives in [`Loop`]; `ready` carries out `Ready`s and follows what the
-//! log and the state machine report, `requests` turns client requests into core calls and
-//! keeps the waiting clients.
+//! log and the state machine report, `handing` hands committed entries over to be applied,
+//! `requests` turns client requests into core calls and keeps the waiting clients.
 
+mod handing;
 mod log_bytes;
 mod observe;
 mod ready;

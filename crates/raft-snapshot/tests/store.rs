@@ -1,4 +1,7 @@
 //! Store-level tests: chains, corruption, crash points, gc leases, transfer, upload, restore.
+//!
+//! Over 700 lines on purpose: one test binary for the store's behaviour end to end, sharing
+//! the fixtures at the top; split by theme, each part would repeat them.
 
 use bytes::Bytes;
 use raft_core::{Membership, SnapshotMeta};

@@ -10,6 +10,10 @@
 //! change takes the slot of the voter it replaced. Addresses (and namespaces) for the ids the
 //! run will add are set aside at the start, so the client knows every endpoint from the
 //! beginning (one with nothing listening refuses connections, and the client moves on).
+//!
+//! Over 700 lines on purpose: every fault is a method on the one cluster it is done to (its
+//! processes, namespaces, disks and switches); the fault schedule's driver is in
+//! `faults.rs`.
 
 use crate::netns::NetNs;
 use anyhow::{Context, Result, bail};

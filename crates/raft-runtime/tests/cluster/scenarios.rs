@@ -1,5 +1,8 @@
 //! Cluster scenarios: election, proposals from every node, reads, isolation, restart,
 //! membership, transfer, shutdown and group commit.
+//!
+//! Over 700 lines on purpose: the scenarios share the in-process harness (`harness.rs`) and
+//! each is short; the file is their index.
 
 use crate::harness::{ChanTransport, Cluster, KvSm, KvState, Router, config, put};
 use raft_core::ReadMode;
