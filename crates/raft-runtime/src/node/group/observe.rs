@@ -37,8 +37,8 @@ pub(crate) fn refusal_reason(e: &raft_core::Error) -> &'static str {
     }
 }
 
-/// Registered metric handles of one event loop.
-pub(crate) struct LoopMetrics {
+/// Registered metric handles of one group.
+pub(crate) struct GroupMetrics {
     sent: Vec<Counter>,
     received: Vec<Counter>,
     append_entries: Histogram,
@@ -46,7 +46,7 @@ pub(crate) struct LoopMetrics {
     gauged: BTreeSet<NodeId>,
 }
 
-impl LoopMetrics {
+impl GroupMetrics {
     pub(crate) fn new() -> Self {
         let kinds = m::MESSAGE_KINDS.iter();
         Self {

@@ -1,7 +1,7 @@
 //! Carrying out a `Ready` by the contract, and following what the log, the apply thread
 //! and snapshot transfers report back.
 
-use super::{InFlight, Loop};
+use super::{Group, InFlight};
 use crate::apply::{ApplyJob, Event};
 use crate::envelope;
 use crate::error::{Error, Result};
@@ -13,7 +13,7 @@ use raft_core::{EntryKind, Message, MessageBody, Role, SnapshotMeta, SoftState, 
 use raft_metrics::runtime as m;
 use std::sync::atomic::Ordering;
 
-impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
+impl<SM: StateMachine, S: LogStore, T: Transport> Group<SM, S, T> {
     /// Takes one `Ready` and carries it out (without waiting on the disk or the network).
     pub(crate) fn handle_ready(&mut self) -> Result<()> {
         let mut rd = self.raw.ready()?;

@@ -2,7 +2,7 @@
 //!
 //! [`RaftHandle::reconfigure`]: crate::RaftHandle::reconfigure
 
-use super::Loop;
+use super::Group;
 use crate::config::RuntimeConfig;
 use crate::error::{Error, Result};
 use crate::state_machine::StateMachine;
@@ -10,7 +10,7 @@ use crate::storage::LogStore;
 use crate::transport::Transport;
 use std::sync::atomic::Ordering;
 
-impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
+impl<SM: StateMachine, S: LogStore, T: Transport> Group<SM, S, T> {
     /// Validates `new` against the settings in force and applies it; on error nothing
     /// changes.
     pub(crate) fn reconfigure(&mut self, new: RuntimeConfig) -> Result<()> {

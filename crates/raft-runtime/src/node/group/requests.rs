@@ -1,7 +1,7 @@
 //! Client requests inside the loop: batching proposals into one core call, issuing one
 //! ReadIndex round for all waiting reads, membership changes, transfers and status.
 
-use super::{ConfWaiter, Loop, Proposal};
+use super::{ConfWaiter, Group, Proposal, ShutdownTx};
 use crate::apply::Waiter;
 use crate::error::{Error, Result};
 use crate::request::Request;
@@ -15,14 +15,17 @@ use raft_metrics::runtime as m;
 use std::sync::atomic::Ordering;
 use tokio::sync::oneshot;
 
-impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
-    /// Handles `first` and every request already queued behind it: proposals are collected
-    /// into one batch (one `Ready`, one log write).
+impl<SM: StateMachine, S: LogStore, T: Transport> Group<SM, S, T> {
+    /// Handles `first` and the requests queued behind it, taken from `more` (called with
+    /// whether proposals may be taken now, see [`Group::apply_lagging`]; `None` when nothing
+    /// more is queued): proposals are collected into one batch (one `Ready`, one log
+    /// write). A shutdown ends the batch and is returned for the driver to carry out.
     pub(crate) fn on_requests(
         &mut self,
         first: Request<SM>,
-        shutdown: &mut Option<oneshot::Sender<Result<()>>>,
-    ) -> Result<()> {
+        mut more: impl FnMut(bool) -> Option<Request<SM>>,
+    ) -> Result<Option<ShutdownTx>> {
+        let mut shutdown = None;
         let mut batch: Vec<(u64, Bytes)> = Vec::new();
         let mut reads = false;
         let mut next = Some(first);
@@ -71,19 +74,14 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
                     self.start_snapshot()?;
                 }
                 Request::Shutdown { tx } => {
-                    *shutdown = Some(tx);
+                    shutdown = Some(tx);
                     break;
                 }
             }
             if batch.len() >= limit {
                 break;
             }
-            next = if self.apply_lagging() {
-                None
-            } else {
-                self.proposal_rx.try_recv().ok()
-            }
-            .or_else(|| self.requests.try_recv().ok());
+            next = more(!self.apply_lagging());
         }
         if !batch.is_empty() {
             let n = batch.len() as u64;
@@ -95,7 +93,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
         if reads {
             self.issue_reads();
         }
-        Ok(())
+        Ok(shutdown)
     }
 
     /// Hands a batch of wrapped proposals to the core (forwarded when this node follows).

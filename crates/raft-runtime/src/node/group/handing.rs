@@ -2,7 +2,7 @@
 //! them (`apply_linger`), applied on the event loop itself when small and awaited
 //! (`apply_inline_max_entries`), or sent to the apply thread, always in log order.
 
-use super::Loop;
+use super::Group;
 use crate::apply::{ApplyJob, Waiter};
 use crate::envelope;
 use crate::error::{Error, Result};
@@ -19,7 +19,7 @@ use std::time::Instant;
 /// anyway.
 const LINGER_MAX_ENTRIES: usize = 1024;
 
-impl<SM: StateMachine, S: LogStore, T: Transport> Loop<SM, S, T> {
+impl<SM: StateMachine, S: LogStore, T: Transport> Group<SM, S, T> {
     /// Sends a job to the apply thread, after the entries held back (jobs run in log
     /// order).
     pub(crate) fn send_apply(&mut self, job: ApplyJob<SM>) -> Result<()> {
