@@ -428,3 +428,6 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Group<SM, S, T> {
         (s.last_index, s.term)
     }
 }
+
+#[cfg(test)]
+mod tests;
