@@ -18,7 +18,10 @@
 //!   proposals waiting in the request channel are drained into one `propose_batch`, so they
 //!   land in one `Ready` and one log write. It never waits on the disk or the network:
 //!   log writes complete through a callback that posts an event back into the loop, and
-//!   snapshot transfers run in their own tasks.
+//!   snapshot transfers run in their own tasks. It is two parts: a *group* (one Raft
+//!   group's state and the logic that carries out its `Ready`s) and a *driver* (the task,
+//!   its ticker and channels) that hands each input to the group; the split is the seam
+//!   where hosting many Raft groups in one process would go (`docs/architecture.md`).
 //! - the **apply worker** (a dedicated thread, since state machines such as sled block)
 //!   receives committed entries in order, applies them in batches and answers the clients
 //!   whose proposals they carry, then reports the applied index to the loop. A small
