@@ -27,6 +27,12 @@ pub const COMMIT_INDEX: &str = "raft_runtime_commit_index";
 pub const APPLIED_INDEX: &str = "raft_runtime_applied_index";
 /// Gauge: 1 while this node is the leader, else 0.
 pub const IS_LEADER: &str = "raft_runtime_is_leader";
+/// Gauge: the heartbeat interval in force (`tick` x `heartbeat_ticks`), set at start and by
+/// each accepted reconfiguration: what a reload changed, as the running loop sees it.
+pub const HEARTBEAT_INTERVAL_SECONDS: &str = "raft_runtime_heartbeat_interval_seconds";
+/// Gauge: the base election timeout in force (`tick` x `election_timeout_base_ticks`), set
+/// like [`HEARTBEAT_INTERVAL_SECONDS`].
+pub const ELECTION_TIMEOUT_SECONDS: &str = "raft_runtime_election_timeout_seconds";
 /// Counter: linearizable reads served (each waited for a ReadIndex round or a lease).
 pub const READ_INDEX_READS: &str = "raft_runtime_read_index_reads_total";
 /// Counter: ReadIndex rounds requested from the core (concurrent reads share one).
@@ -152,6 +158,18 @@ pub const METRICS: &[MetricInfo] = &[
         kind: Kind::Gauge,
         unit: Unit::Count,
         help: "1 while this node is the leader",
+    },
+    MetricInfo {
+        name: HEARTBEAT_INTERVAL_SECONDS,
+        kind: Kind::Gauge,
+        unit: Unit::Seconds,
+        help: "Heartbeat interval in force (changed by a reload)",
+    },
+    MetricInfo {
+        name: ELECTION_TIMEOUT_SECONDS,
+        kind: Kind::Gauge,
+        unit: Unit::Seconds,
+        help: "Base election timeout in force (changed by a reload)",
     },
     MetricInfo {
         name: READ_INDEX_READS,

@@ -205,6 +205,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Group<SM, S, T> {
         metrics::gauge!(m::COMMIT_INDEX).set(status.commit as f64);
         metrics::gauge!(m::APPLIED_INDEX).set(applied as f64);
         metrics::gauge!(m::IS_LEADER).set(0.0);
+        tuning::publish_timing(&cfg);
         let mut peers = BTreeSet::new();
         for p in raw.peers() {
             if p != id {

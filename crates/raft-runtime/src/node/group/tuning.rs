@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::state_machine::StateMachine;
 use crate::storage::LogStore;
 use crate::transport::Transport;
+use raft_metrics::runtime as m;
 use std::sync::atomic::Ordering;
 
 impl<SM: StateMachine, S: LogStore, T: Transport> Group<SM, S, T> {
@@ -44,6 +45,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Group<SM, S, T> {
         cfg.snapshot_threshold = new.snapshot_threshold;
         cfg.snapshot_log_bytes = new.snapshot_log_bytes;
         cfg.apply_inline_max_entries = new.apply_inline_max_entries;
+        publish_timing(cfg);
         tracing::info!(
             heartbeat_ticks = cfg.raft.heartbeat_ticks,
             election_timeout_base_ticks = cfg.raft.election_timeout_base_ticks,
@@ -54,6 +56,16 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Group<SM, S, T> {
         );
         Ok(())
     }
+}
+
+/// Publishes the heartbeat interval and election timeout in force as gauges: what a
+/// reload changed, as the loop sees it (a test or an operator reads it back instead of
+/// inferring it from message rates).
+pub(crate) fn publish_timing(cfg: &RuntimeConfig) {
+    let ticks = |n: u64| cfg.tick.as_secs_f64() * n as f64;
+    metrics::gauge!(m::HEARTBEAT_INTERVAL_SECONDS).set(ticks(cfg.raft.heartbeat_ticks));
+    metrics::gauge!(m::ELECTION_TIMEOUT_SECONDS)
+        .set(ticks(cfg.raft.election_timeout_base_ticks));
 }
 
 /// A duration in nanoseconds, saturated to `u64`.
