@@ -132,6 +132,11 @@ pub struct Args {
     /// `--faults power`).
     #[arg(long)]
     pub unsafe_skip_fsync: bool,
+    /// With power faults: POSIX's letter for directory entries (a name is durable only after
+    /// an fsync of its directory) instead of what ext4 with data=ordered does (an fsync of a
+    /// file also makes the names leading to it durable).
+    #[arg(long)]
+    pub power_strict_dirs: bool,
 }
 
 /// Runs the task: one run, or `--sweep K` runs.
@@ -323,9 +328,10 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
         &schedule,
         net,
         &settings,
-        cluster::UnsafeServer {
+        cluster::ServerOptions {
             ignore_fsync_errors: args.unsafe_ignore_fsync_errors,
             skip_wal_fsync: args.unsafe_skip_fsync,
+            strict_dirs: args.power_strict_dirs,
         },
     )?;
     let leader = c

@@ -78,18 +78,24 @@ pub struct ChaosCluster {
     /// With power faults: the `raft-lazyfs` binary, and the file system serving each
     /// member's data directory, by id.
     lazyfs: Option<(PathBuf, std::collections::HashMap<u64, Child>)>,
+    /// With power faults: `raft-lazyfs --strict-dirs`.
+    strict_dirs: bool,
     /// Deliberately unsafe: the members' WAL never fsyncs.
     skip_wal_fsync: bool,
 }
 
-/// Deliberately broken servers, to see a check fail.
+/// How the members run besides their settings: deliberately broken servers, to see a check
+/// fail, and the stricter power-loss rule.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct UnsafeServer {
+pub struct ServerOptions {
     /// With fsync faults: raftd's fsync switch ignores the errors it injects.
     pub ignore_fsync_errors: bool,
     /// raftd's WAL never fsyncs (`RAFTD_UNSAFE_SKIP_WAL_FSYNC=1`): a power loss then loses
     /// acknowledged writes.
     pub skip_wal_fsync: bool,
+    /// With power faults: only an fsync of a directory makes its entries durable
+    /// (`raft-lazyfs --strict-dirs`).
+    pub strict_dirs: bool,
 }
 
 /// Sends one command to a `raft-lazyfs` control socket (see `raft_lazyfs::control`) and
@@ -155,7 +161,7 @@ impl ChaosCluster {
     /// fault switch enabled. Addresses for the added members are set aside; with clock
     /// faults every member runs under libfaketime at its clock rate; with fsync faults every
     /// member runs with raftd's testing-only fsync switch (ignoring the errors it injects
-    /// when `unsafe_server.ignore_fsync_errors`, deliberately unsafe); with power faults every
+    /// when `options.ignore_fsync_errors`, deliberately unsafe); with power faults every
     /// member's data directory is on a `raft-lazyfs` mount (the binary beside raftd).
     pub fn start(
         raftd: &Path,
@@ -164,7 +170,7 @@ impl ChaosCluster {
         schedule: &Schedule,
         net: Option<NetNs>,
         settings: &[String],
-        unsafe_server: UnsafeServer,
+        options: ServerOptions,
     ) -> Result<ChaosCluster> {
         use raft_chaos::schedule::FaultKind;
         let has = |k: FaultKind| schedule.faults.iter().any(|f| f.kind == k);
@@ -254,9 +260,10 @@ impl ChaosCluster {
                 .faults
                 .iter()
                 .any(|f| f.kind == raft_chaos::schedule::FaultKind::Fsync),
-            ignore_fsync_errors: unsafe_server.ignore_fsync_errors,
+            ignore_fsync_errors: options.ignore_fsync_errors,
             lazyfs,
-            skip_wal_fsync: unsafe_server.skip_wal_fsync,
+            strict_dirs: options.strict_dirs,
+            skip_wal_fsync: options.skip_wal_fsync,
         };
         for id in 1..=n {
             c.spawn(id)?;
@@ -348,6 +355,7 @@ impl ChaosCluster {
             .arg(&dir)
             .arg("--control")
             .arg(&socket)
+            .args(self.strict_dirs.then_some("--strict-dirs"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -374,6 +382,15 @@ impl ChaosCluster {
                 );
             }
             sleep(Duration::from_millis(50));
+        }
+        // The data directory exists, durably, before the member first starts, as an
+        // operator's would: what a power loss can take is what raftd writes in it.
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data)?;
+        for d in [&data, &dir] {
+            std::fs::File::open(d)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("fsync of {}", d.display()))?;
         }
         Ok(())
     }
