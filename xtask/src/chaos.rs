@@ -57,8 +57,8 @@ pub struct Args {
     /// Workloads, comma-separated: register, bank, watch, lock, append, sread (or all).
     #[arg(long, default_value = "register,bank,watch,lock,append,sread")]
     pub workload: String,
-    /// Faults, comma-separated: kill, pause, partition, member, clock, oneway, bridge, flap
-    /// (or none).
+    /// Faults, comma-separated: kill, pause, partition, member, clock, oneway, bridge, flap,
+    /// disk, fsync, power (or none).
     #[arg(long, default_value = "kill,pause,partition,member,clock")]
     pub faults: String,
     /// Run K seeds in a row (seed, seed+1, ...); fails when any run fails.
@@ -127,6 +127,16 @@ pub struct Args {
     /// running and acknowledging (run with `--faults fsync`).
     #[arg(long)]
     pub unsafe_ignore_fsync_errors: bool,
+    /// Deliberately broken server, to see a power loss lose acknowledged writes: raftd's WAL
+    /// never fsyncs and acknowledges all the same (`RAFTD_UNSAFE_SKIP_WAL_FSYNC=1`; run with
+    /// `--faults power`).
+    #[arg(long)]
+    pub unsafe_skip_fsync: bool,
+    /// With power faults: POSIX's letter for directory entries (a name is durable only after
+    /// an fsync of its directory) instead of what ext4 with data=ordered does (an fsync of a
+    /// file also makes the names leading to it durable).
+    #[arg(long)]
+    pub power_strict_dirs: bool,
 }
 
 /// Runs the task: one run, or `--sweep K` runs.
@@ -154,24 +164,32 @@ pub fn run(args: Args) -> Result<()> {
     // Two builds: raftd and raftctl exactly as the drills build them (one cargo invocation
     // with raft-bench would unify raft-node's features with raft-bench's `testing` and
     // rebuild the server), then the client.
-    let builds: &[&[&str]] = if args.no_build {
-        &[]
+    let power = kinds.contains(&FaultKind::Power);
+    let mut builds: Vec<&[&str]> = if args.no_build {
+        Vec::new()
     } else {
-        &[
+        vec![
             &["--package", "raft-node", "--bins"],
             &["--package", "raft-bench", "--bin", "raft-bench"],
         ]
     };
+    if power && !args.no_build {
+        builds.push(&["--package", "raft-lazyfs", "--bin", "raft-lazyfs"]);
+    }
     for packages in builds {
         let mut build = util::cargo();
-        build.args(["build", "--locked"]).args(*packages);
+        build.args(["build", "--locked"]).args(packages);
         if args.release {
             build.arg("--release");
         }
         util::run(&mut build)?;
     }
     let bin = util::target_dir().join(if args.release { "release" } else { "debug" });
-    for name in ["raftd", "raftctl", "raft-bench"] {
+    let mut needed = vec!["raftd", "raftctl", "raft-bench"];
+    if power {
+        needed.push("raft-lazyfs");
+    }
+    for name in needed {
         if !bin.join(name).is_file() {
             bail!(
                 "{} is missing{}",
@@ -220,6 +238,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     Ok(())
 }
+
+/// The WAL segment size of runs with power faults, unless `--raftd-set` gives one.
+const POWER_SEGMENT_SIZE: &str = "wal.segment_size=8MiB";
 
 fn unix_us() -> u64 {
     SystemTime::now()
@@ -271,8 +292,17 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
         schedule.scale_clock_drift(ppm)?;
     }
     print!("{}", schedule.render());
-    if !args.raftd_set.is_empty() {
-        println!("raftd settings: {}", args.raftd_set.join(" "));
+    let mut settings = args.raftd_set.clone();
+    if kinds.contains(&FaultKind::Power)
+        && !settings.iter().any(|s| s.starts_with("wal.segment_size="))
+    {
+        // On raft-lazyfs every file is held in memory twice and every byte goes through
+        // FUSE: small segments start quickly after a power loss (and roll over often, which
+        // a power loss should meet too).
+        settings.push(POWER_SEGMENT_SIZE.to_string());
+    }
+    if !settings.is_empty() {
+        println!("raftd settings: {}", settings.join(" "));
     }
     std::fs::write(dir.join("schedule.txt"), schedule.render())?;
     raft_chaos::history::write_json(&dir.join("schedule.json"), &schedule)?;
@@ -297,8 +327,12 @@ fn run_one(args: &Args, kinds: &[FaultKind], bin: &Path, seed: u64, dir: &Path) 
         &dir.join("cluster"),
         &schedule,
         net,
-        &args.raftd_set,
-        args.unsafe_ignore_fsync_errors,
+        &settings,
+        cluster::ServerOptions {
+            ignore_fsync_errors: args.unsafe_ignore_fsync_errors,
+            skip_wal_fsync: args.unsafe_skip_fsync,
+            strict_dirs: args.power_strict_dirs,
+        },
     )?;
     let leader = c
         .leader(Duration::from_secs(30))

@@ -106,10 +106,11 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// The chaos runs of `cargo xtask ci` (`cargo xtask chaos` arguments): fixed seeds, 20 s
-/// each, four fault mixes: processes (kill, pause) and partitions; membership changes
+/// each, five fault mixes: processes (kill, pause) and partitions; membership changes
 /// (seed 8 removes the leader); clocks (rates and a jump of the leader's clocks) with lease
 /// reads; the other partitions (seed 12: the leader bridges, a flapping partition with a
-/// one-way one nested in it, the leader killed).
+/// one-way one nested in it, the leader killed); power losses (seed 5: one member, every
+/// member, a majority; needs FUSE, /dev/fuse and root).
 pub const CHAOS_SET: &[&[&str]] = &[
     &[
         "--seed",
@@ -147,6 +148,15 @@ pub const CHAOS_SET: &[&[&str]] = &[
         "20s",
         "--faults",
         "oneway,bridge,flap,kill",
+        "--no-build",
+    ],
+    &[
+        "--seed",
+        "5",
+        "--time",
+        "20s",
+        "--faults",
+        "power",
         "--no-build",
     ],
 ];

@@ -65,11 +65,16 @@ pub enum FaultKind {
     /// file). The member must stop (fail-stop) and never acknowledge; when the fault ends it
     /// is started again. A member that logged a failed fsync and kept running fails the run.
     Fsync,
+    /// A power loss: the targets (one member, a majority or every member) are killed with
+    /// SIGKILL at once and their file systems drop everything not made durable by an fsync
+    /// (every member's data directory is on a `raft-lazyfs` FUSE mount of its own, in a run
+    /// with this kind); they are started again when the fault ends.
+    Power,
 }
 
 impl FaultKind {
     /// Every kind, in command-line order.
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
@@ -80,6 +85,7 @@ impl FaultKind {
         FaultKind::Flap,
         FaultKind::Disk,
         FaultKind::Fsync,
+        FaultKind::Power,
     ];
 
     /// The name on the command line.
@@ -95,6 +101,7 @@ impl FaultKind {
             FaultKind::Flap => "flap",
             FaultKind::Disk => "disk",
             FaultKind::Fsync => "fsync",
+            FaultKind::Power => "power",
         }
     }
 
@@ -135,7 +142,7 @@ impl FaultKind {
                 .ok_or_else(|| {
                     Error::Spec(format!(
                         "unknown fault `{part}` (kill, pause, partition, member, clock, oneway, \
-                         bridge, flap, disk, fsync, none)"
+                         bridge, flap, disk, fsync, power, none)"
                     ))
                 })?;
             if !out.contains(&k) {
@@ -156,6 +163,8 @@ pub enum Target {
     Members(Vec<u64>),
     /// Whoever leads when the fault starts.
     Leader,
+    /// Every member (a power loss of the whole cluster).
+    All,
 }
 
 /// One fault of the schedule.
@@ -192,6 +201,7 @@ impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let whom = match &self.target {
             Target::Leader => "the leader".to_string(),
+            Target::All => "every member".to_string(),
             Target::Members(m) if m.len() == 1 => format!("member {}", m[0]),
             Target::Members(m) => format!(
                 "members {} (a majority)",
@@ -224,6 +234,9 @@ impl fmt::Display for Fault {
             ),
             FaultKind::Disk => format!("fill the disk of {whom}, free it"),
             FaultKind::Fsync => format!("make the WAL fsyncs of {whom} fail with EIO, stop that"),
+            FaultKind::Power => {
+                format!("power loss of {whom}: kill -9, drop what was not fsynced, restart")
+            }
         };
         write!(
             f,
@@ -282,14 +295,17 @@ impl Schedule {
                 break;
             }
             let one = |rng: &mut SimRng| Target::Members(vec![rng.range(1, members)]);
+            let majority = |rng: &mut SimRng| {
+                let mut ids: Vec<u64> = (1..=members).collect();
+                rng.shuffle(&mut ids);
+                let mut m = ids[..(members / 2 + 1) as usize].to_vec();
+                m.sort_unstable();
+                Target::Members(m)
+            };
             let target = match (kind, rng.below(3)) {
-                (FaultKind::Kill, 2) if members >= 3 => {
-                    let mut ids: Vec<u64> = (1..=members).collect();
-                    rng.shuffle(&mut ids);
-                    let mut m = ids[..(members / 2 + 1) as usize].to_vec();
-                    m.sort_unstable();
-                    Target::Members(m)
-                }
+                (FaultKind::Kill | FaultKind::Power, 2) if members >= 3 => majority(&mut rng),
+                // A power loss hits one member, a majority or every member.
+                (FaultKind::Power, 0) => Target::All,
                 (_, 0) => Target::Leader,
                 _ => one(&mut rng),
             };
@@ -462,7 +478,14 @@ mod tests {
                 }
                 if let Target::Members(m) = &f.target {
                     assert!(m.iter().all(|&id| (1..=3).contains(&id)));
-                    assert!(m.len() == 1 || (f.kind == FaultKind::Kill && m.len() == 2));
+                    assert!(
+                        m.len() == 1
+                            || (matches!(f.kind, FaultKind::Kill | FaultKind::Power)
+                                && m.len() == 2)
+                    );
+                }
+                if f.target == Target::All {
+                    assert_eq!(f.kind, FaultKind::Power, "{}", s.render());
                 }
                 match outer {
                     Some(o) if f.start_ms < o.end_ms => {
@@ -583,8 +606,39 @@ mod tests {
             vec![FaultKind::Disk, FaultKind::Fsync]
         );
         assert!(!FaultKind::Disk.is_network() && !FaultKind::Fsync.needs_netns());
+        assert_eq!(
+            FaultKind::parse_list("power").unwrap(),
+            vec![FaultKind::Power]
+        );
         let err = FaultKind::parse_list("kill,flood").unwrap_err().to_string();
         assert!(err.contains("flood"), "{err}");
+    }
+
+    #[test]
+    fn power_losses_hit_one_member_a_majority_or_all() {
+        let (mut one, mut majority, mut all) = (0, 0, 0);
+        for seed in 0..30 {
+            let s = Schedule::draw(seed, 30_000, 3, &[FaultKind::Power]).unwrap();
+            for f in &s.faults {
+                assert_eq!(f.kind, FaultKind::Power);
+                match &f.target {
+                    Target::Members(m) if m.len() == 1 => one += 1,
+                    Target::Members(m) if m.len() == 2 => majority += 1,
+                    Target::All => all += 1,
+                    t => panic!("{t:?}\n{}", s.render()),
+                }
+            }
+            let text = s.render();
+            assert!(text.contains("power loss of"), "{text}");
+        }
+        assert!(one > 0 && majority > 0 && all > 0, "{one} {majority} {all}");
+        let s = Schedule::draw(2, 30_000, 3, &[FaultKind::Power]).unwrap();
+        let text = s.render();
+        assert!(
+            s.faults.iter().all(|f| f.target != Target::All)
+                || text.contains("power loss of every member: kill -9"),
+            "{text}"
+        );
     }
 
     #[test]

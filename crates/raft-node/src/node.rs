@@ -175,7 +175,7 @@ impl Node {
         // apart from a new one by its WAL.
         let cluster_id = cluster_id::resolve(config, &data, &members, peer_tls.as_ref()).await?;
         let wal = Arc::new(match faults::wal_fs() {
-            // Testing only: fsyncs that fail on demand (chaos runs).
+            // Testing only: fsyncs that fail on demand, or skipped (chaos runs).
             Some(fs) => raft_log::Wal::open_with(fs, data.join("wal"), config.wal_settings())?,
             None => raft_log::Wal::open(data.join("wal"), config.wal_settings())?,
         });

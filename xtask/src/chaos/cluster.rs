@@ -4,7 +4,10 @@
 //! (`RAFTD_FAULT_INJECTION=1`, SIGUSR1 isolates, SIGUSR2 heals), as the drills do; and
 //! membership changes (a learner added and started with `--join`, promoted, a voter removed),
 //! with `raftctl member`; and full disks: with disk faults in the run every member's data
-//! directory is on a small tmpfs of its own, which a fault fills with a ballast file.
+//! directory is on a small tmpfs of its own, which a fault fills with a ballast file; and
+//! power losses: with power faults in the run every member's data directory is on a
+//! `raft-lazyfs` FUSE mount of its own, which a fault tells to drop what was not fsynced
+//! (`crash` on its control socket) after killing the member.
 //!
 //! Faults name members by slot (`1..=n`, the initial ids); a member added by a membership
 //! change takes the slot of the voter it replaced. Addresses (and namespaces) for the ids the
@@ -72,6 +75,44 @@ pub struct ChaosCluster {
     fsync_switch: bool,
     /// Deliberately unsafe: the fsync switch ignores the errors it injects.
     ignore_fsync_errors: bool,
+    /// With power faults: the `raft-lazyfs` binary, and the file system serving each
+    /// member's data directory, by id.
+    lazyfs: Option<(PathBuf, std::collections::HashMap<u64, Child>)>,
+    /// With power faults: `raft-lazyfs --strict-dirs`.
+    strict_dirs: bool,
+    /// Deliberately unsafe: the members' WAL never fsyncs.
+    skip_wal_fsync: bool,
+}
+
+/// How the members run besides their settings: deliberately broken servers, to see a check
+/// fail, and the stricter power-loss rule.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServerOptions {
+    /// With fsync faults: raftd's fsync switch ignores the errors it injects.
+    pub ignore_fsync_errors: bool,
+    /// raftd's WAL never fsyncs (`RAFTD_UNSAFE_SKIP_WAL_FSYNC=1`): a power loss then loses
+    /// acknowledged writes.
+    pub skip_wal_fsync: bool,
+    /// With power faults: only an fsync of a directory makes its entries durable
+    /// (`raft-lazyfs --strict-dirs`).
+    pub strict_dirs: bool,
+}
+
+/// Sends one command to a `raft-lazyfs` control socket (see `raft_lazyfs::control`) and
+/// returns its `ok ...` answer.
+fn lazyfs_request(socket: &Path, command: &str) -> Result<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut conn = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    conn.write_all(format!("{command}\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(&conn).read_line(&mut line)?;
+    let line = line.trim().to_string();
+    if !line.starts_with("ok") {
+        bail!("{}: {command}: {line:?}", socket.display());
+    }
+    Ok(line)
 }
 
 /// Where Debian's libfaketime (package `faketime`/`libfaketime`) puts its library.
@@ -120,7 +161,8 @@ impl ChaosCluster {
     /// fault switch enabled. Addresses for the added members are set aside; with clock
     /// faults every member runs under libfaketime at its clock rate; with fsync faults every
     /// member runs with raftd's testing-only fsync switch (ignoring the errors it injects
-    /// when `ignore_fsync_errors`, deliberately unsafe).
+    /// when `options.ignore_fsync_errors`, deliberately unsafe); with power faults every
+    /// member's data directory is on a `raft-lazyfs` mount (the binary beside raftd).
     pub fn start(
         raftd: &Path,
         raftctl: &Path,
@@ -128,8 +170,30 @@ impl ChaosCluster {
         schedule: &Schedule,
         net: Option<NetNs>,
         settings: &[String],
-        ignore_fsync_errors: bool,
+        options: ServerOptions,
     ) -> Result<ChaosCluster> {
+        use raft_chaos::schedule::FaultKind;
+        let has = |k: FaultKind| schedule.faults.iter().any(|f| f.kind == k);
+        let lazyfs = if has(FaultKind::Power) {
+            if has(FaultKind::Disk) {
+                bail!(
+                    "power and disk faults cannot be in one run (each puts the data on its own mount)"
+                );
+            }
+            let bin = raftd.with_file_name("raft-lazyfs");
+            if !bin.is_file() {
+                bail!(
+                    "power faults need the raft-lazyfs binary: {} is missing",
+                    bin.display()
+                );
+            }
+            if !Path::new("/dev/fuse").exists() {
+                bail!("power faults need FUSE: /dev/fuse is missing (load the fuse module)");
+            }
+            Some((bin, Default::default()))
+        } else {
+            None
+        };
         let (n, spare, clock_rate_ppm) =
             (schedule.members, schedule.added(), &schedule.clock_rate_ppm);
         let clock = if clock_rate_ppm.is_empty() {
@@ -196,7 +260,10 @@ impl ChaosCluster {
                 .faults
                 .iter()
                 .any(|f| f.kind == raft_chaos::schedule::FaultKind::Fsync),
-            ignore_fsync_errors,
+            ignore_fsync_errors: options.ignore_fsync_errors,
+            lazyfs,
+            strict_dirs: options.strict_dirs,
+            skip_wal_fsync: options.skip_wal_fsync,
         };
         for id in 1..=n {
             c.spawn(id)?;
@@ -247,12 +314,105 @@ impl ChaosCluster {
         self.dir.join(format!("node{id}.log"))
     }
 
-    /// Member `id`'s data directory (with disk faults, inside its tmpfs).
+    /// Member `id`'s data directory (with disk faults, inside its tmpfs; with power
+    /// faults, inside its `raft-lazyfs` mount).
     pub fn data_dir(&self, id: u64) -> PathBuf {
+        if self.lazyfs.is_some() {
+            return self.power_dir(id).join("data");
+        }
         match &self.tmpfs {
             Some(_) => self.disk_dir(id).join("data"),
             None => self.dir.join(format!("node{id}")),
         }
+    }
+
+    /// With power faults: where member `id`'s `raft-lazyfs` is mounted.
+    fn power_dir(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("power{id}"))
+    }
+
+    /// With power faults: the control socket of member `id`'s `raft-lazyfs`.
+    fn power_socket(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("power{id}.ctl"))
+    }
+
+    /// With power faults: mounts member `id`'s `raft-lazyfs` unless it is mounted already,
+    /// and waits until its control socket answers.
+    fn mount_power(&mut self, id: u64) -> Result<()> {
+        let (dir, socket) = (self.power_dir(id), self.power_socket(id));
+        let log_path = self.dir.join(format!("power{id}.log"));
+        let Some((bin, mounted)) = &mut self.lazyfs else {
+            return Ok(());
+        };
+        if mounted.contains_key(&id) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&dir)?;
+        let _ = std::fs::remove_file(&socket);
+        let log = std::fs::File::create(&log_path)?;
+        let child = Command::new(&*bin)
+            .arg("mount")
+            .arg(&dir)
+            .arg("--control")
+            .arg(&socket)
+            .args(self.strict_dirs.then_some("--strict-dirs"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let child = mounted.entry(id).or_insert(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lazyfs_request(&socket, "ping").is_err() {
+            if let Some(status) = child.try_wait()? {
+                mounted.remove(&id);
+                bail!(
+                    "power faults need a FUSE mount per member (root, /dev/fuse): raft-lazyfs \
+                     on {} exited ({status}): {}",
+                    dir.display(),
+                    std::fs::read_to_string(&log_path)
+                        .unwrap_or_default()
+                        .trim()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "raft-lazyfs on {} did not answer within 10 s",
+                    dir.display()
+                );
+            }
+            sleep(Duration::from_millis(50));
+        }
+        // The data directory exists, durably, before the member first starts, as an
+        // operator's would: what a power loss can take is what raftd writes in it.
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data)?;
+        for d in [&data, &dir] {
+            std::fs::File::open(d)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("fsync of {}", d.display()))?;
+        }
+        Ok(())
+    }
+
+    /// A power loss of `ids` at once: each is killed (SIGKILL), then each one's file system
+    /// drops what was not fsynced; returns how, with what each dropped.
+    pub fn power_loss(&mut self, ids: &[u64]) -> Result<String> {
+        if self.lazyfs.is_none() {
+            bail!("no raft-lazyfs mounts: the run has no power faults");
+        }
+        for &id in ids {
+            self.kill9(id)?;
+        }
+        let mut how = Vec::new();
+        for &id in ids {
+            let answer = lazyfs_request(&self.power_socket(id), "crash")?;
+            how.push(format!(
+                "member {id}: kill -9, power loss ({})",
+                answer.trim_start_matches("ok ")
+            ));
+        }
+        Ok(how.join("; "))
     }
 
     /// With disk faults: where member `id`'s tmpfs is mounted.
@@ -292,8 +452,38 @@ impl ChaosCluster {
         Ok(())
     }
 
-    /// Unmounts every tmpfs (lazily: a process still holding a file does not stop it).
+    /// Unmounts every tmpfs (lazily: a process still holding a file does not stop it) and
+    /// every `raft-lazyfs` (SIGTERM: it unmounts and exits; then `umount -l` in case).
     fn unmount_all(&mut self) {
+        let dirs: Vec<(u64, PathBuf)> = self
+            .lazyfs
+            .as_ref()
+            .map(|(_, m)| m.keys().map(|&id| (id, self.power_dir(id))).collect())
+            .unwrap_or_default();
+        if let Some((_, mounted)) = &mut self.lazyfs {
+            for (id, dir) in dirs {
+                let Some(mut child) = mounted.remove(&id) else {
+                    continue;
+                };
+                let _ = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                    sleep(Duration::from_millis(20));
+                }
+                if matches!(child.try_wait(), Ok(None)) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg(&dir)
+                    .stderr(Stdio::null())
+                    .status();
+                let _ = std::fs::remove_dir(&dir);
+            }
+        }
         if let Some((_, mounted)) = &mut self.tmpfs {
             for dir in mounted.drain(..) {
                 let _ = Command::new("umount").arg("-l").arg(&dir).status();
@@ -418,6 +608,7 @@ impl ChaosCluster {
     /// Starts member `id` (first time or again from its data directory).
     pub fn spawn(&mut self, id: u64) -> Result<()> {
         self.mount_disk(id)?;
+        self.mount_power(id)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -446,6 +637,9 @@ impl ChaosCluster {
             if self.ignore_fsync_errors {
                 cmd.env("RAFTD_UNSAFE_IGNORE_FSYNC_ERRORS", "1");
             }
+        }
+        if self.skip_wal_fsync {
+            cmd.env("RAFTD_UNSAFE_SKIP_WAL_FSYNC", "1");
         }
         if let Some((lib, rates)) = &self.clock {
             // libfaketime reads the spec from the file again at most a second after it

@@ -1,6 +1,6 @@
 //! The fault timeline: carrying out a run's schedule against the cluster (kill, pause,
-//! partition, one-way, bridge and flapping partitions, full disks, membership and clock
-//! faults), undoing
+//! partition, one-way, bridge and flapping partitions, full disks, fsync errors, power
+//! losses, membership and clock faults), undoing
 //! each fault when its time is up and recording what was done. A flapping partition is
 //! healed and made again at each of its period's ticks in between.
 
@@ -207,6 +207,10 @@ fn apply(c: &mut ChaosCluster, f: &Fault, index: usize, members: &[u64]) -> Resu
             f.kind.name()
         );
     }
+    if f.kind == FaultKind::Power {
+        // All at once: every target is killed before any file system drops its state.
+        return c.power_loss(members);
+    }
     let mut how = Vec::new();
     for &id in members {
         match f.kind {
@@ -252,6 +256,7 @@ fn apply(c: &mut ChaosCluster, f: &Fault, index: usize, members: &[u64]) -> Resu
             FaultKind::Partition => how.push(format!("member {id}: {}", c.isolate(id)?)),
             FaultKind::Member => bail!("a membership change is not applied to members"),
             FaultKind::Clock => how.push(c.clock_jump(id, f.clock_jump_s())?),
+            FaultKind::Power => bail!("a power loss is applied to its members at once"),
         }
     }
     Ok(how.join("; "))
@@ -262,6 +267,7 @@ fn apply(c: &mut ChaosCluster, f: &Fault, index: usize, members: &[u64]) -> Resu
 fn resolve(c: &ChaosCluster, target: &Target, schedule: &Schedule) -> Result<Vec<u64>> {
     match target {
         Target::Members(slots) => slots.iter().map(|&s| c.in_slot(s)).collect(),
+        Target::All => Ok(c.ids()),
         Target::Leader => match c.leader(Duration::from_secs(2)) {
             Some(l) => Ok(vec![l]),
             None => Ok(vec![c.in_slot(1 + schedule.seed % schedule.members)?]),
@@ -356,8 +362,8 @@ fn undo(
     }
     for &id in members.iter() {
         match f.kind {
-            FaultKind::Kill if !c.is_running(id) => c.spawn(id)?,
-            FaultKind::Kill => {}
+            FaultKind::Kill | FaultKind::Power if !c.is_running(id) => c.spawn(id)?,
+            FaultKind::Kill | FaultKind::Power => {}
             FaultKind::Pause => c.resume(id)?,
             FaultKind::Partition => c.heal(id)?,
             // Clocks do not go back; a membership change and the partitions with rules under

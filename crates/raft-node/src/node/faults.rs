@@ -2,7 +2,8 @@
 //! raftd cuts itself off from its peers on SIGUSR1 and reconnects on SIGUSR2 (the peer
 //! transport's [`set_isolated`](raft_net::PeerTransport::set_isolated)). Clients can still
 //! reach it. And, for chaos runs, [`FSYNC_EIO_ENV`] makes the WAL's fsyncs fail with EIO
-//! while a trigger file exists. Never enable either in production.
+//! while a trigger file exists, and [`SKIP_FSYNC_ENV`] makes the WAL skip them. Never enable
+//! any of them in production.
 
 use raft_fs::{DirEntry, Fs, FsFile, StdFs};
 use std::io;
@@ -50,33 +51,55 @@ pub const FSYNC_EIO_ENV: &str = "RAFTD_FAULT_FSYNC_EIO_FILE";
 /// were durable), to show that a chaos run catches a member that keeps running.
 pub const FSYNC_IGNORE_ENV: &str = "RAFTD_UNSAFE_IGNORE_FSYNC_ERRORS";
 
-/// The file system the WAL writes through when [`FSYNC_EIO_ENV`] is set; `None` otherwise
-/// (the WAL then uses the real file system directly).
+/// For tests only (power-loss chaos runs): `1` makes a deliberately broken server whose
+/// write-ahead log never fsyncs (its files nor its directory) yet acknowledges as if it had,
+/// to show that `cargo xtask chaos --faults power` catches acknowledged writes lost at a
+/// power loss. Never set it in production.
+pub const SKIP_FSYNC_ENV: &str = "RAFTD_UNSAFE_SKIP_WAL_FSYNC";
+
+/// The file system the WAL writes through when [`FSYNC_EIO_ENV`] or [`SKIP_FSYNC_ENV`] is
+/// set; `None` otherwise (the WAL then uses the real file system directly).
 pub fn wal_fs() -> Option<Arc<dyn Fs>> {
-    let trigger = std::env::var_os(FSYNC_EIO_ENV)?;
-    let trigger = Arc::new(PathBuf::from(trigger));
+    let skip = std::env::var(SKIP_FSYNC_ENV).is_ok_and(|v| v == "1");
+    let trigger = std::env::var_os(FSYNC_EIO_ENV).map(|t| Arc::new(PathBuf::from(t)));
+    if trigger.is_none() && !skip {
+        return None;
+    }
     let ignore = std::env::var(FSYNC_IGNORE_ENV).is_ok_and(|v| v == "1");
-    tracing::warn!(
-        "{FSYNC_EIO_ENV}={}: the WAL's fsyncs fail with EIO while that file exists (testing \
-         only){}",
-        trigger.display(),
-        if ignore {
-            format!("; {FSYNC_IGNORE_ENV}=1: and the errors are ignored (deliberately unsafe)")
-        } else {
-            String::new()
-        }
-    );
-    Some(Arc::new(FsyncFaultFs { trigger, ignore }))
+    if let Some(trigger) = &trigger {
+        tracing::warn!(
+            "{FSYNC_EIO_ENV}={}: the WAL's fsyncs fail with EIO while that file exists \
+             (testing only){}",
+            trigger.display(),
+            if ignore {
+                format!("; {FSYNC_IGNORE_ENV}=1: and the errors are ignored (deliberately unsafe)")
+            } else {
+                String::new()
+            }
+        );
+    }
+    if skip {
+        tracing::warn!(
+            "{SKIP_FSYNC_ENV}=1: the WAL never fsyncs and acknowledges all the same \
+             (deliberately unsafe, testing only)"
+        );
+    }
+    Some(Arc::new(FsyncFaultFs {
+        trigger,
+        ignore,
+        skip,
+    }))
 }
 
-/// The real file system, with fsyncs failing while the trigger file exists.
+/// The real file system, with fsyncs failing while the trigger file exists, or skipped.
 struct FsyncFaultFs {
-    trigger: Arc<PathBuf>,
+    trigger: Option<Arc<PathBuf>>,
     ignore: bool,
+    skip: bool,
 }
 
-fn injected(trigger: &Path, ignore: bool) -> io::Result<()> {
-    if trigger.exists() {
+fn injected(trigger: Option<&Path>, ignore: bool) -> io::Result<()> {
+    if trigger.is_some_and(Path::exists) {
         tracing::error!("fault switch: fsync fails with EIO ({FSYNC_EIO_ENV})");
         if !ignore {
             return Err(io::Error::from_raw_os_error(5));
@@ -91,6 +114,7 @@ impl FsyncFaultFs {
             inner,
             trigger: self.trigger.clone(),
             ignore: self.ignore,
+            skip: self.skip,
         })
     }
 }
@@ -121,15 +145,19 @@ impl Fs for FsyncFaultFs {
         StdFs.read_dir(dir)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        injected(&self.trigger, self.ignore)?;
+        injected(self.trigger.as_deref().map(PathBuf::as_path), self.ignore)?;
+        if self.skip {
+            return Ok(());
+        }
         StdFs.sync_dir(dir)
     }
 }
 
 struct FsyncFaultFile {
     inner: Arc<dyn FsFile>,
-    trigger: Arc<PathBuf>,
+    trigger: Option<Arc<PathBuf>>,
     ignore: bool,
+    skip: bool,
 }
 
 impl FsFile for FsyncFaultFile {
@@ -140,8 +168,9 @@ impl FsFile for FsyncFaultFile {
         self.inner.write_at(buf, offset)
     }
     fn sync_data(&self) -> io::Result<()> {
-        injected(&self.trigger, self.ignore)?;
-        if self.trigger.exists() {
+        let trigger = self.trigger.as_deref().map(PathBuf::as_path);
+        injected(trigger, self.ignore)?;
+        if self.skip || trigger.is_some_and(Path::exists) {
             // Ignoring the injected error (deliberately unsafe): nothing is made durable.
             return Ok(());
         }
@@ -164,8 +193,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let trigger = Arc::new(dir.path().join("trigger"));
         let fs = FsyncFaultFs {
-            trigger: trigger.clone(),
+            trigger: Some(trigger.clone()),
             ignore: false,
+            skip: false,
         };
         let f = fs.create(&dir.path().join("seg")).unwrap();
         f.write_at(b"abc", 0).unwrap();
@@ -182,12 +212,31 @@ mod tests {
 
         // The deliberately broken variant swallows the error.
         let fs = FsyncFaultFs {
-            trigger: trigger.clone(),
+            trigger: Some(trigger.clone()),
             ignore: true,
+            skip: false,
         };
         let f = fs.open(&dir.path().join("seg")).unwrap();
         std::fs::write(&*trigger, "").unwrap();
         f.sync_data().unwrap();
         fs.sync_dir(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn the_skipping_switch_acknowledges_fsyncs_it_never_makes() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FsyncFaultFs {
+            trigger: None,
+            ignore: false,
+            skip: true,
+        };
+        let f = fs.create(&dir.path().join("seg")).unwrap();
+        f.write_at(b"abc", 0).unwrap();
+        f.sync_data().unwrap();
+        fs.sync_dir(dir.path()).unwrap();
+        assert_eq!(f.len().unwrap(), 3);
+        let mut buf = [0u8; 3];
+        f.read_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"abc");
     }
 }
