@@ -61,7 +61,8 @@ pub trait Fs: Send + Sync + 'static {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Removes a directory and everything under it.
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
-    /// Creates a directory and its missing parents.
+    /// Creates a directory and its missing parents, durably: when this returns, each
+    /// directory it made is recorded in its parent on disk (the parents are synced).
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// The entries of a directory.
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>>;

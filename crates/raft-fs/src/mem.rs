@@ -11,9 +11,9 @@
 //! later one, as if the process died there; [`MemFs::fail_sync_from`] makes `sync_data`
 //! return `EIO`; [`MemFs::poke`] damages bytes durably.
 //!
-//! Simplification: directories made by `create_dir_all` are durable at once (the storage
-//! crates make them only when they open and for scratch space, where losing one loses nothing
-//! acknowledged); their removal is durable only once their parent is synced.
+//! Directories made by `create_dir_all` are durable at once, as the [`Fs`] contract says
+//! (`StdFs` syncs each new directory's parent); their removal is durable only once their
+//! parent is synced.
 
 use crate::{DirEntry, Fs, FsFile};
 use parking_lot::Mutex;

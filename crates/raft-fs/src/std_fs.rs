@@ -70,7 +70,28 @@ impl Fs for StdFs {
         std::fs::remove_dir_all(path)
     }
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(dir)
+        // Each directory this makes is synced into its parent, top down: a WAL or a store
+        // that fsyncs its files and its own directory is still lost whole after a power
+        // failure if its directory's entry never reached the disk (POSIX leaves that to an
+        // fsync of the parent; ext4 with data=ordered happens to commit it with the files).
+        let mut missing = Vec::new();
+        let mut at = Some(dir);
+        while let Some(p) = at {
+            if p.as_os_str().is_empty() || p.is_dir() {
+                break;
+            }
+            missing.push(p);
+            at = p.parent();
+        }
+        std::fs::create_dir_all(dir)?;
+        for made in missing.into_iter().rev() {
+            let parent = match made.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            self.sync_dir(parent)?;
+        }
+        Ok(())
     }
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
         let mut out = Vec::new();

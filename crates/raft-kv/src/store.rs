@@ -119,12 +119,22 @@ impl KvStore {
     /// sled locks the directory for one process. A store dropped a moment ago in this
     /// process may still hold that lock while sled's background threads wind down, so a
     /// lock held elsewhere is retried for up to [`LOCK_WAIT`] before the error is returned.
+    ///
+    /// The directory is made durably, and synced once sled has opened it: sled fsyncs its
+    /// files but never a directory, so without this a power loss soon after the first start
+    /// could lose the files it created there (its `db`, `conf` and `blobs`) whole.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        use raft_fs::Fs as _;
         let path = path.as_ref();
+        let dir_err = |e: std::io::Error| Error::Storage(sled::Error::Io(e));
+        raft_fs::StdFs.create_dir_all(path).map_err(dir_err)?;
         let deadline = std::time::Instant::now() + LOCK_WAIT;
         loop {
             match sled::open(path) {
-                Ok(db) => return Self::with_db(db),
+                Ok(db) => {
+                    raft_fs::StdFs.sync_dir(path).map_err(dir_err)?;
+                    return Self::with_db(db);
+                }
                 Err(e) if is_lock_busy(&e) && std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }

@@ -169,3 +169,31 @@ fn strict_dirs_need_the_directory_fsync() {
     assert_eq!(names, ["a", "b"]);
     assert_eq!(read(&d.join("b")), b"b");
 }
+
+/// raft-fs's `StdFs::create_dir_all` promises durable directories (the WAL and the snapshot
+/// store make theirs with it, raftd its data dir, raft-kv its sled dir); `std::fs`'s does
+/// not. Under POSIX's letter a crash keeps only the first.
+#[test]
+fn directories_made_by_raft_fs_survive_a_crash_under_strict_dirs() {
+    use raft_fs::Fs as _;
+    let Some(m) = mount(&["--strict-dirs"]) else {
+        return;
+    };
+    let d = &m.dir;
+    raft_fs::StdFs.create_dir_all(&d.join("data/wal")).unwrap();
+    fs::create_dir_all(d.join("plain/wal")).unwrap();
+    // A file fsynced into each, as the WAL does with its first segment (and its directory).
+    for dir in [d.join("data/wal"), d.join("plain/wal")] {
+        let mut f = File::create(dir.join("seg")).unwrap();
+        f.write_all(b"entry").unwrap();
+        f.sync_all().unwrap();
+        File::open(&dir).unwrap().sync_all().unwrap();
+    }
+    request(&m.socket, "crash").unwrap();
+    assert_eq!(read(&d.join("data/wal/seg")), b"entry");
+    assert!(
+        !d.join("plain").exists(),
+        "std::fs::create_dir_all's directory survived without its parent's fsync: the strict \
+         rule is not what this test assumes"
+    );
+}

@@ -149,7 +149,9 @@ impl Node {
     ) -> Result<Node, NodeError> {
         let id = config.id;
         let data = config.data_dir();
-        std::fs::create_dir_all(&data)
+        // Durably (each new directory synced into its parent): after a power loss a data
+        // dir whose own entry never reached the disk is lost whole, WAL and all.
+        raft_fs::Fs::create_dir_all(&raft_fs::StdFs, &data)
             .map_err(io(format!("creating the data dir {}", data.display())))?;
         // The recorder goes in before anything records (the runtime registers its handles
         // when it starts); the endpoint is served once the node is up.

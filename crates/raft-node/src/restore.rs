@@ -108,7 +108,7 @@ pub fn restore_data_dir(o: &RestoreOptions) -> Result<Restored, NodeError> {
             o.data_dir.display()
         )));
     }
-    std::fs::create_dir_all(&o.data_dir).map_err(|source| NodeError::Io {
+    raft_fs::Fs::create_dir_all(&raft_fs::StdFs, &o.data_dir).map_err(|source| NodeError::Io {
         what: format!("creating {}", o.data_dir.display()),
         source,
     })?;
