@@ -5,7 +5,7 @@
 //! machine:
 //!
 //! ```text
-//! cargo build --profile bench -p raft-core --example commit_workload
+//! cargo build --release -p raft-core --example commit_workload
 //! valgrind --tool=callgrind --toggle-collect='*commit_workload*measured*' \
 //!     target/release/examples/commit_workload 64 256 60000
 //! ```
