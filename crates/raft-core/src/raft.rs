@@ -79,6 +79,9 @@ pub(crate) struct Raft<L> {
     pub pending_conf_index: u64,
     /// The version of `log.confs` the tracker follows.
     config_version: u64,
+    /// This node votes in the configuration in force (`tracker.membership`); kept with it
+    /// (see `follow_config`) because every proposal checks it.
+    votes_in_force: bool,
     reads: ReadOnly,
     /// Reads that arrived before the leader committed an entry of its term.
     reads_before_commit: Vec<(Bytes, Option<NodeId>)>,
@@ -110,6 +113,7 @@ impl<L: LogRead> Raft<L> {
         let mut tracker = Tracker::new(cfg.max_inflight_msgs, cfg.max_inflight_bytes);
         tracker.set_membership(log.confs.latest().clone(), &log.confs.members(), last + 1);
         let config_version = log.confs.version();
+        let votes_in_force = tracker.membership.is_voter(cfg.id);
         let mut r = Self {
             id: cfg.id,
             term: hs.term,
@@ -136,6 +140,7 @@ impl<L: LogRead> Raft<L> {
             transfer_elapsed: 0,
             pending_conf_index: 0,
             config_version,
+            votes_in_force,
             reads: ReadOnly::default(),
             reads_before_commit: Vec::new(),
             bcast_pending: false,
@@ -165,16 +170,23 @@ impl<L: LogRead> Raft<L> {
     /// Makes the tracker follow the log's configuration after the log changed (an append,
     /// an overwritten suffix, a snapshot) or the applied index moved (`force`: nodes of
     /// configurations now applied past are no longer tracked).
+    #[inline]
     pub(crate) fn sync_config(&mut self, force: bool) {
-        let v = self.log.confs.version();
-        if v == self.config_version && !force {
-            return;
+        // Called after every append: the check stays in the caller, the work does not.
+        if force || self.log.confs.version() != self.config_version {
+            self.follow_config();
         }
-        self.config_version = v;
+    }
+
+    /// The body of [`sync_config`](Self::sync_config), run when there is work.
+    #[inline(never)]
+    fn follow_config(&mut self) {
+        self.config_version = self.log.confs.version();
         let latest = self.log.confs.latest().clone();
         let peers = self.log.confs.members();
         self.tracker
             .set_membership(latest, &peers, self.log.last_index() + 1);
+        self.votes_in_force = self.tracker.membership.is_voter(self.id);
         if let Some(t) = self.lead_transferee
             && !self.tracker.membership.voters.contains(&t)
         {
@@ -333,8 +345,12 @@ impl<L: LogRead> Raft<L> {
 
     /// Processes a message from a peer.
     pub(crate) fn step(&mut self, m: Message) -> Result<()> {
-        if let MessageBody::ProposeDropped(ents) = m.body {
+        if matches!(m.body, MessageBody::ProposeDropped(_)) {
             // About our own proposals, whatever the sender's term: nothing else changes.
+            // (Tested by kind first: a by-value match here moved every message.)
+            let MessageBody::ProposeDropped(ents) = m.body else {
+                unreachable!("matched above")
+            };
             self.dropped.extend(ents);
             return Ok(());
         }

@@ -183,8 +183,8 @@ impl<L: LogRead> RawNode<L> {
             self.raft.reduce_uncommitted(&committed_entries);
         }
         let version = self.raft.log.confs.version();
-        let membership =
-            (version != self.prev_config_version).then(|| self.raft.tracker.membership.clone());
+        let membership = (version != self.prev_config_version)
+            .then(|| Box::new(self.raft.tracker.membership.clone()));
         self.prev_config_version = version;
         self.pending_writes.push_back(PendingWrite {
             number,

@@ -30,8 +30,9 @@ pub struct Ready {
     pub hard_state: Option<HardState>,
     /// The configuration in force changed (a change entered the log, an uncommitted one
     /// was overwritten, or a snapshot replaced the log): the new one. Informational (e.g.
-    /// to connect to new peers, see `RawNode::peers`); nothing to persist.
-    pub membership: Option<Membership>,
+    /// to connect to new peers, see `RawNode::peers`); nothing to persist. Boxed: it is
+    /// rarely set, and every `Ready` would otherwise carry its 104 bytes.
+    pub membership: Option<Box<Membership>>,
     /// A snapshot to install: the state machine restores from it (its data arrived out of
     /// band) and the log is replaced by it. Written before `entries`.
     pub snapshot: Option<SnapshotMeta>,

@@ -17,7 +17,12 @@ impl<L: LogRead> Raft<L> {
         if self.lead_transferee.is_some() {
             return Err(Error::ProposalDropped("leadership transfer in progress"));
         }
-        if !self.tracker.membership.is_voter(self.id) {
+        debug_assert_eq!(
+            self.votes_in_force,
+            self.tracker.membership.is_voter(self.id),
+            "votes_in_force follows the configuration in force"
+        );
+        if !self.votes_in_force {
             return Err(Error::ProposalDropped("this leader is no longer a voter"));
         }
         Ok(())
@@ -165,8 +170,17 @@ impl<L: LogRead> Raft<L> {
 
     /// The application applied up to `index`: changes at or before it are settled.
     /// Returns the configuration of the last change applied, if any.
+    #[inline]
     pub(crate) fn on_applied_configs(&mut self, index: u64) -> Option<Membership> {
         let applied = self.log.confs.advance_base(index)?;
+        self.settle_applied_config();
+        Some(applied)
+    }
+
+    /// The rare part of [`on_applied_configs`](Self::on_applied_configs): a change was
+    /// applied.
+    #[inline(never)]
+    fn settle_applied_config(&mut self) {
         self.sync_config(true);
         if self.role == Role::Leader
             && !self.tracker.membership.is_voter(self.id)
@@ -176,7 +190,6 @@ impl<L: LogRead> Raft<L> {
             // the node steps down (see `tick_leader`).
             let _ = self.hand_over_leadership();
         }
-        Some(applied)
     }
 
     /// The change that ended this leader's vote is applied: it hands over to the most

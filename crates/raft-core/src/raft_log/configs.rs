@@ -83,6 +83,7 @@ impl ConfigHistory {
 
     /// Entries are written from `ents[0].index` on (anything from there was overwritten):
     /// forget the changes they replace, then record theirs.
+    #[inline]
     pub(crate) fn append(&mut self, ents: &[Entry]) {
         let Some(first) = ents.first() else { return };
         self.truncate_from(first.index);
@@ -94,12 +95,15 @@ impl ConfigHistory {
     }
 
     /// One entry at the end of the log (the leader's proposal path).
+    #[inline]
     pub(crate) fn append_one(&mut self, e: &Entry) {
         if e.kind == EntryKind::ConfChange {
             self.push(e);
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn push(&mut self, e: &Entry) {
         let Ok(cc) = confchange::decode(&e.data) else {
             return;
@@ -118,14 +122,16 @@ impl ConfigHistory {
     }
 
     /// Forgets the changes at `index` and after (the log was cut there).
+    #[inline]
     fn truncate_from(&mut self, index: u64) {
         assert!(
             index > self.base_index,
             "the log is overwritten from {index}, at or before the configuration base {}",
             self.base_index
         );
-        let keep = self.later.partition_point(|(i, _)| *i < index);
-        if keep < self.later.len() {
+        // Most appends extend the log past every change it holds: nothing to forget.
+        if self.later.last().is_some_and(|(i, _)| *i >= index) {
+            let keep = self.later.partition_point(|(i, _)| *i < index);
             self.later.truncate(keep);
             self.version += 1;
         }
@@ -141,14 +147,23 @@ impl ConfigHistory {
 
     /// Folds the changes at or before `index` (which must be committed) into the base;
     /// returns the configuration of the last one folded, if any.
+    #[inline]
     pub(crate) fn advance_base(&mut self, index: u64) -> Option<Membership> {
-        let n = self.later.partition_point(|(i, _)| *i <= index);
         if index > self.base_index {
             self.base_index = index;
         }
-        if n == 0 {
+        // The common case (called at every applied index): no change is folded.
+        if self.later.first().is_none_or(|(i, _)| *i > index) {
             return None;
         }
+        self.fold_into_base(index)
+    }
+
+    /// The rare part of [`advance_base`](Self::advance_base): changes at or before `index`
+    /// exist.
+    #[inline(never)]
+    fn fold_into_base(&mut self, index: u64) -> Option<Membership> {
+        let n = self.later.partition_point(|(i, _)| *i <= index);
         let (_, m) = self.later.drain(..n).next_back().expect("n > 0");
         self.base = m.clone();
         Some(m)
