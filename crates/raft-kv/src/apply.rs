@@ -203,6 +203,7 @@ impl KvStore {
         }
         for (at, key, entry) in batch.pending.iter() {
             b.insert(&history_key(at.main, at.sub)[..], encode_event(key, entry));
+            b.insert(crate::revindex::entry_key(key, *at), &[][..]);
         }
         for (key, value) in &batch.internal {
             b.insert(key.as_slice(), value.as_slice());

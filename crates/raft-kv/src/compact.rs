@@ -12,6 +12,9 @@
 //! - a tombstone is removed itself, and so is the key's current entry when that is still
 //!   this tombstone (an absent key reads the same as one deleted at or below `C`).
 //!
+//! Every removed event takes its revision index entry (`crate::revindex`) with it, in the
+//! same batch.
+//!
 //! What stays below `C` is exactly the version of each key at `C` when the key existed then.
 //! A step removes the key's current tombstone first (compare-and-swap, so a concurrent
 //! write wins) and then, in one sled batch, the history events and the new cursor: a crash
@@ -23,6 +26,7 @@ use crate::history::decode_event;
 use crate::layout::{DATA, history_key, history_rev, meta, meta_key, prefixed};
 use crate::pace::RateLimiter;
 use crate::record::{Current, Rev};
+use crate::revindex;
 use crate::state::{CompactionSignal, Shared, encode_cursor};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -134,10 +138,12 @@ fn step(shared: &Shared) -> Result<(Step, u64)> {
         let (main, sub) = history_rev(&k).ok_or_else(|| Error::corrupt("history key"))?;
         let (key, entry) = decode_event(&v)?;
         if let Some(p) = entry.prev() {
-            doomed.push(history_key(p.main, p.sub));
+            doomed.push(history_key(p.main, p.sub).to_vec());
+            doomed.push(revindex::entry_key(&key, p));
         }
         if let Current::Tombstone { at, .. } = entry {
-            doomed.push(history_key(main, sub));
+            doomed.push(history_key(main, sub).to_vec());
+            doomed.push(revindex::entry_key(&key, at));
             tombstones.push((key, at));
         }
         seen += 1;
@@ -178,7 +184,7 @@ fn step(shared: &Shared) -> Result<(Step, u64)> {
         tree.apply_batch(b)?;
         *sig.cursor.lock() = next;
     }
-    tracing::trace!(events = seen, removed = doomed.len(), "compaction step");
+    tracing::trace!(events = seen, removed = doomed.len() / 2, "compaction step");
     Ok((Step::More, bytes))
 }
 

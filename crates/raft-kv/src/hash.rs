@@ -9,7 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::history::decode_event;
-use crate::layout::{DATA, INTERNAL, history_key, history_rev, prefixed};
+use crate::layout::{INTERNAL, history_key, history_rev};
 use crate::record::{Current, Rev};
 use crate::store::KvStore;
 use crate::store::query::read_revision;
@@ -110,32 +110,12 @@ impl KvStore {
     }
 
     /// Whether the write at `at` (at or below `compact`) made `key`'s version at `compact`:
-    /// the key's history walked back from its current entry reaches `at` as its first
-    /// event at or below `compact`.
+    /// it is the key's latest write at or below `compact` (one seek in the revision index,
+    /// `crate::revindex`). Physical compaction below `compact` meanwhile removes only writes
+    /// superseded at or below `compact` and tombstones, so the answer does not depend on how
+    /// far it got.
     fn version_at(&self, key: &[u8], at: Rev, compact: i64) -> Result<bool> {
-        let tree = &self.shared.tree;
-        let Some(raw) = tree.get(prefixed(DATA, key))? else {
-            return Ok(false);
-        };
-        let current = Current::decode(&raw)?;
-        let mut here = Some(current.at());
-        let mut prev = current.prev();
-        while let Some(h) = here {
-            if h.main <= compact {
-                return Ok(h == at);
-            }
-            let Some(p) = prev else {
-                return Ok(false);
-            };
-            here = Some(p);
-            if p.main > compact {
-                let raw = tree.get(history_key(p.main, p.sub))?.ok_or_else(|| {
-                    Error::corrupt("history event missing above the compact revision")
-                })?;
-                prev = decode_event(&raw)?.1.prev();
-            }
-        }
-        Ok(false)
+        Ok(crate::revindex::latest_at(&self.shared.tree, key, compact)? == Some(at))
     }
 }
 
@@ -147,6 +127,7 @@ impl KvStore {
     /// member's `HashKV` no longer matches its peers'). Returns false when the key has no
     /// live version. Run it on a stopped member's store.
     pub fn overwrite_value_unreplicated(&self, key: &[u8], value: &[u8]) -> Result<bool> {
+        use crate::layout::{DATA, prefixed};
         let tree = &self.shared.tree;
         let Some(raw) = tree.get(prefixed(DATA, key))? else {
             return Ok(false);

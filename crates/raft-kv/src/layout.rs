@@ -24,6 +24,11 @@ pub(crate) const DIRTY: u8 = b'd';
 /// the batch that attaches or detaches, rebuilt by a restore, never in a snapshot; see
 /// `crate::lease::record`).
 pub(crate) const ATTACH: u8 = b'l';
+/// Key space of the per-key revision index: `b'r' ++ user key length (varint) ++ user key ++
+/// main (u64 BE) ++ sub (u32 BE)` -> empty, one per history event (derived from the history
+/// space: written and removed with the events, rebuilt by a restore, never in a snapshot; see
+/// `crate::revindex`).
+pub(crate) const REVS: u8 = b'r';
 /// Key space of the copy-on-write pre-images: `b'c' ++ capture number (u64 BE) ++ user key`
 /// -> cow entry.
 pub(crate) const COW: u8 = b'c';
@@ -61,9 +66,9 @@ pub(crate) mod meta {
 /// Version of this layout, stored under `meta::LAYOUT`. Version 1 had one dirty mark per key
 /// (`b'd' ++ user key` -> generation) and pre-images under `b'c' ++ user key`; version 2 kept
 /// only the current version of each key (no history, peer addresses as user keys); version 3
-/// had no leases (no lease records, no `b'l'` attachments: every key's lease was 0). Opening
-/// an older store converts it (see `crate::upgrade`).
-pub(crate) const LAYOUT_VERSION: u8 = 4;
+/// had no leases (no lease records, no `b'l'` attachments: every key's lease was 0); version 4
+/// had no revision index (`b'r'`). Opening an older store converts it (see `crate::upgrade`).
+pub(crate) const LAYOUT_VERSION: u8 = 5;
 
 /// `prefix ++ n (u64 BE)`: the start of the part of a key space numbered `n`.
 pub(crate) fn numbered(prefix: u8, n: u64) -> Vec<u8> {

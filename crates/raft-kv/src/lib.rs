@@ -62,6 +62,7 @@ mod priority;
 pub mod rebuild;
 mod record;
 pub mod restore;
+mod revindex;
 pub mod service;
 pub mod snapshot;
 mod snapshot_store;

@@ -5,11 +5,12 @@
 use crate::error::{Error, Result};
 use crate::history::decode_event;
 use crate::layout::{
-    ATTACH, COW, DATA, DIRTY, HISTORY, INTERNAL, META, history_rev, meta, meta_key,
+    ATTACH, COW, DATA, DIRTY, HISTORY, INTERNAL, META, REVS, history_rev, meta, meta_key,
 };
 use crate::lease::record as lease_record;
 use crate::members::decode_members;
 use crate::record::{Current, Rev};
+use crate::revindex;
 use crate::snapshot::SnapshotRecord;
 use crate::state::{State, encode_cursor, remove_space};
 use crate::store::KvStore;
@@ -88,6 +89,7 @@ impl KvStore {
             remove_space(tree, HISTORY, |_| true)?;
             remove_space(tree, DATA, |_| true)?;
             remove_space(tree, ATTACH, |_| true)?;
+            remove_space(tree, REVS, |_| true)?;
         }
         // A delta holds every internal record too (not only those changed since its parent):
         // records removed since the parent (revoked leases) are gone once it is restored.
@@ -101,6 +103,7 @@ impl KvStore {
             pending: 0,
             legacy: false,
             delta: !wipe,
+            delta_keys: Vec::new(),
         })
     }
 }
@@ -119,6 +122,9 @@ pub struct Restore {
     /// A delta on top of the current state (else a base on an emptied store): a data
     /// record's previous lease attachment is removed before its new one is written.
     delta: bool,
+    /// In a delta, the user keys of its data records: their history is pruned when the
+    /// restore finishes (`revindex::prune_restored`).
+    delta_keys: Vec<Vec<u8>>,
 }
 
 impl Restore {
@@ -135,8 +141,12 @@ impl Restore {
         let bad = |what: &str| Error::BadSnapshotRecord(format!("{what} ({key:?})"));
         match key.split_first() {
             Some((&HISTORY, _)) => {
-                history_rev(key).ok_or_else(|| bad("bad history key"))?;
-                decode_event(value).map_err(|_| bad("undecodable history event"))?;
+                let (main, sub) = history_rev(key).ok_or_else(|| bad("bad history key"))?;
+                let (user_key, _) =
+                    decode_event(value).map_err(|_| bad("undecodable history event"))?;
+                // The index is derived from the history, not carried (`crate::revindex`).
+                self.batch
+                    .insert(revindex::entry_key(&user_key, Rev::new(main, sub)), &[][..]);
             }
             Some((&INTERNAL, _)) => {
                 if !crate::internal::validate(key, value) {
@@ -185,6 +195,7 @@ impl Restore {
         if !self.delta {
             return Ok(());
         }
+        self.delta_keys.push(user_key.to_vec());
         if let Some(old) = self.store.shared.tree.get(key)? {
             let old = Current::decode(&old)?;
             if let Some(lease) = old.live().map(|r| r.lease).filter(|l| *l != 0) {
@@ -223,6 +234,10 @@ impl Restore {
             encode_cursor(Rev::default()),
         );
         shared.tree.apply_batch(std::mem::take(b))?;
+        if self.delta {
+            let pruned = revindex::prune_restored(&shared.tree, &self.delta_keys)?;
+            tracing::debug!(pruned, "history the delta's source no longer has");
+        }
         if self.legacy {
             crate::upgrade::convert_data(&shared.tree)?;
             crate::upgrade::legacy_restored(&shared.tree)?;

@@ -59,6 +59,7 @@ pub const TREE_NAME: &str = "raft-kv";
 /// |---|---|
 /// | `b'h' ++ main (u64 BE) ++ sub (u32 BE)` | the history event of the write at that revision: the key, then the key's entry as the write left it (`crate::history`) |
 /// | `b'i' ++ name` | internal records of the node, out of reach of clients (`crate::internal`): peer URLs, leases, alarms, users and roles (`crate::auth::record`) |
+/// | `b'r' ++ user key length (varint) ++ user key ++ main (u64 BE) ++ sub (u32 BE)` | empty: the per-key revision index, one entry per history event, for reads at old revisions (`crate::revindex`; not in snapshots, rebuilt by restores) |
 /// | `b'l' ++ lease id (u64 BE) ++ user key` | empty: the key's current version is attached to the lease (`crate::lease::record`; not in snapshots, rebuilt by restores) |
 /// | `b'k' ++ user key` | the key's current entry: its latest version, or the tombstone of its deletion, each linking the revision of its own write and of the key's previous write (`Current` in `crate::record`) |
 /// | `b'm' ++ b"applied_index"` / `b"applied_term"` | u64 big-endian |
@@ -67,7 +68,7 @@ pub const TREE_NAME: &str = "raft-kv";
 /// | `b'm' ++ b"members"` | prost `etcdserverpb.MemberListResponse` (only `members`) |
 /// | `b'm' ++ b"dirty_gen"` / `b"dirty_floor"` | u64 BE: current dirty generation; marks `<=` floor are in a durable snapshot |
 /// | `b'm' ++ b"snapshot_index"` / `b"snapshot_revision"` | u64 / i64 BE: index and store revision of the last durable or restored snapshot |
-/// | `b'm' ++ b"layout"` | u8: layout version (4) |
+/// | `b'm' ++ b"layout"` | u8: layout version (5) |
 /// | `b'm' ++ b"restoring"` | empty; present while a restore is unfinished |
 /// | `b'd' ++ generation ++ index` (u64 BE each) | the dirty list of the batch that ended at `index`: the user keys it wrote, each as a varint length and the bytes |
 /// | `b'c' ++ capture number (u64 BE) ++ user key` | cow pre-image while that capture runs, when the in-memory ones are over their budget: flags byte (bit 1: the key had an entry) then the entry's encoding |
@@ -154,7 +155,7 @@ impl KvStore {
         match tree.get(meta_key(meta::LAYOUT))? {
             Some(v) if v.as_ref() == [LAYOUT_VERSION] => {}
             // Converted below, after the stale pre-images are gone.
-            Some(v) if v.as_ref() == [1] || v.as_ref() == [2] || v.as_ref() == [3] => {}
+            Some(v) if matches!(v.as_ref(), [1] | [2] | [3] | [4]) => {}
             Some(v) => return Err(Error::corrupt(format!("unsupported layout version {v:?}"))),
             None if tree.is_empty() => {
                 let mut b = sled::Batch::default();
@@ -333,6 +334,14 @@ impl KvStore {
             size_before,
             size_after: db.size_on_disk()?,
         })
+    }
+
+    /// Checks the per-key revision index against the history space: every kept history
+    /// event has its index entry and every entry names a kept event of its key. Returns the
+    /// number of entries, or [`Error::Corrupt`] naming the first mismatch. Reads the whole
+    /// history, and is exact only while nothing writes or compacts (a stopped member, tests).
+    pub fn check_revision_index(&self) -> Result<usize> {
+        crate::revindex::check(&self.shared.tree)
     }
 
     /// Makes everything applied so far durable (one fsync). Apply does not sync by itself:

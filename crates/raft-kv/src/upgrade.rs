@@ -10,13 +10,15 @@
 //!   internal space; the compact revision becomes the store revision (older versions were
 //!   never kept, so reads below it are refused as compacted); the next snapshot is a full
 //!   one (the chain on disk has no history).
+//! - Layout 3 -> 4: leases (nothing to convert).
+//! - Layout 4 -> 5: the per-key revision index, built from the history space
+//!   (`crate::revindex::build`).
 
 use crate::error::{Error, Result};
 use crate::history::encode_event;
 use crate::internal::{encode_peer_urls, peer_key};
 use crate::layout::{
-    DATA, DIRTY, LAYOUT_VERSION, be_u64, dirty_key, encode_key_list, history_key, meta, meta_key,
-    prefixed,
+    DATA, DIRTY, be_u64, dirty_key, encode_key_list, history_key, meta, meta_key, prefixed,
 };
 use crate::pb::kvcmd::MemberPeerUrls;
 use crate::record::{Current, Rev};
@@ -35,12 +37,14 @@ pub(crate) fn upgrade(tree: &sled::Tree) -> Result<()> {
     match layout.as_deref() {
         Some([1]) => {
             layout_1_to_2(tree)?;
-            layout_2_to_3(tree)
+            layout_2_to_3(tree)?;
         }
-        Some([2]) => layout_2_to_3(tree),
-        Some([3]) => layout_3_to_4(tree),
-        _ => Ok(()),
+        Some([2]) => layout_2_to_3(tree)?,
+        Some([3]) => layout_3_to_4(tree)?,
+        Some([4]) => {}
+        _ => return Ok(()),
     }
+    layout_4_to_5(tree)
 }
 
 /// Layout 4 adds leases: lease records in the internal space and the `b'l'` attachment index.
@@ -48,9 +52,21 @@ pub(crate) fn upgrade(tree: &sled::Tree) -> Result<()> {
 /// version moves (an older raftd then refuses to open the store, which may hold leases it
 /// would never expire).
 fn layout_3_to_4(tree: &sled::Tree) -> Result<()> {
-    tree.insert(meta_key(meta::LAYOUT), &[LAYOUT_VERSION])?;
+    tree.insert(meta_key(meta::LAYOUT), &[4])?;
     tree.flush()?;
     tracing::info!("raft-kv store converted to layout 4 (leases)");
+    Ok(())
+}
+
+/// Layout 5 adds the per-key revision index (`crate::revindex`), built from the history
+/// space: one entry per kept event. Snapshots are unchanged (the index is not in them).
+fn layout_4_to_5(tree: &sled::Tree) -> Result<()> {
+    let (entries, removed) = crate::revindex::build(tree)?;
+    tracing::info!(
+        entries,
+        removed,
+        "raft-kv store converted to layout 5 (revision index)"
+    );
     Ok(())
 }
 
@@ -68,7 +84,8 @@ fn layout_2_to_3(tree: &sled::Tree) -> Result<()> {
     );
     b.insert(meta_key(meta::SNAPSHOT_INDEX), &0u64.to_be_bytes());
     b.insert(meta_key(meta::SNAPSHOT_REVISION), &0u64.to_be_bytes());
-    b.insert(meta_key(meta::LAYOUT), &[LAYOUT_VERSION]);
+    // Layout 3 had no leases, so a converted layout 2 store is at 4 (the index comes next).
+    b.insert(meta_key(meta::LAYOUT), &[4]);
     tree.apply_batch(b)?;
     tree.flush()?;
     tracing::info!(
@@ -129,6 +146,7 @@ pub(crate) fn convert_data(tree: &sled::Tree) -> Result<usize> {
                 &history_key(main, entry.at().sub)[..],
                 encode_event(key, &entry),
             );
+            b.insert(crate::revindex::entry_key(key, entry.at()), &[][..]);
             b.insert(prefixed(DATA, key), entry.encode());
         }
         converted += 1;
@@ -197,7 +215,7 @@ pub(crate) fn legacy_restored(tree: &sled::Tree) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::{COW, DATA, DIRTY, HISTORY};
+    use crate::layout::{COW, DATA, DIRTY, HISTORY, LAYOUT_VERSION};
     use crate::pb::etcdserverpb::{PutRequest, RangeRequest};
     use crate::{Command, KvStore, Op};
     use prost::bytes::Bytes;
@@ -278,6 +296,7 @@ mod tests {
             assert_eq!(store.compact_revision(), 5, "{what}");
             assert_eq!(store.status().snapshot_index, 0, "{what}");
             assert_eq!(count(&store, HISTORY), 3, "{what}");
+            assert_eq!(store.check_revision_index().unwrap(), 3, "{what}");
             assert!(
                 store.shared.tree.get(history_key(5, 0)).unwrap().is_some()
                     && store.shared.tree.get(history_key(5, 1)).unwrap().is_some(),
@@ -349,6 +368,7 @@ mod tests {
         assert_eq!(count(&store, HISTORY), 3);
         assert!(store.shared.tree.get(history_key(5, 1)).unwrap().is_some());
         assert_eq!(range(&store, 0).unwrap().len(), 3);
+        assert_eq!(store.check_revision_index().unwrap(), 3);
     }
 
     /// A snapshot written by layout 2 (no history, peer addresses as user keys) restores
@@ -390,6 +410,7 @@ mod tests {
             "the next snapshot is full"
         );
         assert_eq!(count(&store, HISTORY), 3);
+        assert_eq!(store.check_revision_index().unwrap(), 3);
         assert_eq!(store.peer_urls().unwrap()[&4], ["http://10.0.0.4:2380"]);
         assert_eq!(
             range(&store, 5).unwrap(),

@@ -371,7 +371,8 @@ fn leases_survive_a_restart_and_old_layouts_are_upgraded() {
     let store = KvStore::open(dir.path()).unwrap();
     assert_eq!(store.leases(), [(9, 40)]);
     assert_eq!(keys(&store, 9), ["k"]);
-    // A layout 3 store (before leases) opens as layout 4.
+    // A layout 3 store (before leases) opens as the current layout (4 added leases, 5 the
+    // revision index).
     let tree = &store.shared.tree;
     tree.insert(
         crate::layout::meta_key(crate::layout::meta::LAYOUT),
@@ -388,5 +389,13 @@ fn leases_survive_a_restart_and_old_layouts_are_upgraded() {
         .unwrap()
         .unwrap();
     assert_eq!(layout.as_ref(), [crate::layout::LAYOUT_VERSION]);
-    assert_eq!(crate::layout::LAYOUT_VERSION, 4);
+    assert_eq!(crate::layout::LAYOUT_VERSION, 5);
+    assert_eq!(
+        store.check_revision_index().unwrap(),
+        store
+            .shared
+            .tree
+            .scan_prefix([crate::layout::HISTORY])
+            .count()
+    );
 }

@@ -2,16 +2,20 @@
 //! not written yet (so later operations of a batch or txn see earlier ones), at the current
 //! revision or at an older one.
 //!
-//! Reading at an older revision `R` walks back only the keys written after `R`: every key's
-//! current entry (live or tombstone) names the revision of its write and of the key's
-//! previous write, and each history event does the same, so the version at `R` is the first
-//! event of the chain at or below `R`. An event missing from the history at or below the
-//! compact revision is a tombstone that physical compaction removed: the key did not exist.
+//! Reading at an older revision `R` looks further only at the keys written after `R`: every
+//! key's current entry (live or tombstone) names the revision of its write and of the key's
+//! previous write, so a key not written since `R` is answered by its current entry, and one
+//! written once since by the event its `prev` names. Otherwise the revision index
+//! (`crate::revindex`) names the key's latest write at or below `R` in one reverse seek, and
+//! one get reads its event: a bounded cost, however often the key was written since. An event
+//! missing from the history at or below the compact revision is a tombstone that physical
+//! compaction removed: the key did not exist.
 
 use crate::error::{Error, Result};
 use crate::history::decode_event;
 use crate::layout::{DATA, KeyRange, history_key, prefixed};
 use crate::record::{Current, Record, Rev};
+use crate::revindex;
 use prost::bytes::Bytes;
 use std::collections::BTreeMap;
 
@@ -113,28 +117,39 @@ impl<'a> View<'a> {
         }
     }
 
-    /// The version of a key whose current entry is `entry` as of revision `rev` (which must
-    /// be at or above the compact revision).
-    pub(crate) fn resolve(&self, entry: Current, rev: i64) -> Result<Option<Record>> {
+    /// The version as of revision `rev` (which must be at or above the compact revision) of
+    /// `key`, whose current entry is `entry`.
+    ///
+    /// Costs at most one reverse seek in the revision index and one get of a history event:
+    /// the `prev` links are followed only through the writes of the batch being applied (in
+    /// memory) and for one step into the stored history; past that, the index names the
+    /// key's latest stored write at or below `rev` directly.
+    pub(crate) fn resolve(&self, key: &[u8], entry: Current, rev: i64) -> Result<Option<Record>> {
         if entry.at().main <= rev {
             return Ok(entry.into_live());
         }
         let mut prev = entry.prev();
         while let Some(at) = prev {
-            let event = self.event(at)?;
             if at.main <= rev {
                 // Missing: a tombstone that physical compaction removed.
-                return Ok(event.and_then(Current::into_live));
+                return Ok(self.event(at)?.and_then(Current::into_live));
             }
-            let event = event.ok_or_else(|| {
-                Error::corrupt(format!(
-                    "history event {}.{} missing above the compact revision",
-                    at.main, at.sub
-                ))
-            })?;
-            prev = event.prev();
+            match self.pending.get(at) {
+                Some(event) => prev = event.prev(),
+                None => break,
+            }
         }
-        Ok(None)
+        if prev.is_none() {
+            return Ok(None);
+        }
+        // `prev` is a stored write above `rev`: every event above the compact revision is
+        // kept, and so is its index entry, so the index's latest entry at or below `rev` is
+        // the key's version then, unless that was a tombstone (then maybe removed, with all
+        // the key's earlier events).
+        match revindex::latest_at(self.tree, key, rev)? {
+            Some(at) => Ok(self.event(at)?.and_then(Current::into_live)),
+            None => Ok(None),
+        }
     }
 
     /// Calls `f` for every key in `range` that exists at revision `at` (`None`: the current
@@ -171,7 +186,7 @@ impl<'a> View<'a> {
                 match (at, v) {
                     (None, Current::Live { rec, .. }) => f(k, Found::Pending(rec))?,
                     (None, Current::Tombstone { .. }) => true,
-                    (Some(rev), v) => match self.resolve(v.clone(), rev)? {
+                    (Some(rev), v) => match self.resolve(k, v.clone(), rev)? {
                         Some(r) => f(k, Found::Resolved(r))?,
                         None => true,
                     },
@@ -182,7 +197,7 @@ impl<'a> View<'a> {
                 match at {
                     None if is_tombstone(&v) => true,
                     None => f(&k[1..], Found::Stored(v))?,
-                    Some(rev) => match self.resolve(Current::decode(&v)?, rev)? {
+                    Some(rev) => match self.resolve(&k[1..], Current::decode(&v)?, rev)? {
                         Some(r) => f(&k[1..], Found::Resolved(r))?,
                         None => true,
                     },

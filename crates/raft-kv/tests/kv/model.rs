@@ -244,6 +244,10 @@ proptest! {
                     }
                     prop_assert_eq!(state(&copy), expected);
                     prop_assert_eq!(copy.revision(), store.revision());
+                    // The restored revision index matches the restored history once the
+                    // copy's physical compaction (restarted by the restore) is done.
+                    prop_assert!(copy.wait_compacted_blocking(copy.compact_revision(), std::time::Duration::from_secs(10)));
+                    prop_assert!(copy.check_revision_index().is_ok(), "{:?}", copy.check_revision_index());
                     prop_assert_eq!(copy.hash_kv(0).unwrap(), store.hash_kv(0).unwrap());
                     for rev in store.compact_revision().max(1)..=store.revision() {
                         let mut req = range_req("\0", "\0");
@@ -550,12 +554,16 @@ proptest! {
                     let hash = store.hash_kv(0).unwrap();
                     prop_assert!(store.wait_compacted_blocking(h.compacted, std::time::Duration::from_secs(10)));
                     prop_assert_eq!(store.hash_kv(0).unwrap(), hash);
+                    prop_assert!(store.check_revision_index().is_ok(), "{:?}", store.check_revision_index());
                 }
                 HStep::Range(r) => check_range(&store, &h, r)?,
                 HStep::Snapshot => {
                     let recs: Vec<_> = store.capture(CaptureKind::Full).unwrap().records.collect();
                     let copy = KvStore::open_temporary().unwrap();
                     copy.restore_full(index.get(), 1, recs).unwrap();
+                    same_history(&store, &copy, &h)?;
+                    prop_assert!(copy.wait_compacted_blocking(h.compacted, std::time::Duration::from_secs(10)));
+                    prop_assert!(copy.check_revision_index().is_ok(), "{:?}", copy.check_revision_index());
                     same_history(&store, &copy, &h)?;
                 }
             }
@@ -570,6 +578,7 @@ proptest! {
         }
         // Every kept revision, one last time, after physical compaction caught up.
         prop_assert!(store.wait_compacted_blocking(h.compacted, std::time::Duration::from_secs(10)));
+        prop_assert!(store.check_revision_index().is_ok(), "{:?}", store.check_revision_index());
         for rev in h.compacted.max(1)..=h.now.rev {
             let mut req = range_req("\0", "\0");
             req.revision = rev;
