@@ -64,8 +64,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Group<SM, S, T> {
 pub(crate) fn publish_timing(cfg: &RuntimeConfig) {
     let ticks = |n: u64| cfg.tick.as_secs_f64() * n as f64;
     metrics::gauge!(m::HEARTBEAT_INTERVAL_SECONDS).set(ticks(cfg.raft.heartbeat_ticks));
-    metrics::gauge!(m::ELECTION_TIMEOUT_SECONDS)
-        .set(ticks(cfg.raft.election_timeout_base_ticks));
+    metrics::gauge!(m::ELECTION_TIMEOUT_SECONDS).set(ticks(cfg.raft.election_timeout_base_ticks));
 }
 
 /// A duration in nanoseconds, saturated to `u64`.
