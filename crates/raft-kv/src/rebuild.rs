@@ -41,6 +41,7 @@ pub fn rebuild_store(path: &Path) -> Result<Defragmented> {
         return Err(Error::RestoreIncomplete);
     }
     let size_before = old.db_size()?;
+    finish_compaction(&old);
     {
         let new = KvStore::open(&tmp)?;
         let cap = old.capture_export()?;
@@ -70,6 +71,25 @@ pub fn rebuild_store(path: &Path) -> Result<Defragmented> {
         size_before,
         size_after,
     })
+}
+
+/// Lets physical compaction reach the compact revision before the copy: a capture pins
+/// compaction where it stands, so a member stopped before its background compaction ended
+/// (a follower applies `Compact` and removes the history at its own pace) would otherwise
+/// copy the compacted history into the new store. Opening the store resumed that work;
+/// offline, nothing else competes with it.
+fn finish_compaction(store: &KvStore) {
+    let target = store.compact_revision();
+    let mut waited = 0u64;
+    while !store.wait_compacted_blocking(target, std::time::Duration::from_secs(10)) {
+        waited += 10;
+        tracing::info!(
+            compact_revision = target,
+            physically_compacted = store.physically_compacted(),
+            waited_secs = waited,
+            "finishing physical compaction before the copy"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -139,5 +159,46 @@ mod tests {
         assert!(e.is_err());
         drop(store);
         assert_eq!(KvStore::open(&path).unwrap().hash_kv(0).unwrap(), hash);
+    }
+
+    /// A member stopped before its physical compaction ended (the cursor behind the compact
+    /// revision): the rebuild finishes the compaction first and copies none of the
+    /// compacted history.
+    #[test]
+    fn a_rebuild_finishes_an_unfinished_compaction_first() {
+        use crate::layout::{HISTORY, meta, meta_key};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv");
+        let history = |store: &KvStore| store.shared.tree.scan_prefix([HISTORY]).count();
+        let hash = {
+            let store = KvStore::open(&path).unwrap();
+            let value = "v".repeat(256);
+            for index in 1..=20_000 {
+                let put = Op::Put(PutRequest {
+                    key: format!("k{}", index % 4).into_bytes().into(),
+                    value: value.clone().into_bytes().into(),
+                    ..Default::default()
+                });
+                store.apply(index, 2, &Command::new(0, put)).unwrap();
+            }
+            // Paced to a crawl, the background removal stands still for this test.
+            store.set_compaction_rate(1);
+            let op = Op::Compact(CompactionRequest {
+                revision: store.revision() - 3,
+                physical: false,
+            });
+            store.apply(20_001, 2, &Command::new(0, op)).unwrap();
+            store.flush().unwrap();
+            assert!(
+                history(&store) > 19_000,
+                "stopped before compaction removed much"
+            );
+            store.hash_kv(0).unwrap()
+        };
+        rebuild_store(&path).unwrap();
+        let store = KvStore::open(&path).unwrap();
+        // The 4 keys' last versions at or below the compact revision, and the 3 above it.
+        assert_eq!(history(&store), 4 + 3, "no compacted history was copied");
+        assert_eq!(store.hash_kv(0).unwrap(), hash);
     }
 }

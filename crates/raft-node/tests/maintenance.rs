@@ -304,6 +304,20 @@ async fn space_quota_raises_nospace_everywhere_until_disarmed() {
             .to_string();
         let compacted = ok(&etcdctl, &ep, &["compact", "--physical", &rev]);
         assert!(compacted.contains("compacted revision"), "{compacted}");
+        // `--physical` answers once the serving member removed the history; the others
+        // apply the compaction at their own pace. An offline defrag sees only what its
+        // member applied, so each one is stopped after it applied the compaction.
+        let below = (rev.parse::<i64>().unwrap() - 1).to_string();
+        for id in cluster.running() {
+            let ep = cluster.endpoint(id);
+            cluster
+                .eventually(20, "the compaction applied", || async {
+                    let args = ["get", "small", "--consistency=s", "--rev", &below];
+                    let (success, text) = ctl(&etcdctl, &ep, &args);
+                    (!success && text.contains("compacted")).then_some(())
+                })
+                .await;
+        }
 
         // sled's files keep their size after deletes and compaction; `raftd defrag` on each
         // stopped member, one at a time, rebuilds its store without the free space.
