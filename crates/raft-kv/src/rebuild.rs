@@ -166,7 +166,7 @@ mod tests {
     /// compacted history.
     #[test]
     fn a_rebuild_finishes_an_unfinished_compaction_first() {
-        use crate::layout::{HISTORY, meta, meta_key};
+        use crate::layout::HISTORY;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kv");
         let history = |store: &KvStore| store.shared.tree.scan_prefix([HISTORY]).count();
