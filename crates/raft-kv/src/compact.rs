@@ -31,8 +31,13 @@ use crate::state::{CompactionSignal, Shared, encode_cursor};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
-/// History events examined per step (etcd's default compaction batch is 1,000 too).
-pub(crate) const STEP: usize = 1000;
+/// History events examined per step. A step's removals are one sled batch, and sled
+/// applies a batch under its process-wide write lock, which every read and write of the
+/// store waits for: smaller steps hold it for less. Measured with `examples/compaction_stall`
+/// (300k revisions, a writer at 2,000 puts/s beside it): 1,000 events per step held
+/// writes up to 26 ms (apply p99 9.6 ms) and took 4.3 s; 100 per step, p99 3.2 ms in 3.0 s
+/// (fewer, smaller batches are also cheaper for sled); 25 per step was slower again.
+pub(crate) const STEP: usize = 100;
 
 /// Wakes the compactor, starting its thread on first use.
 pub(crate) fn start(shared: &Arc<Shared>) {
@@ -87,9 +92,17 @@ fn run(weak: Weak<Shared>, sig: Arc<CompactionSignal>) {
             if limiter.as_ref().map(|(r, _)| *r) != Some(rate) {
                 limiter = RateLimiter::new(rate).map(|l| (rate, l));
             }
+            let started = std::time::Instant::now();
+            let applied = shared.state.read().applied_index;
             match step(&shared) {
                 Ok((Step::More, bytes)) => {
+                    let writing = shared.state.read().applied_index != applied;
                     drop(shared);
+                    if writing {
+                        // Writes go on: give them as much time as the step took (see
+                        // `yield_to_writes`).
+                        std::thread::sleep(yield_to_writes(started.elapsed()));
+                    }
                     if let Some((_, l)) = &mut limiter {
                         l.acquire(bytes);
                     }
@@ -106,6 +119,17 @@ fn run(weak: Weak<Shared>, sig: Arc<CompactionSignal>) {
             }
         }
     }
+}
+
+/// How long the compactor pauses after a step that took `step` while the store applied
+/// writes: as long again, so that it holds sled's write lock (and a CPU) at most half the
+/// time while writes go on, and runs flat out while none do. Measured with `raft-bench
+/// history` (3 members on this 2-core machine, 300k revisions compacted beside a 16-caller
+/// put load): without the pause puts fell from about 3,700/s to 1,800/s during the
+/// compaction and their p99 rose from 15 to 36 ms; with it they stayed at 2,600/s and
+/// 17 ms, and the compaction took twice as long (29 s against 14 s).
+fn yield_to_writes(step: std::time::Duration) -> std::time::Duration {
+    step.min(std::time::Duration::from_millis(100))
 }
 
 /// One step: up to [`STEP`] events. Returns what it did and the bytes it read.
@@ -355,6 +379,39 @@ mod tests {
         assert_eq!(count(&store, HISTORY), 5);
         assert_eq!(reads(&store, compact, store.revision()), before);
         assert_eq!(store.hash_kv(0).unwrap(), hash);
+    }
+
+    /// With writes going on all the time, compaction yields to them after every step and
+    /// still reaches its target; the writer is never held up for long.
+    #[test]
+    fn compaction_yields_to_writes_and_still_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KvStore::open(dir.path()).unwrap();
+        let mut w = Writer(&store, 0);
+        for i in 0..20 * super::STEP {
+            w.put(&format!("k{}", i % 10), "v");
+        }
+        let compact = store.revision();
+        w.compact(compact);
+        let mut slowest = Duration::ZERO;
+        let mut writes = 0;
+        while store.physically_compacted() < compact {
+            let t = std::time::Instant::now();
+            w.put(&format!("n{}", writes % 10), "v");
+            slowest = slowest.max(t.elapsed());
+            writes += 1;
+            assert!(
+                writes < 1_000_000,
+                "compaction did not finish beside the writes"
+            );
+        }
+        assert!(writes > 0);
+        // A step holds the store for one small batch, not seconds.
+        assert!(
+            slowest < Duration::from_secs(2),
+            "a write waited {slowest:?}"
+        );
+        assert_eq!(count(&store, HISTORY), 10 + writes);
     }
 
     /// A store closed before physical compaction finished (its cursor behind the compact
