@@ -33,11 +33,14 @@ use std::sync::{Arc, Weak};
 
 /// History events examined per step. A step's removals are one sled batch, and sled
 /// applies a batch under its process-wide write lock, which every read and write of the
-/// store waits for: smaller steps hold it for less. Measured with `examples/compaction_stall`
-/// (300k revisions, a writer at 2,000 puts/s beside it): 1,000 events per step held
-/// writes up to 26 ms (apply p99 9.6 ms) and took 4.3 s; 100 per step, p99 3.2 ms in 3.0 s
-/// (fewer, smaller batches are also cheaper for sled); 25 per step was slower again.
-pub(crate) const STEP: usize = 100;
+/// store waits for. Measured with `examples/compaction_stall` (300k revisions, a writer at
+/// 2,000 puts/s beside it): 1,000 events per step held writes up to 26 ms (apply p99
+/// 9.6 ms), 100 per step p99 3.2 ms. But ten times as many small batches leave sled's files
+/// with much less free space to reuse: in `defragment_after_deletes_and_compaction_flushes_
+/// and_reports`, writing the compacted data again grew the file by 50-100% with 100 or 250
+/// per step against 1-30% with 1,000. Space wins here; the writes get their share of the
+/// store through the pause after each step (`yield_to_writes`).
+pub(crate) const STEP: usize = 1000;
 
 /// Wakes the compactor, starting its thread on first use.
 pub(crate) fn start(shared: &Arc<Shared>) {
@@ -125,9 +128,9 @@ fn run(weak: Weak<Shared>, sig: Arc<CompactionSignal>) {
 /// writes: as long again, so that it holds sled's write lock (and a CPU) at most half the
 /// time while writes go on, and runs flat out while none do. Measured with `raft-bench
 /// history` (3 members on this 2-core machine, 300k revisions compacted beside a 16-caller
-/// put load): without the pause puts fell from about 3,700/s to 1,800/s during the
-/// compaction and their p99 rose from 15 to 36 ms; with it they stayed at 2,600/s and
-/// 17 ms, and the compaction took twice as long (29 s against 14 s).
+/// put load, 1,000 events per step): without the pause puts fell to 31% of their rate during
+/// the compaction, with it to 50%; their p99 stays near 70 ms either way (that is the size
+/// of a step, see [`STEP`]), and the compaction took 21 s instead of 11.
 fn yield_to_writes(step: std::time::Duration) -> std::time::Duration {
     step.min(std::time::Duration::from_millis(100))
 }
@@ -388,7 +391,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = KvStore::open(dir.path()).unwrap();
         let mut w = Writer(&store, 0);
-        for i in 0..20 * super::STEP {
+        for i in 0..5 * super::STEP {
             w.put(&format!("k{}", i % 10), "v");
         }
         let compact = store.revision();
